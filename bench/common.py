@@ -1,0 +1,69 @@
+"""Shared helpers for the benchmarks: engine loading, machine description, timing, tables."""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def parser(desc: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=desc)
+    p.add_argument("--model", default="embedded:gemma-3-270m")
+    p.add_argument("--sae", default="embedded")
+    p.add_argument("--repeats", type=int, default=20)
+    return p
+
+
+def load(args):
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    from unlearn_core.engine import load_engine
+    from unlearn_core.settings import load_settings
+
+    t = time.perf_counter()
+    eng = load_engine(load_settings({"model": args.model, "saes": [args.sae]}), progress=False)
+    return eng, time.perf_counter() - t
+
+
+def machine() -> str:
+    import torch
+
+    cpu = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores ({cpu}), torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads")
+
+
+def timeit(fn, repeats: int) -> list[float]:
+    out = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))]
+
+
+def row(name: str, xs: list[float]) -> str:
+    return f"| {name} | {pct(xs, 0.5) * 1000:.0f} ms | {pct(xs, 0.95) * 1000:.0f} ms | {len(xs)} |"
+
+
+def median(xs):
+    return statistics.median(xs)

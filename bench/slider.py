@@ -1,0 +1,85 @@
+"""Latency of one clamp-slider update and of a 21-point curve, fast path vs straightforward.
+
+Straightforward = what a hook-based tool does: a full forward of every row with the SAE
+intervention hook and logits at every position, then read the answer. Engine = our
+straightforward path with logits only where read. Fast = ``fastpath`` (cached upstream,
+downstream only from the first changed position, values batched).
+
+    python bench/slider.py [--sae embedded] [--repeats 20]
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+
+import torch
+from common import load, machine, parser, pct, row, timeit
+
+from unlearn_core import data as D
+from unlearn_core import fastpath, mcq
+from unlearn_core.features import encode_tokens
+from unlearn_core.interventions import Intervention
+
+
+def pick_question(engine, target_tokens: int = 200):
+    qs = D.load_wmdp_bio(engine.settings.data_dir).questions
+    tok = engine.model.tokenizer
+    return min(qs, key=lambda q: abs(len(tok(mcq.format_prompt(q, "plain"))["input_ids"]) - target_tokens))
+
+
+def naive_score(engine, q, ivs, scoring):
+    """Full forward with hooks and full logits for every row (the straightforward path)."""
+    model = engine.model
+    hooks = engine.hooks(ivs)
+    with torch.inference_mode(), model.hooks(fwd_hooks=hooks):
+        if scoring == "letter":
+            logits = model(model.to_tokens(mcq.format_prompt(q, "plain")))
+            return torch.softmax(logits[0, -1], -1)
+        tok = model.tokenizer
+        prefix = [tok.bos_token_id] + tok(mcq.cloze_prefix(q), add_special_tokens=False)["input_ids"]
+        rows = [prefix + tok(" " + c, add_special_tokens=False)["input_ids"] for c in q.choices]
+        from unlearn_core.forward import pad_right
+
+        toks, _ = pad_right(rows, 0)
+        return torch.log_softmax(model(toks), -1)
+
+
+def main() -> None:
+    p = parser(__doc__)
+    p.add_argument("--features", type=int, default=20)
+    args = p.parse_args()
+    engine, load_s = load(args)
+    key = args.sae
+    q = pick_question(engine)
+    n_tok = len(engine.model.tokenizer(mcq.format_prompt(q, "plain"))["input_ids"])
+    codes = encode_tokens(engine, key, engine.model.to_tokens(mcq.format_prompt(q, "plain")))[0, 1:]
+    feats = tuple(torch.argsort(codes.max(0).values, descending=True)[: args.features].tolist())
+    iv = Intervention(key, feats, 20.0, "clamp")
+    rng = random.Random(0)
+    print(f"machine: {machine()}")
+    print(f"model {args.model}, SAE {key} at {engine.saes[key].hook_name}; question {q.id} "
+          f"({n_tok} tokens in letter format); {len(feats)} features; load {load_s:.1f}s\n")
+    for scoring in ("cloze", "letter"):
+        fastpath._LRU.clear()
+        first = timeit(lambda: fastpath.score_curve(engine, q, [iv], [20.0], scoring, "plain"), 1)
+        fast1 = timeit(lambda: fastpath.score_curve(engine, q, [iv], [rng.uniform(1, 200)], scoring, "plain"),
+                       args.repeats)
+        vals21 = [float(v) for v in range(0, 201, 10)]
+        fast21 = timeit(lambda: fastpath.score_curve(engine, q, [iv], vals21, scoring, "plain"), max(3, args.repeats // 5))
+        eng1 = timeit(lambda: mcq.score_question(engine, q, [replace(iv, value=rng.uniform(1, 200))], scoring, "plain"),
+                      max(3, args.repeats // 4))
+        naive1 = timeit(lambda: naive_score(engine, q, [replace(iv, value=rng.uniform(1, 200))], scoring),
+                        max(3, args.repeats // 4))
+        print(f"### {scoring} scoring\n")
+        print("| path | p50 | p95 | runs |\n| --- | --- | --- | --- |")
+        print(row("straightforward: 1 update (full forward + hook + all logits)", naive1))
+        print(row("engine path: 1 update (logits only where read)", eng1))
+        print(row("fast: first update (builds the per-question cache)", first))
+        print(row("fast: 1 update (cached question)", fast1))
+        print(row("fast: 21-point curve", fast21))
+        print(f"\nspeed-up of one update vs straightforward: {pct(naive1, .5) / pct(fast1, .5):.1f}x; "
+              f"21-point curve vs 21 straightforward updates: {21 * pct(naive1, .5) / pct(fast21, .5):.1f}x\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""Feature statistics and selection against direct computations on the tiny model."""
+import pytest
+import torch
+
+from unlearn_core import features as F
+from unlearn_core.forward import pad_right
+from unlearn_core.tiny import ALWAYS_FIRES, NEVER_FIRES, TINY_HOOK
+
+
+@pytest.fixture()
+def corpus(tmp_path, monkeypatch):
+    p = tmp_path / "c.jsonl"
+    import json
+
+    docs = ["Cells divide and proteins fold. " * 3, "The market rallied on Friday. " * 4, "Enzymes speed reactions."]
+    p.write_text("\n".join(json.dumps({"text": d}) for d in docs))
+    return str(p)
+
+
+def direct_codes(tiny, windows):
+    m, sae = tiny.model, tiny.saes["tiny"].sae
+    rows = []
+    for w in windows:
+        _, cache = m.run_with_cache(torch.tensor([w]), names_filter=[TINY_HOOK])
+        x = cache[TINY_HOOK][0, 1:].double()
+        pre = x @ sae.W_enc.double() + sae.b_enc.double()
+        rows.append(torch.where(pre > sae.threshold.double(), pre, torch.zeros_like(pre)))
+    return torch.cat(rows)
+
+
+def test_stats_match_direct_computation(tiny, corpus):
+    st = F.feature_stats(tiny, "tiny", corpus, n_tokens=150, ctx=40, batch_size=3)
+    codes = direct_codes(tiny, st.windows)
+    assert st.n_tokens == codes.shape[0] == 150
+    torch.testing.assert_close(st.freq.double(), (codes > 0).double().mean(0), atol=1e-6, rtol=0)
+    torch.testing.assert_close(st.mean_act.double(), codes.mean(0), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(st.max_act.double(), codes.max(0).values, atol=1e-4, rtol=1e-4)
+    assert st.freq[NEVER_FIRES] == 0 and st.freq[ALWAYS_FIRES] == 1
+    assert torch.allclose(st.hist.sum(1).double(), (codes > 0).sum(0).double())
+    # cached: the second call reads the same numbers from disk
+    again = F.feature_stats(tiny, "tiny", corpus, n_tokens=150, ctx=40)
+    assert torch.equal(again.freq, st.freq)
+
+
+def test_top_examples_are_sorted_and_token_level(tiny, corpus):
+    st = F.feature_stats(tiny, "tiny", corpus, n_tokens=150, ctx=40)
+    feat = int(torch.argsort(-st.freq)[3])
+    ex = F.top_examples(tiny, st, feat, k=3)
+    maxes = [e["max"] for e in ex["top"]]
+    assert maxes == sorted(maxes, reverse=True) and maxes[0] == pytest.approx(float(st.max_act[feat]), rel=1e-2)
+    for e in ex["top"]:
+        assert len(e["tokens"]) == len(e["values"]) and e["values"][e["peak"]] == pytest.approx(e["max"], rel=1e-3)
+
+
+def test_selection_on_hand_made_frequencies():
+    forget = torch.tensor([0.5, 0.4, 0.3, 0.2, 0.0, 0.6])
+    retain = torch.tensor([0.001, 0.02, 0.0, 0.005, 0.0, 0.01])
+    rows = F.select_features(forget, retain, threshold=0.01, n=3)
+    assert [r["feature"] for r in rows] == [0, 2, 3]  # 5 and 1 fail the threshold, 4 never fires on forget
+    assert rows[0]["forget_freq"] == 0.5 and rows[0]["retain_freq"] == pytest.approx(0.001)
+    assert [r["feature"] for r in F.select_features(forget, retain, threshold=0.05, n=2)] == [5, 0]
+    with pytest.raises(ValueError):
+        F.select_features(forget, retain, threshold=0, n=3)
+
+
+def test_logit_effects_and_search(tiny):
+    eff = F.logit_effects(tiny, "tiny", 5, k=4)
+    w = tiny.saes["tiny"].sae.W_dec[5] @ tiny.model.W_U
+    assert eff["top"][0][1] == pytest.approx(float(w.max()), rel=1e-5)
+    assert eff["bottom"][0][1] == pytest.approx(float(w.min()), rel=1e-5)
+    hits = F.search_by_text(tiny, "tiny", "Proteins fold.", k=5)
+    assert hits and all(h["max_act"] > 0 for h in hits)
+    assert [h["max_act"] for h in hits] == sorted([h["max_act"] for h in hits], reverse=True)
+    ta = F.token_activations(tiny, "tiny", "Proteins fold.", [ALWAYS_FIRES, NEVER_FIRES])
+    assert ta["values"][0] == [0.0, 0.0]  # BOS
+    assert all(v[0] > 0 and v[1] == 0 for v in ta["values"][1:])
+    with pytest.raises(ValueError):
+        F.logit_effects(tiny, "tiny", 10_000)
+
+
+def test_auto_description_is_labelled(tiny, corpus):
+    st = F.feature_stats(tiny, "tiny", corpus, n_tokens=150, ctx=40)
+    assert F.auto_description(tiny, "tiny", 5, st).startswith("[automatic]")
+
+
+def test_sae_eval_on_tiny(tiny):
+    from unlearn_core.sae_eval import loss_recovered, reconstruction_stats
+
+    docs = ["Cells divide and proteins fold. " * 4, "Enzymes speed up reactions. " * 4]
+    r = reconstruction_stats(tiny, "tiny", docs, n_tokens=100, ctx=40)
+    assert r["n_tokens"] == 100 and 1 <= r["l0"] <= 64 and r["explained_variance"] < 1
+    assert 0 < r["dead_fraction"] < 1  # feature 0 never fires
+    lr = loss_recovered(tiny, "tiny", docs, n_tokens=60, ctx=30)
+    assert lr["n_tokens"] == 60
+    expected = (lr["zero_ablation_loss"] - lr["spliced_loss"]) / (lr["zero_ablation_loss"] - lr["clean_loss"])
+    assert lr["loss_recovered"] == pytest.approx(expected)

@@ -1,0 +1,439 @@
+"""`python -m unlearn_core` / `unlearn`: the engine from the command line.
+
+Every subcommand prints a human-readable table, or JSON with ``--json``. Long work shows tqdm
+progress bars on stderr.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import warnings
+
+from . import data as D
+from .interventions import MODES, Intervention, parse_features
+from .settings import load_settings
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("settings (also UNLEARN_* env vars or a TOML file)")
+    g.add_argument("--config", help="TOML settings file (default: $UNLEARN_CONFIG or ./unlearn.toml)")
+    g.add_argument("--model", help="'embedded:gemma-3-270m' (default) or a TransformerLens model name")
+    g.add_argument("--sae", action="append", dest="saes",
+                   help="'embedded', a local SAELens folder, or 'release:sae_id'; repeat for several")
+    g.add_argument("--device", help="auto|cpu|cuda[:N]")
+    g.add_argument("--dtype", help="auto|float32|bfloat16|float16")
+    g.add_argument("--cache-dir")
+    g.add_argument("--data-dir")
+    g.add_argument("--prompt-format", choices=["auto", "plain", "chat"])
+    g.add_argument("--scoring", choices=["auto", "letter", "cloze"])
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("-v", "--verbose", action="store_true")
+
+
+def _intervention_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("intervention")
+    g.add_argument("--features", help="comma-separated feature ids, e.g. 123,456")
+    g.add_argument("--clamp", type=float, default=20.0, help="c: active features are set to -c (default 20)")
+    g.add_argument("--mode", choices=MODES, default="clamp")
+    g.add_argument("--on", help="which SAE the features belong to (default: the first)")
+    g.add_argument("--intervention", action="append", default=[],
+                   help="extra intervention 'sae=KEY;features=1,2;clamp=20;mode=clamp' (repeatable)")
+
+
+def _settings(args):
+    return load_settings({
+        "model": args.model, "saes": args.saes, "device": args.device, "dtype": args.dtype,
+        "cache_dir": args.cache_dir, "data_dir": args.data_dir, "prompt_format": args.prompt_format,
+        "scoring": args.scoring,
+    }, config_file=args.config)
+
+
+def _interventions(args, engine) -> list[Intervention]:
+    ivs = []
+    if args.features or args.mode == "reconstruct":
+        ivs.append(Intervention(args.on or engine.default_sae, parse_features(args.features or ""), args.clamp,
+                                args.mode))
+    for spec in args.intervention:
+        kv = dict(part.split("=", 1) for part in spec.split(";") if part.strip())
+        ivs.append(Intervention(kv.get("sae", engine.default_sae), parse_features(kv.get("features", "")),
+                                float(kv.get("clamp", 20.0)), kv.get("mode", "clamp")))
+    return ivs
+
+
+def _bar(total: int, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, file=sys.stderr, dynamic_ncols=True)
+
+
+def load_question_set(spec: str, data_dir: str | None) -> D.QuestionSet:
+    """'wmdp-bio' or 'mmlu:sub1,sub2' or 'mmlu:side-effects'."""
+    if spec == "wmdp-bio":
+        return D.load_wmdp_bio(data_dir)
+    if spec.startswith("mmlu:"):
+        subs = spec[5:]
+        subjects = list(D.SIDE_EFFECT_SUBJECTS) if subs == "side-effects" else subs.split(",")
+        return D.load_mmlu(subjects, data_dir=data_dir)
+    raise ValueError(f"unknown question set {spec!r}: use 'wmdp-bio', 'mmlu:<subject,...>' or 'mmlu:side-effects'")
+
+
+def _engine(args):
+    from .engine import load_engine
+
+    return load_engine(_settings(args))
+
+
+def _out(args, obj, text: str) -> None:
+    print(json.dumps(obj, indent=2) if args.json else text)
+
+
+def cmd_info(args) -> None:
+    s = _settings(args)
+    out = {"settings": s.as_dict(), "data_sources": D.data_sources(s.data_dir)}
+    if args.load:
+        out["engine"] = _engine(args).info()
+    lines = [f"{k:>14}: {v}" for k, v in s.as_dict().items()] + ["data sources:"]
+    lines += [f"{k:>14}: {v}" for k, v in out["data_sources"].items()]
+    if args.load:
+        lines += ["loaded:"] + [f"{k:>14}: {v}" for k, v in out["engine"].items() if k != "data_sources"]
+    _out(args, out, "\n".join(lines))
+
+
+def _fmt_probs(probs) -> str:
+    return "  ".join(f"{L}={p:.3f}" for L, p in zip(D.LETTERS, probs))
+
+
+def cmd_mcq(args) -> None:
+    from .mcq import score_question
+
+    engine = _engine(args)
+    qs = load_question_set(args.questions, engine.settings.data_dir)
+    if args.question_id:
+        matches = [q for q in qs.questions if q.id == args.question_id]
+        if not matches:
+            raise SystemExit(f"no question with id {args.question_id!r} in {qs.name}")
+        q = matches[0]
+    else:
+        if not 0 <= args.index < len(qs.questions):
+            raise SystemExit(f"--index must be in [0, {len(qs.questions) - 1}]")
+        q = qs.questions[args.index]
+    ivs = _interventions(args, engine)
+    base = score_question(engine, q)
+    inter = score_question(engine, q, ivs) if ivs else None
+    obj = {"question": q.to_dict(), "set": qs.label, "scoring": engine.scoring, "base": base.to_dict(),
+           "interventions": [iv.__dict__ for iv in ivs], "intervened": inter.to_dict() if inter else None}
+    text = [f"[{qs.label}] {q.id}", q.question] + [f"  {L}. {c}" for L, c in zip(D.LETTERS, q.choices)]
+    text += [f"correct: {D.LETTERS[q.answer]}   scoring: {engine.scoring}",
+             f"base      : {_fmt_probs(base.probs)}  -> {D.LETTERS[base.predicted]}"]
+    if inter:
+        text.append(f"intervened: {_fmt_probs(inter.probs)}  -> {D.LETTERS[inter.predicted]}   "
+                    f"({'; '.join(iv.label() for iv in ivs)})")
+    _out(args, obj, "\n".join(text))
+
+
+def cmd_eval(args) -> None:
+    from .mcq import accuracy, all_orderings, known_questions, score_questions
+    from .metrics import loss_added
+
+    engine = _engine(args)
+    ivs = _interventions(args, engine)
+    result: dict = {"scoring": engine.scoring, "prompt_format": engine.prompt_format,
+                    "interventions": [iv.__dict__ for iv in ivs], "sets": {}}
+    lines = []
+    for spec in args.questions:
+        qs = load_question_set(spec, engine.settings.data_dir)
+        questions = qs.questions[: args.limit] if args.limit else qs.questions
+        if args.known:
+            bar = _bar(len(questions), f"known filter {qs.name}")
+            questions = known_questions(engine, questions, progress=bar.update)
+            bar.close()
+        expand = engine.scoring == "letter" and args.orderings
+        items = [v for q in questions for v in all_orderings(q)] if expand else questions
+        bar = _bar(len(items) * (2 if ivs else 1), f"scoring {qs.name}")
+        base = accuracy(score_questions(engine, items, progress=bar.update))
+        inter = accuracy(score_questions(engine, items, ivs, progress=bar.update)) if ivs else None
+        bar.close()
+        result["sets"][spec] = {"label": qs.label, "is_fallback": qs.is_fallback, "n_questions": len(questions),
+                                "n_scored": len(items), "known_filter": args.known, "base_accuracy": base,
+                                "intervened_accuracy": inter}
+        lines.append(f"{qs.label:<40} n={len(questions):<5} base={base:.3f}"
+                     + (f"  intervened={inter:.3f}" if inter is not None else ""))
+    if args.loss_tokens and ivs:
+        docs = D.load_corpus(args.loss_corpus, engine.settings.data_dir)
+        bar = _bar(args.loss_tokens * 2, f"loss added on {args.loss_corpus}")
+        la = loss_added(engine, docs, ivs, n_tokens=args.loss_tokens, corpus=args.loss_corpus, progress=bar.update)
+        bar.close()
+        result["loss_added"] = la.to_dict()
+        lines.append(f"loss added on {args.loss_corpus} ({la.n_tokens} tokens): {la.loss_added:+.4f} "
+                     f"(clean {la.clean_loss:.4f}, intervened {la.intervened_loss:.4f})")
+    _out(args, result, "\n".join(lines))
+
+
+def cmd_ppl(args) -> None:
+    from .metrics import perplexity
+
+    engine = _engine(args)
+    ivs = _interventions(args, engine)
+    docs = D.load_corpus(args.corpus, engine.settings.data_dir, part=args.part)
+    out = {}
+    for name, iv in [("base", None)] + ([("intervened", ivs)] if ivs else []):
+        bar = _bar(args.tokens, f"perplexity {name}")
+        out[name] = perplexity(engine, docs, iv, n_tokens=args.tokens, ctx=args.ctx, progress=bar.update)
+        bar.close()
+    _out(args, {"corpus": args.corpus, **out},
+         "\n".join(f"{k:<10} ppl={v['perplexity']:.3f} over {v['n_tokens']} tokens (ctx {v['ctx']})"
+                   for k, v in out.items()))
+
+
+def cmd_generate(args) -> None:
+    from .metrics import generate
+
+    engine = _engine(args)
+    ivs = _interventions(args, engine)
+    kw = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed)
+    out = {"prompt": args.prompt, "base": generate(engine, args.prompt, None, **kw)}
+    if ivs:
+        out["intervened"] = generate(engine, args.prompt, ivs, **kw)
+    _out(args, out, "\n".join(f"--- {k}\n{v}" for k, v in out.items()))
+
+
+def cmd_train_sae(args) -> None:
+    from .train_sae import TrainSAEConfig, train_embedded_sae
+
+    cfg = TrainSAEConfig(layer=args.layer, d_sae=args.width, k=args.k, training_tokens=args.tokens,
+                         out_dir=args.out or TrainSAEConfig().out_dir)
+    s = _settings(args)
+    print(train_embedded_sae(cfg, cache_dir=s.cache_dir, data_dir=s.data_dir))
+
+
+def _sae_key(args, engine) -> str:
+    key = args.on or engine.default_sae
+    if key not in engine.saes:
+        raise ValueError(f"unknown SAE {key!r}; loaded: {sorted(engine.saes)}")
+    return key
+
+
+def cmd_features_stats(args) -> None:
+    from . import features as F
+
+    engine = _engine(args)
+    key = _sae_key(args, engine)
+    out = {}
+    for corpus in args.corpus:
+        bar = _bar(args.tokens, f"feature stats on {corpus}")
+        st = F.feature_stats(engine, key, corpus, n_tokens=args.tokens, progress=bar.update)
+        bar.close()
+        order = torch_argsort_desc(st.freq)[: args.top]
+        out[corpus] = {"n_tokens": st.n_tokens, "alive_fraction": float((st.freq > 0).float().mean()),
+                       "mean_l0": float(st.freq.sum()),
+                       "most_frequent": [{"feature": int(i), "freq": float(st.freq[i]),
+                                          "max_act": float(st.max_act[i])} for i in order]}
+    lines = []
+    for c, o in out.items():
+        lines.append(f"{c}: {o['n_tokens']} tokens, {o['alive_fraction']:.1%} of features fire, "
+                     f"mean L0 {o['mean_l0']:.1f}")
+        lines += [f"   #{r['feature']:<6} freq={r['freq']:.4f} max={r['max_act']:.2f}" for r in o["most_frequent"]]
+    _out(args, out, "\n".join(lines))
+
+
+def torch_argsort_desc(t):
+    import torch
+
+    return torch.argsort(t, descending=True).tolist()
+
+
+def _render_example(e: dict) -> str:
+    """Tokens with the activation in brackets where the feature fires."""
+    return "".join(f"[{t}|{v:.1f}]" if v > 0 else t for t, v in zip(e["tokens"], e["values"])).replace("\n", "⏎")
+
+
+def cmd_features_show(args) -> None:
+    from . import features as F
+
+    engine = _engine(args)
+    key = _sae_key(args, engine)
+    d = F.dashboard(engine, key, args.feature, args.corpus, n_tokens=args.tokens, k=args.k)
+    lines = [f"feature {args.feature} of {key}   {d['description']}"]
+    if d["neuronpedia"] is not None:
+        np_ = d["neuronpedia"]
+        lines.append("neuronpedia: " + (", ".join(np_.get("explanations") or []) or "(no explanation)")
+                     if np_.get("available") else f"neuronpedia: unavailable ({np_.get('message')})")
+    lines.append("promotes: " + ", ".join(f"{t!r} {v:+.2f}" for t, v in d["logits"]["top"]))
+    lines.append("suppresses: " + ", ".join(f"{t!r} {v:+.2f}" for t, v in d["logits"]["bottom"]))
+    for corpus, c in d["corpora"].items():
+        lines.append(f"--- {corpus}: freq {c['freq']:.4f}, max {c['max_act']:.2f}, mean when active "
+                     f"{c['mean_active']:.2f} ({c['n_tokens']} tokens)")
+        lines += [f"  {e['max']:6.2f}  {_render_example(e)}" for e in c["examples"]["top"]]
+    _out(args, d, "\n".join(lines))
+
+
+def cmd_features_select(args) -> None:
+    from . import features as F
+
+    engine = _engine(args)
+    key = _sae_key(args, engine)
+    bar = _bar(args.tokens * 2, "feature stats (forget, retain)")
+    fs = F.feature_stats(engine, key, args.forget, n_tokens=args.tokens, progress=bar.update)
+    rs = F.feature_stats(engine, key, args.retain, n_tokens=args.tokens, progress=bar.update)
+    bar.close()
+    rows = F.select_features(fs.freq, rs.freq, args.threshold, args.n)
+    if args.describe:
+        for r in rows:
+            r["description"] = F.auto_description(engine, key, r["feature"], fs)
+    lines = [f"{'feature':>8} {'forget':>8} {'retain':>8}  description"]
+    lines += [f"{r['feature']:>8} {r['forget_freq']:>8.4f} {r['retain_freq']:>8.4f}  {r.get('description', '')}"
+              for r in rows]
+    _out(args, {"forget": args.forget, "retain": args.retain, "threshold": args.threshold, "features": rows},
+         "\n".join(lines))
+
+
+def cmd_sae_eval(args) -> None:
+    from .sae_eval import loss_recovered, reconstruction_stats
+
+    engine = _engine(args)
+    key = _sae_key(args, engine)
+    docs = []
+    for c in args.corpus:
+        from .features import corpus_docs
+
+        docs += corpus_docs(engine, c)
+    import random
+
+    random.Random(0).shuffle(docs)
+    bar = _bar(args.tokens, "reconstruction")
+    rec = reconstruction_stats(engine, key, docs, n_tokens=args.tokens, progress=bar.update)
+    bar.close()
+    bar = _bar(args.loss_tokens * 3, "loss recovered")
+    lr = loss_recovered(engine, key, docs, n_tokens=args.loss_tokens, progress=bar.update)
+    bar.close()
+    out = {"sae": key, "corpora": args.corpus, **rec, **lr, "n_tokens_loss": lr["n_tokens"]}
+    _out(args, out, "\n".join(f"{k:>20}: {v}" for k, v in out.items()))
+
+
+def cmd_serve(args) -> None:
+    from .server import serve
+
+    serve(_settings(args), host=args.host, port=args.port, tiny=args.tiny,
+          log_level="info" if args.verbose else "warning")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="unlearn", description="SAE Unlearning Workbench engine")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    s = sub.add_parser("info", help="print the settings, data sources (and with --load, the loaded model)")
+    _common(s)
+    s.add_argument("--load", action="store_true", help="also load the model and SAEs")
+    s.set_defaults(func=cmd_info)
+
+    s = sub.add_parser("mcq", help="one question: probabilities with and without an intervention")
+    _common(s)
+    _intervention_args(s)
+    s.add_argument("--questions", default="wmdp-bio", help="wmdp-bio | mmlu:<subject,...> | mmlu:side-effects")
+    s.add_argument("--index", type=int, default=0)
+    s.add_argument("--question-id")
+    s.set_defaults(func=cmd_mcq)
+
+    s = sub.add_parser("eval", help="accuracy on question sets (known filter), loss added")
+    _common(s)
+    _intervention_args(s)
+    s.add_argument("--questions", nargs="+", default=["wmdp-bio", "mmlu:side-effects"])
+    s.add_argument("--limit", type=int, default=0, help="first N questions of each set (0 = all)")
+    s.add_argument("--known", action="store_true", help="keep only questions the clean model knows")
+    s.add_argument("--orderings", action="store_true", help="letter scoring: score all 24 orderings")
+    s.add_argument("--loss-corpus", default="webtext")
+    s.add_argument("--loss-tokens", type=int, default=50_000, help="0 disables loss added")
+    s.set_defaults(func=cmd_eval)
+
+    s = sub.add_parser("ppl", help="perplexity of a corpus with and without an intervention")
+    _common(s)
+    _intervention_args(s)
+    s.add_argument("--corpus", default="wikitext", help="webtext | wikitext | sherlock | pile | wmdp-bio-text | path")
+    s.add_argument("--part", default="all", choices=["all", "train", "heldout"])
+    s.add_argument("--tokens", type=int, default=20_000)
+    s.add_argument("--ctx", type=int, default=256)
+    s.set_defaults(func=cmd_ppl)
+
+    s = sub.add_parser("generate", help="base vs intervened generation")
+    _common(s)
+    _intervention_args(s)
+    s.add_argument("--prompt", required=True)
+    s.add_argument("--max-new-tokens", type=int, default=40)
+    s.add_argument("--temperature", type=float, default=0.0)
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=cmd_generate)
+
+    s = sub.add_parser("features", help="feature statistics, dashboards and selection")
+    fsub = s.add_subparsers(dest="fcmd", required=True)
+    f = fsub.add_parser("stats", help="per-feature firing frequency, mean/max activation on corpora")
+    _common(f)
+    f.add_argument("--corpus", nargs="+", default=["webtext"],
+                   help="webtext | wikitext | sherlock | pile | wmdp-bio-text | mmlu:<subj> | path; '@train'/'@heldout'")
+    f.add_argument("--tokens", type=int, default=100_000)
+    f.add_argument("--top", type=int, default=10)
+    f.add_argument("--on", help="which SAE (default: the first)")
+    f.set_defaults(func=cmd_features_stats)
+    f = fsub.add_parser("show", help="a text dashboard of one feature")
+    _common(f)
+    f.add_argument("feature", type=int)
+    f.add_argument("--corpus", nargs="+", default=["webtext", "wmdp-bio-text"])
+    f.add_argument("--tokens", type=int, default=100_000)
+    f.add_argument("-k", type=int, default=6)
+    f.add_argument("--on")
+    f.set_defaults(func=cmd_features_show)
+    f = fsub.add_parser("select", help="forget vs retain selection (paper / SAEBench)")
+    _common(f)
+    f.add_argument("--forget", default="wmdp-bio-text@train")
+    f.add_argument("--retain", default="wikitext@train")
+    f.add_argument("--threshold", type=float, default=0.01)
+    f.add_argument("-n", type=int, default=20)
+    f.add_argument("--tokens", type=int, default=100_000)
+    f.add_argument("--describe", action="store_true", help="add automatic descriptions")
+    f.add_argument("--on")
+    f.set_defaults(func=cmd_features_select)
+
+    s = sub.add_parser("sae-eval", help="L0, explained variance, loss recovered, dead features on held-out text")
+    _common(s)
+    s.add_argument("--corpus", nargs="+", default=["webtext", "pile", "wikitext@heldout", "sherlock@heldout",
+                                                   "wmdp-bio-text@heldout"])
+    s.add_argument("--tokens", type=int, default=50_000)
+    s.add_argument("--loss-tokens", type=int, default=10_000)
+    s.add_argument("--on")
+    s.set_defaults(func=cmd_sae_eval)
+
+    s = sub.add_parser("train-sae", help="(re)train the embedded SAE")
+    _common(s)
+    s.add_argument("--layer", type=int, default=5)
+    s.add_argument("--width", type=int, default=4096)
+    s.add_argument("--k", type=int, default=48)
+    s.add_argument("--tokens", type=int, default=2_500_000)
+    s.add_argument("--out")
+    s.set_defaults(func=cmd_train_sae)
+
+    s = sub.add_parser("serve", help="HTTP API server holding the model (docs at /docs)")
+    _common(s)
+    s.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (set UNLEARN_TOKEN before exposing it)")
+    s.add_argument("--port", type=int, default=8765)
+    s.add_argument("--tiny", action="store_true", help="tiny random test backend instead of the real model")
+    s.set_defaults(func=cmd_serve)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING)
+    if not getattr(args, "verbose", False):
+        warnings.filterwarnings("ignore")
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+    try:
+        args.func(args)
+    except (D.DataUnavailableError, ValueError, KeyError, RuntimeError) as e:
+        if getattr(args, "verbose", False):
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0

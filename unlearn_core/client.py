@@ -1,0 +1,255 @@
+"""A small client for the workbench server (``python -m unlearn_core serve``), over ``requests``.
+
+Configuration: ``UNLEARN_SERVER_URL`` (default http://127.0.0.1:8765) and ``UNLEARN_TOKEN``.
+Failures are explicit: :class:`ServerUnavailableError` when nothing answers (the message says
+how to start a server), :class:`ServerError` with the server's status and message otherwise.
+``ensure_server(auto_start=True)`` starts a local server as a subprocess when none answers.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import requests
+
+DEFAULT_URL = "http://127.0.0.1:8765"
+START_HINT = ("start one with `python -m unlearn_core serve` (or `bash scripts/run.sh`), "
+              "or point UNLEARN_SERVER_URL at a running server")
+
+
+class ServerUnavailableError(ConnectionError):
+    """No server answers at the URL."""
+
+
+class ServerError(RuntimeError):
+    """The server answered with an error status; ``message`` is its explanation."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(f"server error {status}: {message}")
+        self.status, self.message = status, message
+
+
+def _default_url() -> str:
+    return (os.environ.get("UNLEARN_SERVER_URL") or DEFAULT_URL).rstrip("/")
+
+
+class UnlearnClient:
+    """One method per endpoint; each returns the decoded JSON response."""
+
+    def __init__(self, base_url: str | None = None, token: str | None = None, timeout: float = 600.0,
+                 connect_timeout: float = 3.0):
+        self.base_url = (base_url or _default_url()).rstrip("/")
+        self.token = token if token is not None else os.environ.get("UNLEARN_TOKEN") or None
+        self.timeout = (connect_timeout, timeout)
+        self.session = requests.Session()
+        self.process: subprocess.Popen | None = None  # set when ensure_server started the server
+
+    def __repr__(self) -> str:  # never show the token
+        return f"UnlearnClient({self.base_url!r})"
+
+    # -- transport
+
+    def request(self, method: str, path: str, json: Any = None, params: dict | None = None,
+                timeout: float | None = None) -> Any:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        url = self.base_url + path
+        try:
+            r = self.session.request(method, url, json=json, params=params, headers=headers,
+                                     timeout=(self.timeout[0], timeout) if timeout else self.timeout)
+        except requests.exceptions.InvalidJSONError as e:
+            raise ValueError(f"request body is not valid JSON (NaN or infinity?): {e}") from None
+        except (requests.ConnectionError, requests.Timeout) as e:
+            raise ServerUnavailableError(f"no workbench server answers at {self.base_url} "
+                                         f"({type(e).__name__}); {START_HINT}") from None
+        if r.status_code >= 400:
+            try:
+                detail = r.json().get("detail", r.text)
+            except ValueError:
+                detail = r.text
+            raise ServerError(r.status_code, str(detail))
+        return r.json()
+
+    # -- server
+
+    def health(self, timeout: float = 5.0) -> dict:
+        return self.request("GET", "/api/health", timeout=timeout)
+
+    def info(self) -> dict:
+        return self.request("GET", "/api/info")
+
+    def wait_ready(self, timeout: float = 300.0, poll: float = 0.25) -> dict:
+        """Wait until /api/health says "ok" (the model is loaded)."""
+        end = time.time() + timeout
+        last: Exception | None = None
+        while time.time() < end:
+            if self.process is not None and self.process.poll() is not None:
+                raise ServerUnavailableError(f"the server process exited with code {self.process.returncode}"
+                                             f"{_log_tail(self)}")
+            try:
+                h = self.health()
+                if h["status"] == "ok":
+                    return h
+                if h["status"] == "error":
+                    raise ServerError(503, h.get("detail") or "model failed to load")
+            except ServerUnavailableError as e:
+                last = e
+            time.sleep(poll)
+        raise ServerUnavailableError(f"server at {self.base_url} not ready after {timeout:.0f} s"
+                                     f" ({last or 'still loading'}); {START_HINT}")
+
+    # -- text and features
+
+    def tokenize(self, text: str) -> dict:
+        return self.request("POST", "/api/tokenize", {"text": text})
+
+    def activations(self, text: str, sae: str | None = None, features: list[int] | None = None,
+                    top_k: int = 5) -> dict:
+        return self.request("POST", "/api/activations", {"text": text, "sae": sae, "features": features or [],
+                                                          "top_k": top_k})
+
+    def dashboard(self, feature: int, sae: str | None = None, corpora: list[str] | None = None,
+                  n_tokens: int = 20_000, k: int = 8, neuronpedia: bool = True) -> dict:
+        body = {"sae": sae, "feature": feature, "n_tokens": n_tokens, "k": k, "neuronpedia": neuronpedia}
+        if corpora:
+            body["corpora"] = corpora
+        return self.request("POST", "/api/features/dashboard", body)
+
+    def search(self, text: str, sae: str | None = None, k: int = 20, background: str | None = None,
+               background_tokens: int = 20_000) -> dict:
+        return self.request("POST", "/api/features/search", {"sae": sae, "text": text, "k": k,
+                                                              "background": background,
+                                                              "background_tokens": background_tokens})
+
+    def select(self, forget: str = "wmdp-bio-text@train", retain: str = "wikitext@train", threshold: float = 0.01,
+               n: int = 20, n_tokens: int = 20_000, describe: bool = False, sae: str | None = None) -> dict:
+        return self.request("POST", "/api/features/select", {"sae": sae, "forget": forget, "retain": retain,
+                                                              "threshold": threshold, "n": n,
+                                                              "n_tokens": n_tokens, "describe": describe})
+
+    # -- questions
+
+    def questions(self, set: str = "wmdp-bio", known: bool = False, limit: int = 50, offset: int = 0) -> dict:
+        return self.request("GET", "/api/questions", params={"set": set, "known": str(known).lower(),
+                                                               "limit": limit, "offset": offset})
+
+    def mcq(self, question_id: str | None = None, set: str = "wmdp-bio", interventions: list[dict] | None = None,
+            values: list[float] | None = None, question: dict | None = None) -> dict:
+        body: dict = {"set": set, "interventions": interventions or []}
+        if question_id is not None:
+            body["question_id"] = question_id
+        if question is not None:
+            body["question"] = question
+        if values is not None:
+            body["values"] = values
+        return self.request("POST", "/api/mcq", body)
+
+    # -- metrics
+
+    def generate(self, prompt: str, interventions: list[dict] | None = None, max_new_tokens: int = 40,
+                 temperature: float = 0.0, seed: int = 0) -> dict:
+        return self.request("POST", "/api/generate", {"prompt": prompt, "interventions": interventions or [],
+                                                       "max_new_tokens": max_new_tokens,
+                                                       "temperature": temperature, "seed": seed})
+
+    def loss_added(self, interventions: list[dict], corpus: str = "webtext", n_tokens: int = 10_000) -> dict:
+        return self.request("POST", "/api/loss_added", {"corpus": corpus, "interventions": interventions,
+                                                         "n_tokens": n_tokens})
+
+    def perplexity(self, corpus: str = "wikitext", part: str = "all", interventions: list[dict] | None = None,
+                   n_tokens: int = 10_000) -> dict:
+        return self.request("POST", "/api/perplexity", {"corpus": corpus, "part": part,
+                                                         "interventions": interventions or [],
+                                                         "n_tokens": n_tokens})
+
+    # -- jobs
+
+    def submit_job(self, spec: dict) -> dict:
+        return self.request("POST", "/api/jobs", spec)
+
+    def jobs(self) -> dict:
+        return self.request("GET", "/api/jobs")
+
+    def job(self, job_id: str) -> dict:
+        return self.request("GET", f"/api/jobs/{job_id}")
+
+    def cancel_job(self, job_id: str) -> dict:
+        return self.request("POST", f"/api/jobs/{job_id}/cancel")
+
+    def wait_job(self, job_id: str, timeout: float = 3600.0, poll: float = 0.5) -> dict:
+        end = time.time() + timeout
+        while True:
+            j = self.job(job_id)
+            if j["status"] in ("done", "cancelled", "failed"):
+                return j
+            if time.time() > end:
+                raise TimeoutError(f"job {job_id} not finished after {timeout:.0f} s ({j['done']}/{j['total']})")
+            time.sleep(poll)
+
+    # -- a server this client started
+
+    def stop_server(self, timeout: float = 10.0) -> None:
+        """Terminate the server process started by ``ensure_server`` (no-op otherwise)."""
+        p, self.process = self.process, None
+        if p is None or p.poll() is not None:
+            return
+        p.terminate()
+        try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(timeout)
+
+
+def _log_tail(client: UnlearnClient, n: int = 2000) -> str:
+    path = getattr(client, "log_path", None)
+    if not path or not Path(path).exists():
+        return ""
+    return "; server log tail:\n" + Path(path).read_text(errors="replace")[-n:]
+
+
+def is_local(url: str) -> bool:
+    return urlparse(url).hostname in ("127.0.0.1", "localhost", "::1")
+
+
+def ensure_server(url: str | None = None, auto_start: bool = False, timeout: float = 300.0,
+                  extra_args: list[str] | None = None, token: str | None = None) -> UnlearnClient:
+    """A client for a server that answers and has its model loaded.
+
+    With ``auto_start`` and a local URL where nothing answers, start ``python -m unlearn_core
+    serve --host H --port P [extra_args]`` as a subprocess (log in a temp file, kept in
+    ``client.log_path``; stop it with ``client.stop_server()``) and wait for /api/health.
+    """
+    client = UnlearnClient(url, token=token)
+    try:
+        client.health()
+    except ServerUnavailableError:
+        if not auto_start:
+            raise
+        if not is_local(client.base_url):
+            raise ServerUnavailableError(f"no server at {client.base_url}; auto-start only works for a local URL; "
+                                         f"{START_HINT}") from None
+        u = urlparse(client.base_url)
+        port = u.port or 8765
+        log = tempfile.NamedTemporaryFile(prefix="unlearn-server-", suffix=".log", delete=False)
+        cmd = [sys.executable, "-m", "unlearn_core", "serve", "--host", u.hostname, "--port", str(port),
+               *(extra_args or [])]
+        root = Path(__file__).resolve().parent.parent
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+        if client.token:
+            env["UNLEARN_TOKEN"] = client.token  # the server it starts accepts this client
+        client.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                          env=env)
+        client.log_path = log.name
+        log.close()
+    try:
+        client.wait_ready(timeout)
+    except BaseException:
+        client.stop_server()
+        raise
+    return client

@@ -1,0 +1,76 @@
+"""The loaded state every entry point shares: a model, its SAEs and the settings."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .interventions import Intervention, hooks_for
+from .saes import LoadedSAE, check_compatible, load_sae
+from .settings import Settings
+
+
+@dataclass
+class Engine:
+    model: object  # transformer_lens.HookedTransformer
+    saes: dict[str, LoadedSAE]
+    settings: Settings
+    model_name: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def prompt_format(self) -> str:
+        return self.settings.resolved_prompt_format()
+
+    @property
+    def scoring(self) -> str:
+        return self.settings.resolved_scoring()
+
+    @property
+    def default_sae(self) -> str:
+        return next(iter(self.saes))
+
+    def hooks(self, interventions: list[Intervention] | None, state=None) -> list:
+        return hooks_for(list(interventions or []), self.saes, state)
+
+    def cache_namespace(self) -> str:
+        """Identifies the model for disk caches (name + dtype: results differ across dtypes)."""
+        return f"{self.model_name}|{self.settings.resolved_dtype()}"
+
+    def info(self) -> dict:
+        from . import data as D
+
+        cfg = self.model.cfg
+        return {
+            "model": self.model_name,
+            "n_layers": cfg.n_layers,
+            "d_model": cfg.d_model,
+            "d_vocab": cfg.d_vocab,
+            "device": str(cfg.device),
+            "dtype": str(cfg.dtype).replace("torch.", ""),
+            "saes": [s.describe() for s in self.saes.values()],
+            "prompt_format": self.prompt_format,
+            "scoring": self.scoring,
+            "data_sources": D.data_sources(self.settings.data_dir),
+        }
+
+
+def load_engine(settings: Settings, progress: bool = True) -> Engine:
+    from .models import load_model
+
+    model = load_model(settings.model, settings.device, settings.dtype, settings.cache_dir, progress=progress)
+    dev = str(model.cfg.device)
+    saes = {}
+    for sel in settings.saes:
+        loaded = load_sae(sel, device=dev, dtype="float32")
+        check_compatible(loaded, model)
+        saes[sel] = loaded
+    return Engine(model=model, saes=saes, settings=settings, model_name=settings.model)
+
+
+def engine_from_parts(model, saes: list[LoadedSAE], settings: Settings | None = None, model_name: str = "tiny") -> Engine:
+    """For tests and embedding: wrap an already-built model and SAEs."""
+    from .settings import load_settings
+
+    settings = settings or load_settings({"model": model_name, "saes": [s.key for s in saes]})
+    for s in saes:
+        check_compatible(s, model)
+    return Engine(model=model, saes={s.key: s for s in saes}, settings=settings, model_name=model_name)

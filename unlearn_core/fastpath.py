@@ -1,0 +1,281 @@
+"""Fast paths for the clamp slider and curves: recompute only what a clamp change can change.
+
+For one question we cache, once, the clean residual at the SAE hook, the SAE codes there, the
+clean keys/values of every later layer and the clean final residual. A clamp value then changes
+the residual only by ``sum_i (new_i - old_i) * W_dec[i]`` over the selected features and only
+where they fire, so:
+
+* only the blocks after the hook run, and only from the first changed position ``p0`` on,
+  attending to the cached clean keys/values of the positions before it;
+* cloze scoring shares the question prefix across the four answers (the prefix is run once
+  per clamp value, the four answers attend to it);
+* logits are computed only where they are read (the last position for letters, the answer
+  tokens for cloze);
+* all clamp values of a curve go through as one batch.
+
+It serves clamp/zero/add/reconstruct at ``hook_resid_post``/``hook_resid_pre`` of one SAE whose
+decoder is affine; anything else falls back to the straightforward path (``supports``).
+Equality with the straightforward path is tested to 1e-4.
+"""
+from __future__ import annotations
+
+import re
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import torch
+
+from .data import Question
+from .forward import pad_right, tokenize, unembed
+from .interventions import Intervention
+
+_HOOK_RE = re.compile(r"^blocks\.(\d+)\.hook_resid_(pre|post)$")
+
+
+def downstream_start(hook_name: str) -> int | None:
+    m = _HOOK_RE.match(hook_name)
+    if not m:
+        return None
+    layer = int(m.group(1))
+    return layer + 1 if m.group(2) == "post" else layer
+
+
+def supports(engine, interventions: list[Intervention], scoring: str) -> bool:
+    if scoring not in ("cloze", "letter") or len(interventions) != 1:
+        return False
+    iv = interventions[0]
+    if iv.sae_key not in engine.saes:
+        return False
+    loaded = engine.saes[iv.sae_key]
+    cfg = loaded.sae.cfg
+    affine = getattr(cfg, "normalize_activations", "none") == "none" and getattr(cfg, "reshape_activations",
+                                                                                    "none") == "none"
+    return affine and downstream_start(loaded.hook_name) is not None
+
+
+@dataclass
+class PromptCache:
+    """Everything about one question's rows that no clamp value can change."""
+
+    tokens: torch.Tensor  # [R, T] right-padded rows (cloze: 4, letter: 1)
+    lens: torch.Tensor  # [R]
+    shared: int  # leading positions identical in every row (cloze: the prefix, letter: T)
+    needed: list[list[int]]  # per row: positions whose logits are read
+    targets: list[list[int]]  # cloze: per row, the token predicted at each needed position
+    x: torch.Tensor  # [R, T, d] clean residual at the hook
+    codes: torch.Tensor  # [R, T, d_sae] SAE codes (BOS zeroed)
+    keys: list[torch.Tensor]  # per downstream layer: [R, T, h, dh] clean keys (pre-rotary, as TL caches them)
+    values: list[torch.Tensor]
+    final: torch.Tensor  # [R, T, d] clean final residual (before ln_final)
+    start_layer: int
+
+
+_LRU: "OrderedDict[tuple, PromptCache]" = OrderedDict()
+_LRU_LOCK = threading.Lock()
+LRU_SIZE = 16
+STATS = {"hits": 0, "misses": 0}
+
+
+def _rows(engine, q: Question, scoring: str, style: str):
+    from .mcq import cloze_prefix, format_prompt
+
+    model = engine.model
+    tok = model.tokenizer
+    if scoring == "letter":
+        tokens, lens = tokenize(model, [format_prompt(q, style, tok)])
+        T = int(lens[0])
+        return tokens, lens, T, [[T - 1]], [[]]
+    prefix = [tok.bos_token_id] + tok(cloze_prefix(q), add_special_tokens=False)["input_ids"]
+    conts = [tok(" " + c.strip(), add_special_tokens=False)["input_ids"] or [tok.eos_token_id] for c in q.choices]
+    tokens, lens = pad_right([prefix + c for c in conts], tok.pad_token_id or 0)
+    P = len(prefix)
+    needed = [[P - 1 + j for j in range(len(c))] for c in conts]
+    return tokens, lens, P, needed, [list(c) for c in conts]
+
+
+@torch.inference_mode()
+def prompt_cache(engine, q: Question, scoring: str, style: str, sae_key: str) -> PromptCache:
+    loaded = engine.saes[sae_key]
+    key = (engine.cache_namespace(), q.id, q.question, q.choices, scoring, style, sae_key, loaded.hook_name)
+    with _LRU_LOCK:
+        if key in _LRU:
+            _LRU.move_to_end(key)
+            STATS["hits"] += 1
+            return _LRU[key]
+        STATS["misses"] += 1
+    from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
+
+    model = engine.model
+    tokens, lens, shared, needed, targets = _rows(engine, q, scoring, style)
+    tokens = tokens.to(model.cfg.device)
+    start = downstream_start(loaded.hook_name)
+    kv = TransformerLensKeyValueCache.init_cache(model.cfg, model.cfg.device, tokens.shape[0])
+    grabbed = {}
+    with model.hooks(fwd_hooks=[(loaded.hook_name, lambda x, hook: grabbed.__setitem__("x", x))]):
+        final = model(tokens, past_kv_cache=kv, stop_at_layer=model.cfg.n_layers)
+    x = grabbed["x"]
+    codes = loaded.sae.encode(x.to(loaded.sae.W_enc.dtype))
+    codes[:, 0, :] = 0.0
+    pc = PromptCache(tokens, lens, shared, needed, targets, x, codes,
+                     [kv.entries[i].past_keys for i in range(start, model.cfg.n_layers)],
+                     [kv.entries[i].past_values for i in range(start, model.cfg.n_layers)], final, start)
+    with _LRU_LOCK:
+        _LRU[key] = pc
+        while len(_LRU) > LRU_SIZE:
+            _LRU.popitem(last=False)
+    return pc
+
+
+def residual_delta(sae, pc: PromptCache, iv: Intervention, values: torch.Tensor) -> torch.Tensor:
+    """[V, R, T, d]: the change of the hook's output for each clamp value (zero at BOS)."""
+    feats = list(iv.features)
+    R, T, d = pc.x.shape
+    V = values.shape[0]
+    W = sae.W_dec.to(pc.x.dtype)
+    if iv.mode == "add":
+        delta = -(values[:, None] * 1.0) @ W[feats].sum(0, keepdim=True)  # [V, d]
+        out = delta[:, None, None, :].expand(V, R, T, d).clone()
+    else:
+        f = pc.codes[..., feats]  # [R, T, F]
+        active = (f > 0).to(f.dtype)
+        target = torch.zeros_like(values) if iv.mode == "zero" else -values  # [V]
+        # per value: sum_i active_i * (target - f_i) * W_dec[i]
+        coef = active[None] * (target[:, None, None, None] - f[None])  # [V, R, T, F]
+        out = coef @ W[feats]  # [V, R, T, d]
+        if iv.mode == "reconstruct":
+            recon = sae.decode(pc.codes)
+            out = out + (recon - pc.x)[None]
+    out[:, :, 0, :] = 0.0
+    return out
+
+
+def first_changed(pc: PromptCache, iv: Intervention) -> int:
+    """First position any row's hook output can change at (T if none)."""
+    T = pc.tokens.shape[1]
+    if iv.mode in ("add", "reconstruct"):
+        return 1
+    act = (pc.codes[..., list(iv.features)] > 0).any(-1).any(0)  # [T]
+    act[0] = False
+    idx = torch.nonzero(act).flatten()
+    return int(idx[0]) if idx.numel() else T
+
+
+def _run_blocks(model, resid: torch.Tensor, start: int, past_k: list, past_v: list) -> tuple[torch.Tensor, list, list]:
+    """Blocks start.. on ``resid`` (positions after the cached ones); returns the final residual and new K/V."""
+    from transformer_lens.cache.key_value_cache_entry import TransformerLensKeyValueCacheEntry
+
+    new_k, new_v = [], []
+    for j, block in enumerate(model.blocks[start:]):
+        entry = TransformerLensKeyValueCacheEntry(past_k[j], past_v[j])
+        resid = block(resid, past_kv_cache_entry=entry)
+        new_k.append(entry.past_keys)
+        new_v.append(entry.past_values)
+    return resid, new_k, new_v
+
+
+@torch.inference_mode()
+def downstream_final(engine, pc: PromptCache, delta: torch.Tensor, p0: int) -> torch.Tensor:
+    """[V, R, T, d] final residuals under each delta (positions < p0 are the clean ones)."""
+    model = engine.model
+    V = delta.shape[0]
+    R, T, d = pc.x.shape
+    P = pc.shared
+    out = pc.final[None].expand(V, R, T, d).clone()
+    if p0 >= T:
+        return out
+    if p0 < P:
+        # shared segment [p0, P): identical in every row, so run it once per value (row 0)
+        seg = pc.x[0, p0:P][None] + delta[:, 0, p0:P]  # [V, P-p0, d]
+        ks = [k[0:1, :p0].expand(V, -1, -1, -1) for k in pc.keys]
+        vs = [v[0:1, :p0].expand(V, -1, -1, -1) for v in pc.values]
+        fin, ks, vs = _run_blocks(model, seg, pc.start_layer, ks, vs)
+        out[:, :, p0:P] = fin[:, None]
+        if T > P:  # then every row's own tokens [P, T), attending to the new shared segment
+            seg = (pc.x[None, :, P:] + delta[:, :, P:]).reshape(V * R, T - P, d)
+            ks = [k.repeat_interleave(R, 0) for k in ks]
+            vs = [v.repeat_interleave(R, 0) for v in vs]
+            fin, _, _ = _run_blocks(model, seg, pc.start_layer, ks, vs)
+            out[:, :, P:] = fin.view(V, R, T - P, d)
+    else:
+        seg = (pc.x[None, :, p0:] + delta[:, :, p0:]).reshape(V * R, T - p0, d)
+        ks = [k[:, :p0].repeat(V, 1, 1, 1) for k in pc.keys]
+        vs = [v[:, :p0].repeat(V, 1, 1, 1) for v in pc.values]
+        fin, _, _ = _run_blocks(model, seg, pc.start_layer, ks, vs)
+        out[:, :, p0:] = fin.view(V, R, T - p0, d)
+    return out
+
+
+def _scores_from_final(engine, pc: PromptCache, final: torch.Tensor, q: Question, scoring: str) -> list:
+    from .mcq import MCQScore, letter_token_ids
+
+    model = engine.model
+    out = []
+    if scoring == "letter":
+        T = pc.needed[0][0]
+        logp = torch.log_softmax(unembed(model, final[:, 0, T]).float(), -1)  # [V, vocab]
+        variants = letter_token_ids(model.tokenizer)
+        probs = torch.stack([logp[:, ids].exp().max(-1).values for ids in variants], -1).cpu()
+        for p in probs:
+            pred = int(p.argmax())
+            out.append(MCQScore([float(x) for x in p], float(p.sum()), pred, pred == q.answer, "letter"))
+        return out
+    lls = []
+    for r in range(final.shape[1]):
+        pos = pc.needed[r]
+        lp = torch.log_softmax(unembed(model, final[:, r, pos]).float(), -1)  # [V, n, vocab]
+        tgt = torch.tensor(pc.targets[r], device=lp.device)
+        lls.append(lp.gather(-1, tgt[None, :, None].expand(lp.shape[0], -1, 1))[..., 0].mean(-1))
+    ll = torch.stack(lls, -1).cpu()  # [V, 4]
+    for row in ll:
+        pred = int(row.argmax())
+        out.append(MCQScore([float(x) for x in torch.softmax(row, -1)], 1.0, pred, pred == q.answer, "cloze",
+                            [float(x) for x in row]))
+    return out
+
+
+@torch.inference_mode()
+def score_curve(engine, q: Question, interventions: list[Intervention], values: list[float], scoring: str,
+                style: str, chunk: int = 8) -> list:
+    """Scores for each clamp value, in chunks of ``chunk`` values per batch."""
+    iv = interventions[0]
+    pc = prompt_cache(engine, q, scoring, style, iv.sae_key)
+    sae = engine.saes[iv.sae_key].sae
+    p0 = first_changed(pc, iv)
+    out = []
+    for s in range(0, len(values), chunk):
+        vals = torch.tensor([float(v) for v in values[s : s + chunk]], dtype=pc.x.dtype, device=pc.x.device)
+        delta = residual_delta(sae, pc, iv, vals)
+        out += _scores_from_final(engine, pc, downstream_final(engine, pc, delta, p0), q, scoring)
+    return out
+
+
+@torch.inference_mode()
+def base_score(engine, q: Question, scoring: str, style: str, sae_key: str):
+    """The clean scores from the cached final residual (no recomputation)."""
+    pc = prompt_cache(engine, q, scoring, style, sae_key)
+    return _scores_from_final(engine, pc, pc.final[None], q, scoring)[0]
+
+
+def supports_configs(engine, configs: list[Intervention], scoring: str) -> bool:
+    """Several single-intervention configurations on the same SAE can share one prompt cache."""
+    return bool(configs) and len({c.sae_key for c in configs}) == 1 and all(
+        supports(engine, [c], scoring) for c in configs)
+
+
+@torch.inference_mode()
+def score_configs(engine, q: Question, configs: list[Intervention], scoring: str, style: str,
+                  chunk: int = 8) -> list:
+    """One score per configuration (features, value, mode may all differ), sharing the upstream
+    pass, and batching configurations downstream from the earliest changed position."""
+    sae_key = configs[0].sae_key
+    pc = prompt_cache(engine, q, scoring, style, sae_key)
+    sae = engine.saes[sae_key].sae
+    out = []
+    for s in range(0, len(configs), chunk):
+        part = configs[s : s + chunk]
+        deltas = [residual_delta(sae, pc, iv, torch.tensor([iv.value], dtype=pc.x.dtype, device=pc.x.device))
+                  for iv in part]
+        p0 = min(first_changed(pc, iv) for iv in part)
+        out += _scores_from_final(engine, pc, downstream_final(engine, pc, torch.cat(deltas), p0), q, scoring)
+    return out

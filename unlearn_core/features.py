@@ -1,0 +1,291 @@
+"""Per-feature statistics, max-activating examples, logit effects, selection and search.
+
+Statistics run the model only up to the SAE's hook (``stop_at_layer``, no logits) over
+BOS-prefixed windows of a corpus, and are cached on disk (safetensors) keyed by
+model + SAE fingerprint + corpus + token budget + window size.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from . import cache as C
+from . import data as D
+from .engine import Engine
+from .forward import pad_right
+from .saes import LoadedSAE
+
+N_BINS = 32
+BIN_EDGES = torch.logspace(-2, 3, N_BINS + 1)  # activation histogram: log-spaced, 0.01 .. 1000
+
+
+def sae_fingerprint(loaded: LoadedSAE) -> str:
+    s = loaded.sae
+    return C.key_of(loaded.key, loaded.hook_name, loaded.d_sae, float(s.W_dec.double().sum()),
+                    float(s.W_enc.double().abs().sum()))
+
+
+def parse_corpus_spec(spec: str) -> tuple[str, str]:
+    """'wmdp-bio-text@train' -> ('wmdp-bio-text', 'train'); plain names mean all documents."""
+    name, _, part = spec.partition("@")
+    return name, part or "all"
+
+
+def corpus_docs(engine: Engine, spec: str) -> list[str]:
+    name, part = parse_corpus_spec(spec)
+    return D.load_corpus(name, engine.settings.data_dir, part=part)
+
+
+def windows_for(engine: Engine, docs: list[str], n_tokens: int, ctx: int) -> list[list[int]]:
+    from .metrics import corpus_windows
+
+    return corpus_windows(engine.model, docs, n_tokens, ctx)
+
+
+def layer_of_hook(hook_name: str) -> int:
+    return int(hook_name.split(".")[1]) + 1 if hook_name.startswith("blocks.") else 0
+
+
+@torch.inference_mode()
+def encode_tokens(engine: Engine, sae_key: str, tokens: torch.Tensor) -> torch.Tensor:
+    """SAE codes [B, T, d_sae] at the SAE's hook, running the model only as far as needed."""
+    loaded = engine.saes[sae_key]
+    model = engine.model
+    acts = {}
+
+    def grab(x, hook):
+        acts["x"] = x
+
+    with model.hooks(fwd_hooks=[(loaded.hook_name, grab)]):
+        model(tokens.to(model.cfg.device), stop_at_layer=layer_of_hook(loaded.hook_name))
+    return loaded.sae.encode(acts["x"].to(loaded.sae.W_enc.dtype))
+
+
+@dataclass
+class FeatureStats:
+    sae_key: str
+    corpus: str
+    n_tokens: int
+    freq: torch.Tensor  # [d_sae] fraction of non-BOS tokens where the feature is > 0
+    mean_act: torch.Tensor  # [d_sae] mean activation over all counted tokens
+    mean_active: torch.Tensor  # [d_sae] mean activation where active
+    max_act: torch.Tensor  # [d_sae]
+    hist: torch.Tensor  # [d_sae, N_BINS] counts of active values per log-spaced bin
+    window_max: torch.Tensor  # [n_windows, d_sae] float16: max activation per window (examples, quantiles)
+    windows: list[list[int]]
+
+
+def feature_stats(engine: Engine, sae_key: str, corpus: str, n_tokens: int = 100_000, ctx: int = 128,
+                  batch_size: int = 16, progress=None) -> FeatureStats:
+    loaded = engine.saes[sae_key]
+    docs = corpus_docs(engine, corpus)
+    windows = windows_for(engine, docs, n_tokens, ctx)
+    key = C.key_of("stats", engine.cache_namespace(), sae_fingerprint(loaded), corpus, n_tokens, ctx, N_BINS)
+    path = Path(engine.settings.cache_dir) / "feature_stats" / f"{key}.safetensors"
+
+    def compute() -> dict:
+        d = loaded.d_sae
+        count = torch.zeros(d, dtype=torch.float64)
+        total = torch.zeros(d, dtype=torch.float64)
+        mx = torch.zeros(d)
+        hist = torch.zeros(d * N_BINS, dtype=torch.float64)
+        wmax = torch.zeros(len(windows), d, dtype=torch.float16)
+        n = 0
+        for s in range(0, len(windows), batch_size):
+            batch = windows[s : s + batch_size]
+            toks, lens = pad_right(batch, 0)
+            f = encode_tokens(engine, sae_key, toks).float().cpu()
+            mask = torch.arange(toks.shape[1])[None, :] < lens[:, None]
+            mask[:, 0] = False  # BOS
+            f = f * mask[..., None]
+            flat = f[mask]  # [tokens, d]
+            n += flat.shape[0]
+            active = flat > 0
+            count += active.sum(0)
+            total += flat.sum(0).double()
+            mx = torch.maximum(mx, flat.max(0).values)
+            wmax[s : s + len(batch)] = f.max(1).values.half()
+            rows, cols = active.nonzero(as_tuple=True)
+            b = torch.bucketize(flat[rows, cols], BIN_EDGES).clamp(1, N_BINS) - 1
+            hist.index_add_(0, cols * N_BINS + b, torch.ones_like(b, dtype=torch.float64))
+            if progress:
+                progress(sum(len(w) - 1 for w in batch))
+        return {
+            "n_tokens": torch.tensor([n]),
+            "freq": (count / max(n, 1)).float(),
+            "mean_act": (total / max(n, 1)).float(),
+            "mean_active": (total / count.clamp(min=1)).float(),
+            "max_act": mx,
+            "hist": hist.view(d, N_BINS).float(),
+            "window_max": wmax,
+        }
+
+    t = C.cached_tensors(path, compute)
+    return FeatureStats(sae_key, corpus, int(t["n_tokens"][0]), t["freq"], t["mean_act"], t["mean_active"],
+                        t["max_act"], t["hist"], t["window_max"], windows)
+
+
+def token_strs(engine: Engine, ids: list[int]) -> list[str]:
+    tok = engine.model.tokenizer
+    return [tok.decode([i]) for i in ids]
+
+
+@torch.inference_mode()
+def top_examples(engine: Engine, stats: FeatureStats, feature: int, k: int = 8, n_quantiles: int = 4,
+                 per_quantile: int = 2, context: int = 24) -> dict:
+    """Top-k windows by max activation, plus samples from activation quantile bands (as SAEDashboard)."""
+    col = stats.window_max[:, feature].float()
+    order = torch.argsort(col, descending=True)
+    top = [int(i) for i in order[:k] if col[i] > 0]
+    active = [int(i) for i in order if col[i] > 0]
+    quantiles = []
+    if len(active) > k:
+        rest = active[k:]
+        g = torch.Generator().manual_seed(feature)
+        band = max(1, len(rest) // n_quantiles)
+        for qi in range(n_quantiles):
+            chunk = rest[qi * band : (qi + 1) * band] if qi < n_quantiles - 1 else rest[qi * band :]
+            if not chunk:
+                continue
+            pick = torch.randperm(len(chunk), generator=g)[:per_quantile].tolist()
+            lo, hi = float(col[chunk[-1]]), float(col[chunk[0]])
+            quantiles.append({"range": [lo, hi], "examples": [chunk[p] for p in pick]})
+    wanted = sorted(set(top) | {i for q in quantiles for i in q["examples"]})
+    rendered = {}
+    if wanted:
+        toks, lens = pad_right([stats.windows[i] for i in wanted], 0)
+        f = encode_tokens(engine, stats.sae_key, toks)[..., feature].float().cpu()
+        for j, wi in enumerate(wanted):
+            n = int(lens[j])
+            vals = f[j, :n].clone()
+            vals[0] = 0.0
+            peak = int(vals.argmax())
+            lo, hi = max(1, peak - context), min(n, peak + context // 2 + 1)
+            ids = stats.windows[wi][lo:hi]
+            rendered[wi] = {"window": wi, "tokens": token_strs(engine, ids), "values": [round(float(v), 4)
+                            for v in vals[lo:hi]], "max": float(vals.max()), "peak": peak - lo}
+    return {
+        "corpus": stats.corpus,
+        "top": [rendered[i] for i in top],
+        "quantiles": [{"range": q["range"], "examples": [rendered[i] for i in q["examples"]]} for q in quantiles],
+    }
+
+
+@torch.inference_mode()
+def logit_effects(engine: Engine, sae_key: str, feature: int, k: int = 10) -> dict:
+    """Top and bottom tokens of W_dec[i] @ W_U (the direct effect of the feature on the logits)."""
+    loaded = engine.saes[sae_key]
+    check_feature(loaded, feature)
+    w = loaded.sae.W_dec[feature].to(engine.model.W_U.dtype) @ engine.model.W_U
+    top = torch.topk(w, k)
+    bot = torch.topk(-w, k)
+    return {
+        "top": [(engine.model.tokenizer.decode([int(i)]), float(v)) for v, i in zip(top.values, top.indices)],
+        "bottom": [(engine.model.tokenizer.decode([int(i)]), float(-v)) for v, i in zip(bot.values, bot.indices)],
+    }
+
+
+def check_feature(loaded: LoadedSAE, feature: int) -> None:
+    if not 0 <= int(feature) < loaded.d_sae:
+        raise ValueError(f"feature {feature} out of range for SAE {loaded.key!r} (d_sae={loaded.d_sae})")
+
+
+def select_features(forget_freq: torch.Tensor, retain_freq: torch.Tensor, threshold: float = 0.01,
+                    n: int = 20) -> list[dict]:
+    """The paper's selection: drop features with retain frequency >= threshold, rank the rest by
+    forget frequency, keep the top n (features that never fire on the forget corpus are dropped)."""
+    if forget_freq.shape != retain_freq.shape:
+        raise ValueError("forget and retain frequencies must have the same shape")
+    if not 0 < threshold <= 1 or n < 1:
+        raise ValueError("threshold must be in (0, 1] and n >= 1")
+    ok = (retain_freq < threshold) & (forget_freq > 0)
+    idx = torch.nonzero(ok).flatten()
+    order = idx[torch.argsort(forget_freq[idx], descending=True, stable=True)][:n]
+    return [{"feature": int(i), "forget_freq": float(forget_freq[i]), "retain_freq": float(retain_freq[i]),
+             "ratio": float(forget_freq[i] / max(float(retain_freq[i]), 1e-6))} for i in order]
+
+
+@torch.inference_mode()
+def token_activations(engine: Engine, sae_key: str, text: str, features: list[int] | None = None,
+                      top_k: int = 5) -> dict:
+    """Per-token values of chosen features, and the top features of every token (BOS excluded)."""
+    model = engine.model
+    toks = model.to_tokens(text, prepend_bos=True)
+    f = encode_tokens(engine, sae_key, toks)[0].float().cpu()
+    f[0] = 0.0
+    loaded = engine.saes[sae_key]
+    for i in features or []:
+        check_feature(loaded, i)
+    ids = toks[0].tolist()
+    tv, ti = torch.topk(f, top_k, dim=-1)
+    return {
+        "tokens": token_strs(engine, ids),
+        "features": list(features or []),
+        "values": f[:, list(features)].tolist() if features else [],
+        "top_features": [[(int(i), float(v)) for v, i in zip(tv[t], ti[t]) if v > 0] for t in range(len(ids))],
+    }
+
+
+@torch.inference_mode()
+def search_by_text(engine: Engine, sae_key: str, text: str, k: int = 20,
+                   background: torch.Tensor | None = None) -> list[dict]:
+    """Features that fire most on ``text``, ranked by max activation; with a background frequency,
+    features that fire everywhere are pushed down (score = max act x (1 - background freq))."""
+    model = engine.model
+    toks = model.to_tokens(text, prepend_bos=True)
+    f = encode_tokens(engine, sae_key, toks)[0, 1:].float().cpu()
+    mx, arg = f.max(0)
+    score = mx * (1 - background) if background is not None else mx
+    order = torch.argsort(score, descending=True)[:k]
+    strs = token_strs(engine, toks[0, 1:].tolist())
+    return [{"feature": int(i), "max_act": float(mx[i]), "n_tokens_active": int((f[:, i] > 0).sum()),
+             "top_token": strs[int(arg[i])], "score": float(score[i])} for i in order if mx[i] > 0]
+
+
+def auto_description(engine: Engine, sae_key: str, feature: int, stats: FeatureStats | None = None) -> str:
+    """A short automatic description (top activating tokens and top promoted logits), labelled so."""
+    parts = []
+    if stats is not None:
+        ex = top_examples(engine, stats, feature, k=8, n_quantiles=0)
+        peaks = []
+        for e in ex["top"]:
+            t = e["tokens"][e["peak"]].strip()
+            if t and t not in peaks:
+                peaks.append(t)
+        if peaks:
+            parts.append("fires on " + ", ".join(repr(t) for t in peaks[:5]))
+    logits = logit_effects(engine, sae_key, feature, k=5)
+    promoted = [t.strip() for t, _ in logits["top"] if t.strip()]
+    if promoted:
+        parts.append("promotes " + ", ".join(repr(t) for t in promoted[:5]))
+    return "[automatic] " + ("; ".join(parts) if parts else "no activations found")
+
+
+def dashboard(engine: Engine, sae_key: str, feature: int, corpora: list[str], n_tokens: int = 100_000,
+              k: int = 8, with_neuronpedia: bool = True) -> dict:
+    loaded = engine.saes[sae_key]
+    check_feature(loaded, feature)
+    out: dict = {"sae": sae_key, "feature": feature, "corpora": {}, "bin_edges": BIN_EDGES.tolist()}
+    first_stats = None
+    for corpus in corpora:
+        st = feature_stats(engine, sae_key, corpus, n_tokens)
+        first_stats = first_stats or st
+        out["corpora"][corpus] = {
+            "n_tokens": st.n_tokens, "freq": float(st.freq[feature]), "mean_act": float(st.mean_act[feature]),
+            "mean_active": float(st.mean_active[feature]), "max_act": float(st.max_act[feature]),
+            "hist": st.hist[feature].tolist(), "examples": top_examples(engine, st, feature, k=k),
+        }
+    out["logits"] = logit_effects(engine, sae_key, feature)
+    out["description"] = auto_description(engine, sae_key, feature, first_stats)
+    out["neuronpedia"] = None
+    if with_neuronpedia:
+        from . import neuronpedia as NP
+
+        if loaded.neuronpedia_id:
+            model_id, sae_id = loaded.neuronpedia_id.split("/", 1)
+            out["neuronpedia"] = NP.get_feature(model_id, sae_id, feature).__dict__
+        else:
+            out["neuronpedia"] = {"available": False, "message": "no Neuronpedia id for this SAE (local SAE)"}
+    return out

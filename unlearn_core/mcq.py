@@ -1,0 +1,199 @@
+"""Multiple-choice scoring: prompts, letter and cloze scoring, the 24 orderings, known filter.
+
+Letter scoring (instruct models): softmax over the full vocabulary at the last prompt position;
+a letter's probability is the max over its token variants ("A", " A"). Cloze scoring (base
+models, the embedded default): mean log-likelihood of each answer's text after the question;
+it does not depend on the order of the options.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from . import cache as C
+from .data import LETTERS, Question
+from .engine import Engine
+from .forward import final_resid, last_positions, pad_right, tokenize, unembed
+from .interventions import Intervention
+
+ORDERINGS: tuple[tuple[int, ...], ...] = tuple(itertools.permutations(range(4)))
+GEMMA_CHAT = "<bos><start_of_turn>user\n{prompt}<end_of_turn>\n<start_of_turn>model\n"
+
+
+def subject_name(q: Question) -> str:
+    return q.subject.replace("_", " ")
+
+
+def mcq_body(q: Question) -> str:
+    lines = [f"The following are multiple choice questions (with answers) about {subject_name(q)}.", q.question]
+    lines += [f"{L}. {c}" for L, c in zip(LETTERS, q.choices)]
+    return "\n".join(lines) + "\nAnswer:"
+
+
+def format_prompt(q: Question, style: str, tokenizer=None) -> str:
+    """'plain' (lm-eval style, no template) or 'chat' (the model's chat template, Gemma's by default)."""
+    body = mcq_body(q)
+    if style == "plain":
+        return body
+    if style == "chat":
+        if tokenizer is not None and getattr(tokenizer, "chat_template", None):
+            return tokenizer.apply_chat_template([{"role": "user", "content": body}], tokenize=False,
+                                                 add_generation_prompt=True)
+        return GEMMA_CHAT.format(prompt=body)
+    raise ValueError(f"prompt style must be 'plain' or 'chat', got {style!r}")
+
+
+def cloze_prefix(q: Question) -> str:
+    return f"Question: {q.question}\nAnswer:"
+
+
+def letter_token_ids(tokenizer) -> list[list[int]]:
+    """For each letter, the ids of its single-token variants ("A", " A")."""
+    out = []
+    for L in LETTERS:
+        ids = []
+        for v in (L, " " + L):
+            enc = tokenizer.encode(v, add_special_tokens=False)
+            if len(enc) == 1 and enc[0] not in ids:
+                ids.append(enc[0])
+        if not ids:
+            raise ValueError(f"tokenizer has no single-token variant of letter {L!r}")
+        out.append(ids)
+    return out
+
+
+@dataclass
+class MCQScore:
+    probs: list[float]  # four numbers: letter probabilities, or cloze softmax over the four mean log-likelihoods
+    mass: float  # letter: total probability on the four letters; cloze: 1.0
+    predicted: int
+    correct: bool
+    scoring: str
+    loglik: list[float] | None = None  # cloze only: mean log-likelihood per answer
+
+    def to_dict(self) -> dict:
+        return {"probs": self.probs, "mass": self.mass, "predicted": self.predicted, "correct": self.correct,
+                "scoring": self.scoring, "loglik": self.loglik}
+
+
+@torch.inference_mode()
+def letter_probs_batch(engine: Engine, prompts: list[str], fwd_hooks=()) -> tuple[torch.Tensor, torch.Tensor]:
+    """Letter probabilities [B, 4] (max over variants, full-vocab softmax) and mass [B]."""
+    model = engine.model
+    tokens, lens = tokenize(model, prompts)
+    resid = final_resid(model, tokens, fwd_hooks)
+    logits = unembed(model, last_positions(resid, lens)).float()
+    logp = torch.log_softmax(logits, -1)
+    variants = letter_token_ids(model.tokenizer)
+    probs = torch.stack([logp[:, ids].exp().max(-1).values for ids in variants], -1)
+    return probs.cpu(), probs.sum(-1).cpu()
+
+
+@torch.inference_mode()
+def cloze_logliks(engine: Engine, q: Question, fwd_hooks=()) -> torch.Tensor:
+    """Mean log-likelihood of each choice's tokens after the question prefix, shape [4]."""
+    model = engine.model
+    tok = model.tokenizer
+    prefix = [tok.bos_token_id] + tok(cloze_prefix(q), add_special_tokens=False)["input_ids"]
+    conts = [tok(" " + c.strip(), add_special_tokens=False)["input_ids"] or [tok.eos_token_id] for c in q.choices]
+    rows = [prefix + c for c in conts]
+    tokens, lens = pad_right(rows, tok.pad_token_id or 0)
+    resid = final_resid(model, tokens, fwd_hooks)
+    out = []
+    P = len(prefix)
+    for i, c in enumerate(conts):
+        r = resid[i, P - 1 : P - 1 + len(c)]
+        lp = torch.log_softmax(unembed(model, r).float(), -1)
+        tgt = torch.tensor(c, device=lp.device)
+        out.append(lp.gather(-1, tgt[:, None]).mean())
+    return torch.stack(out).cpu()
+
+
+def score_questions(engine: Engine, questions: list[Question], interventions: list[Intervention] | None = None,
+                    scoring: str | None = None, style: str | None = None, batch_size: int = 8,
+                    progress=None) -> list[MCQScore]:
+    scoring = scoring or engine.scoring
+    style = style or engine.prompt_format
+    hooks = engine.hooks(interventions)
+    out: list[MCQScore] = []
+    if scoring == "letter":
+        for s in range(0, len(questions), batch_size):
+            qs = questions[s : s + batch_size]
+            probs, mass = letter_probs_batch(engine, [format_prompt(q, style, engine.model.tokenizer) for q in qs],
+                                             hooks)
+            for q, p, m in zip(qs, probs, mass):
+                pred = int(p.argmax())
+                out.append(MCQScore([float(x) for x in p], float(m), pred, pred == q.answer, "letter"))
+            if progress:
+                progress(len(qs))
+    elif scoring == "cloze":
+        for q in questions:
+            ll = cloze_logliks(engine, q, hooks)
+            pred = int(ll.argmax())
+            out.append(MCQScore([float(x) for x in torch.softmax(ll, -1)], 1.0, pred, pred == q.answer, "cloze",
+                                [float(x) for x in ll]))
+            if progress:
+                progress(1)
+    else:
+        raise ValueError(f"scoring must be 'letter' or 'cloze', got {scoring!r}")
+    return out
+
+
+def score_question(engine: Engine, q: Question, interventions=None, scoring=None, style=None) -> MCQScore:
+    return score_questions(engine, [q], interventions, scoring, style)[0]
+
+
+def accuracy(scores: list[MCQScore]) -> float:
+    return sum(s.correct for s in scores) / len(scores) if scores else float("nan")
+
+
+def all_orderings(q: Question) -> list[Question]:
+    return [q.reordered(p) for p in ORDERINGS]
+
+
+def known_questions(engine: Engine, questions: list[Question], scoring: str | None = None, style: str | None = None,
+                    use_cache: bool = True, progress=None) -> list[Question]:
+    """Questions the clean model answers correctly in all 24 orderings (letter scoring).
+
+    Cloze scoring is order-invariant, so one pass decides it. Cached on disk per
+    model + dtype + scoring + prompt style + question set.
+    """
+    scoring = scoring or engine.scoring
+    style = style or engine.prompt_format
+    key = C.key_of("known", engine.cache_namespace(), scoring, style, [q.id for q in questions])
+    path = Path(engine.settings.cache_dir) / "known" / f"{key}.json"
+
+    def compute() -> list[str]:
+        known = []
+        for q in questions:
+            variants = all_orderings(q) if scoring == "letter" else [q]
+            scores = score_questions(engine, variants, scoring=scoring, style=style, batch_size=8)
+            if all(s.correct for s in scores):
+                known.append(q.id)
+            if progress:
+                progress(1)
+        return known
+
+    ids = set(C.cached_json(path, compute) if use_cache else compute())
+    return [q for q in questions if q.id in ids]
+
+
+def score_curve(engine: Engine, q: Question, interventions: list[Intervention], values: list[float],
+                scoring: str | None = None, style: str | None = None) -> list[MCQScore]:
+    """Scores of one question with the clamp value of every intervention set to each of ``values``.
+
+    This is the entry point of the clamp slider and the probability-vs-c curve; the fast path
+    (``fastpath``) serves it when available and must give the same numbers.
+    """
+    from dataclasses import replace
+
+    from . import fastpath
+
+    if fastpath.supports(engine, interventions, scoring or engine.scoring):
+        return fastpath.score_curve(engine, q, interventions, values, scoring or engine.scoring,
+                                    style or engine.prompt_format)
+    return [score_question(engine, q, [replace(iv, value=float(v)) for iv in interventions], scoring, style)
+            for v in values]

@@ -1,0 +1,442 @@
+"""The HTTP API (FastAPI) over one loaded engine: ``create_app(engine_factory)``.
+
+How many users it holds: the server keeps ONE model in memory and serializes every use of it
+with one lock, so model work never runs in parallel; endpoints are plain ``def`` functions run
+in FastAPI's threadpool (40 threads), so waiting requests queue on the lock instead of failing.
+A request's latency is therefore its own cost plus the cost of whatever is ahead of it. That
+is comfortable for a handful of interactive users (a lab group, ~5-10 people) and not meant
+for more. Rough costs with the embedded Gemma 3 270M on a 2-core CPU (estimates, not
+benchmarks): tokenize a few ms; activations / feature search 0.1-0.5 s, ~10 ms when the
+prompt is in the activation LRU; one MCQ question with 8 clamp values 1-3 s; generation of
+40 tokens, base + intervened, 2-5 s; loss added on 10k tokens 10-30 s (the lock is taken per
+4 windows, so others interleave); feature statistics on 20k-100k new tokens 0.5-3 min, held
+in one lock hold but cached on disk, so only the first request pays. Evaluation jobs run in
+one background thread and take the lock per chunk of 8 questions or 4 loss windows, so
+interactive requests wait at most one chunk behind a sweep.
+
+Errors: bad input is a 4xx with ``{"detail": message}`` (422 for schema violations, 400 for
+bad values such as out-of-range features or unknown corpora, 404 for unknown SAEs, question
+sets, questions and jobs, 401 for a missing token, 503 while the model loads); anything else
+is a logged 500 with a generic message and no traceback.
+
+Security: when ``UNLEARN_TOKEN`` is set, every ``/api`` endpoint except ``/api/health`` needs
+``Authorization: Bearer <token>``. Corpora are names only (never file paths), nothing is
+unpickled, and neither the token nor the Neuronpedia key is logged.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import math
+import os
+import sys
+import time
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Callable
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from .. import data as D
+from ..engine import Engine
+from ..interventions import MODES, Intervention, validate
+from . import schemas as S
+from .jobs import JobRunner
+from .state import (EngineNotReady, ServerState, check_corpus, check_length, corpus_names, finite, fits_context,
+                    nll_chunked, question_set_names, search, select_questions, token_activations)
+
+log = logging.getLogger("unlearn_core.server")
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def resolve_sae(engine: Engine, key: str | None) -> str:
+    key = key or engine.default_sae
+    if key not in engine.saes:
+        raise KeyError(f"unknown SAE {key!r}; loaded: {sorted(engine.saes)}")
+    return key
+
+
+def to_interventions(engine: Engine, ivs: list[S.InterventionIn]) -> list[Intervention]:
+    out = [Intervention(resolve_sae(engine, iv.sae), tuple(iv.features), float(iv.value), iv.mode) for iv in ivs]
+    validate(out, engine.saes)  # feature ids in range for their SAE
+    return out
+
+
+def iv_out(ivs: list[Intervention]) -> list[S.InterventionOut]:
+    return [S.InterventionOut(sae=iv.sae_key, features=list(iv.features), value=iv.value, mode=iv.mode,
+                              label=iv.label()) for iv in ivs]
+
+
+def question_out(q: D.Question) -> S.QuestionOut:
+    return S.QuestionOut(**q.to_dict())
+
+
+def score_out(s) -> S.MCQScoreOut:
+    return S.MCQScoreOut(**s.to_dict())
+
+
+def _message(e: BaseException) -> str:
+    return str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+
+
+def _validation_detail(errors: list[dict]) -> tuple[str, list[dict]]:
+    """Error locations and messages, without echoing the input (it may be huge, or NaN)."""
+    clean = [{"loc": [str(x) for x in e.get("loc", ())], "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+             for e in errors[:20]]
+    text = "; ".join(f"{'.'.join(c['loc'][1:] or c['loc'])}: {c['msg']}" for c in clean)
+    return f"invalid request: {text}", clean
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request, exc: RequestValidationError):
+        detail, errors = _validation_detail(list(exc.errors()))
+        return JSONResponse({"detail": detail, "errors": errors}, status_code=422)
+
+    @app.exception_handler(EngineNotReady)
+    async def _loading(request, exc):
+        return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "5"})
+
+    @app.exception_handler(D.DataUnavailableError)
+    async def _data(request, exc):
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(KeyError)
+    async def _not_found(request, exc):
+        return JSONResponse({"detail": _message(exc)}, status_code=404)
+
+    @app.exception_handler(ValueError)
+    async def _bad_value(request, exc):
+        return JSONResponse({"detail": _message(exc)}, status_code=400)
+
+    @app.exception_handler(Exception)
+    async def _internal(request, exc):
+        log.error("internal error on %s %s", request.method, request.url.path, exc_info=exc)
+        return JSONResponse({"detail": "internal server error (logged on the server)"}, status_code=500)
+
+
+def make_auth(token: str | None):
+    bearer = HTTPBearer(auto_error=False, description="the server's UNLEARN_TOKEN")
+
+    def check(creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+        if not token:
+            return
+        given = creds.credentials if creds is not None and creds.scheme.lower() == "bearer" else ""
+        if not hmac.compare_digest(given.encode(), token.encode()):
+            raise HTTPException(401, "missing or wrong bearer token: send 'Authorization: Bearer <UNLEARN_TOKEN>'",
+                                headers={"WWW-Authenticate": "Bearer"})
+
+    return check
+
+
+# ---------------------------------------------------------------- the app
+
+
+def create_app(engine_factory: Callable[[], Engine], *, token: str | None = None, allow_test_options: bool = False,
+               lru_capacity: int = 64, load_wait_s: float = 600.0) -> FastAPI:
+    """The API over the engine ``engine_factory()`` builds (once, in a background thread).
+
+    ``token`` defaults to ``$UNLEARN_TOKEN``; ``allow_test_options`` enables the job option
+    ``delay_per_config`` (for ``--tiny`` servers and tests).
+    """
+    token = os.environ.get("UNLEARN_TOKEN") if token is None else token
+    state = ServerState(engine_factory, lru_capacity=lru_capacity, load_wait_s=load_wait_s)
+    runner = JobRunner(state, allow_delay=allow_test_options)
+    state.on_ready.append(runner.start)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        state.start_loading()
+        yield
+        runner.stop()
+
+    app = FastAPI(title="SAE Unlearning Workbench server", version="0.1.0", lifespan=lifespan,
+                  description=(__doc__ or "").split("\n\n")[1],
+                  responses={400: {"model": S.ErrorResponse}, 404: {"model": S.ErrorResponse},
+                             422: {"model": S.ErrorResponse}})
+    app.state.server = state
+    app.state.runner = runner
+    install_error_handlers(app)
+
+    @app.get("/api/health", response_model=S.HealthResponse, tags=["server"])
+    def health() -> S.HealthResponse:
+        """Liveness without auth: answers while the model is still loading."""
+        state.start_loading()
+        return S.HealthResponse(status=state.status, detail=state.error, auth_required=bool(token),
+                                uptime_s=round(time.time() - state.started, 3))
+
+    api = APIRouter(prefix="/api", dependencies=[Depends(make_auth(token))])
+
+    @api.get("/info", response_model=S.InfoResponse, tags=["server"])
+    def info() -> S.InfoResponse:
+        """The loaded model and SAEs (or status 'loading'), limits, question sets, cache counters."""
+        state.start_loading()
+        engine = state.engine_if_ready
+        out: dict = {"status": state.status, "detail": state.error, "limits": S.Limits(), "modes": list(MODES),
+                     "corpora": corpus_names(), "activation_cache": S.CacheStats(**state.acts.stats()),
+                     "jobs": runner.counts()}
+        if engine is not None:  # no model forward here, so no lock: /info stays responsive
+            out.update(engine.info())
+            out["n_ctx"] = engine.model.cfg.n_ctx
+            out["question_sets"] = [S.QuestionSetInfo(name=n, description=d)
+                                    for n, d in question_set_names(engine.settings.data_dir)]
+        return S.InfoResponse(**out)
+
+    @api.post("/tokenize", response_model=S.TokenizeResponse, tags=["text"])
+    def tokenize(req: S.TokenizeRequest) -> S.TokenizeResponse:
+        from ..features import token_strs
+
+        with state.model() as engine:
+            ids = engine.model.to_tokens(req.text, prepend_bos=True, truncate=False)[0].tolist()
+            return S.TokenizeResponse(tokens=token_strs(engine, ids), ids=ids, n_tokens=len(ids),
+                                      n_ctx=engine.model.cfg.n_ctx)
+
+    @api.post("/activations", response_model=S.ActivationsResponse, tags=["features"])
+    def activations(req: S.ActivationsRequest) -> S.ActivationsResponse:
+        """Per-token values of chosen features and each token's top features (activation LRU)."""
+        with state.model() as engine:
+            sae = resolve_sae(engine, req.sae)
+            acts, hit = state.prompt_acts(engine, req.text)
+            out = token_activations(engine, acts, sae, req.features, req.top_k)
+        return S.ActivationsResponse(sae=sae, cached=hit, **out)
+
+    @api.post("/features/dashboard", response_model=S.DashboardResponse, tags=["features"])
+    def dashboard(req: S.DashboardRequest) -> S.DashboardResponse:
+        from .. import features as F
+
+        engine = state.engine()
+        sae = resolve_sae(engine, req.sae)
+        F.check_feature(engine.saes[sae], req.feature)
+        for c in req.corpora:
+            check_corpus(c, engine.settings.data_dir)
+        for c in req.corpora:  # one lock hold per corpus; cached on disk afterwards
+            with state.model():
+                F.feature_stats(engine, sae, c, req.n_tokens)
+        with state.model():
+            d = F.dashboard(engine, sae, req.feature, list(req.corpora), n_tokens=req.n_tokens, k=req.k,
+                            with_neuronpedia=False)
+        if req.neuronpedia:  # network, outside the model lock
+            d["neuronpedia"] = neuronpedia_info(engine, sae, req.feature)
+        return S.DashboardResponse(**d)
+
+    @api.post("/features/search", response_model=S.SearchResponse, tags=["features"])
+    def features_search(req: S.SearchRequest) -> S.SearchResponse:
+        """Features that fire most on a text (optionally down-weighting ones common in a corpus)."""
+        from ..features import feature_stats
+
+        engine = state.engine()
+        sae = resolve_sae(engine, req.sae)
+        bg = None
+        if req.background:
+            check_corpus(req.background, engine.settings.data_dir)
+            with state.model():
+                bg = feature_stats(engine, sae, req.background, req.background_tokens).freq
+        with state.model():
+            acts, hit = state.prompt_acts(engine, req.text)
+            rows = search(engine, acts, sae, req.k, bg)
+        return S.SearchResponse(sae=sae, features=rows, cached=hit)
+
+    @api.post("/features/select", response_model=S.SelectResponse, tags=["features"])
+    def features_select(req: S.SelectRequest) -> S.SelectResponse:
+        """The paper's selection: retain frequency < threshold, ranked by forget frequency, top n."""
+        from .. import features as F
+
+        engine = state.engine()
+        sae = resolve_sae(engine, req.sae)
+        for c in (req.forget, req.retain):
+            check_corpus(c, engine.settings.data_dir)
+        with state.model():
+            fs = F.feature_stats(engine, sae, req.forget, req.n_tokens)
+        with state.model():
+            rs = F.feature_stats(engine, sae, req.retain, req.n_tokens)
+        rows = F.select_features(fs.freq, rs.freq, req.threshold, req.n)
+        if req.describe:
+            for r in rows:
+                with state.model():
+                    r["description"] = F.auto_description(engine, sae, r["feature"], fs)
+        return S.SelectResponse(sae=sae, forget=req.forget, retain=req.retain, threshold=req.threshold,
+                                n_tokens=req.n_tokens, features=rows)
+
+    @api.get("/questions", response_model=S.QuestionsResponse, tags=["questions"])
+    def questions(set_: str = Query("wmdp-bio", alias="set", max_length=300,
+                                    description="wmdp-bio | mmlu:<subject,...> | mmlu:side-effects"),
+                  known: bool = Query(False, description="keep only questions the clean model knows (cached)"),
+                  limit: int = Query(50, ge=1, le=S.MAX_PAGE), offset: int = Query(0, ge=0)) -> S.QuestionsResponse:
+        """A page of a question set; with known=true, the known filter is applied to that page."""
+        qs = state.question_set(set_)
+        page = qs.questions[offset : offset + limit]
+        skipped = 0
+        if known:
+            page, skipped = select_questions(state, page, known=True)
+        return S.QuestionsResponse(set=set_, label=qs.label, is_fallback=qs.is_fallback, origin=qs.origin,
+                                   total=len(qs.questions), offset=offset, limit=limit, known=known,
+                                   n_skipped_too_long=skipped, questions=[question_out(q) for q in page])
+
+    @api.post("/mcq", response_model=S.MCQResponse, tags=["questions"])
+    def mcq(req: S.MCQRequest) -> S.MCQResponse:
+        """Base scores and one score per clamp value (the slider / probability-vs-c curve)."""
+        from ..mcq import score_curve, score_question
+
+        if req.question_id is not None:
+            qset, q = state.find_question(req.set, req.question_id)
+            set_name, label = req.set, qset.label
+        else:
+            iq = req.question
+            digest = hashlib.sha1((iq.question + "|" + "|".join(iq.choices)).encode()).hexdigest()[:10]
+            q = D.Question(f"inline:{iq.subject}:{digest}", iq.question, tuple(iq.choices), iq.answer, iq.subject,
+                           "inline")
+            set_name, label = "inline", "inline question"
+        with state.model() as engine:
+            ivs = to_interventions(engine, req.interventions)
+            if not fits_context(engine, q, margin=0):
+                raise ValueError(f"the question's prompt is longer than the model's context "
+                                 f"({engine.model.cfg.n_ctx} tokens)")
+            base = score_question(engine, q)
+        curve: list[S.CurvePoint] = []
+        if ivs:
+            with state.model() as engine:
+                if req.values:
+                    scores = score_curve(engine, q, ivs, list(req.values))
+                    curve = [S.CurvePoint(value=v, score=score_out(s)) for v, s in zip(req.values, scores)]
+                else:
+                    curve = [S.CurvePoint(value=None, score=score_out(score_question(engine, q, ivs)))]
+        return S.MCQResponse(question=question_out(q), set=set_name, set_label=label, scoring=engine.scoring,
+                             prompt_format=engine.prompt_format, base=score_out(base), interventions=iv_out(ivs),
+                             curve=curve)
+
+    @api.post("/generate", response_model=S.GenerateResponse, tags=["text"])
+    def generate(req: S.GenerateRequest) -> S.GenerateResponse:
+        """Base and intervened continuations (the clamp also applies to generated tokens)."""
+        from ..metrics import generate as gen
+
+        kw = dict(max_new_tokens=req.max_new_tokens, temperature=req.temperature, seed=req.seed)
+        with state.model() as engine:
+            ivs = to_interventions(engine, req.interventions)
+            n = engine.model.to_tokens(req.prompt, prepend_bos=True, truncate=False).shape[1]
+            check_length(engine, n, req.max_new_tokens)
+            base = gen(engine, req.prompt, None, **kw)
+        inter = None
+        if ivs:
+            with state.model() as engine:
+                inter = gen(engine, req.prompt, ivs, **kw)
+        return S.GenerateResponse(prompt=req.prompt, base=base, intervened=inter, interventions=iv_out(ivs))
+
+    @api.post("/loss_added", response_model=S.LossAddedResponse, tags=["metrics"])
+    def loss_added(req: S.LossAddedRequest) -> S.LossAddedResponse:
+        """Mean next-token loss with the interventions minus without (same windows as metrics.loss_added)."""
+        from ..features import corpus_docs
+        from ..metrics import clean_nll_cached, corpus_windows
+
+        engine = state.engine()
+        check_corpus(req.corpus, engine.settings.data_dir)
+        with state.model():
+            ivs = to_interventions(engine, req.interventions)
+            docs = corpus_docs(engine, req.corpus)
+            windows = corpus_windows(engine.model, docs, req.n_tokens, req.ctx)
+            clean = clean_nll_cached(engine, req.corpus, windows)
+        inter, n = nll_chunked(state, windows, ivs)
+        return S.LossAddedResponse(corpus=req.corpus, clean_loss=finite(clean), intervened_loss=finite(inter),
+                                   loss_added=finite(inter - clean), n_tokens=n, interventions=iv_out(ivs))
+
+    @api.post("/perplexity", response_model=S.PerplexityResponse, tags=["metrics"])
+    def perplexity(req: S.PerplexityRequest) -> S.PerplexityResponse:
+        """Perplexity of a corpus part, clean and (with interventions) intervened."""
+        from ..features import corpus_docs, parse_corpus_spec
+        from ..metrics import corpus_windows
+
+        engine = state.engine()
+        check_corpus(req.corpus, engine.settings.data_dir)
+        name, part = parse_corpus_spec(req.corpus)
+        if req.part != "all" and part != "all" and part != req.part:
+            raise ValueError(f"corpus {req.corpus!r} names part {part!r} but part={req.part!r}")
+        part = req.part if req.part != "all" else part
+        with state.model():
+            ivs = to_interventions(engine, req.interventions)
+            docs = corpus_docs(engine, f"{name}@{part}")
+            windows = corpus_windows(engine.model, docs, req.n_tokens, req.ctx)
+
+        def ppl(interventions) -> S.Perplexity:
+            nll, n = nll_chunked(state, windows, interventions)
+            p = math.exp(nll) if math.isfinite(nll) and nll < 700 else None
+            return S.Perplexity(perplexity=p, mean_nll=finite(nll), n_tokens=n, ctx=req.ctx)
+
+        return S.PerplexityResponse(corpus=name, part=part, base=ppl(None), intervened=ppl(ivs) if ivs else None,
+                                    interventions=iv_out(ivs))
+
+    @api.post("/jobs", response_model=S.JobCreated, status_code=201, tags=["jobs"])
+    def submit_job(spec: S.JobSpec) -> S.JobCreated:
+        """Queue a sweep; it runs in the background worker and is persisted per configuration."""
+        job = runner.submit(spec)
+        return S.JobCreated(id=job.id, status=job.status, total=job.total)
+
+    @api.get("/jobs", response_model=S.JobList, tags=["jobs"])
+    def list_jobs() -> S.JobList:
+        state.engine()
+        return S.JobList(jobs=[S.JobSummary(**j.summary()) for j in sorted(runner.jobs.values(),
+                                                                           key=lambda j: j.created)])
+
+    @api.get("/jobs/{job_id}", response_model=S.JobDetail, tags=["jobs"])
+    def get_job(job_id: str) -> S.JobDetail:
+        state.engine()
+        return S.JobDetail(**runner.get(job_id).detail())
+
+    @api.post("/jobs/{job_id}/cancel", response_model=S.JobSummary, tags=["jobs"])
+    def cancel_job(job_id: str) -> S.JobSummary:
+        state.engine()
+        return S.JobSummary(**runner.cancel(job_id).summary())
+
+    app.include_router(api)
+    return app
+
+
+def neuronpedia_info(engine: Engine, sae: str, feature: int) -> dict:
+    from .. import neuronpedia as NP
+
+    loaded = engine.saes[sae]
+    if not loaded.neuronpedia_id:
+        return {"available": False, "message": "no Neuronpedia id for this SAE (local SAE)"}
+    model_id, sae_id = loaded.neuronpedia_id.split("/", 1)
+    cfg = NP.NeuronpediaConfig(cache_dir=Path(engine.settings.cache_dir) / "neuronpedia")
+    return dict(NP.get_feature(model_id, sae_id, feature, cfg).__dict__)
+
+
+# ---------------------------------------------------------------- running it
+
+
+def engine_factory_for(settings, tiny: bool = False) -> Callable[[], Engine]:
+    """The real engine from settings, or the tiny test backend (with the settings' cache/data dirs)."""
+    if tiny:
+        def factory() -> Engine:
+            from ..tiny import tiny_engine
+
+            engine = tiny_engine(cache_dir=settings.cache_dir)
+            if settings.data_dir:
+                engine.settings.data_dir = settings.data_dir
+            return engine
+
+        return factory
+
+    def load() -> Engine:
+        from ..engine import load_engine
+
+        return load_engine(settings, progress=False)
+
+    return load
+
+
+def serve(settings, host: str = "127.0.0.1", port: int = 8765, tiny: bool = False, log_level: str = "warning") -> None:
+    import uvicorn
+
+    app = create_app(engine_factory_for(settings, tiny), allow_test_options=tiny)
+    if host not in LOCAL_HOSTS and not os.environ.get("UNLEARN_TOKEN"):
+        log.warning("listening on %s without UNLEARN_TOKEN: anyone who can reach this port can use the model", host)
+    backend = "tiny test backend" if tiny else settings.model
+    print(f"unlearn server ({backend}) on http://{host}:{port}  - API docs at /docs", file=sys.stderr, flush=True)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, workers=1)

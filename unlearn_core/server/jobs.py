@@ -1,0 +1,386 @@
+"""Evaluation jobs: sweeps over (retain threshold, N, clamp value), resumable after a crash.
+
+Why on disk, line by line: a sweep can take hours on the real model, and the server may be
+killed at any time. Layout under ``<cache_dir>/jobs/<job_id>/``:
+
+* ``spec.json``     the validated spec, model namespace and creation time (atomic write);
+* ``results.jsonl`` one JSON line per finished configuration, flushed and fsynced at once;
+  the clean baseline is the row with ``config == "none"``;
+* ``status.json``   written once the job ends (done / cancelled / failed). No status file
+  means unfinished: on startup such jobs (for the loaded model) are queued again and every
+  configuration already in ``results.jsonl`` is skipped, so nothing is lost or computed twice.
+  A torn last line (killed mid-write) is dropped and the file rewritten before appending.
+
+One worker thread runs one job at a time. It takes the model lock per chunk of questions or
+loss windows (see ``state``), never for a whole job, so interactive requests interleave.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import re
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import cache as C
+from ..engine import Engine
+from ..interventions import Intervention
+from .schemas import JobSpec
+from .state import LOCK_CHUNK, ServerState, check_corpus, finite, nll_chunked, score_chunked, select_questions
+
+log = logging.getLogger("unlearn_core.server.jobs")
+
+BASELINE = "none"
+JOB_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+FINAL = ("done", "cancelled", "failed")
+
+
+class Cancelled(Exception):
+    pass
+
+
+class Stopping(Exception):
+    """The server is shutting down: leave the job unfinished so it resumes on restart."""
+
+
+def config_key(threshold: float, n: int, value: float) -> str:
+    return f"t={threshold:.10g}|n={n}|c={value:.10g}"
+
+
+@dataclass
+class Job:
+    id: str
+    spec: dict
+    namespace: str
+    created: float
+    status: str = "queued"
+    results: list[dict] = field(default_factory=list)
+    started: float | None = None
+    finished: float | None = None
+    error: str | None = None
+    note: str | None = None
+    done_at_start: int = 0
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def total(self) -> int:
+        s = self.spec
+        return 1 + len(s["thresholds"]) * len(s["ns"]) * len(s["values"])
+
+    @property
+    def done(self) -> int:
+        return len(self.results)
+
+    def rate_per_s(self) -> float | None:
+        if self.started is None:
+            return None
+        n = self.done - self.done_at_start
+        dt = (self.finished or time.time()) - self.started
+        return n / dt if n > 0 and dt > 0 else None
+
+    def summary(self) -> dict:
+        rate = self.rate_per_s()
+        eta = (self.total - self.done) / rate if rate and self.status in ("queued", "running") else None
+        return {"id": self.id, "status": self.status, "done": self.done, "total": self.total,
+                "rate_per_min": rate * 60 if rate else None, "eta_s": eta, "created": self.created,
+                "started": self.started, "finished": self.finished, "error": self.error, "note": self.note}
+
+    def detail(self) -> dict:
+        return {**self.summary(), "spec": self.spec, "results": list(self.results)}
+
+
+class JobStore:
+    """Files of every job; each write is atomic or an fsynced append."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def dir(self, job_id: str) -> Path:
+        if not JOB_ID_RE.match(job_id):
+            raise KeyError(f"no job {job_id!r}")
+        return self.root / job_id
+
+    def create(self, spec: dict, namespace: str) -> Job:
+        job = Job(id=time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:8], spec=spec, namespace=namespace,
+                  created=time.time())
+        C.atomic_write_json(self.dir(job.id) / "spec.json",
+                            {"id": job.id, "spec": spec, "namespace": namespace, "created": job.created})
+        return job
+
+    def append(self, job: Job, row: dict) -> None:
+        with open(self.dir(job.id) / "results.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def read_results(self, job_id: str) -> list[dict]:
+        """Valid rows, first occurrence of each config; a torn or junk line is dropped and the file fixed."""
+        path = self.dir(job_id) / "results.jsonl"
+        if not path.exists():
+            return []
+        rows, seen, bad = [], set(), False
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                row = json.loads(line)
+                key = row["config"]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                bad = bad or bool(line.strip())
+                continue
+            if key in seen:
+                bad = True
+                continue
+            seen.add(key)
+            rows.append(row)
+        if bad or (path.stat().st_size and not path.read_bytes().endswith(b"\n")):
+            log.warning("job %s: dropping a torn or duplicate line in results.jsonl", job_id)
+            C.atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in rows).encode())
+        return rows
+
+    def finish(self, job: Job, status: str) -> None:
+        job.status, job.finished = status, time.time()
+        C.atomic_write_json(self.dir(job.id) / "status.json",
+                            {"status": status, "error": job.error, "finished": job.finished})
+
+    def load_all(self) -> list[Job]:
+        jobs = []
+        if not self.root.is_dir():
+            return jobs
+        for d in sorted(self.root.iterdir()):
+            meta = C.read_json(d / "spec.json") if d.is_dir() and JOB_ID_RE.match(d.name) else None
+            if not isinstance(meta, dict) or "spec" not in meta:
+                continue
+            job = Job(id=d.name, spec=meta["spec"], namespace=meta.get("namespace", ""),
+                      created=float(meta.get("created", 0)))
+            job.results = self.read_results(job.id)
+            st = C.read_json(d / "status.json")
+            if isinstance(st, dict) and st.get("status") in FINAL:
+                job.status, job.error, job.finished = st["status"], st.get("error"), st.get("finished")
+            jobs.append(job)
+        return sorted(jobs, key=lambda j: j.created)
+
+
+class JobRunner:
+    """The single background worker and the in-memory view of every job."""
+
+    def __init__(self, state: ServerState, allow_delay: bool = False):
+        self.state = state
+        self.allow_delay = allow_delay
+        self.store: JobStore | None = None
+        self.jobs: dict[str, Job] = {}
+        self.queue: queue.Queue[str] = queue.Queue()
+        self.stop_event = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle
+
+    def start(self, engine: Engine) -> None:
+        """Called once the engine is loaded: re-queue unfinished jobs, start the worker."""
+        self.store = JobStore(Path(engine.settings.cache_dir) / "jobs")
+        ns = engine.cache_namespace()
+        for job in self.store.load_all():
+            if job.status not in FINAL:
+                if job.namespace == ns:
+                    job.status, job.note = "queued", f"resumed with {job.done} configuration(s) already done"
+                    self.queue.put(job.id)
+                else:
+                    job.status, job.note = "paused", f"created for model {job.namespace!r}; not resumed here"
+            self.jobs[job.id] = job
+        self._thread = threading.Thread(target=self._loop, name="job-worker", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for j in list(self.jobs.values()):
+            out[j.status] = out.get(j.status, 0) + 1
+        return out
+
+    # -- API
+
+    def _store(self) -> JobStore:
+        self.state.engine()  # wait for loading: the store exists once the engine does
+        for _ in range(100):
+            if self.store is not None:
+                return self.store
+            time.sleep(0.05)
+        raise RuntimeError("job store not ready")
+
+    def submit(self, spec: JobSpec) -> Job:
+        engine = self.state.engine()
+        if spec.delay_per_config and not self.allow_delay:
+            raise ValueError("delay_per_config is a test option, only honoured by a --tiny server")
+        sae = spec.sae or engine.default_sae
+        if sae not in engine.saes:
+            raise KeyError(f"unknown SAE {sae!r}; loaded: {sorted(engine.saes)}")
+        data_dir = engine.settings.data_dir
+        for c in (spec.forget_corpus, spec.retain_corpus) + ((spec.loss_corpus,) if spec.loss_tokens else ()):
+            check_corpus(c, data_dir)
+        for s in [spec.forget_set, *spec.side_effect_sets]:
+            self.state.question_set(s)  # unknown sets fail now (404), not in the worker
+        d = spec.model_dump()
+        d["sae"] = sae
+        store = self._store()
+        job = store.create(d, engine.cache_namespace())
+        with self._lock:
+            self.jobs[job.id] = job
+        self.queue.put(job.id)
+        return job
+
+    def get(self, job_id: str) -> Job:
+        job = self.jobs.get(job_id)
+        if job is None:
+            raise KeyError(f"no job {job_id!r}")
+        return job
+
+    def cancel(self, job_id: str) -> Job:
+        job = self.get(job_id)
+        job.cancel.set()
+        if job.status in ("queued", "paused"):
+            job.error = None
+            self._store().finish(job, "cancelled")
+        return job
+
+    # -- worker
+
+    def _loop(self) -> None:
+        while not self.stop_event.is_set():
+            try:
+                job_id = self.queue.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            job = self.jobs.get(job_id)
+            if job is None or job.status != "queued":
+                continue
+            job.status, job.started, job.done_at_start = "running", time.time(), job.done
+            try:
+                Sweep(self, job).run()
+                self.store.finish(job, "done")
+            except Cancelled:
+                self.store.finish(job, "cancelled")
+            except Stopping:
+                job.status = "queued"
+                return
+            except Exception as e:  # noqa: BLE001 - a job failure must not kill the worker
+                log.exception("job %s failed", job.id)
+                job.error = f"{type(e).__name__}: {e}"
+                self.store.finish(job, "failed")
+
+
+class Sweep:
+    """One job's work: questions, selection statistics, baseline, then every configuration."""
+
+    def __init__(self, runner: JobRunner, job: Job):
+        self.runner, self.job, self.state = runner, job, runner.state
+        self.spec = JobSpec(**job.spec)
+
+    def check(self) -> None:
+        if self.runner.stop_event.is_set():
+            raise Stopping()
+        if self.job.cancel.is_set():
+            raise Cancelled()
+
+    def questions(self, name: str) -> list:
+        qs = self.state.question_set(name).questions
+        if self.spec.question_limit:
+            qs = qs[: self.spec.question_limit]
+        return select_questions(self.state, qs, self.spec.known, self.check)[0]
+
+    def run(self) -> None:
+        from ..features import feature_stats, select_features, windows_for, corpus_docs
+        from ..metrics import clean_nll_cached
+
+        spec, job = self.spec, self.job
+        sets = {"forget": self.questions(spec.forget_set)}
+        for s in spec.side_effect_sets:
+            sets[s] = self.questions(s)
+        self.check()
+        with self.state.model() as engine:
+            fs = feature_stats(engine, spec.sae, spec.forget_corpus, n_tokens=spec.selection_tokens)
+        self.check()
+        with self.state.model() as engine:
+            rs = feature_stats(engine, spec.sae, spec.retain_corpus, n_tokens=spec.selection_tokens)
+        self.windows, self.clean = [], None
+        if spec.loss_tokens:
+            with self.state.model() as engine:
+                docs = corpus_docs(engine, spec.loss_corpus)
+                self.windows = windows_for(engine, docs, spec.loss_tokens, 256)
+                self.clean = clean_nll_cached(engine, spec.loss_corpus, self.windows)
+        done = {r["config"] for r in job.results}
+        if BASELINE not in done:
+            self.finish_config(self.evaluate(sets, None, BASELINE, None, None, None, []))
+        for t in spec.thresholds:
+            feats = [r["feature"] for r in select_features(fs.freq, rs.freq, t, max(spec.ns))]
+            for n in spec.ns:
+                todo = [v for v in spec.values if config_key(t, n, v) not in done]
+                chosen = feats[:n]
+                if not todo:
+                    continue
+                self.check()
+                if not chosen:
+                    for v in todo:
+                        self.finish_config(self.evaluate(sets, None, config_key(t, n, v), t, n, v, []))
+                    continue
+                ivs = [[Intervention(spec.sae, tuple(chosen), float(v), spec.mode)] for v in todo]
+                # all clamp values of this selection share the upstream pass (fast path)
+                accs = self.shared_accuracies(sets, ivs)
+                for v, iv, acc in zip(todo, ivs, accs):
+                    self.finish_config(self.evaluate(sets, iv, config_key(t, n, v), t, n, v, chosen, acc))
+
+    def shared_accuracies(self, sets: dict, configs: list) -> list[dict]:
+        """Accuracy of every configuration on every set, question chunk by chunk under the lock."""
+        from ..sweep import ConfigResult, evaluate_configs
+
+        out = [{} for _ in configs]
+        for name, qs in sets.items():
+            totals = [ConfigResult(0, 0) for _ in configs]
+            for s in range(0, len(qs), LOCK_CHUNK):
+                self.check()
+                with self.state.model() as engine:
+                    part = evaluate_configs(engine, qs[s : s + LOCK_CHUNK], configs)
+                for tot, r in zip(totals, part):
+                    tot.correct += r.correct
+                    tot.total += r.total
+            for o, tot in zip(out, totals):
+                o[name] = finite(tot.accuracy) if qs else None
+        return out
+
+    def finish_config(self, row: dict) -> None:
+        self.runner.store.append(self.job, row)
+        self.job.results.append(row)
+        if self.spec.delay_per_config and self.runner.allow_delay:  # test hook, --tiny servers only
+            end = time.time() + self.spec.delay_per_config
+            while time.time() < end:
+                self.check()
+                time.sleep(0.05)
+
+    def evaluate(self, sets: dict, ivs, key: str, t, n, v, features: list[int], accs: dict | None = None) -> dict:
+        from ..mcq import accuracy
+
+        t0 = time.time()
+        note = None if ivs or key == BASELINE else "no feature passes the retain threshold: nothing to evaluate"
+        if accs is None:  # else computed together with the other clamp values of this selection
+            accs = {}
+            if ivs or key == BASELINE:
+                for name, qs in sets.items():
+                    accs[name] = finite(accuracy(score_chunked(self.state, qs, ivs, self.check))) if qs else None
+        side = {s: accs.get(s) for s in self.spec.side_effect_sets}
+        vals = [a for a in side.values() if a is not None]
+        loss = None
+        if self.spec.loss_tokens and key == BASELINE:
+            loss = 0.0
+        elif self.spec.loss_tokens and ivs:
+            inter, _ = nll_chunked(self.state, self.windows, ivs, self.check)
+            loss = finite(inter - self.clean)
+        return {"config": key, "threshold": t, "n": n, "value": v, "mode": self.spec.mode if ivs else None,
+                "features": list(features), "forget_accuracy": accs.get("forget"), "side_effect_accuracy": side,
+                "side_effect_mean": sum(vals) / len(vals) if vals else None, "loss_added": loss,
+                "n_questions": {k: len(q) for k, q in sets.items()}, "seconds": round(time.time() - t0, 3),
+                "note": note}

@@ -1,0 +1,489 @@
+"""Request and response schemas of the server (pydantic), with the server's input limits.
+
+Every limit lives here so that validation (422) happens before the model is touched, and so
+``/api/info`` can tell clients exactly what the server accepts. Requests forbid unknown
+fields, so a typo in a field name is an error instead of a silently ignored option.
+"""
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ..interventions import MAX_ABS_CLAMP, MODES
+
+MAX_TEXT_CHARS = 20_000
+MAX_FEATURES = 512  # total feature ids in one call (over all interventions)
+MAX_VALUES = 64  # clamp values in one /api/mcq call
+MAX_INTERVENTIONS = 8
+MAX_CORPORA = 4
+MAX_STATS_TOKENS = 200_000  # feature statistics (dashboard, select, search background)
+MAX_EVAL_TOKENS = 100_000  # loss added, perplexity
+MAX_PAGE = 2_000  # questions per /api/questions page
+MAX_JOB_CONFIGS = 2_000
+MAX_NEW_TOKENS = 512
+
+Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS)]
+Name = Annotated[str, Field(min_length=1, max_length=300)]
+FeatureId = Annotated[int, Field(ge=0)]
+ClampValue = Annotated[float, Field(allow_inf_nan=False, ge=-MAX_ABS_CLAMP, le=MAX_ABS_CLAMP)]
+Mode = Literal[MODES]  # type: ignore[valid-type]
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ---------------------------------------------------------------- shared pieces
+
+
+class InterventionIn(Request):
+    """One intervention; ``sae`` defaults to the server's first SAE."""
+
+    sae: Name | None = None
+    features: list[FeatureId] = Field(default_factory=list, max_length=MAX_FEATURES)
+    value: ClampValue = 20.0
+    mode: Mode = "clamp"
+
+
+class InterventionOut(BaseModel):
+    sae: str
+    features: list[int]
+    value: float
+    mode: str
+    label: str
+
+
+Interventions = Annotated[list[InterventionIn], Field(max_length=MAX_INTERVENTIONS)]
+
+
+def _check_total_features(ivs: list[InterventionIn]) -> None:
+    total = sum(len(iv.features) for iv in ivs)
+    if total > MAX_FEATURES:
+        raise ValueError(f"at most {MAX_FEATURES} features in one call, got {total}")
+
+
+class Limits(BaseModel):
+    max_text_chars: int = MAX_TEXT_CHARS
+    max_features: int = MAX_FEATURES
+    max_values: int = MAX_VALUES
+    max_interventions: int = MAX_INTERVENTIONS
+    max_abs_clamp: float = MAX_ABS_CLAMP
+    max_corpora: int = MAX_CORPORA
+    max_stats_tokens: int = MAX_STATS_TOKENS
+    max_eval_tokens: int = MAX_EVAL_TOKENS
+    max_page: int = MAX_PAGE
+    max_job_configs: int = MAX_JOB_CONFIGS
+    max_new_tokens: int = MAX_NEW_TOKENS
+
+
+class ErrorResponse(BaseModel):
+    detail: str
+    errors: list[dict[str, Any]] | None = None
+
+
+# ---------------------------------------------------------------- health / info
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok", "loading", "error"]
+    detail: str = ""
+    auth_required: bool
+    uptime_s: float
+
+
+class CacheStats(BaseModel):
+    hits: int
+    misses: int
+    entries: int
+    capacity: int
+    bytes: int
+    max_bytes: int
+
+
+class QuestionSetInfo(BaseModel):
+    name: str
+    description: str
+
+
+class InfoResponse(BaseModel):
+    status: Literal["ok", "loading", "error"]
+    detail: str = ""
+    model: str | None = None
+    n_layers: int | None = None
+    d_model: int | None = None
+    d_vocab: int | None = None
+    n_ctx: int | None = None
+    device: str | None = None
+    dtype: str | None = None
+    saes: list[dict[str, Any]] = Field(default_factory=list)
+    prompt_format: str | None = None
+    scoring: str | None = None
+    data_sources: dict[str, str] = Field(default_factory=dict)
+    limits: Limits
+    modes: list[str]
+    question_sets: list[QuestionSetInfo] = Field(default_factory=list)
+    corpora: list[str] = Field(default_factory=list)
+    activation_cache: CacheStats
+    jobs: dict[str, int] = Field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- text, activations, features
+
+
+class TokenizeRequest(Request):
+    text: Text
+
+
+class TokenizeResponse(BaseModel):
+    tokens: list[str]
+    ids: list[int]
+    n_tokens: int
+    n_ctx: int
+
+
+class ActivationsRequest(Request):
+    text: Text
+    sae: Name | None = None
+    features: list[FeatureId] = Field(default_factory=list, max_length=MAX_FEATURES)
+    top_k: int = Field(5, ge=1, le=100)
+
+
+class ActivationsResponse(BaseModel):
+    sae: str
+    tokens: list[str]
+    features: list[int]
+    values: list[list[float]]  # [token][feature], BOS row is 0
+    top_features: list[list[tuple[int, float]]]  # per token: (feature, value), active only
+    cached: bool  # the prompt's activations came from the in-memory LRU
+
+
+class DashboardRequest(Request):
+    sae: Name | None = None
+    feature: FeatureId
+    corpora: list[Name] = Field(default_factory=lambda: ["webtext", "wmdp-bio-text"], min_length=1,
+                                max_length=MAX_CORPORA)
+    n_tokens: int = Field(20_000, ge=16, le=MAX_STATS_TOKENS)
+    k: int = Field(8, ge=1, le=50)
+    neuronpedia: bool = True
+
+
+class Example(BaseModel):
+    window: int
+    tokens: list[str]
+    values: list[float]
+    max: float
+    peak: int
+
+
+class QuantileBand(BaseModel):
+    range: list[float]
+    examples: list[Example]
+
+
+class Examples(BaseModel):
+    corpus: str
+    top: list[Example]
+    quantiles: list[QuantileBand]
+
+
+class CorpusFeature(BaseModel):
+    n_tokens: int
+    freq: float
+    mean_act: float
+    mean_active: float
+    max_act: float
+    hist: list[float]
+    examples: Examples
+
+
+class LogitEffects(BaseModel):
+    top: list[tuple[str, float]]
+    bottom: list[tuple[str, float]]
+
+
+class DashboardResponse(BaseModel):
+    sae: str
+    feature: int
+    corpora: dict[str, CorpusFeature]
+    bin_edges: list[float]
+    logits: LogitEffects
+    description: str
+    neuronpedia: dict[str, Any] | None = None
+
+
+class SearchRequest(Request):
+    sae: Name | None = None
+    text: Text
+    k: int = Field(20, ge=1, le=200)
+    background: Name | None = Field(None, description="corpus whose firing frequency down-weights ubiquitous features")
+    background_tokens: int = Field(20_000, ge=16, le=MAX_STATS_TOKENS)
+
+
+class SearchHit(BaseModel):
+    feature: int
+    max_act: float
+    n_tokens_active: int
+    top_token: str
+    score: float
+
+
+class SearchResponse(BaseModel):
+    sae: str
+    features: list[SearchHit]
+    cached: bool
+
+
+class SelectRequest(Request):
+    sae: Name | None = None
+    forget: Name = "wmdp-bio-text@train"
+    retain: Name = "wikitext@train"
+    threshold: float = Field(0.01, gt=0, le=1, allow_inf_nan=False)
+    n: int = Field(20, ge=1, le=MAX_FEATURES)
+    n_tokens: int = Field(20_000, ge=16, le=MAX_STATS_TOKENS)
+    describe: bool = False
+
+
+class SelectedFeature(BaseModel):
+    feature: int
+    forget_freq: float
+    retain_freq: float
+    ratio: float
+    description: str | None = None
+
+
+class SelectResponse(BaseModel):
+    sae: str
+    forget: str
+    retain: str
+    threshold: float
+    n_tokens: int
+    features: list[SelectedFeature]
+
+
+# ---------------------------------------------------------------- questions, MCQ
+
+
+class QuestionOut(BaseModel):
+    id: str
+    question: str
+    choices: list[str]
+    answer: int
+    subject: str
+    source: str
+
+
+class QuestionsResponse(BaseModel):
+    set: str
+    label: str
+    is_fallback: bool
+    origin: str
+    total: int  # questions in the whole set
+    offset: int
+    limit: int
+    known: bool  # the known filter was applied to questions[offset:offset+limit]
+    n_skipped_too_long: int  # with known=true: prompts longer than the model's context
+    questions: list[QuestionOut]
+
+
+class InlineQuestion(Request):
+    question: Text
+    choices: list[Annotated[str, Field(min_length=1, max_length=2_000)]] = Field(min_length=4, max_length=4)
+    answer: int = Field(ge=0, le=3)
+    subject: Name = "biology"
+
+
+class MCQRequest(Request):
+    question_id: Name | None = None
+    question: InlineQuestion | None = None
+    set: Name = "wmdp-bio"
+    interventions: Interventions = Field(default_factory=list)
+    values: list[ClampValue] | None = Field(None, min_length=1, max_length=MAX_VALUES)
+
+    @model_validator(mode="after")
+    def _one_question(self):
+        if (self.question_id is None) == (self.question is None):
+            raise ValueError("give exactly one of question_id or question")
+        _check_total_features(self.interventions)
+        if self.values is not None and not self.interventions:
+            raise ValueError("values (clamp values) need at least one intervention")
+        return self
+
+
+class MCQScoreOut(BaseModel):
+    probs: list[float]
+    mass: float
+    predicted: int
+    correct: bool
+    scoring: str
+    loglik: list[float] | None = None
+
+
+class CurvePoint(BaseModel):
+    value: float | None  # None: the interventions' own values
+    score: MCQScoreOut
+
+
+class MCQResponse(BaseModel):
+    question: QuestionOut
+    set: str
+    set_label: str
+    scoring: str
+    prompt_format: str
+    base: MCQScoreOut
+    interventions: list[InterventionOut]
+    curve: list[CurvePoint]
+
+
+# ---------------------------------------------------------------- generation, loss, perplexity
+
+
+class GenerateRequest(Request):
+    prompt: Text
+    interventions: Interventions = Field(default_factory=list)
+    max_new_tokens: int = Field(40, ge=1, le=MAX_NEW_TOKENS)
+    temperature: float = Field(0.0, ge=0.0, le=5.0, allow_inf_nan=False)
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+
+    @model_validator(mode="after")
+    def _total(self):
+        _check_total_features(self.interventions)
+        return self
+
+
+class GenerateResponse(BaseModel):
+    prompt: str
+    base: str
+    intervened: str | None
+    interventions: list[InterventionOut]
+
+
+class LossAddedRequest(Request):
+    corpus: Name = "webtext"
+    interventions: Annotated[list[InterventionIn], Field(min_length=1, max_length=MAX_INTERVENTIONS)]
+    n_tokens: int = Field(10_000, ge=16, le=MAX_EVAL_TOKENS)
+    ctx: int = Field(256, ge=8, le=4096)
+
+    @model_validator(mode="after")
+    def _total(self):
+        _check_total_features(self.interventions)
+        return self
+
+
+class LossAddedResponse(BaseModel):
+    corpus: str
+    clean_loss: float | None
+    intervened_loss: float | None
+    loss_added: float | None
+    n_tokens: int
+    interventions: list[InterventionOut]
+
+
+class PerplexityRequest(Request):
+    corpus: Name = "wikitext"
+    part: Literal["all", "train", "heldout"] = "all"
+    interventions: Interventions = Field(default_factory=list)
+    n_tokens: int = Field(10_000, ge=16, le=MAX_EVAL_TOKENS)
+    ctx: int = Field(256, ge=8, le=4096)
+
+    @model_validator(mode="after")
+    def _total(self):
+        _check_total_features(self.interventions)
+        return self
+
+
+class Perplexity(BaseModel):
+    perplexity: float | None  # None when it overflows
+    mean_nll: float | None
+    n_tokens: int
+    ctx: int
+
+
+class PerplexityResponse(BaseModel):
+    corpus: str
+    part: str
+    base: Perplexity
+    intervened: Perplexity | None
+    interventions: list[InterventionOut]
+
+
+# ---------------------------------------------------------------- jobs
+
+
+class JobSpec(Request):
+    """A sweep over (retain threshold, N, clamp value) with the paper's selection and metrics."""
+
+    sae: Name | None = None
+    forget_corpus: Name = "wmdp-bio-text@train"
+    retain_corpus: Name = "wikitext@train"
+    selection_tokens: int = Field(50_000, ge=16, le=MAX_STATS_TOKENS)
+    thresholds: list[Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]] = Field(
+        default_factory=lambda: [0.01], min_length=1, max_length=16)
+    ns: list[Annotated[int, Field(ge=1, le=MAX_FEATURES)]] = Field(default_factory=lambda: [10, 20], min_length=1,
+                                                                  max_length=16)
+    values: list[ClampValue] = Field(default_factory=lambda: [20.0, 50.0], min_length=1, max_length=MAX_VALUES)
+    mode: Mode = "clamp"
+    forget_set: Name = "wmdp-bio"
+    side_effect_sets: list[Name] = Field(default_factory=lambda: ["mmlu:side-effects"], max_length=8)
+    known: bool = True
+    question_limit: int = Field(0, ge=0, le=100_000, description="first N questions of each set (0 = all)")
+    loss_corpus: Name = "webtext"
+    loss_tokens: int = Field(10_000, ge=0, le=MAX_EVAL_TOKENS, description="0 disables loss added")
+    delay_per_config: float = Field(0.0, ge=0, le=60, allow_inf_nan=False,
+                                    description="test hook: seconds to wait after each configuration (--tiny only)")
+
+    @model_validator(mode="after")
+    def _size(self):
+        self.thresholds = list(dict.fromkeys(self.thresholds))  # duplicates would be one config
+        self.ns = list(dict.fromkeys(self.ns))
+        self.values = list(dict.fromkeys(self.values))
+        self.side_effect_sets = list(dict.fromkeys(self.side_effect_sets))
+        n = len(self.thresholds) * len(self.ns) * len(self.values)
+        if n > MAX_JOB_CONFIGS:
+            raise ValueError(f"at most {MAX_JOB_CONFIGS} configurations per job, got {n}")
+        return self
+
+
+class JobCreated(BaseModel):
+    id: str
+    status: str
+    total: int
+
+
+class JobSummary(BaseModel):
+    id: str
+    status: Literal["queued", "running", "done", "cancelled", "failed", "paused"]
+    done: int
+    total: int
+    rate_per_min: float | None  # configurations per minute in this run
+    eta_s: float | None
+    created: float
+    started: float | None
+    finished: float | None
+    error: str | None
+    note: str | None
+
+
+class JobResult(BaseModel):
+    config: str  # "none" for the clean baseline, else "t=<threshold>|n=<N>|c=<value>"
+    threshold: float | None
+    n: int | None
+    value: float | None
+    mode: str | None
+    features: list[int]
+    forget_accuracy: float | None
+    side_effect_accuracy: dict[str, float | None]
+    side_effect_mean: float | None
+    loss_added: float | None
+    n_questions: dict[str, int]
+    seconds: float
+    note: str | None = None
+
+
+class JobDetail(JobSummary):
+    spec: dict[str, Any]
+    results: list[JobResult]
+
+
+class JobList(BaseModel):
+    jobs: list[JobSummary]
