@@ -93,3 +93,11 @@ def test_sweep_evaluate_configs_matches_per_config(tiny):
         items = [v for q in qs for v in mcq.all_orderings(q)]
         ref = mcq.score_questions(tiny, items, cfg or None, "letter", "plain")
         assert r.total == 48 and r.correct == sum(s.correct for s in ref)
+
+
+def test_score_base_uses_cache_and_matches(tiny):
+    iv = Intervention("tiny", tuple(_active_features(tiny)), 10.0)
+    fastpath._LRU.clear()
+    b = mcq.score_base(tiny, Q, [iv], scoring="cloze", style="plain")
+    assert fastpath.STATS["misses"] >= 1 and len(fastpath._LRU) == 1
+    assert b.loglik == pytest.approx(mcq.score_question(tiny, Q, scoring="cloze", style="plain").loglik, abs=1e-5)

@@ -208,18 +208,19 @@ def select_features(forget_freq: torch.Tensor, retain_freq: torch.Tensor, thresh
 
 
 @torch.inference_mode()
-def token_activations(engine: Engine, sae_key: str, text: str, features: list[int] | None = None,
-                      top_k: int = 5) -> dict:
-    """Per-token values of chosen features, and the top features of every token (BOS excluded)."""
-    model = engine.model
-    toks = model.to_tokens(text, prepend_bos=True)
-    f = encode_tokens(engine, sae_key, toks)[0].float().cpu()
-    f[0] = 0.0
+def token_activations_from_codes(engine: Engine, sae_key: str, ids: list[int], codes: torch.Tensor,
+                                 features: list[int] | None = None, top_k: int = 5) -> dict:
+    """Per-token values of chosen features, and the top features of every token (BOS excluded).
+
+    ``codes`` [T, d_sae] are the SAE codes of ``ids`` (BOS first); callers that cache
+    activations (the server) pass them in, others use :func:`token_activations`.
+    """
     loaded = engine.saes[sae_key]
     for i in features or []:
         check_feature(loaded, i)
-    ids = toks[0].tolist()
-    tv, ti = torch.topk(f, top_k, dim=-1)
+    f = codes.float().cpu().clone()
+    f[0] = 0.0
+    tv, ti = torch.topk(f, min(top_k, loaded.d_sae), dim=-1)
     return {
         "tokens": token_strs(engine, ids),
         "features": list(features or []),
@@ -228,20 +229,34 @@ def token_activations(engine: Engine, sae_key: str, text: str, features: list[in
     }
 
 
+def token_activations(engine: Engine, sae_key: str, text: str, features: list[int] | None = None,
+                      top_k: int = 5) -> dict:
+    toks = engine.model.to_tokens(text, prepend_bos=True)
+    codes = encode_tokens(engine, sae_key, toks)[0]
+    return token_activations_from_codes(engine, sae_key, toks[0].tolist(), codes, features, top_k)
+
+
 @torch.inference_mode()
-def search_by_text(engine: Engine, sae_key: str, text: str, k: int = 20,
-                   background: torch.Tensor | None = None) -> list[dict]:
-    """Features that fire most on ``text``, ranked by max activation; with a background frequency,
-    features that fire everywhere are pushed down (score = max act x (1 - background freq))."""
-    model = engine.model
-    toks = model.to_tokens(text, prepend_bos=True)
-    f = encode_tokens(engine, sae_key, toks)[0, 1:].float().cpu()
+def search_from_codes(engine: Engine, ids: list[int], codes: torch.Tensor, k: int = 20,
+                      background: torch.Tensor | None = None) -> list[dict]:
+    """Features that fire most on the tokens (BOS excluded), ranked by max activation; with a
+    background frequency, features that fire everywhere are pushed down
+    (score = max act x (1 - background freq))."""
+    if len(ids) < 2:
+        raise ValueError("text has no tokens after BOS")
+    f = codes[1:].float().cpu()
     mx, arg = f.max(0)
     score = mx * (1 - background) if background is not None else mx
     order = torch.argsort(score, descending=True)[:k]
-    strs = token_strs(engine, toks[0, 1:].tolist())
+    strs = token_strs(engine, ids[1:])
     return [{"feature": int(i), "max_act": float(mx[i]), "n_tokens_active": int((f[:, i] > 0).sum()),
              "top_token": strs[int(arg[i])], "score": float(score[i])} for i in order if mx[i] > 0]
+
+
+def search_by_text(engine: Engine, sae_key: str, text: str, k: int = 20,
+                   background: torch.Tensor | None = None) -> list[dict]:
+    toks = engine.model.to_tokens(text, prepend_bos=True)
+    return search_from_codes(engine, toks[0].tolist(), encode_tokens(engine, sae_key, toks)[0], k, background)
 
 
 def auto_description(engine: Engine, sae_key: str, feature: int, stats: FeatureStats | None = None) -> str:

@@ -197,3 +197,15 @@ def score_curve(engine: Engine, q: Question, interventions: list[Intervention], 
                                     style or engine.prompt_format)
     return [score_question(engine, q, [replace(iv, value=float(v)) for iv in interventions], scoring, style)
             for v in values]
+
+
+def score_base(engine: Engine, q: Question, interventions: list[Intervention] | None = None,
+               scoring: str | None = None, style: str | None = None) -> MCQScore:
+    """The clean score; read from the fast path's per-question cache when the interventions
+    about to be scored can use it (so a slider move never recomputes the clean model)."""
+    from . import fastpath
+
+    scoring, style = scoring or engine.scoring, style or engine.prompt_format
+    if interventions and fastpath.supports(engine, interventions, scoring):
+        return fastpath.base_score(engine, q, scoring, style, interventions[0].sae_key)
+    return score_question(engine, q, None, scoring, style)

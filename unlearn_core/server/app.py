@@ -282,7 +282,7 @@ def create_app(engine_factory: Callable[[], Engine], *, token: str | None = None
     @api.post("/mcq", response_model=S.MCQResponse, tags=["questions"])
     def mcq(req: S.MCQRequest) -> S.MCQResponse:
         """Base scores and one score per clamp value (the slider / probability-vs-c curve)."""
-        from ..mcq import score_curve, score_question
+        from ..mcq import score_base, score_curve, score_question
 
         if req.question_id is not None:
             qset, q = state.find_question(req.set, req.question_id)
@@ -298,7 +298,7 @@ def create_app(engine_factory: Callable[[], Engine], *, token: str | None = None
             if not fits_context(engine, q, margin=0):
                 raise ValueError(f"the question's prompt is longer than the model's context "
                                  f"({engine.model.cfg.n_ctx} tokens)")
-            base = score_question(engine, q)
+            base = score_base(engine, q, ivs)
         curve: list[S.CurvePoint] = []
         if ivs:
             with state.model() as engine:

@@ -272,39 +272,17 @@ def codes_for(engine: Engine, acts: PromptActs, sae_key: str) -> torch.Tensor:
         return loaded.sae.encode(acts.resid[loaded.hook_name].to(loaded.sae.W_enc.dtype))
 
 
-@torch.inference_mode()
 def token_activations(engine: Engine, acts: PromptActs, sae_key: str, features: list[int], top_k: int) -> dict:
-    """Same output as ``features.token_activations``, from cached residuals."""
-    from ..features import check_feature, token_strs
+    from ..features import token_activations_from_codes
 
-    loaded = engine.saes[sae_key]
-    for i in features:
-        check_feature(loaded, i)
-    f = codes_for(engine, acts, sae_key)[0].float().cpu()
-    f[0] = 0.0
-    tv, ti = torch.topk(f, min(top_k, loaded.d_sae), dim=-1)
-    return {
-        "tokens": token_strs(engine, acts.ids),
-        "features": list(features),
-        "values": f[:, list(features)].tolist() if features else [],
-        "top_features": [[(int(i), float(v)) for v, i in zip(tv[t], ti[t]) if v > 0] for t in range(len(acts.ids))],
-    }
+    return token_activations_from_codes(engine, sae_key, acts.ids, codes_for(engine, acts, sae_key)[0], features,
+                                        top_k)
 
 
-@torch.inference_mode()
 def search(engine: Engine, acts: PromptActs, sae_key: str, k: int, background: torch.Tensor | None) -> list[dict]:
-    """Same output as ``features.search_by_text``, from cached residuals."""
-    from ..features import token_strs
+    from ..features import search_from_codes
 
-    if len(acts.ids) < 2:
-        raise ValueError("text has no tokens after BOS")
-    f = codes_for(engine, acts, sae_key)[0, 1:].float().cpu()
-    mx, arg = f.max(0)
-    score = mx * (1 - background) if background is not None else mx
-    order = torch.argsort(score, descending=True)[:k]
-    strs = token_strs(engine, acts.ids[1:])
-    return [{"feature": int(i), "max_act": float(mx[i]), "n_tokens_active": int((f[:, i] > 0).sum()),
-             "top_token": strs[int(arg[i])], "score": float(score[i])} for i in order if mx[i] > 0]
+    return search_from_codes(engine, acts.ids, codes_for(engine, acts, sae_key)[0], k, background)
 
 
 # ---------------------------------------------------------------- chunked long work
