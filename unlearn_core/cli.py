@@ -319,6 +319,49 @@ def cmd_serve(args) -> None:
           log_level="info" if args.verbose else "warning")
 
 
+def cmd_demo(args) -> None:
+    """The quick-start demo: select WMDP-bio features, score a question with and without the clamp."""
+    from . import features as F
+    from .mcq import score_question
+
+    engine = _engine(args)
+    key = engine.default_sae
+    bar = _bar(2 * args.tokens, "selecting WMDP-bio features (forget WMDP-bio text vs retain WikiText-2)")
+    fs = F.feature_stats(engine, key, "wmdp-bio-text@train", n_tokens=args.tokens, progress=bar.update)
+    rs = F.feature_stats(engine, key, "wikitext@train", n_tokens=args.tokens, progress=bar.update)
+    bar.close()
+    rows = F.select_features(fs.freq, rs.freq, 0.01, args.n)
+    feats = tuple(r["feature"] for r in rows)
+    qs = D.load_wmdp_bio(engine.settings.data_dir)
+    q = qs.questions[args.index]
+    iv = Intervention(key, feats, args.clamp, "clamp")
+    base, inter = score_question(engine, q), score_question(engine, q, [iv])
+    out = {"question": q.to_dict(), "features": rows, "base": base.to_dict(), "intervened": inter.to_dict(),
+           "intervention": iv.__dict__}
+    text = [f"[{qs.label}] {q.question}"] + [f"  {L}. {c}" for L, c in zip(D.LETTERS, q.choices)]
+    text += [f"correct: {D.LETTERS[q.answer]}   scoring: {engine.scoring}",
+             f"selected {len(feats)} features: {', '.join(map(str, feats))}",
+             f"base       : {_fmt_probs(base.probs)}  -> {D.LETTERS[base.predicted]}",
+             f"clamped c={args.clamp:g}: {_fmt_probs(inter.probs)}  -> {D.LETTERS[inter.predicted]}"]
+    _out(args, out, "\n".join(text))
+
+
+def cmd_experiment(args) -> None:
+    from . import experiments as X
+
+    engine = _engine(args)
+    if args.which == "wmdp":
+        r = X.wmdp_experiment(engine, args.on, stats_tokens=args.stats_tokens, ppl_tokens=args.ppl_tokens,
+                              loss_tokens=args.ppl_tokens, mmlu_limit=args.mmlu_limit)
+        md = X.wmdp_markdown(r)
+    else:
+        r = X.book_experiment(engine, args.on, stats_tokens=args.stats_tokens, ppl_tokens=args.ppl_tokens)
+        md = X.book_markdown(r)
+    if args.out:
+        X.save(r, md, args.out)
+    _out(args, r, md)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="unlearn", description="SAE Unlearning Workbench engine")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -402,6 +445,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--loss-tokens", type=int, default=10_000)
     s.add_argument("--on")
     s.set_defaults(func=cmd_sae_eval)
+
+    s = sub.add_parser("demo", help="quick-start demo: a WMDP-bio question with and without a feature clamp")
+    _common(s)
+    s.add_argument("--index", type=int, default=0)
+    s.add_argument("-n", type=int, default=20)
+    s.add_argument("--clamp", type=float, default=100.0)
+    s.add_argument("--tokens", type=int, default=20_000, help="token budget of the selection statistics")
+    s.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("experiment", help="reproduce the write-ups' experiments (wmdp | book)")
+    _common(s)
+    s.add_argument("which", choices=["wmdp", "book"])
+    s.add_argument("--stats-tokens", type=int, default=100_000)
+    s.add_argument("--ppl-tokens", type=int, default=4000)
+    s.add_argument("--mmlu-limit", type=int, default=100)
+    s.add_argument("--out", help="write <out>.json and <out>.md")
+    s.add_argument("--on")
+    s.set_defaults(func=cmd_experiment)
 
     s = sub.add_parser("train-sae", help="(re)train the embedded SAE")
     _common(s)

@@ -1,0 +1,50 @@
+"""Model and SAE loading: offline errors say what to do; local SAE folders load with their hook."""
+import pytest
+
+from unlearn_core.models import ModelUnavailableError, load_model, pick_device, pick_dtype
+from unlearn_core.saes import SAEUnavailableError, load_sae, parse_selector
+
+
+def test_hub_model_offline_gives_clear_error(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelUnavailableError, match="embedded"):
+        load_model("google/gemma-2-2b-it", progress=False)
+
+
+def test_hub_sae_offline_gives_clear_error(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(SAEUnavailableError, match="local SAELens folder"):
+        load_sae("gemma-scope-2b-pt-res-canonical:layer_7/width_16k/canonical")
+
+
+def test_device_and_dtype_choice():
+    assert pick_device("auto") in ("cpu", "cuda")
+    assert pick_dtype("auto", "cpu") == "float32" and pick_dtype("auto", "cuda") == "bfloat16"
+    assert pick_dtype("float16", "cpu") == "float16"
+
+
+def test_local_sae_folder_roundtrip_keeps_hook(tmp_path, tiny):
+    sae = tiny.saes["tiny"].sae
+    sae.save_model(str(tmp_path / "s"))
+    loaded = load_sae(str(tmp_path / "s"), model=tiny.model)
+    assert loaded.hook_name == "blocks.0.hook_resid_post" and loaded.d_sae == 64
+    with pytest.raises(SAEUnavailableError, match="cfg.json"):
+        load_sae(str(tmp_path / "missing"))
+    (tmp_path / "s" / "sae_weights.safetensors").unlink()
+    with pytest.raises(SAEUnavailableError, match="safetensors"):
+        load_sae(str(tmp_path / "s"))
+
+
+def test_selector_parsing():
+    assert parse_selector("rel:layer_7/width_16k/canonical") == ("rel", "layer_7/width_16k/canonical")
+    with pytest.raises(ValueError):
+        parse_selector("nonsense")
+
+
+def test_sae_with_wrong_hook_is_refused(tmp_path, tiny):
+    from unlearn_core.saes import check_compatible
+    from unlearn_core.tiny import tiny_sae
+
+    bad = tiny_sae(hook_name="blocks.9.hook_resid_post")
+    with pytest.raises(SAEUnavailableError, match="does not have"):
+        check_compatible(bad, tiny.model)

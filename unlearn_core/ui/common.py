@@ -1,0 +1,398 @@
+"""Streamlit glue shared by every page: the client, cached calls, status, errors, shared state.
+
+URL state: widgets that define a view (question set and id, SAE, feature ids, mode, clamp
+value, dashboard feature, job id, ...) use Streamlit's ``bind="query-params"``: the widget's
+key is the query parameter, it is read when the page loads and written when it changes, and
+it carries over to another page that has a widget with the same key. So a view can be shared
+by copying the URL. Feature *sets* are named collections kept in ``st.session_state`` (one
+browser session); the pages put the ids themselves in the URL.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+from typing import Any, Callable
+
+import streamlit as st
+
+from ..client import DEFAULT_URL, ServerError, ServerUnavailableError, UnlearnClient
+from . import render as R
+
+# (path, title, icon) of every page after the home page, in navigation order
+PAGE_LIST = [
+    ("pages/1_Feature_search.py", "Feature search", ":material/search:"),
+    ("pages/2_Token_highlighting.py", "Token highlighting", ":material/ink_highlighter:"),
+    ("pages/3_Clamp_explorer.py", "Clamp explorer", ":material/tune:"),
+    ("pages/4_Batch_evaluation.py", "Batch evaluation", ":material/balance:"),
+]
+PAGES = dict(zip(("search", "tokens", "clamp", "batch"), (p for p, _, _ in PAGE_LIST)))
+ICONS = {k: i for k, (_, _, i) in zip(PAGES, PAGE_LIST)}
+QP = "query-params"
+
+
+# ---------------------------------------------------------------- client
+
+
+def server_url() -> str:
+    return (os.environ.get("UNLEARN_SERVER_URL") or DEFAULT_URL).rstrip("/")
+
+
+@st.cache_resource(show_spinner=False)
+def _client(url: str, token: str) -> UnlearnClient:
+    return UnlearnClient(url, token=token or "", timeout=3600.0)
+
+
+def get_client() -> UnlearnClient:
+    """One client per (URL, token) for the whole app process (``st.cache_resource``)."""
+    return _client(server_url(), os.environ.get("UNLEARN_TOKEN") or "")
+
+
+def call(method: str, *args, retry: bool = True, **kwargs) -> Any:
+    """``client.<method>(...)``. A pure request is retried once when the connection drops (a
+    server closes a kept-alive connection after an internal error); submissions are not."""
+    client = get_client()
+    try:
+        return getattr(client, method)(*args, **kwargs)
+    except ServerUnavailableError:
+        if not retry:
+            raise
+        return getattr(client, method)(*args, **kwargs)
+
+
+@st.cache_data(show_spinner=False, ttl=3600, max_entries=512)
+def _cached(url: str, engine_sig: str, method: str, args_json: str) -> Any:
+    kwargs = json.loads(args_json)
+    return call(method, **kwargs)
+
+
+def cached(method: str, **kwargs) -> Any:
+    """A server call cached in the app (``st.cache_data``) by URL, loaded model and arguments.
+
+    Only for deterministic, read-only requests (scores, activations, dashboards, questions)."""
+    sig = st.session_state.get("_engine_sig", "")
+    return _cached(server_url(), sig, method, json.dumps(kwargs, sort_keys=True))
+
+
+@st.cache_data(show_spinner=False, ttl=15, max_entries=16)
+def _info(url: str, token_hash: str) -> dict:
+    return call("info")
+
+
+# ---------------------------------------------------------------- errors
+
+
+def how_to_start_md(url: str) -> str:
+    return (f"**No workbench server answers at `{url}`.**\n\n"
+            "Start one in a terminal, from the repository folder:\n\n"
+            "```bash\n"
+            "bash scripts/run.sh                      # server + this app, in one command\n"
+            ".venv/bin/python -m unlearn_core serve   # only the server (the real model)\n"
+            ".venv/bin/python -m unlearn_core serve --tiny   # tiny test backend, starts in seconds\n"
+            "```\n"
+            "To use a server on another machine, set `UNLEARN_SERVER_URL` (and `UNLEARN_TOKEN` if it "
+            "needs one) before starting the app, or start it with `bash scripts/run.sh --remote URL`. "
+            "Then press **Retry**.")
+
+
+def show_error(e: BaseException, what: str = "the request") -> None:
+    """Explain a failure and what to do about it (never a traceback)."""
+    if isinstance(e, ServerUnavailableError):
+        st.error(how_to_start_md(server_url()), icon=":material/power_off:")
+        st.caption(f"Details: {e}")
+        st.button("Retry", key=f"retry_{hashlib.md5(str(e).encode()).hexdigest()[:8]}_{time.time_ns()}")
+    elif isinstance(e, ServerError):
+        if e.status == 401:
+            st.error("The server needs a token: set `UNLEARN_TOKEN` to the server's token before starting the "
+                     f"app. ({e.message})", icon=":material/lock:")
+        elif e.status == 503:
+            st.warning(f"The server is still loading its model; try again in a moment. ({e.message})", icon=":material/hourglass_top:")
+        elif e.status == 500:
+            st.error(f"The server failed on {what} (internal error {e.status}); the details are in the server's "
+                     "log (`cache/server.log` when started by `scripts/run.sh`). Try other inputs, or restart the "
+                     "server.", icon=":material/error:")
+        else:
+            st.error(f"The server rejected {what} ({e.status}): {e.message}", icon=":material/warning:")
+    elif isinstance(e, (ValueError, KeyError)):
+        st.error(f"Invalid input for {what}: {e}", icon=":material/warning:")
+    elif isinstance(e, TimeoutError):
+        st.error(f"{what.capitalize()} took too long: {e}", icon=":material/timer:")
+    else:
+        st.error(f"Unexpected problem with {what}: {type(e).__name__}: {e}", icon=":material/warning:")
+
+
+def attempt(fn: Callable[[], Any], what: str, spinner: str | None = None) -> Any:
+    """Run ``fn`` (a server call); on failure show the error and return None."""
+    try:
+        if spinner:
+            with st.spinner(spinner):
+                return fn()
+        return fn()
+    except Exception as e:  # every failure is shown, none is raised into Streamlit's traceback box
+        show_error(e, what)
+        return None
+
+
+# ---------------------------------------------------------------- server status
+
+
+def require_server() -> dict:
+    """The server's /api/info, with a status line in the sidebar; stops the page when the server is
+    missing, loading or failing (after saying why and what to do)."""
+    url = server_url()
+    client = get_client()
+    try:
+        health = call("health")
+    except Exception as e:
+        show_error(e, "the health check")
+        st.stop()
+    if health["status"] == "loading":
+        st.info(f"The server at `{url}` is loading its model (up {health['uptime_s']:.0f} s). "
+                "This page continues by itself once it is ready.", icon=":material/hourglass_top:")
+        _wait_for_model()
+        st.stop()
+    if health["status"] == "error":
+        st.error(f"The server at `{url}` failed to load its model: {health.get('detail') or 'unknown error'}. "
+                 "Check its log, fix the settings and restart it.", icon=":material/error:")
+        st.stop()
+    try:
+        info = _info(url, hashlib.sha256((client.token or "").encode()).hexdigest())
+    except Exception as e:
+        show_error(e, "reading the server's info")
+        st.stop()
+    st.session_state["_engine_sig"] = f"{info.get('model')}|{info.get('dtype')}|" + ",".join(
+        s["key"] for s in info.get("saes", []))
+    with st.sidebar:
+        saes = ", ".join(s["key"] for s in info.get("saes", [])) or "none"
+        st.markdown(f":green[●] **Server** `{url}`  \nmodel **{info.get('model')}** · SAE **{saes}** · "
+                    f"{info.get('device')} / {info.get('dtype')}")
+    return info
+
+
+@st.fragment(run_every=3)
+def _wait_for_model() -> None:
+    try:
+        if call("health")["status"] != "loading":
+            st.rerun(scope="app")
+    except Exception:
+        pass
+
+
+def mode_labels() -> dict[str, str]:
+    from ..interventions import MODE_LABELS
+
+    return MODE_LABELS
+
+
+def sae_keys(info: dict) -> list[str]:
+    return [s["key"] for s in info.get("saes", [])]
+
+
+def sae_info(info: dict, key: str) -> dict:
+    return next((s for s in info.get("saes", []) if s["key"] == key), {})
+
+
+def sae_picker(info: dict, label: str = "SAE") -> str:
+    keys = sae_keys(info)
+
+    def fmt(k: str) -> str:
+        s = sae_info(info, k)
+        return f"{k} (layer {s.get('layer')}, {s.get('d_sae')} features, {s.get('hook_name')})"
+
+    return st.selectbox(label, keys, key="sae", bind=QP, format_func=fmt, disabled=len(keys) == 1,
+                        help="Which SAE's features; its hook point comes from the SAE itself.")
+
+
+# ---------------------------------------------------------------- feature sets
+
+
+def feature_sets() -> dict[str, list[dict]]:
+    """name -> [{"sae": key, "feature": id}], for this browser session."""
+    return st.session_state.setdefault("feature_sets", {})
+
+
+def add_to_set(name: str, sae: str, features: list[int]) -> int:
+    name = (name or "").strip() or "my set"
+    items = feature_sets().setdefault(name, [])
+    have = {(i["sae"], i["feature"]) for i in items}
+    added = 0
+    for f in features:
+        if (sae, int(f)) not in have:
+            items.append({"sae": sae, "feature": int(f)})
+            have.add((sae, int(f)))
+            added += 1
+    st.session_state["fs_last"] = name
+    return added
+
+
+def set_items(name: str) -> list[tuple[str, int]]:
+    return [(i["sae"], int(i["feature"])) for i in feature_sets().get(name, [])]
+
+
+def add_to_set_widget(sae: str, features: list[int], key: str, label: str | None = None) -> None:
+    """A set-name box and an 'add' button for ``features`` (of SAE ``sae``)."""
+    if not features:
+        return
+    c1, c2 = st.columns([2, 3], vertical_alignment="bottom")
+    name = c1.text_input("Feature set", value=st.session_state.get("fs_last", "my set"), key=f"{key}_name",
+                         help="A named collection kept in this browser session, used by the other pages.")
+    n = len(features)
+    text = label or (f"Add feature {features[0]} to “{name}”" if n == 1 else f"Add {n} features to “{name}”")
+    if c2.button(text, key=f"{key}_add"):
+        added = add_to_set(name, sae, features)
+        st.toast(f"{added} feature(s) added to “{name.strip() or 'my set'}”"
+                 + (f" ({n - added} already there)" if added < n else ""))
+
+
+def feature_sets_sidebar(default_sae: str | None = None) -> None:
+    """The session's feature sets, with links that open them in the clamp explorer."""
+    sets = feature_sets()
+    with st.sidebar.expander(f"Feature sets ({len(sets)})", expanded=bool(sets)):
+        if not sets:
+            st.caption("None yet: add features from Feature search or Token highlighting.")
+        for name in list(sets):
+            items = set_items(name)
+            ids = R.format_feature_list(items, default_sae or "")
+            st.markdown(f"**{name}** ({len(items)}): `{R.short(ids, 60) or '—'}`")
+            c1, c2 = st.columns(2)
+            with c1:
+                page_link("clamp", "Clamp these", ICONS["clamp"], {"features": ids} if ids else None)
+            if c2.button("Delete", key=f"fs_del_{name}"):
+                sets.pop(name, None)
+                st.rerun()
+
+
+def features_input(info: dict, sae: str, key: str = "features") -> list[tuple[str, int]]:
+    """Feature ids typed in (bound to the URL) or loaded from a feature set; parsed and checked."""
+    sets = feature_sets()
+    if sets:
+        def load() -> None:
+            pick = st.session_state.get("fs_pick")
+            if pick and pick in sets:
+                st.session_state[key] = R.format_feature_list(set_items(pick), sae)
+
+        st.selectbox("Load a feature set", [None, *sets], key="fs_pick", on_change=load,
+                     format_func=lambda n: "— choose —" if n is None else f"{n} ({len(sets[n])} features)")
+    text = st.text_input("Feature ids", key=key, bind=QP, placeholder="e.g. 12, 40, 7",
+                         help="Comma-separated ids of the selected SAE; `SAE_KEY:ID` for another SAE.")
+    try:
+        items = R.parse_feature_list(text, sae)
+    except ValueError as e:
+        st.error(str(e))
+        return []
+    for s, f in items:
+        meta = sae_info(info, s)
+        if not meta:
+            st.error(f"Unknown SAE {s!r} in the feature ids; loaded: {', '.join(sae_keys(info))}")
+            return []
+        if f >= meta.get("d_sae", 0):
+            st.error(f"Feature {f} is out of range for SAE {s!r} ({meta.get('d_sae')} features).")
+            return []
+    limit = info.get("limits", {}).get("max_features", 512)
+    if len(items) > limit:
+        st.error(f"At most {limit} features at once (the server's limit); got {len(items)}.")
+        return []
+    return items
+
+
+# ---------------------------------------------------------------- questions
+
+
+def question_sets(info: dict) -> list[str]:
+    return [s["name"] for s in info.get("question_sets", [])] or ["wmdp-bio"]
+
+
+def question_picker(info: dict, allow_known: bool = True) -> tuple[dict | None, dict | None]:
+    """Pick a question set and a question (both bound to the URL). Returns (question, set meta)."""
+    sets = question_sets(info)
+    desc = {s["name"]: s["description"] for s in info.get("question_sets", [])}
+    c1, c2 = st.columns([1, 2])
+    qset = c1.selectbox("Question set", sets, key="qset", bind=QP, format_func=lambda n: desc.get(n, n)[:60]
+                        if n.startswith("mmlu:") and n != "mmlu:side-effects" else n)
+    known = False
+    if allow_known:
+        known = c1.checkbox("Only questions the model knows", key="known", bind=QP,
+                            help="Keeps questions the clean model answers correctly (checked on the first 30; "
+                                 "slow on the first use with the real model).")
+    limit = 30 if known else info.get("limits", {}).get("max_page", 2000)
+    data = attempt(lambda: cached("questions", set=qset, known=known, limit=limit),
+                   f"the question set {qset!r}", spinner="Loading questions…")
+    if data is None:
+        return None, None
+    if data.get("is_fallback"):
+        st.warning(f"{data['label']}: the real WMDP-bio questions were not found, so these stand in.", icon=":material/inventory_2:")
+    qs = data["questions"]
+    if not qs:
+        c2.warning("No questions in this set" + (" that the model knows" if known else "") + ".")
+        return None, data
+    filt = c2.text_input("Filter questions", key="qfilter", placeholder="word in the question…")
+    if filt:
+        qs = [q for q in qs if filt.lower() in q["question"].lower()] or qs
+    by_id = {q["id"]: q for q in qs}
+    qid = c2.selectbox(f"Question ({len(qs)} of {data['total']} in {data['label']})", list(by_id), key="q",
+                       bind=QP, format_func=lambda i: R.short(by_id[i]["question"], 110) if i in by_id else i)
+    return by_id.get(qid), data
+
+
+def show_question(q: dict, reveal: bool = True) -> None:
+    st.markdown(f"**{q['question']}**")
+    lines = []
+    for i, (L, c) in enumerate(zip(R.LETTERS, q["choices"])):
+        mark = " :green[**✓ correct**]" if reveal and i == q["answer"] else ""
+        lines.append(f"- **{L}.** {c}{mark}")
+    st.markdown("\n".join(lines))
+    st.caption(f"{q['source']} · {q['subject']} · id `{q['id']}`")
+
+
+# ---------------------------------------------------------------- misc
+
+
+def page_link(page: str, label: str, icon: str | None = None, query_params: dict | None = None) -> None:
+    """``st.page_link`` to one of :data:`PAGES` (a key or a path). When the page runs on its own
+    (not under ``app.py``, e.g. in a test), Streamlit knows no other page: a plain link is shown."""
+    from streamlit.errors import StreamlitPageNotFoundError
+
+    path = PAGES.get(page, page)
+    try:
+        st.page_link(path, label=label, icon=icon, query_params=query_params or None)
+    except StreamlitPageNotFoundError:
+        from urllib.parse import urlencode
+
+        name = re.sub(r"^\d+_", "", path.rsplit("/", 1)[-1].removesuffix(".py"))
+        qs = ("?" + urlencode(query_params)) if query_params else ""
+        st.markdown(f"{icon or ''} [{label}](/{name}{qs})")
+
+
+def page_setup(title: str) -> None:
+    st.set_page_config(page_title=f"{title} · SAE Unlearning Workbench", page_icon=":material/neurology:",
+                       layout="wide")
+
+
+def heatmap(tokens: list[str], values: list[float], **kw) -> None:
+    st.markdown(R.token_heatmap_html(tokens, values, **kw), unsafe_allow_html=True)
+
+
+def once(key: str, params: Any, clicked: bool) -> bool:
+    """True when the button was clicked now, or was clicked before for these same ``params`` (so
+    results of slow, button-triggered work stay on screen across reruns)."""
+    done = st.session_state.setdefault("_ran", {})
+    sig = json.dumps(params, sort_keys=True, default=str)
+    if clicked:
+        done[key] = sig
+    return done.get(key) == sig
+
+
+def kaleido_available() -> bool:
+    """PNG export needs kaleido and a Chromium it can drive (no browser download here)."""
+    try:
+        import kaleido  # noqa: F401
+    except Exception:
+        return False
+    if not os.environ.get("BROWSER_PATH"):
+        for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome"):
+            if os.path.exists(p):
+                os.environ["BROWSER_PATH"] = p
+                break
+    return bool(os.environ.get("BROWSER_PATH"))

@@ -1,0 +1,121 @@
+"""Plotly figure builders for the app (pure: JSON in, ``go.Figure`` out).
+
+Colours are fixed per answer letter / per corpus so the same thing has the same colour on
+every page; backgrounds are left to Streamlit's theme so figures read in light and dark mode.
+"""
+from __future__ import annotations
+
+import math
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from .render import LETTERS
+
+LETTER_COLOURS = {"A": "#1f77b4", "B": "#ff7f0e", "C": "#2ca02c", "D": "#d62728"}
+CORPUS_COLOURS = ["#636efa", "#ef553b", "#00cc96", "#ab63fa"]
+RUN_SYMBOLS = ["circle", "diamond", "square", "triangle-up", "x"]
+RUN_COLOURS = ["#636efa", "#ef553b", "#00cc96", "#ab63fa", "#ffa15a"]
+
+
+def _layout(fig: go.Figure, title: str | None = None, height: int = 360) -> go.Figure:
+    fig.update_layout(title=title, height=height, margin=dict(l=10, r=10, t=50 if title else 20, b=10),
+                      legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="right", x=1))
+    return fig
+
+
+def probs_bar(base: list[float], intervened: list[float] | None, answer: int, label: str = "intervened") -> go.Figure:
+    """Grouped bars: A-D probability, base vs intervened; the correct letter is marked."""
+    x = [f"{L} ✓" if i == answer else L for i, L in enumerate(LETTERS)]
+    fig = go.Figure()
+    fig.add_bar(name="base", x=x, y=base, marker_color="#9aa5b1", text=[f"{p:.4f}" for p in base],
+                textposition="outside")
+    if intervened is not None:
+        fig.add_bar(name=label, x=x, y=intervened, marker_color="#d62728",
+                    text=[f"{p:.4f}" for p in intervened], textposition="outside")
+    top = max([*base, *(intervened or [])] + [1e-9])
+    fig.update_layout(barmode="group", yaxis=dict(title="probability", range=[0, top * 1.25]))
+    return _layout(fig, "P(answer letter): base vs intervened", 340)
+
+
+def prob_curve(values: list[float], probs: list[list[float]], answer: int, base: list[float] | None = None,
+               current: float | None = None, loss: dict[float, float] | None = None, mode_label: str = "") -> go.Figure:
+    """Probability of each letter against the clamp value c (the paper's Figure 4), optional loss added."""
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    for i, L in enumerate(LETTERS):
+        name = f"{L} (correct)" if i == answer else L
+        fig.add_trace(go.Scatter(x=values, y=[p[i] for p in probs], mode="lines+markers", name=name,
+                                 line=dict(color=LETTER_COLOURS[L], width=4 if i == answer else 2),
+                                 marker=dict(size=5)), secondary_y=False)
+        if base is not None:
+            fig.add_trace(go.Scatter(x=[min(values), max(values)], y=[base[i], base[i]], mode="lines",
+                                     line=dict(color=LETTER_COLOURS[L], dash="dot", width=1), showlegend=False,
+                                     hovertemplate=f"base {L}: %{{y:.4f}}<extra></extra>"), secondary_y=False)
+    if loss:
+        xs = sorted(loss)
+        fig.add_trace(go.Scatter(x=xs, y=[loss[v] for v in xs], mode="lines+markers", name="loss added",
+                                 line=dict(color="#7f7f7f", dash="dash"), marker=dict(symbol="square", size=8)),
+                      secondary_y=True)
+        fig.update_yaxes(title_text="loss added (nats/token)", secondary_y=True, showgrid=False)
+    if current is not None:
+        fig.add_vline(x=current, line=dict(color="#888", dash="dash", width=1))
+    fig.update_xaxes(title_text="clamp value c (active features set to −c)")
+    fig.update_yaxes(title_text="probability", secondary_y=False)
+    title = "Probability of each answer vs c" + (f" — {mode_label}" if mode_label else "")
+    return _layout(fig, title, 420)
+
+
+def activation_hist(bin_edges: list[float], hists: dict[str, list[float]]) -> go.Figure:
+    """Histogram of a feature's non-zero activations per corpus (log-spaced bins, log x axis)."""
+    fig = go.Figure()
+    used = [i for h in hists.values() for i, v in enumerate(h) if v]
+    lo, hi = (min(used), max(used)) if used else (0, len(bin_edges) - 2)
+    for k, (corpus, h) in enumerate(hists.items()):
+        centres = [math.sqrt(bin_edges[i] * bin_edges[i + 1]) for i in range(lo, hi + 1)]
+        total = sum(h) or 1.0
+        fig.add_bar(name=corpus, x=centres, y=[h[i] / total for i in range(lo, hi + 1)],
+                    marker_color=CORPUS_COLOURS[k % len(CORPUS_COLOURS)], opacity=0.75,
+                    customdata=[[bin_edges[i], bin_edges[i + 1], h[i]] for i in range(lo, hi + 1)],
+                    hovertemplate="%{customdata[0]:.3g}–%{customdata[1]:.3g}: %{customdata[2]:.0f} tokens"
+                                  "<extra>" + corpus + "</extra>")
+    fig.update_layout(barmode="overlay", bargap=0.05)
+    fig.update_xaxes(type="log", title_text="activation (when > 0)")
+    fig.update_yaxes(title_text="share of active tokens")
+    return _layout(fig, "Activation histogram", 300)
+
+
+def _run_points(fig: go.Figure, rows: list[dict], name: str, k: int, y_key: str, x_key: str, row: int, col: int,
+                show_legend: bool) -> None:
+    pts = [r for r in rows if r["config"] != "none" and r.get(x_key) is not None and r.get(y_key) is not None]
+    base = next((r for r in rows if r["config"] == "none"), None)
+    colour = RUN_COLOURS[k % len(RUN_COLOURS)]
+    if pts:
+        fig.add_trace(go.Scatter(
+            x=[r[x_key] for r in pts], y=[r[y_key] for r in pts], mode="markers", name=name,
+            legendgroup=name, showlegend=show_legend,
+            marker=dict(symbol=RUN_SYMBOLS[k % len(RUN_SYMBOLS)], size=10, color=colour, line=dict(width=1)),
+            text=[r["config"] for r in pts],
+            hovertemplate="%{text}<br>x=%{x:.4f}<br>forget acc=%{y:.3f}<extra>" + name + "</extra>"),
+            row=row, col=col)
+    if base is not None and base.get(x_key) is not None and base.get(y_key) is not None:
+        fig.add_trace(go.Scatter(
+            x=[base[x_key]], y=[base[y_key]], mode="markers+text", name=f"{name}: no intervention",
+            legendgroup=name, showlegend=show_legend, text=["no intervention"], textposition="top center",
+            marker=dict(symbol="star", size=18, color=colour, line=dict(width=1.5, color="#000")),
+            hovertemplate="no intervention<br>x=%{x:.4f}<br>forget acc=%{y:.3f}<extra>" + name + "</extra>"),
+            row=row, col=col)
+
+
+def figure5(runs: dict[str, list[dict]], forget_label: str = "forget accuracy",
+            side_label: str = "side-effect accuracy") -> go.Figure:
+    """The paper's Figure 5 for one or more runs: forget accuracy vs side-effect accuracy, and vs
+    loss added; the no-intervention point of each run is a star. ``runs``: name -> flat result rows."""
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1,
+                        subplot_titles=(f"{forget_label} vs {side_label}", f"{forget_label} vs loss added"))
+    for k, (name, rows) in enumerate(runs.items()):
+        _run_points(fig, rows, name, k, "forget_accuracy", "side_effect_mean", 1, 1, True)
+        _run_points(fig, rows, name, k, "forget_accuracy", "loss_added", 1, 2, False)
+    fig.update_xaxes(title_text=side_label + " (higher is better)", row=1, col=1)
+    fig.update_xaxes(title_text="loss added (lower is better)", row=1, col=2)
+    fig.update_yaxes(title_text=forget_label + " (lower is better)", row=1, col=1)
+    return _layout(fig, None, 440)
