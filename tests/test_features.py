@@ -83,6 +83,17 @@ def test_auto_description_is_labelled(tiny, corpus):
     assert F.auto_description(tiny, "tiny", 5, st).startswith("[automatic]")
 
 
+def test_quantile_samples_and_features_firing_in_many_windows(tiny, corpus):
+    st = F.feature_stats(tiny, "tiny", corpus, n_tokens=600, ctx=20)
+    assert len(st.windows) > 10
+    ex = F.top_examples(tiny, st, ALWAYS_FIRES, k=4, n_quantiles=3, per_quantile=2)
+    assert len(ex["top"]) == 4 and len(ex["quantiles"]) == 3
+    lo_hi = [q["range"] for q in ex["quantiles"]]
+    assert all(lo <= hi for lo, hi in lo_hi) and lo_hi[0][1] >= lo_hi[-1][0]
+    assert not F.top_examples(tiny, st, ALWAYS_FIRES, k=4, n_quantiles=0)["quantiles"]
+    assert F.auto_description(tiny, "tiny", ALWAYS_FIRES, st).startswith("[automatic]")
+
+
 def test_sae_eval_on_tiny(tiny):
     from unlearn_core.sae_eval import loss_recovered, reconstruction_stats
 

@@ -141,7 +141,7 @@ def top_examples(engine: Engine, stats: FeatureStats, feature: int, k: int = 8, 
     top = [int(i) for i in order[:k] if col[i] > 0]
     active = [int(i) for i in order if col[i] > 0]
     quantiles = []
-    if len(active) > k:
+    if n_quantiles > 0 and len(active) > k:
         rest = active[k:]
         g = torch.Generator().manual_seed(feature)
         band = max(1, len(rest) // n_quantiles)

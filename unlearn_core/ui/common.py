@@ -1,11 +1,15 @@
 """Streamlit glue shared by every page: the client, cached calls, status, errors, shared state.
 
-URL state: widgets that define a view (question set and id, SAE, feature ids, mode, clamp
-value, dashboard feature, job id, ...) use Streamlit's ``bind="query-params"``: the widget's
-key is the query parameter, it is read when the page loads and written when it changes, and
-it carries over to another page that has a widget with the same key. So a view can be shared
-by copying the URL. Feature *sets* are named collections kept in ``st.session_state`` (one
-browser session); the pages put the ids themselves in the URL.
+URL state: the widgets that define a view (question set and id, SAE, feature ids, mode, clamp
+value, dashboard feature, job id, ...) keep their value in a query parameter named after the
+widget's key (:func:`url_widget`, :func:`url_selectbox`): read from the URL the first time the
+session meets that key, written back to the URL on every run (the *value*, e.g. a question id,
+never its label), and remembered for the session in a plain dict, so another page with a
+widget of the same key starts from it and a view can be shared by copying the URL.
+(Streamlit's ``bind="query-params"`` is not used: it stores select-box *labels* and drops values
+that came from the URL when the user switches pages; ``persist_state`` keeps values per page.)
+Feature *sets* are named collections kept in ``st.session_state`` (one browser session); the
+pages put the feature ids themselves in the URL.
 """
 from __future__ import annotations
 
@@ -21,16 +25,16 @@ import streamlit as st
 from ..client import DEFAULT_URL, ServerError, ServerUnavailableError, UnlearnClient
 from . import render as R
 
-# (path, title, icon) of every page after the home page, in navigation order
+# (key, path, title, icon) of every page, in menu order; paths are relative to app.py
 PAGE_LIST = [
-    ("pages/1_Feature_search.py", "Feature search", ":material/search:"),
-    ("pages/2_Token_highlighting.py", "Token highlighting", ":material/ink_highlighter:"),
-    ("pages/3_Clamp_explorer.py", "Clamp explorer", ":material/tune:"),
-    ("pages/4_Batch_evaluation.py", "Batch evaluation", ":material/balance:"),
+    ("home", "app.py", "Home", ":material/home:"),
+    ("search", "pages/1_Feature_search.py", "Feature search", ":material/search:"),
+    ("tokens", "pages/2_Token_highlighting.py", "Token highlighting", ":material/ink_highlighter:"),
+    ("clamp", "pages/3_Clamp_explorer.py", "Clamp explorer", ":material/tune:"),
+    ("batch", "pages/4_Batch_evaluation.py", "Batch evaluation", ":material/balance:"),
 ]
-PAGES = dict(zip(("search", "tokens", "clamp", "batch"), (p for p, _, _ in PAGE_LIST)))
-ICONS = {k: i for k, (_, _, i) in zip(PAGES, PAGE_LIST)}
-QP = "query-params"
+PAGES = {k: p for k, p, _, _ in PAGE_LIST}
+ICONS = {k: i for k, _, _, i in PAGE_LIST}
 
 
 # ---------------------------------------------------------------- client
@@ -79,6 +83,128 @@ def cached(method: str, **kwargs) -> Any:
 @st.cache_data(show_spinner=False, ttl=15, max_entries=16)
 def _info(url: str, token_hash: str) -> dict:
     return call("info")
+
+
+# ---------------------------------------------------------------- URL state
+
+
+def _url_str(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _write_url(key: str, value, default=None, keep_default: bool = False) -> None:
+    written = st.session_state.setdefault("_url_written", {})
+    if value is None or (value == default and not keep_default):
+        if key in st.query_params:
+            del st.query_params[key]
+        written[key] = None
+    else:
+        if st.query_params.get(key) != _url_str(value):
+            st.query_params[key] = _url_str(value)
+        written[key] = _url_str(value)
+
+
+def parse_bool(raw: str) -> bool:
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)
+
+
+def int_in(lo: int, hi: int):
+    def parse(raw: str) -> int:
+        v = int(raw)
+        if not lo <= v <= hi:
+            raise ValueError(raw)
+        return v
+
+    return parse
+
+
+def one_of(options):
+    by_str = {_url_str(o): o for o in options}
+
+    def parse(raw: str):
+        if raw not in by_str:
+            raise ValueError(raw)
+        return by_str[raw]
+
+    return parse
+
+
+def _shared() -> dict:
+    """Values of URL-state keys for this session (a plain dict: it survives page switches)."""
+    return st.session_state.setdefault("_url_state", {})
+
+
+def _prepare(key: str, parse, valid) -> bool:
+    """Set the state of a widget about to be created; False when it should start at its default.
+
+    Order: a URL value this session did not write itself (a shared link, a link from another
+    page, an edited address bar) wins; then the widget's own state (the user's latest choice);
+    then the value remembered from another page."""
+    raw = st.query_params.get(key)
+    written = st.session_state.get("_url_written", {})
+    if raw is not None and raw != written.get(key):
+        try:
+            value = parse(raw)
+        except (TypeError, ValueError, KeyError):
+            value = None  # an invalid URL value is ignored (and replaced in the URL)
+        else:
+            if valid(value):
+                st.session_state[key] = value
+                return True
+    if key in st.session_state:
+        if valid(st.session_state[key]):
+            # written again on purpose: after a page switch the value belongs to the previous
+            # page's widget, and a new widget adopts only values set through the Session State API
+            st.session_state[key] = st.session_state[key]
+            return True
+        del st.session_state[key]  # e.g. out of this widget's range, or no longer an option
+    shared = _shared()
+    if key in shared and valid(shared[key]):
+        st.session_state[key] = shared[key]
+        return True
+    return False
+
+
+def url_widget(widget, label: str, key: str, default, parse=None, value_arg: str = "value", **kwargs):
+    """``widget(label, key=key, **kwargs)`` (st.slider, c1.text_input, ...) whose value lives in
+    ``?key=...`` (removed while it equals ``default``); see the module docstring. ``value_arg``
+    names the widget's initial-value parameter (``default`` for st.segmented_control)."""
+    parse = parse or (str if isinstance(default, (str, type(None))) else type(default))
+
+    def valid(v) -> bool:
+        if v is None:
+            return True
+        try:
+            parse(_url_str(v))
+            return True
+        except (TypeError, ValueError):
+            return False
+
+    if not _prepare(key, parse, valid):
+        kwargs[value_arg] = default
+    value = widget(label, key=key, **kwargs)
+    _shared()[key] = value
+    _write_url(key, value, default)
+    return value
+
+
+def url_selectbox(label: str, options, key: str, container=None, **kwargs):
+    """``st.selectbox`` whose *value* (not its formatted label) lives in ``?key=<value>``; the
+    first option is the default (written to the URL too). See the module docstring."""
+    opts = list(options)
+    _prepare(key, one_of(opts), lambda v: v in opts)
+    value = (container or st).selectbox(label, opts, key=key, **kwargs)
+    _shared()[key] = value
+    _write_url(key, value, keep_default=True)
+    return value
 
 
 # ---------------------------------------------------------------- errors
@@ -201,8 +327,8 @@ def sae_picker(info: dict, label: str = "SAE") -> str:
         s = sae_info(info, k)
         return f"{k} (layer {s.get('layer')}, {s.get('d_sae')} features, {s.get('hook_name')})"
 
-    return st.selectbox(label, keys, key="sae", bind=QP, format_func=fmt, disabled=len(keys) == 1,
-                        help="Which SAE's features; its hook point comes from the SAE itself.")
+    return url_selectbox(label, keys, key="sae", format_func=fmt, disabled=len(keys) == 1,
+                         help="Which SAE's features; its hook point comes from the SAE itself.")
 
 
 # ---------------------------------------------------------------- feature sets
@@ -240,10 +366,14 @@ def add_to_set_widget(sae: str, features: list[int], key: str, label: str | None
                          help="A named collection kept in this browser session, used by the other pages.")
     n = len(features)
     text = label or (f"Add feature {features[0]} to “{name}”" if n == 1 else f"Add {n} features to “{name}”")
-    if c2.button(text, key=f"{key}_add"):
-        added = add_to_set(name, sae, features)
-        st.toast(f"{added} feature(s) added to “{name.strip() or 'my set'}”"
+
+    def add() -> None:  # a callback, so the sidebar's list of sets is up to date in the same run
+        set_name = st.session_state.get(f"{key}_name") or "my set"
+        added = add_to_set(set_name, sae, features)
+        st.toast(f"{added} feature(s) added to “{set_name.strip() or 'my set'}”"
                  + (f" ({n - added} already there)" if added < n else ""))
+
+    c2.button(text, key=f"{key}_add", on_click=add)
 
 
 def feature_sets_sidebar(default_sae: str | None = None) -> None:
@@ -275,8 +405,8 @@ def features_input(info: dict, sae: str, key: str = "features") -> list[tuple[st
 
         st.selectbox("Load a feature set", [None, *sets], key="fs_pick", on_change=load,
                      format_func=lambda n: "— choose —" if n is None else f"{n} ({len(sets[n])} features)")
-    text = st.text_input("Feature ids", key=key, bind=QP, placeholder="e.g. 12, 40, 7",
-                         help="Comma-separated ids of the selected SAE; `SAE_KEY:ID` for another SAE.")
+    text = url_widget(st.text_input, "Feature ids", key, "", placeholder="e.g. 12, 40, 7",
+                      help="Comma-separated ids of the selected SAE; `SAE_KEY:ID` for another SAE.")
     try:
         items = R.parse_feature_list(text, sae)
     except ValueError as e:
@@ -309,16 +439,18 @@ def question_picker(info: dict, allow_known: bool = True) -> tuple[dict | None, 
     sets = question_sets(info)
     desc = {s["name"]: s["description"] for s in info.get("question_sets", [])}
     c1, c2 = st.columns([1, 2])
-    qset = c1.selectbox("Question set", sets, key="qset", bind=QP, format_func=lambda n: desc.get(n, n)[:60]
-                        if n.startswith("mmlu:") and n != "mmlu:side-effects" else n)
+    qset = url_selectbox("Question set", sets, key="qset", container=c1,
+                         format_func=lambda n: desc.get(n, n)[:60] if n.startswith("mmlu:") and n != "mmlu:side-effects"
+                         else n)
     known = False
     if allow_known:
-        known = c1.checkbox("Only questions the model knows", key="known", bind=QP,
-                            help="Keeps questions the clean model answers correctly (checked on the first 30; "
+        known = url_widget(c1.checkbox, "Only questions the model knows", "known", False, parse=parse_bool,
+                           help="Keeps questions the clean model answers correctly (checked on the first 30; "
                                  "slow on the first use with the real model).")
     limit = 30 if known else info.get("limits", {}).get("max_page", 2000)
-    data = attempt(lambda: cached("questions", set=qset, known=known, limit=limit),
-                   f"the question set {qset!r}", spinner="Loading questions…")
+    data = attempt(lambda: cached("questions", set=qset, known=known, limit=limit), f"the question set {qset!r}",
+                   spinner="Checking which questions the model knows (all 24 orderings; slow the first time)…"
+                   if known else "Loading questions…")
     if data is None:
         return None, None
     if data.get("is_fallback"):
@@ -331,8 +463,8 @@ def question_picker(info: dict, allow_known: bool = True) -> tuple[dict | None, 
     if filt:
         qs = [q for q in qs if filt.lower() in q["question"].lower()] or qs
     by_id = {q["id"]: q for q in qs}
-    qid = c2.selectbox(f"Question ({len(qs)} of {data['total']} in {data['label']})", list(by_id), key="q",
-                       bind=QP, format_func=lambda i: R.short(by_id[i]["question"], 110) if i in by_id else i)
+    qid = url_selectbox(f"Question ({len(qs)} of {data['total']} in {data['label']})", list(by_id), key="q",
+                        container=c2, format_func=lambda i: R.short(by_id[i]["question"], 110) if i in by_id else i)
     return by_id.get(qid), data
 
 
@@ -360,14 +492,20 @@ def page_link(page: str, label: str, icon: str | None = None, query_params: dict
     except StreamlitPageNotFoundError:
         from urllib.parse import urlencode
 
-        name = re.sub(r"^\d+_", "", path.rsplit("/", 1)[-1].removesuffix(".py"))
+        name = "" if path == "app.py" else re.sub(r"^\d+_", "", path.rsplit("/", 1)[-1].removesuffix(".py"))
         qs = ("?" + urlencode(query_params)) if query_params else ""
         st.markdown(f"{icon or ''} [{label}](/{name}{qs})")
 
 
 def page_setup(title: str) -> None:
+    """Page config and the sidebar menu (Streamlit's own page list is switched off in
+    ``.streamlit/config.toml``: it would call the home page "app")."""
     st.set_page_config(page_title=f"{title} · SAE Unlearning Workbench", page_icon=":material/neurology:",
                        layout="wide")
+    with st.sidebar:
+        for key, _path, label, icon in PAGE_LIST:
+            page_link(key, label, icon)
+        st.divider()
 
 
 def heatmap(tokens: list[str], values: list[float], **kw) -> None:

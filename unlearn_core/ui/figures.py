@@ -5,8 +5,6 @@ every page; backgrounds are left to Streamlit's theme so figures read in light a
 """
 from __future__ import annotations
 
-import math
-
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
@@ -56,7 +54,7 @@ def prob_curve(values: list[float], probs: list[list[float]], answer: int, base:
         fig.add_trace(go.Scatter(x=xs, y=[loss[v] for v in xs], mode="lines+markers", name="loss added",
                                  line=dict(color="#7f7f7f", dash="dash"), marker=dict(symbol="square", size=8)),
                       secondary_y=True)
-        fig.update_yaxes(title_text="loss added (nats/token)", secondary_y=True, showgrid=False)
+        fig.update_yaxes(title_text="loss added (nats/token)", secondary_y=True, showgrid=False, rangemode="tozero")
     if current is not None:
         fig.add_vline(x=current, line=dict(color="#888", dash="dash", width=1))
     fig.update_xaxes(title_text="clamp value c (active features set to −c)")
@@ -71,11 +69,13 @@ def activation_hist(bin_edges: list[float], hists: dict[str, list[float]]) -> go
     used = [i for h in hists.values() for i, v in enumerate(h) if v]
     lo, hi = (min(used), max(used)) if used else (0, len(bin_edges) - 2)
     for k, (corpus, h) in enumerate(hists.items()):
-        centres = [math.sqrt(bin_edges[i] * bin_edges[i + 1]) for i in range(lo, hi + 1)]
+        idx = range(lo, hi + 1)
         total = sum(h) or 1.0
-        fig.add_bar(name=corpus, x=centres, y=[h[i] / total for i in range(lo, hi + 1)],
-                    marker_color=CORPUS_COLOURS[k % len(CORPUS_COLOURS)], opacity=0.75,
-                    customdata=[[bin_edges[i], bin_edges[i + 1], h[i]] for i in range(lo, hi + 1)],
+        # x at the arithmetic middle and width = the bin's span, so on the log axis each bar covers its bin
+        fig.add_bar(name=corpus, x=[(bin_edges[i] + bin_edges[i + 1]) / 2 for i in idx],
+                    width=[bin_edges[i + 1] - bin_edges[i] for i in idx], y=[h[i] / total for i in idx],
+                    marker_color=CORPUS_COLOURS[k % len(CORPUS_COLOURS)], opacity=0.6,
+                    customdata=[[bin_edges[i], bin_edges[i + 1], h[i]] for i in idx],
                     hovertemplate="%{customdata[0]:.3g}–%{customdata[1]:.3g}: %{customdata[2]:.0f} tokens"
                                   "<extra>" + corpus + "</extra>")
     fig.update_layout(barmode="overlay", bargap=0.05)
@@ -100,7 +100,7 @@ def _run_points(fig: go.Figure, rows: list[dict], name: str, k: int, y_key: str,
     if base is not None and base.get(x_key) is not None and base.get(y_key) is not None:
         fig.add_trace(go.Scatter(
             x=[base[x_key]], y=[base[y_key]], mode="markers+text", name=f"{name}: no intervention",
-            legendgroup=name, showlegend=show_legend, text=["no intervention"], textposition="top center",
+            legendgroup=name, showlegend=show_legend, text=["no intervention"], textposition="top right",
             marker=dict(symbol="star", size=18, color=colour, line=dict(width=1.5, color="#000")),
             hovertemplate="no intervention<br>x=%{x:.4f}<br>forget acc=%{y:.3f}<extra>" + name + "</extra>"),
             row=row, col=col)
@@ -118,4 +118,7 @@ def figure5(runs: dict[str, list[dict]], forget_label: str = "forget accuracy",
     fig.update_xaxes(title_text=side_label + " (higher is better)", row=1, col=1)
     fig.update_xaxes(title_text="loss added (lower is better)", row=1, col=2)
     fig.update_yaxes(title_text=forget_label + " (lower is better)", row=1, col=1)
-    return _layout(fig, None, 440)
+    _layout(fig, None, 480)
+    fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.2, xanchor="left", x=0),
+                      margin=dict(l=10, r=10, t=40, b=10))
+    return fig

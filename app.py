@@ -1,0 +1,93 @@
+"""SAE Unlearning Workbench: the Streamlit app's home page (`streamlit run app.py`).
+
+The other pages are the files in ``pages/`` (Streamlit's multipage layout; the sidebar menu is
+drawn by ``unlearn_core.ui.common.page_setup``, see ``.streamlit/config.toml``). Every page is a
+thin view over the workbench server (``python -m unlearn_core serve``): the server URL comes
+from ``UNLEARN_SERVER_URL`` (default http://127.0.0.1:8765) and its token from ``UNLEARN_TOKEN``.
+"""
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from unlearn_core.ui import common as C
+from unlearn_core.ui import render as R
+
+C.page_setup("Home")
+st.title("SAE Unlearning Workbench")
+st.markdown(
+    "Remove knowledge from a language model by **clamping sparse-autoencoder (SAE) features**: at one layer, "
+    "every selected feature that is active (> 0) is set to **−c**; everything the SAE does not explain is "
+    "kept, so the model is untouched wherever none of the features fires. This app shows which features to "
+    "pick, what clamping them does to the answers, and what it costs elsewhere.")
+
+info = C.require_server()
+sae0 = C.sae_keys(info)[0] if info.get("saes") else ""
+C.feature_sets_sidebar(sae0)
+
+# ---------------------------------------------------------------- what is loaded
+st.header("What is loaded")
+c = st.columns(5)
+c[0].metric("Model", str(info.get("model")))
+c[1].metric("Layers × d_model", f"{info.get('n_layers')} × {info.get('d_model')}")
+c[2].metric("Device", str(info.get("device")))
+c[3].metric("dtype", str(info.get("dtype")))
+c[4].metric("Context", f"{info.get('n_ctx')} tokens")
+if info.get("model") == "tiny":
+    st.info("This server runs the **tiny test backend** (a random 2-layer model and SAE): every page works, "
+            "but the numbers mean nothing. Start `python -m unlearn_core serve` for the real model.", icon=":material/science:")
+
+saes = pd.DataFrame([{
+    "SAE": s["key"], "hook": s.get("hook_name"), "layer": s.get("layer"), "features": s.get("d_sae"),
+    "d_in": s.get("d_in"), "architecture": s.get("architecture"), "source": s.get("source"),
+    "release / id": " / ".join(x for x in (s.get("release"), s.get("sae_id")) if x) or "—",
+    "Neuronpedia": s.get("neuronpedia_id") or "— (no public explanations)",
+} for s in info.get("saes", [])])
+st.dataframe(saes, hide_index=True, width="stretch")
+st.caption(f"Questions are scored by **{info.get('scoring')}** scoring with the **{info.get('prompt_format')}** "
+           "prompt format. Interventions available: "
+           + "; ".join(f"`{m}` = {C.mode_labels().get(m, m)}" for m in info.get("modes", [])) + ".")
+
+# ---------------------------------------------------------------- data sources
+st.header("Data sources")
+src = info.get("data_sources", {})
+rows = [{"source": k, "provided by": R.source_kind(v), "where": v} for k, v in src.items()]
+if rows:
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+wmdp = C.attempt(lambda: C.cached("questions", set="wmdp-bio", limit=1), "the WMDP-bio question set")
+if wmdp is not None:
+    if wmdp.get("is_fallback"):
+        st.warning(f"**{wmdp['label']}** — WMDP-bio itself is not available on the server, so "
+                   f"{wmdp['total']} MMLU biology questions stand in for it wherever 'wmdp-bio' appears.", icon=":material/inventory_2:")
+    else:
+        st.success(f"WMDP-bio questions: real data ({wmdp['total']} questions from `{wmdp['origin']}`).", icon=":material/check_circle:")
+st.caption("The WMDP bio *forget corpus* is gated and not used: features are selected on WMDP-bio question "
+           "text (`wmdp-bio-text`) against WikiText-2 (retain), as documented in the method notes.")
+
+# ---------------------------------------------------------------- guided demo
+st.header("A guided demo in five steps")
+steps = [
+    ("search", "1. Pick a topic", ":material/search:",
+     "Search features by a text about the topic (e.g. a WMDP-bio question), or run the forget/retain "
+     "selection; open a feature's dashboard to see where it fires."),
+    ("tokens", "2. See its features", ":material/ink_highlighter:",
+     "Highlight a question token by token with the chosen features, and look at each token's top features. "
+     "Add the ones that matter to a feature set."),
+    ("clamp", "3. Clamp them", ":material/tune:",
+     "Pick a question and your feature set, choose a mode and move the clamp slider."),
+    ("clamp", "4. Watch the answer change", ":material/trending_down:",
+     "The A/B/C/D probabilities with and without the clamp, the probability-vs-c curve, and generations."),
+    ("batch", "5. See the side effects", ":material/balance:",
+     "Run a sweep over thresholds, feature counts and clamp values: forget accuracy against side-effect "
+     "accuracy and loss added, and the unlearning score."),
+]
+for page, label, icon, text in steps:
+    col1, col2 = st.columns([1, 3], vertical_alignment="center")
+    with col1:
+        C.page_link(page, label, icon=icon)
+    col2.markdown(text)
+
+with st.expander("Server details"):
+    st.markdown(f"URL `{C.server_url()}` · status **{info.get('status')}** · jobs {info.get('jobs') or 'none'}")
+    st.json({"limits": info.get("limits"), "activation_cache": info.get("activation_cache"),
+             "corpora": info.get("corpora")}, expanded=False)

@@ -1,0 +1,255 @@
+"""Feature search: find features by text, explanation, id or forget/retain selection; see a
+feature's dashboard; collect features into named feature sets."""
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from unlearn_core.ui import common as C
+from unlearn_core.ui import figures as FIG
+from unlearn_core.ui import render as R
+
+C.page_setup("Feature search")
+st.title("Feature search")
+info = C.require_server()
+sae = C.sae_picker(info)
+C.feature_sets_sidebar(sae)
+meta = C.sae_info(info, sae)
+d_sae = int(meta.get("d_sae") or 1)
+limits = info.get("limits", {})
+EXAMPLE = ("Anthrax spores are inhaled, germinate in the lungs and release lethal toxin; the virus "
+           "replicates in host cells.")
+
+
+@st.cache_data(show_spinner=False, ttl=3600, max_entries=128)
+def np_search(query: str, model_id: str, np_sae: str) -> list[dict]:
+    """Neuronpedia's explanation search (a public web service, not the engine); [] when unreachable."""
+    from unlearn_core import neuronpedia as NP
+
+    return NP.search_explanations(query, model_id, [np_sae])
+
+
+def open_dashboard(fid: int) -> None:
+    st.session_state["f"] = int(fid)
+
+
+MODES_BY = ["text", "explanation", "id", "forget/retain"]
+by = C.url_widget(st.segmented_control, "Search by", "by", "text", parse=C.one_of(MODES_BY), value_arg="default",
+                  options=MODES_BY,
+                  help="How to find features; the dashboard of a chosen feature is below.")
+by = by or "text"
+
+# ---------------------------------------------------------------- search modes
+if by == "text":
+    st.markdown("Features that fire most on a text, ranked by their largest activation on it.")
+    text = st.text_area("Text", value=EXAMPLE, key="search_text", height=90)
+    c1, c2 = st.columns(2)
+    k = c1.slider("How many features", 5, 50, 15, key="k")
+    bg = c2.selectbox("Down-weight features common in", [None, "webtext", "wikitext"], key="bg",
+                      format_func=lambda x: "— (rank by max activation)" if x is None else x,
+                      help="score = max activation × (1 − firing frequency on that corpus): skips features that "
+                           "fire everywhere. The corpus statistics are computed once (slow the first time).")
+    if text.strip():
+        res = C.attempt(lambda: C.cached("search", text=text, sae=sae, k=k, background=bg),
+                        "the feature search", spinner="Encoding the text…")
+        if res is not None:
+            rows = res["features"]
+            if not rows:
+                st.info("No feature fires on this text.")
+            else:
+                df = pd.DataFrame(rows)[["feature", "score", "max_act", "n_tokens_active", "top_token"]]
+                df["top_token"] = df["top_token"].map(repr)
+                st.dataframe(df, hide_index=True, width="stretch",
+                             column_config={"score": st.column_config.NumberColumn(format="%.3f"),
+                                            "max_act": st.column_config.NumberColumn("max activation", format="%.3f"),
+                                            "n_tokens_active": "tokens active", "top_token": "strongest on"})
+                ids = [r["feature"] for r in rows]
+                c1, c2 = st.columns([2, 3], vertical_alignment="bottom")
+                pick = c1.selectbox("Feature", ids, key="pick_text")
+                c2.button("Open its dashboard", key="open_text", on_click=open_dashboard, args=(pick,))
+                C.add_to_set_widget(sae, ids, key="set_text")
+
+elif by == "explanation":
+    st.markdown("Search feature explanations. **Neuronpedia** answers when this SAE has a Neuronpedia id and "
+                "Neuronpedia is reachable; otherwise the **local automatic descriptions** of the top "
+                "forget/retain-selected features are searched.")
+    np_id = meta.get("neuronpedia_id")
+
+    def local_settings() -> tuple[int, float, int]:
+        c1, c2, c3 = st.columns(3)
+        n = c1.number_input("Describe the top N selected features", 5, 200, 50, step=5, key="xn")
+        thr = c2.select_slider("Retain threshold", [0.5, 0.1, 0.05, 0.01, 0.005, 0.001], value=0.01, key="xthr")
+        xtok = c3.number_input("Tokens per corpus", 256, int(limits.get("max_stats_tokens", 200_000)), 20_000,
+                               step=1000, key="xtok")
+        return int(n), float(thr), int(xtok)
+
+    if not np_id:
+        st.info("This SAE has no Neuronpedia id (a local SAE): the local automatic descriptions are searched.",
+                icon=":material/cloud_off:")
+        settings = local_settings()
+    query = st.text_input("Explanation contains", key="xq", placeholder="e.g. virus, protein, 's'")
+    if query.strip():
+        hits, source = [], ""
+        if np_id:
+            from unlearn_core import neuronpedia as NP
+
+            model_id, np_sae = np_id.split("/", 1)
+            with st.spinner("Asking Neuronpedia…"):
+                try:
+                    hits = np_search(query.strip(), model_id, np_sae) if len(query.strip()) >= 3 else []
+                except ValueError as e:
+                    st.error(str(e))
+            if hits:
+                source = f"Neuronpedia ({np_id}): human-readable explanations from neuronpedia.org"
+                df = pd.DataFrame([{"feature": h["index"], "explanation": h["description"],
+                                    "link": NP.feature_page_url(model_id, np_sae, h["index"])} for h in hits])
+            else:
+                st.info("Neuronpedia gave no answer (unreachable, offline, or no match): searching the local "
+                        "automatic descriptions instead.", icon=":material/cloud_off:")
+                settings = local_settings()
+        if not hits:
+            n, thr, xtok = settings
+            sel = C.attempt(lambda: C.cached("select", threshold=thr, n=n, n_tokens=xtok, describe=True, sae=sae),
+                            "describing the selected features", spinner="Describing features (slow the first time)…")
+            if sel is not None:
+                words = [w.lower() for w in query.split()]
+                matched = [r for r in sel["features"]
+                           if all(w in (r.get("description") or "").lower() for w in words)]
+                source = (f"local automatic descriptions of the top {len(sel['features'])} features selected on "
+                          f"{sel['forget']} vs {sel['retain']} (threshold {thr:g}) — not Neuronpedia")
+                df = pd.DataFrame([{"feature": r["feature"], "explanation": r.get("description") or "",
+                                    "forget freq": r["forget_freq"], "retain freq": r["retain_freq"]}
+                                   for r in matched])
+                hits = matched
+        if source:
+            st.caption(f"**Answered by:** {source}")
+        if hits:
+            st.dataframe(df, hide_index=True, width="stretch",
+                         column_config={"link": st.column_config.LinkColumn("Neuronpedia")} if "link" in df else None)
+            ids = [int(x) for x in df["feature"]]
+            c1, c2 = st.columns([2, 3], vertical_alignment="bottom")
+            pick = c1.selectbox("Feature", ids, key="pick_x")
+            c2.button("Open its dashboard", key="open_x", on_click=open_dashboard, args=(pick,))
+            C.add_to_set_widget(sae, ids, key="set_x")
+        elif source:
+            st.info("No explanation matches every word of the query.")
+
+elif by == "id":
+    st.markdown(f"Type a feature id (0 – {d_sae - 1}) in the dashboard below.")
+
+else:  # forget/retain selection
+    st.markdown("The paper's selection: drop features whose firing frequency on the **retain** corpus is at or "
+                "above the threshold, rank the rest by their frequency on the **forget** corpus, keep the top N.")
+    corpora = [c for c in info.get("corpora", []) if "<" not in c]
+    c1, c2, c3, c4 = st.columns(4)
+    forget = c1.selectbox("Forget corpus", ["wmdp-bio-text@train", *corpora], key="forget")
+    retain = c2.selectbox("Retain corpus", ["wikitext@train", *corpora], key="retain")
+    thr_opts = [0.5, 0.1, 0.05, 0.01, 0.005, 0.001]
+    thr = C.url_widget(c3.select_slider, "Retain threshold", "thr", 0.01, parse=C.one_of(thr_opts), options=thr_opts)
+    max_n = int(limits.get("max_features", 512))
+    n = C.url_widget(c4.number_input, "N features", "n", 20, parse=C.int_in(1, max_n), min_value=1, max_value=max_n)
+    c1, c2 = st.columns(2)
+    ntok = c1.number_input("Tokens per corpus", 256, int(limits.get("max_stats_tokens", 200_000)), 20_000,
+                           step=1000, key="sel_tokens", help="Statistics are cached on the server after the first run.")
+    describe = c2.checkbox("Add automatic descriptions", key="describe")
+    params = dict(forget=forget, retain=retain, threshold=thr, n=int(n), n_tokens=int(ntok), describe=describe,
+                  sae=sae)
+    clicked = st.button("Run the selection", type="primary", key="run_sel")
+    if C.once("select", params, clicked):
+        sel = C.attempt(lambda: C.cached("select", **params), "the forget/retain selection",
+                        spinner="Computing feature statistics on both corpora (minutes the first time on CPU)…")
+        if sel is not None:
+            rows = sel["features"]
+            if not rows:
+                st.warning(f"No feature fires on less than {thr:g} of the retain tokens: raise the threshold.")
+            else:
+                df = pd.DataFrame(rows)
+                if not describe:
+                    df = df.drop(columns=["description"], errors="ignore")
+                st.dataframe(df, hide_index=True, width="stretch", column_config={
+                    "forget_freq": st.column_config.NumberColumn("forget frequency", format="%.4f"),
+                    "retain_freq": st.column_config.NumberColumn("retain frequency", format="%.4f"),
+                    "ratio": st.column_config.NumberColumn("forget / retain", format="%.2f")})
+                st.caption(f"{len(rows)} features, {sel['n_tokens']} tokens per corpus. Click a column header to "
+                           "sort.")
+                ids = [r["feature"] for r in rows]
+                c1, c2 = st.columns([2, 3], vertical_alignment="bottom")
+                pick = c1.selectbox("Feature", ids, key="pick_sel")
+                c2.button("Open its dashboard", key="open_sel", on_click=open_dashboard, args=(pick,))
+                C.add_to_set_widget(sae, ids, key="set_sel")
+
+# ---------------------------------------------------------------- dashboard
+st.divider()
+st.header("Feature dashboard")
+c1, c2 = st.columns(2)
+f = C.url_widget(c1.number_input, "Feature id", "f", None, parse=C.int_in(0, d_sae - 1), min_value=0,
+                max_value=d_sae - 1, placeholder="type an id…")
+max_tok = int(limits.get("max_stats_tokens", 200_000))
+ntok = C.url_widget(c2.number_input, "Tokens per corpus", "ntok", 20_000, parse=C.int_in(256, max_tok),
+                    min_value=256, max_value=max_tok, step=1000,
+                    help="Sample used for examples and histograms; computed once per corpus on the server, then "
+                         "cached.")
+if f is None:
+    st.info("Pick a feature above, or type an id, to see its dashboard.")
+    st.stop()
+f = int(f)
+d = C.attempt(lambda: C.cached("dashboard", feature=f, sae=sae, n_tokens=int(ntok), k=6),
+              f"the dashboard of feature {f}", spinner="Building the dashboard (slow the first time per corpus)…")
+if d is None:
+    st.stop()
+
+st.subheader(f"Feature {f} of {sae}")
+npd = d.get("neuronpedia") or {}
+if npd.get("available") and npd.get("explanations"):
+    st.markdown("**Neuronpedia explanation:** " + " · ".join(f"“{e}”" for e in npd["explanations"][:3]))
+    if npd.get("url"):
+        st.markdown(f"[Open on Neuronpedia]({npd['url']})")
+else:
+    desc = d.get("description", "").removeprefix("[automatic]").strip()
+    st.markdown(f"**Automatic description** *(made locally from top activations and logits, not a human or "
+                f"Neuronpedia explanation)*: {desc}")
+    if npd.get("message"):
+        st.caption(f"Neuronpedia: {npd['message']}")
+C.add_to_set_widget(sae, [f], key="set_dash")
+links = st.columns(2)
+with links[0]:
+    C.page_link("clamp", f"Clamp feature {f}", icon=C.ICONS["clamp"], query_params={"features": str(f)})
+with links[1]:
+    C.page_link("tokens", f"Highlight feature {f} on a question", icon=C.ICONS["tokens"],
+                 query_params={"features": str(f)})
+
+corpora = d["corpora"]
+vmax = max([c["max_act"] for c in corpora.values()] + [1e-9])
+cols = st.columns(len(corpora))
+for col, (name, c) in zip(cols, corpora.items()):
+    with col:
+        label = {"webtext": "WebText", "wmdp-bio-text": "WMDP-bio"}.get(name, name)
+        st.markdown(f"#### {label} (`{name}`)")
+        m = st.columns(3)
+        m[0].metric("fires on", f"{c['freq']:.2%}")
+        m[1].metric("max", f"{c['max_act']:.3g}")
+        m[2].metric("mean when active", f"{c['mean_active']:.3g}")
+        st.caption(f"{c['n_tokens']} tokens sampled")
+        ex = c["examples"]
+        if not ex["top"]:
+            st.info("Never fires on this sample.")
+        for e in ex["top"]:
+            C.heatmap(e["tokens"], e["values"], vmax=vmax, peak=e["peak"], label=f"max {e['max']:.3f}")
+        for band in ex.get("quantiles", [])[:2]:
+            st.caption(f"Examples with max in [{band['range'][0]:.3g}, {band['range'][1]:.3g}]")
+            for e in band["examples"]:
+                C.heatmap(e["tokens"], e["values"], vmax=vmax, peak=e["peak"])
+st.markdown(R.legend_html(vmax), unsafe_allow_html=True)
+
+c1, c2 = st.columns([3, 2])
+with c1:
+    st.plotly_chart(FIG.activation_hist(d["bin_edges"], {n: c["hist"] for n, c in corpora.items()}),
+                    key="hist")
+with c2:
+    st.markdown("**Logit effects** (what the feature's decoder direction promotes / suppresses)")
+    lt, lb = d["logits"]["top"], d["logits"]["bottom"]
+    st.dataframe(pd.DataFrame({"promotes": [repr(t) for t, _ in lt], "+": [v for _, v in lt],
+                               "suppresses": [repr(t) for t, _ in lb], "−": [v for _, v in lb]}),
+                 hide_index=True, width="stretch",
+                 column_config={"+": st.column_config.NumberColumn(format="%.3f"),
+                                "−": st.column_config.NumberColumn(format="%.3f")})

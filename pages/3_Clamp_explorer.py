@@ -1,0 +1,173 @@
+"""Clamp explorer: one question, a set of features, a mode and a clamp value c: the A/B/C/D
+probabilities with and without the intervention (live as the slider moves), the probability-vs-c
+curve (the paper's Figure 4) with loss added, the prompt's activations, and generations."""
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from unlearn_core.ui import common as C
+from unlearn_core.ui import figures as FIG
+from unlearn_core.ui import render as R
+
+C.page_setup("Clamp explorer")
+st.title("Clamp explorer")
+info = C.require_server()
+sae = C.sae_picker(info)
+C.feature_sets_sidebar(sae)
+labels = C.mode_labels()
+CURVE_VALUES = [float(v) for v in range(0, 201, 10)]  # 21 values, one /api/mcq call
+LOSS_VALUES = [10.0, 25.0, 50.0, 100.0, 200.0]
+
+q, qs_meta = C.question_picker(info)
+if q is None:
+    st.stop()
+with st.expander("The question", expanded=False):
+    C.show_question(q)
+
+c1, c2 = st.columns([3, 2])
+with c1:
+    items = C.features_input(info, sae)
+with c2:
+    modes = info.get("modes") or list(labels)
+    mode = C.url_selectbox("Mode", modes, key="mode", format_func=lambda m: labels.get(m, m),
+                        help="clamp-when-active is the paper's method; 'add' is a different (unconditional) "
+                             "intervention; 'reconstruct' drops the SAE error term (its damage is the SAE's own).")
+c = C.url_widget(st.slider, "Clamp value c (active features are set to −c)", "c", 20, parse=C.int_in(0, 200),
+                min_value=0, max_value=200, step=1, disabled=mode == "zero", help="Paper: 20–25 on gemma-2b-it, 50–100 on gemma-2-2b-it. "
+                                            "c = 0 is zero ablation, which the paper found ineffective.")
+value = 0.0 if mode == "zero" else float(c)
+
+if not items and mode != "reconstruct":
+    st.info("Choose features to clamp: type ids, load a feature set (made on **Feature search** or **Token "
+            "highlighting**), or use the forget/retain selection below.", icon=":material/touch_app:")
+    c1, c2, c3 = st.columns([1, 1, 2], vertical_alignment="bottom")
+    thr = c1.select_slider("Retain threshold", [0.5, 0.1, 0.05, 0.01, 0.005, 0.001], value=0.01, key="sug_thr")
+    n = c2.number_input("N", 1, 100, 10, key="sug_n")
+
+    def suggest() -> None:  # a callback: it reads the widgets' current values from the session state
+        thr, n = float(st.session_state["sug_thr"]), int(st.session_state["sug_n"])
+        try:
+            sel = C.cached("select", threshold=thr, n=n, n_tokens=20_000, sae=sae)
+        except Exception as e:  # shown below, after the rerun
+            st.session_state["_suggest_error"] = e
+            return
+        if sel["features"]:
+            st.session_state["features"] = R.format_feature_list([(sae, r["feature"]) for r in sel["features"]], sae)
+        else:
+            st.session_state["_suggest_error"] = ValueError(
+                f"no feature passes the retain threshold {thr:g} on this SAE; raise it")
+
+    c3.button("Use the top-N forget/retain features", on_click=suggest,
+              help="The paper's selection on wmdp-bio-text vs wikitext (slow the first time).")
+    err = st.session_state.pop("_suggest_error", None)
+    if err is not None:
+        C.show_error(err, "the forget/retain selection")
+    C.page_link("search", "Find features on the Feature search page", icon=C.ICONS["search"])
+    st.stop()
+
+ivs = R.interventions_for(items, value, mode, sae)
+ids_text = R.format_feature_list(items, sae)
+
+# ---------------------------------------------------------------- base vs intervened at c
+res = C.attempt(lambda: C.cached("mcq", question_id=q["id"], set=st.session_state.get("qset", "wmdp-bio"),
+                                 interventions=ivs, values=[value]),
+                "scoring the question", spinner=f"Scoring with c = {value:g}…")
+if res is None:
+    st.stop()
+base = res["base"]
+inter = res["curve"][0]["score"]
+answer = res["question"]["answer"]
+st.subheader("Answer probabilities")
+cap = f"{labels.get(mode, mode)} · c = {value:g} · {len(items)} feature(s): {R.short(ids_text, 80) or '—'}"
+st.markdown(R.prob_table_markdown([("base", base), (f"intervened (c={value:g})", inter)], answer))
+left, right = st.columns([2, 3])
+with left:
+    b, a = R.LETTERS[base["predicted"]], R.LETTERS[inter["predicted"]]
+    change = f"the answer changes **{b} → {a}**" if a != b else f"the answer stays **{a}**"
+    st.markdown(f"Correct answer: **{R.LETTERS[answer]}** · {change}")
+    p_ok = (base["probs"][answer], inter["probs"][answer])
+    st.metric(f"P(correct answer {R.LETTERS[answer]})", f"{p_ok[1]:.4f}", f"{p_ok[1] - p_ok[0]:+.4f} vs base",
+              delta_color="inverse")
+    st.caption(f"{cap}. Scoring: {res['scoring']} ({res['prompt_format']} prompt); probabilities are softmax over "
+               "the whole vocabulary, so they need not sum to 1 ('mass on A-D').")
+with right:
+    st.plotly_chart(FIG.probs_bar(base["probs"], inter["probs"], answer, f"intervened (c={value:g})"), key="bars")
+
+# ---------------------------------------------------------------- curve (Figure 4)
+st.subheader("Probabilities against c")
+if mode == "zero":
+    st.info("Zero ablation has no c: the curve is flat. Choose another mode to see it.")
+else:
+    curve = C.attempt(lambda: C.cached("mcq", question_id=q["id"], set=st.session_state.get("qset", "wmdp-bio"),
+                                       interventions=ivs, values=CURVE_VALUES),
+                      "the probability curve", spinner=f"Scoring {len(CURVE_VALUES)} clamp values…")
+    loss_store = st.session_state.setdefault("loss_added", {})
+    c1, c2, c3 = st.columns([1, 1, 2], vertical_alignment="bottom")
+    corpus = c1.selectbox("Loss-added corpus", ["webtext", "wikitext", "pile"], key="loss_corpus")
+    ntok = c2.number_input("Tokens", 256, int(info.get("limits", {}).get("max_eval_tokens", 100_000)), 2000,
+                           step=500, key="loss_tokens")
+    lkey = f"{ids_text}|{mode}|{corpus}|{int(ntok)}"
+    if c3.button(f"Add loss added at c = {', '.join(f'{v:g}' for v in LOSS_VALUES)}",
+                 help="Mean next-token loss with the clamp minus without, on a sample of the corpus. "
+                      "Slow on CPU: one evaluation per value."):
+        bar = st.progress(0.0, text="loss added…")
+        out = {}
+        for i, v in enumerate(LOSS_VALUES):
+            r = C.attempt(lambda v=v: C.cached("loss_added", interventions=R.interventions_for(items, v, mode, sae),
+                                               corpus=corpus, n_tokens=int(ntok)), f"loss added at c={v:g}")
+            if r is None:
+                break
+            out[v] = r["loss_added"]
+            bar.progress((i + 1) / len(LOSS_VALUES), text=f"loss added at c = {v:g}: {r['loss_added']:+.4f}")
+        bar.empty()
+        if out:
+            loss_store[lkey] = out
+    loss = loss_store.get(lkey)
+    if curve is not None:
+        xs = [p["value"] for p in curve["curve"]]
+        ps = [p["score"]["probs"] for p in curve["curve"]]
+        st.plotly_chart(FIG.prob_curve(xs, ps, answer, base=base["probs"], current=value, loss=loss,
+                                       mode_label=labels.get(mode, mode)), key="curve")
+        st.caption("Solid lines: with the intervention at each c; dotted: the clean model. "
+                   + (f"Grey squares: loss added on {int(ntok)} tokens of {corpus} (right axis)." if loss else
+                      "Press the button to add the loss added (right axis)."))
+
+# ---------------------------------------------------------------- where the features fire
+st.subheader("Where the features fire in the prompt")
+feats = [f for s, f in items if s == sae]
+if feats:
+    acts = C.attempt(lambda: C.cached("activations", text=R.question_text(q), sae=sae, features=feats, top_k=1),
+                     "the prompt's activations", spinner="Encoding the prompt…")
+    if acts is not None:
+        combined = [max(row) if row else 0.0 for row in acts["values"]]
+        vmax = max(combined + [1e-9])
+        C.heatmap(acts["tokens"], combined, vmax=vmax, skip_first=True)
+        st.markdown(R.legend_html(vmax, "max activation of the chosen features"), unsafe_allow_html=True)
+        st.caption("The clamp acts only where a chosen feature is > 0 (coloured tokens), and on tokens generated "
+                   "afterwards.")
+else:
+    st.caption("No features of the selected SAE chosen.")
+
+# ---------------------------------------------------------------- generation
+st.subheader("Generation: base vs intervened")
+prompt = st.text_area("Prompt", value=R.question_text(q) + "\nAnswer:", key="gen_prompt", height=140)
+c1, c2 = st.columns([1, 3], vertical_alignment="bottom")
+max_new = c1.number_input("New tokens", 1, int(info.get("limits", {}).get("max_new_tokens", 512)), 40, key="gen_n")
+gparams = dict(prompt=prompt, interventions=ivs, max_new_tokens=int(max_new))
+if C.once("generate", gparams, c2.button("Generate both", help="Greedy decoding; the clamp also applies to "
+                                                                "generated tokens.")):
+    g = C.attempt(lambda: C.cached("generate", **gparams), "generation", spinner="Generating (base, then "
+                                                                               "intervened)…")
+    if g is not None:
+        a, b = st.columns(2)
+        for col, title, out in ((a, "**Base**", g["base"]),
+                                (b, f"**Intervened** ({labels.get(mode, mode)}, c = {value:g})", g.get("intervened"))):
+            col.markdown(title)
+            col.code(out if (out or "").strip() else f"(only whitespace: {out!r})", language=None, wrap_lines=True)
+
+st.divider()
+st.caption("This view is in the URL (question, features, mode, c): copy the address bar to share it.")
+with st.expander("Interventions sent to the server"):
+    st.json(ivs)
+    st.dataframe(pd.DataFrame(res["interventions"]), hide_index=True)

@@ -1,0 +1,241 @@
+"""Batch evaluation: a sweep over (retain threshold, N features, clamp value) run as a server job,
+with progress, results, the paper's Figure 5, the unlearning score, run comparison and export."""
+from __future__ import annotations
+
+import json
+import time
+
+import pandas as pd
+import streamlit as st
+
+from unlearn_core.data import BIO_FALLBACK_SUBJECTS, SIDE_EFFECT_SUBJECTS
+from unlearn_core.ui import common as C
+from unlearn_core.ui import figures as FIG
+from unlearn_core.ui import render as R
+
+C.page_setup("Batch evaluation")
+st.title("Batch evaluation")
+info = C.require_server()
+sae = C.sae_picker(info)
+C.feature_sets_sidebar(sae)
+labels = C.mode_labels()
+limits = info.get("limits", {})
+RUNNING = ("queued", "running")
+BIO_FALLBACK = "mmlu:" + ",".join(BIO_FALLBACK_SUBJECTS)
+
+jobs = C.attempt(lambda: C.call("jobs")["jobs"], "the list of runs")
+if jobs is None:
+    st.stop()
+
+# ---------------------------------------------------------------- configuration
+with st.expander("Configure a sweep", expanded=not jobs):
+    st.markdown("For every (retain threshold, N, c): select the top-N features by forget frequency among those "
+                "firing on less than the threshold of the retain tokens, clamp them at c, and measure forget "
+                "accuracy, side-effect accuracy and loss added. The clean model is evaluated once as the baseline.")
+    wmdp = C.attempt(lambda: C.cached("questions", set="wmdp-bio", limit=1), "the WMDP-bio question set")
+    wmdp_label = wmdp["label"] if wmdp else "WMDP-bio"
+    forget_opts = {"wmdp-bio": wmdp_label + (" (the server's offline fallback)" if wmdp and wmdp["is_fallback"]
+                                             else ""),
+                   BIO_FALLBACK: "OFFLINE FALLBACK chosen explicitly: MMLU biology subjects ("
+                                 + ", ".join(BIO_FALLBACK_SUBJECTS) + ")"}
+    corpora = [c for c in info.get("corpora", []) if "<" not in c]
+    subjects = sorted(s["name"][5:] for s in info.get("question_sets", [])
+                      if s["name"].startswith("mmlu:") and s["name"] != "mmlu:side-effects")
+
+    c1, c2, c3, c4 = st.columns(4)
+    thr_text = c1.text_input("Retain thresholds", "0.01, 0.001", key="b_thr", help="comma-separated, in (0, 1]")
+    ns_text = c2.text_input("N features", "10, 20", key="b_ns")
+    val_text = c3.text_input("Clamp values c", "20, 50, 100", key="b_vals")
+    mode = c4.selectbox("Mode", info.get("modes") or list(labels), key="b_mode", format_func=lambda m: labels.get(m, m))
+    c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
+    forget_set = c1.selectbox("Forget questions", list(forget_opts), key="b_forget",
+                              format_func=lambda k: forget_opts[k])
+    known = c2.checkbox("Known questions only", True, key="b_known",
+                        help="Keep questions the clean model answers correctly in all 24 orderings of the choices "
+                             "(as the paper and SAEBench); computed once per question and cached on the server.")
+    side = st.multiselect("Side-effect subjects (MMLU)", subjects, key="b_side",
+                          default=[s for s in SIDE_EFFECT_SUBJECTS if s in subjects] or None, max_selections=8,
+                          help="The paper's four by default; accuracy is reported per subject and averaged.")
+    c1, c2, c3, c4 = st.columns(4)
+    qlimit = c1.number_input("Question limit per set (0 = all)", 0, 100_000, 50, step=10, key="b_qlimit")
+    loss_corpus = c2.selectbox("Loss-added corpus", ["webtext", *[c for c in corpora if c != "webtext"]],
+                               key="b_loss_corpus")
+    loss_tokens = c3.number_input("Loss-added tokens (0 = off)", 0, int(limits.get("max_eval_tokens", 100_000)),
+                                  2000, step=1000, key="b_loss_tokens")
+    sel_tokens = c4.number_input("Selection tokens per corpus", 16, int(limits.get("max_stats_tokens", 200_000)),
+                                 20_000, step=1000, key="b_sel_tokens")
+    c1, c2 = st.columns(2)
+    fcorpus = c1.selectbox("Forget corpus (selection)", ["wmdp-bio-text@train", *corpora], key="b_fcorpus")
+    rcorpus = c2.selectbox("Retain corpus (selection)", ["wikitext@train", *corpora], key="b_rcorpus")
+
+    spec, problem = None, None
+    try:
+        thresholds = R.parse_numbers(thr_text, float)
+        ns = R.parse_numbers(ns_text, int)
+        values = R.parse_numbers(val_text, float)
+        if not (thresholds and ns and values):
+            raise ValueError("give at least one threshold, one N and one clamp value")
+        if any(not 0 < t <= 1 for t in thresholds):
+            raise ValueError("thresholds must be in (0, 1]")
+        if any(n < 1 for n in ns):
+            raise ValueError("N must be at least 1")
+        spec = {"sae": sae, "forget_corpus": fcorpus, "retain_corpus": rcorpus, "selection_tokens": int(sel_tokens),
+                "thresholds": thresholds, "ns": ns, "values": values, "mode": mode, "forget_set": forget_set,
+                "side_effect_sets": [f"mmlu:{s}" for s in side], "known": bool(known),
+                "question_limit": int(qlimit), "loss_corpus": loss_corpus, "loss_tokens": int(loss_tokens)}
+    except ValueError as e:
+        problem = str(e)
+    if problem:
+        st.error(problem)
+    else:
+        n_cfg = len(spec["thresholds"]) * len(spec["ns"]) * len(spec["values"])
+        st.caption(f"{n_cfg} configuration(s) + the clean baseline; {len(side)} side-effect subject(s); "
+                   f"{'all' if not qlimit else int(qlimit)} questions per set"
+                   + (", known filter on (slow the first time: 24 orderings per question)" if known else "") + ".")
+
+    if st.button("Run the sweep", type="primary", disabled=spec is None, key="b_run"):
+        job = C.attempt(lambda: C.call("submit_job", spec, retry=False), "the sweep",
+                        spinner="Submitting the sweep…")
+        if job is not None:
+            st.session_state["job"] = job["id"]  # the run selector below opens it
+            st.session_state["_new_job"] = job["id"]
+
+# ---------------------------------------------------------------- runs
+st.header("Runs")
+new = st.session_state.pop("_new_job", None)
+if new and new not in {j["id"] for j in jobs}:  # just submitted: list it even if the list was read before
+    jobs = C.attempt(lambda: C.call("jobs")["jobs"], "the list of runs") or jobs
+if not jobs:
+    st.info("No runs yet: configure a sweep above and press **Run the sweep**.")
+    st.stop()
+jobs = sorted(jobs, key=lambda j: j["created"], reverse=True)
+by_id = {j["id"]: j for j in jobs}
+
+
+def job_label(i: str) -> str:
+    j = by_id.get(i)
+    if j is None:
+        return i
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(j["created"]))
+    return f"{i} · {j['status']} · {j['done']}/{j['total']} · {when}"
+
+
+job_id = C.url_selectbox("Run", list(by_id), key="job", format_func=job_label)
+
+
+@st.fragment(run_every=1.0)
+def live(job_id: str) -> None:
+    try:
+        j = C.call("job", job_id)
+    except Exception as e:
+        C.show_error(e, "the run's progress")
+        return
+    if j["status"] not in RUNNING:
+        st.rerun(scope="app")
+    rate = f" · {j['rate_per_min']:.1f} configurations/min" if j.get("rate_per_min") else ""
+    st.progress(j["done"] / max(1, j["total"]),
+                text=f"{j['status']}: {j['done']} / {j['total']} configurations · ETA {R.fmt_eta(j.get('eta_s'))}"
+                     f"{rate}")
+    if st.button("Cancel the run", key="cancel"):
+        try:
+            C.call("cancel_job", job_id, retry=False)
+        except Exception as e:
+            C.show_error(e, "cancelling")
+    if j["results"]:
+        st.dataframe(pd.DataFrame(R.results_rows(j["results"])), hide_index=True, width="stretch")
+
+
+detail = C.attempt(lambda: C.call("job", job_id), f"run {job_id}")
+if detail is None:
+    st.stop()
+if detail.get("note"):
+    st.caption(f"Note: {detail['note']}")
+if detail["status"] in RUNNING:
+    live(job_id)
+    st.stop()
+if detail["status"] == "failed":
+    st.error(f"The run failed: {detail.get('error') or 'see the server log'}")
+elif detail["status"] == "cancelled":
+    st.warning(f"The run was cancelled after {detail['done']} of {detail['total']} configurations.")
+elif detail["status"] == "paused":
+    st.warning("This run was created for another model and is not resumed by this server.")
+
+results = detail["results"]
+spec = detail["spec"]
+if not results:
+    st.info("No results in this run.")
+    st.stop()
+
+rows = R.results_rows(results)
+df = pd.DataFrame(rows)
+fs = spec.get("forget_set", "")
+forget_short = "MMLU-biology fallback" if fs == BIO_FALLBACK else (wmdp_label if fs == "wmdp-bio" else fs)
+
+# ---------------------------------------------------------------- score
+st.subheader("Unlearning score")
+sc = R.unlearning_score(results)
+c1, c2, c3, c4 = st.columns(4)
+c1.metric("Unlearning score", "—" if sc["score"] is None else f"{sc['score']:.3f}")
+c2.metric("Best config", sc["best_config"] or "—")
+c3.metric("Clean forget accuracy", "—" if sc["baseline_forget"] is None else f"{sc['baseline_forget']:.3f}")
+c4.metric("Clean side-effect accuracy", "—" if sc["baseline_side"] is None else f"{sc['baseline_side']:.3f}")
+st.caption(R.SCORE_DEFINITION + (f" ({sc['reason']}.)" if sc["reason"] else
+                                 f" {sc['n_eligible']} configuration(s) qualify."))
+
+# ---------------------------------------------------------------- Figure 5 (+ comparison)
+st.subheader("Forget accuracy against side effects (the paper's Figure 5)")
+done_jobs = [i for i, j in by_id.items() if i != job_id and j["status"] in ("done", "cancelled") and j["done"] > 0]
+other = C.url_selectbox("Compare with another run", [None, *done_jobs], key="cmp",
+                     format_func=lambda i: "— none —" if i is None else job_label(i))
+runs = {f"run {job_id}": rows}
+compare_detail = None
+if other:
+    compare_detail = C.attempt(lambda: C.call("job", other), f"run {other}")
+    if compare_detail is not None:
+        runs[f"run {other}"] = R.results_rows(compare_detail["results"])
+fig5 = FIG.figure5(runs, forget_label=f"forget accuracy ({R.short(forget_short, 40)})",
+                   side_label="side-effect accuracy")
+st.plotly_chart(fig5, key="fig5")
+st.caption("Each marker is one (threshold, N, c) configuration; the star is the clean model. Good configurations "
+           "sit low (little forget accuracy left) and to the right on the left plot (side effects kept), and to "
+           "the left on the right plot (little loss added). Hover a marker for its configuration.")
+if compare_detail is not None:
+    sc2 = R.unlearning_score(compare_detail["results"])
+    st.dataframe(pd.DataFrame([
+        {"run": job_id, "score": sc["score"], "best config": sc["best_config"], "configs": len(results) - 1,
+         "spec": json.dumps({k: spec.get(k) for k in ("thresholds", "ns", "values", "mode")})},
+        {"run": other, "score": sc2["score"], "best config": sc2["best_config"],
+         "configs": len(compare_detail["results"]) - 1,
+         "spec": json.dumps({k: compare_detail["spec"].get(k) for k in ("thresholds", "ns", "values", "mode")})},
+    ]), hide_index=True, width="stretch")
+
+# ---------------------------------------------------------------- table and export
+st.subheader("Results")
+st.dataframe(df, hide_index=True, width="stretch", column_config={
+    "forget_accuracy": st.column_config.NumberColumn("forget acc", format="%.3f"),
+    "side_effect_mean": st.column_config.NumberColumn("side-effect acc", format="%.3f"),
+    "loss_added": st.column_config.NumberColumn("loss added", format="%.4f")})
+with st.expander("The run's specification"):
+    st.json(spec)
+
+st.markdown("**Export**")
+e = st.columns(4)
+e[0].download_button("Results (CSV)", df.to_csv(index=False), file_name=f"sweep-{job_id}.csv", mime="text/csv")
+e[1].download_button("Run (JSON)", json.dumps(detail, indent=2), file_name=f"sweep-{job_id}.json",
+                     mime="application/json")
+e[2].download_button("Figure 5 (HTML)", fig5.to_html(include_plotlyjs=True, full_html=True),
+                     file_name=f"figure5-{job_id}.html", mime="text/html",
+                     help="Interactive, self-contained (works offline).")
+if C.kaleido_available():
+    if e[3].button("Prepare Figure 5 as PNG"):
+        try:
+            with st.spinner("Rendering with kaleido…"):
+                st.session_state["_png"] = (job_id, fig5.to_image(format="png", width=1300, height=480, scale=2))
+        except Exception as ex:
+            st.error(f"PNG export failed ({type(ex).__name__}: {ex}); use the HTML export.")
+    png = st.session_state.get("_png")
+    if png and png[0] == job_id:
+        e[3].download_button("Figure 5 (PNG)", png[1], file_name=f"figure5-{job_id}.png", mime="image/png")
+else:
+    e[3].caption("PNG export needs the `kaleido` package (not installed) plus a local Chromium "
+                 "(`BROWSER_PATH`); the HTML export works everywhere.")
