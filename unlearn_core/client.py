@@ -59,9 +59,20 @@ class UnlearnClient:
                 timeout: float | None = None) -> Any:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         url = self.base_url + path
+        # A kept-alive connection the server has since closed fails at once; one retry on a fresh
+        # connection is safe for every call except the ones that change job state.
+        retries = 0 if (method == "POST" and path.startswith("/api/jobs")) else 1
         try:
-            r = self.session.request(method, url, json=json, params=params, headers=headers,
-                                     timeout=(self.timeout[0], timeout) if timeout else self.timeout)
+            while True:
+                try:
+                    r = self.session.request(method, url, json=json, params=params, headers=headers,
+                                             timeout=(self.timeout[0], timeout) if timeout else self.timeout)
+                    break
+                except requests.ConnectionError:
+                    if retries == 0:
+                        raise
+                    retries -= 1
+                    self.session.close()
         except requests.exceptions.InvalidJSONError as e:
             raise ValueError(f"request body is not valid JSON (NaN or infinity?): {e}") from None
         except (requests.ConnectionError, requests.Timeout) as e:

@@ -53,6 +53,13 @@ def training_texts(data_dir: str | None = None, seed: int = 42) -> tuple[list[st
     return docs, {k: len(v) for k, v in sources.items()}
 
 
+def _relative(path: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(Path(__file__).resolve().parent.parent))
+    except ValueError:
+        return str(path)
+
+
 def train_embedded_sae(cfg: TrainSAEConfig, cache_dir: str = "cache", data_dir: str | None = None) -> Path:
     import datasets
     from sae_lens import (
@@ -106,7 +113,7 @@ def train_embedded_sae(cfg: TrainSAEConfig, cache_dir: str = "cache", data_dir: 
     c["metadata"].update({"model_name": "embedded:gemma-3-270m", "hook_name": cfg.hook_name})
     (tmp / "cfg.json").write_text(json.dumps(c, indent=2))
     (tmp / "training.json").write_text(json.dumps(
-        {"config": asdict(cfg), "sources_documents": counts, "train_seconds": round(elapsed, 1),
+        {"config": {**asdict(cfg), "out_dir": _relative(out)}, "sources_documents": counts, "train_seconds": round(elapsed, 1),
          "sae_lens_version": __import__("sae_lens").__version__}, indent=2))
     import shutil
 
