@@ -352,7 +352,7 @@ def cmd_experiment(args) -> None:
     engine = _engine(args)
     if args.which == "wmdp":
         r = X.wmdp_experiment(engine, args.on, stats_tokens=args.stats_tokens, ppl_tokens=args.ppl_tokens,
-                              loss_tokens=args.ppl_tokens, mmlu_limit=args.mmlu_limit)
+                              loss_tokens=args.ppl_tokens, mmlu_limit=args.mmlu_limit, wmdp_limit=args.wmdp_limit)
         md = X.wmdp_markdown(r)
     else:
         r = X.book_experiment(engine, args.on, stats_tokens=args.stats_tokens, ppl_tokens=args.ppl_tokens)
@@ -459,7 +459,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("which", choices=["wmdp", "book"])
     s.add_argument("--stats-tokens", type=int, default=100_000)
     s.add_argument("--ppl-tokens", type=int, default=4000)
-    s.add_argument("--mmlu-limit", type=int, default=100)
+    s.add_argument("--mmlu-limit", type=int, default=100, help="first N questions of each side-effect subject")
+    s.add_argument("--wmdp-limit", type=int, default=0, help="first N held-out WMDP-bio questions (0 = all 255)")
     s.add_argument("--out", help="write <out>.json and <out>.md")
     s.add_argument("--on")
     s.set_defaults(func=cmd_experiment)

@@ -62,7 +62,8 @@ def _ppl(engine, corpus: str, ivs, tokens: int) -> float:
 
 def wmdp_experiment(engine: Engine, sae: str | None = None, threshold: float = 0.01, ns=(10, 20, 50),
                     values=(0.0, 5.0, 20.0, 50.0, 100.0), main_n: int = 20, stats_tokens: int = 100_000,
-                    ppl_tokens: int = 4000, loss_tokens: int = 4000, mmlu_limit: int = 100) -> dict:
+                    ppl_tokens: int = 4000, loss_tokens: int = 4000, mmlu_limit: int = 100,
+                    wmdp_limit: int = 0) -> dict:
     sae = sae or engine.default_sae
     t0 = time.time()
     fs, rs, rows = _select(engine, sae, "wmdp-bio-text@train", "wikitext@train", threshold, max(ns), stats_tokens)
@@ -76,6 +77,7 @@ def wmdp_experiment(engine: Engine, sae: str | None = None, threshold: float = 0
               for name, n, c in conds}
     wmdp = D.load_wmdp_bio(engine.settings.data_dir)
     held = wmdp.questions[int(len(wmdp.questions) * 0.8):]
+    held = held[:wmdp_limit] if wmdp_limit else held
     bar = _bar(len(held), "known WMDP-bio (held-out)")
     known_bio = known_questions(engine, held, progress=bar.update)
     bar.close()

@@ -38,8 +38,14 @@ def evaluate_configs(engine: Engine, questions: list[Question], configs: list[li
     groups: dict[str, list[int]] = {}
     for i in fast_idx:
         groups.setdefault(configs[i][0].sae_key, []).append(i)
-    slow_idx = [i for i in range(len(configs)) if i not in fast_idx]
+    # the clean model ([]) is read from the fast path's per-question cache when there is one
+    clean_idx = [i for i, c in enumerate(configs) if not c] if groups else []
+    slow_idx = [i for i in range(len(configs)) if i not in fast_idx and i not in clean_idx]
     for q in items:
+        for i in clean_idx:
+            s = fastpath.base_score(engine, q, scoring, style, next(iter(groups)))
+            results[i].correct += int(s.correct)
+            results[i].total += 1
         for key, idx in groups.items():
             scores = fastpath.score_configs(engine, q, [configs[i][0] for i in idx], scoring, style)
             for i, s in zip(idx, scores):
