@@ -160,7 +160,7 @@ def wmdp_markdown(r: dict) -> str:
     subj = list(r["conditions"][0]["mmlu_side_acc"])
     lines += ["", "| condition | WMDP-bio acc (known) | " + " | ".join(subj) + " | MMLU mean | loss added (WebText) |"
               " ppl bio held-out | ppl WikiText-2 held-out |",
-              "| --- " * (7 + len(subj)) + "|"]
+              "| --- " * (6 + len(subj)) + "|"]
     for c in r["conditions"]:
         lines.append(f"| {c['condition']} | {_fmt(c['wmdp_bio_known_acc'])} | "
                      + " | ".join(_fmt(c["mmlu_side_acc"][s]) for s in subj)

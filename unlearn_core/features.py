@@ -63,12 +63,25 @@ def encode_tokens(engine: Engine, sae_key: str, tokens: torch.Tensor) -> torch.T
     return loaded.sae.encode(acts["x"].to(loaded.sae.W_enc.dtype))
 
 
+def special_ids(engine: Engine) -> list[int]:
+    tok = engine.model.tokenizer
+    return sorted({i for i in (tok.bos_token_id, tok.eos_token_id, tok.pad_token_id) if i is not None})
+
+
+def counted_mask(engine: Engine, toks: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
+    """Positions that count in statistics: real tokens that are not BOS/EOS/pad (as in the paper;
+    windows hold BOS separators between documents, which must not count)."""
+    mask = torch.arange(toks.shape[1])[None, :] < lens[:, None]
+    mask[:, 0] = False
+    return mask & ~torch.isin(toks, torch.tensor(special_ids(engine)))
+
+
 @dataclass
 class FeatureStats:
     sae_key: str
     corpus: str
     n_tokens: int
-    freq: torch.Tensor  # [d_sae] fraction of non-BOS tokens where the feature is > 0
+    freq: torch.Tensor  # [d_sae] fraction of counted tokens (not BOS/EOS/pad) where the feature is > 0
     mean_act: torch.Tensor  # [d_sae] mean activation over all counted tokens
     mean_active: torch.Tensor  # [d_sae] mean activation where active
     max_act: torch.Tensor  # [d_sae]
@@ -82,7 +95,7 @@ def feature_stats(engine: Engine, sae_key: str, corpus: str, n_tokens: int = 100
     loaded = engine.saes[sae_key]
     docs = corpus_docs(engine, corpus)
     windows = windows_for(engine, docs, n_tokens, ctx)
-    key = C.key_of("stats", engine.cache_namespace(), sae_fingerprint(loaded), corpus, n_tokens, ctx, N_BINS)
+    key = C.key_of("stats-v2", engine.cache_namespace(), sae_fingerprint(loaded), corpus, n_tokens, ctx, N_BINS)
     path = Path(engine.settings.cache_dir) / "feature_stats" / f"{key}.safetensors"
 
     def compute() -> dict:
@@ -97,8 +110,7 @@ def feature_stats(engine: Engine, sae_key: str, corpus: str, n_tokens: int = 100
             batch = windows[s : s + batch_size]
             toks, lens = pad_right(batch, 0)
             f = encode_tokens(engine, sae_key, toks).float().cpu()
-            mask = torch.arange(toks.shape[1])[None, :] < lens[:, None]
-            mask[:, 0] = False  # BOS
+            mask = counted_mask(engine, toks, lens)
             f = f * mask[..., None]
             flat = f[mask]  # [tokens, d]
             n += flat.shape[0]

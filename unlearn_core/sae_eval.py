@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from .engine import Engine
-from .features import encode_tokens, layer_of_hook
+from .features import counted_mask, encode_tokens, layer_of_hook
 from .forward import pad_right
 from .interventions import Intervention
 from .metrics import corpus_windows, mean_nll
@@ -30,8 +30,7 @@ def reconstruction_stats(engine: Engine, sae_key: str, docs: list[str], n_tokens
         acts = {}
         with model.hooks(fwd_hooks=[(loaded.hook_name, lambda x, hook: acts.__setitem__("x", x))]):
             model(toks, stop_at_layer=layer_of_hook(loaded.hook_name))
-        mask = torch.arange(toks.shape[1])[None] < lens[:, None]
-        mask[:, 0] = False
+        mask = counted_mask(engine, toks, lens)
         x = acts["x"][mask].double()
         f = sae.encode(x.float())
         xh = sae.decode(f).double()
