@@ -47,6 +47,7 @@ def naive_score(engine, q, ivs, scoring):
 def main() -> None:
     p = parser(__doc__)
     p.add_argument("--features", type=int, default=20)
+    p.add_argument("--profile", action="store_true", help="also print where one fast update spends its time")
     args = p.parse_args()
     engine, load_s = load(args)
     key = args.sae
@@ -79,6 +80,19 @@ def main() -> None:
         print(row("fast: 21-point curve", fast21))
         print(f"\nspeed-up of one update vs straightforward: {pct(naive1, .5) / pct(fast1, .5):.1f}x; "
               f"21-point curve vs 21 straightforward updates: {21 * pct(naive1, .5) / pct(fast21, .5):.1f}x\n")
+        pc = fastpath.prompt_cache(engine, q, scoring, "plain", key)
+        p0 = fastpath.first_changed(pc, iv)
+        print(f"rows {pc.tokens.shape[0]} x {pc.tokens.shape[1]} tokens, shared prefix {pc.shared}, first changed "
+              f"position {p0}, downstream blocks {engine.model.cfg.n_layers - pc.start_layer} of "
+              f"{engine.model.cfg.n_layers}\n")
+        if args.profile:
+            from torch.profiler import ProfilerActivity, profile
+
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                fastpath.score_curve(engine, q, [iv], [33.0], scoring, "plain")
+            print("```")
+            print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=8, max_name_column_width=40))
+            print("```\n")
 
 
 if __name__ == "__main__":

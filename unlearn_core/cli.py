@@ -305,10 +305,12 @@ def cmd_sae_eval(args) -> None:
     bar = _bar(args.tokens, "reconstruction")
     rec = reconstruction_stats(engine, key, docs, n_tokens=args.tokens, progress=bar.update)
     bar.close()
-    bar = _bar(args.loss_tokens * 3, "loss recovered")
-    lr = loss_recovered(engine, key, docs, n_tokens=args.loss_tokens, progress=bar.update)
-    bar.close()
-    out = {"sae": key, "corpora": args.corpus, **rec, **lr, "n_tokens_loss": lr["n_tokens"]}
+    out = {"sae": key, "corpora": args.corpus, **rec}
+    if args.loss_tokens:
+        bar = _bar(args.loss_tokens * 3, "loss recovered")
+        lr = loss_recovered(engine, key, docs, n_tokens=args.loss_tokens, progress=bar.update)
+        bar.close()
+        out.update({**lr, "n_tokens": rec["n_tokens"], "n_tokens_loss": lr["n_tokens"]})
     _out(args, out, "\n".join(f"{k:>20}: {v}" for k, v in out.items()))
 
 
@@ -442,7 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--corpus", nargs="+", default=["webtext", "pile", "wikitext@heldout", "sherlock@heldout",
                                                    "wmdp-bio-text@heldout"])
     s.add_argument("--tokens", type=int, default=50_000)
-    s.add_argument("--loss-tokens", type=int, default=10_000)
+    s.add_argument("--loss-tokens", type=int, default=10_000, help="0 skips loss recovered")
     s.add_argument("--on")
     s.set_defaults(func=cmd_sae_eval)
 

@@ -23,8 +23,8 @@ BIN_EDGES = torch.logspace(-2, 3, N_BINS + 1)  # activation histogram: log-space
 
 def sae_fingerprint(loaded: LoadedSAE) -> str:
     s = loaded.sae
-    return C.key_of(loaded.key, loaded.hook_name, loaded.d_sae, float(s.W_dec.double().sum()),
-                    float(s.W_enc.double().abs().sum()))
+    return C.key_of(loaded.key, loaded.hook_name, loaded.d_sae, float(s.W_dec.detach().double().sum()),
+                    float(s.W_enc.detach().double().abs().sum()))
 
 
 def parse_corpus_spec(spec: str) -> tuple[str, str]:

@@ -117,6 +117,35 @@ def _progress(total: int, desc: str, enabled: bool):
     return tqdm(total=total, desc=desc, disable=not enabled)
 
 
+def _gated_mlp_forward(self, x: torch.Tensor) -> torch.Tensor:
+    """TransformerLens's GatedMLP forward without its per-call ``W.T.contiguous()`` weight copies.
+
+    Same hooks, same math; TL copies every weight matrix on every call to match HF's bf16
+    accumulation order, which on a CPU costs more than the matmuls themselves for short inputs.
+    """
+    if self.W_gate.device != x.device:
+        x = x.to(self.W_gate.device)
+    pre_act = self.hook_pre(x @ self.W_gate)
+    pre_linear = self.hook_pre_linear(x @ self.W_in)
+    post_act = self.hook_post(self.act_fn(pre_act) * pre_linear + self.b_in)
+    return post_act @ self.W_out + self.b_out
+
+
+def use_fast_gated_mlps(model) -> int:
+    """Swap in the copy-free GatedMLP forward (fp32 only: in bf16 the layout changes rounding)."""
+    from transformer_lens.components.mlps.gated_mlp import GatedMLP
+
+    if model.cfg.dtype != torch.float32:
+        return 0
+    n = 0
+    for block in model.blocks:
+        mlp = block.mlp
+        if type(mlp) is GatedMLP and not (model.cfg.is_layer_norm_activation() and mlp.hook_mid is not None):
+            mlp.forward = _gated_mlp_forward.__get__(mlp, GatedMLP)
+            n += 1
+    return n
+
+
 def load_model(name: str, device: str = "auto", dtype: str = "auto", cache_dir: str | Path = "cache",
                progress: bool = True):
     """Return a HookedTransformer for ``name`` (``embedded:gemma-3-270m`` or any TL model name).
@@ -160,6 +189,7 @@ def _load_model(name: str, device: str, dtype: str, cache_dir: str | Path, progr
                 ) from e
             raise
     model.eval()
+    use_fast_gated_mlps(model)
     return model
 
 
