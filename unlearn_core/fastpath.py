@@ -220,13 +220,13 @@ def _scores_from_final(engine, pc: PromptCache, final: torch.Tensor, q: Question
             pred = int(p.argmax())
             out.append(MCQScore([float(x) for x in p], float(p.sum()), pred, pred == q.answer, "letter"))
         return out
-    lls = []
-    for r in range(final.shape[1]):
-        pos = pc.needed[r]
-        lp = torch.log_softmax(unembed(model, final[:, r, pos]).float(), -1)  # [V, n, vocab]
-        tgt = torch.tensor(pc.targets[r], device=lp.device)
-        lls.append(lp.gather(-1, tgt[None, :, None].expand(lp.shape[0], -1, 1))[..., 0].mean(-1))
-    ll = torch.stack(lls, -1).cpu()  # [V, 4]
+    # one unembedding for every row's answer positions: each call reads all of W_U (671 MB for Gemma)
+    V = final.shape[0]
+    rows = torch.cat([final[:, r, pc.needed[r]] for r in range(final.shape[1])], 1)  # [V, sum n_r, d]
+    lp = torch.log_softmax(unembed(model, rows).float(), -1)
+    tgt = torch.tensor([t for r in pc.targets for t in r], device=lp.device)
+    tok_lp = lp.gather(-1, tgt[None, :, None].expand(V, -1, 1))[..., 0]  # [V, sum n_r]
+    ll = torch.stack([part.mean(-1) for part in tok_lp.split([len(n) for n in pc.needed], -1)], -1).cpu()
     for row in ll:
         pred = int(row.argmax())
         out.append(MCQScore([float(x) for x in torch.softmax(row, -1)], 1.0, pred, pred == q.answer, "cloze",

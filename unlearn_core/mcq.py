@@ -102,14 +102,12 @@ def cloze_logliks(engine: Engine, q: Question, fwd_hooks=()) -> torch.Tensor:
     rows = [prefix + c for c in conts]
     tokens, lens = pad_right(rows, tok.pad_token_id or 0)
     resid = final_resid(model, tokens, fwd_hooks)
-    out = []
     P = len(prefix)
-    for i, c in enumerate(conts):
-        r = resid[i, P - 1 : P - 1 + len(c)]
-        lp = torch.log_softmax(unembed(model, r).float(), -1)
-        tgt = torch.tensor(c, device=lp.device)
-        out.append(lp.gather(-1, tgt[:, None]).mean())
-    return torch.stack(out).cpu()
+    # one unembedding for all four answers (each call reads the whole of W_U)
+    r = torch.cat([resid[i, P - 1 : P - 1 + len(c)] for i, c in enumerate(conts)])
+    lp = torch.log_softmax(unembed(model, r).float(), -1)
+    tok_lp = lp.gather(-1, torch.tensor([t for c in conts for t in c], device=lp.device)[:, None])[:, 0]
+    return torch.stack([part.mean() for part in tok_lp.split([len(c) for c in conts])]).cpu()
 
 
 def score_questions(engine: Engine, questions: list[Question], interventions: list[Intervention] | None = None,
