@@ -5,12 +5,9 @@ with one lock, so model work never runs in parallel; endpoints are plain ``def``
 in FastAPI's threadpool (40 threads), so waiting requests queue on the lock instead of failing.
 A request's latency is therefore its own cost plus the cost of whatever is ahead of it. That
 is comfortable for a handful of interactive users (a lab group, ~5-10 people) and not meant
-for more. Rough costs with the embedded Gemma 3 270M on a 2-core CPU (estimates, not
-benchmarks): tokenize a few ms; activations / feature search 0.1-0.5 s, ~10 ms when the
-prompt is in the activation LRU; one MCQ question with 8 clamp values 1-3 s; generation of
-40 tokens, base + intervened, 2-5 s; loss added on 10k tokens 10-30 s (the lock is taken per
-4 windows, so others interleave); feature statistics on 20k-100k new tokens 0.5-3 min, held
-in one lock hold but cached on disk, so only the first request pays. Evaluation jobs run in
+for more. Measured costs on the embedded model are in the README ("Speed"; `bench/server.py`,
+`bench/slider.py`). Feature statistics on new tokens are held in one lock hold but cached on
+disk, so only the first request pays. Evaluation jobs run in
 one background thread and take the lock per chunk of 8 questions or 4 loss windows, so
 interactive requests wait at most one chunk behind a sweep.
 
