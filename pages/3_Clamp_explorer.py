@@ -89,8 +89,10 @@ with left:
     p_ok = (base["probs"][answer], inter["probs"][answer])
     st.metric(f"P(correct answer {R.LETTERS[answer]})", f"{p_ok[1]:.4f}", f"{p_ok[1] - p_ok[0]:+.4f} vs base",
               delta_color="inverse")
-    st.caption(f"{cap}. Scoring: {res['scoring']} ({res['prompt_format']} prompt); probabilities are softmax over "
-               "the whole vocabulary, so they need not sum to 1 ('mass on A-D').")
+    how = ("probabilities are a softmax over the four answers' mean log-likelihoods (cloze), so they sum to 1"
+           if res["scoring"] == "cloze" else
+           "probabilities are softmax over the whole vocabulary, so they need not sum to 1 ('mass on A-D')")
+    st.caption(f"{cap}. Scoring: {res['scoring']} ({res['prompt_format']} prompt); {how}.")
 with right:
     st.plotly_chart(FIG.probs_bar(base["probs"], inter["probs"], answer, f"intervened (c={value:g})"), key="bars")
 
