@@ -3,7 +3,6 @@ import pytest
 import torch
 
 from unlearn_core import features as F
-from unlearn_core.forward import pad_right
 from unlearn_core.tiny import ALWAYS_FIRES, NEVER_FIRES, TINY_HOOK
 
 

@@ -4,7 +4,7 @@ import torch
 
 from unlearn_core import mcq
 from unlearn_core.data import Question
-from unlearn_core.forward import final_resid, last_positions, tokenize, unembed
+from unlearn_core.forward import final_resid, tokenize, unembed
 
 Q = Question("t:1", "Which organelle makes ATP?", ("ribosome", "mitochondrion", "nucleus", "vacuole"), 1,
              "biology", "test")

@@ -8,9 +8,7 @@ configuration ends up exactly once in results.jsonl, the pre-crash rows untouche
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +17,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from browser_helpers import clean_env, free_port, stop
+
 from unlearn_core.client import ServerError, UnlearnClient, ensure_server
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,36 +26,12 @@ GEO = "mmlu:high_school_geography"
 IV = {"sae": "tiny", "features": [2, 3, 4], "value": 20.0}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def server_env() -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("UNLEARN_TOKEN", "UNLEARN_SERVER_URL")}
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
-    env["UNLEARN_NO_HUB"] = "1"
-    env["UNLEARN_OFFLINE"] = "1"
-    return env
-
-
 def start(cache_dir: Path, port: int, log: Path) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "unlearn_core", "serve", "--tiny", "--port", str(port), "--host", "127.0.0.1",
            "--cache-dir", str(cache_dir)]
     with open(log, "ab") as f:
-        return subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=server_env(),
+        return subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=clean_env(),
                                 cwd=ROOT)
-
-
-def stop(p: subprocess.Popen) -> None:
-    if p.poll() is None:
-        p.terminate()
-        try:
-            p.wait(15)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(5)
 
 
 @pytest.fixture(scope="module")

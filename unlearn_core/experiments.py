@@ -151,7 +151,7 @@ def _fmt(x) -> str:
 
 def wmdp_markdown(r: dict) -> str:
     lines = [f"SAE `{r['sae']}` at `{r['hook']}`, scoring `{r['scoring']}`, retain threshold {r['threshold']}.",
-             f"Known questions (answered correctly by the clean model): " + ", ".join(
+             "Known questions (answered correctly by the clean model): " + ", ".join(
                  f"{k} {v}/{r['n_candidates'][k]}" for k, v in r["n_known"].items()), "",
              "| feature | forget freq | retain freq | automatic description | top WMDP example |",
              "| --- | --- | --- | --- | --- |"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from .engine import Engine
-from .features import counted_mask, encode_tokens, layer_of_hook
+from .features import counted_mask, layer_of_hook
 from .forward import pad_right
 from .interventions import Intervention
 from .metrics import corpus_windows, mean_nll
@@ -22,7 +22,7 @@ def reconstruction_stats(engine: Engine, sae_key: str, docs: list[str], n_tokens
     loaded = engine.saes[sae_key]
     sae, model = loaded.sae, engine.model
     windows = corpus_windows(model, docs, n_tokens, ctx)
-    n, l0_sum, sse, ss_x, sum_x = 0, 0.0, 0.0, 0.0, None
+    n, l0_sum, sse, sum_x = 0, 0.0, 0.0, None
     sq_x = 0.0
     fired = torch.zeros(loaded.d_sae, dtype=torch.bool)
     for s in range(0, len(windows), batch_size):
