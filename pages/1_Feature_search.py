@@ -9,11 +9,7 @@ from unlearn_core.ui import common as C
 from unlearn_core.ui import figures as FIG
 from unlearn_core.ui import render as R
 
-C.page_setup("Feature search")
-st.title("Feature search")
-info = C.require_server()
-sae = C.sae_picker(info)
-C.feature_sets_sidebar(sae)
+info, sae = C.tool_page("Feature search")
 meta = C.sae_info(info, sae)
 d_sae = int(meta.get("d_sae") or 1)
 limits = info.get("limits", {})

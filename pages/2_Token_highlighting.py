@@ -8,11 +8,7 @@ import streamlit as st
 from unlearn_core.ui import common as C
 from unlearn_core.ui import render as R
 
-C.page_setup("Token highlighting")
-st.title("Token highlighting")
-info = C.require_server()
-sae = C.sae_picker(info)
-C.feature_sets_sidebar(sae)
+info, sae = C.tool_page("Token highlighting")
 
 src = C.url_widget(st.segmented_control, "Text", "src", "question", parse=C.one_of(["question", "own text"]),
                   value_arg="default", options=["question", "own text"]) or "question"

@@ -10,11 +10,7 @@ from unlearn_core.ui import common as C
 from unlearn_core.ui import figures as FIG
 from unlearn_core.ui import render as R
 
-C.page_setup("Clamp explorer")
-st.title("Clamp explorer")
-info = C.require_server()
-sae = C.sae_picker(info)
-C.feature_sets_sidebar(sae)
+info, sae = C.tool_page("Clamp explorer")
 labels = C.mode_labels()
 CURVE_VALUES = [float(v) for v in range(0, 201, 10)]  # 21 values, one /api/mcq call
 LOSS_VALUES = [10.0, 25.0, 50.0, 100.0, 200.0]

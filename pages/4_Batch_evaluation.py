@@ -13,11 +13,7 @@ from unlearn_core.ui import common as C
 from unlearn_core.ui import figures as FIG
 from unlearn_core.ui import render as R
 
-C.page_setup("Batch evaluation")
-st.title("Batch evaluation")
-info = C.require_server()
-sae = C.sae_picker(info)
-C.feature_sets_sidebar(sae)
+info, sae = C.tool_page("Batch evaluation")
 labels = C.mode_labels()
 limits = info.get("limits", {})
 RUNNING = ("queued", "running")

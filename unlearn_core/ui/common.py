@@ -534,3 +534,16 @@ def kaleido_available() -> bool:
                 os.environ["BROWSER_PATH"] = p
                 break
     return bool(os.environ.get("BROWSER_PATH"))
+
+
+def tool_page(title: str) -> tuple[dict, str]:
+    """The opening every tool page shares: setup, title, server check, SAE picker, feature sets.
+
+    Returns the server's info and the chosen SAE key (require_server stops the page when the
+    server cannot be reached)."""
+    page_setup(title)
+    st.title(title)
+    info = require_server()
+    sae = sae_picker(info)
+    feature_sets_sidebar(sae)
+    return info, sae
