@@ -68,17 +68,6 @@ def _bar(total: int, desc: str):
     return tqdm(total=total, desc=desc, file=sys.stderr, dynamic_ncols=True)
 
 
-def load_question_set(spec: str, data_dir: str | None) -> D.QuestionSet:
-    """'wmdp-bio' or 'mmlu:sub1,sub2' or 'mmlu:side-effects'."""
-    if spec == "wmdp-bio":
-        return D.load_wmdp_bio(data_dir)
-    if spec.startswith("mmlu:"):
-        subs = spec[5:]
-        subjects = list(D.SIDE_EFFECT_SUBJECTS) if subs == "side-effects" else subs.split(",")
-        return D.load_mmlu(subjects, data_dir=data_dir)
-    raise ValueError(f"unknown question set {spec!r}: use 'wmdp-bio', 'mmlu:<subject,...>' or 'mmlu:side-effects'")
-
-
 def _engine(args):
     from .engine import load_engine
 
@@ -109,7 +98,7 @@ def cmd_mcq(args) -> None:
     from .mcq import score_question
 
     engine = _engine(args)
-    qs = load_question_set(args.questions, engine.settings.data_dir)
+    qs = D.load_question_set(args.questions, engine.settings.data_dir)
     if args.question_id:
         matches = [q for q in qs.questions if q.id == args.question_id]
         if not matches:
@@ -143,7 +132,7 @@ def cmd_eval(args) -> None:
                     "interventions": [iv.__dict__ for iv in ivs], "sets": {}}
     lines = []
     for spec in args.questions:
-        qs = load_question_set(spec, engine.settings.data_dir)
+        qs = D.load_question_set(spec, engine.settings.data_dir)
         questions = qs.questions[: args.limit] if args.limit else qs.questions
         if args.known:
             bar = _bar(len(questions), f"known filter {qs.name}")

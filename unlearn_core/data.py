@@ -287,6 +287,26 @@ def load_mmlu(subjects: list[str] | tuple[str, ...] | str, split: str = "test",
                        label="MMLU " + ", ".join(subjects))
 
 
+def question_set_subjects(spec: str) -> list[str] | None:
+    """MMLU subjects of a question-set spec ('mmlu:a,b' or 'mmlu:side-effects'); None for 'wmdp-bio'."""
+    if spec == "wmdp-bio":
+        return None
+    if spec.startswith("mmlu:"):
+        subs = spec[5:]
+        return list(SIDE_EFFECT_SUBJECTS) if subs == "side-effects" else [x for x in subs.split(",") if x]
+    raise KeyError(f"unknown question set {spec!r}: use 'wmdp-bio', 'mmlu:<subject,...>' or 'mmlu:side-effects'")
+
+
+def load_question_set(spec: str, data_dir: str | None = None) -> QuestionSet:
+    """'wmdp-bio' (with its labelled fallback), 'mmlu:sub1,sub2' or 'mmlu:side-effects'."""
+    subjects = question_set_subjects(spec)
+    if subjects is None:
+        return load_wmdp_bio(data_dir)
+    qs = load_mmlu(subjects, data_dir=data_dir)
+    qs.name = spec
+    return qs
+
+
 # ---------------------------------------------------------------- corpora
 
 # name -> (local relative path, hub dataset args)

@@ -190,17 +190,11 @@ class ServerState:
 
 
 def load_question_set(spec: str, data_dir: str | None) -> D.QuestionSet:
-    """Like the CLI's loader, but unknown sets and MMLU subjects are KeyErrors (404)."""
-    if spec == "wmdp-bio":
-        return D.load_wmdp_bio(data_dir)
-    if spec.startswith("mmlu:"):
-        subs = spec[5:]
-        subjects = list(D.SIDE_EFFECT_SUBJECTS) if subs == "side-effects" else [s for s in subs.split(",") if s]
+    """``data.load_question_set``, with unknown MMLU subjects checked first (KeyError -> 404)."""
+    subjects = D.question_set_subjects(spec)
+    if subjects is not None:
         check_subjects(subjects, data_dir)
-        qs = D.load_mmlu(subjects, data_dir=data_dir)
-        qs.name = spec
-        return qs
-    raise KeyError(f"unknown question set {spec!r}: use 'wmdp-bio', 'mmlu:<subject,...>' or 'mmlu:side-effects'")
+    return D.load_question_set(spec, data_dir)
 
 
 def check_subjects(subjects: list[str], data_dir: str | None) -> None:
