@@ -83,3 +83,67 @@ def test_generation_is_steered(engine):
     base = generate(engine, prompt, None, max_new_tokens=12)
     steered = generate(engine, prompt, [Intervention("embedded", tuple(active), 100.0)], max_new_tokens=12)
     assert base.strip() and steered != base
+
+
+def test_fast_blocks_match_transformer_lens_on_the_embedded_model(engine, question):
+    """The copy-free attention/MLP forwards (installed by load_model) against TL's own forwards."""
+    m = engine.model
+    toks = m.to_tokens(mcq.format_prompt(question, "plain"))
+    hooks = engine.hooks([Intervention("embedded", (1, 2, 3, 4), 50.0)])
+    with torch.inference_mode():
+        fast = m.run_with_hooks(toks, fwd_hooks=hooks)[0, -8:]
+        patched = {}
+        for b in m.blocks:
+            for mod in (b.attn, b.mlp):
+                if "forward" in mod.__dict__:
+                    patched[mod] = mod.__dict__.pop("forward")
+        try:
+            assert len(patched) == 2 * m.cfg.n_layers
+            ref = m.run_with_hooks(toks, fwd_hooks=hooks)[0, -8:]
+        finally:
+            for mod, f in patched.items():
+                mod.forward = f
+    torch.testing.assert_close(fast, ref, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("scoring", ["letter", "cloze"])
+def test_fast_path_equals_straightforward_on_the_embedded_model(engine, question, scoring):
+    """Slider fast path (cached upstream, last-position-only final block for letters, chunked
+    cloze unembedding) against full forwards with the intervention hook."""
+    from unlearn_core import fastpath
+
+    codes = _codes_on(engine, question)
+    feats = tuple(torch.argsort(codes.max(0).values, descending=True)[:10].tolist())
+    values = [0.0, 30.0, 120.0]
+    fast = fastpath.score_curve(engine, question, [Intervention("embedded", feats, 0.0)], values, scoring, "plain")
+    for v, f in zip(values, fast):
+        ref = mcq.score_question(engine, question, [Intervention("embedded", feats, v)], scoring, "plain")
+        assert f.probs == pytest.approx(ref.probs, abs=1e-4)
+        if scoring == "cloze":
+            assert f.loglik == pytest.approx(ref.loglik, abs=1e-4)
+
+
+def test_saved_weights_load_the_same_model_as_transformers(engine):
+    """The fast load (memory-mapped TransformerLens weights) against a fresh transformers build."""
+    from transformer_lens import HookedTransformer
+    from transformers import AutoModelForCausalLM
+
+    from unlearn_core.models import HOOKED_WEIGHTS, EMBEDDED_HF_NAME, embedded_model_dir
+
+    folder = embedded_model_dir(engine.settings.cache_dir)
+    assert (folder / HOOKED_WEIGHTS).exists()  # the engine above was loaded from it
+    hf = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
+    ref = HookedTransformer.from_pretrained_no_processing(EMBEDDED_HF_NAME, hf_model=hf,
+                                                          tokenizer=engine.model.tokenizer)
+    del hf
+    fast = engine.model
+    skip = {"init_weights"}
+    assert {k: v for k, v in fast.cfg.to_dict().items() if k not in skip} == \
+        {k: v for k, v in ref.cfg.to_dict().items() if k not in skip}
+    ref_params = dict(ref.named_parameters())
+    assert set(ref_params) == {k for k, _ in fast.named_parameters()}
+    for k, v in fast.named_parameters():
+        assert torch.equal(v, ref_params[k]), k
+    toks = fast.to_tokens("Photosynthesis happens in the")
+    with torch.inference_mode():
+        torch.testing.assert_close(fast(toks), ref(toks), atol=1e-4, rtol=1e-4)

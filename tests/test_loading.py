@@ -54,7 +54,7 @@ def test_fast_gated_mlp_matches_transformer_lens():
     import torch
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-    from unlearn_core.models import use_fast_gated_mlps
+    from unlearn_core.fast_blocks import use_fast_gated_mlps
 
     cfg = HookedTransformerConfig(n_layers=2, d_model=32, n_ctx=64, d_head=8, n_heads=4, d_mlp=64, d_vocab=50,
                                   act_fn="gelu", gated_mlp=True, normalization_type="RMS", seed=3, device="cpu")

@@ -22,12 +22,12 @@ from __future__ import annotations
 import re
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
 from .data import Question
-from .forward import pad_right, tokenize, unembed
+from .forward import pad_right, target_logprobs, tokenize, unembed
 from .interventions import Intervention
 
 _HOOK_RE = re.compile(r"^blocks\.(\d+)\.hook_resid_(pre|post)$")
@@ -69,6 +69,7 @@ class PromptCache:
     values: list[torch.Tensor]
     final: torch.Tensor  # [R, T, d] clean final residual (before ln_final)
     start_layer: int
+    base: object = None  # the clean MCQScore, once computed
 
 
 _LRU: "OrderedDict[tuple, PromptCache]" = OrderedDict()
@@ -161,26 +162,48 @@ def first_changed(pc: PromptCache, iv: Intervention) -> int:
     return int(idx[0]) if idx.numel() else T
 
 
-def _run_blocks(model, resid: torch.Tensor, start: int, past_k: list, past_v: list) -> tuple[torch.Tensor, list, list]:
-    """Blocks start.. on ``resid`` (positions after the cached ones); returns the final residual and new K/V."""
+def _run_blocks(model, resid: torch.Tensor, start: int, past_k: list, past_v: list,
+                last_only: bool = False) -> tuple[torch.Tensor, list, list]:
+    """Blocks start.. on ``resid`` (positions after the cached ones); returns the final residual and
+    new K/V. With ``last_only`` the final block runs its queries and MLP at the last position only
+    (nothing after it reads the others) and the result is [B, 1, d]."""
     from transformer_lens.cache.key_value_cache_entry import TransformerLensKeyValueCacheEntry
 
+    from .fast_blocks import block_last, block_supported
+
     new_k, new_v = [], []
-    for j, block in enumerate(model.blocks[start:]):
+    blocks = model.blocks[start:]
+    for j, block in enumerate(blocks):
         entry = TransformerLensKeyValueCacheEntry(past_k[j], past_v[j])
-        resid = block(resid, past_kv_cache_entry=entry)
+        if last_only and j == len(blocks) - 1 and block_supported(block):
+            resid = block_last(block, resid, 1, entry)
+        else:
+            resid = block(resid, past_kv_cache_entry=entry)
         new_k.append(entry.past_keys)
         new_v.append(entry.past_values)
-    return resid, new_k, new_v
+    return (resid[:, -1:] if last_only else resid), new_k, new_v
 
 
 @torch.inference_mode()
-def downstream_final(engine, pc: PromptCache, delta: torch.Tensor, p0: int) -> torch.Tensor:
-    """[V, R, T, d] final residuals under each delta (positions < p0 are the clean ones)."""
+def downstream_final(engine, pc: PromptCache, delta: torch.Tensor, p0: int, last_only: bool = False) -> torch.Tensor:
+    """[V, R, T, d] final residuals under each delta (positions < p0 are the clean ones).
+
+    ``last_only`` (one unpadded row, as letter scoring has) computes only the last position:
+    the result is then [V, 1, 1, d]."""
     model = engine.model
     V = delta.shape[0]
     R, T, d = pc.x.shape
     P = pc.shared
+    if last_only:
+        if R != 1 or int(pc.lens[0]) != T:
+            raise ValueError("last_only needs one unpadded row")
+        if p0 >= T:
+            return pc.final[None, :, -1:].expand(V, 1, 1, d).clone()
+        seg = pc.x[0, p0:][None] + delta[:, 0, p0:]
+        ks = [k[0:1, :p0].expand(V, -1, -1, -1) for k in pc.keys]
+        vs = [v[0:1, :p0].expand(V, -1, -1, -1) for v in pc.values]
+        fin, _, _ = _run_blocks(model, seg, pc.start_layer, ks, vs, last_only=True)
+        return fin[:, None]
     out = pc.final[None].expand(V, R, T, d).clone()
     if p0 >= T:
         return out
@@ -211,21 +234,19 @@ def _scores_from_final(engine, pc: PromptCache, final: torch.Tensor, q: Question
 
     model = engine.model
     out = []
-    if scoring == "letter":
-        T = pc.needed[0][0]
-        logp = torch.log_softmax(unembed(model, final[:, 0, T]).float(), -1)  # [V, vocab]
+    if scoring == "letter":  # final is [V, 1, 1, d] (last_only) or [V, 1, T, d]: the last position is read
+        logp = torch.log_softmax(unembed(model, final[:, 0, -1]).float(), -1)  # [V, vocab]
         variants = letter_token_ids(model.tokenizer)
         probs = torch.stack([logp[:, ids].exp().max(-1).values for ids in variants], -1).cpu()
         for p in probs:
             pred = int(p.argmax())
             out.append(MCQScore([float(x) for x in p], float(p.sum()), pred, pred == q.answer, "letter"))
         return out
-    # one unembedding for every row's answer positions: each call reads all of W_U (671 MB for Gemma)
+    # every row's answer positions through the unembedding together (each pass reads all of W_U)
     V = final.shape[0]
     rows = torch.cat([final[:, r, pc.needed[r]] for r in range(final.shape[1])], 1)  # [V, sum n_r, d]
-    lp = torch.log_softmax(unembed(model, rows).float(), -1)
-    tgt = torch.tensor([t for r in pc.targets for t in r], device=lp.device)
-    tok_lp = lp.gather(-1, tgt[None, :, None].expand(V, -1, 1))[..., 0]  # [V, sum n_r]
+    tgt = torch.tensor([t for r in pc.targets for t in r])
+    tok_lp = target_logprobs(model, rows.reshape(-1, rows.shape[-1]), tgt.repeat(V)).view(V, -1)  # [V, sum n_r]
     ll = torch.stack([part.mean(-1) for part in tok_lp.split([len(n) for n in pc.needed], -1)], -1).cpu()
     for row in ll:
         pred = int(row.argmax())
@@ -242,11 +263,14 @@ def score_curve(engine, q: Question, interventions: list[Intervention], values: 
     pc = prompt_cache(engine, q, scoring, style, iv.sae_key)
     sae = engine.saes[iv.sae_key].sae
     p0 = first_changed(pc, iv)
+    if p0 >= pc.tokens.shape[1]:  # no selected feature fires on this question: nothing changes
+        return [base_score(engine, q, scoring, style, iv.sae_key)] * len(values)
     out = []
     for s in range(0, len(values), chunk):
         vals = torch.tensor([float(v) for v in values[s : s + chunk]], dtype=pc.x.dtype, device=pc.x.device)
         delta = residual_delta(sae, pc, iv, vals)
-        out += _scores_from_final(engine, pc, downstream_final(engine, pc, delta, p0), q, scoring)
+        final = downstream_final(engine, pc, delta, p0, last_only=scoring == "letter")
+        out += _scores_from_final(engine, pc, final, q, scoring)
     return out
 
 
@@ -254,7 +278,9 @@ def score_curve(engine, q: Question, interventions: list[Intervention], values: 
 def base_score(engine, q: Question, scoring: str, style: str, sae_key: str):
     """The clean scores from the cached final residual (no recomputation)."""
     pc = prompt_cache(engine, q, scoring, style, sae_key)
-    return _scores_from_final(engine, pc, pc.final[None], q, scoring)[0]
+    if pc.base is None:
+        pc.base = _scores_from_final(engine, pc, pc.final[None], q, scoring)[0]
+    return replace(pc.base)
 
 
 def supports_configs(engine, configs: list[Intervention], scoring: str) -> bool:
@@ -271,11 +297,19 @@ def score_configs(engine, q: Question, configs: list[Intervention], scoring: str
     sae_key = configs[0].sae_key
     pc = prompt_cache(engine, q, scoring, style, sae_key)
     sae = engine.saes[sae_key].sae
-    out = []
-    for s in range(0, len(configs), chunk):
-        part = configs[s : s + chunk]
+    T = pc.tokens.shape[1]
+    out: list = [None] * len(configs)
+    # configurations whose features never fire on this question score as the clean model
+    live = [i for i, iv in enumerate(configs) if first_changed(pc, iv) < T]
+    for i in set(range(len(configs))) - set(live):
+        out[i] = base_score(engine, q, scoring, style, sae_key)
+    for s in range(0, len(live), chunk):
+        idx = live[s : s + chunk]
+        part = [configs[i] for i in idx]
         deltas = [residual_delta(sae, pc, iv, torch.tensor([iv.value], dtype=pc.x.dtype, device=pc.x.device))
                   for iv in part]
         p0 = min(first_changed(pc, iv) for iv in part)
-        out += _scores_from_final(engine, pc, downstream_final(engine, pc, torch.cat(deltas), p0), q, scoring)
+        final = downstream_final(engine, pc, torch.cat(deltas), p0, last_only=scoring == "letter")
+        for i, sc in zip(idx, _scores_from_final(engine, pc, final, q, scoring)):
+            out[i] = sc
     return out

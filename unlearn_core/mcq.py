@@ -16,7 +16,7 @@ import torch
 from . import cache as C
 from .data import LETTERS, Question
 from .engine import Engine
-from .forward import final_resid, last_positions, pad_right, tokenize, unembed
+from .forward import final_resid, last_positions, pad_right, target_logprobs, tokenize, unembed
 from .interventions import Intervention
 
 ORDERINGS: tuple[tuple[int, ...], ...] = tuple(itertools.permutations(range(4)))
@@ -105,8 +105,7 @@ def cloze_logliks(engine: Engine, q: Question, fwd_hooks=()) -> torch.Tensor:
     P = len(prefix)
     # one unembedding for all four answers (each call reads the whole of W_U)
     r = torch.cat([resid[i, P - 1 : P - 1 + len(c)] for i, c in enumerate(conts)])
-    lp = torch.log_softmax(unembed(model, r).float(), -1)
-    tok_lp = lp.gather(-1, torch.tensor([t for c in conts for t in c], device=lp.device)[:, None])[:, 0]
+    tok_lp = target_logprobs(model, r, torch.tensor([t for c in conts for t in c]))
     return torch.stack([part.mean() for part in tok_lp.split([len(c) for c in conts])]).cpu()
 
 
