@@ -107,3 +107,20 @@ def test_block_last_equals_the_block_at_its_last_positions(kind):
         block(resid[:, :6], past_kv_cache_entry=kv.entries[2])
         torch.testing.assert_close(block_last(block, resid[:, 6:], 1, kv.entries[2]), full[:, -1:], atol=1e-5,
                                    rtol=1e-5)
+
+
+def test_unembed_matches_transformer_lens_with_and_without_bias():
+    from unlearn_core.forward import target_logprobs, unembed
+
+    model = _model("plain")
+    resid = torch.randn(2, 5, 32, generator=torch.Generator().manual_seed(6))
+    tgt = torch.randint(0, 61, (10,), generator=torch.Generator().manual_seed(7))
+    for bias in (0.0, 0.5):
+        with torch.no_grad():
+            model.unembed.b_U.fill_(bias)
+        with torch.inference_mode():
+            ref = model.unembed(model.ln_final(resid))
+            torch.testing.assert_close(unembed(model, resid), ref, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(unembed(model, resid, torch.tensor([3, 7])), ref[..., [3, 7]])
+            lp = torch.log_softmax(ref.reshape(10, -1), -1)[torch.arange(10), tgt]
+            torch.testing.assert_close(target_logprobs(model, resid.reshape(10, 32), tgt, chunk=3), lp)
