@@ -63,6 +63,17 @@ def _check_total_features(ivs: list[InterventionIn]) -> None:
         raise ValueError(f"at most {MAX_FEATURES} features in one call, got {total}")
 
 
+class InterventionsRequest(Request):
+    """A request carrying interventions: their features together stay within MAX_FEATURES."""
+
+    interventions: Interventions = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _total(self):
+        _check_total_features(self.interventions)
+        return self
+
+
 class Limits(BaseModel):
     max_text_chars: int = MAX_TEXT_CHARS
     max_features: int = MAX_FEATURES
@@ -293,18 +304,16 @@ class InlineQuestion(Request):
     subject: Name = "biology"
 
 
-class MCQRequest(Request):
+class MCQRequest(InterventionsRequest):
     question_id: Name | None = None
     question: InlineQuestion | None = None
     set: Name = "wmdp-bio"
-    interventions: Interventions = Field(default_factory=list)
     values: list[ClampValue] | None = Field(None, min_length=1, max_length=MAX_VALUES)
 
     @model_validator(mode="after")
     def _one_question(self):
         if (self.question_id is None) == (self.question is None):
             raise ValueError("give exactly one of question_id or question")
-        _check_total_features(self.interventions)
         if self.values is not None and not self.interventions:
             raise ValueError("values (clamp values) need at least one intervention")
         return self
@@ -338,17 +347,11 @@ class MCQResponse(BaseModel):
 # ---------------------------------------------------------------- generation, loss, perplexity
 
 
-class GenerateRequest(Request):
+class GenerateRequest(InterventionsRequest):
     prompt: Text
-    interventions: Interventions = Field(default_factory=list)
     max_new_tokens: int = Field(40, ge=1, le=MAX_NEW_TOKENS)
     temperature: float = Field(0.0, ge=0.0, le=5.0, allow_inf_nan=False)
     seed: int = Field(0, ge=0, le=2**31 - 1)
-
-    @model_validator(mode="after")
-    def _total(self):
-        _check_total_features(self.interventions)
-        return self
 
 
 class GenerateResponse(BaseModel):
@@ -358,16 +361,16 @@ class GenerateResponse(BaseModel):
     interventions: list[InterventionOut]
 
 
-class LossAddedRequest(Request):
-    corpus: Name = "webtext"
-    interventions: Annotated[list[InterventionIn], Field(min_length=1, max_length=MAX_INTERVENTIONS)]
+class CorpusRequest(InterventionsRequest):
+    """A metric over a corpus: n_tokens of it, in windows of ctx tokens."""
+
     n_tokens: int = Field(10_000, ge=16, le=MAX_EVAL_TOKENS)
     ctx: int = Field(256, ge=8, le=4096)
 
-    @model_validator(mode="after")
-    def _total(self):
-        _check_total_features(self.interventions)
-        return self
+
+class LossAddedRequest(CorpusRequest):
+    corpus: Name = "webtext"
+    interventions: Annotated[list[InterventionIn], Field(min_length=1, max_length=MAX_INTERVENTIONS)]
 
 
 class LossAddedResponse(BaseModel):
@@ -379,17 +382,9 @@ class LossAddedResponse(BaseModel):
     interventions: list[InterventionOut]
 
 
-class PerplexityRequest(Request):
+class PerplexityRequest(CorpusRequest):
     corpus: Name = "wikitext"
     part: Literal["all", "train", "heldout"] = "all"
-    interventions: Interventions = Field(default_factory=list)
-    n_tokens: int = Field(10_000, ge=16, le=MAX_EVAL_TOKENS)
-    ctx: int = Field(256, ge=8, le=4096)
-
-    @model_validator(mode="after")
-    def _total(self):
-        _check_total_features(self.interventions)
-        return self
 
 
 class Perplexity(BaseModel):
