@@ -97,8 +97,11 @@ st.subheader("Probabilities against c")
 if mode == "zero":
     st.info("Zero ablation has no c: the curve is flat. Choose another mode to see it.")
 else:
+    # the curve sets every intervention's value itself: request it with a fixed one, so moving the
+    # slider reuses the cached curve instead of scoring 21 values again
+    curve_ivs = R.interventions_for(items, CURVE_VALUES[0], mode, sae)
     curve = C.attempt(lambda: C.cached("mcq", question_id=q["id"], set=st.session_state.get("qset", "wmdp-bio"),
-                                       interventions=ivs, values=CURVE_VALUES),
+                                       interventions=curve_ivs, values=CURVE_VALUES),
                       "the probability curve", spinner=f"Scoring {len(CURVE_VALUES)} clamp values…")
     loss_store = st.session_state.setdefault("loss_added", {})
     c1, c2, c3 = st.columns([1, 1, 2], vertical_alignment="bottom")

@@ -202,6 +202,23 @@ def test_clamp_explorer_slider_changes_the_probabilities(app_env):
     assert inter_row(before).split("|")[2:6] != inter_row(after).split("|")[2:6]
 
 
+def test_clamp_explorer_slider_reuses_the_cached_curve(app_env, monkeypatch):
+    """Moving c rescores the bars only: the 21-value curve does not depend on c."""
+    from unlearn_core.ui import common
+
+    at = ok(page("clamp", features="3,5", q=QID).run())
+    calls = []
+    real = common.call
+    monkeypatch.setattr(common, "call", lambda method, *a, **k: calls.append((method, len(k.get("values") or [])))
+                        or real(method, *a, **k))
+    at.slider(key="c").set_value(73)
+    ok(at.run())
+    assert "intervened (c=73)" in prob_table(at)
+    assert ("mcq", 1) in calls  # the bars at the new value
+    assert ("mcq", 21) not in calls  # the curve came from the cache
+    assert len(at.get("plotly_chart")) == 2
+
+
 def test_clamp_explorer_modes_loss_added_and_generation(app_env):
     at = ok(page("clamp", features="2,3,4", q=QID, mode="zero").run())
     assert at.slider(key="c").disabled
