@@ -86,19 +86,18 @@ def test_generation_is_steered(engine):
 
 
 def test_fast_blocks_match_transformer_lens_on_the_embedded_model(engine, question):
-    """The copy-free attention/MLP forwards (installed by load_model) against TL's own forwards."""
+    """The copy-free attention/MLP/unembed forwards (installed by load_model) against TL's own."""
     m = engine.model
     toks = m.to_tokens(mcq.format_prompt(question, "plain"))
     hooks = engine.hooks([Intervention("embedded", (1, 2, 3, 4), 50.0)])
     with torch.inference_mode():
         fast = m.run_with_hooks(toks, fwd_hooks=hooks)[0, -8:]
         patched = {}
-        for b in m.blocks:
-            for mod in (b.attn, b.mlp):
-                if "forward" in mod.__dict__:
-                    patched[mod] = mod.__dict__.pop("forward")
+        for mod in [x for b in m.blocks for x in (b.attn, b.mlp)] + [m.unembed]:
+            if "forward" in mod.__dict__:
+                patched[mod] = mod.__dict__.pop("forward")
         try:
-            assert len(patched) == 2 * m.cfg.n_layers
+            assert len(patched) == 2 * m.cfg.n_layers + 1
             ref = m.run_with_hooks(toks, fwd_hooks=hooks)[0, -8:]
         finally:
             for mod, f in patched.items():

@@ -7,7 +7,8 @@ import pytest
 import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-from unlearn_core.fast_blocks import attention_supported, block_last, use_fast_attention, use_fast_gated_mlps
+from unlearn_core.fast_blocks import (attention_supported, block_last, use_fast_attention, use_fast_gated_mlps,
+                                      use_fast_unembed)
 
 
 def _model(kind: str) -> HookedTransformer:
@@ -34,6 +35,7 @@ def _pair(kind: str):
     fast = copy.deepcopy(ref)
     assert use_fast_attention(fast) == 3
     use_fast_gated_mlps(fast)
+    assert use_fast_unembed(fast)
     return ref, fast
 
 
@@ -113,13 +115,17 @@ def test_unembed_matches_transformer_lens_with_and_without_bias():
     from unlearn_core.forward import target_logprobs, unembed
 
     model = _model("plain")
+    fast = copy.deepcopy(model)
+    use_fast_unembed(fast)
     resid = torch.randn(2, 5, 32, generator=torch.Generator().manual_seed(6))
     tgt = torch.randint(0, 61, (10,), generator=torch.Generator().manual_seed(7))
     for bias in (0.0, 0.5):
         with torch.no_grad():
             model.unembed.b_U.fill_(bias)
+            fast.unembed.b_U.fill_(bias)
         with torch.inference_mode():
             ref = model.unembed(model.ln_final(resid))
+            torch.testing.assert_close(fast.unembed(fast.ln_final(resid)), ref, atol=1e-5, rtol=1e-5)
             torch.testing.assert_close(unembed(model, resid), ref, atol=1e-5, rtol=1e-5)
             torch.testing.assert_close(unembed(model, resid, torch.tensor([3, 7])), ref[..., [3, 7]])
             lp = torch.log_softmax(ref.reshape(10, -1), -1)[torch.arange(10), tgt]

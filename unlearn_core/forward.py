@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 from transformer_lens.utilities import apply_softcap
 
+from .fast_blocks import is_zero
+
 
 def tokenize(model, texts: list[str], prepend_bos: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-padded tokens [B, T] and lengths [B]. Texts that already start with BOS get no second one."""
@@ -54,22 +56,11 @@ def unembed(model, resid: torch.Tensor, columns: torch.Tensor | None = None) -> 
     # Gemma, ~0.7 s on this CPU) into a transposed contiguous layout on every call.
     W, b = (model.W_U, model.b_U) if columns is None else (model.W_U[:, columns], model.b_U[columns])
     logits = (x.reshape(-1, x.shape[-1]) @ W).view(*x.shape[:-1], -1)
-    if not _is_zero(model.b_U):  # Gemma has none; adding zeros to [rows, 262k] logits costs ~15 ms a chunk
+    if not is_zero(model.b_U):
         logits += b
     return apply_softcap(logits, model.cfg.output_logits_soft_cap)
 
 
-def _is_zero(t: torch.Tensor) -> bool:
-    """Whether a parameter is all zeros, checked once per version (no device sync per call)."""
-    key = (t.data_ptr(), t._version)
-    hit = _ZERO.get(id(t))
-    if hit is None or hit[0] != key:
-        hit = (key, not bool(t.detach().any()))
-        _ZERO[id(t)] = hit
-    return hit[1]
-
-
-_ZERO: dict[int, tuple] = {}
 
 
 def last_positions(resid: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

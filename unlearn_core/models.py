@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .fast_blocks import use_fast_attention, use_fast_gated_mlps
+from .fast_blocks import use_fast_attention, use_fast_gated_mlps, use_fast_unembed
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +162,7 @@ def _load_model(name: str, device: str, dtype: str, cache_dir: str | Path, progr
     model.eval()
     use_fast_gated_mlps(model)
     use_fast_attention(model)
+    use_fast_unembed(model)
     return model
 
 
