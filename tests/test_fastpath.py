@@ -101,3 +101,67 @@ def test_score_base_uses_cache_and_matches(tiny):
     b = mcq.score_base(tiny, Q, [iv], scoring="cloze", style="plain")
     assert fastpath.STATS["misses"] >= 1 and len(fastpath._LRU) == 1
     assert b.loglik == pytest.approx(mcq.score_question(tiny, Q, scoring="cloze", style="plain").loglik, abs=1e-5)
+
+
+@pytest.mark.parametrize("where", ["in the stem", "after the stem"])
+def test_downstream_rows_against_a_hooked_forward(tiny, where):
+    """Rows sharing a stem, a residual change from p0 on (inside or after the stem): the cached
+    downstream pass against a full forward that adds the same change at the hook."""
+    import torch
+
+    from unlearn_core.mcq import all_orderings
+
+    variants = all_orderings(Q)[:5]
+    pc = fastpath._build(tiny, *fastpath._letter_ordering_rows(tiny, variants, "plain"), "tiny", variants)
+    R, T, d = pc.x.shape
+    p0 = 2 if where == "in the stem" else pc.shared + 3
+    delta = torch.randn(2, R, T, d, generator=torch.Generator().manual_seed(0)) * 0.5
+    delta[:, :, : pc.shared] = delta[:, :1, : pc.shared].clone()  # identical tokens, identical change
+    delta[:, :, :p0] = 0
+    fast = fastpath.downstream_final(tiny, pc, delta, p0)
+    hook = tiny.saes["tiny"].hook_name
+    for v in range(2):
+        with torch.inference_mode(), tiny.model.hooks(fwd_hooks=[(hook, lambda x, hook, v=v: x + delta[v])]):
+            ref = tiny.model(pc.tokens, stop_at_layer=tiny.model.cfg.n_layers)
+        for r in range(R):
+            n = int(pc.lens[r])
+            torch.testing.assert_close(fast[v, r, :n], ref[r, :n], atol=1e-4, rtol=1e-4)
+
+
+def test_orderings_as_rows_equal_straightforward(tiny):
+    """All 24 orderings as the rows of one cache (shared stem) against each ordering scored alone."""
+    from unlearn_core.mcq import all_orderings
+
+    variants = all_orderings(Q)
+    pc = fastpath._build(tiny, *fastpath._letter_ordering_rows(tiny, variants, "plain"), "tiny", variants)
+    assert 1 < pc.shared < pc.tokens.shape[1]
+    feats = _active_features(tiny, 3)
+    configs = [Intervention("tiny", tuple(feats), 5.0), Intervention("tiny", (ALWAYS_FIRES,), 50.0),
+               Intervention("tiny", (NEVER_FIRES,), 9.0), Intervention("tiny", (feats[0],), 2.0, "add"),
+               Intervention("tiny", (feats[1],), 1.0, "zero")]
+    base, per = fastpath.score_orderings(tiny, Q, configs, "plain", chunk=2)
+    assert len(base) == 24 and all(len(p) == 24 for p in per)
+    for r, v in enumerate(variants):
+        assert base[r].probs == pytest.approx(mcq.score_question(tiny, v, scoring="letter", style="plain").probs,
+                                              abs=1e-4)
+        for iv, scores in zip(configs, per):
+            ref = mcq.score_question(tiny, v, [iv], scoring="letter", style="plain")
+            assert scores[r].probs == pytest.approx(ref.probs, abs=1e-4)
+            assert scores[r].correct == ref.correct
+
+
+def test_rows_of_different_lengths_share_the_stem(tiny):
+    """Right-padded rows with a common stem: each row's last real token is read."""
+    stem = "Which organelle makes ATP in the cell?"
+    variants = [Question(f"len:{i}", stem, ch, i % 4, "biology", "test") for i, ch in enumerate([
+        ("a", "bb", "ccc", "dddd"), ("mitochondrion", "x", "y", "z"), ("one", "two", "three", "four five six")])]
+    rows = fastpath._letter_ordering_rows(tiny, variants, "plain")
+    assert len(set(rows[1].tolist())) == 3  # three different lengths
+    pc = fastpath._build(tiny, *rows, "tiny", variants)
+    feats = _active_features(tiny, 2)
+    configs = [Intervention("tiny", tuple(feats), 30.0), Intervention("tiny", (feats[0],), 3.0, "add")]
+    per = fastpath._score_configs(tiny, pc, configs, "letter", chunk=2)
+    for iv, scores in zip(configs, per):
+        for v, s in zip(variants, scores):
+            assert s.probs == pytest.approx(mcq.score_question(tiny, v, [iv], scoring="letter",
+                                                               style="plain").probs, abs=1e-4)

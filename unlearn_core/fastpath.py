@@ -69,7 +69,8 @@ class PromptCache:
     values: list[torch.Tensor]
     final: torch.Tensor  # [R, T, d] clean final residual (before ln_final)
     start_layer: int
-    base: object = None  # the clean MCQScore, once computed
+    questions: list = None  # per row, the question it scores (letter orderings: one per ordering)
+    base: list = None  # the clean MCQScores (one per row for letter rows, else one), once computed
 
 
 _LRU: "OrderedDict[tuple, PromptCache]" = OrderedDict()
@@ -105,10 +106,33 @@ def prompt_cache(engine, q: Question, scoring: str, style: str, sae_key: str) ->
             STATS["hits"] += 1
             return _LRU[key]
         STATS["misses"] += 1
+    pc = _build(engine, *_rows(engine, q, scoring, style), sae_key, [q])
+    with _LRU_LOCK:
+        _LRU[key] = pc
+        while len(_LRU) > LRU_SIZE:
+            _LRU.popitem(last=False)
+    return pc
+
+
+def _letter_ordering_rows(engine, variants: list[Question], style: str):
+    """One right-padded letter prompt per ordering; the shared prefix is the stem they all start with."""
+    from .mcq import format_prompt
+
+    model = engine.model
+    tokens, lens = tokenize(model, [format_prompt(v, style, model.tokenizer) for v in variants])
+    same = (tokens == tokens[0:1]).all(0)
+    limit = int(lens.min())
+    P = int(torch.nonzero(~same[:limit]).flatten()[0]) if not bool(same[:limit].all()) else limit
+    return tokens, lens, P, [[int(n) - 1] for n in lens], [[] for _ in variants]
+
+
+@torch.inference_mode()
+def _build(engine, tokens, lens, shared, needed, targets, sae_key: str, questions: list) -> PromptCache:
+    """The upstream pass of every row (to the end, keeping downstream keys/values) and the SAE codes."""
     from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 
     model = engine.model
-    tokens, lens, shared, needed, targets = _rows(engine, q, scoring, style)
+    loaded = engine.saes[sae_key]
     tokens = tokens.to(model.cfg.device)
     start = downstream_start(loaded.hook_name)
     kv = TransformerLensKeyValueCache.init_cache(model.cfg, model.cfg.device, tokens.shape[0])
@@ -118,14 +142,10 @@ def prompt_cache(engine, q: Question, scoring: str, style: str, sae_key: str) ->
     x = grabbed["x"]
     codes = loaded.sae.encode(x.to(loaded.sae.W_enc.dtype))
     codes[:, 0, :] = 0.0
-    pc = PromptCache(tokens, lens, shared, needed, targets, x, codes,
-                     [kv.entries[i].past_keys for i in range(start, model.cfg.n_layers)],
-                     [kv.entries[i].past_values for i in range(start, model.cfg.n_layers)], final, start)
-    with _LRU_LOCK:
-        _LRU[key] = pc
-        while len(_LRU) > LRU_SIZE:
-            _LRU.popitem(last=False)
-    return pc
+    return PromptCache(tokens, lens, shared, needed, targets, x, codes,
+                       [kv.entries[i].past_keys for i in range(start, model.cfg.n_layers)],
+                       [kv.entries[i].past_values for i in range(start, model.cfg.n_layers)], final, start,
+                       questions)
 
 
 def residual_delta(sae, pc: PromptCache, iv: Intervention, values: torch.Tensor) -> torch.Tensor:
@@ -229,19 +249,24 @@ def downstream_final(engine, pc: PromptCache, delta: torch.Tensor, p0: int, last
     return out
 
 
-def _scores_from_final(engine, pc: PromptCache, final: torch.Tensor, q: Question, scoring: str) -> list:
+def _scores_from_final(engine, pc: PromptCache, final: torch.Tensor, scoring: str) -> list:
+    """Scores for each of the V leading entries of ``final`` (letters: V x R, value-major)."""
     from .mcq import MCQScore, letter_token_ids
 
     model = engine.model
     out = []
-    if scoring == "letter":  # final is [V, 1, 1, d] (last_only) or [V, 1, T, d]: the last position is read
-        logp = torch.log_softmax(unembed(model, final[:, 0, -1]).float(), -1)  # [V, vocab]
+    if scoring == "letter":  # final is [V, 1, 1, d] (last_only) or [V, R, T, d]: each row's last token is read
+        R = final.shape[1]
+        h = final[:, :, 0] if final.shape[2] == 1 else torch.stack([final[:, r, pc.needed[r][0]] for r in range(R)], 1)
+        logp = torch.log_softmax(unembed(model, h).float(), -1)  # [V, R, vocab]
         variants = letter_token_ids(model.tokenizer)
-        probs = torch.stack([logp[:, ids].exp().max(-1).values for ids in variants], -1).cpu()
-        for p in probs:
-            pred = int(p.argmax())
-            out.append(MCQScore([float(x) for x in p], float(p.sum()), pred, pred == q.answer, "letter"))
+        probs = torch.stack([logp[..., ids].exp().max(-1).values for ids in variants], -1).cpu()  # [V, R, 4]
+        for pv in probs:
+            for p, q in zip(pv, pc.questions):
+                pred = int(p.argmax())
+                out.append(MCQScore([float(x) for x in p], float(p.sum()), pred, pred == q.answer, "letter"))
         return out
+    q = pc.questions[0]
     # every row's answer positions through the unembedding together (each pass reads all of W_U)
     V = final.shape[0]
     rows = torch.cat([final[:, r, pc.needed[r]] for r in range(final.shape[1])], 1)  # [V, sum n_r, d]
@@ -270,17 +295,21 @@ def score_curve(engine, q: Question, interventions: list[Intervention], values: 
         vals = torch.tensor([float(v) for v in values[s : s + chunk]], dtype=pc.x.dtype, device=pc.x.device)
         delta = residual_delta(sae, pc, iv, vals)
         final = downstream_final(engine, pc, delta, p0, last_only=scoring == "letter")
-        out += _scores_from_final(engine, pc, final, q, scoring)
+        out += _scores_from_final(engine, pc, final, scoring)
     return out
 
 
 @torch.inference_mode()
 def base_score(engine, q: Question, scoring: str, style: str, sae_key: str):
     """The clean scores from the cached final residual (no recomputation)."""
-    pc = prompt_cache(engine, q, scoring, style, sae_key)
+    return _base(engine, prompt_cache(engine, q, scoring, style, sae_key), scoring)[0]
+
+
+def _base(engine, pc: PromptCache, scoring: str) -> list:
+    """The clean scores of every row of ``pc``, computed once."""
     if pc.base is None:
-        pc.base = _scores_from_final(engine, pc, pc.final[None], q, scoring)[0]
-    return replace(pc.base)
+        pc.base = _scores_from_final(engine, pc, pc.final[None], scoring)
+    return [replace(s) for s in pc.base]
 
 
 def supports_configs(engine, configs: list[Intervention], scoring: str) -> bool:
@@ -294,22 +323,46 @@ def score_configs(engine, q: Question, configs: list[Intervention], scoring: str
                   chunk: int = 8) -> list:
     """One score per configuration (features, value, mode may all differ), sharing the upstream
     pass, and batching configurations downstream from the earliest changed position."""
-    sae_key = configs[0].sae_key
-    pc = prompt_cache(engine, q, scoring, style, sae_key)
-    sae = engine.saes[sae_key].sae
+    pc = prompt_cache(engine, q, scoring, style, configs[0].sae_key)
+    return [rows[0] for rows in _score_configs(engine, pc, configs, scoring, chunk)]
+
+
+@torch.inference_mode()
+def score_orderings(engine, q: Question, configs: list[Intervention], style: str,
+                    chunk: int = 4) -> tuple[list, list[list]]:
+    """Letter scores of all 24 orderings of ``q``: (clean scores, one list per configuration).
+
+    The orderings are the rows of one cache: the upstream pass runs once for all of them, and
+    per configuration the stem they share (the question, ~45% of a WMDP prompt) runs once
+    before each ordering's own tokens. Not kept in the LRU: 24 rows of SAE codes are large."""
+    from .mcq import all_orderings
+
+    variants = all_orderings(q)
+    sae_key = configs[0].sae_key if configs else next(iter(engine.saes))
+    pc = _build(engine, *_letter_ordering_rows(engine, variants, style), sae_key, variants)
+    return _base(engine, pc, "letter"), _score_configs(engine, pc, configs, "letter", chunk) if configs else []
+
+
+@torch.inference_mode()
+def _score_configs(engine, pc: PromptCache, configs: list[Intervention], scoring: str, chunk: int) -> list[list]:
+    """Per configuration, the scores of every row (letters) or the one score (cloze)."""
+    sae = engine.saes[configs[0].sae_key].sae
     T = pc.tokens.shape[1]
+    per = 1 if scoring == "cloze" else pc.tokens.shape[0]
     out: list = [None] * len(configs)
     # configurations whose features never fire on this question score as the clean model
     live = [i for i, iv in enumerate(configs) if first_changed(pc, iv) < T]
     for i in set(range(len(configs))) - set(live):
-        out[i] = base_score(engine, q, scoring, style, sae_key)
+        out[i] = _base(engine, pc, scoring)
+    last_only = scoring == "letter" and pc.tokens.shape[0] == 1
     for s in range(0, len(live), chunk):
         idx = live[s : s + chunk]
         part = [configs[i] for i in idx]
         deltas = [residual_delta(sae, pc, iv, torch.tensor([iv.value], dtype=pc.x.dtype, device=pc.x.device))
                   for iv in part]
         p0 = min(first_changed(pc, iv) for iv in part)
-        final = downstream_final(engine, pc, torch.cat(deltas), p0, last_only=scoring == "letter")
-        for i, sc in zip(idx, _scores_from_final(engine, pc, final, q, scoring)):
-            out[i] = sc
+        scores = _scores_from_final(engine, pc, downstream_final(engine, pc, torch.cat(deltas), p0, last_only),
+                                    scoring)
+        for j, i in enumerate(idx):
+            out[i] = scores[j * per : (j + 1) * per]
     return out

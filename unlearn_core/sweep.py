@@ -1,9 +1,10 @@
 """Accuracy of many intervention configurations over a question set, sharing work.
 
 For configurations on the same SAE, the upstream pass (to the hook), the clean keys/values
-and the SAE codes are computed once per question (and ordering) and only the downstream part
-runs per configuration, batched. Configurations the fast path cannot serve are scored the
-straightforward way.
+and the SAE codes are computed once per question and only the downstream part runs per
+configuration, batched. With letter scoring over the 24 answer orderings, the orderings are
+the rows of one cache and share the question stem downstream too. Configurations the fast
+path cannot serve are scored the straightforward way.
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ def evaluate_configs(engine: Engine, questions: list[Question], configs: list[li
     """One result per configuration (each a list of interventions; [] is the clean model)."""
     scoring = scoring or engine.scoring
     style = style or engine.prompt_format
-    items = [v for q in questions for v in all_orderings(q)] if orderings and scoring == "letter" else questions
+    expand = orderings and scoring == "letter"
     results = [ConfigResult(0, 0) for _ in configs]
     fast_idx = [i for i, c in enumerate(configs) if len(c) == 1 and fastpath.supports(engine, c, scoring)]
     groups: dict[str, list[int]] = {}
@@ -41,20 +42,31 @@ def evaluate_configs(engine: Engine, questions: list[Question], configs: list[li
     # the clean model ([]) is read from the fast path's per-question cache when there is one
     clean_idx = [i for i, c in enumerate(configs) if not c] if groups else []
     slow_idx = [i for i in range(len(configs)) if i not in fast_idx and i not in clean_idx]
-    for q in items:
-        for i in clean_idx:
-            s = fastpath.base_score(engine, q, scoring, style, next(iter(groups)))
-            results[i].correct += int(s.correct)
-            results[i].total += 1
-        for key, idx in groups.items():
-            scores = fastpath.score_configs(engine, q, [configs[i][0] for i in idx], scoring, style)
-            for i, s in zip(idx, scores):
-                results[i].correct += int(s.correct)
-                results[i].total += 1
+
+    def add(i: int, scores) -> None:
+        results[i].correct += sum(int(s.correct) for s in scores)
+        results[i].total += len(scores)
+
+    for q in questions:
+        variants = all_orderings(q) if expand else [q]
+        if expand and groups:  # the 24 orderings as the rows of one cache, sharing the question stem
+            for n, (key, idx) in enumerate(groups.items()):
+                base, per = fastpath.score_orderings(engine, q, [configs[i][0] for i in idx], style)
+                for i, scores in zip(idx, per):
+                    add(i, scores)
+                if n == 0:
+                    for i in clean_idx:
+                        add(i, base)
+        else:
+            for v in variants:
+                for i in clean_idx:
+                    add(i, [fastpath.base_score(engine, v, scoring, style, next(iter(groups)))])
+                for key, idx in groups.items():
+                    for i, s in zip(idx, fastpath.score_configs(engine, v, [configs[i][0] for i in idx], scoring,
+                                                                style)):
+                        add(i, [s])
         for i in slow_idx:
-            s = score_questions(engine, [q], configs[i] or None, scoring, style)[0]
-            results[i].correct += int(s.correct)
-            results[i].total += 1
+            add(i, score_questions(engine, variants, configs[i] or None, scoring, style))
         if progress:
-            progress(1)
+            progress(len(variants))
     return results
