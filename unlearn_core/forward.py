@@ -52,15 +52,13 @@ def final_resid(model, tokens: torch.Tensor, fwd_hooks=()) -> torch.Tensor:
 def unembed(model, resid: torch.Tensor, columns: torch.Tensor | None = None) -> torch.Tensor:
     """Logits for the given residuals (any leading shape): ln_final, W_U (optionally a column subset), softcap."""
     x = model.ln_final(resid)
-    # W_U directly, bias fused: TransformerLens's Unembed copies the whole W_U (262k x 640 for
-    # Gemma, ~0.7 s on this CPU) into a transposed contiguous layout on every call.
+    # W_U directly (TransformerLens's Unembed copies the whole W_U, 262k x 640 for Gemma, on
+    # every call), and no pass adding a bias that is all zeros.
     W, b = (model.W_U, model.b_U) if columns is None else (model.W_U[:, columns], model.b_U[columns])
     logits = (x.reshape(-1, x.shape[-1]) @ W).view(*x.shape[:-1], -1)
     if not is_zero(model.b_U):
         logits += b
     return apply_softcap(logits, model.cfg.output_logits_soft_cap)
-
-
 
 
 def last_positions(resid: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

@@ -50,7 +50,7 @@ def evaluate_configs(engine: Engine, questions: list[Question], configs: list[li
     for q in questions:
         variants = all_orderings(q) if expand else [q]
         if expand and groups:  # the 24 orderings as the rows of one cache, sharing the question stem
-            for n, (key, idx) in enumerate(groups.items()):
+            for n, idx in enumerate(groups.values()):
                 base, per = fastpath.score_orderings(engine, q, [configs[i][0] for i in idx], style)
                 for i, scores in zip(idx, per):
                     add(i, scores)
@@ -61,7 +61,7 @@ def evaluate_configs(engine: Engine, questions: list[Question], configs: list[li
             for v in variants:
                 for i in clean_idx:
                     add(i, [fastpath.base_score(engine, v, scoring, style, next(iter(groups)))])
-                for key, idx in groups.items():
+                for idx in groups.values():
                     for i, s in zip(idx, fastpath.score_configs(engine, v, [configs[i][0] for i in idx], scoring,
                                                                 style)):
                         add(i, [s])
