@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from transformer_lens.utilities import apply_softcap
 
-from .fast_blocks import is_zero
+from .fast_blocks import project
 
 
 def tokenize(model, texts: list[str], prepend_bos: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
@@ -54,10 +54,10 @@ def unembed(model, resid: torch.Tensor, columns: torch.Tensor | None = None) -> 
     x = model.ln_final(resid)
     # W_U directly (TransformerLens's Unembed copies the whole W_U, 262k x 640 for Gemma, on
     # every call), and no pass adding a bias that is all zeros.
-    W, b = (model.W_U, model.b_U) if columns is None else (model.W_U[:, columns], model.b_U[columns])
-    logits = (x.reshape(-1, x.shape[-1]) @ W).view(*x.shape[:-1], -1)
-    if not is_zero(model.b_U):
-        logits += b
+    if columns is None:
+        logits = project(x, model.W_U, model.b_U)
+    else:
+        logits = project(x, model.W_U[:, columns], model.b_U, model.b_U[columns])
     return apply_softcap(logits, model.cfg.output_logits_soft_cap)
 
 
@@ -69,8 +69,8 @@ def target_logprobs(model, x: torch.Tensor, targets: torch.Tensor, chunk: int = 
     """log p(targets[i] | x[i]) under the full-vocabulary softmax, in fp32, for residuals x [N, d].
 
     Rows go through the unembedding in chunks, so a long answer list never holds [N, vocab]
-    logits at once (a 262k vocabulary makes that gigabytes). Slicing the vocabulary instead was
-    measured 2x slower here: column slices of W_U are strided."""
+    logits at once (a 262k vocabulary makes that gigabytes). Row chunks, not vocabulary slices:
+    column slices of W_U are strided and were slower when tried."""
     out = []
     targets = targets.to(x.device)
     for s in range(0, x.shape[0], chunk):

@@ -47,8 +47,7 @@ def set_cpu_threads() -> None:
     """Use every core for intra-op work; inter-op threads only add contention on 2 cores.
 
     Also flush denormals to zero: a 262k-vocabulary log-softmax underflows into denormals for
-    most tokens, and x86 handles those in microcode (measured 455 -> 321 ms for 140 rows of
-    cloze log-probabilities). Values below 1e-38 change no probability we report.
+    most tokens, and x86 handles those slowly. Values below 1e-38 change no probability we report.
     """
     n = os.cpu_count() or 1
     torch.set_num_threads(n)
@@ -60,9 +59,8 @@ def keep_freed_memory() -> bool:
     """Have glibc serve large tensors from its heap and keep freed memory for reuse.
 
     By default every block over 32 MB (a [128, 262k] logits chunk, a batch of MLP activations) is
-    mmap'd fresh and unmapped when freed, so each use page-faults all of it in again. On this VM
-    a fault costs ~3 us: a letter sweep over 24 orderings spent most of a 37 s question in 12.7 M
-    faults. Returns False where mallopt is not available (non-glibc platforms)."""
+    mmap'd fresh and unmapped when freed, so each use page-faults all of it in again, and page
+    faults are expensive in a VM. Returns False where mallopt is not available (non-glibc)."""
     import ctypes
     import ctypes.util
 
