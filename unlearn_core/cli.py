@@ -28,6 +28,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--data-dir")
     g.add_argument("--prompt-format", choices=["auto", "plain", "chat"])
     g.add_argument("--scoring", choices=["auto", "letter", "cloze"])
+    g.add_argument("--targets", dest="targets_file", help="a TOML file of your own unlearning targets")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("-v", "--verbose", action="store_true")
 
@@ -46,7 +47,7 @@ def _settings(args):
     return load_settings({
         "model": args.model, "saes": args.saes, "device": args.device, "dtype": args.dtype,
         "cache_dir": args.cache_dir, "data_dir": args.data_dir, "prompt_format": args.prompt_format,
-        "scoring": args.scoring,
+        "scoring": args.scoring, "targets_file": args.targets_file,
     }, config_file=args.config)
 
 
@@ -69,6 +70,10 @@ def _bar(total: int, desc: str):
 
 
 def _engine(args):
+    if getattr(args, "tiny", False):
+        from .tiny import tiny_engine
+
+        return tiny_engine(cache_dir=_settings(args).cache_dir)
     from .engine import load_engine
 
     return load_engine(_settings(args))
@@ -311,36 +316,90 @@ def cmd_serve(args) -> None:
 
 
 def cmd_demo(args) -> None:
-    """The quick-start demo: select WMDP-bio features, score a question with and without the clamp."""
-    from . import features as F
-    from .mcq import score_question
+    """The quick-start demo: a target's default intervention flips a question the model knows."""
+    from .demo import run_demo
 
     engine = _engine(args)
-    key = engine.default_sae
-    bar = _bar(2 * args.tokens, "selecting WMDP-bio features (forget WMDP-bio text vs retain WikiText-2)")
-    fs = F.feature_stats(engine, key, "wmdp-bio-text@train", n_tokens=args.tokens, progress=bar.update)
-    rs = F.feature_stats(engine, key, "wikitext@train", n_tokens=args.tokens, progress=bar.update)
+    out = run_demo(engine, args.target, progress=lambda n, msg: print(f"[demo] {msg}", file=sys.stderr))
+    _out(args, out, demo_text(out))
+
+
+def _question_lines(d: dict) -> list[str]:
+    return [d["question"]] + [f"  {L}. {c}" + ("   <- correct" if i == d["answer"] else "")
+                              for i, (L, c) in enumerate(zip(D.LETTERS, d["choices"]))]
+
+
+def demo_text(out: dict) -> str:
+    iv = out["intervention"]
+    lines = [f"target {out['target']}: {out['description']}",
+             f"default intervention: {iv['mode']} {len(iv['features'])} features of {iv['sae']} to -c, c = {iv['c']:g}"
+             f" (selected on {out['forget_corpus']} vs {', '.join(out['retain_corpora'])})", ""]
+    f = out["forget_example"]
+    if f:
+        lines += ["FORGET question (the clean model knows it: correct, and not guessable without the question):"]
+        lines += _question_lines(f["question"])
+        lines += [f"  clean    : {_fmt_probs(f['base']['probs'])}  -> {D.LETTERS[f['base']['predicted']]} (right)",
+                  f"  clamped  : {_fmt_probs(f['intervened']['probs'])}  -> {D.LETTERS[f['intervened']['predicted']]} "
+                  + ("(wrong: forgotten)" if not f["intervened"]["correct"] else "(still right)")]
+    else:
+        lines.append("no known forget question changed its answer under the default intervention "
+                     f"(checked {out['n_checked_forget']})")
+    r = out["retain_example"]
+    if r:
+        lines += ["", "RETAIN question (general knowledge, should stay right):"]
+        lines += _question_lines(r["question"])
+        lines += [f"  clean    : {_fmt_probs(r['base']['probs'])}  -> {D.LETTERS[r['base']['predicted']]}",
+                  f"  clamped  : {_fmt_probs(r['intervened']['probs'])}  -> {D.LETTERS[r['intervened']['predicted']]} "
+                  + ("(kept)" if r["intervened"]["correct"] else "(lost)")]
+    lines += ["", out["summary"]]
+    return "\n".join(lines)
+
+
+def cmd_target_list(args) -> None:
+    from .targets import load_targets
+
+    s = _settings(args)
+    ts = load_targets(s.targets_file)
+    out = [t.to_dict() for t in ts.values()]
+    lines = [f"{t.name:<12} [{t.source}] {t.description}\n{'':<13}forget: {t.forget_corpus} / {t.forget_questions}; "
+             f"retain: {', '.join(t.retain_corpora)} / {', '.join(t.retain_questions)}; default: {t.intervention.mode} "
+             f"N={t.selection.n} c={t.intervention.c:g}" for t in ts.values()]
+    _out(args, out, "\n".join(lines))
+
+
+def cmd_target_eval(args) -> None:
+    from .targets import evaluate_target, get_target
+
+    engine = _engine(args)
+    t = get_target(args.name, engine.settings.targets_file)
+    bar = _bar(0, f"target {t.name}: known filter")
+    r = evaluate_target(engine, t, args.forget_questions, args.retain_questions, loss_tokens=args.loss_tokens,
+                        progress=lambda n=1: bar.update(n))
     bar.close()
-    rows = F.select_features(fs.freq, rs.freq, 0.01, args.n)
-    feats = tuple(r["feature"] for r in rows)
-    qs = D.load_wmdp_bio(engine.settings.data_dir)
-    q = qs.questions[args.index]
-    iv = Intervention(key, feats, args.clamp, "clamp")
-    base, inter = score_question(engine, q), score_question(engine, q, [iv])
-    out = {"question": q.to_dict(), "features": rows, "base": base.to_dict(), "intervened": inter.to_dict(),
-           "intervention": iv.__dict__}
-    text = [f"[{qs.label}] {q.question}"] + [f"  {L}. {c}" for L, c in zip(D.LETTERS, q.choices)]
-    text += [f"correct: {D.LETTERS[q.answer]}   scoring: {engine.scoring}",
-             f"selected {len(feats)} features: {', '.join(map(str, feats))}",
-             f"base       : {_fmt_probs(base.probs)}  -> {D.LETTERS[base.predicted]}",
-             f"clamped c={args.clamp:g}: {_fmt_probs(inter.probs)}  -> {D.LETTERS[inter.predicted]}"]
-    _out(args, out, "\n".join(text))
+    obj = {k: r[k] for k in ("target", "intervention", "forget", "retain", "loss_added")}
+    obj["details"] = {k: v for k, v in r.items() if k not in obj}
+
+    def line(name, d):
+        if d["n_known"] == 0:
+            return f"{name:<8} {d['questions']}: {d['n_known']} of {d['n_questions']} known: nothing to score"
+        return (f"{name:<8} {d['questions']}: {d['n_known']} of {d['n_questions']} known; accuracy "
+                f"{d['base_accuracy']:.3f} -> {d['intervened_accuracy']:.3f}")
+
+    iv = r["intervention"]
+    lines = [f"target {t.name}: {iv['mode']} {len(iv['features'])} features, c = {iv['c']:g} ({r['scoring']} scoring, "
+             f"{'strict ' if r['strict_known'] else ''}known questions)", line("forget", r["forget"])]
+    lines += [line("retain", d) for d in r["retain_sets"]]
+    if r["loss_added"] is not None:
+        lines.append(f"loss added on {r['loss_corpus']} ({r['loss_tokens']} tokens): {r['loss_added']:+.4f} nats")
+    _out(args, obj, "\n".join(lines))
 
 
 def cmd_experiment(args) -> None:
     from . import experiments as X
 
     engine = _engine(args)
+    if args.which == "targets":
+        return _experiment_targets(args, engine)
     if args.which == "wmdp":
         r = X.wmdp_experiment(engine, args.on, stats_tokens=args.stats_tokens, ppl_tokens=args.ppl_tokens,
                               loss_tokens=args.ppl_tokens, mmlu_limit=args.mmlu_limit, wmdp_limit=args.wmdp_limit)
@@ -351,6 +410,40 @@ def cmd_experiment(args) -> None:
     if args.out:
         X.save(r, md, args.out)
     _out(args, r, md)
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    return tuple(float(x) for x in text.replace(",", " ").split())
+
+
+def _experiment_targets(args, engine) -> None:
+    """Per target: the sweep (choose on the train half, report the held-out half); for sherlock also
+    the book study (perplexity and generation with the 'SAE spliced in' control)."""
+    from . import experiments as X
+    from . import target_experiment as TX
+    from .targets import get_target
+
+    out = {}
+    for name in args.target or ["bio-basics", "sherlock"]:
+        t = get_target(name, engine.settings.targets_file)
+        r = TX.run(engine, t, thresholds=_floats(args.thresholds), ns=tuple(int(x) for x in _floats(args.ns)),
+                   values=_floats(args.values), loss_tokens=args.loss_tokens, ppl_tokens=args.ppl_tokens,
+                   min_retain=args.min_retain)
+        md = TX.markdown(r)
+        if name == "sherlock":
+            shipped = [row for row in r["rows"][1:] if row.get("shipped_default")] or \
+                      [row for row in r["rows"][1:] if row.get("chosen")]
+            if shipped:
+                b = TX.book_study(engine, t, tuple(shipped[0]["features"]), shipped[0]["c"], ppl_tokens=args.ppl_tokens)
+                r["book_study"] = b
+                md += "\n\n### Perplexity and generation (the Gemma Scope study's design, with its control)\n\n" \
+                      + X.book_markdown(b)
+        if args.out:
+            X.save(r, md, f"{args.out.rstrip('/')}/targets_{name}")
+        out[name] = r
+        print(md + "\n")
+    if args.json:
+        print(json.dumps(out, indent=2))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -437,22 +530,40 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--on")
     s.set_defaults(func=cmd_sae_eval)
 
-    s = sub.add_parser("demo", help="quick-start demo: a WMDP-bio question with and without a feature clamp")
+    s = sub.add_parser("demo", help="quick-start demo: a known question forgotten, a retain question kept")
     _common(s)
-    s.add_argument("--index", type=int, default=0)
-    s.add_argument("-n", type=int, default=20)
-    s.add_argument("--clamp", type=float, default=100.0)
-    s.add_argument("--tokens", type=int, default=20_000, help="token budget of the selection statistics")
+    s.add_argument("--target", default="bio-basics", help="which target (see `target list`)")
+    s.add_argument("--tiny", action="store_true", help="the tiny random test backend (numbers mean nothing)")
     s.set_defaults(func=cmd_demo)
 
-    s = sub.add_parser("experiment", help="reproduce the write-ups' experiments (wmdp | book)")
+    s = sub.add_parser("target", help="unlearning targets: list them, evaluate a default intervention")
+    tsub = s.add_subparsers(dest="tcmd", required=True)
+    t = tsub.add_parser("list", help="built-in and user targets")
+    _common(t)
+    t.set_defaults(func=cmd_target_list)
+    t = tsub.add_parser("eval", help="apply a target's default intervention; accuracy on known questions")
+    _common(t)
+    t.add_argument("name")
+    t.add_argument("--forget-questions", help="a question file (.json WMDP schema or .csv) instead of the target's")
+    t.add_argument("--retain-questions", action="append", help="a question file (repeatable) instead of the target's")
+    t.add_argument("--loss-tokens", type=int, default=20_000, help="tokens of loss added (0 skips it)")
+    t.add_argument("--tiny", action="store_true", help="the tiny random test backend (numbers mean nothing)")
+    t.set_defaults(func=cmd_target_eval)
+
+    s = sub.add_parser("experiment", help="the write-ups' experiments (wmdp | book) and the targets sweep (targets)")
     _common(s)
-    s.add_argument("which", choices=["wmdp", "book"])
+    s.add_argument("which", choices=["wmdp", "book", "targets"])
+    s.add_argument("--target", action="append", help="targets: which (repeatable; default bio-basics and sherlock)")
+    s.add_argument("--thresholds", default="0.01", help="targets: retain thresholds, e.g. '0.01,0.003'")
+    s.add_argument("--ns", default="20,50,100", help="targets: numbers of features")
+    s.add_argument("--values", default="100,200,400", help="targets: clamp values c")
+    s.add_argument("--loss-tokens", type=int, default=1500, help="targets: WebText tokens of loss added per row")
+    s.add_argument("--min-retain", type=float, default=0.9, help="targets: retain accuracy the default must keep")
     s.add_argument("--stats-tokens", type=int, default=100_000)
     s.add_argument("--ppl-tokens", type=int, default=4000)
     s.add_argument("--mmlu-limit", type=int, default=100, help="first N questions of each side-effect subject")
     s.add_argument("--wmdp-limit", type=int, default=0, help="first N held-out WMDP-bio questions (0 = all 255)")
-    s.add_argument("--out", help="write <out>.json and <out>.md")
+    s.add_argument("--out", help="write <out>.json and <out>.md (targets: a folder, one pair per target)")
     s.add_argument("--on")
     s.set_defaults(func=cmd_experiment)
 
@@ -484,7 +595,7 @@ def main(argv: list[str] | None = None) -> int:
         transformers.logging.set_verbosity_error()
     try:
         args.func(args)
-    except (D.DataUnavailableError, ValueError, KeyError, RuntimeError) as e:
+    except (D.DataUnavailableError, ValueError, KeyError, RuntimeError, OSError) as e:
         if getattr(args, "verbose", False):
             raise
         print(f"error: {e}", file=sys.stderr)

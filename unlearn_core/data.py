@@ -12,12 +12,14 @@ import hashlib
 import json
 import os
 import re
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .question_files import QUIZ_FILES, QuestionFileError, parse_question_file, split_part
+from .questions import LETTERS, Question, QuestionSet, fact_text, question_text
 from .settings import REPO_ROOT
 
-LETTERS = ("A", "B", "C", "D")
+__all__ = ["LETTERS", "Question", "QuestionSet", "QuestionFileError", "question_text"]
+
 SIDE_EFFECT_SUBJECTS = (
     "high_school_us_history",
     "college_computer_science",
@@ -30,50 +32,6 @@ WMDP_BIO_FALLBACK_LABEL = "OFFLINE FALLBACK: MMLU biology subjects standing in f
 
 class DataUnavailableError(RuntimeError):
     """A data source could not be found anywhere; the message lists every place tried."""
-
-
-@dataclass(frozen=True)
-class Question:
-    id: str
-    question: str
-    choices: tuple[str, ...]
-    answer: int
-    subject: str
-    source: str
-
-    def __post_init__(self) -> None:
-        if len(self.choices) != 4:
-            raise ValueError(f"question {self.id}: expected 4 choices, got {len(self.choices)}")
-        if not 0 <= self.answer < 4:
-            raise ValueError(f"question {self.id}: answer index {self.answer} out of range")
-
-    def reordered(self, perm: tuple[int, ...]) -> "Question":
-        """The same question with choices in order ``perm`` (new position j shows old choice perm[j])."""
-        return Question(
-            id=f"{self.id}@{''.join(map(str, perm))}",
-            question=self.question,
-            choices=tuple(self.choices[p] for p in perm),
-            answer=perm.index(self.answer),
-            subject=self.subject,
-            source=self.source,
-        )
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["choices"] = list(self.choices)
-        return d
-
-
-@dataclass
-class QuestionSet:
-    """Questions plus where they came from; ``label`` is shown to users (fallbacks say so)."""
-
-    name: str
-    questions: list[Question]
-    origin: str
-    label: str = ""
-    is_fallback: bool = False
-    notes: list[str] = field(default_factory=list)
 
 
 def _qid(source: str, subject: str, text: str) -> str:
@@ -287,24 +245,84 @@ def load_mmlu(subjects: list[str] | tuple[str, ...] | str, split: str = "test",
                        label="MMLU " + ", ".join(subjects))
 
 
+def split_spec(spec: str) -> tuple[str, str, str | None]:
+    """'quiz:retain@heldout!overlaps_bio' -> ('quiz:retain', 'heldout', 'overlaps_bio').
+
+    ``@train`` / ``@heldout`` pick a deterministic part (quizzes and question files: a 50/50
+    split by id hash; WMDP-bio and MMLU: first 80% / last 20%); ``!flag`` drops the records
+    whose extra field ``flag`` is true.
+    """
+    base, flag = spec, None
+    if "!" in base:
+        base, _, flag = base.rpartition("!")
+        if not flag.replace("_", "").isalnum():
+            raise ValueError(f"invalid filter flag {flag!r} in {spec!r}")
+    part = "all"
+    head, sep, tail = base.rpartition("@")
+    if sep and tail in ("all", "train", "heldout"):
+        base, part = head, tail
+    return base, part, flag
+
+
+def is_question_file(base: str) -> bool:
+    return base.startswith("file:") or Path(base).suffix.lower() in (".json", ".csv")
+
+
 def question_set_subjects(spec: str) -> list[str] | None:
-    """MMLU subjects of a question-set spec ('mmlu:a,b' or 'mmlu:side-effects'); None for 'wmdp-bio'."""
-    if spec == "wmdp-bio":
+    """MMLU subjects of a question-set spec ('mmlu:a,b' or 'mmlu:side-effects'); None for other sets."""
+    base, _, _ = split_spec(spec)
+    if base == "wmdp-bio" or base.startswith("quiz:") or is_question_file(base):
         return None
-    if spec.startswith("mmlu:"):
-        subs = spec[5:]
+    if base.startswith("mmlu:"):
+        subs = base[5:]
         return list(SIDE_EFFECT_SUBJECTS) if subs == "side-effects" else [x for x in subs.split(",") if x]
-    raise KeyError(f"unknown question set {spec!r}: use 'wmdp-bio', 'mmlu:<subject,...>' or 'mmlu:side-effects'")
+    raise KeyError(f"unknown question set {spec!r}: use 'wmdp-bio', 'mmlu:<subject,...>', 'mmlu:side-effects', "
+                   f"'quiz:<{'|'.join(QUIZ_FILES)}>' or a .json/.csv file, optionally with @train/@heldout "
+                   "and !flag")
 
 
-def load_question_set(spec: str, data_dir: str | None = None) -> QuestionSet:
-    """'wmdp-bio' (with its labelled fallback), 'mmlu:sub1,sub2' or 'mmlu:side-effects'."""
-    subjects = question_set_subjects(spec)
-    if subjects is None:
-        return load_wmdp_bio(data_dir)
-    qs = load_mmlu(subjects, data_dir=data_dir)
-    qs.name = spec
-    return qs
+def load_quiz(name: str, data_dir: str | None = None) -> QuestionSet:
+    """One of the project's quizzes (``quiz/README.md``) from the data folder."""
+    if name not in QUIZ_FILES:
+        raise KeyError(f"unknown quiz {name!r}; known: {sorted(QUIZ_FILES)}")
+    path, tried = _find_file(QUIZ_FILES[name], data_dir)
+    if not path:
+        raise _unavailable(f"quiz {name!r}", tried, f"put the file at <data dir>/{QUIZ_FILES[name]} or set "
+                           "UNLEARN_DATA_DIR")
+    return QuestionSet(f"quiz:{name}", parse_question_file(path, source=f"quiz-{name}"), origin=str(path),
+                       label=f"{name} quiz (dev)")
+
+
+def _part(questions: list[Question], base: str, part: str) -> list[Question]:
+    if part == "all":
+        return questions
+    if base == "wmdp-bio" or base.startswith("mmlu:"):
+        cut = int(len(questions) * 0.8)
+        return questions[:cut] if part == "train" else questions[cut:]
+    return split_part(questions, part)
+
+
+def load_question_set(spec: str, data_dir: str | None = None, allow_paths: bool = True) -> QuestionSet:
+    """A question set by spec: 'wmdp-bio' (with its labelled fallback), 'mmlu:sub1,sub2',
+    'mmlu:side-effects', 'quiz:bio', or a question file (.json/.csv; only with ``allow_paths``,
+    which the server turns off), each optionally with '@train'/'@heldout' and '!flag'."""
+    base, part, flag = split_spec(spec)
+    if is_question_file(base):
+        if not allow_paths:
+            raise KeyError(f"question set {spec!r}: file paths are not accepted here; use a named set")
+        path = base[5:] if base.startswith("file:") else base
+        qs = QuestionSet(spec, parse_question_file(path), origin=str(Path(path).resolve()),
+                         label=f"file {Path(path).name}")
+    elif base.startswith("quiz:"):
+        qs = load_quiz(base[5:], data_dir)
+    else:
+        subjects = question_set_subjects(base)
+        qs = load_wmdp_bio(data_dir) if subjects is None else load_mmlu(subjects, data_dir=data_dir)
+    questions = _part(qs.questions, base, part)
+    if flag:
+        questions = [q for q in questions if not q.extra.get(flag)]
+    label = qs.label + ("" if part == "all" else f" ({part} part)") + (f" without {flag}" if flag else "")
+    return QuestionSet(spec, questions, origin=qs.origin, label=label, is_fallback=qs.is_fallback, notes=qs.notes)
 
 
 # ---------------------------------------------------------------- corpora
@@ -317,12 +335,17 @@ CORPORA: dict[str, tuple[str, tuple]] = {
     "pile-train": ("text/pile.valid.jsonl", ("monology/pile-uncopyrighted", None, "train")),
     "wikitext": ("text/wikitext-2-raw.test.txt", ("Salesforce/wikitext", "wikitext-2-raw-v1", "test")),
     "sherlock": ("books/sherlock_holmes_pg1661.txt", ()),
+    # the gated WMDP bio forget corpus, for users who have it ({"text"} per line); a path can also
+    # be given in UNLEARN_WMDP_FORGET_CORPUS
+    "wmdp-bio-forget": ("wmdp/bio-forget-corpus.jsonl", ()),
 }
 CORPUS_HELP = {
     "webtext": "OpenWebText stand-in (WebText excerpts, held-out split)",
     "wikitext": "WikiText-2 raw test",
     "sherlock": "The Adventures of Sherlock Holmes (public domain)",
     "wmdp-bio-text": "WMDP-bio question text (stand-in for the gated bio forget corpus)",
+    "wmdp-bio-forget": "the gated WMDP bio forget corpus (only where the user has it)",
+    "quiz:<name>": "a quiz as text: 'Question: ...\\nAnswer: <right answer>' per question",
 }
 
 
@@ -362,10 +385,6 @@ def split_paragraph_docs(text: str, min_chars: int = 200) -> list[str]:
     return docs
 
 
-def question_text(q: Question) -> str:
-    return q.question + "\n" + "\n".join(f"{L}. {c}" for L, c in zip(LETTERS, q.choices))
-
-
 def load_corpus(name: str, data_dir: str | None = None, part: str = "all") -> list[str]:
     """Documents of a named corpus or a file path (.jsonl with {"text"} or plain text).
 
@@ -374,6 +393,10 @@ def load_corpus(name: str, data_dir: str | None = None, part: str = "all") -> li
     """
     if part not in ("all", "train", "heldout"):
         raise ValueError(f"part must be all/train/heldout, got {part!r}")
+    if name.startswith("quiz:") or (is_question_file(name) and name not in CORPORA):
+        # a question set as text, in the cloze prompt's format with the right answer; its parts
+        # are the question set's own (50/50 by id), so selection text and scored questions match
+        return [fact_text(q) for q in load_question_set(f"{name}@{part}", data_dir).questions]
     docs = _load_corpus_docs(name, data_dir)
     if part == "all":
         return docs
@@ -396,6 +419,10 @@ def _load_corpus_docs(name: str, data_dir: str | None) -> list[str]:
                          " or a .jsonl/.txt path")
     rel, hub = CORPORA[name]
     path, tried = _find_file(rel, data_dir)
+    env_path = os.environ.get("UNLEARN_WMDP_FORGET_CORPUS") if name == "wmdp-bio-forget" else None
+    if env_path:
+        path = Path(env_path) if Path(env_path).is_file() else path
+        tried.insert(0, f"{env_path} (UNLEARN_WMDP_FORGET_CORPUS)")
     if path:
         return _docs_from_file(path)
     if hub and _hub_enabled():
@@ -432,9 +459,12 @@ def _docs_from_file(path: Path) -> list[str]:
 def data_sources(data_dir: str | None = None) -> dict[str, str]:
     """Where each standard source would come from right now (for `info` and the home page)."""
     out = {}
-    for name, (rel, _) in CORPORA.items():
+    for name, (rel, hub) in CORPORA.items():
         p, _t = _find_file(rel, data_dir)
-        out[name] = str(p) if p else ("hub" if _hub_enabled() else "unavailable")
+        out[name] = str(p) if p else ("hub" if hub and _hub_enabled() else "unavailable")
+    for name, rel in QUIZ_FILES.items():
+        p, _t = _find_file(rel, data_dir)
+        out[f"quiz:{name}"] = str(p) if p else "unavailable"
     p, _t = _find_file("wmdp/bio_questions.json", data_dir)
     out["wmdp-bio"] = str(p) if p else ("hub:cais/wmdp" if _hub_enabled() else f"fallback: {WMDP_BIO_FALLBACK_LABEL}")
     p, _t = _find_file("mmlu/test", data_dir)

@@ -121,10 +121,14 @@ def wmdp_experiment(engine: Engine, sae: str | None = None, threshold: float = 0
 
 def book_experiment(engine: Engine, sae: str | None = None, threshold: float = 0.01, n: int = 50, c: float = 50.0,
                     stats_tokens: int = 100_000, ppl_tokens: int = 4000,
-                    prompt: str = "Sherlock Holmes took his bottle from the corner of the") -> dict:
+                    prompt: str = "Sherlock Holmes took his bottle from the corner of the",
+                    features: tuple[int, ...] | None = None) -> dict:
+    """With ``features`` given (e.g. a target's default), they are used instead of the paper's selection."""
     sae = sae or engine.default_sae
     t0 = time.time()
     fs, rs, rows = _select(engine, sae, "sherlock@train", "wikitext@train", threshold, n, stats_tokens)
+    if features is not None:
+        rows = [{"feature": int(i), "forget_freq": float(fs.freq[i]), "retain_freq": float(rs.freq[i])} for i in features]
     feats = tuple(r["feature"] for r in rows)
     conds = [
         ("none", None),
@@ -141,6 +145,7 @@ def book_experiment(engine: Engine, sae: str | None = None, threshold: float = 0
     gens = {"prompt": prompt, "none": generate(engine, prompt, None, max_new_tokens=30),
             "clamp": generate(engine, prompt, conds[-1][1], max_new_tokens=30)}
     return {"sae": sae, "hook": engine.saes[sae].hook_name, "threshold": threshold, "n_selected": len(feats),
+            "features_given": features is not None, "c": c,
             "selection": _feature_table(engine, sae, rows, fs, 10), "conditions": table, "generation": gens,
             "ppl_tokens": ppl_tokens, "seconds": round(time.time() - t0)}
 
@@ -170,8 +175,10 @@ def wmdp_markdown(r: dict) -> str:
 
 
 def book_markdown(r: dict) -> str:
-    lines = [f"SAE `{r['sae']}` at `{r['hook']}`; {r['n_selected']} features selected (Sherlock Holmes train part "
-             f"vs WikiText-2 train part, threshold {r['threshold']}); perplexity over {r['ppl_tokens']} tokens.", "",
+    how = ("the target's default features" if r.get("features_given") else
+           f"selected on Sherlock Holmes train part vs WikiText-2 train part, threshold {r['threshold']}")
+    lines = [f"SAE `{r['sae']}` at `{r['hook']}`; {r['n_selected']} features ({how}); perplexity over "
+             f"{r['ppl_tokens']} tokens.", "",
              "| condition | ppl WikiText-2 (held-out) | ppl Sherlock Holmes (held-out) |", "| --- | --- | --- |"]
     lines += [f"| {c['condition']} | {c['ppl_wikitext_heldout']:.2f} | {c['ppl_sherlock_heldout']:.2f} |"
               for c in r["conditions"]]

@@ -152,15 +152,18 @@ def all_orderings(q: Question) -> list[Question]:
 
 
 def known_questions(engine: Engine, questions: list[Question], scoring: str | None = None, style: str | None = None,
-                    use_cache: bool = True, progress=None) -> list[Question]:
+                    use_cache: bool = True, progress=None, strict: bool = False) -> list[Question]:
     """Questions the clean model answers correctly in all 24 orderings (letter scoring).
 
-    Cloze scoring is order-invariant, so one pass decides it. Cached on disk per
-    model + dtype + scoring + prompt style + question set.
+    Cloze scoring is order-invariant, so one pass decides it. With ``strict`` (the paper's
+    stricter variant) a question is also dropped when the model answers it correctly with the
+    question text removed (in the original order): that is answer bias, not knowledge.
+    Cached on disk per model + dtype + scoring + prompt style + strictness + question set.
     """
     scoring = scoring or engine.scoring
     style = style or engine.prompt_format
-    key = C.key_of("known", engine.cache_namespace(), scoring, style, [q.id for q in questions])
+    key = C.key_of("known", engine.cache_namespace(), scoring, style, [q.id for q in questions],
+                   *(("strict",) if strict else ()))
     path = Path(engine.settings.cache_dir) / "known" / f"{key}.json"
 
     def compute() -> list[str]:
@@ -168,7 +171,10 @@ def known_questions(engine: Engine, questions: list[Question], scoring: str | No
         for q in questions:
             variants = all_orderings(q) if scoring == "letter" else [q]
             scores = score_questions(engine, variants, scoring=scoring, style=style, batch_size=8)
-            if all(s.correct for s in scores):
+            ok = all(s.correct for s in scores)
+            if ok and strict:
+                ok = not score_questions(engine, [q.blanked()], scoring=scoring, style=style)[0].correct
+            if ok:
                 known.append(q.id)
             if progress:
                 progress(1)

@@ -29,6 +29,7 @@ class Settings:
     data_dir: str | None = None
     prompt_format: str = "auto"  # "plain" | "chat" | "auto" (chat for -it models)
     scoring: str = "auto"  # "letter" | "cloze" | "auto" (cloze for base models)
+    targets_file: str | None = None  # a user's TOML of extra unlearning targets (see targets.py)
 
     def resolved_device(self) -> str:
         from .models import pick_device

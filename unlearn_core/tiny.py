@@ -91,4 +91,8 @@ def tiny_engine(seed: int = 0, cache_dir: str | None = None):
     overrides = {"model": "tiny", "saes": ["tiny"], "prompt_format": "plain", "scoring": "letter"}
     if cache_dir:
         overrides["cache_dir"] = cache_dir
-    return engine_from_parts(model, [sae], load_settings(overrides), model_name="tiny")
+    engine = engine_from_parts(model, [sae], load_settings(overrides), model_name="tiny")
+    # a random SAE's features fire on most tokens of any text, so no feature would pass a target's
+    # retain threshold; the tiny backend relaxes it (and targets.select_for_target says so)
+    engine.extra["selection_threshold"] = 1.0
+    return engine

@@ -1,0 +1,310 @@
+"""Targets, question files, the strict known filter and format-matched selection (no real model)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from unlearn_core import data as D
+from unlearn_core import features as F
+from unlearn_core import mcq
+from unlearn_core import targets as T
+from unlearn_core.question_files import QuestionFileError, parse_question_file, split_part
+from unlearn_core.questions import Question, fact_text
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# ---------------------------------------------------------------- question files
+
+
+def _json(tmp_path: Path, rows, name: str = "q.json") -> Path:
+    p = tmp_path / name
+    p.write_text(json.dumps(rows))
+    return p
+
+
+def test_json_question_file_keeps_extra_fields(tmp_path):
+    p = _json(tmp_path, [{"question": "Q1?", "choices": ["a", "b", "c", "d"], "answer": 2, "id": "x1",
+                          "topic": "cells", "overlaps_bio": True},
+                         {"question": "Q2?", "choices": ["a", "b", "c", "d"], "answer": "B"}])
+    qs = parse_question_file(p)
+    assert [q.answer for q in qs] == [2, 1]
+    assert qs[0].extra == {"id": "x1", "topic": "cells", "overlaps_bio": True}
+    assert qs[0].subject == "cells" and qs[0].id == "q:x1"
+    assert qs[1].id.startswith("q:") and qs[1].id != qs[0].id
+
+
+def test_csv_question_file_in_both_layouts(tmp_path):
+    p = tmp_path / "mmlu_like.csv"
+    p.write_text("question,choice0,choice1,choice2,choice3,answer\nWhat?,w,x,y,z,3\n")
+    assert parse_question_file(p)[0].choices == ("w", "x", "y", "z")
+    p2 = tmp_path / "letters.csv"
+    p2.write_text("question,A,B,C,D,answer,topic\nWho?,w,x,y,z,C,history\n")
+    q = parse_question_file(p2)[0]
+    assert q.answer == 2 and q.extra["topic"] == "history"
+
+
+@pytest.mark.parametrize("rows,needle", [
+    ([{"question": "Q?", "choices": ["a", "b", "c"], "answer": 0}], "expected 4 choices, got 3"),
+    ([{"question": "Q?", "choices": ["a", "b", "c", "d"], "answer": 4}], "out of range"),
+    ([{"question": "Q?", "choices": ["a", "b", "c", "d"], "answer": "E"}], "must be 0-3 or A-D"),
+    ([{"question": "Q?", "choices": ["a", "b", "c", "d"]}], "missing 'answer'"),
+    ([{"choices": ["a", "b", "c", "d"], "answer": 1}], "missing or empty 'question'"),
+    ([{"question": "Q?", "answer": 1}], "missing 'choices'"),
+    ({"not": "a list"}, "expected a JSON list"),
+    ([], "no questions"),
+])
+def test_bad_json_question_files_say_what_is_wrong(tmp_path, rows, needle):
+    p = _json(tmp_path, rows)
+    with pytest.raises(QuestionFileError, match=needle) as e:
+        parse_question_file(p)
+    assert str(p) in str(e.value)
+
+
+def test_bad_csv_and_paths(tmp_path):
+    p = tmp_path / "bad.csv"
+    p.write_text("question,choice0,choice1,answer\nQ?,a,b,1\n")
+    with pytest.raises(QuestionFileError, match="4 choice columns"):
+        parse_question_file(p)
+    p.write_text("question,A,B,C,D,answer\nQ?,a,b,c,d,9\n")
+    with pytest.raises(QuestionFileError, match=r"row 2: answer 9 out of range"):
+        parse_question_file(p)
+    with pytest.raises(QuestionFileError, match="not found"):
+        parse_question_file(tmp_path / "missing.json")
+    (tmp_path / "x.txt").write_text("hi")
+    with pytest.raises(QuestionFileError, match=".json .* or .csv"):
+        parse_question_file(tmp_path / "x.txt")
+    (tmp_path / "broken.json").write_text("[{")
+    with pytest.raises(QuestionFileError, match="not valid JSON"):
+        parse_question_file(tmp_path / "broken.json")
+
+
+def test_question_files_load_wherever_question_sets_do(tmp_path):
+    p = _json(tmp_path, [{"question": f"Q{i}?", "choices": ["a", "b", "c", "d"], "answer": i % 4, "flag": i == 0}
+                         for i in range(10)])
+    qs = D.load_question_set(str(p))
+    assert len(qs.questions) == 10 and qs.label == "file q.json"
+    train, held = D.load_question_set(f"{p}@train"), D.load_question_set(f"{p}@heldout")
+    assert len(train.questions) + len(held.questions) == 10
+    assert not {q.id for q in train.questions} & {q.id for q in held.questions}
+    assert len(D.load_question_set(f"{p}!flag").questions) == 9
+    with pytest.raises(KeyError, match="file paths are not accepted"):
+        D.load_question_set(str(p), allow_paths=False)
+
+
+# ---------------------------------------------------------------- quizzes, specs, corpora
+
+
+def test_quiz_sets_parts_and_flags(shared_data):
+    full = D.load_question_set("quiz:retain")
+    assert len(full.questions) == 133
+    train, held = D.load_question_set("quiz:retain@train"), D.load_question_set("quiz:retain@heldout")
+    assert sorted(q.id for q in train.questions + held.questions) == sorted(q.id for q in full.questions)
+    assert 40 < len(train.questions) < 93
+    nobio = D.load_question_set("quiz:retain@heldout!overlaps_bio")
+    assert all(not q.extra.get("overlaps_bio") for q in nobio.questions)
+    assert len(nobio.questions) < len(held.questions)
+    assert "heldout part" in nobio.label and "without overlaps_bio" in nobio.label
+    assert D.split_spec("quiz:retain@heldout!overlaps_bio") == ("quiz:retain", "heldout", "overlaps_bio")
+    assert D.split_spec("mmlu:side-effects") == ("mmlu:side-effects", "all", None)
+    with pytest.raises(KeyError, match="unknown quiz"):
+        D.load_question_set("quiz:nope")
+
+
+def test_quiz_corpus_is_the_same_part_as_the_questions(shared_data):
+    docs = D.load_corpus("quiz:bio", part="train")
+    qs = D.load_question_set("quiz:bio@train").questions
+    assert docs == [fact_text(q) for q in qs]
+    assert docs[0].startswith("Question: ") and "\nAnswer: " in docs[0]
+    assert not set(docs) & set(D.load_corpus("quiz:bio", part="heldout"))
+
+
+def test_split_is_by_id_and_stable():
+    qs = [Question(f"s:{i}", "q?", ("a", "b", "c", "d"), 0, "s", "t") for i in range(200)]
+    train = split_part(qs, "train")
+    assert 70 < len(train) < 130
+    assert [q.id for q in split_part(list(reversed(qs)), "train")] == [q.id for q in reversed(train)]
+
+
+# ---------------------------------------------------------------- strict known filter
+
+
+class _FakeScore:
+    def __init__(self, correct: bool):
+        self.correct = correct
+
+
+def test_strict_known_filter_on_hand_made_cases(tiny, monkeypatch):
+    """with question right / blanked right: known (loose) | known (strict)"""
+    table = {"k": (True, False), "bias": (True, True), "wrong": (False, False), "lucky_blank": (False, True)}
+    qs = [Question(name, "q?", ("a", "b", "c", "d"), 0, "s", "t") for name in table]
+
+    def fake_scores(engine, questions, interventions=None, scoring=None, style=None, batch_size=8, progress=None):
+        out = []
+        for q in questions:
+            base, blank = q.id.split("#")[0].split("@")[0], q.id.endswith("#blank")
+            assert (q.question == "") == blank
+            out.append(_FakeScore(table[base][1 if blank else 0]))
+        return out
+
+    monkeypatch.setattr(mcq, "score_questions", fake_scores)
+    loose = mcq.known_questions(tiny, qs, scoring="cloze", use_cache=False)
+    strict = mcq.known_questions(tiny, qs, scoring="cloze", use_cache=False, strict=True)
+    assert [q.id for q in loose] == ["k", "bias"]
+    assert [q.id for q in strict] == ["k"]
+    # letters: every one of the 24 orderings must be right, and the blank (original order) wrong
+    assert [q.id for q in mcq.known_questions(tiny, qs, scoring="letter", use_cache=False, strict=True)] == ["k"]
+
+
+def test_blanked_question_is_the_cloze_prompt_without_text():
+    q = Question("b", "Which bacterium causes anthrax?", ("w", "x", "y", "z"), 3, "s", "t")
+    assert mcq.cloze_prefix(q.blanked()) == "Question: \nAnswer:"
+    assert q.blanked().answer == 3 and q.blanked().choices == q.choices
+
+
+# ---------------------------------------------------------------- format-matched selection
+
+
+def test_format_matched_selection_drops_a_feature_firing_on_both_formats():
+    # feature 0: fires on quiz format (forget quiz AND retain quiz), never on WikiText -> format feature
+    # feature 1: fires only on the forget topic; feature 2: common everywhere
+    forget = torch.tensor([0.30, 0.20, 0.25])
+    retain_quiz = torch.tensor([0.30, 0.00, 0.20])
+    wiki = torch.tensor([0.00, 0.001, 0.20])
+
+    class S:
+        def __init__(self, f):
+            self.freq = f
+
+    paper = [r["feature"] for r in F.select_features(forget, wiki, 0.01, 3)]
+    matched = [r["feature"] for r in F.select_features(forget, T.retain_frequency([S(retain_quiz), S(wiki)]), 0.01, 3)]
+    assert paper == [0, 1]  # the paper's selection keeps the format feature, ranked first
+    assert matched == [1]
+
+
+def test_select_for_target_reports_retain_corpora(tiny, shared_data):
+    t = T.get_target("bio-basics")
+    out = T.select_for_target(tiny, t, n=5)
+    assert out["retain_corpora"] == list(t.retain_corpora)
+    assert out["forget_corpus"] == t.forget_corpus
+    assert "relaxed" in out["note"]  # the tiny backend's random SAE needs a relaxed threshold, and says so
+    assert 0 < len(out["features"]) <= 5
+    for r in out["features"]:
+        assert set(r["retain_freqs"]) == set(t.retain_corpora)
+        assert r["retain_freq"] == pytest.approx(max(r["retain_freqs"].values()))
+
+
+# ---------------------------------------------------------------- the registry and user targets
+
+
+def test_builtin_targets_load():
+    ts = T.load_targets()
+    assert {"bio-basics", "sherlock", "wmdp-bio"} <= set(ts)
+    bio = ts["bio-basics"]
+    assert bio.forget_questions == "quiz:bio" and bio.eval_part == "heldout" and bio.strict_known
+    assert "quiz:retain@train" in bio.retain_corpora  # format-matched
+    wmdp = ts["wmdp-bio"]
+    assert wmdp.scoring == "letter" and wmdp.orderings and wmdp.forget_corpus_fallback == "wmdp-bio-text@train"
+    assert ts["sherlock"].forget_corpus == "sherlock@train"
+
+
+def test_wmdp_target_falls_back_to_question_text_with_a_label(shared_data, monkeypatch):
+    monkeypatch.delenv("UNLEARN_WMDP_FORGET_CORPUS", raising=False)
+    corpus, note = T.forget_corpus_for(T.get_target("wmdp-bio"), None)
+    assert corpus == "wmdp-bio-text@train" and "not available" in note
+
+
+def test_user_target_toml(tmp_path, shared_data):
+    (tmp_path / "corpus.txt").write_text("Dragons breathe fire.\n\nDragons hoard gold.\n")
+    _json(tmp_path, [{"question": "What do dragons hoard?", "choices": ["gold", "fish", "snow", "rice"], "answer": 0}],
+          "dragons.json")
+    f = tmp_path / "mine.toml"
+    f.write_text('[dragons]\ndescription = "dragon lore"\nforget_corpus = "corpus.txt"\n'
+                 'forget_questions = "dragons.json"\nretain_corpora = ["wikitext@train"]\n'
+                 'retain_questions = "quiz:retain"\n[dragons.selection]\nn = 7\n[dragons.intervention]\nc = 30\n')
+    ts = T.load_targets(str(f))
+    d = ts["dragons"]
+    assert d.forget_corpus == str(tmp_path / "corpus.txt") and d.forget_questions == str(tmp_path / "dragons.json")
+    assert d.retain_questions == ("quiz:retain",) and d.selection.n == 7 and d.intervention.c == 30
+    assert d.source == str(f)
+    assert D.load_corpus(d.forget_corpus) == ["Dragons breathe fire.\n\nDragons hoard gold."]
+    forget, retain = T.question_specs(d)
+    assert forget == str(tmp_path / "dragons.json") + "@heldout" and retain == ["quiz:retain@heldout"]
+    assert T.question_specs(d, forget_file="x.csv", retain_files=["y.json"]) == ("x.csv", ["y.json"])
+
+
+@pytest.mark.parametrize("body,needle", [
+    ('[x]\nforget_corpus = "a.txt"\n', "missing"),
+    ('[x]\nforget_corpus="a"\nforget_questions="b"\nretain_corpora=["c"]\nretain_questions=["d"]\ncolour="red"\n',
+     "unknown field"),
+    ('[x]\nforget_corpus="a"\nforget_questions="b"\nretain_corpora=["c"]\nretain_questions=["d"]\n'
+     '[x.intervention]\nmode="melt"\n', "mode must be one of"),
+    ('[x]\nforget_corpus="a"\nforget_questions="b"\nretain_corpora=["c"]\nretain_questions=["d"]\n'
+     '[x.selection]\nthreshold=2\n', "threshold"),
+    ('[bio-basics]\nforget_corpus="a"\nforget_questions="b"\nretain_corpora=["c"]\nretain_questions=["d"]\n',
+     "name of a built-in"),
+    ("[x\n", "not valid TOML"),
+])
+def test_bad_user_targets_get_clear_errors(tmp_path, body, needle):
+    f = tmp_path / "t.toml"
+    f.write_text(body)
+    with pytest.raises(T.TargetError, match=needle):
+        T.load_targets(str(f))
+
+
+def test_with_part():
+    assert T.with_part("quiz:retain!overlaps_bio", "heldout") == "quiz:retain@heldout!overlaps_bio"
+    assert T.with_part("quiz:bio@train", "heldout") == "quiz:bio@train"
+    assert T.with_part("mmlu:side-effects", "all") == "mmlu:side-effects"
+
+
+# ---------------------------------------------------------------- target eval
+
+
+EVAL_KEYS = {"n_questions", "n_known", "base_accuracy", "intervened_accuracy"}
+
+
+def test_evaluate_target_on_tiny(tiny, shared_data):
+    r = T.evaluate_target(tiny, T.get_target("bio-basics"), loss_tokens=300)
+    assert r["target"] == "bio-basics"
+    assert EVAL_KEYS <= set(r["forget"]) and EVAL_KEYS <= set(r["retain"])
+    assert r["forget"]["questions"] == "quiz:bio@heldout"
+    assert r["retain"]["questions"] == "quiz:retain@heldout!overlaps_bio"
+    assert isinstance(r["loss_added"], float)
+    assert r["intervention"]["features"] and r["intervention"]["c"] == T.get_target("bio-basics").intervention.c
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "unlearn_core", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=600, env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+
+
+def test_cli_target_list_json(tmp_path):
+    p = _cli("target", "list", "--json", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    names = [t["name"] for t in json.loads(p.stdout)]
+    assert names[:3] == ["bio-basics", "sherlock", "wmdp-bio"]
+
+
+def test_cli_target_eval_json_contract_on_tiny(tmp_path, shared_data):
+    qfile = _json(tmp_path, [{"question": f"Q{i}?", "choices": ["a", "b", "c", "d"], "answer": i % 4}
+                             for i in range(4)], "forget.json")
+    p = _cli("target", "eval", "bio-basics", "--tiny", "--json", "--loss-tokens", "200", "--cache-dir",
+             str(tmp_path / "cache"), "--forget-questions", str(qfile), cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-2000:]
+    out = json.loads(p.stdout)
+    assert {"target", "intervention", "forget", "retain", "loss_added"} <= set(out)
+    assert out["target"] == "bio-basics"
+    assert EVAL_KEYS <= set(out["forget"]) and EVAL_KEYS <= set(out["retain"])
+    assert out["forget"]["n_questions"] == 4 and out["forget"]["questions"] == str(qfile)
+    assert isinstance(out["loss_added"], float)
+
+
+def test_cli_target_eval_unknown_target_is_a_clean_error(tmp_path):
+    p = _cli("target", "eval", "no-such-target", "--tiny", "--cache-dir", str(tmp_path / "c"), cwd=tmp_path)
+    assert p.returncode == 2 and "unknown target" in p.stderr and "Traceback" not in p.stderr

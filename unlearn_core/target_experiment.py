@@ -1,0 +1,160 @@
+"""The targets experiment: a sweep over selection, N and c per target, chosen on one half, reported on the other.
+
+Why two halves: a default intervention chosen on the questions it is then scored on would
+overstate it. Every question set of a target is split 50/50 by id (``@train`` / ``@heldout``).
+Features are selected on the train half's text (the target's forget corpus is ``...@train``), the
+default is chosen on the train half's known questions (lowest forget accuracy among the
+configurations that keep retain accuracy >= ``min_retain``), and every row reports the held-out
+half, which neither step saw. The quizzes' own held-out third is not distributed at all.
+
+Selection variants: ``paper`` ranks forget-corpus frequency against WikiText-2 only (the paper's
+retain corpus); ``format-matched`` against the target's retain corpora (retain quiz text in the
+same format, WikiText-2, WebText), so features of the quiz format itself drop out.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+from . import data as D
+from . import features as F
+from .interventions import Intervention
+from .mcq import known_questions
+from .metrics import loss_added, perplexity
+from .sweep import evaluate_configs
+from .targets import Target, forget_corpus_for, retain_frequency, with_part
+
+PAPER_RETAIN = ("wikitext@train",)
+
+
+def _bar(total: int, desc: str):
+    import sys
+
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, file=sys.stderr, dynamic_ncols=True)
+
+
+def _known_sets(engine, target: Target, scoring: str) -> dict[str, list]:
+    """Known questions of the forget set and every retain set, on both halves."""
+    specs = {"forget": target.forget_questions}
+    for i, s in enumerate(target.retain_questions):
+        specs[f"retain{i}"] = s
+    out = {}
+    for name, spec in specs.items():
+        for part in ("train", "heldout"):
+            qs = D.load_question_set(with_part(spec, part), engine.settings.data_dir).questions
+            bar = _bar(len(qs), f"known {with_part(spec, part)}")
+            out[f"{name}@{part}"] = known_questions(engine, qs, scoring=scoring, strict=target.strict_known,
+                                                    progress=bar.update)
+            bar.close()
+    return out
+
+
+def run(engine, target: Target, variants=("paper", "format-matched"), thresholds=(0.01,), ns=(20, 50, 100),
+        values=(100.0, 200.0, 400.0), min_retain: float = 0.9, loss_tokens: int = 1500, ppl_tokens: int = 1500,
+        sae: str | None = None) -> dict:
+    t0 = time.time()
+    sae = sae or engine.default_sae
+    scoring = target.scoring or engine.scoring
+    forget_corpus, note = forget_corpus_for(target, engine.settings.data_dir)
+    toks = target.selection.tokens
+    fs = F.feature_stats(engine, sae, forget_corpus, n_tokens=toks)
+    retain_sets = {"paper": PAPER_RETAIN, "format-matched": tuple(target.retain_corpora)}
+    stats = {c: F.feature_stats(engine, sae, c, n_tokens=toks) for v in variants for c in retain_sets[v]}
+    known = _known_sets(engine, target, scoring)
+
+    grid, configs = [], [[]]
+    for v in variants:
+        rf = retain_frequency([stats[c] for c in retain_sets[v]])
+        for t in thresholds:
+            rows = F.select_features(fs.freq, rf, t, max(ns))
+            for n in ns:
+                feats = tuple(r["feature"] for r in rows[:n])
+                for c in values:
+                    if feats:
+                        grid.append({"selection": v, "retain_corpora": list(retain_sets[v]), "threshold": t, "n": n,
+                                     "n_features": len(feats), "c": float(c), "features": list(feats)})
+                        configs.append([Intervention(sae, feats, float(c), target.intervention.mode)])
+    acc = {}
+    bar = _bar(sum(len(q) for q in known.values()), f"{target.name}: {len(configs)} configurations")
+    for name, qs in known.items():
+        acc[name] = [r.accuracy if qs else None for r in
+                     evaluate_configs(engine, qs, configs, scoring=scoring, orderings=target.orderings,
+                                      progress=bar.update)]
+    bar.close()
+
+    docs_loss = D.load_corpus(target.loss_corpus, engine.settings.data_dir)
+    ppl_name, _, ppl_part = (target.ppl_corpus or "").partition("@")
+    docs_ppl = D.load_corpus(ppl_name, engine.settings.data_dir, part=ppl_part or "all") if ppl_name else None
+    rows = []
+    bar = _bar(len(configs), f"{target.name}: loss added and perplexity")
+    for i, cfg in enumerate(configs):
+        row = {"config": "none"} if not cfg else {"config": "{selection} t={threshold:g} N={n} c={c:g}".format(**grid[i - 1]),
+                                                  **grid[i - 1]}
+        for name in known:
+            row[name] = acc[name][i]
+        row["loss_added"] = (loss_added(engine, docs_loss, cfg, n_tokens=loss_tokens, corpus=target.loss_corpus).loss_added
+                             if cfg and loss_tokens else 0.0)
+        row["ppl_forget_heldout"] = (perplexity(engine, docs_ppl, cfg or None, n_tokens=ppl_tokens)["perplexity"]
+                                     if docs_ppl else None)
+        rows.append(row)
+        bar.update(1)
+    bar.close()
+
+    ok = [r for r in rows[1:] if r["retain0@train"] is not None and r["retain0@train"] >= min_retain]
+    chosen = min(ok, key=lambda r: (r["forget@train"], -r["retain0@train"], r["n"], r["c"])) if ok else None
+    shipped = target.intervention.c, target.selection.n, target.selection.threshold, tuple(target.retain_corpora)
+    for r in rows[1:]:
+        r["chosen"] = r is chosen
+        r["shipped_default"] = (r["c"], r["n"], r["threshold"], tuple(r["retain_corpora"])) == shipped
+    return {"target": target.name, "sae": sae, "hook": engine.saes[sae].hook_name, "scoring": scoring,
+            "strict_known": target.strict_known, "forget_corpus": forget_corpus, "forget_corpus_note": note,
+            "retain_questions": list(target.retain_questions), "forget_questions": target.forget_questions,
+            "n_known": {k: len(v) for k, v in known.items()}, "min_retain": min_retain, "loss_tokens": loss_tokens,
+            "ppl_tokens": ppl_tokens, "ppl_corpus": target.ppl_corpus, "rows": rows,
+            "chosen": chosen["config"] if chosen else None, "seconds": round(time.time() - t0)}
+
+
+def _f(x) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+def markdown(r: dict) -> str:
+    n = r["n_known"]
+    lines = [f"Target `{r['target']}`: SAE `{r['sae']}` at `{r['hook']}`, {r['scoring']} scoring, "
+             f"{'strict ' if r['strict_known'] else ''}known questions. Forget corpus `{r['forget_corpus']}`"
+             + (f" ({r['forget_corpus_note']})" if r["forget_corpus_note"] else "") + ".",
+             f"Known questions (train half / held-out half): forget `{r['forget_questions']}` {n['forget@train']} / "
+             f"{n['forget@heldout']}; " + "; ".join(f"retain `{s}` {n[f'retain{i}@train']} / {n[f'retain{i}@heldout']}"
+                                                   for i, s in enumerate(r["retain_questions"])) + ".",
+             f"Chosen on the train half (lowest forget accuracy with retain accuracy >= {r['min_retain']}): "
+             f"**{r['chosen'] or 'none qualifies'}**. Loss added on WebText over {r['loss_tokens']} tokens; perplexity on "
+             f"`{r['ppl_corpus']}` over {r['ppl_tokens']} tokens.", "",
+             "| configuration | forget (train) | retain (train) | **forget (held-out)** | **retain (held-out)** | "
+             + " | ".join(f"retain `{s}` (held-out)" for s in r["retain_questions"][1:])
+             + (" | " if len(r["retain_questions"]) > 1 else "") + "loss added | ppl forget held-out |",
+             "| --- " * (7 + len(r["retain_questions"]) - 1) + "|"]
+    for row in r["rows"]:
+        mark = (" **(chosen)**" if row.get("chosen") else "") + (" (shipped default)" if row.get("shipped_default") else "")
+        extra = [_f(row[f"retain{i}@heldout"]) for i in range(1, len(r["retain_questions"]))]
+        lines.append(f"| {row['config']}{mark} | {_f(row['forget@train'])} | {_f(row['retain0@train'])} | "
+                     f"{_f(row['forget@heldout'])} | {_f(row['retain0@heldout'])} | "
+                     + " | ".join(extra) + (" | " if extra else "")
+                     + f"{row['loss_added']:+.4f} | {_f(row['ppl_forget_heldout'])} |")
+    return "\n".join(lines)
+
+
+def book_study(engine, target: Target, features: tuple[int, ...], c: float, ppl_tokens: int = 3000,
+               sae: str | None = None) -> dict:
+    """The Gemma Scope study's perplexity and generation table, with its missing control."""
+    from .experiments import book_experiment
+
+    return book_experiment(engine, sae, features=features, c=c, ppl_tokens=ppl_tokens, prompt=target.demo_prompt)
+
+
+def with_default(target: Target, row: dict) -> Target:
+    """The target with a sweep row as its default intervention (for re-evaluation)."""
+    return replace(target, retain_corpora=tuple(row["retain_corpora"]),
+                   selection=replace(target.selection, threshold=row["threshold"], n=row["n"]),
+                   intervention=replace(target.intervention, c=row["c"]))

@@ -1,0 +1,259 @@
+"""Unlearning targets: what to forget and what to keep, as one named concept.
+
+A target bundles a forget corpus, a forget question set, retain corpora and retain question
+sets, how features are selected (format-matched: forget text against retain text of the same
+format, so answer-letter and question-word features drop out) and a default intervention, the
+one the demo and ``target eval`` apply. The built-in ones live in ``assets/targets.toml`` (data,
+not code); a user adds their own in a TOML file of the same schema (``--targets FILE`` or the
+``targets_file`` setting), where file paths are relative to that file.
+"""
+from __future__ import annotations
+
+import tomllib
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from . import data as D
+from .interventions import MODES, Intervention
+
+BUILTIN_FILE = Path(__file__).resolve().parent / "assets" / "targets.toml"
+DEFAULT_TARGET = "bio-basics"
+
+
+class TargetError(ValueError):
+    """A target definition that cannot be used; the message says which field and why."""
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Retain frequency (the max over the retain corpora) < threshold; rank by forget frequency."""
+
+    threshold: float = 0.01
+    n: int = 20
+    tokens: int = 50_000
+
+
+@dataclass(frozen=True)
+class DefaultIntervention:
+    mode: str = "clamp"
+    c: float = 100.0
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    description: str
+    forget_corpus: str
+    forget_questions: str
+    retain_corpora: tuple[str, ...]
+    retain_questions: tuple[str, ...]
+    selection: Selection = field(default_factory=Selection)
+    intervention: DefaultIntervention = field(default_factory=DefaultIntervention)
+    forget_corpus_fallback: str | None = None  # used, and labelled, when forget_corpus cannot be had
+    loss_corpus: str = "webtext"
+    ppl_corpus: str | None = None
+    eval_part: str = "heldout"  # the part of each question set that `target eval` reports on
+    strict_known: bool = True
+    scoring: str | None = None  # None: the engine's (cloze for base models)
+    orderings: bool = False  # letter scoring: known = correct in all 24 orderings
+    demo_prompt: str = ""
+    source: str = "built-in"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+_FIELDS = {f for f in Target.__dataclass_fields__} - {"name", "source", "selection", "intervention"}
+_REQUIRED = ("forget_corpus", "forget_questions", "retain_corpora", "retain_questions")
+
+
+def _resolve_path(spec: str, base: Path | None) -> str:
+    """A relative file path in a user's TOML is relative to that file; names stay names."""
+    if base is None:
+        return spec
+    name, sep, rest = spec.partition("@")
+    p = Path(name)
+    if p.suffix.lower() in (".txt", ".jsonl", ".json", ".csv") and not p.is_absolute():
+        return str((base / p).resolve()) + sep + rest
+    return spec
+
+
+def target_from_dict(name: str, d: dict, source: str = "built-in", base: Path | None = None) -> Target:
+    where = f"target {name!r} ({source})"
+    if not isinstance(d, dict):
+        raise TargetError(f"{where}: expected a table")
+    unknown = set(d) - _FIELDS - {"selection", "intervention"}
+    if unknown:
+        raise TargetError(f"{where}: unknown field(s) {sorted(unknown)}; known: {sorted(_FIELDS)}, "
+                          "[selection], [intervention]")
+    missing = [k for k in _REQUIRED if not d.get(k)]
+    if missing:
+        raise TargetError(f"{where}: missing {missing}")
+    kw = {k: v for k, v in d.items() if k in _FIELDS}
+    for k in ("retain_corpora", "retain_questions"):
+        v = kw[k]
+        kw[k] = tuple([v] if isinstance(v, str) else v)
+    for k in ("forget_corpus", "forget_questions", "forget_corpus_fallback", "ppl_corpus"):
+        if kw.get(k):
+            kw[k] = _resolve_path(kw[k], base)
+    kw["retain_corpora"] = tuple(_resolve_path(x, base) for x in kw["retain_corpora"])
+    kw["retain_questions"] = tuple(_resolve_path(x, base) for x in kw["retain_questions"])
+    kw.setdefault("description", "")
+    try:
+        sel = Selection(**d.get("selection", {}))
+        iv = DefaultIntervention(**d.get("intervention", {}))
+    except TypeError as e:
+        raise TargetError(f"{where}: {e}") from None
+    if not 0 < sel.threshold <= 1 or sel.n < 1 or sel.tokens < 16:
+        raise TargetError(f"{where}: selection needs 0 < threshold <= 1, n >= 1, tokens >= 16")
+    if iv.mode not in MODES:
+        raise TargetError(f"{where}: intervention mode must be one of {MODES}")
+    if kw.get("eval_part", "heldout") not in ("all", "train", "heldout"):
+        raise TargetError(f"{where}: eval_part must be all, train or heldout")
+    if kw.get("scoring") not in (None, "letter", "cloze"):
+        raise TargetError(f"{where}: scoring must be letter or cloze")
+    return Target(name=name, selection=sel, intervention=iv, source=source, **kw)
+
+
+def read_targets_file(path: str | Path, source: str | None = None) -> dict[str, Target]:
+    p = Path(path)
+    if not p.is_file():
+        raise TargetError(f"targets file {str(p)!r} not found")
+    try:
+        with open(p, "rb") as f:
+            raw = tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise TargetError(f"{p}: not valid TOML ({e})") from None
+    base = None if source == "built-in" else p.resolve().parent
+    return {name: target_from_dict(name, d, source or str(p), base) for name, d in raw.items()}
+
+
+def load_targets(targets_file: str | None = None) -> dict[str, Target]:
+    """The built-in targets, plus a user's (a user target may not reuse a built-in name)."""
+    out = read_targets_file(BUILTIN_FILE, "built-in")
+    if targets_file:
+        for name, t in read_targets_file(targets_file).items():
+            if name in out:
+                raise TargetError(f"target {name!r} in {targets_file} has the name of a built-in target; rename it")
+            out[name] = t
+    return out
+
+
+def get_target(name: str, targets_file: str | None = None) -> Target:
+    targets = load_targets(targets_file)
+    if name not in targets:
+        raise KeyError(f"unknown target {name!r}; known: {sorted(targets)}")
+    return targets[name]
+
+
+def with_part(spec: str, part: str) -> str:
+    """'quiz:retain!overlaps_bio' + 'heldout' -> 'quiz:retain@heldout!overlaps_bio' (a spec that
+    already names a part, or part 'all', is left alone)."""
+    base, have, flag = D.split_spec(spec)
+    if part == "all" or have != "all" or f"@{have}" in spec:
+        return spec
+    return f"{base}@{part}" + (f"!{flag}" if flag else "")
+
+
+def forget_corpus_for(target: Target, data_dir: str | None) -> tuple[str, str]:
+    """(corpus spec, note): the forget corpus, or its labelled fallback when it cannot be had."""
+    name, part = target.forget_corpus.partition("@")[::2]
+    try:
+        D.load_corpus(name, data_dir, part=part or "all")
+        return target.forget_corpus, ""
+    except D.DataUnavailableError:
+        if not target.forget_corpus_fallback:
+            raise
+        return target.forget_corpus_fallback, (f"{target.forget_corpus} is not available here (see the README); "
+                                               f"features are selected on the stand-in {target.forget_corpus_fallback}")
+
+
+def retain_frequency(stats: list) -> "torch.Tensor":  # noqa: F821
+    """A feature's retain frequency over several retain corpora: its highest one, so a feature
+    common in any of them is dropped."""
+    import torch
+
+    return torch.stack([s.freq for s in stats]).max(0).values
+
+
+def select_for_target(engine, target: Target, sae_key: str | None = None, n: int | None = None,
+                      threshold: float | None = None, progress=None) -> dict:
+    """Format-matched selection for a target: rows with the forget frequency and each retain
+    corpus's frequency, plus which corpora were used (shown in the app)."""
+    from . import features as F
+
+    sae_key = sae_key or engine.default_sae
+    sel = target.selection
+    forget, note = forget_corpus_for(target, engine.settings.data_dir)
+    forced = engine.extra.get("selection_threshold")  # the tiny test backend's random SAE
+    if forced is not None and threshold is None:
+        threshold = forced
+        note = (note + " " if note else "") + f"(test backend: retain threshold relaxed to {forced:g})"
+    fs = F.feature_stats(engine, sae_key, forget, n_tokens=sel.tokens, progress=progress)
+    rs = [F.feature_stats(engine, sae_key, c, n_tokens=sel.tokens, progress=progress) for c in target.retain_corpora]
+    rows = F.select_features(fs.freq, retain_frequency(rs), threshold or sel.threshold, n or sel.n)
+    for r in rows:
+        r["retain_freqs"] = {s.corpus: float(s.freq[r["feature"]]) for s in rs}
+    return {"target": target.name, "sae": sae_key, "forget_corpus": forget, "retain_corpora": list(target.retain_corpora),
+            "threshold": threshold or sel.threshold, "note": note, "features": rows, "forget_stats": fs}
+
+
+def default_intervention(engine, target: Target, sae_key: str | None = None, progress=None) -> Intervention:
+    rows = select_for_target(engine, target, sae_key, progress=progress)
+    threshold = rows["threshold"]
+    feats = tuple(r["feature"] for r in rows["features"])
+    if not feats:
+        raise TargetError(f"target {target.name!r}: no feature passes the selection (retain threshold "
+                          f"{threshold:g}); raise the threshold")
+    iv = target.intervention
+    return Intervention(rows["sae"], feats, iv.c, iv.mode)
+
+
+def question_specs(target: Target, forget_file: str | None = None,
+                   retain_files: list[str] | None = None) -> tuple[str, list[str]]:
+    """The forget and retain question specs `target eval` scores: the given files whole, else the
+    target's own sets restricted to ``eval_part``."""
+    forget = forget_file or with_part(target.forget_questions, target.eval_part)
+    retain = list(retain_files) if retain_files else [with_part(s, target.eval_part) for s in target.retain_questions]
+    return forget, retain
+
+
+def evaluate_target(engine, target: Target, forget_file: str | None = None, retain_files: list[str] | None = None,
+                    loss_tokens: int = 20_000, intervention: Intervention | None = None, progress=None) -> dict:
+    """Apply the target's default intervention; accuracies over the known questions (so the
+    base accuracy is 1.0 by construction), loss added on the target's loss corpus."""
+    from .mcq import known_questions
+    from .metrics import loss_added
+    from .sweep import evaluate_configs
+
+    scoring = target.scoring or engine.scoring
+    iv = intervention or default_intervention(engine, target)
+    forget_spec, retain_specs = question_specs(target, forget_file, retain_files)
+
+    def one(spec: str) -> dict:
+        qs = D.load_question_set(spec, engine.settings.data_dir)
+        known = known_questions(engine, qs.questions, scoring=scoring, strict=target.strict_known, progress=progress)
+        base, inter = evaluate_configs(engine, known, [[], [iv]], scoring=scoring, orderings=target.orderings)
+        return {"questions": spec, "label": qs.label, "n_questions": len(qs.questions), "n_known": len(known),
+                "base_accuracy": base.accuracy if known else None,
+                "intervened_accuracy": inter.accuracy if known else None}
+
+    forget = one(forget_spec)
+    retain_sets = [one(s) for s in retain_specs]
+    la = None
+    if loss_tokens:
+        docs = D.load_corpus(target.loss_corpus, engine.settings.data_dir)
+        la = loss_added(engine, docs, [iv], n_tokens=loss_tokens, corpus=target.loss_corpus).loss_added
+    return {"target": target.name, "scoring": scoring, "strict_known": target.strict_known,
+            "intervention": {"sae": iv.sae_key, "mode": iv.mode, "c": iv.c, "features": list(iv.features),
+                             "selection": asdict(target.selection)},
+            "forget": forget, "retain": retain_sets[0] if retain_sets else None, "retain_sets": retain_sets,
+            "loss_added": la, "loss_corpus": target.loss_corpus, "loss_tokens": loss_tokens}
+
+
+def replace_intervention(target: Target, **kw) -> Target:
+    """The same target with other selection or intervention settings (sweeps, the app)."""
+    sel = {k: kw.pop(k) for k in ("threshold", "n", "tokens") if k in kw}
+    iv = {k: kw.pop(k) for k in ("mode", "c") if k in kw}
+    return replace(target, selection=replace(target.selection, **sel), intervention=replace(target.intervention, **iv),
+                   **kw)
