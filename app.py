@@ -11,7 +11,9 @@ import pandas as pd
 import streamlit as st
 
 from unlearn_core.ui import common as C
+from unlearn_core.ui import demo_view as DV
 from unlearn_core.ui import render as R
+from unlearn_core.ui import target_form as TF
 
 C.page_setup("Home")
 st.title("SAE Unlearning Workbench")
@@ -22,6 +24,7 @@ st.markdown(
     "pick, what clamping them does to the answers, and what it costs elsewhere.")
 
 info = C.require_server()
+target = C.target_picker()
 sae0 = C.sae_keys(info)[0] if info.get("saes") else ""
 C.feature_sets_sidebar(sae0)
 
@@ -61,25 +64,35 @@ if wmdp is not None:
                    f"{wmdp['total']} MMLU biology questions stand in for it wherever 'wmdp-bio' appears.", icon=":material/inventory_2:")
     else:
         st.success(f"WMDP-bio questions: real data ({wmdp['total']} questions from `{wmdp['origin']}`).", icon=":material/check_circle:")
-st.caption("The WMDP bio *forget corpus* is gated and not used: features are selected on WMDP-bio question "
-           "text (`wmdp-bio-text`) against WikiText-2 (retain), as documented in the method notes.")
+if target is not None:
+    retain = ", ".join(f"`{c}`" for c in target["retain_corpora"])
+    st.caption(f"Features depend on the target (sidebar). For **{target['name']}** they are selected on "
+               f"`{C.selection_corpus(target)}` (forget) against {retain} (retain; format-matched text, and a "
+               "feature's retain frequency is its highest over these corpora)."
+               + (f" {target['forget_corpus_note']}." if target.get("forget_corpus_note") else "")
+               + " WMDP-bio stays available as the `wmdp-bio` target: its gated forget corpus when the server "
+                 "has it, else WMDP-bio question text (`wmdp-bio-text`) stands in, labelled.")
 
 # ---------------------------------------------------------------- guided demo
-st.header("A guided demo in five steps")
+st.header("A guided demo")
+DV.demo_section(target, info)
+TF.define_target_section(info, target)
+st.subheader("Then explore it in five steps")
 steps = [
     ("search", "1. Pick a topic", ":material/search:",
-     "Search features by a text about the topic (e.g. a WMDP-bio question), or run the forget/retain "
-     "selection; open a feature's dashboard to see where it fires."),
+     "Run the target's forget/retain selection, or search features by a text about the topic; open a "
+     "feature's dashboard to see where it fires (WebText next to the target's forget corpus)."),
     ("tokens", "2. See its features", ":material/ink_highlighter:",
      "Highlight a question token by token with the chosen features, and look at each token's top features. "
      "Add the ones that matter to a feature set."),
     ("clamp", "3. Clamp them", ":material/tune:",
-     "Pick a question and your feature set, choose a mode and move the clamp slider."),
+     "Pick a question and your feature set (or the target's default features), choose a mode and move the "
+     "clamp slider."),
     ("clamp", "4. Watch the answer change", ":material/trending_down:",
      "The A/B/C/D probabilities with and without the clamp, the probability-vs-c curve, and generations."),
     ("batch", "5. See the side effects", ":material/balance:",
-     "Run a sweep over thresholds, feature counts and clamp values: forget accuracy against side-effect "
-     "accuracy and loss added, and the unlearning score."),
+     "Run a sweep over thresholds, feature counts and clamp values on the target: forget accuracy against "
+     "retain accuracy on known questions, loss added, and the unlearning score."),
 ]
 for page, label, icon, text in steps:
     col1, col2 = st.columns([1, 3], vertical_alignment="center")

@@ -8,8 +8,10 @@ import streamlit as st
 from unlearn_core.ui import common as C
 from unlearn_core.ui import figures as FIG
 from unlearn_core.ui import render as R
+from unlearn_core.ui import selection_view as SV
 
 info, sae = C.tool_page("Feature search")
+target = C.current_target()
 meta = C.sae_info(info, sae)
 d_sae = int(meta.get("d_sae") or 1)
 limits = info.get("limits", {})
@@ -134,50 +136,66 @@ elif by == "id":
     st.markdown(f"Type a feature id (0 – {d_sae - 1}) in the dashboard below.")
 
 else:  # forget/retain selection
-    st.markdown("The paper's selection: drop features whose firing frequency on the **retain** corpus is at or "
-                "above the threshold, rank the rest by their frequency on the **forget** corpus, keep the top N.")
-    corpora = [c for c in info.get("corpora", []) if "<" not in c]
-    c1, c2, c3, c4 = st.columns(4)
-    forget = c1.selectbox("Forget corpus", ["wmdp-bio-text@train", *corpora], key="forget")
-    retain = c2.selectbox("Retain corpus", ["wikitext@train", *corpora], key="retain")
-    thr_opts = [0.5, 0.1, 0.05, 0.01, 0.005, 0.001]
-    thr = C.url_widget(c3.select_slider, "Retain threshold", "thr", 0.01, parse=C.one_of(thr_opts), options=thr_opts)
-    max_n = int(limits.get("max_features", 512))
-    n = C.url_widget(c4.number_input, "N features", "n", 20, parse=C.int_in(1, max_n), min_value=1, max_value=max_n)
-    c1, c2 = st.columns(2)
-    ntok = c1.number_input("Tokens per corpus", 256, int(limits.get("max_stats_tokens", 200_000)), 20_000,
-                           step=1000, key="sel_tokens", help="Statistics are cached on the server after the first run.")
-    describe = c2.checkbox("Add automatic descriptions", key="describe")
-    params = dict(forget=forget, retain=retain, threshold=thr, n=int(n), n_tokens=int(ntok), describe=describe,
-                  sae=sae)
-    clicked = st.button("Run the selection", type="primary", key="run_sel")
-    if C.once("select", params, clicked):
-        sel = C.attempt(lambda: C.cached("select", **params), "the forget/retain selection",
-                        spinner="Computing feature statistics on both corpora (minutes the first time on CPU)…")
-        if sel is not None:
-            rows = sel["features"]
-            if not rows:
-                st.warning(f"No feature fires on less than {thr:g} of the retain tokens: raise the threshold.")
-            else:
-                df = pd.DataFrame(rows)
-                if not describe:
-                    df = df.drop(columns=["description"], errors="ignore")
-                st.dataframe(df, hide_index=True, width="stretch", column_config={
-                    "forget_freq": st.column_config.NumberColumn("forget frequency", format="%.4f"),
-                    "retain_freq": st.column_config.NumberColumn("retain frequency", format="%.4f"),
-                    "ratio": st.column_config.NumberColumn("forget / retain", format="%.2f")})
-                st.caption(f"{len(rows)} features, {sel['n_tokens']} tokens per corpus. Click a column header to "
-                           "sort.")
-                ids = [r["feature"] for r in rows]
-                c1, c2 = st.columns([2, 3], vertical_alignment="bottom")
-                pick = c1.selectbox("Feature", ids, key="pick_sel")
-                c2.button("Open its dashboard", key="open_sel", on_click=open_dashboard, args=(pick,))
-                C.add_to_set_widget(sae, ids, key="set_sel")
+    SEL_OPTS = ["target", "paper"]
+    how = "paper"
+    if target:
+        how = C.url_widget(st.segmented_control, "Selection", "sel", "target", parse=C.one_of(SEL_OPTS),
+                           value_arg="default", options=SEL_OPTS,
+                           format_func=lambda o: f"the target's ({target['name']}, format-matched)" if o == "target"
+                           else "the paper's (one retain corpus)",
+                           help="The target's selection compares its forget text with retain text of the same "
+                                "format (answer-letter and question-word features drop out) over several retain "
+                                "corpora; the paper's compares one forget corpus with one retain corpus.") or "target"
+    if how == "target":
+        SV.target_selection(target, sae, info, open_dashboard)
+    else:
+        st.markdown("The paper's selection: drop features whose firing frequency on the **retain** corpus is at or "
+                    "above the threshold, rank the rest by their frequency on the **forget** corpus, keep the top N.")
+        corpora = [c for c in info.get("corpora", []) if "<" not in c]
+        c1, c2, c3, c4 = st.columns(4)
+        forget = c1.selectbox("Forget corpus", ["wmdp-bio-text@train", *corpora], key="forget")
+        retain = c2.selectbox("Retain corpus", ["wikitext@train", *corpora], key="retain")
+        thr_opts = [0.5, 0.1, 0.05, 0.01, 0.005, 0.001]
+        thr = C.url_widget(c3.select_slider, "Retain threshold", "thr", 0.01, parse=C.one_of(thr_opts),
+                           options=thr_opts)
+        max_n = int(limits.get("max_features", 512))
+        n = C.url_widget(c4.number_input, "N features", "n", 20, parse=C.int_in(1, max_n), min_value=1,
+                         max_value=max_n)
+        c1, c2 = st.columns(2)
+        ntok = c1.number_input("Tokens per corpus", 256, int(limits.get("max_stats_tokens", 200_000)), 20_000,
+                               step=1000, key="sel_tokens",
+                               help="Statistics are cached on the server after the first run.")
+        describe = c2.checkbox("Add automatic descriptions", key="describe")
+        params = dict(forget=forget, retain=retain, threshold=thr, n=int(n), n_tokens=int(ntok), describe=describe,
+                      sae=sae)
+        clicked = st.button("Run the selection", type="primary", key="run_sel")
+        if C.once("select", params, clicked):
+            sel = C.attempt(lambda: C.cached("select", **params), "the forget/retain selection",
+                            spinner="Computing feature statistics on both corpora (minutes the first time on CPU)…")
+            if sel is not None:
+                rows = sel["features"]
+                if not rows:
+                    st.warning(f"No feature fires on less than {thr:g} of the retain tokens: raise the threshold.")
+                else:
+                    df = pd.DataFrame(rows)
+                    if not describe:
+                        df = df.drop(columns=["description"], errors="ignore")
+                    st.dataframe(df, hide_index=True, width="stretch", column_config={
+                        "forget_freq": st.column_config.NumberColumn("forget frequency", format="%.4f"),
+                        "retain_freq": st.column_config.NumberColumn("retain frequency", format="%.4f"),
+                        "ratio": st.column_config.NumberColumn("forget / retain", format="%.2f")})
+                    st.caption(f"{len(rows)} features, {sel['n_tokens']} tokens per corpus. Click a column header "
+                               "to sort.")
+                    ids = [r["feature"] for r in rows]
+                    c1, c2 = st.columns([2, 3], vertical_alignment="bottom")
+                    pick = c1.selectbox("Feature", ids, key="pick_sel")
+                    c2.button("Open its dashboard", key="open_sel", on_click=open_dashboard, args=(pick,))
+                    C.add_to_set_widget(sae, ids, key="set_sel")
 
 # ---------------------------------------------------------------- dashboard
 st.divider()
 st.header("Feature dashboard")
-c1, c2 = st.columns(2)
+c1, c2, c3 = st.columns(3)
 f = C.url_widget(c1.number_input, "Feature id", "f", None, parse=C.int_in(0, d_sae - 1), min_value=0,
                 max_value=d_sae - 1, placeholder="type an id…")
 max_tok = int(limits.get("max_stats_tokens", 200_000))
@@ -185,12 +203,21 @@ ntok = C.url_widget(c2.number_input, "Tokens per corpus", "ntok", 20_000, parse=
                     min_value=256, max_value=max_tok, step=1000,
                     help="Sample used for examples and histograms; computed once per corpus on the server, then "
                          "cached.")
+forget_text = C.selection_corpus(target) if target else "wmdp-bio-text"
+second_opts = list(dict.fromkeys([forget_text, "wmdp-bio-text",
+                                  *[c for c in info.get("corpora", []) if "<" not in c and c != "webtext"]]))
+second = C.url_selectbox("Next to WebText", second_opts, key="dash2", container=c3,
+                         format_func=lambda c: f"{c} ({target['name']} forget corpus)" if target and c == forget_text
+                         else c,
+                         help="The second corpus of the dashboard: the target's forget corpus by default; "
+                              "wmdp-bio-text is the paper's stand-in for the gated WMDP-bio forget corpus.")
 if f is None:
     st.info("Pick a feature above, or type an id, to see its dashboard.")
     st.stop()
 f = int(f)
-d = C.attempt(lambda: C.cached("dashboard", feature=f, sae=sae, n_tokens=int(ntok), k=6),
-              f"the dashboard of feature {f}", spinner="Building the dashboard (slow the first time per corpus)…")
+d = C.attempt(lambda: C.cached("dashboard", feature=f, sae=sae, n_tokens=int(ntok), k=6,
+                               corpora=["webtext", second]), f"the dashboard of feature {f}",
+              spinner="Building the dashboard (slow the first time per corpus)…")
 if d is None:
     st.stop()
 
@@ -220,6 +247,8 @@ cols = st.columns(len(corpora))
 for col, (name, c) in zip(cols, corpora.items()):
     with col:
         label = {"webtext": "WebText", "wmdp-bio-text": "WMDP-bio"}.get(name, name)
+        if target and name == forget_text and name not in ("webtext", "wmdp-bio-text"):
+            label = f"{target['name']} forget text"
         st.markdown(f"#### {label} (`{name}`)")
         m = st.columns(3)
         m[0].metric("fires on", f"{c['freq']:.2%}")

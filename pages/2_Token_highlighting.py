@@ -14,7 +14,7 @@ src = C.url_widget(st.segmented_control, "Text", "src", "question", parse=C.one_
                   value_arg="default", options=["question", "own text"]) or "question"
 q = None
 if src == "question":
-    q, _qs = C.question_picker(info)
+    q, _qs = C.question_picker(info, target=C.current_target())
     if q is None:
         st.stop()
     text = R.question_text(q)

@@ -12,31 +12,60 @@ from unlearn_core.ui import render as R
 
 info, sae = C.tool_page("Clamp explorer")
 labels = C.mode_labels()
-CURVE_VALUES = [float(v) for v in range(0, 201, 10)]  # 21 values, one /api/mcq call
-LOSS_VALUES = [10.0, 25.0, 50.0, 100.0, 200.0]
+CURVE_VALUES = [float(v) for v in range(0, C.MAX_C + 1, C.MAX_C // 20)]  # 21 values over the slider, one call
+LOSS_VALUES = [25.0, 50.0, 100.0, 200.0, 400.0]
 
-q, qs_meta = C.question_picker(info)
+target = C.current_target()
+q, qs_meta = C.question_picker(info, target=target)
 if q is None:
     st.stop()
 with st.expander("The question", expanded=False):
     C.show_question(q)
 
+def use_target_defaults() -> None:
+    """A callback: the target's default intervention (its selection, mode and c) into the widgets."""
+    try:
+        sel = C.cached("select_target", target=target["name"], sae=sae)
+    except Exception as e:  # shown below, after the rerun
+        st.session_state["_target_error"] = e
+        return
+    if not sel["features"]:
+        st.session_state["_target_error"] = ValueError(
+            f"no feature passes the target's retain threshold ({sel['threshold']:g}) on this SAE")
+        return
+    st.session_state["features"] = R.format_feature_list([(sae, r["feature"]) for r in sel["features"]], sae)
+    st.session_state["mode"] = target["intervention"]["mode"]
+    st.session_state["c"] = C.clamp_c(target["intervention"]["c"])
+
+
 c1, c2 = st.columns([3, 2])
 with c1:
     items = C.features_input(info, sae)
+    if target:
+        iv0 = target["intervention"]
+        st.button("Use the target's default features", key="use_target", on_click=use_target_defaults,
+                  help=f"The {target['name']} target's selection (top {target['selection']['n']} by forget "
+                       f"frequency on {C.selection_corpus(target)}, rare on {', '.join(target['retain_corpora'])}) "
+                       f"with its default mode ({iv0['mode']}) and c ({iv0['c']:g}); slow the first time.")
+    err = st.session_state.pop("_target_error", None)
+    if err is not None:
+        C.show_error(err, "the target's default features")
 with c2:
     modes = info.get("modes") or list(labels)
     mode = C.url_selectbox("Mode", modes, key="mode", format_func=lambda m: labels.get(m, m),
                         help="clamp-when-active is the paper's method; 'add' is a different (unconditional) "
                              "intervention; 'reconstruct' drops the SAE error term (its damage is the SAE's own).")
-c = C.url_widget(st.slider, "Clamp value c (active features are set to −c)", "c", 20, parse=C.int_in(0, 200),
-                min_value=0, max_value=200, step=1, disabled=mode == "zero", help="Paper: 20–25 on gemma-2b-it, 50–100 on gemma-2-2b-it. "
-                                            "c = 0 is zero ablation, which the paper found ineffective.")
+c = C.url_widget(st.slider, "Clamp value c (active features are set to −c)", "c", 20, parse=C.int_in(0, C.MAX_C),
+                 min_value=0, max_value=C.MAX_C, step=1, disabled=mode == "zero",
+                 help="Paper: 20–25 on gemma-2b-it, 50–100 on gemma-2-2b-it; this workbench's targets default to a "
+                      "few hundred (the target button above sets it). c = 0 is zero ablation, which the paper found "
+                      "ineffective.")
 value = 0.0 if mode == "zero" else float(c)
 
 if not items and mode != "reconstruct":
     st.info("Choose features to clamp: type ids, load a feature set (made on **Feature search** or **Token "
-            "highlighting**), or use the forget/retain selection below.", icon=":material/touch_app:")
+            "highlighting**), use the target's default features (button above), or the forget/retain selection "
+            "below.", icon=":material/touch_app:")
     c1, c2, c3 = st.columns([1, 1, 2], vertical_alignment="bottom")
     thr = c1.select_slider("Retain threshold", [0.5, 0.1, 0.05, 0.01, 0.005, 0.001], value=0.01, key="sug_thr")
     n = c2.number_input("N", 1, 100, 10, key="sug_n")

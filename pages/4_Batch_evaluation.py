@@ -8,7 +8,7 @@ import time
 import pandas as pd
 import streamlit as st
 
-from unlearn_core.data import BIO_FALLBACK_SUBJECTS, SIDE_EFFECT_SUBJECTS
+from unlearn_core.ui import batch_form as BF
 from unlearn_core.ui import common as C
 from unlearn_core.ui import figures as FIG
 from unlearn_core.ui import render as R
@@ -17,52 +17,41 @@ info, sae = C.tool_page("Batch evaluation")
 labels = C.mode_labels()
 limits = info.get("limits", {})
 RUNNING = ("queued", "running")
-BIO_FALLBACK = "mmlu:" + ",".join(BIO_FALLBACK_SUBJECTS)
+BIO_FALLBACK = BF.BIO_FALLBACK
 
 jobs = C.attempt(lambda: C.call("jobs")["jobs"], "the list of runs")
 if jobs is None:
     st.stop()
 
 # ---------------------------------------------------------------- configuration
+target = C.current_target()
 with st.expander("Configure a sweep", expanded=not jobs):
     st.markdown("For every (retain threshold, N, c): select the top-N features by forget frequency among those "
                 "firing on less than the threshold of the retain tokens, clamp them at c, and measure forget "
-                "accuracy, side-effect accuracy and loss added. The clean model is evaluated once as the baseline.")
+                "accuracy, retain (side-effect) accuracy and loss added. The clean model is evaluated once as the "
+                "baseline.")
     wmdp = C.attempt(lambda: C.cached("questions", set="wmdp-bio", limit=1), "the WMDP-bio question set")
     wmdp_label = wmdp["label"] if wmdp else "WMDP-bio"
-    forget_opts = {"wmdp-bio": wmdp_label + (" (the server's offline fallback)" if wmdp and wmdp["is_fallback"]
-                                             else ""),
-                   BIO_FALLBACK: "OFFLINE FALLBACK chosen explicitly: MMLU biology subjects ("
-                                 + ", ".join(BIO_FALLBACK_SUBJECTS) + ")"}
-    corpora = [c for c in info.get("corpora", []) if "<" not in c]
-    subjects = sorted(s["name"][5:] for s in info.get("question_sets", [])
-                      if s["name"].startswith("mmlu:") and s["name"] != "mmlu:side-effects")
+    setup = "paper"
+    if target:
+        setup = st.segmented_control(
+            "Set up from", ["target", "paper"], default="target", key="b_setup",
+            format_func=lambda o: f"the target {target['name']}" if o == "target" else "the paper's WMDP-bio setup",
+            help="The target prefills the question sets, corpora and known filter (the sidebar picks the target); "
+                 "the paper's setup is WMDP-bio against MMLU subjects, one retain corpus.") or "target"
 
     c1, c2, c3, c4 = st.columns(4)
     thr_text = c1.text_input("Retain thresholds", "0.01, 0.001", key="b_thr", help="comma-separated, in (0, 1]")
     ns_text = c2.text_input("N features", "10, 20", key="b_ns")
     val_text = c3.text_input("Clamp values c", "20, 50, 100", key="b_vals")
     mode = c4.selectbox("Mode", info.get("modes") or list(labels), key="b_mode", format_func=lambda m: labels.get(m, m))
-    c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
-    forget_set = c1.selectbox("Forget questions", list(forget_opts), key="b_forget",
-                              format_func=lambda k: forget_opts[k])
-    known = c2.checkbox("Known questions only", True, key="b_known",
-                        help="Keep questions the clean model answers correctly in all 24 orderings of the choices "
-                             "(as the paper and SAEBench); computed once per question and cached on the server.")
-    side = st.multiselect("Side-effect subjects (MMLU)", subjects, key="b_side",
-                          default=[s for s in SIDE_EFFECT_SUBJECTS if s in subjects] or None, max_selections=8,
-                          help="The paper's four by default; accuracy is reported per subject and averaged.")
-    c1, c2, c3, c4 = st.columns(4)
-    qlimit = c1.number_input("Question limit per set (0 = all)", 0, 100_000, 50, step=10, key="b_qlimit")
-    loss_corpus = c2.selectbox("Loss-added corpus", ["webtext", *[c for c in corpora if c != "webtext"]],
-                               key="b_loss_corpus")
-    loss_tokens = c3.number_input("Loss-added tokens (0 = off)", 0, int(limits.get("max_eval_tokens", 100_000)),
-                                  2000, step=1000, key="b_loss_tokens")
-    sel_tokens = c4.number_input("Selection tokens per corpus", 16, int(limits.get("max_stats_tokens", 200_000)),
-                                 20_000, step=1000, key="b_sel_tokens")
+    data = BF.target_form(target, info) if setup == "target" else BF.paper_form(info, wmdp)
     c1, c2 = st.columns(2)
-    fcorpus = c1.selectbox("Forget corpus (selection)", ["wmdp-bio-text@train", *corpora], key="b_fcorpus")
-    rcorpus = c2.selectbox("Retain corpus (selection)", ["wikitext@train", *corpora], key="b_rcorpus")
+    qlimit = c1.number_input("Question limit per set (0 = all)", 0, 100_000, 50, step=10, key="b_qlimit")
+    loss_tokens = c2.number_input("Loss-added tokens (0 = off)", 0, int(limits.get("max_eval_tokens", 100_000)),
+                                  2000, step=1000, key="b_loss_tokens")
+    known = data["known"]
+    side = data["side_effect_sets"]
 
     spec, problem = None, None
     try:
@@ -75,19 +64,19 @@ with st.expander("Configure a sweep", expanded=not jobs):
             raise ValueError("thresholds must be in (0, 1]")
         if any(n < 1 for n in ns):
             raise ValueError("N must be at least 1")
-        spec = {"sae": sae, "forget_corpus": fcorpus, "retain_corpus": rcorpus, "selection_tokens": int(sel_tokens),
-                "thresholds": thresholds, "ns": ns, "values": values, "mode": mode, "forget_set": forget_set,
-                "side_effect_sets": [f"mmlu:{s}" for s in side], "known": bool(known),
-                "question_limit": int(qlimit), "loss_corpus": loss_corpus, "loss_tokens": int(loss_tokens)}
+        spec = {"sae": sae, **data, "thresholds": thresholds, "ns": ns, "values": values, "mode": mode,
+                "question_limit": int(qlimit), "loss_tokens": int(loss_tokens)}
     except ValueError as e:
         problem = str(e)
     if problem:
         st.error(problem)
     else:
         n_cfg = len(spec["thresholds"]) * len(spec["ns"]) * len(spec["values"])
-        st.caption(f"{n_cfg} configuration(s) + the clean baseline; {len(side)} side-effect subject(s); "
+        what = "retain question set(s)" if setup == "target" else "side-effect subject(s)"
+        st.caption(f"{n_cfg} configuration(s) + the clean baseline; {len(side)} {what}; "
                    f"{'all' if not qlimit else int(qlimit)} questions per set"
-                   + (", known filter on (slow the first time: 24 orderings per question)" if known else "") + ".")
+                   + (", known filter on (slow the first time: 24 orderings per question)" if known else "")
+                   + (", strict" if data.get("strict_known") else "") + ".")
 
     if st.button("Run the sweep", type="primary", disabled=spec is None, key="b_run"):
         job = C.attempt(lambda: C.call("submit_job", spec, retry=False), "the sweep",
@@ -166,6 +155,11 @@ rows = R.results_rows(results)
 df = pd.DataFrame(rows)
 fs = spec.get("forget_set", "")
 forget_short = "MMLU-biology fallback" if fs == BIO_FALLBACK else (wmdp_label if fs == "wmdp-bio" else fs)
+side_word = "retain" if spec.get("target") else "side-effect"
+
+# ---------------------------------------------------------------- forget vs retain
+st.subheader("Forget against retain" + (f" (target {spec['target']})" if spec.get("target") else ""))
+st.markdown(R.forget_retain_summary(results, spec))
 
 # ---------------------------------------------------------------- score
 st.subheader("Unlearning score")
@@ -174,7 +168,7 @@ c1, c2, c3, c4 = st.columns(4)
 c1.metric("Unlearning score", "—" if sc["score"] is None else f"{sc['score']:.3f}")
 c2.metric("Best config", sc["best_config"] or "—")
 c3.metric("Clean forget accuracy", "—" if sc["baseline_forget"] is None else f"{sc['baseline_forget']:.3f}")
-c4.metric("Clean side-effect accuracy", "—" if sc["baseline_side"] is None else f"{sc['baseline_side']:.3f}")
+c4.metric(f"Clean {side_word} accuracy", "—" if sc["baseline_side"] is None else f"{sc['baseline_side']:.3f}")
 st.caption(R.SCORE_DEFINITION + (f" ({sc['reason']}.)" if sc["reason"] else
                                  f" {sc['n_eligible']} configuration(s) qualify."))
 
@@ -190,7 +184,7 @@ if other:
     if compare_detail is not None:
         runs[f"run {other}"] = R.results_rows(compare_detail["results"])
 fig5 = FIG.figure5(runs, forget_label=f"forget accuracy ({R.short(forget_short, 40)})",
-                   side_label="side-effect accuracy")
+                   side_label=f"{side_word} accuracy")
 st.plotly_chart(fig5, key="fig5")
 st.caption("Each marker is one (threshold, N, c) configuration; the star is the clean model. Good configurations "
            "sit low (little forget accuracy left) and to the right on the left plot (side effects kept), and to "
@@ -209,7 +203,7 @@ if compare_detail is not None:
 st.subheader("Results")
 st.dataframe(df, hide_index=True, width="stretch", column_config={
     "forget_accuracy": st.column_config.NumberColumn("forget acc", format="%.3f"),
-    "side_effect_mean": st.column_config.NumberColumn("side-effect acc", format="%.3f"),
+    "side_effect_mean": st.column_config.NumberColumn(f"{side_word} acc", format="%.3f"),
     "loss_added": st.column_config.NumberColumn("loss added", format="%.4f")})
 with st.expander("The run's specification"):
     st.json(spec)

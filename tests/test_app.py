@@ -13,6 +13,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from browser_helpers import ROOT, closed_port_url, shared_tiny_server
+from unlearn_core import targets as T
 from unlearn_core.ui import render as R
 
 PAGES = {
@@ -77,9 +78,201 @@ def test_home_shows_what_is_loaded_and_links_every_page(app_env):
     assert {"Feature_search", "Token_highlighting", "Clamp_explorer", "Batch_evaluation"} <= links
 
 
+def test_home_guided_demo_on_the_chosen_target(app_env):
+    from unlearn_core.client import UnlearnClient
+
+    UnlearnClient(app_env["url"], token="").demo("bio-basics", max_scan=1)  # feature statistics, cached server-side
+    at = ok(AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT).run())
+    assert at.selectbox(key="target").value == "bio-basics"  # the default target
+    at.selectbox(key="target").set_value("sherlock")
+    ok(at.run())
+    assert any(m.value.startswith("**Target: sherlock.**") for m in at.markdown)
+    assert any("For **sherlock** they are selected on `sherlock@train`" in c.value for c in at.caption)
+    at.selectbox(key="target").set_value("bio-basics")
+    ok(at.run())
+    at.button(key="run_demo").click()
+    ok(at.run())
+    # the tiny model knows nothing: the page says so, plainly, instead of showing a flip
+    assert any("flipped none of the first" in i.value for i in at.info)
+    assert any("tiny test backend is a random model" in c.value for c in at.caption)
+    assert any("forget and" in c.value and "retain question(s) checked" in c.value for c in at.caption)
+    n = T.get_target("bio-basics").selection.n
+    assert any(m.value.startswith("**The intervention:**") and f"on {n} feature(s)" in m.value for m in at.markdown)
+    ok(at.run())  # the result stays on screen across reruns
+    assert any("flipped none of the first" in i.value for i in at.info)
+
+
+def test_home_demo_states_the_flip_plainly(app_env, monkeypatch):
+    """How a found example is rendered (the tiny model never finds one): a canned /api/demo answer."""
+    import streamlit as st
+
+    from unlearn_core.ui import common
+
+    def score(probs: list[float], answer: int) -> dict:
+        pred = max(range(4), key=lambda i: probs[i])
+        return {"probs": probs, "mass": 1.0, "predicted": pred, "correct": pred == answer, "scoring": "cloze",
+                "loglik": None}
+
+    fq = {"id": "quiz-sherlock:sh-001", "question": "Who is Sherlock Holmes's friend and chronicler?",
+          "choices": ["Mycroft Holmes", "Dr. John Watson", "Inspector Lestrade", "Dr. James Mortimer"], "answer": 1,
+          "subject": "general", "source": "quiz-sherlock", "extra": {"kind": "canon"}}
+    rq = {"id": "quiz-retain:rt-002", "question": "Who created the detective Hercule Poirot?",
+          "choices": ["Dorothy L. Sayers", "Agatha Christie", "Ngaio Marsh", "P. D. James"], "answer": 1,
+          "subject": "detective fiction", "source": "quiz-retain", "extra": {}}
+    fake = {"target": "sherlock", "description": "d", "forget_corpus": "sherlock@train", "forget_corpus_note": "",
+            "retain_corpora": ["wikitext@train"], "intervention": {"sae": "tiny", "mode": "clamp", "c": 100.0,
+                                                                   "features": [3, 5]},
+            "forget_example": {"question": fq, "base": score([0.1, 0.7, 0.1, 0.1], 1),
+                               "intervened": score([0.5, 0.2, 0.2, 0.1], 1)},
+            "retain_example": {"question": rq, "base": score([0.1, 0.8, 0.05, 0.05], 1),
+                               "intervened": score([0.1, 0.75, 0.1, 0.05], 1)},
+            "n_checked_forget": 4, "n_checked_retain": 1,
+            "summary": "The clamp made the model forget a fact it knew (its answer flipped) while a general-knowledge "
+                       "question stayed right."}
+    real = common.call
+    monkeypatch.setattr(common, "call", lambda method, *a, **k: fake if method == "demo" else real(method, *a, **k))
+    st.cache_data.clear()
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
+    at.query_params["target"] = "sherlock"
+    ok(at.run())
+    at.button(key="run_demo").click()
+    ok(at.run())
+    assert any(x.value.startswith("The clamp made the model forget") for x in at.success)
+    text = markdown_text(at)
+    assert "#### Forgotten: a question the model knew" in text and "#### Kept: a general-knowledge" in text
+    assert ("Clean, the model answers **B. Dr. John Watson** (right). With the 2 feature(s) clamped at c = 100 it "
+            "answers **A. Mycroft Holmes** (wrong); P(correct answer) 0.70 → 0.20.") in text
+    assert "The answer flipped: the clamp made the model forget it." in text
+    assert "it still answers **B. Agatha Christie** (right)" in text and "Still right" in text
+    tables = [m.value for m in at.markdown if m.value.startswith("| | A")]
+    assert len(tables) == 2 and "| clean |" in tables[0] and "clamped (c=100)" in tables[0]
+    links = [p.proto.label for p in at.get("page_link")]
+    assert links.count("Open this question in the Clamp explorer") == 2
+
+
+CORPUS_TXT = ("Paragraph one about quokkas: small marsupials of Rottnest Island that look like they smile. " * 3
+              + "\n\n" + "Paragraph two about quokkas: they eat leaves and grasses, mostly at night. " * 3 + "\n")
+QUESTIONS_CSV = ("question,A,B,C,D,answer\n"
+                 "Where do many quokkas live?,Rottnest Island,Tasmania,Fiji,Crete,A\n"
+                 "What do quokkas eat?,Fish,Leaves and grasses,Insects,Seeds only,B\n"
+                 "When are quokkas mostly active?,At noon,At dawn only,At night,Never,C\n")
+
+
+def home_with_the_form() -> AppTest:
+    at = ok(AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT).run())
+    assert any(e.label == "Define your own target" for e in at.expander)
+    return at
+
+
+def test_home_defines_a_target_selects_it_and_deletes_it(app_env):
+    from unlearn_core.client import ServerError, UnlearnClient
+
+    client = UnlearnClient(app_env["url"], token="")
+    try:
+        at = home_with_the_form()
+        at.text_input(key="nt_name_0").set_value("quokka")
+        at.text_input(key="nt_desc_0").set_value("Quokka facts")
+        at.file_uploader(key="nt_corpus_0").set_value(("quokka.txt", CORPUS_TXT.encode(), "text/plain"))
+        at.file_uploader(key="nt_questions_0").set_value(("quokka.csv", QUESTIONS_CSV.encode(), "text/csv"))
+        at.number_input(key="nt_n_0").set_value(5)
+        at.number_input(key="nt_c_0").set_value(300)
+        ok(at.run())
+        assert "2 document(s), 499 characters." in [c.value for c in at.caption]  # two paragraphs of >= 200
+        assert any(c.value.startswith("3 question(s), e.g. “Where do many quokkas live?”") for c in at.caption)
+        at.button(key="nt_save").click()
+        ok(at.run())
+        assert any(x.value.startswith("Target **quokka** saved (2 document(s), 3 question(s)) and selected")
+                   for x in at.success)
+        assert at.selectbox(key="target").value == "quokka"  # selected in the sidebar
+        assert any(m.value == "**Target: quokka.** Quokka facts" for m in at.markdown)  # the demo is on it
+        assert at.text_input(key="nt_name_1").value == ""  # the form is empty again
+        t = next(x for x in client.targets()["targets"] if x["name"] == "quokka")
+        assert t["selection"]["n"] == 5 and t["intervention"]["c"] == 300.0 and t["defined_in_app"] is True
+        qs = client.questions(t["forget_questions"])["questions"]
+        assert [q["answer"] for q in qs] == [0, 1, 2] and qs[1]["choices"][1] == "Leaves and grasses"
+
+        at.button(key="run_demo").click()  # the guided demo runs on the new target
+        ok(at.run())
+        assert any("flipped none of the first" in i.value for i in at.info)
+        # the same name again: the form says so before anything is sent
+        at.text_input(key="nt_name_1").set_value("quokka")
+        at.run()
+        assert any("exists already" in e.value for e in at.error)
+
+        at.button(key="nt_delete").click()
+        ok(at.run())
+        assert any(x.value == "Target **quokka** deleted." for x in at.success)
+        assert at.selectbox(key="target").value == "bio-basics"
+        assert "quokka" not in {x["name"] for x in client.targets()["targets"]}
+    finally:
+        try:
+            client.delete_target("quokka")
+        except ServerError:
+            pass
+
+
+def test_home_target_form_shows_file_errors_with_the_row(app_env):
+    at = home_with_the_form()
+    bad = QUESTIONS_CSV + "Is this row complete?,yes,no,maybe,\n"
+    at.file_uploader(key="nt_questions_0").set_value(("mine.csv", bad.encode(), "text/csv"))
+    at.file_uploader(key="nt_corpus_0").set_value(("mine.jsonl", b'{"text": "fine"}\nnot json\n', "text/plain"))
+    at.run()
+    errors = [e.value for e in at.error]
+    assert "The questions: mine.csv, row 5: every choice must be a non-empty string" in errors
+    assert any(e.startswith("The corpus: mine.jsonl, line 2: not valid JSON") for e in errors)
+    at.text_input(key="nt_name_0").set_value("Bad Name")
+    at.run()
+    assert any("A target name is 1-40 lower-case letters" in e.value for e in at.error)
+    at.button(key="nt_save").click()
+    at.run()
+    assert any(e.value.startswith("To save, give a corpus file, a question file") for e in at.error)
+    assert at.selectbox(key="target").value == "bio-basics"
+    assert not any(x.value.startswith("Target **") for x in at.success)
+
+
+def test_target_form_parses_corpora_and_question_files():
+    from unlearn_core.question_files import QuestionFileError
+    from unlearn_core.ui import target_form as TF
+
+    docs = TF.corpus_documents("a.txt", ("x" * 150 + "\n\n" + "y" * 150 + "\n\n" + "z" * 250).encode())
+    assert docs == ["x" * 150 + "\n\n" + "y" * 150, "z" * 250]  # paragraphs grouped to >= 200 characters
+    assert TF.corpus_documents("b.jsonl", b'{"text": "one"}\n\n{"text": "two", "id": 3}\n') == ["one", "two"]
+    assert TF.corpus_documents("c.txt", "\ufeffWindows text\r\nline two".encode()) == ["Windows text\nline two"]
+    with pytest.raises(ValueError, match=r'b.jsonl, line 1: expected an object with a "text" string'):
+        TF.corpus_documents("b.jsonl", b'["not", "an object"]\n')
+    with pytest.raises(ValueError, match="not UTF-8"):
+        TF.corpus_documents("d.txt", b"\xff\xfe\x00bad")
+    with pytest.raises(ValueError, match="no text"):
+        TF.corpus_documents("e.txt", b"  \n\n ")
+    with pytest.raises(ValueError, match=".txt or .jsonl"):
+        TF.corpus_documents("f.pdf", b"%PDF")
+
+    rows = TF.question_rows("q.csv", QUESTIONS_CSV.encode())
+    assert rows[1] == {"question": "What do quokkas eat?", "choices": ["Fish", "Leaves and grasses", "Insects",
+                                                                        "Seeds only"], "answer": 1}
+    mmlu = "question,choice0,choice1,choice2,choice3,answer,topic\nQ?,a,b,c,d,3,t\n"
+    assert TF.question_rows("m.csv", mmlu.encode()) == [{"question": "Q?", "choices": ["a", "b", "c", "d"],
+                                                         "answer": 3, "topic": "t"}]
+    wmdp = [{"question": "J?", "choices": ["a", "b", "c", "d"], "answer": "C", "id": "j1", "kind": "x"}]
+    import json
+
+    assert TF.question_rows("w.json", json.dumps(wmdp).encode()) == [
+        {"question": "J?", "choices": ["a", "b", "c", "d"], "answer": 2, "id": "j1", "kind": "x"}]
+    with pytest.raises(QuestionFileError, match=r"^w.json, question 1: answer 7 out of range"):
+        TF.question_rows("w.json", json.dumps([{**wmdp[0], "answer": 7}]).encode())
+    with pytest.raises(QuestionFileError, match=r"^x.csv: the header must have 'question' and 'answer'"):
+        TF.question_rows("x.csv", b"q,a,b,c,d\n")
+    with pytest.raises(QuestionFileError, match=".json .WMDP schema. or .csv"):
+        TF.question_rows("x.xlsx", b"")
+    assert TF.check_name("my-topic_2", {"bio-basics"}) is None
+    assert "exists already" in TF.check_name("bio-basics", {"bio-basics"})
+    assert "lower-case" in TF.check_name("-bad", set()) and "lower-case" in TF.check_name("a" * 41, set())
+    assert TF.check_description("Zeta ✓ é") is None and "emoji" in TF.check_description("a 😀")
+
+
 def test_every_page_runs_through_the_app_navigation(app_env):
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
-    at.query_params.update({"features": "2,3", "q": QID, "f": "2", "ntok": "600"})
+    at.query_params.update({"features": "2,3", "qset": "wmdp-bio", "q": QID, "f": "2", "ntok": "600"})
     ok(at.run())
     titles = {}
     for name, path in PAGES.items():
@@ -94,7 +287,7 @@ def test_view_state_follows_the_user_across_pages(app_env):
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
     ok(at.run())
     at.switch_page(PAGES["clamp"])
-    at.query_params.update({"features": "2,3", "c": "40", "mode": "add", "q": QID})
+    at.query_params.update({"features": "2,3", "c": "40", "mode": "add", "qset": "wmdp-bio", "q": QID})
     ok(at.run())
     assert (at.text_input(key="features").value, at.slider(key="c").value, at.selectbox(key="mode").value) == (
         "2,3", 40, "add")
@@ -124,7 +317,11 @@ def test_feature_search_by_text_dashboard_and_feature_set(app_env):
     text = markdown_text(at)
     assert f"Feature {first} of tiny" in [s.value for s in at.subheader][0]
     assert "Automatic description" in text and "not a human or Neuronpedia explanation" in text
-    assert "#### WebText" in text and "#### WMDP-bio" in text
+    assert "#### WebText" in text and "#### bio-basics forget text (`quiz:bio@train`)" in text  # the target's
+    assert at.selectbox(key="dash2").value == "quiz:bio@train"
+    at.selectbox(key="dash2").set_value("wmdp-bio-text")  # WMDP-bio text, one click away
+    ok(at.run())
+    assert "#### WMDP-bio (`wmdp-bio-text`)" in markdown_text(at)
     heat = [m.value for m in at.markdown if 'class="uw-heat"' in m.value]
     assert heat and re.search(r'title="#\d+ .*: \d+\.\d{3}"', heat[0])  # values on hover
     assert at.get("plotly_chart")  # the histogram
@@ -135,7 +332,7 @@ def test_feature_search_by_text_dashboard_and_feature_set(app_env):
 
 
 def test_feature_search_forget_retain_table(app_env):
-    at = page("search", by="forget/retain", thr="0.5")
+    at = page("search", by="forget/retain", sel="paper", thr="0.5")
     ok(at.run())
     at.number_input(key="sel_tokens").set_value(600)
     at.button(key="run_sel").click()
@@ -144,6 +341,21 @@ def test_feature_search_forget_retain_table(app_env):
     assert {"feature", "forget_freq", "retain_freq"} <= set(df.columns) and len(df) > 0
     assert (df["retain_freq"] < 0.5).all()
     assert list(df["forget_freq"]) == sorted(df["forget_freq"], reverse=True)
+
+
+def test_feature_search_target_selection_shows_the_retain_corpora(app_env):
+    at = ok(page("search", by="forget/retain").run())
+    assert at.segmented_control(key="sel").value == "target"  # the target's selection by default
+    at.button(key="run_tsel").click()
+    ok(at.run())
+    t = T.get_target("bio-basics")
+    per = [f"retain: {c}" for c in t.retain_corpora]
+    df = at.dataframe[0].value
+    assert {"feature", "forget_freq", "retain_freq", *per} <= set(df.columns) and len(df) == t.selection.n
+    assert (df["retain_freq"] - df[per].max(axis=1)).abs().max() < 1e-9  # the max over the retain corpora
+    used = [c.value for c in at.caption if "against the retain corpora" in c.value]
+    assert used and all(f"`{c}`" in used[0] for c in t.retain_corpora) and "`quiz:bio@train`" in used[0]
+    assert any("test backend" in i.value for i in at.info)  # the relaxed threshold is said
 
 
 def test_feature_search_by_explanation_says_which_source_answered(app_env):
@@ -160,7 +372,7 @@ def test_feature_search_by_explanation_says_which_source_answered(app_env):
 
 
 def test_token_highlighting_heatmap_token_features_and_answer(app_env):
-    at = ok(page("tokens", features="2,3", q=QID).run())
+    at = ok(page("tokens", features="2,3", qset="wmdp-bio", q=QID).run())
     assert at.selectbox(key="q").value == QID
     heat = [m.value for m in at.markdown if 'class="uw-heat"' in m.value]
     assert len(heat) >= 3  # combined + one per feature
@@ -185,7 +397,7 @@ def test_token_highlighting_own_text(app_env):
 
 
 def test_clamp_explorer_slider_changes_the_probabilities(app_env):
-    at = ok(page("clamp", features="2,3,4", q=QID).run())
+    at = ok(page("clamp", features="2,3,4", qset="wmdp-bio", q=QID).run())
     assert at.slider(key="c").value == 20
     assert at.selectbox(key="mode").value == "clamp"
     before = prob_table(at)
@@ -206,7 +418,7 @@ def test_clamp_explorer_slider_reuses_the_cached_curve(app_env, monkeypatch):
     """Moving c rescores the bars only: the 21-value curve does not depend on c."""
     from unlearn_core.ui import common
 
-    at = ok(page("clamp", features="3,5", q=QID).run())
+    at = ok(page("clamp", features="3,5", qset="wmdp-bio", q=QID).run())
     calls = []
     real = common.call
     monkeypatch.setattr(common, "call", lambda method, *a, **k: calls.append((method, len(k.get("values") or [])))
@@ -220,15 +432,16 @@ def test_clamp_explorer_slider_reuses_the_cached_curve(app_env, monkeypatch):
 
 
 def test_clamp_explorer_modes_loss_added_and_generation(app_env):
-    at = ok(page("clamp", features="2,3,4", q=QID, mode="zero").run())
+    at = ok(page("clamp", features="2,3,4", qset="wmdp-bio", q=QID, mode="zero").run())
     assert at.slider(key="c").disabled
     assert "intervened (c=0)" in prob_table(at)
     assert any("Zero ablation has no c" in i.value for i in at.info)
 
-    at = ok(page("clamp", q=QID, mode="reconstruct").run())  # no features: the SAE-spliced-in control
+    # no features: the SAE-spliced-in control
+    at = ok(page("clamp", qset="wmdp-bio", q=QID, mode="reconstruct").run())
     assert "intervened (c=20)" in prob_table(at)
 
-    at = ok(page("clamp", features="2,3", q=QID).run())
+    at = ok(page("clamp", features="2,3", qset="wmdp-bio", q=QID).run())
     at.number_input(key="loss_tokens").set_value(300)
     next(b for b in at.button if b.label.startswith("Add loss added")).click()
     ok(at.run())
@@ -240,7 +453,7 @@ def test_clamp_explorer_modes_loss_added_and_generation(app_env):
 
 
 def test_clamp_explorer_without_features_asks_for_them(app_env):
-    at = ok(page("clamp", q=QID).run())
+    at = ok(page("clamp", qset="wmdp-bio", q=QID).run())
     assert any("Choose features to clamp" in i.value for i in at.info)
     at.select_slider(key="sug_thr").set_value(0.5)
     next(b for b in at.button if b.label.startswith("Use the top-N")).click()
@@ -249,16 +462,60 @@ def test_clamp_explorer_without_features_asks_for_them(app_env):
     assert prob_table(at)
 
 
+def test_question_picker_defaults_to_and_follows_the_target(app_env):
+    at = ok(page("tokens").run())
+    assert at.selectbox(key="qset").value == "quiz:bio"  # the target's forget questions
+    assert at.selectbox(key="qset").options[:3] == ["quiz:bio (bio-basics forget set)",
+                                                    "quiz:retain!overlaps_bio (bio-basics retain set)",
+                                                    "quiz:retain (bio-basics retain set)"]
+    assert at.selectbox(key="q").value.startswith("quiz-bio:")
+    at.selectbox(key="target").set_value("sherlock")
+    ok(at.run())
+    assert at.selectbox(key="qset").value == "quiz:sherlock"
+    assert at.selectbox(key="q").value.startswith("quiz-sherlock:")
+
+
+def test_clamp_explorer_uses_the_targets_default_intervention(app_env):
+    at = ok(page("clamp").run())
+    assert at.selectbox(key="qset").value == "quiz:bio"
+    at.button(key="use_target").click()
+    ok(at.run())
+    t = T.get_target("bio-basics")
+    assert len(R.parse_feature_list(at.text_input(key="features").value, "tiny")) == t.selection.n
+    assert at.selectbox(key="mode").value == t.intervention.mode
+    assert at.slider(key="c").value == min(500, int(t.intervention.c))
+    assert f"intervened (c={min(500, int(t.intervention.c))})" in prob_table(at)
+
+
+def test_clamp_explorer_takes_c_up_to_500_from_the_url(app_env):
+    """The targets' default c is a few hundred: a link with c=400 (as the demo and the target
+    selection write) is honoured; the curve spans the slider's range."""
+    from unlearn_core.ui import common
+
+    at = ok(page("clamp", features="2,3", qset="wmdp-bio", q=QID, c="400").run())
+    assert at.slider(key="c").value == 400 and at.slider(key="c").max == common.MAX_C == 500
+    assert "intervened (c=400)" in prob_table(at)
+    assert at.query_params["c"] == "400"
+    at = ok(page("clamp", features="2,3", qset="wmdp-bio", q=QID, c="500").run())
+    assert at.slider(key="c").value == 500
+    at = ok(page("clamp", features="2,3", qset="wmdp-bio", q=QID, c="501").run())
+    assert at.slider(key="c").value == 20  # out of range: ignored, the default
+    assert common.clamp_c(400.0) == 400 and common.clamp_c(900) == 500 and common.clamp_c(-3) == 0
+
+
 def test_clamp_explorer_bad_feature_ids_are_explained(app_env):
-    at = page("clamp", features="2, x", q=QID).run()
+    at = page("clamp", features="2, x", qset="wmdp-bio", q=QID).run()
     assert not at.exception
     assert any("not a feature id" in e.value for e in at.error)
-    at = page("clamp", features="999", q=QID).run()
+    at = page("clamp", features="999", qset="wmdp-bio", q=QID).run()
     assert not at.exception and any("out of range" in e.value for e in at.error)
 
 
 def test_batch_evaluation_runs_a_sweep_and_shows_results(app_env):
     at = ok(page("batch").run())
+    assert at.segmented_control(key="b_setup").value == "target"
+    at.segmented_control(key="b_setup").set_value("paper")  # the paper's WMDP-bio setup
+    ok(at.run())
     at.text_input(key="b_thr").input("0.5")
     at.text_input(key="b_ns").input("1, 2")
     at.text_input(key="b_vals").input("20, 100")
@@ -286,6 +543,40 @@ def test_batch_evaluation_runs_a_sweep_and_shows_results(app_env):
     assert at.get("plotly_chart")  # Figure 5
     labels = [b.proto.label for b in at.get("download_button")]
     assert {"Results (CSV)", "Run (JSON)", "Figure 5 (HTML)"} <= set(labels)
+
+
+def test_batch_evaluation_prefilled_from_the_target(app_env):
+    at = ok(page("batch").run())
+    t, k = T.get_target("bio-basics"), "bio-basics"
+    assert at.selectbox(key=f"b_tforget_{k}").value == "quiz:bio@heldout"
+    assert at.multiselect(key=f"b_tretain_{k}").value == [T.with_part(s, "heldout") for s in t.retain_questions]
+    assert at.multiselect(key=f"b_trcorpora_{k}").value == list(t.retain_corpora)
+    assert at.selectbox(key=f"b_tfcorpus_{k}").value == t.forget_corpus
+    assert at.checkbox(key=f"b_tstrict_{k}").value is t.strict_known
+    at.text_input(key="b_thr").input("1.0")
+    at.text_input(key="b_ns").input("2")
+    at.text_input(key="b_vals").input("50")
+    at.checkbox(key=f"b_tknown_{k}").uncheck()
+    at.number_input(key="b_qlimit").set_value(2)
+    at.number_input(key="b_loss_tokens").set_value(0)
+    at.number_input(key=f"b_tsel_tokens_{k}").set_value(600)
+    ok(at.run())
+    n_sets = len(t.retain_questions)
+    assert any(f"1 configuration(s) + the clean baseline; {n_sets} retain question set(s)" in c.value
+               for c in at.caption)
+    at.button(key="b_run").click()
+    ok(at.run())
+    end = time.time() + 90
+    while not any(m.label == "Unlearning score" for m in at.metric):
+        assert time.time() < end, "the sweep did not finish"
+        time.sleep(0.5)
+        ok(at.run())
+    assert "Forget against retain (target bio-basics)" in [x.value for x in at.subheader]
+    summary = next(m.value for m in at.markdown if m.value.startswith("Accuracy "))
+    assert "forget set `quiz:bio@heldout` (2 questions); retain set(s) `quiz:retain@heldout!overlaps_bio` (2)" \
+        in summary
+    assert "| clean model |" in summary and "| forget accuracy | retain accuracy (mean) |" in summary
+    assert {"Clean forget accuracy", "Clean retain accuracy"} <= {m.label for m in at.metric}
 
 
 def test_batch_evaluation_progress_and_cancel(app_env):

@@ -102,7 +102,13 @@ def test_every_page_renders(app, page):
     base = app["url"]
     goto(page, base + "/")
     assert page.get_by_role("heading", name="SAE Unlearning Workbench").is_visible()
-    assert page.get_by_text("tiny test backend").is_visible()
+    assert page.get_by_text("tiny test backend", exact=False).first.is_visible()
+    assert "target=bio-basics" in page.url  # the sidebar's target, in the URL
+    page.get_by_role("button", name="Run the demo").click()  # the guided demo on the default target
+    page.wait_for_selector("text=The intervention:", timeout=90_000)
+    settle(page)
+    no_errors(page)
+    assert page.get_by_text("flipped none of the first", exact=False).is_visible()  # the tiny model knows nothing
     shot(page, "1_home")
 
     goto(page, base + "/Feature_search?f=2&ntok=600")
@@ -113,14 +119,14 @@ def test_every_page_renders(app, page):
     assert wait_charts(page) == 1  # the activation histogram
     shot(page, "2_feature_search")
 
-    goto(page, base + f"/Token_highlighting?features=2,3&q={QID}")
+    goto(page, base + f"/Token_highlighting?features=2,3&qset=wmdp-bio&q={QID}")
     page.wait_for_selector("text=Correct answer: A.")
     assert page.locator(".uw-heat").count() >= 3
     shot(page, "3_token_highlighting")
 
 
 def test_clamp_slider_changes_probabilities_on_screen(app, page):
-    goto(page, app["url"] + f"/Clamp_explorer?features=2,3,4&q={QID}&c=50")
+    goto(page, app["url"] + f"/Clamp_explorer?features=2,3,4&qset=wmdp-bio&q={QID}&c=50")
     before = row_text(page, "intervened (c=50)")
     base_before = row_text(page, "base")
     assert re.search(r"A 0\.\d{4}", before)
@@ -172,7 +178,7 @@ def test_batch_evaluation_results(app, page):
 def test_dark_theme_heatmap_is_readable(app, browser):
     pg = browser.new_page(viewport={"width": 1400, "height": 1000}, color_scheme="dark")
     try:
-        goto(pg, app["url"] + f"/Token_highlighting?features=2,3&q={QID}")
+        goto(pg, app["url"] + f"/Token_highlighting?features=2,3&qset=wmdp-bio&q={QID}")
         bg = pg.evaluate("getComputedStyle(document.querySelector('[data-testid=stApp]')).backgroundColor")
         assert bg != "rgb(255, 255, 255)", "the dark theme did not apply"
         # every shaded token's text contrasts with its background (WCAG ratio >= 4.5)

@@ -99,3 +99,55 @@ def test_ensure_server_returns_ready_client(served):
     c = ensure_server(url, auto_start=True, token=token)  # already running: nothing is started
     assert c.process is None and time.time() - t < 10
     assert c.tokenize("ab")["n_tokens"] == 3
+
+
+def test_target_methods(served):
+    url, token = served
+    c = UnlearnClient(url, token=token)
+    ts = c.targets()
+    assert ts["default"] == "bio-basics" and "sherlock" in {t["name"] for t in ts["targets"]}
+    sel = c.select_target("bio-basics", n=3)
+    from unlearn_core.targets import get_target
+
+    assert len(sel["features"]) == 3 and sel["retain_corpora"] == list(get_target("bio-basics").retain_corpora)
+    assert c.select_target("bio-basics", n=3, threshold=0.999)["threshold"] == 0.999
+    d = c.demo("bio-basics", max_scan=2)
+    assert d["target"] == "bio-basics" and d["n_checked_forget"] == 2 and d["summary"]
+    q = c.questions("quiz:retain!overlaps_bio", known=True, strict=True, limit=2)
+    assert q["known"] is True and q["strict"] is True
+    with pytest.raises(ServerError) as e:
+        c.demo("nope")
+    assert e.value.status == 404 and "unknown target" in e.value.message
+
+
+def test_create_and_delete_a_target(served):
+    url, token = served
+    c = UnlearnClient(url, token=token)
+    qs = [{"question": f"Client question {i}?", "choices": ["w", "x", "y", "z"], "answer": "B"} for i in range(3)]
+    body = dict(documents=["Client corpus text about a topic. " * 30], questions=qs, description="from the client")
+    try:
+        t = c.create_target("client-made", n=4, c=300, **body)
+        assert t["name"] == "client-made" and t["defined_in_app"] is True
+        assert t["selection"]["n"] == 4 and t["intervention"]["c"] == 300.0 and t["retain_questions"] == ["quiz:retain"]
+        assert "client-made" in {x["name"] for x in c.targets()["targets"]}
+        page = c.questions(t["forget_questions"])
+        assert page["total"] == 3 and {q["answer"] for q in page["questions"]} == {1}  # "B" -> 1
+        with pytest.raises(ServerError) as e:
+            c.create_target("client-made", **body)
+        assert e.value.status == 409 and "exists already" in e.value.message
+        with pytest.raises(ServerError) as e:
+            c.create_target("client-other", retain_questions=["/tmp/x.json"], **body)
+        assert e.value.status == 400 and "file paths are not accepted" in e.value.message
+        assert c.delete_target("client-made") == {"deleted": "client-made"}
+    finally:
+        try:
+            c.delete_target("client-made")
+        except ServerError:
+            pass
+    assert "client-made" not in {x["name"] for x in c.targets()["targets"]}
+    with pytest.raises(ServerError) as e:
+        c.delete_target("sherlock")
+    assert e.value.status == 403
+    with pytest.raises(ServerError) as e:
+        c.delete_target("no such/target")
+    assert e.value.status == 404

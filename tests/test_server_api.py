@@ -80,7 +80,9 @@ def test_health_and_info(client):
     assert info["limits"]["max_text_chars"] == 20_000 and info["limits"]["max_features"] == 512
     assert info["limits"]["max_values"] == 64 and info["limits"]["max_abs_clamp"] == 1e4
     names = [s["name"] for s in info["question_sets"]]
-    assert names[:2] == ["wmdp-bio", "mmlu:side-effects"] and GEO in names
+    assert names[:4] == ["quiz:bio", "quiz:sherlock", "quiz:retain", "quiz:retain!overlaps_bio"]
+    assert names.index("wmdp-bio") < names.index("mmlu:side-effects") < names.index(GEO)
+    assert len(names) == len(set(names))
     assert {"hits", "misses", "entries"} <= set(info["activation_cache"])
     assert "clamp" in info["modes"] and "webtext" in info["corpora"]
 
@@ -90,7 +92,8 @@ def test_docs_and_openapi(client):
     paths = ok(client.get("/openapi.json"))["paths"]
     for p in ["/api/health", "/api/info", "/api/tokenize", "/api/activations", "/api/features/dashboard",
               "/api/features/search", "/api/features/select", "/api/questions", "/api/mcq", "/api/generate",
-              "/api/loss_added", "/api/perplexity", "/api/jobs", "/api/jobs/{job_id}", "/api/jobs/{job_id}/cancel"]:
+              "/api/loss_added", "/api/perplexity", "/api/jobs", "/api/jobs/{job_id}", "/api/jobs/{job_id}/cancel",
+              "/api/targets", "/api/targets/select", "/api/demo"]:
         assert p in paths
 
 
@@ -157,7 +160,7 @@ def test_questions_pages_and_known_filter(client):
     assert p0["label"] == "WMDP-bio" and p0["is_fallback"] is False and p0["total"] > 1000
     assert [q["id"] for q in p0["questions"]][1:] == [q["id"] for q in p1["questions"]]
     q = p0["questions"][0]
-    assert set(q) == {"id", "question", "choices", "answer", "subject", "source"} and len(q["choices"]) == 4
+    assert set(q) == {"id", "question", "choices", "answer", "subject", "source", "extra"} and len(q["choices"]) == 4
     side = ok(client.get("/api/questions", params={"set": "mmlu:side-effects", "limit": 2}))
     assert side["total"] > 500 and side["questions"][0]["source"] == "mmlu"
     k = ok(client.get("/api/questions", params={"set": GEO, "limit": 1, "known": "true"}))

@@ -257,6 +257,25 @@ def test_bad_user_targets_get_clear_errors(tmp_path, body, needle):
         T.load_targets(str(f))
 
 
+def test_target_defined_in_the_app_is_saved_and_loaded(tmp_path, shared_data):
+    rows = [{"question": "What do dragons hoard?", "choices": ["gold", "fish", "snow", "rice"], "answer": 0}]
+    t = T.save_target(tmp_path, "dragons", "dragon lore", ["Dragons hoard gold.", "  "], rows, n=7, c=30)
+    assert t.name == "dragons" and t.selection.n == 7 and t.intervention.c == 30
+    assert t.forget_corpus == str(tmp_path / "dragons" / "corpus.jsonl")
+    assert D.load_corpus(t.forget_corpus) == ["Dragons hoard gold."]
+    assert len(D.load_question_set(t.forget_questions).questions) == 1
+    assert T.load_targets(None, tmp_path)["dragons"] == t
+    with pytest.raises(T.TargetError, match="exists already"):
+        T.save_target(tmp_path, "dragons", "", ["x"], rows, existing=T.load_targets(None, tmp_path))
+    with pytest.raises(T.TargetError, match="name"):
+        T.save_target(tmp_path, "../evil", "", ["x"], rows)
+    with pytest.raises(QuestionFileError, match="expected 4 choices"):
+        T.save_target(tmp_path, "bad", "", ["x"], [{"question": "q", "choices": ["a"], "answer": 0}])
+    with pytest.raises(T.TargetError, match="corpus is empty"):
+        T.save_target(tmp_path, "empty", "", [" "], rows)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dragons"]  # failed saves leave nothing behind
+
+
 def test_with_part():
     assert T.with_part("quiz:retain!overlaps_bio", "heldout") == "quiz:retain@heldout!overlaps_bio"
     assert T.with_part("quiz:bio@train", "heldout") == "quiz:bio@train"

@@ -141,7 +141,7 @@ def cmd_eval(args) -> None:
         questions = qs.questions[: args.limit] if args.limit else qs.questions
         if args.known:
             bar = _bar(len(questions), f"known filter {qs.name}")
-            questions = known_questions(engine, questions, progress=bar.update)
+            questions = known_questions(engine, questions, progress=bar.update, strict=args.strict)
             bar.close()
         expand = engine.scoring == "letter" and args.orderings
         items = [v for q in questions for v in all_orderings(q)] if expand else questions
@@ -149,8 +149,9 @@ def cmd_eval(args) -> None:
         base = accuracy(score_questions(engine, items, progress=bar.update))
         inter = accuracy(score_questions(engine, items, ivs, progress=bar.update)) if ivs else None
         bar.close()
+        known_filter = ("strict" if args.strict else True) if args.known else False
         result["sets"][spec] = {"label": qs.label, "is_fallback": qs.is_fallback, "n_questions": len(questions),
-                                "n_scored": len(items), "known_filter": args.known, "base_accuracy": base,
+                                "n_scored": len(items), "known_filter": known_filter, "base_accuracy": base,
                                 "intervened_accuracy": inter}
         lines.append(f"{qs.label:<40} n={len(questions):<5} base={base:.3f}"
                      + (f"  intervened={inter:.3f}" if inter is not None else ""))
@@ -356,10 +357,10 @@ def demo_text(out: dict) -> str:
 
 
 def cmd_target_list(args) -> None:
-    from .targets import load_targets
+    from .targets import load_targets, saved_targets_dir
 
     s = _settings(args)
-    ts = load_targets(s.targets_file)
+    ts = load_targets(s.targets_file, saved_targets_dir(s))
     out = [t.to_dict() for t in ts.values()]
     lines = [f"{t.name:<12} [{t.source}] {t.description}\n{'':<13}forget: {t.forget_corpus} / {t.forget_questions}; "
              f"retain: {', '.join(t.retain_corpora)} / {', '.join(t.retain_questions)}; default: {t.intervention.mode} "
@@ -368,10 +369,10 @@ def cmd_target_list(args) -> None:
 
 
 def cmd_target_eval(args) -> None:
-    from .targets import evaluate_target, get_target
+    from .targets import engine_target, evaluate_target
 
     engine = _engine(args)
-    t = get_target(args.name, engine.settings.targets_file)
+    t = engine_target(engine, args.name)
     bar = _bar(0, f"target {t.name}: known filter")
     r = evaluate_target(engine, t, args.forget_questions, args.retain_questions, loss_tokens=args.loss_tokens,
                         progress=lambda n=1: bar.update(n))
@@ -421,11 +422,11 @@ def _experiment_targets(args, engine) -> None:
     the book study (perplexity and generation with the 'SAE spliced in' control)."""
     from . import experiments as X
     from . import target_experiment as TX
-    from .targets import get_target
+    from .targets import engine_target
 
     out = {}
     for name in args.target or ["bio-basics", "sherlock"]:
-        t = get_target(name, engine.settings.targets_file)
+        t = engine_target(engine, name)
         r = TX.run(engine, t, thresholds=_floats(args.thresholds), ns=tuple(int(x) for x in _floats(args.ns)),
                    values=_floats(args.values), loss_tokens=args.loss_tokens, ppl_tokens=args.ppl_tokens,
                    min_retain=args.min_retain)
@@ -458,7 +459,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("mcq", help="one question: probabilities with and without an intervention")
     _common(s)
     _intervention_args(s)
-    s.add_argument("--questions", default="wmdp-bio", help="wmdp-bio | mmlu:<subject,...> | mmlu:side-effects")
+    s.add_argument("--questions", default="wmdp-bio",
+                   help="wmdp-bio | mmlu:<subject,...> | mmlu:side-effects | quiz:<bio|sherlock|retain> | a .json/.csv file")
     s.add_argument("--index", type=int, default=0)
     s.add_argument("--question-id")
     s.set_defaults(func=cmd_mcq)
@@ -466,9 +468,12 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("eval", help="accuracy on question sets (known filter), loss added")
     _common(s)
     _intervention_args(s)
-    s.add_argument("--questions", nargs="+", default=["wmdp-bio", "mmlu:side-effects"])
+    s.add_argument("--questions", nargs="+", default=["wmdp-bio", "mmlu:side-effects"],
+                   help="question sets: wmdp-bio, mmlu:<subjects>, quiz:<name>, a .json/.csv file; @train/@heldout, !flag")
     s.add_argument("--limit", type=int, default=0, help="first N questions of each set (0 = all)")
     s.add_argument("--known", action="store_true", help="keep only questions the clean model knows")
+    s.add_argument("--strict", action="store_true",
+                   help="with --known: also drop questions answered correctly with the question text removed")
     s.add_argument("--orderings", action="store_true", help="letter scoring: score all 24 orderings")
     s.add_argument("--loss-corpus", default="webtext")
     s.add_argument("--loss-tokens", type=int, default=50_000, help="0 disables loss added")

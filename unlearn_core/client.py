@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import quote, urlparse
 
 import requests
 
@@ -143,11 +143,56 @@ class UnlearnClient:
                                                               "threshold": threshold, "n": n,
                                                               "n_tokens": n_tokens, "describe": describe})
 
+    # -- targets
+
+    def targets(self) -> dict:
+        """{"default": name, "targets": [target dict + resolved_forget_corpus, forget_corpus_note]}."""
+        return self.request("GET", "/api/targets")
+
+    def select_target(self, target: str, sae: str | None = None, n: int | None = None,
+                      threshold: float | None = None, describe: bool = False) -> dict:
+        """The target's format-matched selection (n and threshold default to the target's)."""
+        body: dict = {"target": target, "sae": sae, "describe": describe}
+        if n is not None:
+            body["n"] = n
+        if threshold is not None:
+            body["threshold"] = threshold
+        return self.request("POST", "/api/targets/select", body)
+
+    def create_target(self, name: str, documents: list[str], questions: list[dict], description: str = "",
+                      retain_corpora: list[str] | None = None, retain_questions: list[str] | None = None,
+                      threshold: float | None = None, n: int | None = None, c: float | None = None,
+                      mode: str | None = None) -> dict:
+        """Define a target (saved on the server): the forget corpus as documents, the forget questions
+        as rows ``{"question", "choices": [4], "answer": 0-3 or "A"-"D"}``; what is not given takes
+        the server's defaults (the bio-basics retain corpora, ``quiz:retain``, N 50, c 200, clamp).
+        Returns the new target as :meth:`targets` lists it."""
+        body: dict = {"name": name, "description": description, "documents": documents, "questions": questions}
+        for k, v in (("retain_corpora", retain_corpora), ("retain_questions", retain_questions),
+                     ("threshold", threshold), ("n", n), ("c", c), ("mode", mode)):
+            if v is not None:
+                body[k] = v
+        return self.request("POST", "/api/targets", body)
+
+    def delete_target(self, name: str) -> dict:
+        """Delete a target defined in the app (built-in and targets-file ones cannot be)."""
+        return self.request("DELETE", f"/api/targets/{quote(name, safe='')}")
+
+    def demo(self, target: str, max_scan: int | None = None) -> dict:
+        """The guided demo on a target: a forgotten question and a kept one (or why there is none)."""
+        body: dict = {"target": target}
+        if max_scan is not None:
+            body["max_scan"] = max_scan
+        return self.request("POST", "/api/demo", body)
+
     # -- questions
 
-    def questions(self, set: str = "wmdp-bio", known: bool = False, limit: int = 50, offset: int = 0) -> dict:
-        return self.request("GET", "/api/questions", params={"set": set, "known": str(known).lower(),
-                                                               "limit": limit, "offset": offset})
+    def questions(self, set: str = "wmdp-bio", known: bool = False, limit: int = 50, offset: int = 0,
+                  strict: bool = False) -> dict:
+        params = {"set": set, "known": str(known).lower(), "limit": limit, "offset": offset}
+        if strict:  # only sent when asked for, so an older server still answers plain requests
+            params["strict"] = "true"
+        return self.request("GET", "/api/questions", params=params)
 
     def mcq(self, question_id: str | None = None, set: str = "wmdp-bio", interventions: list[dict] | None = None,
             values: list[float] | None = None, question: dict | None = None) -> dict:

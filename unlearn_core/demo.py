@@ -12,7 +12,7 @@ from typing import Callable
 
 from . import data as D
 from .mcq import score_question
-from .targets import DEFAULT_TARGET, Target, default_intervention, forget_corpus_for, get_target
+from .targets import DEFAULT_TARGET, Target, default_intervention, engine_target, forget_corpus_for
 
 MAX_SCAN = 60
 
@@ -60,7 +60,7 @@ def find_examples(engine, target: Target, iv, min_conf: float = 0.5, max_scan: i
 
 
 def run_demo(engine, target_name: str = DEFAULT_TARGET, progress: Callable[[int, str], None] | None = None) -> dict:
-    target = get_target(target_name, engine.settings.targets_file)
+    target = engine_target(engine, target_name)
     if progress:
         progress(0, f"selecting {target.name} features ({target.forget_corpus} vs {', '.join(target.retain_corpora)})")
     iv = default_intervention(engine, target)

@@ -2,10 +2,11 @@
 
 Statistics run the model only up to the SAE's hook (``stop_at_layer``, no logits) over
 BOS-prefixed windows of a corpus, and are cached on disk (safetensors) keyed by
-model + SAE fingerprint + corpus + token budget + window size.
+model + SAE fingerprint + corpus (a file corpus: also its contents) + token budget + window size.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +37,20 @@ def parse_corpus_spec(spec: str) -> tuple[str, str]:
 def corpus_docs(engine: Engine, spec: str) -> list[str]:
     name, part = parse_corpus_spec(spec)
     return D.load_corpus(name, engine.settings.data_dir, part=part)
+
+
+def file_corpus_digest(spec: str, docs: list[str]) -> tuple[str, ...]:
+    """() for a named corpus (its cache key is its name); for a file, a digest of its documents, so
+    a file that changed (a target defined in the app, deleted and defined again) is not served the
+    old file's statistics."""
+    name, _ = parse_corpus_spec(spec)
+    if name in D.CORPORA or name == "wmdp-bio-text" or name.startswith(("mmlu:", "quiz:")):
+        return ()
+    h = hashlib.sha256()
+    for d in docs:
+        h.update(d.encode("utf-8", "surrogatepass"))
+        h.update(b"\0")
+    return (h.hexdigest()[:24],)
 
 
 def windows_for(engine: Engine, docs: list[str], n_tokens: int, ctx: int) -> list[list[int]]:
@@ -95,7 +110,8 @@ def feature_stats(engine: Engine, sae_key: str, corpus: str, n_tokens: int = 100
     loaded = engine.saes[sae_key]
     docs = corpus_docs(engine, corpus)
     windows = windows_for(engine, docs, n_tokens, ctx)
-    key = C.key_of("stats-v2", engine.cache_namespace(), sae_fingerprint(loaded), corpus, n_tokens, ctx, N_BINS)
+    key = C.key_of("stats-v2", engine.cache_namespace(), sae_fingerprint(loaded), corpus, n_tokens, ctx, N_BINS,
+                   *file_corpus_digest(corpus, docs))
     path = Path(engine.settings.cache_dir) / "feature_stats" / f"{key}.safetensors"
 
     def compute() -> dict:

@@ -9,6 +9,10 @@ not code); a user adds their own in a TOML file of the same schema (``--targets 
 """
 from __future__ import annotations
 
+import json
+import logging
+import re
+import sys
 import tomllib
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -16,6 +20,7 @@ from pathlib import Path
 from . import data as D
 from .interventions import MODES, Intervention
 
+log = logging.getLogger(__name__)
 BUILTIN_FILE = Path(__file__).resolve().parent / "assets" / "targets.toml"
 DEFAULT_TARGET = "bio-basics"
 
@@ -128,22 +133,101 @@ def read_targets_file(path: str | Path, source: str | None = None) -> dict[str, 
     return {name: target_from_dict(name, d, source or str(p), base) for name, d in raw.items()}
 
 
-def load_targets(targets_file: str | None = None) -> dict[str, Target]:
-    """The built-in targets, plus a user's (a user target may not reuse a built-in name)."""
+def load_targets(targets_file: str | None = None, saved_dir: str | Path | None = None) -> dict[str, Target]:
+    """The built-in targets, a user's TOML file, and the targets defined in the app (saved under
+    ``saved_dir``, one folder each). No target may reuse another's name."""
     out = read_targets_file(BUILTIN_FILE, "built-in")
-    if targets_file:
-        for name, t in read_targets_file(targets_file).items():
+    files = [Path(targets_file)] if targets_file else []
+    if saved_dir and Path(saved_dir).is_dir():
+        files += sorted(Path(saved_dir).glob("[!.]*/target.toml"))  # not the .<name>.tmp folders of a save
+    for f in files:
+        try:
+            found = read_targets_file(f)
+        except TargetError:
+            if f == Path(targets_file or ""):
+                raise  # the user's own file: say what is wrong
+            log.warning("skipping the broken saved target %s: %s", f.parent.name, sys.exc_info()[1])
+            continue
+        for name, t in found.items():
             if name in out:
-                raise TargetError(f"target {name!r} in {targets_file} has the name of a built-in target; rename it")
+                raise TargetError(f"target {name!r} in {f} has the name of a {out[name].source} target; rename it")
             out[name] = t
     return out
 
 
-def get_target(name: str, targets_file: str | None = None) -> Target:
-    targets = load_targets(targets_file)
+def get_target(name: str, targets_file: str | None = None, saved_dir: str | Path | None = None) -> Target:
+    targets = load_targets(targets_file, saved_dir)
     if name not in targets:
         raise KeyError(f"unknown target {name!r}; known: {sorted(targets)}")
     return targets[name]
+
+
+def saved_targets_dir(settings) -> Path:
+    """Where targets defined in the app are kept (the cache folder: they are the user's data)."""
+    return Path(settings.cache_dir) / "targets"
+
+
+def engine_targets(engine) -> dict[str, Target]:
+    return load_targets(engine.settings.targets_file, saved_targets_dir(engine.settings))
+
+
+def engine_target(engine, name: str) -> Target:
+    return get_target(name, engine.settings.targets_file, saved_targets_dir(engine.settings))
+
+
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
+MAX_SAVED_TEXT = 5_000_000  # characters of forget corpus a saved target may hold
+MAX_SAVED_QUESTIONS = 5_000
+
+
+def _toml_str(x: str) -> str:
+    return json.dumps(x, ensure_ascii=False)  # a JSON string is a valid TOML basic string
+
+
+def save_target(folder: str | Path, name: str, description: str, documents: list[str], questions: list[dict],
+                retain_corpora: tuple[str, ...] = ("quiz:retain@train", "wikitext@train", "webtext-train"),
+                retain_questions: tuple[str, ...] = ("quiz:retain",), threshold: float = 0.01, n: int = 50,
+                c: float = 200.0, mode: str = "clamp", existing: dict[str, Target] | None = None) -> Target:
+    """Write a target defined in the app: its corpus (``corpus.jsonl``), its questions
+    (``questions.json``, validated like any question file) and ``target.toml``, then read it
+    back through the same loader as every other target. Nothing outside ``folder/<name>`` is written."""
+    import shutil
+
+    if not NAME_RE.match(name or ""):
+        raise TargetError("a target name is 1-40 lower-case letters, digits, '-' or '_', starting with a letter or digit")
+    if existing and name in existing:
+        raise TargetError(f"a target named {name!r} exists already ({existing[name].source}); pick another name")
+    docs = [d for d in documents if isinstance(d, str) and d.strip()]
+    if not docs:
+        raise TargetError("the forget corpus is empty: give at least one non-empty document")
+    if sum(len(d) for d in docs) > MAX_SAVED_TEXT:
+        raise TargetError(f"the forget corpus is larger than {MAX_SAVED_TEXT:,} characters")
+    if not questions or len(questions) > MAX_SAVED_QUESTIONS:
+        raise TargetError(f"give between 1 and {MAX_SAVED_QUESTIONS} questions")
+    root = Path(folder)
+    tmp = root / f".{name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        (tmp / "corpus.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in docs), encoding="utf-8")
+        (tmp / "questions.json").write_text(json.dumps(questions), encoding="utf-8")
+        from .question_files import parse_question_file
+
+        parse_question_file(tmp / "questions.json", source=name)  # fails with the row and the fix
+        lines = [f"[{name}]", f"description = {_toml_str(description or name)}",
+                 'forget_corpus = "corpus.jsonl"', 'forget_questions = "questions.json"',
+                 f"retain_corpora = [{', '.join(map(_toml_str, retain_corpora))}]",
+                 f"retain_questions = [{', '.join(map(_toml_str, retain_questions))}]",
+                 'eval_part = "all"', f"[{name}.selection]", f"threshold = {float(threshold)!r}", f"n = {int(n)}",
+                 f"[{name}.intervention]", f"mode = {_toml_str(mode)}", f"c = {float(c)!r}"]
+        (tmp / "target.toml").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        read_targets_file(tmp / "target.toml")  # validates the rest
+        shutil.rmtree(root / name, ignore_errors=True)
+        tmp.rename(root / name)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return read_targets_file(root / name / "target.toml")[name]
 
 
 def with_part(spec: str, part: str) -> str:

@@ -43,8 +43,10 @@ from ..engine import Engine
 from ..interventions import MODES, Intervention, validate
 from . import schemas as S
 from .jobs import JobRunner
-from .state import (EngineNotReady, ServerState, check_corpus, check_length, corpus_names, finite, fits_context,
-                    nll_chunked, question_set_names, search, select_questions, token_activations)
+from . import target_api as TA
+from .state import (EngineNotReady, ServerState, check_corpus, check_length, corpus_names, drop_unfinished_saves,
+                    finite, fits_context, nll_chunked, question_set_names, search, select_questions, server_targets,
+                    token_activations, trusted_files)
 
 log = logging.getLogger("unlearn_core.server")
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -72,7 +74,24 @@ def iv_out(ivs: list[Intervention]) -> list[S.InterventionOut]:
 
 
 def question_out(q: D.Question) -> S.QuestionOut:
-    return S.QuestionOut(**q.to_dict())
+    d = q.to_dict()
+    d["extra"] = d.get("extra") or None
+    return S.QuestionOut(**d)
+
+
+def target_question_sets(engine: Engine) -> list[tuple[str, str]]:
+    """The question sets the server's targets name (so a user target's sets are offered too)."""
+    from ..targets import TargetError
+
+    try:
+        targets = server_targets(engine)
+    except TargetError:  # a broken targets file: /api/targets says why; the info stays up
+        return []
+    out = []
+    for t in targets.values():
+        out.append((t.forget_questions, f"forget questions of the target {t.name}"))
+        out += [(s, f"retain questions of the target {t.name}") for s in t.retain_questions]
+    return out
 
 
 def score_out(s) -> S.MCQScoreOut:
@@ -146,6 +165,7 @@ def create_app(engine_factory: Callable[[], Engine], *, token: str | None = None
     token = os.environ.get("UNLEARN_TOKEN") if token is None else token
     state = ServerState(engine_factory, lru_capacity=lru_capacity, load_wait_s=load_wait_s)
     runner = JobRunner(state, allow_delay=allow_test_options)
+    state.on_ready.append(drop_unfinished_saves)
     state.on_ready.append(runner.start)
 
     @asynccontextmanager
@@ -182,8 +202,8 @@ def create_app(engine_factory: Callable[[], Engine], *, token: str | None = None
         if engine is not None:  # no model forward here, so no lock: /info stays responsive
             out.update(engine.info())
             out["n_ctx"] = engine.model.cfg.n_ctx
-            out["question_sets"] = [S.QuestionSetInfo(name=n, description=d)
-                                    for n, d in question_set_names(engine.settings.data_dir)]
+            out["question_sets"] = [S.QuestionSetInfo(name=n, description=d) for n, d in
+                                    question_set_names(engine.settings.data_dir, target_question_sets(engine))]
         return S.InfoResponse(**out)
 
     @api.post("/tokenize", response_model=S.TokenizeResponse, tags=["text"])
@@ -211,8 +231,9 @@ def create_app(engine_factory: Callable[[], Engine], *, token: str | None = None
         engine = state.engine()
         sae = resolve_sae(engine, req.sae)
         F.check_feature(engine.saes[sae], req.feature)
+        trusted = trusted_files(engine)[1]
         for c in req.corpora:
-            check_corpus(c, engine.settings.data_dir)
+            check_corpus(c, engine.settings.data_dir, trusted)
         for c in req.corpora:  # one lock hold per corpus; cached on disk afterwards
             with state.model():
                 F.feature_stats(engine, sae, c, req.n_tokens)
@@ -247,8 +268,9 @@ def create_app(engine_factory: Callable[[], Engine], *, token: str | None = None
 
         engine = state.engine()
         sae = resolve_sae(engine, req.sae)
+        trusted = trusted_files(engine)[1]
         for c in (req.forget, req.retain):
-            check_corpus(c, engine.settings.data_dir)
+            check_corpus(c, engine.settings.data_dir, trusted)
         with state.model():
             fs = F.feature_stats(engine, sae, req.forget, req.n_tokens)
         with state.model():
@@ -263,18 +285,62 @@ def create_app(engine_factory: Callable[[], Engine], *, token: str | None = None
 
     @api.get("/questions", response_model=S.QuestionsResponse, tags=["questions"])
     def questions(set_: str = Query("wmdp-bio", alias="set", max_length=300,
-                                    description="wmdp-bio | mmlu:<subject,...> | mmlu:side-effects"),
+                                    description="quiz:bio | quiz:retain!overlaps_bio | wmdp-bio | "
+                                                "mmlu:<subject,...> | mmlu:side-effects, optionally @train/@heldout"),
                   known: bool = Query(False, description="keep only questions the clean model knows (cached)"),
+                  strict: bool = Query(False, description="with known: the strict filter (also wrong with the "
+                                                          "question text blanked)"),
                   limit: int = Query(50, ge=1, le=S.MAX_PAGE), offset: int = Query(0, ge=0)) -> S.QuestionsResponse:
         """A page of a question set; with known=true, the known filter is applied to that page."""
         qs = state.question_set(set_)
         page = qs.questions[offset : offset + limit]
         skipped = 0
         if known:
-            page, skipped = select_questions(state, page, known=True)
+            page, skipped = select_questions(state, page, known=True, strict=strict)
         return S.QuestionsResponse(set=set_, label=qs.label, is_fallback=qs.is_fallback, origin=qs.origin,
                                    total=len(qs.questions), offset=offset, limit=limit, known=known,
-                                   n_skipped_too_long=skipped, questions=[question_out(q) for q in page])
+                                   strict=known and strict, n_skipped_too_long=skipped,
+                                   questions=[question_out(q) for q in page])
+
+    @api.get("/targets", response_model=S.TargetList, tags=["targets"])
+    def targets() -> S.TargetList:
+        """The unlearning targets (built-in, the server's targets file, those defined in the app), each
+        with the forget corpus this server would select on (the target's own, or its labelled fallback)."""
+        return S.TargetList(**TA.list_targets(state.engine()))
+
+    @api.post("/targets", response_model=S.TargetOut, status_code=201, tags=["targets"])
+    def targets_create(req: S.TargetCreateRequest) -> S.TargetOut:
+        """Define a target from the app: its forget corpus (documents) and forget questions (rows in
+        the WMDP schema), named retain corpora and question sets, selection and default intervention.
+        Saved under ``<cache_dir>/targets/<name>/``; 400 with the row and the fix for a bad question,
+        409 when the name is taken. Question ids get a content digest (``<id>-<digest>``)."""
+        try:
+            return S.TargetOut(**TA.create_target(state, req))
+        except TA.TargetExistsError as e:
+            raise HTTPException(409, str(e)) from None
+
+    @api.delete("/targets/{name}", response_model=S.TargetDeleted, tags=["targets"])
+    def targets_delete(name: str) -> S.TargetDeleted:
+        """Delete a target defined in the app (403 for built-in and targets-file ones)."""
+        try:
+            return S.TargetDeleted(**TA.delete_target(state, name))
+        except TA.TargetProtectedError as e:
+            raise HTTPException(403, str(e)) from None
+
+    @api.post("/targets/select", response_model=S.TargetSelectResponse, tags=["targets"])
+    def targets_select(req: S.TargetSelectRequest) -> S.TargetSelectResponse:
+        """Format-matched selection: retain frequency (the max over the target's retain corpora)
+        < threshold, ranked by forget frequency; says which corpora were used."""
+        engine = state.engine()
+        sae = resolve_sae(engine, req.sae)
+        out = TA.select(state, req.target, sae, n=req.n, threshold=req.threshold, describe=req.describe)
+        return S.TargetSelectResponse(**out)
+
+    @api.post("/demo", response_model=S.DemoResponse, tags=["targets"])
+    def demo(req: S.DemoRequest) -> S.DemoResponse:
+        """The guided demo: the target's default intervention, a known forget question it flips
+        and a known retain question that stays right (the lock is taken per question)."""
+        return S.DemoResponse(**TA.run_demo(state, req.target, req.max_scan))
 
     @api.post("/mcq", response_model=S.MCQResponse, tags=["questions"])
     def mcq(req: S.MCQRequest) -> S.MCQResponse:
@@ -416,6 +482,7 @@ def engine_factory_for(settings, tiny: bool = False) -> Callable[[], Engine]:
             engine = tiny_engine(cache_dir=settings.cache_dir)
             if settings.data_dir:
                 engine.settings.data_dir = settings.data_dir
+            engine.settings.targets_file = settings.targets_file
             return engine
 
         return factory

@@ -3,7 +3,11 @@
 Why on disk, line by line: a sweep can take hours on the real model, and the server may be
 killed at any time. Layout under ``<cache_dir>/jobs/<job_id>/``:
 
-* ``spec.json``     the validated spec, model namespace and creation time (atomic write);
+* ``spec.json``     the validated spec, model namespace and creation time (atomic write); a
+  spec naming a target is stored *resolved* (its corpora, question sets and strict_known
+  filled in), so a resumed job runs exactly what was submitted even if the targets change;
+  a spec stored before targets existed reads as before (retain_corpora empty means
+  [retain_corpus], strict_known absent means false);
 * ``results.jsonl`` one JSON line per finished configuration, flushed and fsynced at once;
   the clean baseline is the row with ``config == "none"``;
 * ``status.json``   written once the job ends (done / cancelled / failed). No status file
@@ -31,7 +35,8 @@ from .. import cache as C
 from ..engine import Engine
 from ..interventions import Intervention
 from .schemas import JobSpec
-from .state import LOCK_CHUNK, ServerState, check_corpus, finite, nll_chunked, score_chunked, select_questions
+from .state import (LOCK_CHUNK, ServerState, check_corpus, finite, nll_chunked, score_chunked, select_questions,
+                    trusted_files)
 
 log = logging.getLogger("unlearn_core.server.jobs")
 
@@ -221,11 +226,12 @@ class JobRunner:
         if sae not in engine.saes:
             raise KeyError(f"unknown SAE {sae!r}; loaded: {sorted(engine.saes)}")
         data_dir = engine.settings.data_dir
-        for c in (spec.forget_corpus, spec.retain_corpus) + ((spec.loss_corpus,) if spec.loss_tokens else ()):
-            check_corpus(c, data_dir)
-        for s in [spec.forget_set, *spec.side_effect_sets]:
+        d = resolve_spec(engine, spec)
+        trusted = trusted_files(engine)[1]
+        for c in [d["forget_corpus"], *d["retain_corpora"]] + ([d["loss_corpus"]] if spec.loss_tokens else []):
+            check_corpus(c, data_dir, trusted)
+        for s in [d["forget_set"], *d["side_effect_sets"]]:
             self.state.question_set(s)  # unknown sets fail now (404), not in the worker
-        d = spec.model_dump()
         d["sae"] = sae
         store = self._store()
         job = store.create(d, engine.cache_namespace())
@@ -274,6 +280,33 @@ class JobRunner:
                 self.store.finish(job, "failed")
 
 
+def resolve_spec(engine: Engine, spec: JobSpec) -> dict:
+    """The spec as stored: with a target, the fields the request did not give come from it
+    (schemas.TARGET_RULE); retain_corpora is never empty and strict_known is a bool."""
+    from ..targets import forget_corpus_for, question_specs
+    from .state import server_targets
+
+    d = spec.model_dump()
+    given = spec.model_fields_set
+    if spec.target:
+        targets = server_targets(engine)
+        if spec.target not in targets:
+            raise KeyError(f"unknown target {spec.target!r}; known: {sorted(targets)}")
+        t = targets[spec.target]
+        forget_set, retain_sets = question_specs(t)
+        fill = {"forget_set": forget_set, "side_effect_sets": retain_sets, "strict_known": t.strict_known,
+                "loss_corpus": t.loss_corpus, "selection_tokens": t.selection.tokens}
+        if "forget_corpus" not in given:
+            fill["forget_corpus"] = forget_corpus_for(t, engine.settings.data_dir)[0]
+        if not given & {"retain_corpora", "retain_corpus"}:
+            fill["retain_corpora"] = list(t.retain_corpora)
+        d.update({k: v for k, v in fill.items() if k not in given or (k == "strict_known" and d[k] is None)})
+    d["retain_corpora"] = d["retain_corpora"] or [d["retain_corpus"]]
+    d["strict_known"] = bool(d["strict_known"])
+    JobSpec(**d)  # what the worker will read back: a target with too many sets or corpora fails now (400)
+    return d
+
+
 class Sweep:
     """One job's work: questions, selection statistics, baseline, then every configuration."""
 
@@ -291,11 +324,12 @@ class Sweep:
         qs = self.state.question_set(name).questions
         if self.spec.question_limit:
             qs = qs[: self.spec.question_limit]
-        return select_questions(self.state, qs, self.spec.known, self.check)[0]
+        return select_questions(self.state, qs, self.spec.known, self.check, strict=bool(self.spec.strict_known))[0]
 
     def run(self) -> None:
         from ..features import feature_stats, select_features, windows_for, corpus_docs
         from ..metrics import clean_nll_cached
+        from ..targets import retain_frequency
 
         spec, job = self.spec, self.job
         sets = {"forget": self.questions(spec.forget_set)}
@@ -305,8 +339,12 @@ class Sweep:
         with self.state.model() as engine:
             fs = feature_stats(engine, spec.sae, spec.forget_corpus, n_tokens=spec.selection_tokens)
         self.check()
-        with self.state.model() as engine:
-            rs = feature_stats(engine, spec.sae, spec.retain_corpus, n_tokens=spec.selection_tokens)
+        rs = []
+        for corpus in spec.retain_corpora or [spec.retain_corpus]:  # one lock hold per corpus
+            self.check()
+            with self.state.model() as engine:
+                rs.append(feature_stats(engine, spec.sae, corpus, n_tokens=spec.selection_tokens))
+        retain_freq = retain_frequency(rs)  # a feature's highest retain frequency
         self.windows, self.clean = [], None
         if spec.loss_tokens:
             with self.state.model() as engine:
@@ -317,7 +355,7 @@ class Sweep:
         if BASELINE not in done:
             self.finish_config(self.evaluate(sets, None, BASELINE, None, None, None, []))
         for t in spec.thresholds:
-            feats = [r["feature"] for r in select_features(fs.freq, rs.freq, t, max(spec.ns))]
+            feats = [r["feature"] for r in select_features(fs.freq, retain_freq, t, max(spec.ns))]
             for n in spec.ns:
                 todo = [v for v in spec.values if config_key(t, n, v) not in done]
                 chosen = feats[:n]

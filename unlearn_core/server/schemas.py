@@ -6,11 +6,14 @@ fields, so a typo in a field name is an error instead of a silently ignored opti
 """
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ..demo import MAX_SCAN as DEMO_MAX_SCAN  # questions the guided demo checks per set by default
 from ..interventions import MAX_ABS_CLAMP, MODES
+from ..targets import MAX_SAVED_QUESTIONS, MAX_SAVED_TEXT, NAME_RE
 
 MAX_TEXT_CHARS = 20_000
 MAX_FEATURES = 512  # total feature ids in one call (over all interventions)
@@ -86,6 +89,8 @@ class Limits(BaseModel):
     max_page: int = MAX_PAGE
     max_job_configs: int = MAX_JOB_CONFIGS
     max_new_tokens: int = MAX_NEW_TOKENS
+    max_target_text_chars: int = MAX_SAVED_TEXT  # a target defined in the app: its forget corpus
+    max_target_questions: int = MAX_SAVED_QUESTIONS  # ... and its questions
 
 
 class ErrorResponse(BaseModel):
@@ -282,6 +287,7 @@ class QuestionOut(BaseModel):
     answer: int
     subject: str
     source: str
+    extra: dict[str, Any] | None = None  # a question file's own fields (kind, topic, overlaps_bio, ...)
 
 
 class QuestionsResponse(BaseModel):
@@ -293,6 +299,7 @@ class QuestionsResponse(BaseModel):
     offset: int
     limit: int
     known: bool  # the known filter was applied to questions[offset:offset+limit]
+    strict: bool = False  # ... in its strict form (also wrong with the question text blanked)
     n_skipped_too_long: int  # with known=true: prompts longer than the model's context
     questions: list[QuestionOut]
 
@@ -405,12 +412,21 @@ class PerplexityResponse(BaseModel):
 # ---------------------------------------------------------------- jobs
 
 
+TARGET_RULE = ("With `target`, every field marked 'from the target' that the request does not give is taken "
+               "from that target (explicitly given fields win); the stored spec holds the resolved values.")
+
+
 class JobSpec(Request):
     """A sweep over (retain threshold, N, clamp value) with the paper's selection and metrics."""
 
+    target: Name | None = Field(None, description="an unlearning target (GET /api/targets). " + TARGET_RULE)
     sae: Name | None = None
-    forget_corpus: Name = "wmdp-bio-text@train"
-    retain_corpus: Name = "wikitext@train"
+    forget_corpus: Name = Field("wmdp-bio-text@train", description="from the target: its forget corpus (or its "
+                                "labelled fallback when that cannot be had)")
+    retain_corpus: Name = Field("wikitext@train", description="the single retain corpus when retain_corpora is empty")
+    retain_corpora: list[Name] = Field(default_factory=list, max_length=MAX_CORPORA,
+                                       description="from the target: its retain corpora; a feature's retain "
+                                                   "frequency is its highest over them (empty: [retain_corpus])")
     selection_tokens: int = Field(50_000, ge=16, le=MAX_STATS_TOKENS)
     thresholds: list[Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]] = Field(
         default_factory=lambda: [0.01], min_length=1, max_length=16)
@@ -418,21 +434,28 @@ class JobSpec(Request):
                                                                   max_length=16)
     values: list[ClampValue] = Field(default_factory=lambda: [20.0, 50.0], min_length=1, max_length=MAX_VALUES)
     mode: Mode = "clamp"
-    forget_set: Name = "wmdp-bio"
-    side_effect_sets: list[Name] = Field(default_factory=lambda: ["mmlu:side-effects"], max_length=8)
+    forget_set: Name = Field("wmdp-bio", description="from the target: its forget questions, held-out part "
+                             "(its eval_part, as `target eval` reports)")
+    side_effect_sets: list[Name] = Field(default_factory=lambda: ["mmlu:side-effects"], max_length=8,
+                                         description="from the target: its retain question sets, held-out part")
     known: bool = True
+    strict_known: bool | None = Field(None, description="from the target (else false): the strict known filter "
+                                      "(also wrong with the question text blanked); only with known")
     question_limit: int = Field(0, ge=0, le=100_000, description="first N questions of each set (0 = all)")
-    loss_corpus: Name = "webtext"
+    loss_corpus: Name = Field("webtext", description="from the target: its loss corpus")
     loss_tokens: int = Field(10_000, ge=0, le=MAX_EVAL_TOKENS, description="0 disables loss added")
     delay_per_config: float = Field(0.0, ge=0, le=60, allow_inf_nan=False,
                                     description="test hook: seconds to wait after each configuration (--tiny only)")
 
+    @field_validator("thresholds", "ns", "values", "side_effect_sets", "retain_corpora")
+    @classmethod
+    def _unique(cls, v: list) -> list:
+        # duplicates would be one config; a field validator (not an assignment in the model
+        # validator) keeps model_fields_set equal to what the request gave (the target rule)
+        return list(dict.fromkeys(v))
+
     @model_validator(mode="after")
     def _size(self):
-        self.thresholds = list(dict.fromkeys(self.thresholds))  # duplicates would be one config
-        self.ns = list(dict.fromkeys(self.ns))
-        self.values = list(dict.fromkeys(self.values))
-        self.side_effect_sets = list(dict.fromkeys(self.side_effect_sets))
         n = len(self.thresholds) * len(self.ns) * len(self.values)
         if n > MAX_JOB_CONFIGS:
             raise ValueError(f"at most {MAX_JOB_CONFIGS} configurations per job, got {n}")
@@ -482,3 +505,149 @@ class JobDetail(JobSummary):
 
 class JobList(BaseModel):
     jobs: list[JobSummary]
+
+
+# ---------------------------------------------------------------- targets
+
+
+class TargetSelection(BaseModel):
+    threshold: float
+    n: int
+    tokens: int
+
+
+class TargetIntervention(BaseModel):
+    mode: str
+    c: float
+
+
+class TargetOut(BaseModel):
+    """A target (``targets.Target.to_dict()``) plus the forget corpus this server would use."""
+
+    name: str
+    description: str
+    forget_corpus: str
+    forget_questions: str
+    retain_corpora: list[str]
+    retain_questions: list[str]
+    selection: TargetSelection
+    intervention: TargetIntervention
+    forget_corpus_fallback: str | None = None
+    loss_corpus: str
+    ppl_corpus: str | None = None
+    eval_part: str
+    strict_known: bool
+    scoring: str | None = None
+    orderings: bool
+    demo_prompt: str
+    source: str
+    resolved_forget_corpus: str | None  # None: neither the corpus nor a fallback can be had here
+    forget_corpus_note: str  # why the resolved corpus differs, or why there is none
+    defined_in_app: bool = False  # saved by POST /api/targets (so DELETE /api/targets/{name} removes it)
+
+
+class TargetList(BaseModel):
+    default: str
+    targets: list[TargetOut]
+
+
+DEFAULT_RETAIN_CORPORA = ("quiz:retain@train", "wikitext@train", "webtext-train")  # the bio-basics target's
+MAX_SAVED_QUESTION_CHARS = 5_000_000  # the question rows, as JSON
+
+
+class TargetCreateRequest(Request):
+    """A target defined in the app: its forget corpus (already split into documents) and its
+    questions (rows in the WMDP schema: question, choices, answer; other fields are kept).
+    Retain corpora and question sets are *named* ones only (never file paths)."""
+
+    name: str = Field(min_length=1, max_length=40, pattern=NAME_RE.pattern,
+                      description="1-40 lower-case letters, digits, '-' or '_', starting with a letter or digit")
+    description: str = Field("", max_length=2_000)
+    documents: list[Annotated[str, Field(max_length=MAX_SAVED_TEXT)]] = Field(
+        min_length=1, max_length=200_000, description=f"the forget corpus, at most {MAX_SAVED_TEXT:,} characters")
+    questions: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_SAVED_QUESTIONS,
+                                            description="the forget questions: {question, choices: [4], answer}")
+    retain_corpora: list[Name] = Field(default_factory=lambda: list(DEFAULT_RETAIN_CORPORA), min_length=1,
+                                       max_length=MAX_CORPORA)
+    retain_questions: list[Name] = Field(default_factory=lambda: ["quiz:retain"], min_length=1, max_length=8)
+    threshold: float = Field(0.01, gt=0, le=1, allow_inf_nan=False)
+    n: int = Field(50, ge=1, le=MAX_FEATURES)
+    c: ClampValue = 200.0
+    mode: Mode = "clamp"
+
+    @field_validator("description")
+    @classmethod
+    def _bmp_only(cls, v: str) -> str:
+        # the target's TOML is written with JSON escapes, and TOML has no surrogate pairs
+        if any(ord(ch) > 0xFFFF for ch in v):
+            raise ValueError("characters outside the Basic Multilingual Plane (e.g. emoji) are not supported")
+        return v
+
+    @model_validator(mode="after")
+    def _sizes(self):
+        total = sum(len(d) for d in self.documents)
+        if total > MAX_SAVED_TEXT:
+            raise ValueError(f"the forget corpus is {total:,} characters; at most {MAX_SAVED_TEXT:,}")
+        size = len(json.dumps(self.questions))
+        if size > MAX_SAVED_QUESTION_CHARS:
+            raise ValueError(f"the questions are {size:,} characters as JSON; at most {MAX_SAVED_QUESTION_CHARS:,}")
+        return self
+
+
+class TargetDeleted(BaseModel):
+    deleted: str
+
+
+class TargetSelectRequest(Request):
+    target: Name
+    sae: Name | None = None
+    n: int | None = Field(None, ge=1, le=MAX_FEATURES, description="default: the target's")
+    threshold: float | None = Field(None, gt=0, le=1, allow_inf_nan=False, description="default: the target's")
+    describe: bool = False
+
+
+class TargetSelectedFeature(SelectedFeature):
+    retain_freqs: dict[str, float]  # per retain corpus; retain_freq is their max
+
+
+class TargetSelectResponse(BaseModel):
+    target: str
+    sae: str
+    forget_corpus: str  # the corpus actually used (the target's, or its labelled fallback)
+    retain_corpora: list[str]
+    threshold: float
+    n_tokens: int
+    note: str
+    features: list[TargetSelectedFeature]
+
+
+class DemoRequest(Request):
+    target: Name
+    max_scan: int = Field(DEMO_MAX_SCAN, ge=1, le=500, description="questions checked at most in each set")
+
+
+class DemoInterventionOut(BaseModel):
+    sae: str
+    mode: str
+    c: float
+    features: list[int]
+
+
+class DemoExample(BaseModel):
+    question: QuestionOut
+    base: MCQScoreOut
+    intervened: MCQScoreOut
+
+
+class DemoResponse(BaseModel):
+    target: str
+    description: str
+    forget_corpus: str
+    forget_corpus_note: str
+    retain_corpora: list[str]
+    intervention: DemoInterventionOut
+    forget_example: DemoExample | None  # a known forget question whose answer the clamp flips
+    retain_example: DemoExample | None  # a known retain question that stays right
+    n_checked_forget: int
+    n_checked_retain: int
+    summary: str

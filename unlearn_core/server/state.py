@@ -15,16 +15,19 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Iterator
 
 import torch
 
 from .. import data as D
 from ..engine import Engine
+from ..question_files import QUIZ_FILES
 from ..features import layer_of_hook
 from ..forward import tokenize
 
@@ -105,6 +108,7 @@ class ServerState:
         self._load_lock = threading.Lock()
         self._sets: OrderedDict[str, D.QuestionSet] = OrderedDict()
         self._sets_lock = threading.Lock()
+        self.targets_lock = TARGETS_LOCK
         self.on_ready: list[Callable[[Engine], None]] = []
 
     # -- loading
@@ -156,18 +160,35 @@ class ServerState:
     # -- question sets
 
     def question_set(self, spec: str) -> D.QuestionSet:
-        """'wmdp-bio', 'mmlu:side-effects' or 'mmlu:<subject,...>', loaded once and kept."""
+        """A named set ('wmdp-bio', 'mmlu:<subject,...>', 'quiz:bio@heldout!flag', ...), loaded
+        once and kept. A question *file* is read only when one of the server's own targets names
+        it (checked before the cache, so a request can never reach a file by its path)."""
         engine = self.engine()
+        base = D.split_spec(spec)[0]
+        allow = D.is_question_file(base)
+        if allow and base not in trusted_files(engine)[0]:
+            raise KeyError(f"question set {spec!r}: file paths are not accepted by the server; use a named set "
+                           "(see /api/info question_sets)")
         with self._sets_lock:
             if spec in self._sets:
                 self._sets.move_to_end(spec)
                 return self._sets[spec]
-        qs = load_question_set(spec, engine.settings.data_dir)
+        qs = load_question_set(spec, engine.settings.data_dir, allow_paths=allow)
         with self._sets_lock:
             self._sets[spec] = qs
             while len(self._sets) > 16:
                 self._sets.popitem(last=False)
         return qs
+
+    def drop_question_sets(self, folder: str | Path) -> int:
+        """Forget the cached question sets read from files under ``folder`` (a saved target that
+        was replaced or deleted); returns how many were dropped."""
+        prefix = str(Path(folder).resolve()) + os.sep
+        with self._sets_lock:
+            gone = [k for k in self._sets if D.split_spec(k)[0].removeprefix("file:").startswith(prefix)]
+            for k in gone:
+                del self._sets[k]
+        return len(gone)
 
     def find_question(self, spec: str, qid: str) -> tuple[D.QuestionSet, D.Question]:
         qs = self.question_set(spec)
@@ -189,12 +210,68 @@ class ServerState:
         return acts, False
 
 
-def load_question_set(spec: str, data_dir: str | None) -> D.QuestionSet:
-    """``data.load_question_set``, with unknown MMLU subjects checked first (KeyError -> 404)."""
+def load_question_set(spec: str, data_dir: str | None, allow_paths: bool = False) -> D.QuestionSet:
+    """``data.load_question_set`` without file paths (unless the caller vouches for the spec),
+    with unknown MMLU subjects checked first (KeyError -> 404)."""
     subjects = D.question_set_subjects(spec)
     if subjects is not None:
         check_subjects(subjects, data_dir)
-    return D.load_question_set(spec, data_dir)
+    return D.load_question_set(spec, data_dir, allow_paths=allow_paths)
+
+
+# Held while a target defined in the app is written or deleted, and while targets are read: a
+# save writes ``<saved>/.<name>.tmp/`` first, which the loader would otherwise read as a target.
+TARGETS_LOCK = threading.RLock()
+
+
+def server_targets(engine: Engine) -> dict:
+    """The targets this server offers: the engine's (built-in, its targets file, saved ones)."""
+    from ..targets import engine_targets
+
+    with TARGETS_LOCK:
+        return engine_targets(engine)
+
+
+def drop_unfinished_saves(engine: Engine) -> list[str]:
+    """Remove ``<saved targets>/.<name>.tmp`` folders a server stopped mid-save left behind (the
+    loader would read them as targets). Under ``TARGETS_LOCK``, so never a save in progress."""
+    import shutil
+
+    from ..targets import saved_targets_dir
+
+    folder = saved_targets_dir(engine.settings)
+    gone = []
+    with TARGETS_LOCK:
+        if folder.is_dir():
+            for p in folder.glob(".*.tmp"):
+                if p.is_dir():
+                    shutil.rmtree(p, ignore_errors=True)
+                    gone.append(p.name)
+    if gone:
+        log.warning("removed unfinished target saves: %s", ", ".join(gone))
+    return gone
+
+
+def trusted_files(engine: Engine) -> tuple[set[str], set[str]]:
+    """(question-file bases, corpus-file names) that the server's own targets name: the only
+    paths it reads. A broken targets file trusts nothing beyond the built-in targets."""
+    from ..targets import TargetError, load_targets
+
+    try:
+        targets = server_targets(engine)
+    except TargetError:
+        targets = load_targets(None)
+    sets, corpora = set(), set()
+    for t in targets.values():
+        for spec in (t.forget_questions, *t.retain_questions):
+            base = D.split_spec(spec)[0]
+            if D.is_question_file(base):
+                sets.add(base)
+        for c in (t.forget_corpus, t.forget_corpus_fallback, *t.retain_corpora, t.loss_corpus, t.ppl_corpus):
+            name = (c or "").partition("@")[0]
+            if name and not _named_corpus(name):
+                corpora.add(name)
+    return sets, corpora
 
 
 def check_subjects(subjects: list[str], data_dir: str | None) -> None:
@@ -206,26 +283,49 @@ def check_subjects(subjects: list[str], data_dir: str | None) -> None:
         raise KeyError(f"unknown MMLU subject(s) {bad[:5]}; see /api/info question_sets")
 
 
-def question_set_names(data_dir: str | None) -> list[tuple[str, str]]:
-    out = [("wmdp-bio", "WMDP-bio (falls back to labelled MMLU biology when missing)"),
-           ("mmlu:side-effects", "MMLU " + ", ".join(D.SIDE_EFFECT_SUBJECTS))]
+QUIZ_SETS = [("quiz:bio", "bio quiz: textbook biology and infectious disease (the bio-basics target)"),
+             ("quiz:sherlock", "Sherlock Holmes quiz: canon and story facts (the sherlock target)"),
+             ("quiz:retain", "general-knowledge quiz (retain set)"),
+             ("quiz:retain!overlaps_bio", "general-knowledge quiz without the records that touch biology")]
+
+
+def question_set_names(data_dir: str | None, extra: list[tuple[str, str]] | None = None) -> list[tuple[str, str]]:
+    """The quizzes first (the targets' sets), then ``extra`` (other target sets), then WMDP/MMLU."""
+    out = list(QUIZ_SETS) + list(extra or [])
+    out += [("wmdp-bio", "WMDP-bio (falls back to labelled MMLU biology when missing)"),
+            ("mmlu:side-effects", "MMLU " + ", ".join(D.SIDE_EFFECT_SUBJECTS))]
     out += [(f"mmlu:{s}", f"MMLU {s.replace('_', ' ')}") for s in D.mmlu_subjects(data_dir)]
-    return out
+    first: dict[str, str] = {}
+    for n, d in out:
+        first.setdefault(n, d)  # first occurrence of each name, in order
+    return list(first.items())
 
 
 CORPUS_PARTS = ("all", "train", "heldout")
 
 
 def corpus_names() -> list[str]:
-    return sorted(D.CORPORA) + ["wmdp-bio-text", "mmlu:<subject,...>"]
+    return (sorted(D.CORPORA) + ["wmdp-bio-text"] + [f"quiz:{q}" for q in QUIZ_FILES]
+            + ["mmlu:<subject,...>"])
 
 
-def check_corpus(spec: str, data_dir: str | None) -> str:
-    """Only named corpora: the engine also reads file paths, which a server must not expose."""
+def _named_corpus(name: str) -> bool:
+    return name in D.CORPORA or name == "wmdp-bio-text" or name.startswith("mmlu:") or (
+        name.startswith("quiz:") and name[5:] in QUIZ_FILES)
+
+
+def check_corpus(spec: str, data_dir: str | None, trusted: set[str] | frozenset = frozenset()) -> str:
+    """Only named corpora (and the files ``trusted`` lists: those the server's own targets name):
+    the engine also reads file paths, which a server must not expose."""
     name, _, part = spec.partition("@")
     if part and part not in CORPUS_PARTS:
         raise ValueError(f"corpus part must be one of {CORPUS_PARTS}, got {part!r}")
-    if name in D.CORPORA or name == "wmdp-bio-text":
+    if name in D.CORPORA or name == "wmdp-bio-text" or name in trusted:
+        return spec
+    if name.startswith("quiz:"):
+        if name[5:] not in QUIZ_FILES:
+            raise ValueError(f"unknown corpus {spec!r}: no quiz {name[5:]!r}; known: "
+                             f"{', '.join('quiz:' + q for q in QUIZ_FILES)}")
         return spec
     if name.startswith("mmlu:"):
         try:
@@ -299,11 +399,13 @@ def fits_context(engine: Engine, q: D.Question, margin: int = 8) -> bool:
 
 
 def select_questions(state: ServerState, questions: list[D.Question], known: bool,
-                     should_stop: Callable[[], None] | None = None) -> tuple[list[D.Question], int]:
+                     should_stop: Callable[[], None] | None = None,
+                     strict: bool = False) -> tuple[list[D.Question], int]:
     """(questions that fit the context [and are known], number dropped as too long).
 
     The known filter runs in chunks of ``LOCK_CHUNK`` questions, one lock hold and one disk
     cache entry per chunk, so a long filter never blocks interactive requests for long.
+    ``strict`` also drops questions answered right with the question text blanked.
     """
     from ..mcq import known_questions
 
@@ -317,7 +419,7 @@ def select_questions(state: ServerState, questions: list[D.Question], known: boo
         if should_stop:
             should_stop()
         with state.model() as engine:
-            out += known_questions(engine, fit[s : s + LOCK_CHUNK])
+            out += known_questions(engine, fit[s : s + LOCK_CHUNK], strict=strict)
     return out, skipped
 
 

@@ -35,6 +35,7 @@ PAGE_LIST = [
 ]
 PAGES = {k: p for k, p, _, _ in PAGE_LIST}
 ICONS = {k: i for k, _, _, i in PAGE_LIST}
+MAX_C = 500  # the clamp value range of the app's sliders and links (the targets' defaults are in the hundreds)
 
 
 # ---------------------------------------------------------------- client
@@ -427,28 +428,133 @@ def features_input(info: dict, sae: str, key: str = "features") -> list[tuple[st
     return items
 
 
+# ---------------------------------------------------------------- targets
+
+DEFAULT_TARGET = "bio-basics"
+
+
+def targets() -> dict[str, dict]:
+    """The server's unlearning targets by name (GET /api/targets, cached); {} when unavailable."""
+    try:
+        return {t["name"]: t for t in cached("targets")["targets"]}
+    except Exception as e:  # the pages still work without targets; say why once, in the sidebar
+        st.sidebar.warning(f"No unlearning targets: {getattr(e, 'message', e)}", icon=":material/warning:")
+        return {}
+
+
+def targets_changed() -> None:
+    """After a target was created or deleted: drop the app's cached server answers (the target
+    list, and anything read under a target's name or its files, e.g. one defined again)."""
+    _cached.clear()
+    _info.clear()
+
+
+def select_target_next_run(name: str) -> None:
+    """Make ``name`` the sidebar's target on the next run (the picker exists already on this one)."""
+    st.session_state["_pick_target"] = name
+
+
+def clamp_c(c: float) -> int:
+    """A target's clamp value as the Clamp explorer's slider takes it (an int in 0..MAX_C)."""
+    return int(round(min(max(float(c), 0), MAX_C)))
+
+
+def target_picker() -> dict | None:
+    """The unlearning target every page works on, in the sidebar (``?target=``, default
+    bio-basics), with its description. Returns the target (a dict from /api/targets) or None."""
+    ts = targets()
+    st.session_state["_target_info"] = None
+    if not ts:
+        return None
+    pick = st.session_state.pop("_pick_target", None)
+    if pick in ts:  # just defined in the app (select_target_next_run)
+        st.session_state["target"] = pick
+        _shared()["target"] = pick
+    names = sorted(ts, key=lambda n: (n != DEFAULT_TARGET, n))  # the default first: url_selectbox's default
+    with st.sidebar:
+        name = url_selectbox("Unlearning target", names, key="target",
+                             help="What to forget and what to keep: its forget and retain corpora and question "
+                                  "sets, and its default intervention. Every page starts from it.")
+        t = ts[name]
+        st.caption(t["description"])
+    st.session_state["_target_info"] = t
+    return t
+
+
+def current_target() -> dict | None:
+    """The target chosen in the sidebar on this run (set by :func:`target_picker`)."""
+    return st.session_state.get("_target_info")
+
+
+def selection_corpus(t: dict) -> str:
+    """The corpus the server selects the target's features on (its own, or the labelled fallback)."""
+    return t.get("resolved_forget_corpus") or t["forget_corpus"]
+
+
+def with_part(spec: str, part: str) -> str:
+    """'quiz:retain!overlaps_bio' + 'heldout' -> 'quiz:retain@heldout!overlaps_bio', as
+    ``targets.with_part`` (not imported: it would load torch into the app)."""
+    from ..data import split_spec
+
+    base, have, flag = split_spec(spec)
+    if part == "all" or have != "all" or f"@{have}" in spec:
+        return spec
+    return f"{base}@{part}" + (f"!{flag}" if flag else "")
+
+
 # ---------------------------------------------------------------- questions
 
 
-def question_sets(info: dict) -> list[str]:
-    return [s["name"] for s in info.get("question_sets", [])] or ["wmdp-bio"]
+def question_sets(info: dict, target: dict | None = None) -> list[str]:
+    """The server's question sets; with a target, its forget set first, then its retain sets."""
+    names = [s["name"] for s in info.get("question_sets", [])] or ["wmdp-bio"]
+    if target:
+        first = [target["forget_questions"], *target["retain_questions"]]
+        names = list(dict.fromkeys(first + names))
+    return names
 
 
-def question_picker(info: dict, allow_known: bool = True) -> tuple[dict | None, dict | None]:
-    """Pick a question set and a question (both bound to the URL). Returns (question, set meta)."""
-    sets = question_sets(info)
+def _follow_target(target: dict | None) -> None:
+    """When the sidebar target changes, the question set moves to the new target's forget set."""
+    name = target["name"] if target else None
+    before = st.session_state.get("_qset_target")
+    st.session_state["_qset_target"] = name
+    if target and before is not None and before != name:
+        st.session_state["qset"] = target["forget_questions"]
+        _shared()["qset"] = target["forget_questions"]
+
+
+def question_picker(info: dict, allow_known: bool = True,
+                    target: dict | None = None) -> tuple[dict | None, dict | None]:
+    """Pick a question set and a question (both bound to the URL). Returns (question, set meta).
+
+    With a target, its forget question set is the default and its retain sets come next."""
+    sets = question_sets(info, target)
     desc = {s["name"]: s["description"] for s in info.get("question_sets", [])}
+    if target:
+        _follow_target(target)
+        desc.setdefault(target["forget_questions"], f"forget questions of {target['name']}")
     c1, c2 = st.columns([1, 2])
-    qset = url_selectbox("Question set", sets, key="qset", container=c1,
-                         format_func=lambda n: desc.get(n, n)[:60] if n.startswith("mmlu:") and n != "mmlu:side-effects"
-                         else n)
+    role = {}
+    if target:
+        role = {n: "retain set" for n in target["retain_questions"]}
+        role[target["forget_questions"]] = "forget set"
+
+    def label(n: str) -> str:
+        if n in role:
+            return f"{n} ({target['name']} {role[n]})"
+        return desc.get(n, n)[:60] if n.startswith("mmlu:") and n != "mmlu:side-effects" else n
+
+    qset = url_selectbox("Question set", sets, key="qset", container=c1, format_func=label)
     known = False
     if allow_known:
         known = url_widget(c1.checkbox, "Only questions the model knows", "known", False, parse=parse_bool,
                            help="Keeps questions the clean model answers correctly (checked on the first 30; "
-                                 "slow on the first use with the real model).")
+                                 "slow on the first use with the real model). With a target that asks for it, "
+                                 "the strict filter: also wrong with the question text blanked.")
     limit = 30 if known else info.get("limits", {}).get("max_page", 2000)
-    data = attempt(lambda: cached("questions", set=qset, known=known, limit=limit), f"the question set {qset!r}",
+    kw = {"strict": True} if known and target and target.get("strict_known") else {}
+    data = attempt(lambda: cached("questions", set=qset, known=known, limit=limit, **kw), f"the question set {qset!r}",
                    spinner="Checking which questions the model knows (all 24 orderings; slow the first time)…"
                    if known else "Loading questions…")
     if data is None:
@@ -544,6 +650,7 @@ def tool_page(title: str) -> tuple[dict, str]:
     page_setup(title)
     st.title(title)
     info = require_server()
+    target_picker()
     sae = sae_picker(info)
     feature_sets_sidebar(sae)
     return info, sae

@@ -187,6 +187,24 @@ def prob_table_markdown(rows: list[tuple[str, dict]], answer: int) -> str:
     return head + body
 
 
+def demo_sentence(q: dict, base: dict, inter: dict, n_features: int, c: float) -> str:
+    """The guided demo's result in plain words: what the clean and the clamped model answer."""
+
+    def answer(s: dict) -> str:
+        i = s["predicted"]
+        return f"**{LETTERS[i]}. {q['choices'][i]}** ({'right' if i == q['answer'] else 'wrong'})"
+
+    p0, p1 = base["probs"][q["answer"]], inter["probs"][q["answer"]]
+    verb = "still answers" if inter["predicted"] == base["predicted"] else "answers"
+    text = (f"Clean, the model answers {answer(base)}. With the {n_features} feature(s) clamped at c = {c:g} it "
+            f"{verb} {answer(inter)}; P(correct answer) {p0:.2f} → {p1:.2f}.")
+    if base["predicted"] == q["answer"] and inter["predicted"] != q["answer"]:
+        text += " **The answer flipped: the clamp made the model forget it.**"
+    elif base["predicted"] == q["answer"] == inter["predicted"]:
+        text += " **Still right: the clamp left this knowledge alone.**"
+    return text
+
+
 # ---------------------------------------------------------------- data sources
 
 
@@ -279,6 +297,42 @@ def unlearning_score(results: list[dict], ratio: float = 0.99) -> dict:
     out.update(score=1.0 - best["forget_accuracy"], best_config=best["config"],
                forget_accuracy=best["forget_accuracy"], side_effect_mean=best.get("side_effect_mean"))
     return out
+
+
+def _acc(x: float | None) -> str:
+    return "—" if x is None else f"{x:.3f}"
+
+
+def forget_retain_summary(results: list[dict], spec: dict) -> str:
+    """Markdown: on which questions the accuracies are, then forget vs retain accuracy of the
+    clean model and of the configuration that forgets most (among those keeping retain accuracy
+    within 1% when the unlearning score has one)."""
+    base = baseline(results)
+    word = "retain" if spec.get("target") else "side-effect"
+    sets = list(spec.get("side_effect_sets") or [])
+    n = (base or {}).get("n_questions") or {}
+    if spec.get("known", True):
+        on = "on the questions the clean model knows" + (
+            " (strict filter: also wrong with the question text blanked)" if spec.get("strict_known") else "")
+    else:
+        on = "on all questions (known filter off)"
+    head = (f"Accuracy {on}: forget set `{spec.get('forget_set', '?')}` ({n.get('forget', '?')} questions); {word} "
+            "set(s) " + (", ".join(f"`{s}` ({n.get(s, '?')})" for s in sets) or "none") + ".")
+    cands = [r for r in results if r["config"] != "none" and r.get("forget_accuracy") is not None]
+    sc = unlearning_score(results)
+    best = next((r for r in cands if r["config"] == sc["best_config"]), None) or (
+        min(cands, key=lambda r: r["forget_accuracy"]) if cands else None)
+    # a config key holds '|': escaped, or the markdown table would split it into cells
+    rows = [("clean model", base)] + ([("`" + best["config"].replace("|", "\\|") + "`", best)] if best else [])
+    table = (f"\n\n| | forget accuracy | {word} accuracy (mean) | " + " | ".join(f"`{s}`" for s in sets)
+             + " |\n|---|---|---|" + "---|" * len(sets) + "\n")
+    for label, r in rows:
+        if r is None:
+            continue
+        side = r.get("side_effect_accuracy") or {}
+        table += (f"| {label} | {_acc(r.get('forget_accuracy'))} | {_acc(r.get('side_effect_mean'))} | "
+                  + " | ".join(_acc(side.get(s)) for s in sets) + " |\n")
+    return head + (table if base or best else "")
 
 
 def fmt_eta(seconds: float | None) -> str:

@@ -1,0 +1,282 @@
+"""Unlearning targets over HTTP: the registry, format-matched selection and the guided demo.
+
+Why not just call ``targets.select_for_target`` / ``demo.run_demo`` under the model lock: the
+first selection computes feature statistics on three corpora (minutes on the real model), and
+the demo scores up to ~240 prompts. Here the statistics are computed one corpus per lock hold
+(then cached on disk, so ``select_for_target`` under the lock only reads them), and the demo
+takes the lock per question, so interactive requests interleave with both.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Callable
+
+from .. import data as D
+from ..engine import Engine
+from ..interventions import Intervention
+from ..question_files import QUIZ_FILES
+from ..targets import DEFAULT_TARGET, Target, forget_corpus_for, saved_targets_dir, select_for_target
+from .state import (ServerState, check_corpus, check_subjects, corpus_names, drop_unfinished_saves, fits_context,
+                    server_targets)
+
+Scanner = Callable[[Engine, D.Question], "dict | None"]
+
+
+def get_target(engine: Engine, name: str) -> Target:
+    """The target by name (KeyError -> 404; a broken targets file is a TargetError -> 400)."""
+    targets = server_targets(engine)
+    if name not in targets:
+        raise KeyError(f"unknown target {name!r}; known: {sorted(targets)}")
+    return targets[name]
+
+
+def target_out(engine: Engine, t: Target) -> dict:
+    """``Target.to_dict()`` plus the forget corpus this server would select on, and why, and whether
+    it was defined in the app."""
+    try:
+        resolved, note = forget_corpus_for(t, engine.settings.data_dir)
+    except D.DataUnavailableError as e:
+        resolved, note = None, f"the forget corpus cannot be had here: {e}"
+    return {**t.to_dict(), "resolved_forget_corpus": resolved, "forget_corpus_note": note,
+            "defined_in_app": is_saved(engine, t)}
+
+
+def list_targets(engine: Engine) -> dict:
+    targets = server_targets(engine)
+    default = DEFAULT_TARGET if DEFAULT_TARGET in targets else next(iter(targets))
+    return {"default": default, "targets": [target_out(engine, t) for t in targets.values()]}
+
+
+# ---------------------------------------------------------------- targets defined in the app
+
+
+class TargetExistsError(ValueError):
+    """A target of that name exists already (409)."""
+
+
+class TargetProtectedError(ValueError):
+    """A built-in or targets-file target: not deletable over HTTP (403)."""
+
+
+FILE_SUFFIXES = (".txt", ".jsonl", ".json", ".csv")  # what targets._resolve_path would turn into a path
+
+
+def _looks_like_a_path(name: str) -> bool:
+    return (name.startswith("file:") or "/" in name or "\\" in name or name.startswith(".")
+            or Path(name).suffix.lower() in FILE_SUFFIXES)
+
+
+def named_retain_corpus(spec: str, data_dir: str | None) -> str:
+    """A retain corpus a saved target may name: a named corpus only (never a file, even one
+    another target names), so the target file the server writes trusts no new path."""
+    if _looks_like_a_path(spec.partition("@")[0]):
+        raise ValueError(f"retain corpus {spec!r}: file paths are not accepted; use a named corpus: "
+                         f"{', '.join(corpus_names())} (optionally '@train' or '@heldout')")
+    return check_corpus(spec, data_dir)
+
+
+def named_question_set(spec: str, data_dir: str | None) -> str:
+    """A retain question set a saved target may name: a named set only (quiz, WMDP-bio, MMLU)."""
+    base = D.split_spec(spec)[0]  # a bad '!flag' is a ValueError (400)
+    if D.is_question_file(base) or _looks_like_a_path(base):
+        raise ValueError(f"retain question set {spec!r}: file paths are not accepted; use a named set "
+                         "(see /api/info question_sets)")
+    try:
+        subjects = D.question_set_subjects(spec)
+        if subjects is not None:
+            check_subjects(subjects, data_dir)
+    except KeyError as e:
+        raise ValueError(f"retain question set {spec!r}: {e.args[0]}") from None
+    if base.startswith("quiz:") and base[5:] not in QUIZ_FILES:
+        raise ValueError(f"retain question set {spec!r}: no quiz {base[5:]!r}; known: "
+                         f"{', '.join('quiz:' + q for q in QUIZ_FILES)}")
+    return spec
+
+
+def question_rows(rows: list[dict]) -> list[dict]:
+    """The rows with ids that depend on their content: every saved target's questions file is
+    ``questions.json``, so two targets (or a target deleted and defined again) with ids "1", "2", ...
+    would otherwise share the known-questions cache, which is keyed by question id. A row's own
+    id is kept as the prefix; duplicates among the given ids are refused first."""
+    seen: dict[str, int] = {}
+    out = []
+    for i, r in enumerate(rows):
+        r = dict(r)
+        digest = hashlib.sha1(json.dumps([r.get("question"), r.get("choices"), r.get("answer")], sort_keys=True,
+                                         default=str).encode()).hexdigest()[:10]
+        if r.get("id") not in (None, ""):
+            own = str(r["id"])
+            if own in seen:
+                raise ValueError(f"questions {seen[own] + 1} and {i + 1} have the same id {own!r}")
+            seen[own] = i
+            r["id"] = f"{own}-{digest}"
+        else:
+            r["id"] = digest
+        out.append(r)
+    return out
+
+
+def is_saved(engine: Engine, t: Target) -> bool:
+    """Whether ``t`` was defined in the app (its TOML is ``<saved targets>/<name>/target.toml``)."""
+    if t.source == "built-in":
+        return False
+    want = saved_targets_dir(engine.settings) / t.name / "target.toml"
+    try:
+        return Path(t.source).resolve() == want.resolve()
+    except (OSError, ValueError):
+        return False
+
+
+def _clean(message: str, folder: Path, name: str) -> str:
+    """A save error without the server's folders in it."""
+    tmp = folder / f".{name}.tmp"
+    return (message.replace(str(tmp / "questions.json"), "questions").replace(str(tmp / "target.toml"), "the target")
+            .replace(str(tmp), "the target"))
+
+
+def create_target(state: ServerState, req) -> dict:
+    """Save a target defined in the app (``targets.save_target``) and return it as GET /api/targets
+    lists it. ``req`` is a ``schemas.TargetCreateRequest``."""
+    from ..question_files import QuestionFileError
+    from ..targets import TargetError, save_target
+
+    engine = state.engine()
+    data_dir = engine.settings.data_dir
+    retain_corpora = tuple(named_retain_corpus(c, data_dir) for c in req.retain_corpora)
+    retain_questions = tuple(named_question_set(s, data_dir) for s in req.retain_questions)
+    rows = question_rows(req.questions)
+    folder = saved_targets_dir(engine.settings)
+    with state.targets_lock:
+        drop_unfinished_saves(engine)
+        existing = server_targets(engine)  # a broken targets file: TargetError (400), nothing is written
+        if req.name in existing:
+            raise TargetExistsError(f"a target named {req.name!r} exists already ({existing[req.name].source}); "
+                                    "pick another name")
+        try:
+            t = save_target(folder, req.name, req.description, req.documents, rows, retain_corpora=retain_corpora,
+                            retain_questions=retain_questions, threshold=req.threshold, n=req.n, c=req.c,
+                            mode=req.mode, existing=existing)
+        except (TargetError, QuestionFileError) as e:
+            raise ValueError(_clean(str(e), folder, req.name)) from None
+        if t.retain_corpora != retain_corpora or t.retain_questions != retain_questions:  # never: checked above
+            shutil.rmtree(folder / req.name, ignore_errors=True)
+            raise ValueError("the retain corpora and question sets must be named ones")
+        state.drop_question_sets(folder / req.name)  # a target of the same name deleted earlier
+    return target_out(engine, t)
+
+
+def delete_target(state: ServerState, name: str) -> dict:
+    """Delete a target defined in the app (its folder); built-in and targets-file ones stay."""
+    engine = state.engine()
+    folder = saved_targets_dir(engine.settings)
+    with state.targets_lock:
+        t = get_target(engine, name)
+        if not is_saved(engine, t):
+            raise TargetProtectedError(f"target {name!r} is not one defined in the app (source: {t.source}); "
+                                       "only those can be deleted here")
+        shutil.rmtree(folder / t.name)
+        state.drop_question_sets(folder / t.name)
+    return {"deleted": t.name}
+
+
+def warm_stats(state: ServerState, engine: Engine, sae: str, t: Target) -> None:
+    """Feature statistics of the target's forget and retain corpora, one lock hold per corpus
+    (cached on disk with the same key ``select_for_target`` uses)."""
+    from ..features import feature_stats
+
+    forget, _ = forget_corpus_for(t, engine.settings.data_dir)
+    for corpus in (forget, *t.retain_corpora):
+        with state.model():
+            feature_stats(engine, sae, corpus, n_tokens=t.selection.tokens)
+
+
+def select(state: ServerState, name: str, sae: str, n: int | None = None, threshold: float | None = None,
+           describe: bool = False) -> dict:
+    """Format-matched selection rows, plus the corpora actually used (without the raw stats)."""
+    from ..features import auto_description
+
+    engine = state.engine()
+    t = get_target(engine, name)
+    warm_stats(state, engine, sae, t)
+    with state.model():
+        out = select_for_target(engine, t, sae, n=n, threshold=threshold)
+    fs = out.pop("forget_stats")
+    if describe:
+        for r in out["features"]:
+            with state.model():
+                r["description"] = auto_description(engine, sae, r["feature"], fs)
+    out["n_tokens"] = t.selection.tokens
+    return out
+
+
+def default_intervention(state: ServerState, engine: Engine, t: Target) -> Intervention:
+    """``targets.default_intervention`` with the statistics computed corpus by corpus first."""
+    from ..targets import default_intervention as make
+
+    warm_stats(state, engine, engine.default_sae, t)
+    with state.model():
+        return make(engine, t)
+
+
+# ---------------------------------------------------------------- the guided demo
+
+
+def _scan(state: ServerState, questions: list[D.Question], check: Scanner) -> tuple[dict | None, int]:
+    """The first question for which ``check`` returns an example, one lock hold per question."""
+    n = 0
+    for q in questions:
+        n += 1
+        with state.model() as engine:
+            if not fits_context(engine, q):
+                continue
+            found = check(engine, q)
+        if found is not None:
+            return found, n
+    return None, n
+
+
+def _checker(iv: Intervention, scoring: str, want_correct: bool, min_conf: float) -> Scanner:
+    """A known-strongly question whose intervened answer is right (retain) or wrong (forget)."""
+    from ..demo import _example, _known_strongly
+    from ..mcq import score_question
+
+    def check(engine: Engine, q: D.Question):
+        base = _known_strongly(engine, q, scoring, min_conf)
+        if base is None:
+            return None
+        inter = score_question(engine, q, [iv], scoring=scoring)
+        return _example(q, base, inter) if inter.correct == want_correct else None
+
+    return check
+
+
+def summary(forget: dict | None, retain: dict | None, n_forget: int) -> str:
+    """The same sentences as ``demo.run_demo``."""
+    if forget and retain:
+        return ("The clamp made the model forget a fact it knew (its answer flipped) while a general-knowledge "
+                "question stayed right.")
+    if forget:
+        return "The clamp flipped a known forget question, but no checked retain question stayed right."
+    return (f"The default intervention flipped none of the first {n_forget} forget questions the model knows "
+            "strongly.")
+
+
+def run_demo(state: ServerState, name: str, max_scan: int, min_conf: float = 0.5) -> dict:
+    """``demo.run_demo``'s result (same keys), computed with the lock per corpus and per question."""
+    engine = state.engine()
+    t = get_target(engine, name)
+    forget_corpus, note = forget_corpus_for(t, engine.settings.data_dir)
+    iv = default_intervention(state, engine, t)  # TargetError (a ValueError, 400) when no feature passes
+    scoring = t.scoring or engine.scoring
+    forget_qs = state.question_set(t.forget_questions).questions[:max_scan]
+    retain_qs = state.question_set(t.retain_questions[0]).questions[:max_scan]
+    forget, n_f = _scan(state, forget_qs, _checker(iv, scoring, False, min_conf))
+    retain, n_r = _scan(state, retain_qs, _checker(iv, scoring, True, min_conf))
+    return {"target": t.name, "description": t.description, "forget_corpus": forget_corpus,
+            "forget_corpus_note": note, "retain_corpora": list(t.retain_corpora),
+            "intervention": {"sae": iv.sae_key, "mode": iv.mode, "c": iv.c, "features": list(iv.features)},
+            "forget_example": forget, "retain_example": retain, "n_checked_forget": n_f, "n_checked_retain": n_r,
+            "summary": summary(forget, retain, n_f)}

@@ -1,0 +1,87 @@
+"""The target's format-matched selection on the Feature search page (``POST /api/targets/select``).
+
+Separate from the page so the page keeps its outline; it shows which forget corpus and which
+retain corpora were actually used (the target's own, or a labelled fallback), and each
+retain corpus's frequency next to their max, which is what the threshold is applied to.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import pandas as pd
+import streamlit as st
+
+from . import common as C
+
+THRESHOLDS = [None, 0.5, 0.1, 0.05, 0.01, 0.005, 0.001]
+
+
+def selection_table(rows: list[dict], corpora: list[str], describe: bool) -> pd.DataFrame:
+    """One row per feature: forget frequency, the max retain frequency, then one column per corpus."""
+    out = []
+    for r in rows:
+        row = {"feature": r["feature"], "forget_freq": r["forget_freq"], "retain_freq": r["retain_freq"],
+               "ratio": r["ratio"]}
+        for c in corpora:
+            row[f"retain: {c}"] = (r.get("retain_freqs") or {}).get(c)
+        if describe:
+            row["description"] = r.get("description") or ""
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def used_corpora_caption(res: dict) -> str:
+    retain = ", ".join(f"`{c}`" for c in res["retain_corpora"])
+    return (f"{len(res['features'])} features of `{res['sae']}`; forget corpus `{res['forget_corpus']}` against "
+            f"the retain corpora {retain} (a feature's retain frequency is its highest over them); threshold "
+            f"{res['threshold']:g}; {res['n_tokens']} tokens per corpus. Click a column header to sort.")
+
+
+def target_selection(t: dict, sae: str, info: dict, on_open: Callable[[int], None]) -> None:
+    """Settings (threshold and N default to the target's), a run button, the table and its actions."""
+    sel = t["selection"]
+    retain = ", ".join(f"`{c}`" for c in t["retain_corpora"])
+    st.markdown(f"The target's **format-matched** selection: drop features firing on at least the threshold of "
+                f"the tokens of **any** retain corpus ({retain}), rank the rest by their frequency on the forget "
+                f"corpus `{C.selection_corpus(t)}`, keep the top N.")
+    if t.get("forget_corpus_note"):
+        st.caption(f"Note: {t['forget_corpus_note']}")
+    max_n = int(info.get("limits", {}).get("max_features", 512))
+    c1, c2, c3 = st.columns(3)
+    thr = c1.selectbox("Retain threshold", THRESHOLDS, key="tsel_thr",
+                       format_func=lambda x: f"the target's ({sel['threshold']:g})" if x is None else f"{x:g}")
+    n = c2.number_input("N features", 1, max_n, min(int(sel["n"]), max_n), key=f"tsel_n_{t['name']}")
+    describe = c3.checkbox("Add automatic descriptions", key="tsel_describe")
+    params = dict(target=t["name"], sae=sae, n=int(n), threshold=thr, describe=describe)
+    clicked = st.button("Run the selection", type="primary", key="run_tsel")
+    if not C.once("select_target", params, clicked):
+        return
+    res = C.attempt(lambda: C.cached("select_target", **params), f"the selection for {t['name']}",
+                    spinner=f"Computing feature statistics on the forget corpus and {len(t['retain_corpora'])} retain "
+                            "corpora (minutes the first time on CPU, then cached)…")
+    if res is None:
+        return
+    if res.get("note"):
+        st.info(res["note"], icon=":material/info:")
+    rows = res["features"]
+    if not rows:
+        st.warning(f"No feature fires on less than {res['threshold']:g} of the tokens of every retain corpus: raise "
+                   "the threshold.")
+        return
+    df = selection_table(rows, res["retain_corpora"], describe)
+    fmt = {c: st.column_config.NumberColumn(c, format="%.4f") for c in df.columns if c.startswith("retain: ")}
+    st.dataframe(df, hide_index=True, width="stretch", column_config={
+        "forget_freq": st.column_config.NumberColumn("forget frequency", format="%.4f"),
+        "retain_freq": st.column_config.NumberColumn("retain frequency (max)", format="%.4f"),
+        "ratio": st.column_config.NumberColumn("forget / retain", format="%.2f"), **fmt})
+    st.caption(used_corpora_caption(res))
+    ids = [r["feature"] for r in rows]
+    c1, c2, c3 = st.columns([2, 2, 3], vertical_alignment="bottom")
+    pick = c1.selectbox("Feature", ids, key="pick_tsel")
+    c2.button("Open its dashboard", key="open_tsel", on_click=on_open, args=(pick,))
+    iv = t["intervention"]
+    with c3:
+        C.page_link("clamp", f"Clamp these {len(ids)} features", C.ICONS["clamp"],
+                    {"features": ", ".join(map(str, ids)), "mode": iv["mode"],
+                     "c": str(C.clamp_c(iv["c"])), "qset": t["forget_questions"]})
+    C.add_to_set_widget(sae, ids, key="set_tsel")

@@ -1,0 +1,207 @@
+"""“Define your own target” on the Home page: a text corpus and a question file become a target.
+
+The files are parsed here first (pure functions, unit-tested), so a bad row is reported at once
+with the uploaded file's name and the row; then the documents and the question rows go to
+``POST /api/targets``, which validates them again and saves the target on the server. The new
+target is selected in the sidebar picker. Retain corpora and question sets are the bio-basics
+target's (general text and the general-knowledge quiz), which fit any topic.
+"""
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+from pathlib import Path
+
+import streamlit as st
+
+from ..data import split_paragraph_docs, strip_gutenberg
+from ..question_files import QuestionFileError, parse_question_file
+from . import common as C
+
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")  # targets.NAME_RE (not imported: it would load torch)
+NAME_RULE = "1-40 lower-case letters, digits, '-' or '_', starting with a letter or digit"
+CORPUS_TYPES = ["txt", "jsonl"]
+QUESTION_TYPES = ["json", "csv"]
+DEFAULT_N, DEFAULT_C = 50, 200  # targets.save_target's defaults
+RETAIN_NOTE = ("Retain side (what to keep): the bio-basics target's retain corpora (the general-knowledge quiz "
+               "text, WikiText, WebText) and the general-knowledge quiz `quiz:retain`.")
+
+
+def _text(filename: str, data: bytes) -> str:
+    try:
+        return data.decode("utf-8-sig").replace("\r\n", "\n")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{filename}: not UTF-8 text (byte {e.start}); save it as UTF-8") from None
+
+
+def corpus_documents(filename: str, data: bytes) -> list[str]:
+    """The documents of an uploaded corpus: a .txt file's blank-line separated paragraphs grouped
+    into documents of at least 200 characters (``data.split_paragraph_docs``, as the server reads
+    text files; a Project Gutenberg header and footer are dropped), or the ``"text"`` of each line
+    of a .jsonl file. Raises ValueError naming the file (and the line)."""
+    suffix = Path(filename).suffix.lower()
+    text = _text(filename, data)
+    if suffix == ".txt":
+        if "*** START OF" in text:
+            text = strip_gutenberg(text)
+        docs = split_paragraph_docs(text)
+    elif suffix == ".jsonl":
+        docs = []
+        for i, line in enumerate(text.split("\n"), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{filename}, line {i}: not valid JSON ({e.msg})") from None
+            if not isinstance(row, dict) or not isinstance(row.get("text"), str):
+                raise ValueError(f'{filename}, line {i}: expected an object with a "text" string')
+            docs.append(row["text"])
+    else:
+        raise ValueError(f"{filename}: a corpus is a .txt or .jsonl file")
+    docs = [d for d in docs if d.strip()]
+    if not docs:
+        raise ValueError(f"{filename}: no text in the file")
+    return docs
+
+
+def question_rows(filename: str, data: bytes) -> list[dict]:
+    """The questions of an uploaded .json (WMDP schema) or .csv file (``question``, ``choice0..3``
+    or ``A,B,C,D``, ``answer`` 0-3 or A-D), checked by ``question_files.parse_question_file`` and
+    returned as rows ``{"question", "choices", "answer": 0-3, <other fields>}``. Raises
+    QuestionFileError with the uploaded file's name, the row and the fix."""
+    suffix = Path(filename).suffix.lower()
+    if suffix not in (".json", ".csv"):
+        raise QuestionFileError(f"{filename}: questions are a .json (WMDP schema) or .csv file")
+    text = _text(filename, data)
+    with tempfile.TemporaryDirectory(prefix="unlearn-upload-") as d:
+        path = Path(d) / f"questions{suffix}"
+        path.write_text(text, encoding="utf-8")
+        try:
+            qs = parse_question_file(path, source="upload")
+        except QuestionFileError as e:
+            raise QuestionFileError(str(e).replace(str(path), filename)) from None
+    return [{"question": q.question, "choices": list(q.choices), "answer": q.answer, **q.extra} for q in qs]
+
+
+def check_name(name: str, taken: set[str]) -> str | None:
+    """Why ``name`` cannot be a new target's name, or None."""
+    if not NAME_RE.match(name):
+        return f"A target name is {NAME_RULE}."
+    if name in taken:
+        return f"A target named {name!r} exists already; pick another name."
+    return None
+
+
+def check_description(text: str) -> str | None:
+    """Why the server would refuse ``text`` as a description (its TOML has no characters such as emoji)."""
+    if any(ord(ch) > 0xFFFF for ch in text):
+        return "The description cannot hold characters such as emoji (outside Unicode's Basic Multilingual Plane)."
+    return None
+
+
+def _taken() -> set[str]:
+    try:
+        return {t["name"] for t in C.cached("targets")["targets"]}
+    except Exception:  # noqa: BLE001 - the sidebar already says why there are no targets
+        return set()
+
+
+def _parsed(upload, parse, what: str):
+    """``parse(name, bytes)`` of an uploaded file, or None (with the error shown) when it fails."""
+    if upload is None:
+        return None
+    try:
+        return parse(upload.name, upload.getvalue())
+    except ValueError as e:
+        st.error(f"{what}: {e}", icon=":material/warning:")
+        return None
+
+
+def define_target_section(info: dict, target: dict | None) -> None:
+    """The "Define your own target" expander: name, description, the two files, N and c; saving
+    selects the new target. Also deletes the selected target when it was defined in the app."""
+    done = st.session_state.pop("_target_saved", None)
+    if done:
+        st.success(done, icon=":material/check_circle:")
+    gen = st.session_state.setdefault("_nt_gen", 0)  # a new set of widget keys empties the form after a save
+    limits = info.get("limits", {})
+    max_chars = int(limits.get("max_target_text_chars", 5_000_000))
+    max_questions = int(limits.get("max_target_questions", 5_000))
+    with st.expander("Define your own target", icon=":material/add_circle:"):
+        st.markdown("Forget a topic of your own: give a text about it (features are selected on it) and "
+                    "multiple-choice questions about it (scored with and without the clamp).")
+        st.caption(RETAIN_NOTE + f" Limits: {max_chars:,} characters of text, {max_questions:,} questions.")
+        c1, c2 = st.columns([1, 2])
+        name = c1.text_input("Name", key=f"nt_name_{gen}", placeholder="e.g. my-topic", help=NAME_RULE).strip()
+        desc = c2.text_input("Description", key=f"nt_desc_{gen}", placeholder="what the target forgets", max_chars=2000)
+        problem = check_name(name, _taken()) if name else None
+        if problem:
+            c1.error(problem, icon=":material/warning:")
+        bad_desc = check_description(desc)
+        if bad_desc:
+            c2.error(bad_desc, icon=":material/warning:")
+            problem = problem or bad_desc
+        c1, c2 = st.columns(2)
+        with c1:
+            up = st.file_uploader("Forget corpus (.txt or .jsonl)", type=CORPUS_TYPES, key=f"nt_corpus_{gen}",
+                                  help="Plain text: paragraphs separated by blank lines are grouped into documents. "
+                                       'JSON lines: one {"text": ...} object per line, one document each.')
+            docs = _parsed(up, corpus_documents, "The corpus")
+            if docs is not None:
+                chars = sum(len(d) for d in docs)
+                st.caption(f"{len(docs)} document(s), {chars:,} characters.")
+                if chars > max_chars:
+                    st.error(f"The corpus is {chars:,} characters; the server takes at most {max_chars:,}.")
+                    docs = None
+        with c2:
+            up = st.file_uploader("Forget questions (.json or .csv)", type=QUESTION_TYPES, key=f"nt_questions_{gen}",
+                                  help="JSON: a list of {question, choices: [4 strings], answer: 0-3 or A-D} (the "
+                                       "WMDP schema). CSV: columns question, choice0..choice3 (or A,B,C,D), answer.")
+            rows = _parsed(up, question_rows, "The questions")
+            if rows is not None:
+                st.caption(f"{len(rows)} question(s), e.g. “{rows[0]['question'][:80]}”")
+                if len(rows) > max_questions:
+                    st.error(f"{len(rows)} questions; the server takes at most {max_questions:,}.")
+                    rows = None
+        c1, c2, c3 = st.columns([1, 1, 2], vertical_alignment="bottom")
+        n = c1.number_input("N features", 1, int(limits.get("max_features", 512)), DEFAULT_N, key=f"nt_n_{gen}",
+                            help="How many features the target's selection keeps (top N by firing frequency on the "
+                                 "corpus, among those rare on the retain corpora).")
+        c = c2.number_input("Clamp value c", 0, C.MAX_C, DEFAULT_C, step=10, key=f"nt_c_{gen}",
+                            help="The target's default intervention: active features are set to −c.")
+        if c3.button("Save the target", type="primary", key="nt_save", icon=":material/save:"):
+            missing = [w for w, ok in (("a name", bool(name)), ("a corpus file", docs is not None),
+                                       ("a question file", rows is not None)) if not ok]
+            if missing:
+                st.error("To save, give " + ", ".join(missing) + " (without errors).", icon=":material/warning:")
+            elif not problem:
+                save(name, desc, docs, rows, int(n), float(c))
+        if target and target.get("defined_in_app"):
+            st.divider()
+            if st.button(f"Delete the target {target['name']}", key="nt_delete", icon=":material/delete:",
+                         help="It was defined in the app; built-in targets cannot be deleted."):
+                out = C.attempt(lambda: C.call("delete_target", target["name"], retry=False),
+                                f"deleting the target {target['name']!r}")
+                if out is not None:
+                    C.targets_changed()
+                    st.session_state["_target_saved"] = f"Target **{target['name']}** deleted."
+                    st.rerun()
+
+
+def save(name: str, description: str, docs: list[str], rows: list[dict], n: int, c: float) -> None:
+    """Send the target to the server; on success select it in the sidebar and empty the form."""
+    t = C.attempt(lambda: C.call("create_target", retry=False, name=name, description=description, documents=docs,
+                                 questions=rows, n=n, c=c),
+                  f"saving the target {name!r}", spinner="Saving the target on the server…")
+    if t is None:
+        return
+    C.targets_changed()
+    C.select_target_next_run(t["name"])
+    st.session_state["_nt_gen"] = st.session_state.get("_nt_gen", 0) + 1
+    st.session_state["_target_saved"] = (
+        f"Target **{t['name']}** saved ({len(docs)} document(s), {len(rows)} question(s)) and selected in the "
+        "sidebar. Run the demo above, or open any page: they all start from it. Features are selected on its "
+        "text the first time (slow on the real model, then cached).")
+    st.rerun()
