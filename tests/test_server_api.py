@@ -22,18 +22,13 @@ from unlearn_core import features as F
 from unlearn_core import mcq as M
 from unlearn_core import metrics as MT
 from unlearn_core.interventions import Intervention
+from api_helpers import ok, wait_job, wait_ok
 from unlearn_core.server import create_app
 from unlearn_core.tiny import tiny_engine
 
 GEO = "mmlu:high_school_geography"  # short questions: fit the tiny model's 512-token context
 IV = {"sae": "tiny", "features": [2, 3, 4], "value": 20.0, "mode": "clamp"}
 
-
-def wait_ok(c: TestClient, timeout: float = 60) -> None:
-    end = time.time() + timeout
-    while c.get("/api/health").json()["status"] != "ok":
-        assert time.time() < end, "model did not load"
-        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")
@@ -58,10 +53,6 @@ def lock(app):
     """Direct engine calls in tests take the server's lock, like every request does."""
     return app.state.server.lock
 
-
-def ok(r, code: int = 200) -> dict:
-    assert r.status_code == code, r.text
-    return r.json()
 
 
 def first_ids(client, set_: str = "wmdp-bio", n: int = 3) -> list[str]:
@@ -224,15 +215,6 @@ def small_job(**kw) -> dict:
             "loss_corpus": "webtext", "loss_tokens": 100}
     return {**spec, **kw}
 
-
-def wait_job(client, job_id: str, timeout: float = 60) -> dict:
-    end = time.time() + timeout
-    while True:
-        j = ok(client.get(f"/api/jobs/{job_id}"))
-        if j["status"] in ("done", "failed", "cancelled"):
-            return j
-        assert time.time() < end, j
-        time.sleep(0.1)
 
 
 def test_job_runs_and_persists(client, engine):

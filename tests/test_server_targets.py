@@ -20,6 +20,7 @@ from unlearn_core import demo as DM
 from unlearn_core import features as F
 from unlearn_core import mcq as M
 from unlearn_core import targets as T
+from api_helpers import ok, wait_job, wait_ok
 from unlearn_core.server import create_app
 from unlearn_core.tiny import tiny_engine
 
@@ -27,12 +28,6 @@ GEO = "mmlu:high_school_geography"
 JOB_KEYS = {"config", "threshold", "n", "value", "mode", "features", "forget_accuracy", "side_effect_accuracy",
             "side_effect_mean", "loss_added", "n_questions", "seconds", "note"}
 
-
-def wait_ok(c: TestClient, timeout: float = 60) -> None:
-    end = time.time() + timeout
-    while c.get("/api/health").json()["status"] != "ok":
-        assert time.time() < end, "model did not load"
-        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")
@@ -57,19 +52,6 @@ def lock(app):
     return app.state.server.lock
 
 
-def ok(r, code: int = 200) -> dict:
-    assert r.status_code == code, r.text
-    return r.json()
-
-
-def wait_job(client, job_id: str, timeout: float = 90) -> dict:
-    end = time.time() + timeout
-    while True:
-        j = ok(client.get(f"/api/jobs/{job_id}"))
-        if j["status"] in ("done", "failed", "cancelled"):
-            return j
-        assert time.time() < end, j
-        time.sleep(0.1)
 
 
 # ---------------------------------------------------------------- targets, selection, demo
@@ -465,14 +447,14 @@ def test_saved_targets_file_names_cannot_reach_other_files(client, engine, remov
 
 
 def test_an_unfinished_save_is_removed_not_served(engine, tmp_path):
-    """A server stopped mid-save leaves ``.<name>.tmp/``: the next one removes it at startup (the
-    loader would otherwise offer it as a target that cannot be deleted)."""
+    """A server stopped mid-save leaves ``.<name>.tmp/``: the loader never offers it, and the next
+    server removes it at startup."""
     other = dataclasses.replace(engine, settings=dataclasses.replace(engine.settings, cache_dir=str(tmp_path)))
     ghost = T.saved_targets_dir(other.settings) / ".ghost.tmp"
     ghost.mkdir(parents=True)
     (ghost / "target.toml").write_text('[ghost]\nforget_corpus = "corpus.jsonl"\nforget_questions = "q.json"\n'
                                        'retain_corpora = ["wikitext"]\nretain_questions = ["quiz:retain"]\n')
-    assert "ghost" in T.engine_targets(other)  # what the loader alone would do
+    assert "ghost" not in T.engine_targets(other)  # the loader skips unfinished saves
     with TestClient(create_app(lambda: other, token="")) as c:
         wait_ok(c)
         end = time.time() + 30

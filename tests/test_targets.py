@@ -327,3 +327,17 @@ def test_cli_target_eval_json_contract_on_tiny(tmp_path, shared_data):
 def test_cli_target_eval_unknown_target_is_a_clean_error(tmp_path):
     p = _cli("target", "eval", "no-such-target", "--tiny", "--cache-dir", str(tmp_path / "c"), cwd=tmp_path)
     assert p.returncode == 2 and "unknown target" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_targets_experiment_runs_end_to_end_on_tiny(tiny, shared_data):
+    from unlearn_core import target_experiment as TX
+
+    t = T.replace_intervention(T.get_target("bio-basics"), threshold=1.0, n=3, c=10.0)
+    r = TX.run(tiny, t, thresholds=(1.0,), ns=(3,), values=(10.0,), loss_tokens=100, ppl_tokens=100)
+    assert [row["config"] for row in r["rows"]] == ["none", "paper t=1 N=3 c=10", "format-matched t=1 N=3 c=10"]
+    assert r["rows"][1]["retain_corpora"] == ["wikitext@train"]
+    assert r["rows"][2]["retain_corpora"] == list(t.retain_corpora)
+    assert r["rows"][2]["shipped_default"] and not r["rows"][1]["shipped_default"]
+    assert r["chosen"] is None  # the tiny model knows no question, so nothing keeps retain accuracy
+    md = TX.markdown(r)
+    assert "none qualifies" in md and md.count("\n| ") == 5  # header, rule, three rows

@@ -10,6 +10,7 @@ import json
 import logging
 import sys
 import warnings
+from pathlib import Path
 
 from . import data as D
 from .interventions import MODES, Intervention, parse_features
@@ -320,8 +321,14 @@ def cmd_demo(args) -> None:
     """The quick-start demo: a target's default intervention flips a question the model knows."""
     from .demo import run_demo
 
+    from .targets import engine_target
+
     engine = _engine(args)
-    out = run_demo(engine, args.target, progress=lambda n, msg: print(f"[demo] {msg}", file=sys.stderr))
+    t = engine_target(engine, args.target)
+    bar = _bar(t.selection.tokens * (1 + len(t.retain_corpora)), "feature statistics (first run only, then cached)")
+    out = run_demo(engine, args.target, progress=lambda n, msg: print(f"[demo] {msg}", file=sys.stderr),
+                   stats_progress=bar.update)
+    bar.close()
     _out(args, out, demo_text(out))
 
 
@@ -398,9 +405,22 @@ def cmd_target_eval(args) -> None:
 def cmd_experiment(args) -> None:
     from . import experiments as X
 
+    if args.which == "targets" and args.render_only:
+        return _experiment_targets(args, None)
     engine = _engine(args)
     if args.which == "targets":
         return _experiment_targets(args, engine)
+    if args.which == "book" and args.target:  # the study's design on a target's default intervention
+        from .targets import default_intervention, engine_target
+
+        t = engine_target(engine, args.target[0])
+        iv = default_intervention(engine, t)
+        r = X.book_experiment(engine, iv.sae_key, features=iv.features, c=iv.c, ppl_tokens=args.ppl_tokens,
+                              prompt=t.demo_prompt or "Sherlock Holmes took his bottle from the corner of the")
+        md = X.book_markdown(r)
+        if args.out:
+            X.save(r, md, args.out)
+        return _out(args, r, md)
     if args.which == "wmdp":
         r = X.wmdp_experiment(engine, args.on, stats_tokens=args.stats_tokens, ppl_tokens=args.ppl_tokens,
                               loss_tokens=args.ppl_tokens, mmlu_limit=args.mmlu_limit, wmdp_limit=args.wmdp_limit)
@@ -418,27 +438,23 @@ def _floats(text: str) -> tuple[float, ...]:
 
 
 def _experiment_targets(args, engine) -> None:
-    """Per target: the sweep (choose on the train half, report the held-out half); for sherlock also
-    the book study (perplexity and generation with the 'SAE spliced in' control)."""
+    """Per target: the sweep (choose on the train half, report the held-out half)."""
     from . import experiments as X
     from . import target_experiment as TX
-    from .targets import engine_target
+    from .targets import get_target, saved_targets_dir
 
+    settings = _settings(args)
     out = {}
     for name in args.target or ["bio-basics", "sherlock"]:
-        t = engine_target(engine, name)
-        r = TX.run(engine, t, thresholds=_floats(args.thresholds), ns=tuple(int(x) for x in _floats(args.ns)),
-                   values=_floats(args.values), loss_tokens=args.loss_tokens, ppl_tokens=args.ppl_tokens,
-                   min_retain=args.min_retain)
+        t = get_target(name, settings.targets_file, saved_targets_dir(settings))
+        if args.render_only:  # the saved sweep, re-marked against the registry as it is now
+            r = json.loads((Path(args.out) / f"targets_{name}.json").read_text())
+            TX.mark_shipped(r["rows"], t)
+        else:
+            r = TX.run(engine, t, thresholds=_floats(args.thresholds), ns=tuple(int(x) for x in _floats(args.ns)),
+                       values=_floats(args.values), loss_tokens=args.loss_tokens, ppl_tokens=args.ppl_tokens,
+                       min_retain=args.min_retain)
         md = TX.markdown(r)
-        if name == "sherlock":
-            shipped = [row for row in r["rows"][1:] if row.get("shipped_default")] or \
-                      [row for row in r["rows"][1:] if row.get("chosen")]
-            if shipped:
-                b = TX.book_study(engine, t, tuple(shipped[0]["features"]), shipped[0]["c"], ppl_tokens=args.ppl_tokens)
-                r["book_study"] = b
-                md += "\n\n### Perplexity and generation (the Gemma Scope study's design, with its control)\n\n" \
-                      + X.book_markdown(b)
         if args.out:
             X.save(r, md, f"{args.out.rstrip('/')}/targets_{name}")
         out[name] = r
@@ -558,12 +574,16 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("experiment", help="the write-ups' experiments (wmdp | book) and the targets sweep (targets)")
     _common(s)
     s.add_argument("which", choices=["wmdp", "book", "targets"])
-    s.add_argument("--target", action="append", help="targets: which (repeatable; default bio-basics and sherlock)")
+    s.add_argument("--target", action="append",
+                   help="targets: which (repeatable; default bio-basics and sherlock); book: use this target's "
+                        "default intervention instead of the paper's selection")
     s.add_argument("--thresholds", default="0.01", help="targets: retain thresholds, e.g. '0.01,0.003'")
     s.add_argument("--ns", default="20,50,100", help="targets: numbers of features")
     s.add_argument("--values", default="100,200,400", help="targets: clamp values c")
     s.add_argument("--loss-tokens", type=int, default=1500, help="targets: WebText tokens of loss added per row")
     s.add_argument("--min-retain", type=float, default=0.9, help="targets: retain accuracy the default must keep")
+    s.add_argument("--render-only", action="store_true",
+                   help="targets: re-write the markdown of a saved sweep (--out) against the registry as it is now")
     s.add_argument("--stats-tokens", type=int, default=100_000)
     s.add_argument("--ppl-tokens", type=int, default=4000)
     s.add_argument("--mmlu-limit", type=int, default=100, help="first N questions of each side-effect subject")

@@ -59,11 +59,14 @@ def find_examples(engine, target: Target, iv, min_conf: float = 0.5, max_scan: i
     return {"forget_example": forget, "retain_example": retain, "n_checked_forget": n_f, "n_checked_retain": n_r}
 
 
-def run_demo(engine, target_name: str = DEFAULT_TARGET, progress: Callable[[int, str], None] | None = None) -> dict:
+def run_demo(engine, target_name: str = DEFAULT_TARGET, progress: Callable[[int, str], None] | None = None,
+             stats_progress: Callable[[int], None] | None = None) -> dict:
+    """``stats_progress`` is told of every token of the selection statistics (first run only:
+    they are cached on disk)."""
     target = engine_target(engine, target_name)
     if progress:
         progress(0, f"selecting {target.name} features ({target.forget_corpus} vs {', '.join(target.retain_corpora)})")
-    iv = default_intervention(engine, target)
+    iv = default_intervention(engine, target, progress=stats_progress)
     out = find_examples(engine, target, iv, progress=progress)
     forget, note = forget_corpus_for(target, engine.settings.data_dir)
     f, r = out["forget_example"], out["retain_example"]

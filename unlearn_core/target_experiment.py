@@ -104,16 +104,22 @@ def run(engine, target: Target, variants=("paper", "format-matched"), thresholds
 
     ok = [r for r in rows[1:] if r["retain0@train"] is not None and r["retain0@train"] >= min_retain]
     chosen = min(ok, key=lambda r: (r["forget@train"], -r["retain0@train"], r["n"], r["c"])) if ok else None
-    shipped = target.intervention.c, target.selection.n, target.selection.threshold, tuple(target.retain_corpora)
     for r in rows[1:]:
         r["chosen"] = r is chosen
-        r["shipped_default"] = (r["c"], r["n"], r["threshold"], tuple(r["retain_corpora"])) == shipped
+    mark_shipped(rows, target)
     return {"target": target.name, "sae": sae, "hook": engine.saes[sae].hook_name, "scoring": scoring,
             "strict_known": target.strict_known, "forget_corpus": forget_corpus, "forget_corpus_note": note,
             "retain_questions": list(target.retain_questions), "forget_questions": target.forget_questions,
             "n_known": {k: len(v) for k, v in known.items()}, "min_retain": min_retain, "loss_tokens": loss_tokens,
             "ppl_tokens": ppl_tokens, "ppl_corpus": target.ppl_corpus, "rows": rows,
             "chosen": chosen["config"] if chosen else None, "seconds": round(time.time() - t0)}
+
+
+def mark_shipped(rows: list[dict], target: Target) -> None:
+    """Flag the row that is the registry's current default (re-run after the registry changes)."""
+    shipped = target.intervention.c, target.selection.n, target.selection.threshold, tuple(target.retain_corpora)
+    for r in rows[1:]:
+        r["shipped_default"] = (r["c"], r["n"], r["threshold"], tuple(r["retain_corpora"])) == shipped
 
 
 def _f(x) -> str:
@@ -143,14 +149,6 @@ def markdown(r: dict) -> str:
                      + " | ".join(extra) + (" | " if extra else "")
                      + f"{row['loss_added']:+.4f} | {_f(row['ppl_forget_heldout'])} |")
     return "\n".join(lines)
-
-
-def book_study(engine, target: Target, features: tuple[int, ...], c: float, ppl_tokens: int = 3000,
-               sae: str | None = None) -> dict:
-    """The Gemma Scope study's perplexity and generation table, with its missing control."""
-    from .experiments import book_experiment
-
-    return book_experiment(engine, sae, features=features, c=c, ppl_tokens=ppl_tokens, prompt=target.demo_prompt)
 
 
 def with_default(target: Target, row: dict) -> Target:

@@ -1,0 +1,92 @@
+"""The guided demo as a person sees it: real server (embedded model), real app, headless Chromium.
+
+Starts `python -m unlearn_core serve` and `streamlit run app.py` on free loopback ports, opens
+Home, presses "Run the demo" on the default target (bio-basics) and times click -> result on
+screen, then opens the demo's question in the Clamp explorer via its link and times that too.
+Screenshots go to --shots (default tests/artifacts/demo/). Prints one table.
+
+    .venv/bin/python bench/browser_demo.py [--repeats 2] [--shots DIR]
+
+The first press computes the selection statistics unless they are cached (cache/feature_stats);
+later presses are answered from the app's cache or the server's disk caches.
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
+
+from browser_helpers import clean_env, free_port, full_screenshot, launch_chromium, settle, start_streamlit, stop, wait_http  # noqa: E402
+
+
+def cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeats", type=int, default=2, help="demo presses in fresh browser pages")
+    ap.add_argument("--shots", default=str(ROOT / "tests" / "artifacts" / "demo"))
+    args = ap.parse_args()
+    from playwright.sync_api import sync_playwright
+
+    shots = Path(args.shots)
+    shots.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    log = shots / "server.log"
+    t0 = time.time()
+    with open(log, "ab") as f:
+        server = subprocess.Popen([sys.executable, "-m", "unlearn_core", "serve", "--port", str(port)], stdout=f,
+                                  stderr=subprocess.STDOUT, env=clean_env(), cwd=ROOT)
+    app = None
+    rows = []
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_http(url + "/api/health", lambda r: r.ok and r.json().get("status") == "ok", 600, server, log, "server")
+        rows.append(("server start to model loaded", time.time() - t0))
+        app, app_url = start_streamlit(url, shots / "app.log")
+        with sync_playwright() as p:
+            browser = launch_chromium(p)
+            for i in range(args.repeats):
+                page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                t = time.time()
+                page.goto(app_url)
+                settle(page, 120)
+                rows.append((f"open Home (page {i + 1})", time.time() - t))
+                t = time.time()
+                page.get_by_role("button", name="Run the demo").click()
+                page.get_by_text("Forgotten: a question the model knew").wait_for(timeout=600_000)
+                settle(page, 600)
+                rows.append((f"'Run the demo' to both questions on screen (press {i + 1})", time.time() - t))
+                if i == 0:
+                    full_screenshot(page, shots / "home_demo.png")
+                    t = time.time()
+                    page.get_by_text("Open this question in the Clamp explorer").first.click()
+                    settle(page, 300)
+                    page.get_by_text("Clamp value c").first.wait_for(timeout=300_000)
+                    settle(page, 300)
+                    rows.append(("demo link to the Clamp explorer, settled", time.time() - t))
+                    full_screenshot(page, shots / "clamp_from_demo.png")
+                page.close()
+            browser.close()
+    finally:
+        stop(app)
+        stop(server)
+    print(f"CPU: {cpu_name()}; {platform.machine()}, Python {platform.python_version()}")
+    print("| step | seconds |\n| --- | --- |")
+    for name, s in rows:
+        print(f"| {name} | {s:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
