@@ -28,6 +28,37 @@ target = C.target_picker()
 sae0 = C.sae_keys(info)[0] if info.get("saes") else ""
 C.feature_sets_sidebar(sae0)
 
+if info.get("model") == "tiny":
+    st.info("This server runs the **tiny test backend** (a random 2-layer model and SAE): every page works, "
+            "but the numbers mean nothing. Start `python -m unlearn_core serve` for the real model.", icon=":material/science:")
+
+# ---------------------------------------------------------------- guided demo
+st.header("A guided demo")
+DV.demo_section(target, info)
+TF.define_target_section(info, target)
+st.subheader("Then explore it in five steps")
+steps = [
+    ("search", "1. Pick a topic", ":material/search:",
+     "Run the target's forget/retain selection, or search features by a text about the topic; open a "
+     "feature's dashboard to see where it fires (WebText next to the target's forget corpus)."),
+    ("tokens", "2. See its features", ":material/ink_highlighter:",
+     "Highlight a question token by token with the chosen features, and look at each token's top features. "
+     "Add the ones that matter to a feature set."),
+    ("clamp", "3. Clamp them", ":material/tune:",
+     "Pick a question and your feature set (or the target's default features), choose a mode and move the "
+     "clamp slider."),
+    ("clamp", "4. Watch the answer change", ":material/trending_down:",
+     "The A/B/C/D probabilities with and without the clamp, the probability-vs-c curve, and generations."),
+    ("batch", "5. See the side effects", ":material/balance:",
+     "Run a sweep over thresholds, feature counts and clamp values on the target: forget accuracy against "
+     "retain accuracy on known questions, loss added, and the unlearning score."),
+]
+for page, label, icon, text in steps:
+    col1, col2 = st.columns([1, 3], vertical_alignment="center")
+    with col1:
+        C.page_link(page, label, icon=icon)
+    col2.markdown(text)
+
 # ---------------------------------------------------------------- what is loaded
 st.header("What is loaded")
 c = st.columns(5)
@@ -36,9 +67,6 @@ c[1].metric("Layers × d_model", f"{info.get('n_layers')} × {info.get('d_model'
 c[2].metric("Device", str(info.get("device")))
 c[3].metric("dtype", str(info.get("dtype")))
 c[4].metric("Context", f"{info.get('n_ctx')} tokens")
-if info.get("model") == "tiny":
-    st.info("This server runs the **tiny test backend** (a random 2-layer model and SAE): every page works, "
-            "but the numbers mean nothing. Start `python -m unlearn_core serve` for the real model.", icon=":material/science:")
 
 saes = pd.DataFrame([{
     "SAE": s["key"], "hook": s.get("hook_name"), "layer": s.get("layer"), "features": s.get("d_sae"),
@@ -72,33 +100,6 @@ if target is not None:
                + (f" {target['forget_corpus_note']}." if target.get("forget_corpus_note") else "")
                + " WMDP-bio stays available as the `wmdp-bio` target: its gated forget corpus when the server "
                  "has it, else WMDP-bio question text (`wmdp-bio-text`) stands in, labelled.")
-
-# ---------------------------------------------------------------- guided demo
-st.header("A guided demo")
-DV.demo_section(target, info)
-TF.define_target_section(info, target)
-st.subheader("Then explore it in five steps")
-steps = [
-    ("search", "1. Pick a topic", ":material/search:",
-     "Run the target's forget/retain selection, or search features by a text about the topic; open a "
-     "feature's dashboard to see where it fires (WebText next to the target's forget corpus)."),
-    ("tokens", "2. See its features", ":material/ink_highlighter:",
-     "Highlight a question token by token with the chosen features, and look at each token's top features. "
-     "Add the ones that matter to a feature set."),
-    ("clamp", "3. Clamp them", ":material/tune:",
-     "Pick a question and your feature set (or the target's default features), choose a mode and move the "
-     "clamp slider."),
-    ("clamp", "4. Watch the answer change", ":material/trending_down:",
-     "The A/B/C/D probabilities with and without the clamp, the probability-vs-c curve, and generations."),
-    ("batch", "5. See the side effects", ":material/balance:",
-     "Run a sweep over thresholds, feature counts and clamp values on the target: forget accuracy against "
-     "retain accuracy on known questions, loss added, and the unlearning score."),
-]
-for page, label, icon, text in steps:
-    col1, col2 = st.columns([1, 3], vertical_alignment="center")
-    with col1:
-        C.page_link(page, label, icon=icon)
-    col2.markdown(text)
 
 with st.expander("Server details"):
     st.markdown(f"URL `{C.server_url()}` · status **{info.get('status')}** · jobs {info.get('jobs') or 'none'}")
