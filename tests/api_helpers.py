@@ -1,9 +1,14 @@
-"""Shared by the in-process server tests (FastAPI TestClient on the tiny backend)."""
+"""Shared by the in-process server tests (FastAPI TestClient on the tiny backend): helpers, and
+module-scoped fixtures (a test module imports them, and gets its own tiny engine and cache)."""
 from __future__ import annotations
 
 import time
 
+import pytest
 from fastapi.testclient import TestClient
+
+from unlearn_core.server import create_app
+from unlearn_core.tiny import tiny_engine
 
 
 def wait_ok(c: TestClient, timeout: float = 60) -> None:
@@ -26,3 +31,26 @@ def wait_job(client, job_id: str, timeout: float = 90) -> dict:
             return j
         assert time.time() < end, j
         time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory, shared_data):
+    return tiny_engine(cache_dir=str(tmp_path_factory.mktemp("server_cache")))
+
+
+@pytest.fixture(scope="module")
+def app(engine):
+    return create_app(lambda: engine, token="", allow_test_options=True)
+
+
+@pytest.fixture(scope="module")
+def client(app):
+    with TestClient(app) as c:
+        wait_ok(c)
+        yield c
+
+
+@pytest.fixture
+def lock(app):
+    """Direct engine calls in tests take the server's lock, like every request does."""
+    return app.state.server.lock

@@ -22,36 +22,14 @@ from unlearn_core import features as F
 from unlearn_core import mcq as M
 from unlearn_core import metrics as MT
 from unlearn_core.interventions import Intervention
-from api_helpers import ok, wait_job, wait_ok
+from api_helpers import app, client, engine, lock, ok, wait_job, wait_ok  # noqa: F401 (fixtures)
 from unlearn_core.server import create_app
-from unlearn_core.tiny import tiny_engine
 
 GEO = "mmlu:high_school_geography"  # short questions: fit the tiny model's 512-token context
 IV = {"sae": "tiny", "features": [2, 3, 4], "value": 20.0, "mode": "clamp"}
 
 
 
-@pytest.fixture(scope="module")
-def engine(tmp_path_factory, shared_data):
-    return tiny_engine(cache_dir=str(tmp_path_factory.mktemp("server_cache")))
-
-
-@pytest.fixture(scope="module")
-def app(engine):
-    return create_app(lambda: engine, token="", allow_test_options=True)
-
-
-@pytest.fixture(scope="module")
-def client(app):
-    with TestClient(app) as c:
-        wait_ok(c)
-        yield c
-
-
-@pytest.fixture
-def lock(app):
-    """Direct engine calls in tests take the server's lock, like every request does."""
-    return app.state.server.lock
 
 
 

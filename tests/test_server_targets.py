@@ -20,9 +20,8 @@ from unlearn_core import demo as DM
 from unlearn_core import features as F
 from unlearn_core import mcq as M
 from unlearn_core import targets as T
-from api_helpers import ok, wait_job, wait_ok
+from api_helpers import app, client, engine, lock, ok, wait_job, wait_ok  # noqa: F401 (fixtures)
 from unlearn_core.server import create_app
-from unlearn_core.tiny import tiny_engine
 
 GEO = "mmlu:high_school_geography"
 JOB_KEYS = {"config", "threshold", "n", "value", "mode", "features", "forget_accuracy", "side_effect_accuracy",
@@ -30,26 +29,6 @@ JOB_KEYS = {"config", "threshold", "n", "value", "mode", "features", "forget_acc
 
 
 
-@pytest.fixture(scope="module")
-def engine(tmp_path_factory, shared_data):
-    return tiny_engine(cache_dir=str(tmp_path_factory.mktemp("targets_cache")))
-
-
-@pytest.fixture(scope="module")
-def app(engine):
-    return create_app(lambda: engine, token="", allow_test_options=True)
-
-
-@pytest.fixture(scope="module")
-def client(app):
-    with TestClient(app) as c:
-        wait_ok(c)
-        yield c
-
-
-@pytest.fixture
-def lock(app):
-    return app.state.server.lock
 
 
 

@@ -16,9 +16,13 @@ import sys
 import tomllib
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import data as D
 from .interventions import MODES, Intervention
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 BUILTIN_FILE = Path(__file__).resolve().parent / "assets" / "targets.toml"
@@ -252,7 +256,7 @@ def forget_corpus_for(target: Target, data_dir: str | None) -> tuple[str, str]:
                                                f"features are selected on the stand-in {target.forget_corpus_fallback}")
 
 
-def retain_frequency(stats: list) -> "torch.Tensor":  # noqa: F821
+def retain_frequency(stats: list) -> torch.Tensor:
     """A feature's retain frequency over several retain corpora: its highest one, so a feature
     common in any of them is dropped."""
     import torch
