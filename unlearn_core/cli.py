@@ -64,7 +64,7 @@ def _interventions(args, engine) -> list[Intervention]:
     return ivs
 
 
-def _bar(total: int, desc: str):
+def _bar(total: int | None, desc: str):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, file=sys.stderr, dynamic_ncols=True)
@@ -325,7 +325,8 @@ def cmd_demo(args) -> None:
 
     engine = _engine(args)
     t = engine_target(engine, args.target)
-    bar = _bar(t.selection.tokens * (1 + len(t.retain_corpora)), "feature statistics (first run only, then cached)")
+    # no total: a corpus may hold fewer tokens than the budget (a quiz half is ~2k tokens)
+    bar = _bar(None, f"feature statistics on {1 + len(t.retain_corpora)} corpora, tokens (first run only, then cached)")
     out = run_demo(engine, args.target, progress=lambda n, msg: print(f"[demo] {msg}", file=sys.stderr),
                    stats_progress=bar.update)
     bar.close()
