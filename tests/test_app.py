@@ -721,3 +721,16 @@ def test_numbers_sources_and_eta():
     assert R.source_kind("/data/x.json") == "real data (local file)"
     assert R.source_kind("unavailable") == "unavailable"
     assert R.fmt_eta(None) == "estimating…" and R.fmt_eta(75) == "1 min 15 s" and R.fmt_eta(3700) == "1 h 01 min"
+
+
+def test_question_filter_that_matches_nothing_says_so(app_env):
+    at = ok(page("clamp", qset="quiz:retain").run())
+    at.text_input(key="qfilter").set_value("Poirot")
+    ok(at.run())
+    assert not at.warning
+    m = re.match(r"Question \((\d+) of 133", at.selectbox(key="q").label)
+    assert m and 0 < int(m.group(1)) < 133
+    at.text_input(key="qfilter").set_value("zzqqxx-no-such-word")
+    ok(at.run())
+    assert any("No question in this set contains" in w.value for w in at.warning)
+    assert at.selectbox(key="q").label.startswith("Question (133 of 133")

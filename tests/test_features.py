@@ -109,3 +109,25 @@ def test_sae_eval_on_tiny(tiny):
     assert lr["n_tokens"] == 60
     expected = (lr["zero_ablation_loss"] - lr["spliced_loss"]) / (lr["zero_ablation_loss"] - lr["clean_loss"])
     assert lr["loss_recovered"] == pytest.approx(expected)
+
+
+def test_examples_never_peak_on_a_document_separator(tiny, corpus, monkeypatch):
+    """Windows hold mid-window <bos> separators between documents. A feature that fires hardest
+    there must not show a separator as its peak: the examples' max must be the statistics' max
+    (which counts no BOS/EOS/pad), and the automatic description must not say '<bos>'."""
+    st = F.feature_stats(tiny, "tiny", corpus, n_tokens=300, ctx=64)
+    bos = tiny.model.tokenizer.bos_token_id
+    assert any(bos in w[1:] for w in st.windows)  # the case under test exists
+    real = F.encode_tokens
+
+    def loud_separators(engine, sae_key, tokens):
+        f = real(engine, sae_key, tokens).clone()
+        f[..., 5] = torch.where(tokens.to(f.device) == bos, 1000.0, 1.0)
+        return f
+
+    monkeypatch.setattr(F, "encode_tokens", loud_separators)
+    ex = F.top_examples(tiny, st, 5, k=3, n_quantiles=0)
+    assert ex["top"]
+    for e in ex["top"]:
+        assert e["max"] == 1.0 and e["tokens"][e["peak"]] != "<bos>"
+    assert "'<bos>'" not in F.auto_description(tiny, "tiny", 5, st)

@@ -185,10 +185,12 @@ def top_examples(engine: Engine, stats: FeatureStats, feature: int, k: int = 8, 
     if wanted:
         toks, lens = pad_right([stats.windows[i] for i in wanted], 0)
         f = encode_tokens(engine, stats.sae_key, toks)[..., feature].float().cpu()
+        # the positions the statistics count: not the first, and no BOS/EOS/pad (a window holds
+        # BOS separators between documents; a peak there is not what the feature is about)
+        f = f * counted_mask(engine, toks, lens)
         for j, wi in enumerate(wanted):
             n = int(lens[j])
             vals = f[j, :n].clone()
-            vals[0] = 0.0
             peak = int(vals.argmax())
             lo, hi = max(1, peak - context), min(n, peak + context // 2 + 1)
             ids = stats.windows[wi][lo:hi]
