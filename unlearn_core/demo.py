@@ -8,7 +8,8 @@ known retain question that stays right. Scanning is lazy: a few seconds, not a f
 """
 from __future__ import annotations
 
-from typing import Callable
+import contextlib
+from typing import Callable, ContextManager
 
 from . import data as D
 from .mcq import score_question
@@ -30,33 +31,58 @@ def _example(q: D.Question, base, inter) -> dict:
     return {"question": q.to_dict(), "base": base.to_dict(), "intervened": inter.to_dict()}
 
 
+def _scan(engine, questions: list[D.Question], iv, scoring: str, min_conf: float, want_correct: bool,
+          guard: Callable[[], ContextManager], skip: Callable | None) -> tuple[dict | None, int]:
+    """The first question known strongly whose intervened answer is right (``want_correct``) or
+    wrong, and how many were checked; ``guard`` is entered per question (the server's lock)."""
+    n = 0
+    for q in questions:
+        n += 1
+        with guard():
+            if skip is not None and skip(engine, q):
+                continue
+            base = _known_strongly(engine, q, scoring, min_conf)
+            if base is None:
+                continue
+            inter = score_question(engine, q, [iv], scoring=scoring)
+        if inter.correct == want_correct:
+            return _example(q, base, inter), n
+    return None, n
+
+
 def find_examples(engine, target: Target, iv, min_conf: float = 0.5, max_scan: int = MAX_SCAN,
-                  progress: Callable[[int, str], None] | None = None) -> dict:
+                  progress: Callable[[int, str], None] | None = None,
+                  guard: Callable[[], ContextManager] = contextlib.nullcontext,
+                  load: Callable[[str], list[D.Question]] | None = None, skip: Callable | None = None) -> dict:
+    """The forget example (a known question the clamp flips) and the retain example (a known one
+    it keeps). The server passes its lock as ``guard``, its cached question sets as ``load`` and
+    ``skip`` for prompts longer than the model's context."""
     scoring = target.scoring or engine.scoring
-    data_dir = engine.settings.data_dir
-    forget, n_f = None, 0
-    for q in D.load_question_set(target.forget_questions, data_dir).questions[:max_scan]:
-        n_f += 1
-        base = _known_strongly(engine, q, scoring, min_conf)
-        if base is None:
-            continue
-        inter = score_question(engine, q, [iv], scoring=scoring)
-        if not inter.correct:
-            forget = _example(q, base, inter)
-            break
+    load = load or (lambda spec: D.load_question_set(spec, engine.settings.data_dir).questions)
+    forget, n_f = _scan(engine, load(target.forget_questions)[:max_scan], iv, scoring, min_conf, False, guard, skip)
     if progress:
         progress(n_f, f"checked {n_f} forget question(s)")
-    retain, n_r = None, 0
-    for q in D.load_question_set(target.retain_questions[0], data_dir).questions[:max_scan]:
-        n_r += 1
-        base = _known_strongly(engine, q, scoring, min_conf)
-        if base is None:
-            continue
-        inter = score_question(engine, q, [iv], scoring=scoring)
-        if inter.correct:
-            retain = _example(q, base, inter)
-            break
+    retain, n_r = _scan(engine, load(target.retain_questions[0])[:max_scan], iv, scoring, min_conf, True, guard,
+                        skip)
     return {"forget_example": forget, "retain_example": retain, "n_checked_forget": n_f, "n_checked_retain": n_r}
+
+
+def summary(forget: dict | None, retain: dict | None, n_forget: int) -> str:
+    if forget and retain:
+        return ("The clamp made the model forget a fact it knew (its answer flipped) while a general-knowledge "
+                "question stayed right.")
+    if forget:
+        return "The clamp flipped a known forget question, but no checked retain question stayed right."
+    return f"The default intervention flipped none of the first {n_forget} forget questions the model knows strongly."
+
+
+def result(engine, target: Target, iv, found: dict) -> dict:
+    """The demo's answer: what was done, the two examples (or None) and one sentence about them."""
+    forget_corpus, note = forget_corpus_for(target, engine.settings.data_dir)
+    return {"target": target.name, "description": target.description, "forget_corpus": forget_corpus,
+            "forget_corpus_note": note, "retain_corpora": list(target.retain_corpora),
+            "intervention": {"sae": iv.sae_key, "mode": iv.mode, "c": iv.c, "features": list(iv.features)},
+            **found, "summary": summary(found["forget_example"], found["retain_example"], found["n_checked_forget"])}
 
 
 def run_demo(engine, target_name: str = DEFAULT_TARGET, progress: Callable[[int, str], None] | None = None,
@@ -67,18 +93,4 @@ def run_demo(engine, target_name: str = DEFAULT_TARGET, progress: Callable[[int,
     if progress:
         progress(0, f"selecting {target.name} features ({target.forget_corpus} vs {', '.join(target.retain_corpora)})")
     iv = default_intervention(engine, target, progress=stats_progress)
-    out = find_examples(engine, target, iv, progress=progress)
-    forget, note = forget_corpus_for(target, engine.settings.data_dir)
-    f, r = out["forget_example"], out["retain_example"]
-    if f and r:
-        summary = ("The clamp made the model forget a fact it knew (its answer flipped) while a general-knowledge "
-                   "question stayed right.")
-    elif f:
-        summary = "The clamp flipped a known forget question, but no checked retain question stayed right."
-    else:
-        summary = (f"The default intervention flipped none of the first {out['n_checked_forget']} forget questions "
-                   "the model knows strongly.")
-    return {"target": target.name, "description": target.description, "forget_corpus": forget,
-            "forget_corpus_note": note, "retain_corpora": list(target.retain_corpora),
-            "intervention": {"sae": iv.sae_key, "mode": iv.mode, "c": iv.c, "features": list(iv.features)},
-            **out, "summary": summary}
+    return result(engine, target, iv, find_examples(engine, target, iv, progress=progress))

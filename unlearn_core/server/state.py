@@ -219,8 +219,8 @@ def load_question_set(spec: str, data_dir: str | None, allow_paths: bool = False
     return D.load_question_set(spec, data_dir, allow_paths=allow_paths)
 
 
-# Held while a target defined in the app is written or deleted, and while targets are read: a
-# save writes ``<saved>/.<name>.tmp/`` first, which the loader would otherwise read as a target.
+# Held while a target defined in the app is written or deleted, and while targets are read: the
+# name check and the save are one step, and a read never meets a folder being deleted.
 TARGETS_LOCK = threading.RLock()
 
 

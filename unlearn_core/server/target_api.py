@@ -12,7 +12,6 @@ import hashlib
 import json
 import shutil
 from pathlib import Path
-from typing import Callable
 
 from .. import data as D
 from ..engine import Engine
@@ -22,7 +21,6 @@ from ..targets import DEFAULT_TARGET, Target, forget_corpus_for, saved_targets_d
 from .state import (ServerState, check_corpus, check_subjects, corpus_names, drop_unfinished_saves, fits_context,
                     server_targets)
 
-Scanner = Callable[[Engine, D.Question], "dict | None"]
 
 
 def get_target(engine: Engine, name: str) -> Target:
@@ -224,59 +222,14 @@ def default_intervention(state: ServerState, engine: Engine, t: Target) -> Inter
 # ---------------------------------------------------------------- the guided demo
 
 
-def _scan(state: ServerState, questions: list[D.Question], check: Scanner) -> tuple[dict | None, int]:
-    """The first question for which ``check`` returns an example, one lock hold per question."""
-    n = 0
-    for q in questions:
-        n += 1
-        with state.model() as engine:
-            if not fits_context(engine, q):
-                continue
-            found = check(engine, q)
-        if found is not None:
-            return found, n
-    return None, n
-
-
-def _checker(iv: Intervention, scoring: str, want_correct: bool, min_conf: float) -> Scanner:
-    """A known-strongly question whose intervened answer is right (retain) or wrong (forget)."""
-    from ..demo import _example, _known_strongly
-    from ..mcq import score_question
-
-    def check(engine: Engine, q: D.Question):
-        base = _known_strongly(engine, q, scoring, min_conf)
-        if base is None:
-            return None
-        inter = score_question(engine, q, [iv], scoring=scoring)
-        return _example(q, base, inter) if inter.correct == want_correct else None
-
-    return check
-
-
-def summary(forget: dict | None, retain: dict | None, n_forget: int) -> str:
-    """The same sentences as ``demo.run_demo``."""
-    if forget and retain:
-        return ("The clamp made the model forget a fact it knew (its answer flipped) while a general-knowledge "
-                "question stayed right.")
-    if forget:
-        return "The clamp flipped a known forget question, but no checked retain question stayed right."
-    return (f"The default intervention flipped none of the first {n_forget} forget questions the model knows "
-            "strongly.")
-
-
 def run_demo(state: ServerState, name: str, max_scan: int, min_conf: float = 0.5) -> dict:
     """``demo.run_demo``'s result (same keys), computed with the lock per corpus and per question."""
+    from .. import demo
+
     engine = state.engine()
     t = get_target(engine, name)
-    forget_corpus, note = forget_corpus_for(t, engine.settings.data_dir)
     iv = default_intervention(state, engine, t)  # TargetError (a ValueError, 400) when no feature passes
-    scoring = t.scoring or engine.scoring
-    forget_qs = state.question_set(t.forget_questions).questions[:max_scan]
-    retain_qs = state.question_set(t.retain_questions[0]).questions[:max_scan]
-    forget, n_f = _scan(state, forget_qs, _checker(iv, scoring, False, min_conf))
-    retain, n_r = _scan(state, retain_qs, _checker(iv, scoring, True, min_conf))
-    return {"target": t.name, "description": t.description, "forget_corpus": forget_corpus,
-            "forget_corpus_note": note, "retain_corpora": list(t.retain_corpora),
-            "intervention": {"sae": iv.sae_key, "mode": iv.mode, "c": iv.c, "features": list(iv.features)},
-            "forget_example": forget, "retain_example": retain, "n_checked_forget": n_f, "n_checked_retain": n_r,
-            "summary": summary(forget, retain, n_f)}
+    found = demo.find_examples(engine, t, iv, min_conf=min_conf, max_scan=max_scan, guard=state.model,
+                               load=lambda spec: state.question_set(spec).questions,
+                               skip=lambda eng, q: not fits_context(eng, q))
+    return demo.result(engine, t, iv, found)
