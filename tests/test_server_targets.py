@@ -393,7 +393,6 @@ BAD_TARGETS = [
     ("too many questions", {"questions": [{"question": "q"}] * 5001}, 422, "questions"),
     ("too much text", {"documents": ["x" * 2_500_001, "y" * 2_500_000]}, 422, "at most 5,000,000"),
     ("a question that is not an object", {"questions": ["what?"]}, 422, "questions"),
-    ("emoji in the description", {"description": "a 😀"}, 422, "Basic Multilingual Plane"),
     ("unknown mode", {"mode": "erase"}, 422, "mode"),
     ("huge c", {"c": 1e9}, 422, "c"),
     ("zero threshold", {"threshold": 0}, 422, "threshold"),
@@ -441,3 +440,11 @@ def test_an_unfinished_save_is_removed_not_served(engine, tmp_path):
             assert time.time() < end, "the unfinished save was not removed"
             time.sleep(0.05)
         assert "ghost" not in {t["name"] for t in ok(c.get("/api/targets"))["targets"]}
+
+
+def test_a_description_with_emoji_is_saved_as_given(client, remove):
+    remove.append("emoji")
+    t = ok(client.post("/api/targets", json=new_target("emoji", description="dragons 🐉 «lore»")), 201)
+    assert t["description"] == "dragons 🐉 «lore»"
+    assert next(x for x in ok(client.get("/api/targets"))["targets"] if x["name"] == "emoji")["description"] == \
+        "dragons 🐉 «lore»"

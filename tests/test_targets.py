@@ -265,6 +265,7 @@ def test_target_defined_in_the_app_is_saved_and_loaded(tmp_path, shared_data):
     assert D.load_corpus(t.forget_corpus) == ["Dragons hoard gold."]
     assert len(D.load_question_set(t.forget_questions).questions) == 1
     assert T.load_targets(None, tmp_path)["dragons"] == t
+    assert T.save_target(tmp_path, "emoji", "dragons 🐉 «lore»", ["x"], rows).description == "dragons 🐉 «lore»"
     with pytest.raises(T.TargetError, match="exists already"):
         T.save_target(tmp_path, "dragons", "", ["x"], rows, existing=T.load_targets(None, tmp_path))
     with pytest.raises(T.TargetError, match="name"):
@@ -273,7 +274,7 @@ def test_target_defined_in_the_app_is_saved_and_loaded(tmp_path, shared_data):
         T.save_target(tmp_path, "bad", "", ["x"], [{"question": "q", "choices": ["a"], "answer": 0}])
     with pytest.raises(T.TargetError, match="corpus is empty"):
         T.save_target(tmp_path, "empty", "", [" "], rows)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["dragons"]  # failed saves leave nothing behind
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dragons", "emoji"]  # failed saves leave nothing behind
 
 
 def test_with_part():

@@ -575,14 +575,6 @@ class TargetCreateRequest(Request):
     c: ClampValue = 200.0
     mode: Mode = "clamp"
 
-    @field_validator("description")
-    @classmethod
-    def _bmp_only(cls, v: str) -> str:
-        # the target's TOML is written with JSON escapes, and TOML has no surrogate pairs
-        if any(ord(ch) > 0xFFFF for ch in v):
-            raise ValueError("characters outside the Basic Multilingual Plane (e.g. emoji) are not supported")
-        return v
-
     @model_validator(mode="after")
     def _sizes(self):
         total = sum(len(d) for d in self.documents)

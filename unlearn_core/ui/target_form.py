@@ -94,13 +94,6 @@ def check_name(name: str, taken: set[str]) -> str | None:
     return None
 
 
-def check_description(text: str) -> str | None:
-    """Why the server would refuse ``text`` as a description (its TOML has no characters such as emoji)."""
-    if any(ord(ch) > 0xFFFF for ch in text):
-        return "The description cannot hold characters such as emoji (outside Unicode's Basic Multilingual Plane)."
-    return None
-
-
 def _taken() -> set[str]:
     try:
         return {t["name"] for t in C.cached("targets")["targets"]}
@@ -139,10 +132,6 @@ def define_target_section(info: dict, target: dict | None) -> None:
         problem = check_name(name, _taken()) if name else None
         if problem:
             c1.error(problem, icon=":material/warning:")
-        bad_desc = check_description(desc)
-        if bad_desc:
-            c2.error(bad_desc, icon=":material/warning:")
-            problem = problem or bad_desc
         c1, c2 = st.columns(2)
         with c1:
             up = st.file_uploader("Forget corpus (.txt or .jsonl)", type=CORPUS_TYPES, key=f"nt_corpus_{gen}",
