@@ -264,6 +264,15 @@ def split_spec(spec: str) -> tuple[str, str, str | None]:
     return base, part, flag
 
 
+def with_part(spec: str, part: str) -> str:
+    """'quiz:retain!overlaps_bio' + 'heldout' -> 'quiz:retain@heldout!overlaps_bio' (a spec that
+    already names a part, or part 'all', is left alone)."""
+    base, have, flag = split_spec(spec)
+    if part == "all" or have != "all" or f"@{have}" in spec:
+        return spec
+    return f"{base}@{part}" + (f"!{flag}" if flag else "")
+
+
 def is_question_file(base: str) -> bool:
     return base.startswith("file:") or Path(base).suffix.lower() in (".json", ".csv")
 

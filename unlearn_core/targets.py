@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import data as D
+from .data import with_part
 from .interventions import MODES, Intervention
 
 if TYPE_CHECKING:
@@ -232,15 +233,6 @@ def save_target(folder: str | Path, name: str, description: str, documents: list
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return read_targets_file(root / name / "target.toml")[name]
-
-
-def with_part(spec: str, part: str) -> str:
-    """'quiz:retain!overlaps_bio' + 'heldout' -> 'quiz:retain@heldout!overlaps_bio' (a spec that
-    already names a part, or part 'all', is left alone)."""
-    base, have, flag = D.split_spec(spec)
-    if part == "all" or have != "all" or f"@{have}" in spec:
-        return spec
-    return f"{base}@{part}" + (f"!{flag}" if flag else "")
 
 
 def forget_corpus_for(target: Target, data_dir: str | None) -> tuple[str, str]:

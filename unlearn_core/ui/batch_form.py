@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from ..data import BIO_FALLBACK_SUBJECTS, SIDE_EFFECT_SUBJECTS
+from ..data import BIO_FALLBACK_SUBJECTS, SIDE_EFFECT_SUBJECTS, with_part
 from . import common as C
 
 BIO_FALLBACK = "mmlu:" + ",".join(BIO_FALLBACK_SUBJECTS)
@@ -27,8 +27,8 @@ def target_form(t: dict, info: dict) -> dict:
     k = t["name"]
     limits = info.get("limits", {})
     part = t.get("eval_part", "heldout")
-    forget0 = C.with_part(t["forget_questions"], part)
-    retain0 = [C.with_part(s, part) for s in t["retain_questions"]][:MAX_SETS]
+    forget0 = with_part(t["forget_questions"], part)
+    retain0 = [with_part(s, part) for s in t["retain_questions"]][:MAX_SETS]
     sets = list(dict.fromkeys([forget0, t["forget_questions"], *retain0, *t["retain_questions"],
                                *C.question_sets(info)]))
     corpora = named_corpora(info)

@@ -491,17 +491,6 @@ def selection_corpus(t: dict) -> str:
     return t.get("resolved_forget_corpus") or t["forget_corpus"]
 
 
-def with_part(spec: str, part: str) -> str:
-    """'quiz:retain!overlaps_bio' + 'heldout' -> 'quiz:retain@heldout!overlaps_bio', as
-    ``targets.with_part`` (not imported: it would load torch into the app)."""
-    from ..data import split_spec
-
-    base, have, flag = split_spec(spec)
-    if part == "all" or have != "all" or f"@{have}" in spec:
-        return spec
-    return f"{base}@{part}" + (f"!{flag}" if flag else "")
-
-
 # ---------------------------------------------------------------- questions
 
 
