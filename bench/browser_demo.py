@@ -2,7 +2,8 @@
 
 Starts `python -m unlearn_core serve` and `streamlit run app.py` on free loopback ports, opens
 Home, presses "Run the demo" on the default target (bio-basics) and times click -> result on
-screen, then opens the demo's question in the Clamp explorer via its link and times that too.
+screen, then opens the demo's question in the Clamp explorer via its link and times that too;
+last, Feature search with the target's selection and the dashboard of feature 2284.
 Screenshots go to --shots (default tests/artifacts/demo/). Prints one table.
 
     .venv/bin/python bench/browser_demo.py [--repeats 2] [--shots DIR]
@@ -78,6 +79,17 @@ def main() -> None:
                     rows.append(("demo link to the Clamp explorer, settled", time.time() - t))
                     full_screenshot(page, shots / "clamp_from_demo.png")
                 page.close()
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            t = time.time()
+            page.goto(app_url + "/Feature_search?target=bio-basics&by=forget%2Fretain&f=2284")
+            settle(page, 300)
+            page.get_by_role("button", name="Run the selection").click()
+            page.get_by_text("Open its dashboard").first.wait_for(timeout=600_000)
+            settle(page, 600)
+            rows.append(("Feature search: open, run the target's selection, feature 2284's dashboard settled",
+                         time.time() - t))
+            full_screenshot(page, shots / "feature_search.png")
+            page.close()
             browser.close()
     finally:
         stop(app)
