@@ -62,7 +62,9 @@ for page, label, icon, text in steps:
 # ---------------------------------------------------------------- what is loaded
 st.header("What is loaded")
 c = st.columns(5)
-c[0].metric("Model", str(info.get("model")))
+model = str(info.get("model"))
+embedded = model.startswith("embedded:")  # 'embedded:gemma-3-270m' would not fit a fifth of the row
+c[0].metric("Model (embedded)" if embedded else "Model", model.removeprefix("embedded:"), help=f"`{model}`")
 c[1].metric("Layers × d_model", f"{info.get('n_layers')} × {info.get('d_model')}")
 c[2].metric("Device", str(info.get("device")))
 c[3].metric("dtype", str(info.get("dtype")))

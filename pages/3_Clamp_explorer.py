@@ -55,13 +55,7 @@ with c2:
     mode = C.url_selectbox("Mode", modes, key="mode", format_func=lambda m: labels.get(m, m),
                         help="clamp-when-active is the paper's method; 'add' is a different (unconditional) "
                              "intervention; 'reconstruct' drops the SAE error term (its damage is the SAE's own).")
-c = C.url_widget(st.slider, "Clamp value c (active features are set to −c)", "c", 20, parse=C.int_in(0, C.MAX_C),
-                 min_value=0, max_value=C.MAX_C, step=1, disabled=mode == "zero",
-                 help="Paper: 20–25 on gemma-2b-it, 50–100 on gemma-2-2b-it; this workbench's targets default to a "
-                      "few hundred (the target button above sets it). c = 0 is zero ablation, which the paper found "
-                      "ineffective.")
-value = 0.0 if mode == "zero" else float(c)
-
+zero = mode == "zero"
 if not items and mode != "reconstruct":
     st.info("Choose features to clamp: type ids, load a feature set (made on **Feature search** or **Token "
             "highlighting**), use the target's default features (button above), or the forget/retain selection "
@@ -91,47 +85,81 @@ if not items and mode != "reconstruct":
     C.page_link("search", "Find features on the Feature search page", icon=C.ICONS["search"])
     st.stop()
 
-ivs = R.interventions_for(items, value, mode, sae)
 ids_text = R.format_feature_list(items, sae)
+qset = st.session_state.get("qset", "wmdp-bio")
+CURVE_CHUNK = 7  # clamp values per request: the curve fills in as it comes, and each request is short
 
-# ---------------------------------------------------------------- base vs intervened at c
-res = C.attempt(lambda: C.cached("mcq", question_id=q["id"], set=st.session_state.get("qset", "wmdp-bio"),
-                                 interventions=ivs, values=[value]),
-                "scoring the question", spinner=f"Scoring with c = {value:g}…")
-if res is None:
-    st.stop()
-base = res["base"]
-inter = res["curve"][0]["score"]
-answer = res["question"]["answer"]
-st.subheader("Answer probabilities")
-cap = f"{labels.get(mode, mode)} · c = {value:g} · {len(items)} feature(s): {R.short(ids_text, 80) or '—'}"
-st.markdown(R.prob_table_markdown([("base", base), (f"intervened (c={value:g})", inter)], answer))
-left, right = st.columns([2, 3])
-with left:
-    b, a = R.LETTERS[base["predicted"]], R.LETTERS[inter["predicted"]]
-    change = f"the answer changes **{b} → {a}**" if a != b else f"the answer stays **{a}**"
-    st.markdown(f"Correct answer: **{R.LETTERS[answer]}** · {change}")
-    p_ok = (base["probs"][answer], inter["probs"][answer])
-    st.metric(f"P(correct answer {R.LETTERS[answer]})", f"{p_ok[1]:.4f}", f"{p_ok[1] - p_ok[0]:+.4f} vs base",
-              delta_color="inverse")
-    how = ("probabilities are a softmax over the four answers' mean log-likelihoods (cloze), so they sum to 1"
-           if res["scoring"] == "cloze" else
-           "probabilities are softmax over the whole vocabulary, so they need not sum to 1 ('mass on A-D')")
-    st.caption(f"{cap}. Scoring: {res['scoring']} ({res['prompt_format']} prompt); {how}.")
-with right:
-    st.plotly_chart(FIG.probs_bar(base["probs"], inter["probs"], answer, f"intervened (c={value:g})"), key="bars")
 
-# ---------------------------------------------------------------- curve (Figure 4)
-st.subheader("Probabilities against c")
-if mode == "zero":
-    st.info("Zero ablation has no c: the curve is flat. Choose another mode to see it.")
-else:
-    # the curve sets every intervention's value itself: request it with a fixed one, so moving the
-    # slider reuses the cached curve instead of scoring 21 values again
+@st.fragment
+def live() -> None:
+    """The slider and everything that depends on c. A fragment: moving the slider reruns only
+    this, not the question list, the heat map or the generation panel."""
+    c = C.url_widget(st.slider, "Clamp value c (active features are set to −c)", "c", 20,
+                     parse=C.int_in(0, C.MAX_C), min_value=0, max_value=C.MAX_C, step=1, disabled=zero,
+                     help="Paper: 20–25 on gemma-2b-it, 50–100 on gemma-2-2b-it; this workbench's targets default "
+                          "to a few hundred (the target button above sets it). c = 0 is zero ablation, which the "
+                          "paper found ineffective.")
+    value = 0.0 if zero else float(c)
+    ivs = R.interventions_for(items, value, mode, sae)
+    res = C.attempt(lambda: C.cached("mcq", question_id=q["id"], set=qset, interventions=ivs, values=[value]),
+                    "scoring the question", spinner=f"Scoring with c = {value:g}…")
+    if res is None:
+        return
+    st.session_state["_clamp_scored"] = {"id": q["id"], "prompts": res.get("prompts") or [],
+                                         "scoring": res["scoring"], "base": res["base"],
+                                         "answer": res["question"]["answer"]}
+    base = res["base"]
+    inter = res["curve"][0]["score"]
+    answer = res["question"]["answer"]
+    st.subheader("Answer probabilities")
+    cap = f"{labels.get(mode, mode)} · c = {value:g} · {len(items)} feature(s): {R.short(ids_text, 80) or '—'}"
+    st.markdown(R.prob_table_markdown([("base", base), (f"intervened (c={value:g})", inter)], answer))
+    left, right = st.columns([2, 3])
+    with left:
+        b, a = R.LETTERS[base["predicted"]], R.LETTERS[inter["predicted"]]
+        change = f"the answer changes **{b} → {a}**" if a != b else f"the answer stays **{a}**"
+        st.markdown(f"Correct answer: **{R.LETTERS[answer]}** · {change}")
+        p_ok = (base["probs"][answer], inter["probs"][answer])
+        st.metric(f"P(correct answer {R.LETTERS[answer]})", f"{p_ok[1]:.4f}", f"{p_ok[1] - p_ok[0]:+.4f} vs base",
+                  delta_color="inverse")
+        how = ("probabilities are a softmax over the four answers' mean log-likelihoods (cloze), so they sum to 1"
+               if res["scoring"] == "cloze" else
+               "probabilities are softmax over the whole vocabulary, so they need not sum to 1 ('mass on A-D')")
+        st.caption(f"{cap}. Scoring: {res['scoring']} ({res['prompt_format']} prompt); {how}.")
+    with right:
+        st.plotly_chart(FIG.probs_bar(base["probs"], inter["probs"], answer, f"intervened (c={value:g})"), key="bars")
+    with st.expander("Interventions sent to the server"):
+        st.json(ivs)
+        st.dataframe(pd.DataFrame(res["interventions"]), hide_index=True)
+
+
+
+@st.fragment
+def curve_panel(base: dict, answer: int) -> None:
+    """The probability-vs-c curve (the paper's Figure 4) and loss added. Its own fragment: it does
+    not depend on the slider, so a slider move does not redraw it; its button reruns only it."""
+    st.subheader("Probabilities against c")
+    if zero:
+        st.info("Zero ablation has no c: the curve is flat. Choose another mode to see it.")
+        return
+    # the curve sets every intervention's value itself: requested with a fixed one, so moving the
+    # slider reuses the cached chunks instead of scoring 21 values again
     curve_ivs = R.interventions_for(items, CURVE_VALUES[0], mode, sae)
-    curve = C.attempt(lambda: C.cached("mcq", question_id=q["id"], set=st.session_state.get("qset", "wmdp-bio"),
-                                       interventions=curve_ivs, values=CURVE_VALUES),
-                      "the probability curve", spinner=f"Scoring {len(CURVE_VALUES)} clamp values…")
+    slot = st.empty()
+    points: list[dict] = []
+    chunks = [CURVE_VALUES[i : i + CURVE_CHUNK] for i in range(0, len(CURVE_VALUES), CURVE_CHUNK)]
+    for k, vals in enumerate(chunks):
+        if points:  # what has come so far, while the rest is scored
+            slot.plotly_chart(FIG.prob_curve([p["value"] for p in points], [p["score"]["probs"] for p in points],
+                                             answer, base=base["probs"],
+                                             mode_label=labels.get(mode, mode)), key=f"curve_part{k}")
+        part = C.attempt(lambda vals=vals: C.cached("mcq", question_id=q["id"], set=qset, interventions=curve_ivs,
+                                                    values=vals),
+                         "the probability curve", spinner=f"Scoring clamp values {vals[0]:g}–{vals[-1]:g} "
+                                                          f"({k + 1} of {len(chunks)})…")
+        if part is None:
+            return
+        points += part["curve"]
     loss_store = st.session_state.setdefault("loss_added", {})
     c1, c2, c3 = st.columns([1, 1, 2], vertical_alignment="bottom")
     corpus = c1.selectbox("Loss-added corpus", ["webtext", "wikitext", "pile"], key="loss_corpus")
@@ -154,50 +182,65 @@ else:
         if out:
             loss_store[lkey] = out
     loss = loss_store.get(lkey)
-    if curve is not None:
-        xs = [p["value"] for p in curve["curve"]]
-        ps = [p["score"]["probs"] for p in curve["curve"]]
-        st.plotly_chart(FIG.prob_curve(xs, ps, answer, base=base["probs"], current=value, loss=loss,
-                                       mode_label=labels.get(mode, mode)), key="curve")
-        st.caption("Solid lines: with the intervention at each c; dotted: the clean model. "
-                   + (f"Grey squares: loss added on {int(ntok)} tokens of {corpus} (right axis)." if loss else
-                      "Press the button to add the loss added (right axis)."))
+    slot.plotly_chart(FIG.prob_curve([p["value"] for p in points], [p["score"]["probs"] for p in points], answer,
+                                     base=base["probs"], loss=loss, mode_label=labels.get(mode, mode)),
+                      key="curve")
+    st.caption("Solid lines: with the intervention at each c; dotted: the clean model. " + (f"Grey squares: loss added on {int(ntok)} tokens of {corpus} (right axis)." if loss
+                                 else "Press the button to add the loss added (right axis)."))
+
+
+live()
+scored = st.session_state.get("_clamp_scored") or {}
+if scored.get("id") != q["id"]:
+    st.stop()  # the scoring failed (said above)
+c_now = 0.0 if zero else float(st.session_state.get("c", 20))
+ivs = R.interventions_for(items, c_now, mode, sae)
+prompts = scored["prompts"] or [R.question_text(q)]
+curve_panel(scored["base"], scored["answer"])
 
 # ---------------------------------------------------------------- where the features fire
-st.subheader("Where the features fire in the prompt")
+cloze = scored.get("scoring") == "cloze"
+shown = prompts[q["answer"]] if cloze and len(prompts) == 4 else prompts[0]
+st.subheader("Where the features fire in the scored text")
 feats = [f for s, f in items if s == sae]
 if feats:
-    acts = C.attempt(lambda: C.cached("activations", text=R.question_text(q), sae=sae, features=feats, top_k=1),
+    acts = C.attempt(lambda: C.cached("activations", text=shown, sae=sae, features=feats, top_k=1),
                      "the prompt's activations", spinner="Encoding the prompt…")
     if acts is not None:
         combined = [max(row) if row else 0.0 for row in acts["values"]]
         vmax = max(combined + [1e-9])
         C.heatmap(acts["tokens"], combined, vmax=vmax, skip_first=True)
         st.markdown(R.legend_html(vmax, "max activation of the chosen features"), unsafe_allow_html=True)
-        st.caption("The clamp acts only where a chosen feature is > 0 (coloured tokens), and on tokens generated "
-                   "afterwards.")
+        what = ("Cloze scoring scores four texts, the question followed by each answer; this is the correct "
+                "answer's (the other three share the question part). " if cloze else
+                "The prompt exactly as letter scoring reads it. ")
+        st.caption(what + "In it, the clamp acts only where a chosen feature is > 0 (coloured tokens); in "
+                          "generation, also on generated tokens where a chosen feature fires.")
 else:
     st.caption("No features of the selected SAE chosen.")
 
 # ---------------------------------------------------------------- generation
 st.subheader("Generation: base vs intervened")
-prompt = st.text_area("Prompt", value=R.question_text(q) + "\nAnswer:", key="gen_prompt", height=140)
+# the prompt the scorer reads, without an answer: cloze's question prefix, or the lettered prompt
+gen_default = (prompts[0][: len(prompts[0]) - len(" " + q["choices"][0].strip())] if cloze and len(prompts) == 4
+               else prompts[0])
+# keyed by question and scoring: a text area keeps what it holds under one key, so one key for every
+# question would keep the previous question's prompt (and generate for a question not on screen)
+prompt = st.text_area("Prompt", value=gen_default, key=f"gen_prompt:{q['id']}:{scored.get('scoring')}", height=140,
+                      help="The question as it is scored; edit freely.")
 c1, c2 = st.columns([1, 3], vertical_alignment="bottom")
 max_new = c1.number_input("New tokens", 1, int(info.get("limits", {}).get("max_new_tokens", 512)), 40, key="gen_n")
 gparams = dict(prompt=prompt, interventions=ivs, max_new_tokens=int(max_new))
-if C.once("generate", gparams, c2.button("Generate both", help="Greedy decoding; the clamp also applies to "
-                                                                "generated tokens.")):
+if C.once("generate", gparams, c2.button("Generate both", help="Greedy decoding with the slider's current c; the "
+                                                                "clamp also applies to generated tokens.")):
     g = C.attempt(lambda: C.cached("generate", **gparams), "generation", spinner="Generating (base, then "
                                                                                "intervened)…")
     if g is not None:
         a, b = st.columns(2)
         for col, title, out in ((a, "**Base**", g["base"]),
-                                (b, f"**Intervened** ({labels.get(mode, mode)}, c = {value:g})", g.get("intervened"))):
+                                (b, f"**Intervened** ({labels.get(mode, mode)}, c = {c_now:g})", g.get("intervened"))):
             col.markdown(title)
             col.code(out if (out or "").strip() else f"(only whitespace: {out!r})", language=None, wrap_lines=True)
 
 st.divider()
 st.caption("This view is in the URL (question, features, mode, c): copy the address bar to share it.")
-with st.expander("Interventions sent to the server"):
-    st.json(ivs)
-    st.dataframe(pd.DataFrame(res["interventions"]), hide_index=True)

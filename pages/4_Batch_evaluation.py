@@ -108,6 +108,22 @@ def job_label(i: str) -> str:
 job_id = C.url_selectbox("Run", list(by_id), key="job", format_func=job_label)
 
 
+def results_table(rows: list[dict], word: str) -> None:
+    """The results, accuracies and their question counts first (visible without scrolling)."""
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", column_config={
+        "forget_accuracy": st.column_config.NumberColumn("forget acc", format="%.3f"),
+        "forget_n": st.column_config.NumberColumn("forget n", format="%d",
+                                                  help="questions behind the forget accuracy"),
+        "side_effect_mean": st.column_config.NumberColumn(f"{word} acc", format="%.3f",
+                                                          help=f"mean over the {word} question sets"),
+        "side_n": st.column_config.NumberColumn(f"{word} n", format="%d",
+                                                help=f"questions behind the {word} accuracy, all sets together "
+                                                     "(per set: the n_questions column)"),
+        "loss_added": st.column_config.NumberColumn("loss added", format="%.4f"),
+        "n": st.column_config.NumberColumn("N", help="N: the top-N features asked for"),
+        "n_features": st.column_config.NumberColumn("features used", help="how many features were clamped")})
+
+
 @st.fragment(run_every=1.0)
 def live(job_id: str) -> None:
     try:
@@ -118,16 +134,18 @@ def live(job_id: str) -> None:
     if j["status"] not in RUNNING:
         st.rerun(scope="app")
     rate = f" · {j['rate_per_min']:.1f} configurations/min" if j.get("rate_per_min") else ""
+    phase = f" · {j['phase']}" if j.get("phase") else ""  # newer servers say what the run is doing
     st.progress(j["done"] / max(1, j["total"]),
-                text=f"{j['status']}: {j['done']} / {j['total']} configurations · ETA {R.fmt_eta(j.get('eta_s'))}"
-                     f"{rate}")
+                text=f"{j['status']}: {j['done']} / {j['total']} configurations{phase} · "
+                     f"ETA {R.fmt_eta(j.get('eta_s'))}{rate}")
     if st.button("Cancel the run", key="cancel"):
         try:
             C.call("cancel_job", job_id, retry=False)
         except Exception as e:
             C.show_error(e, "cancelling")
     if j["results"]:
-        st.dataframe(pd.DataFrame(R.results_rows(j["results"])), hide_index=True, width="stretch")
+        word = "retain" if (j.get("spec") or {}).get("target") else "side-effect"
+        results_table(BF.result_rows(j["results"]), word)
 
 
 detail = C.attempt(lambda: C.call("job", job_id), f"run {job_id}")
@@ -151,7 +169,7 @@ if not results:
     st.info("No results in this run.")
     st.stop()
 
-rows = R.results_rows(results)
+rows = BF.result_rows(results)  # with forget_n / side_n: the questions behind each accuracy
 df = pd.DataFrame(rows)
 fs = spec.get("forget_set", "")
 forget_short = "MMLU-biology fallback" if fs == BIO_FALLBACK else (wmdp_label if fs == "wmdp-bio" else fs)
@@ -164,11 +182,31 @@ st.markdown(R.forget_retain_summary(results, spec))
 # ---------------------------------------------------------------- score
 st.subheader("Unlearning score")
 sc = R.unlearning_score(results)
+base_row = next((r for r in rows if r["config"] == "none"), {})
+best_row = next((r for r in rows if r["config"] == sc["best_config"]), {})
+
+
+def n_caption(col, r: dict, both: bool = False) -> None:
+    """The number of questions behind a metric's accuracy, right under it."""
+    parts = ([f"{r['forget_n']} forget questions"] if r.get("forget_n") is not None else []) + (
+        [f"{r['side_n']} {side_word} questions"] if both and r.get("side_n") is not None else [])
+    if parts:
+        col.caption("on " + ", ".join(parts))
+
+
 c1, c2, c3, c4 = st.columns(4)
-c1.metric("Unlearning score", "—" if sc["score"] is None else f"{sc['score']:.3f}")
-c2.metric("Best config", sc["best_config"] or "—")
+c1.metric("Unlearning score", "—" if sc["score"] is None else f"{sc['score']:.3f}",
+          help="1 − the best configuration's forget accuracy; the caption says on how many questions.")
+n_caption(c1, best_row or base_row, both=True)
+c2.metric("Best config", sc["best_config"] or "—", help="threshold t, number of features n, clamp value c")
 c3.metric("Clean forget accuracy", "—" if sc["baseline_forget"] is None else f"{sc['baseline_forget']:.3f}")
+n_caption(c3, base_row)
 c4.metric(f"Clean {side_word} accuracy", "—" if sc["baseline_side"] is None else f"{sc['baseline_side']:.3f}")
+if base_row.get("side_n") is not None:
+    c4.caption(f"on {base_row['side_n']} {side_word} questions")
+few = BF.few_questions(results, spec, side_word)
+if few:
+    st.warning(few, icon=":material/warning:")
 st.caption(R.SCORE_DEFINITION + (f" ({sc['reason']}.)" if sc["reason"] else
                                  f" {sc['n_eligible']} configuration(s) qualify."))
 
@@ -182,13 +220,14 @@ compare_detail = None
 if other:
     compare_detail = C.attempt(lambda: C.call("job", other), f"run {other}")
     if compare_detail is not None:
-        runs[f"run {other}"] = R.results_rows(compare_detail["results"])
+        runs[f"run {other}"] = BF.result_rows(compare_detail["results"])
 fig5 = FIG.figure5(runs, forget_label=f"forget accuracy ({R.short(forget_short, 40)})",
                    side_label=f"{side_word} accuracy")
 st.plotly_chart(fig5, key="fig5")
 st.caption("Each marker is one (threshold, N, c) configuration; the star is the clean model. Good configurations "
            "sit low (little forget accuracy left) and to the right on the left plot (side effects kept), and to "
-           "the left on the right plot (little loss added). Hover a marker for its configuration.")
+           "the left on the right plot (little loss added). Hover a marker for its configuration and the "
+           "number of questions (n) behind its accuracies.")
 if compare_detail is not None:
     sc2 = R.unlearning_score(compare_detail["results"])
     st.dataframe(pd.DataFrame([
@@ -201,10 +240,7 @@ if compare_detail is not None:
 
 # ---------------------------------------------------------------- table and export
 st.subheader("Results")
-st.dataframe(df, hide_index=True, width="stretch", column_config={
-    "forget_accuracy": st.column_config.NumberColumn("forget acc", format="%.3f"),
-    "side_effect_mean": st.column_config.NumberColumn(f"{side_word} acc", format="%.3f"),
-    "loss_added": st.column_config.NumberColumn("loss added", format="%.4f")})
+results_table(rows, side_word)
 with st.expander("The run's specification"):
     st.json(spec)
 

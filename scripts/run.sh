@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One-command quick start: set up .venv, run a short CLI demo, start the workbench server in the
-# background, wait until its model is loaded, then run the Streamlit app in the foreground. When
-# the app exits (Ctrl-C), the server this script started is stopped too.
+# background, wait until its model is loaded, then run the Streamlit app and watch both: when the
+# server this script started exits (a crash), it says so, shows the end of the server log, stops
+# the app and exits non-zero; when the app exits, it stops the server. Ctrl-C stops both.
 #
 #   bash scripts/run.sh                  # real model (first start loads it: a minute or two on CPU)
 #   bash scripts/run.sh --tiny           # tiny random test backend: starts in seconds, numbers mean nothing
@@ -10,7 +11,7 @@
 #
 # Ports: UNLEARN_PORT (server, default 8765), UNLEARN_APP_PORT (app, default 8501). A server that
 # already answers on UNLEARN_PORT is reused (and left running). UNLEARN_TOKEN is passed through to
-# both. Server log: cache/server.log.
+# both. Server log: cache/server.log (UNLEARN_SERVER_LOG to put it elsewhere).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -36,6 +37,7 @@ done
 
 PORT="${UNLEARN_PORT:-8765}"
 APP_PORT="${UNLEARN_APP_PORT:-8501}"
+SERVER_LOG="${UNLEARN_SERVER_LOG:-cache/server.log}"
 PY="$ROOT/.venv/bin/python"
 log() { printf '[run] %s\n' "$*"; }
 
@@ -60,13 +62,22 @@ fi
 
 # 3. the server
 SERVER_PID=""
-cleanup() {
-    if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
-        log "stopping the server (pid $SERVER_PID)"
-        kill "$SERVER_PID" 2>/dev/null || true
-        for _ in $(seq 1 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.2; done
-        kill -9 "$SERVER_PID" 2>/dev/null || true
+APP_PID=""
+stop_process() {  # pid, what: SIGTERM, up to 10 s to finish, then SIGKILL
+    if [ -n "$1" ] && kill -0 "$1" 2>/dev/null; then
+        log "stopping $2 (pid $1)"
+        kill "$1" 2>/dev/null || true
+        for _ in $(seq 1 50); do kill -0 "$1" 2>/dev/null || break; sleep 0.2; done
+        kill -9 "$1" 2>/dev/null || true
     fi
+}
+cleanup() {
+    stop_process "$APP_PID" "the app"
+    stop_process "$SERVER_PID" "the server"
+}
+server_log_tail() {
+    log "last lines of $SERVER_LOG:"
+    tail -n 30 "$SERVER_LOG" >&2 || true
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -96,12 +107,12 @@ else
     if [ "$status" != "down" ]; then
         log "a server already answers at $URL ($status): using it (this script will not stop it)"
     else
-        mkdir -p cache
+        mkdir -p "$(dirname "$SERVER_LOG")"
         args=(-m unlearn_core serve --host 127.0.0.1 --port "$PORT")
         [ "$TINY" = 1 ] && args+=(--tiny)
-        log "starting the server: python ${args[*]} (log: cache/server.log)"
-        printf '\n==== %s  python %s\n' "$(date -u '+%Y-%m-%d %H:%M:%S UTC')" "${args[*]}" >> cache/server.log
-        "$PY" "${args[@]}" >> cache/server.log 2>&1 < /dev/null &
+        log "starting the server: python ${args[*]} (log: $SERVER_LOG)"
+        printf '\n==== %s  python %s\n' "$(date -u '+%Y-%m-%d %H:%M:%S UTC')" "${args[*]}" >> "$SERVER_LOG"
+        "$PY" "${args[@]}" >> "$SERVER_LOG" 2>&1 < /dev/null &
         SERVER_PID=$!
     fi
     # wait for /api/health to say "ok" (the model is loaded)
@@ -111,17 +122,17 @@ else
         status="$(health "$URL")"
         [ "$status" = "ok" ] && break
         if [ "$status" = "error" ]; then
-            log "ERROR: the server failed to load its model; last lines of cache/server.log:"
-            tail -n 30 cache/server.log >&2 || true
+            log "ERROR: the server failed to load its model"
+            server_log_tail
             exit 1
         fi
         if [ -n "$SERVER_PID" ] && ! kill -0 "$SERVER_PID" 2>/dev/null; then
-            log "ERROR: the server exited; last lines of cache/server.log:"
-            tail -n 30 cache/server.log >&2 || true
+            log "ERROR: the server exited"
+            server_log_tail
             exit 1
         fi
         if [ $((SECONDS - t0)) -ge "$timeout_s" ]; then
-            log "ERROR: the server is not ready after ${timeout_s} s (see cache/server.log)"
+            log "ERROR: the server is not ready after ${timeout_s} s (see $SERVER_LOG)"
             exit 1
         fi
         [ $(((SECONDS - t0) % 15)) -eq 0 ] && log "waiting for the server ($status, $((SECONDS - t0)) s)..."
@@ -130,17 +141,38 @@ else
     log "server ready at $URL after $((SECONDS - t0)) s"
 fi
 
-# 4. the app (foreground); the trap stops the server when it exits
+# 4. the app, watched together with the server; the EXIT trap stops whichever is still running
 export UNLEARN_SERVER_URL="$URL"
 if [ -n "$SERVER_PID" ]; then
     log "app: http://127.0.0.1:$APP_PORT   (server: $URL; Ctrl-C stops both)"
 else
     log "app: http://127.0.0.1:$APP_PORT   (server: $URL, not started here; Ctrl-C stops the app)"
 fi
-set +e
 # no file watcher: the server writes its caches under the repository, and watching them only costs CPU
 "$PY" -m streamlit run app.py --server.headless true --server.address 127.0.0.1 --server.port "$APP_PORT" \
-    --browser.gatherUsageStats false --server.fileWatcherType none
-rc=$?
-set -e
-exit "$rc"
+    --browser.gatherUsageStats false --server.fileWatcherType none < /dev/null &
+APP_PID=$!
+# poll (not `wait -n`: macOS ships bash 3.2); bash reaps an exited child, so `kill -0` fails at once
+while :; do
+    if ! kill -0 "$APP_PID" 2>/dev/null; then
+        rc=0
+        wait "$APP_PID" || rc=$?
+        APP_PID=""
+        if [ -n "$SERVER_PID" ]; then
+            log "the app exited (code $rc); stopping the server"
+        else
+            log "the app exited (code $rc)"
+        fi
+        exit "$rc"
+    fi
+    if [ -n "$SERVER_PID" ] && ! kill -0 "$SERVER_PID" 2>/dev/null; then
+        rc=0
+        wait "$SERVER_PID" || rc=$?
+        log "ERROR: the server (pid $SERVER_PID) exited with code $rc while the app was running; stopping the app"
+        log "(the app cannot work without it; fix the cause below and run this script again)"
+        SERVER_PID=""
+        server_log_tail
+        exit 1
+    fi
+    sleep 0.5
+done

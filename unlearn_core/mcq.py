@@ -50,6 +50,16 @@ def cloze_prefix(q: Question) -> str:
     return f"Question: {q.question}\nAnswer:"
 
 
+def scored_texts(q: Question, scoring: str, style: str, tokenizer=None) -> list[str]:
+    """The texts a question is scored on, BOS left out: one prompt for letters, one row per choice
+    for cloze (question prefix + the choice). The app draws activations on these, so what it shows
+    is what the clamp acts on."""
+    if scoring == "cloze":
+        return [cloze_prefix(q) + " " + c.strip() for c in q.choices]
+    bos = getattr(tokenizer, "bos_token", None) or "<bos>"
+    return [format_prompt(q, style, tokenizer).removeprefix(bos)]
+
+
 def letter_token_ids(tokenizer) -> list[list[int]]:
     """For each letter, the ids of its single-token variants ("A", " A")."""
     out = []

@@ -12,10 +12,12 @@ import streamlit as st
 
 from ..data import BIO_FALLBACK_SUBJECTS, SIDE_EFFECT_SUBJECTS, with_part
 from . import common as C
+from . import render as R
 
 BIO_FALLBACK = "mmlu:" + ",".join(BIO_FALLBACK_SUBJECTS)
 MAX_SETS = 8  # the server's limit on side-effect / retain question sets
 MAX_CORPORA = 4
+FEW_QUESTIONS = 10  # below this many questions an accuracy (and the score) is mostly noise
 
 
 def named_corpora(info: dict) -> list[str]:
@@ -35,7 +37,7 @@ def target_form(t: dict, info: dict) -> dict:
     st.caption(f"Prefilled from the target **{k}**: its forget and retain questions ({part} part: the text used "
                "for selection is the other half), its forget and retain corpora, its known filter. Change any of "
                "them; what you see is what runs.")
-    c1, c2, c3 = st.columns([3, 1, 1], vertical_alignment="bottom")
+    c1, c2, c3 = st.columns([3, 1.4, 0.8], vertical_alignment="bottom")  # "Known questions only" fits
     forget_set = c1.selectbox("Forget questions", sets, key=f"b_tforget_{k}")
     known = c2.checkbox("Known questions only", True, key=f"b_tknown_{k}",
                         help="Keep the questions the clean model answers correctly (letter scoring: in all 24 "
@@ -95,3 +97,50 @@ def paper_form(info: dict, wmdp: dict | None) -> dict:
     return {"forget_set": forget_set, "side_effect_sets": [f"mmlu:{s}" for s in side], "known": bool(known),
             "forget_corpus": fcorpus, "retain_corpus": rcorpus, "loss_corpus": loss_corpus,
             "selection_tokens": int(sel_tokens)}
+
+
+# ---------------------------------------------------------------- results: how many questions
+
+
+def question_counts(r: dict, side_sets: list[str] | None = None) -> tuple[int | None, int | None]:
+    """(forget n, side n) of one result: the questions behind its forget accuracy, and behind its
+    side-effect (retain) mean, all its sets together."""
+    nq = r.get("n_questions") or {}
+    sets = side_sets if side_sets is not None else list((r.get("side_effect_accuracy") or {}))
+    side = [nq[s] for s in sets if nq.get(s) is not None]
+    return nq.get("forget"), (sum(side) if side else None)
+
+
+def result_rows(results: list[dict]) -> list[dict]:
+    """``render.results_rows`` with the question counts beside the accuracies (``forget_n`` right
+    after ``forget_accuracy``, ``side_n`` after ``side_effect_mean``), the accuracies and counts
+    first: what a table shows without scrolling sideways, and what the CSV holds."""
+    first = ["config", "forget_accuracy", "forget_n", "side_effect_mean", "side_n", "loss_added"]
+    out = []
+    for r, row in zip(results, R.results_rows(results)):
+        row["forget_n"], row["side_n"] = question_counts(r)
+        out.append({**{k: row.get(k) for k in first}, **{k: v for k, v in row.items() if k not in first}})
+    return out
+
+
+def few_questions(results: list[dict], spec: dict, word: str = "side-effect") -> str | None:
+    """A warning when an accuracy of this run rests on fewer than FEW_QUESTIONS questions (the
+    clean baseline's counts: every configuration is scored on the same questions), else None."""
+    base = next((r for r in results if r["config"] == "none"), None) or (results[0] if results else None)
+    if base is None:
+        return None
+    nq = base.get("n_questions") or {}
+    small = []
+    if nq.get("forget") is not None and nq["forget"] < FEW_QUESTIONS:
+        small.append(f"**{nq['forget']} forget questions**")
+    for s in spec.get("side_effect_sets") or []:
+        if nq.get(s) is not None and nq[s] < FEW_QUESTIONS:
+            small.append(f"**{nq[s]} {word} questions** (`{s}`)")
+    if not small:
+        return None
+    how = ("raise the question limit" if spec.get("question_limit") else "use larger question sets") + (
+        " or turn the known filter off (it keeps only the questions the clean model knows)"
+        if spec.get("known", True) else "")
+    return ("Few questions: this run's accuracies rest on " + ", ".join(small) + f", fewer than {FEW_QUESTIONS}. "
+            "One question moves such an accuracy (and the unlearning score) by 1/n, so a score like 0.000 or "
+            f"1.000 says little; to compare configurations, {how}.")

@@ -97,16 +97,45 @@ def _url_str(value) -> str:
     return str(value)
 
 
+def _page_id() -> str:
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    return str(getattr(ctx, "page_script_hash", "") or "") if ctx else ""
+
+
+def _written(key: str) -> set[str]:
+    """The URL values this session wrote for ``key`` on the current page.
+
+    A rerun request carries the browser's query string, which can lag behind what the script
+    wrote (rapid slider presses: the run for 71 is still on its way when 72 is pressed). Any value
+    this session wrote itself is therefore not news from a link; only values it never wrote are.
+    The history starts afresh on each page switch, so a link into a page always wins."""
+    ss = st.session_state
+    page = _page_id()
+    if ss.get("_url_page") != page or not isinstance(ss.get("_url_written"), dict):
+        ss["_url_page"] = page
+        ss["_url_written"] = {}
+    return ss["_url_written"].setdefault(key, set())
+
+
 def _write_url(key: str, value, default=None, keep_default: bool = False) -> None:
-    written = st.session_state.setdefault("_url_written", {})
+    written = _written(key)
     if value is None or (value == default and not keep_default):
         if key in st.query_params:
             del st.query_params[key]
-        written[key] = None
     else:
-        if st.query_params.get(key) != _url_str(value):
-            st.query_params[key] = _url_str(value)
-        written[key] = _url_str(value)
+        raw = _url_str(value)
+        written.add(raw)  # before the URL changes: a run interrupted here must not see it as a link
+        if st.query_params.get(key) != raw:
+            st.query_params[key] = raw
+
+
+def _reject_url(key: str, raw: str, label: str, reason: str, fallback: str, where=None) -> None:
+    """Say, just above the widget, that a link's value was not used (never fall back silently)."""
+    msg = (f"The link's `{key}={R.short(raw, 60)}` was not used for **{label}**: {reason}. "
+           f"It starts at {fallback} instead.")
+    (where if where is not None else st).warning(msg, icon=":material/link_off:")
 
 
 def parse_bool(raw: str) -> bool:
@@ -119,9 +148,12 @@ def parse_bool(raw: str) -> bool:
 
 def int_in(lo: int, hi: int):
     def parse(raw: str) -> int:
-        v = int(raw)
+        try:
+            v = int(raw)
+        except (TypeError, ValueError):
+            raise ValueError(f"not a whole number (allowed: {lo} to {hi})") from None
         if not lo <= v <= hi:
-            raise ValueError(raw)
+            raise ValueError(f"out of range (allowed: {lo} to {hi})")
         return v
 
     return parse
@@ -132,7 +164,8 @@ def one_of(options):
 
     def parse(raw: str):
         if raw not in by_str:
-            raise ValueError(raw)
+            shown = ", ".join(list(by_str)[:8]) + (", …" if len(by_str) > 8 else "")
+            raise ValueError(f"not one of the choices here ({shown})")
         return by_str[raw]
 
     return parse
@@ -143,54 +176,64 @@ def _shared() -> dict:
     return st.session_state.setdefault("_url_state", {})
 
 
-def _prepare(key: str, parse, valid) -> bool:
-    """Set the state of a widget about to be created; False when it should start at its default.
+def _prepare(key: str, parse, valid, default, label: str, where=None) -> None:
+    """Set the state of a widget about to be created, always to a valid value.
 
     Order: a URL value this session did not write itself (a shared link, a link from another
-    page, an edited address bar) wins; then the widget's own state (the user's latest choice);
-    then the value remembered from another page."""
+    page) wins; then the widget's own state (the user's latest choice); then the value remembered
+    from another page; then ``default``. A link's value that cannot be used is reported.
+    The value is always set through the Session State API, never left to the widget's own
+    default: when a widget's options change under it (the known filter shortens the question
+    list), a value set this way reaches the browser, while a default index would leave the
+    browser showing its old choice and the script using another."""
     raw = st.query_params.get(key)
-    written = st.session_state.get("_url_written", {})
-    if raw is not None and raw != written.get(key):
+    if raw is not None and raw not in _written(key):
         try:
             value = parse(raw)
-        except (TypeError, ValueError, KeyError):
-            value = None  # an invalid URL value is ignored (and replaced in the URL)
+            if not valid(value):
+                raise ValueError("not available here")
+        except (TypeError, ValueError, KeyError) as e:
+            reason = str(e) if isinstance(e, ValueError) and str(e) and str(e) != raw else "not a valid value"
+            keep = st.session_state.get(key, _shared().get(key, default))
+            _reject_url(key, raw, label, reason, f"`{_url_str(keep if valid(keep) else default)}`", where)
         else:
-            if valid(value):
-                st.session_state[key] = value
-                return True
-    if key in st.session_state:
-        if valid(st.session_state[key]):
+            st.session_state[key] = value
+            st.session_state.setdefault("_url_widget_page", {})[key] = _page_id()
+            return
+    page = _page_id()
+    placed = st.session_state.setdefault("_url_widget_page", {})
+    if key in st.session_state and valid(st.session_state[key]):
+        if placed.get(key) != page:
             # written again on purpose: after a page switch the value belongs to the previous
             # page's widget, and a new widget adopts only values set through the Session State API
             st.session_state[key] = st.session_state[key]
-            return True
-        del st.session_state[key]  # e.g. out of this widget's range, or no longer an option
+            placed[key] = page
+        # else left alone: a value set through the API is pushed to the browser on every run,
+        # and would snap a slider back to this run's value while newer key presses are on their way
+        return
     shared = _shared()
-    if key in shared and valid(shared[key]):
-        st.session_state[key] = shared[key]
-        return True
-    return False
+    st.session_state[key] = shared[key] if key in shared and valid(shared[key]) else default
+    placed[key] = page
 
 
 def url_widget(widget, label: str, key: str, default, parse=None, value_arg: str = "value", **kwargs):
     """``widget(label, key=key, **kwargs)`` (st.slider, c1.text_input, ...) whose value lives in
     ``?key=...`` (removed while it equals ``default``); see the module docstring. ``value_arg``
-    names the widget's initial-value parameter (``default`` for st.segmented_control)."""
+    names the widget's initial-value parameter; it is not passed: the value is set through the
+    Session State API (:func:`_prepare`)."""
     parse = parse or (str if isinstance(default, (str, type(None))) else type(default))
 
     def valid(v) -> bool:
         if v is None:
-            return True
+            return default is None
         try:
             parse(_url_str(v))
             return True
         except (TypeError, ValueError):
             return False
 
-    if not _prepare(key, parse, valid):
-        kwargs[value_arg] = default
+    kwargs.pop(value_arg, None)
+    _prepare(key, parse, valid, default, label, getattr(widget, "__self__", None))
     value = widget(label, key=key, **kwargs)
     _shared()[key] = value
     _write_url(key, value, default)
@@ -201,7 +244,7 @@ def url_selectbox(label: str, options, key: str, container=None, **kwargs):
     """``st.selectbox`` whose *value* (not its formatted label) lives in ``?key=<value>``; the
     first option is the default (written to the URL too). See the module docstring."""
     opts = list(options)
-    _prepare(key, one_of(opts), lambda v: v in opts)
+    _prepare(key, one_of(opts), lambda v: v in opts, opts[0] if opts else None, label, container)
     value = (container or st).selectbox(label, opts, key=key, **kwargs)
     _shared()[key] = value
     _write_url(key, value, keep_default=True)
@@ -341,7 +384,7 @@ def feature_sets() -> dict[str, list[dict]]:
 
 
 def add_to_set(name: str, sae: str, features: list[int]) -> int:
-    name = (name or "").strip() or "my set"
+    name = R.clean_set_name(name)
     items = feature_sets().setdefault(name, [])
     have = {(i["sae"], i["feature"]) for i in items}
     added = 0
@@ -377,8 +420,28 @@ def add_to_set_widget(sae: str, features: list[int], key: str, label: str | None
     c2.button(text, key=f"{key}_add", on_click=add)
 
 
-def feature_sets_sidebar(default_sae: str | None = None) -> None:
+def _sync_sets_url(base_sae: str) -> None:
+    """Feature sets live in ``?sets=`` too, so they survive a reload and travel with a link.
+
+    Read once per browser session (merged into the session's sets), written on every run."""
+    sets = feature_sets()
+    if not st.session_state.get("_sets_loaded"):
+        st.session_state["_sets_loaded"] = True
+        raw = st.query_params.get("sets")
+        if raw:
+            try:
+                for name, items in R.decode_feature_sets(raw, base_sae).items():
+                    sets.setdefault(name, [{"sae": s, "feature": f} for s, f in items])
+            except ValueError as e:
+                st.sidebar.warning(f"The link's feature sets (`sets=`) could not be read: {e}",
+                                   icon=":material/link_off:")
+    enc = R.encode_feature_sets({n: set_items(n) for n in sets}, base_sae)
+    _write_url("sets", enc or None)
+
+
+def feature_sets_sidebar(default_sae: str | None = None, base_sae: str | None = None) -> None:
     """The session's feature sets, with links that open them in the clamp explorer."""
+    _sync_sets_url(base_sae or default_sae or "")
     sets = feature_sets()
     with st.sidebar.expander(f"Feature sets ({len(sets)})", expanded=bool(sets)):
         if not sets:
@@ -598,9 +661,20 @@ def page_link(page: str, label: str, icon: str | None = None, query_params: dict
 
 def page_setup(title: str) -> None:
     """Page config and the sidebar menu (Streamlit's own page list is switched off in
-    ``.streamlit/config.toml``: it would call the home page "app")."""
-    st.set_page_config(page_title=f"{title} · SAE Unlearning Workbench", page_icon=":material/neurology:",
-                       layout="wide")
+    ``.streamlit/config.toml``: it would call the home page "app").
+
+    The favicon is a file shipped in the package, served by the app: a ``:material/…:`` icon
+    would be fetched from fonts.gstatic.com (errors offline). The CSS lets metric cards and
+    sidebar labels wrap instead of being cut off with an ellipsis in narrow columns."""
+    icon = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "favicon.png")
+    st.set_page_config(page_title=f"{title} · SAE Unlearning Workbench", page_icon=icon, layout="wide")
+    st.html("<style>"
+            "[data-testid='stMetricValue'] *, [data-testid='stMetricLabel'] *, "
+            "[data-testid='stSidebar'] [data-testid='stPageLink'] *, "
+            "[data-testid='stSidebar'] [data-testid='stWidgetLabel'] * "
+            "{white-space: normal !important; overflow-wrap: anywhere; text-overflow: clip !important;}"
+            "[data-testid='stMetricValue'] {line-height: 1.15;}"
+            "</style>")
     with st.sidebar:
         for key, _path, label, icon in PAGE_LIST:
             page_link(key, label, icon)
@@ -645,5 +719,5 @@ def tool_page(title: str) -> tuple[dict, str]:
     info = require_server()
     target_picker()
     sae = sae_picker(info)
-    feature_sets_sidebar(sae)
+    feature_sets_sidebar(sae, (sae_keys(info) or [sae])[0])
     return info, sae

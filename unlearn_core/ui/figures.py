@@ -84,40 +84,91 @@ def activation_hist(bin_edges: list[float], hists: dict[str, list[float]]) -> go
     return _layout(fig, "Activation histogram", 300)
 
 
+ACC_RANGE = [-0.03, 1.05]  # accuracies are in [0, 1]; a little room so markers at 0 and 1 show whole
+
+
+def _n_text(r: dict, side_word: str) -> str:
+    """'n=…' of the questions behind a row's forget and side-effect accuracies (when known)."""
+    parts = [f"forget n={r['forget_n']}" if r.get("forget_n") is not None else "",
+             f"{side_word} n={r['side_n']}" if r.get("side_n") is not None else ""]
+    return " · ".join(p for p in parts if p)
+
+
+def _hover(r: dict, label: str, x_name: str, x_key: str, x_fmt: str, side_word: str) -> str:
+    lines = [label, f"{x_name}={format(r[x_key], x_fmt)}", f"forget acc={r['forget_accuracy']:.3f}"]
+    n = _n_text(r, side_word)
+    return "<br>".join(lines + ([n] if n else []))
+
+
 def _run_points(fig: go.Figure, rows: list[dict], name: str, k: int, y_key: str, x_key: str, row: int, col: int,
-                show_legend: bool) -> None:
+                show_legend: bool, x_name: str, x_fmt: str, side_word: str) -> None:
     pts = [r for r in rows if r["config"] != "none" and r.get(x_key) is not None and r.get(y_key) is not None]
     base = next((r for r in rows if r["config"] == "none"), None)
     colour = RUN_COLOURS[k % len(RUN_COLOURS)]
+    # the clean model's star first: configuration markers that coincide with it are drawn on top of it,
+    # and its label says how many there are
+    if base is not None and base.get(x_key) is not None and base.get(y_key) is not None:
+        same = sum(1 for r in pts if abs(r[x_key] - base[x_key]) < 1e-9 and abs(r[y_key] - base[y_key]) < 1e-9)
+        label = "no intervention" + (f" (and {same} configuration{'s' if same > 1 else ''})" if same else "")
+        fig.add_trace(go.Scatter(
+            x=[base[x_key]], y=[base[y_key]], mode="markers+text", name=f"{name}: no intervention",
+            legendgroup=name, showlegend=show_legend, text=[label], textposition="top right",
+            cliponaxis=False,
+            marker=dict(symbol="star", size=18, color=colour, line=dict(width=1.5, color="#000")),
+            hovertext=[_hover(base, "no intervention", x_name, x_key, x_fmt, side_word)],
+            hovertemplate="%{hovertext}<extra>" + name + "</extra>"),
+            row=row, col=col)
     if pts:
         fig.add_trace(go.Scatter(
             x=[r[x_key] for r in pts], y=[r[y_key] for r in pts], mode="markers", name=name,
-            legendgroup=name, showlegend=show_legend,
-            marker=dict(symbol=RUN_SYMBOLS[k % len(RUN_SYMBOLS)], size=10, color=colour, line=dict(width=1)),
-            text=[r["config"] for r in pts],
-            hovertemplate="%{text}<br>x=%{x:.4f}<br>forget acc=%{y:.3f}<extra>" + name + "</extra>"),
+            legendgroup=name, showlegend=show_legend, cliponaxis=False,
+            marker=dict(symbol=RUN_SYMBOLS[k % len(RUN_SYMBOLS)], size=10, color=colour,
+                        line=dict(width=1.5, color="#fff")),
+            hovertext=[_hover(r, r["config"], x_name, x_key, x_fmt, side_word) for r in pts],
+            hovertemplate="%{hovertext}<extra>" + name + "</extra>"),
             row=row, col=col)
-    if base is not None and base.get(x_key) is not None and base.get(y_key) is not None:
-        fig.add_trace(go.Scatter(
-            x=[base[x_key]], y=[base[y_key]], mode="markers+text", name=f"{name}: no intervention",
-            legendgroup=name, showlegend=show_legend, text=["no intervention"], textposition="top right",
-            marker=dict(symbol="star", size=18, color=colour, line=dict(width=1.5, color="#000")),
-            hovertemplate="no intervention<br>x=%{x:.4f}<br>forget acc=%{y:.3f}<extra>" + name + "</extra>"),
-            row=row, col=col)
+
+
+def span_range(values: list[float], min_pad: float = 0.05) -> list[float] | None:
+    """An axis range around ``values`` with a margin, never of zero width (plotly would show v±1
+    for a single value); None when there are no values."""
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return None
+    lo, hi = min(vals), max(vals)
+    pad = max((hi - lo) * 0.08, min_pad, abs(hi) * 0.05 if hi == lo else 0.0)
+    return [lo - pad, hi + pad]
 
 
 def figure5(runs: dict[str, list[dict]], forget_label: str = "forget accuracy",
             side_label: str = "side-effect accuracy") -> go.Figure:
     """The paper's Figure 5 for one or more runs: forget accuracy vs side-effect accuracy, and vs
-    loss added; the no-intervention point of each run is a star. ``runs``: name -> flat result rows."""
+    loss added; the no-intervention point of each run is a star. ``runs``: name -> flat result rows
+    (optional ``forget_n`` / ``side_n``: the questions behind the accuracies, shown on hover).
+
+    Accuracy axes are fixed to [0, 1] (with a small margin), so coinciding points do not stretch
+    them to 0-2; the loss-added axis spans the points with a margin, never zero width."""
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1,
                         subplot_titles=(f"{forget_label} vs {side_label}", f"{forget_label} vs loss added"))
+    side_short = side_label.split(" (")[0]
+    side_word = side_short.split()[0]
     for k, (name, rows) in enumerate(runs.items()):
-        _run_points(fig, rows, name, k, "forget_accuracy", "side_effect_mean", 1, 1, True)
-        _run_points(fig, rows, name, k, "forget_accuracy", "loss_added", 1, 2, False)
-    fig.update_xaxes(title_text=side_label + " (higher is better)", row=1, col=1)
-    fig.update_xaxes(title_text="loss added (lower is better)", row=1, col=2)
-    fig.update_yaxes(title_text=forget_label + " (lower is better)", row=1, col=1)
+        _run_points(fig, rows, name, k, "forget_accuracy", "side_effect_mean", 1, 1, True, side_short, ".3f",
+                    side_word)
+        _run_points(fig, rows, name, k, "forget_accuracy", "loss_added", 1, 2, False, "loss added", ".4f",
+                    side_word)
+    fig.update_xaxes(title_text=side_label + " (higher is better)", range=ACC_RANGE, row=1, col=1)
+    fig.update_yaxes(title_text=forget_label + " (lower is better)", range=ACC_RANGE, row=1, col=1)
+    fig.update_yaxes(range=ACC_RANGE, row=1, col=2)
+    loss = [r.get("loss_added") for rows in runs.values() for r in rows if r.get("forget_accuracy") is not None]
+    loss_range = span_range(loss)
+    fig.update_xaxes(title_text="loss added (lower is better)", row=1, col=2, range=loss_range or [0, 1],
+                     showticklabels=loss_range is not None)
+    if loss_range is None:  # an invisible point keeps the (empty) right plot drawn, with a note in it
+        fig.add_trace(go.Scatter(x=[0.5], y=[0.5], mode="markers", marker=dict(opacity=0), showlegend=False,
+                                 hoverinfo="skip"), row=1, col=2)
+        fig.add_annotation(text="loss added not measured<br>(loss-added tokens = 0)", showarrow=False,
+                           x=0.5, y=0.5, row=1, col=2, font=dict(color="#888"))
     _layout(fig, None, 480)
     fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.2, xanchor="left", x=0),
                       margin=dict(l=10, r=10, t=40, b=10))

@@ -141,6 +141,33 @@ def format_feature_list(items: Iterable[tuple[str, int]], default_sae: str) -> s
     return ", ".join(str(f) if s == default_sae else f"{s}:{f}" for s, f in items)
 
 
+SET_SEP, SET_NAME_SEP = "|", "~"
+
+
+def clean_set_name(name: str) -> str:
+    """A feature-set name that survives the URL encoding below."""
+    return re.sub(r"[|~]", "-", (name or "").strip()) or "my set"
+
+
+def encode_feature_sets(sets: dict[str, list[tuple[str, int]]], base_sae: str) -> str:
+    """Named feature sets as one URL value: ``name~12, 40|other~7`` ('' when there are none)."""
+    return SET_SEP.join(f"{clean_set_name(n)}{SET_NAME_SEP}{format_feature_list(items, base_sae)}"
+                        for n, items in sets.items())
+
+
+def decode_feature_sets(raw: str, base_sae: str) -> dict[str, list[tuple[str, int]]]:
+    """The inverse of :func:`encode_feature_sets`; ValueError on a malformed entry."""
+    out: dict[str, list[tuple[str, int]]] = {}
+    for part in (raw or "").split(SET_SEP):
+        if not part.strip():
+            continue
+        name, sep, ids = part.partition(SET_NAME_SEP)
+        if not sep or not name.strip():
+            raise ValueError(f"not a feature set: {part!r} (expected name~ids)")
+        out[clean_set_name(name)] = parse_feature_list(ids, base_sae)
+    return out
+
+
 def interventions_for(items: list[tuple[str, int]], value: float, mode: str, default_sae: str) -> list[dict]:
     """One intervention per SAE, as the server's JSON wants it (``reconstruct`` may have none)."""
     by_sae: dict[str, list[int]] = {}
