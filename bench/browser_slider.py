@@ -87,6 +87,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--burst", type=int, default=5)
     ap.add_argument("--target", default="bio-basics")
+    ap.add_argument("--tiny", action="store_true", help="the tiny test backend: the app's and browser's share alone")
     ap.add_argument("--sweep", action="store_true", help="also time the steps with a sweep running")
     ap.add_argument("--pollers", type=int, default=3)
     ap.add_argument("--shots", default=str(ROOT / "tests" / "artifacts" / "slider"))
@@ -98,7 +99,8 @@ def main() -> None:
     port = free_port()
     log = shots / "server.log"
     with open(log, "ab") as f:
-        server = subprocess.Popen([sys.executable, "-m", "unlearn_core", "serve", "--port", str(port)], stdout=f,
+        server = subprocess.Popen([sys.executable, "-m", "unlearn_core", "serve", "--port", str(port)]
+                                  + (["--tiny"] if args.tiny else []), stdout=f,
                                   stderr=subprocess.STDOUT, env=clean_env(), cwd=ROOT)
     app = None
     rows: list[tuple[str, str]] = []

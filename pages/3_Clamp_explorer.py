@@ -3,7 +3,8 @@ probabilities with and without the intervention (live as the slider moves), the 
 curve (the paper's Figure 4) with loss added, the prompt's activations, and generations."""
 from __future__ import annotations
 
-import pandas as pd
+import json
+
 import streamlit as st
 
 from unlearn_core.ui import common as C
@@ -127,10 +128,10 @@ def live() -> None:
                "probabilities are softmax over the whole vocabulary, so they need not sum to 1 ('mass on A-D')")
         st.caption(f"{cap}. Scoring: {res['scoring']} ({res['prompt_format']} prompt); {how}.")
     with right:
-        st.plotly_chart(FIG.probs_bar(base["probs"], inter["probs"], answer, f"intervened (c={value:g})"), key="bars")
+        st.markdown(R.prob_bars_html(base["probs"], inter["probs"], answer, f"intervened (c={value:g})"),
+                    unsafe_allow_html=True)
     with st.expander("Interventions sent to the server"):
-        st.json(ivs)
-        st.dataframe(pd.DataFrame(res["interventions"]), hide_index=True)
+        st.code(json.dumps(res["interventions"], indent=1), language="json")
 
 
 

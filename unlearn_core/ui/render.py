@@ -200,6 +200,30 @@ def prob_cells(probs: list[float]) -> list[str]:
     return [f"{L} {fmt_prob(p)}" for L, p in zip(LETTERS, probs)]
 
 
+def prob_bars_html(base: list[float], inter: list[float], answer: int, label: str = "intervened") -> str:
+    """Horizontal bars of each answer's probability, base (grey) over intervened (red).
+
+    Plain HTML rather than a plotly chart: it sits in the slider's fragment, and a chart redraw
+    costs the browser more than the rest of a slider step."""
+    top = max([*base, *inter, 1e-9])
+
+    def bar(p: float, colour: str) -> str:
+        w = 100.0 * p / top
+        return (f'<div style="display:flex;align-items:center;gap:6px;height:15px">'
+                f'<div style="width:{w:.1f}%;max-width:85%;height:11px;background:{colour};border-radius:2px"></div>'
+                f'<span style="font-size:0.8em;font-variant-numeric:tabular-nums">{p:.4f}</span></div>')
+
+    rows = []
+    for i, L in enumerate(LETTERS):
+        mark = " ✓" if i == answer else ""
+        rows.append(f'<div style="display:flex;align-items:center;gap:8px;margin:4px 0">'
+                    f'<div style="width:2.2em;font-weight:{700 if i == answer else 400}">{L}{mark}</div>'
+                    f'<div style="flex:1">{bar(base[i], "#9aa5b1")}{bar(inter[i], "#d62728")}</div></div>')
+    legend = (f'<div style="font-size:0.8em;opacity:0.8"><span style="color:#9aa5b1">■</span> base &nbsp; '
+              f'<span style="color:#d62728">■</span> {html.escape(label)}</div>')
+    return '<div class="uw-bars">' + legend + "".join(rows) + "</div>"
+
+
 def prob_table_markdown(rows: list[tuple[str, dict]], answer: int) -> str:
     """A markdown table of A-D probabilities per row (label, score dict with probs/predicted)."""
     head = "| | " + " | ".join(f"{L} {'✓' if i == answer else ''}".strip() for i, L in enumerate(LETTERS))
