@@ -105,9 +105,16 @@ def main() -> None:
     app = None
     rows: list[tuple[str, str]] = []
     stop_polling = threading.Event()
+    jid = None
     try:
         url = f"http://127.0.0.1:{port}"
         wait_http(url + "/api/health", lambda r: r.ok and r.json().get("status") == "ok", 600, server, log, "server")
+        # a sweep left unfinished in cache/jobs resumes when the server starts: it would run under
+        # the "quiet" figures, so cancel it (and say so)
+        for j in requests.get(url + "/api/jobs", timeout=60).json()["jobs"]:
+            if j["status"] in ("queued", "running"):
+                requests.post(url + f"/api/jobs/{j['id']}/cancel", timeout=60)
+                say(f"cancelled job {j['id']} left unfinished by an earlier run")
         say("server up; asking for the target's selection")
         t = time.time()
         targets = {x["name"]: x for x in requests.get(url + "/api/targets", timeout=60).json()["targets"]}
@@ -231,6 +238,11 @@ def main() -> None:
             browser.close()
     finally:
         stop_polling.set()
+        if jid:
+            try:
+                requests.post(url + f"/api/jobs/{jid}/cancel", timeout=60)
+            except requests.RequestException:
+                pass
         stop(app)
         stop(server)
     print(f"CPU: {cpu_name()}; {platform.machine()}, Python {platform.python_version()}")

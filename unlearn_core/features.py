@@ -6,9 +6,11 @@ model + SAE fingerprint + corpus (a file corpus: also its contents) + token budg
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, ContextManager
 
 import torch
 
@@ -105,54 +107,99 @@ class FeatureStats:
     windows: list[list[int]]
 
 
-def feature_stats(engine: Engine, sae_key: str, corpus: str, n_tokens: int = 100_000, ctx: int = 128,
-                  batch_size: int = 16, progress=None) -> FeatureStats:
-    loaded = engine.saes[sae_key]
+def stats_windows(engine: Engine, corpus: str, n_tokens: int = 100_000,
+                  ctx: int = 128) -> tuple[list[str], list[list[int]]]:
+    """The corpus's documents and the windows statistics run on (tokenizes: needs the model lock)."""
     docs = corpus_docs(engine, corpus)
-    windows = windows_for(engine, docs, n_tokens, ctx)
-    key = C.key_of("stats-v2", engine.cache_namespace(), sae_fingerprint(loaded), corpus, n_tokens, ctx, N_BINS,
-                   *file_corpus_digest(corpus, docs))
-    path = Path(engine.settings.cache_dir) / "feature_stats" / f"{key}.safetensors"
+    return docs, windows_for(engine, docs, n_tokens, ctx)
 
-    def compute() -> dict:
-        d = loaded.d_sae
-        count = torch.zeros(d, dtype=torch.float64)
-        total = torch.zeros(d, dtype=torch.float64)
-        mx = torch.zeros(d)
-        hist = torch.zeros(d * N_BINS, dtype=torch.float64)
-        wmax = torch.zeros(len(windows), d, dtype=torch.float16)
-        n = 0
-        for s in range(0, len(windows), batch_size):
-            batch = windows[s : s + batch_size]
-            toks, lens = pad_right(batch, 0)
-            f = encode_tokens(engine, sae_key, toks).float().cpu()
-            mask = counted_mask(engine, toks, lens)
-            f = f * mask[..., None]
-            flat = f[mask]  # [tokens, d]
-            n += flat.shape[0]
-            active = flat > 0
-            count += active.sum(0)
-            total += flat.sum(0).double()
-            mx = torch.maximum(mx, flat.max(0).values)
-            wmax[s : s + len(batch)] = f.max(1).values.half()
-            rows, cols = active.nonzero(as_tuple=True)
-            b = torch.bucketize(flat[rows, cols], BIN_EDGES).clamp(1, N_BINS) - 1
-            hist.index_add_(0, cols * N_BINS + b, torch.ones_like(b, dtype=torch.float64))
-            if progress:
-                progress(sum(len(w) - 1 for w in batch))
+
+def stats_path(engine: Engine, sae_key: str, corpus: str, docs: list[str], n_tokens: int = 100_000,
+               ctx: int = 128) -> Path:
+    """The disk cache entry of ``feature_stats`` for these arguments."""
+    key = C.key_of("stats-v2", engine.cache_namespace(), sae_fingerprint(engine.saes[sae_key]), corpus, n_tokens,
+                   ctx, N_BINS, *file_corpus_digest(corpus, docs))
+    return Path(engine.settings.cache_dir) / "feature_stats" / f"{key}.safetensors"
+
+
+class StatsAccumulator:
+    """Feature statistics added one batch of windows at a time, in order (``add(i)`` for every
+    ``i < n_batches``), so the work can be spread over several calls (the server takes its model
+    lock per few batches) and still give bit-for-bit what one pass gives."""
+
+    def __init__(self, engine: Engine, sae_key: str, windows: list[list[int]], batch_size: int = 16, progress=None):
+        self.engine, self.sae_key, self.windows, self.batch_size, self.progress = (engine, sae_key, windows,
+                                                                                    batch_size, progress)
+        d = self.d = engine.saes[sae_key].d_sae
+        self.count = torch.zeros(d, dtype=torch.float64)
+        self.total = torch.zeros(d, dtype=torch.float64)
+        self.mx = torch.zeros(d)
+        self.hist = torch.zeros(d * N_BINS, dtype=torch.float64)
+        self.wmax = torch.zeros(len(windows), d, dtype=torch.float16)
+        self.n = 0
+        self.next_batch = 0
+
+    @property
+    def n_batches(self) -> int:
+        return -(-len(self.windows) // self.batch_size)
+
+    @torch.inference_mode()
+    def add(self, i: int) -> None:
+        if i != self.next_batch:
+            raise ValueError(f"statistics batches must be added in order: expected {self.next_batch}, got {i}")
+        engine = self.engine
+        s = i * self.batch_size
+        batch = self.windows[s : s + self.batch_size]
+        toks, lens = pad_right(batch, 0)
+        f = encode_tokens(engine, self.sae_key, toks).float().cpu()
+        mask = counted_mask(engine, toks, lens)
+        f = f * mask[..., None]
+        flat = f[mask]  # [tokens, d]
+        self.n += flat.shape[0]
+        active = flat > 0
+        self.count += active.sum(0)
+        self.total += flat.sum(0).double()
+        self.mx = torch.maximum(self.mx, flat.max(0).values)
+        self.wmax[s : s + len(batch)] = f.max(1).values.half()
+        rows, cols = active.nonzero(as_tuple=True)
+        b = torch.bucketize(flat[rows, cols], BIN_EDGES).clamp(1, N_BINS) - 1
+        self.hist.index_add_(0, cols * N_BINS + b, torch.ones_like(b, dtype=torch.float64))
+        self.next_batch += 1
+        if self.progress:
+            self.progress(sum(len(w) - 1 for w in batch))
+
+    def result(self) -> dict:
+        if self.next_batch != self.n_batches:
+            raise ValueError(f"statistics incomplete: {self.next_batch} of {self.n_batches} batches added")
+        n, count, d = self.n, self.count, self.d
         return {
             "n_tokens": torch.tensor([n]),
             "freq": (count / max(n, 1)).float(),
-            "mean_act": (total / max(n, 1)).float(),
-            "mean_active": (total / count.clamp(min=1)).float(),
-            "max_act": mx,
-            "hist": hist.view(d, N_BINS).float(),
-            "window_max": wmax,
+            "mean_act": (self.total / max(n, 1)).float(),
+            "mean_active": (self.total / count.clamp(min=1)).float(),
+            "max_act": self.mx,
+            "hist": self.hist.view(d, N_BINS).float(),
+            "window_max": self.wmax,
         }
 
-    t = C.cached_tensors(path, compute)
+
+def stats_from(sae_key: str, corpus: str, t: dict, windows: list[list[int]]) -> FeatureStats:
     return FeatureStats(sae_key, corpus, int(t["n_tokens"][0]), t["freq"], t["mean_act"], t["mean_active"],
                         t["max_act"], t["hist"], t["window_max"], windows)
+
+
+def feature_stats(engine: Engine, sae_key: str, corpus: str, n_tokens: int = 100_000, ctx: int = 128,
+                  batch_size: int = 16, progress=None) -> FeatureStats:
+    docs, windows = stats_windows(engine, corpus, n_tokens, ctx)
+    path = stats_path(engine, sae_key, corpus, docs, n_tokens, ctx)
+
+    def compute() -> dict:
+        acc = StatsAccumulator(engine, sae_key, windows, batch_size, progress)
+        for i in range(acc.n_batches):
+            acc.add(i)
+        return acc.result()
+
+    return stats_from(sae_key, corpus, C.cached_tensors(path, compute), windows)
 
 
 def token_strs(engine: Engine, ids: list[int]) -> list[str]:
@@ -309,21 +356,27 @@ def auto_description(engine: Engine, sae_key: str, feature: int, stats: FeatureS
 
 
 def dashboard(engine: Engine, sae_key: str, feature: int, corpora: list[str], n_tokens: int = 100_000,
-              k: int = 8, with_neuronpedia: bool = True) -> dict:
+              k: int = 8, with_neuronpedia: bool = True, *, stats: dict[str, FeatureStats] | None = None,
+              guard: Callable[[], ContextManager] = contextlib.nullcontext) -> dict:
+    """A feature's dashboard. ``stats`` (per corpus) skips computing statistics; ``guard`` is entered
+    around each piece of model work (one corpus's examples, then the description): the server
+    passes its model lock, so a dashboard over several corpora is several short holds."""
     loaded = engine.saes[sae_key]
     check_feature(loaded, feature)
     out: dict = {"sae": sae_key, "feature": feature, "corpora": {}, "bin_edges": BIN_EDGES.tolist()}
     first_stats = None
     for corpus in corpora:
-        st = feature_stats(engine, sae_key, corpus, n_tokens)
-        first_stats = first_stats or st
-        out["corpora"][corpus] = {
-            "n_tokens": st.n_tokens, "freq": float(st.freq[feature]), "mean_act": float(st.mean_act[feature]),
-            "mean_active": float(st.mean_active[feature]), "max_act": float(st.max_act[feature]),
-            "hist": st.hist[feature].tolist(), "examples": top_examples(engine, st, feature, k=k),
-        }
-    out["logits"] = logit_effects(engine, sae_key, feature)
-    out["description"] = auto_description(engine, sae_key, feature, first_stats)
+        with guard():
+            st = (stats or {}).get(corpus) or feature_stats(engine, sae_key, corpus, n_tokens)
+            first_stats = first_stats or st
+            out["corpora"][corpus] = {
+                "n_tokens": st.n_tokens, "freq": float(st.freq[feature]), "mean_act": float(st.mean_act[feature]),
+                "mean_active": float(st.mean_active[feature]), "max_act": float(st.max_act[feature]),
+                "hist": st.hist[feature].tolist(), "examples": top_examples(engine, st, feature, k=k),
+            }
+    with guard():
+        out["logits"] = logit_effects(engine, sae_key, feature)
+        out["description"] = auto_description(engine, sae_key, feature, first_stats)
     out["neuronpedia"] = None
     if with_neuronpedia:
         from . import neuronpedia as NP

@@ -6,10 +6,11 @@ in FastAPI's threadpool (40 threads), so waiting requests queue on the lock inst
 A request's latency is therefore its own cost plus the cost of whatever is ahead of it. That
 is comfortable for a handful of interactive users (a lab group, ~5-10 people) and not meant
 for more. Measured costs on the embedded model are in the README ("Speed"; `bench/server.py`,
-`bench/slider.py`). Feature statistics on new tokens are held in one lock hold but cached on
-disk, so only the first request pays. Evaluation jobs run in
-one background thread and take the lock per chunk of 8 questions or 4 loss windows, so
-interactive requests wait at most one chunk behind a sweep.
+`bench/slider.py`). Long work (loss, perplexity, feature statistics, known filters, curves,
+generation) takes the lock in steps of about a second (``state.run_steps``), so a request waits
+at most about that long behind another one (``lock_stats`` in ``/api/info`` shows the holds).
+Evaluation jobs run in one background thread, and their steps give way to every waiting
+request.
 
 Errors: bad input is a 4xx with ``{"detail": message}`` (422 for schema violations, 400 for
 bad values such as out-of-range features or unknown corpora, 404 for unknown SAEs, question
@@ -40,16 +41,18 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from .. import data as D
 from ..engine import Engine
-from ..interventions import MODES, Intervention, validate
+from ..interventions import MAX_ABS_CLAMP, MODES, Intervention, validate
+from . import prefetch as PF
 from . import schemas as S
 from .jobs import JobRunner
 from . import target_api as TA
-from .state import (EngineNotReady, ServerState, check_corpus, check_length, corpus_names, drop_unfinished_saves,
-                    finite, fits_context, nll_chunked, question_set_names, search, select_questions, server_targets,
-                    token_activations, trusted_files)
+from .state import (EngineNotReady, ServerState, check_corpus, check_length, clean_nll_chunked, corpus_names,
+                    drop_unfinished_saves, feature_stats_chunked, finite, fits_context, nll_chunked, question_set_names,
+                    run_steps, search, select_questions, server_targets, token_activations, trusted_files)
 
 log = logging.getLogger("unlearn_core.server")
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+CURVE_STEP = 8  # clamp values per lock-hold step of /api/mcq (fastpath.score_curve's batch)
 
 
 # ---------------------------------------------------------------- helpers
@@ -165,6 +168,19 @@ def create_app(engine_factory: Callable[[], Engine], *, token: str | None = None
     token = os.environ.get("UNLEARN_TOKEN") if token is None else token
     state = ServerState(engine_factory, lru_capacity=lru_capacity, load_wait_s=load_wait_s)
     runner = JobRunner(state, allow_delay=allow_test_options)
+    state.scores = PF.ScoreLRU()  # slider scores by (question, interventions without c) and c
+
+    def prefetch_scores(q, ivs, values) -> list:
+        """Scores of slider neighbours, in the background: lowest priority for the model lock."""
+        from ..mcq import score_curve
+
+        out: list = []
+        with state.background():
+            run_steps(state, [lambda engine: out.extend(score_curve(engine, q, ivs, values))], "slider prefetch")
+        return out
+
+    prefetcher = PF.Prefetcher(state.scores, prefetch_scores)
+    state.prefetcher = prefetcher
     state.on_ready.append(drop_unfinished_saves)
     state.on_ready.append(runner.start)
 
@@ -198,7 +214,7 @@ def create_app(engine_factory: Callable[[], Engine], *, token: str | None = None
         engine = state.engine_if_ready
         out: dict = {"status": state.status, "detail": state.error, "limits": S.Limits(), "modes": list(MODES),
                      "corpora": corpus_names(), "activation_cache": S.CacheStats(**state.acts.stats()),
-                     "jobs": runner.counts()}
+                     "jobs": runner.counts(), "lock_stats": S.LockStats(**state.lock.stats.summary())}
         if engine is not None:  # no model forward here, so no lock: /info stays responsive
             out.update(engine.info())
             out["n_ctx"] = engine.model.cfg.n_ctx
@@ -210,7 +226,7 @@ def create_app(engine_factory: Callable[[], Engine], *, token: str | None = None
     def tokenize(req: S.TokenizeRequest) -> S.TokenizeResponse:
         from ..features import token_strs
 
-        with state.model() as engine:
+        with state.model("tokenize") as engine:
             ids = engine.model.to_tokens(req.text, prepend_bos=True, truncate=False)[0].tolist()
             return S.TokenizeResponse(tokens=token_strs(engine, ids), ids=ids, n_tokens=len(ids),
                                       n_ctx=engine.model.cfg.n_ctx)
@@ -218,7 +234,7 @@ def create_app(engine_factory: Callable[[], Engine], *, token: str | None = None
     @api.post("/activations", response_model=S.ActivationsResponse, tags=["features"])
     def activations(req: S.ActivationsRequest) -> S.ActivationsResponse:
         """Per-token values of chosen features and each token's top features (activation LRU)."""
-        with state.model() as engine:
+        with state.model("activations") as engine:  # one forward to the hook: cannot be split
             sae = resolve_sae(engine, req.sae)
             acts, hit = state.prompt_acts(engine, req.text)
             out = token_activations(engine, acts, sae, req.features, req.top_k)
@@ -234,12 +250,9 @@ def create_app(engine_factory: Callable[[], Engine], *, token: str | None = None
         trusted = trusted_files(engine)[1]
         for c in req.corpora:
             check_corpus(c, engine.settings.data_dir, trusted)
-        for c in req.corpora:  # one lock hold per corpus; cached on disk afterwards
-            with state.model():
-                F.feature_stats(engine, sae, c, req.n_tokens)
-        with state.model():
-            d = F.dashboard(engine, sae, req.feature, list(req.corpora), n_tokens=req.n_tokens, k=req.k,
-                            with_neuronpedia=False)
+        stats = {c: feature_stats_chunked(state, sae, c, req.n_tokens) for c in req.corpora}  # cached on disk
+        d = F.dashboard(engine, sae, req.feature, list(req.corpora), n_tokens=req.n_tokens, k=req.k,
+                        with_neuronpedia=False, stats=stats, guard=lambda: state.model("dashboard"))
         if req.neuronpedia:  # network, outside the model lock
             d["neuronpedia"] = neuronpedia_info(engine, sae, req.feature)
         return S.DashboardResponse(**d)
@@ -247,16 +260,13 @@ def create_app(engine_factory: Callable[[], Engine], *, token: str | None = None
     @api.post("/features/search", response_model=S.SearchResponse, tags=["features"])
     def features_search(req: S.SearchRequest) -> S.SearchResponse:
         """Features that fire most on a text (optionally down-weighting ones common in a corpus)."""
-        from ..features import feature_stats
-
         engine = state.engine()
         sae = resolve_sae(engine, req.sae)
         bg = None
         if req.background:
             check_corpus(req.background, engine.settings.data_dir)
-            with state.model():
-                bg = feature_stats(engine, sae, req.background, req.background_tokens).freq
-        with state.model():
+            bg = feature_stats_chunked(state, sae, req.background, req.background_tokens).freq
+        with state.model("search") as engine:  # one forward to the hook: cannot be split
             acts, hit = state.prompt_acts(engine, req.text)
             rows = search(engine, acts, sae, req.k, bg)
         return S.SearchResponse(sae=sae, features=rows, cached=hit)
@@ -271,15 +281,14 @@ def create_app(engine_factory: Callable[[], Engine], *, token: str | None = None
         trusted = trusted_files(engine)[1]
         for c in (req.forget, req.retain):
             check_corpus(c, engine.settings.data_dir, trusted)
-        with state.model():
-            fs = F.feature_stats(engine, sae, req.forget, req.n_tokens)
-        with state.model():
-            rs = F.feature_stats(engine, sae, req.retain, req.n_tokens)
+        fs = feature_stats_chunked(state, sae, req.forget, req.n_tokens)
+        rs = feature_stats_chunked(state, sae, req.retain, req.n_tokens)
         rows = F.select_features(fs.freq, rs.freq, req.threshold, req.n)
-        if req.describe:
-            for r in rows:
-                with state.model():
-                    r["description"] = F.auto_description(engine, sae, r["feature"], fs)
+        if req.describe:  # one feature per step (its top windows and logits)
+            def describe(engine, r):
+                r["description"] = F.auto_description(engine, sae, r["feature"], fs)
+
+            run_steps(state, ((lambda engine, r=r: describe(engine, r)) for r in rows), "describe")
         return S.SelectResponse(sae=sae, forget=req.forget, retain=req.retain, threshold=req.threshold,
                                 n_tokens=req.n_tokens, features=rows)
 
@@ -345,7 +354,8 @@ def create_app(engine_factory: Callable[[], Engine], *, token: str | None = None
     @api.post("/mcq", response_model=S.MCQResponse, tags=["questions"])
     def mcq(req: S.MCQRequest) -> S.MCQResponse:
         """Base scores and one score per clamp value (the slider / probability-vs-c curve)."""
-        from ..mcq import score_base, score_curve, score_question
+        from .. import fastpath
+        from ..mcq import score_base, score_curve, score_question, scored_texts
 
         if req.question_id is not None:
             qset, q = state.find_question(req.set, req.question_id)
@@ -356,55 +366,94 @@ def create_app(engine_factory: Callable[[], Engine], *, token: str | None = None
             q = D.Question(f"inline:{iq.subject}:{digest}", iq.question, tuple(iq.choices), iq.answer, iq.subject,
                            "inline")
             set_name, label = "inline", "inline question"
-        with state.model() as engine:
-            ivs = to_interventions(engine, req.interventions)
+        engine = state.engine()
+        got: dict = {}
+        curve: list[S.CurvePoint] = []
+        values = list(req.values or [])
+        scores: list = []
+
+        def first(engine):
+            ivs = got["ivs"] = to_interventions(engine, req.interventions)
             if not fits_context(engine, q, margin=0):
                 raise ValueError(f"the question's prompt is longer than the model's context "
                                  f"({engine.model.cfg.n_ctx} tokens)")
-            base = score_base(engine, q, ivs)
-        curve: list[S.CurvePoint] = []
-        if ivs:
-            with state.model() as engine:
-                if req.values:
-                    scores = score_curve(engine, q, ivs, list(req.values))
-                    curve = [S.CurvePoint(value=v, score=score_out(s)) for v, s in zip(req.values, scores)]
-                else:
-                    curve = [S.CurvePoint(value=None, score=score_out(score_question(engine, q, ivs)))]
+            got["base"] = score_base(engine, q, ivs)
+            got["prompts"] = scored_texts(q, engine.scoring, engine.prompt_format, engine.model.tokenizer)
+            if ivs and not values:
+                scores.append(score_question(engine, q, ivs))
+
+        known: dict[float, object] = {}  # value -> score, from the slider LRU or computed now
+
+        def steps():  # the base (and a first batch of values) in one hold when they fit in it
+            yield first
+            ivs = got["ivs"]
+            if ivs and values:  # steps of 8 values (the fast path's batches; exact), or of one value
+                key = got["key"] = PF.curve_key(set_name, q.id, engine.scoring, engine.prompt_format, ivs)
+                for v in values:
+                    hit = state.scores.get(key, v)
+                    if hit is not None:
+                        known[float(v)] = hit
+                todo = [v for v in values if float(v) not in known]
+                per = CURVE_STEP if fastpath.supports(engine, ivs, engine.scoring) else 1
+
+                def run(engine, vs):
+                    for v, sc in zip(vs, score_curve(engine, q, ivs, vs)):
+                        known[float(v)] = sc
+                        state.scores.put(key, v, sc)
+
+                for s in range(0, len(todo), per):
+                    yield lambda engine, vs=todo[s : s + per]: run(engine, vs)
+
+        run_steps(state, steps(), "mcq")
+        ivs, base, prompts = got["ivs"], got["base"], got["prompts"]
+        if ivs and values:
+            curve = [S.CurvePoint(value=v, score=score_out(known[float(v)])) for v in values]
+            if len(values) == 1:  # a slider step: score the next steps ahead, in the background
+                prefetcher.submit(got["key"], q, ivs, PF.neighbours(float(values[0]), 0.0, MAX_ABS_CLAMP))
+        elif ivs:
+            curve = [S.CurvePoint(value=None, score=score_out(scores[0]))]
         return S.MCQResponse(question=question_out(q), set=set_name, set_label=label, scoring=engine.scoring,
-                             prompt_format=engine.prompt_format, base=score_out(base), interventions=iv_out(ivs),
+                             prompt_format=engine.prompt_format, prompts=prompts, base=score_out(base),
+                             interventions=iv_out(ivs),
                              curve=curve)
 
     @api.post("/generate", response_model=S.GenerateResponse, tags=["text"])
     def generate(req: S.GenerateRequest) -> S.GenerateResponse:
         """Base and intervened continuations (the clamp also applies to generated tokens)."""
-        from ..metrics import generate as gen
+        from ..metrics import Generation
 
         kw = dict(max_new_tokens=req.max_new_tokens, temperature=req.temperature, seed=req.seed)
-        with state.model() as engine:
+        with state.model("generate") as engine:
             ivs = to_interventions(engine, req.interventions)
             n = engine.model.to_tokens(req.prompt, prepend_bos=True, truncate=False).shape[1]
             check_length(engine, n, req.max_new_tokens)
-            base = gen(engine, req.prompt, None, **kw)
-        inter = None
-        if ivs:
-            with state.model() as engine:
-                inter = gen(engine, req.prompt, ivs, **kw)
+        texts = []
+        for g in [Generation(engine, req.prompt, None, **kw)] + ([Generation(engine, req.prompt, ivs, **kw)] if ivs
+                                                                   else []):
+            def steps(g=g):  # one token per step, the same text as metrics.generate
+                while not g.done:
+                    yield g.step
+                yield lambda engine: texts.append(g.text())  # the tokenizer, under the lock too
+
+            run_steps(state, steps(), "generate")
+        base, inter = texts[0], (texts[1] if ivs else None)
         return S.GenerateResponse(prompt=req.prompt, base=base, intervened=inter, interventions=iv_out(ivs))
 
     @api.post("/loss_added", response_model=S.LossAddedResponse, tags=["metrics"])
     def loss_added(req: S.LossAddedRequest) -> S.LossAddedResponse:
         """Mean next-token loss with the interventions minus without (same windows as metrics.loss_added)."""
         from ..features import corpus_docs
-        from ..metrics import clean_nll_cached, corpus_windows
+        from ..metrics import corpus_windows, nll_batch_size
 
         engine = state.engine()
         check_corpus(req.corpus, engine.settings.data_dir)
-        with state.model():
+        docs = corpus_docs(engine, req.corpus)  # reading files: no lock
+        with state.model("loss_added"):
             ivs = to_interventions(engine, req.interventions)
-            docs = corpus_docs(engine, req.corpus)
             windows = corpus_windows(engine.model, docs, req.n_tokens, req.ctx)
-            clean = clean_nll_cached(engine, req.corpus, windows)
-        inter, n = nll_chunked(state, windows, ivs)
+        bs = nll_batch_size(req.ctx)  # a step is one batch of windows (~1k tokens)
+        clean = clean_nll_chunked(state, req.corpus, windows, bs, what="loss_added")
+        inter, n = nll_chunked(state, windows, ivs, batch_size=bs, what="loss_added")
         return S.LossAddedResponse(corpus=req.corpus, clean_loss=finite(clean), intervened_loss=finite(inter),
                                    loss_added=finite(inter - clean), n_tokens=n, interventions=iv_out(ivs))
 
@@ -412,7 +461,7 @@ def create_app(engine_factory: Callable[[], Engine], *, token: str | None = None
     def perplexity(req: S.PerplexityRequest) -> S.PerplexityResponse:
         """Perplexity of a corpus part, clean and (with interventions) intervened."""
         from ..features import corpus_docs, parse_corpus_spec
-        from ..metrics import corpus_windows
+        from ..metrics import corpus_windows, nll_batch_size
 
         engine = state.engine()
         check_corpus(req.corpus, engine.settings.data_dir)
@@ -420,13 +469,13 @@ def create_app(engine_factory: Callable[[], Engine], *, token: str | None = None
         if req.part != "all" and part != "all" and part != req.part:
             raise ValueError(f"corpus {req.corpus!r} names part {part!r} but part={req.part!r}")
         part = req.part if req.part != "all" else part
-        with state.model():
+        docs = corpus_docs(engine, f"{name}@{part}")  # reading files: no lock
+        with state.model("perplexity"):
             ivs = to_interventions(engine, req.interventions)
-            docs = corpus_docs(engine, f"{name}@{part}")
             windows = corpus_windows(engine.model, docs, req.n_tokens, req.ctx)
 
         def ppl(interventions) -> S.Perplexity:
-            nll, n = nll_chunked(state, windows, interventions)
+            nll, n = nll_chunked(state, windows, interventions, batch_size=nll_batch_size(req.ctx), what="perplexity")
             p = math.exp(nll) if math.isfinite(nll) and nll < 700 else None
             return S.Perplexity(perplexity=p, mean_nll=finite(nll), n_tokens=n, ctx=req.ctx)
 

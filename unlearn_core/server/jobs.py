@@ -15,8 +15,14 @@ killed at any time. Layout under ``<cache_dir>/jobs/<job_id>/``:
   configuration already in ``results.jsonl`` is skipped, so nothing is lost or computed twice.
   A torn last line (killed mid-write) is dropped and the file rewritten before appending.
 
-One worker thread runs one job at a time. It takes the model lock per chunk of questions or
-loss windows (see ``state``), never for a whole job, so interactive requests interleave.
+One worker thread runs one job at a time. It takes the model lock in short steps (one batch of
+windows, one question with up to 8 configurations; see ``state.run_steps``), never for a whole
+job, and as background work: every waiting HTTP request goes first.
+
+Progress: a job reports its ``phase`` (known filter, feature statistics, loss baseline,
+baseline, configurations). The rate and ETA count only the configurations phase of this run:
+the setup before it (known filter, statistics, the clean baseline) is paid once, so counting it
+made the ETA wrong at the start and drift as the run went on.
 """
 from __future__ import annotations
 
@@ -35,12 +41,13 @@ from .. import cache as C
 from ..engine import Engine
 from ..interventions import Intervention
 from .schemas import JobSpec
-from .state import (LOCK_CHUNK, ServerState, check_corpus, finite, nll_chunked, score_chunked, select_questions,
-                    trusted_files)
+from .state import (ServerState, check_corpus, clean_nll_chunked, feature_stats_chunked, finite, nll_chunked,
+                    run_steps, score_chunked, select_questions, trusted_files)
 
 log = logging.getLogger("unlearn_core.server.jobs")
 
 BASELINE = "none"
+CONFIG_STEP = 8  # configurations per lock-hold step of a sweep (with one question): the fast path's batch
 JOB_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 FINAL = ("done", "cancelled", "failed")
 
@@ -71,6 +78,12 @@ class Job:
     note: str | None = None
     done_at_start: int = 0
     cancel: threading.Event = field(default_factory=threading.Event)
+    phase: str | None = None  # what the worker is doing now (running jobs)
+    phase_started: float | None = None  # when this run's configurations phase began
+    setup_s: float | None = None  # how long this run's setup took (known filter, statistics, baseline)
+    work_done: int = 0  # configurations computed in this run's configurations phase ...
+    last_work: float | None = None  # ... the last one finished at
+    empty_left: int = 0  # configurations left with no feature to clamp (no work: not in the rate or ETA)
 
     @property
     def total(self) -> int:
@@ -82,18 +95,29 @@ class Job:
         return len(self.results)
 
     def rate_per_s(self) -> float | None:
-        if self.started is None:
+        """Configurations per second in this run's configurations phase (setup excluded; None
+        until one configuration has been computed there)."""
+        if self.phase_started is None or self.last_work is None:
             return None
-        n = self.done - self.done_at_start
-        dt = (self.finished or time.time()) - self.started
-        return n / dt if n > 0 and dt > 0 else None
+        dt = self.last_work - self.phase_started
+        return self.work_done / dt if self.work_done > 0 and dt > 0 else None
 
-    def summary(self) -> dict:
+    def eta_s(self, now: float | None = None) -> float | None:
+        """Seconds left: the configurations still to compute at the phase's rate, less the time
+        already spent on the next ones (configurations finish in groups that share one pass)."""
         rate = self.rate_per_s()
-        eta = (self.total - self.done) / rate if rate and self.status in ("queued", "running") else None
+        if not rate or self.status not in ("queued", "running"):
+            return None
+        left = max(0, self.total - self.done - self.empty_left)
+        since = (time.time() if now is None else now) - self.last_work
+        return max(0.0, left / rate - since) if left else 0.0
+
+    def summary(self, now: float | None = None) -> dict:
+        rate = self.rate_per_s()
         return {"id": self.id, "status": self.status, "done": self.done, "total": self.total,
-                "rate_per_min": rate * 60 if rate else None, "eta_s": eta, "created": self.created,
-                "started": self.started, "finished": self.finished, "error": self.error, "note": self.note}
+                "rate_per_min": rate * 60 if rate else None, "eta_s": self.eta_s(now), "created": self.created,
+                "started": self.started, "finished": self.finished, "error": self.error, "note": self.note,
+                "phase": self.phase if self.status == "running" else None, "setup_s": self.setup_s}
 
     def detail(self) -> dict:
         return {**self.summary(), "spec": self.spec, "results": list(self.results)}
@@ -266,8 +290,11 @@ class JobRunner:
             if job is None or job.status != "queued":
                 continue
             job.status, job.started, job.done_at_start = "running", time.time(), job.done
+            job.phase_started = job.setup_s = job.last_work = None
+            job.work_done = job.empty_left = 0
             try:
-                Sweep(self, job).run()
+                with self.state.background():  # every waiting HTTP request gets the model first
+                    Sweep(self, job).run()
                 self.store.finish(job, "done")
             except Cancelled:
                 self.store.finish(job, "cancelled")
@@ -327,35 +354,40 @@ class Sweep:
         return select_questions(self.state, qs, self.spec.known, self.check, strict=bool(self.spec.strict_known))[0]
 
     def run(self) -> None:
-        from ..features import feature_stats, select_features, windows_for, corpus_docs
-        from ..metrics import clean_nll_cached
+        from ..features import corpus_docs, select_features, windows_for
         from ..targets import retain_frequency
 
         spec, job = self.spec, self.job
+        job.phase = "known filter" if spec.known else "questions"
         sets = {"forget": self.questions(spec.forget_set)}
         for s in spec.side_effect_sets:
             sets[s] = self.questions(s)
         self.check()
-        with self.state.model() as engine:
-            fs = feature_stats(engine, spec.sae, spec.forget_corpus, n_tokens=spec.selection_tokens)
-        self.check()
-        rs = []
-        for corpus in spec.retain_corpora or [spec.retain_corpus]:  # one lock hold per corpus
-            self.check()
-            with self.state.model() as engine:
-                rs.append(feature_stats(engine, spec.sae, corpus, n_tokens=spec.selection_tokens))
+        job.phase = "feature statistics"
+        fs = feature_stats_chunked(self.state, spec.sae, spec.forget_corpus, spec.selection_tokens,
+                                   should_stop=self.check)
+        rs = [feature_stats_chunked(self.state, spec.sae, corpus, spec.selection_tokens, should_stop=self.check)
+              for corpus in spec.retain_corpora or [spec.retain_corpus]]
         retain_freq = retain_frequency(rs)  # a feature's highest retain frequency
         self.windows, self.clean = [], None
         if spec.loss_tokens:
-            with self.state.model() as engine:
-                docs = corpus_docs(engine, spec.loss_corpus)
+            job.phase = "loss baseline"
+            docs = corpus_docs(self.state.engine(), spec.loss_corpus)
+            with self.state.model("loss windows") as engine:
                 self.windows = windows_for(engine, docs, spec.loss_tokens, 256)
-                self.clean = clean_nll_cached(engine, spec.loss_corpus, self.windows)
+            self.clean = clean_nll_chunked(self.state, spec.loss_corpus, self.windows, should_stop=self.check)
         done = {r["config"] for r in job.results}
         if BASELINE not in done:
+            job.phase = "baseline"
             self.finish_config(self.evaluate(sets, None, BASELINE, None, None, None, []))
+        selections = {t: [r["feature"] for r in select_features(fs.freq, retain_freq, t, max(spec.ns))]
+                      for t in spec.thresholds}
+        job.empty_left = sum(1 for t in spec.thresholds for n in spec.ns for v in spec.values
+                             if not selections[t][:n] and config_key(t, n, v) not in done)
+        job.phase, job.phase_started = "configurations", time.time()
+        job.setup_s = round(job.phase_started - job.started, 3) if job.started else None
         for t in spec.thresholds:
-            feats = [r["feature"] for r in select_features(fs.freq, retain_freq, t, max(spec.ns))]
+            feats = selections[t]
             for n in spec.ns:
                 todo = [v for v in spec.values if config_key(t, n, v) not in done]
                 chosen = feats[:n]
@@ -364,7 +396,7 @@ class Sweep:
                 self.check()
                 if not chosen:
                     for v in todo:
-                        self.finish_config(self.evaluate(sets, None, config_key(t, n, v), t, n, v, []))
+                        self.finish_config(self.evaluate(sets, None, config_key(t, n, v), t, n, v, []), work=False)
                     continue
                 ivs = [[Intervention(spec.sae, tuple(chosen), float(v), spec.mode)] for v in todo]
                 # all clamp values of this selection share the upstream pass (fast path)
@@ -373,26 +405,36 @@ class Sweep:
                     self.finish_config(self.evaluate(sets, iv, config_key(t, n, v), t, n, v, chosen, acc))
 
     def shared_accuracies(self, sets: dict, configs: list) -> list[dict]:
-        """Accuracy of every configuration on every set, question chunk by chunk under the lock."""
+        """Accuracy of every configuration on every set, in steps of one question and up to
+        ``CONFIG_STEP`` configurations (one selection's configurations differ only in the value,
+        so they go through the fast path's batches of 8 exactly as in one call)."""
         from ..sweep import ConfigResult, evaluate_configs
 
         out = [{} for _ in configs]
+        groups = [list(range(s, min(s + CONFIG_STEP, len(configs)))) for s in range(0, len(configs), CONFIG_STEP)]
         for name, qs in sets.items():
             totals = [ConfigResult(0, 0) for _ in configs]
-            for s in range(0, len(qs), LOCK_CHUNK):
-                self.check()
-                with self.state.model() as engine:
-                    part = evaluate_configs(engine, qs[s : s + LOCK_CHUNK], configs)
-                for tot, r in zip(totals, part):
-                    tot.correct += r.correct
-                    tot.total += r.total
+
+            def step(engine, q, idx, totals=totals):
+                for i, r in zip(idx, evaluate_configs(engine, [q], [configs[i] for i in idx])):
+                    totals[i].correct += r.correct
+                    totals[i].total += r.total
+
+            run_steps(self.state, ((lambda engine, q=q, idx=idx: step(engine, q, idx)) for q in qs for idx in groups),
+                      "configurations", self.check)
             for o, tot in zip(out, totals):
                 o[name] = finite(tot.accuracy) if qs else None
         return out
 
-    def finish_config(self, row: dict) -> None:
+    def finish_config(self, row: dict, work: bool = True) -> None:
         self.runner.store.append(self.job, row)
         self.job.results.append(row)
+        if self.job.phase_started is not None:
+            if work:
+                self.job.work_done += 1
+                self.job.last_work = time.time()
+            else:
+                self.job.empty_left = max(0, self.job.empty_left - 1)
         if self.spec.delay_per_config and self.runner.allow_delay:  # test hook, --tiny servers only
             end = time.time() + self.spec.delay_per_config
             while time.time() < end:
@@ -408,7 +450,8 @@ class Sweep:
             accs = {}
             if ivs or key == BASELINE:
                 for name, qs in sets.items():
-                    accs[name] = finite(accuracy(score_chunked(self.state, qs, ivs, self.check))) if qs else None
+                    accs[name] = (finite(accuracy(score_chunked(self.state, qs, ivs, self.check, "baseline")))
+                                  if qs else None)
         side = {s: accs.get(s) for s in self.spec.side_effect_sets}
         vals = [a for a in side.values() if a is not None]
         loss = None

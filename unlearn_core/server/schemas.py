@@ -117,6 +117,27 @@ class CacheStats(BaseModel):
     max_bytes: int
 
 
+class LockLabelStats(BaseModel):
+    n: int
+    max_hold_s: float
+    p95_hold_s: float  # over the last holds kept
+    last_hold_s: float
+
+
+class LockStats(BaseModel):
+    """How long the model lock was held (outermost holds since the server started; percentiles
+    over the last 512), and how long HTTP requests waited for it. Labels name what held it
+    ("perplexity", "mcq", "background: configurations" for a job's step, ...)."""
+
+    n: int
+    max_hold_s: float
+    p95_hold_s: float
+    longest: tuple[str, float] | None  # (label, seconds) of the longest hold
+    max_wait_s: float
+    p95_wait_s: float
+    by_label: dict[str, LockLabelStats] = Field(default_factory=dict)
+
+
 class QuestionSetInfo(BaseModel):
     name: str
     description: str
@@ -142,6 +163,7 @@ class InfoResponse(BaseModel):
     corpora: list[str] = Field(default_factory=list)
     activation_cache: CacheStats
     jobs: dict[str, int] = Field(default_factory=dict)
+    lock_stats: LockStats | None = None
 
 
 # ---------------------------------------------------------------- text, activations, features
@@ -346,6 +368,7 @@ class MCQResponse(BaseModel):
     set_label: str
     scoring: str
     prompt_format: str
+    prompts: list[str] = []  # the scored texts without BOS (mcq.scored_texts): one for letters, four for cloze
     base: MCQScoreOut
     interventions: list[InterventionOut]
     curve: list[CurvePoint]
@@ -473,13 +496,16 @@ class JobSummary(BaseModel):
     status: Literal["queued", "running", "done", "cancelled", "failed", "paused"]
     done: int
     total: int
-    rate_per_min: float | None  # configurations per minute in this run
-    eta_s: float | None
+    rate_per_min: float | None  # configurations per minute in this run's configurations phase (setup excluded)
+    eta_s: float | None  # None until that rate is known
     created: float
     started: float | None
     finished: float | None
     error: str | None
     note: str | None
+    phase: str | None = None  # running jobs: known filter | questions | feature statistics | loss baseline |
+    #                           baseline | configurations
+    setup_s: float | None = None  # seconds this run spent before the configurations phase
 
 
 class JobResult(BaseModel):

@@ -3,8 +3,26 @@
 Why one lock: interventions are TransformerLens hooks attached to the one shared model for the
 duration of a forward pass, so two overlapping requests could see each other's hooks. Every
 use of the model (tokenizer included: fast tokenizers are not re-entrant) goes through
-``ServerState.model()``, which holds a single re-entrant lock. Long work (known filters, loss,
-perplexity, job sweeps) takes the lock per chunk, so interactive requests interleave.
+``ServerState.model()``, which holds the single re-entrant ``ModelLock``.
+
+No request holds it for long: long work (loss, perplexity, feature statistics, known filters,
+MCQ curves, generation, job sweeps) is a sequence of steps run by ``run_steps``, which keeps
+the lock for as many steps as fit in ``LOCK_BUDGET_S`` (``LOCK_YIELD_S`` while a request
+waits) and then lets the waiting request in. Each step is computed exactly as in the one-pass
+functions, in the same order and with the same batches, so the numbers are bit-for-bit the
+same. Steps on the embedded model (2-core CPU; ``bench/lock.py`` measures the holds): six
+blocks of a loss batch's forward pass or one window's unembedding (~0.4 s), one generated
+token (~0.1 s), 8 clamp values of a curve (cloze ~1.5 s: one batch of the fast path, which
+cannot be split without changing its numbers; a sweep's step, one question with up to 8
+configurations, is the same batch); estimated, not measured there: one batch of 16
+statistics windows (~0.7 s), one cloze question of a known filter (~0.5 s). Not split at all:
+one forward pass over one text (``/api/activations``, ``/api/features/search``, a question's
+first fast-path cache, a generation's prompt; ~2 s at the 20k-character limit, estimated),
+and one corpus's examples in a dashboard (k + 8 windows; ~0.7 s at the default k = 8).
+
+The lock hands itself over in order: interactive requests (any HTTP request) first, then
+background job steps, so a sweep never makes a user wait more than one step. Every hold is
+timed (``HoldStats``, in ``/api/info`` as ``lock_stats``; ``bench/lock.py`` measures them).
 
 The activation LRU keeps, per prompt text, the residual stream at every SAE hook point (not
 the SAE codes: a 16k-wide code is ~25x the residual), so /api/activations and
@@ -18,10 +36,10 @@ import math
 import os
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 
@@ -33,7 +51,9 @@ from ..forward import tokenize
 
 log = logging.getLogger("unlearn_core.server")
 
-LOCK_CHUNK = 8  # questions (or loss windows / 2) per lock hold in long work
+LOCK_CHUNK = 8  # questions per known-filter cache entry (the disk cache's unit, not a lock hold)
+LOCK_BUDGET_S = 1.0  # long work keeps the model lock for about this long (plus one step), then lets others in
+LOCK_YIELD_S = 0.3  # ... or this long while a request waits (a short request still finishes in one hold)
 
 
 class EngineNotReady(RuntimeError):
@@ -88,6 +108,146 @@ class ActivationLRU:
                     "bytes": self.bytes, "max_bytes": self.max_bytes}
 
 
+# ---------------------------------------------------------------- the model lock
+
+
+def _pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))] if xs else 0.0
+
+
+class HoldStats:
+    """How long the model lock was held (outermost holds), overall and per label (what held it),
+    and how long interactive acquirers waited for it. Keeps the last ``keep`` of each."""
+
+    def __init__(self, keep: int = 512):
+        self.keep = keep
+        self._lock = threading.Lock()
+        self.n = 0
+        self.longest: tuple[str, float] = ("", 0.0)
+        self.recent: deque[float] = deque(maxlen=keep)
+        self.labels: dict[str, dict] = {}
+        self.waits: deque[float] = deque(maxlen=keep)
+        self.max_wait = 0.0
+
+    def hold(self, label: str, seconds: float) -> None:
+        with self._lock:
+            self.n += 1
+            self.recent.append(seconds)
+            if seconds > self.longest[1]:
+                self.longest = (label, seconds)
+            d = self.labels.setdefault(label, {"n": 0, "max": 0.0, "last": deque(maxlen=self.keep)})
+            d["n"] += 1
+            d["max"] = max(d["max"], seconds)
+            d["last"].append(seconds)
+
+    def wait(self, seconds: float) -> None:
+        with self._lock:
+            self.waits.append(seconds)
+            self.max_wait = max(self.max_wait, seconds)
+
+    def summary(self) -> dict:
+        with self._lock:
+            return {"n": self.n, "max_hold_s": round(self.longest[1], 4),
+                    "p95_hold_s": round(_pct(list(self.recent), .95), 4),
+                    "longest": [self.longest[0], round(self.longest[1], 4)] if self.n else None,
+                    "max_wait_s": round(self.max_wait, 4), "p95_wait_s": round(_pct(list(self.waits), .95), 4),
+                    "by_label": {k: {"n": d["n"], "max_hold_s": round(d["max"], 4),
+                                     "p95_hold_s": round(_pct(list(d["last"]), .95), 4),
+                                     "last_hold_s": round(d["last"][-1], 4)} for k, d in sorted(self.labels.items())}}
+
+
+class ModelLock:
+    """A re-entrant lock that hands itself over in order, interactive acquirers first.
+
+    Why not ``threading.RLock``: it is not fair. A thread that releases it and acquires it again
+    at once (long work taken in steps) nearly always gets it back before a waiting thread wakes,
+    so releasing "between chunks" let nobody in. Here a release with waiters hands the lock
+    straight to the next one: the first waiting *interactive* acquirer (any HTTP request), else
+    the first waiting *background* one (the job worker, see ``ServerState.background``); a
+    background acquirer also waits while any interactive one does. The owning thread may acquire
+    again (it counts; only the outermost release frees the lock). Outermost holds are timed and
+    recorded under the label given to ``acquire`` (``HoldStats``).
+    """
+
+    def __init__(self, stats: HoldStats | None = None):
+        self._cond = threading.Condition(threading.Lock())
+        self._owner: int | None = None
+        self._depth = 0
+        self._since = 0.0
+        self._label = ""
+        self._interactive: deque[int] = deque()
+        self._background: deque[int] = deque()
+        self.stats = stats or HoldStats()
+
+    def acquire(self, blocking: bool = True, timeout: float = -1, *, background: bool = False,
+                label: str = "model") -> bool:
+        me = threading.get_ident()
+        with self._cond:
+            if self._owner == me:
+                self._depth += 1
+                return True
+            t0 = time.perf_counter()
+            if self._owner is None and not self._interactive and (not background or not self._background):
+                self._take(me, label)
+            else:
+                if not blocking:
+                    return False
+                q = self._background if background else self._interactive
+                q.append(me)
+                end = None if timeout is None or timeout < 0 else t0 + timeout
+                while self._owner != me:
+                    left = None if end is None else end - time.perf_counter()
+                    if left is not None and left <= 0:
+                        q.remove(me)
+                        self._cond.notify_all()  # a background waiter may go now
+                        return False
+                    self._cond.wait(left)
+                self._depth, self._label = 1, label  # handed over by release()
+            waited = time.perf_counter() - t0
+        if not background:
+            self.stats.wait(waited)
+        return True
+
+    def _take(self, me: int, label: str) -> None:
+        self._owner, self._depth, self._since, self._label = me, 1, time.perf_counter(), label
+
+    def release(self) -> None:
+        me = threading.get_ident()
+        with self._cond:
+            if self._owner != me:
+                raise RuntimeError("cannot release a model lock this thread does not hold")
+            self._depth -= 1
+            if self._depth:
+                return
+            now = time.perf_counter()
+            held, label = now - self._since, self._label
+            nxt = self._interactive.popleft() if self._interactive else (
+                self._background.popleft() if self._background else None)
+            self._owner, self._depth, self._since = nxt, (1 if nxt is not None else 0), now
+            if nxt is not None:
+                self._cond.notify_all()
+        self.stats.hold(label, held)
+
+    def __enter__(self) -> "ModelLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    def held_for(self) -> float:
+        """Seconds the current hold has lasted (0 when free)."""
+        with self._cond:
+            return time.perf_counter() - self._since if self._owner is not None else 0.0
+
+    def interactive_waiting(self) -> int:
+        return len(self._interactive)
+
+    def owned(self) -> bool:
+        return self._owner == threading.get_ident()
+
+
 # ---------------------------------------------------------------- server state
 
 
@@ -96,7 +256,10 @@ class ServerState:
 
     def __init__(self, engine_factory: Callable[[], Engine], lru_capacity: int = 64, load_wait_s: float = 600.0):
         self.engine_factory = engine_factory
-        self.lock = threading.RLock()
+        self.lock = ModelLock()
+        self.lock_budget_s = LOCK_BUDGET_S
+        self.lock_yield_s = LOCK_YIELD_S
+        self._local = threading.local()
         self.acts = ActivationLRU(lru_capacity)
         self.load_wait_s = load_wait_s
         self.started = time.time()
@@ -109,6 +272,8 @@ class ServerState:
         self._sets: OrderedDict[str, D.QuestionSet] = OrderedDict()
         self._sets_lock = threading.Lock()
         self.targets_lock = TARGETS_LOCK
+        self._once: dict[Any, threading.Lock] = {}
+        self._once_lock = threading.Lock()
         self.on_ready: list[Callable[[Engine], None]] = []
 
     # -- loading
@@ -151,11 +316,48 @@ class ServerState:
         return self._engine
 
     @contextlib.contextmanager
-    def model(self) -> Iterator[Engine]:
-        """The engine with the model lock held: the only way request code touches the model."""
+    def model(self, what: str = "model") -> Iterator[Engine]:
+        """The engine with the model lock held: the only way request code touches the model.
+        ``what`` labels the hold in ``lock_stats``; a thread inside ``background()`` waits behind
+        every interactive request (and its holds are labelled ``background: <what>``)."""
         engine = self.engine()
-        with self.lock:
+        bg = self.in_background()
+        self.lock.acquire(background=bg, label=f"background: {what}" if bg else what)
+        try:
             yield engine
+        finally:
+            self.lock.release()
+
+    @contextlib.contextmanager
+    def background(self) -> Iterator[None]:
+        """Marks the current thread's model work as background (the job worker): its lock holds
+        go after those of every waiting HTTP request."""
+        before = self.in_background()
+        self._local.background = True
+        try:
+            yield
+        finally:
+            self._local.background = before
+
+    def in_background(self) -> bool:
+        return getattr(self._local, "background", False)
+
+    def hold_limit(self) -> float:
+        """How long the current hold of stepped work may last: ``lock_budget_s``; ``lock_yield_s``
+        while an HTTP request waits; 0 for background work while one waits (it goes at once)."""
+        if self.lock.interactive_waiting():
+            return 0.0 if self.in_background() else min(self.lock_budget_s, self.lock_yield_s)
+        return self.lock_budget_s
+
+    @contextlib.contextmanager
+    def once(self, key: Any) -> Iterator[None]:
+        """One computation of a disk-cached result at a time per key (not the model lock, and never
+        taken while holding it): a second request for the same statistics waits, then reads the
+        cache, instead of computing them again chunk by chunk alongside the first."""
+        with self._once_lock:
+            lk = self._once.setdefault(key, threading.Lock())
+        with lk:
+            yield
 
     # -- question sets
 
@@ -398,59 +600,179 @@ def fits_context(engine: Engine, q: D.Question, margin: int = 8) -> bool:
     return n + margin <= n_ctx
 
 
+_END = object()
+
+
+def run_steps(state: ServerState, steps: Iterable[Callable[[Engine], Any]], what: str,
+              should_stop: Callable[[], None] | None = None) -> int:
+    """Run every step (a callable given the engine) under the model lock, in order, returning
+    how many holds it took. A hold runs steps until the next one, guessed to take as long as the
+    last, would end past ``state.hold_limit()``: about a second, a third of one while a request
+    waits (so a short request still finishes in one hold, and a waiting one does not wait for a
+    whole second of someone else's steps), nothing more for background work while a request
+    waits. Then the lock goes to whoever waits and this thread queues for it again. ``steps``
+    may be a generator: it is advanced under the lock, so later steps can depend on earlier
+    results. ``should_stop`` is called before each hold (a job's cancel check)."""
+    it = iter(steps)
+    step = next(it, _END)
+    holds = 0
+    while step is not _END:
+        if should_stop:
+            should_stop()
+        with state.model(what) as engine:
+            holds += 1
+            t0 = time.perf_counter()
+            while True:
+                t = time.perf_counter()
+                step(engine)
+                last = time.perf_counter() - t
+                step = next(it, _END)
+                if step is _END:
+                    break
+                if time.perf_counter() - t0 + last > state.hold_limit():
+                    break
+    return holds
+
+
+def fit_questions(state: ServerState, questions: list[D.Question], should_stop: Callable[[], None] | None = None,
+                  what: str = "context check") -> list[D.Question]:
+    """The questions whose prompt fits the model's context (tokenizing each under the lock)."""
+    flags: list[bool] = []
+    run_steps(state, ((lambda engine, q=q: flags.append(fits_context(engine, q))) for q in questions), what,
+              should_stop)
+    return [q for q, ok in zip(questions, flags) if ok]
+
+
+def known_path(engine: Engine, questions: list[D.Question], strict: bool = False) -> Path:
+    """The disk cache entry ``mcq.known_questions(engine, questions, strict=strict)`` reads and
+    writes (same key), so the CLI, the server and earlier runs share it."""
+    from .. import cache as C
+
+    key = C.key_of("known", engine.cache_namespace(), engine.scoring, engine.prompt_format,
+                   [q.id for q in questions], *(("strict",) if strict else ()))
+    return Path(engine.settings.cache_dir) / "known" / f"{key}.json"
+
+
+def known_ids_chunked(state: ServerState, questions: list[D.Question], strict: bool = False,
+                      should_stop: Callable[[], None] | None = None, what: str = "known filter") -> list[str]:
+    """``mcq.known_questions``' computation (the ids, in order), in steps: a batch of 8 orderings
+    (letters; as ``score_questions`` batches them) or one question (cloze), then the blanked
+    question (strict). A question's later steps are skipped once one ordering is wrong: the
+    answer ("all correct") is the same."""
+    from ..mcq import all_orderings, score_questions
+
+    letter = state.engine().scoring == "letter"
+    known: list[str] = []
+
+    def steps():  # advanced after each step has run, so ``ok`` is up to date
+        for q in questions:
+            variants = all_orderings(q) if letter else [q]
+            ok = [True]
+            for s in range(0, len(variants), 8):
+                def part(engine, vs=variants[s : s + 8], ok=ok):
+                    ok[0] = all(x.correct for x in score_questions(engine, vs, batch_size=8))
+
+                yield part
+                if not ok[0]:
+                    break
+            if ok[0] and strict:
+                def blank(engine, q=q, ok=ok):
+                    ok[0] = not score_questions(engine, [q.blanked()])[0].correct
+
+                yield blank
+            if ok[0]:
+                known.append(q.id)
+
+    run_steps(state, steps(), what, should_stop)
+    return known
+
+
 def select_questions(state: ServerState, questions: list[D.Question], known: bool,
                      should_stop: Callable[[], None] | None = None,
                      strict: bool = False) -> tuple[list[D.Question], int]:
     """(questions that fit the context [and are known], number dropped as too long).
 
-    The known filter runs in chunks of ``LOCK_CHUNK`` questions, one lock hold and one disk
-    cache entry per chunk, so a long filter never blocks interactive requests for long.
-    ``strict`` also drops questions answered right with the question text blanked.
+    The known filter is cached on disk per block of ``LOCK_CHUNK`` questions (the key
+    ``mcq.known_questions`` uses for that block) and computed in short lock holds
+    (``known_ids_chunked``). ``strict`` also drops questions answered right with the question
+    text blanked.
     """
-    from ..mcq import known_questions
+    from .. import cache as C
 
-    with state.model() as engine:
-        fit = [q for q in questions if fits_context(engine, q)]
+    fit = fit_questions(state, questions, should_stop)
     skipped = len(questions) - len(fit)
     if not known:
         return fit, skipped
+    engine = state.engine()
     out: list[D.Question] = []
     for s in range(0, len(fit), LOCK_CHUNK):
-        if should_stop:
-            should_stop()
-        with state.model() as engine:
-            out += known_questions(engine, fit[s : s + LOCK_CHUNK], strict=strict)
+        block = fit[s : s + LOCK_CHUNK]
+        path = known_path(engine, block, strict)
+        with state.once(path):
+            ids = set(C.cached_json(path, lambda: known_ids_chunked(state, block, strict, should_stop)))
+        out += [q for q in block if q.id in ids]
     return out, skipped
 
 
 def score_chunked(state: ServerState, questions: list[D.Question], interventions=None,
-                  should_stop: Callable[[], None] | None = None) -> list:
+                  should_stop: Callable[[], None] | None = None, what: str = "scoring") -> list:
+    """``mcq.score_questions(engine, questions, interventions)`` in steps of one batch of 8
+    prompts (letters, the batches it uses) or one question (cloze, scored one by one anyway)."""
     from ..mcq import score_questions
 
-    out = []
-    for s in range(0, len(questions), LOCK_CHUNK):
-        if should_stop:
-            should_stop()
-        with state.model() as engine:
-            out += score_questions(engine, questions[s : s + LOCK_CHUNK], interventions)
+    out: list = []
+    per = 8 if state.engine().scoring == "letter" else 1
+    run_steps(state, ((lambda engine, qs=questions[s : s + per]: out.extend(score_questions(engine, qs, interventions)))
+                      for s in range(0, len(questions), per)), what, should_stop)
     return out
 
 
 def nll_chunked(state: ServerState, windows: list[list[int]], interventions=None,
-                should_stop: Callable[[], None] | None = None) -> tuple[float, int]:
-    """``metrics.mean_nll`` over windows, taking the lock per batch of 4 windows."""
-    from ..metrics import mean_nll
+                should_stop: Callable[[], None] | None = None, batch_size: int | None = None,
+                what: str = "loss") -> tuple[float, int]:
+    """``metrics.mean_nll(engine, windows, interventions, batch_size)``, bit for bit, in the steps
+    of ``metrics.nll_steps``: a few blocks of a batch's forward pass, one window's unembedding."""
+    from .. import metrics as MT
 
-    total, n = 0.0, 0
-    for s in range(0, len(windows), 4):
-        if should_stop:
-            should_stop()
-        with state.model() as engine:
-            m, k = mean_nll(engine, windows[s : s + 4], interventions, batch_size=4)
-        if k:
-            total += m * k
-            n += k
-    return (total / n if n else float("nan")), n
+    acc = MT.NLLSum()
+    steps = MT.nll_steps(windows, interventions, acc, batch_size or MT.NLL_BATCH, state.engine().model.cfg.n_layers)
+    run_steps(state, steps, what, should_stop)
+    return acc.mean, acc.n
+
+
+def clean_nll_chunked(state: ServerState, corpus: str, windows: list[list[int]], batch_size: int | None = None,
+                      should_stop: Callable[[], None] | None = None, what: str = "loss") -> float:
+    """``metrics.clean_nll_cached`` (same disk cache entry), computed by ``nll_chunked``."""
+    from .. import cache as C
+    from .. import metrics as MT
+
+    batch_size = batch_size or MT.NLL_BATCH
+    path = MT.clean_nll_path(state.engine(), corpus, windows, batch_size)
+    with state.once(path):
+        return C.cached_json(path, lambda: nll_chunked(state, windows, None, should_stop, batch_size, what)[0])
+
+
+def feature_stats_chunked(state: ServerState, sae: str, corpus: str, n_tokens: int, ctx: int = 128,
+                          should_stop: Callable[[], None] | None = None, what: str = "feature statistics"):
+    """``features.feature_stats`` (same disk cache entry, same numbers), computed one batch of
+    16 windows per step; the corpus is read without the lock and tokenized in one hold."""
+    from .. import cache as C
+    from .. import features as F
+
+    engine = state.engine()
+    docs = F.corpus_docs(engine, corpus)
+    with state.model(what):
+        windows = F.windows_for(engine, docs, n_tokens, ctx)
+    path = F.stats_path(engine, sae, corpus, docs, n_tokens, ctx)
+
+    def compute() -> dict:
+        acc = F.StatsAccumulator(engine, sae, windows)
+        run_steps(state, ((lambda eng, i=i: acc.add(i)) for i in range(acc.n_batches)), what, should_stop)
+        return acc.result()
+
+    with state.once(path):
+        t = C.cached_tensors(path, compute)
+    return F.stats_from(sae, corpus, t, windows)
 
 
 def finite(x: float | None) -> float | None:

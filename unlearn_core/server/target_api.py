@@ -2,9 +2,10 @@
 
 Why not just call ``targets.select_for_target`` / ``demo.run_demo`` under the model lock: the
 first selection computes feature statistics on three corpora (minutes on the real model), and
-the demo scores up to ~240 prompts. Here the statistics are computed one corpus per lock hold
-(then cached on disk, so ``select_for_target`` under the lock only reads them), and the demo
-takes the lock per question, so interactive requests interleave with both.
+the demo scores up to ~240 prompts. Here the statistics are computed in steps of one batch of
+windows (``state.feature_stats_chunked``; then cached on disk, so ``select_for_target`` under
+the lock only reads them), and the demo takes the lock per question, so interactive requests
+interleave with both.
 """
 from __future__ import annotations
 
@@ -18,8 +19,8 @@ from ..engine import Engine
 from ..interventions import Intervention
 from ..question_files import QUIZ_FILES
 from ..targets import DEFAULT_TARGET, Target, forget_corpus_for, saved_targets_dir, select_for_target
-from .state import (ServerState, check_corpus, check_subjects, corpus_names, drop_unfinished_saves, fits_context,
-                    server_targets)
+from .state import (ServerState, check_corpus, check_subjects, corpus_names, drop_unfinished_saves,
+                    feature_stats_chunked, fits_context, run_steps, server_targets)
 
 
 
@@ -181,14 +182,11 @@ def delete_target(state: ServerState, name: str) -> dict:
 
 
 def warm_stats(state: ServerState, engine: Engine, sae: str, t: Target) -> None:
-    """Feature statistics of the target's forget and retain corpora, one lock hold per corpus
+    """Feature statistics of the target's forget and retain corpora, in short lock holds
     (cached on disk with the same key ``select_for_target`` uses)."""
-    from ..features import feature_stats
-
     forget, _ = forget_corpus_for(t, engine.settings.data_dir)
     for corpus in (forget, *t.retain_corpora):
-        with state.model():
-            feature_stats(engine, sae, corpus, n_tokens=t.selection.tokens)
+        feature_stats_chunked(state, sae, corpus, t.selection.tokens)
 
 
 def select(state: ServerState, name: str, sae: str, n: int | None = None, threshold: float | None = None,
@@ -199,13 +197,12 @@ def select(state: ServerState, name: str, sae: str, n: int | None = None, thresh
     engine = state.engine()
     t = get_target(engine, name)
     warm_stats(state, engine, sae, t)
-    with state.model():
+    with state.model("target select"):  # the statistics are on disk now: tokenizing and reading
         out = select_for_target(engine, t, sae, n=n, threshold=threshold)
     fs = out.pop("forget_stats")
-    if describe:
-        for r in out["features"]:
-            with state.model():
-                r["description"] = auto_description(engine, sae, r["feature"], fs)
+    if describe:  # one feature per step
+        run_steps(state, ((lambda eng, r=r: r.update(description=auto_description(eng, sae, r["feature"], fs)))
+                          for r in out["features"]), "describe")
     out["n_tokens"] = t.selection.tokens
     return out
 
@@ -215,7 +212,7 @@ def default_intervention(state: ServerState, engine: Engine, t: Target) -> Inter
     from ..targets import default_intervention as make
 
     warm_stats(state, engine, engine.default_sae, t)
-    with state.model():
+    with state.model("demo"):
         return make(engine, t)
 
 
@@ -229,7 +226,7 @@ def run_demo(state: ServerState, name: str, max_scan: int, min_conf: float = 0.5
     engine = state.engine()
     t = get_target(engine, name)
     iv = default_intervention(state, engine, t)  # TargetError (a ValueError, 400) when no feature passes
-    found = demo.find_examples(engine, t, iv, min_conf=min_conf, max_scan=max_scan, guard=state.model,
-                               load=lambda spec: state.question_set(spec).questions,
+    found = demo.find_examples(engine, t, iv, min_conf=min_conf, max_scan=max_scan,
+                               guard=lambda: state.model("demo"), load=lambda spec: state.question_set(spec).questions,
                                skip=lambda eng, q: not fits_context(eng, q))
     return demo.result(engine, t, iv, found)
