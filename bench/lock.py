@@ -13,6 +13,7 @@ A 21-value MCQ curve and a 40-token generation are timed the same way.
 """
 from __future__ import annotations
 
+import shutil
 import socket
 import tempfile
 import threading
@@ -100,6 +101,9 @@ def main() -> None:
         st = client.info()["lock_stats"]
     finally:
         client.stop_server()
+        if (cache / "models").is_symlink():
+            (cache / "models").unlink()  # the link, not the models
+        shutil.rmtree(cache, ignore_errors=True)
     print(f"machine: {machine()}")
     print(f"server: {args.model} + SAE {args.sae}; long requests of {args.tokens} tokens; mcq every "
           f"{args.period * 1000:.0f} ms on WMDP-bio question {q['id']} ({len(top)} features, one clamp value)\n")
