@@ -14,8 +14,6 @@ later presses are answered from the app's cache or the server's disk caches.
 from __future__ import annotations
 
 import argparse
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -24,14 +22,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 
-from browser_helpers import clean_env, free_port, full_screenshot, launch_chromium, settle, start_streamlit, stop, wait_http  # noqa: E402
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
+from browser_helpers import full_screenshot, launch_chromium, settle, start_server, start_streamlit, stop  # noqa: E402
+from common import print_table  # noqa: E402
 
 
 def main() -> None:
@@ -43,17 +35,12 @@ def main() -> None:
 
     shots = Path(args.shots)
     shots.mkdir(parents=True, exist_ok=True)
-    port = free_port()
     log = shots / "server.log"
     t0 = time.time()
-    with open(log, "ab") as f:
-        server = subprocess.Popen([sys.executable, "-m", "unlearn_core", "serve", "--port", str(port)], stdout=f,
-                                  stderr=subprocess.STDOUT, env=clean_env(), cwd=ROOT)
-    app = None
+    server = app = None
     rows = []
     try:
-        url = f"http://127.0.0.1:{port}"
-        wait_http(url + "/api/health", lambda r: r.ok and r.json().get("status") == "ok", 600, server, log, "server")
+        server, url = start_server(log)
         rows.append(("server start to model loaded", time.time() - t0))
         app, app_url = start_streamlit(url, shots / "app.log")
         with sync_playwright() as p:
@@ -95,10 +82,7 @@ def main() -> None:
     finally:
         stop(app)
         stop(server)
-    print(f"CPU: {cpu_name()}; {platform.machine()}, Python {platform.python_version()}")
-    print("| step | seconds |\n| --- | --- |")
-    for name, s in rows:
-        print(f"| {name} | {s:.1f} |")
+    print_table(("step", "seconds"), [(name, f"{s:.1f}") for name, s in rows])
 
 
 if __name__ == "__main__":

@@ -22,9 +22,7 @@ Prints the CPU, then one table (milliseconds unless said). Screenshots go to --s
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -37,21 +35,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 
-from browser_helpers import clean_env, free_port, full_screenshot, launch_chromium, settle, start_streamlit, stop, wait_http  # noqa: E402
+from browser_helpers import full_screenshot, launch_chromium, settle, start_server, start_streamlit, stop  # noqa: E402
+from common import pct, print_table  # noqa: E402
 
 TABLE_HAS = """([t]) => [...document.querySelectorAll('[data-testid=stMain] td')].some(e => e.textContent.includes(t))"""
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
-
-
-def pct(xs: list[float], p: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, max(0, round(p / 100 * (len(xs) - 1))))]
 
 
 def say(msg: str) -> None:
@@ -96,19 +83,14 @@ def main() -> None:
 
     shots = Path(args.shots)
     shots.mkdir(parents=True, exist_ok=True)
-    port = free_port()
     log = shots / "server.log"
-    with open(log, "ab") as f:
-        server = subprocess.Popen([sys.executable, "-m", "unlearn_core", "serve", "--port", str(port)]
-                                  + (["--tiny"] if args.tiny else []), stdout=f,
-                                  stderr=subprocess.STDOUT, env=clean_env(), cwd=ROOT)
-    app = None
+    server = app = None
+    url = ""
     rows: list[tuple[str, str]] = []
     stop_polling = threading.Event()
     jid = None
     try:
-        url = f"http://127.0.0.1:{port}"
-        wait_http(url + "/api/health", lambda r: r.ok and r.json().get("status") == "ok", 600, server, log, "server")
+        server, url = start_server(log, ["--tiny"] if args.tiny else [])
         # a sweep left unfinished in cache/jobs resumes when the server starts: it would run under
         # the "quiet" figures, so cancel it (and say so)
         for j in requests.get(url + "/api/jobs", timeout=60).json()["jobs"]:
@@ -146,7 +128,7 @@ def main() -> None:
             steps = slider_steps(page, c0, args.steps)
             rows.append((f"slider step, keypress -> new numbers, p50 ({len(steps)} steps)",
                          f"{statistics.median(steps):.0f}"))
-            rows.append(("slider step, p95", f"{pct(steps, 95):.0f}"))
+            rows.append(("slider step, p95", f"{pct(steps, 0.95):.0f}"))
             rows.append(("slider step, max", f"{max(steps):.0f}"))
 
             settle(page, 60)
@@ -224,7 +206,7 @@ def main() -> None:
                 requests.post(url + f"/api/jobs/{jid}/cancel", timeout=30)
                 rows.append((f"with a sweep running and {args.pollers} clients polling: slider step p50",
                              f"{statistics.median(steps2):.0f}"))
-                rows.append(("... p95", f"{pct(steps2, 95):.0f}"))
+                rows.append(("... p95", f"{pct(steps2, 0.95):.0f}"))
                 rows.append(("... sweep state during the steps", f"{status['status']} {status['done']}/"
                                                                  f"{status['total']} -> {status2['status']} "
                                                                  f"{status2['done']}/{status2['total']}"))
@@ -245,10 +227,7 @@ def main() -> None:
                 pass
         stop(app)
         stop(server)
-    print(f"CPU: {cpu_name()}; {platform.machine()}, Python {platform.python_version()}")
-    print("| measure | value |\n| --- | --- |")
-    for name, v in rows:
-        print(f"| {name} | {v} |")
+    print_table(("measure", "value"), rows)
 
 
 if __name__ == "__main__":

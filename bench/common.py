@@ -35,16 +35,26 @@ def load(args):
 def machine() -> str:
     import torch
 
-    cpu = "?"
+    return (f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores ({cpu_name()}), torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads")
+
+
+def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return (f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores ({cpu}), torch {torch.__version__}, "
-            f"{torch.get_num_threads()} threads")
+    return platform.processor() or "?"
+
+
+def print_table(header: tuple[str, str], rows: list[tuple[str, str]]) -> None:
+    """The CPU line, then a two-column markdown table (the browser benchmarks' output)."""
+    print(f"CPU: {cpu_name()}; {platform.machine()}, Python {platform.python_version()}")
+    print(f"| {header[0]} | {header[1]} |\n| --- | --- |")
+    for name, v in rows:
+        print(f"| {name} | {v} |")
 
 
 def timeit(fn, repeats: int) -> list[float]:

@@ -88,6 +88,7 @@ if not items and mode != "reconstruct":
 
 ids_text = R.format_feature_list(items, sae)
 qset = st.session_state.get("qset", "wmdp-bio")
+C_DEFAULT = 20
 CURVE_CHUNK = 7  # clamp values per request: the curve fills in as it comes, and each request is short
 
 
@@ -95,7 +96,7 @@ CURVE_CHUNK = 7  # clamp values per request: the curve fills in as it comes, and
 def live() -> None:
     """The slider and everything that depends on c. A fragment: moving the slider reruns only
     this, not the question list, the heat map or the generation panel."""
-    c = C.url_widget(st.slider, "Clamp value c (active features are set to −c)", "c", 20,
+    c = C.url_widget(st.slider, "Clamp value c (active features are set to −c)", "c", C_DEFAULT,
                      parse=C.int_in(0, C.MAX_C), min_value=0, max_value=C.MAX_C, step=1, disabled=zero,
                      help="Paper: 20–25 on gemma-2b-it, 50–100 on gemma-2-2b-it; this workbench's targets default "
                           "to a few hundred (the target button above sets it). c = 0 is zero ablation, which the "
@@ -194,7 +195,7 @@ live()
 scored = st.session_state.get("_clamp_scored") or {}
 if scored.get("id") != q["id"]:
     st.stop()  # the scoring failed (said above)
-c_now = 0.0 if zero else float(st.session_state.get("c", 20))
+c_now = 0.0 if zero else float(st.session_state.get("c", C_DEFAULT))
 ivs = R.interventions_for(items, c_now, mode, sae)
 prompts = scored["prompts"] or [R.question_text(q)]
 curve_panel(scored["base"], scored["answer"])

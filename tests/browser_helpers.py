@@ -70,6 +70,23 @@ def wait_http(url: str, ok, timeout: float, proc: subprocess.Popen, log: Path, w
     raise AssertionError(f"{what} not ready after {timeout:.0f} s:\n{log.read_text(errors='replace')[-3000:]}")
 
 
+def start_server(log: Path, args: list[str] = (), timeout: float = 600) -> tuple[subprocess.Popen, str]:
+    """`python -m unlearn_core serve` on a free loopback port, waited for until its model is loaded;
+    returns (process, URL). Output goes to ``log``."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "unlearn_core", "serve", "--host", "127.0.0.1", "--port", str(port), *args]
+    with open(log, "ab") as f:
+        p = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=clean_env(),
+                             cwd=ROOT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(url + "/api/health", lambda r: r.ok and r.json().get("status") == "ok", timeout, p, log, "the server")
+    except BaseException:
+        stop(p)
+        raise
+    return p, url
+
+
 def shared_tiny_server(request, tmp_path_factory) -> dict:
     """`python -m unlearn_core serve --tiny` on a free port, started once per test session.
 
@@ -79,19 +96,9 @@ def shared_tiny_server(request, tmp_path_factory) -> dict:
     if _SERVER is not None and _SERVER["process"].poll() is None:
         return _SERVER
     cache = tmp_path_factory.mktemp("app_server_cache")
-    port = free_port()
     log = cache / "server.log"
-    cmd = [sys.executable, "-m", "unlearn_core", "serve", "--tiny", "--host", "127.0.0.1", "--port", str(port),
-           "--cache-dir", str(cache)]
-    with open(log, "ab") as f:
-        p = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=clean_env(),
-                             cwd=ROOT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(url + "/api/health", lambda r: r.ok and r.json().get("status") == "ok", 120, p, log, "the tiny server")
-    except BaseException:
-        stop(p)
-        raise
+    p, url = start_server(log, ["--tiny", "--cache-dir", str(cache)], timeout=120)
+    port = int(url.rsplit(":", 1)[1])
     _SERVER = {"url": url, "port": port, "process": p, "cache": cache, "log": log}
     request.config.add_cleanup(lambda: stop(p))
     return _SERVER

@@ -11,25 +11,14 @@ import json
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from browser_helpers import ROOT, shared_tiny_server
+from browser_helpers import ROOT
+from test_app import app_env, server  # noqa: F401  (fixtures)
 from unlearn_core.ui import figures as FIG
 
 TIMEOUT = 60
 BATCH = str(ROOT / "pages" / "4_Batch_evaluation.py")
 SPEC = {"thresholds": [0.5], "ns": [1, 2], "values": [20.0], "question_limit": 2, "known": False,
         "side_effect_sets": ["mmlu:high_school_geography"], "selection_tokens": 600, "loss_tokens": 0}
-
-
-@pytest.fixture(scope="session")
-def server(request, tmp_path_factory, shared_data):
-    return shared_tiny_server(request, tmp_path_factory)
-
-
-@pytest.fixture
-def app_env(server, monkeypatch):
-    monkeypatch.setenv("UNLEARN_SERVER_URL", server["url"])
-    monkeypatch.delenv("UNLEARN_TOKEN", raising=False)
-    return server
 
 
 @pytest.fixture(scope="module")

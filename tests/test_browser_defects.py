@@ -11,8 +11,8 @@ from urllib.parse import urlparse
 
 import pytest
 
-from browser_helpers import launch_chromium, require_chromium, settle, shared_tiny_server, start_streamlit, stop, \
-    wait_charts
+from browser_helpers import settle, wait_charts
+from test_browser import app, browser, page  # noqa: F401  (fixtures)
 from unlearn_core.client import UnlearnClient
 
 pytestmark = pytest.mark.browser
@@ -29,38 +29,11 @@ SPEC = {"thresholds": [0.45], "ns": [10], "values": [12.5], "question_limit": 6,
 
 
 @pytest.fixture(scope="module")
-def app(request, tmp_path_factory, shared_data):
-    require_chromium()
-    server = shared_tiny_server(request, tmp_path_factory)
-    log = tmp_path_factory.mktemp("streamlit_defects") / "streamlit.log"
-    proc, url = start_streamlit(server["url"], log)
-    yield {"url": url, "server": server, "log": log}
-    stop(proc)
-
-
-@pytest.fixture(scope="module")
 def job(app):
     c = UnlearnClient(app["server"]["url"], token="")
     job = c.submit_job(SPEC)["id"]
     assert c.wait_job(job, timeout=120)["status"] == "done"
     return job
-
-
-@pytest.fixture(scope="module")
-def browser(app):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = launch_chromium(p)
-        yield b
-        b.close()
-
-
-@pytest.fixture
-def page(browser):
-    pg = browser.new_page(viewport={"width": 1400, "height": 1000})
-    yield pg
-    pg.close()
 
 
 def pages(job: str) -> list[str]:

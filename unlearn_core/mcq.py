@@ -161,6 +161,14 @@ def all_orderings(q: Question) -> list[Question]:
     return [q.reordered(p) for p in ORDERINGS]
 
 
+def known_path(engine: Engine, questions: list[Question], strict: bool = False, scoring: str | None = None,
+               style: str | None = None) -> Path:
+    """The disk cache entry of :func:`known_questions` (the server's stepped filter shares it)."""
+    key = C.key_of("known", engine.cache_namespace(), scoring or engine.scoring, style or engine.prompt_format,
+                   [q.id for q in questions], *(("strict",) if strict else ()))
+    return Path(engine.settings.cache_dir) / "known" / f"{key}.json"
+
+
 def known_questions(engine: Engine, questions: list[Question], scoring: str | None = None, style: str | None = None,
                     use_cache: bool = True, progress=None, strict: bool = False) -> list[Question]:
     """Questions the clean model answers correctly in all 24 orderings (letter scoring).
@@ -172,9 +180,7 @@ def known_questions(engine: Engine, questions: list[Question], scoring: str | No
     """
     scoring = scoring or engine.scoring
     style = style or engine.prompt_format
-    key = C.key_of("known", engine.cache_namespace(), scoring, style, [q.id for q in questions],
-                   *(("strict",) if strict else ()))
-    path = Path(engine.settings.cache_dir) / "known" / f"{key}.json"
+    path = known_path(engine, questions, strict, scoring, style)
 
     def compute() -> list[str]:
         known = []

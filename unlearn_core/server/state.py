@@ -643,16 +643,6 @@ def fit_questions(state: ServerState, questions: list[D.Question], should_stop: 
     return [q for q, ok in zip(questions, flags) if ok]
 
 
-def known_path(engine: Engine, questions: list[D.Question], strict: bool = False) -> Path:
-    """The disk cache entry ``mcq.known_questions(engine, questions, strict=strict)`` reads and
-    writes (same key), so the CLI, the server and earlier runs share it."""
-    from .. import cache as C
-
-    key = C.key_of("known", engine.cache_namespace(), engine.scoring, engine.prompt_format,
-                   [q.id for q in questions], *(("strict",) if strict else ()))
-    return Path(engine.settings.cache_dir) / "known" / f"{key}.json"
-
-
 def known_ids_chunked(state: ServerState, questions: list[D.Question], strict: bool = False,
                       should_stop: Callable[[], None] | None = None, what: str = "known filter") -> list[str]:
     """``mcq.known_questions``' computation (the ids, in order), in steps: a batch of 8 orderings
@@ -698,6 +688,7 @@ def select_questions(state: ServerState, questions: list[D.Question], known: boo
     text blanked.
     """
     from .. import cache as C
+    from ..mcq import known_path
 
     fit = fit_questions(state, questions, should_stop)
     skipped = len(questions) - len(fit)

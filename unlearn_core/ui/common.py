@@ -182,10 +182,13 @@ def _prepare(key: str, parse, valid, default, label: str, where=None) -> None:
     Order: a URL value this session did not write itself (a shared link, a link from another
     page) wins; then the widget's own state (the user's latest choice); then the value remembered
     from another page; then ``default``. A link's value that cannot be used is reported.
-    The value is always set through the Session State API, never left to the widget's own
-    default: when a widget's options change under it (the known filter shortens the question
-    list), a value set this way reaches the browser, while a default index would leave the
-    browser showing its old choice and the script using another."""
+    A value that changes, or that a widget adopts on a new page, is set through the Session State
+    API, never left to the widget's own default: when a widget's options change under it (the
+    known filter shortens the question list), a value set this way reaches the browser, while a
+    default index would leave the browser showing its old choice and the script using another.
+    A widget keeping its own valid value on the same page is left alone (see below)."""
+    page = _page_id()
+    placed = st.session_state.setdefault("_url_widget_page", {})  # key -> page its widget was last set on
     raw = st.query_params.get(key)
     if raw is not None and raw not in _written(key):
         try:
@@ -198,10 +201,8 @@ def _prepare(key: str, parse, valid, default, label: str, where=None) -> None:
             _reject_url(key, raw, label, reason, f"`{_url_str(keep if valid(keep) else default)}`", where)
         else:
             st.session_state[key] = value
-            st.session_state.setdefault("_url_widget_page", {})[key] = _page_id()
+            placed[key] = page
             return
-    page = _page_id()
-    placed = st.session_state.setdefault("_url_widget_page", {})
     if key in st.session_state and valid(st.session_state[key]):
         if placed.get(key) != page:
             # written again on purpose: after a page switch the value belongs to the previous
