@@ -114,7 +114,8 @@ def live() -> None:
     inter = res["curve"][0]["score"]
     answer = res["question"]["answer"]
     st.subheader("Answer probabilities")
-    cap = f"{labels.get(mode, mode)} · c = {value:g} · {len(items)} feature(s): {R.short(ids_text, 80) or '—'}"
+    cap = (f"Question {q['id']} · {labels.get(mode, mode)} · c = {value:g} · {len(items)} feature(s): "
+           f"{R.short(ids_text, 80) or '—'}")
     st.markdown(R.prob_table_markdown([("base", base), (f"intervened (c={value:g})", inter)], answer))
     left, right = st.columns([2, 3])
     with left:

@@ -105,6 +105,9 @@ def test_generation_prompt_follows_the_question(app_env):
     exp = [e for e in at.expander if e.label == "The question"][0]
     shown = exp.markdown[0].value.strip("*")
     assert shown[:40] in area2.value and area2.value != first_prompt
+    # the table's caption names the question it scored (bench/browser_slider.py times a switch by it)
+    assert any(c.value.startswith(f"Question {q2} ·") for c in at.caption)
+    assert not any(c.value.startswith(f"Question {q1} ·") for c in at.caption)
 
 
 def test_activations_are_drawn_on_the_scored_prompt(app_env):
