@@ -42,6 +42,10 @@ SAFE_ID = re.compile(r"^[A-Za-z0-9._\-]+$")
 # server cannot park an experiment for minutes.
 MAX_RETRY_AFTER_S = 10.0
 _TRUE = {"1", "true", "yes", "on"}
+# Neuronpedia's 429 (its middleware) has a JSON body but no Retry-After, and an hourly window:
+# say plainly that we were refused, so nobody mistakes it for a missing feature.
+RATE_LIMITED_MESSAGE = "rate limited by Neuronpedia (HTTP 429)"
+NULL_BODY_MESSAGE = "not found (empty response)"
 
 
 def _env_flag(name: str) -> bool:
@@ -222,11 +226,13 @@ def _fetch(method: str, url: str, body: Any, cfg: NeuronpediaConfig) -> tuple[An
             status = response.status_code
             if status == 200:
                 try:
-                    return response.json(), ""
+                    data = response.json()
                 except ValueError:
                     log.warning("Neuronpedia returned invalid JSON for %s", url)
                     return None, "invalid JSON in response"
-            message = f"HTTP {status}"
+                # An older /api/feature route answered a missing feature with 200 and `null`.
+                return (None, NULL_BODY_MESSAGE) if data is None else (data, "")
+            message = RATE_LIMITED_MESSAGE if status == 429 else f"HTTP {status}"
             if status != 429 and status < 500:
                 log.warning("Neuronpedia request to %s failed: %s", url, message)
                 return None, message
@@ -285,7 +291,9 @@ def _parse_activation(act: Any) -> dict[str, Any] | None:
     if not isinstance(act, dict):
         return None
     tokens = [str(t) for t in act.get("tokens") or []]
-    values = [v for v in (_as_float(x) for x in act.get("values") or []) if v is not None]
+    # values[i] belongs to tokens[i]: JSON.stringify writes NaN as null, and dropping it would
+    # shift every later value onto the wrong token, so a missing value reads as 0.
+    values = [_as_float(x) or 0.0 for x in act.get("values") or []]
     max_value = _as_float(act.get("maxValue"))
     if max_value is None:
         max_value = max(values) if values else 0.0
