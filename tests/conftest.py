@@ -9,6 +9,22 @@ sys.path.insert(0, str(ROOT))
 SHARED_DATA = ROOT.parent / "shared" / "data"
 os.environ.setdefault("UNLEARN_NO_HUB", "1")  # tests never reach for the hub
 
+# UNLEARN_TEST_DEVICE=cuda (bench/gpu.sh): the tiny model and SAE of the unit tests are built on that
+# device (unlearn_core.tiny builds them on the CPU); models a test builds from its own config stay there.
+TEST_DEVICE = os.environ.get("UNLEARN_TEST_DEVICE", "cpu")
+if TEST_DEVICE != "cpu":
+    import unlearn_core.tiny as _tiny
+
+    _tiny_model, _tiny_sae = _tiny.tiny_model, _tiny.tiny_sae
+    _tiny.tiny_model = lambda *a, **k: _tiny_model(*a, **k).to(TEST_DEVICE, print_details=False)
+
+    def _sae_on_device(*a, **k):
+        loaded = _tiny_sae(*a, **k)
+        loaded.sae.to(TEST_DEVICE)
+        return loaded
+
+    _tiny.tiny_sae = _sae_on_device
+
 
 @pytest.fixture(scope="session")
 def tiny(tmp_path_factory):

@@ -620,6 +620,10 @@ def main(argv: list[str] | None = None) -> int:
 
         transformers.logging.set_verbosity_error()
     try:
+        if hasattr(args, "device"):
+            # an unusable device fails here, in one line, before anything loads: `serve` would
+            # otherwise start listening and hit it in its loader thread (a traceback, no exit)
+            _settings(args).resolved_device()
         args.func(args)
     except (D.DataUnavailableError, ValueError, KeyError, RuntimeError, OSError) as e:
         if getattr(args, "verbose", False):

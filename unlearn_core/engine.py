@@ -32,8 +32,9 @@ class Engine:
         return hooks_for(list(interventions or []), self.saes, state)
 
     def cache_namespace(self) -> str:
-        """Identifies the model for disk caches (name + dtype: results differ across dtypes)."""
-        return f"{self.model_name}|{self.settings.resolved_dtype()}"
+        """Identifies the model for disk caches (name + dtype: results differ across dtypes). The
+        dtype is the model's own, not the settings': an engine built from parts keeps default settings."""
+        return f"{self.model_name}|{str(self.model.cfg.dtype).replace('torch.', '')}"
 
     def info(self) -> dict:
         from . import data as D

@@ -149,11 +149,13 @@ def _build(engine, tokens, lens, shared, needed, targets, sae_key: str, question
 
 
 def residual_delta(sae, pc: PromptCache, iv: Intervention, values: torch.Tensor) -> torch.Tensor:
-    """[V, R, T, d]: the change of the hook's output for each clamp value (zero at BOS)."""
+    """[V, R, T, d]: the change of the hook's output for each clamp value (zero at BOS), in the
+    SAE's dtype (fp32), as the hook computes it; ``_with_delta`` adds it and rounds to the model's."""
     feats = list(iv.features)
     R, T, d = pc.x.shape
     V = values.shape[0]
-    W = sae.W_dec.to(pc.x.dtype)
+    W = sae.W_dec
+    values = values.to(W.dtype)
     if iv.mode == "add":
         delta = -(values[:, None] * 1.0) @ W[feats].sum(0, keepdim=True)  # [V, d]
         out = delta[:, None, None, :].expand(V, R, T, d).clone()
@@ -169,6 +171,12 @@ def residual_delta(sae, pc: PromptCache, iv: Intervention, values: torch.Tensor)
             out = out + (recon - pc.x)[None]
     out[:, :, 0, :] = 0.0
     return out
+
+
+def _with_delta(x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+    """The hook's output: x + delta summed in delta's dtype (fp32), rounded once to x's (bf16 on a
+    GPU), as ``interventions.apply_to_resid`` does; a bf16 model must not get an fp32 residual."""
+    return (x.to(delta.dtype) + delta).to(x.dtype)
 
 
 def first_changed(pc: PromptCache, iv: Intervention) -> int:
@@ -219,7 +227,7 @@ def downstream_final(engine, pc: PromptCache, delta: torch.Tensor, p0: int, last
             raise ValueError("last_only needs one unpadded row")
         if p0 >= T:
             return pc.final[None, :, -1:].expand(V, 1, 1, d).clone()
-        seg = pc.x[0, p0:][None] + delta[:, 0, p0:]
+        seg = _with_delta(pc.x[0, p0:][None], delta[:, 0, p0:])
         ks = [k[0:1, :p0].expand(V, -1, -1, -1) for k in pc.keys]
         vs = [v[0:1, :p0].expand(V, -1, -1, -1) for v in pc.values]
         fin, _, _ = _run_blocks(model, seg, pc.start_layer, ks, vs, last_only=True)
@@ -229,19 +237,19 @@ def downstream_final(engine, pc: PromptCache, delta: torch.Tensor, p0: int, last
         return out
     if p0 < P:
         # shared segment [p0, P): identical in every row, so run it once per value (row 0)
-        seg = pc.x[0, p0:P][None] + delta[:, 0, p0:P]  # [V, P-p0, d]
+        seg = _with_delta(pc.x[0, p0:P][None], delta[:, 0, p0:P])  # [V, P-p0, d]
         ks = [k[0:1, :p0].expand(V, -1, -1, -1) for k in pc.keys]
         vs = [v[0:1, :p0].expand(V, -1, -1, -1) for v in pc.values]
         fin, ks, vs = _run_blocks(model, seg, pc.start_layer, ks, vs)
         out[:, :, p0:P] = fin[:, None]
         if T > P:  # then every row's own tokens [P, T), attending to the new shared segment
-            seg = (pc.x[None, :, P:] + delta[:, :, P:]).reshape(V * R, T - P, d)
+            seg = _with_delta(pc.x[None, :, P:], delta[:, :, P:]).reshape(V * R, T - P, d)
             ks = [k.repeat_interleave(R, 0) for k in ks]
             vs = [v.repeat_interleave(R, 0) for v in vs]
             fin, _, _ = _run_blocks(model, seg, pc.start_layer, ks, vs)
             out[:, :, P:] = fin.view(V, R, T - P, d)
     else:
-        seg = (pc.x[None, :, p0:] + delta[:, :, p0:]).reshape(V * R, T - p0, d)
+        seg = _with_delta(pc.x[None, :, p0:], delta[:, :, p0:]).reshape(V * R, T - p0, d)
         ks = [k[:, :p0].repeat(V, 1, 1, 1) for k in pc.keys]
         vs = [v[:, :p0].repeat(V, 1, 1, 1) for v in pc.values]
         fin, _, _ = _run_blocks(model, seg, pc.start_layer, ks, vs)
@@ -292,7 +300,8 @@ def score_curve(engine, q: Question, interventions: list[Intervention], values: 
         return [base_score(engine, q, scoring, style, iv.sae_key)] * len(values)
     out = []
     for s in range(0, len(values), chunk):
-        vals = torch.tensor([float(v) for v in values[s : s + chunk]], dtype=pc.x.dtype, device=pc.x.device)
+        # clamp values in the SAE's dtype: bf16 would round c (401 -> 400) where the hook does not
+        vals = torch.tensor([float(v) for v in values[s : s + chunk]], dtype=pc.codes.dtype, device=pc.x.device)
         delta = residual_delta(sae, pc, iv, vals)
         final = downstream_final(engine, pc, delta, p0, last_only=scoring == "letter")
         out += _scores_from_final(engine, pc, final, scoring)
@@ -358,7 +367,7 @@ def _score_configs(engine, pc: PromptCache, configs: list[Intervention], scoring
     for s in range(0, len(live), chunk):
         idx = live[s : s + chunk]
         part = [configs[i] for i in idx]
-        deltas = [residual_delta(sae, pc, iv, torch.tensor([iv.value], dtype=pc.x.dtype, device=pc.x.device))
+        deltas = [residual_delta(sae, pc, iv, torch.tensor([iv.value], dtype=pc.codes.dtype, device=pc.x.device))
                   for iv in part]
         p0 = min(first_changed(pc, iv) for iv in part)
         scores = _scores_from_final(engine, pc, downstream_final(engine, pc, torch.cat(deltas), p0, last_only),

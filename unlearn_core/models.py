@@ -26,11 +26,30 @@ class ModelUnavailableError(RuntimeError):
 
 
 def pick_device(device: str = "auto") -> str:
-    if device != "auto":
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            raise ValueError(f"device {device!r} requested but CUDA is not available")
+    """'auto' (CUDA when available, else CPU), 'cpu', 'cuda', 'cuda:N' or 'mps'; anything
+    unavailable or unknown is a one-line ValueError that says what to use instead."""
+    import re
+
+    advice = "use --device cpu or --device auto (or UNLEARN_DEVICE / `device` in the settings file)"
+    device = (device or "auto").strip().lower()
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
         return device
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    m = re.fullmatch(r"cuda(?::(\d+))?", device)
+    if m:
+        if not torch.cuda.is_available():
+            why = "no GPU is visible" if torch.version.cuda else f"this torch ({torch.__version__}) is built without CUDA"
+            raise ValueError(f"device {device!r} requested but CUDA is not available ({why}); {advice}")
+        if m.group(1) is not None and int(m.group(1)) >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r} requested but only {torch.cuda.device_count()} CUDA device(s) "
+                             f"are visible; use cuda:0..cuda:{torch.cuda.device_count() - 1} or --device auto")
+        return device
+    if device == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"device 'mps' requested but MPS is not available; {advice}")
+        return device
+    raise ValueError(f"device {device!r} is not one of auto, cpu, cuda, cuda:N, mps; {advice}")
 
 
 def pick_dtype(dtype: str = "auto", device: str = "cpu") -> str:
@@ -44,7 +63,7 @@ def torch_dtype(name: str) -> torch.dtype:
 
 
 def set_cpu_threads() -> None:
-    """Use every core for intra-op work; inter-op threads only add contention on 2 cores.
+    """Use every core for intra-op work.
 
     Also flush denormals to zero: a 262k-vocabulary log-softmax underflows into denormals for
     most tokens, and x86 handles those slowly. Values below 1e-38 change no probability we report.
@@ -70,10 +89,6 @@ def keep_freed_memory() -> bool:
         return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2**31 - 1))
     except (OSError, AttributeError):
         return False
-    try:
-        torch.set_num_interop_threads(1)
-    except RuntimeError:  # already set once in this process
-        pass
 
 
 def embedded_model_dir(cache_dir: str | Path) -> Path:
