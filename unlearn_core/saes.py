@@ -89,13 +89,21 @@ def _shapes_from_local_cache():
     """SAELens's Gemma Scope 2 loader reads tensor shapes with raw HTTP range requests, which
     ignore the hub cache and ``HF_HUB_OFFLINE``: an SAE already downloaded could not be loaded
     offline (a GPU node without internet). Serve the shapes from the cached file when it is
-    there; otherwise SAELens's own request runs as before."""
+    there; offline and not cached, say so at once; otherwise SAELens's own request runs."""
     from sae_lens.loading import pretrained_sae_loaders as loaders
 
     original = loaders.get_safetensors_tensor_shapes
 
     def shapes(repo_id: str, filename: str) -> dict[str, list[int]]:
-        return _cached_safetensors_shapes(repo_id, filename) or original(repo_id, filename)
+        from huggingface_hub import constants
+        from huggingface_hub.errors import OfflineModeIsEnabled
+
+        local = _cached_safetensors_shapes(repo_id, filename)
+        if local is not None:
+            return local
+        if constants.HF_HUB_OFFLINE:  # SAELens's request ignores it: a firewalled node would wait
+            raise OfflineModeIsEnabled(f"{repo_id}/{filename} is not in the hub cache and HF_HUB_OFFLINE is set")
+        return original(repo_id, filename)
 
     with _PATCH_LOCK:
         loaders.get_safetensors_tensor_shapes = shapes
