@@ -9,6 +9,7 @@ import argparse
 import json
 import logging
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -310,6 +311,100 @@ def cmd_sae_eval(args) -> None:
     _out(args, out, "\n".join(f"{k:>20}: {v}" for k, v in out.items()))
 
 
+def _floats(text: str) -> list[float]:
+    return [float(x) for x in text.replace(",", " ").split()]
+
+
+def cmd_sweep(args) -> None:
+    """A batch evaluation (the server's job code, run here), locally or on Ray workers; resumable:
+    the same command on the same --out resumes an unfinished run of the same spec."""
+    import threading
+
+    from .server.jobs import FINAL, JobRunner, JobStore
+    from .server.schemas import JobSpec
+    from .server.state import ServerState
+
+    s = _settings(args)
+    engine = _engine(args)
+    # the tiny engine builds its own settings: carry over what the command line gave
+    engine.settings.data_dir = s.data_dir or engine.settings.data_dir
+    engine.settings.targets_file = s.targets_file or engine.settings.targets_file
+    engine.settings.job_backend = args.backend or s.job_backend
+    engine.settings.ray_workers = args.workers or s.ray_workers
+    engine.settings.ray_address = args.address or s.ray_address
+    if args.delay_per_config and not args.tiny:
+        raise ValueError("--delay-per-config is a test option, only with --tiny")
+    fields = {"thresholds": _floats(args.thresholds), "ns": [int(x) for x in _floats(args.n)],
+              "values": _floats(args.clamps), "question_limit": args.limit, "known": not args.all_questions,
+              "delay_per_config": args.delay_per_config}
+    for k, v in (("target", args.target), ("forget_set", args.forget_set), ("side_effect_sets", args.side_set),
+                 ("selection_tokens", args.selection_tokens),
+                 ("loss_tokens", args.loss_tokens), ("mode", args.mode)):
+        if v is not None:
+            fields[k] = v
+    state = ServerState(lambda: engine)
+    runner = JobRunner(state, allow_delay=args.tiny)
+    spec = runner.prepare(JobSpec(**fields))
+    out = Path(args.out)
+    runner.store = store = JobStore(out / "jobs")
+    ns = engine.cache_namespace()
+    same = json.dumps(spec, sort_keys=True)
+    job = next((j for j in reversed(store.load_all()) if j.status not in FINAL and j.namespace == ns
+                and json.dumps(j.spec, sort_keys=True) == same), None)
+    if job is not None:
+        print(f"resuming run {job.id}: {job.done} of {job.total} configurations already done", file=sys.stderr)
+    else:
+        job = store.create(spec, ns)
+    runner.jobs[job.id] = job
+    bar = _bar(job.total, f"sweep ({engine.settings.job_backend})")
+    bar.update(job.done)
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(0.5):
+            bar.set_postfix_str(job.phase or "")
+            bar.update(job.done - bar.n)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    t0 = time.time()
+    try:
+        runner.run_job(job)
+    finally:
+        stop.set()
+        watcher.join()
+        bar.update(job.done - bar.n)
+        bar.close()
+        runner.close_pool()
+    if job.status != "done":
+        raise RuntimeError(f"the sweep {job.status}: {job.error or ''} (rows so far in {store.dir(job.id)})")
+    from .ui.render import result_rows
+
+    rows = result_rows(job.results)
+    obj = {"job": job.id, "backend": engine.settings.job_backend, "seconds": round(time.time() - t0, 3),
+           "results": rows}
+    _write_sweep(out, obj)
+    cols = ["config", "forget_accuracy", "forget_n", "side_effect_mean", "side_n", "loss_added"]
+
+    def cell(v) -> str:
+        return "-" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
+
+    lines = ["  ".join(f"{c:<18}" for c in cols)]
+    lines += ["  ".join(f"{cell(r.get(c)):<18}" for c in cols) for r in rows]
+    lines.append(f"{len(rows)} configurations; run {job.id}; results in {out / 'results.csv'}")
+    _out(args, obj, "\n".join(lines))
+
+
+def _write_sweep(out: Path, obj: dict) -> None:
+    """results.json (everything) and results.csv (the batch page's table) under ``out``."""
+    import pandas as pd
+
+    from .cache import atomic_write_json
+
+    atomic_write_json(out / "results.json", obj)
+    pd.DataFrame(obj["results"]).to_csv(out / "results.csv", index=False)
+
+
 def cmd_serve(args) -> None:
     from .server import serve
 
@@ -601,6 +696,28 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tokens", type=int, default=2_500_000)
     s.add_argument("--out")
     s.set_defaults(func=cmd_train_sae)
+
+    s = sub.add_parser("sweep", help="batch evaluation (threshold x N x clamp), locally or on a Ray cluster")
+    _common(s)
+    s.add_argument("--backend", choices=["local", "ray"], help="where configurations run (default: setting "
+                   "job_backend, else local)")
+    s.add_argument("--workers", type=int, help="Ray workers when starting a local Ray instance (default 2)")
+    s.add_argument("--address", help="an existing Ray cluster (default: $RAY_ADDRESS, else a local instance)")
+    s.add_argument("--tiny", action="store_true", help="the tiny random test backend (numbers mean nothing)")
+    s.add_argument("--target", help="an unlearning target: its corpora and question sets (see `target list`)")
+    s.add_argument("--thresholds", required=True, help="retain thresholds, e.g. 0.01,0.05")
+    s.add_argument("--n", required=True, help="numbers of features, e.g. 10,20")
+    s.add_argument("--clamps", required=True, help="clamp values, e.g. 20,50")
+    s.add_argument("--mode", choices=MODES)
+    s.add_argument("--forget-set", help="forget question set (default: the target's, else wmdp-bio)")
+    s.add_argument("--side-set", action="append", help="a side-effect (retain) question set; repeatable")
+    s.add_argument("--limit", type=int, default=0, help="first Q questions of each set (0 = all)")
+    s.add_argument("--all-questions", action="store_true", help="no known filter")
+    s.add_argument("--selection-tokens", type=int, help="tokens of feature statistics per corpus")
+    s.add_argument("--loss-tokens", type=int, help="tokens of loss added (0 skips it)")
+    s.add_argument("--out", required=True, help="folder: results.csv, results.json and the resumable run")
+    s.add_argument("--delay-per-config", type=float, default=0.0, help=argparse.SUPPRESS)  # tests, --tiny only
+    s.set_defaults(func=cmd_sweep)
 
     s = sub.add_parser("serve", help="HTTP API server holding the model (docs at /docs)")
     _common(s)

@@ -30,6 +30,9 @@ class Settings:
     prompt_format: str = "auto"  # "plain" | "chat" | "auto" (chat for -it models)
     scoring: str = "auto"  # "letter" | "cloze" | "auto" (cloze for base models)
     targets_file: str | None = None  # a user's TOML of extra unlearning targets (see targets.py)
+    job_backend: str = "local"  # evaluation jobs: "local" (one thread here) | "ray" (workers on a Ray cluster)
+    ray_workers: int = 2  # Ray workers (one engine each) when this process starts its own Ray instance
+    ray_address: str | None = None  # an existing Ray cluster ("auto", "host:6379"); else $RAY_ADDRESS, else local
 
     def resolved_device(self) -> str:
         from .models import pick_device
@@ -70,6 +73,7 @@ _VALID = {
     "prompt_format": {"auto", "plain", "chat"},
     "scoring": {"auto", "letter", "cloze"},
     "dtype": {"auto", "float32", "bfloat16", "float16"},
+    "job_backend": {"local", "ray"},
 }
 
 
@@ -79,6 +83,8 @@ def _validate(s: Settings) -> Settings:
             raise ValueError(f"setting {key}={getattr(s, key)!r} is not one of {sorted(allowed)}")
     if not s.saes:
         raise ValueError("at least one SAE must be configured")
+    if s.ray_workers < 1:
+        raise ValueError(f"setting ray_workers={s.ray_workers} must be at least 1")
     return s
 
 
@@ -106,4 +112,9 @@ def load_settings(overrides: dict[str, Any] | None = None, config_file: str | No
         raise ValueError(f"unknown settings: {sorted(unknown)}; known: {sorted(names)}")
     if isinstance(values.get("saes"), str):
         values["saes"] = [x.strip() for x in values["saes"].split(";") if x.strip()]
+    if isinstance(values.get("ray_workers"), str):  # from the environment
+        try:
+            values["ray_workers"] = int(values["ray_workers"])
+        except ValueError:
+            raise ValueError(f"setting ray_workers={values['ray_workers']!r} is not an integer") from None
     return _validate(Settings(**values))

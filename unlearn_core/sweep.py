@@ -17,6 +17,9 @@ from .interventions import Intervention
 from .mcq import all_orderings, score_questions
 
 
+CONFIG_STEP = 8  # configurations per step of a sweep (with one question): the fast path's batch
+
+
 @dataclass
 class ConfigResult:
     correct: int
@@ -70,3 +73,26 @@ def evaluate_configs(engine: Engine, questions: list[Question], configs: list[li
         if progress:
             progress(len(variants))
     return results
+
+
+def config_steps(n: int) -> list[list[int]]:
+    """Indices of ``n`` configurations in steps of ``CONFIG_STEP`` (the fast path's batches)."""
+    return [list(range(s, min(s + CONFIG_STEP, n))) for s in range(0, n, CONFIG_STEP)]
+
+
+def add_step(engine: Engine, q: Question, configs: list[list[Intervention]], idx: list[int],
+             totals: list[ConfigResult]) -> None:
+    """One sweep step: one question, the configurations ``idx``, counted into ``totals``. Local
+    jobs (under the model lock) and Ray workers both go through it, so the numbers are identical."""
+    for i, r in zip(idx, evaluate_configs(engine, [q], [configs[i] for i in idx])):
+        totals[i].correct += r.correct
+        totals[i].total += r.total
+
+
+def count_in_steps(engine: Engine, questions: list[Question], configs: list[list[Intervention]]) -> list[ConfigResult]:
+    """Correct/total of every configuration over ``questions``, step by step as a job does."""
+    totals = [ConfigResult(0, 0) for _ in configs]
+    for q in questions:
+        for idx in config_steps(len(configs)):
+            add_step(engine, q, configs, idx, totals)
+    return totals

@@ -532,6 +532,8 @@ def engine_factory_for(settings, tiny: bool = False) -> Callable[[], Engine]:
             if settings.data_dir:
                 engine.settings.data_dir = settings.data_dir
             engine.settings.targets_file = settings.targets_file
+            for k in ("job_backend", "ray_workers", "ray_address"):
+                setattr(engine.settings, k, getattr(settings, k))
             return engine
 
         return factory

@@ -47,7 +47,6 @@ from .state import (ServerState, check_corpus, clean_nll_chunked, feature_stats_
 log = logging.getLogger("unlearn_core.server.jobs")
 
 BASELINE = "none"
-CONFIG_STEP = 8  # configurations per lock-hold step of a sweep (with one question): the fast path's batch
 JOB_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 FINAL = ("done", "cancelled", "failed")
 
@@ -205,6 +204,24 @@ class JobRunner:
         self.stop_event = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self.pool = None  # the Ray workers (ray_backend.RayPool), started by the first job that needs them
+
+    def ray_pool(self):
+        """The Ray workers when the engine's settings ask for them (``job_backend = "ray"``), else None."""
+        engine = self.state.engine()
+        s = engine.settings
+        if s.job_backend != "ray":
+            return None
+        if self.pool is None:
+            from ..ray_backend import EngineRecipe, RayPool
+
+            self.pool = RayPool(EngineRecipe.of(engine), s.ray_workers, s.ray_address).start()
+        return self.pool
+
+    def close_pool(self) -> None:
+        if self.pool is not None:
+            pool, self.pool = self.pool, None
+            pool.close()
 
     # -- lifecycle
 
@@ -243,6 +260,16 @@ class JobRunner:
         raise RuntimeError("job store not ready")
 
     def submit(self, spec: JobSpec) -> Job:
+        d = self.prepare(spec)
+        store = self._store()
+        job = store.create(d, self.state.engine().cache_namespace())
+        with self._lock:
+            self.jobs[job.id] = job
+        self.queue.put(job.id)
+        return job
+
+    def prepare(self, spec: JobSpec) -> dict:
+        """The spec as it will be stored, every name checked now (a bad one fails the request)."""
         engine = self.state.engine()
         if spec.delay_per_config and not self.allow_delay:
             raise ValueError("delay_per_config is a test option, only honoured by a --tiny server")
@@ -257,12 +284,7 @@ class JobRunner:
         for s in [d["forget_set"], *d["side_effect_sets"]]:
             self.state.question_set(s)  # unknown sets fail now (404), not in the worker
         d["sae"] = sae
-        store = self._store()
-        job = store.create(d, engine.cache_namespace())
-        with self._lock:
-            self.jobs[job.id] = job
-        self.queue.put(job.id)
-        return job
+        return d
 
     def get(self, job_id: str) -> Job:
         job = self.jobs.get(job_id)
@@ -281,30 +303,40 @@ class JobRunner:
     # -- worker
 
     def _loop(self) -> None:
-        while not self.stop_event.is_set():
-            try:
-                job_id = self.queue.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            job = self.jobs.get(job_id)
-            if job is None or job.status != "queued":
-                continue
-            job.status, job.started, job.done_at_start = "running", time.time(), job.done
-            job.phase_started = job.setup_s = job.last_work = None
-            job.work_done = job.empty_left = 0
-            try:
-                with self.state.background():  # every waiting HTTP request gets the model first
-                    Sweep(self, job).run()
-                self.store.finish(job, "done")
-            except Cancelled:
-                self.store.finish(job, "cancelled")
-            except Stopping:
-                job.status = "queued"
-                return
-            except Exception as e:  # noqa: BLE001 - a job failure must not kill the worker
-                log.exception("job %s failed", job.id)
-                job.error = f"{type(e).__name__}: {e}"
-                self.store.finish(job, "failed")
+        try:
+            while not self.stop_event.is_set():
+                try:
+                    job_id = self.queue.get(timeout=0.2)
+                except queue.Empty:
+                    continue
+                job = self.jobs.get(job_id)
+                if job is None or job.status != "queued":
+                    continue
+                if not self.run_job(job):
+                    return
+        finally:
+            self.close_pool()
+
+    def run_job(self, job: Job) -> bool:
+        """Run one job to its end (done, cancelled or failed); False when stopping (it stays
+        unfinished on disk and resumes on the next start)."""
+        job.status, job.started, job.done_at_start = "running", time.time(), job.done
+        job.phase_started = job.setup_s = job.last_work = None
+        job.work_done = job.empty_left = 0
+        try:
+            with self.state.background():  # every waiting HTTP request gets the model first
+                Sweep(self, job).run()
+            self.store.finish(job, "done")
+        except Cancelled:
+            self.store.finish(job, "cancelled")
+        except Stopping:
+            job.status = "queued"
+            return False
+        except Exception as e:  # noqa: BLE001 - a job failure must not kill the worker
+            log.exception("job %s failed", job.id)
+            job.error = f"{type(e).__name__}: {e}"
+            self.store.finish(job, "failed")
+        return True
 
 
 def resolve_spec(engine: Engine, spec: JobSpec) -> dict:
@@ -384,8 +416,10 @@ class Sweep:
                       for t in spec.thresholds}
         job.empty_left = sum(1 for t in spec.thresholds for n in spec.ns for v in spec.values
                              if not selections[t][:n] and config_key(t, n, v) not in done)
+        pool = self.runner.ray_pool()  # started before the phase's clock: worker start-up is setup
         job.phase, job.phase_started = "configurations", time.time()
         job.setup_s = round(job.phase_started - job.started, 3) if job.started else None
+        remote = []  # with Ray: (t, n, values, features, configurations) per selection, sent together
         for t in spec.thresholds:
             feats = selections[t]
             for n in spec.ns:
@@ -399,29 +433,41 @@ class Sweep:
                         self.finish_config(self.evaluate(sets, None, config_key(t, n, v), t, n, v, []), work=False)
                     continue
                 ivs = [[Intervention(spec.sae, tuple(chosen), float(v), spec.mode)] for v in todo]
+                if pool is not None:
+                    remote.append((t, n, todo, chosen, ivs))
+                    continue
                 # all clamp values of this selection share the upstream pass (fast path)
                 accs = self.shared_accuracies(sets, ivs)
                 for v, iv, acc in zip(todo, ivs, accs):
                     self.finish_config(self.evaluate(sets, iv, config_key(t, n, v), t, n, v, chosen, acc))
+        if remote:
+            self.remote_accuracies(pool, sets, remote)
+
+    def remote_accuracies(self, pool, sets: dict, groups: list[tuple]) -> None:
+        """The selections' configurations on the Ray workers; each selection's rows are written
+        as soon as all its question shards are in (the same rows as ``shared_accuracies`` gives)."""
+        from ..ray_backend import evaluate_groups
+
+        def finished(g: int, accs: list[dict]) -> None:
+            t, n, todo, chosen, ivs = groups[g]
+            for v, iv, acc in zip(todo, ivs, accs):
+                self.finish_config(self.evaluate(sets, iv, config_key(t, n, v), t, n, v, chosen, acc))
+
+        evaluate_groups(pool, sets, [g[4] for g in groups], finished, self.check)
 
     def shared_accuracies(self, sets: dict, configs: list) -> list[dict]:
         """Accuracy of every configuration on every set, in steps of one question and up to
         ``CONFIG_STEP`` configurations (one selection's configurations differ only in the value,
         so they go through the fast path's batches of 8 exactly as in one call)."""
-        from ..sweep import ConfigResult, evaluate_configs
+        from ..sweep import ConfigResult, add_step, config_steps
 
         out = [{} for _ in configs]
-        groups = [list(range(s, min(s + CONFIG_STEP, len(configs)))) for s in range(0, len(configs), CONFIG_STEP)]
+        groups = config_steps(len(configs))
         for name, qs in sets.items():
             totals = [ConfigResult(0, 0) for _ in configs]
-
-            def step(engine, q, idx, totals=totals):
-                for i, r in zip(idx, evaluate_configs(engine, [q], [configs[i] for i in idx])):
-                    totals[i].correct += r.correct
-                    totals[i].total += r.total
-
-            run_steps(self.state, ((lambda engine, q=q, idx=idx: step(engine, q, idx)) for q in qs for idx in groups),
-                      "configurations", self.check)
+            run_steps(self.state, ((lambda engine, q=q, idx=idx, totals=totals: add_step(engine, q, configs, idx,
+                                                                                          totals))
+                                   for q in qs for idx in groups), "configurations", self.check)
             for o, tot in zip(out, totals):
                 o[name] = finite(tot.accuracy) if qs else None
         return out

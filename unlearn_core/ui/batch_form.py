@@ -13,6 +13,7 @@ import streamlit as st
 from ..data import BIO_FALLBACK_SUBJECTS, SIDE_EFFECT_SUBJECTS, with_part
 from . import common as C
 from . import render as R
+from .render import question_counts, result_rows  # noqa: F401 - (moved: the CLI needs them without streamlit)
 
 BIO_FALLBACK = "mmlu:" + ",".join(BIO_FALLBACK_SUBJECTS)
 MAX_SETS = 8  # the server's limit on side-effect / retain question sets
@@ -100,27 +101,6 @@ def paper_form(info: dict, wmdp: dict | None) -> dict:
 
 
 # ---------------------------------------------------------------- results: how many questions
-
-
-def question_counts(r: dict, side_sets: list[str] | None = None) -> tuple[int | None, int | None]:
-    """(forget n, side n) of one result: the questions behind its forget accuracy, and behind its
-    side-effect (retain) mean, all its sets together."""
-    nq = r.get("n_questions") or {}
-    sets = side_sets if side_sets is not None else list((r.get("side_effect_accuracy") or {}))
-    side = [nq[s] for s in sets if nq.get(s) is not None]
-    return nq.get("forget"), (sum(side) if side else None)
-
-
-def result_rows(results: list[dict]) -> list[dict]:
-    """``render.results_rows`` with the question counts beside the accuracies (``forget_n`` right
-    after ``forget_accuracy``, ``side_n`` after ``side_effect_mean``), the accuracies and counts
-    first: what a table shows without scrolling sideways, and what the CSV holds."""
-    first = ["config", "forget_accuracy", "forget_n", "side_effect_mean", "side_n", "loss_added"]
-    out = []
-    for r, row in zip(results, R.results_rows(results)):
-        row["forget_n"], row["side_n"] = question_counts(r)
-        out.append({**{k: row.get(k) for k in first}, **{k: v for k, v in row.items() if k not in first}})
-    return out
 
 
 def few_questions(results: list[dict], spec: dict, word: str = "side-effect") -> str | None:

@@ -395,3 +395,24 @@ def fmt_eta(seconds: float | None) -> str:
     if s < 3600:
         return f"{s // 60} min {s % 60:02d} s"
     return f"{s // 3600} h {(s % 3600) // 60:02d} min"
+
+
+def question_counts(r: dict, side_sets: list[str] | None = None) -> tuple[int | None, int | None]:
+    """(forget n, side n) of one result: the questions behind its forget accuracy, and behind its
+    side-effect (retain) mean, all its sets together."""
+    nq = r.get("n_questions") or {}
+    sets = side_sets if side_sets is not None else list((r.get("side_effect_accuracy") or {}))
+    side = [nq[s] for s in sets if nq.get(s) is not None]
+    return nq.get("forget"), (sum(side) if side else None)
+
+
+def result_rows(results: list[dict]) -> list[dict]:
+    """``render.results_rows`` with the question counts beside the accuracies (``forget_n`` right
+    after ``forget_accuracy``, ``side_n`` after ``side_effect_mean``), the accuracies and counts
+    first: what a table shows without scrolling sideways, and what the CSV holds."""
+    first = ["config", "forget_accuracy", "forget_n", "side_effect_mean", "side_n", "loss_added"]
+    out = []
+    for r, row in zip(results, results_rows(results)):
+        row["forget_n"], row["side_n"] = question_counts(r)
+        out.append({**{k: row.get(k) for k in first}, **{k: v for k, v in row.items() if k not in first}})
+    return out
