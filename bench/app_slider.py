@@ -21,7 +21,7 @@ def main() -> None:
     p = parser(__doc__)
     p.add_argument("--features", type=int, default=20)
     args = p.parse_args()
-    from server import free_port
+    from common import free_port
     from streamlit.testing.v1 import AppTest
 
     from unlearn_core.client import ensure_server

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import socket
 import statistics
 import sys
 import time
@@ -77,3 +78,10 @@ def row(name: str, xs: list[float]) -> str:
 
 def median(xs):
     return statistics.median(xs)
+
+
+def free_port() -> int:
+    """A loopback port that was free a moment ago (for a server the benchmark starts)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

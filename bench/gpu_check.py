@@ -37,7 +37,6 @@ import platform
 import random
 import re
 import shlex
-import socket
 import subprocess
 import sys
 import tempfile
@@ -50,7 +49,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("UNLEARN_NO_HUB", "1")
 
-from common import cpu_name, pct  # noqa: E402  (also puts the repo root on sys.path)
+from common import cpu_name, free_port, pct  # noqa: E402  (also puts the repo root on sys.path)
 
 import torch  # noqa: E402
 
@@ -240,11 +239,6 @@ def build_engine(device: str, shrink: bool, d_sae: int):
 
 # --------------------------------------------------------------------------- the server
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def server_latency(engine, q: Question, feats: list[int], repeats: int) -> tuple[float, list[float]]:

@@ -14,23 +14,17 @@ A 21-value MCQ curve and a 40-token generation are timed the same way.
 from __future__ import annotations
 
 import shutil
-import socket
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-from common import machine, parser, pct
+from common import free_port, machine, parser, pct
 
 from unlearn_core.client import ensure_server
 
 ROOT = Path(__file__).resolve().parent.parent
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main() -> None:

@@ -7,20 +7,14 @@ model is already in the cache). Peak RSS = the server process's VmHWM after the 
 """
 from __future__ import annotations
 
-import socket
 import statistics
 import time
 from pathlib import Path
 
-from common import machine, parser, pct
+from common import free_port, machine, parser, pct
 
 from unlearn_core.client import ensure_server
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def rss_peak_mb(pid: int) -> float:

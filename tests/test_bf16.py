@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import os
-import socket
 import subprocess
 import sys
 from dataclasses import replace
@@ -20,6 +19,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from browser_helpers import free_port
+from test_fast_blocks import _model as _block_model  # the same two configurations, in any dtype
 from unlearn_core import fast_blocks, fastpath, mcq
 from unlearn_core.forward import final_resid, target_logprobs, tokenize, unembed
 from unlearn_core.interventions import Intervention, apply_to_resid
@@ -171,28 +172,6 @@ def test_sae_error_term_is_kept_in_bf16(engines, questions):
 
 
 # --------------------------------------------------------------------------- fast blocks
-
-
-def _block_model(kind: str, dtype: torch.dtype):
-    """The two configurations of tests/test_fast_blocks.py (Gemma-3-like and plain), in ``dtype``."""
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
-
-    common = dict(n_layers=3, d_model=32, n_ctx=64, d_head=8, n_heads=4, d_vocab=61, normalization_type="RMS",
-                  positional_embedding_type="rotary", seed=5, device="cpu", dtype=dtype)
-    if kind == "gemma3-like":
-        cfg = HookedTransformerConfig(**common, d_mlp=48, act_fn="gelu_pytorch_tanh", gated_mlp=True,
-                                      n_key_value_heads=1, use_qk_norm=True, use_local_attn=True,
-                                      attn_types=["local", "global", "local"], window_size=5, rotary_base=10_000,
-                                      rotary_base_local=1_000, use_normalization_before_and_after=True,
-                                      attn_scale=6.0)
-    else:
-        cfg = HookedTransformerConfig(**common, d_mlp=64, act_fn="gelu")
-    model = HookedTransformer(cfg)
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.3)
-    return model.eval()
 
 
 def test_fast_blocks_stay_off_in_bf16():
@@ -358,9 +337,7 @@ def test_device_from_the_environment_is_checked_too(no_cuda, monkeypatch, capsys
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
 def test_serve_with_cuda_but_no_cuda_exits_cleanly():
     """End to end: the server start must not listen and leave a traceback in its loader thread."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     r = subprocess.run([sys.executable, "-m", "unlearn_core", "serve", "--device", "cuda", "--port", str(port)],
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)

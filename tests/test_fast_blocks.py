@@ -11,9 +11,11 @@ from unlearn_core.fast_blocks import (attention_supported, block_last, use_fast_
                                       use_fast_unembed)
 
 
-def _model(kind: str) -> HookedTransformer:
+def _model(kind: str, dtype: torch.dtype = torch.float32) -> HookedTransformer:
+    """A Gemma-3-like or a plain 3-layer model with fixed random weights (tests/test_bf16.py uses
+    it in bf16 too)."""
     common = dict(n_layers=3, d_model=32, n_ctx=64, d_head=8, n_heads=4, d_vocab=61, normalization_type="RMS",
-                  positional_embedding_type="rotary", seed=5, device="cpu")
+                  positional_embedding_type="rotary", seed=5, device="cpu", dtype=dtype)
     if kind == "gemma3-like":  # grouped-query, qk-norm, local/global layers with a short window, post-norms
         cfg = HookedTransformerConfig(**common, d_mlp=48, act_fn="gelu_pytorch_tanh", gated_mlp=True,
                                       n_key_value_heads=1, use_qk_norm=True, use_local_attn=True,

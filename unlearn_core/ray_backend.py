@@ -232,7 +232,6 @@ def evaluate_groups(pool: RayPool, sets: dict[str, list[Question]], groups: list
     """Accuracies of every group's configurations on every set (``{set: accuracy}`` per
     configuration, None for an empty set, as ``jobs.Sweep.shared_accuracies``), handed to
     ``on_group(index, accs)`` as soon as all of a group's shards are in."""
-    from .server.state import finite
     from .sweep import ConfigResult
 
     parts = shards_per_set or len(pool.actors)
@@ -244,7 +243,7 @@ def evaluate_groups(pool: RayPool, sets: dict[str, list[Question]], groups: list
     totals = {g: {name: [ConfigResult(0, 0) for _ in configs] for name in sets} for g, configs in enumerate(groups)}
 
     def emit(g: int) -> None:
-        accs = [{name: (finite(totals[g][name][i].accuracy) if sets[name] else None) for name in sets}
+        accs = [{name: totals[g][name][i].table_accuracy() for name in sets}
                 for i in range(len(groups[g]))]
         on_group(g, accs)
 

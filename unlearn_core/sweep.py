@@ -29,6 +29,10 @@ class ConfigResult:
     def accuracy(self) -> float:
         return self.correct / self.total if self.total else float("nan")
 
+    def table_accuracy(self) -> float | None:
+        """The accuracy as the results table stores it: None when nothing was scored (JSON has no NaN)."""
+        return self.correct / self.total if self.total else None
+
 
 def evaluate_configs(engine: Engine, questions: list[Question], configs: list[list[Intervention]],
                      scoring: str | None = None, style: str | None = None, orderings: bool = False,

@@ -469,7 +469,7 @@ class Sweep:
                                                                                           totals))
                                    for q in qs for idx in groups), "configurations", self.check)
             for o, tot in zip(out, totals):
-                o[name] = finite(tot.accuracy) if qs else None
+                o[name] = tot.table_accuracy()
         return out
 
     def finish_config(self, row: dict, work: bool = True) -> None:
