@@ -70,14 +70,16 @@ def wait_http(url: str, ok, timeout: float, proc: subprocess.Popen, log: Path, w
     raise AssertionError(f"{what} not ready after {timeout:.0f} s:\n{log.read_text(errors='replace')[-3000:]}")
 
 
-def start_server(log: Path, args: list[str] = (), timeout: float = 600) -> tuple[subprocess.Popen, str]:
+def start_server(log: Path, args: list[str] = (), timeout: float = 600, env: dict | None = None,
+                 new_session: bool = False) -> tuple[subprocess.Popen, str]:
     """`python -m unlearn_core serve` on a free loopback port, waited for until its model is loaded;
-    returns (process, URL). Output goes to ``log``."""
+    returns (process, URL). Output goes to ``log``; ``env`` is added to ``clean_env()``;
+    ``new_session`` puts it in its own process group (to kill it with everything it started)."""
     port = free_port()
     cmd = [sys.executable, "-m", "unlearn_core", "serve", "--host", "127.0.0.1", "--port", str(port), *args]
     with open(log, "ab") as f:
-        p = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=clean_env(),
-                             cwd=ROOT)
+        p = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                             env={**clean_env(), **(env or {})}, cwd=ROOT, start_new_session=new_session)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_http(url + "/api/health", lambda r: r.ok and r.json().get("status") == "ok", timeout, p, log, "the server")

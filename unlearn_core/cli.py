@@ -382,7 +382,9 @@ def cmd_sweep(args) -> None:
 
     rows = result_rows(job.results)
     obj = {"job": job.id, "backend": engine.settings.job_backend, "seconds": round(time.time() - t0, 3),
-           "results": rows}
+           "setup_s": job.setup_s,
+           "configurations_s": round(time.time() - job.phase_started, 3) if job.phase_started else None,
+           "results": rows, "tasks": job.tasks}
     _write_sweep(out, obj)
     cols = ["config", "forget_accuracy", "forget_n", "side_effect_mean", "side_n", "loss_added"]
 

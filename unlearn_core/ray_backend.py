@@ -4,7 +4,9 @@ Why this shape: the expensive part of a sweep is scoring every configuration on 
 question; the setup (known filter, feature statistics, selection, baseline, loss) stays in the
 driver, which owns the job store. Each worker is a Ray actor that builds its *own* engine from
 the driver's settings (``EngineRecipe``: a settings dict, never weights or activations), once,
-and reuses it for every task. A task is one configuration group (the clamp values of one
+and reuses it for every task. Questions travel as references (set spec, position, id): each
+worker loads the set from its own data directory and checks the ids, so a node whose copy of
+the data differs fails loudly instead of scoring other questions. A task is one configuration group (the clamp values of one
 (threshold, N) selection) on one shard of one question set; it returns correct/total counts per
 configuration, summed in the driver exactly as the local job sums its steps (both go through
 ``sweep.add_step``), so results are identical. A group's rows are written (fsynced) once all its
@@ -18,6 +20,8 @@ so a task answered twice counts once. Ray is imported lazily: the app and local 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import logging
 import math
 import os
@@ -66,12 +70,14 @@ class EngineRecipe:
 
 @dataclass(frozen=True)
 class Task:
-    """One configuration group on one shard of one question set (keyed: idempotent)."""
+    """One configuration group on one shard of one question set (keyed: idempotent). The
+    questions are ``refs`` into the set ``source`` (a question-set spec): (position, id)."""
 
     group: int
     set_name: str
     shard: int
-    questions: list[Question]
+    source: str
+    refs: tuple[tuple[int, str], ...]
     configs: list[list[Intervention]]
 
     @property
@@ -79,12 +85,69 @@ class Task:
         return (self.group, self.set_name, self.shard)
 
 
+@dataclass(frozen=True)
+class LossWindows:
+    """Which text a loss-added task scores: the windows ``features.windows_for`` cuts from
+    ``corpus`` (the worker rebuilds them from its own data and checks ``digest``)."""
+
+    corpus: str
+    n_tokens: int
+    ctx: int
+    digest: str  # of every window's token ids
+
+    @staticmethod
+    def digest_of(windows: list[list[int]]) -> str:
+        return hashlib.sha256(json.dumps(windows).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class LossTask:
+    """One configuration group's NLL on windows [start, stop) (batch-aligned, so each window is
+    scored in the same batch as ``metrics.mean_nll`` scores it: the sums are bit-for-bit its)."""
+
+    group: int
+    shard: int
+    text: LossWindows
+    start: int
+    stop: int
+    configs: list[list[Intervention]]
+
+    @property
+    def key(self) -> tuple[int, str, int]:
+        return (self.group, "loss", self.shard)
+
+
 @dataclass
 class TaskResult:
     key: tuple[int, str, int]
-    counts: list[tuple[int, int]]  # (correct, total) per configuration of the group
+    counts: list  # scoring: (correct, total) per configuration; loss: its windows' (nll sum, tokens)
     pid: int
-    seconds: float
+    seconds: float  # the worker's compute time
+    questions: int = 0  # how many questions (scoring) or windows (loss) the task scored
+    started: float = 0.0  # wall clock on the worker: compute began / ended
+    ended: float = 0.0
+    submitted: float = 0.0  # wall clock on the driver: sent / answer received
+    received: float = 0.0
+
+    def record(self) -> dict:
+        """What a job keeps of a task (``task_overheads`` reads it back)."""
+        return {"key": list(self.key), "pid": self.pid, "seconds": round(self.seconds, 4), "questions": self.questions,
+                **{k: getattr(self, k) for k in ("started", "ended", "submitted", "received")}}
+
+
+def task_overheads(records: list[dict]) -> list[float]:
+    """Ray's own time per task, in seconds: from the moment the task could have started (sent,
+    or its worker's previous task ended) to the moment it did, plus from its end to the driver
+    holding the answer. Queueing behind another task is not overhead; scheduling, pickling and
+    the round trip are. Wall clocks of one machine (on a cluster, node clocks may disagree)."""
+    prev_end: dict[int, float] = {}
+    out = [0.0] * len(records)
+    for i in sorted(range(len(records)), key=lambda i: records[i]["started"]):
+        r = records[i]
+        ready = max(r["submitted"], prev_end.get(r["pid"], 0.0))
+        out[i] = max(0.0, r["started"] - ready) + max(0.0, r["received"] - r["ended"])
+        prev_end[r["pid"]] = r["ended"]
+    return out  # in the order of ``records``
 
 
 class EngineWorker:
@@ -94,16 +157,60 @@ class EngineWorker:
         t0 = time.time()
         self.engine = recipe.build()
         self.task_delay_s = task_delay_s  # tests: keep a task running long enough to kill its worker
+        self.sets: dict[str, list[Question]] = {}
+        self.windows: dict[LossWindows, list[list[int]]] = {}
         self.load_s = time.time() - t0
 
-    def run(self, task: Task) -> TaskResult:
-        from .sweep import count_in_steps
+    def loss_windows(self, text: LossWindows) -> list[list[int]]:
+        """The windows of ``text``, cut once from this node's copy of the corpus."""
+        if text not in self.windows:
+            from .features import corpus_docs, windows_for
 
+            w = windows_for(self.engine, corpus_docs(self.engine, text.corpus), text.n_tokens, text.ctx)
+            if LossWindows.digest_of(w) != text.digest:
+                raise ValueError(f"the loss windows of {text.corpus!r} differ on this worker: its data "
+                                 "directory or tokenizer differs from the driver's")
+            self.windows[text] = w
+        return self.windows[text]
+
+    def questions(self, source: str, refs: tuple[tuple[int, str], ...]) -> list[Question]:
+        """The referenced questions of ``source``, loaded once from this node's data directory."""
+        if source not in self.sets:
+            from .data import load_question_set
+
+            # the driver validated the spec (the server refuses paths from requests)
+            self.sets[source] = load_question_set(source, self.engine.settings.data_dir).questions
+        qs = self.sets[source]
+        out = []
+        for i, qid in refs:
+            if i >= len(qs) or qs[i].id != qid:
+                raise ValueError(f"question {qid!r} is not at position {i} of {source!r} on this worker: "
+                                 "its data directory differs from the driver's")
+            out.append(qs[i])
+        return out
+
+    def run(self, task: "Task | LossTask") -> TaskResult:
         t0 = time.time()
-        counts = [(r.correct, r.total) for r in count_in_steps(self.engine, task.questions, task.configs)]
+        if isinstance(task, LossTask):
+            from .metrics import NLL_BATCH, window_nlls
+
+            windows = self.loss_windows(task.text)
+            out = []
+            for ivs in task.configs:
+                hooks = self.engine.hooks(ivs)
+                out.append([r for s in range(task.start, task.stop, NLL_BATCH)
+                            for r in window_nlls(self.engine, windows[s : min(s + NLL_BATCH, task.stop)], hooks)])
+            n = task.stop - task.start
+        else:
+            from .sweep import count_in_steps
+
+            qs = self.questions(task.source, task.refs)
+            out = [(r.correct, r.total) for r in count_in_steps(self.engine, qs, task.configs)]
+            n = len(qs)
         if self.task_delay_s:
             time.sleep(self.task_delay_s)
-        return TaskResult(task.key, counts, os.getpid(), time.time() - t0)
+        t1 = time.time()
+        return TaskResult(task.key, out, os.getpid(), t1 - t0, n, started=t0, ended=t1)
 
     def info(self) -> dict:
         return {"pid": os.getpid(), "load_s": self.load_s}
@@ -180,6 +287,7 @@ class RayPool:
         attempts: dict[tuple, int] = {}
         avoid: dict[tuple, int] = {}  # a task's last failed worker: retried on another one
         flight: dict[Any, tuple[Task, int]] = {}
+        sent: dict[tuple, float] = {}
         load = [0] * len(self.actors)
         done: set[tuple] = set()
         try:
@@ -190,6 +298,7 @@ class RayPool:
                     order = sorted(range(len(self.actors)), key=lambda i: (i == avoid.get(task.key), load[i]))
                     w = order[0]
                     flight[self.actors[w].run.remote(task)] = (task, w)
+                    sent[task.key] = time.time()
                     load[w] += 1
                 ready, _ = ray.wait(list(flight), num_returns=1, timeout=0.2)
                 for ref in ready:
@@ -209,6 +318,7 @@ class RayPool:
                     if task.key in done:  # answered twice: counted once
                         continue
                     done.add(task.key)
+                    res.submitted, res.received = sent[task.key], time.time()
                     on_result(task, res)
         finally:
             for ref in flight:
@@ -218,45 +328,93 @@ class RayPool:
                     pass
 
 
-def shard(questions: list, parts: int) -> list[list]:
+def shard(questions: list, parts: int) -> list[tuple]:
     """``questions`` in ``parts`` contiguous shards (fewer when there are fewer questions)."""
     if not questions:
         return []
     size = math.ceil(len(questions) / max(1, parts))
-    return [questions[i : i + size] for i in range(0, len(questions), size)]
+    return [tuple(questions[i : i + size]) for i in range(0, len(questions), size)]
 
 
-def evaluate_groups(pool: RayPool, sets: dict[str, list[Question]], groups: list[list[list[Intervention]]],
-                    on_group: Callable[[int, list[dict]], None], check: Callable[[], None] = lambda: None,
-                    shards_per_set: int | None = None) -> None:
-    """Accuracies of every group's configurations on every set (``{set: accuracy}`` per
-    configuration, None for an empty set, as ``jobs.Sweep.shared_accuracies``), handed to
-    ``on_group(index, accs)`` as soon as all of a group's shards are in."""
+def question_refs(full: list[Question], chosen: list[Question]) -> tuple[tuple[int, str], ...]:
+    """(position in ``full``, id) of each of ``chosen`` (a filtered subset of ``full``)."""
+    where = {q: i for i, q in enumerate(full)}
+    missing = [q.id for q in chosen if q not in where]
+    if missing:
+        raise ValueError(f"questions not in their set: {missing[:5]}")
+    return tuple((where[q], q.id) for q in chosen)
+
+
+def make_tasks(sets: dict[str, tuple[str, list[Question], list[Question]]], groups: list[list[list[Intervention]]],
+               parts: int, loss: tuple[LossWindows, int] | None = None) -> list["Task | LossTask"]:
+    """Every group on every shard of every set, and (with ``loss``: the text and its number of
+    windows) on batch-aligned shards of the loss windows, the group's loss tasks first (they are
+    the longest); ``sets`` maps a name to (spec, the whole set as loaded, the questions to score)."""
+    from .metrics import NLL_BATCH
+
+    refs = {name: question_refs(full, chosen) for name, (_, full, chosen) in sets.items()}
+    cuts = []
+    if loss is not None and loss[1]:
+        batches = math.ceil(loss[1] / NLL_BATCH)
+        per = math.ceil(batches / max(1, parts)) * NLL_BATCH
+        cuts = [(a, min(a + per, loss[1])) for a in range(0, loss[1], per)]
+    tasks: list = []
+    for g, configs in enumerate(groups):
+        tasks += [LossTask(g, k, loss[0], a, b, configs) for k, (a, b) in enumerate(cuts)]
+        tasks += [Task(g, name, k, sets[name][0], part, configs)
+                  for name in sets for k, part in enumerate(shard(list(refs[name]), parts))]
+    return tasks
+
+
+def evaluate_groups(pool: RayPool, sets: dict[str, tuple[str, list[Question], list[Question]]],
+                    groups: list[list[list[Intervention]]], on_group: Callable[[int, list[dict], list], None],
+                    check: Callable[[], None] = lambda: None, shards_per_set: int | None = None,
+                    loss: tuple[LossWindows, int] | None = None) -> list[dict]:
+    """Every group's configurations on the workers, handed to ``on_group(index, accs, nlls)`` as
+    soon as all of the group's tasks are in: ``accs`` per configuration ``{set: accuracy}`` (None
+    for an empty set), as ``jobs.Sweep.shared_accuracies``; ``nlls`` per configuration the mean
+    NLL on the loss windows, summed in window order as ``metrics.mean_nll`` (None without
+    ``loss``). ``sets`` and ``loss`` as for ``make_tasks``; by default each is cut into one shard
+    per worker. Returns each task's ``TaskResult.record()``."""
+    from .metrics import NLLSum
     from .sweep import ConfigResult
 
-    parts = shards_per_set or len(pool.actors)
-    tasks = [Task(g, name, k, part, configs) for g, configs in enumerate(groups)
-             for name, qs in sets.items() for k, part in enumerate(shard(qs, parts))]
+    tasks = make_tasks(sets, groups, shards_per_set or len(pool.actors), loss)
     left = {g: 0 for g in range(len(groups))}
     for t in tasks:
         left[t.group] += 1
     totals = {g: {name: [ConfigResult(0, 0) for _ in configs] for name in sets} for g, configs in enumerate(groups)}
+    loss_parts: dict[int, dict[int, list]] = {g: {} for g in range(len(groups))}  # group -> shard -> rows per config
 
     def emit(g: int) -> None:
         accs = [{name: totals[g][name][i].table_accuracy() for name in sets}
                 for i in range(len(groups[g]))]
-        on_group(g, accs)
+        nlls: list = [None] * len(groups[g])
+        if loss_parts[g]:
+            for i in range(len(groups[g])):
+                acc = NLLSum()
+                for k in sorted(loss_parts[g]):
+                    acc.add(loss_parts[g][k][i])
+                nlls[i] = acc.mean
+        on_group(g, accs, nlls)
 
     for g in range(len(groups)):  # a group with no questions at all is complete now
         if not left[g]:
             emit(g)
 
-    def on_result(task: Task, res: TaskResult) -> None:
-        for tot, (c, n) in zip(totals[task.group][task.set_name], res.counts):
-            tot.correct += c
-            tot.total += n
+    records = []
+
+    def on_result(task: "Task | LossTask", res: TaskResult) -> None:
+        records.append(res.record())
+        if isinstance(task, LossTask):
+            loss_parts[task.group][task.shard] = res.counts
+        else:
+            for tot, (c, n) in zip(totals[task.group][task.set_name], res.counts):
+                tot.correct += c
+                tot.total += n
         left[task.group] -= 1
         if not left[task.group]:
             emit(task.group)
 
     pool.run(tasks, on_result, check)
+    return records

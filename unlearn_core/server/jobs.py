@@ -47,6 +47,7 @@ from .state import (ServerState, check_corpus, clean_nll_chunked, feature_stats_
 log = logging.getLogger("unlearn_core.server.jobs")
 
 BASELINE = "none"
+LOSS_CTX = 256  # tokens per loss-added window
 JOB_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 FINAL = ("done", "cancelled", "failed")
 
@@ -83,6 +84,7 @@ class Job:
     work_done: int = 0  # configurations computed in this run's configurations phase ...
     last_work: float | None = None  # ... the last one finished at
     empty_left: int = 0  # configurations left with no feature to clamp (no work: not in the rate or ETA)
+    tasks: list[dict] = field(default_factory=list)  # this run's Ray tasks (ray_backend.TaskResult.record)
 
     @property
     def total(self) -> int:
@@ -119,7 +121,7 @@ class Job:
                 "phase": self.phase if self.status == "running" else None, "setup_s": self.setup_s}
 
     def detail(self) -> dict:
-        return {**self.summary(), "spec": self.spec, "results": list(self.results)}
+        return {**self.summary(), "spec": self.spec, "results": list(self.results), "tasks": list(self.tasks)}
 
 
 class JobStore:
@@ -323,6 +325,7 @@ class JobRunner:
         job.status, job.started, job.done_at_start = "running", time.time(), job.done
         job.phase_started = job.setup_s = job.last_work = None
         job.work_done = job.empty_left = 0
+        job.tasks = []
         try:
             with self.state.background():  # every waiting HTTP request gets the model first
                 Sweep(self, job).run()
@@ -372,6 +375,7 @@ class Sweep:
     def __init__(self, runner: JobRunner, job: Job):
         self.runner, self.job, self.state = runner, job, runner.state
         self.spec = JobSpec(**job.spec)
+        self.sources: dict[str, tuple[str, list]] = {}  # question-set spec -> (spec, the whole set)
 
     def check(self) -> None:
         if self.runner.stop_event.is_set():
@@ -380,10 +384,11 @@ class Sweep:
             raise Cancelled()
 
     def questions(self, name: str) -> list:
-        qs = self.state.question_set(name).questions
-        if self.spec.question_limit:
-            qs = qs[: self.spec.question_limit]
-        return select_questions(self.state, qs, self.spec.known, self.check, strict=bool(self.spec.strict_known))[0]
+        full = self.state.question_set(name).questions
+        qs = full[: self.spec.question_limit] if self.spec.question_limit else full
+        chosen = select_questions(self.state, qs, self.spec.known, self.check, strict=bool(self.spec.strict_known))[0]
+        self.sources[name] = (name, full)  # Ray workers get references into the set, not its texts
+        return chosen
 
     def run(self) -> None:
         from ..features import corpus_docs, select_features, windows_for
@@ -406,7 +411,7 @@ class Sweep:
             job.phase = "loss baseline"
             docs = corpus_docs(self.state.engine(), spec.loss_corpus)
             with self.state.model("loss windows") as engine:
-                self.windows = windows_for(engine, docs, spec.loss_tokens, 256)
+                self.windows = windows_for(engine, docs, spec.loss_tokens, LOSS_CTX)
             self.clean = clean_nll_chunked(self.state, spec.loss_corpus, self.windows, should_stop=self.check)
         done = {r["config"] for r in job.results}
         if BASELINE not in done:
@@ -446,14 +451,20 @@ class Sweep:
     def remote_accuracies(self, pool, sets: dict, groups: list[tuple]) -> None:
         """The selections' configurations on the Ray workers; each selection's rows are written
         as soon as all its question shards are in (the same rows as ``shared_accuracies`` gives)."""
-        from ..ray_backend import evaluate_groups
+        from ..ray_backend import LossWindows, evaluate_groups
 
-        def finished(g: int, accs: list[dict]) -> None:
+        def finished(g: int, accs: list[dict], nlls: list) -> None:
             t, n, todo, chosen, ivs = groups[g]
-            for v, iv, acc in zip(todo, ivs, accs):
-                self.finish_config(self.evaluate(sets, iv, config_key(t, n, v), t, n, v, chosen, acc))
+            for v, iv, acc, nll in zip(todo, ivs, accs, nlls):
+                self.finish_config(self.evaluate(sets, iv, config_key(t, n, v), t, n, v, chosen, acc, nll))
 
-        evaluate_groups(pool, sets, [g[4] for g in groups], finished, self.check)
+        named = {"forget": self.spec.forget_set, **{s: s for s in sets if s != "forget"}}
+        refs = {name: (*self.sources[named[name]], qs) for name, qs in sets.items()}
+        loss = None
+        if self.spec.loss_tokens and self.windows:  # the same windows as the local path, rebuilt on each worker
+            loss = (LossWindows(self.spec.loss_corpus, self.spec.loss_tokens, LOSS_CTX,
+                                LossWindows.digest_of(self.windows)), len(self.windows))
+        self.job.tasks = evaluate_groups(pool, refs, [g[4] for g in groups], finished, self.check, loss=loss)
 
     def shared_accuracies(self, sets: dict, configs: list) -> list[dict]:
         """Accuracy of every configuration on every set, in steps of one question and up to
@@ -487,7 +498,8 @@ class Sweep:
                 self.check()
                 time.sleep(0.05)
 
-    def evaluate(self, sets: dict, ivs, key: str, t, n, v, features: list[int], accs: dict | None = None) -> dict:
+    def evaluate(self, sets: dict, ivs, key: str, t, n, v, features: list[int], accs: dict | None = None,
+                 nll: float | None = None) -> dict:
         from ..mcq import accuracy
 
         t0 = time.time()
@@ -504,8 +516,9 @@ class Sweep:
         if self.spec.loss_tokens and key == BASELINE:
             loss = 0.0
         elif self.spec.loss_tokens and ivs:
-            inter, _ = nll_chunked(self.state, self.windows, ivs, self.check)
-            loss = finite(inter - self.clean)
+            if nll is None:  # else computed on a Ray worker
+                nll, _ = nll_chunked(self.state, self.windows, ivs, self.check)
+            loss = finite(nll - self.clean)
         return {"config": key, "threshold": t, "n": n, "value": v, "mode": self.spec.mode if ivs else None,
                 "features": list(features), "forget_accuracy": accs.get("forget"), "side_effect_accuracy": side,
                 "side_effect_mean": sum(vals) / len(vals) if vals else None, "loss_added": loss,

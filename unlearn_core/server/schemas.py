@@ -524,9 +524,23 @@ class JobResult(BaseModel):
     note: str | None = None
 
 
+class RayTask(BaseModel):
+    """One Ray task of this run (job_backend = "ray"): a selection's clamp values on one question shard."""
+
+    key: list[Any]  # [selection index, set name, shard]
+    pid: int  # the worker process
+    seconds: float  # its compute time on the worker
+    questions: int  # how many it scored
+    started: float  # worker wall clock
+    ended: float
+    submitted: float  # driver wall clock
+    received: float
+
+
 class JobDetail(JobSummary):
     spec: dict[str, Any]
     results: list[JobResult]
+    tasks: list[RayTask] = []  # empty for local jobs
 
 
 class JobList(BaseModel):
