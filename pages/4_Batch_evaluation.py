@@ -44,7 +44,25 @@ with st.expander("Configure a sweep", expanded=not jobs):
     thr_text = c1.text_input("Retain thresholds", "0.01, 0.001", key="b_thr", help="comma-separated, in (0, 1]")
     ns_text = c2.text_input("N features", "10, 20", key="b_ns")
     val_text = c3.text_input("Clamp values c", "20, 50, 100", key="b_vals")
-    mode = c4.selectbox("Mode", info.get("modes") or list(labels), key="b_mode", format_func=lambda m: labels.get(m, m))
+    modes = c4.multiselect("Modes", info.get("modes") or list(labels), default=["clamp"], key="b_modes",
+                           format_func=lambda m: labels.get(m, m),
+                           help="Several modes run side by side over the same configurations and questions "
+                                "(e.g. clamp and gated), each scored and plotted as its own series.")
+    gate = {}
+    if any(m in ("gated", "dsg") for m in modes):
+        g1, g2, g3 = st.columns(3)
+        how = g1.segmented_control("Gate τ", ["percentile", "value"], default="percentile", key="b_gate_how",
+                                   help="The gate opens on a prompt when the fraction ρ of its tokens where a "
+                                        "selected feature fires is > τ. DSG sets τ to the 95th percentile of ρ over "
+                                        "retain text, per selection of features.") or "percentile"
+        if how == "percentile":
+            gate = {"gate_percentile": float(g2.number_input("Percentile of ρ on the retain corpus", 0.0, 100.0,
+                                                             95.0, step=1.0, key="b_gate_pct")),
+                    "gate_corpus": g3.selectbox("Calibration corpus", BF.named_corpora(info), key="b_gate_corpus",
+                                                index=BF.named_corpora(info).index("wikitext@train")
+                                                if "wikitext@train" in BF.named_corpora(info) else 0)}
+        else:
+            gate = {"gate": float(g2.number_input("τ", 0.0, 1.0, 0.15, step=0.01, key="b_gate_tau"))}
     data = BF.target_form(target, info) if setup == "target" else BF.paper_form(info, wmdp)
     c1, c2 = st.columns(2)
     qlimit = c1.number_input("Question limit per set (0 = all)", 0, 100_000, 50, step=10, key="b_qlimit")
@@ -64,14 +82,17 @@ with st.expander("Configure a sweep", expanded=not jobs):
             raise ValueError("thresholds must be in (0, 1]")
         if any(n < 1 for n in ns):
             raise ValueError("N must be at least 1")
-        spec = {"sae": sae, **data, "thresholds": thresholds, "ns": ns, "values": values, "mode": mode,
+        if not modes:
+            raise ValueError("choose at least one mode")
+        spec = {"sae": sae, **data, "thresholds": thresholds, "ns": ns, "values": values, "mode": modes[0],
+                "modes": modes if len(modes) > 1 else [], **gate,
                 "question_limit": int(qlimit), "loss_tokens": int(loss_tokens)}
     except ValueError as e:
         problem = str(e)
     if problem:
         st.error(problem)
     else:
-        n_cfg = len(spec["thresholds"]) * len(spec["ns"]) * len(spec["values"])
+        n_cfg = len(spec["thresholds"]) * len(spec["ns"]) * len(spec["values"]) * len(modes)
         what = "retain question set(s)" if setup == "target" else "side-effect subject(s)"
         st.caption(f"{n_cfg} configuration(s) + the clean baseline; {len(side)} {what}; "
                    f"{'all' if not qlimit else int(qlimit)} questions per set"
@@ -182,6 +203,14 @@ st.markdown(R.forget_retain_summary(results, spec))
 # ---------------------------------------------------------------- score
 st.subheader("Unlearning score")
 sc = R.unlearning_score(results)
+per_mode = R.by_mode(results)
+if len(per_mode) > 1:  # modes side by side: each its own score
+    st.dataframe(pd.DataFrame([
+        {"mode": labels.get(m, m), "unlearning score": s["score"], "best config": s["best_config"],
+         "forget acc.": s["forget_accuracy"], f"{side_word} acc.": s["side_effect_mean"],
+         "configs kept (≥ 0.99 side effects)": s["n_eligible"],
+         "gate open (forget)": next((r.get("gate_open", {}).get("forget") for r in rs if r.get("gate_open")), None)}
+        for m, rs in per_mode.items() for s in [R.unlearning_score(rs)]]), hide_index=True, width="stretch")
 base_row = next((r for r in rows if r["config"] == "none"), {})
 best_row = next((r for r in rows if r["config"] == sc["best_config"]), {})
 
@@ -215,7 +244,8 @@ st.subheader("Forget accuracy against side effects (the paper's Figure 5)")
 done_jobs = [i for i, j in by_id.items() if i != job_id and j["status"] in ("done", "cancelled") and j["done"] > 0]
 other = C.url_selectbox("Compare with another run", [None, *done_jobs], key="cmp",
                      format_func=lambda i: "— none —" if i is None else job_label(i))
-runs = {f"run {job_id}": rows}
+runs = ({f"run {job_id}": rows} if len(per_mode) < 2 else
+        {f"{m} (run {job_id})": BF.result_rows(rs) for m, rs in per_mode.items()})
 compare_detail = None
 if other:
     compare_detail = C.attempt(lambda: C.call("job", other), f"run {other}")

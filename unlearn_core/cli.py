@@ -14,7 +14,7 @@ import warnings
 from pathlib import Path
 
 from . import data as D
-from .interventions import MODES, Intervention, parse_features
+from .interventions import MODES, Intervention, parse_features, validate
 from .settings import load_settings
 
 
@@ -40,9 +40,14 @@ def _intervention_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--features", help="comma-separated feature ids, e.g. 123,456")
     g.add_argument("--clamp", type=float, default=20.0, help="c: active features are set to -c (default 20)")
     g.add_argument("--mode", choices=MODES, default="clamp")
+    g.add_argument("--gate", type=float, help="gated modes: tau; the clamp applies to a prompt when the fraction "
+                   "of its tokens where a selected feature fires (rho) is > tau")
+    g.add_argument("--gate-percentile", type=float, help="gated modes: tau = this percentile of rho over windows "
+                   "of --gate-corpus (DSG uses 95); calibrated once, cached")
+    g.add_argument("--gate-corpus", help="the retain corpus of --gate-percentile (default wikitext@train)")
     g.add_argument("--on", help="which SAE the features belong to (default: the first)")
     g.add_argument("--intervention", action="append", default=[],
-                   help="extra intervention 'sae=KEY;features=1,2;clamp=20;mode=clamp' (repeatable)")
+                   help="extra intervention 'sae=KEY;features=1,2;clamp=20;mode=clamp[;gate=TAU]' (repeatable)")
 
 
 def _settings(args):
@@ -53,15 +58,40 @@ def _settings(args):
     }, config_file=args.config)
 
 
+def _gate_tau(args, engine, sae: str, features: tuple[int, ...], mode: str) -> float | None:
+    """tau from --gate or --gate-percentile (gated modes only; clear errors otherwise)."""
+    from .interventions import GATED_MODES
+
+    given = args.gate is not None or args.gate_percentile is not None
+    if mode not in GATED_MODES:
+        if given or args.gate_corpus:
+            raise ValueError(f"--gate/--gate-percentile/--gate-corpus are for --mode {' or '.join(GATED_MODES)}")
+        return None
+    if (args.gate is None) == (args.gate_percentile is None):
+        raise ValueError(f"--mode {mode} needs exactly one of --gate TAU or --gate-percentile P")
+    if args.gate is not None:
+        return args.gate
+    from .gate import DEFAULT_CORPUS, calibrate
+
+    validate([Intervention(sae, features, 1.0)], engine.saes)
+    cal = calibrate(engine, sae, features, args.gate_corpus or DEFAULT_CORPUS, args.gate_percentile)
+    print(f"gate: tau = {cal.tau:.4f}, the {cal.percentile:g}th percentile of rho over {cal.n_windows} windows of "
+          f"{cal.corpus}", file=sys.stderr)
+    return cal.tau
+
+
 def _interventions(args, engine) -> list[Intervention]:
     ivs = []
     if args.features or args.mode == "reconstruct":
-        ivs.append(Intervention(args.on or engine.default_sae, parse_features(args.features or ""), args.clamp,
-                                args.mode))
+        sae, feats = args.on or engine.default_sae, parse_features(args.features or "")
+        ivs.append(Intervention(sae, feats, args.clamp, args.mode, _gate_tau(args, engine, sae, feats, args.mode)))
+    elif args.gate is not None or args.gate_percentile is not None:
+        raise ValueError("--gate/--gate-percentile need --features")
     for spec in args.intervention:
         kv = dict(part.split("=", 1) for part in spec.split(";") if part.strip())
         ivs.append(Intervention(kv.get("sae", engine.default_sae), parse_features(kv.get("features", "")),
-                                float(kv.get("clamp", 20.0)), kv.get("mode", "clamp")))
+                                float(kv.get("clamp", 20.0)), kv.get("mode", "clamp"),
+                                float(kv["gate"]) if "gate" in kv else None))
     return ivs
 
 
@@ -531,6 +561,30 @@ def cmd_experiment(args) -> None:
     _out(args, r, md)
 
 
+def cmd_gate(args) -> None:
+    """Static vs gated clamp on a target's held-out known questions, and the filler probe."""
+    from . import gate_experiment as GX
+    from .experiments import save
+    from .targets import engine_target
+
+    engine = _engine(args)
+    t = engine_target(engine, args.target)
+    bar = _bar(None, "configurations")
+    r = GX.compare(engine, t, list(_floats(args.clamps)), [int(n) for n in _floats(args.ns)] if args.ns else None,
+                   args.percentile, args.loss_tokens, progress=lambda i, n: bar.update(1))
+    bar.close()
+    md = "## static vs gated\n\n" + GX.markdown(r)
+    if args.probe_clamp:
+        bar = _bar(None, "robustness probe")
+        p = GX.probe(engine, t, args.probe_clamp, args.percentile, n=args.probe_n, progress=lambda i, n: bar.update(1))
+        bar.close()
+        r["probe"] = p
+        md += "\n\n## robustness: benign filler around the forget questions\n\n" + GX.probe_markdown(p)
+    if args.out:
+        save(r, md, args.out)
+    _out(args, r, md)
+
+
 def _floats(text: str) -> tuple[float, ...]:
     return tuple(float(x) for x in text.replace(",", " ").split())
 
@@ -689,6 +743,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", help="write <out>.json and <out>.md (targets: a folder, one pair per target)")
     s.add_argument("--on")
     s.set_defaults(func=cmd_experiment)
+
+    s = sub.add_parser("gate", help="static vs gated clamp on a target's known questions, and the filler probe")
+    _common(s)
+    s.add_argument("--target", default="bio-basics")
+    s.add_argument("--clamps", default="25,50,100,200,400", help="clamp values c")
+    s.add_argument("--ns", help="numbers of top features of the target's selection (default: its own N)")
+    s.add_argument("--percentile", type=float, default=95.0, help="tau = this percentile of rho on the retain corpora")
+    s.add_argument("--loss-tokens", type=int, default=10_000)
+    s.add_argument("--probe-clamp", type=float, help="also run the filler probe at this c")
+    s.add_argument("--probe-n", type=int, help="the probe's N (default: the target's own N)")
+    s.add_argument("--out", help="write <out>.json and <out>.md")
+    s.set_defaults(func=cmd_gate)
 
     s = sub.add_parser("train-sae", help="(re)train the embedded SAE")
     _common(s)

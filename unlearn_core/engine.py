@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .interventions import Intervention, hooks_for
+from .interventions import HookState, Intervention, enable_token_hook, hooks_for, special_ids
 from .saes import LoadedSAE, check_compatible, load_sae
 from .settings import Settings
 
@@ -28,7 +28,12 @@ class Engine:
     def default_sae(self) -> str:
         return next(iter(self.saes))
 
-    def hooks(self, interventions: list[Intervention] | None, state=None) -> list:
+    def hooks(self, interventions: list[Intervention] | None, state: HookState | None = None) -> list:
+        """The TransformerLens hooks of ``interventions`` (one HookState per call unless given:
+        a gated intervention keeps its prompt's decision there for the continuation steps)."""
+        state = state or HookState()
+        if not state.special_ids:
+            state.special_ids = special_ids(self.model.tokenizer)
         return hooks_for(list(interventions or []), self.saes, state)
 
     def cache_namespace(self) -> str:
@@ -64,6 +69,7 @@ def load_engine(settings: Settings, progress: bool = True) -> Engine:
         loaded = load_sae(sel, device=dev, dtype="float32")
         check_compatible(loaded, model)
         saes[sel] = loaded
+    enable_token_hook(model)
     return Engine(model=model, saes=saes, settings=settings, model_name=settings.model)
 
 
@@ -74,4 +80,5 @@ def engine_from_parts(model, saes: list[LoadedSAE], settings: Settings | None = 
     settings = settings or load_settings({"model": model_name, "saes": [s.key for s in saes]})
     for s in saes:
         check_compatible(s, model)
+    enable_token_hook(model)
     return Engine(model=model, saes={s.key: s for s in saes}, settings=settings, model_name=model_name)

@@ -13,9 +13,12 @@ where they fire, so:
   tokens for cloze);
 * all clamp values of a curve go through as one batch.
 
-It serves clamp/zero/add/reconstruct at ``hook_resid_post``/``hook_resid_pre`` of one SAE whose
-decoder is affine; anything else falls back to the straightforward path (``supports``).
-Equality with the straightforward path is tested to 1e-4.
+It serves every mode (clamp/zero/add/reconstruct and the gated ones) at
+``hook_resid_post``/``hook_resid_pre`` of one SAE whose decoder is affine; anything else falls
+back to the straightforward path (``supports``). A gate's decision does not depend on c: it is
+read once per question from the cached codes (rho over the prompt's counted positions, as the
+hook measures it), and a shut row's change is zero. Equality with the straightforward path is
+tested to 1e-4.
 """
 from __future__ import annotations
 
@@ -28,7 +31,7 @@ import torch
 
 from .data import Question
 from .forward import pad_right, target_logprobs, tokenize, unembed
-from .interventions import Intervention
+from .interventions import GATED_MODES, Intervention, counted_positions, gate_fraction, special_ids
 
 _HOOK_RE = re.compile(r"^blocks\.(\d+)\.hook_resid_(pre|post)$")
 
@@ -71,6 +74,7 @@ class PromptCache:
     start_layer: int
     questions: list = None  # per row, the question it scores (letter orderings: one per ordering)
     base: list = None  # the clean MCQScores (one per row for letter rows, else one), once computed
+    gate_prompt: int | None = None  # cloze: the gate counts the question prefix only (as the hook is told)
 
 
 _LRU: "OrderedDict[tuple, PromptCache]" = OrderedDict()
@@ -107,6 +111,7 @@ def prompt_cache(engine, q: Question, scoring: str, style: str, sae_key: str) ->
             return _LRU[key]
         STATS["misses"] += 1
     pc = _build(engine, *_rows(engine, q, scoring, style), sae_key, [q])
+    pc.gate_prompt = pc.shared if scoring == "cloze" else None
     with _LRU_LOCK:
         _LRU[key] = pc
         while len(_LRU) > LRU_SIZE:
@@ -148,9 +153,22 @@ def _build(engine, tokens, lens, shared, needed, targets, sae_key: str, question
                        questions)
 
 
-def residual_delta(sae, pc: PromptCache, iv: Intervention, values: torch.Tensor) -> torch.Tensor:
+def gate_rho(engine, pc: PromptCache, iv: Intervention) -> torch.Tensor:
+    """[R] rho of each row, from the cached codes (BOS zeroed, as in the hook)."""
+    counted = counted_positions(pc.tokens, special_ids(engine.model.tokenizer), pc.gate_prompt)
+    return gate_fraction(pc.codes[..., list(iv.features)], counted)
+
+
+def gate_open(engine, pc: PromptCache, iv: Intervention) -> torch.Tensor | None:
+    """[R] bool: the rows a gated intervention changes (None for an ungated one)."""
+    return gate_rho(engine, pc, iv) > iv.gate if iv.mode in GATED_MODES else None
+
+
+def residual_delta(sae, pc: PromptCache, iv: Intervention, values: torch.Tensor,
+                   gate: torch.Tensor | None = None) -> torch.Tensor:
     """[V, R, T, d]: the change of the hook's output for each clamp value (zero at BOS), in the
-    SAE's dtype (fp32), as the hook computes it; ``_with_delta`` adds it and rounds to the model's."""
+    SAE's dtype (fp32), as the hook computes it; ``_with_delta`` adds it and rounds to the model's.
+    ``gate`` ([R] bool, gated modes): rows left unchanged where it is False."""
     feats = list(iv.features)
     R, T, d = pc.x.shape
     V = values.shape[0]
@@ -161,7 +179,9 @@ def residual_delta(sae, pc: PromptCache, iv: Intervention, values: torch.Tensor)
         out = delta[:, None, None, :].expand(V, R, T, d).clone()
     else:
         f = pc.codes[..., feats]  # [R, T, F]
-        active = (f > 0).to(f.dtype)
+        active = ((f > 0).any(-1, keepdim=True).expand_as(f) if iv.mode == "dsg" else f > 0).to(f.dtype)
+        if gate is not None:
+            active = active * gate.to(f.device, f.dtype)[:, None, None]
         target = torch.zeros_like(values) if iv.mode == "zero" else -values  # [V]
         # per value: sum_i active_i * (target - f_i) * W_dec[i]
         coef = active[None] * (target[:, None, None, None] - f[None])  # [V, R, T, F]
@@ -179,12 +199,16 @@ def _with_delta(x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
     return (x.to(delta.dtype) + delta).to(x.dtype)
 
 
-def first_changed(pc: PromptCache, iv: Intervention) -> int:
-    """First position any row's hook output can change at (T if none)."""
+def first_changed(pc: PromptCache, iv: Intervention, gate: torch.Tensor | None = None) -> int:
+    """First position any row's hook output can change at (T if none; ``gate`` as for
+    ``residual_delta``)."""
     T = pc.tokens.shape[1]
     if iv.mode in ("add", "reconstruct"):
         return 1
-    act = (pc.codes[..., list(iv.features)] > 0).any(-1).any(0)  # [T]
+    if gate is not None and not bool(gate.any()):
+        return T
+    act = (pc.codes[..., list(iv.features)] > 0).any(-1)  # [R, T]
+    act = (act[gate.to(act.device)] if gate is not None else act).any(0)  # [T]
     act[0] = False
     idx = torch.nonzero(act).flatten()
     return int(idx[0]) if idx.numel() else T
@@ -295,14 +319,15 @@ def score_curve(engine, q: Question, interventions: list[Intervention], values: 
     iv = interventions[0]
     pc = prompt_cache(engine, q, scoring, style, iv.sae_key)
     sae = engine.saes[iv.sae_key].sae
-    p0 = first_changed(pc, iv)
-    if p0 >= pc.tokens.shape[1]:  # no selected feature fires on this question: nothing changes
+    gate = gate_open(engine, pc, iv)
+    p0 = first_changed(pc, iv, gate)
+    if p0 >= pc.tokens.shape[1]:  # no selected feature fires on this question (or the gate is shut)
         return [base_score(engine, q, scoring, style, iv.sae_key)] * len(values)
     out = []
     for s in range(0, len(values), chunk):
         # clamp values in the SAE's dtype: bf16 would round c (401 -> 400) where the hook does not
         vals = torch.tensor([float(v) for v in values[s : s + chunk]], dtype=pc.codes.dtype, device=pc.x.device)
-        delta = residual_delta(sae, pc, iv, vals)
+        delta = residual_delta(sae, pc, iv, vals, gate)
         final = downstream_final(engine, pc, delta, p0, last_only=scoring == "letter")
         out += _scores_from_final(engine, pc, final, scoring)
     return out
@@ -359,17 +384,19 @@ def _score_configs(engine, pc: PromptCache, configs: list[Intervention], scoring
     T = pc.tokens.shape[1]
     per = 1 if scoring == "cloze" else pc.tokens.shape[0]
     out: list = [None] * len(configs)
-    # configurations whose features never fire on this question score as the clean model
-    live = [i for i, iv in enumerate(configs) if first_changed(pc, iv) < T]
+    # configurations whose features never fire on this question (or whose gate is shut) score as the clean model
+    gates = [gate_open(engine, pc, iv) for iv in configs]
+    starts = [first_changed(pc, iv, g) for iv, g in zip(configs, gates)]
+    live = [i for i in range(len(configs)) if starts[i] < T]
     for i in set(range(len(configs))) - set(live):
         out[i] = _base(engine, pc, scoring)
     last_only = scoring == "letter" and pc.tokens.shape[0] == 1
     for s in range(0, len(live), chunk):
         idx = live[s : s + chunk]
-        part = [configs[i] for i in idx]
-        deltas = [residual_delta(sae, pc, iv, torch.tensor([iv.value], dtype=pc.codes.dtype, device=pc.x.device))
-                  for iv in part]
-        p0 = min(first_changed(pc, iv) for iv in part)
+        deltas = [residual_delta(sae, pc, configs[i], torch.tensor([configs[i].value], dtype=pc.codes.dtype,
+                                                                   device=pc.x.device), gates[i])
+                  for i in idx]
+        p0 = min(starts[i] for i in idx)
         scores = _scores_from_final(engine, pc, downstream_final(engine, pc, torch.cat(deltas), p0, last_only),
                                     scoring)
         for j, i in enumerate(idx):

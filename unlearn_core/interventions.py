@@ -10,6 +10,16 @@ Modes (one per :class:`Intervention`):
 * ``reconstruct`` the Harry Potter study's hook: replace the residual by the SAE reconstruction
   with the selected features clamped (error term dropped). With no features this is the
   "SAE spliced in, nothing ablated" control that shows the SAE's own reconstruction damage.
+* ``gated``  conditional (Dynamic SAE Guardrails' gate): per sequence, rho = the fraction of its
+  counted prompt positions (not BOS, EOS or pad) where at least one selected feature is > 0. If
+  rho > tau (``gate``) the sequence gets ``clamp`` exactly; otherwise it is left exactly unchanged.
+* ``dsg``    the same gate with DSG's own clamp: once open, *every* selected feature is set to
+  ``-c`` at every position where *any* of them fires.
+
+The gate reads the token ids (captured at TransformerLens's ``hook_tokens``, which
+``enable_token_hook`` switches on) to leave special tokens out of rho. It decides once per
+prompt: KV-cached continuation steps (generation) follow the prompt's decision, and a caller
+scoring answers after a prompt (cloze) names the prompt's length with ``gate_prompt``.
 
 BOS is never touched (the paper zeroes the codes at position 0). During KV-cached generation a
 forward pass of a single token is a continuation, so its position 0 is *not* BOS and is
@@ -18,21 +28,29 @@ intervened like every other generated token.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from .saes import LoadedSAE
 
-MODES = ("clamp", "zero", "add", "reconstruct")
+MODES = ("clamp", "zero", "add", "reconstruct", "gated", "dsg")
+GATED_MODES = ("gated", "dsg")
 MODE_LABELS = {
     "clamp": "clamp when active to -c (paper)",
     "zero": "zero ablation (c = 0)",
     "add": "unconditional: add -c·W_dec everywhere (different method)",
     "reconstruct": "reconstruction only, error term dropped (Harry Potter study)",
+    "gated": "gated: clamp when active, only on prompts where the features fire on > τ of tokens",
+    "dsg": "gated, DSG variant: once open, all selected features to -c wherever any fires",
 }
 MAX_ABS_CLAMP = 1e4
+
+# Set by a caller whose rows are a prompt followed by scored answer tokens (cloze): the gate
+# counts only the first ``n`` positions, so every answer row gets the prompt's decision.
+_GATE_PROMPT: contextvars.ContextVar[int | None] = contextvars.ContextVar("gate_prompt", default=None)
 
 
 @dataclass(frozen=True)
@@ -41,10 +59,17 @@ class Intervention:
     features: tuple[int, ...]
     value: float = 20.0  # c: features are set to -c
     mode: str = "clamp"
+    gate: float | None = None  # tau, gated modes only: open when rho > tau
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.mode in GATED_MODES:
+            if self.gate is None or not math.isfinite(self.gate) or not 0.0 <= self.gate <= 1.0:
+                raise ValueError(f"mode {self.mode!r} needs a gate tau in [0, 1], got {self.gate!r}")
+            object.__setattr__(self, "gate", float(self.gate))
+        elif self.gate is not None:
+            raise ValueError(f"a gate (tau) is only for the gated modes {GATED_MODES}, not {self.mode!r}")
         if not math.isfinite(self.value) or abs(self.value) > MAX_ABS_CLAMP:
             raise ValueError(f"clamp value must be finite and |c| <= {MAX_ABS_CLAMP}, got {self.value}")
         if self.mode != "reconstruct" and not self.features:
@@ -58,14 +83,44 @@ class Intervention:
         return 0.0 if self.mode == "zero" else float(self.value)
 
     def label(self) -> str:
-        return f"{self.mode} c={self.c:g} on {len(self.features)} feature(s) of {self.sae_key}"
+        gate = f" gate τ={self.gate:g}" if self.gate is not None else ""
+        return f"{self.mode} c={self.c:g}{gate} on {len(self.features)} feature(s) of {self.sae_key}"
 
 
 @dataclass
 class HookState:
-    """Set by callers that know better than the heuristic (e.g. our own cached decoding)."""
+    """What the hooks of one forward pass (or one generation) share."""
 
     continuation: bool | None = None  # None: infer (seq_len == 1 means a KV-cached step)
+    special_ids: tuple[int, ...] = ()  # BOS, EOS, pad: not counted by the gate
+    tokens: torch.Tensor | None = None  # the last full pass's token ids (hook_tokens)
+    rho: dict[int, torch.Tensor] = field(default_factory=dict)  # per gated intervention: [batch]
+    open: dict[int, torch.Tensor] = field(default_factory=dict)  # its decision, kept for continuations
+
+
+@contextlib.contextmanager
+def gate_prompt(n: int | None):
+    """Inside the block the gate counts only the first ``n`` positions of each row (the prompt)."""
+    token = _GATE_PROMPT.set(n)
+    try:
+        yield
+    finally:
+        _GATE_PROMPT.reset(token)
+
+
+def counted_positions(tokens: torch.Tensor, special_ids: tuple[int, ...], prompt_len: int | None = None
+                      ) -> torch.Tensor:
+    """[B, T] bool: the positions the gate counts (not a special token; within the prompt)."""
+    counted = ~torch.isin(tokens, torch.tensor(list(special_ids), dtype=tokens.dtype, device=tokens.device))
+    if prompt_len is not None:
+        counted[:, prompt_len:] = False
+    return counted
+
+
+def gate_fraction(selected: torch.Tensor, counted: torch.Tensor) -> torch.Tensor:
+    """rho per row: the fraction of counted positions where any of ``selected`` [B, T, F] is > 0."""
+    fires = (selected > 0).any(-1) & counted.to(selected.device)
+    return fires.sum(1).to(torch.float32) / counted.sum(1).clamp(min=1).to(fires.device, torch.float32)
 
 
 def validate(interventions: list[Intervention], saes: dict[str, LoadedSAE]) -> None:
@@ -92,24 +147,66 @@ def apply_to_resid(resid: torch.Tensor, sae, iv: Intervention, skip_first: bool)
     f = sae.encode(x)
     if skip_first:
         f[:, 0, :] = 0.0
+    return _clamped(x, f, sae, iv, skip_first).to(dtype)
+
+
+def _clamped(x: torch.Tensor, f: torch.Tensor, sae, iv: Intervention, skip_first: bool) -> torch.Tensor:
+    """x with the selected codes of ``f`` (BOS already zeroed) clamped, error kept (or dropped)."""
+    feats = list(iv.features)
     recon = sae.decode(f)
     if feats:
         sel = f[..., feats]
-        f[..., feats] = torch.where(sel > 0, torch.full_like(sel, -iv.c), sel)
+        if iv.mode == "dsg":  # every selected feature, wherever any of them fires
+            f[..., feats] = torch.where((sel > 0).any(-1, keepdim=True), torch.full_like(sel, -iv.c), sel)
+        else:
+            f[..., feats] = torch.where(sel > 0, torch.full_like(sel, -iv.c), sel)
     new_recon = sae.decode(f)
     # error + new_recon, with error = x - recon, written so that positions where nothing
     # changed come back bit-for-bit equal to the input (no float round-off through the SAE).
     out = new_recon if iv.mode == "reconstruct" else x + (new_recon - recon)
     if skip_first:
         out[:, 0] = x[:, 0]
-    return out.to(dtype)
+    return out
 
 
-def make_hook(saes: dict[str, LoadedSAE], ivs: list[Intervention], state: HookState):
+def apply_gated(resid: torch.Tensor, sae, iv: Intervention, skip_first: bool, counted: torch.Tensor | None,
+                decided: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """A gated intervention on [batch, pos, d]: (output, rho or None, open [batch]). Rows whose
+    gate is shut come back exactly equal to the input. ``decided`` (a continuation step) is the
+    prompt's decision; else rho is measured over ``counted`` positions."""
+    dtype = resid.dtype
+    x = resid.to(sae.W_enc.dtype)
+    f = sae.encode(x)
+    if skip_first:
+        f[:, 0, :] = 0.0
+    rho = None
+    if decided is None:
+        rho = gate_fraction(f[..., list(iv.features)], counted)
+        decided = rho > iv.gate
+    if not bool(decided.any()):
+        return resid, rho, decided
+    out = torch.where(decided.to(x.device)[:, None, None], _clamped(x, f, sae, iv, skip_first), x)
+    return out.to(dtype), rho, decided
+
+
+def make_hook(saes: dict[str, LoadedSAE], ivs: list[tuple[int, Intervention]], state: HookState):
     def hook(resid: torch.Tensor, hook=None) -> torch.Tensor:
         cont = state.continuation if state.continuation is not None else resid.shape[1] == 1
-        for iv in ivs:
-            resid = apply_to_resid(resid, saes[iv.sae_key].sae, iv, skip_first=not cont)
+        for i, iv in ivs:
+            sae = saes[iv.sae_key].sae
+            if iv.mode not in GATED_MODES:
+                resid = apply_to_resid(resid, sae, iv, skip_first=not cont)
+                continue
+            if cont:  # a generated token: the prompt's decision stands
+                if i not in state.open or state.open[i].shape[0] != resid.shape[0]:
+                    raise RuntimeError("gated intervention: a continuation step with no prompt decision")
+                resid, _, _ = apply_gated(resid, sae, iv, False, None, state.open[i])
+                continue
+            if state.tokens is None or tuple(state.tokens.shape) != tuple(resid.shape[:2]):
+                raise RuntimeError("gated intervention: no token ids for this pass (the model needs hook_tokens: "
+                                   "interventions.enable_token_hook, done by the engine loaders)")
+            counted = counted_positions(state.tokens, state.special_ids, _GATE_PROMPT.get())
+            resid, state.rho[i], state.open[i] = apply_gated(resid, sae, iv, True, counted)
         return resid
 
     return hook
@@ -117,13 +214,40 @@ def make_hook(saes: dict[str, LoadedSAE], ivs: list[Intervention], state: HookSt
 
 def hooks_for(interventions: list[Intervention], saes: dict[str, LoadedSAE],
               state: HookState | None = None) -> list[tuple[str, object]]:
-    """(hook_name, fn) pairs: one hook per hook point, applying its interventions in order."""
+    """(hook_name, fn) pairs: one hook per hook point, applying its interventions in order (and,
+    with a gated one, ``hook_tokens`` to read the token ids)."""
     validate(interventions, saes)
     state = state or HookState()
-    by_hook: dict[str, list[Intervention]] = {}
-    for iv in interventions:
-        by_hook.setdefault(saes[iv.sae_key].hook_name, []).append(iv)
-    return [(name, make_hook(saes, ivs, state)) for name, ivs in by_hook.items()]
+    by_hook: dict[str, list[tuple[int, Intervention]]] = {}
+    for i, iv in enumerate(interventions):
+        by_hook.setdefault(saes[iv.sae_key].hook_name, []).append((i, iv))
+    hooks = [(name, make_hook(saes, ivs, state)) for name, ivs in by_hook.items()]
+    if any(iv.mode in GATED_MODES for iv in interventions):
+
+        def grab(tokens: torch.Tensor, hook=None) -> torch.Tensor:
+            if tokens.shape[1] > 1 or state.continuation is False:  # a prompt, not a cached step
+                state.tokens = tokens
+            return tokens
+
+        hooks.insert(0, ("hook_tokens", grab))
+    return hooks
+
+
+def enable_token_hook(model) -> None:
+    """Switch on TransformerLens's ``hook_tokens`` (off by default) so gated hooks see the token
+    ids of every pass that starts from tokens; an identity hook point, nothing else changes."""
+    from transformer_lens.hook_points import HookPoint
+
+    if getattr(model, "hook_tokens", None) is None:
+        model.cfg.use_hook_tokens = True
+        model.hook_tokens = HookPoint()
+        model.setup()
+
+
+def special_ids(tokenizer) -> tuple[int, ...]:
+    """BOS, EOS and pad ids of ``tokenizer`` (the positions the gate does not count)."""
+    ids = {getattr(tokenizer, a, None) for a in ("bos_token_id", "eos_token_id", "pad_token_id")}
+    return tuple(sorted(i for i in ids if i is not None))
 
 
 @contextlib.contextmanager
@@ -133,6 +257,7 @@ def intervened(model, interventions: list[Intervention] | None, saes: dict[str, 
     if not interventions:
         yield model
         return
+    state = state or HookState(special_ids=special_ids(model.tokenizer))
     with model.hooks(fwd_hooks=hooks_for(interventions, saes, state)):
         yield model
 

@@ -17,7 +17,7 @@ from . import cache as C
 from .data import LETTERS, Question
 from .engine import Engine
 from .forward import final_resid, last_positions, pad_right, target_logprobs, tokenize, unembed
-from .interventions import Intervention
+from .interventions import Intervention, gate_prompt
 
 ORDERINGS: tuple[tuple[int, ...], ...] = tuple(itertools.permutations(range(4)))
 GEMMA_CHAT = "<bos><start_of_turn>user\n{prompt}<end_of_turn>\n<start_of_turn>model\n"
@@ -111,8 +111,9 @@ def cloze_logliks(engine: Engine, q: Question, fwd_hooks=()) -> torch.Tensor:
     conts = [tok(" " + c.strip(), add_special_tokens=False)["input_ids"] or [tok.eos_token_id] for c in q.choices]
     rows = [prefix + c for c in conts]
     tokens, lens = pad_right(rows, tok.pad_token_id or 0)
-    resid = final_resid(model, tokens, fwd_hooks)
     P = len(prefix)
+    with gate_prompt(P):  # a gate decides on the question, and every answer row follows it
+        resid = final_resid(model, tokens, fwd_hooks)
     # one unembedding for all four answers (each call reads the whole of W_U)
     r = torch.cat([resid[i, P - 1 : P - 1 + len(c)] for i, c in enumerate(conts)])
     tok_lp = target_logprobs(model, r, torch.tensor([t for c in conts for t in c]))

@@ -16,7 +16,7 @@ import torch
 from . import cache as C
 from .engine import Engine
 from .forward import final_resid, pad_right, target_logprobs, token_logprobs
-from .interventions import Intervention
+from .interventions import HookState, Intervention
 
 
 def corpus_windows(model, docs: list[str], n_tokens: int, ctx: int = 256) -> list[list[int]]:
@@ -94,14 +94,15 @@ def nll_steps(windows: list[list[int]], interventions: list[Intervention] | None
     for s in range(0, len(windows), batch_size):
         tokens, lens = pad_right(windows[s : s + batch_size], 0)
         held: dict = {}
+        state = HookState()  # one per batch: a gate decided in its first blocks holds in the later ones
 
-        def forward(engine, tokens=tokens, held=held):
+        def forward(engine, tokens=tokens, held=held, state=state):
             with torch.inference_mode():
-                held["resid"] = final_resid(engine.model, tokens, engine.hooks(interventions))
+                held["resid"] = final_resid(engine.model, tokens, engine.hooks(interventions, state))
 
-        def blocks(engine, lo, hi, tokens=tokens, held=held):
+        def blocks(engine, lo, hi, tokens=tokens, held=held, state=state):
             model = engine.model
-            with torch.inference_mode(), model.hooks(fwd_hooks=engine.hooks(interventions)):
+            with torch.inference_mode(), model.hooks(fwd_hooks=engine.hooks(interventions, state)):
                 if lo == 0:
                     held["resid"] = model(tokens.to(model.cfg.device), stop_at_layer=hi)
                 else:
@@ -199,7 +200,9 @@ def generate(engine: Engine, prompt: str, interventions: list[Intervention] | No
     if max_new_tokens < 1 or max_new_tokens > 512:
         raise ValueError("max_new_tokens must be between 1 and 512")
     torch.manual_seed(seed)
-    with model.hooks(fwd_hooks=engine.hooks(interventions)):
+    # TransformerLens generates from embeddings (hook_tokens never fires): a gate reads the prompt here
+    state = HookState(tokens=model.to_tokens(prompt, prepend_bos=True))
+    with model.hooks(fwd_hooks=engine.hooks(interventions, state)):
         out = model.generate(prompt, max_new_tokens=max_new_tokens, do_sample=temperature > 0,
                              temperature=max(temperature, 1e-5), use_past_kv_cache=True, verbose=False,
                              stop_at_eos=True, return_type="str", prepend_bos=True)
@@ -223,7 +226,8 @@ class Generation:
         if max_new_tokens < 1 or max_new_tokens > 512:
             raise ValueError("max_new_tokens must be between 1 and 512")
         self.engine, self.prompt, self.max_new_tokens = engine, prompt, max_new_tokens
-        self.hooks = engine.hooks(interventions)
+        self.state = HookState()  # kept across steps: a gate's prompt decision holds for every token
+        self.hooks = engine.hooks(interventions, self.state)
         self.do_sample, self.temperature = temperature > 0, max(temperature, 1e-5)
         self.seed = seed
         self.index, self.done = 0, False
@@ -272,6 +276,7 @@ class Generation:
                 model.hooks(fwd_hooks=self.hooks):
             if self.index == 0:
                 self._setup()
+                self.state.tokens = self.tokens  # the steps run from embeddings: the gate reads the prompt here
             n_new = len(self.sampled)
             mask = self.initial_mask.to(self.device)
             if n_new:

@@ -66,14 +66,61 @@ def resolve_sae(engine: Engine, key: str | None) -> str:
 
 
 def to_interventions(engine: Engine, ivs: list[S.InterventionIn]) -> list[Intervention]:
-    out = [Intervention(resolve_sae(engine, iv.sae), tuple(iv.features), float(iv.value), iv.mode) for iv in ivs]
+    """The request's interventions; a gate given as a percentile is calibrated here (once per
+    features and corpus, then read from the disk cache): call with the model lock held."""
+    from dataclasses import replace
+
+    from ..gate import DEFAULT_CORPUS, calibrate
+
+    out = [Intervention(resolve_sae(engine, iv.sae), tuple(iv.features), float(iv.value), iv.mode,
+                        iv.gate if iv.gate_percentile is None else 0.0) for iv in ivs]
     validate(out, engine.saes)  # feature ids in range for their SAE
+    for i, iv in enumerate(ivs):
+        if iv.gate_percentile is not None:
+            corpus = check_corpus(iv.gate_corpus or DEFAULT_CORPUS, engine.settings.data_dir)
+            tau = calibrate(engine, out[i].sae_key, out[i].features, corpus, iv.gate_percentile).tau
+            out[i] = replace(out[i], gate=tau)
     return out
 
 
-def iv_out(ivs: list[Intervention]) -> list[S.InterventionOut]:
-    return [S.InterventionOut(sae=iv.sae_key, features=list(iv.features), value=iv.value, mode=iv.mode,
-                              label=iv.label()) for iv in ivs]
+def iv_out(ivs: list[Intervention], given: list[S.InterventionIn] = ()) -> list[S.InterventionOut]:
+    from ..gate import DEFAULT_CORPUS
+
+    out = []
+    for i, iv in enumerate(ivs):
+        req = given[i] if i < len(given) else None
+        pct = req.gate_percentile if req is not None else None
+        out.append(S.InterventionOut(sae=iv.sae_key, features=list(iv.features), value=iv.value, mode=iv.mode,
+                                     label=iv.label(), gate=iv.gate, gate_percentile=pct,
+                                     gate_corpus=(req.gate_corpus or DEFAULT_CORPUS) if pct is not None else None))
+    return out
+
+
+def gate_report(engine: Engine, q: D.Question, ivs: list[Intervention], value: float | None, base,
+                own=None) -> list[S.GateOut]:
+    """rho, tau and the decision of each gated intervention on ``q``'s prompt, with the right
+    answer's probability clean and with the gates held open (at ``value``, else the
+    interventions' own c): enough to draw P(correct) against tau. ``own``: the request's score
+    there, which is the open one when every gate is open (then nothing more is scored; when one
+    is shut the gated score was the clean one, free, and the open one costs one static step)."""
+    from dataclasses import replace
+
+    from ..gate import opened, prompt_rho
+    from ..mcq import score_curve, score_question
+
+    gated = [i for i, iv in enumerate(ivs) if iv.gate is not None]
+    if not gated:
+        return []
+    at = [replace(iv, value=float(value)) if value is not None else iv for iv in ivs]
+    rhos = {i: prompt_rho(engine, q, at[i]) for i in gated}
+    if own is not None and all(rhos[i] > at[i].gate for i in gated):
+        open_score = own
+    elif value is not None:
+        open_score = score_curve(engine, q, [opened(iv) for iv in ivs], [value])[0]
+    else:
+        open_score = score_question(engine, q, [opened(iv) for iv in at])
+    return [S.GateOut(intervention=i, rho=rhos[i], tau=at[i].gate, open=rhos[i] > at[i].gate,
+                      p_correct_clean=base.probs[q.answer], p_correct_open=open_score.probs[q.answer]) for i in gated]
 
 
 def question_out(q: D.Question) -> S.QuestionOut:
@@ -403,6 +450,10 @@ def create_app(engine_factory: Callable[[], Engine], *, token: str | None = None
 
                 for s in range(0, len(todo), per):
                     yield lambda engine, vs=todo[s : s + per]: run(engine, vs)
+            if any(iv.gate is not None for iv in ivs):  # the gates' decisions (and P(correct) open/shut)
+                v0 = values[0] if values else None
+                yield lambda engine: got.__setitem__("gates", gate_report(
+                    engine, q, ivs, v0, got["base"], known.get(float(v0)) if values else scores[0]))
 
         run_steps(state, steps(), "mcq")
         ivs, base, prompts = got["ivs"], got["base"], got["prompts"]
@@ -414,8 +465,8 @@ def create_app(engine_factory: Callable[[], Engine], *, token: str | None = None
             curve = [S.CurvePoint(value=None, score=score_out(scores[0]))]
         return S.MCQResponse(question=question_out(q), set=set_name, set_label=label, scoring=engine.scoring,
                              prompt_format=engine.prompt_format, prompts=prompts, base=score_out(base),
-                             interventions=iv_out(ivs),
-                             curve=curve)
+                             interventions=iv_out(ivs, req.interventions),
+                             curve=curve, gates=got.get("gates", []))
 
     @api.post("/generate", response_model=S.GenerateResponse, tags=["text"])
     def generate(req: S.GenerateRequest) -> S.GenerateResponse:
@@ -437,7 +488,8 @@ def create_app(engine_factory: Callable[[], Engine], *, token: str | None = None
 
             run_steps(state, steps(), "generate")
         base, inter = texts[0], (texts[1] if ivs else None)
-        return S.GenerateResponse(prompt=req.prompt, base=base, intervened=inter, interventions=iv_out(ivs))
+        return S.GenerateResponse(prompt=req.prompt, base=base, intervened=inter,
+                                  interventions=iv_out(ivs, req.interventions))
 
     @api.post("/loss_added", response_model=S.LossAddedResponse, tags=["metrics"])
     def loss_added(req: S.LossAddedRequest) -> S.LossAddedResponse:

@@ -39,7 +39,7 @@ from pathlib import Path
 
 from .. import cache as C
 from ..engine import Engine
-from ..interventions import Intervention
+from ..interventions import GATED_MODES, Intervention
 from .schemas import JobSpec
 from .state import (ServerState, check_corpus, clean_nll_chunked, feature_stats_chunked, finite, nll_chunked,
                     run_steps, score_chunked, select_questions, trusted_files)
@@ -60,8 +60,13 @@ class Stopping(Exception):
     """The server is shutting down: leave the job unfinished so it resumes on restart."""
 
 
-def config_key(threshold: float, n: int, value: float) -> str:
-    return f"t={threshold:.10g}|n={n}|c={value:.10g}"
+def config_key(threshold: float, n: int, value: float, mode: str | None = None) -> str:
+    """A configuration's key; ``mode`` only in jobs that run several modes side by side."""
+    return f"t={threshold:.10g}|n={n}|c={value:.10g}" + (f"|{mode}" if mode else "")
+
+
+def job_modes(spec: dict) -> list[str]:
+    return list(spec.get("modes") or [spec.get("mode") or "clamp"])
 
 
 @dataclass
@@ -89,7 +94,7 @@ class Job:
     @property
     def total(self) -> int:
         s = self.spec
-        return 1 + len(s["thresholds"]) * len(s["ns"]) * len(s["values"])
+        return 1 + len(s["thresholds"]) * len(s["ns"]) * len(s["values"]) * len(job_modes(s))
 
     @property
     def done(self) -> int:
@@ -376,6 +381,7 @@ class Sweep:
         self.runner, self.job, self.state = runner, job, runner.state
         self.spec = JobSpec(**job.spec)
         self.sources: dict[str, tuple[str, list]] = {}  # question-set spec -> (spec, the whole set)
+        self.gate_rates: dict[tuple, dict] = {}
 
     def check(self) -> None:
         if self.runner.stop_event.is_set():
@@ -419,34 +425,53 @@ class Sweep:
             self.finish_config(self.evaluate(sets, None, BASELINE, None, None, None, []))
         selections = {t: [r["feature"] for r in select_features(fs.freq, retain_freq, t, max(spec.ns))]
                       for t in spec.thresholds}
-        job.empty_left = sum(1 for t in spec.thresholds for n in spec.ns for v in spec.values
-                             if not selections[t][:n] and config_key(t, n, v) not in done)
+        modes = job_modes(job.spec)
+        tagged = len(modes) > 1  # keys name the mode only when several run side by side
+
+        def key(t, n, v, m):
+            return config_key(t, n, v, m if tagged else None)
+
+        job.empty_left = sum(1 for t in spec.thresholds for n in spec.ns for v in spec.values for m in modes
+                             if not selections[t][:n] and key(t, n, v, m) not in done)
         pool = self.runner.ray_pool()  # started before the phase's clock: worker start-up is setup
         job.phase, job.phase_started = "configurations", time.time()
         job.setup_s = round(job.phase_started - job.started, 3) if job.started else None
-        remote = []  # with Ray: (t, n, values, features, configurations) per selection, sent together
+        remote = []  # with Ray: (keys, t, n, values, features, configurations) per selection and mode
         for t in spec.thresholds:
             feats = selections[t]
             for n in spec.ns:
-                todo = [v for v in spec.values if config_key(t, n, v) not in done]
                 chosen = feats[:n]
-                if not todo:
-                    continue
-                self.check()
-                if not chosen:
-                    for v in todo:
-                        self.finish_config(self.evaluate(sets, None, config_key(t, n, v), t, n, v, []), work=False)
-                    continue
-                ivs = [[Intervention(spec.sae, tuple(chosen), float(v), spec.mode)] for v in todo]
-                if pool is not None:
-                    remote.append((t, n, todo, chosen, ivs))
-                    continue
-                # all clamp values of this selection share the upstream pass (fast path)
-                accs = self.shared_accuracies(sets, ivs)
-                for v, iv, acc in zip(todo, ivs, accs):
-                    self.finish_config(self.evaluate(sets, iv, config_key(t, n, v), t, n, v, chosen, acc))
+                for m in modes:
+                    todo = [v for v in spec.values if key(t, n, v, m) not in done]
+                    if not todo:
+                        continue
+                    self.check()
+                    keys = [key(t, n, v, m) for v in todo]
+                    if not chosen:
+                        for k, v in zip(keys, todo):
+                            self.finish_config(self.evaluate(sets, None, k, t, n, v, []), work=False)
+                        continue
+                    tau = self.gate_tau(chosen) if m in GATED_MODES else None
+                    ivs = [[Intervention(spec.sae, tuple(chosen), float(v), m, tau)] for v in todo]
+                    if pool is not None:
+                        remote.append((keys, t, n, todo, chosen, ivs))
+                        continue
+                    # all clamp values of this selection share the upstream pass (fast path)
+                    accs = self.shared_accuracies(sets, ivs)
+                    for k, v, iv, acc in zip(keys, todo, ivs, accs):
+                        self.finish_config(self.evaluate(sets, iv, k, t, n, v, chosen, acc))
         if remote:
             self.remote_accuracies(pool, sets, remote)
+
+    def gate_tau(self, features: list[int]) -> float:
+        """The job's tau: given, or calibrated on gate_corpus for this selection (cached on disk)."""
+        from ..gate import DEFAULT_CORPUS, calibrate
+
+        if self.spec.gate is not None:
+            return self.spec.gate
+        with self.state.model("gate calibration") as engine:
+            return calibrate(engine, self.spec.sae, tuple(features), self.spec.gate_corpus or DEFAULT_CORPUS,
+                             self.spec.gate_percentile).tau
 
     def remote_accuracies(self, pool, sets: dict, groups: list[tuple]) -> None:
         """The selections' configurations on the Ray workers; each selection's rows are written
@@ -454,9 +479,9 @@ class Sweep:
         from ..ray_backend import LossWindows, evaluate_groups
 
         def finished(g: int, accs: list[dict], nlls: list) -> None:
-            t, n, todo, chosen, ivs = groups[g]
-            for v, iv, acc, nll in zip(todo, ivs, accs, nlls):
-                self.finish_config(self.evaluate(sets, iv, config_key(t, n, v), t, n, v, chosen, acc, nll))
+            keys, t, n, todo, chosen, ivs = groups[g]
+            for k, v, iv, acc, nll in zip(keys, todo, ivs, accs, nlls):
+                self.finish_config(self.evaluate(sets, iv, k, t, n, v, chosen, acc, nll))
 
         named = {"forget": self.spec.forget_set, **{s: s for s in sets if s != "forget"}}
         refs = {name: (*self.sources[named[name]], qs) for name, qs in sets.items()}
@@ -464,7 +489,24 @@ class Sweep:
         if self.spec.loss_tokens and self.windows:  # the same windows as the local path, rebuilt on each worker
             loss = (LossWindows(self.spec.loss_corpus, self.spec.loss_tokens, LOSS_CTX,
                                 LossWindows.digest_of(self.windows)), len(self.windows))
-        self.job.tasks = evaluate_groups(pool, refs, [g[4] for g in groups], finished, self.check, loss=loss)
+        self.job.tasks = evaluate_groups(pool, refs, [g[5] for g in groups], finished, self.check, loss=loss)
+
+    def open_rates(self, sets: dict, iv: Intervention) -> dict:
+        """{set: share of its questions whose prompt opens ``iv``'s gate}, once per (features, tau)."""
+        from ..gate import question_rhos
+
+        key = (iv.features, iv.gate)
+        if key not in self.gate_rates:
+            out = {}
+            for name, qs in sets.items():
+                rhos: list[float] = []
+                for s in range(0, len(qs), 16):  # short holds of the model lock
+                    self.check()
+                    with self.state.model("gate open rates") as engine:
+                        rhos += question_rhos(engine, qs[s : s + 16], iv)
+                out[name] = sum(r > iv.gate for r in rhos) / len(rhos) if rhos else None
+            self.gate_rates[key] = out
+        return self.gate_rates[key]
 
     def shared_accuracies(self, sets: dict, configs: list) -> list[dict]:
         """Accuracy of every configuration on every set, in steps of one question and up to
@@ -519,7 +561,10 @@ class Sweep:
             if nll is None:  # else computed on a Ray worker
                 nll, _ = nll_chunked(self.state, self.windows, ivs, self.check)
             loss = finite(nll - self.clean)
-        return {"config": key, "threshold": t, "n": n, "value": v, "mode": self.spec.mode if ivs else None,
+        gate = {}
+        if ivs and ivs[0].gate is not None:  # the share of each set's questions the gate opens on
+            gate = {"gate": ivs[0].gate, "gate_open": self.open_rates(sets, ivs[0])}
+        return {"config": key, "threshold": t, "n": n, "value": v, "mode": ivs[0].mode if ivs else None, **gate,
                 "features": list(features), "forget_accuracy": accs.get("forget"), "side_effect_accuracy": side,
                 "side_effect_mean": sum(vals) / len(vals) if vals else None, "loss_added": loss,
                 "n_questions": {k: len(q) for k, q in sets.items()}, "seconds": round(time.time() - t0, 3),

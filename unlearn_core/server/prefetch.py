@@ -25,8 +25,8 @@ NEIGHBOURS = (1.0, -1.0)  # the next key press either way: one small batch, so a
 
 def curve_key(set_name: str, qid: str, scoring: str, style: str, interventions) -> tuple:
     """What a score depends on besides c: the question, the scoring and the interventions
-    (their SAE, features and mode; score_curve sets every intervention's value to c)."""
-    ivs = tuple((iv.sae_key, tuple(iv.features), iv.mode) for iv in interventions)
+    (their SAE, features, mode and gate; score_curve sets every intervention's value to c)."""
+    ivs = tuple((iv.sae_key, tuple(iv.features), iv.mode, iv.gate) for iv in interventions)
     return (set_name, qid, scoring, style, ivs)
 
 

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..demo import MAX_SCAN as DEMO_MAX_SCAN  # questions the guided demo checks per set by default
-from ..interventions import MAX_ABS_CLAMP, MODES
+from ..interventions import GATED_MODES, MAX_ABS_CLAMP, MODES
 from ..targets import MAX_SAVED_QUESTIONS, MAX_SAVED_TEXT, NAME_RE
 
 MAX_TEXT_CHARS = 20_000
@@ -31,6 +31,7 @@ Name = Annotated[str, Field(min_length=1, max_length=300)]
 FeatureId = Annotated[int, Field(ge=0)]
 ClampValue = Annotated[float, Field(allow_inf_nan=False, ge=-MAX_ABS_CLAMP, le=MAX_ABS_CLAMP)]
 Mode = Literal[MODES]  # type: ignore[valid-type]
+StaticMode = Literal[tuple(m for m in MODES if m not in GATED_MODES)]  # type: ignore[valid-type]  # no gate to give
 
 
 class Request(BaseModel):
@@ -41,12 +42,32 @@ class Request(BaseModel):
 
 
 class InterventionIn(Request):
-    """One intervention; ``sae`` defaults to the server's first SAE."""
+    """One intervention; ``sae`` defaults to the server's first SAE. The gated modes take exactly
+    one of ``gate`` (tau) or ``gate_percentile`` (tau calibrated on ``gate_corpus``, cached)."""
 
     sae: Name | None = None
     features: list[FeatureId] = Field(default_factory=list, max_length=MAX_FEATURES)
     value: ClampValue = 20.0
     mode: Mode = "clamp"
+    gate: float | None = Field(None, ge=0.0, le=1.0, allow_inf_nan=False,
+                               description="gated modes: tau; the gate opens when rho > tau")
+    gate_percentile: float | None = Field(None, ge=0.0, le=100.0, allow_inf_nan=False,
+                                          description="gated modes: tau = this percentile of rho over windows "
+                                                      "of gate_corpus (DSG uses 95)")
+    gate_corpus: Name | None = Field(None, description="the retain corpus a percentile is taken on "
+                                                       "(default wikitext@train)")
+
+    @model_validator(mode="after")
+    def _gate(self):
+        if self.mode in GATED_MODES:
+            if (self.gate is None) == (self.gate_percentile is None):
+                raise ValueError(f"mode {self.mode!r} needs exactly one of gate (tau) or gate_percentile")
+            if self.gate_corpus is not None and self.gate_percentile is None:
+                raise ValueError("gate_corpus goes with gate_percentile")
+        elif self.gate is not None or self.gate_percentile is not None or self.gate_corpus is not None:
+            raise ValueError(f"gate, gate_percentile and gate_corpus are for the gated modes {GATED_MODES}, "
+                             f"not {self.mode!r}")
+        return self
 
 
 class InterventionOut(BaseModel):
@@ -55,6 +76,20 @@ class InterventionOut(BaseModel):
     value: float
     mode: str
     label: str
+    gate: float | None = None  # tau (gated modes), as given or calibrated
+    gate_percentile: float | None = None
+    gate_corpus: str | None = None
+
+
+class GateOut(BaseModel):
+    """A gated intervention's decision on the scored prompt (the question; cloze: its prefix)."""
+
+    intervention: int  # its index in the request
+    rho: float  # fraction of the prompt's counted tokens where a selected feature fires
+    tau: float
+    open: bool  # rho > tau: the clamp applies
+    p_correct_clean: float
+    p_correct_open: float  # the probability of the right answer were the gate open (the ungated clamp)
 
 
 Interventions = Annotated[list[InterventionIn], Field(max_length=MAX_INTERVENTIONS)]
@@ -372,6 +407,7 @@ class MCQResponse(BaseModel):
     base: MCQScoreOut
     interventions: list[InterventionOut]
     curve: list[CurvePoint]
+    gates: list[GateOut] = []  # one per gated intervention (without values: at the interventions' own c)
 
 
 # ---------------------------------------------------------------- generation, loss, perplexity
@@ -457,6 +493,14 @@ class JobSpec(Request):
                                                                   max_length=16)
     values: list[ClampValue] = Field(default_factory=lambda: [20.0, 50.0], min_length=1, max_length=MAX_VALUES)
     mode: Mode = "clamp"
+    modes: list[Mode] = Field(default_factory=list, max_length=len(MODES),
+                              description="several modes over the same configurations and questions (e.g. "
+                                          "clamp and gated, side by side); empty: [mode]")
+    gate: float | None = Field(None, ge=0.0, le=1.0, allow_inf_nan=False, description="gated modes: tau")
+    gate_percentile: float | None = Field(None, ge=0.0, le=100.0, allow_inf_nan=False,
+                                          description="gated modes: tau = this percentile of rho over windows of "
+                                                      "gate_corpus, calibrated per selection of features")
+    gate_corpus: Name | None = Field(None, description="the corpus of gate_percentile (default wikitext@train)")
     forget_set: Name = Field("wmdp-bio", description="from the target: its forget questions, held-out part "
                              "(its eval_part, as `target eval` reports)")
     side_effect_sets: list[Name] = Field(default_factory=lambda: ["mmlu:side-effects"], max_length=8,
@@ -470,7 +514,7 @@ class JobSpec(Request):
     delay_per_config: float = Field(0.0, ge=0, le=60, allow_inf_nan=False,
                                     description="test hook: seconds to wait after each configuration (--tiny only)")
 
-    @field_validator("thresholds", "ns", "values", "side_effect_sets", "retain_corpora")
+    @field_validator("thresholds", "ns", "values", "side_effect_sets", "retain_corpora", "modes")
     @classmethod
     def _unique(cls, v: list) -> list:
         # duplicates would be one config; a field validator (not an assignment in the model
@@ -479,9 +523,16 @@ class JobSpec(Request):
 
     @model_validator(mode="after")
     def _size(self):
-        n = len(self.thresholds) * len(self.ns) * len(self.values)
+        n = len(self.thresholds) * len(self.ns) * len(self.values) * len(self.modes or [self.mode])
         if n > MAX_JOB_CONFIGS:
             raise ValueError(f"at most {MAX_JOB_CONFIGS} configurations per job, got {n}")
+        gated = [m for m in self.modes or [self.mode] if m in GATED_MODES]
+        if gated and (self.gate is None) == (self.gate_percentile is None):
+            raise ValueError(f"mode(s) {gated} need exactly one of gate (tau) or gate_percentile")
+        if not gated and (self.gate is not None or self.gate_percentile is not None or self.gate_corpus):
+            raise ValueError(f"gate, gate_percentile and gate_corpus are for the gated modes {GATED_MODES}")
+        if self.gate_corpus is not None and self.gate_percentile is None:
+            raise ValueError("gate_corpus goes with gate_percentile")
         return self
 
 
@@ -613,7 +664,7 @@ class TargetCreateRequest(Request):
     threshold: float = Field(0.01, gt=0, le=1, allow_inf_nan=False)
     n: int = Field(50, ge=1, le=MAX_FEATURES)
     c: ClampValue = 200.0
-    mode: Mode = "clamp"
+    mode: StaticMode = "clamp"
 
     @model_validator(mode="after")
     def _sizes(self):

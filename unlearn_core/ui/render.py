@@ -303,6 +303,10 @@ def results_rows(results: list[dict]) -> list[dict]:
                "loss_added": r.get("loss_added")}
         for s, v in (r.get("side_effect_accuracy") or {}).items():
             row[f"side: {s}"] = v
+        if r.get("gate") is not None:  # gated modes: tau and the share of each set's prompts that open the gate
+            row["gate_tau"] = r["gate"]
+            for s, v in (r.get("gate_open") or {}).items():
+                row[f"gate open: {s}"] = v
         row["n_questions"] = ", ".join(f"{k}={v}" for k, v in (r.get("n_questions") or {}).items())
         row["features"] = " ".join(str(f) for f in r.get("features") or [])
         row["seconds"] = r.get("seconds")
@@ -313,6 +317,15 @@ def results_rows(results: list[dict]) -> list[dict]:
 
 def baseline(results: list[dict]) -> dict | None:
     return next((r for r in results if r["config"] == "none"), None)
+
+
+def by_mode(results: list[dict]) -> dict[str, list[dict]]:
+    """A run's results split by mode, each with the clean baseline (a run of several modes
+    side by side is read, scored and plotted as one run per mode)."""
+    base = baseline(results)
+    modes = list(dict.fromkeys(r.get("mode") for r in results if r["config"] != "none" and r.get("mode")))
+    return {m: ([base] if base else []) + [r for r in results if r.get("mode") == m and r["config"] != "none"]
+            for m in modes}
 
 
 SCORE_DEFINITION = (
