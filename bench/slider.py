@@ -71,6 +71,22 @@ def main() -> None:
                       max(3, args.repeats // 4))
         naive1 = timeit(lambda: naive_score(engine, q, [replace(iv, value=rng.uniform(1, 200))], scoring),
                         max(3, args.repeats // 4))
+        # gated: what one slider step costs the server (/api/mcq): the gated score and the gate's
+        # report (rho from the cached codes; the open score is the step's own when the gate is open,
+        # one static step when it is shut, whose gated score is the clean one, read from the cache)
+        from unlearn_core.gate import opened, prompt_rho
+
+        def gated_step(tau: float) -> None:
+            v = rng.uniform(1, 200)
+            g = replace(iv, mode="gated", gate=tau)
+            fastpath.score_curve(engine, q, [g], [v], scoring, "plain")
+            if prompt_rho(engine, q, g, scoring, "plain") <= tau:
+                fastpath.score_curve(engine, q, [opened(g)], [v], scoring, "plain")
+
+        gated_open = timeit(lambda: gated_step(0.0), args.repeats)
+        gated_shut = timeit(lambda: gated_step(1.0), args.repeats)
+        fast1b = timeit(lambda: fastpath.score_curve(engine, q, [iv], [rng.uniform(1, 200)], scoring, "plain"),
+                        args.repeats)  # static again, after the gated runs: the ratio is not one of warm-up
         print(f"### {scoring} scoring\n")
         print("| path | p50 | p95 | runs |\n| --- | --- | --- | --- |")
         print(row("straightforward: 1 update (full forward + hook + all logits)", naive1))
@@ -78,8 +94,15 @@ def main() -> None:
         print(row("fast: first update (builds the per-question cache)", first))
         print(row("fast: 1 update (cached question)", fast1))
         print(row("fast: 21-point curve", fast21))
+        print(row("fast: 1 update, static clamp again (after the gated rows)", fast1b))
+        print(row("fast: 1 gated update, gate open (score + rho)", gated_open))
+        print(row("fast: 1 gated update, gate shut (clean score + rho + the open score for the tau curve)",
+                  gated_shut))
+        static = (pct(fast1, .5) + pct(fast1b, .5)) / 2
         print(f"\nspeed-up of one update vs straightforward: {pct(naive1, .5) / pct(fast1, .5):.1f}x; "
-              f"21-point curve vs 21 straightforward updates: {21 * pct(naive1, .5) / pct(fast21, .5):.1f}x\n")
+              f"21-point curve vs 21 straightforward updates: {21 * pct(naive1, .5) / pct(fast21, .5):.1f}x; "
+              f"gated update / static update (p50, static = mean of its two rows): open "
+              f"{pct(gated_open, .5) / static:.2f}x, shut {pct(gated_shut, .5) / static:.2f}x\n")
         pc = fastpath.prompt_cache(engine, q, scoring, "plain", key)
         p0 = fastpath.first_changed(pc, iv)
         print(f"rows {pc.tokens.shape[0]} x {pc.tokens.shape[1]} tokens, shared prefix {pc.shared}, first changed "

@@ -55,7 +55,19 @@ with c2:
     modes = info.get("modes") or list(labels)
     mode = C.url_selectbox("Mode", modes, key="mode", format_func=lambda m: labels.get(m, m),
                         help="clamp-when-active is the paper's method; 'add' is a different (unconditional) "
-                             "intervention; 'reconstruct' drops the SAE error term (its damage is the SAE's own).")
+                             "intervention; 'reconstruct' drops the SAE error term (its damage is the SAE's own); "
+                             "'gated' clamps only prompts where the features fire on more than τ of the tokens "
+                             "(Dynamic SAE Guardrails), 'dsg' with DSG's own clamp.")
+    gate = None
+    if mode in R.GATED:
+        how = st.segmented_control("Gate τ", ["percentile", "value"], default="percentile", key="gate_how",
+                                   help="A percentile of ρ over windows of a retain corpus (DSG: 95th), "
+                                        "calibrated once per feature set on the server; or τ itself.") or "percentile"
+        if how == "percentile":
+            gate = {"gate_percentile": float(st.number_input("Percentile of ρ on wikitext@train", 0.0, 100.0, 95.0,
+                                                             step=1.0, key="gate_pct"))}
+        else:
+            gate = {"gate": float(st.number_input("τ", 0.0, 1.0, 0.15, step=0.01, key="gate_tau"))}
 zero = mode == "zero"
 if not items and mode != "reconstruct":
     st.info("Choose features to clamp: type ids, load a feature set (made on **Feature search** or **Token "
@@ -102,7 +114,7 @@ def live() -> None:
                           "to a few hundred (the target button above sets it). c = 0 is zero ablation, which the "
                           "paper found ineffective.")
     value = 0.0 if zero else float(c)
-    ivs = R.interventions_for(items, value, mode, sae)
+    ivs = R.interventions_for(items, value, mode, sae, gate)
     res = C.attempt(lambda: C.cached("mcq", question_id=q["id"], set=qset, interventions=ivs, values=[value]),
                     "scoring the question", spinner=f"Scoring with c = {value:g}…")
     if res is None:
@@ -132,6 +144,14 @@ def live() -> None:
     with right:
         st.markdown(R.prob_bars_html(base["probs"], inter["probs"], answer, f"intervened (c={value:g})"),
                     unsafe_allow_html=True)
+    for g in res.get("gates") or []:
+        st.markdown(R.gate_markdown(g))
+        taus, ps = R.tau_curve_points(g)
+        st.plotly_chart(FIG.tau_curve(taus, ps, g["rho"], g["tau"], R.LETTERS[answer]), key=f"tau_curve_{g['intervention']}")
+        st.caption(f"P(correct) against τ at c = {value:g}: {g['p_correct_open']:.3f} where the gate opens (τ < ρ), "
+                   f"{g['p_correct_clean']:.3f} (the clean model) where it stays shut"
+                   + ("; with several gated interventions, each curve holds the others' gates open." if
+                      len(res["gates"]) > 1 else "."))
     with st.expander("Interventions sent to the server"):
         st.code(json.dumps(res["interventions"], indent=1), language="json")
 
@@ -147,7 +167,7 @@ def curve_panel(base: dict, answer: int) -> None:
         return
     # the curve sets every intervention's value itself: requested with a fixed one, so moving the
     # slider reuses the cached chunks instead of scoring 21 values again
-    curve_ivs = R.interventions_for(items, CURVE_VALUES[0], mode, sae)
+    curve_ivs = R.interventions_for(items, CURVE_VALUES[0], mode, sae, gate)
     slot = st.empty()
     points: list[dict] = []
     chunks = [CURVE_VALUES[i : i + CURVE_CHUNK] for i in range(0, len(CURVE_VALUES), CURVE_CHUNK)]
@@ -175,7 +195,7 @@ def curve_panel(base: dict, answer: int) -> None:
         bar = st.progress(0.0, text="loss added…")
         out = {}
         for i, v in enumerate(LOSS_VALUES):
-            r = C.attempt(lambda v=v: C.cached("loss_added", interventions=R.interventions_for(items, v, mode, sae),
+            r = C.attempt(lambda v=v: C.cached("loss_added", interventions=R.interventions_for(items, v, mode, sae, gate),
                                                corpus=corpus, n_tokens=int(ntok)), f"loss added at c={v:g}")
             if r is None:
                 break
@@ -197,7 +217,7 @@ scored = st.session_state.get("_clamp_scored") or {}
 if scored.get("id") != q["id"]:
     st.stop()  # the scoring failed (said above)
 c_now = 0.0 if zero else float(st.session_state.get("c", C_DEFAULT))
-ivs = R.interventions_for(items, c_now, mode, sae)
+ivs = R.interventions_for(items, c_now, mode, sae, gate)
 prompts = scored["prompts"] or [R.question_text(q)]
 curve_panel(scored["base"], scored["answer"])
 

@@ -3,6 +3,7 @@ the shared tiny-backend server. Each test failed before its fix."""
 from __future__ import annotations
 
 import html
+import json
 import re
 
 import pytest
@@ -151,3 +152,29 @@ def test_clamp_explorer_curve_comes_in_chunks_and_the_slider_reuses_them(app_env
     at.slider(key="c").set_value(58)
     ok(at.run())
     assert [(m, v) for m, v in calls if m == "mcq"] == [("mcq", (58.0,))]
+
+
+def test_gate_display_shows_rho_tau_decision_and_the_tau_curve(app_env):
+    """Mode gated with tau given: the page shows rho, tau and whether the gate is open, and a
+    P(correct)-vs-tau curve whose step sits at rho; tau just above rho shuts the gate, and the
+    intervened probabilities are then the base ones."""
+    at = ok(page("clamp", features="2,3", qset="wmdp-bio", q=QID, c="200", mode="gated").run())
+    at.segmented_control(key="gate_how").set_value("value")
+    ok(at.run())
+    at.number_input(key="gate_tau").set_value(0.0)
+    ok(at.run())
+    text = "\n".join(m.value for m in at.markdown)
+    m = re.search(r"Gate: ρ = \*\*([0-9.]+)\*\*.*τ = \*\*([0-9.]+)\*\* → \*\*(open|shut)\*\*", text)
+    assert m, text[-2000:]
+    rho = float(m.group(1))
+    assert 0 < rho <= 1 and float(m.group(2)) == 0.0 and m.group(3) == "open"
+    curve = [c for c in at.get("plotly_chart") if "gate τ" in json.dumps(json.loads(c.proto.spec), ensure_ascii=False)]
+    assert curve, "no P(correct)-vs-tau chart"
+    assert "intervened (c=200)" in prob_table(at)
+    at.number_input(key="gate_tau").set_value(min(1.0, round(rho + 0.01, 2)))
+    ok(at.run())
+    text = "\n".join(m.value for m in at.markdown)
+    assert "→ **shut**" in text
+    table = prob_table(at)
+    rows = [ln for ln in table.splitlines() if ln.startswith("| base") or ln.startswith("| intervened")]
+    assert len(rows) == 2 and rows[0].split("|")[2:] == rows[1].split("|")[2:], table  # shut: as the clean model

@@ -223,8 +223,8 @@ def test_fastpath_equals_straightforward_in_bf16(engines, questions, mode, scori
     assert fastpath.supports(e16, [iv], scoring)
     seen = []
     real = fastpath.residual_delta
-    monkeypatch.setattr(fastpath, "residual_delta", lambda sae, pc, iv, values: seen.extend(values.tolist()) or real(
-        sae, pc, iv, values))
+    monkeypatch.setattr(fastpath, "residual_delta", lambda sae, pc, iv, values, gate=None: seen.extend(
+        values.tolist()) or real(sae, pc, iv, values, gate))
     fast = fastpath.score_curve(e16, q, [iv], FASTPATH_VALUES, scoring, "plain", chunk=3)
     assert seen == FASTPATH_VALUES  # the clamp values reach the SAE unrounded (as the hook's c)
     slow = [mcq.score_question(e16, q, [replace(iv, value=v)], scoring=scoring, style="plain")

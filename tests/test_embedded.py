@@ -146,3 +146,46 @@ def test_saved_weights_load_the_same_model_as_transformers(engine):
     toks = fast.to_tokens("Photosynthesis happens in the")
     with torch.inference_mode():
         torch.testing.assert_close(fast(toks), ref(toks), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("scoring", ["letter", "cloze"])
+def test_gated_clamp_on_the_embedded_model(engine, question, scoring):
+    """rho measured independently (codes from the raw SAE weights in float64, special tokens left
+    out); with tau just below it the gated clamp's logits are the static clamp's, with tau = rho
+    they are the clean model's; the fast path agrees with the hooked forward both ways."""
+    from test_interventions import manual_codes
+
+    from unlearn_core import fastpath
+    from unlearn_core.gate import question_prompt
+    from unlearn_core.interventions import special_ids
+
+    m, loaded = engine.model, engine.saes["embedded"]
+    toks = torch.tensor([question_prompt(engine, question, scoring, "plain")])
+    _, cache = m.run_with_cache(toks, names_filter=[loaded.hook_name])
+    x = cache[loaded.hook_name]
+    if loaded.sae.cfg.apply_b_dec_to_input:  # this SAE encodes x - b_dec
+        x = x - loaded.sae.b_dec
+    f = manual_codes(loaded.sae, x)[0]
+    special = set(special_ids(m.tokenizer))
+    counted = [i for i, t in enumerate(toks[0].tolist()) if i > 0 and t not in special]
+    frac = (f[counted] > 0).double().mean(0)
+    partial = torch.nonzero((frac > 0.2) & (frac < 0.8)).flatten()  # features firing on part of the prompt
+    feats = tuple(partial[torch.argsort(f[counted][:, partial].max(0).values, descending=True)[:2]].tolist())
+    rho = sum(bool((f[i, list(feats)] > 0).any()) for i in counted) / len(counted)
+    assert 0 < rho < 1
+    c = 120.0
+    clean = m(toks)[0, -1]
+    with torch.no_grad(), m.hooks(fwd_hooks=engine.hooks([Intervention("embedded", feats, c)])):
+        static = m(toks)[0, -1]
+    with torch.no_grad(), m.hooks(fwd_hooks=engine.hooks([Intervention("embedded", feats, c, "gated", rho - 1e-4)])):
+        above = m(toks)[0, -1]
+    with torch.no_grad(), m.hooks(fwd_hooks=engine.hooks([Intervention("embedded", feats, c, "gated", rho)])):
+        below = m(toks)[0, -1]
+    assert (static - clean).abs().max() > 1e-2
+    torch.testing.assert_close(above, static, atol=1e-5, rtol=0)
+    torch.testing.assert_close(below, clean, atol=1e-6, rtol=0)
+    for tau in (rho - 1e-4, rho):
+        iv = Intervention("embedded", feats, c, "gated", tau)
+        fast = fastpath.score_curve(engine, question, [iv], [c], scoring, "plain")[0]
+        ref = mcq.score_question(engine, question, [iv], scoring, "plain")
+        assert fast.probs == pytest.approx(ref.probs, abs=1e-4)

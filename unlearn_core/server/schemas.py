@@ -560,11 +560,13 @@ class JobSummary(BaseModel):
 
 
 class JobResult(BaseModel):
-    config: str  # "none" for the clean baseline, else "t=<threshold>|n=<N>|c=<value>"
+    config: str  # "none" for the clean baseline, else "t=<threshold>|n=<N>|c=<value>" (+ "|<mode>" with several)
     threshold: float | None
     n: int | None
     value: float | None
     mode: str | None
+    gate: float | None = None  # gated modes: tau
+    gate_open: dict[str, float | None] | None = None  # gated modes: per set, the share of prompts the gate opens on
     features: list[int]
     forget_accuracy: float | None
     side_effect_accuracy: dict[str, float | None]

@@ -173,3 +173,16 @@ def figure5(runs: dict[str, list[dict]], forget_label: str = "forget accuracy",
     fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.2, xanchor="left", x=0),
                       margin=dict(l=10, r=10, t=40, b=10))
     return fig
+
+
+def tau_curve(taus: list[float], p_correct: list[float], rho: float, tau: float, answer_letter: str) -> go.Figure:
+    """P(correct) against the gate's tau: a step at tau = rho (open to its left, shut to its right);
+    the current tau is the dashed line."""
+    fig = go.Figure(go.Scatter(x=taus, y=p_correct, mode="lines", line_shape="hv", name=f"P({answer_letter})",
+                               hovertemplate="τ %{x:.2f}: P(correct) %{y:.3f}<extra></extra>"))
+    fig.add_vline(x=tau, line_dash="dash", line_color="#888", annotation_text=f"τ = {tau:.3f}")
+    fig.add_vline(x=rho, line_dash="dot", line_color="#d62728", annotation_text=f"ρ = {rho:.3f}",
+                  annotation_position="bottom right")
+    fig.update_xaxes(title_text="gate τ (the clamp applies where ρ > τ)", range=[0, 1])
+    fig.update_yaxes(title_text=f"P(correct answer {answer_letter})", range=[-0.02, 1.02])
+    return _layout(fig, None, 300)

@@ -168,14 +168,33 @@ def decode_feature_sets(raw: str, base_sae: str) -> dict[str, list[tuple[str, in
     return out
 
 
-def interventions_for(items: list[tuple[str, int]], value: float, mode: str, default_sae: str) -> list[dict]:
-    """One intervention per SAE, as the server's JSON wants it (``reconstruct`` may have none)."""
+def interventions_for(items: list[tuple[str, int]], value: float, mode: str, default_sae: str,
+                      gate: dict | None = None) -> list[dict]:
+    """One intervention per SAE, as the server's JSON wants it (``reconstruct`` may have none);
+    ``gate`` ({"gate": tau} or {"gate_percentile": p, "gate_corpus": c}) for the gated modes."""
     by_sae: dict[str, list[int]] = {}
     for s, f in items:
         by_sae.setdefault(s, []).append(int(f))
     if not by_sae and mode == "reconstruct":
         by_sae[default_sae] = []
-    return [{"sae": s, "features": fs, "value": float(value), "mode": mode} for s, fs in by_sae.items()]
+    extra = dict(gate or {}) if mode in GATED else {}
+    return [{"sae": s, "features": fs, "value": float(value), "mode": mode, **extra} for s, fs in by_sae.items()]
+
+
+GATED = ("gated", "dsg")
+
+
+def tau_curve_points(gate: dict, n: int = 101) -> tuple[list[float], list[float]]:
+    """P(correct) against tau for one gated intervention (``/api/mcq``'s ``gates`` entry): the
+    open clamp's where rho > tau, else the clean model's (the decision does not depend on c)."""
+    taus = [i / (n - 1) for i in range(n)]
+    return taus, [gate["p_correct_open"] if gate["rho"] > t else gate["p_correct_clean"] for t in taus]
+
+
+def gate_markdown(g: dict) -> str:
+    state = "**open**: the clamp applies" if g["open"] else "**shut**: this prompt is left exactly as the clean model"
+    return (f"Gate: ρ = **{g['rho']:.3f}** of the prompt's tokens carry a selected feature; τ = **{g['tau']:.3f}** "
+            f"→ {state}.")
 
 
 # ---------------------------------------------------------------- questions and probabilities
