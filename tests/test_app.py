@@ -6,6 +6,7 @@ Each page is run the way `streamlit run app.py` runs it (through app.py's naviga
 """
 from __future__ import annotations
 
+import json
 import re
 import time
 
@@ -734,3 +735,41 @@ def test_question_filter_that_matches_nothing_says_so(app_env):
     ok(at.run())
     assert any("No question in this set contains" in w.value for w in at.warning)
     assert at.selectbox(key="q").label.startswith("Question (133 of 133")
+
+
+def test_batch_evaluation_runs_static_and_gated_side_by_side(app_env):
+    """Modes clamp and gated in one run: one unlearning score per mode, gate-open rates in the
+    results, and Figure 5 with one series per mode."""
+    at = ok(page("batch").run())
+    at.segmented_control(key="b_setup").set_value("paper")
+    ok(at.run())
+    at.text_input(key="b_thr").input("0.5")
+    at.text_input(key="b_ns").input("2")
+    at.text_input(key="b_vals").input("20, 100")
+    at.multiselect(key="b_modes").set_value(["clamp", "gated"])
+    ok(at.run())
+    at.segmented_control(key="b_gate_how").set_value("value")
+    ok(at.run())
+    at.number_input(key="b_gate_tau").set_value(0.3)
+    at.multiselect(key="b_side").set_value(["high_school_geography"])
+    at.checkbox(key="b_known").uncheck()
+    at.number_input(key="b_qlimit").set_value(3)
+    at.number_input(key="b_loss_tokens").set_value(200)
+    at.number_input(key="b_sel_tokens").set_value(600)
+    ok(at.run())
+    assert any("4 configuration(s) + the clean baseline" in c.value for c in at.caption)
+    at.button(key="b_run").click()
+    ok(at.run())
+    end = time.time() + 90
+    while not any(m.label == "Unlearning score" for m in at.metric):
+        assert time.time() < end, "the sweep did not finish"
+        time.sleep(0.5)
+        ok(at.run())
+    per_mode = next(d.value for d in at.dataframe if "unlearning score" in d.value.columns)
+    assert len(per_mode) == 2 and "gate open (forget)" in per_mode.columns
+    results = next(d.value for d in at.dataframe if "forget_accuracy" in d.value.columns)
+    assert len(results) == 5 and "gate open: forget" in results.columns
+    assert set(results["mode"].dropna()) == {"clamp", "gated"}
+    fig = json.loads(at.get("plotly_chart")[0].proto.spec)
+    names = {t.get("name", "") for t in fig["data"]}
+    assert any(n.startswith("clamp") for n in names) and any(n.startswith("gated") for n in names), names
