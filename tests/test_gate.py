@@ -174,3 +174,19 @@ def test_gate_validation():
             Intervention("tiny", (1,), 5.0, "dsg", gate=bad)
     with pytest.raises(ValueError, match="only for the gated modes"):
         Intervention("tiny", (1,), 5.0, "clamp", gate=0.5)
+
+
+def test_filler_pads_the_question_text(tiny):
+    """The probe's filler: n tokens of benign text, before or after the question stem (the
+    choices and the answer untouched), under a new id."""
+    from unlearn_core.data import Question
+    from unlearn_core.gate_experiment import filler_text, padded
+
+    text = filler_text(tiny, 40)
+    assert 30 <= len(tiny.model.tokenizer(text, add_special_tokens=False)["input_ids"]) <= 45
+    q = Question("q1", "What is it?", ("a", "b", "c", "d"), 2, "s", "t")
+    pre, post = padded(q, text, "prepend"), padded(q, text, "append")
+    assert pre.question.startswith(text) and pre.question.endswith("What is it?")
+    assert post.question.startswith("What is it?") and post.question.endswith(text)
+    assert pre.choices == q.choices and pre.answer == 2 and pre.id != q.id != post.id
+    assert padded(q, "", "prepend") is q

@@ -574,6 +574,8 @@ def cmd_gate(args) -> None:
                    args.percentile, args.loss_tokens, progress=lambda i, n: bar.update(1))
     bar.close()
     md = "## static vs gated\n\n" + GX.markdown(r)
+    if args.out:  # kept even if the probe fails
+        save(r, md, args.out)
     if args.probe_clamp:
         bar = _bar(None, "robustness probe")
         p = GX.probe(engine, t, args.probe_clamp, args.percentile, n=args.probe_n, progress=lambda i, n: bar.update(1))

@@ -107,8 +107,10 @@ def filler_text(engine, n_tokens: int) -> str:
     """The first ``n_tokens`` tokens of the filler corpus, as text (benign, general)."""
     if n_tokens <= 0:
         return ""
+    from .features import corpus_docs
+
     tok = engine.model.tokenizer
-    docs = D.load_corpus(FILLER_CORPUS, engine.settings.data_dir)
+    docs = corpus_docs(engine, FILLER_CORPUS)
     ids: list[int] = []
     for d in docs:
         ids += tok(d.strip() + " ", add_special_tokens=False)["input_ids"]
