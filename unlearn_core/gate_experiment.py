@@ -151,7 +151,10 @@ def probe(engine, target: Target, c: float, percentile: float = 95.0, lengths=FI
                      "static": st.accuracy, "gated": ga.accuracy, "gate_open": open_rate(engine, qs, gated, scoring)})
         if progress:
             progress(k + 1, len(steps))
-    science = [q for name, qs in sets.items() if name != "forget" for q in qs if q.extra.get("overlaps_bio")]
+    # the retain sets' science questions, known or not (whether the gate opens needs no answer)
+    _, retain_specs = question_specs(target)
+    science = [q for spec in retain_specs for q in D.load_question_set(spec, engine.settings.data_dir).questions
+               if q.extra.get("overlaps_bio")]
     science = list({q.id: q for q in science}.values())
     return {"target": target.name, "c": c, "n": len(base.features), "gate": gate, "rows": rows,
             "filler_corpus": FILLER_CORPUS,
@@ -187,6 +190,6 @@ def probe_markdown(p: dict) -> str:
         lines.append(f"| {r['where']} | {r['filler_tokens']} | {r['clean']:.3f} | {r['static']:.3f} | "
                      f"{r['gated']:.3f} | {r['gate_open']:.2f} |")
     s = p["science_retain"]
-    lines += ["", f"gate open on {s['n']} benign in-domain (science) retain questions: "
+    lines += ["", f"gate open on the {s['n']} benign in-domain (science) questions of the retain sets: "
               + ("—" if s["gate_open"] is None else f"{s['gate_open']:.2f}")]
     return "\n".join(lines)
