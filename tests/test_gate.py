@@ -190,3 +190,22 @@ def test_filler_pads_the_question_text(tiny):
     assert post.question.startswith("What is it?") and post.question.endswith(text)
     assert pre.choices == q.choices and pre.answer == 2 and pre.id != q.id != post.id
     assert padded(q, "", "prepend") is q
+
+
+def test_cli_sweep_runs_modes_side_by_side_and_refuses_a_gate_without_tau(tmp_path, capsys, shared_data):
+    from unlearn_core.cli import main
+
+    common = ["sweep", "--tiny", "--thresholds", "0.5", "--n", "2", "--clamps", "10,50", "--limit", "3",
+              "--all-questions", "--selection-tokens", "200", "--loss-tokens", "0", "--side-set",
+              "mmlu:high_school_geography", "--cache-dir", str(tmp_path / "cache")]
+    assert main([*common, "--mode", "gated", "--out", str(tmp_path / "a")]) == 2
+    assert "need exactly one of gate (tau) or gate_percentile" in capsys.readouterr().err
+    assert main([*common, "--mode", "clamp", "--gate", "0.3", "--out", str(tmp_path / "b")]) == 2
+    assert "for the gated modes" in capsys.readouterr().err
+    assert main([*common, "--modes", "clamp,gated", "--gate", "0.3", "--out", str(tmp_path / "c"), "--json"]) == 0
+    import json
+
+    rows = json.loads((tmp_path / "c" / "results.json").read_text())["results"]
+    assert {r["config"] for r in rows} == {"none"} | {f"t=0.5|n=2|c={v}|{m}" for v in (10, 50) for m in ("clamp", "gated")}
+    gated = [r for r in rows if r["mode"] == "gated"]
+    assert all(r["gate_tau"] == 0.3 and r["gate open: forget"] is not None for r in gated)

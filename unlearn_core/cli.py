@@ -369,7 +369,9 @@ def cmd_sweep(args) -> None:
               "delay_per_config": args.delay_per_config}
     for k, v in (("target", args.target), ("forget_set", args.forget_set), ("side_effect_sets", args.side_set),
                  ("selection_tokens", args.selection_tokens),
-                 ("loss_tokens", args.loss_tokens), ("mode", args.mode)):
+                 ("loss_tokens", args.loss_tokens), ("mode", args.mode),
+                 ("modes", args.modes.replace(",", " ").split() if args.modes else None), ("gate", args.gate),
+                 ("gate_percentile", args.gate_percentile), ("gate_corpus", args.gate_corpus)):
         if v is not None:
             fields[k] = v
     state = ServerState(lambda: engine)
@@ -779,6 +781,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n", required=True, help="numbers of features, e.g. 10,20")
     s.add_argument("--clamps", required=True, help="clamp values, e.g. 20,50")
     s.add_argument("--mode", choices=MODES)
+    s.add_argument("--modes", help="several modes side by side over the same configurations, e.g. clamp,gated")
+    s.add_argument("--gate", type=float, help="gated modes: tau")
+    s.add_argument("--gate-percentile", type=float, help="gated modes: tau = this percentile of rho on --gate-corpus, "
+                   "per selection")
+    s.add_argument("--gate-corpus", help="the corpus of --gate-percentile (default wikitext@train)")
     s.add_argument("--forget-set", help="forget question set (default: the target's, else wmdp-bio)")
     s.add_argument("--side-set", action="append", help="a side-effect (retain) question set; repeatable")
     s.add_argument("--limit", type=int, default=0, help="first Q questions of each set (0 = all)")
