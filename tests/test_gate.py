@@ -209,3 +209,35 @@ def test_cli_sweep_runs_modes_side_by_side_and_refuses_a_gate_without_tau(tmp_pa
     assert {r["config"] for r in rows} == {"none"} | {f"t=0.5|n=2|c={v}|{m}" for v in (10, 50) for m in ("clamp", "gated")}
     gated = [r for r in rows if r["mode"] == "gated"]
     assert all(r["gate_tau"] == 0.3 and r["gate open: forget"] is not None for r in gated)
+
+
+def test_probe_figure_has_both_panels():
+    from unlearn_core.ui.figures import probe_figure
+
+    rows = [{"where": w, "filler_tokens": n, "clean": 1.0, "static": 0.7, "gated": 0.8 if n < 64 else 1.0,
+             "gate_open": 0.9 if n < 64 else 0.0} for w in ("prepend", "append") for n in (0, 16, 64)]
+    fig = probe_figure(rows, "t")
+    assert len(fig.data) == 8 and {t.name for t in fig.data} >= {"gated clamp accuracy", "gate open (share)"}
+    gated = [t for t in fig.data if t.name == "gated clamp accuracy"]
+    assert list(gated[0].x) == [0, 16, 64] and list(gated[0].y) == [0.8, 0.8, 1.0]
+
+
+def test_gates_on_two_saes_in_one_request(tiny):
+    """Each gated intervention has its own gate (its own features and tau) at its own hook."""
+    from unlearn_core.engine import engine_from_parts
+    from unlearn_core.tiny import tiny_sae
+
+    s2 = tiny_sae(seed=7, hook_name="blocks.1.hook_resid_post", key="tiny-l1")
+    eng = engine_from_parts(tiny.model, [tiny.saes["tiny"], s2])
+    feats, rho, _ = partial_features(tiny)
+    ivs = [Intervention("tiny", feats, 30.0, "gated", gate=rho - 1e-4),  # open
+           Intervention("tiny-l1", (1,), 30.0, "gated", gate=1.0)]  # never open (rho <= 1)
+    state = HookState()
+    toks = tiny.model.to_tokens(TEXT)
+    with torch.no_grad(), tiny.model.hooks(fwd_hooks=eng.hooks(ivs, state)):
+        both = tiny.model(toks)
+    with torch.no_grad(), tiny.model.hooks(fwd_hooks=eng.hooks(ivs[:1])):
+        first = tiny.model(toks)
+    assert set(state.open) == {0, 1} and bool(state.open[0][0]) and not bool(state.open[1][0])
+    torch.testing.assert_close(both, first, atol=0, rtol=0)  # the shut second gate changes nothing
+    assert float(state.rho[0][0]) == pytest.approx(rho, abs=1e-6)

@@ -251,3 +251,41 @@ def test_loss_shards_are_batch_aligned():
             assert cuts[0][0] == 0 and cuts[-1][1] == n and len(cuts) <= parts
             assert all(a % NLL_BATCH == 0 and a < b for a, b in cuts)
             assert all(b == a2 for (_, b), (a2, _) in zip(cuts, cuts[1:]))
+
+
+def test_cancel_stops_a_ray_job(ray_session, tmp_path, shared_data):
+    """Cancel during the configurations phase: the job ends 'cancelled' before its last
+    selection, keeping the rows it had, none twice."""
+    from unlearn_core.ray_backend import EngineRecipe, RayPool
+    from unlearn_core.server.jobs import JobRunner, JobStore
+    from unlearn_core.server.schemas import JobSpec
+    from unlearn_core.server.state import ServerState
+    from unlearn_core.tiny import tiny_engine
+
+    engine = tiny_engine(cache_dir=str(tmp_path / "cache"))
+    engine.settings.job_backend = "ray"
+    runner = JobRunner(ServerState(lambda: engine))
+    runner.store = JobStore(tmp_path / "jobs")
+    runner.pool = RayPool(EngineRecipe.of(engine), workers=2, task_delay_s=1.0).start()
+    spec = runner.prepare(JobSpec(thresholds=[0.5], ns=[1, 2, 3], values=[10.0, 50.0], question_limit=6, known=False,
+                                  selection_tokens=200, loss_tokens=0, side_effect_sets=[GEO]))
+    job = runner.store.create(spec, engine.cache_namespace())
+
+    def cancel_when_busy() -> None:
+        end = time.time() + 60
+        while job.phase != "configurations" and time.time() < end:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        job.cancel.set()
+
+    t = threading.Thread(target=cancel_when_busy)
+    t.start()
+    try:
+        runner.run_job(job)
+    finally:
+        t.join()
+        runner.close_pool()
+    assert job.status == "cancelled"
+    rows = jsonl(runner.store.dir(job.id) / "results.jsonl")
+    keys = [r["config"] for r in rows]
+    assert "none" in keys and len(keys) == len(set(keys)) and len(keys) < len(KEYS)  # stopped mid-run

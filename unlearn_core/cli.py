@@ -584,6 +584,13 @@ def cmd_gate(args) -> None:
         bar.close()
         r["probe"] = p
         md += "\n\n## robustness: benign filler around the forget questions\n\n" + GX.probe_markdown(p)
+        if args.out:  # the curve as a page to open in a browser
+            from .ui.figures import probe_figure
+
+            html = Path(args.out).with_suffix(".probe.html")
+            probe_figure(p["rows"], f"{t.name}: N = {p['n']}, c = {p['c']:g}, τ = {p['gate']['tau']:.3f}").write_html(
+                html, include_plotlyjs=True)
+            md += f"\n\nThe curve: {html}"
     if args.out:
         save(r, md, args.out)
     _out(args, r, md)

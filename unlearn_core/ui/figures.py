@@ -186,3 +186,23 @@ def tau_curve(taus: list[float], p_correct: list[float], rho: float, tau: float,
     fig.update_xaxes(title_text="gate τ (the clamp applies where ρ > τ)", range=[0, 1])
     fig.update_yaxes(title_text=f"P(correct answer {answer_letter})", range=[-0.02, 1.02])
     return _layout(fig, None, 300)
+
+
+def probe_figure(rows: list[dict], title: str = "") -> go.Figure:
+    """The gate's robustness probe: forget accuracy (clean, static, gated) and the gate-open rate
+    against the filler length, one panel for filler before the question and one after."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("filler before the question", "filler after the question"),
+                        horizontal_spacing=0.08)
+    series = [("clean", "clean accuracy", "#7f7f7f", "dot"), ("static", "static clamp accuracy", "#d62728", "solid"),
+              ("gated", "gated clamp accuracy", "#1f77b4", "solid"), ("gate_open", "gate open (share)", "#2ca02c",
+                                                                      "dash")]
+    for col, where in enumerate(("prepend", "append"), start=1):
+        part = sorted((r for r in rows if r["where"] == where), key=lambda r: r["filler_tokens"])
+        for key, name, colour, dash in series:
+            fig.add_trace(go.Scatter(x=[r["filler_tokens"] for r in part], y=[r[key] for r in part], name=name,
+                                     mode="lines+markers", line=dict(color=colour, dash=dash), legendgroup=key,
+                                     showlegend=col == 1), row=1, col=col)
+        fig.update_xaxes(title_text="filler tokens", row=1, col=col)
+        fig.update_yaxes(range=ACC_RANGE, row=1, col=col)
+    fig.update_yaxes(title_text="accuracy on the forget questions / gate-open share", row=1, col=1)
+    return _layout(fig, title or None, 420)
