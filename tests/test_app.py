@@ -512,14 +512,10 @@ def test_clamp_explorer_bad_feature_ids_are_explained(app_env):
     assert not at.exception and any("out of range" in e.value for e in at.error)
 
 
-def test_batch_evaluation_runs_a_sweep_and_shows_results(app_env):
-    at = ok(page("batch").run())
-    assert at.segmented_control(key="b_setup").value == "target"
-    at.segmented_control(key="b_setup").set_value("paper")  # the paper's WMDP-bio setup
-    ok(at.run())
-    at.text_input(key="b_thr").input("0.5")
-    at.text_input(key="b_ns").input("1, 2")
-    at.text_input(key="b_vals").input("20, 100")
+def run_small_paper_sweep(at: AppTest) -> str:
+    """Shared by the batch tests: 3 questions on one side-effect subject, no known filter, small
+    token budgets; checks the 4 configurations are announced, runs the job and waits for its
+    score. Returns the job id the page selected when the run started."""
     at.multiselect(key="b_side").set_value(["high_school_geography"])
     at.checkbox(key="b_known").uncheck()
     at.number_input(key="b_qlimit").set_value(3)
@@ -535,7 +531,19 @@ def test_batch_evaluation_runs_a_sweep_and_shows_results(app_env):
         assert time.time() < end, "the sweep did not finish"
         time.sleep(0.5)
         ok(at.run())
-    assert at.selectbox(key="job").value == job_id
+    return job_id
+
+
+def test_batch_evaluation_runs_a_sweep_and_shows_results(app_env):
+    at = ok(page("batch").run())
+    assert at.segmented_control(key="b_setup").value == "target"
+    at.segmented_control(key="b_setup").set_value("paper")  # the paper's WMDP-bio setup
+    ok(at.run())
+    at.text_input(key="b_thr").input("0.5")
+    at.text_input(key="b_ns").input("1, 2")
+    at.text_input(key="b_vals").input("20, 100")
+    job_id = run_small_paper_sweep(at)
+    assert at.selectbox(key="job").value == job_id  # still the run started, after it finished
     metrics = {m.label: m.value for m in at.metric}
     assert re.fullmatch(r"\d\.\d{3}|—", metrics["Unlearning score"])
     assert any(R.SCORE_DEFINITION[:40] in c.value for c in at.caption)
@@ -567,11 +575,6 @@ def test_batch_evaluation_prefilled_from_the_target(app_env):
                for c in at.caption)
     at.button(key="b_run").click()
     ok(at.run())
-    end = time.time() + 90
-    while not any(m.label == "Unlearning score" for m in at.metric):
-        assert time.time() < end, "the sweep did not finish"
-        time.sleep(0.5)
-        ok(at.run())
     assert "Forget against retain (target bio-basics)" in [x.value for x in at.subheader]
     summary = next(m.value for m in at.markdown if m.value.startswith("Accuracy "))
     assert "forget set `quiz:bio@heldout` (2 questions); retain set(s) `quiz:retain@heldout!overlaps_bio` (2)" \
@@ -751,20 +754,7 @@ def test_batch_evaluation_runs_static_and_gated_side_by_side(app_env):
     at.segmented_control(key="b_gate_how").set_value("value")
     ok(at.run())
     at.number_input(key="b_gate_tau").set_value(0.3)
-    at.multiselect(key="b_side").set_value(["high_school_geography"])
-    at.checkbox(key="b_known").uncheck()
-    at.number_input(key="b_qlimit").set_value(3)
-    at.number_input(key="b_loss_tokens").set_value(200)
-    at.number_input(key="b_sel_tokens").set_value(600)
-    ok(at.run())
-    assert any("4 configuration(s) + the clean baseline" in c.value for c in at.caption)
-    at.button(key="b_run").click()
-    ok(at.run())
-    end = time.time() + 90
-    while not any(m.label == "Unlearning score" for m in at.metric):
-        assert time.time() < end, "the sweep did not finish"
-        time.sleep(0.5)
-        ok(at.run())
+    run_small_paper_sweep(at)
     per_mode = next(d.value for d in at.dataframe if "unlearning score" in d.value.columns)
     assert len(per_mode) == 2 and "gate open (forget)" in per_mode.columns
     results = next(d.value for d in at.dataframe if "forget_accuracy" in d.value.columns)

@@ -21,22 +21,6 @@ def manual_rho(tiny, feats, tokens: list[int], x: torch.Tensor) -> float:
     return len(fires) / len(counted)
 
 
-def manual_dsg(sae, x, feats, c):
-    """DSG's clamp written out: every selected feature to -c wherever any of them fires."""
-    x = x.double()
-    f = manual_codes(sae, x)
-    f[:, 0, :] = 0
-    dec = lambda z: z @ sae.W_dec.double() + sae.b_dec.double()  # noqa: E731
-    err = x - dec(f)
-    g = f.clone()
-    anyf = (f[..., list(feats)] > 0).any(-1)
-    for i in feats:
-        g[..., i] = torch.where(anyf, torch.full_like(f[..., i], -c), f[..., i])
-    out = err + dec(g)
-    out[:, 0] = x[:, 0]
-    return out.float()
-
-
 def partial_features(tiny):
     """Features whose rho on TEXT is strictly between 0 and 1 (so both sides of tau exist)."""
     feats = tuple(active_features(tiny, k=1))  # a random SAE's features fire densely: one is partial
@@ -52,7 +36,7 @@ def test_gate_decides_just_above_and_just_below_tau(tiny, mode):
     sae = tiny.saes["tiny"].sae
     # rho > tau: open, the static clamp (or DSG's) exactly
     _, out = run(tiny, [Intervention("tiny", feats, 30.0, mode, gate=rho - 1e-4)], TEXT)
-    expected = (manual_clamp(sae, x, feats, 30.0, "clamp") if mode == "gated" else manual_dsg(sae, x, feats, 30.0))
+    expected = (manual_clamp(sae, x, feats, 30.0, "clamp") if mode == "gated" else manual_clamp(sae, x, feats, 30.0, "dsg"))
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
     assert (out - x).abs().max() > 1e-3
     _, static = run(tiny, [Intervention("tiny", feats, 30.0)], TEXT)  # one feature: DSG's clamp is the static one
@@ -67,7 +51,7 @@ def test_gate_decides_just_above_and_just_below_tau(tiny, mode):
 def test_dsg_sets_every_selected_feature_where_any_fires(tiny):
     feats = tuple(active_features(tiny, k=2))
     x, out = run(tiny, [Intervention("tiny", feats, 30.0, "dsg", gate=0.0)], TEXT)
-    torch.testing.assert_close(out, manual_dsg(tiny.saes["tiny"].sae, x, feats, 30.0), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out, manual_clamp(tiny.saes["tiny"].sae, x, feats, 30.0, "dsg"), atol=1e-5, rtol=1e-5)
     _, static = run(tiny, [Intervention("tiny", feats, 30.0)], TEXT)
     assert (out - static).abs().max() > 1e-3  # where one feature is quiet and the other fires
 

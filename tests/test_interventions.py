@@ -17,15 +17,18 @@ def manual_codes(sae, x):
 
 
 def manual_clamp(sae, x, feats, c, mode):
-    """method.md's formula, literally, in float64: error + decode(clamped codes)."""
+    """method.md's formula, literally, in float64: error + decode(clamped codes). ``dsg``: DSG's
+    rule, every selected feature to -c wherever any of them fires."""
     x = x.double()
     f = manual_codes(sae, x)
     f[:, 0, :] = 0
     dec = lambda z: z @ sae.W_dec.double() + sae.b_dec.double()  # noqa: E731
     err = x - dec(f)
     g = f.clone()
+    anyf = (f[..., list(feats)] > 0).any(-1)
     for i in feats:
-        g[..., i] = torch.where(f[..., i] > 0, torch.full_like(f[..., i], -c), f[..., i])
+        where = anyf if mode == "dsg" else f[..., i] > 0
+        g[..., i] = torch.where(where, torch.full_like(f[..., i], -c), f[..., i])
     out = dec(g) if mode == "reconstruct" else err + dec(g)
     out[:, 0] = x[:, 0]
     return out.float()
