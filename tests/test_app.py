@@ -512,6 +512,15 @@ def test_clamp_explorer_bad_feature_ids_are_explained(app_env):
     assert not at.exception and any("out of range" in e.value for e in at.error)
 
 
+def wait_for_score(at: AppTest) -> None:
+    """Rerun the batch page until the run's unlearning score shows (the sweep finished)."""
+    end = time.time() + 90
+    while not any(m.label == "Unlearning score" for m in at.metric):
+        assert time.time() < end, "the sweep did not finish"
+        time.sleep(0.5)
+        ok(at.run())
+
+
 def run_small_paper_sweep(at: AppTest) -> str:
     """Shared by the batch tests: 3 questions on one side-effect subject, no known filter, small
     token budgets; checks the 4 configurations are announced, runs the job and waits for its
@@ -526,11 +535,7 @@ def run_small_paper_sweep(at: AppTest) -> str:
     at.button(key="b_run").click()
     ok(at.run())
     job_id = at.selectbox(key="job").value
-    end = time.time() + 90
-    while not any(m.label == "Unlearning score" for m in at.metric):
-        assert time.time() < end, "the sweep did not finish"
-        time.sleep(0.5)
-        ok(at.run())
+    wait_for_score(at)
     return job_id
 
 
@@ -575,6 +580,7 @@ def test_batch_evaluation_prefilled_from_the_target(app_env):
                for c in at.caption)
     at.button(key="b_run").click()
     ok(at.run())
+    wait_for_score(at)
     assert "Forget against retain (target bio-basics)" in [x.value for x in at.subheader]
     summary = next(m.value for m in at.markdown if m.value.startswith("Accuracy "))
     assert "forget set `quiz:bio@heldout` (2 questions); retain set(s) `quiz:retain@heldout!overlaps_bio` (2)" \
