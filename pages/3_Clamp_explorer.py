@@ -10,6 +10,7 @@ import streamlit as st
 from unlearn_core.ui import common as C
 from unlearn_core.ui import figures as FIG
 from unlearn_core.ui import render as R
+from unlearn_core.ui import rmu_view as RV
 
 info, sae = C.tool_page("Clamp explorer")
 labels = C.mode_labels()
@@ -68,6 +69,11 @@ with c2:
                                                              step=1.0, key="gate_pct"))}
         else:
             gate = {"gate": float(st.number_input("τ", 0.0, 1.0, 0.15, step=0.01, key="gate_tau"))}
+    rmu_done = RV.finished()
+    variant = st.selectbox("Compare with an RMU model", [None, *rmu_done], key="variant",
+                           format_func=lambda v: "— none —" if v is None else v,
+                           help="A finished RMU run (train one on the Batch evaluation page): its probabilities "
+                                "on this question, next to the base model's and the clamp's.") if rmu_done else None
 zero = mode == "zero"
 if not items and mode != "reconstruct":
     st.info("Choose features to clamp: type ids, load a feature set (made on **Feature search** or **Token "
@@ -128,7 +134,12 @@ def live() -> None:
     st.subheader("Answer probabilities")
     cap = (f"Question {q['id']} · {labels.get(mode, mode)} · c = {value:g} · {len(items)} feature(s): "
            f"{R.short(ids_text, 80) or '—'}")
-    st.markdown(R.prob_table_markdown([("base", base), (f"intervened (c={value:g})", inter)], answer))
+    rows = [("base", base), (f"intervened (c={value:g})", inter)]
+    if variant:  # the RMU model alone: it does not depend on c, so a slider move reads it from the app's cache
+        rv = C.attempt(lambda: C.cached("mcq", question_id=q["id"], set=qset, variant=variant), f"scoring on {variant}")
+        if rv is not None:
+            rows.insert(1, (variant, rv["base"]))
+    st.markdown(R.prob_table_markdown(rows, answer))
     left, right = st.columns([2, 3])
     with left:
         b, a = R.LETTERS[base["predicted"]], R.LETTERS[inter["predicted"]]
@@ -137,6 +148,10 @@ def live() -> None:
         p_ok = (base["probs"][answer], inter["probs"][answer])
         st.metric(f"P(correct answer {R.LETTERS[answer]})", f"{p_ok[1]:.4f}", f"{p_ok[1] - p_ok[0]:+.4f} vs base",
                   delta_color="inverse")
+        if len(rows) == 3:
+            p_rmu = rows[1][1]["probs"][answer]
+            st.metric(f"P(correct) on {variant}", f"{p_rmu:.4f}", f"{p_rmu - p_ok[0]:+.4f} vs base",
+                      delta_color="inverse")
         how = ("probabilities are a softmax over the four answers' mean log-likelihoods (cloze), so they sum to 1"
                if res["scoring"] == "cloze" else
                "probabilities are softmax over the whole vocabulary, so they need not sum to 1 ('mass on A-D')")

@@ -12,6 +12,7 @@ from unlearn_core.ui import batch_form as BF
 from unlearn_core.ui import common as C
 from unlearn_core.ui import figures as FIG
 from unlearn_core.ui import render as R
+from unlearn_core.ui import rmu_view as RV
 
 info, sae = C.tool_page("Batch evaluation")
 labels = C.mode_labels()
@@ -25,6 +26,7 @@ if jobs is None:
 
 # ---------------------------------------------------------------- configuration
 target = C.current_target()
+RV.panel(target)
 with st.expander("Configure a sweep", expanded=not jobs):
     st.markdown("For every (retain threshold, N, c): select the top-N features by forget frequency among those "
                 "firing on less than the threshold of the retain tokens, clamp them at c, and measure forget "
@@ -70,6 +72,11 @@ with st.expander("Configure a sweep", expanded=not jobs):
                                   2000, step=1000, key="b_loss_tokens")
     known = data["known"]
     side = data["side_effect_sets"]
+    rmu_done = RV.finished()
+    variants = st.multiselect("RMU models to compare", rmu_done, default=[], key="b_variants",
+                              help="Finished RMU runs (train one above): each is evaluated as one more point, with "
+                                   "no clamp, on the same known questions and loss windows.",
+                              placeholder="none trained yet" if not rmu_done else "choose RMU runs")
 
     spec, problem = None, None
     try:
@@ -86,7 +93,7 @@ with st.expander("Configure a sweep", expanded=not jobs):
             raise ValueError("choose at least one mode")
         spec = {"sae": sae, **data, "thresholds": thresholds, "ns": ns, "values": values, "mode": modes[0],
                 "modes": modes if len(modes) > 1 else [], **gate,
-                "question_limit": int(qlimit), "loss_tokens": int(loss_tokens)}
+                "question_limit": int(qlimit), "loss_tokens": int(loss_tokens), "variants": variants}
     except ValueError as e:
         problem = str(e)
     if problem:
@@ -94,7 +101,8 @@ with st.expander("Configure a sweep", expanded=not jobs):
     else:
         n_cfg = len(spec["thresholds"]) * len(spec["ns"]) * len(spec["values"]) * len(modes)
         what = "retain question set(s)" if setup == "target" else "side-effect subject(s)"
-        st.caption(f"{n_cfg} configuration(s) + the clean baseline; {len(side)} {what}; "
+        st.caption(f"{n_cfg} configuration(s) + the clean baseline" + (f" + {len(variants)} RMU model(s)" if variants
+                                                                         else "") + f"; {len(side)} {what}; "
                    f"{'all' if not qlimit else int(qlimit)} questions per set"
                    + (", known filter on (slow the first time: 24 orderings per question)" if known else "")
                    + (", strict" if data.get("strict_known") else "") + ".")

@@ -50,6 +50,27 @@ def _intervention_args(p: argparse.ArgumentParser) -> None:
                    help="extra intervention 'sae=KEY;features=1,2;clamp=20;mode=clamp[;gate=TAU]' (repeatable)")
 
 
+def _variant_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--variant", help="also run the model variant 'rmu:<name>' (a finished `rmu train` run); "
+                   "the interventions then apply on top of it")
+
+
+def _with_variant(args, engine, ivs, compute) -> dict:
+    """{"base": compute(None) on the model as loaded, args.variant: compute(None) on the variant,
+    "intervened": compute(ivs) on the variant (else on the base model)}; absent ones left out."""
+    from .rmu import applied
+
+    out = {"base": compute(None)}
+    if args.variant:
+        with applied(engine, args.variant):
+            out[args.variant] = compute(None)
+            if ivs:
+                out["intervened"] = compute(ivs)
+    elif ivs:
+        out["intervened"] = compute(ivs)
+    return out
+
+
 def _settings(args):
     return load_settings({
         "model": args.model, "saes": args.saes, "device": args.device, "dtype": args.dtype,
@@ -146,16 +167,18 @@ def cmd_mcq(args) -> None:
             raise SystemExit(f"--index must be in [0, {len(qs.questions) - 1}]")
         q = qs.questions[args.index]
     ivs = _interventions(args, engine)
-    base = score_question(engine, q)
-    inter = score_question(engine, q, ivs) if ivs else None
-    obj = {"question": q.to_dict(), "set": qs.label, "scoring": engine.scoring, "base": base.to_dict(),
+    got = _with_variant(args, engine, ivs, lambda iv: score_question(engine, q, iv))
+    inter = got.get("intervened")
+    obj = {"question": q.to_dict(), "set": qs.label, "scoring": engine.scoring, "base": got["base"].to_dict(),
            "interventions": [iv.__dict__ for iv in ivs], "intervened": inter.to_dict() if inter else None}
+    if args.variant:
+        obj["variant"] = {"name": args.variant, **got[args.variant].to_dict()}
     text = [f"[{qs.label}] {q.id}", q.question] + [f"  {L}. {c}" for L, c in zip(D.LETTERS, q.choices)]
-    text += [f"correct: {D.LETTERS[q.answer]}   scoring: {engine.scoring}",
-             f"base      : {_fmt_probs(base.probs)}  -> {D.LETTERS[base.predicted]}"]
-    if inter:
-        text.append(f"intervened: {_fmt_probs(inter.probs)}  -> {D.LETTERS[inter.predicted]}   "
-                    f"({'; '.join(iv.label() for iv in ivs)})")
+    text += [f"correct: {D.LETTERS[q.answer]}   scoring: {engine.scoring}"]
+    for name, sc in got.items():
+        what = f"   ({'; '.join(iv.label() for iv in ivs)}{' on ' + args.variant if args.variant else ''})" \
+            if name == "intervened" else ""
+        text.append(f"{name:<10}: {_fmt_probs(sc.probs)}  -> {D.LETTERS[sc.predicted]}{what}")
     _out(args, obj, "\n".join(text))
 
 
@@ -204,11 +227,14 @@ def cmd_ppl(args) -> None:
     engine = _engine(args)
     ivs = _interventions(args, engine)
     docs = D.load_corpus(args.corpus, engine.settings.data_dir, part=args.part)
-    out = {}
-    for name, iv in [("base", None)] + ([("intervened", ivs)] if ivs else []):
-        bar = _bar(args.tokens, f"perplexity {name}")
-        out[name] = perplexity(engine, docs, iv, n_tokens=args.tokens, ctx=args.ctx, progress=bar.update)
+
+    def run(iv):
+        bar = _bar(args.tokens, "perplexity")
+        r = perplexity(engine, docs, iv, n_tokens=args.tokens, ctx=args.ctx, progress=bar.update)
         bar.close()
+        return r
+
+    out = _with_variant(args, engine, ivs, run)
     _out(args, {"corpus": args.corpus, **out},
          "\n".join(f"{k:<10} ppl={v['perplexity']:.3f} over {v['n_tokens']} tokens (ctx {v['ctx']})"
                    for k, v in out.items()))
@@ -220,9 +246,7 @@ def cmd_generate(args) -> None:
     engine = _engine(args)
     ivs = _interventions(args, engine)
     kw = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed)
-    out = {"prompt": args.prompt, "base": generate(engine, args.prompt, None, **kw)}
-    if ivs:
-        out["intervened"] = generate(engine, args.prompt, ivs, **kw)
+    out = {"prompt": args.prompt, **_with_variant(args, engine, ivs, lambda iv: generate(engine, args.prompt, iv, **kw))}
     _out(args, out, "\n".join(f"--- {k}\n{v}" for k, v in out.items()))
 
 
@@ -600,6 +624,87 @@ def _floats(text: str) -> tuple[float, ...]:
     return tuple(float(x) for x in text.replace(",", " ").split())
 
 
+def _rmu_config(args, engine):
+    from .rmu import default_config
+
+    ups = tuple(int(x) for x in _floats(args.update_layers)) if args.update_layers else None
+    return default_config(engine.model_name, layer=args.layer, update_layers=ups, steering_coeff=args.coeff,
+                          alpha=args.alpha, lr=args.lr, batch_size=args.batch_size, steps=args.steps, ctx=args.ctx,
+                          seed=args.seed).resolved(engine.model.cfg.n_layers)
+
+
+def _rmu_bar():
+    bar = _bar(None, "RMU")
+
+    def update(rec: dict) -> None:
+        if bar.total != rec["steps"]:
+            bar.reset(total=rec["steps"])
+            bar.update(rec["step"])
+        else:
+            bar.update(rec["step"] - bar.n)
+        bar.set_postfix_str(f"forget {rec['forget_loss']:.3g} retain {rec['retain_loss']:.3g} "
+                            f"ETA {rec['eta_s']:.0f}s")
+
+    return bar, update
+
+
+def cmd_rmu(args) -> None:
+    """RMU: train a run on a target, list runs, compare with the clamps, or search settings."""
+    from . import rmu
+    from . import rmu_experiment as RX
+    from .experiments import save
+    from .targets import engine_target
+
+    if args.rcmd == "list":
+        runs = rmu.list_runs(_settings(args).cache_dir)
+        _out(args, runs, "\n".join(f"rmu:{r['name']:<24} {r['status']:<10} target {r.get('target')}  "
+                                    f"{r.get('steps_done', '')} steps {r.get('seconds', '')} s" for r in runs)
+             or "no RMU runs")
+        return
+    engine = _engine(args)
+    t = engine_target(engine, args.target)
+    cfg = _rmu_config(args, engine)
+    bar, update = _rmu_bar()
+    if args.rcmd == "train":
+        card = rmu.train(engine, args.name, t, cfg, progress=update, fresh=args.fresh)
+        bar.close()
+        _out(args, card, f"rmu:{args.name}: {card['steps_done']} steps in {card['seconds']:.0f} s on {card['cpu']}; "
+             f"last losses: forget {card['history'][-1]['forget_loss']:.4g}, retain "
+             f"{card['history'][-1]['retain_loss']:.4g}; delta in {rmu.run_dir(engine.settings.cache_dir, args.name)}")
+    elif args.rcmd == "compare":
+        from . import gate_experiment as GX
+
+        cbar = None
+
+        def prog(i, n):
+            nonlocal cbar
+            cbar = cbar or _bar(n, "clamp configurations")
+            cbar.update(1)
+
+        r = RX.compare(engine, t, args.name, cfg, list(_floats(args.clamps)),
+                       [int(n) for n in _floats(args.ns)] if args.ns else None, args.percentile, args.loss_tokens,
+                       train_progress=update, progress=prog)
+        bar.close()
+        md = "## RMU vs static and gated clamps\n\n" + GX.markdown(r) + (
+            f"\n\nRMU run `rmu:{args.name}`: {r['rmu']['config']}, {r['rmu']['steps_done']} steps, "
+            f"{r['rmu']['seconds']:.0f} s of training on {r['rmu']['cpu']}")
+        if args.out:
+            save(r, md, args.out)
+        _out(args, r, md)
+    else:  # search
+        grid = [dict(layer=int(L), steering_coeff=c, alpha=a) for L in _floats(args.layers)
+                for c in _floats(args.coeffs) for a in _floats(args.alphas)]
+        sbar = _bar(len(grid), "RMU search")
+        s = RX.search(engine, t, grid, cfg, loss_tokens=args.loss_tokens, min_retain=args.min_retain,
+                      progress=lambda i, n: sbar.update(1))
+        sbar.close()
+        bar.close()
+        md = RX.search_markdown(s)
+        if args.out:
+            save(s, md, args.out)
+        _out(args, s, md)
+
+
 def _experiment_targets(args, engine) -> None:
     """Per target: the sweep (choose on the train half, report the held-out half)."""
     from . import experiments as X
@@ -642,6 +747,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="wmdp-bio | mmlu:<subject,...> | mmlu:side-effects | quiz:<bio|sherlock|retain> | a .json/.csv file")
     s.add_argument("--index", type=int, default=0)
     s.add_argument("--question-id")
+    _variant_arg(s)
     s.set_defaults(func=cmd_mcq)
 
     s = sub.add_parser("eval", help="accuracy on question sets (known filter), loss added")
@@ -665,6 +771,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--part", default="all", choices=["all", "train", "heldout"])
     s.add_argument("--tokens", type=int, default=20_000)
     s.add_argument("--ctx", type=int, default=256)
+    _variant_arg(s)
     s.set_defaults(func=cmd_ppl)
 
     s = sub.add_parser("generate", help="base vs intervened generation")
@@ -674,6 +781,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-new-tokens", type=int, default=40)
     s.add_argument("--temperature", type=float, default=0.0)
     s.add_argument("--seed", type=int, default=0)
+    _variant_arg(s)
     s.set_defaults(func=cmd_generate)
 
     s = sub.add_parser("features", help="feature statistics, dashboards and selection")
@@ -766,6 +874,47 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--probe-n", type=int, help="the probe's N (default: the target's own N)")
     s.add_argument("--out", help="write <out>.json and <out>.md")
     s.set_defaults(func=cmd_gate)
+
+    s = sub.add_parser("rmu", help="RMU fine-tuning baseline: train on a target, list, compare with the clamps")
+    rsub = s.add_subparsers(dest="rcmd", required=True)
+    r = rsub.add_parser("list", help="RMU runs in the cache directory")
+    _common(r)
+    r.set_defaults(func=cmd_rmu)
+    for name, hlp in (("train", "train (or resume) an RMU run on a target's forget and retain text"),
+                      ("compare", "RMU vs static and gated clamps on the target's held-out known questions (trains "
+                                  "the run first if needed)"),
+                      ("search", "pick RMU settings on the target's dev (train-half) known questions")):
+        r = rsub.add_parser(name, help=hlp)
+        _common(r)
+        r.add_argument("--target", default="bio-basics")
+        if name != "search":
+            r.add_argument("--name", required=True, help="the run's name; the model variant is rmu:<name>")
+        g = r.add_argument_group("hyperparameters (default: assets/rmu.toml for the model, else the reference's)")
+        g.add_argument("--layer", type=int, help="the steered layer (residual stream after this block)")
+        g.add_argument("--update-layers", help="blocks whose MLP W_out is trained, e.g. 3,4,5 (default layer-2..layer)")
+        g.add_argument("--coeff", type=float, help="steering coefficient c (0: no forget term, the no-op control)")
+        g.add_argument("--alpha", type=float, help="retain loss weight")
+        g.add_argument("--lr", type=float)
+        g.add_argument("--batch-size", type=int)
+        g.add_argument("--steps", type=int, help="batches")
+        g.add_argument("--ctx", type=int, help="tokens per training window")
+        g.add_argument("--seed", type=int)
+        r.add_argument("--tiny", action="store_true", help="the tiny random test backend (numbers mean nothing)")
+        if name == "train":
+            r.add_argument("--fresh", action="store_true", help="discard an unfinished or finished run of this name")
+        if name == "compare":
+            r.add_argument("--clamps", default="100,200,400", help="clamp values c of the SAE configurations")
+            r.add_argument("--ns", help="numbers of top features of the target's selection (default: its own N)")
+            r.add_argument("--percentile", type=float, default=95.0, help="gate tau percentile on the retain corpora")
+        if name == "search":
+            r.add_argument("--layers", default="5", help="steered layers to try")
+            r.add_argument("--coeffs", default="100,300", help="steering coefficients to try")
+            r.add_argument("--alphas", default="10,100", help="retain weights to try")
+            r.add_argument("--min-retain", type=float, default=0.95, help="dev retain mean a pick must keep")
+        if name != "train":
+            r.add_argument("--loss-tokens", type=int, default=10_000 if name == "compare" else 5_000)
+            r.add_argument("--out", help="write <out>.json and <out>.md")
+        r.set_defaults(func=cmd_rmu)
 
     s = sub.add_parser("train-sae", help="(re)train the embedded SAE")
     _common(s)

@@ -195,8 +195,8 @@ class UnlearnClient:
         return self.request("GET", "/api/questions", params=params)
 
     def mcq(self, question_id: str | None = None, set: str = "wmdp-bio", interventions: list[dict] | None = None,
-            values: list[float] | None = None, question: dict | None = None) -> dict:
-        body: dict = {"set": set, "interventions": interventions or []}
+            values: list[float] | None = None, question: dict | None = None, variant: str = "base") -> dict:
+        body: dict = {"set": set, "interventions": interventions or [], "variant": variant}
         if question_id is not None:
             body["question_id"] = question_id
         if question is not None:
@@ -208,9 +208,9 @@ class UnlearnClient:
     # -- metrics
 
     def generate(self, prompt: str, interventions: list[dict] | None = None, max_new_tokens: int = 40,
-                 temperature: float = 0.0, seed: int = 0) -> dict:
+                 temperature: float = 0.0, seed: int = 0, variant: str = "base") -> dict:
         return self.request("POST", "/api/generate", {"prompt": prompt, "interventions": interventions or [],
-                                                       "max_new_tokens": max_new_tokens,
+                                                       "max_new_tokens": max_new_tokens, "variant": variant,
                                                        "temperature": temperature, "seed": seed})
 
     def loss_added(self, interventions: list[dict], corpus: str = "webtext", n_tokens: int = 10_000) -> dict:
@@ -245,6 +245,30 @@ class UnlearnClient:
                 return j
             if time.time() > end:
                 raise TimeoutError(f"job {job_id} not finished after {timeout:.0f} s ({j['done']}/{j['total']})")
+            time.sleep(poll)
+
+    # -- RMU runs (model variants rmu:<name>)
+
+    def train_rmu(self, name: str, target: str = "bio-basics", **hyper) -> dict:
+        return self.request("POST", "/api/rmu", {"name": name, "target": target, **hyper})
+
+    def rmu_runs(self) -> list[dict]:
+        return self.request("GET", "/api/rmu")["runs"]
+
+    def rmu_run(self, name: str) -> dict:
+        return self.request("GET", f"/api/rmu/{name}")
+
+    def cancel_rmu(self, name: str) -> dict:
+        return self.request("POST", f"/api/rmu/{name}/cancel")
+
+    def wait_rmu(self, name: str, timeout: float = 3600.0, poll: float = 0.5) -> dict:
+        end = time.time() + timeout
+        while True:
+            r = self.rmu_run(name)
+            if r["status"] in ("done", "cancelled", "failed"):
+                return r
+            if time.time() > end:
+                raise TimeoutError(f"RMU run {name} not finished after {timeout:.0f} s ({r['step']}/{r['steps']})")
             time.sleep(poll)
 
     # -- a server this client started

@@ -15,6 +15,7 @@ class Engine:
     settings: Settings
     model_name: str = ""
     extra: dict = field(default_factory=dict)
+    variant: str = ""  # the model variant whose weights are applied now ("rmu:<name>@<sha>"; rmu.applied)
 
     @property
     def prompt_format(self) -> str:
@@ -38,8 +39,10 @@ class Engine:
 
     def cache_namespace(self) -> str:
         """Identifies the model for disk caches (name + dtype: results differ across dtypes). The
-        dtype is the model's own, not the settings': an engine built from parts keeps default settings."""
-        return f"{self.model_name}|{str(self.model.cfg.dtype).replace('torch.', '')}"
+        dtype is the model's own, not the settings': an engine built from parts keeps default settings.
+        A model variant applied now (an RMU delta) is part of it."""
+        base = f"{self.model_name}|{str(self.model.cfg.dtype).replace('torch.', '')}"
+        return f"{base}|{self.variant}" if self.variant else base
 
     def info(self) -> dict:
         from . import data as D

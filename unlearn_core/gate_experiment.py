@@ -174,7 +174,8 @@ def markdown(r: dict) -> str:
     for row in r["rows"]:
         go = "—" if row["gate_open_forget"] is None else (
             f"{row['gate_open_forget']:.2f} / " + ", ".join(f"{v:.2f}" for v in row["gate_open_retain"].values()))
-        lines.append(f"| {row['method']} | {row['n']} | {row['c']:g} | {f(row['forget'])} | "
+        nc = "— | —" if row["c"] is None else f"{row['n']} | {row['c']:g}"  # a model variant: no clamp
+        lines.append(f"| {row['method']} | {nc} | {f(row['forget'])} | "
                      + " | ".join(f(row["retain"][n]) for n in names)
                      + f" | {f(row['retain_mean'])} | {f(row['loss_added'])} | {go} |")
     lines += ["", "| method | unlearning score (retain >= 0.99 of clean) | at |", "| --- | --- | --- |"]

@@ -45,6 +45,7 @@ from ..interventions import MAX_ABS_CLAMP, MODES, Intervention, validate
 from . import prefetch as PF
 from . import schemas as S
 from .jobs import JobRunner
+from .rmu_jobs import RMURunner
 from . import target_api as TA
 from .state import (EngineNotReady, ServerState, check_corpus, check_length, clean_nll_chunked, corpus_names,
                     drop_unfinished_saves, feature_stats_chunked, finite, fits_context, nll_chunked, question_set_names,
@@ -215,6 +216,7 @@ def create_app(engine_factory: Callable[[], Engine], *, token: str | None = None
     token = os.environ.get("UNLEARN_TOKEN") if token is None else token
     state = ServerState(engine_factory, lru_capacity=lru_capacity, load_wait_s=load_wait_s)
     runner = JobRunner(state, allow_delay=allow_test_options)
+    rmu_runner = RMURunner(state, allow_delay=allow_test_options)
     state.scores = PF.ScoreLRU()  # slider scores by (question, interventions without c) and c
 
     def prefetch_scores(q, ivs, values) -> list:
@@ -230,12 +232,14 @@ def create_app(engine_factory: Callable[[], Engine], *, token: str | None = None
     state.prefetcher = prefetcher
     state.on_ready.append(drop_unfinished_saves)
     state.on_ready.append(runner.start)
+    state.on_ready.append(rmu_runner.start)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         state.start_loading()
         yield
         runner.stop()
+        rmu_runner.stop()
 
     app = FastAPI(title="SAE Unlearning Workbench server", version="0.1.0", lifespan=lifespan,
                   description=(__doc__ or "").split("\n\n")[1],
@@ -243,6 +247,7 @@ def create_app(engine_factory: Callable[[], Engine], *, token: str | None = None
                              422: {"model": S.ErrorResponse}})
     app.state.server = state
     app.state.runner = runner
+    app.state.rmu_runner = rmu_runner
     install_error_handlers(app)
 
     @app.get("/api/health", response_model=S.HealthResponse, tags=["server"])
@@ -435,7 +440,8 @@ def create_app(engine_factory: Callable[[], Engine], *, token: str | None = None
             yield first
             ivs = got["ivs"]
             if ivs and values:  # steps of 8 values (the fast path's batches; exact), or of one value
-                key = got["key"] = PF.curve_key(set_name, q.id, engine.scoring, engine.prompt_format, ivs)
+                key = got["key"] = PF.curve_key(set_name, q.id, engine.scoring, engine.prompt_format, ivs) + (
+                    engine.variant,)  # the variant applied now (its delta's digest), "" for the base model
                 for v in values:
                     hit = state.scores.get(key, v)
                     if hit is not None:
@@ -455,16 +461,18 @@ def create_app(engine_factory: Callable[[], Engine], *, token: str | None = None
                 yield lambda engine: got.__setitem__("gates", gate_report(
                     engine, q, ivs, v0, got["base"], known.get(float(v0)) if values else scores[0]))
 
-        run_steps(state, steps(), "mcq")
+        with state.variant(req.variant):
+            run_steps(state, steps(), "mcq")
         ivs, base, prompts = got["ivs"], got["base"], got["prompts"]
         if ivs and values:
             curve = [S.CurvePoint(value=v, score=score_out(known[float(v)])) for v in values]
-            if len(values) == 1:  # a slider step: score the next steps ahead, in the background
+            if len(values) == 1 and req.variant == "base":  # a slider step: score the next ones ahead
                 prefetcher.submit(got["key"], q, ivs, PF.neighbours(float(values[0]), 0.0, MAX_ABS_CLAMP))
         elif ivs:
             curve = [S.CurvePoint(value=None, score=score_out(scores[0]))]
         return S.MCQResponse(question=question_out(q), set=set_name, set_label=label, scoring=engine.scoring,
                              prompt_format=engine.prompt_format, prompts=prompts, base=score_out(base),
+                             variant=req.variant,
                              interventions=iv_out(ivs, req.interventions),
                              curve=curve, gates=got.get("gates", []))
 
@@ -474,19 +482,20 @@ def create_app(engine_factory: Callable[[], Engine], *, token: str | None = None
         from ..metrics import Generation
 
         kw = dict(max_new_tokens=req.max_new_tokens, temperature=req.temperature, seed=req.seed)
-        with state.model("generate") as engine:
-            ivs = to_interventions(engine, req.interventions)
-            n = engine.model.to_tokens(req.prompt, prepend_bos=True, truncate=False).shape[1]
-            check_length(engine, n, req.max_new_tokens)
-        texts = []
-        for g in [Generation(engine, req.prompt, None, **kw)] + ([Generation(engine, req.prompt, ivs, **kw)] if ivs
-                                                                   else []):
-            def steps(g=g):  # one token per step, the same text as metrics.generate
-                while not g.done:
-                    yield g.step
-                yield lambda engine: texts.append(g.text())  # the tokenizer, under the lock too
+        with state.variant(req.variant):
+            with state.model("generate") as engine:
+                ivs = to_interventions(engine, req.interventions)
+                n = engine.model.to_tokens(req.prompt, prepend_bos=True, truncate=False).shape[1]
+                check_length(engine, n, req.max_new_tokens)
+            texts = []
+            for g in [Generation(engine, req.prompt, None, **kw)] + ([Generation(engine, req.prompt, ivs, **kw)]
+                                                                       if ivs else []):
+                def steps(g=g):  # one token per step, the same text as metrics.generate
+                    while not g.done:
+                        yield g.step
+                    yield lambda engine: texts.append(g.text())  # the tokenizer, under the lock too
 
-            run_steps(state, steps(), "generate")
+                run_steps(state, steps(), "generate")
         base, inter = texts[0], (texts[1] if ivs else None)
         return S.GenerateResponse(prompt=req.prompt, base=base, intervened=inter,
                                   interventions=iv_out(ivs, req.interventions))
@@ -555,6 +564,28 @@ def create_app(engine_factory: Callable[[], Engine], *, token: str | None = None
     def cancel_job(job_id: str) -> S.JobSummary:
         state.engine()
         return S.JobSummary(**runner.cancel(job_id).summary())
+
+    @api.post("/rmu", response_model=S.RMURunOut, status_code=202, tags=["rmu"])
+    def train_rmu(req: S.RMUTrainRequest) -> S.RMURunOut:
+        """Queue an RMU training run (resumes a cancelled or unfinished run of the same settings)."""
+        over = req.model_dump(exclude={"name", "target", "delay_per_step"}, exclude_none=True)
+        return S.RMURunOut(**rmu_runner.submit(req.name, req.target, over, req.delay_per_step).summary())
+
+    @api.get("/rmu", response_model=S.RMURunList, tags=["rmu"])
+    def list_rmu() -> S.RMURunList:
+        """Every RMU run this server knows (finished ones are model variants: rmu:<name>)."""
+        state.engine()
+        return S.RMURunList(runs=[S.RMURunOut(**r.summary()) for r in rmu_runner.runs.values()])
+
+    @api.get("/rmu/{name}", response_model=S.RMURunOut, tags=["rmu"])
+    def get_rmu(name: str) -> S.RMURunOut:
+        state.engine()
+        return S.RMURunOut(**rmu_runner.get(name).summary())
+
+    @api.post("/rmu/{name}/cancel", response_model=S.RMURunOut, tags=["rmu"])
+    def cancel_rmu(name: str) -> S.RMURunOut:
+        state.engine()
+        return S.RMURunOut(**rmu_runner.cancel(name).summary())
 
     app.include_router(api)
     return app

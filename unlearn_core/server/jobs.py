@@ -69,6 +69,10 @@ def job_modes(spec: dict) -> list[str]:
     return list(spec.get("modes") or [spec.get("mode") or "clamp"])
 
 
+def job_variants(spec: dict) -> list[str]:
+    return [v for v in spec.get("variants") or [] if v != "base"]
+
+
 @dataclass
 class Job:
     id: str
@@ -94,7 +98,8 @@ class Job:
     @property
     def total(self) -> int:
         s = self.spec
-        return 1 + len(s["thresholds"]) * len(s["ns"]) * len(s["values"]) * len(job_modes(s))
+        return (1 + len(s["thresholds"]) * len(s["ns"]) * len(s["values"]) * len(job_modes(s))
+                + len(job_variants(s)))
 
     @property
     def done(self) -> int:
@@ -290,6 +295,7 @@ class JobRunner:
             check_corpus(c, data_dir, trusted)
         for s in [d["forget_set"], *d["side_effect_sets"]]:
             self.state.question_set(s)  # unknown sets fail now (404), not in the worker
+        check_variants(engine, d.get("variants") or [])
         d["sae"] = sae
         return d
 
@@ -345,6 +351,18 @@ class JobRunner:
             job.error = f"{type(e).__name__}: {e}"
             self.store.finish(job, "failed")
         return True
+
+
+def check_variants(engine: Engine, variants: list[str]) -> None:
+    """Every variant is a finished RMU run of the loaded model (else a clear 4xx, not a failed job)."""
+    from ..rmu import load_delta, variant_name
+
+    for v in variants:
+        if v == "base":
+            continue
+        _, card = load_delta(engine.settings.cache_dir, variant_name(v))
+        if card["model"] != engine.model_name:
+            raise ValueError(f"{v} was trained on {card['model']!r}, not on the loaded {engine.model_name!r}")
 
 
 def resolve_spec(engine: Engine, spec: JobSpec) -> dict:
@@ -462,6 +480,30 @@ class Sweep:
                         self.finish_config(self.evaluate(sets, iv, k, t, n, v, chosen, acc))
         if remote:
             self.remote_accuracies(pool, sets, remote)
+        for variant in job_variants(job.spec):  # on the driver (Ray workers hold no variant)
+            if variant not in done:
+                self.check()
+                self.finish_config(self.evaluate_variant(sets, variant))
+
+    def evaluate_variant(self, sets: dict, variant: str) -> dict:
+        """A model variant's row: accuracy on the same known questions (chosen on the base model)
+        and loss added against the base model's clean loss, with the variant's delta applied in
+        every hold of the model lock."""
+        from ..mcq import accuracy
+
+        t0 = time.time()
+        with self.state.variant(variant):
+            accs = {name: finite(accuracy(score_chunked(self.state, qs, None, self.check, variant))) if qs else None
+                    for name, qs in sets.items()}
+            nll = nll_chunked(self.state, self.windows, None, self.check)[0] if self.spec.loss_tokens else None
+        side = {s: accs.get(s) for s in self.spec.side_effect_sets}
+        vals = [a for a in side.values() if a is not None]
+        return {"config": variant, "threshold": None, "n": None, "value": None, "mode": "rmu", "variant": variant,
+                "features": [], "forget_accuracy": accs.get("forget"), "side_effect_accuracy": side,
+                "side_effect_mean": sum(vals) / len(vals) if vals else None,
+                "loss_added": finite(nll - self.clean) if nll is not None else None,
+                "n_questions": {k: len(q) for k, q in sets.items()}, "seconds": round(time.time() - t0, 3),
+                "note": None}
 
     def gate_tau(self, features: list[int]) -> float:
         """The job's tau: given, or calibrated on gate_corpus for this selection (cached on disk)."""

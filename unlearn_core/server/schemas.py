@@ -30,6 +30,8 @@ Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS)]
 Name = Annotated[str, Field(min_length=1, max_length=300)]
 FeatureId = Annotated[int, Field(ge=0)]
 ClampValue = Annotated[float, Field(allow_inf_nan=False, ge=-MAX_ABS_CLAMP, le=MAX_ABS_CLAMP)]
+Variant = Annotated[str, Field(pattern=r"^(base|rmu:[A-Za-z0-9_.-]{1,64})$", description="the model variant: "
+                                "'base' (the model as loaded) or 'rmu:<name>' (a finished RMU run's weight delta)")]
 Mode = Literal[MODES]  # type: ignore[valid-type]
 StaticMode = Literal[tuple(m for m in MODES if m not in GATED_MODES)]  # type: ignore[valid-type]  # no gate to give
 
@@ -373,6 +375,8 @@ class MCQRequest(InterventionsRequest):
     question: InlineQuestion | None = None
     set: Name = "wmdp-bio"
     values: list[ClampValue] | None = Field(None, min_length=1, max_length=MAX_VALUES)
+    variant: Variant = Field("base", description="score on this model variant (base and the interventions both: "
+                             "the interventions apply on top of it)")
 
     @model_validator(mode="after")
     def _one_question(self):
@@ -408,6 +412,7 @@ class MCQResponse(BaseModel):
     interventions: list[InterventionOut]
     curve: list[CurvePoint]
     gates: list[GateOut] = []  # one per gated intervention (without values: at the interventions' own c)
+    variant: str = "base"  # the model variant every score above is on
 
 
 # ---------------------------------------------------------------- generation, loss, perplexity
@@ -415,6 +420,7 @@ class MCQResponse(BaseModel):
 
 class GenerateRequest(InterventionsRequest):
     prompt: Text
+    variant: Variant = Field("base", description="generate with this model variant (the interventions on top)")
     max_new_tokens: int = Field(40, ge=1, le=MAX_NEW_TOKENS)
     temperature: float = Field(0.0, ge=0.0, le=5.0, allow_inf_nan=False)
     seed: int = Field(0, ge=0, le=2**31 - 1)
@@ -513,8 +519,11 @@ class JobSpec(Request):
     loss_tokens: int = Field(10_000, ge=0, le=MAX_EVAL_TOKENS, description="0 disables loss added")
     delay_per_config: float = Field(0.0, ge=0, le=60, allow_inf_nan=False,
                                     description="test hook: seconds to wait after each configuration (--tiny only)")
+    variants: list[Variant] = Field(default_factory=list, max_length=8,
+                                    description="model variants ('rmu:<name>') evaluated as rows of their own "
+                                                "(no clamp) on the same known questions and loss windows")
 
-    @field_validator("thresholds", "ns", "values", "side_effect_sets", "retain_corpora", "modes")
+    @field_validator("thresholds", "ns", "values", "side_effect_sets", "retain_corpora", "modes", "variants")
     @classmethod
     def _unique(cls, v: list) -> list:
         # duplicates would be one config; a field validator (not an assignment in the model
@@ -534,6 +543,42 @@ class JobSpec(Request):
         if self.gate_corpus is not None and self.gate_percentile is None:
             raise ValueError("gate_corpus goes with gate_percentile")
         return self
+
+
+class RMUTrainRequest(Request):
+    """An RMU run on a target's forget and retain text; unset hyperparameters come from the
+    model's defaults (assets/rmu.toml)."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="the run; its variant is rmu:<name>")]
+    target: Name = "bio-basics"
+    layer: int | None = Field(None, ge=0, le=1000, description="the steered layer (residual after this block)")
+    update_layers: list[Annotated[int, Field(ge=0, le=1000)]] | None = Field(None, min_length=1, max_length=16)
+    steering_coeff: float | None = Field(None, ge=0, le=1e7, allow_inf_nan=False)
+    alpha: float | None = Field(None, ge=0, le=1e7, allow_inf_nan=False)
+    lr: float | None = Field(None, gt=0, le=1.0, allow_inf_nan=False)
+    batch_size: int | None = Field(None, ge=1, le=64)
+    steps: int | None = Field(None, ge=1, le=100_000)
+    ctx: int | None = Field(None, ge=8, le=4096)
+    seed: int | None = Field(None, ge=0, le=2**31 - 1)
+    delay_per_step: float = Field(0.0, ge=0, le=10, allow_inf_nan=False, description="test hook (--tiny only)")
+
+
+class RMURunOut(BaseModel):
+    name: str
+    variant: str
+    target: str
+    config: dict
+    status: str
+    step: int
+    steps: int
+    eta_s: float | None = None
+    error: str | None = None
+    note: str | None = None
+    last: dict = {}
+
+
+class RMURunList(BaseModel):
+    runs: list[RMURunOut]
 
 
 class JobCreated(BaseModel):
@@ -560,11 +605,13 @@ class JobSummary(BaseModel):
 
 
 class JobResult(BaseModel):
-    config: str  # "none" for the clean baseline, else "t=<threshold>|n=<N>|c=<value>" (+ "|<mode>" with several)
+    config: str  # "none" for the clean baseline, "rmu:<name>" for a model variant, else
+    # "t=<threshold>|n=<N>|c=<value>" (+ "|<mode>" with several)
     threshold: float | None
     n: int | None
     value: float | None
-    mode: str | None
+    mode: str | None  # "rmu" for a model variant's row
+    variant: str | None = None  # the model variant of the row (no clamp)
     gate: float | None = None  # gated modes: tau
     gate_open: dict[str, float | None] | None = None  # gated modes: per set, the share of prompts the gate opens on
     features: list[int]

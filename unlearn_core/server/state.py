@@ -320,13 +320,31 @@ class ServerState:
         """The engine with the model lock held: the only way request code touches the model.
         ``what`` labels the hold in ``lock_stats``; a thread inside ``background()`` waits behind
         every interactive request (and its holds are labelled ``background: <what>``)."""
+        from ..rmu import applied
+
         engine = self.engine()
         bg = self.in_background()
         self.lock.acquire(background=bg, label=f"background: {what}" if bg else what)
         try:
-            yield engine
+            with applied(engine, getattr(self._local, "variant", None)):
+                yield engine
         finally:
             self.lock.release()
+
+    @contextlib.contextmanager
+    def variant(self, name: str | None) -> Iterator[None]:
+        """Every hold of the model lock this thread takes in the block sees the model variant
+        ``name`` ('rmu:<name>': its delta applied for the hold, the exact weights restored after;
+        None or 'base': the model as loaded)."""
+        before = getattr(self._local, "variant", None)
+        self._local.variant = None if name in (None, "", "base") else name
+        try:
+            yield
+        finally:
+            self._local.variant = before
+
+    def current_variant(self) -> str | None:
+        return getattr(self._local, "variant", None)
 
     @contextlib.contextmanager
     def background(self) -> Iterator[None]:

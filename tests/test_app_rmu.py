@@ -1,0 +1,69 @@
+"""RMU in the app (AppTest against the shared tiny-backend server): a run trained from the batch
+page's panel, then evaluated in a sweep beside the clamp (its own score and Figure-5 series), and
+compared with the base model and the clamp on one question in the clamp explorer."""
+from __future__ import annotations
+
+import pytest
+
+from test_app import QID, app_env, ok, page, prob_table, run_small_paper_sweep, server  # noqa: F401 (fixtures)
+from unlearn_core.client import UnlearnClient
+
+NAME = "app-rmu"
+
+
+@pytest.fixture(scope="module")
+def trained(server):
+    """rmu:app-rmu trained from the batch page's panel (the tiny backend's default settings)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("UNLEARN_SERVER_URL", server["url"])
+        mp.delenv("UNLEARN_TOKEN", raising=False)
+        at = ok(page("batch").run())
+        at.text_input(key="rmu_name").input(NAME)
+        at.number_input(key="rmu_steps").set_value(20)
+        ok(at.run())
+        at.button(key="rmu_train").click()
+        ok(at.run())
+    c = UnlearnClient(server["url"], token="")
+    r = c.wait_rmu(NAME, timeout=120)
+    assert r["status"] == "done" and r["step"] == 20 and r["target"] == "bio-basics", r
+    return f"rmu:{NAME}"
+
+
+def test_rmu_run_trained_from_the_panel_is_listed(app_env, trained):
+    at = ok(page("batch").run())
+    table = next(df.value for df in at.dataframe if "variant" in df.value.columns)
+    row = table[table["variant"] == trained].iloc[0]
+    assert row["status"] == "done" and row["steps"] == "20/20"
+    assert trained in at.multiselect(key="b_variants").options
+
+
+def test_sweep_with_the_rmu_model_scores_it_beside_the_clamp(app_env, trained):
+    at = ok(page("batch").run())
+    at.segmented_control(key="b_setup").set_value("paper")
+    ok(at.run())
+    at.text_input(key="b_thr").input("0.5")
+    at.text_input(key="b_ns").input("1, 2")
+    at.text_input(key="b_vals").input("20, 100")
+    at.multiselect(key="b_variants").set_value([trained])
+    ok(at.run())
+    assert any("+ 1 RMU model(s)" in c.value for c in at.caption)
+    run_small_paper_sweep(at)
+    scores = next(df.value for df in at.dataframe if "unlearning score" in df.value.columns)
+    assert set(scores["mode"]) >= {"rmu"} and len(scores) == 2  # the clamp and RMU, each scored
+    results = next(df.value for df in at.dataframe if "forget_accuracy" in df.value.columns)
+    assert trained in set(results["config"])
+    fig = next(c for c in at.get("plotly_chart"))
+    assert "rmu (run" in fig.proto.spec  # RMU is its own series on Figure 5
+
+
+def test_clamp_explorer_compares_base_rmu_and_clamp(app_env, trained):
+    at = ok(page("clamp", features="2,3", qset="wmdp-bio", q=QID, c="70").run())
+    at.selectbox(key="variant").set_value(trained)
+    ok(at.run())
+    table = prob_table(at)
+    assert "| base |" in table and f"| {trained} |" in table and "| intervened (c=70) |" in table
+    labels = [m.label for m in at.metric]
+    assert f"P(correct) on {trained}" in labels
+    at.slider(key="c").set_value(80)  # the RMU row does not depend on c: read from the app's cache
+    ok(at.run())
+    assert f"| {trained} |" in prob_table(at) and "intervened (c=80)" in prob_table(at)
