@@ -189,3 +189,49 @@ def test_gated_clamp_on_the_embedded_model(engine, question, scoring):
         fast = fastpath.score_curve(engine, question, [iv], [c], scoring, "plain")[0]
         ref = mcq.score_question(engine, question, [iv], scoring, "plain")
         assert fast.probs == pytest.approx(ref.probs, abs=1e-4)
+
+
+def test_rmu_with_coefficient_zero_equals_the_clean_model(engine, monkeypatch, tmp_path):
+    """The RMU no-op control on the embedded model: c = 0, alpha > 0 (nothing to forget) leaves
+    the outputs equal to the clean model's within 1e-4, through the saved delta and the variant."""
+    from unlearn_core import rmu
+    from unlearn_core.targets import get_target
+
+    monkeypatch.setattr(engine.settings, "cache_dir", str(tmp_path))
+    cfg = rmu.default_config(engine.model_name, steering_coeff=0.0, alpha=1200.0, steps=3)
+    card = rmu.train(engine, "zero", get_target("bio-basics"), cfg)
+    assert card["steps_done"] == 3 and card["history"][-1]["retain_loss"] == 0.0
+    toks = engine.model.to_tokens("The bacterium that causes anthrax is called")
+    with torch.inference_mode():
+        clean = engine.model(toks)
+        with rmu.applied(engine, "rmu:zero"):
+            out = engine.model(toks)
+        assert torch.equal(engine.model(toks), clean)  # restored exactly
+    assert float((out - clean).abs().max()) <= 1e-4
+
+
+def test_rmu_steps_move_forget_more_than_retain(engine, monkeypatch, tmp_path):
+    """A few RMU steps with the embedded defaults push forget-text residuals at the steered layer
+    toward c*u by far more than they move retain-text residuals (a hook on the whole model)."""
+    from unlearn_core import rmu
+    from unlearn_core.targets import get_target
+
+    monkeypatch.setattr(engine.settings, "cache_dir", str(tmp_path))
+    t = get_target("bio-basics")
+    cfg = rmu.default_config(engine.model_name, steps=10).resolved(engine.model.cfg.n_layers)
+    rmu.train(engine, "few", t, cfg)
+    data = rmu.target_data(engine, t, cfg)
+    hook = f"blocks.{cfg.layer}.hook_resid_post"
+    control = rmu.control_vector(engine.model.cfg.d_model, cfg.seed, cfg.steering_coeff)
+
+    def resid(windows):
+        _, cache = engine.model.run_with_cache(torch.tensor(windows), names_filter=hook)
+        return cache[hook][:, 1:]
+
+    with torch.inference_mode():
+        f0, r0 = resid(data.forget[:4]), resid(data.retain[:4])
+        with rmu.applied(engine, "rmu:few"):
+            f1, r1 = resid(data.forget[:4]), resid(data.retain[:4])
+    dist = lambda f: float(((f - control) ** 2).mean())  # noqa: E731
+    assert dist(f1) < dist(f0)
+    assert float(((r1 - r0) ** 2).mean()) < 0.5 * float(((f1 - f0) ** 2).mean())

@@ -178,3 +178,13 @@ def test_cli_trains_lists_and_scores_with_the_variant(tmp_path):
     assert "rmu:cli: 12 steps" in r.stdout and "ETA" in r.stderr  # the progress bar shows an ETA
     r = run("rmu", "list")
     assert "rmu:cli" in r.stdout and "done" in r.stdout
+    r = run("rmu", "compare", "--tiny", "--name", "cli", "--clamps", "20", "--ns", "2", "--loss-tokens", "300",
+            "--ppl-tokens", "200", "--json")
+    assert r.returncode == 0, r.stderr
+    import json
+
+    out = json.loads(r.stdout)
+    rows = {row["method"]: row for row in out["rows"]}
+    assert set(rows) == {"clamp", "gated", "dsg", "rmu"} and rows["rmu"]["variant"] == "rmu:cli"
+    assert rows["rmu"]["loss_added"] > 0 and rows["rmu"]["ppl"] != out["ppl"]["clean"]  # the delta was applied
+    assert out["rmu"]["steps_done"] == 12 and "rmu" in out["scores"]

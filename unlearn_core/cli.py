@@ -683,7 +683,7 @@ def cmd_rmu(args) -> None:
 
         r = RX.compare(engine, t, args.name, cfg, list(_floats(args.clamps)),
                        [int(n) for n in _floats(args.ns)] if args.ns else None, args.percentile, args.loss_tokens,
-                       train_progress=update, progress=prog)
+                       train_progress=update, progress=prog, ppl_tokens=args.ppl_tokens)
         bar.close()
         md = "## RMU vs static and gated clamps\n\n" + GX.markdown(r) + (
             f"\n\nRMU run `rmu:{args.name}`: {r['rmu']['config']}, {r['rmu']['steps_done']} steps, "
@@ -692,9 +692,10 @@ def cmd_rmu(args) -> None:
             save(r, md, args.out)
         _out(args, r, md)
     else:  # search
-        grid = [dict(layer=int(L), steering_coeff=c, alpha=a) for L in _floats(args.layers)
-                for c in _floats(args.coeffs) for a in _floats(args.alphas)]
-        sbar = _bar(len(grid), "RMU search")
+        grid = [dict(layer=int(L), steering_coeff=c, alpha=a, **({"lr": lr} if lr else {}))
+                for L in _floats(args.layers) for c in _floats(args.coeffs) for a in _floats(args.alphas)
+                for lr in (_floats(args.lrs) if args.lrs else [None])]
+        sbar = _bar(2 * len(grid), "RMU search (train, then evaluate)")
         s = RX.search(engine, t, grid, cfg, loss_tokens=args.loss_tokens, min_retain=args.min_retain,
                       progress=lambda i, n: sbar.update(1))
         sbar.close()
@@ -906,10 +907,13 @@ def build_parser() -> argparse.ArgumentParser:
             r.add_argument("--clamps", default="100,200,400", help="clamp values c of the SAE configurations")
             r.add_argument("--ns", help="numbers of top features of the target's selection (default: its own N)")
             r.add_argument("--percentile", type=float, default=95.0, help="gate tau percentile on the retain corpora")
+            r.add_argument("--ppl-tokens", type=int, default=2000, help="perplexity on the target's ppl corpus per "
+                           "row (0 skips it)")
         if name == "search":
             r.add_argument("--layers", default="5", help="steered layers to try")
             r.add_argument("--coeffs", default="100,300", help="steering coefficients to try")
             r.add_argument("--alphas", default="10,100", help="retain weights to try")
+            r.add_argument("--lrs", help="learning rates to try (default: --lr, else the model's)")
             r.add_argument("--min-retain", type=float, default=0.95, help="dev retain mean a pick must keep")
         if name != "train":
             r.add_argument("--loss-tokens", type=int, default=10_000 if name == "compare" else 5_000)

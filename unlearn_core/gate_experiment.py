@@ -168,8 +168,12 @@ def markdown(r: dict) -> str:
              f"the {r['percentile']:g}th percentile of rho on the retain corpora (highest): {taus}; known "
              "questions: " + ", ".join(f"{k} {v}" for k, v in r["n_known"].items()), "",
              "| method | N | c | forget acc. | " + " | ".join(f"retain: {n}" for n in names)
-             + " | retain mean | loss added | gate open (forget / retain) |",
-             "| --- | --- | --- | --- | " + " | ".join("---" for _ in names) + " | --- | --- | --- |"]
+             + " | retain mean | loss added | gate open (forget / retain) |" + (" ppl |" if "ppl" in r else ""),
+             "| --- | --- | --- | --- | " + " | ".join("---" for _ in names) + " | --- | --- | --- |"
+             + (" --- |" if "ppl" in r else "")]
+    if "ppl" in r:  # perplexity on the target's held-out forget-domain text (rmu_experiment.add_perplexity)
+        lines.insert(1, f"ppl: perplexity on {r['ppl']['tokens']} tokens of `{r['ppl']['corpus']}`; clean model "
+                        f"{r['ppl']['clean']:.2f}")
     f = lambda x: "—" if x is None else f"{x:.3f}"  # noqa: E731
     for row in r["rows"]:
         go = "—" if row["gate_open_forget"] is None else (
@@ -177,7 +181,8 @@ def markdown(r: dict) -> str:
         nc = "— | —" if row["c"] is None else f"{row['n']} | {row['c']:g}"  # a model variant: no clamp
         lines.append(f"| {row['method']} | {nc} | {f(row['forget'])} | "
                      + " | ".join(f(row["retain"][n]) for n in names)
-                     + f" | {f(row['retain_mean'])} | {f(row['loss_added'])} | {go} |")
+                     + f" | {f(row['retain_mean'])} | {f(row['loss_added'])} | {go} |"
+                     + (f" {row['ppl']:.2f} |" if "ppl" in r else ""))
     lines += ["", "| method | unlearning score (retain >= 0.99 of clean) | at |", "| --- | --- | --- |"]
     for m, s in r["scores"].items():
         lines.append(f"| {m} | {f(s['score'])} | {s['config'] or '— (no configuration keeps retain accuracy)'} |")

@@ -219,18 +219,18 @@ def new_state(model, cfg: RMUConfig) -> TrainState:
     return TrainState(delta, opt)
 
 
-def train_step(engine, state: TrainState, data: RMUData, cfg: RMUConfig, control: torch.Tensor) -> dict:
-    """One batch: forward from the first updated block to ``layer`` with and without the delta,
-    both losses, one Adam step. Returns the step's losses."""
+def _window_grads(engine, state: TrainState, forget: list[int], retain: list[int], cfg: RMUConfig,
+                  control: torch.Tensor, share: float) -> tuple[float, float]:
+    """One forget and one retain window: their losses, times ``share``, backpropagated into the
+    delta's gradients (accumulated over the batch). Returns the unweighted (forget, retain) MSEs."""
     model = engine.model
     dev = model.cfg.device
     first = min(cfg.update_layers)
-    forget, retain = data.batch(state.step, cfg.batch_size)
     params = dict(model.named_parameters())
     with torch.inference_mode(False), _no_param_grads(model):
         with torch.no_grad():
-            f_in = model(torch.tensor(forget, device=dev), stop_at_layer=first)  # 0: the embeddings
-            r_in = model(torch.tensor(retain, device=dev), stop_at_layer=first)
+            f_in = model(torch.tensor([forget], device=dev), stop_at_layer=first)  # 0: the embeddings
+            r_in = model(torch.tensor([retain], device=dev), stop_at_layer=first)
             frozen = _resid(model, r_in, first, cfg.layer)[:, 1:]
         with torch.enable_grad():
             weights = {k: params[k] + d for k, d in state.delta.items()}
@@ -242,12 +242,29 @@ def train_step(engine, state: TrainState, data: RMUData, cfg: RMUConfig, control
                 f_out = _resid(model, f_in, first, cfg.layer, weights)[:, 1:]
                 forget_loss = torch.nn.functional.mse_loss(f_out, control.to(f_out).expand_as(f_out))
                 loss = loss + forget_loss
-            state.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            state.opt.step()
+            (loss * share).backward()
+    return float(forget_loss.detach()), float(retain_loss.detach())
+
+
+def train_step(engine, state: TrainState, data: RMUData, cfg: RMUConfig, control: torch.Tensor,
+               run: Callable[[Callable], object] | None = None) -> dict:
+    """One batch: for each (forget, retain) window pair, a forward from the first updated block to
+    ``layer`` with and without the delta and both losses, gradients accumulated (the batch's MSE
+    is the mean of the windows': they have the same length); then one Adam step. ``run(fn)`` runs
+    ``fn(engine)`` per window pair (the server: one short hold of the model lock each). Returns
+    the step's losses."""
+    run = run or (lambda fn: fn(engine))
+    forget, retain = data.batch(state.step, cfg.batch_size)
+    state.opt.zero_grad(set_to_none=True)
+    share = 1.0 / len(forget)
+    parts = [run(lambda e, f=f, r=r: _window_grads(e, state, f, r, cfg, control, share))
+             for f, r in zip(forget, retain)]
+    with torch.inference_mode(False):
+        state.opt.step()  # the delta only: the model's weights are not touched, no lock needed
     state.step += 1
-    rec = {"step": state.step, "forget_loss": float(forget_loss.detach()), "retain_loss": float(retain_loss.detach()),
-           "loss": float(loss.detach())}
+    fl = sum(p[0] for p in parts) * share
+    rl = sum(p[1] for p in parts) * share
+    rec = {"step": state.step, "forget_loss": fl, "retain_loss": rl, "loss": fl + cfg.alpha * rl}
     state.history.append(rec)
     return rec
 
@@ -336,7 +353,7 @@ def train(engine, name: str, target, cfg: RMUConfig, *, progress: Callable[[dict
                 C.atomic_write_json(folder / "status.json", {"status": "cancelled", "step": state.step})
             raise RMUCancelled(f"RMU run {name!r} stopped at step {state.step} ({why})")
         t0 = time.time()
-        rec = run(lambda e: train_step(e, state, data, cfg, control))
+        rec = train_step(engine, state, data, cfg, control, run)
         state.seconds += time.time() - t0
         done_here = state.step - resumed_at
         rate = (time.time() - t_run) / done_here

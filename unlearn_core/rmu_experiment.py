@@ -55,7 +55,7 @@ def card_summary(card: dict) -> dict:
 
 def compare(engine, target: Target, name: str, cfg: rmu.RMUConfig, cs: list[float], ns: list[int] | None = None,
             percentile: float = 95.0, loss_tokens: int = 10_000, methods=METHODS, train_progress=None,
-            progress=None) -> dict:
+            progress=None, ppl_tokens: int = 0) -> dict:
     """Train (or reuse, or resume) RMU run ``name`` on the target, then one table: the static and
     gated clamps at each (N, c) (``gate_experiment.compare``) and the RMU model, on the same held-out
     known questions and loss windows, with the SAEBench-style score per method."""
@@ -65,12 +65,36 @@ def compare(engine, target: Target, name: str, cfg: rmu.RMUConfig, cs: list[floa
     card = rmu.train(engine, name, target, cfg, progress=train_progress)
     r = clamp_compare(engine, target, cs, ns, percentile, loss_tokens, methods, progress=progress)
     sets = known_sets(engine, target)
-    row = variant_row(engine, target, f"{rmu.PREFIX}{name}", sets, loss_tokens, f"rmu {name}")
+    variant = f"{rmu.PREFIX}{name}"
+    row = variant_row(engine, target, variant, sets, loss_tokens, f"rmu {name}")
     r["rows"].append(row)
     r["scores"]["rmu"] = unlearning_score([row])
     r["rmu"] = card_summary(card)
+    if ppl_tokens and target.ppl_corpus:
+        add_perplexity(engine, target, r, variant, ppl_tokens)
     r["seconds"] = round(time.time() - t0, 1)
     return r
+
+
+def add_perplexity(engine, target: Target, r: dict, variant: str, n_tokens: int) -> None:
+    """Perplexity on the target's ppl corpus (held-out forget-domain text) for the clean model and
+    every row: a clamp row with its intervention, the RMU row with its delta."""
+    from .features import corpus_docs
+    from .interventions import Intervention
+    from .metrics import perplexity
+    from .targets import default_intervention
+
+    docs = corpus_docs(engine, target.ppl_corpus)
+    base = default_intervention(engine, target)
+    ppl = lambda ivs: perplexity(engine, docs, ivs, n_tokens=n_tokens)["perplexity"]  # noqa: E731
+    r["ppl"] = {"corpus": target.ppl_corpus, "tokens": n_tokens, "clean": ppl(None)}
+    for row in r["rows"]:
+        if row["method"] == "rmu":
+            with rmu.applied(engine, variant):
+                row["ppl"] = ppl(None)
+        else:
+            row["ppl"] = ppl([Intervention(base.sae_key, base.features[: row["n"]], float(row["c"]), row["method"],
+                                           row["tau"])])
 
 
 def search(engine, target: Target, grid: list[dict], base: rmu.RMUConfig, loss_tokens: int = 5_000,
@@ -79,21 +103,24 @@ def search(engine, target: Target, grid: list[dict], base: rmu.RMUConfig, loss_t
     half known questions (dev), and pick the lowest dev forget accuracy whose dev retain mean stays
     >= ``min_retain`` (ties: the smaller loss added)."""
     dev = replace(target, eval_part="train")
-    sets = known_sets(engine, dev)
-    rows = []
-    for i, over in enumerate(grid):
+    cards = []
+    for i, over in enumerate(grid):  # every run first, then the evaluations (see the README on step times)
         cfg = replace(base, **over)
         if "layer" in over and "update_layers" not in over:
             cfg = replace(cfg, update_layers=())  # the default for this layer: layer-2 .. layer
         name = (f"search-{target.name}-" + "-".join(f"{k[:5]}{v:g}" for k, v in sorted(over.items()))
                 + "-" + C.key_of(cfg.to_dict())[:8])  # readable, and unique per full configuration
-        t0 = time.time()
-        card = rmu.train(engine, name, target, cfg)
-        row = variant_row(engine, dev, f"{rmu.PREFIX}{name}", sets, loss_tokens, name)
-        rows.append({**row, "config": rmu.RMUConfig(**{**cfg.to_dict(), "update_layers": tuple(
-            card["config"]["update_layers"])}).to_dict(), "train_s": card["seconds"], "seconds": round(time.time() - t0, 1)})
+        cards.append(rmu.train(engine, name, target, cfg))
         if progress:
-            progress(i + 1, len(grid))
+            progress(i + 1, 2 * len(grid))
+    sets = known_sets(engine, dev)
+    rows = []
+    for i, card in enumerate(cards):
+        t0 = time.time()
+        row = variant_row(engine, dev, f"{rmu.PREFIX}{card['name']}", sets, loss_tokens, card["name"])
+        rows.append({**row, "config": card["config"], "train_s": card["seconds"], "eval_s": round(time.time() - t0, 1)})
+        if progress:
+            progress(len(grid) + i + 1, 2 * len(grid))
     ok = [r for r in rows if r["retain_mean"] is not None and r["retain_mean"] >= min_retain]
     best = min(ok, key=lambda r: (r["forget"], r["loss_added"] or 0.0)) if ok else None
     return {"target": target.name, "dev": "train half", "n_known": {k: len(v) for k, v in sets.items()},
