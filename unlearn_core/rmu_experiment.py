@@ -121,11 +121,23 @@ def search(engine, target: Target, grid: list[dict], base: rmu.RMUConfig, loss_t
         rows.append({**row, "config": card["config"], "train_s": card["seconds"], "eval_s": round(time.time() - t0, 1)})
         if progress:
             progress(len(grid) + i + 1, 2 * len(grid))
-    ok = [r for r in rows if r["retain_mean"] is not None and r["retain_mean"] >= min_retain]
-    best = min(ok, key=lambda r: (r["forget"], r["loss_added"] or 0.0)) if ok else None
+    best, rule = pick(rows, min_retain)
     return {"target": target.name, "dev": "train half", "n_known": {k: len(v) for k, v in sets.items()},
             "min_retain": min_retain, "rows": rows, "best": best["config"] if best else None,
-            "best_label": best["label"] if best else None}
+            "best_label": best["label"] if best else None, "rule": rule}
+
+
+def pick(rows: list[dict], min_retain: float) -> tuple[dict | None, str]:
+    """The lowest dev forget accuracy among runs keeping dev retain >= ``min_retain``; when none
+    does, the highest dev retain, then the lowest forget (a rule fixed before any held-out score)."""
+    scored = [r for r in rows if r["retain_mean"] is not None and r["forget"] is not None]
+    ok = [r for r in scored if r["retain_mean"] >= min_retain]
+    if ok:
+        return min(ok, key=lambda r: (r["forget"], r["loss_added"] or 0.0)), f"lowest forget with retain >= {min_retain}"
+    if not scored:
+        return None, "nothing scored"
+    return (min(scored, key=lambda r: (-r["retain_mean"], r["forget"], r["loss_added"] or 0.0)),
+            f"none kept retain >= {min_retain}: the highest retain, then the lowest forget")
 
 
 def search_markdown(s: dict) -> str:
@@ -140,5 +152,5 @@ def search_markdown(s: dict) -> str:
         lines.append(f"| {c['layer']} | {','.join(map(str, c['update_layers']))} | {c['steering_coeff']:g} | "
                      f"{c['alpha']:g} | {c['lr']:g} | {c['steps']} | {f(r['forget'])} | {f(r['retain_mean'])} | "
                      f"{f(r['loss_added'])} | {r['train_s']:.0f} |")
-    lines += ["", f"chosen: {s['best_label'] or '— (none kept dev retain accuracy)'}"]
+    lines += ["", f"chosen ({s.get('rule', '')}): {s['best_label'] or '—'}"]
     return "\n".join(lines)
