@@ -29,6 +29,7 @@ def main() -> None:
     ap.add_argument("--variant", default="rmu:bio-basics-rmu")
     ap.add_argument("--target", default="bio-basics")
     ap.add_argument("--values", default="100,200,400", help="clamp values of the sweep")
+    ap.add_argument("--job", help="an earlier run of this sweep (its id) instead of a new one")
     ap.add_argument("--shots", default=str(ROOT / "tests" / "artifacts" / "rmu"))
     args = ap.parse_args()
     from playwright.sync_api import sync_playwright
@@ -46,12 +47,13 @@ def main() -> None:
         client = UnlearnClient(url, token="")
         assert args.variant in [r["variant"] for r in client.rmu_runs() if r["status"] == "done"], client.rmu_runs()
         t = time.time()
-        job = client.submit_job({"target": args.target, "thresholds": [0.01], "ns": [50],
-                                 "values": [float(v) for v in args.values.split(",")], "loss_tokens": 2000,
-                                 "variants": [args.variant]})
+        job = {"id": args.job} if args.job else client.submit_job({
+            "target": args.target, "thresholds": [0.01], "ns": [50], "values": [float(v) for v in args.values.split(",")],
+            "loss_tokens": 2000, "variants": [args.variant]})
         done = client.wait_job(job["id"], timeout=3600)
-        assert done["status"] == "done", done
-        rows.append((f"sweep: target's N=50 at c={args.values} + {args.variant} (server)", time.time() - t))
+        assert done["status"] == "done" and args.variant in [r["config"] for r in done["results"]], done
+        if not args.job:
+            rows.append((f"sweep: target's N=50 at c={args.values} + {args.variant} (server)", time.time() - t))
         app, app_url = start_streamlit(url, shots / "app.log")
         with sync_playwright() as p:
             browser = launch_chromium(p)
@@ -78,7 +80,7 @@ def main() -> None:
             page.get_by_text("Answer probabilities").wait_for(timeout=300_000)
             rows.append(("open the clamp explorer (base vs clamp)", time.time() - t))
             t = time.time()
-            page.get_by_label("Compare with an RMU model").click()
+            page.get_by_role("combobox", name="Compare with an RMU model").click()
             page.get_by_role("option", name=args.variant).click()
             page.get_by_text(f"P(correct) on {args.variant}").wait_for(timeout=300_000)
             settle(page, 120)
