@@ -25,7 +25,7 @@ from unlearn_core.server import create_app
 
 GEO = "mmlu:high_school_geography"
 JOB_KEYS = {"config", "threshold", "n", "value", "mode", "features", "forget_accuracy", "side_effect_accuracy",
-            "side_effect_mean", "loss_added", "n_questions", "seconds", "note", "gate", "gate_open"}
+            "side_effect_mean", "loss_added", "n_questions", "seconds", "note", "gate", "gate_open", "variant"}
 
 
 

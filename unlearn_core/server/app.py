@@ -440,8 +440,8 @@ def create_app(engine_factory: Callable[[], Engine], *, token: str | None = None
             yield first
             ivs = got["ivs"]
             if ivs and values:  # steps of 8 values (the fast path's batches; exact), or of one value
-                key = got["key"] = PF.curve_key(set_name, q.id, engine.scoring, engine.prompt_format, ivs) + (
-                    engine.variant,)  # the variant applied now (its delta's digest), "" for the base model
+                key = got["key"] = PF.curve_key(set_name, q.id, engine.scoring, engine.prompt_format, ivs,
+                                                engine.variant)
                 for v in values:
                     hit = state.scores.get(key, v)
                     if hit is not None:
