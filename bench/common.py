@@ -41,13 +41,9 @@ def machine() -> str:
 
 
 def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "?"
+    from unlearn_core.rmu import cpu_name as name  # the one reader of /proc/cpuinfo (RMU cards use it too)
+
+    return name()
 
 
 def print_table(header: tuple[str, str], rows: list[tuple[str, str]]) -> None:

@@ -23,14 +23,19 @@ def ok(r, code: int = 200) -> dict:
     return r.json()
 
 
-def wait_job(client, job_id: str, timeout: float = 90) -> dict:
+def wait_done(client, path: str, timeout: float = 90, poll: float = 0.1) -> dict:
+    """GET ``path`` until its status is final (a job or an RMU run)."""
     end = time.time() + timeout
     while True:
-        j = ok(client.get(f"/api/jobs/{job_id}"))
+        j = ok(client.get(path))
         if j["status"] in ("done", "failed", "cancelled"):
             return j
         assert time.time() < end, j
-        time.sleep(0.1)
+        time.sleep(poll)
+
+
+def wait_job(client, job_id: str, timeout: float = 90) -> dict:
+    return wait_done(client, f"/api/jobs/{job_id}", timeout)
 
 
 @pytest.fixture(scope="module")

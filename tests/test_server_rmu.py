@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from api_helpers import app, client, engine, lock, ok, wait_job, wait_ok  # noqa: F401 (fixtures)
+from api_helpers import app, client, engine, lock, ok, wait_done, wait_job, wait_ok  # noqa: F401 (fixtures)
 from browser_helpers import start_server, stop
 from unlearn_core import rmu
 from unlearn_core.client import UnlearnClient
@@ -21,13 +21,7 @@ GEO = "mmlu:high_school_geography"
 
 
 def wait_run(client, name: str, timeout: float = 120) -> dict:
-    end = time.time() + timeout
-    while True:
-        r = ok(client.get(f"/api/rmu/{name}"))
-        if r["status"] in ("done", "failed", "cancelled"):
-            return r
-        assert time.time() < end, r
-        time.sleep(0.05)
+    return wait_done(client, f"/api/rmu/{name}", timeout, poll=0.05)
 
 
 @pytest.fixture(scope="module")

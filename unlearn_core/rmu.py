@@ -374,13 +374,14 @@ def _finish(folder: Path, engine, spec: dict, state: TrainState) -> dict:
     card = {**spec, "steps_done": state.step, "seconds": round(state.seconds, 2), "history": state.history,
             "delta_sha256": hashlib.sha256(blob).hexdigest(), "finished": time.time(),
             "delta_norms": {k: float(v.norm()) for k, v in tensors.items()},
-            "cpu": _cpu_name(), "torch": torch.__version__}
+            "cpu": cpu_name(), "torch": torch.__version__}
     C.atomic_write_json(folder / "card.json", card)
     (folder / "checkpoint.safetensors").unlink(missing_ok=True)
     return card
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """The CPU model (cards and benchmarks name the machine their figures come from)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
