@@ -4,10 +4,11 @@ Needs a finished RMU run in the cache (``python -m unlearn_core rmu compare --ta
 --name bio-basics-rmu``). Opens the Batch evaluation page (the RMU panel and its runs), submits a
 small sweep with the RMU model beside the target's clamp (over the API, the same request the
 page sends) and opens its results (Figure 5 with RMU as its own series, the per-method scores),
-then the Clamp explorer on a forget question with "Compare with an RMU model" chosen. Times
-each from action to pixels; screenshots go to --shots. Prints one table.
+then the Clamp explorer on a forget question with "Compare with an RMU model" chosen and then
+"Clamp on top of it", then Feature search and Token highlighting with the RMU model picked as the
+page's Model. Times each from action to pixels; screenshots go to --shots. Prints one table.
 
-    .venv/bin/python bench/browser_rmu.py [--variant rmu:bio-basics-rmu] [--shots DIR]
+    .venv/bin/python bench/browser_rmu.py [--variant rmu:bio-basics-rmu] [--shots DIR] [--pages-only]
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ def main() -> None:
     ap.add_argument("--values", default="100,200,400", help="clamp values of the sweep")
     ap.add_argument("--job", help="an earlier run of this sweep (its id) instead of a new one")
     ap.add_argument("--shots", default=str(ROOT / "tests" / "artifacts" / "rmu"))
+    ap.add_argument("--pages-only", action="store_true", help="skip the sweep and the batch page")
     args = ap.parse_args()
     from playwright.sync_api import sync_playwright
 
@@ -47,30 +49,31 @@ def main() -> None:
         client = UnlearnClient(url, token="")
         assert args.variant in [r["variant"] for r in client.rmu_runs() if r["status"] == "done"], client.rmu_runs()
         t = time.time()
-        job = {"id": args.job} if args.job else client.submit_job({
+        job = {"id": args.job} if args.job or args.pages_only else client.submit_job({
             "target": args.target, "thresholds": [0.01], "ns": [50], "values": [float(v) for v in args.values.split(",")],
             "loss_tokens": 2000, "variants": [args.variant]})
-        done = client.wait_job(job["id"], timeout=3600)
-        assert done["status"] == "done" and args.variant in [r["config"] for r in done["results"]], done
-        if not args.job:
+        done = None if args.pages_only else client.wait_job(job["id"], timeout=3600)
+        assert args.pages_only or (done["status"] == "done" and args.variant in [r["config"] for r in done["results"]])
+        if not args.job and not args.pages_only:
             rows.append((f"sweep: target's N=50 at c={args.values} + {args.variant} (server)", time.time() - t))
         app, app_url = start_streamlit(url, shots / "app.log")
         with sync_playwright() as p:
             browser = launch_chromium(p)
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            t = time.time()
-            page.goto(f"{app_url}/Batch_evaluation?target={args.target}&job={job['id']}")
-            settle(page, 300)
-            page.get_by_text("Forget accuracy against side effects").wait_for(timeout=300_000)
-            settle(page, 300)
-            rows.append(("open the sweep's results (Figure 5 with RMU)", time.time() - t))
-            page.mouse.move(0, 0)
-            full_screenshot(page, shots / "batch_rmu.png")
-            page.get_by_text("RMU: the fine-tuning baseline").click()
-            settle(page, 60)
-            full_screenshot(page, shots / "batch_rmu_panel.png", max_height=2200)
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            forget_q = client.questions(set=f"quiz:bio@heldout", known=True, limit=1)["questions"][0]["id"]
+            if not args.pages_only:
+                t = time.time()
+                page.goto(f"{app_url}/Batch_evaluation?target={args.target}&job={job['id']}")
+                settle(page, 300)
+                page.get_by_text("Forget accuracy against side effects").wait_for(timeout=300_000)
+                settle(page, 300)
+                rows.append(("open the sweep's results (Figure 5 with RMU)", time.time() - t))
+                page.mouse.move(0, 0)
+                full_screenshot(page, shots / "batch_rmu.png")
+                page.get_by_text("RMU: the fine-tuning baseline").click()
+                settle(page, 60)
+                full_screenshot(page, shots / "batch_rmu_panel.png", max_height=2200)
+                page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            forget_q = client.questions(set="quiz:bio@heldout", known=True, limit=1)["questions"][0]["id"]
             sel = client.select_target(args.target)
             feats = ",".join(str(f["feature"]) for f in sel["features"])
             t = time.time()
@@ -87,6 +90,30 @@ def main() -> None:
             rows.append((f"choose {args.variant} -> its row on screen", time.time() - t))
             page.mouse.move(0, 0)
             full_screenshot(page, shots / "clamp_rmu.png", max_height=2600)
+            t = time.time()
+            page.get_by_text("Clamp on top of it").click()
+            page.get_by_text(f"{args.variant} + clamp (c=200)").first.wait_for(timeout=300_000)
+            settle(page, 120)
+            rows.append(("tick 'Clamp on top of it' -> the RMU + clamp row on screen", time.time() - t))
+            page.mouse.move(0, 0)
+            full_screenshot(page, shots / "clamp_on_top_rmu.png", max_height=2600)
+
+            for model in ("base", args.variant):
+                page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                t = time.time()
+                page.goto(f"{app_url}/Feature_search?target={args.target}&by=text&model={model}")
+                page.get_by_role("button", name="Open its dashboard").wait_for(timeout=300_000)
+                settle(page, 120)
+                rows.append((f"Feature search by text, Model = {model}: table on screen", time.time() - t))
+                page.mouse.move(0, 0)
+                full_screenshot(page, shots / f"search_{model.replace(':', '_')}.png", max_height=1800)
+            t = time.time()
+            page.goto(f"{app_url}/Token_highlighting?target={args.target}&src=own%20text&model={args.variant}")
+            page.get_by_text("Top features of one token").wait_for(timeout=300_000)
+            settle(page, 120)
+            rows.append((f"Token highlighting, Model = {args.variant}: page on screen", time.time() - t))
+            page.mouse.move(0, 0)
+            full_screenshot(page, shots / "tokens_rmu.png", max_height=1800)
             browser.close()
     finally:
         stop(app)

@@ -10,7 +10,8 @@ from unlearn_core.ui import figures as FIG
 from unlearn_core.ui import render as R
 from unlearn_core.ui import selection_view as SV
 
-info, sae = C.tool_page("Feature search")
+info, sae = C.tool_page("Feature search", pick_model=True)
+on = C.current_variant()  # the model the features are read on
 target = C.current_target()
 meta = C.sae_info(info, sae)
 d_sae = int(meta.get("d_sae") or 1)
@@ -48,7 +49,7 @@ if by == "text":
                       help="score = max activation × (1 − firing frequency on that corpus): skips features that "
                            "fire everywhere. The corpus statistics are computed once (slow the first time).")
     if text.strip():
-        res = C.attempt(lambda: C.cached("search", text=text, sae=sae, k=k, background=bg),
+        res = C.attempt(lambda: C.cached("search", text=text, sae=sae, k=k, background=bg, **on),
                         "the feature search", spinner="Encoding the text…")
         if res is not None:
             rows = res["features"]
@@ -107,7 +108,7 @@ elif by == "explanation":
                 settings = local_settings()
         if not hits:
             n, thr, xtok = settings
-            sel = C.attempt(lambda: C.cached("select", threshold=thr, n=n, n_tokens=xtok, describe=True, sae=sae),
+            sel = C.attempt(lambda: C.cached("select", threshold=thr, n=n, n_tokens=xtok, describe=True, sae=sae, **on),
                             "describing the selected features", spinner="Describing features (slow the first time)…")
             if sel is not None:
                 words = [w.lower() for w in query.split()]
@@ -167,7 +168,7 @@ else:  # forget/retain selection
                                help="Statistics are cached on the server after the first run.")
         describe = c2.checkbox("Add automatic descriptions", key="describe")
         params = dict(forget=forget, retain=retain, threshold=thr, n=int(n), n_tokens=int(ntok), describe=describe,
-                      sae=sae)
+                      sae=sae, **on)
         clicked = st.button("Run the selection", type="primary", key="run_sel")
         if C.once("select", params, clicked):
             sel = C.attempt(lambda: C.cached("select", **params), "the forget/retain selection",
@@ -216,7 +217,7 @@ if f is None:
     st.stop()
 f = int(f)
 d = C.attempt(lambda: C.cached("dashboard", feature=f, sae=sae, n_tokens=int(ntok), k=6,
-                               corpora=["webtext", second]), f"the dashboard of feature {f}",
+                               corpora=["webtext", second], **on), f"the dashboard of feature {f}",
               spinner="Building the dashboard (slow the first time per corpus)…")
 if d is None:
     st.stop()

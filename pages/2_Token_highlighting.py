@@ -8,7 +8,7 @@ import streamlit as st
 from unlearn_core.ui import common as C
 from unlearn_core.ui import render as R
 
-info, sae = C.tool_page("Token highlighting")
+info, sae = C.tool_page("Token highlighting", pick_model=True)
 
 src = C.url_widget(st.segmented_control, "Text", "src", "question", parse=C.one_of(["question", "own text"]),
                   value_arg="default", options=["question", "own text"]) or "question"
@@ -33,7 +33,7 @@ if len(feats) < len(items):
     st.caption("Only features of the selected SAE are highlighted here.")
 top_k = st.slider("Top features per token", 3, 20, 8, key="top_k")
 
-acts = C.attempt(lambda: C.cached("activations", text=text, sae=sae, features=feats, top_k=top_k),
+acts = C.attempt(lambda: C.cached("activations", text=text, sae=sae, features=feats, top_k=top_k, **C.current_variant()),
                  "the activations", spinner="Encoding the text…")
 if acts is None:
     st.stop()

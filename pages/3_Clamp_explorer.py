@@ -74,6 +74,11 @@ with c2:
                            format_func=lambda v: "— none —" if v is None else v,
                            help="A finished RMU run (train one on the Batch evaluation page): its probabilities "
                                 "on this question, next to the base model's and the clamp's.") if rmu_done else None
+    on_top = bool(variant) and st.checkbox("Clamp on top of it", key="on_top",
+                                           help="Apply the clamp to the RMU model instead of the model as loaded: "
+                                                "the curve, loss added, heat map and generation below are then "
+                                                "the RMU model's (with and without the clamp).")
+    top = {"variant": variant} if on_top else {}  # requests on the RMU model, the clamp on top of it
 zero = mode == "zero"
 if not items and mode != "reconstruct":
     st.info("Choose features to clamp: type ids, load a feature set (made on **Feature search** or **Token "
@@ -121,24 +126,27 @@ def live() -> None:
                           "paper found ineffective.")
     value = 0.0 if zero else float(c)
     ivs = R.interventions_for(items, value, mode, sae, gate)
-    res = C.attempt(lambda: C.cached("mcq", question_id=q["id"], set=qset, interventions=ivs, values=[value]),
+    res = C.attempt(lambda: C.cached("mcq", question_id=q["id"], set=qset, interventions=ivs, values=[value], **top),
                     "scoring the question", spinner=f"Scoring with c = {value:g}…")
     if res is None:
         return
     st.session_state["_clamp_scored"] = {"id": q["id"], "prompts": res.get("prompts") or [],
                                          "scoring": res["scoring"], "base": res["base"],
                                          "answer": res["question"]["answer"]}
-    base = res["base"]
+    base = res["base"]  # clamping on top of an RMU model: that model's, without the clamp
     inter = res["curve"][0]["score"]
     answer = res["question"]["answer"]
     st.subheader("Answer probabilities")
     cap = (f"Question {q['id']} · {labels.get(mode, mode)} · c = {value:g} · {len(items)} feature(s): "
            f"{R.short(ids_text, 80) or '—'}")
-    rows = [("base", base), (f"intervened (c={value:g})", inter)]
-    if variant:  # the RMU model alone: it does not depend on c, so a slider move reads it from the app's cache
-        rv = C.attempt(lambda: C.cached("mcq", question_id=q["id"], set=qset, variant=variant), f"scoring on {variant}")
+    rows = [("base", base), (f"{variant} + clamp (c={value:g})" if top else f"intervened (c={value:g})", inter)]
+    if variant:  # the other model alone: it does not depend on c, so a slider move reads it from the app's cache
+        other = {} if top else {"variant": variant}
+        rv = C.attempt(lambda: C.cached("mcq", question_id=q["id"], set=qset, **other),
+                       "scoring on the model as loaded" if top else f"scoring on {variant}")
         if rv is not None:
-            rows.insert(1, (variant, rv["base"]))
+            rows = [("base", rv["base"]), (variant, base), rows[1]] if top else [rows[0], (variant, rv["base"]), rows[1]]
+            base = rows[0][1]
     st.markdown(R.prob_table_markdown(rows, answer))
     left, right = st.columns([2, 3])
     with left:
@@ -157,7 +165,7 @@ def live() -> None:
                "probabilities are softmax over the whole vocabulary, so they need not sum to 1 ('mass on A-D')")
         st.caption(f"{cap}. Scoring: {res['scoring']} ({res['prompt_format']} prompt); {how}.")
     with right:
-        st.markdown(R.prob_bars_html(base["probs"], inter["probs"], answer, f"intervened (c={value:g})"),
+        st.markdown(R.prob_bars_html(base["probs"], inter["probs"], answer, rows[-1][0]),
                     unsafe_allow_html=True)
     for g in res.get("gates") or []:
         st.markdown(R.gate_markdown(g))
@@ -192,7 +200,7 @@ def curve_panel(base: dict, answer: int) -> None:
                                              answer, base=base["probs"],
                                              mode_label=labels.get(mode, mode)), key=f"curve_part{k}")
         part = C.attempt(lambda vals=vals: C.cached("mcq", question_id=q["id"], set=qset, interventions=curve_ivs,
-                                                    values=vals),
+                                                    values=vals, **top),
                          "the probability curve", spinner=f"Scoring clamp values {vals[0]:g}–{vals[-1]:g} "
                                                           f"({k + 1} of {len(chunks)})…")
         if part is None:
@@ -203,7 +211,7 @@ def curve_panel(base: dict, answer: int) -> None:
     corpus = c1.selectbox("Loss-added corpus", ["webtext", "wikitext", "pile"], key="loss_corpus")
     ntok = c2.number_input("Tokens", 256, int(info.get("limits", {}).get("max_eval_tokens", 100_000)), 2000,
                            step=500, key="loss_tokens")
-    lkey = f"{ids_text}|{mode}|{corpus}|{int(ntok)}"
+    lkey = f"{ids_text}|{mode}|{corpus}|{int(ntok)}|{top.get('variant', '')}"
     if c3.button(f"Add loss added at c = {', '.join(f'{v:g}' for v in LOSS_VALUES)}",
                  help="Mean next-token loss with the clamp minus without, on a sample of the corpus. "
                       "Slow on CPU: one evaluation per value."):
@@ -211,7 +219,7 @@ def curve_panel(base: dict, answer: int) -> None:
         out = {}
         for i, v in enumerate(LOSS_VALUES):
             r = C.attempt(lambda v=v: C.cached("loss_added", interventions=R.interventions_for(items, v, mode, sae, gate),
-                                               corpus=corpus, n_tokens=int(ntok)), f"loss added at c={v:g}")
+                                               corpus=corpus, n_tokens=int(ntok), **top), f"loss added at c={v:g}")
             if r is None:
                 break
             out[v] = r["loss_added"]
@@ -223,8 +231,10 @@ def curve_panel(base: dict, answer: int) -> None:
     slot.plotly_chart(FIG.prob_curve([p["value"] for p in points], [p["score"]["probs"] for p in points], answer,
                                      base=base["probs"], loss=loss, mode_label=labels.get(mode, mode)),
                       key="curve")
-    st.caption("Solid lines: with the intervention at each c; dotted: the clean model. " + (f"Grey squares: loss added on {int(ntok)} tokens of {corpus} (right axis)." if loss
-                                 else "Press the button to add the loss added (right axis)."))
+    dotted = f"{top['variant']} without the clamp" if top else "the clean model"
+    st.caption(f"Solid lines: with the intervention at each c; dotted: {dotted}. "
+               + (f"Grey squares: loss added on {int(ntok)} tokens of {corpus} (right axis)." if loss
+                  else "Press the button to add the loss added (right axis)."))
 
 
 live()
@@ -242,7 +252,7 @@ shown = prompts[q["answer"]] if cloze and len(prompts) == 4 else prompts[0]
 st.subheader("Where the features fire in the scored text")
 feats = [f for s, f in items if s == sae]
 if feats:
-    acts = C.attempt(lambda: C.cached("activations", text=shown, sae=sae, features=feats, top_k=1),
+    acts = C.attempt(lambda: C.cached("activations", text=shown, sae=sae, features=feats, top_k=1, **top),
                      "the prompt's activations", spinner="Encoding the prompt…")
     if acts is not None:
         combined = [max(row) if row else 0.0 for row in acts["values"]]
@@ -268,15 +278,17 @@ prompt = st.text_area("Prompt", value=gen_default, key=f"gen_prompt:{q['id']}:{s
                       help="The question as it is scored; edit freely.")
 c1, c2 = st.columns([1, 3], vertical_alignment="bottom")
 max_new = c1.number_input("New tokens", 1, int(info.get("limits", {}).get("max_new_tokens", 512)), 40, key="gen_n")
-gparams = dict(prompt=prompt, interventions=ivs, max_new_tokens=int(max_new))
+gparams = dict(prompt=prompt, interventions=ivs, max_new_tokens=int(max_new), **top)
 if C.once("generate", gparams, c2.button("Generate both", help="Greedy decoding with the slider's current c; the "
                                                                 "clamp also applies to generated tokens.")):
     g = C.attempt(lambda: C.cached("generate", **gparams), "generation", spinner="Generating (base, then "
                                                                                "intervened)…")
     if g is not None:
         a, b = st.columns(2)
-        for col, title, out in ((a, "**Base**", g["base"]),
-                                (b, f"**Intervened** ({labels.get(mode, mode)}, c = {c_now:g})", g.get("intervened"))):
+        model = top.get("variant", "")
+        for col, title, out in ((a, f"**{model or 'Base'}**", g["base"]),
+                                (b, f"**{model + ' + clamp' if model else 'Intervened'}** ({labels.get(mode, mode)}, "
+                                    f"c = {c_now:g})", g.get("intervened"))):
             col.markdown(title)
             col.code(out if (out or "").strip() else f"(only whitespace: {out!r})", language=None, wrap_lines=True)
 

@@ -77,6 +77,11 @@ with st.expander("Configure a sweep", expanded=not jobs):
                               help="Finished RMU runs (train one above): each is evaluated as one more point, with "
                                    "no clamp, on the same known questions and loss windows.",
                               placeholder="none trained yet" if not rmu_done else "choose RMU runs")
+    on_model = st.selectbox("Clamps run on", ["base", *rmu_done], key="b_model",
+                            format_func=lambda v: "the model as loaded" if v == "base" else f"{v} (clamps on top of it)",
+                            help="Run the clean row and every clamp configuration on a finished RMU model: the clamp "
+                                 "on top of RMU. The known questions, the feature selection and the clean loss stay "
+                                 "the model as loaded's, so the rows compare with a plain sweep's.") if rmu_done else "base"
 
     spec, problem = None, None
     try:
@@ -93,7 +98,8 @@ with st.expander("Configure a sweep", expanded=not jobs):
             raise ValueError("choose at least one mode")
         spec = {"sae": sae, **data, "thresholds": thresholds, "ns": ns, "values": values, "mode": modes[0],
                 "modes": modes if len(modes) > 1 else [], **gate,
-                "question_limit": int(qlimit), "loss_tokens": int(loss_tokens), "variants": variants}
+                "question_limit": int(qlimit), "loss_tokens": int(loss_tokens), "variants": variants,
+                **({"model_variant": on_model} if on_model != "base" else {})}
     except ValueError as e:
         problem = str(e)
     if problem:
@@ -101,7 +107,8 @@ with st.expander("Configure a sweep", expanded=not jobs):
     else:
         n_cfg = len(spec["thresholds"]) * len(spec["ns"]) * len(spec["values"]) * len(modes)
         what = "retain question set(s)" if setup == "target" else "side-effect subject(s)"
-        st.caption(f"{n_cfg} configuration(s) + the clean baseline" + (f" + {len(variants)} RMU model(s)" if variants
+        st.caption(f"{n_cfg} configuration(s) + the clean baseline" + (f", on {on_model}" if on_model != "base"
+                                                                         else "") + (f" + {len(variants)} RMU model(s)" if variants
                                                                          else "") + f"; {len(side)} {what}; "
                    f"{'all' if not qlimit else int(qlimit)} questions per set"
                    + (", known filter on (slow the first time: 24 orderings per question)" if known else "")

@@ -188,3 +188,21 @@ def test_cli_trains_lists_and_scores_with_the_variant(tmp_path):
     assert set(rows) == {"clamp", "gated", "dsg", "rmu"} and rows["rmu"]["variant"] == "rmu:cli"
     assert rows["rmu"]["loss_added"] > 0 and rows["rmu"]["ppl"] != out["ppl"]["clean"]  # the delta was applied
     assert out["rmu"]["steps_done"] == 12 and "rmu" in out["scores"]
+    # the sweep: the RMU model as a row, and (--model-variant) the clamps on top of it
+    r = run("sweep", "--tiny", "--thresholds", "0.5", "--n", "2", "--clamps", "20", "--limit", "3", "--all-questions",
+            "--selection-tokens", "200", "--loss-tokens", "300", "--variants", "rmu:cli", "--model-variant", "rmu:cli",
+            "--out", str(tmp_path / "sweep"), "--json")
+    assert r.returncode == 0, r.stderr
+    sweep = {row["config"]: row for row in json.loads(r.stdout)["results"]}
+    assert set(sweep) == {"none", "t=0.5|n=2|c=20", "rmu:cli"}
+    assert sweep["none"]["model"] == sweep["t=0.5|n=2|c=20"]["model"] == "rmu:cli" and sweep["rmu:cli"]["mode"] == "rmu"
+    assert sweep["none"]["loss_added"] == pytest.approx(sweep["rmu:cli"]["loss_added"], abs=1e-6)
+    assert abs(sweep["none"]["loss_added"]) > 1e-4  # the clean row is the RMU model's, not the base model's
+    # the feature commands on the RMU model in place of the model as loaded
+    stats = [run("features", "stats", "--tiny", "--corpus", "webtext", "--tokens", "200", "--json", *extra)
+             for extra in ([], ["--model-variant", "rmu:cli"])]
+    assert all(s.returncode == 0 for s in stats), stats[1].stderr
+    base, on = (json.loads(s.stdout)["webtext"] for s in stats)
+    assert base["n_tokens"] == on["n_tokens"] and base["most_frequent"] != on["most_frequent"]
+    r = run("features", "stats", "--tiny", "--corpus", "webtext", "--tokens", "200", "--model-variant", "rmu:nope")
+    assert r.returncode == 2 and "not found" in r.stderr

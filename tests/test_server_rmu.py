@@ -79,6 +79,68 @@ def test_mcq_and_generate_on_the_variant(client, engine, lock, trained):
     assert client.post("/api/mcq", json={"question_id": q.id, "variant": "sft:x"}).status_code == 422
 
 
+def test_feature_and_metric_endpoints_on_the_variant(client, engine, lock, trained):
+    """activations, search, dashboard, select, loss_added and perplexity run on the variant in place
+    of the model as loaded: the same numbers as the library's with rmu.applied, different from the
+    base model's, and no cache (activation LRU, statistics, clean loss) hands one model's numbers
+    to the other."""
+    from unlearn_core import features as F
+    from unlearn_core import metrics as MT
+    from unlearn_core.interventions import Intervention
+
+    text = "The virus spreads quickly."
+    iv = {"features": [2, 3], "value": 20.0}
+    body = {"activations": {"text": text, "features": [1, 5], "top_k": 4},
+            "features/search": {"text": text, "k": 5},
+            "features/dashboard": {"feature": 2, "corpora": ["webtext"], "n_tokens": 200, "k": 2,
+                                   "neuronpedia": False},
+            "features/select": {"threshold": 0.5, "n": 4, "n_tokens": 200},
+            "targets/select": {"target": "bio-basics", "threshold": 0.5, "n": 4},
+            "loss_added": {"corpus": "webtext", "interventions": [iv], "n_tokens": 200},
+            "perplexity": {"corpus": "wikitext", "part": "heldout", "interventions": [iv], "n_tokens": 200}}
+    base = {k: ok(client.post(f"/api/{k}", json=b)) for k, b in body.items()}  # base first: caches filled
+    var = {k: ok(client.post(f"/api/{k}", json={**b, "variant": trained})) for k, b in body.items()}
+    again = {k: ok(client.post(f"/api/{k}", json=b)) for k, b in body.items()}
+    assert all(r["variant"] == trained for r in var.values()) and all(r["variant"] == "base" for r in base.values())
+    ivs = [Intervention("tiny", (2, 3), 20.0)]
+    with lock:
+        with rmu.applied(engine, trained):
+            acts = F.token_activations(engine, "tiny", text, [1, 5], top_k=4)
+            hits = F.search_by_text(engine, "tiny", text, k=5)
+            docs = F.corpus_docs(engine, "wikitext@heldout")
+            ppl = MT.perplexity(engine, docs, None, n_tokens=200), MT.perplexity(engine, docs, ivs, n_tokens=200)
+            win = MT.corpus_windows(engine.model, F.corpus_docs(engine, "webtext"), 200, 256)
+            clean, inter = MT.mean_nll(engine, win)[0], MT.mean_nll(engine, win, ivs)[0]
+            fstats = F.feature_stats(engine, "tiny", "wmdp-bio-text@train", n_tokens=200)
+            rstats = F.feature_stats(engine, "tiny", "wikitext@train", n_tokens=200)
+        base_acts = F.token_activations(engine, "tiny", text, [1, 5], top_k=4)
+    assert engine.variant == ""
+    a = var["activations"]
+    assert sum(a["values"], []) == pytest.approx(sum(acts["values"], []), abs=1e-5)
+    assert sum(base["activations"]["values"], []) == pytest.approx(sum(base_acts["values"], []), abs=1e-5)
+    assert max(abs(x - y) for x, y in zip(sum(a["values"], []), sum(base_acts["values"], []))) > 1e-3  # it changed
+    assert a["cached"] is False  # the base model's activations of the same text were not reused
+    assert [r["feature"] for r in var["features/search"]["features"]] == [r["feature"] for r in hits]
+    sel = F.select_features(fstats.freq, rstats.freq, 0.5, 4)
+    assert [r["feature"] for r in var["features/select"]["features"]] == [r["feature"] for r in sel]
+    assert ([r["forget_freq"] for r in var["features/select"]["features"]]
+            == pytest.approx([r["forget_freq"] for r in sel], abs=1e-6))
+    assert var["features/dashboard"]["corpora"]["webtext"] != base["features/dashboard"]["corpora"]["webtext"]
+    assert ([r["forget_freq"] for r in var["targets/select"]["features"]]
+            != [r["forget_freq"] for r in base["targets/select"]["features"]])
+    la = var["loss_added"]
+    assert la["clean_loss"] == pytest.approx(clean, abs=1e-5) and la["intervened_loss"] == pytest.approx(inter, abs=1e-5)
+    assert abs(la["clean_loss"] - base["loss_added"]["clean_loss"]) > 1e-4  # not the base model's cached clean loss
+    assert var["perplexity"]["base"]["perplexity"] == pytest.approx(ppl[0]["perplexity"], rel=1e-4)
+    assert var["perplexity"]["intervened"]["perplexity"] == pytest.approx(ppl[1]["perplexity"], rel=1e-4)
+    for k in body:  # and the variant's numbers did not leak into the base model's caches
+        b, g = dict(base[k]), dict(again[k])
+        b.pop("cached", None), g.pop("cached", None)
+        assert g == b, k
+    r = client.post("/api/activations", json={"text": text, "variant": "rmu:missing"})
+    assert r.status_code == 400 and "not found" in r.text
+
+
 def test_job_evaluates_the_variant_as_a_row(client, engine, lock, trained):
     from unlearn_core.features import corpus_docs, windows_for
     from unlearn_core.metrics import mean_nll
@@ -102,6 +164,46 @@ def test_job_evaluates_the_variant_as_a_row(client, engine, lock, trained):
     assert v["loss_added"] == pytest.approx(on - clean, abs=1e-5) and abs(v["loss_added"]) > 1e-4
     bad = client.post("/api/jobs", json={**spec, "variants": ["rmu:missing"]})
     assert bad.status_code == 400 and "not found" in bad.text
+    bad = client.post("/api/jobs", json={**spec, "model_variant": "rmu:missing"})
+    assert bad.status_code == 400 and "not found" in bad.text
+
+
+def test_job_clamps_on_top_of_the_variant(client, engine, lock, trained):
+    """model_variant: the clean row and the clamp rows run on the RMU model (clamps on top of it),
+    with the base model's questions, feature selection and clean loss."""
+    from unlearn_core.features import corpus_docs, windows_for
+    from unlearn_core.interventions import Intervention
+    from unlearn_core.mcq import accuracy, score_questions
+    from unlearn_core.metrics import mean_nll
+    from unlearn_core.server.jobs import LOSS_CTX
+
+    spec = {"thresholds": [0.5], "ns": [2], "values": [20.0], "forget_set": "wmdp-bio", "side_effect_sets": [GEO],
+            "known": False, "question_limit": 3, "selection_tokens": 200, "loss_tokens": 300}
+    base_job = wait_job(client, ok(client.post("/api/jobs", json=spec), 201)["id"])
+    on_job = wait_job(client, ok(client.post("/api/jobs", json={**spec, "model_variant": trained,
+                                                                   "variants": [trained]}), 201)["id"])
+    assert base_job["status"] == on_job["status"] == "done", on_job.get("error")
+    b = {r["config"]: r for r in base_job["results"]}
+    o = {r["config"]: r for r in on_job["results"]}
+    key = "t=0.5|n=2|c=20"
+    assert o[key]["features"] == b[key]["features"]  # the same selection (statistics of the model as loaded)
+    assert o["none"]["variant"] == o[key]["variant"] == trained and b[key]["variant"] is None
+    for f in ("forget_accuracy", "side_effect_accuracy", "loss_added"):  # its clean row is the variant's row
+        assert o["none"][f] == pytest.approx(o[trained][f], abs=1e-6), f
+    ivs = [Intervention("tiny", tuple(o[key]["features"]), 20.0)]
+    qs = {"forget": load_question_set("wmdp-bio", engine.settings.data_dir).questions[:3],
+          GEO: load_question_set(GEO, engine.settings.data_dir).questions[:3]}
+    with lock:  # independent: the clamp hooked on the model with the delta added
+        windows = windows_for(engine, corpus_docs(engine, "webtext"), 300, LOSS_CTX)
+        clean = mean_nll(engine, windows)[0]
+        with rmu.applied(engine, trained):
+            accs = {k: accuracy(score_questions(engine, v, ivs)) for k, v in qs.items()}
+            on = mean_nll(engine, windows, ivs)[0]
+    assert o[key]["forget_accuracy"] == pytest.approx(accs["forget"], abs=1e-9)
+    assert o[key]["side_effect_accuracy"][GEO] == pytest.approx(accs[GEO], abs=1e-9)
+    assert o[key]["loss_added"] == pytest.approx(on - clean, abs=1e-5)
+    assert abs(o[key]["loss_added"] - b[key]["loss_added"]) > 1e-4  # not the base model's clamp
+    assert engine.variant == ""
 
 
 def test_killed_server_resumes_the_run(tmp_path, shared_data):

@@ -6,6 +6,7 @@ progress bars on stderr.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -123,13 +124,27 @@ def _bar(total: int | None, desc: str):
 
 
 def _engine(args):
+    """The engine; with ``--model-variant rmu:<name>`` (the feature commands) that RMU model in
+    place of the model as loaded, until the command ends (``main`` restores the weights)."""
     if getattr(args, "tiny", False):
         from .tiny import tiny_engine
 
-        return tiny_engine(cache_dir=_settings(args).cache_dir)
-    from .engine import load_engine
+        engine = tiny_engine(cache_dir=_settings(args).cache_dir)
+    else:
+        from .engine import load_engine
 
-    return load_engine(_settings(args))
+        engine = load_engine(_settings(args))
+    if getattr(args, "apply_variant", None):
+        from .rmu import applied
+
+        args.held.enter_context(applied(engine, args.apply_variant))
+    return engine
+
+
+def _model_variant_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tiny", action="store_true", help="the tiny random test backend (numbers mean nothing)")
+    p.add_argument("--model-variant", dest="apply_variant", metavar="rmu:NAME",
+                   help="run on this RMU model (a finished `rmu train` run) in place of the model as loaded")
 
 
 def _out(args, obj, text: str) -> None:
@@ -365,10 +380,6 @@ def cmd_sae_eval(args) -> None:
     _out(args, out, "\n".join(f"{k:>20}: {v}" for k, v in out.items()))
 
 
-def _floats(text: str) -> list[float]:
-    return [float(x) for x in text.replace(",", " ").split()]
-
-
 def cmd_sweep(args) -> None:
     """A batch evaluation (the server's job code, run here), locally or on Ray workers; resumable:
     the same command on the same --out resumes an unfinished run of the same spec."""
@@ -395,7 +406,9 @@ def cmd_sweep(args) -> None:
                  ("selection_tokens", args.selection_tokens),
                  ("loss_tokens", args.loss_tokens), ("mode", args.mode),
                  ("modes", args.modes.replace(",", " ").split() if args.modes else None), ("gate", args.gate),
-                 ("gate_percentile", args.gate_percentile), ("gate_corpus", args.gate_corpus)):
+                 ("gate_percentile", args.gate_percentile), ("gate_corpus", args.gate_corpus),
+                 ("variants", args.variants.replace(",", " ").split() if args.variants else None),
+                 ("model_variant", args.model_variant)):
         if v is not None:
             fields[k] = v
     state = ServerState(lambda: engine)
@@ -794,6 +807,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--tokens", type=int, default=100_000)
     f.add_argument("--top", type=int, default=10)
     f.add_argument("--on", help="which SAE (default: the first)")
+    _model_variant_arg(f)
     f.set_defaults(func=cmd_features_stats)
     f = fsub.add_parser("show", help="a text dashboard of one feature")
     _common(f)
@@ -802,6 +816,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--tokens", type=int, default=100_000)
     f.add_argument("-k", type=int, default=6)
     f.add_argument("--on")
+    _model_variant_arg(f)
     f.set_defaults(func=cmd_features_show)
     f = fsub.add_parser("select", help="forget vs retain selection (paper / SAEBench)")
     _common(f)
@@ -812,6 +827,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--tokens", type=int, default=100_000)
     f.add_argument("--describe", action="store_true", help="add automatic descriptions")
     f.add_argument("--on")
+    _model_variant_arg(f)
     f.set_defaults(func=cmd_features_select)
 
     s = sub.add_parser("sae-eval", help="L0, explained variance, loss recovered, dead features on held-out text")
@@ -952,6 +968,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--all-questions", action="store_true", help="no known filter")
     s.add_argument("--selection-tokens", type=int, help="tokens of feature statistics per corpus")
     s.add_argument("--loss-tokens", type=int, help="tokens of loss added (0 skips it)")
+    s.add_argument("--variants", help="RMU models compared as rows of their own (no clamp), e.g. rmu:bio,rmu:b2")
+    s.add_argument("--model-variant", dest="model_variant", metavar="rmu:NAME",
+                   help="run the clean row and every clamp on top of this RMU model (the known questions, "
+                        "feature selection and clean loss stay the model as loaded's)")
     s.add_argument("--out", required=True, help="folder: results.csv, results.json and the resumable run")
     s.add_argument("--delay-per-config", type=float, default=0.0, help=argparse.SUPPRESS)  # tests, --tiny only
     s.set_defaults(func=cmd_sweep)
@@ -978,7 +998,8 @@ def main(argv: list[str] | None = None) -> int:
             # an unusable device fails here, in one line, before anything loads: `serve` would
             # otherwise start listening and hit it in its loader thread (a traceback, no exit)
             _settings(args).resolved_device()
-        args.func(args)
+        with contextlib.ExitStack() as args.held:  # what the command applied to the model, undone at its end
+            args.func(args)
     except (D.DataUnavailableError, ValueError, KeyError, RuntimeError, OSError) as e:
         if getattr(args, "verbose", False):
             raise

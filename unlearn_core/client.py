@@ -39,6 +39,12 @@ def _default_url() -> str:
     return (os.environ.get("UNLEARN_SERVER_URL") or DEFAULT_URL).rstrip("/")
 
 
+def _on(variant: str, body: dict) -> dict:
+    """The request body, naming the model variant only when it is not the model as loaded (an older
+    server without variants still answers base requests)."""
+    return {**body, "variant": variant} if variant and variant != "base" else body
+
+
 class UnlearnClient:
     """One method per endpoint; each returns the decoded JSON response."""
 
@@ -120,28 +126,28 @@ class UnlearnClient:
         return self.request("POST", "/api/tokenize", {"text": text})
 
     def activations(self, text: str, sae: str | None = None, features: list[int] | None = None,
-                    top_k: int = 5) -> dict:
-        return self.request("POST", "/api/activations", {"text": text, "sae": sae, "features": features or [],
-                                                          "top_k": top_k})
+                    top_k: int = 5, variant: str = "base") -> dict:
+        return self.request("POST", "/api/activations", _on(variant, {"text": text, "sae": sae,
+                                                                      "features": features or [], "top_k": top_k}))
 
     def dashboard(self, feature: int, sae: str | None = None, corpora: list[str] | None = None,
-                  n_tokens: int = 20_000, k: int = 8, neuronpedia: bool = True) -> dict:
+                  n_tokens: int = 20_000, k: int = 8, neuronpedia: bool = True, variant: str = "base") -> dict:
         body = {"sae": sae, "feature": feature, "n_tokens": n_tokens, "k": k, "neuronpedia": neuronpedia}
         if corpora:
             body["corpora"] = corpora
-        return self.request("POST", "/api/features/dashboard", body)
+        return self.request("POST", "/api/features/dashboard", _on(variant, body))
 
     def search(self, text: str, sae: str | None = None, k: int = 20, background: str | None = None,
-               background_tokens: int = 20_000) -> dict:
-        return self.request("POST", "/api/features/search", {"sae": sae, "text": text, "k": k,
-                                                              "background": background,
-                                                              "background_tokens": background_tokens})
+               background_tokens: int = 20_000, variant: str = "base") -> dict:
+        return self.request("POST", "/api/features/search", _on(variant, {
+            "sae": sae, "text": text, "k": k, "background": background, "background_tokens": background_tokens}))
 
     def select(self, forget: str = "wmdp-bio-text@train", retain: str = "wikitext@train", threshold: float = 0.01,
-               n: int = 20, n_tokens: int = 20_000, describe: bool = False, sae: str | None = None) -> dict:
-        return self.request("POST", "/api/features/select", {"sae": sae, "forget": forget, "retain": retain,
-                                                              "threshold": threshold, "n": n,
-                                                              "n_tokens": n_tokens, "describe": describe})
+               n: int = 20, n_tokens: int = 20_000, describe: bool = False, sae: str | None = None,
+               variant: str = "base") -> dict:
+        return self.request("POST", "/api/features/select", _on(variant, {
+            "sae": sae, "forget": forget, "retain": retain, "threshold": threshold, "n": n, "n_tokens": n_tokens,
+            "describe": describe}))
 
     # -- targets
 
@@ -150,14 +156,14 @@ class UnlearnClient:
         return self.request("GET", "/api/targets")
 
     def select_target(self, target: str, sae: str | None = None, n: int | None = None,
-                      threshold: float | None = None, describe: bool = False) -> dict:
+                      threshold: float | None = None, describe: bool = False, variant: str = "base") -> dict:
         """The target's format-matched selection (n and threshold default to the target's)."""
         body: dict = {"target": target, "sae": sae, "describe": describe}
         if n is not None:
             body["n"] = n
         if threshold is not None:
             body["threshold"] = threshold
-        return self.request("POST", "/api/targets/select", body)
+        return self.request("POST", "/api/targets/select", _on(variant, body))
 
     def create_target(self, name: str, documents: list[str], questions: list[dict], description: str = "",
                       retain_corpora: list[str] | None = None, retain_questions: list[str] | None = None,
@@ -213,15 +219,16 @@ class UnlearnClient:
                                                        "max_new_tokens": max_new_tokens, "variant": variant,
                                                        "temperature": temperature, "seed": seed})
 
-    def loss_added(self, interventions: list[dict], corpus: str = "webtext", n_tokens: int = 10_000) -> dict:
-        return self.request("POST", "/api/loss_added", {"corpus": corpus, "interventions": interventions,
-                                                         "n_tokens": n_tokens})
+    def loss_added(self, interventions: list[dict], corpus: str = "webtext", n_tokens: int = 10_000,
+                   variant: str = "base") -> dict:
+        return self.request("POST", "/api/loss_added", _on(variant, {"corpus": corpus, "interventions": interventions,
+                                                                     "n_tokens": n_tokens}))
 
     def perplexity(self, corpus: str = "wikitext", part: str = "all", interventions: list[dict] | None = None,
-                   n_tokens: int = 10_000) -> dict:
-        return self.request("POST", "/api/perplexity", {"corpus": corpus, "part": part,
-                                                         "interventions": interventions or [],
-                                                         "n_tokens": n_tokens})
+                   n_tokens: int = 10_000, variant: str = "base") -> dict:
+        return self.request("POST", "/api/perplexity", _on(variant, {"corpus": corpus, "part": part,
+                                                                     "interventions": interventions or [],
+                                                                     "n_tokens": n_tokens}))
 
     # -- jobs
 

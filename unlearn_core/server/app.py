@@ -23,6 +23,7 @@ unpickled, and neither the token nor the Neuronpedia key is logged.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import logging
@@ -234,6 +235,18 @@ def create_app(engine_factory: Callable[[], Engine], *, token: str | None = None
     state.on_ready.append(runner.start)
     state.on_ready.append(rmu_runner.start)
 
+    def on_variant(handler):
+        """Run ``handler(req)`` with ``req.variant`` applied in every hold of the model lock it takes
+        (the model variant in place of the model as loaded); the response names the variant."""
+        @functools.wraps(handler)
+        def wrapper(req):
+            with state.variant(req.variant):
+                out = handler(req)
+            out.variant = req.variant
+            return out
+
+        return wrapper
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         state.start_loading()
@@ -284,6 +297,7 @@ def create_app(engine_factory: Callable[[], Engine], *, token: str | None = None
                                       n_ctx=engine.model.cfg.n_ctx)
 
     @api.post("/activations", response_model=S.ActivationsResponse, tags=["features"])
+    @on_variant
     def activations(req: S.ActivationsRequest) -> S.ActivationsResponse:
         """Per-token values of chosen features and each token's top features (activation LRU)."""
         with state.model("activations") as engine:  # one forward to the hook: cannot be split
@@ -293,6 +307,7 @@ def create_app(engine_factory: Callable[[], Engine], *, token: str | None = None
         return S.ActivationsResponse(sae=sae, cached=hit, **out)
 
     @api.post("/features/dashboard", response_model=S.DashboardResponse, tags=["features"])
+    @on_variant
     def dashboard(req: S.DashboardRequest) -> S.DashboardResponse:
         from .. import features as F
 
@@ -310,6 +325,7 @@ def create_app(engine_factory: Callable[[], Engine], *, token: str | None = None
         return S.DashboardResponse(**d)
 
     @api.post("/features/search", response_model=S.SearchResponse, tags=["features"])
+    @on_variant
     def features_search(req: S.SearchRequest) -> S.SearchResponse:
         """Features that fire most on a text (optionally down-weighting ones common in a corpus)."""
         engine = state.engine()
@@ -324,6 +340,7 @@ def create_app(engine_factory: Callable[[], Engine], *, token: str | None = None
         return S.SearchResponse(sae=sae, features=rows, cached=hit)
 
     @api.post("/features/select", response_model=S.SelectResponse, tags=["features"])
+    @on_variant
     def features_select(req: S.SelectRequest) -> S.SelectResponse:
         """The paper's selection: retain frequency < threshold, ranked by forget frequency, top n."""
         from .. import features as F
@@ -389,6 +406,7 @@ def create_app(engine_factory: Callable[[], Engine], *, token: str | None = None
             raise HTTPException(403, str(e)) from None
 
     @api.post("/targets/select", response_model=S.TargetSelectResponse, tags=["targets"])
+    @on_variant
     def targets_select(req: S.TargetSelectRequest) -> S.TargetSelectResponse:
         """Format-matched selection: retain frequency (the max over the target's retain corpora)
         < threshold, ranked by forget frequency; says which corpora were used."""
@@ -501,6 +519,7 @@ def create_app(engine_factory: Callable[[], Engine], *, token: str | None = None
                                   interventions=iv_out(ivs, req.interventions))
 
     @api.post("/loss_added", response_model=S.LossAddedResponse, tags=["metrics"])
+    @on_variant
     def loss_added(req: S.LossAddedRequest) -> S.LossAddedResponse:
         """Mean next-token loss with the interventions minus without (same windows as metrics.loss_added)."""
         from ..features import corpus_docs
@@ -519,6 +538,7 @@ def create_app(engine_factory: Callable[[], Engine], *, token: str | None = None
                                    loss_added=finite(inter - clean), n_tokens=n, interventions=iv_out(ivs))
 
     @api.post("/perplexity", response_model=S.PerplexityResponse, tags=["metrics"])
+    @on_variant
     def perplexity(req: S.PerplexityRequest) -> S.PerplexityResponse:
         """Perplexity of a corpus part, clean and (with interventions) intervened."""
         from ..features import corpus_docs, parse_corpus_spec

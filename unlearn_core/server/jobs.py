@@ -295,7 +295,7 @@ class JobRunner:
             check_corpus(c, data_dir, trusted)
         for s in [d["forget_set"], *d["side_effect_sets"]]:
             self.state.question_set(s)  # unknown sets fail now (404), not in the worker
-        check_variants(engine, d.get("variants") or [])
+        check_variants(engine, [*(d.get("variants") or []), d.get("model_variant") or "base"])
         d["sae"] = sae
         return d
 
@@ -415,7 +415,7 @@ class Sweep:
         return chosen
 
     def run(self) -> None:
-        from ..features import corpus_docs, select_features, windows_for
+        from ..features import corpus_docs, windows_for
         from ..targets import retain_frequency
 
         spec, job = self.spec, self.job
@@ -438,6 +438,19 @@ class Sweep:
                 self.windows = windows_for(engine, docs, spec.loss_tokens, LOSS_CTX)
             self.clean = clean_nll_chunked(self.state, spec.loss_corpus, self.windows, should_stop=self.check)
         done = {r["config"] for r in job.results}
+        with self.state.variant(spec.model_variant):  # every hold below: the clamps on top of it
+            self.configurations(sets, fs, retain_freq, done)
+        for variant in job_variants(job.spec):  # on the driver (Ray workers hold no variant)
+            if variant not in done:
+                self.check()
+                self.finish_config(self.evaluate_variant(sets, variant))
+
+    def configurations(self, sets: dict, fs, retain_freq, done: set[str]) -> None:
+        """The clean row and every (threshold, N, clamp, mode) configuration, on the job's model
+        variant (the model as loaded unless model_variant names an RMU run)."""
+        from ..features import select_features
+
+        spec, job = self.spec, self.job
         if BASELINE not in done:
             job.phase = "baseline"
             self.finish_config(self.evaluate(sets, None, BASELINE, None, None, None, []))
@@ -451,7 +464,8 @@ class Sweep:
 
         job.empty_left = sum(1 for t in spec.thresholds for n in spec.ns for v in spec.values for m in modes
                              if not selections[t][:n] and key(t, n, v, m) not in done)
-        pool = self.runner.ray_pool()  # started before the phase's clock: worker start-up is setup
+        # started before the phase's clock (worker start-up is setup); Ray workers hold no variant
+        pool = self.runner.ray_pool() if spec.model_variant == "base" else None
         job.phase, job.phase_started = "configurations", time.time()
         job.setup_s = round(job.phase_started - job.started, 3) if job.started else None
         remote = []  # with Ray: (keys, t, n, values, features, configurations) per selection and mode
@@ -480,10 +494,6 @@ class Sweep:
                         self.finish_config(self.evaluate(sets, iv, k, t, n, v, chosen, acc))
         if remote:
             self.remote_accuracies(pool, sets, remote)
-        for variant in job_variants(job.spec):  # on the driver (Ray workers hold no variant)
-            if variant not in done:
-                self.check()
-                self.finish_config(self.evaluate_variant(sets, variant))
 
     def evaluate_variant(self, sets: dict, variant: str) -> dict:
         """A model variant's row: accuracy on the same known questions (chosen on the base model)
@@ -597,8 +607,9 @@ class Sweep:
         side = {s: accs.get(s) for s in self.spec.side_effect_sets}
         vals = [a for a in side.values() if a is not None]
         loss = None
-        if self.spec.loss_tokens and key == BASELINE:
-            loss = 0.0
+        on_variant = self.spec.model_variant != "base"
+        if self.spec.loss_tokens and key == BASELINE:  # on a variant: the variant's own loss added
+            loss = finite(nll_chunked(self.state, self.windows, None, self.check)[0] - self.clean) if on_variant else 0.0
         elif self.spec.loss_tokens and ivs:
             if nll is None:  # else computed on a Ray worker
                 nll, _ = nll_chunked(self.state, self.windows, ivs, self.check)
@@ -610,4 +621,4 @@ class Sweep:
                 "features": list(features), "forget_accuracy": accs.get("forget"), "side_effect_accuracy": side,
                 "side_effect_mean": sum(vals) / len(vals) if vals else None, "loss_added": loss,
                 "n_questions": {k: len(q) for k, q in sets.items()}, "seconds": round(time.time() - t0, 3),
-                "note": note}
+                "note": note, "variant": self.spec.model_variant if on_variant else None}

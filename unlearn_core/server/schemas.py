@@ -222,6 +222,7 @@ class ActivationsRequest(Request):
     sae: Name | None = None
     features: list[FeatureId] = Field(default_factory=list, max_length=MAX_FEATURES)
     top_k: int = Field(5, ge=1, le=100)
+    variant: Variant = Field("base", description="run on this model variant in place of the model as loaded")
 
 
 class ActivationsResponse(BaseModel):
@@ -231,6 +232,7 @@ class ActivationsResponse(BaseModel):
     values: list[list[float]]  # [token][feature], BOS row is 0
     top_features: list[list[tuple[int, float]]]  # per token: (feature, value), active only
     cached: bool  # the prompt's activations came from the in-memory LRU
+    variant: str = "base"  # the model variant every number above is on
 
 
 class DashboardRequest(Request):
@@ -241,6 +243,7 @@ class DashboardRequest(Request):
     n_tokens: int = Field(20_000, ge=16, le=MAX_STATS_TOKENS)
     k: int = Field(8, ge=1, le=50)
     neuronpedia: bool = True
+    variant: Variant = Field("base", description="run on this model variant in place of the model as loaded")
 
 
 class Example(BaseModel):
@@ -285,6 +288,7 @@ class DashboardResponse(BaseModel):
     logits: LogitEffects
     description: str
     neuronpedia: dict[str, Any] | None = None
+    variant: str = "base"  # the model variant every number above is on
 
 
 class SearchRequest(Request):
@@ -293,6 +297,7 @@ class SearchRequest(Request):
     k: int = Field(20, ge=1, le=200)
     background: Name | None = Field(None, description="corpus whose firing frequency down-weights ubiquitous features")
     background_tokens: int = Field(20_000, ge=16, le=MAX_STATS_TOKENS)
+    variant: Variant = Field("base", description="run on this model variant in place of the model as loaded")
 
 
 class SearchHit(BaseModel):
@@ -307,6 +312,7 @@ class SearchResponse(BaseModel):
     sae: str
     features: list[SearchHit]
     cached: bool
+    variant: str = "base"  # the model variant every number above is on
 
 
 class SelectRequest(Request):
@@ -317,6 +323,7 @@ class SelectRequest(Request):
     n: int = Field(20, ge=1, le=MAX_FEATURES)
     n_tokens: int = Field(20_000, ge=16, le=MAX_STATS_TOKENS)
     describe: bool = False
+    variant: Variant = Field("base", description="run on this model variant in place of the model as loaded")
 
 
 class SelectedFeature(BaseModel):
@@ -334,6 +341,7 @@ class SelectResponse(BaseModel):
     threshold: float
     n_tokens: int
     features: list[SelectedFeature]
+    variant: str = "base"  # the model variant every number above is on
 
 
 # ---------------------------------------------------------------- questions, MCQ
@@ -438,6 +446,8 @@ class CorpusRequest(InterventionsRequest):
 
     n_tokens: int = Field(10_000, ge=16, le=MAX_EVAL_TOKENS)
     ctx: int = Field(256, ge=8, le=4096)
+    variant: Variant = Field("base", description="run on this model variant in place of the model as loaded: "
+                             "the clean numbers are the variant's, the interventions apply on top of it")
 
 
 class LossAddedRequest(CorpusRequest):
@@ -452,6 +462,7 @@ class LossAddedResponse(BaseModel):
     loss_added: float | None
     n_tokens: int
     interventions: list[InterventionOut]
+    variant: str = "base"  # the model variant every number above is on
 
 
 class PerplexityRequest(CorpusRequest):
@@ -472,6 +483,7 @@ class PerplexityResponse(BaseModel):
     base: Perplexity
     intervened: Perplexity | None
     interventions: list[InterventionOut]
+    variant: str = "base"  # the model variant every number above is on
 
 
 # ---------------------------------------------------------------- jobs
@@ -522,6 +534,10 @@ class JobSpec(Request):
     variants: list[Variant] = Field(default_factory=list, max_length=8,
                                     description="model variants ('rmu:<name>') evaluated as rows of their own "
                                                 "(no clamp) on the same known questions and loss windows")
+    model_variant: Variant = Field("base", description="the model the clean row and every clamp configuration "
+                                   "run on: 'rmu:<name>' puts the clamps on top of that RMU model. The known "
+                                   "questions, the feature selection and the clean loss stay the model as "
+                                   "loaded's, so rows compare with a base sweep's")
 
     @field_validator("thresholds", "ns", "values", "side_effect_sets", "retain_corpora", "modes", "variants")
     @classmethod
@@ -736,6 +752,7 @@ class TargetSelectRequest(Request):
     n: int | None = Field(None, ge=1, le=MAX_FEATURES, description="default: the target's")
     threshold: float | None = Field(None, gt=0, le=1, allow_inf_nan=False, description="default: the target's")
     describe: bool = False
+    variant: Variant = Field("base", description="run on this model variant in place of the model as loaded")
 
 
 class TargetSelectedFeature(SelectedFeature):
@@ -751,6 +768,7 @@ class TargetSelectResponse(BaseModel):
     n_tokens: int
     note: str
     features: list[TargetSelectedFeature]
+    variant: str = "base"  # the model variant every number above is on
 
 
 class DemoRequest(Request):

@@ -756,7 +756,8 @@ def clean_nll_chunked(state: ServerState, corpus: str, windows: list[list[int]],
     from .. import metrics as MT
 
     batch_size = batch_size or MT.NLL_BATCH
-    path = MT.clean_nll_path(state.engine(), corpus, windows, batch_size)
+    with state.model("loss cache key") as engine:  # the namespace names this thread's model variant
+        path = MT.clean_nll_path(engine, corpus, windows, batch_size)
     with state.once(path):
         return C.cached_json(path, lambda: nll_chunked(state, windows, None, should_stop, batch_size, what)[0])
 
@@ -770,9 +771,9 @@ def feature_stats_chunked(state: ServerState, sae: str, corpus: str, n_tokens: i
 
     engine = state.engine()
     docs = F.corpus_docs(engine, corpus)
-    with state.model(what):
+    with state.model(what):  # the namespace in the path names this thread's model variant
         windows = F.windows_for(engine, docs, n_tokens, ctx)
-    path = F.stats_path(engine, sae, corpus, docs, n_tokens, ctx)
+        path = F.stats_path(engine, sae, corpus, docs, n_tokens, ctx)
 
     def compute() -> dict:
         acc = F.StatsAccumulator(engine, sae, windows)

@@ -376,6 +376,29 @@ def sae_picker(info: dict, label: str = "SAE") -> str:
                          help="Which SAE's features; its hook point comes from the SAE itself.")
 
 
+@st.cache_data(show_spinner=False, ttl=10, max_entries=8)
+def _finished_variants(url: str, engine_sig: str) -> list[str]:
+    return [r["variant"] for r in call("rmu_runs") if r["status"] == "done"]
+
+
+def model_picker() -> str:
+    """The model a page reads features on: 'base' (the model as loaded) or a finished RMU run
+    ('rmu:<name>', in place of it); in ``?model=``. No picker while the server has no finished run."""
+    try:
+        opts = ["base", *_finished_variants(server_url(), st.session_state.get("_engine_sig", ""))]
+    except Exception:  # noqa: BLE001 - an older server without RMU: the model as loaded
+        opts = ["base"]
+    if len(opts) == 1:
+        return "base"
+    value = url_selectbox("Model", opts, key="model",
+                          format_func=lambda v: "the model as loaded" if v == "base" else f"{v} (RMU fine-tuned)",
+                          help="Read the SAE's features on an RMU model (a finished run of the Batch evaluation "
+                               "page's RMU panel) in place of the model as loaded: how fine-tuning moved them.")
+    if value != "base":
+        st.caption(f":orange[●] Every number on this page is on **{value}**, not on the model as loaded.")
+    return value
+
+
 # ---------------------------------------------------------------- feature sets
 
 
@@ -710,8 +733,9 @@ def kaleido_available() -> bool:
     return bool(os.environ.get("BROWSER_PATH"))
 
 
-def tool_page(title: str) -> tuple[dict, str]:
-    """The opening every tool page shares: setup, title, server check, SAE picker, feature sets.
+def tool_page(title: str, pick_model: bool = False) -> tuple[dict, str]:
+    """The opening every tool page shares: setup, title, server check, SAE picker, feature sets
+    (and with ``pick_model``, the model picker: ``current_variant()``).
 
     Returns the server's info and the chosen SAE key (require_server stops the page when the
     server cannot be reached)."""
@@ -720,5 +744,13 @@ def tool_page(title: str) -> tuple[dict, str]:
     info = require_server()
     target_picker()
     sae = sae_picker(info)
+    st.session_state["_variant"] = model_picker() if pick_model else "base"
     feature_sets_sidebar(sae, (sae_keys(info) or [sae])[0])
     return info, sae
+
+
+def current_variant() -> dict:
+    """``{"variant": name}`` for a request on the page's model, {} on the model as loaded (the
+    app's cache keys of base requests stay as they were)."""
+    v = st.session_state.get("_variant", "base")
+    return {} if v == "base" else {"variant": v}

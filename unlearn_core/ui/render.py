@@ -317,7 +317,7 @@ def results_rows(results: list[dict]) -> list[dict]:
     rows = []
     for r in results:
         row = {"config": r["config"], "threshold": r.get("threshold"), "n": r.get("n"), "c": r.get("value"),
-               "mode": r.get("mode"), "n_features": len(r.get("features") or []),
+               "mode": r.get("mode"), "model": r.get("variant") or "base", "n_features": len(r.get("features") or []),
                "forget_accuracy": r.get("forget_accuracy"), "side_effect_mean": r.get("side_effect_mean"),
                "loss_added": r.get("loss_added")}
         for s, v in (r.get("side_effect_accuracy") or {}).items():

@@ -52,7 +52,7 @@ def target_selection(t: dict, sae: str, info: dict, on_open: Callable[[int], Non
                        format_func=lambda x: f"the target's ({sel['threshold']:g})" if x is None else f"{x:g}")
     n = c2.number_input("N features", 1, max_n, min(int(sel["n"]), max_n), key=f"tsel_n_{t['name']}")
     describe = c3.checkbox("Add automatic descriptions", key="tsel_describe")
-    params = dict(target=t["name"], sae=sae, n=int(n), threshold=thr, describe=describe)
+    params = dict(target=t["name"], sae=sae, n=int(n), threshold=thr, describe=describe, **C.current_variant())
     clicked = st.button("Run the selection", type="primary", key="run_tsel")
     if not C.once("select_target", params, clicked):
         return
