@@ -40,28 +40,46 @@ by = by or "text"
 
 # ---------------------------------------------------------------- search modes
 if by == "text":
-    st.markdown("Features that fire most on a text, ranked by their largest activation on it.")
+    st.markdown("Features active on a text. By default ranked by **specificity**: how strongly each fires here "
+                "relative to its usual peak on a background corpus, times how rare its firing is there. **Dense** "
+                "features (active on more than 10% of the background's tokens) say little about a text: they are "
+                "flagged and listed last.")
     text = st.text_area("Text", value=EXAMPLE, key="search_text", height=90)
-    c1, c2 = st.columns(2)
+    c1, c2, c3 = st.columns(3)
     k = c1.slider("How many features", 5, 50, 15, key="k")
-    bg = c2.selectbox("Down-weight features common in", [None, "webtext", "wikitext"], key="bg",
-                      format_func=lambda x: "— (rank by max activation)" if x is None else x,
-                      help="score = max activation × (1 − firing frequency on that corpus): skips features that "
-                           "fire everywhere. The corpus statistics are computed once (slow the first time).")
+    rank = c2.selectbox("Rank by", ["specificity", "max"], key="rank",
+                        format_func=lambda r: "specificity (topic features first)" if r == "specificity"
+                        else "largest activation on the text",
+                        help="Specificity = (max activation here / the feature's max on the background, at most 2) "
+                             "x log2(1 / its firing frequency on the background).")
+    bg = c3.selectbox("Background corpus", ["webtext", "wikitext"], key="bg",
+                      help="The features' firing statistics on this corpus (computed once, then cached on the "
+                           "server).")
+    dense_last = not st.checkbox("Rank dense features with the others", key="dense_in_rank")
     if text.strip():
-        res = C.attempt(lambda: C.cached("search", text=text, sae=sae, k=k, background=bg, **on),
+        res = C.attempt(lambda: C.cached("search", text=text, sae=sae, k=k, background=bg, rank=rank,
+                                         dense_last=dense_last, **on),
                         "the feature search", spinner="Encoding the text…")
         if res is not None:
             rows = res["features"]
             if not rows:
                 st.info("No feature fires on this text.")
             else:
-                df = pd.DataFrame(rows)[["feature", "score", "max_act", "n_tokens_active", "top_token"]]
+                df = pd.DataFrame(rows)
+                df["dense"] = df["dense"].map(lambda d: "⚠ dense" if d else "")
+                df = df[["feature", "score", "max_act", "n_tokens_active", "top_token", "background_freq", "dense"]]
                 df["top_token"] = df["top_token"].map(repr)
                 st.dataframe(df, hide_index=True, width="stretch",
-                             column_config={"score": st.column_config.NumberColumn(format="%.3f"),
+                             column_config={"score": st.column_config.NumberColumn(
+                                                "specificity" if rank == "specificity" else "score", format="%.3f"),
                                             "max_act": st.column_config.NumberColumn("max activation", format="%.3f"),
-                                            "n_tokens_active": "tokens active", "top_token": "strongest on"})
+                                            "n_tokens_active": "tokens active", "top_token": "strongest on",
+                                            "background_freq": st.column_config.NumberColumn(
+                                                f"fires on (of {bg})", format="%.4f")})
+                n_dense = sum(1 for r in rows if r.get("dense"))
+                if n_dense:
+                    st.caption(f"{n_dense} of these {len(rows)} features are dense (active on > 10% of {bg}'s "
+                               "tokens)" + (": listed last." if dense_last else "."))
                 ids = [r["feature"] for r in rows]
                 c1, c2 = st.columns([2, 3], vertical_alignment="bottom")
                 pick = c1.selectbox("Feature", ids, key="pick_text")
@@ -230,7 +248,7 @@ if npd.get("available") and npd.get("explanations"):
         st.markdown(f"[Open on Neuronpedia]({npd['url']})")
 else:
     desc = d.get("description", "").removeprefix("[automatic]").strip()
-    st.markdown(f"**Automatic description** *(made locally from top activations and logits, not a human or "
+    st.markdown(f"**Automatic description** *(made locally from the max-activating contexts, not a human or "
                 f"Neuronpedia explanation)*: {desc}")
     if npd.get("message"):
         st.caption(f"Neuronpedia: {npd['message']}")
@@ -272,10 +290,16 @@ with c1:
     st.plotly_chart(FIG.activation_hist(d["bin_edges"], {n: c["hist"] for n, c in corpora.items()}),
                     key="hist")
 with c2:
-    st.markdown("**Logit effects** (what the feature's decoder direction promotes / suppresses)")
     lt, lb = d["logits"]["top"], d["logits"]["bottom"]
-    st.dataframe(pd.DataFrame({"promotes": [repr(t) for t, _ in lt], "+": [v for _, v in lt],
-                               "suppresses": [repr(t) for t, _ in lb], "−": [v for _, v in lb]}),
-                 hide_index=True, width="stretch",
-                 column_config={"+": st.column_config.NumberColumn(format="%.3f"),
-                                "−": st.column_config.NumberColumn(format="%.3f")})
+    lens = pd.DataFrame({"promotes": [repr(t) for t, _ in lt], "+": [v for _, v in lt],
+                         "suppresses": [repr(t) for t, _ in lb], "−": [v for _, v in lb]})
+    cfg = {"+": st.column_config.NumberColumn(format="%.3f"), "−": st.column_config.NumberColumn(format="%.3f")}
+    if d.get("logit_lens_meaningful", True):
+        st.markdown("**Logit lens** (what the feature's decoder direction promotes / suppresses)")
+        st.dataframe(lens, hide_index=True, width="stretch", column_config=cfg)
+    else:
+        st.markdown("**What it is about:** the examples and the description above. The logit lens is left out: "
+                    f"this SAE reads layer {meta.get('layer')} of the model, and the direct effect of an early "
+                    "layer's direction on the output is mostly noise.")
+        with st.expander("Logit lens anyway (mostly noise this early)"):
+            st.dataframe(lens, hide_index=True, width="stretch", column_config=cfg)

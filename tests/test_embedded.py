@@ -8,7 +8,7 @@ from unlearn_core import data as D
 from unlearn_core import features as F
 from unlearn_core import mcq
 from unlearn_core.interventions import Intervention
-from unlearn_core.train_sae import EMBEDDED_SAE_DIR
+from unlearn_core.saes import EMBEDDED_SAE_DIR
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,6 @@
 """Feature statistics and selection against direct computations on the tiny model."""
+import math
+
 import pytest
 import torch
 
@@ -109,6 +111,38 @@ def test_sae_eval_on_tiny(tiny):
     assert lr["n_tokens"] == 60
     expected = (lr["zero_ablation_loss"] - lr["spliced_loss"]) / (lr["zero_ablation_loss"] - lr["clean_loss"])
     assert lr["loss_recovered"] == pytest.approx(expected)
+    assert 0 < r["dense_fraction"] <= 1 - r["dead_fraction"]  # a random SAE: features fire on most tokens
+
+
+def test_sae_eval_delta_loss_and_spliced_perplexity_against_hooks(tiny):
+    """Δloss per corpus and the spliced perplexity against a hand-written splice: the residual at
+    the hook replaced by the SAE's reconstruction (BOS kept), nothing clamped."""
+    import math
+
+    from unlearn_core.metrics import corpus_windows
+    from unlearn_core.sae_eval import corpus_report, spliced_perplexity
+
+    docs = {"a": ["Cells divide and proteins fold. " * 4], "b": ["Enzymes speed up reactions. " * 4]}
+    rep = corpus_report(tiny, "tiny", docs, n_tokens=60, ctx=30)
+    sae = tiny.saes["tiny"].sae
+
+    def splice(x, hook):
+        out = sae.decode(sae.encode(x))
+        out[:, 0] = x[:, 0]
+        return out
+
+    def mean_loss(windows, hooks=()) -> float:
+        with tiny.model.hooks(fwd_hooks=list(hooks)):
+            losses = [tiny.model(torch.tensor([w]), return_type="loss", loss_per_token=True)[0] for w in windows]
+        return float(torch.cat(losses).sum() / sum(len(x) for x in losses))
+
+    for name, d in docs.items():
+        windows = corpus_windows(tiny.model, d, 60, 30)
+        clean, spliced = mean_loss(windows), mean_loss(windows, [(TINY_HOOK, splice)])
+        assert rep[name]["clean_loss"] == pytest.approx(clean, rel=1e-4)
+        assert rep[name]["delta_loss"] == pytest.approx(spliced - clean, abs=1e-4)
+    p = spliced_perplexity(tiny, "tiny", docs["a"], n_tokens=60, ctx=30)
+    assert p["spliced"] == pytest.approx(math.exp(rep["a"]["spliced_loss"]), rel=1e-4)
 
 
 def test_examples_never_peak_on_a_document_separator(tiny, corpus, monkeypatch):
@@ -131,3 +165,48 @@ def test_examples_never_peak_on_a_document_separator(tiny, corpus, monkeypatch):
     for e in ex["top"]:
         assert e["max"] == 1.0 and e["tokens"][e["peak"]] != "<bos>"
     assert "'<bos>'" not in F.auto_description(tiny, "tiny", 5, st)
+
+
+def test_specificity_ranks_a_specific_feature_above_a_dense_one(tiny):
+    """Hand-made: feature 0 fires on every token of every text (dense, huge activation), feature 1
+    rarely and strongly on this text, feature 2 rarely but weakly. Specificity puts 1 first, then
+    2, and the dense one last though it has the largest activation; asked to, it ranks 0 by score."""
+    from unlearn_core import specificity as SP
+
+    d = tiny.saes["tiny"].d_sae
+    codes = torch.zeros(4, d)
+    codes[1:, 0] = 800.0  # BOS row (0) is ignored
+    codes[2, 1] = 9.0
+    codes[3, 2] = 0.5
+    freq = torch.full((d,), 0.0)
+    freq[0], freq[1], freq[2] = 0.95, 0.002, 0.002
+    mx = torch.zeros(d)
+    mx[0], mx[1], mx[2] = 900.0, 10.0, 10.0
+    rows = F.search_from_codes(tiny, [2, 5, 6, 7], codes, k=3, background=freq, background_max=mx, rank="specificity")
+    assert [r["feature"] for r in rows] == [1, 2, 0]
+    assert [r["dense"] for r in rows] == [False, False, True]
+    assert rows[0]["score"] == pytest.approx(0.9 * math.log2(1 / 0.002))
+    by_max = F.search_from_codes(tiny, [2, 5, 6, 7], codes, k=3)
+    assert [r["feature"] for r in by_max] == [0, 1, 2]
+    s = SP.scores(torch.tensor([800.0, 9.0]), torch.tensor([0.95, 0.002]), torch.tensor([900.0, 10.0]))
+    assert SP.order(s, torch.tensor([True, True]), torch.tensor([True, False]), dense_last=False) == [1, 0]
+    with pytest.raises(ValueError, match="needs a background"):
+        F.search_from_codes(tiny, [2, 5, 6, 7], codes, rank="specificity")
+
+
+def test_descriptions_come_from_contexts_and_are_cached(tiny, monkeypatch):
+    from unlearn_core.descriptions import describe_examples, peak_word
+
+    ex = [{"tokens": [" The", " spores", " of", " anth", "rax", " bacteria", " survive"], "peak": 4},
+          {"tokens": [" inhaled", " anth", "rax", " spores", " kill"], "peak": 2},
+          {"tokens": [" cutaneous", " anth", "rax", " from", " spores"], "peak": 2}]
+    assert peak_word(ex[0]["tokens"], 4) == "anthrax"
+    d = describe_examples(ex)
+    assert d["fires_on"] == ["anthrax"] and "spores" in d["context"] and d["logit_lens"] == []
+    assert d["text"].startswith("[automatic] fires on 'anthrax'") and "logit lens" not in d["text"]
+    assert "logit lens: promotes 'x'" in describe_examples(ex, logit_tokens=[" x"])["text"]
+    st = F.feature_stats(tiny, "tiny", "webtext", n_tokens=300)
+    first = F.auto_description(tiny, "tiny", 5, st)
+    assert F.description_path(tiny, "tiny", st).exists()
+    monkeypatch.setattr(F, "top_examples", lambda *a, **k: pytest.fail("the cached description was recomputed"))
+    assert F.auto_description(tiny, "tiny", 5, st) == first  # the second call reads the cache

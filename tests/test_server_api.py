@@ -92,14 +92,23 @@ def test_activations_match_engine_and_use_the_lru(client, engine, lock):
 def test_search_matches_engine_and_reuses_activations(client, engine, lock):
     text = "Anthrax spores survive for decades."
     ok(client.post("/api/activations", json={"text": text}))
-    s = ok(client.post("/api/features/search", json={"text": text, "k": 5}))
+    s = ok(client.post("/api/features/search", json={"text": text, "k": 5, "background_tokens": 200}))
     assert s["cached"] is True and len(s["features"]) == 5
+    with lock:  # the default: specificity against webtext, dense features last
+        st = F.feature_stats(engine, "tiny", "webtext", n_tokens=200)
+        ref = F.search_by_text(engine, "tiny", text, k=5, background=st.freq, background_max=st.max_act,
+                               rank="specificity")
+    assert [r["feature"] for r in s["features"]] == [r["feature"] for r in ref]
+    assert [r["dense"] for r in s["features"]] == [r["dense"] for r in ref]
+    plain = ok(client.post("/api/features/search", json={"text": text, "k": 5, "rank": "max", "background": None}))
     with lock:
         ref = F.search_by_text(engine, "tiny", text, k=5)
-    assert [r["feature"] for r in s["features"]] == [r["feature"] for r in ref]
+    assert [r["feature"] for r in plain["features"]] == [r["feature"] for r in ref]
     bg = ok(client.post("/api/features/search", json={"text": text, "k": 5, "background": "webtext",
-                                                      "background_tokens": 200}))
+                                                      "background_tokens": 200, "rank": "max"}))
     assert all(r["score"] <= r["max_act"] + 1e-6 for r in bg["features"])
+    r = client.post("/api/features/search", json={"text": text, "background": None})
+    assert r.status_code == 400 and "needs a background corpus" in r.text
 
 
 def test_dashboard(client):

@@ -91,7 +91,7 @@ def test_feature_and_metric_endpoints_on_the_variant(client, engine, lock, train
     text = "The virus spreads quickly."
     iv = {"features": [2, 3], "value": 20.0}
     body = {"activations": {"text": text, "features": [1, 5], "top_k": 4},
-            "features/search": {"text": text, "k": 5},
+            "features/search": {"text": text, "k": 5, "rank": "max", "background": None},
             "features/dashboard": {"feature": 2, "corpora": ["webtext"], "n_tokens": 200, "k": 2,
                                    "neuronpedia": False},
             "features/select": {"threshold": 0.5, "n": 4, "n_tokens": 200},

@@ -266,12 +266,19 @@ def cmd_generate(args) -> None:
 
 
 def cmd_train_sae(args) -> None:
-    from .train_sae import TrainSAEConfig, train_embedded_sae
+    from .train_sae import PieceDone, TrainSAEConfig, train_embedded_sae, with_overrides
 
-    cfg = TrainSAEConfig(layer=args.layer, d_sae=args.width, k=args.k, training_tokens=args.tokens,
-                         out_dir=args.out or TrainSAEConfig().out_dir)
+    cfg = with_overrides(TrainSAEConfig(), layer=args.layer, d_sae=args.width, k=args.k, n_tokens=args.tokens,
+                         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                         aux_loss_coefficient=args.aux_coeff, dead_feature_window=args.dead_window, seed=args.seed,
+                         out_dir=args.out)
     s = _settings(args)
-    print(train_embedded_sae(cfg, cache_dir=s.cache_dir, data_dir=s.data_dir))
+    try:
+        out = train_embedded_sae(cfg, cache_dir=s.cache_dir, data_dir=s.data_dir, max_minutes=args.max_minutes)
+    except PieceDone as e:
+        print(f"paused: {e}", file=sys.stderr)
+        raise SystemExit(3)
+    print(out)
 
 
 def _sae_key(args, engine) -> str:
@@ -356,28 +363,38 @@ def cmd_features_select(args) -> None:
 
 
 def cmd_sae_eval(args) -> None:
-    from .sae_eval import loss_recovered, reconstruction_stats
+    import random
+
+    from .features import corpus_docs
+    from .sae_eval import corpus_report, reconstruction_stats, spliced_perplexity
 
     engine = _engine(args)
     key = _sae_key(args, engine)
-    docs = []
-    for c in args.corpus:
-        from .features import corpus_docs
-
-        docs += corpus_docs(engine, c)
-    import random
-
+    per = {c: corpus_docs(engine, c) for c in args.corpus}
+    docs = [d for ds in per.values() for d in ds]
     random.Random(0).shuffle(docs)
-    bar = _bar(args.tokens, "reconstruction")
+    bar = _bar(args.tokens, "reconstruction (pooled held-out text)")
     rec = reconstruction_stats(engine, key, docs, n_tokens=args.tokens, progress=bar.update)
     bar.close()
     out = {"sae": key, "corpora": args.corpus, **rec}
+    lines = [f"{key}: L0 {rec['l0']:.1f}, explained variance {rec['explained_variance']:.3f}, dead "
+             f"{rec['dead_fraction']:.1%}, dense (> 10% of tokens) {rec['dense_fraction']:.2%} over "
+             f"{rec['n_tokens']:,} tokens"]
     if args.loss_tokens:
-        bar = _bar(args.loss_tokens * 3, "loss recovered")
-        lr = loss_recovered(engine, key, docs, n_tokens=args.loss_tokens, progress=bar.update)
+        bar = _bar(args.loss_tokens * 3 * len(per), "loss: clean, spliced, zero-ablated per corpus")
+        out["per_corpus"] = corpus_report(engine, key, per, n_tokens=args.loss_tokens, progress=bar.update)
         bar.close()
-        out.update({**lr, "n_tokens": rec["n_tokens"], "n_tokens_loss": lr["n_tokens"]})
-    _out(args, out, "\n".join(f"{k:>20}: {v}" for k, v in out.items()))
+        lines.append(f"{'corpus':<24} {'clean':>7} {'spliced':>8} {'Δloss':>7} {'recovered':>9}")
+        lines += [f"{c:<24} {r['clean_loss']:>7.3f} {r['spliced_loss']:>8.3f} {r['delta_loss']:>7.3f} "
+                  f"{r['loss_recovered']:>9.3f}" for c, r in out["per_corpus"].items()]
+    if args.ppl_tokens:
+        bar = _bar(args.ppl_tokens * 2, "WikiText-2 perplexity, clean and spliced")
+        out["wikitext_ppl"] = spliced_perplexity(engine, key, corpus_docs(engine, "wikitext@heldout"),
+                                                 n_tokens=args.ppl_tokens, progress=bar.update)
+        bar.close()
+        w = out["wikitext_ppl"]
+        lines.append(f"WikiText-2 (held-out part) perplexity: clean {w['clean']:.2f}, SAE spliced in {w['spliced']:.2f}")
+    _out(args, out, "\n".join(lines))
 
 
 def cmd_sweep(args) -> None:
@@ -830,12 +847,16 @@ def build_parser() -> argparse.ArgumentParser:
     _model_variant_arg(f)
     f.set_defaults(func=cmd_features_select)
 
-    s = sub.add_parser("sae-eval", help="L0, explained variance, loss recovered, dead features on held-out text")
+    s = sub.add_parser("sae-eval", help="L0, explained variance, dead and dense features, Δloss per held-out corpus, "
+                       "loss recovered, WikiText-2 perplexity with the SAE spliced in")
     _common(s)
     s.add_argument("--corpus", nargs="+", default=["webtext", "pile", "wikitext@heldout", "sherlock@heldout",
                                                    "wmdp-bio-text@heldout"])
     s.add_argument("--tokens", type=int, default=50_000)
-    s.add_argument("--loss-tokens", type=int, default=10_000, help="0 skips loss recovered")
+    s.add_argument("--loss-tokens", type=int, default=10_000, help="tokens per corpus for Δloss and loss recovered "
+                   "(0 skips them)")
+    s.add_argument("--ppl-tokens", type=int, default=20_000, help="WikiText-2 tokens for the spliced-perplexity "
+                   "control (0 skips it)")
     s.add_argument("--on")
     s.set_defaults(func=cmd_sae_eval)
 
@@ -936,13 +957,21 @@ def build_parser() -> argparse.ArgumentParser:
             r.add_argument("--out", help="write <out>.json and <out>.md")
         r.set_defaults(func=cmd_rmu)
 
-    s = sub.add_parser("train-sae", help="(re)train the embedded SAE")
+    s = sub.add_parser("train-sae", help="(re)train the embedded SAE: activations cached once, several epochs, "
+                       "resumable in pieces (exit code 3: paused, run again)")
     _common(s)
-    s.add_argument("--layer", type=int, default=5)
-    s.add_argument("--width", type=int, default=4096)
-    s.add_argument("--k", type=int, default=48)
-    s.add_argument("--tokens", type=int, default=2_500_000)
-    s.add_argument("--out")
+    s.add_argument("--layer", type=int, help="residual layer (Gemma Scope 2 covers 5, 9, 12, 15; default 5)")
+    s.add_argument("--width", type=int, help="d_sae (default 8192)")
+    s.add_argument("--k", type=int, help="mean active latents per token (BatchTopK; default 40)")
+    s.add_argument("--tokens", type=int, help="text tokens whose activations are cached (default 3,000,000)")
+    s.add_argument("--epochs", type=float, help="passes over the cached activations (default 4)")
+    s.add_argument("--batch-size", type=int, help="activations per step (default 4096)")
+    s.add_argument("--lr", type=float, help="Adam learning rate (default 3e-4)")
+    s.add_argument("--aux-coeff", type=float, help="auxiliary-k loss coefficient for dead latents (default 1/32)")
+    s.add_argument("--dead-window", type=int, help="steps without firing before a latent counts as dead (default 250)")
+    s.add_argument("--seed", type=int)
+    s.add_argument("--max-minutes", type=float, help="stop after this long with a checkpoint; the same command resumes")
+    s.add_argument("--out", help="output folder (default: the embedded SAE's, unlearn_core/assets/embedded_sae)")
     s.set_defaults(func=cmd_train_sae)
 
     s = sub.add_parser("sweep", help="batch evaluation (threshold x N x clamp), locally or on a Ray cluster")

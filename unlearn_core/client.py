@@ -137,10 +137,14 @@ class UnlearnClient:
             body["corpora"] = corpora
         return self.request("POST", "/api/features/dashboard", _on(variant, body))
 
-    def search(self, text: str, sae: str | None = None, k: int = 20, background: str | None = None,
-               background_tokens: int = 20_000, variant: str = "base") -> dict:
+    def search(self, text: str, sae: str | None = None, k: int = 20, background: str | None = "webtext",
+               background_tokens: int = 20_000, variant: str = "base", rank: str = "specificity",
+               dense_last: bool = True) -> dict:
+        """Features active on ``text``: by specificity against ``background`` (dense ones flagged
+        and last), or ``rank="max"`` by the largest activation (``background=None``: plain)."""
         return self.request("POST", "/api/features/search", _on(variant, {
-            "sae": sae, "text": text, "k": k, "background": background, "background_tokens": background_tokens}))
+            "sae": sae, "text": text, "k": k, "background": background, "background_tokens": background_tokens,
+            "rank": rank, "dense_last": dense_last}))
 
     def select(self, forget: str = "wmdp-bio-text@train", retain: str = "wikitext@train", threshold: float = 0.01,
                n: int = 20, n_tokens: int = 20_000, describe: bool = False, sae: str | None = None,

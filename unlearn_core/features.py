@@ -315,44 +315,82 @@ def token_activations(engine: Engine, sae_key: str, text: str, features: list[in
 
 @torch.inference_mode()
 def search_from_codes(engine: Engine, ids: list[int], codes: torch.Tensor, k: int = 20,
-                      background: torch.Tensor | None = None) -> list[dict]:
-    """Features that fire most on the tokens (BOS excluded), ranked by max activation; with a
-    background frequency, features that fire everywhere are pushed down
-    (score = max act x (1 - background freq))."""
+                      background: torch.Tensor | None = None, background_max: torch.Tensor | None = None,
+                      rank: str = "max", dense_last: bool = True) -> list[dict]:
+    """Features that fire on the tokens (BOS excluded).
+
+    ``rank="specificity"`` (needs the background's firing frequency and max activation): ranked by
+    ``specificity.scores``, dense features flagged and last unless ``dense_last`` is False.
+    ``rank="max"``: by max activation, or with a background frequency by max act x (1 - freq)."""
+    from . import specificity as SP
+
     if len(ids) < 2:
         raise ValueError("text has no tokens after BOS")
+    if rank not in ("max", "specificity"):
+        raise ValueError(f"rank must be 'max' or 'specificity', not {rank!r}")
     f = codes[1:].float().cpu()
     mx, arg = f.max(0)
-    score = mx * (1 - background) if background is not None else mx
-    order = torch.argsort(score, descending=True)[:k]
+    dense = background > SP.DENSE_FREQ if background is not None else torch.zeros_like(mx, dtype=torch.bool)
+    if rank == "specificity":
+        if background is None or background_max is None:
+            raise ValueError("specificity ranking needs a background corpus (its firing frequency and max activation)")
+        score = SP.scores(mx, background, background_max)
+        order = SP.order(score, mx > 0, dense, dense_last)[:k]
+    else:
+        score = mx * (1 - background) if background is not None else mx
+        order = [int(i) for i in torch.argsort(score, descending=True)[:k] if mx[i] > 0]
     strs = token_strs(engine, ids[1:])
-    return [{"feature": int(i), "max_act": float(mx[i]), "n_tokens_active": int((f[:, i] > 0).sum()),
-             "top_token": strs[int(arg[i])], "score": float(score[i])} for i in order if mx[i] > 0]
+    return [{"feature": i, "max_act": float(mx[i]), "n_tokens_active": int((f[:, i] > 0).sum()),
+             "top_token": strs[int(arg[i])], "score": float(score[i]),
+             "dense": bool(dense[i]) if background is not None else None,
+             "background_freq": float(background[i]) if background is not None else None} for i in order]
 
 
-def search_by_text(engine: Engine, sae_key: str, text: str, k: int = 20,
-                   background: torch.Tensor | None = None) -> list[dict]:
+def search_by_text(engine: Engine, sae_key: str, text: str, k: int = 20, background: torch.Tensor | None = None,
+                   background_max: torch.Tensor | None = None, rank: str = "max", dense_last: bool = True) -> list[dict]:
     toks = engine.model.to_tokens(text, prepend_bos=True)
-    return search_from_codes(engine, toks[0].tolist(), encode_tokens(engine, sae_key, toks)[0], k, background)
+    return search_from_codes(engine, toks[0].tolist(), encode_tokens(engine, sae_key, toks)[0], k, background,
+                             background_max, rank, dense_last)
+
+
+def logit_lens_meaningful(engine: Engine, sae_key: str) -> bool:
+    """Whether a feature's direct logit effect (W_dec @ W_U) says much: only for hooks in the last
+    third of the model; read off an early residual it is mostly noise."""
+    layer = engine.saes[sae_key].layer
+    return layer is None or layer + 1 >= engine.model.cfg.n_layers * 2 / 3
+
+
+def description_path(engine: Engine, sae_key: str, stats: FeatureStats) -> Path:
+    digest = stats.__dict__.get("_digest")
+    if digest is None:  # the statistics' own content (computed once per object)
+        digest = stats.__dict__["_digest"] = hashlib.sha1(stats.window_max.numpy().tobytes()).hexdigest()
+    key = C.key_of("descriptions-v1", engine.cache_namespace(), sae_fingerprint(engine.saes[sae_key]), stats.corpus,
+                   stats.n_tokens, len(stats.windows), digest)
+    return Path(engine.settings.cache_dir) / "descriptions" / f"{key}.json"
 
 
 def auto_description(engine: Engine, sae_key: str, feature: int, stats: FeatureStats | None = None) -> str:
-    """A short automatic description (top activating tokens and top promoted logits), labelled so."""
-    parts = []
-    if stats is not None:
-        ex = top_examples(engine, stats, feature, k=8, n_quantiles=0)
-        peaks = []
-        for e in ex["top"]:
-            t = e["tokens"][e["peak"]].strip()
-            if t and t not in peaks:
-                peaks.append(t)
-        if peaks:
-            parts.append("fires on " + ", ".join(repr(t) for t in peaks[:5]))
-    logits = logit_effects(engine, sae_key, feature, k=5)
-    promoted = [t.strip() for t, _ in logits["top"] if t.strip()]
-    if promoted:
-        parts.append("promotes " + ", ".join(repr(t) for t in promoted[:5]))
-    return "[automatic] " + ("; ".join(parts) if parts else "no activations found")
+    """A short automatic description from the max-activating contexts of ``stats`` (the peak words,
+    phrases and the words around them; the logit lens only where it means something), labelled
+    '[automatic]'. Cached on disk per SAE and statistics: the second call reads it."""
+    from .descriptions import describe_examples
+
+    check_feature(engine.saes[sae_key], feature)
+    lens = logit_lens_meaningful(engine, sae_key)
+    if stats is None:
+        tokens = [t for t, _ in logit_effects(engine, sae_key, feature, k=5)["top"]] if lens else None
+        return describe_examples([], logit_tokens=tokens)["text"]
+    path = description_path(engine, sae_key, stats)
+    known = C.read_json(path) or {}
+    if str(feature) in known:
+        return known[str(feature)]
+    examples = top_examples(engine, stats, feature, k=12, n_quantiles=0, context=12)["top"]
+    tokens = [t for t, _ in logit_effects(engine, sae_key, feature, k=5)["top"]] if lens else None
+    text = describe_examples(examples, logit_tokens=tokens)["text"]
+    known = C.read_json(path) or {}  # another feature may have been added meanwhile
+    known[str(feature)] = text
+    C.atomic_write_json(path, known)
+    return text
 
 
 def dashboard(engine: Engine, sae_key: str, feature: int, corpora: list[str], n_tokens: int = 100_000,
@@ -376,6 +414,7 @@ def dashboard(engine: Engine, sae_key: str, feature: int, corpora: list[str], n_
             }
     with guard():
         out["logits"] = logit_effects(engine, sae_key, feature)
+        out["logit_lens_meaningful"] = logit_lens_meaningful(engine, sae_key)
         out["description"] = auto_description(engine, sae_key, feature, first_stats)
     out["neuronpedia"] = None
     if with_neuronpedia:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from .train_sae import EMBEDDED_SAE_DIR
+EMBEDDED_SAE_DIR = Path(__file__).resolve().parent / "assets" / "embedded_sae"  # the shipped SAE (train_sae)
 
 
 _PATCH_LOCK = threading.Lock()

@@ -1,31 +1,58 @@
-"""Train the embedded SAE for the embedded model with SAELens's own training runner.
+"""Train the embedded SAE with SAELens, for quality per CPU-hour.
 
-BatchTopK training, saved by SAELens as a JumpReLU inference SAE (the Gemma Scope
-architecture), at a residual hook where Gemma Scope 2 also has one, so users with internet
-can swap in the official SAE at the same hook and compare.
+The residual activations at the hook are computed once and cached on disk in half precision
+(``activation_cache``); SAELens's ``SAETrainer`` then trains a BatchTopK SAE for several epochs
+over them, fed by a data provider that shuffles each epoch with a seeded permutation. Dead
+latents get SAELens's remedies for TopK: the auxiliary-k loss on latents that have not fired for
+``dead_feature_window`` steps. Training runs in pieces (``max_minutes``): a checkpoint (weights,
+optimizer, scheduler, scaler, dead-latent counters and the data position) is written every
+``checkpoint_every`` steps and at the end of a piece, and the same command resumes it.
+
+The result is saved by SAELens as a JumpReLU inference SAE (the Gemma Scope architecture), at a
+residual hook where Gemma Scope 2 also has one (layers 5, 9, 12, 15 of Gemma 3 270M), so users
+with internet can swap in the official SAE at the same hook.
 """
 from __future__ import annotations
 
 import json
+import math
 import random
+import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Callable, Iterator
 
+import torch
+
+from . import activation_cache as AC
 from . import data as D
+from .saes import EMBEDDED_SAE_DIR
+GEMMA_SCOPE_2_LAYERS = (5, 9, 12, 15)
 
-EMBEDDED_SAE_DIR = Path(__file__).resolve().parent / "assets" / "embedded_sae"
+
+class PieceDone(Exception):
+    """The piece's time is up: a checkpoint was written; run the same command again to go on."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainSAEConfig:
     layer: int = 5
-    d_sae: int = 4096
-    k: int = 48
-    training_tokens: int = 2_500_000
-    context_size: int = 128
-    train_batch_size_tokens: int = 1024
-    lr: float = 4e-4
+    d_sae: int = 8192
+    k: int = 40
+    n_tokens: int = 3_000_000  # text tokens whose activations are cached (the training set)
+    epochs: float = 4.0
+    batch_size: int = 4096
+    lr: float = 3e-4
+    lr_warm_up_steps: int = 100
+    lr_decay_fraction: float = 0.2  # linear decay to 0 over the last part of training
+    aux_loss_coefficient: float = 1.0 / 32  # the auxiliary-k loss (Gao et al.; SAELens's TopK remedy)
+    dead_feature_window: int = 250  # steps without firing after which a latent counts as dead
+    ctx: int = 128
+    dev_fraction: float = 0.02  # documents held back from training, for choosing the settings
+    cache_dtype: str = "float16"
+    save_dtype: str = "float16"  # the shipped weights; loading upcasts to the engine's dtype
+    checkpoint_every: int = 200
     seed: int = 42
     out_dir: str = str(EMBEDDED_SAE_DIR)
 
@@ -33,9 +60,34 @@ class TrainSAEConfig:
     def hook_name(self) -> str:
         return f"blocks.{self.layer}.hook_resid_post"
 
+    def check(self, n_layers: int | None = None) -> None:
+        if n_layers is not None and not 0 <= self.layer < n_layers:
+            raise ValueError(f"layer {self.layer} is not a layer of this model (0..{n_layers - 1})")
+        if not 0 < self.k < self.d_sae:
+            raise ValueError(f"k = {self.k} must be between 0 and d_sae = {self.d_sae}")
+        if self.lr <= 0 or self.epochs <= 0 or self.batch_size < 1:
+            raise ValueError("lr, epochs and batch_size must be positive")
+        if not 0 <= self.dev_fraction < 0.5:
+            raise ValueError("dev_fraction must be in [0, 0.5)")
+        if self.save_dtype not in ("float16", "float32"):
+            raise ValueError("save_dtype must be float16 or float32")
 
-def training_texts(data_dir: str | None = None, seed: int = 42) -> tuple[list[str], dict[str, int]]:
-    """All local text except held-out parts: documents shuffled, plus a per-source count."""
+    def cache_spec(self) -> AC.CacheSpec:
+        return AC.CacheSpec(hook_name=self.hook_name, n_tokens=self.n_tokens, ctx=self.ctx, dtype=self.cache_dtype)
+
+    def run_key(self) -> str:
+        """What a checkpoint belongs to: every setting that changes the trained weights."""
+        d = asdict(self)
+        for k in ("out_dir", "checkpoint_every", "save_dtype"):
+            d.pop(k)
+        return json.dumps(d, sort_keys=True)
+
+
+def training_texts(data_dir: str | None = None, seed: int = 42,
+                   dev_fraction: float = 0.02) -> tuple[list[str], list[str], dict[str, int]]:
+    """All local text except the held-out parts, shuffled: (train docs, dev docs, per-source count).
+    The dev docs are held back from training to choose settings on; the card's numbers come from
+    the held-out parts, which neither sees."""
     sources: dict[str, list[str]] = {
         "webtext (valid split)": D.load_corpus("webtext-train", data_dir),
         "pile (valid split)": D.load_corpus("pile-train", data_dir),
@@ -50,7 +102,191 @@ def training_texts(data_dir: str | None = None, seed: int = 42) -> tuple[list[st
     ]
     docs = [d for texts in sources.values() for d in texts]
     random.Random(seed).shuffle(docs)
-    return docs, {k: len(v) for k, v in sources.items()}
+    n_dev = int(len(docs) * dev_fraction)
+    return docs[n_dev:], docs[:n_dev], {k: len(v) for k, v in sources.items()}
+
+
+def epoch_batches(acts: torch.Tensor, batch_size: int, seed: int, start_step: int = 0) -> Iterator[torch.Tensor]:
+    """Batches of float32 activations, each epoch in its own seeded order (the last partial
+    batch of an epoch dropped), from global step ``start_step`` on: a resumed run sees exactly
+    the batches an uninterrupted one would."""
+    per_epoch = acts.shape[0] // batch_size
+    if per_epoch < 1:
+        raise ValueError(f"{acts.shape[0]} activations are fewer than one batch of {batch_size}")
+    step = start_step
+    while True:
+        epoch, b = divmod(step, per_epoch)
+        perm = torch.randperm(acts.shape[0], generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+        for b in range(b, per_epoch):
+            yield acts[perm[b * batch_size : (b + 1) * batch_size]].float()
+            step += 1
+
+
+def _make_sae(cfg: TrainSAEConfig, d_in: int):
+    from sae_lens import BatchTopKTrainingSAE, BatchTopKTrainingSAEConfig
+
+    torch.manual_seed(cfg.seed)
+    sae_cfg = BatchTopKTrainingSAEConfig(d_in=d_in, d_sae=cfg.d_sae, k=cfg.k,
+                                         normalize_activations="expected_average_only_in",
+                                         aux_loss_coefficient=cfg.aux_loss_coefficient, device="cpu")
+    return BatchTopKTrainingSAE(sae_cfg)
+
+
+def _trainer(cfg: TrainSAEConfig, sae, provider: Iterator[torch.Tensor], total_steps: int):
+    from sae_lens.config import LoggingConfig, SAETrainerConfig
+    from sae_lens.training.sae_trainer import SAETrainer
+
+    decay = int(total_steps * cfg.lr_decay_fraction)
+    tcfg = SAETrainerConfig(total_training_samples=total_steps * cfg.batch_size, train_batch_size_samples=cfg.batch_size,
+                            lr=cfg.lr, lr_end=cfg.lr, lr_scheduler_name="constant",
+                            lr_warm_up_steps=cfg.lr_warm_up_steps, lr_decay_steps=decay, device="cpu",
+                            dead_feature_window=cfg.dead_feature_window,
+                            feature_sampling_window=max(cfg.dead_feature_window, 100),
+                            logger=LoggingConfig(log_to_wandb=False))
+    return SAETrainer(tcfg, sae, provider)
+
+
+def total_steps(cfg: TrainSAEConfig, n_acts: int) -> int:
+    return max(1, math.floor(cfg.epochs * (n_acts // cfg.batch_size)))
+
+
+def _save_checkpoint(trainer, root: Path, cfg: TrainSAEConfig, seconds: float) -> None:
+    """SAELens's checkpoint (weights, optimizer, scheduler, scaler, counters) written beside the
+    previous one, then swapped in: a kill at any moment leaves one whole checkpoint."""
+    root.mkdir(parents=True, exist_ok=True)
+    trainer.save_checkpoint("next", base_path=root)
+    (root / "next" / "run.json").write_text(json.dumps({"run_key": cfg.run_key(), "step": trainer.n_training_steps,
+                                                         "train_seconds": seconds}))
+    if (root / "latest").exists():
+        (root / "latest").rename(root / "previous")
+    (root / "next").rename(root / "latest")
+    shutil.rmtree(root / "previous", ignore_errors=True)
+
+
+def train(cfg: TrainSAEConfig, acts: torch.Tensor, checkpoint_dir: str | Path, max_minutes: float | None = None,
+          progress: Callable[[int, int], None] | None = None) -> tuple[object, dict]:
+    """Train (or resume) the SAE on cached activations. Returns (the SAE, with the activation
+    scaling folded in; a report) when training is complete; raises ``PieceDone`` after a
+    checkpoint when ``max_minutes`` runs out first."""
+    root = Path(checkpoint_dir)
+    sae = _make_sae(cfg, acts.shape[1])
+    steps = total_steps(cfg, acts.shape[0])
+    start, spent = 0, 0.0
+    latest = root / "latest"
+    if latest.exists():
+        run = json.loads((latest / "run.json").read_text())
+        if run["run_key"] != cfg.run_key():
+            raise ValueError(f"{root} holds a checkpoint of other settings; delete it or choose another folder")
+        sae.load_weights_from_checkpoint(latest)
+        start, spent = run["step"], run["train_seconds"]
+    deadline = time.time() + max_minutes * 60 if max_minutes else None
+    t0 = time.time()
+    state: dict = {}
+
+    def provider() -> Iterator[torch.Tensor]:
+        for i, batch in enumerate(epoch_batches(acts, cfg.batch_size, cfg.seed, start)):
+            step = start + i
+            trainer = state["trainer"]
+            if i and (step % cfg.checkpoint_every == 0 or (deadline and time.time() > deadline)):
+                _save_checkpoint(trainer, root, cfg, spent + time.time() - t0)
+                if deadline and time.time() > deadline:
+                    raise PieceDone(f"stopped at step {step} of {steps}; run again to resume")
+            if progress:
+                progress(step, steps)
+            yield batch
+
+    trainer = state["trainer"] = _trainer(cfg, sae, provider(), steps)
+    if latest.exists():
+        trainer.load_trainer_state(latest)
+    else:  # the scale estimate from its own batches, so the training order does not depend on it
+        trainer.activation_scaler.estimate_scaling_factor(acts.shape[1], epoch_batches(acts, cfg.batch_size,
+                                                                                     cfg.seed + 1), 20)
+    sae = trainer.fit()
+    dead = int(trainer.dead_neurons.sum())
+    report = {"steps": steps, "train_seconds": round(spent + time.time() - t0, 1), "n_activations": int(acts.shape[0]),
+              "epochs": cfg.epochs, "dead_at_end_of_training": dead, "l0_last_window": sae.cfg.metadata.l0}
+    return sae, report
+
+
+def save(sae, cfg: TrainSAEConfig, out: str | Path, training: dict) -> Path:
+    """The inference SAE (JumpReLU) in ``out``, written to a temporary folder and swapped in;
+    weights in ``cfg.save_dtype`` (the config says float32: loading upcasts)."""
+    from safetensors.torch import load_file, save_file
+
+    out = Path(out)
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    sae.save_inference_model(str(tmp))
+    weights = tmp / "sae_weights.safetensors"
+    dt = getattr(torch, cfg.save_dtype)
+    save_file({k: v.to(dt).contiguous() for k, v in load_file(str(weights)).items()}, str(weights))
+    c = json.loads((tmp / "cfg.json").read_text())
+    c["dtype"] = "float32"
+    c.setdefault("metadata", {}).update({"model_name": "embedded:gemma-3-270m", "hook_name": cfg.hook_name,
+                                         "weights_dtype": cfg.save_dtype})
+    (tmp / "cfg.json").write_text(json.dumps(c, indent=2))
+    (tmp / "training.json").write_text(json.dumps(training, indent=2))
+    for extra in ("CARD.md",):  # the card is rewritten from the new numbers (sae-eval --card)
+        if (out / extra).exists():
+            shutil.copy(out / extra, tmp / extra)
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return out
+
+
+def train_embedded_sae(cfg: TrainSAEConfig, cache_dir: str = "cache", data_dir: str | None = None,
+                       max_minutes: float | None = None, engine=None, texts=None) -> Path:
+    """Cache the activations (once), train in pieces, save to ``cfg.out_dir`` with training.json
+    (configuration, data, seconds per phase, CPU). ``engine``/``texts`` replace the embedded model
+    and the local text (the tiny backend's tests)."""
+    from tqdm import tqdm
+
+    from .rmu import cpu_name
+
+    cfg.check()
+    if engine is None:
+        from .engine import load_engine
+        from .settings import load_settings
+
+        engine = load_engine(load_settings({"cache_dir": cache_dir, "data_dir": data_dir}))
+    cfg.check(engine.model.cfg.n_layers)
+    train_docs, dev_docs, counts = texts if texts is not None else training_texts(data_dir, cfg.seed, cfg.dev_fraction)
+    work = Path(cache_dir) / "sae_training" / f"layer{cfg.layer}-{AC.texts_digest(train_docs)}"
+    spec = cfg.cache_spec()
+    t0 = time.time()
+    have = AC._manifest(work / "acts")
+    if not (have and have.get("complete")):
+        bar = tqdm(total=spec.n_tokens, desc=f"caching {cfg.hook_name} activations", unit="tok", unit_scale=True)
+        AC.build(engine, train_docs, work / "acts", spec, progress=bar.update)
+        bar.close()
+    cache_s = time.time() - t0
+    times = json.loads((work / "times.json").read_text()) if (work / "times.json").exists() else {}
+    times["cache_seconds"] = round(times.get("cache_seconds", 0.0) + cache_s, 1)
+    (work / "times.json").write_text(json.dumps(times))
+    acts = AC.load(work / "acts")
+    run_dir = work / "runs" / f"d{cfg.d_sae}-k{cfg.k}-lr{cfg.lr:g}-e{cfg.epochs:g}-s{cfg.seed}"
+    bar = tqdm(total=total_steps(cfg, acts.shape[0]), desc="training the SAE", unit="step")
+
+    def progress(step: int, steps: int) -> None:
+        bar.n = step
+        bar.refresh()
+
+    try:
+        sae, report = train(cfg, acts, run_dir, max_minutes, progress)
+    finally:
+        bar.close()
+    training = {"config": {**asdict(cfg), "out_dir": _relative(Path(cfg.out_dir))}, "hook_name": cfg.hook_name,
+                "sources_documents": counts, "train_documents": len(train_docs), "dev_documents": len(dev_docs),
+                "activation_cache": {"dtype": spec.dtype, "ctx": spec.ctx, "n_activations": int(acts.shape[0]),
+                                     "seconds": times["cache_seconds"]},
+                **report, "total_seconds": round(times["cache_seconds"] + report["train_seconds"], 1),
+                "cpu": cpu_name(), "sae_lens_version": __import__("sae_lens").__version__}
+    return save(sae, cfg, cfg.out_dir, training)
+
+
+def with_overrides(cfg: TrainSAEConfig, **kw) -> TrainSAEConfig:
+    return replace(cfg, **{k: v for k, v in kw.items() if v is not None})
 
 
 def _relative(path: Path) -> str:
@@ -58,65 +294,3 @@ def _relative(path: Path) -> str:
         return str(Path(path).resolve().relative_to(Path(__file__).resolve().parent.parent))
     except ValueError:
         return str(path)
-
-
-def train_embedded_sae(cfg: TrainSAEConfig, cache_dir: str = "cache", data_dir: str | None = None) -> Path:
-    import datasets
-    from sae_lens import (
-        BatchTopKTrainingSAEConfig,
-        LanguageModelSAERunnerConfig,
-        LanguageModelSAETrainingRunner,
-        LoggingConfig,
-    )
-
-    from .models import load_model
-
-    model = load_model("embedded:gemma-3-270m", cache_dir=cache_dir)
-    docs, counts = training_texts(data_dir, cfg.seed)
-    ds = datasets.Dataset.from_dict({"text": docs})
-    runner_cfg = LanguageModelSAERunnerConfig(
-        sae=BatchTopKTrainingSAEConfig(
-            d_in=model.cfg.d_model, d_sae=cfg.d_sae, k=cfg.k, normalize_activations="expected_average_only_in",
-        ),
-        model_name="google/gemma-3-270m",
-        hook_name=cfg.hook_name,
-        dataset_path="local",
-        is_dataset_tokenized=False,
-        streaming=False,
-        context_size=cfg.context_size,
-        training_tokens=cfg.training_tokens,
-        train_batch_size_tokens=cfg.train_batch_size_tokens,
-        store_batch_size_prompts=16,
-        n_batches_in_buffer=8,
-        lr=cfg.lr,
-        lr_warm_up_steps=100,
-        lr_decay_steps=cfg.training_tokens // cfg.train_batch_size_tokens // 5,
-        device="cpu",
-        seed=cfg.seed,
-        exclude_special_tokens=True,
-        n_batches_for_norm_estimate=50,
-        logger=LoggingConfig(log_to_wandb=False),
-        checkpoint_path=str(Path(cache_dir) / "sae_checkpoints"),
-        output_path=None,
-        n_eval_batches=2,
-        verbose=True,
-    )
-    t0 = time.time()
-    sae = LanguageModelSAETrainingRunner(runner_cfg, override_dataset=ds, override_model=model).run()
-    elapsed = time.time() - t0
-    out = Path(cfg.out_dir)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.mkdir(parents=True, exist_ok=True)
-    sae.save_inference_model(str(tmp))
-    c = json.loads((tmp / "cfg.json").read_text())
-    c.setdefault("metadata", {})
-    c["metadata"].update({"model_name": "embedded:gemma-3-270m", "hook_name": cfg.hook_name})
-    (tmp / "cfg.json").write_text(json.dumps(c, indent=2))
-    (tmp / "training.json").write_text(json.dumps(
-        {"config": {**asdict(cfg), "out_dir": _relative(out)}, "sources_documents": counts, "train_seconds": round(elapsed, 1),
-         "sae_lens_version": __import__("sae_lens").__version__}, indent=2))
-    import shutil
-
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
-    return out

@@ -333,10 +333,12 @@ def create_app(engine_factory: Callable[[], Engine], *, token: str | None = None
         bg = None
         if req.background:
             check_corpus(req.background, engine.settings.data_dir)
-            bg = feature_stats_chunked(state, sae, req.background, req.background_tokens).freq
+            bg = feature_stats_chunked(state, sae, req.background, req.background_tokens)
+        elif req.rank == "specificity":
+            raise ValueError("rank 'specificity' needs a background corpus (or use rank 'max')")
         with state.model("search") as engine:  # one forward to the hook: cannot be split
             acts, hit = state.prompt_acts(engine, req.text)
-            rows = search(engine, acts, sae, req.k, bg)
+            rows = search(engine, acts, sae, req.k, bg, req.rank, req.dense_last)
         return S.SearchResponse(sae=sae, features=rows, cached=hit)
 
     @api.post("/features/select", response_model=S.SelectResponse, tags=["features"])

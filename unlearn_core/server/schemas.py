@@ -287,6 +287,7 @@ class DashboardResponse(BaseModel):
     bin_edges: list[float]
     logits: LogitEffects
     description: str
+    logit_lens_meaningful: bool = True  # False: the hook is early; the logit lens there is mostly noise
     neuronpedia: dict[str, Any] | None = None
     variant: str = "base"  # the model variant every number above is on
 
@@ -295,8 +296,15 @@ class SearchRequest(Request):
     sae: Name | None = None
     text: Text
     k: int = Field(20, ge=1, le=200)
-    background: Name | None = Field(None, description="corpus whose firing frequency down-weights ubiquitous features")
+    background: Name | None = Field("webtext", description="the background corpus: specificity compares the text's "
+                                    "activations with the features' firing there; with rank=max it down-weights "
+                                    "ubiquitous features (None: plain max activation)")
     background_tokens: int = Field(20_000, ge=16, le=MAX_STATS_TOKENS)
+    rank: Literal["specificity", "max"] = Field("specificity", description="specificity: activation relative to the "
+                                                "feature's background peak x log2(1/background frequency); max: the "
+                                                "largest activation on the text")
+    dense_last: bool = Field(True, description="dense features (active on > 10% of the background's tokens) "
+                                               "after all the others")
     variant: Variant = Field("base", description="run on this model variant in place of the model as loaded")
 
 
@@ -306,6 +314,8 @@ class SearchHit(BaseModel):
     n_tokens_active: int
     top_token: str
     score: float
+    dense: bool | None = None  # active on > 10% of the background's tokens (None: no background)
+    background_freq: float | None = None
 
 
 class SearchResponse(BaseModel):
