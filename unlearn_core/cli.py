@@ -967,7 +967,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--epochs", type=float, help="passes over the cached activations (default 4)")
     s.add_argument("--batch-size", type=int, help="activations per step (default 4096)")
     s.add_argument("--lr", type=float, help="Adam learning rate (default 3e-4)")
-    s.add_argument("--aux-coeff", type=float, help="auxiliary-k loss coefficient for dead latents (default 1/32)")
+    s.add_argument("--aux-coeff", type=float, help="auxiliary-k loss coefficient for dead latents (default 1)")
     s.add_argument("--dead-window", type=int, help="steps without firing before a latent counts as dead (default 250)")
     s.add_argument("--seed", type=int)
     s.add_argument("--max-minutes", type=float, help="stop after this long with a checkpoint; the same command resumes")

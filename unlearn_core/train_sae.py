@@ -46,7 +46,7 @@ class TrainSAEConfig:
     lr: float = 3e-4
     lr_warm_up_steps: int = 100
     lr_decay_fraction: float = 0.2  # linear decay to 0 over the last part of training
-    aux_loss_coefficient: float = 1.0 / 32  # the auxiliary-k loss (Gao et al.; SAELens's TopK remedy)
+    aux_loss_coefficient: float = 1.0  # the auxiliary-k loss on dead latents (SAELens's TopK remedy; its default)
     dead_feature_window: int = 250  # steps without firing after which a latent counts as dead
     ctx: int = 128
     dev_fraction: float = 0.02  # documents held back from training, for choosing the settings
