@@ -94,13 +94,14 @@ def _make_untrained():
     return T._make_sae(CFG, tiny_engine().model.cfg.d_model)
 
 
-def test_saved_sae_loads_through_saelens_and_the_project(engine, docs, tmp_path):
+@pytest.mark.parametrize("normalize", ["expected_average_only_in", "covariance_whitening"])
+def test_saved_sae_loads_through_saelens_and_the_project(engine, docs, tmp_path, normalize):
     from sae_lens import SAE
 
     from unlearn_core.saes import load_sae
 
     out = tmp_path / "sae"
-    cfg = replace(CFG, out_dir=str(out))
+    cfg = replace(CFG, out_dir=str(out), normalize=normalize)
     dev = docs[:10]
     T.train_embedded_sae(cfg, cache_dir=str(tmp_path / "cache"), engine=engine, texts=(docs[10:], dev, {"toy": 200}))
     training = json.loads((out / "training.json").read_text())
@@ -117,6 +118,10 @@ def test_saved_sae_loads_through_saelens_and_the_project(engine, docs, tmp_path)
                                                           .iterdir()) / "acts")[:64].float()
     fa, fb = a.encode(x), b.sae.encode(x)
     torch.testing.assert_close(fa, fb)
+    # the input scaling is folded into the weights: raw activations in, raw-scale reconstruction out
+    assert a.cfg.normalize_activations == "none"
+    ratio = float(a.decode(fa).norm(dim=-1).mean() / x.norm(dim=-1).mean())
+    assert 0.5 < ratio < 2, ratio
     assert 0 < float((fa > 0).float().sum(-1).mean()) < CFG.d_sae  # (a 20-step run: the JumpReLU threshold is still far from k)
     with pytest.raises(ValueError, match="layer 5 is not a layer"):
         T.train_embedded_sae(replace(cfg, layer=5), cache_dir=str(tmp_path / "cache"), engine=engine,

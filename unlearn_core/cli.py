@@ -271,7 +271,7 @@ def cmd_train_sae(args) -> None:
     cfg = with_overrides(TrainSAEConfig(), layer=args.layer, d_sae=args.width, k=args.k, n_tokens=args.tokens,
                          epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                          aux_loss_coefficient=args.aux_coeff, dead_feature_window=args.dead_window, seed=args.seed,
-                         out_dir=args.out)
+                         normalize=args.normalize, out_dir=args.out)
     s = _settings(args)
     try:
         out = train_embedded_sae(cfg, cache_dir=s.cache_dir, data_dir=s.data_dir, max_minutes=args.max_minutes)
@@ -370,7 +370,14 @@ def cmd_sae_eval(args) -> None:
 
     engine = _engine(args)
     key = _sae_key(args, engine)
-    per = {c: corpus_docs(engine, c) for c in args.corpus}
+    def docs_of(c: str) -> list[str]:
+        if c == "sae-dev":  # the documents train-sae holds back from training, for choosing its settings
+            from .train_sae import TrainSAEConfig, training_texts
+
+            return training_texts(engine.settings.data_dir, TrainSAEConfig.seed, TrainSAEConfig.dev_fraction)[1]
+        return corpus_docs(engine, c)
+
+    per = {c: docs_of(c) for c in args.corpus}
     docs = [d for ds in per.values() for d in ds]
     random.Random(0).shuffle(docs)
     bar = _bar(args.tokens, "reconstruction (pooled held-out text)")
@@ -851,7 +858,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "loss recovered, WikiText-2 perplexity with the SAE spliced in")
     _common(s)
     s.add_argument("--corpus", nargs="+", default=["webtext", "pile", "wikitext@heldout", "sherlock@heldout",
-                                                   "wmdp-bio-text@heldout"])
+                                                   "wmdp-bio-text@heldout"],
+                   help="held-out corpora (default); 'sae-dev': the documents train-sae holds back for choosing settings")
     s.add_argument("--tokens", type=int, default=50_000)
     s.add_argument("--loss-tokens", type=int, default=10_000, help="tokens per corpus for Δloss and loss recovered "
                    "(0 skips them)")
@@ -970,6 +978,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--aux-coeff", type=float, help="auxiliary-k loss coefficient for dead latents (default 1)")
     s.add_argument("--dead-window", type=int, help="steps without firing before a latent counts as dead (default 250)")
     s.add_argument("--seed", type=int)
+    s.add_argument("--normalize", choices=["expected_average_only_in", "covariance_whitening"],
+                   help="input scaling while training, folded into the saved weights (default: a fixed mean norm; "
+                        "covariance_whitening: PCA whitening)")
     s.add_argument("--max-minutes", type=float, help="stop after this long with a checkpoint; the same command resumes")
     s.add_argument("--out", help="output folder (default: the embedded SAE's, unlearn_core/assets/embedded_sae)")
     s.set_defaults(func=cmd_train_sae)

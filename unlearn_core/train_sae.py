@@ -49,6 +49,10 @@ class TrainSAEConfig:
     aux_loss_coefficient: float = 1.0  # the auxiliary-k loss on dead latents (SAELens's TopK remedy; its default)
     dead_feature_window: int = 250  # steps without firing after which a latent counts as dead
     ctx: int = 128
+    # the input scaling SAELens applies while training (folded into the saved weights): a scale to a
+    # fixed mean norm, or PCA whitening, which keeps the two massive residual dimensions of Gemma 3
+    # (most of the variance at layer 5) from dominating the reconstruction loss
+    normalize: str = "expected_average_only_in"
     dev_fraction: float = 0.02  # documents held back from training, for choosing the settings
     cache_dtype: str = "float16"
     save_dtype: str = "float16"  # the shipped weights; loading upcasts to the engine's dtype
@@ -71,6 +75,8 @@ class TrainSAEConfig:
             raise ValueError("dev_fraction must be in [0, 0.5)")
         if self.save_dtype not in ("float16", "float32"):
             raise ValueError("save_dtype must be float16 or float32")
+        if self.normalize not in ("expected_average_only_in", "covariance_whitening"):
+            raise ValueError("normalize must be expected_average_only_in or covariance_whitening")
 
     def cache_spec(self) -> AC.CacheSpec:
         return AC.CacheSpec(hook_name=self.hook_name, n_tokens=self.n_tokens, ctx=self.ctx, dtype=self.cache_dtype)
@@ -127,7 +133,7 @@ def _make_sae(cfg: TrainSAEConfig, d_in: int):
 
     torch.manual_seed(cfg.seed)
     sae_cfg = BatchTopKTrainingSAEConfig(d_in=d_in, d_sae=cfg.d_sae, k=cfg.k,
-                                         normalize_activations="expected_average_only_in",
+                                         normalize_activations=cfg.normalize,
                                          aux_loss_coefficient=cfg.aux_loss_coefficient, device="cpu")
     return BatchTopKTrainingSAE(sae_cfg)
 
@@ -198,9 +204,12 @@ def train(cfg: TrainSAEConfig, acts: torch.Tensor, checkpoint_dir: str | Path, m
     trainer = state["trainer"] = _trainer(cfg, sae, provider(), steps)
     if latest.exists():
         trainer.load_trainer_state(latest)
-    else:  # the scale estimate from its own batches, so the training order does not depend on it
-        trainer.activation_scaler.estimate_scaling_factor(acts.shape[1], epoch_batches(acts, cfg.batch_size,
-                                                                                     cfg.seed + 1), 20)
+    else:  # the scaling estimated from its own batches, so the training order does not depend on it
+        own = epoch_batches(acts, cfg.batch_size, cfg.seed + 1)
+        if cfg.normalize == "covariance_whitening":
+            trainer.activation_scaler.estimate_whitening(acts.shape[1], own, 50)
+        else:
+            trainer.activation_scaler.estimate_scaling_factor(acts.shape[1], own, 20)
     sae = trainer.fit()
     dead = int(trainer.dead_neurons.sum())
     report = {"steps": steps, "train_seconds": round(spent + time.time() - t0, 1), "n_activations": int(acts.shape[0]),
@@ -265,7 +274,8 @@ def train_embedded_sae(cfg: TrainSAEConfig, cache_dir: str = "cache", data_dir: 
     times["cache_seconds"] = round(times.get("cache_seconds", 0.0) + cache_s, 1)
     (work / "times.json").write_text(json.dumps(times))
     acts = AC.load(work / "acts")
-    run_dir = work / "runs" / f"d{cfg.d_sae}-k{cfg.k}-lr{cfg.lr:g}-e{cfg.epochs:g}-s{cfg.seed}"
+    norm = "-white" if cfg.normalize == "covariance_whitening" else ""
+    run_dir = work / "runs" / f"d{cfg.d_sae}-k{cfg.k}-lr{cfg.lr:g}-e{cfg.epochs:g}-s{cfg.seed}{norm}"
     bar = tqdm(total=total_steps(cfg, acts.shape[0]), desc="training the SAE", unit="step")
 
     def progress(step: int, steps: int) -> None:

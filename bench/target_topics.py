@@ -1,0 +1,66 @@
+"""Do a target's selected features read as topics? For each built-in target, the top 10 features
+of its format-matched selection, the words each peaks on in its 12 max-activating forget-text
+contexts, and whether it fires on topic tokens or on format tokens.
+
+A peak word is a *format* token when it is a single character, has no letter, is a stopword, or
+is one of the quiz format's words (A-D, Question, Answer, Which, What, following). A feature
+counts as *topic* when most of its top contexts peak on non-format words.
+
+    python bench/target_topics.py [--sae FOLDER] [--out docs/results/target_topics.md]
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from common import load, machine, parser
+
+from unlearn_core import features as F
+from unlearn_core.descriptions import STOPWORDS, describe_examples, peak_word
+from unlearn_core.targets import load_targets, select_for_target
+
+FORMAT_WORDS = {"a", "b", "c", "d", "question", "answer", "which", "what", "following"}
+
+
+def is_format(word: str) -> bool:
+    w = word.strip().strip(".,;:!?()[]\"'").lower()
+    return len(w) <= 1 or not any(ch.isalpha() for ch in w) or w in STOPWORDS or w in FORMAT_WORDS
+
+
+def main() -> None:
+    p = parser(__doc__)
+    p.add_argument("--top", type=int, default=10)
+    p.add_argument("--out", help="also write the markdown table here")
+    args = p.parse_args()
+    engine, _ = load(args)
+    sae = args.sae
+    lines = [f"machine: {machine()}; SAE {sae} ({engine.saes[sae].hook_name}, d_sae {engine.saes[sae].d_sae})", ""]
+    summary = []
+    for name, t in load_targets().items():
+        sel = select_for_target(engine, t, sae)
+        fs = sel["forget_stats"]
+        lines += [f"#### {name} (forget corpus {sel['forget_corpus']})", "",
+                  "| feature | forget freq | peaks on | around | reads as |", "| --- | --- | --- | --- | --- |"]
+        n_topic = 0
+        rows = sel["features"][: args.top]
+        for r in rows:
+            ex = F.top_examples(engine, fs, r["feature"], k=12, n_quantiles=0, context=12)["top"]
+            words = [peak_word(e["tokens"], e["peak"]) for e in ex]
+            topic = sum(not is_format(w) for w in words) > len(words) / 2
+            n_topic += topic
+            d = describe_examples(ex)
+            lines.append(f"| {r['feature']} | {r['forget_freq']:.4f} | {', '.join(d['fires_on']) or '—'} | "
+                         f"{', '.join(d['context'][:4]) or '—'} | {'topic' if topic else 'format'} |")
+        summary.append((name, n_topic, len(rows)))
+        lines.append("")
+    lines.append("| target | topic features in the top 10 |")
+    lines.append("| --- | --- |")
+    lines += [f"| {n} | {k} of {m} |" for n, k, m in summary]
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
