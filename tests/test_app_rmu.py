@@ -37,13 +37,19 @@ def test_rmu_run_trained_from_the_panel_is_listed(app_env, trained):
     assert trained in at.multiselect(key="b_variants").options
 
 
-def test_sweep_with_the_rmu_model_scores_it_beside_the_clamp(app_env, trained):
+def paper_sweep_form():
+    """The batch page's paper setup with a small grid (threshold 0.5, N 1 and 2, c 20 and 100)."""
     at = ok(page("batch").run())
     at.segmented_control(key="b_setup").set_value("paper")
     ok(at.run())
     at.text_input(key="b_thr").input("0.5")
     at.text_input(key="b_ns").input("1, 2")
     at.text_input(key="b_vals").input("20, 100")
+    return at
+
+
+def test_sweep_with_the_rmu_model_scores_it_beside_the_clamp(app_env, trained):
+    at = paper_sweep_form()
     at.multiselect(key="b_variants").set_value([trained])
     ok(at.run())
     assert any("+ 1 RMU model(s)" in c.value for c in at.caption)
@@ -113,12 +119,7 @@ def test_clamp_on_top_of_the_rmu_model(app_env, server, trained):
 
 
 def test_sweep_with_clamps_on_top_of_the_rmu_model(app_env, trained):
-    at = ok(page("batch").run())
-    at.segmented_control(key="b_setup").set_value("paper")
-    ok(at.run())
-    at.text_input(key="b_thr").input("0.5")
-    at.text_input(key="b_ns").input("1, 2")
-    at.text_input(key="b_vals").input("20, 100")
+    at = paper_sweep_form()
     at.selectbox(key="b_model").set_value(trained)
     ok(at.run())
     assert any(f", on {trained}" in c.value for c in at.caption)

@@ -27,6 +27,7 @@ import torch
 
 from . import activation_cache as AC
 from . import data as D
+from .cache import atomic_write_json, read_json
 from .saes import EMBEDDED_SAE_DIR
 GEMMA_SCOPE_2_LAYERS = (5, 9, 12, 15)
 
@@ -270,9 +271,9 @@ def train_embedded_sae(cfg: TrainSAEConfig, cache_dir: str = "cache", data_dir: 
         AC.build(engine, train_docs, work / "acts", spec, progress=bar.update)
         bar.close()
     cache_s = time.time() - t0
-    times = json.loads((work / "times.json").read_text()) if (work / "times.json").exists() else {}
+    times = read_json(work / "times.json") or {}
     times["cache_seconds"] = round(times.get("cache_seconds", 0.0) + cache_s, 1)
-    (work / "times.json").write_text(json.dumps(times))
+    atomic_write_json(work / "times.json", times)
     acts = AC.load(work / "acts")
     norm = "-white" if cfg.normalize == "covariance_whitening" else ""
     run_dir = work / "runs" / f"d{cfg.d_sae}-k{cfg.k}-lr{cfg.lr:g}-e{cfg.epochs:g}-s{cfg.seed}{norm}"
