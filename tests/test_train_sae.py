@@ -54,8 +54,11 @@ def test_cache_equals_the_hook_and_resumes_shard_by_shard(engine, docs, tmp_path
     m2 = json.loads((tmp_path / "acts" / AC.MANIFEST).read_text())
     m2["complete"] = False
     m2["shards"] = {names[0]: m2["shards"][names[0]]}
+    m2["seconds"] = 1000.0  # the killed piece's time (made large so that it shows)
     (tmp_path / "acts" / AC.MANIFEST).write_text(json.dumps(m2))
-    assert AC.build(engine, docs, tmp_path / "acts", spec)["shards"] == m["shards"]
+    m3 = AC.build(engine, docs, tmp_path / "acts", spec)
+    assert m3["shards"] == m["shards"]
+    assert 1000.0 < m3["seconds"] < 1000.0 + 600  # the resumed piece adds its own time to the first's
     assert torch.equal(AC.load(tmp_path / "acts"), acts)
     with pytest.raises(AC.ActivationCacheError, match="other texts or settings"):
         AC.build(engine, docs[:50], tmp_path / "acts", spec)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -83,6 +84,7 @@ def build(engine: Engine, docs: list[str], out: str | Path, spec: CacheSpec,
             if progress:
                 progress(sum(len(w) - 1 for w in shard))
             continue
+        t0 = time.time()
         parts = []
         for s in range(0, len(shard), spec.batch_size):
             toks, lens = pad_right(shard[s : s + spec.batch_size], 0)
@@ -101,6 +103,8 @@ def build(engine: Engine, docs: list[str], out: str | Path, spec: CacheSpec,
         save_file({"acts": acts.to(dtype).contiguous()}, str(tmp))
         tmp.replace(out / name)
         manifest["shards"][name] = int(acts.shape[0])
+        # the time of every piece, kept with the shards: a killed build's finished shards still count
+        manifest["seconds"] = round(manifest.get("seconds", 0.0) + time.time() - t0, 1)
         atomic_write_json(out / MANIFEST, manifest)
     manifest["complete"] = True
     manifest["n_acts"] = sum(manifest["shards"].values())

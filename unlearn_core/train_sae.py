@@ -237,7 +237,7 @@ def save(sae, cfg: TrainSAEConfig, out: str | Path, training: dict) -> Path:
                                          "weights_dtype": cfg.save_dtype})
     (tmp / "cfg.json").write_text(json.dumps(c, indent=2))
     (tmp / "training.json").write_text(json.dumps(training, indent=2))
-    for extra in ("CARD.md",):  # the card is rewritten from the new numbers (sae-eval --card)
+    for extra in ("CARD.md",):  # the card is kept; its numbers are re-measured with sae-eval
         if (out / extra).exists():
             shutil.copy(out / extra, tmp / extra)
     shutil.rmtree(out, ignore_errors=True)
@@ -270,9 +270,10 @@ def train_embedded_sae(cfg: TrainSAEConfig, cache_dir: str = "cache", data_dir: 
         bar = tqdm(total=spec.n_tokens, desc=f"caching {cfg.hook_name} activations", unit="tok", unit_scale=True)
         AC.build(engine, train_docs, work / "acts", spec, progress=bar.update)
         bar.close()
-    cache_s = time.time() - t0
     times = read_json(work / "times.json") or {}
-    times["cache_seconds"] = round(times.get("cache_seconds", 0.0) + cache_s, 1)
+    # the manifest sums every shard's time over all pieces (a cache from before it did: this piece's)
+    m = AC._manifest(work / "acts")
+    times["cache_seconds"] = m["seconds"] if "seconds" in m else round(times.get("cache_seconds", 0.0) + time.time() - t0, 1)
     atomic_write_json(work / "times.json", times)
     acts = AC.load(work / "acts")
     norm = "-white" if cfg.normalize == "covariance_whitening" else ""
