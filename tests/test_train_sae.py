@@ -121,6 +121,8 @@ def test_saved_sae_loads_through_saelens_and_the_project(engine, docs, tmp_path,
                                                           .iterdir()) / "acts")[:64].float()
     fa, fb = a.encode(x), b.sae.encode(x)
     torch.testing.assert_close(fa, fb)
+    # unit-norm decoder rows (a clamp value means the same for every feature), up to float16 rounding
+    torch.testing.assert_close(a.W_dec.norm(dim=1), torch.ones(CFG.d_sae), atol=2e-3, rtol=0)
     # the input scaling is folded into the weights: raw activations in, raw-scale reconstruction out
     assert a.cfg.normalize_activations == "none"
     ratio = float(a.decode(fa).norm(dim=-1).mean() / x.norm(dim=-1).mean())
@@ -129,3 +131,28 @@ def test_saved_sae_loads_through_saelens_and_the_project(engine, docs, tmp_path,
     with pytest.raises(ValueError, match="layer 5 is not a layer"):
         T.train_embedded_sae(replace(cfg, layer=5), cache_dir=str(tmp_path / "cache"), engine=engine,
                              texts=(docs, dev, {}))
+
+
+def test_folding_the_decoder_norm_keeps_the_reconstruction():
+    """Against the JumpReLU formula written out: activations scale by the row norms, the
+    reconstruction does not change, and the gate opens on the same features."""
+    g = torch.Generator().manual_seed(0)
+    d, n = 12, 20
+    st = {"W_enc": torch.randn(d, n, generator=g), "b_enc": torch.randn(n, generator=g),
+          "W_dec": torch.randn(n, d, generator=g) * torch.rand(n, 1, generator=g) * 50,
+          "b_dec": torch.randn(d, generator=g), "threshold": torch.rand(n, generator=g)}
+    x = torch.randn(64, d, generator=g) * 3
+
+    def run(s):
+        pre = (x - s["b_dec"]) @ s["W_enc"] + s["b_enc"]
+        f = pre * (pre > s["threshold"])
+        return f, f @ s["W_dec"] + s["b_dec"]
+
+    f0, r0 = run(st)
+    folded = T.fold_decoder_norm(st)
+    f1, r1 = run(folded)
+    norms = st["W_dec"].norm(dim=1)
+    torch.testing.assert_close(folded["W_dec"].norm(dim=1), torch.ones(n))
+    torch.testing.assert_close(f1, f0 * norms, rtol=1e-4, atol=1e-3)
+    torch.testing.assert_close(r1, r0, rtol=1e-4, atol=1e-3)
+    assert torch.equal(f1 > 0, f0 > 0) and bool((f0 > 0).any())

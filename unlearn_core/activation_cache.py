@@ -104,7 +104,7 @@ def build(engine: Engine, docs: list[str], out: str | Path, spec: CacheSpec,
         tmp.replace(out / name)
         manifest["shards"][name] = int(acts.shape[0])
         # the time of every piece, kept with the shards: a killed build's finished shards still count
-        manifest["seconds"] = round(manifest.get("seconds", 0.0) + time.time() - t0, 1)
+        manifest["seconds"] = round(manifest.get("seconds", 0.0) + time.time() - t0, 3)
         atomic_write_json(out / MANIFEST, manifest)
     manifest["complete"] = True
     manifest["n_acts"] = sum(manifest["shards"].values())

@@ -218,6 +218,20 @@ def train(cfg: TrainSAEConfig, acts: torch.Tensor, checkpoint_dir: str | Path, m
     return sae, report
 
 
+def fold_decoder_norm(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A JumpReLU state dict with unit-norm decoder rows and the same reconstruction: feature i's
+    pre-activation and threshold are multiplied by ||W_dec[i]||. Why: a clamp value c then means
+    the same thing for every feature and every SAE (a step of c along a unit direction of the
+    residual), as with Gemma Scope's SAEs; whitened training leaves rows of norm 9 to 190."""
+    norms = state["W_dec"].float().norm(dim=1).clamp_min(1e-8)
+    out = dict(state)
+    out["W_dec"] = state["W_dec"].float() / norms[:, None]
+    out["W_enc"] = state["W_enc"].float() * norms[None, :]
+    out["b_enc"] = state["b_enc"].float() * norms
+    out["threshold"] = state["threshold"].float() * norms
+    return out
+
+
 def save(sae, cfg: TrainSAEConfig, out: str | Path, training: dict) -> Path:
     """The inference SAE (JumpReLU) in ``out``, written to a temporary folder and swapped in;
     weights in ``cfg.save_dtype`` (the config says float32: loading upcasts)."""
@@ -230,7 +244,8 @@ def save(sae, cfg: TrainSAEConfig, out: str | Path, training: dict) -> Path:
     sae.save_inference_model(str(tmp))
     weights = tmp / "sae_weights.safetensors"
     dt = getattr(torch, cfg.save_dtype)
-    save_file({k: v.to(dt).contiguous() for k, v in load_file(str(weights)).items()}, str(weights))
+    state = fold_decoder_norm(load_file(str(weights)))
+    save_file({k: v.to(dt).contiguous() for k, v in state.items()}, str(weights))
     c = json.loads((tmp / "cfg.json").read_text())
     c["dtype"] = "float32"
     c.setdefault("metadata", {}).update({"model_name": "embedded:gemma-3-270m", "hook_name": cfg.hook_name,
