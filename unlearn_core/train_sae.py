@@ -40,9 +40,9 @@ class PieceDone(Exception):
 class TrainSAEConfig:
     layer: int = 5
     d_sae: int = 8192
-    k: int = 40
-    n_tokens: int = 3_000_000  # text tokens whose activations are cached (the training set)
-    epochs: float = 4.0
+    k: int = 48
+    n_tokens: int = 2_500_000  # text tokens whose activations are cached (the training set)
+    epochs: float = 2.0
     batch_size: int = 4096
     lr: float = 3e-4
     lr_warm_up_steps: int = 100
@@ -50,10 +50,11 @@ class TrainSAEConfig:
     aux_loss_coefficient: float = 1.0  # the auxiliary-k loss on dead latents (SAELens's TopK remedy; its default)
     dead_feature_window: int = 250  # steps without firing after which a latent counts as dead
     ctx: int = 128
+    # the defaults are the shipped SAE's configuration (its training.json), so a bare train-sae rebuilds it.
     # the input scaling SAELens applies while training (folded into the saved weights): a scale to a
     # fixed mean norm, or PCA whitening, which keeps the two massive residual dimensions of Gemma 3
     # (most of the variance at layer 5) from dominating the reconstruction loss
-    normalize: str = "expected_average_only_in"
+    normalize: str = "covariance_whitening"  # the shipped SAE's setting
     dev_fraction: float = 0.02  # documents held back from training, for choosing the settings
     cache_dtype: str = "float16"
     save_dtype: str = "float16"  # the shipped weights; loading upcasts to the engine's dtype
@@ -223,13 +224,13 @@ def fold_decoder_norm(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
     pre-activation and threshold are multiplied by ||W_dec[i]||. Why: a clamp value c then means
     the same thing for every feature and every SAE (a step of c along a unit direction of the
     residual), as with Gemma Scope's SAEs; whitened training leaves rows of norm 9 to 190."""
-    norms = state["W_dec"].float().norm(dim=1).clamp_min(1e-8)
-    out = dict(state)
-    out["W_dec"] = state["W_dec"].float() / norms[:, None]
-    out["W_enc"] = state["W_enc"].float() * norms[None, :]
-    out["b_enc"] = state["b_enc"].float() * norms
-    out["threshold"] = state["threshold"].float() * norms
-    return out
+    from sae_lens import JumpReLUSAE, JumpReLUSAEConfig
+
+    d_in, d_sae = state["W_enc"].shape
+    sae = JumpReLUSAE(JumpReLUSAEConfig(d_in=d_in, d_sae=d_sae, dtype="float32", device="cpu"))
+    sae.load_state_dict({k: v.float() for k, v in state.items()})
+    sae.fold_W_dec_norm()  # SAELens's own fold: W_enc, b_enc and the threshold scaled by the norms
+    return {k: v.detach().clone() for k, v in sae.state_dict().items()}
 
 
 def save(sae, cfg: TrainSAEConfig, out: str | Path, training: dict) -> Path:
