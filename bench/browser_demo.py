@@ -3,7 +3,7 @@
 Starts `python -m unlearn_core serve` and `streamlit run app.py` on free loopback ports, opens
 Home, presses "Run the demo" on the default target (bio-basics) and times click -> result on
 screen, then opens the demo's question in the Clamp explorer via its link and times that too;
-last, Feature search with the target's selection and the dashboard of feature 2284.
+last, Feature search with the target's selection and the dashboard of its top feature.
 Screenshots go to --shots (default tests/artifacts/demo/). Prints one table.
 
     .venv/bin/python bench/browser_demo.py [--repeats 2] [--shots DIR]
@@ -24,6 +24,8 @@ sys.path.insert(0, str(ROOT))
 
 from browser_helpers import full_screenshot, launch_chromium, settle, start_server, start_streamlit, stop  # noqa: E402
 from common import print_table  # noqa: E402
+
+from unlearn_core.client import UnlearnClient  # noqa: E402
 
 
 def main() -> None:
@@ -67,14 +69,15 @@ def main() -> None:
                     rows.append(("demo link to the Clamp explorer, settled", time.time() - t))
                     full_screenshot(page, shots / "clamp_from_demo.png")
                 page.close()
+            top = UnlearnClient(url, token="").select_target("bio-basics")["features"][0]["feature"]
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             t = time.time()
-            page.goto(app_url + "/Feature_search?target=bio-basics&by=forget%2Fretain&f=2284")
+            page.goto(app_url + f"/Feature_search?target=bio-basics&by=forget%2Fretain&f={top}")
             settle(page, 300)
             page.get_by_role("button", name="Run the selection").click()
             page.get_by_text("Open its dashboard").first.wait_for(timeout=600_000)
             settle(page, 600)
-            rows.append(("Feature search: open, run the target's selection, feature 2284's dashboard settled",
+            rows.append((f"Feature search: open, run the target's selection, top feature {top}'s dashboard settled",
                          time.time() - t))
             full_screenshot(page, shots / "feature_search.png")
             page.close()

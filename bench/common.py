@@ -46,12 +46,12 @@ def cpu_name() -> str:
     return name()
 
 
-def print_table(header: tuple[str, str], rows: list[tuple[str, str]]) -> None:
-    """The CPU line, then a two-column markdown table (the browser benchmarks' output)."""
+def print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    """The CPU line, then a markdown table (the browser benchmarks' output)."""
     print(f"CPU: {cpu_name()}; {platform.machine()}, Python {platform.python_version()}")
-    print(f"| {header[0]} | {header[1]} |\n| --- | --- |")
-    for name, v in rows:
-        print(f"| {name} | {v} |")
+    print("| " + " | ".join(header) + " |\n|" + " --- |" * len(header))
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
 
 
 def timeit(fn, repeats: int) -> list[float]:

@@ -132,8 +132,9 @@ elif by == "explanation":
                 words = [w.lower() for w in query.split()]
                 matched = [r for r in sel["features"]
                            if all(w in (r.get("description") or "").lower() for w in words)]
-                source = (f"local automatic descriptions of the top {len(sel['features'])} features selected on "
-                          f"{sel['forget']} vs {sel['retain']} (threshold {thr:g}) — not Neuronpedia")
+                source = (f"local automatic descriptions, {len(matched)} of {len(sel['features'])} features match "
+                          f"(the top {len(sel['features'])} selected on {sel['forget']} vs {sel['retain']}, "
+                          f"threshold {thr:g}) — not Neuronpedia")
                 df = pd.DataFrame([{"feature": r["feature"], "explanation": r.get("description") or "",
                                     "forget freq": r["forget_freq"], "retain freq": r["retain_freq"]}
                                    for r in matched])

@@ -369,6 +369,8 @@ def test_feature_search_by_explanation_says_which_source_answered(app_env):
     answered = [c.value for c in at.caption if "Answered by" in c.value]
     assert answered and "local automatic descriptions" in answered[0] and "not Neuronpedia" in answered[0]
     assert len(at.dataframe) == 1 and "explanation" in at.dataframe[0].value.columns
+    stated = re.search(r"(\d+) of \d+ features match", answered[0])
+    assert stated and int(stated.group(1)) == len(at.dataframe[0].value)  # the count it states is the table's
 
 
 def test_token_highlighting_heatmap_token_features_and_answer(app_env):
