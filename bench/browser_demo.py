@@ -76,6 +76,7 @@ def main() -> None:
             settle(page, 300)
             page.get_by_role("button", name="Run the selection").click()
             page.get_by_text("Open its dashboard").first.wait_for(timeout=600_000)
+            page.get_by_text(f"Feature {top} of").first.wait_for(timeout=600_000)  # the dashboard itself
             settle(page, 600)
             rows.append((f"Feature search: open, run the target's selection, top feature {top}'s dashboard settled",
                          time.time() - t))

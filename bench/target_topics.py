@@ -1,6 +1,7 @@
 """Do a target's selected features read as topics? For each built-in target, the top 10 features
-of its format-matched selection, the words each peaks on in its 12 max-activating forget-text
-contexts, and whether it fires on topic tokens or on format tokens.
+of its selection (its retain corpora and threshold from the registry), the words each peaks on in
+its 12 max-activating forget-text contexts, and whether it fires on topic tokens or on format
+tokens.
 
 A peak word is a *format* token when it is a single character, has no letter, is a stopword, or
 is one of the quiz format's words (A-D, Question, Answer, Which, What, following). A feature

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from unlearn_core.descriptions import matches_query
 from unlearn_core.ui import common as C
 from unlearn_core.ui import figures as FIG
 from unlearn_core.ui import render as R
@@ -129,9 +130,7 @@ elif by == "explanation":
             sel = C.attempt(lambda: C.cached("select", threshold=thr, n=n, n_tokens=xtok, describe=True, sae=sae, **on),
                             "describing the selected features", spinner="Describing features (slow the first time)…")
             if sel is not None:
-                words = [w.lower() for w in query.split()]
-                matched = [r for r in sel["features"]
-                           if all(w in (r.get("description") or "").lower() for w in words)]
+                matched = [r for r in sel["features"] if matches_query(query, r.get("description") or "")]
                 source = (f"local automatic descriptions, {len(matched)} of {len(sel['features'])} features match "
                           f"(the top {len(sel['features'])} selected on {sel['forget']} vs {sel['retain']}, "
                           f"threshold {thr:g}) — not Neuronpedia")
@@ -150,7 +149,8 @@ elif by == "explanation":
             c2.button("Open its dashboard", key="open_x", on_click=open_dashboard, args=(pick,))
             C.add_to_set_widget(sae, ids, key="set_x")
         elif source:
-            st.info("No explanation matches every word of the query.")
+            st.info("No explanation matches every word of the query (words of 6+ letters match by their stem: "
+                    "'anthrax' finds 'anthracis').")
 
 elif by == "id":
     st.markdown(f"Type a feature id (0 – {d_sae - 1}) in the dashboard below.")
@@ -161,7 +161,7 @@ else:  # forget/retain selection
     if target:
         how = C.url_widget(st.segmented_control, "Selection", "sel", "target", parse=C.one_of(SEL_OPTS),
                            value_arg="default", options=SEL_OPTS,
-                           format_func=lambda o: f"the target's ({target['name']}, format-matched)" if o == "target"
+                           format_func=lambda o: f"the target's ({target['name']}, its retain corpora)" if o == "target"
                            else "the paper's (one retain corpus)",
                            help="The target's selection compares its forget text with retain text of the same "
                                 "format (answer-letter and question-word features drop out) over several retain "

@@ -210,3 +210,14 @@ def test_descriptions_come_from_contexts_and_are_cached(tiny, monkeypatch):
     assert F.description_path(tiny, "tiny", st).exists()
     monkeypatch.setattr(F, "top_examples", lambda *a, **k: pytest.fail("the cached description was recomputed"))
     assert F.auto_description(tiny, "tiny", 5, st) == first  # the second call reads the cache
+
+
+def test_explanation_query_matches_word_pieces_and_inflections():
+    from unlearn_core.descriptions import matches_query
+
+    d = "[automatic] fires on 'plasmid', 'Bacterial', 'anthracis'; around: cells, virus"
+    assert matches_query("anthrax", d) and matches_query("bacteria", d) and matches_query("Plasmids", d)
+    assert matches_query("virus cells", d) and matches_query("viruses", d)
+    assert not matches_query("toxin", d) and not matches_query("anthrax toxin", d)
+    assert not matches_query("cells", "fires on 'cell'")  # words under 6 letters match only as typed
+    assert not matches_query("protein", d)

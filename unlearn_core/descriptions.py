@@ -72,3 +72,17 @@ def describe_examples(examples: list[dict], window: int = 8, logit_tokens: list[
         parts.append("logit lens: promotes " + ", ".join(repr(t) for t in lens))
     text = "[automatic] " + ("; ".join(parts) if parts else "no activations found")
     return {"fires_on": fires_on, "phrases": common_phrases, "context": context, "logit_lens": lens, "text": text}
+
+
+def matches_query(query: str, description: str) -> bool:
+    """Whether every word of an explanation-search query is in a description, allowing a different
+    ending: a word of 6+ letters matches by its stem (all but its last two letters, at least 5), so
+    "anthrax" finds a feature described by 'anthracis' and "bacteria" one by 'bacterium'. Why:
+    automatic descriptions quote the tokens a feature fires on, which are word pieces and
+    inflections, not the word a person types."""
+    text = description.lower()
+    for w in query.lower().split():
+        stem = w[: max(5, len(w) - 2)] if len(w) >= 6 else w
+        if stem not in text:
+            return False
+    return True

@@ -41,7 +41,8 @@ def target_selection(t: dict, sae: str, info: dict, on_open: Callable[[int], Non
     """Settings (threshold and N default to the target's), a run button, the table and its actions."""
     sel = t["selection"]
     retain = ", ".join(f"`{c}`" for c in t["retain_corpora"])
-    st.markdown(f"The target's **format-matched** selection: drop features firing on at least the threshold of "
+    kind = "**format-matched** " if len(t["retain_corpora"]) > 1 else ""  # one retain corpus: the paper's kind
+    st.markdown(f"The target's {kind}selection: drop features firing on at least the threshold of "
                 f"the tokens of **any** retain corpus ({retain}), rank the rest by their frequency on the forget "
                 f"corpus `{C.selection_corpus(t)}`, keep the top N.")
     if t.get("forget_corpus_note"):
