@@ -965,22 +965,26 @@ def build_parser() -> argparse.ArgumentParser:
             r.add_argument("--out", help="write <out>.json and <out>.md")
         r.set_defaults(func=cmd_rmu)
 
+    from .train_sae import TrainSAEConfig as TC  # the defaults in the help are the config's own
+
     s = sub.add_parser("train-sae", help="(re)train the embedded SAE: activations cached once, several epochs, "
                        "resumable in pieces (exit code 3: paused, run again)")
     _common(s)
-    s.add_argument("--layer", type=int, help="residual layer (Gemma Scope 2 covers 5, 9, 12, 15; default 5)")
-    s.add_argument("--width", type=int, help="d_sae (default 8192)")
-    s.add_argument("--k", type=int, help="mean active latents per token (BatchTopK; default 48)")
-    s.add_argument("--tokens", type=int, help="text tokens whose activations are cached (default 2,500,000)")
-    s.add_argument("--epochs", type=float, help="passes over the cached activations (default 2)")
-    s.add_argument("--batch-size", type=int, help="activations per step (default 4096)")
-    s.add_argument("--lr", type=float, help="Adam learning rate (default 3e-4)")
-    s.add_argument("--aux-coeff", type=float, help="auxiliary-k loss coefficient for dead latents (default 1)")
-    s.add_argument("--dead-window", type=int, help="steps without firing before a latent counts as dead (default 250)")
+    s.add_argument("--layer", type=int, help=f"residual layer (Gemma Scope 2 covers 5, 9, 12, 15; default {TC.layer})")
+    s.add_argument("--width", type=int, help=f"d_sae (default {TC.d_sae})")
+    s.add_argument("--k", type=int, help=f"mean active latents per token (BatchTopK; default {TC.k})")
+    s.add_argument("--tokens", type=int, help=f"text tokens whose activations are cached (default {TC.n_tokens:,})")
+    s.add_argument("--epochs", type=float, help=f"passes over the cached activations (default {TC.epochs:g})")
+    s.add_argument("--batch-size", type=int, help=f"activations per step (default {TC.batch_size})")
+    s.add_argument("--lr", type=float, help=f"Adam learning rate (default {TC.lr:g})")
+    s.add_argument("--aux-coeff", type=float,
+                   help=f"auxiliary-k loss coefficient for dead latents (default {TC.aux_loss_coefficient:g})")
+    s.add_argument("--dead-window", type=int,
+                   help=f"steps without firing before a latent counts as dead (default {TC.dead_feature_window})")
     s.add_argument("--seed", type=int)
     s.add_argument("--normalize", choices=["expected_average_only_in", "covariance_whitening"],
-                   help="input scaling while training, folded into the saved weights (default: covariance_whitening, "
-                        "PCA whitening; expected_average_only_in: a fixed mean norm)")
+                   help=f"input scaling while training, folded into the saved weights (default {TC.normalize}; "
+                        "covariance_whitening: PCA whitening; expected_average_only_in: a fixed mean norm)")
     s.add_argument("--max-minutes", type=float, help="stop after this long with a checkpoint; the same command resumes")
     s.add_argument("--out", help="output folder (default: the embedded SAE's, unlearn_core/assets/embedded_sae)")
     s.set_defaults(func=cmd_train_sae)

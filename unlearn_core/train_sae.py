@@ -54,7 +54,7 @@ class TrainSAEConfig:
     # the input scaling SAELens applies while training (folded into the saved weights): a scale to a
     # fixed mean norm, or PCA whitening, which keeps the two massive residual dimensions of Gemma 3
     # (most of the variance at layer 5) from dominating the reconstruction loss
-    normalize: str = "covariance_whitening"  # the shipped SAE's setting
+    normalize: str = "covariance_whitening"
     dev_fraction: float = 0.02  # documents held back from training, for choosing the settings
     cache_dtype: str = "float16"
     save_dtype: str = "float16"  # the shipped weights; loading upcasts to the engine's dtype
