@@ -8,9 +8,14 @@ is one of the quiz format's words (A-D, Question, Answer, Which, What, following
 counts as *topic* when most of its top contexts peak on non-format words.
 
     python bench/target_topics.py [--sae FOLDER] [--out docs/results/target_topics.md]
+    python bench/target_topics.py --target sherlock --retain quiz:retain@train wikitext@train webtext-train
+
+``--retain`` replaces the retain corpora of the ``--target`` given, to see how another selection
+(e.g. the sweep's format-matched one) reads.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from common import load, machine, parser
@@ -31,15 +36,24 @@ def main() -> None:
     p = parser(__doc__)
     p.add_argument("--top", type=int, default=10)
     p.add_argument("--out", help="also write the markdown table here")
+    p.add_argument("--target", help="only this target (default: every built-in one)")
+    p.add_argument("--retain", nargs="+", help="with --target: these retain corpora instead of the registry's")
     args = p.parse_args()
+    if args.retain and not args.target:
+        p.error("--retain needs --target")
+    targets = load_targets()
+    if args.target:
+        targets = {args.target: targets[args.target]}
+        if args.retain:
+            targets[args.target] = replace(targets[args.target], retain_corpora=tuple(args.retain))
     engine, _ = load(args)
     sae = args.sae
     lines = [f"machine: {machine()}; SAE {sae} ({engine.saes[sae].hook_name}, d_sae {engine.saes[sae].d_sae})", ""]
     summary = []
-    for name, t in load_targets().items():
+    for name, t in targets.items():
         sel = select_for_target(engine, t, sae)
         fs = sel["forget_stats"]
-        lines += [f"#### {name} (forget corpus {sel['forget_corpus']})", "",
+        lines += [f"#### {name} (forget corpus {sel['forget_corpus']}; retain {', '.join(sel['retain_corpora'])})", "",
                   "| feature | forget freq | peaks on | around | reads as |", "| --- | --- | --- | --- | --- |"]
         n_topic = 0
         rows = sel["features"][: args.top]
