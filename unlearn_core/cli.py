@@ -281,6 +281,24 @@ def cmd_train_sae(args) -> None:
     print(out)
 
 
+def cmd_finetune_sae(args) -> None:
+    """KL fine-tune of the SAE's decoder (finetune_sae), in resumable pieces; the result is saved
+    as a new SAE folder whose training.json adds the fine-tune's configuration and time."""
+    from .finetune_sae import KLFinetuneConfig, PieceDone, finetune_and_save
+
+    cfg = KLFinetuneConfig(**{k: v for k, v in {"n_tokens": args.tokens, "batch_size": args.batch_size,
+                                                  "pos_fraction": args.pos_fraction, "lr": args.lr,
+                                                  "seed": args.seed}.items() if v is not None})
+    engine = _engine(args)
+    key = _sae_key(args, engine)
+    try:
+        out = finetune_and_save(engine, key, cfg, args.out, max_minutes=args.max_minutes)
+    except PieceDone as e:
+        print(f"paused: {e}", file=sys.stderr)
+        raise SystemExit(3)
+    print(out)
+
+
 def _sae_key(args, engine) -> str:
     key = args.on or engine.default_sae
     if key not in engine.saes:
@@ -988,6 +1006,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-minutes", type=float, help="stop after this long with a checkpoint; the same command resumes")
     s.add_argument("--out", help="output folder (default: the embedded SAE's, unlearn_core/assets/embedded_sae)")
     s.set_defaults(func=cmd_train_sae)
+
+    from .finetune_sae import KLFinetuneConfig as KC
+
+    s = sub.add_parser("finetune-sae", help="fine-tune the SAE's decoder on KL(clean || spliced) for a lower Δloss "
+                       "(encoder frozen: the same features fire); resumable in pieces (exit code 3: paused, run again)")
+    _common(s)
+    s.add_argument("--on", help="SAE to fine-tune (default: the first loaded; --sae DIR loads a folder)")
+    s.add_argument("--tokens", type=int, help=f"training-text tokens gone through once (default {KC.n_tokens:,})")
+    s.add_argument("--batch-size", type=int, help=f"windows of {KC.ctx} tokens per step (default {KC.batch_size})")
+    s.add_argument("--pos-fraction", type=float,
+                   help=f"share of positions whose KL is taken: the unembedding's cost (default {KC.pos_fraction:g})")
+    s.add_argument("--lr", type=float, help=f"Adam learning rate (default {KC.lr:g})")
+    s.add_argument("--seed", type=int)
+    s.add_argument("--max-minutes", type=float, help="stop after this long with a checkpoint; the same command resumes")
+    s.add_argument("--out", required=True, help="folder for the fine-tuned SAE (cfg.json, weights, training.json)")
+    s.set_defaults(func=cmd_finetune_sae)
 
     s = sub.add_parser("sweep", help="batch evaluation (threshold x N x clamp), locally or on a Ray cluster")
     _common(s)
