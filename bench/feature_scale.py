@@ -18,8 +18,9 @@ def main() -> None:
     print(f"machine: {machine()}; SAE {args.sae} (d_sae {engine.saes[args.sae].d_sae})")
     print("| target | features | mean where active (p10 / p50 / p90) | max (p10 / p50 / p90) |\n| --- | --- | --- | --- |")
     q = torch.tensor([0.1, 0.5, 0.9])
+    targets = load_targets()
     for name in ("bio-basics", "sherlock"):
-        sel = select_for_target(engine, load_targets()[name], args.sae)
+        sel = select_for_target(engine, targets[name], args.sae)
         idx = torch.tensor([r["feature"] for r in sel["features"]])
         fs = sel["forget_stats"]
         cells = [" / ".join(f"{float(x):.1f}" for x in torch.quantile(v[idx].float(), q))

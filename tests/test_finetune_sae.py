@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from unlearn_core.finetune_sae import (KLFinetuneConfig, PieceDone, finetune_and_save, folded_state, kl_finetune,
-                                       tail_logits)
+                                       tail_logits, training_windows)
 from unlearn_core.tiny import tiny_engine
 
 DOCS = ["the cat sat on the mat and the dog ran to the park " * 4, "a bird flew over the old red barn " * 5] * 8
@@ -84,3 +84,12 @@ def test_finetune_and_save_writes_a_loadable_folder(tmp_path):
     assert torch.allclose(back.sae.decode(back.sae.encode(x)), loaded.sae.decode(loaded.sae.encode(x)), atol=1e-4)
     with pytest.raises(ValueError, match="differ"):
         finetune_and_save(eng2, "src", CFG, src, docs=DOCS)
+
+
+def test_a_further_pass_starts_where_the_last_one_ended():
+    m = tiny_engine().model
+    first = training_windows(m, DOCS, KLFinetuneConfig(n_tokens=310, ctx=32))
+    both = training_windows(m, DOCS, KLFinetuneConfig(n_tokens=620, ctx=32))
+    second = training_windows(m, DOCS, KLFinetuneConfig(n_tokens=310, ctx=32, offset_tokens=310))
+    assert sum(len(w) - 1 for w in first) == 310 and len(first) == 10
+    assert second == both[len(first):] and second and second[0] not in first

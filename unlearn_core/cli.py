@@ -288,7 +288,7 @@ def cmd_finetune_sae(args) -> None:
 
     cfg = KLFinetuneConfig(**{k: v for k, v in {"n_tokens": args.tokens, "batch_size": args.batch_size,
                                                   "pos_fraction": args.pos_fraction, "lr": args.lr,
-                                                  "seed": args.seed}.items() if v is not None})
+                                                  "seed": args.seed, "offset_tokens": args.offset_tokens}.items() if v is not None})
     engine = _engine(args)
     key = _sae_key(args, engine)
     try:
@@ -1019,6 +1019,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"share of positions whose KL is taken: the unembedding's cost (default {KC.pos_fraction:g})")
     s.add_argument("--lr", type=float, help=f"Adam learning rate (default {KC.lr:g})")
     s.add_argument("--seed", type=int)
+    s.add_argument("--offset-tokens", type=int, help="skip this much of the training text (a further pass, with "
+                   "--sae set to the last pass's output, on text that pass did not see)")
     s.add_argument("--max-minutes", type=float, help="stop after this long with a checkpoint; the same command resumes")
     s.add_argument("--out", required=True, help="folder for the fine-tuned SAE (cfg.json, weights, training.json)")
     s.set_defaults(func=cmd_finetune_sae)

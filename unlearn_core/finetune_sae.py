@@ -44,6 +44,7 @@ class KLFinetuneConfig:
     lr: float = 3e-5  # 1e-4 and up made the dev KL worse within 12 steps (Adam's first steps are sign steps)
     warmup_steps: int = 10  # linear warm-up of the learning rate
     seed: int = 0
+    offset_tokens: int = 0  # skip this much of the training text: a further pass on text the last one did not see
     checkpoint_every: int = 20
 
     def run_key(self) -> str:
@@ -62,6 +63,16 @@ def tail_logits(model, resid: torch.Tensor, layer: int, positions: torch.Tensor)
         resid = model.ln_final(resid)
     logits = model.unembed(resid[positions].unsqueeze(0))[0]
     return apply_softcap(logits, model.cfg.output_logits_soft_cap)
+
+
+def training_windows(model, docs: list[str], cfg: KLFinetuneConfig) -> list[list[int]]:
+    """The pass's windows: ``cfg.n_tokens`` of the text after the first ``cfg.offset_tokens``."""
+    windows = corpus_windows(model, docs, cfg.offset_tokens + cfg.n_tokens, cfg.ctx)
+    k, done = 0, 0
+    while k < len(windows) and done < cfg.offset_tokens:
+        done += len(windows[k]) - 1
+        k += 1
+    return windows[k:]
 
 
 def _sample_positions(mask: torch.Tensor, fraction: float, gen: torch.Generator) -> torch.Tensor:
@@ -123,7 +134,7 @@ def kl_finetune(engine: Engine, sae_key: str, docs: list[str], cfg: KLFinetuneCo
     if not loaded.hook_name.endswith("hook_resid_post"):
         raise ValueError("the KL fine-tune splices at a residual-stream hook (blocks.L.hook_resid_post)")
     layer = layer_of_hook(loaded.hook_name)
-    windows = corpus_windows(model, docs, cfg.n_tokens, cfg.ctx)
+    windows = training_windows(model, docs, cfg)
     steps = (len(windows) + cfg.batch_size - 1) // cfg.batch_size
     for p in model.parameters():
         p.requires_grad_(False)
