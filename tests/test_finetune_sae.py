@@ -75,7 +75,7 @@ def test_finetune_and_save_writes_a_loadable_folder(tmp_path):
     eng2.saes = {"src": loaded}
     out = finetune_and_save(eng2, "src", CFG, tmp_path / "out", docs=DOCS)
     tr = json.loads((out / "training.json").read_text())
-    assert tr["kl_finetune"]["steps"] > 3 and tr["total_seconds"] > 10.0
+    assert len(tr["kl_finetune"]) == 1 and tr["kl_finetune"][0]["steps"] > 3 and tr["total_seconds"] > 10.0
     back = load_sae(str(out))
     assert back.hook_name == loaded.hook_name
     x = torch.randn(6, loaded.d_in) * 3
@@ -84,6 +84,13 @@ def test_finetune_and_save_writes_a_loadable_folder(tmp_path):
     assert torch.allclose(back.sae.decode(back.sae.encode(x)), loaded.sae.decode(loaded.sae.encode(x)), atol=1e-4)
     with pytest.raises(ValueError, match="differ"):
         finetune_and_save(eng2, "src", CFG, src, docs=DOCS)
+    eng3 = tiny_engine(cache_dir=str(tmp_path / "cache"))
+    eng3.saes = {"out": load_sae(str(out), model=eng3.model)}
+    further = finetune_and_save(eng3, "out", KLFinetuneConfig(**{**CFG.__dict__, "offset_tokens": 500}), tmp_path / "out2",
+                                docs=DOCS)
+    tr2 = json.loads((further / "training.json").read_text())
+    assert [p["config"]["offset_tokens"] for p in tr2["kl_finetune"]] == [0, 500]
+    assert tr2["total_seconds"] == pytest.approx(tr["total_seconds"] + tr2["kl_finetune"][1]["seconds"], abs=0.2)
 
 
 def test_a_further_pass_starts_where_the_last_one_ended():

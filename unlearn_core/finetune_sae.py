@@ -195,8 +195,8 @@ def finetune_and_save(engine: Engine, sae_key: str, cfg: KLFinetuneConfig, out: 
                       max_minutes: float | None = None, docs: list[str] | None = None) -> Path:
     """Fine-tune a local SAE folder's decoder on the training text (train_sae.training_texts: the
     held-out parts and the dev documents excluded) and save the result to ``out``: the source's
-    cfg.json and card, folded weights in the source's dtype, and its training.json with the
-    fine-tune added (configuration, KL per step, seconds, CPU) and the total time updated."""
+    cfg.json and card, folded weights in the source's dtype, and its training.json with this pass
+    appended to ``kl_finetune`` (configuration, KL per step, seconds, CPU) and the total time updated."""
     from safetensors.torch import save_file
 
     from .rmu import cpu_name
@@ -237,7 +237,8 @@ def finetune_and_save(engine: Engine, sae_key: str, cfg: KLFinetuneConfig, out: 
     src_cfg.setdefault("metadata", {})["decoder_kl_finetuned"] = True
     (tmp / "cfg.json").write_text(json.dumps(src_cfg, indent=2))
     training = json.loads((src / "training.json").read_text()) if (src / "training.json").exists() else {}
-    training["kl_finetune"] = {**report, "source_weights_sha256": digest, "cpu": cpu_name()}
+    passes = training.get("kl_finetune", [])  # one entry per pass: a further pass keeps the earlier ones
+    training["kl_finetune"] = [*passes, {**report, "source_weights_sha256": digest, "cpu": cpu_name()}]
     training["total_seconds"] = round(training.get("total_seconds", 0.0) + report["seconds"], 1)
     (tmp / "training.json").write_text(json.dumps(training, indent=2))
     if (src / "CARD.md").exists():
