@@ -100,3 +100,13 @@ def test_a_further_pass_starts_where_the_last_one_ended():
     second = training_windows(m, DOCS, KLFinetuneConfig(n_tokens=310, ctx=32, offset_tokens=310))
     assert sum(len(w) - 1 for w in first) == 310 and len(first) == 10
     assert second == both[len(first):] and second and second[0] not in first
+
+
+@pytest.mark.parametrize("bad", [{"pos_fraction": 0.0}, {"pos_fraction": 1.5}, {"lr": 0.0}, {"n_tokens": 0},
+                                 {"batch_size": 0}, {"offset_tokens": -1}])
+def test_bad_settings_are_clear_errors(bad):
+    eng = tiny_engine()
+    with pytest.raises(ValueError):
+        kl_finetune(eng, eng.default_sae, DOCS, KLFinetuneConfig(**{**CFG.__dict__, **bad}))
+    with pytest.raises(ValueError, match="max_minutes"):
+        kl_finetune(eng, eng.default_sae, DOCS, CFG, max_minutes=-1)

@@ -289,6 +289,9 @@ def cmd_finetune_sae(args) -> None:
     cfg = KLFinetuneConfig(**{k: v for k, v in {"n_tokens": args.tokens, "batch_size": args.batch_size,
                                                   "pos_fraction": args.pos_fraction, "lr": args.lr,
                                                   "seed": args.seed, "offset_tokens": args.offset_tokens}.items() if v is not None})
+    cfg.check()  # before the model loads
+    if args.max_minutes is not None and args.max_minutes < 0:
+        raise ValueError("--max-minutes must be >= 0")
     engine = _engine(args)
     key = _sae_key(args, engine)
     try:

@@ -47,6 +47,17 @@ class KLFinetuneConfig:
     offset_tokens: int = 0  # skip this much of the training text: a further pass on text the last one did not see
     checkpoint_every: int = 20
 
+    def check(self) -> None:
+        """Clear errors for settings that would train nothing or diverge silently."""
+        if self.n_tokens < 1 or self.ctx < 2 or self.batch_size < 1:
+            raise ValueError("tokens, ctx and batch size must be positive (ctx at least 2)")
+        if not 0 < self.pos_fraction <= 1:
+            raise ValueError(f"pos_fraction must be in (0, 1], got {self.pos_fraction}")
+        if not 0 < self.lr < 1:
+            raise ValueError(f"the learning rate must be in (0, 1), got {self.lr}")
+        if self.warmup_steps < 0 or self.offset_tokens < 0 or self.checkpoint_every < 1:
+            raise ValueError("warmup_steps and offset_tokens must be >= 0, checkpoint_every >= 1")
+
     def run_key(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
 
@@ -129,6 +140,9 @@ def kl_finetune(engine: Engine, sae_key: str, docs: list[str], cfg: KLFinetuneCo
     """Train the decoder of ``engine.saes[sae_key]`` in place over ``cfg.n_tokens`` of ``docs``,
     resuming from ``checkpoint_dir`` if it holds a checkpoint. Returns a report when the pass is
     complete; raises ``PieceDone`` (after a checkpoint) when ``max_minutes`` runs out first."""
+    cfg.check()
+    if max_minutes is not None and max_minutes < 0:
+        raise ValueError("max_minutes must be >= 0")
     loaded = engine.saes[sae_key]
     sae, model = loaded.sae, engine.model
     if not loaded.hook_name.endswith("hook_resid_post"):
