@@ -2,7 +2,7 @@
 documents (2,000 tokens, every counted position) before and after 12-14 steps of each setting,
 from the shipped SAE each time. Chosen on sae-dev, not on the held-out corpora the card reports.
 
-    python bench/kl_finetune_lr.py          # about 17 minutes on a 2-core AMD EPYC
+    python bench/kl_finetune_lr.py          # about 20 minutes on a 2-core AMD EPYC
 
 Settings: the whole decoder (W_dec, b_dec) at lr 1e-4 / 5e-4 / 2e-3 without warm-up (12 steps);
 a per-feature scale and b_dec only at lr 1e-3 / 1e-2 (14 steps); the whole decoder plus a
