@@ -29,10 +29,7 @@ from .engine import Engine
 from .features import counted_mask, layer_of_hook
 from .forward import pad_right
 from .metrics import corpus_windows
-
-
-class PieceDone(Exception):
-    """The time for this piece ran out; a checkpoint was written and the same call resumes."""
+from .train_sae import PieceDone, fold_decoder_norm, swap_in_checkpoint, training_texts
 
 
 @dataclass(frozen=True)
@@ -97,7 +94,7 @@ def _save_checkpoint(root: Path, sae, opt, cfg: KLFinetuneConfig, step: int, sec
     """Decoder, Adam moments and counters, written beside the last checkpoint and swapped in."""
     from safetensors.torch import save_file
 
-    nxt, latest = root / "next", root / "latest"
+    nxt = root / "next"
     shutil.rmtree(nxt, ignore_errors=True)
     nxt.mkdir(parents=True)
     tensors = {"W_dec": sae.W_dec.detach(), "b_dec": sae.b_dec.detach()}
@@ -108,10 +105,7 @@ def _save_checkpoint(root: Path, sae, opt, cfg: KLFinetuneConfig, step: int, sec
             tensors[f"adam.{name}.exp_avg_sq"] = st["exp_avg_sq"]
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(nxt / "state.safetensors"))
     (nxt / "run.json").write_text(json.dumps({"run_key": cfg.run_key(), "step": step, "seconds": seconds, "kl": kls}))
-    if latest.exists():
-        latest.rename(root / "previous")
-    nxt.rename(latest)
-    shutil.rmtree(root / "previous", ignore_errors=True)
+    swap_in_checkpoint(root)
 
 
 def _load_checkpoint(root: Path, sae, opt, cfg: KLFinetuneConfig) -> tuple[int, float, list[float]]:
@@ -214,7 +208,6 @@ def finetune_and_save(engine: Engine, sae_key: str, cfg: KLFinetuneConfig, out: 
     from safetensors.torch import save_file
 
     from .rmu import cpu_name
-    from .train_sae import training_texts
 
     loaded = engine.saes[sae_key]
     src = Path(loaded.source)
@@ -264,6 +257,4 @@ def finetune_and_save(engine: Engine, sae_key: str, cfg: KLFinetuneConfig, out: 
 
 def folded_state(sae) -> dict[str, torch.Tensor]:
     """The fine-tuned SAE's state with unit-norm decoder rows (same reconstruction)."""
-    from .train_sae import fold_decoder_norm
-
     return fold_decoder_norm({k: v.detach() for k, v in sae.state_dict().items()})

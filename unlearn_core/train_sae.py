@@ -165,6 +165,12 @@ def _save_checkpoint(trainer, root: Path, cfg: TrainSAEConfig, seconds: float) -
     trainer.save_checkpoint("next", base_path=root)
     (root / "next" / "run.json").write_text(json.dumps({"run_key": cfg.run_key(), "step": trainer.n_training_steps,
                                                          "train_seconds": seconds}))
+    swap_in_checkpoint(root)
+
+
+def swap_in_checkpoint(root: Path) -> None:
+    """``root/next`` becomes ``root/latest``; the old one is deleted only afterwards, so a kill at
+    any moment leaves one whole checkpoint (the SAE training's and the KL fine-tune's)."""
     if (root / "latest").exists():
         (root / "latest").rename(root / "previous")
     (root / "next").rename(root / "latest")
