@@ -9,9 +9,11 @@ counts as *topic* when most of its top contexts peak on non-format words.
 
     python bench/target_topics.py [--sae FOLDER] [--out docs/results/target_topics.md]
     python bench/target_topics.py --target sherlock --retain quiz:retain@train wikitext@train webtext-train
+    python bench/target_topics.py --target sherlock --forget quiz:sherlock@train
+    python bench/target_topics.py --target sherlock --threshold 0.003
 
-``--retain`` replaces the retain corpora of the ``--target`` given, to see how another selection
-(e.g. the sweep's format-matched one) reads.
+``--retain``, ``--forget`` and ``--threshold`` replace the retain corpora, the forget corpus or the
+retain threshold of the ``--target`` given, to see how another selection (e.g. the sweep's paper one) reads.
 """
 from __future__ import annotations
 
@@ -38,22 +40,27 @@ def main() -> None:
     p.add_argument("--out", help="also write the markdown table here")
     p.add_argument("--target", help="only this target (default: every built-in one)")
     p.add_argument("--retain", nargs="+", help="with --target: these retain corpora instead of the registry's")
+    p.add_argument("--forget", help="with --target: this forget corpus instead of the registry's")
+    p.add_argument("--threshold", type=float, help="with --target: this retain threshold instead of the registry's")
     args = p.parse_args()
-    if args.retain and not args.target:
-        p.error("--retain needs --target")
+    if (args.retain or args.forget or args.threshold) and not args.target:
+        p.error("--retain, --forget and --threshold need --target")
     targets = load_targets()
     if args.target:
         targets = {args.target: targets[args.target]}
         if args.retain:
             targets[args.target] = replace(targets[args.target], retain_corpora=tuple(args.retain))
+        if args.forget:
+            targets[args.target] = replace(targets[args.target], forget_corpus=args.forget)
     engine, _ = load(args)
     sae = args.sae
     lines = [f"machine: {machine()}; SAE {sae} ({engine.saes[sae].hook_name}, d_sae {engine.saes[sae].d_sae})", ""]
     summary = []
     for name, t in targets.items():
-        sel = select_for_target(engine, t, sae)
+        sel = select_for_target(engine, t, sae, threshold=args.threshold if args.target else None)
         fs = sel["forget_stats"]
-        lines += [f"#### {name} (forget corpus {sel['forget_corpus']}; retain {', '.join(sel['retain_corpora'])})", "",
+        lines += [f"#### {name} (forget corpus {sel['forget_corpus']}; retain {', '.join(sel['retain_corpora'])}; "
+                  f"threshold {sel['threshold']:g})", "",
                   "| feature | forget freq | peaks on | around | reads as |", "| --- | --- | --- | --- | --- |"]
         n_topic = 0
         rows = sel["features"][: args.top]
