@@ -48,16 +48,14 @@ def main() -> None:
     targets = load_targets()
     if args.target:
         targets = {args.target: targets[args.target]}
-        if args.retain:
-            targets[args.target] = replace(targets[args.target], retain_corpora=tuple(args.retain))
-        if args.forget:
-            targets[args.target] = replace(targets[args.target], forget_corpus=args.forget)
+        overrides = {"retain_corpora": tuple(args.retain or ()), "forget_corpus": args.forget}
+        targets[args.target] = replace(targets[args.target], **{k: v for k, v in overrides.items() if v})
     engine, _ = load(args)
     sae = args.sae
     lines = [f"machine: {machine()}; SAE {sae} ({engine.saes[sae].hook_name}, d_sae {engine.saes[sae].d_sae})", ""]
     summary = []
     for name, t in targets.items():
-        sel = select_for_target(engine, t, sae, threshold=args.threshold if args.target else None)
+        sel = select_for_target(engine, t, sae, threshold=args.threshold)
         fs = sel["forget_stats"]
         lines += [f"#### {name} (forget corpus {sel['forget_corpus']}; retain {', '.join(sel['retain_corpora'])}; "
                   f"threshold {sel['threshold']:g})", "",
