@@ -342,3 +342,15 @@ def test_targets_experiment_runs_end_to_end_on_tiny(tiny, shared_data):
     assert r["chosen"] is None  # the tiny model knows no question, so nothing keeps retain accuracy
     md = TX.markdown(r)
     assert "none qualifies" in md and md.count("\n| ") == 5  # header, rule, three rows
+
+
+def test_targets_experiment_sweeps_a_retain_list_once(tiny, shared_data):
+    """A target whose retain list is the paper's (WikiText-2 only) gets one variant, not the same rows twice."""
+    from unlearn_core import target_experiment as TX
+
+    t = T.replace_intervention(T.get_target("sherlock"), threshold=1.0, n=3, c=10.0)
+    assert t.retain_corpora == TX.PAPER_RETAIN
+    r = TX.run(tiny, t, thresholds=(1.0,), ns=(3,), values=(10.0,), loss_tokens=0, ppl_tokens=100)
+    assert [row["config"] for row in r["rows"]] == ["none", "paper t=1 N=3 c=10"]
+    assert list(r["skipped_variants"]) == ["format-matched"] and r["rows"][1]["shipped_default"]
+    assert "Variant `format-matched` not swept" in TX.markdown(r)

@@ -60,7 +60,15 @@ def run(engine, target: Target, variants=("paper", "format-matched"), thresholds
     forget_corpus, note = forget_corpus_for(target, engine.settings.data_dir)
     toks = target.selection.tokens
     fs = F.feature_stats(engine, sae, forget_corpus, n_tokens=toks)
-    retain_sets = {"paper": PAPER_RETAIN, "format-matched": tuple(target.retain_corpora)}
+    candidates = {"paper": PAPER_RETAIN, "format-matched": tuple(target.retain_corpora)}
+    retain_sets, skipped = {}, {}
+    for v in variants:  # a target whose own retain list is the paper's would sweep every row twice
+        same = [u for u, rs in retain_sets.items() if rs == candidates[v]]
+        if same:
+            skipped[v] = f"same retain corpora as `{same[0]}` ({', '.join(candidates[v])})"
+        else:
+            retain_sets[v] = candidates[v]
+    variants = tuple(retain_sets)
     stats = {c: F.feature_stats(engine, sae, c, n_tokens=toks) for v in variants for c in retain_sets[v]}
     known = _known_sets(engine, target, scoring)
 
@@ -110,7 +118,8 @@ def run(engine, target: Target, variants=("paper", "format-matched"), thresholds
     return {"target": target.name, "sae": sae, "hook": engine.saes[sae].hook_name, "scoring": scoring,
             "strict_known": target.strict_known, "forget_corpus": forget_corpus, "forget_corpus_note": note,
             "retain_questions": list(target.retain_questions), "forget_questions": target.forget_questions,
-            "n_known": {k: len(v) for k, v in known.items()}, "min_retain": min_retain, "loss_tokens": loss_tokens,
+            "n_known": {k: len(v) for k, v in known.items()}, "min_retain": min_retain, "skipped_variants": skipped,
+            "loss_tokens": loss_tokens,
             "ppl_tokens": ppl_tokens, "ppl_corpus": target.ppl_corpus, "rows": rows,
             "chosen": chosen["config"] if chosen else None, "seconds": round(time.time() - t0)}
 
@@ -136,7 +145,8 @@ def markdown(r: dict) -> str:
                                                    for i, s in enumerate(r["retain_questions"])) + ".",
              f"Chosen on the train half (lowest forget accuracy with retain accuracy >= {r['min_retain']}): "
              f"**{r['chosen'] or 'none qualifies'}**. Loss added on WebText over {r['loss_tokens']} tokens; perplexity on "
-             f"`{r['ppl_corpus']}` over {r['ppl_tokens']} tokens.", "",
+             f"`{r['ppl_corpus']}` over {r['ppl_tokens']} tokens."
+             + "".join(f" Variant `{v}` not swept: {why}." for v, why in r.get("skipped_variants", {}).items()), "",
              "| configuration | forget (train) | retain (train) | **forget (held-out)** | **retain (held-out)** | "
              + " | ".join(f"retain `{s}` (held-out)" for s in r["retain_questions"][1:])
              + (" | " if len(r["retain_questions"]) > 1 else "") + "loss added | ppl forget held-out |",
