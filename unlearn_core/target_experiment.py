@@ -63,9 +63,9 @@ def run(engine, target: Target, variants=("paper", "format-matched"), thresholds
     candidates = {"paper": PAPER_RETAIN, "format-matched": tuple(target.retain_corpora)}
     retain_sets, skipped = {}, {}
     for v in variants:  # a target whose own retain list is the paper's would sweep every row twice
-        same = [u for u, rs in retain_sets.items() if rs == candidates[v]]
+        same = next((u for u, rs in retain_sets.items() if rs == candidates[v]), None)
         if same:
-            skipped[v] = f"same retain corpora as `{same[0]}` ({', '.join(candidates[v])})"
+            skipped[v] = f"same retain corpora as `{same}` ({', '.join(candidates[v])})"
         else:
             retain_sets[v] = candidates[v]
     variants = tuple(retain_sets)
