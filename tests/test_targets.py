@@ -340,8 +340,33 @@ def test_targets_experiment_runs_end_to_end_on_tiny(tiny, shared_data):
     assert r["rows"][2]["retain_corpora"] == list(t.retain_corpora)
     assert r["rows"][2]["shipped_default"] and not r["rows"][1]["shipped_default"]
     assert r["chosen"] is None  # the tiny model knows no question, so nothing keeps retain accuracy
+    assert r["rows"][0]["loss_added_choice"] == 0.0 and r["choice_loss_corpus"] == "webtext-train"
+    # the choice's loss is measured on another corpus than the reported one, so the two differ
+    assert all(row["loss_added_choice"] != row["loss_added"] for row in r["rows"][1:])
     md = TX.markdown(r)
     assert "none qualifies" in md and md.count("\n| ") == 5  # header, rule, three rows
+    assert "loss added <= 0.05 nats on `webtext-train`" in md and "| loss added (choice) |" in md
+
+
+def _sweep_row(config, forget, retain, loss, n=50, c=100.0):
+    return {"config": config, "forget@train": forget, "retain0@train": retain, "loss_added_choice": loss,
+            "loss_added": 99.0, "n": n, "c": c}
+
+
+def test_targets_choice_respects_the_retain_floor_and_the_loss_budget():
+    """Lowest train forget among rows keeping retain and the loss budget; the reported (held-out) loss is not read."""
+    from unlearn_core import target_experiment as TX
+
+    rows = [_sweep_row("deep", 0.1, 0.95, 0.30), _sweep_row("breaks retain", 0.0, 0.80, 0.01),
+            _sweep_row("within", 0.4, 0.92, 0.04), _sweep_row("within, more retain", 0.4, 0.97, 0.05, c=200.0),
+            _sweep_row("mild", 0.8, 1.00, 0.00)]
+    assert TX.choose(rows, 0.9, None)["config"] == "deep"
+    assert TX.choose(rows, 0.9, 0.05)["config"] == "within, more retain"  # tie on forget: higher retain
+    assert TX.choose(rows, 0.9, 0.01)["config"] == "mild"
+    assert TX.choose(rows, 0.99, 0.05)["config"] == "mild"
+    assert TX.choose(rows[:4], 0.99, None) is None
+    assert TX.rule_text({"min_retain": 0.9, "max_loss": 0.05, "choice_loss_corpus": "webtext-train"}) == (
+        "lowest forget accuracy with retain accuracy >= 0.9 and loss added <= 0.05 nats on `webtext-train`")
 
 
 def test_targets_experiment_sweeps_a_retain_list_once(tiny, shared_data):

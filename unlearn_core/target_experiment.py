@@ -4,8 +4,14 @@ Why two halves: a default intervention chosen on the questions it is then scored
 overstate it. Every question set of a target is split 50/50 by id (``@train`` / ``@heldout``).
 Features are selected on the train half's text (the target's forget corpus is ``...@train``), the
 default is chosen on the train half's known questions (lowest forget accuracy among the
-configurations that keep retain accuracy >= ``min_retain``), and every row reports the held-out
-half, which neither step saw. The quizzes' own held-out third is not distributed at all.
+configurations that keep retain accuracy >= ``min_retain`` and add at most ``max_loss`` nats on
+``CHOICE_LOSS_CORPUS``, WebText's train split), and every row reports the held-out half and the
+loss added on the held-out WebText split, which neither step saw. The quizzes' own held-out
+third is not distributed at all.
+
+Why a loss budget: the targets' goals bound the loss added (<= 0.05 nats) as well as retain
+accuracy; a rule that looked at retain accuracy alone chose defaults that broke the loss goal
+where the same sweep showed it.
 
 Selection variants: ``paper`` ranks forget-corpus frequency against WikiText-2 only (the paper's
 retain corpus); ``format-matched`` against the target's retain corpora (retain quiz text in the
@@ -25,6 +31,8 @@ from .sweep import evaluate_configs
 from .targets import Target, forget_corpus_for, retain_frequency, with_part
 
 PAPER_RETAIN = ("wikitext@train",)
+CHOICE_LOSS_CORPUS = "webtext-train"  # the loss the choice reads; rows report the target's (held-out) loss corpus
+MAX_LOSS = 0.05  # nats: the targets' loss-added goal
 
 
 def _bar(total: int, desc: str):
@@ -53,7 +61,7 @@ def _known_sets(engine, target: Target, scoring: str) -> dict[str, list]:
 
 def run(engine, target: Target, variants=("paper", "format-matched"), thresholds=(0.01,), ns=(20, 50, 100),
         values=(100.0, 200.0, 400.0), min_retain: float = 0.9, loss_tokens: int = 1500, ppl_tokens: int = 1500,
-        sae: str | None = None) -> dict:
+        sae: str | None = None, max_loss: float | None = MAX_LOSS) -> dict:
     t0 = time.time()
     sae = sae or engine.default_sae
     scoring = target.scoring or engine.scoring
@@ -93,6 +101,7 @@ def run(engine, target: Target, variants=("paper", "format-matched"), thresholds
     bar.close()
 
     docs_loss = D.load_corpus(target.loss_corpus, engine.settings.data_dir)
+    docs_choice = D.load_corpus(CHOICE_LOSS_CORPUS, engine.settings.data_dir) if max_loss is not None else None
     ppl_name, _, ppl_part = (target.ppl_corpus or "").partition("@")
     docs_ppl = D.load_corpus(ppl_name, engine.settings.data_dir, part=ppl_part or "all") if ppl_name else None
     rows = []
@@ -104,14 +113,16 @@ def run(engine, target: Target, variants=("paper", "format-matched"), thresholds
             row[name] = acc[name][i]
         row["loss_added"] = (loss_added(engine, docs_loss, cfg, n_tokens=loss_tokens, corpus=target.loss_corpus).loss_added
                              if cfg and loss_tokens else 0.0)
+        if docs_choice is not None:
+            row["loss_added_choice"] = (loss_added(engine, docs_choice, cfg, n_tokens=loss_tokens,
+                                                   corpus=CHOICE_LOSS_CORPUS).loss_added if cfg and loss_tokens else 0.0)
         row["ppl_forget_heldout"] = (perplexity(engine, docs_ppl, cfg or None, n_tokens=ppl_tokens)["perplexity"]
                                      if docs_ppl else None)
         rows.append(row)
         bar.update(1)
     bar.close()
 
-    ok = [r for r in rows[1:] if r["retain0@train"] is not None and r["retain0@train"] >= min_retain]
-    chosen = min(ok, key=lambda r: (r["forget@train"], -r["retain0@train"], r["n"], r["c"])) if ok else None
+    chosen = choose(rows[1:], min_retain, max_loss)
     for r in rows[1:]:
         r["chosen"] = r is chosen
     mark_shipped(rows, target)
@@ -119,9 +130,25 @@ def run(engine, target: Target, variants=("paper", "format-matched"), thresholds
             "strict_known": target.strict_known, "forget_corpus": forget_corpus, "forget_corpus_note": note,
             "retain_questions": list(target.retain_questions), "forget_questions": target.forget_questions,
             "n_known": {k: len(v) for k, v in known.items()}, "min_retain": min_retain, "skipped_variants": skipped,
-            "loss_tokens": loss_tokens,
+            "max_loss": max_loss, "choice_loss_corpus": CHOICE_LOSS_CORPUS if max_loss is not None else None,
+            "loss_tokens": loss_tokens, "loss_corpus": target.loss_corpus,
             "ppl_tokens": ppl_tokens, "ppl_corpus": target.ppl_corpus, "rows": rows,
             "chosen": chosen["config"] if chosen else None, "seconds": round(time.time() - t0)}
+
+
+def choose(rows: list[dict], min_retain: float, max_loss: float | None) -> dict | None:
+    """The train-half choice: lowest forget accuracy among rows keeping retain >= ``min_retain``
+    and, with a budget, adding <= ``max_loss`` nats on the choice corpus (ties: higher retain,
+    then smaller N and c). None when no row qualifies."""
+    ok = [r for r in rows if r["retain0@train"] is not None and r["retain0@train"] >= min_retain
+          and (max_loss is None or r["loss_added_choice"] <= max_loss)]
+    return min(ok, key=lambda r: (r["forget@train"], -r["retain0@train"], r["n"], r["c"])) if ok else None
+
+
+def rule_text(r: dict) -> str:
+    budget = (f" and loss added <= {r['max_loss']:g} nats on `{r['choice_loss_corpus']}`"
+              if r.get("max_loss") is not None else "")
+    return f"lowest forget accuracy with retain accuracy >= {r['min_retain']}{budget}"
 
 
 def mark_shipped(rows: list[dict], target: Target) -> None:
@@ -137,27 +164,32 @@ def _f(x) -> str:
 
 def markdown(r: dict) -> str:
     n = r["n_known"]
+    budget = r.get("max_loss") is not None
     lines = [f"Target `{r['target']}`: SAE `{r['sae']}` at `{r['hook']}`, {r['scoring']} scoring, "
              f"{'strict ' if r['strict_known'] else ''}known questions. Forget corpus `{r['forget_corpus']}`"
              + (f" ({r['forget_corpus_note']})" if r["forget_corpus_note"] else "") + ".",
              f"Known questions (train half / held-out half): forget `{r['forget_questions']}` {n['forget@train']} / "
              f"{n['forget@heldout']}; " + "; ".join(f"retain `{s}` {n[f'retain{i}@train']} / {n[f'retain{i}@heldout']}"
                                                    for i, s in enumerate(r["retain_questions"])) + ".",
-             f"Chosen on the train half (lowest forget accuracy with retain accuracy >= {r['min_retain']}): "
-             f"**{r['chosen'] or 'none qualifies'}**. Loss added on WebText over {r['loss_tokens']} tokens; perplexity on "
+             f"Chosen on the train half ({rule_text(r)}): "
+             f"**{r['chosen'] or 'none qualifies'}**. Loss added on `{r.get('loss_corpus', 'webtext')}` (held-out; "
+             + (f"the choice's column: `{r['choice_loss_corpus']}`) " if r.get("max_loss") is not None else "not read by the choice) ")
+             + f"over {r['loss_tokens']} tokens; perplexity on "
              f"`{r['ppl_corpus']}` over {r['ppl_tokens']} tokens."
              + "".join(f" Variant `{v}` not swept: {why}." for v, why in r.get("skipped_variants", {}).items()), "",
              "| configuration | forget (train) | retain (train) | **forget (held-out)** | **retain (held-out)** | "
              + " | ".join(f"retain `{s}` (held-out)" for s in r["retain_questions"][1:])
-             + (" | " if len(r["retain_questions"]) > 1 else "") + "loss added | ppl forget held-out |",
-             "| --- " * (7 + len(r["retain_questions"]) - 1) + "|"]
+             + (" | " if len(r["retain_questions"]) > 1 else "") + "loss added | "
+             + ("loss added (choice) | " if budget else "") + "ppl forget held-out |",
+             "| --- " * (7 + len(r["retain_questions"]) - 1 + budget) + "|"]
     for row in r["rows"]:
         mark = (" **(chosen)**" if row.get("chosen") else "") + (" (shipped default)" if row.get("shipped_default") else "")
         extra = [_f(row[f"retain{i}@heldout"]) for i in range(1, len(r["retain_questions"]))]
         lines.append(f"| {row['config']}{mark} | {_f(row['forget@train'])} | {_f(row['retain0@train'])} | "
                      f"{_f(row['forget@heldout'])} | {_f(row['retain0@heldout'])} | "
                      + " | ".join(extra) + (" | " if extra else "")
-                     + f"{row['loss_added']:+.4f} | {_f(row['ppl_forget_heldout'])} |")
+                     + f"{row['loss_added']:+.4f} | "
+                     + (f"{row['loss_added_choice']:+.4f} | " if budget else "") + f"{_f(row['ppl_forget_heldout'])} |")
     return "\n".join(lines)
 
 
