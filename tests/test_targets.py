@@ -375,7 +375,9 @@ def test_targets_experiment_sweeps_a_retain_list_once(tiny, shared_data):
 
     t = T.replace_intervention(T.get_target("sherlock"), threshold=1.0, n=3, c=10.0)
     assert t.retain_corpora == TX.PAPER_RETAIN
-    r = TX.run(tiny, t, thresholds=(1.0,), ns=(3,), values=(10.0,), loss_tokens=0, ppl_tokens=100)
+    with pytest.raises(ValueError, match="needs loss_tokens"):  # a budget with no loss measured would pass every row
+        TX.run(tiny, t, thresholds=(1.0,), ns=(3,), values=(10.0,), loss_tokens=0, ppl_tokens=100)
+    r = TX.run(tiny, t, thresholds=(1.0,), ns=(3,), values=(10.0,), loss_tokens=0, ppl_tokens=100, max_loss=None)
     assert [row["config"] for row in r["rows"]] == ["none", "paper t=1 N=3 c=10"]
     assert list(r["skipped_variants"]) == ["format-matched"] and r["rows"][1]["shipped_default"]
     assert "Variant `format-matched` not swept" in TX.markdown(r)

@@ -62,6 +62,8 @@ def _known_sets(engine, target: Target, scoring: str) -> dict[str, list]:
 def run(engine, target: Target, variants=("paper", "format-matched"), thresholds=(0.01,), ns=(20, 50, 100),
         values=(100.0, 200.0, 400.0), min_retain: float = 0.9, loss_tokens: int = 1500, ppl_tokens: int = 1500,
         sae: str | None = None, max_loss: float | None = MAX_LOSS) -> dict:
+    if max_loss is not None and loss_tokens <= 0:  # an unmeasured budget would pass every row
+        raise ValueError("a loss budget (max_loss) needs loss_tokens > 0; pass max_loss=None to choose without one")
     t0 = time.time()
     sae = sae or engine.default_sae
     scoring = target.scoring or engine.scoring
