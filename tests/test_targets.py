@@ -334,7 +334,8 @@ def test_targets_experiment_runs_end_to_end_on_tiny(tiny, shared_data):
     from unlearn_core import target_experiment as TX
 
     t = T.replace_intervention(T.get_target("bio-basics"), threshold=1.0, n=3, c=10.0)
-    r = TX.run(tiny, t, thresholds=(1.0,), ns=(3,), values=(10.0,), loss_tokens=100, ppl_tokens=100)
+    r = TX.run(tiny, t, thresholds=(1.0,), ns=(3,), values=(10.0,), loss_tokens=100, ppl_tokens=100,
+               max_loss=TX.LOSS_GOAL)
     assert [row["config"] for row in r["rows"]] == ["none", "paper t=1 N=3 c=10", "format-matched t=1 N=3 c=10"]
     assert r["rows"][1]["retain_corpora"] == ["wikitext@train"]
     assert r["rows"][2]["retain_corpora"] == list(t.retain_corpora)
@@ -376,8 +377,9 @@ def test_targets_experiment_sweeps_a_retain_list_once(tiny, shared_data):
     t = T.replace_intervention(T.get_target("sherlock"), threshold=1.0, n=3, c=10.0)
     assert t.retain_corpora == TX.PAPER_RETAIN
     with pytest.raises(ValueError, match="needs loss_tokens"):  # a budget with no loss measured would pass every row
-        TX.run(tiny, t, thresholds=(1.0,), ns=(3,), values=(10.0,), loss_tokens=0, ppl_tokens=100)
-    r = TX.run(tiny, t, thresholds=(1.0,), ns=(3,), values=(10.0,), loss_tokens=0, ppl_tokens=100, max_loss=None)
+        TX.run(tiny, t, thresholds=(1.0,), ns=(3,), values=(10.0,), loss_tokens=0, ppl_tokens=100, max_loss=0.05)
+    r = TX.run(tiny, t, thresholds=(1.0,), ns=(3,), values=(10.0,), loss_tokens=0, ppl_tokens=100)
     assert [row["config"] for row in r["rows"]] == ["none", "paper t=1 N=3 c=10"]
+    assert "loss_added_choice" not in r["rows"][1] and "loss added (choice)" not in TX.markdown(r)
     assert list(r["skipped_variants"]) == ["format-matched"] and r["rows"][1]["shipped_default"]
     assert "Variant `format-matched` not swept" in TX.markdown(r)

@@ -934,8 +934,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--values", default="100,200,400", help="targets: clamp values c")
     s.add_argument("--loss-tokens", type=int, default=1500, help="targets: WebText tokens of loss added per row")
     s.add_argument("--min-retain", type=float, default=0.9, help="targets: retain accuracy the default must keep")
-    s.add_argument("--max-loss", default="0.05",
-                   help="targets: loss added (nats, on WebText's train split) the default may cost; 'none' for no budget")
+    s.add_argument("--max-loss", default="none",
+                   help="targets: a budget for the choice, in nats of loss added on WebText's train split "
+                        "(e.g. 0.05, the targets' goal); default none")
     s.add_argument("--render-only", action="store_true",
                    help="targets: re-write the markdown of a saved sweep (--out) against the registry as it is now")
     s.add_argument("--stats-tokens", type=int, default=100_000)

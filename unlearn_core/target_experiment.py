@@ -4,14 +4,13 @@ Why two halves: a default intervention chosen on the questions it is then scored
 overstate it. Every question set of a target is split 50/50 by id (``@train`` / ``@heldout``).
 Features are selected on the train half's text (the target's forget corpus is ``...@train``), the
 default is chosen on the train half's known questions (lowest forget accuracy among the
-configurations that keep retain accuracy >= ``min_retain`` and add at most ``max_loss`` nats on
-``CHOICE_LOSS_CORPUS``, WebText's train split), and every row reports the held-out half and the
-loss added on the held-out WebText split, which neither step saw. The quizzes' own held-out
-third is not distributed at all.
+configurations that keep retain accuracy >= ``min_retain``), and every row reports the held-out
+half, which neither step saw. The quizzes' own held-out third is not distributed at all.
 
-Why a loss budget: the targets' goals bound the loss added (<= 0.05 nats) as well as retain
-accuracy; a rule that looked at retain accuracy alone chose defaults that broke the loss goal
-where the same sweep showed it.
+An optional loss budget (``max_loss``) also bounds the loss added, read on WebText's train split
+(``CHOICE_LOSS_CORPUS``) so that the reported held-out loss stays unread by the choice. It is not
+the default: with the shipped SAE it moves both built-in targets to threshold-0.003 selections
+that forget far less (README, "A loss budget in the rule").
 
 Selection variants: ``paper`` ranks forget-corpus frequency against WikiText-2 only (the paper's
 retain corpus); ``format-matched`` against the target's retain corpora (retain quiz text in the
@@ -32,7 +31,7 @@ from .targets import Target, forget_corpus_for, retain_frequency, with_part
 
 PAPER_RETAIN = ("wikitext@train",)
 CHOICE_LOSS_CORPUS = "webtext-train"  # the loss the choice reads; rows report the target's (held-out) loss corpus
-MAX_LOSS = 0.05  # nats: the targets' loss-added goal
+LOSS_GOAL = 0.05  # nats: the targets' loss-added goal, the usual budget
 
 
 def _bar(total: int, desc: str):
@@ -61,7 +60,7 @@ def _known_sets(engine, target: Target, scoring: str) -> dict[str, list]:
 
 def run(engine, target: Target, variants=("paper", "format-matched"), thresholds=(0.01,), ns=(20, 50, 100),
         values=(100.0, 200.0, 400.0), min_retain: float = 0.9, loss_tokens: int = 1500, ppl_tokens: int = 1500,
-        sae: str | None = None, max_loss: float | None = MAX_LOSS) -> dict:
+        sae: str | None = None, max_loss: float | None = None) -> dict:
     if max_loss is not None and loss_tokens <= 0:  # an unmeasured budget would pass every row
         raise ValueError("a loss budget (max_loss) needs loss_tokens > 0; pass max_loss=None to choose without one")
     t0 = time.time()
