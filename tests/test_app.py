@@ -748,6 +748,13 @@ def test_question_filter_that_matches_nothing_says_so(app_env):
     assert at.selectbox(key="q").label.startswith("Question (133 of 133")
 
 
+def test_question_box_label_says_how_many_the_known_filter_checked():
+    data = {"total": 190, "offset": 0, "limit": 30, "known": True, "label": "bio quiz (dev)"}
+    assert R.question_box_label(14, data) == "Question (14 known among the first 30 checked, of 190 in bio quiz (dev))"
+    assert R.question_box_label(3, {**data, "total": 12}).startswith("Question (3 known among the first 12 checked")
+    assert R.question_box_label(133, {**data, "known": False, "total": 133, "label": "x"}) == "Question (133 of 133 in x)"
+
+
 def test_batch_evaluation_runs_static_and_gated_side_by_side(app_env):
     """Modes clamp and gated in one run: one unlearning score per mode, gate-open rates in the
     results, and Figure 5 with one series per mode."""

@@ -649,7 +649,7 @@ def question_picker(info: dict, allow_known: bool = True,
         else:  # say so, rather than silently showing the whole set as if it had matched
             c2.warning(f"No question in this set contains “{filt}”; showing all {len(qs)}.", icon=":material/search_off:")
     by_id = {q["id"]: q for q in qs}
-    qid = url_selectbox(f"Question ({len(qs)} of {data['total']} in {data['label']})", list(by_id), key="q",
+    qid = url_selectbox(R.question_box_label(len(qs), data), list(by_id), key="q",
                         container=c2, format_func=lambda i: R.short(by_id[i]["question"], 110) if i in by_id else i)
     return by_id.get(qid), data
 

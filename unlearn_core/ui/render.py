@@ -210,6 +210,15 @@ def short(text: str, n: int = 90) -> str:
     return t if len(t) <= n else t[: n - 1] + "…"
 
 
+def question_box_label(n_shown: int, data: dict) -> str:
+    """The question box's label. With the known filter only a page of the set was checked, so the
+    count says how many were checked: "14 of 190" would read as "14 of the 190 are known"."""
+    if data.get("known"):
+        checked = min(data["limit"], max(0, data["total"] - data.get("offset", 0)))
+        return f"Question ({n_shown} known among the first {checked} checked, of {data['total']} in {data['label']})"
+    return f"Question ({n_shown} of {data['total']} in {data['label']})"
+
+
 def fmt_prob(p: float | None) -> str:
     return "–" if p is None else f"{p:.4f}"
 
