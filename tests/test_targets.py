@@ -335,7 +335,7 @@ def test_targets_experiment_runs_end_to_end_on_tiny(tiny, shared_data):
 
     t = T.replace_intervention(T.get_target("bio-basics"), threshold=1.0, n=3, c=10.0)
     r = TX.run(tiny, t, thresholds=(1.0,), ns=(3,), values=(10.0,), loss_tokens=100, ppl_tokens=100,
-               max_loss=TX.LOSS_GOAL)
+               max_loss=0.05)
     assert [row["config"] for row in r["rows"]] == ["none", "paper t=1 N=3 c=10", "format-matched t=1 N=3 c=10"]
     assert r["rows"][1]["retain_corpora"] == ["wikitext@train"]
     assert r["rows"][2]["retain_corpora"] == list(t.retain_corpora)
@@ -383,3 +383,17 @@ def test_targets_experiment_sweeps_a_retain_list_once(tiny, shared_data):
     assert "loss_added_choice" not in r["rows"][1] and "loss added (choice)" not in TX.markdown(r)
     assert list(r["skipped_variants"]) == ["format-matched"] and r["rows"][1]["shipped_default"]
     assert "Variant `format-matched` not swept" in TX.markdown(r)
+
+
+def test_cli_max_loss_is_parsed_before_any_model_loads():
+    """A bad --max-loss is argparse's error (exit 2), before the engine starts; 'none' is no budget."""
+    from unlearn_core.cli import build_parser
+
+    p = build_parser()
+    assert p.parse_args(["experiment", "targets"]).max_loss is None
+    assert p.parse_args(["experiment", "targets", "--max-loss", "none"]).max_loss is None
+    assert p.parse_args(["experiment", "targets", "--max-loss", "0.05"]).max_loss == 0.05
+    for bad in ("x", "-1", "nan"):
+        with pytest.raises(SystemExit) as e:
+            p.parse_args(["experiment", "targets", "--max-loss", bad])
+        assert e.value.code == 2

@@ -765,15 +765,15 @@ def cmd_rmu(args) -> None:
 
 
 def _max_loss(text: str) -> float | None:
-    """--max-loss: nats, or 'none' for no budget."""
+    """--max-loss (an argparse type, so a bad value fails before the model loads): nats, or 'none'."""
     if text.strip().lower() == "none":
         return None
     try:
         value = float(text)
     except ValueError:
-        raise SystemExit(f"--max-loss: a number of nats or 'none', got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"a number of nats or 'none', got {text!r}") from None
     if not value >= 0:
-        raise SystemExit(f"--max-loss must be >= 0, got {text!r}")
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
     return value
 
 
@@ -784,7 +784,6 @@ def _experiment_targets(args, engine) -> None:
     from .targets import get_target, saved_targets_dir
 
     settings = _settings(args)
-    max_loss = _max_loss(args.max_loss)
     out = {}
     for name in args.target or ["bio-basics", "sherlock"]:
         t = get_target(name, settings.targets_file, saved_targets_dir(settings))
@@ -794,7 +793,7 @@ def _experiment_targets(args, engine) -> None:
         else:
             r = TX.run(engine, t, thresholds=_floats(args.thresholds), ns=tuple(int(x) for x in _floats(args.ns)),
                        values=_floats(args.values), loss_tokens=args.loss_tokens, ppl_tokens=args.ppl_tokens,
-                       min_retain=args.min_retain, max_loss=max_loss)
+                       min_retain=args.min_retain, max_loss=args.max_loss)
         md = TX.markdown(r)
         if args.out:
             X.save(r, md, f"{args.out.rstrip('/')}/targets_{name}")
@@ -934,7 +933,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--values", default="100,200,400", help="targets: clamp values c")
     s.add_argument("--loss-tokens", type=int, default=1500, help="targets: WebText tokens of loss added per row")
     s.add_argument("--min-retain", type=float, default=0.9, help="targets: retain accuracy the default must keep")
-    s.add_argument("--max-loss", default="none",
+    s.add_argument("--max-loss", type=_max_loss, default=None,
                    help="targets: a budget for the choice, in nats of loss added on WebText's train split "
                         "(e.g. 0.05, the targets' goal); default none")
     s.add_argument("--render-only", action="store_true",

@@ -31,7 +31,6 @@ from .targets import Target, forget_corpus_for, retain_frequency, with_part
 
 PAPER_RETAIN = ("wikitext@train",)
 CHOICE_LOSS_CORPUS = "webtext-train"  # the loss the choice reads; rows report the target's (held-out) loss corpus
-LOSS_GOAL = 0.05  # nats: the targets' loss-added goal, the usual budget
 
 
 def _bar(total: int, desc: str):
@@ -105,6 +104,10 @@ def run(engine, target: Target, variants=("paper", "format-matched"), thresholds
     docs_choice = D.load_corpus(CHOICE_LOSS_CORPUS, engine.settings.data_dir) if max_loss is not None else None
     ppl_name, _, ppl_part = (target.ppl_corpus or "").partition("@")
     docs_ppl = D.load_corpus(ppl_name, engine.settings.data_dir, part=ppl_part or "all") if ppl_name else None
+
+    def added(docs: list[str], corpus: str, cfg: list) -> float:
+        return loss_added(engine, docs, cfg, n_tokens=loss_tokens, corpus=corpus).loss_added if cfg and loss_tokens else 0.0
+
     rows = []
     bar = _bar(len(configs), f"{target.name}: loss added and perplexity")
     for i, cfg in enumerate(configs):
@@ -112,11 +115,9 @@ def run(engine, target: Target, variants=("paper", "format-matched"), thresholds
                                                   **grid[i - 1]}
         for name in known:
             row[name] = acc[name][i]
-        row["loss_added"] = (loss_added(engine, docs_loss, cfg, n_tokens=loss_tokens, corpus=target.loss_corpus).loss_added
-                             if cfg and loss_tokens else 0.0)
+        row["loss_added"] = added(docs_loss, target.loss_corpus, cfg)
         if docs_choice is not None:
-            row["loss_added_choice"] = (loss_added(engine, docs_choice, cfg, n_tokens=loss_tokens,
-                                                   corpus=CHOICE_LOSS_CORPUS).loss_added if cfg and loss_tokens else 0.0)
+            row["loss_added_choice"] = added(docs_choice, CHOICE_LOSS_CORPUS, cfg)
         row["ppl_forget_heldout"] = (perplexity(engine, docs_ppl, cfg or None, n_tokens=ppl_tokens)["perplexity"]
                                      if docs_ppl else None)
         rows.append(row)
@@ -174,7 +175,7 @@ def markdown(r: dict) -> str:
                                                    for i, s in enumerate(r["retain_questions"])) + ".",
              f"Chosen on the train half ({rule_text(r)}): "
              f"**{r['chosen'] or 'none qualifies'}**. Loss added on `{r.get('loss_corpus', 'webtext')}` (held-out; "
-             + (f"the choice's column: `{r['choice_loss_corpus']}`) " if r.get("max_loss") is not None else "not read by the choice) ")
+             + (f"the choice's column: `{r['choice_loss_corpus']}`) " if budget else "not read by the choice) ")
              + f"over {r['loss_tokens']} tokens; perplexity on "
              f"`{r['ppl_corpus']}` over {r['ppl_tokens']} tokens."
              + "".join(f" Variant `{v}` not swept: {why}." for v, why in r.get("skipped_variants", {}).items()), "",
