@@ -96,9 +96,12 @@ if wmdp is not None:
         st.success(f"WMDP-bio questions: real data ({wmdp['total']} questions from `{wmdp['origin']}`).", icon=":material/check_circle:")
 if target is not None:
     retain = ", ".join(f"`{c}`" for c in target["retain_corpora"])
-    st.caption(f"Features depend on the target (sidebar). For **{target['name']}** they are selected on "
-               f"`{C.selection_corpus(target)}` (forget) against {retain} (retain; format-matched text, and a "
-               "feature's retain frequency is its highest over these corpora)."
+    how = (f"the default features are {R.selection_summary(target, C.selection_corpus(target))}; the "
+           f"frequency tables rank `{C.selection_corpus(target)}` (forget) against {retain}"
+           if target["selection"].get("method") == "search" else
+           f"they are selected on `{C.selection_corpus(target)}` (forget) against {retain}")
+    st.caption(f"Features depend on the target (sidebar). For **{target['name']}** {how} (retain; format-matched "
+               "text, and a feature's retain frequency is its highest over these corpora)."
                + (f" {target['forget_corpus_note']}." if target.get("forget_corpus_note") else "")
                + " WMDP-bio stays available as the `wmdp-bio` target: its gated forget corpus when the server "
                  "has it, else WMDP-bio question text (`wmdp-bio-text`) stands in, labelled.")

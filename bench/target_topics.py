@@ -11,9 +11,11 @@ counts as *topic* when most of its top contexts peak on non-format words.
     python bench/target_topics.py --target sherlock --retain quiz:retain@train wikitext@train webtext-train
     python bench/target_topics.py --target sherlock --forget quiz:sherlock@train
     python bench/target_topics.py --target sherlock --threshold 0.003
+    python bench/target_topics.py --target sherlock --method search --n 20
 
-``--retain``, ``--forget`` and ``--threshold`` replace the retain corpora, the forget corpus or the
-retain threshold of the ``--target`` given, to see how another selection (e.g. the sweep's paper one) reads.
+``--retain``, ``--forget``, ``--threshold``, ``--method`` and ``--n`` replace the retain corpora, the
+forget corpus, the retain threshold, the selection method (search: the target's query) or N of the
+``--target`` given, to see how another selection (e.g. the sweep's paper one) reads.
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from common import load, machine, parser
 
 from unlearn_core import features as F
 from unlearn_core.descriptions import STOPWORDS, describe_examples, peak_word
-from unlearn_core.targets import load_targets, select_for_target
+from unlearn_core.targets import load_targets, select_for_target, selection_text
 
 FORMAT_WORDS = {"a", "b", "c", "d", "question", "answer", "which", "what", "following"}
 
@@ -42,14 +44,19 @@ def main() -> None:
     p.add_argument("--retain", nargs="+", help="with --target: these retain corpora instead of the registry's")
     p.add_argument("--forget", help="with --target: this forget corpus instead of the registry's")
     p.add_argument("--threshold", type=float, help="with --target: this retain threshold instead of the registry's")
+    p.add_argument("--method", choices=["frequency", "search"],
+                   help="with --target: this selection method instead of the registry's (search: its query)")
+    p.add_argument("--n", type=int, help="with --target: this many features (the table shows the top --top)")
     args = p.parse_args()
-    if (args.retain or args.forget or args.threshold) and not args.target:
-        p.error("--retain, --forget and --threshold need --target")
+    if (args.retain or args.forget or args.threshold or args.method or args.n) and not args.target:
+        p.error("--retain, --forget, --threshold, --method and --n need --target")
     targets = load_targets()
     if args.target:
         targets = {args.target: targets[args.target]}
         overrides = {"retain_corpora": tuple(args.retain or ()), "forget_corpus": args.forget}
         targets[args.target] = replace(targets[args.target], **{k: v for k, v in overrides.items() if v})
+        sel = {k: v for k, v in (("method", args.method), ("n", args.n)) if v}
+        targets[args.target] = replace(targets[args.target], selection=replace(targets[args.target].selection, **sel))
     engine, _ = load(args)
     sae = args.sae
     lines = [f"machine: {machine()}; SAE {sae} ({engine.saes[sae].hook_name}, d_sae {engine.saes[sae].d_sae})", ""]
@@ -57,8 +64,7 @@ def main() -> None:
     for name, t in targets.items():
         sel = select_for_target(engine, t, sae, threshold=args.threshold)
         fs = sel["forget_stats"]
-        lines += [f"#### {name} (forget corpus {sel['forget_corpus']}; retain {', '.join(sel['retain_corpora'])}; "
-                  f"threshold {sel['threshold']:g})", "",
+        lines += [f"#### {name} (forget corpus {sel['forget_corpus']}; {selection_text(sel)})", "",
                   "| feature | forget freq | peaks on | around | reads as |", "| --- | --- | --- | --- | --- |"]
         n_topic = 0
         rows = sel["features"][: args.top]

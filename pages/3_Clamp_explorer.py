@@ -33,7 +33,8 @@ def use_target_defaults() -> None:
         return
     if not sel["features"]:
         st.session_state["_target_error"] = ValueError(
-            f"no feature passes the target's retain threshold ({sel['threshold']:g}) on this SAE")
+            "no feature passes the target's selection on this SAE: "
+            + R.selection_summary(target, C.selection_corpus(target)))
         return
     st.session_state["features"] = R.format_feature_list([(sae, r["feature"]) for r in sel["features"]], sae)
     st.session_state["mode"] = target["intervention"]["mode"]
@@ -46,8 +47,7 @@ with c1:
     if target:
         iv0 = target["intervention"]
         st.button("Use the target's default features", key="use_target", on_click=use_target_defaults,
-                  help=f"The {target['name']} target's selection (top {target['selection']['n']} by forget "
-                       f"frequency on {C.selection_corpus(target)}, rare on {', '.join(target['retain_corpora'])}) "
+                  help=f"The {target['name']} target's selection ({R.selection_summary(target, C.selection_corpus(target))}) "
                        f"with its default mode ({iv0['mode']}) and c ({iv0['c']:g}); slow the first time.")
     err = st.session_state.pop("_target_error", None)
     if err is not None:

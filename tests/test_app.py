@@ -778,3 +778,15 @@ def test_batch_evaluation_runs_static_and_gated_side_by_side(app_env):
     fig = json.loads(at.get("plotly_chart")[0].proto.spec)
     names = {t.get("name", "") for t in fig["data"]}
     assert any(n.startswith("clamp") for n in names) and any(n.startswith("gated") for n in names), names
+
+
+def test_selection_summary_says_how_the_target_picks_its_features():
+    t = {"selection": {"method": "frequency", "n": 50, "threshold": 0.01, "query": "", "background": "webtext-train"},
+         "retain_corpora": ["wikitext@train", "webtext-train"]}
+    assert R.selection_summary(t, "quiz:bio@train") == (
+        "the top 50 features by firing frequency on `quiz:bio@train` among those firing on less than 0.01 of the "
+        "tokens of `wikitext@train`, `webtext-train`")
+    t["selection"].update(method="search", query="Sherlock Holmes", n=20)
+    s = R.selection_summary(t, "sherlock@train")
+    assert s.startswith('the top 20 features most specific to "Sherlock Holmes" against `webtext-train`')
+    assert "0.01" not in s  # the threshold plays no part in a search selection

@@ -238,6 +238,13 @@ def test_a_job_stored_before_targets_still_resumes(engine, tmp_path):
 # ---------------------------------------------------------------- a user's targets file
 
 
+def _with_targets_file(engine, tmp_path):
+    """The engine with ``tmp_path/t.toml`` as its targets file and a cache of its own."""
+    settings = dataclasses.replace(engine.settings, cache_dir=str(tmp_path / "cache"),
+                                   targets_file=str(tmp_path / "t.toml"))
+    return dataclasses.replace(engine, settings=settings)
+
+
 def test_the_server_reads_only_the_files_its_own_targets_name(engine, tmp_path):
     qs = [{"question": f"Q{i}?", "choices": ["a", "b", "c", "d"], "answer": i % 4, "topic": "t"} for i in range(4)]
     (tmp_path / "mine.json").write_text(json.dumps(qs))
@@ -246,9 +253,7 @@ def test_the_server_reads_only_the_files_its_own_targets_name(engine, tmp_path):
     (tmp_path / "t.toml").write_text('[mine]\ndescription = "a test target"\nforget_corpus = "mine.txt"\n'
                                      'forget_questions = "mine.json"\nretain_corpora = ["wikitext@train"]\n'
                                      'retain_questions = ["quiz:retain"]\n')
-    settings = dataclasses.replace(engine.settings, cache_dir=str(tmp_path / "cache"),
-                                   targets_file=str(tmp_path / "t.toml"))
-    other = dataclasses.replace(engine, settings=settings)
+    other = _with_targets_file(engine, tmp_path)
     with TestClient(create_app(lambda: other, token="")) as c:
         wait_ok(c)
         mine = next(t for t in ok(c.get("/api/targets"))["targets"] if t["name"] == "mine")
@@ -448,3 +453,25 @@ def test_a_description_with_emoji_is_saved_as_given(client, remove):
     assert t["description"] == "dragons 🐉 «lore»"
     assert next(x for x in ok(client.get("/api/targets"))["targets"] if x["name"] == "emoji")["description"] == \
         "dragons 🐉 «lore»"
+
+
+def test_target_select_with_the_search_method_matches_the_engine(engine, lock, tmp_path):
+    """A target whose selection is a search: the server returns the engine's rows (no threshold, the
+    query token and specificity per feature) and the target list carries the method and query."""
+    (tmp_path / "t.toml").write_text(
+        '[holmes]\ndescription = "search test"\nforget_corpus = "sherlock@train"\nforget_questions = "quiz:sherlock"\n'
+        'retain_corpora = ["wikitext@train"]\nretain_questions = ["quiz:retain"]\n'
+        '[holmes.selection]\nmethod = "search"\nquery = "Sherlock Holmes"\nn = 4\n')
+    other = _with_targets_file(engine, tmp_path)
+    with TestClient(create_app(lambda: other, token="")) as c:
+        wait_ok(c)
+        listed = next(t for t in ok(c.get("/api/targets"))["targets"] if t["name"] == "holmes")
+        assert listed["selection"]["method"] == "search" and listed["selection"]["query"] == "Sherlock Holmes"
+        r = ok(c.post("/api/targets/select", json={"target": "holmes"}))
+        with lock:
+            ref = T.select_for_target(other, T.load_targets(str(tmp_path / "t.toml"))["holmes"], "tiny")
+        assert r["method"] == "search" and r["threshold"] is None and r["background"] == "webtext-train"
+        assert [x["feature"] for x in r["features"]] == [x["feature"] for x in ref["features"]]
+        assert 0 < len(r["features"]) <= 4 and all(x["top_token"] and x["score"] > 0 for x in r["features"])
+        by_freq = ok(c.post("/api/targets/select", json={"target": "holmes", "threshold": 0.99}))
+        assert by_freq["method"] == "frequency" and by_freq["threshold"] == 0.99

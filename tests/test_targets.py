@@ -248,6 +248,10 @@ def test_user_target_toml(tmp_path, shared_data):
      '[x.selection]\nthreshold=2\n', "threshold"),
     ('[bio-basics]\nforget_corpus="a"\nforget_questions="b"\nretain_corpora=["c"]\nretain_questions=["d"]\n',
      "name of a built-in"),
+    ('[x]\nforget_corpus="a"\nforget_questions="b"\nretain_corpora=["c"]\nretain_questions=["d"]\n'
+     '[x.selection]\nmethod="magic"\n', "selection method must be one of"),
+    ('[x]\nforget_corpus="a"\nforget_questions="b"\nretain_corpora=["c"]\nretain_questions=["d"]\n'
+     '[x.selection]\nmethod="search"\n', "selection query"),
     ("[x\n", "not valid TOML"),
 ])
 def test_bad_user_targets_get_clear_errors(tmp_path, body, needle):
@@ -378,11 +382,86 @@ def test_targets_experiment_sweeps_a_retain_list_once(tiny, shared_data):
     assert t.retain_corpora == TX.PAPER_RETAIN
     with pytest.raises(ValueError, match="needs loss_tokens"):  # a budget with no loss measured would pass every row
         TX.run(tiny, t, thresholds=(1.0,), ns=(3,), values=(10.0,), loss_tokens=0, ppl_tokens=100, max_loss=0.05)
-    r = TX.run(tiny, t, thresholds=(1.0,), ns=(3,), values=(10.0,), loss_tokens=0, ppl_tokens=100)
+    r = TX.run(tiny, t, thresholds=(1.0,), ns=(3,), values=(10.0,), loss_tokens=0, ppl_tokens=100,
+               variants=("paper", "format-matched"))
     assert [row["config"] for row in r["rows"]] == ["none", "paper t=1 N=3 c=10"]
     assert "loss_added_choice" not in r["rows"][1] and "loss added (choice)" not in TX.markdown(r)
     assert list(r["skipped_variants"]) == ["format-matched"] and r["rows"][1]["shipped_default"]
     assert "Variant `format-matched` not swept" in TX.markdown(r)
+
+
+def test_targets_experiment_sweeps_the_search_variant_of_a_target_with_a_query(tiny, shared_data):
+    """sherlock has a selection query: the sweep adds search rows (no threshold), one per distinct feature
+    list; a search row made the default selects the same features through select_for_target."""
+    from unlearn_core import target_experiment as TX
+
+    t = T.replace_intervention(T.get_target("sherlock"), threshold=1.0, n=3, c=10.0)
+    assert t.selection.query == "Sherlock Holmes" and t.selection.method == "frequency"
+    r = TX.run(tiny, t, thresholds=(1.0,), ns=(3, 50), values=(10.0,), loss_tokens=0, ppl_tokens=100)
+    search = [row for row in r["rows"][1:] if row["selection"] == "search"]
+    assert [row["config"] for row in r["rows"][:3]] == ["none", "paper t=1 N=3 c=10", "paper t=1 N=50 c=10"]
+    assert search and search[0]["config"] == 'search "Sherlock Holmes" N=3 c=10' and search[0]["threshold"] is None
+    # the tiny SAE has few non-dense features: N=50 finds the same list as N=3 or a longer one, never a repeat
+    assert len({tuple(row["features"]) for row in search}) == len(search)
+    assert r["rows"][1]["shipped_default"] and not any(row["shipped_default"] for row in search)
+    chosen = TX.with_default(t, search[0])
+    assert chosen.selection.method == "search" and chosen.selection.n == 3 and chosen.intervention.c == 10.0
+    TX.mark_shipped(r["rows"], chosen)
+    assert [row["config"] for row in r["rows"][1:] if row["shipped_default"]] == [search[0]["config"]]
+    sel = T.select_for_target(tiny, chosen)
+    assert [x["feature"] for x in sel["features"]] == search[0]["features"]
+    assert 'search "Sherlock Holmes" N=3 c=10' in TX.markdown(r)
+    back = TX.with_default(chosen, r["rows"][1])  # a frequency row switches the method back
+    assert back.selection.method == "frequency" and back.selection.threshold == 1.0
+    with pytest.raises(ValueError, match="no selection query"):
+        TX.run(tiny, T.get_target("bio-basics"), variants=("search",), ns=(3,), values=(10.0,))
+
+
+def test_search_selection_drops_dense_features_and_keeps_the_search_order(tiny, shared_data):
+    """select_by_search: the non-dense prefix of Feature search's specificity ranking; every feature it
+    returns fires on the query (checked by encoding the query's residuals directly)."""
+    from types import SimpleNamespace
+
+    from unlearn_core import specificity as SP
+
+    sae = tiny.default_sae
+    bg = F.feature_stats(tiny, sae, "webtext-train", n_tokens=2000)
+    query = "Sherlock Holmes"
+    toks = tiny.model.to_tokens(query, prepend_bos=True)
+    _, cache = tiny.model.run_with_cache(toks, names_filter=tiny.saes[sae].hook_name)
+    codes = tiny.saes[sae].sae.encode(cache[tiny.saes[sae].hook_name])[0, 1:]
+    active = set(torch.nonzero(codes.max(0).values > 0).flatten().tolist())
+    freq = torch.full_like(bg.freq, 0.001)  # a background where every feature is rare ...
+    top = int(codes.max(0).values.argmax())
+    freq[top] = 0.5  # ... but the strongest one on the query, which is dense there
+    fake = SimpleNamespace(freq=freq, max_act=bg.max_act)
+    rows = F.select_by_search(tiny, sae, query, fake, n=5)
+    ids = [r["feature"] for r in rows]
+    assert top not in ids and 0 < len(ids) <= 5 and set(ids) <= active
+    assert not any(r["dense"] for r in rows) and freq[top] > SP.DENSE_FREQ
+    full = F.search_by_text(tiny, sae, query, k=10**6, background=freq, background_max=bg.max_act, rank="specificity")
+    assert ids == [r["feature"] for r in full if not r["dense"]][:5]
+    assert [r["score"] for r in rows] == sorted((r["score"] for r in rows), reverse=True)
+    with pytest.raises(ValueError):
+        F.select_by_search(tiny, sae, query, fake, n=0)
+
+
+def test_select_for_target_with_the_search_method(tiny, shared_data):
+    """method = "search": rows with the search's fields and the frequency columns, no threshold; an explicit
+    threshold (the app's selection table) selects by frequency instead."""
+    t = T.replace_intervention(T.get_target("sherlock"), method="search", n=4)
+    out = T.select_for_target(tiny, t)
+    assert out["method"] == "search" and out["threshold"] is None and out["query"] == "Sherlock Holmes"
+    assert 0 < len(out["features"]) <= 4
+    for r in out["features"]:
+        assert {"top_token", "score", "forget_freq", "retain_freq", "ratio"} <= set(r)
+        assert set(r["retain_freqs"]) == set(t.retain_corpora)
+    assert "most specific to \"Sherlock Holmes\"" in T.selection_text(out)
+    iv = T.default_intervention(tiny, t)
+    assert list(iv.features) == [r["feature"] for r in out["features"]]
+    by_freq = T.select_for_target(tiny, t, threshold=1.0)
+    assert by_freq["threshold"] == 1.0 and "top_token" not in by_freq["features"][0]
+    assert "retain frequency < 1" in T.selection_text(by_freq)
 
 
 def test_cli_max_loss_is_parsed_before_any_model_loads():

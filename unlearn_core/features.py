@@ -353,6 +353,16 @@ def search_by_text(engine: Engine, sae_key: str, text: str, k: int = 20, backgro
                              background_max, rank, dense_last)
 
 
+def select_by_search(engine: Engine, sae_key: str, query: str, background: FeatureStats, n: int) -> list[dict]:
+    """The ``n`` features most specific to ``query`` against ``background`` (Feature search's
+    default ranking), dense ones dropped: what a person finds by typing the concept's name."""
+    if n < 1:
+        raise ValueError("n must be >= 1")
+    found = search_by_text(engine, sae_key, query, k=engine.saes[sae_key].d_sae, background=background.freq,
+                           background_max=background.max_act, rank="specificity")
+    return [r for r in found if not r["dense"]][:n]
+
+
 def logit_lens_meaningful(engine: Engine, sae_key: str) -> bool:
     """Whether a feature's direct logit effect (W_dec @ W_U) says much: only for hooks in the last
     third of the model; read off an early residual it is mostly noise."""

@@ -14,7 +14,8 @@ that forget far less (README, "A loss budget in the rule").
 
 Selection variants: ``paper`` ranks forget-corpus frequency against WikiText-2 only (the paper's
 retain corpus); ``format-matched`` against the target's retain corpora (retain quiz text in the
-same format, WikiText-2, WebText), so features of the quiz format itself drop out.
+same format, WikiText-2, WebText), so features of the quiz format itself drop out; ``search``
+(targets with a ``selection.query``) takes the features most specific to the query text.
 """
 from __future__ import annotations
 
@@ -57,19 +58,25 @@ def _known_sets(engine, target: Target, scoring: str) -> dict[str, list]:
     return out
 
 
-def run(engine, target: Target, variants=("paper", "format-matched"), thresholds=(0.01,), ns=(20, 50, 100),
+def run(engine, target: Target, variants: tuple[str, ...] | None = None, thresholds=(0.01,), ns=(20, 50, 100),
         values=(100.0, 200.0, 400.0), min_retain: float = 0.9, loss_tokens: int = 1500, ppl_tokens: int = 1500,
         sae: str | None = None, max_loss: float | None = None) -> dict:
     if max_loss is not None and loss_tokens <= 0:  # an unmeasured budget would pass every row
         raise ValueError("a loss budget (max_loss) needs loss_tokens > 0; pass max_loss=None to choose without one")
     t0 = time.time()
     sae = sae or engine.default_sae
+    if variants is None:
+        variants = ("paper", "format-matched") + (("search",) if target.selection.query else ())
+    if "search" in variants and not target.selection.query:
+        raise ValueError(f"target {target.name!r} has no selection query: the search variant needs one")
     scoring = target.scoring or engine.scoring
     forget_corpus, note = forget_corpus_for(target, engine.settings.data_dir)
     toks = target.selection.tokens
     fs = F.feature_stats(engine, sae, forget_corpus, n_tokens=toks)
     candidates = {"paper": PAPER_RETAIN, "format-matched": tuple(target.retain_corpora)}
     retain_sets, skipped = {}, {}
+    search = "search" in variants
+    variants = tuple(v for v in variants if v != "search")
     for v in variants:  # a target whose own retain list is the paper's would sweep every row twice
         same = next((u for u, rs in retain_sets.items() if rs == candidates[v]), None)
         if same:
@@ -92,6 +99,20 @@ def run(engine, target: Target, variants=("paper", "format-matched"), thresholds
                         grid.append({"selection": v, "retain_corpora": list(retain_sets[v]), "threshold": t, "n": n,
                                      "n_features": len(feats), "c": float(c), "features": list(feats)})
                         configs.append([Intervention(sae, feats, float(c), target.intervention.mode)])
+    if search:  # the query's features do not depend on a threshold; fewer than N found: one row per list
+        bg = F.feature_stats(engine, sae, target.selection.background, n_tokens=toks)
+        found = [r["feature"] for r in F.select_by_search(engine, sae, target.selection.query, bg, max(ns))]
+        seen = set()
+        for n in ns:
+            feats = tuple(found[:n])
+            if not feats or feats in seen:
+                continue
+            seen.add(feats)
+            for c in values:
+                grid.append({"selection": "search", "retain_corpora": list(target.retain_corpora), "threshold": None,
+                             "n": n, "n_features": len(feats), "c": float(c), "features": list(feats),
+                             "query": target.selection.query, "background": target.selection.background})
+                configs.append([Intervention(sae, feats, float(c), target.intervention.mode)])
     acc = {}
     bar = _bar(sum(len(q) for q in known.values()), f"{target.name}: {len(configs)} configurations")
     for name, qs in known.items():
@@ -111,8 +132,7 @@ def run(engine, target: Target, variants=("paper", "format-matched"), thresholds
     rows = []
     bar = _bar(len(configs), f"{target.name}: loss added and perplexity")
     for i, cfg in enumerate(configs):
-        row = {"config": "none"} if not cfg else {"config": "{selection} t={threshold:g} N={n} c={c:g}".format(**grid[i - 1]),
-                                                  **grid[i - 1]}
+        row = {"config": "none"} if not cfg else {"config": config_label(grid[i - 1]), **grid[i - 1]}
         for name in known:
             row[name] = acc[name][i]
         row["loss_added"] = added(docs_loss, target.loss_corpus, cfg)
@@ -147,6 +167,12 @@ def choose(rows: list[dict], min_retain: float, max_loss: float | None) -> dict 
     return min(ok, key=lambda r: (r["forget@train"], -r["retain0@train"], r["n"], r["c"])) if ok else None
 
 
+def config_label(g: dict) -> str:
+    if g["selection"] == "search":
+        return "search \"{query}\" N={n} c={c:g}".format(**g)
+    return "{selection} t={threshold:g} N={n} c={c:g}".format(**g)
+
+
 def rule_text(r: dict) -> str:
     budget = (f" and loss added <= {r['max_loss']:g} nats on `{r['choice_loss_corpus']}`"
               if r.get("max_loss") is not None else "")
@@ -155,9 +181,16 @@ def rule_text(r: dict) -> str:
 
 def mark_shipped(rows: list[dict], target: Target) -> None:
     """Flag the row that is the registry's current default (re-run after the registry changes)."""
-    shipped = target.intervention.c, target.selection.n, target.selection.threshold, tuple(target.retain_corpora)
+    sel = target.selection
+    if sel.method == "search":
+        shipped = target.intervention.c, sel.n, "search", sel.query
+        for r in rows[1:]:
+            r["shipped_default"] = (r["c"], r["n"], r["selection"], r.get("query")) == shipped
+        return
+    shipped = target.intervention.c, sel.n, sel.threshold, tuple(target.retain_corpora)
     for r in rows[1:]:
-        r["shipped_default"] = (r["c"], r["n"], r["threshold"], tuple(r["retain_corpora"])) == shipped
+        r["shipped_default"] = (r.get("selection") != "search"
+                                and (r["c"], r["n"], r["threshold"], tuple(r["retain_corpora"])) == shipped)
 
 
 def _f(x) -> str:
@@ -197,6 +230,9 @@ def markdown(r: dict) -> str:
 
 def with_default(target: Target, row: dict) -> Target:
     """The target with a sweep row as its default intervention (for re-evaluation)."""
+    if row["selection"] == "search":
+        return replace(target, selection=replace(target.selection, method="search", n=row["n"]),
+                       intervention=replace(target.intervention, c=row["c"]))
     return replace(target, retain_corpora=tuple(row["retain_corpora"]),
-                   selection=replace(target.selection, threshold=row["threshold"], n=row["n"]),
+                   selection=replace(target.selection, method="frequency", threshold=row["threshold"], n=row["n"]),
                    intervention=replace(target.intervention, c=row["c"]))

@@ -30,17 +30,29 @@ BUILTIN_FILE = Path(__file__).resolve().parent / "assets" / "targets.toml"
 DEFAULT_TARGET = "bio-basics"
 
 
+SELECTION_METHODS = ("frequency", "search")
+
+
 class TargetError(ValueError):
     """A target definition that cannot be used; the message says which field and why."""
 
 
 @dataclass(frozen=True)
 class Selection:
-    """Retain frequency (the max over the retain corpora) < threshold; rank by forget frequency."""
+    """How a target's features are chosen.
+
+    ``method = "frequency"`` (the paper's): retain frequency (the max over the retain corpora) <
+    threshold, ranked by forget frequency. ``method = "search"`` (the Gemma Scope Harry Potter
+    study's way in): the features most specific to ``query``, the concept's own name, against the
+    ``background`` corpus's firing frequencies, dense ones dropped; threshold is not used. A book's
+    most frequent distinctive features are its narration style, not its topic (README, sherlock)."""
 
     threshold: float = 0.01
     n: int = 20
     tokens: int = 50_000
+    method: str = "frequency"
+    query: str = ""
+    background: str = "webtext-train"
 
 
 @dataclass(frozen=True)
@@ -116,6 +128,11 @@ def target_from_dict(name: str, d: dict, source: str = "built-in", base: Path | 
         raise TargetError(f"{where}: {e}") from None
     if not 0 < sel.threshold <= 1 or sel.n < 1 or sel.tokens < 16:
         raise TargetError(f"{where}: selection needs 0 < threshold <= 1, n >= 1, tokens >= 16")
+    if sel.method not in SELECTION_METHODS:
+        raise TargetError(f"{where}: selection method must be one of {SELECTION_METHODS}")
+    if not isinstance(sel.query, str) or len(sel.query) > 200 or (sel.method == "search" and len(sel.query.strip()) < 3):
+        raise TargetError(f"{where}: selection query must be text of at most 200 characters "
+                          "(at least 3 with method = \"search\")")
     if iv.mode not in MODES:
         raise TargetError(f"{where}: intervention mode must be one of {MODES}")
     if kw.get("eval_part", "heldout") not in ("all", "train", "heldout"):
@@ -258,13 +275,15 @@ def retain_frequency(stats: list) -> torch.Tensor:
 
 def select_for_target(engine, target: Target, sae_key: str | None = None, n: int | None = None,
                       threshold: float | None = None, progress=None) -> dict:
-    """Format-matched selection for a target: rows with the forget frequency and each retain
-    corpus's frequency, plus which corpora were used (shown in the app)."""
+    """A target's selection (its ``selection.method``): rows with the forget frequency and each
+    retain corpus's frequency, plus which corpora were used (shown in the app)."""
     from . import features as F
 
     sae_key = sae_key or engine.default_sae
     sel = target.selection
     forget, note = forget_corpus_for(target, engine.settings.data_dir)
+    if sel.method == "search" and threshold is None:
+        return _search_selection(engine, target, sae_key, forget, note, n or sel.n, progress)
     forced = engine.extra.get("selection_threshold")  # the tiny test backend's random SAE
     if forced is not None and threshold is None:
         threshold = forced
@@ -275,7 +294,36 @@ def select_for_target(engine, target: Target, sae_key: str | None = None, n: int
     for r in rows:
         r["retain_freqs"] = {s.corpus: float(s.freq[r["feature"]]) for s in rs}
     return {"target": target.name, "sae": sae_key, "forget_corpus": forget, "retain_corpora": list(target.retain_corpora),
-            "threshold": threshold or sel.threshold, "note": note, "features": rows, "forget_stats": fs}
+            "threshold": threshold or sel.threshold, "method": "frequency", "note": note, "features": rows, "forget_stats": fs}
+
+
+def _search_selection(engine, target: Target, sae_key: str, forget: str, note: str, n: int, progress) -> dict:
+    """``select_for_target`` for ``method = "search"``: rows carry the search's fields and the same
+    frequency columns as the paper's selection, so every consumer reads them alike."""
+    from . import features as F
+
+    sel = target.selection
+    bg = F.feature_stats(engine, sae_key, sel.background, n_tokens=sel.tokens, progress=progress)
+    fs = F.feature_stats(engine, sae_key, forget, n_tokens=sel.tokens, progress=progress)
+    rs = [F.feature_stats(engine, sae_key, c, n_tokens=sel.tokens, progress=progress) for c in target.retain_corpora]
+    rf = retain_frequency(rs)
+    rows = F.select_by_search(engine, sae_key, sel.query, bg, n)
+    for r in rows:
+        i = r["feature"]
+        r.update(forget_freq=float(fs.freq[i]), retain_freq=float(rf[i]),
+                 ratio=float(fs.freq[i] / max(float(rf[i]), 1e-6)), retain_freqs={s.corpus: float(s.freq[i]) for s in rs})
+    return {"target": target.name, "sae": sae_key, "forget_corpus": forget, "retain_corpora": list(target.retain_corpora),
+            "threshold": None, "method": "search", "query": sel.query, "background": sel.background, "note": note,
+            "features": rows, "forget_stats": fs}
+
+
+def selection_text(sel: dict) -> str:
+    """One line saying how a ``select_for_target`` result was chosen (the app and the CLI show it)."""
+    if sel.get("method") == "search":
+        return (f"the {len(sel['features'])} features most specific to \"{sel['query']}\" against "
+                f"`{sel['background']}` (dense features dropped)")
+    return (f"retain frequency < {sel['threshold']:g} on {', '.join(sel['retain_corpora'])}, ranked by frequency on "
+            f"`{sel['forget_corpus']}`")
 
 
 def default_intervention(engine, target: Target, sae_key: str | None = None, progress=None) -> Intervention:
@@ -283,8 +331,9 @@ def default_intervention(engine, target: Target, sae_key: str | None = None, pro
     threshold = rows["threshold"]
     feats = tuple(r["feature"] for r in rows["features"])
     if not feats:
-        raise TargetError(f"target {target.name!r}: no feature passes the selection (retain threshold "
-                          f"{threshold:g}); raise the threshold")
+        why = (f"no non-dense feature fires on the query {target.selection.query!r}" if threshold is None
+               else f"no feature passes the selection (retain threshold {threshold:g}); raise the threshold")
+        raise TargetError(f"target {target.name!r}: {why}")
     iv = target.intervention
     return Intervention(rows["sae"], feats, iv.c, iv.mode)
 
@@ -333,7 +382,7 @@ def evaluate_target(engine, target: Target, forget_file: str | None = None, reta
 
 def replace_intervention(target: Target, **kw) -> Target:
     """The same target with other selection or intervention settings (sweeps, the app)."""
-    sel = {k: kw.pop(k) for k in ("threshold", "n", "tokens") if k in kw}
+    sel = {k: kw.pop(k) for k in ("threshold", "n", "tokens", "method", "query", "background") if k in kw}
     iv = {k: kw.pop(k) for k in ("mode", "c") if k in kw}
     return replace(target, selection=replace(target.selection, **sel), intervention=replace(target.intervention, **iv),
                    **kw)

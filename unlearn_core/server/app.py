@@ -410,8 +410,9 @@ def create_app(engine_factory: Callable[[], Engine], *, token: str | None = None
     @api.post("/targets/select", response_model=S.TargetSelectResponse, tags=["targets"])
     @on_variant
     def targets_select(req: S.TargetSelectRequest) -> S.TargetSelectResponse:
-        """Format-matched selection: retain frequency (the max over the target's retain corpora)
-        < threshold, ranked by forget frequency; says which corpora were used."""
+        """The target's selection: by default its own method (format-matched frequency, or search);
+        with a threshold, retain frequency (the max over the retain corpora) < threshold ranked by
+        forget frequency; says which corpora were used."""
         engine = state.engine()
         sae = resolve_sae(engine, req.sae)
         out = TA.select(state, req.target, sae, n=req.n, threshold=req.threshold, describe=req.describe)

@@ -680,6 +680,9 @@ class TargetSelection(BaseModel):
     threshold: float
     n: int
     tokens: int
+    method: str = "frequency"  # or "search": the features most specific to query against background
+    query: str = ""
+    background: str = "webtext-train"
 
 
 class TargetIntervention(BaseModel):
@@ -767,6 +770,8 @@ class TargetSelectRequest(Request):
 
 class TargetSelectedFeature(SelectedFeature):
     retain_freqs: dict[str, float]  # per retain corpus; retain_freq is their max
+    top_token: str | None = None  # a search selection: the query token it fires on most
+    score: float | None = None  # a search selection: its specificity to the query
 
 
 class TargetSelectResponse(BaseModel):
@@ -774,7 +779,10 @@ class TargetSelectResponse(BaseModel):
     sae: str
     forget_corpus: str  # the corpus actually used (the target's, or its labelled fallback)
     retain_corpora: list[str]
-    threshold: float
+    threshold: float | None  # None for a search selection
+    method: str = "frequency"
+    query: str | None = None
+    background: str | None = None
     n_tokens: int
     note: str
     features: list[TargetSelectedFeature]

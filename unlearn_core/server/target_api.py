@@ -185,7 +185,8 @@ def warm_stats(state: ServerState, engine: Engine, sae: str, t: Target) -> None:
     """Feature statistics of the target's forget and retain corpora, in short lock holds
     (cached on disk with the same key ``select_for_target`` uses)."""
     forget, _ = forget_corpus_for(t, engine.settings.data_dir)
-    for corpus in (forget, *t.retain_corpora):
+    background = (t.selection.background,) if t.selection.method == "search" else ()
+    for corpus in (forget, *t.retain_corpora, *background):
         feature_stats_chunked(state, sae, corpus, t.selection.tokens)
 
 

@@ -13,11 +13,9 @@ from . import render as R
 
 def target_intro(t: dict) -> None:
     """What the demo will do on this target, before it runs."""
-    sel, iv = t["selection"], t["intervention"]
-    retain = ", ".join(f"`{c}`" for c in t["retain_corpora"])
+    iv = t["intervention"]
     st.markdown(f"**Target: {t['name']}.** {t['description']}")
-    st.caption(f"The demo selects the top {sel['n']} features by firing frequency on `{C.selection_corpus(t)}` "
-               f"among those firing on less than {sel['threshold']:g} of the tokens of {retain}, clamps them "
+    st.caption(f"The demo selects {R.selection_summary(t, C.selection_corpus(t))}, clamps them "
                f"({iv['mode']}, c = {iv['c']:g}), and looks for a question of `{t['forget_questions']}` the model "
                f"knows that the clamp makes it get wrong, and one of `{t['retain_questions'][0]}` it keeps."
                + (f" Note: {t['forget_corpus_note']}" if t.get("forget_corpus_note") else ""))

@@ -219,6 +219,18 @@ def question_box_label(n_shown: int, data: dict) -> str:
     return f"Question ({n_shown} of {data['total']} in {data['label']})"
 
 
+def selection_summary(t: dict, forget_corpus: str) -> str:
+    """How a target picks its features, in one phrase (a target dict as the server sends it; the
+    forget corpus as resolved, which may be a labelled stand-in)."""
+    sel = t["selection"]
+    if sel.get("method") == "search":
+        return (f"the top {sel['n']} features most specific to \"{sel['query']}\" against `{sel['background']}` "
+                "(Feature search's ranking, dense features dropped)")
+    retain = ", ".join(f"`{c}`" for c in t["retain_corpora"])
+    return (f"the top {sel['n']} features by firing frequency on `{forget_corpus}` among those firing on less "
+            f"than {sel['threshold']:g} of the tokens of {retain}")
+
+
 def fmt_prob(p: float | None) -> str:
     return "–" if p is None else f"{p:.4f}"
 

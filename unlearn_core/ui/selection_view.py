@@ -12,6 +12,7 @@ import pandas as pd
 import streamlit as st
 
 from . import common as C
+from . import render as R
 
 THRESHOLDS = [None, 0.5, 0.1, 0.05, 0.01, 0.005, 0.001]
 
@@ -20,8 +21,10 @@ def selection_table(rows: list[dict], corpora: list[str], describe: bool) -> pd.
     """One row per feature: forget frequency, the max retain frequency, then one column per corpus."""
     out = []
     for r in rows:
-        row = {"feature": r["feature"], "forget_freq": r["forget_freq"], "retain_freq": r["retain_freq"],
-               "ratio": r["ratio"]}
+        row = {"feature": r["feature"]}
+        if "top_token" in r:  # a search selection: the query token it fires on most, and how specifically
+            row.update({"query token": r["top_token"], "specificity": r["score"]})
+        row.update({"forget_freq": r["forget_freq"], "retain_freq": r["retain_freq"], "ratio": r["ratio"]})
         for c in corpora:
             row[f"retain: {c}"] = (r.get("retain_freqs") or {}).get(c)
         if describe:
@@ -32,6 +35,11 @@ def selection_table(rows: list[dict], corpora: list[str], describe: bool) -> pd.
 
 def used_corpora_caption(res: dict) -> str:
     retain = ", ".join(f"`{c}`" for c in res["retain_corpora"])
+    if res.get("method") == "search":
+        return (f"{len(res['features'])} features of `{res['sae']}`: the most specific to \"{res['query']}\" against "
+                f"`{res['background']}` (dense ones dropped); the frequency columns are on the forget corpus "
+                f"`{res['forget_corpus']}` and the retain corpora {retain}, {res['n_tokens']} tokens each. Click a "
+                "column header to sort.")
     return (f"{len(res['features'])} features of `{res['sae']}`; forget corpus `{res['forget_corpus']}` against "
             f"the retain corpora {retain} (a feature's retain frequency is its highest over them); threshold "
             f"{res['threshold']:g}; {res['n_tokens']} tokens per corpus. Click a column header to sort.")
@@ -42,15 +50,22 @@ def target_selection(t: dict, sae: str, info: dict, on_open: Callable[[int], Non
     sel = t["selection"]
     retain = ", ".join(f"`{c}`" for c in t["retain_corpora"])
     kind = "**format-matched** " if len(t["retain_corpora"]) > 1 else ""  # one retain corpus: the paper's kind
-    st.markdown(f"The target's {kind}selection: drop features firing on at least the threshold of "
-                f"the tokens of **any** retain corpus ({retain}), rank the rest by their frequency on the forget "
-                f"corpus `{C.selection_corpus(t)}`, keep the top N.")
+    if sel.get("method") == "search":
+        st.markdown(f"The target's default: {R.selection_summary(t, C.selection_corpus(t))}. Pick a retain "
+                    f"threshold below for the {kind}frequency selection instead: drop features firing on at least "
+                    f"the threshold of the tokens of **any** retain corpus ({retain}), rank the rest by their "
+                    f"frequency on the forget corpus `{C.selection_corpus(t)}`, keep the top N.")
+    else:
+        st.markdown(f"The target's {kind}selection: drop features firing on at least the threshold of "
+                    f"the tokens of **any** retain corpus ({retain}), rank the rest by their frequency on the forget "
+                    f"corpus `{C.selection_corpus(t)}`, keep the top N.")
     if t.get("forget_corpus_note"):
         st.caption(f"Note: {t['forget_corpus_note']}")
     max_n = int(info.get("limits", {}).get("max_features", 512))
     c1, c2, c3 = st.columns(3)
     thr = c1.selectbox("Retain threshold", THRESHOLDS, key="tsel_thr",
-                       format_func=lambda x: f"the target's ({sel['threshold']:g})" if x is None else f"{x:g}")
+                       format_func=lambda x: (f"the target's ({sel['threshold']:g})" if sel.get("method") != "search"
+                                              else "the target's (search)") if x is None else f"{x:g}")
     n = c2.number_input("N features", 1, max_n, min(int(sel["n"]), max_n), key=f"tsel_n_{t['name']}")
     describe = c3.checkbox("Add automatic descriptions", key="tsel_describe")
     params = dict(target=t["name"], sae=sae, n=int(n), threshold=thr, describe=describe, **C.current_variant())
@@ -66,7 +81,8 @@ def target_selection(t: dict, sae: str, info: dict, on_open: Callable[[int], Non
         st.info(res["note"], icon=":material/info:")
     rows = res["features"]
     if not rows:
-        st.warning(f"No feature fires on less than {res['threshold']:g} of the tokens of every retain corpus: raise "
+        st.warning(f"No non-dense feature fires on the query \"{res['query']}\"." if res.get("method") == "search" else
+                   f"No feature fires on less than {res['threshold']:g} of the tokens of every retain corpus: raise "
                    "the threshold.")
         return
     df = selection_table(rows, res["retain_corpora"], describe)
@@ -74,7 +90,8 @@ def target_selection(t: dict, sae: str, info: dict, on_open: Callable[[int], Non
     st.dataframe(df, hide_index=True, width="stretch", column_config={
         "forget_freq": st.column_config.NumberColumn("forget frequency", format="%.4f"),
         "retain_freq": st.column_config.NumberColumn("retain frequency (max)", format="%.4f"),
-        "ratio": st.column_config.NumberColumn("forget / retain", format="%.2f"), **fmt})
+        "ratio": st.column_config.NumberColumn("forget / retain", format="%.2f"),
+        "specificity": st.column_config.NumberColumn("specificity", format="%.2f"), **fmt})
     st.caption(used_corpora_caption(res))
     ids = [r["feature"] for r in rows]
     c1, c2, c3 = st.columns([2, 2, 3], vertical_alignment="bottom")
