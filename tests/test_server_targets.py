@@ -9,6 +9,7 @@ corpora come from ../shared/data.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import time
@@ -26,6 +27,15 @@ from unlearn_core.server import create_app
 GEO = "mmlu:high_school_geography"
 JOB_KEYS = {"config", "threshold", "n", "value", "mode", "features", "forget_accuracy", "side_effect_accuracy",
             "side_effect_mean", "loss_added", "n_questions", "seconds", "note", "gate", "gate_open", "variant"}
+
+
+@contextlib.contextmanager
+def _serving(engine):
+    """A client of a fresh server over ``engine``, once its model is ready (for engines with settings
+    of their own: another cache, another targets file)."""
+    with TestClient(create_app(lambda: engine, token="")) as c:
+        wait_ok(c)
+        yield c
 
 
 
@@ -227,8 +237,7 @@ def test_a_job_stored_before_targets_still_resumes(engine, tmp_path):
                                                       "side_effect_accuracy": {}, "side_effect_mean": None,
                                                       "loss_added": None, "n_questions": {"forget": 2},
                                                       "seconds": 0.0, "note": None}) + "\n")
-    with TestClient(create_app(lambda: other, token="")) as c:
-        wait_ok(c)
+    with _serving(other) as c:
         j = wait_job(c, "old-job")
     assert j["status"] == "done" and j["done"] == j["total"] == 3, j
     assert [r["config"] for r in j["results"]] == ["none", "t=1|n=1|c=20", "t=1|n=1|c=50"]
@@ -254,8 +263,7 @@ def test_the_server_reads_only_the_files_its_own_targets_name(engine, tmp_path):
                                      'forget_questions = "mine.json"\nretain_corpora = ["wikitext@train"]\n'
                                      'retain_questions = ["quiz:retain"]\n')
     other = _with_targets_file(engine, tmp_path)
-    with TestClient(create_app(lambda: other, token="")) as c:
-        wait_ok(c)
+    with _serving(other) as c:
         mine = next(t for t in ok(c.get("/api/targets"))["targets"] if t["name"] == "mine")
         assert mine["source"].endswith("t.toml") and mine["forget_questions"] == str(tmp_path / "mine.json")
         assert mine["forget_questions"] in [s["name"] for s in ok(c.get("/api/info"))["question_sets"]]
@@ -438,8 +446,7 @@ def test_an_unfinished_save_is_removed_not_served(engine, tmp_path):
     (ghost / "target.toml").write_text('[ghost]\nforget_corpus = "corpus.jsonl"\nforget_questions = "q.json"\n'
                                        'retain_corpora = ["wikitext"]\nretain_questions = ["quiz:retain"]\n')
     assert "ghost" not in T.engine_targets(other)  # the loader skips unfinished saves
-    with TestClient(create_app(lambda: other, token="")) as c:
-        wait_ok(c)
+    with _serving(other) as c:
         end = time.time() + 30
         while ghost.exists():  # the startup hook runs right after the model is ready
             assert time.time() < end, "the unfinished save was not removed"
@@ -463,8 +470,7 @@ def test_target_select_with_the_search_method_matches_the_engine(engine, lock, t
         'retain_corpora = ["wikitext@train"]\nretain_questions = ["quiz:retain"]\n'
         '[holmes.selection]\nmethod = "search"\nquery = "Sherlock Holmes"\nn = 4\n')
     other = _with_targets_file(engine, tmp_path)
-    with TestClient(create_app(lambda: other, token="")) as c:
-        wait_ok(c)
+    with _serving(other) as c:
         listed = next(t for t in ok(c.get("/api/targets"))["targets"] if t["name"] == "holmes")
         assert listed["selection"]["method"] == "search" and listed["selection"]["query"] == "Sherlock Holmes"
         r = ok(c.post("/api/targets/select", json={"target": "holmes"}))

@@ -461,7 +461,7 @@ def test_select_for_target_with_the_search_method(tiny, shared_data):
     assert list(iv.features) == [r["feature"] for r in out["features"]]
     by_freq = T.select_for_target(tiny, t, threshold=1.0)
     assert by_freq["threshold"] == 1.0 and "top_token" not in by_freq["features"][0]
-    assert "retain frequency < 1" in T.selection_text(by_freq)
+    assert "among those firing on less than 1 of the tokens of `wikitext@train`" in T.selection_text(by_freq)
 
 
 def test_cli_max_loss_is_parsed_before_any_model_loads():

@@ -32,6 +32,7 @@ import torch
 from .data import Question
 from .forward import pad_right, target_logprobs, tokenize, unembed
 from .interventions import GATED_MODES, Intervention, counted_positions, gate_fraction, special_ids
+from .prompts import MCQScore, all_orderings, cloze_prefix, format_prompt, letter_token_ids
 
 _HOOK_RE = re.compile(r"^blocks\.(\d+)\.hook_resid_(pre|post)$")
 
@@ -84,7 +85,6 @@ STATS = {"hits": 0, "misses": 0}
 
 
 def _rows(engine, q: Question, scoring: str, style: str):
-    from .mcq import cloze_prefix, format_prompt
 
     model = engine.model
     tok = model.tokenizer
@@ -121,7 +121,6 @@ def prompt_cache(engine, q: Question, scoring: str, style: str, sae_key: str) ->
 
 def _letter_ordering_rows(engine, variants: list[Question], style: str):
     """One right-padded letter prompt per ordering; the shared prefix is the stem they all start with."""
-    from .mcq import format_prompt
 
     model = engine.model
     tokens, lens = tokenize(model, [format_prompt(v, style, model.tokenizer) for v in variants])
@@ -283,7 +282,6 @@ def downstream_final(engine, pc: PromptCache, delta: torch.Tensor, p0: int, last
 
 def _scores_from_final(engine, pc: PromptCache, final: torch.Tensor, scoring: str) -> list:
     """Scores for each of the V leading entries of ``final`` (letters: V x R, value-major)."""
-    from .mcq import MCQScore, letter_token_ids
 
     model = engine.model
     out = []
@@ -369,7 +367,6 @@ def score_orderings(engine, q: Question, configs: list[Intervention], style: str
     The orderings are the rows of one cache: the upstream pass runs once for all of them, and
     per configuration the stem they share (the question, ~45% of a WMDP prompt) runs once
     before each ordering's own tokens. Not kept in the LRU: 24 rows of SAE codes are large."""
-    from .mcq import all_orderings
 
     variants = all_orderings(q)
     sae_key = configs[0].sae_key if configs else next(iter(engine.saes))

@@ -1,4 +1,4 @@
-"""Multiple-choice scoring: prompts, letter and cloze scoring, the 24 orderings, known filter.
+"""Multiple-choice scoring: letter and cloze scoring, the known filter (prompts and orderings: ``prompts``).
 
 Letter scoring (instruct models): softmax over the full vocabulary at the last prompt position;
 a letter's probability is the max over its token variants ("A", " A"). Cloze scoring (base
@@ -7,86 +7,17 @@ it does not depend on the order of the options.
 """
 from __future__ import annotations
 
-import itertools
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from . import cache as C
-from .data import LETTERS, Question
+from .data import Question
 from .engine import Engine
 from .forward import final_resid, last_positions, pad_right, target_logprobs, tokenize, unembed
 from .interventions import Intervention, gate_prompt
-
-ORDERINGS: tuple[tuple[int, ...], ...] = tuple(itertools.permutations(range(4)))
-GEMMA_CHAT = "<bos><start_of_turn>user\n{prompt}<end_of_turn>\n<start_of_turn>model\n"
-
-
-def subject_name(q: Question) -> str:
-    return q.subject.replace("_", " ")
-
-
-def mcq_body(q: Question) -> str:
-    lines = [f"The following are multiple choice questions (with answers) about {subject_name(q)}.", q.question]
-    lines += [f"{L}. {c}" for L, c in zip(LETTERS, q.choices)]
-    return "\n".join(lines) + "\nAnswer:"
-
-
-def format_prompt(q: Question, style: str, tokenizer=None) -> str:
-    """'plain' (lm-eval style, no template) or 'chat' (the model's chat template, Gemma's by default)."""
-    body = mcq_body(q)
-    if style == "plain":
-        return body
-    if style == "chat":
-        if tokenizer is not None and getattr(tokenizer, "chat_template", None):
-            return tokenizer.apply_chat_template([{"role": "user", "content": body}], tokenize=False,
-                                                 add_generation_prompt=True)
-        return GEMMA_CHAT.format(prompt=body)
-    raise ValueError(f"prompt style must be 'plain' or 'chat', got {style!r}")
-
-
-def cloze_prefix(q: Question) -> str:
-    return f"Question: {q.question}\nAnswer:"
-
-
-def scored_texts(q: Question, scoring: str, style: str, tokenizer=None) -> list[str]:
-    """The texts a question is scored on, BOS left out: one prompt for letters, one row per choice
-    for cloze (question prefix + the choice). The app draws activations on these, so what it shows
-    is what the clamp acts on."""
-    if scoring == "cloze":
-        return [cloze_prefix(q) + " " + c.strip() for c in q.choices]
-    bos = getattr(tokenizer, "bos_token", None) or "<bos>"
-    return [format_prompt(q, style, tokenizer).removeprefix(bos)]
-
-
-def letter_token_ids(tokenizer) -> list[list[int]]:
-    """For each letter, the ids of its single-token variants ("A", " A")."""
-    out = []
-    for L in LETTERS:
-        ids = []
-        for v in (L, " " + L):
-            enc = tokenizer.encode(v, add_special_tokens=False)
-            if len(enc) == 1 and enc[0] not in ids:
-                ids.append(enc[0])
-        if not ids:
-            raise ValueError(f"tokenizer has no single-token variant of letter {L!r}")
-        out.append(ids)
-    return out
-
-
-@dataclass
-class MCQScore:
-    probs: list[float]  # four numbers: letter probabilities, or cloze softmax over the four mean log-likelihoods
-    mass: float  # letter: total probability on the four letters; cloze: 1.0
-    predicted: int
-    correct: bool
-    scoring: str
-    loglik: list[float] | None = None  # cloze only: mean log-likelihood per answer
-
-    def to_dict(self) -> dict:
-        return {"probs": self.probs, "mass": self.mass, "predicted": self.predicted, "correct": self.correct,
-                "scoring": self.scoring, "loglik": self.loglik}
+from .prompts import (GEMMA_CHAT, ORDERINGS, MCQScore, all_orderings, cloze_prefix,  # noqa: F401 (re-exported:
+                      format_prompt, letter_token_ids, mcq_body, scored_texts, subject_name)  # callers use mcq)
 
 
 @torch.inference_mode()
@@ -156,10 +87,6 @@ def score_question(engine: Engine, q: Question, interventions=None, scoring=None
 
 def accuracy(scores: list[MCQScore]) -> float:
     return sum(s.correct for s in scores) / len(scores) if scores else float("nan")
-
-
-def all_orderings(q: Question) -> list[Question]:
-    return [q.reordered(p) for p in ORDERINGS]
 
 
 def known_path(engine: Engine, questions: list[Question], strict: bool = False, scoring: str | None = None,

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from . import data as D
 from .data import with_part
 from .interventions import MODES, Intervention
+from .selection_phrase import selection_phrase
 
 if TYPE_CHECKING:
     import torch
@@ -318,12 +319,10 @@ def _search_selection(engine, target: Target, sae_key: str, forget: str, note: s
 
 
 def selection_text(sel: dict) -> str:
-    """One line saying how a ``select_for_target`` result was chosen (the app and the CLI show it)."""
-    if sel.get("method") == "search":
-        return (f"the {len(sel['features'])} features most specific to \"{sel['query']}\" against "
-                f"`{sel['background']}` (dense features dropped)")
-    return (f"retain frequency < {sel['threshold']:g} on {', '.join(sel['retain_corpora'])}, ranked by frequency on "
-            f"`{sel['forget_corpus']}`")
+    """One phrase saying how a ``select_for_target`` result was chosen (the CLI and benches show it)."""
+    return selection_phrase(sel.get("method", "frequency"), len(sel["features"]), query=sel.get("query", ""),
+                            background=sel.get("background", ""), threshold=sel.get("threshold"),
+                            forget_corpus=sel["forget_corpus"], retain_corpora=sel["retain_corpora"])
 
 
 def default_intervention(engine, target: Target, sae_key: str | None = None, progress=None) -> Intervention:

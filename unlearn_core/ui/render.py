@@ -10,6 +10,8 @@ import math
 import re
 from typing import Iterable
 
+from ..selection_phrase import selection_phrase
+
 LETTERS = ("A", "B", "C", "D")
 
 # Sequential "YlOrRd" stops for positive activations and "Blues" for negative ones. Each token's
@@ -223,12 +225,9 @@ def selection_summary(t: dict, forget_corpus: str) -> str:
     """How a target picks its features, in one phrase (a target dict as the server sends it; the
     forget corpus as resolved, which may be a labelled stand-in)."""
     sel = t["selection"]
-    if sel.get("method") == "search":
-        return (f"the top {sel['n']} features most specific to \"{sel['query']}\" against `{sel['background']}` "
-                "(Feature search's ranking, dense features dropped)")
-    retain = ", ".join(f"`{c}`" for c in t["retain_corpora"])
-    return (f"the top {sel['n']} features by firing frequency on `{forget_corpus}` among those firing on less "
-            f"than {sel['threshold']:g} of the tokens of {retain}")
+    return selection_phrase(sel.get("method", "frequency"), sel["n"], query=sel.get("query", ""),
+                            background=sel.get("background", ""), threshold=sel.get("threshold"),
+                            forget_corpus=forget_corpus, retain_corpora=t["retain_corpora"])
 
 
 def fmt_prob(p: float | None) -> str:

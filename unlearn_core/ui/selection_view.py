@@ -50,15 +50,13 @@ def target_selection(t: dict, sae: str, info: dict, on_open: Callable[[int], Non
     sel = t["selection"]
     retain = ", ".join(f"`{c}`" for c in t["retain_corpora"])
     kind = "**format-matched** " if len(t["retain_corpora"]) > 1 else ""  # one retain corpus: the paper's kind
+    by_freq = (f"drop features firing on at least the threshold of the tokens of **any** retain corpus ({retain}), "
+               f"rank the rest by their frequency on the forget corpus `{C.selection_corpus(t)}`, keep the top N.")
     if sel.get("method") == "search":
         st.markdown(f"The target's default: {R.selection_summary(t, C.selection_corpus(t))}. Pick a retain "
-                    f"threshold below for the {kind}frequency selection instead: drop features firing on at least "
-                    f"the threshold of the tokens of **any** retain corpus ({retain}), rank the rest by their "
-                    f"frequency on the forget corpus `{C.selection_corpus(t)}`, keep the top N.")
+                    f"threshold below for the {kind}frequency selection instead: {by_freq}")
     else:
-        st.markdown(f"The target's {kind}selection: drop features firing on at least the threshold of "
-                    f"the tokens of **any** retain corpus ({retain}), rank the rest by their frequency on the forget "
-                    f"corpus `{C.selection_corpus(t)}`, keep the top N.")
+        st.markdown(f"The target's {kind}selection: {by_freq}")
     if t.get("forget_corpus_note"):
         st.caption(f"Note: {t['forget_corpus_note']}")
     max_n = int(info.get("limits", {}).get("max_features", 512))
