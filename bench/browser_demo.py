@@ -4,7 +4,9 @@ Starts `python -m unlearn_core serve` and `streamlit run app.py` on free loopbac
 Home, presses "Run the demo" on the default target (bio-basics) and times click -> result on
 screen, then opens the demo's question in the Clamp explorer via its link and times that too;
 last, Feature search with the target's selection and the dashboard of its top feature.
-Screenshots go to --shots (default tests/artifacts/demo/). Prints one table.
+Screenshots go to --shots (default tests/artifacts/demo/). Prints one table, and for each Feature
+search step the model-lock holds the server took meanwhile, by kind of work (``/api/info``'s
+lock_stats), to see what else it was doing.
 
     .venv/bin/python bench/browser_demo.py [--repeats 2] [--idle-search 2] [--shots DIR]
 
@@ -32,9 +34,22 @@ from common import print_table  # noqa: E402
 from unlearn_core.client import UnlearnClient  # noqa: E402
 
 
+def lock_holds(client: UnlearnClient) -> dict[str, int]:
+    """How many holds of the model lock each kind of work has taken so far (``/api/info``)."""
+    return {k: v["n"] for k, v in client.info()["lock_stats"]["by_label"].items()}
+
+
+def holds_between(before: dict[str, int], after: dict[str, int]) -> str:
+    """The holds taken between two ``lock_holds`` readings, most first: what the server did meanwhile."""
+    d = {k: n - before.get(k, 0) for k, n in after.items() if n > before.get(k, 0)}
+    return ", ".join(f"{k} x{n}" for k, n in sorted(d.items(), key=lambda kv: -kv[1])) or "none"
+
+
 def feature_search(browser, url: str, app_url: str, shots: Path, when: str) -> tuple[str, float]:
     """Open Feature search, run the target's selection and wait for its top feature's dashboard."""
-    top = UnlearnClient(url, token="").select_target("bio-basics")["features"][0]["feature"]
+    client = UnlearnClient(url, token="")
+    before = lock_holds(client)
+    top = client.select_target("bio-basics")["features"][0]["feature"]
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     t = time.time()
     page.goto(app_url + f"/Feature_search?target=bio-basics&by=forget%2Fretain&f={top}")
@@ -46,6 +61,7 @@ def feature_search(browser, url: str, app_url: str, shots: Path, when: str) -> t
     seconds = time.time() - t
     full_screenshot(page, shots / "feature_search.png")
     page.close()
+    print(f"model-lock holds during Feature search ({when}): {holds_between(before, lock_holds(client))}", flush=True)
     return f"Feature search ({when}): open, run the target's selection, top feature {top}'s dashboard settled", seconds
 
 

@@ -85,7 +85,6 @@ STATS = {"hits": 0, "misses": 0}
 
 
 def _rows(engine, q: Question, scoring: str, style: str):
-
     model = engine.model
     tok = model.tokenizer
     if scoring == "letter":
@@ -121,7 +120,6 @@ def prompt_cache(engine, q: Question, scoring: str, style: str, sae_key: str) ->
 
 def _letter_ordering_rows(engine, variants: list[Question], style: str):
     """One right-padded letter prompt per ordering; the shared prefix is the stem they all start with."""
-
     model = engine.model
     tokens, lens = tokenize(model, [format_prompt(v, style, model.tokenizer) for v in variants])
     same = (tokens == tokens[0:1]).all(0)
@@ -282,7 +280,6 @@ def downstream_final(engine, pc: PromptCache, delta: torch.Tensor, p0: int, last
 
 def _scores_from_final(engine, pc: PromptCache, final: torch.Tensor, scoring: str) -> list:
     """Scores for each of the V leading entries of ``final`` (letters: V x R, value-major)."""
-
     model = engine.model
     out = []
     if scoring == "letter":  # final is [V, 1, 1, d] (last_only) or [V, R, T, d]: each row's last token is read
@@ -367,7 +364,6 @@ def score_orderings(engine, q: Question, configs: list[Intervention], style: str
     The orderings are the rows of one cache: the upstream pass runs once for all of them, and
     per configuration the stem they share (the question, ~45% of a WMDP prompt) runs once
     before each ordering's own tokens. Not kept in the LRU: 24 rows of SAE codes are large."""
-
     variants = all_orderings(q)
     sae_key = configs[0].sae_key if configs else next(iter(engine.saes))
     pc = _build(engine, *_letter_ordering_rows(engine, variants, style), sae_key, variants)
