@@ -790,3 +790,13 @@ def test_selection_summary_says_how_the_target_picks_its_features():
     s = R.selection_summary(t, "sherlock@train")
     assert s.startswith('the top 20 features most specific to "Sherlock Holmes" against `webtext-train`')
     assert "0.01" not in s  # the threshold plays no part in a search selection
+
+
+def test_the_selection_caption_of_a_search_says_the_query_and_not_a_threshold():
+    from unlearn_core.ui.selection_view import used_corpora_caption
+    res = {"method": "search", "query": "Sherlock Holmes", "background": "webtext-train", "sae": "embedded",
+           "features": [{"feature": 1}, {"feature": 2}], "forget_corpus": "sherlock@train",
+           "retain_corpora": ["wikitext@train"], "threshold": None, "n_tokens": 50000}
+    cap = used_corpora_caption(res)
+    assert cap.startswith('Of `embedded`, the top 2 features most specific to "Sherlock Holmes" against `webtext-train`')
+    assert "`sherlock@train`" in cap and "`wikitext@train`" in cap and "threshold" not in cap

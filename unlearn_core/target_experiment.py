@@ -179,18 +179,19 @@ def rule_text(r: dict) -> str:
     return f"lowest forget accuracy with retain accuracy >= {r['min_retain']}{budget}"
 
 
+def _config_key(selection: str, c: float, n: int, threshold, retain_corpora, query) -> tuple:
+    """What makes a sweep row the same configuration as a target's default: a search is its query,
+    a frequency selection its threshold and retain corpora."""
+    return (c, n, "search", query) if selection == "search" else (c, n, threshold, tuple(retain_corpora))
+
+
 def mark_shipped(rows: list[dict], target: Target) -> None:
     """Flag the row that is the registry's current default (re-run after the registry changes)."""
     sel = target.selection
-    if sel.method == "search":
-        shipped = target.intervention.c, sel.n, "search", sel.query
-        for r in rows[1:]:
-            r["shipped_default"] = (r["c"], r["n"], r["selection"], r.get("query")) == shipped
-        return
-    shipped = target.intervention.c, sel.n, sel.threshold, tuple(target.retain_corpora)
+    shipped = _config_key(sel.method, target.intervention.c, sel.n, sel.threshold, target.retain_corpora, sel.query)
     for r in rows[1:]:
-        r["shipped_default"] = (r.get("selection") != "search"
-                                and (r["c"], r["n"], r["threshold"], tuple(r["retain_corpora"])) == shipped)
+        r["shipped_default"] = _config_key(r.get("selection"), r["c"], r["n"], r["threshold"], r["retain_corpora"],
+                                           r.get("query")) == shipped
 
 
 def _f(x) -> str:

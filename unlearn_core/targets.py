@@ -283,39 +283,29 @@ def select_for_target(engine, target: Target, sae_key: str | None = None, n: int
     sae_key = sae_key or engine.default_sae
     sel = target.selection
     forget, note = forget_corpus_for(target, engine.settings.data_dir)
-    if sel.method == "search" and threshold is None:
-        return _search_selection(engine, target, sae_key, forget, note, n or sel.n, progress)
+    search = sel.method == "search" and threshold is None
     forced = engine.extra.get("selection_threshold")  # the tiny test backend's random SAE
-    if forced is not None and threshold is None:
+    if forced is not None and threshold is None and not search:
         threshold = forced
         note = (note + " " if note else "") + f"(test backend: retain threshold relaxed to {forced:g})"
     fs = F.feature_stats(engine, sae_key, forget, n_tokens=sel.tokens, progress=progress)
     rs = [F.feature_stats(engine, sae_key, c, n_tokens=sel.tokens, progress=progress) for c in target.retain_corpora]
-    rows = F.select_features(fs.freq, retain_frequency(rs), threshold or sel.threshold, n or sel.n)
+    rf = retain_frequency(rs)
+    if search:  # the same frequency columns as the paper's selection, so every consumer reads them alike
+        bg = F.feature_stats(engine, sae_key, sel.background, n_tokens=sel.tokens, progress=progress)
+        rows = F.select_by_search(engine, sae_key, sel.query, bg, n or sel.n)
+        for r in rows:
+            i = r["feature"]
+            r.update(forget_freq=float(fs.freq[i]), retain_freq=float(rf[i]),
+                     ratio=float(fs.freq[i] / max(float(rf[i]), 1e-6)))
+    else:
+        rows = F.select_features(fs.freq, rf, threshold or sel.threshold, n or sel.n)
     for r in rows:
         r["retain_freqs"] = {s.corpus: float(s.freq[r["feature"]]) for s in rs}
+    how = ({"threshold": None, "method": "search", "query": sel.query, "background": sel.background} if search
+           else {"threshold": threshold or sel.threshold, "method": "frequency"})
     return {"target": target.name, "sae": sae_key, "forget_corpus": forget, "retain_corpora": list(target.retain_corpora),
-            "threshold": threshold or sel.threshold, "method": "frequency", "note": note, "features": rows, "forget_stats": fs}
-
-
-def _search_selection(engine, target: Target, sae_key: str, forget: str, note: str, n: int, progress) -> dict:
-    """``select_for_target`` for ``method = "search"``: rows carry the search's fields and the same
-    frequency columns as the paper's selection, so every consumer reads them alike."""
-    from . import features as F
-
-    sel = target.selection
-    bg = F.feature_stats(engine, sae_key, sel.background, n_tokens=sel.tokens, progress=progress)
-    fs = F.feature_stats(engine, sae_key, forget, n_tokens=sel.tokens, progress=progress)
-    rs = [F.feature_stats(engine, sae_key, c, n_tokens=sel.tokens, progress=progress) for c in target.retain_corpora]
-    rf = retain_frequency(rs)
-    rows = F.select_by_search(engine, sae_key, sel.query, bg, n)
-    for r in rows:
-        i = r["feature"]
-        r.update(forget_freq=float(fs.freq[i]), retain_freq=float(rf[i]),
-                 ratio=float(fs.freq[i] / max(float(rf[i]), 1e-6)), retain_freqs={s.corpus: float(s.freq[i]) for s in rs})
-    return {"target": target.name, "sae": sae_key, "forget_corpus": forget, "retain_corpora": list(target.retain_corpora),
-            "threshold": None, "method": "search", "query": sel.query, "background": sel.background, "note": note,
-            "features": rows, "forget_stats": fs}
+            **how, "note": note, "features": rows, "forget_stats": fs}
 
 
 def selection_text(sel: dict) -> str:
@@ -330,7 +320,7 @@ def default_intervention(engine, target: Target, sae_key: str | None = None, pro
     threshold = rows["threshold"]
     feats = tuple(r["feature"] for r in rows["features"])
     if not feats:
-        why = (f"no non-dense feature fires on the query {target.selection.query!r}" if threshold is None
+        why = (f"no non-dense feature fires on the query {target.selection.query!r}" if rows["method"] == "search"
                else f"no feature passes the selection (retain threshold {threshold:g}); raise the threshold")
         raise TargetError(f"target {target.name!r}: {why}")
     iv = target.intervention

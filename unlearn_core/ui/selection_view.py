@@ -11,6 +11,7 @@ from typing import Callable
 import pandas as pd
 import streamlit as st
 
+from ..selection_phrase import selection_phrase
 from . import common as C
 from . import render as R
 
@@ -36,8 +37,8 @@ def selection_table(rows: list[dict], corpora: list[str], describe: bool) -> pd.
 def used_corpora_caption(res: dict) -> str:
     retain = ", ".join(f"`{c}`" for c in res["retain_corpora"])
     if res.get("method") == "search":
-        return (f"{len(res['features'])} features of `{res['sae']}`: the most specific to \"{res['query']}\" against "
-                f"`{res['background']}` (dense ones dropped); the frequency columns are on the forget corpus "
+        how = selection_phrase("search", len(res["features"]), query=res["query"], background=res["background"])
+        return (f"Of `{res['sae']}`, {how}; the frequency columns are on the forget corpus "
                 f"`{res['forget_corpus']}` and the retain corpora {retain}, {res['n_tokens']} tokens each. Click a "
                 "column header to sort.")
     return (f"{len(res['features'])} features of `{res['sae']}`; forget corpus `{res['forget_corpus']}` against "
