@@ -85,3 +85,15 @@ def test_hard_coded_config_is_transformer_lens_gemma_2_2b(gpu_check):
     ours = HookedTransformerConfig.from_dict(dict(gpu_check.GEMMA2_2B)).to_dict()
     naming = {"model_name", "tokenizer_name", "initializer_range", "init_weights", "tokenizer_prepends_bos"}
     assert {k: (v, ours.get(k)) for k, v in tl.items() if k not in naming and v != ours.get(k)} == {}
+
+
+def test_the_unit_step_leaves_out_the_streamlit_modules_only_where_streamlit_is_missing(gpu_check):
+    with_st = gpu_check.default_unit_tests(False, have_streamlit=True)
+    without = gpu_check.default_unit_tests(False, have_streamlit=False)
+    assert "--ignore" not in with_st
+    ignored = [a for a in without.split() if a.startswith("tests/")]
+    assert "tests/test_app.py" in ignored and "tests/test_mcq.py" not in ignored
+    assert sorted(ignored) == ["tests/test_app.py", "tests/test_app_clamp.py", "tests/test_app_defects.py",
+                               "tests/test_app_rmu.py"]
+    assert without.startswith(with_st)
+    assert gpu_check.default_unit_tests(True, have_streamlit=False) == "tests/test_mcq.py"
