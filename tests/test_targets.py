@@ -366,12 +366,29 @@ def test_targets_choice_respects_the_retain_floor_and_the_loss_budget():
             _sweep_row("within", 0.4, 0.92, 0.04), _sweep_row("within, more retain", 0.4, 0.97, 0.05, c=200.0),
             _sweep_row("mild", 0.8, 1.00, 0.00)]
     assert TX.choose(rows, 0.9, None)["config"] == "deep"
-    assert TX.choose(rows, 0.9, 0.05)["config"] == "within, more retain"  # tie on forget: higher retain
+    assert TX.choose(rows, 0.9, 0.05)["config"] == "within"  # tie on forget: less loss added, before retain
     assert TX.choose(rows, 0.9, 0.01)["config"] == "mild"
     assert TX.choose(rows, 0.99, 0.05)["config"] == "mild"
     assert TX.choose(rows[:4], 0.99, None) is None
     assert TX.rule_text({"min_retain": 0.9, "max_loss": 0.05, "choice_loss_corpus": "webtext-train"}) == (
-        "lowest forget accuracy with retain accuracy >= 0.9 and loss added <= 0.05 nats on `webtext-train`")
+        "lowest forget accuracy with retain accuracy >= 0.9 and loss added <= 0.05 nats on `webtext-train`; "
+        "ties: less loss added on `webtext-train`, then higher retain")
+
+
+def test_targets_choice_breaks_a_tie_on_forget_by_the_loss_added_then_retain():
+    """Equal train forget: the row adding less loss on the choice corpus wins, even with less retain; equal
+    loss too (or none measured, as in a saved sweep from before the column existed): higher retain."""
+    from unlearn_core import target_experiment as TX
+
+    paper = _sweep_row("paper N=100 c=100", 0.667, 1.000, 0.131, n=100)
+    search = _sweep_row("search N=20 c=100", 0.667, 0.926, 0.006, n=20)
+    assert TX.choose([paper, search], 0.9, None)["config"] == "search N=20 c=100"
+    assert TX.choose([paper, {**search, "loss_added_choice": 0.131}], 0.9, None)["config"] == "paper N=100 c=100"
+    unmeasured = [{k: v for k, v in r.items() if k != "loss_added_choice"} for r in (paper, search)]
+    assert TX.choose(unmeasured, 0.9, None)["config"] == "paper N=100 c=100"
+    assert TX.choose([paper, {**search, "forget@train": 0.556}], 0.9, None)["config"] == "search N=20 c=100"
+    assert TX.rule_text({"min_retain": 0.9, "max_loss": None, "choice_loss_corpus": None}) == (
+        "lowest forget accuracy with retain accuracy >= 0.9; ties: higher retain")
 
 
 def test_targets_experiment_sweeps_a_retain_list_once(tiny, shared_data):
@@ -385,7 +402,7 @@ def test_targets_experiment_sweeps_a_retain_list_once(tiny, shared_data):
     r = TX.run(tiny, t, thresholds=(1.0,), ns=(3,), values=(10.0,), loss_tokens=0, ppl_tokens=100,
                variants=("paper", "format-matched"))
     assert [row["config"] for row in r["rows"]] == ["none", "paper t=1 N=3 c=10"]
-    assert "loss_added_choice" not in r["rows"][1] and "loss added (choice)" not in TX.markdown(r)
+    assert "loss_added_choice" not in r["rows"][1] and "loss added (choice)" not in TX.markdown(r)  # none measured
     assert list(r["skipped_variants"]) == ["format-matched"] and r["rows"][1]["shipped_default"]
     assert "Variant `format-matched` not swept" in TX.markdown(r)
 

@@ -7,6 +7,11 @@ default is chosen on the train half's known questions (lowest forget accuracy am
 configurations that keep retain accuracy >= ``min_retain``), and every row reports the held-out
 half, which neither step saw. The quizzes' own held-out third is not distributed at all.
 
+Ties on forget accuracy go to the row that adds less loss on WebText's train split
+(``CHOICE_LOSS_CORPUS``), then to higher retain accuracy: retain is already a floor, and the
+loss added is the side effect the rule otherwise never reads. (Until 2026-12-04 the tie went to
+retain first; README, "The tie-break".)
+
 An optional loss budget (``max_loss``) also bounds the loss added, read on WebText's train split
 (``CHOICE_LOSS_CORPUS``) so that the reported held-out loss stays unread by the choice. It is not
 the default: with the shipped SAE it moves both built-in targets to threshold-0.003 selections
@@ -122,7 +127,7 @@ def run(engine, target: Target, variants: tuple[str, ...] | None = None, thresho
     bar.close()
 
     docs_loss = D.load_corpus(target.loss_corpus, engine.settings.data_dir)
-    docs_choice = D.load_corpus(CHOICE_LOSS_CORPUS, engine.settings.data_dir) if max_loss is not None else None
+    docs_choice = D.load_corpus(CHOICE_LOSS_CORPUS, engine.settings.data_dir) if loss_tokens > 0 else None
     ppl_name, _, ppl_part = (target.ppl_corpus or "").partition("@")
     docs_ppl = D.load_corpus(ppl_name, engine.settings.data_dir, part=ppl_part or "all") if ppl_name else None
 
@@ -152,7 +157,7 @@ def run(engine, target: Target, variants: tuple[str, ...] | None = None, thresho
             "strict_known": target.strict_known, "forget_corpus": forget_corpus, "forget_corpus_note": note,
             "retain_questions": list(target.retain_questions), "forget_questions": target.forget_questions,
             "n_known": {k: len(v) for k, v in known.items()}, "min_retain": min_retain, "skipped_variants": skipped,
-            "max_loss": max_loss, "choice_loss_corpus": CHOICE_LOSS_CORPUS if max_loss is not None else None,
+            "max_loss": max_loss, "choice_loss_corpus": CHOICE_LOSS_CORPUS if docs_choice is not None else None,
             "loss_tokens": loss_tokens, "loss_corpus": target.loss_corpus,
             "ppl_tokens": ppl_tokens, "ppl_corpus": target.ppl_corpus, "rows": rows,
             "chosen": chosen["config"] if chosen else None, "seconds": round(time.time() - t0)}
@@ -160,11 +165,13 @@ def run(engine, target: Target, variants: tuple[str, ...] | None = None, thresho
 
 def choose(rows: list[dict], min_retain: float, max_loss: float | None) -> dict | None:
     """The train-half choice: lowest forget accuracy among rows keeping retain >= ``min_retain``
-    and, with a budget, adding <= ``max_loss`` nats on the choice corpus (ties: higher retain,
-    then smaller N and c). None when no row qualifies."""
+    and, with a budget, adding <= ``max_loss`` nats on the choice corpus (ties: less loss added
+    on the choice corpus where measured, then higher retain, then smaller N and c). None when no
+    row qualifies."""
     ok = [r for r in rows if r["retain0@train"] is not None and r["retain0@train"] >= min_retain
           and (max_loss is None or r["loss_added_choice"] <= max_loss)]
-    return min(ok, key=lambda r: (r["forget@train"], -r["retain0@train"], r["n"], r["c"])) if ok else None
+    return min(ok, key=lambda r: (r["forget@train"], r.get("loss_added_choice", 0.0), -r["retain0@train"],
+                                  r["n"], r["c"])) if ok else None
 
 
 def config_label(g: dict) -> str:
@@ -176,7 +183,9 @@ def config_label(g: dict) -> str:
 def rule_text(r: dict) -> str:
     budget = (f" and loss added <= {r['max_loss']:g} nats on `{r['choice_loss_corpus']}`"
               if r.get("max_loss") is not None else "")
-    return f"lowest forget accuracy with retain accuracy >= {r['min_retain']}{budget}"
+    ties = (f"; ties: less loss added on `{r['choice_loss_corpus']}`, then higher retain"
+            if r.get("choice_loss_corpus") else "; ties: higher retain")
+    return f"lowest forget accuracy with retain accuracy >= {r['min_retain']}{budget}{ties}"
 
 
 def _config_key(selection: str, c: float, n: int, threshold, retain_corpora, query) -> tuple:
@@ -200,7 +209,7 @@ def _f(x) -> str:
 
 def markdown(r: dict) -> str:
     n = r["n_known"]
-    budget = r.get("max_loss") is not None
+    choice = bool(r.get("choice_loss_corpus"))  # the choice's own loss column (the tie-break, and any budget)
     lines = [f"Target `{r['target']}`: SAE `{r['sae']}` at `{r['hook']}`, {r['scoring']} scoring, "
              f"{'strict ' if r['strict_known'] else ''}known questions. Forget corpus `{r['forget_corpus']}`"
              + (f" ({r['forget_corpus_note']})" if r["forget_corpus_note"] else "") + ".",
@@ -209,15 +218,16 @@ def markdown(r: dict) -> str:
                                                    for i, s in enumerate(r["retain_questions"])) + ".",
              f"Chosen on the train half ({rule_text(r)}): "
              f"**{r['chosen'] or 'none qualifies'}**. Loss added on `{r.get('loss_corpus', 'webtext')}` (held-out; "
-             + (f"the choice's column: `{r['choice_loss_corpus']}`) " if budget else "not read by the choice) ")
+             + (f"the choice reads its own column, `{r['choice_loss_corpus']}`) " if choice
+                else "not read by the choice) ")
              + f"over {r['loss_tokens']} tokens; perplexity on "
              f"`{r['ppl_corpus']}` over {r['ppl_tokens']} tokens."
              + "".join(f" Variant `{v}` not swept: {why}." for v, why in r.get("skipped_variants", {}).items()), "",
              "| configuration | forget (train) | retain (train) | **forget (held-out)** | **retain (held-out)** | "
              + " | ".join(f"retain `{s}` (held-out)" for s in r["retain_questions"][1:])
              + (" | " if len(r["retain_questions"]) > 1 else "") + "loss added | "
-             + ("loss added (choice) | " if budget else "") + "ppl forget held-out |",
-             "| --- " * (7 + len(r["retain_questions"]) - 1 + budget) + "|"]
+             + ("loss added (choice) | " if choice else "") + "ppl forget held-out |",
+             "| --- " * (7 + len(r["retain_questions"]) - 1 + choice) + "|"]
     for row in r["rows"]:
         mark = (" **(chosen)**" if row.get("chosen") else "") + (" (shipped default)" if row.get("shipped_default") else "")
         extra = [_f(row[f"retain{i}@heldout"]) for i in range(1, len(r["retain_questions"]))]
@@ -225,7 +235,7 @@ def markdown(r: dict) -> str:
                      f"{_f(row['forget@heldout'])} | {_f(row['retain0@heldout'])} | "
                      + " | ".join(extra) + (" | " if extra else "")
                      + f"{row['loss_added']:+.4f} | "
-                     + (f"{row['loss_added_choice']:+.4f} | " if budget else "") + f"{_f(row['ppl_forget_heldout'])} |")
+                     + (f"{row['loss_added_choice']:+.4f} | " if choice else "") + f"{_f(row['ppl_forget_heldout'])} |")
     return "\n".join(lines)
 
 
