@@ -88,7 +88,10 @@ def test_home_guided_demo_on_the_chosen_target(app_env):
     at.selectbox(key="target").set_value("sherlock")
     ok(at.run())
     assert any(m.value.startswith("**Target: sherlock.**") for m in at.markdown)
-    assert any("For **sherlock** they are selected on `sherlock@train`" in c.value for c in at.caption)
+    n = T.get_target("sherlock").selection.n  # sherlock's default is a search selection (targets.toml)
+    assert any(f'For **sherlock** the default features are the top {n} features most specific to "Sherlock Holmes" '
+               "against `webtext-train`" in c.value and "the frequency tables rank `sherlock@train`" in c.value
+               for c in at.caption)
     at.selectbox(key="target").set_value("bio-basics")
     ok(at.run())
     at.button(key="run_demo").click()
