@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 import subprocess
 import sys
 from pathlib import Path
@@ -396,8 +395,8 @@ def test_targets_experiment_sweeps_a_retain_list_once(tiny, shared_data):
     """A target whose retain list is the paper's (WikiText-2 only) gets one variant, not the same rows twice."""
     from unlearn_core import target_experiment as TX
 
-    t = T.replace_intervention(T.get_target("sherlock"), threshold=1.0, n=3, c=10.0)
-    t = replace(t, selection=replace(t.selection, method="frequency"))  # its default is a search; its rows here are not
+    # its default is a search; its rows here are not
+    t = T.replace_intervention(T.get_target("sherlock"), threshold=1.0, n=3, c=10.0, method="frequency")
     assert t.retain_corpora == TX.PAPER_RETAIN
     with pytest.raises(ValueError, match="needs loss_tokens"):  # a budget with no loss measured would pass every row
         TX.run(tiny, t, thresholds=(1.0,), ns=(3,), values=(10.0,), loss_tokens=0, ppl_tokens=100, max_loss=0.05)
@@ -414,9 +413,9 @@ def test_targets_experiment_sweeps_the_search_variant_of_a_target_with_a_query(t
     list; a search row made the default selects the same features through select_for_target."""
     from unlearn_core import target_experiment as TX
 
-    t = T.replace_intervention(T.get_target("sherlock"), threshold=1.0, n=3, c=10.0)
-    assert t.selection.query == "Sherlock Holmes" and t.selection.method == "search"  # the registry's default
-    t = replace(t, selection=replace(t.selection, method="frequency"))  # start from a frequency default here
+    sherlock = T.get_target("sherlock")
+    assert sherlock.selection.query == "Sherlock Holmes" and sherlock.selection.method == "search"  # the registry's
+    t = T.replace_intervention(sherlock, threshold=1.0, n=3, c=10.0, method="frequency")  # a frequency default here
     r = TX.run(tiny, t, thresholds=(1.0,), ns=(3, 50), values=(10.0,), loss_tokens=0, ppl_tokens=100)
     search = [row for row in r["rows"][1:] if row["selection"] == "search"]
     assert [row["config"] for row in r["rows"][:3]] == ["none", "paper t=1 N=3 c=10", "paper t=1 N=50 c=10"]
