@@ -20,7 +20,7 @@ def test_a_slider_step_scores_its_neighbours_and_serves_them_exactly(client, app
     ok(client.post("/api/mcq", json=body(40.0)))
     assert srv.prefetcher.idle.wait(60)
     assert srv.prefetcher.done - done0 == 2  # 41, 39
-    key = PF.curve_key("wmdp-bio", qid, engine.scoring, engine.prompt_format,
+    key = PF.curve_key("wmdp-bio", srv.find_question("wmdp-bio", qid)[1], engine.scoring, engine.prompt_format,
                        [Intervention("tiny", (2, 5, 7), 0.0, "clamp")])
     assert all(srv.scores.has(key, v) for v in (39.0, 41.0))
     hits0 = srv.scores.hits

@@ -77,3 +77,37 @@ def cached_tensors(path: Path, compute: Callable[[], dict]) -> dict:
     value = compute()
     atomic_write_bytes(path, save({k: v.contiguous() for k, v in value.items()}))
     return value
+
+
+# ---------------------------------------------------------------- keys by content
+
+CACHE_VERSION = 3  # bumped when what a key is computed from changes: entries under older keys never match
+
+
+def entry_path(cache_dir: str | Path, kind: str, *parts: Any, suffix: str = ".json") -> Path:
+    """The file of one cache entry: ``<cache_dir>/<kind>/<key>``, the key a digest of the cache
+    version, the kind and ``parts``. Callers pass *content* (digests of texts, questions, weights),
+    never a bare name or path: a name whose content changed must miss (``caches.toml`` lists each
+    kind's parts)."""
+    return Path(cache_dir) / kind / f"{key_of(kind, CACHE_VERSION, *parts)}{suffix}"
+
+
+def digest_texts(texts: list[str]) -> str:
+    """A digest of documents, in order (a corpus's content, whatever its name)."""
+    h = hashlib.sha256()
+    for t in texts:
+        h.update(t.encode("utf-8", "surrogatepass"))
+        h.update(b"\0")
+    return h.hexdigest()[:24]
+
+
+def digest_tensors(named: list[tuple[str, Any]], stride: int = 1) -> str:
+    """A digest of named tensors' shapes, dtypes and values (every ``stride``-th value of each,
+    flattened: a sample where the full bytes would cost too much)."""
+    h = hashlib.sha256()
+    for name, t in named:
+        t = t.detach()
+        h.update(f"{name}|{tuple(t.shape)}|{t.dtype}".encode())
+        flat = t.reshape(-1)[::stride] if stride > 1 else t.reshape(-1)
+        h.update(flat.float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:24]

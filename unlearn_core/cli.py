@@ -163,6 +163,35 @@ def cmd_info(args) -> None:
     _out(args, out, "\n".join(lines))
 
 
+def _human_bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def cmd_cache(args) -> None:
+    from .cache import CACHE_VERSION
+    from .cache_admin import audit_markdown, cache_info, clear_cache
+
+    if getattr(args, "markdown", False):
+        print(audit_markdown(), end="")
+        return
+    cache_dir = _settings(args).cache_dir
+    if args.cache_cmd == "clear":
+        gone = clear_cache(cache_dir, args.kind)
+        lines = [f"removed {r['kind']}: {r['files']} files, {_human_bytes(r['bytes'])}" for r in gone]
+        _out(args, {"cache_dir": cache_dir, "removed": gone}, "\n".join(lines) or "nothing to remove")
+        return
+    rows = cache_info(cache_dir)
+    lines = [f"cache folder {cache_dir} (key version {CACHE_VERSION}; `cache clear` removes the derived kinds, "
+             "`cache clear --kind K` any one)"]
+    lines += [f"{r['kind']:>14}  {r['files']:>6} files  {_human_bytes(r['bytes']):>10}  "
+              f"{'derived' if r['derived'] else 'user results'}: {r['what']}\n{'':>16}key: {r['key']}" for r in rows]
+    _out(args, {"cache_dir": cache_dir, "version": CACHE_VERSION, "kinds": rows}, "\n".join(lines))
+
+
 def _fmt_probs(probs) -> str:
     return "  ".join(f"{L}={p:.3f}" for L, p in zip(D.LETTERS, probs))
 
@@ -1074,6 +1103,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="folder: results.csv, results.json and the resumable run")
     s.add_argument("--delay-per-config", type=float, default=0.0, help=argparse.SUPPRESS)  # tests, --tiny only
     s.set_defaults(func=cmd_sweep)
+
+    s = sub.add_parser("cache", help="what the disk caches hold, their keys, and how to drop them")
+    csub = s.add_subparsers(dest="cache_cmd", required=True)
+    c = csub.add_parser("info", help="each cache kind: files, size, what it is keyed by")
+    _common(c)
+    c.add_argument("--markdown", action="store_true", help="print the audit page (docs/caches.md) instead")
+    c.set_defaults(func=cmd_cache)
+    c = csub.add_parser("clear", help="remove cached entries (every derived kind, or the kinds named)")
+    _common(c)
+    c.add_argument("--kind", action="append", help="a kind from `cache info` (repeat for several); user results "
+                   "(rmu, jobs, targets) are removed only when named")
+    c.set_defaults(func=cmd_cache)
 
     s = sub.add_parser("serve", help="HTTP API server holding the model (docs at /docs)")
     _common(s)

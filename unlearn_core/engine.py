@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from . import cache as C
 from .interventions import HookState, Intervention, enable_token_hook, hooks_for, special_ids
 from .saes import LoadedSAE, check_compatible, load_sae
 from .settings import Settings
@@ -16,6 +17,7 @@ class Engine:
     model_name: str = ""
     extra: dict = field(default_factory=dict)
     variant: str = ""  # the model variant whose weights are applied now ("rmu:<name>@<sha>"; rmu.applied)
+    _digest_memo: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def prompt_format(self) -> str:
@@ -43,6 +45,22 @@ class Engine:
         A model variant applied now (an RMU delta) is part of it."""
         base = f"{self.model_name}|{str(self.model.cfg.dtype).replace('torch.', '')}"
         return f"{base}|{self.variant}" if self.variant else base
+
+    def model_digest(self) -> str:
+        """A digest of the weights as they are now (a sample: every 997th value of every parameter,
+        with names, shapes and dtypes), so a model whose weights changed behind the same name (a
+        local folder rewritten, another hub revision) misses every disk cache. Recomputed only when
+        a parameter was replaced or changed in place (torch's version counter)."""
+        params = list(self.model.named_parameters())
+        stamp = tuple((n, p.data_ptr(), p._version) for n, p in params)
+        if self._digest_memo.get("stamp") != stamp:
+            self._digest_memo.update(stamp=stamp, digest=C.digest_tensors(params, stride=997))
+        return self._digest_memo["digest"]
+
+    def cache_identity(self) -> tuple[str, str]:
+        """What every disk cache entry computed with the model is keyed by: its namespace (name,
+        dtype, applied variant) and the digest of its weights."""
+        return self.cache_namespace(), self.model_digest()
 
     def info(self) -> dict:
         from . import data as D

@@ -25,9 +25,14 @@ BIN_EDGES = torch.logspace(-2, 3, N_BINS + 1)  # activation histogram: log-space
 
 
 def sae_fingerprint(loaded: LoadedSAE) -> str:
-    s = loaded.sae
-    return C.key_of(loaded.key, loaded.hook_name, loaded.d_sae, float(s.W_dec.detach().double().sum()),
-                    float(s.W_enc.detach().double().abs().sum()))
+    """The SAE's identity for disk caches: its selector, hook, width and a digest of every
+    parameter's bytes (thresholds and biases too), recomputed only when a parameter changed."""
+    params = sorted(loaded.sae.named_parameters())
+    stamp = tuple((n, p.data_ptr(), p._version) for n, p in params)
+    memo = loaded.__dict__.setdefault("_digest_memo", {})
+    if memo.get("stamp") != stamp:
+        memo.update(stamp=stamp, digest=C.digest_tensors(params))
+    return C.key_of(loaded.key, loaded.hook_name, loaded.d_sae, memo["digest"])
 
 
 def parse_corpus_spec(spec: str) -> tuple[str, str]:
@@ -41,18 +46,11 @@ def corpus_docs(engine: Engine, spec: str) -> list[str]:
     return D.load_corpus(name, engine.settings.data_dir, part=part)
 
 
-def file_corpus_digest(spec: str, docs: list[str]) -> tuple[str, ...]:
-    """() for a named corpus (its cache key is its name); for a file, a digest of its documents, so
-    a file that changed (a target defined in the app, deleted and defined again) is not served the
-    old file's statistics."""
-    name, _ = parse_corpus_spec(spec)
-    if name in D.CORPORA or name == "wmdp-bio-text" or name.startswith(("mmlu:", "quiz:")):
-        return ()
-    h = hashlib.sha256()
-    for d in docs:
-        h.update(d.encode("utf-8", "surrogatepass"))
-        h.update(b"\0")
-    return (h.hexdigest()[:24],)
+def corpus_digest(docs: list[str]) -> str:
+    """A corpus's content for cache keys: a named corpus whose file was edited, or a target
+    defined again under the same name, misses the cache instead of being served the old text's
+    results."""
+    return C.digest_texts(docs)
 
 
 def windows_for(engine: Engine, docs: list[str], n_tokens: int, ctx: int) -> list[list[int]]:
@@ -117,9 +115,9 @@ def stats_windows(engine: Engine, corpus: str, n_tokens: int = 100_000,
 def stats_path(engine: Engine, sae_key: str, corpus: str, docs: list[str], n_tokens: int = 100_000,
                ctx: int = 128) -> Path:
     """The disk cache entry of ``feature_stats`` for these arguments."""
-    key = C.key_of("stats-v2", engine.cache_namespace(), sae_fingerprint(engine.saes[sae_key]), corpus, n_tokens,
-                   ctx, N_BINS, *file_corpus_digest(corpus, docs))
-    return Path(engine.settings.cache_dir) / "feature_stats" / f"{key}.safetensors"
+    return C.entry_path(engine.settings.cache_dir, "feature_stats", engine.cache_identity(),
+                        sae_fingerprint(engine.saes[sae_key]), corpus, corpus_digest(docs), n_tokens, ctx, N_BINS,
+                        suffix=".safetensors")
 
 
 class StatsAccumulator:
@@ -374,9 +372,9 @@ def description_path(engine: Engine, sae_key: str, stats: FeatureStats) -> Path:
     digest = stats.__dict__.get("_digest")
     if digest is None:  # the statistics' own content (computed once per object)
         digest = stats.__dict__["_digest"] = hashlib.sha1(stats.window_max.numpy().tobytes()).hexdigest()
-    key = C.key_of("descriptions-v1", engine.cache_namespace(), sae_fingerprint(engine.saes[sae_key]), stats.corpus,
-                   stats.n_tokens, len(stats.windows), digest)
-    return Path(engine.settings.cache_dir) / "descriptions" / f"{key}.json"
+    return C.entry_path(engine.settings.cache_dir, "descriptions", engine.cache_identity(),
+                        sae_fingerprint(engine.saes[sae_key]), stats.corpus, stats.n_tokens,
+                        C.key_of(stats.windows), digest)
 
 
 def auto_description(engine: Engine, sae_key: str, feature: int, stats: FeatureStats | None = None) -> str:

@@ -106,11 +106,11 @@ class Calibration:
 
 def calibration_path(engine: Engine, sae_key: str, features: tuple[int, ...], corpus: str, docs: list[str],
                      n_tokens: int, ctx: int) -> Path:
-    from .features import file_corpus_digest, sae_fingerprint
+    from .features import corpus_digest, sae_fingerprint
 
-    key = C.key_of("gate-rho-v1", engine.cache_namespace(), sae_fingerprint(engine.saes[sae_key]),
-                   sorted(set(features)), corpus, n_tokens, ctx, *file_corpus_digest(corpus, docs))
-    return Path(engine.settings.cache_dir) / "gate" / f"{key}.json"
+    return C.entry_path(engine.settings.cache_dir, "gate", engine.cache_identity(),
+                        sae_fingerprint(engine.saes[sae_key]), sorted(set(features)), corpus, corpus_digest(docs),
+                        n_tokens, ctx)
 
 
 def calibrate(engine: Engine, sae_key: str, features: tuple[int, ...], corpus: str,

@@ -13,6 +13,7 @@ import torch
 
 from . import cache as C
 from .data import Question
+from .questions import questions_digest
 from .engine import Engine
 from .forward import final_resid, last_positions, pad_right, target_logprobs, tokenize, unembed
 from .interventions import Intervention, gate_prompt
@@ -92,9 +93,8 @@ def accuracy(scores: list[MCQScore]) -> float:
 def known_path(engine: Engine, questions: list[Question], strict: bool = False, scoring: str | None = None,
                style: str | None = None) -> Path:
     """The disk cache entry of :func:`known_questions` (the server's stepped filter shares it)."""
-    key = C.key_of("known", engine.cache_namespace(), scoring or engine.scoring, style or engine.prompt_format,
-                   [q.id for q in questions], *(("strict",) if strict else ()))
-    return Path(engine.settings.cache_dir) / "known" / f"{key}.json"
+    return C.entry_path(engine.settings.cache_dir, "known", engine.cache_identity(), scoring or engine.scoring,
+                        style or engine.prompt_format, questions_digest(questions), strict)
 
 
 def known_questions(engine: Engine, questions: list[Question], scoring: str | None = None, style: str | None = None,

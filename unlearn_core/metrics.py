@@ -161,11 +161,10 @@ class LossAdded:
 
 
 def clean_nll_path(engine: Engine, corpus: str, windows: list[list[int]], batch_size: int = NLL_BATCH) -> Path:
-    """Where the clean mean NLL of these windows is cached (the key of earlier versions for the
-    default batch size; another batch size is part of the key, its sums may differ in the last bit)."""
-    extra = () if batch_size == NLL_BATCH else (batch_size,)
-    key = C.key_of("clean_nll", engine.cache_namespace(), corpus, windows, *extra)
-    return Path(engine.settings.cache_dir) / "baselines" / f"{key}.json"
+    """Where the clean mean NLL of these windows is cached: keyed by the windows' token ids (their
+    content) and the batch size (another batch size's sums may differ in the last bit)."""
+    return C.entry_path(engine.settings.cache_dir, "baselines", engine.cache_identity(), corpus, C.key_of(windows),
+                        batch_size)
 
 
 def clean_nll_cached(engine: Engine, corpus: str, windows: list[list[int]], progress=None) -> float:

@@ -5,6 +5,8 @@ depend on it without cycles.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -67,6 +69,14 @@ class QuestionSet:
     label: str = ""
     is_fallback: bool = False
     notes: list[str] = field(default_factory=list)
+
+
+def questions_digest(questions: list[Question]) -> str:
+    """A digest of what scoring reads from each question, in order: id, text, choices, answer and
+    subject. Caches of per-question results are keyed by it, never by the ids alone: a file whose
+    typo was fixed, or two files that both number their questions 1, 2, 3, must not share entries."""
+    rows = [[q.id, q.question, list(q.choices), q.answer, q.subject] for q in questions]
+    return hashlib.sha256(json.dumps(rows, ensure_ascii=False).encode("utf-8", "surrogatepass")).hexdigest()[:24]
 
 
 def question_text(q: Question) -> str:

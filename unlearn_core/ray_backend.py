@@ -33,6 +33,7 @@ from typing import Any, Callable
 from .data import Question
 from .engine import Engine
 from .interventions import Intervention
+from .questions import questions_digest
 
 log = logging.getLogger("unlearn_core.ray_backend")
 
@@ -71,7 +72,9 @@ class EngineRecipe:
 @dataclass(frozen=True)
 class Task:
     """One configuration group on one shard of one question set (keyed: idempotent). The
-    questions are ``refs`` into the set ``source`` (a question-set spec): (position, id)."""
+    questions are ``refs`` into the set ``source`` (a question-set spec): (position, id), and
+    ``digest`` the content the driver saw there (``questions_digest``), so a worker whose copy has
+    the same ids with other text refuses the task instead of scoring other questions."""
 
     group: int
     set_name: str
@@ -79,6 +82,7 @@ class Task:
     source: str
     refs: tuple[tuple[int, str], ...]
     configs: list[list[Intervention]]
+    digest: str = ""
 
     @property
     def key(self) -> tuple[int, str, int]:
@@ -173,8 +177,9 @@ class EngineWorker:
             self.windows[text] = w
         return self.windows[text]
 
-    def questions(self, source: str, refs: tuple[tuple[int, str], ...]) -> list[Question]:
-        """The referenced questions of ``source``, loaded once from this node's data directory."""
+    def questions(self, source: str, refs: tuple[tuple[int, str], ...], digest: str = "") -> list[Question]:
+        """The referenced questions of ``source``, loaded once from this node's data directory
+        (and, given the driver's ``digest``, checked to have the content the driver scored)."""
         if source not in self.sets:
             from .data import load_question_set
 
@@ -187,6 +192,9 @@ class EngineWorker:
                 raise ValueError(f"question {qid!r} is not at position {i} of {source!r} on this worker: "
                                  "its data directory differs from the driver's")
             out.append(qs[i])
+        if digest and questions_digest(out) != digest:
+            raise ValueError(f"the questions of {source!r} on this worker have the driver's ids but other content: "
+                             "its data directory differs from the driver's")
         return out
 
     def run(self, task: "Task | LossTask") -> TaskResult:
@@ -204,7 +212,7 @@ class EngineWorker:
         else:
             from .sweep import count_in_steps
 
-            qs = self.questions(task.source, task.refs)
+            qs = self.questions(task.source, task.refs, task.digest)
             out = [(r.correct, r.total) for r in count_in_steps(self.engine, qs, task.configs)]
             n = len(qs)
         if self.task_delay_s:
@@ -361,7 +369,8 @@ def make_tasks(sets: dict[str, tuple[str, list[Question], list[Question]]], grou
     tasks: list = []
     for g, configs in enumerate(groups):
         tasks += [LossTask(g, k, loss[0], a, b, configs) for k, (a, b) in enumerate(cuts)]
-        tasks += [Task(g, name, k, sets[name][0], part, configs)
+        tasks += [Task(g, name, k, sets[name][0], part, configs,
+                       questions_digest([sets[name][1][i] for i, _ in part]))
                   for name in sets for k, part in enumerate(shard(list(refs[name]), parts))]
     return tasks
 

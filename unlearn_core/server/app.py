@@ -26,6 +26,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+import json
 import logging
 import math
 import os
@@ -435,7 +436,8 @@ def create_app(engine_factory: Callable[[], Engine], *, token: str | None = None
             set_name, label = req.set, qset.label
         else:
             iq = req.question
-            digest = hashlib.sha1((iq.question + "|" + "|".join(iq.choices)).encode()).hexdigest()[:10]
+            digest = hashlib.sha1(json.dumps([iq.question, list(iq.choices), iq.answer, iq.subject]).encode()
+                                  ).hexdigest()[:10]  # everything scoring reads: the slider LRU's key names it
             q = D.Question(f"inline:{iq.subject}:{digest}", iq.question, tuple(iq.choices), iq.answer, iq.subject,
                            "inline")
             set_name, label = "inline", "inline question"
@@ -461,7 +463,7 @@ def create_app(engine_factory: Callable[[], Engine], *, token: str | None = None
             yield first
             ivs = got["ivs"]
             if ivs and values:  # steps of 8 values (the fast path's batches; exact), or of one value
-                key = got["key"] = PF.curve_key(set_name, q.id, engine.scoring, engine.prompt_format, ivs,
+                key = got["key"] = PF.curve_key(set_name, q, engine.scoring, engine.prompt_format, ivs,
                                                 engine.variant)
                 for v in values:
                     hit = state.scores.get(key, v)

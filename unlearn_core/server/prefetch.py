@@ -18,17 +18,20 @@ import threading
 from collections import OrderedDict
 from typing import Any, Callable, Hashable
 
+from ..questions import questions_digest
+
 log = logging.getLogger("unlearn_core.server")
 
 NEIGHBOURS = (1.0, -1.0)  # the next key press either way: one small batch, so a press never waits long behind it
 
 
-def curve_key(set_name: str, qid: str, scoring: str, style: str, interventions, variant: str = "") -> tuple:
-    """What a score depends on besides c: the question, the scoring, the interventions (their
+def curve_key(set_name: str, question, scoring: str, style: str, interventions, variant: str = "") -> tuple:
+    """What a score depends on besides c: the question (its id and a digest of its content: a set
+    reloaded with the same ids and other text never gets the old scores), the scoring, the interventions (their
     SAE, features, mode and gate; score_curve sets every intervention's value to c) and the model
     variant applied (``Engine.variant``: an RMU delta's name and digest; "" for the base model)."""
     ivs = tuple((iv.sae_key, tuple(iv.features), iv.mode, iv.gate) for iv in interventions)
-    return (set_name, qid, scoring, style, ivs) + ((variant,) if variant else ())
+    return (set_name, question.id, questions_digest([question]), scoring, style, ivs) + ((variant,) if variant else ())
 
 
 def neighbours(value: float, lo: float = 0.0, hi: float = 1e6) -> list[float]:

@@ -269,7 +269,7 @@ class ServerState:
         self._ready = threading.Event()
         self._load_started = False
         self._load_lock = threading.Lock()
-        self._sets: OrderedDict[str, D.QuestionSet] = OrderedDict()
+        self._sets: OrderedDict[str, tuple[D.QuestionSet, tuple]] = OrderedDict()  # spec -> (set, origin_stamp)
         self._sets_lock = threading.Lock()
         self.targets_lock = TARGETS_LOCK
         self._once: dict[Any, threading.Lock] = {}
@@ -381,7 +381,8 @@ class ServerState:
 
     def question_set(self, spec: str) -> D.QuestionSet:
         """A named set ('wmdp-bio', 'mmlu:<subject,...>', 'quiz:bio@heldout!flag', ...), loaded
-        once and kept. A question *file* is read only when one of the server's own targets names
+        once and kept while the files it was read from are unchanged (size and modification time:
+        a file edited under the same name is read again). A question *file* is read only when one of the server's own targets names
         it (checked before the cache, so a request can never reach a file by its path)."""
         engine = self.engine()
         base = D.split_spec(spec)[0]
@@ -390,12 +391,15 @@ class ServerState:
             raise KeyError(f"question set {spec!r}: file paths are not accepted by the server; use a named set "
                            "(see /api/info question_sets)")
         with self._sets_lock:
-            if spec in self._sets:
-                self._sets.move_to_end(spec)
-                return self._sets[spec]
+            hit = self._sets.get(spec)
+        if hit is not None and hit[1] == origin_stamp(hit[0].origin):  # its files unchanged since loaded
+            with self._sets_lock:
+                if spec in self._sets:
+                    self._sets.move_to_end(spec)
+            return hit[0]
         qs = load_question_set(spec, engine.settings.data_dir, allow_paths=allow)
         with self._sets_lock:
-            self._sets[spec] = qs
+            self._sets[spec] = (qs, origin_stamp(qs.origin))
             while len(self._sets) > 16:
                 self._sets.popitem(last=False)
         return qs
@@ -428,6 +432,19 @@ class ServerState:
         acts = compute_prompt_acts(engine, text)
         self.acts.put(key, acts)
         return acts, False
+
+
+def origin_stamp(origin: str) -> tuple:
+    """(path, size, mtime) of each local file a question set was read from (``origin`` lists
+    them, ';'-separated); hub and package origins have no stamp and never change under a name."""
+    out = []
+    for part in origin.split(";"):
+        try:
+            st = os.stat(part)
+        except (OSError, ValueError):
+            continue
+        out.append((part, st.st_size, st.st_mtime_ns))
+    return tuple(out)
 
 
 def load_question_set(spec: str, data_dir: str | None, allow_paths: bool = False) -> D.QuestionSet:
