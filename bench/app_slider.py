@@ -24,7 +24,7 @@ def main() -> None:
     from common import free_port
     from streamlit.testing.v1 import AppTest
 
-    from unlearn_core.client import ensure_server
+    from unlearn_core.server.client import ensure_server
 
     url = f"http://127.0.0.1:{free_port()}"
     client = ensure_server(url, auto_start=True, timeout=600, extra_args=["--model", args.model, "--sae", args.sae])

@@ -32,9 +32,9 @@ from common import cpu_name
 
 
 def engines_tiny():
-    from unlearn_core.engine import engine_from_parts
-    from unlearn_core.settings import load_settings
-    from unlearn_core.tiny import tiny_engine, tiny_sae
+    from unlearn_core.model.engine import engine_from_parts
+    from unlearn_core.core.settings import load_settings
+    from unlearn_core.model.tiny import tiny_engine, tiny_sae
 
     e32 = tiny_engine(cache_dir=tempfile.mkdtemp(prefix="bf16_tiny_"))
     m16 = copy.deepcopy(e32.model).to(torch.bfloat16, print_details=False)
@@ -46,8 +46,8 @@ def engines_tiny():
 
 
 def engine_embedded(model: str, sae: str, dtype: str):
-    from unlearn_core.engine import load_engine
-    from unlearn_core.settings import load_settings
+    from unlearn_core.model.engine import load_engine
+    from unlearn_core.core.settings import load_settings
 
     return load_engine(load_settings({"model": model, "saes": [sae], "dtype": dtype, "device": "cpu"}),
                        progress=False)
@@ -58,7 +58,8 @@ def fp32_unembedding(model):
     """Logits from an fp32 copy of W_U (and fp32 ln_final output) for a bf16 model."""
     from transformer_lens.utilities import apply_softcap
 
-    from unlearn_core import forward, mcq
+    from unlearn_core.model import forward
+    from unlearn_core.evaluation import mcq
 
     W, b = model.W_U.detach().float(), model.b_U.detach().float()
 
@@ -76,13 +77,13 @@ def fp32_unembedding(model):
 
 
 def score(engine, qs, iv, scoring: str):
-    from unlearn_core import mcq
+    from unlearn_core.evaluation import mcq
 
     return mcq.score_questions(engine, qs, [iv] if iv else None, scoring=scoring, style="plain")
 
 
 def fast(engine, qs, iv, scoring: str):
-    from unlearn_core import fastpath
+    from unlearn_core.method import fastpath
 
     assert fastpath.supports(engine, [iv], scoring)
     return [fastpath.score_configs(engine, q, [iv], scoring, "plain")[0] for q in qs]
@@ -98,7 +99,7 @@ def compare(a: list, b: list) -> tuple[str, str, str, str]:
 
 
 def firing_flips(e32, e16, qs, iv) -> str:
-    from unlearn_core import fastpath
+    from unlearn_core.method import fastpath
 
     n = flips = 0
     for q in qs:
@@ -110,7 +111,7 @@ def firing_flips(e32, e16, qs, iv) -> str:
 
 
 def measure(name: str, e32, e16, qs, iv, rows: list, extra: bool) -> None:
-    from unlearn_core import mcq
+    from unlearn_core.evaluation import mcq
 
     for scoring in ("letter", "cloze"):
         t = time.perf_counter()
@@ -141,8 +142,8 @@ def main() -> None:
     import warnings
 
     warnings.filterwarnings("ignore")
-    from unlearn_core.data import load_question_set
-    from unlearn_core.targets import default_intervention, engine_target
+    from unlearn_core.data.loaders import load_question_set
+    from unlearn_core.features.targets import default_intervention, engine_target
 
     t0 = time.perf_counter()
     rows: list = []

@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 from browser_helpers import full_screenshot, launch_chromium, settle, start_server, start_streamlit, stop  # noqa: E402
 from common import print_table  # noqa: E402
 
-from unlearn_core.client import UnlearnClient  # noqa: E402
+from unlearn_core.server.client import UnlearnClient  # noqa: E402
 
 
 def lock_holds(client: UnlearnClient) -> dict[str, int]:

@@ -36,7 +36,7 @@ def main() -> None:
     args = ap.parse_args()
     from playwright.sync_api import sync_playwright
 
-    from unlearn_core.client import UnlearnClient
+    from unlearn_core.server.client import UnlearnClient
 
     shots = Path(args.shots)
     shots.mkdir(parents=True, exist_ok=True)

@@ -25,8 +25,8 @@ def load(args):
     import warnings
 
     warnings.filterwarnings("ignore")
-    from unlearn_core.engine import load_engine
-    from unlearn_core.settings import load_settings
+    from unlearn_core.model.engine import load_engine
+    from unlearn_core.core.settings import load_settings
 
     t = time.perf_counter()
     eng = load_engine(load_settings({"model": args.model, "saes": [args.sae]}), progress=False)
@@ -41,7 +41,7 @@ def machine() -> str:
 
 
 def cpu_name() -> str:
-    from unlearn_core.rmu import cpu_name as name  # the one reader of /proc/cpuinfo (RMU cards use it too)
+    from unlearn_core.training.rmu import cpu_name as name  # the one reader of /proc/cpuinfo (RMU cards use it too)
 
     return name()
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from common import load, machine, parser, pct, timeit
 
-from unlearn_core.interventions import Intervention
-from unlearn_core.metrics import generate
+from unlearn_core.method.interventions import Intervention
+from unlearn_core.evaluation.metrics import generate
 
 PROMPT = "The main function of the mitochondria in a cell is"
 

@@ -23,7 +23,7 @@ H100/H200 in under 8 minutes, with no network and no model weights:
   {25, 50, 100, 200}) through ``sweep.evaluate_configs`` (the server's batch-evaluation path).
 * Server: ``server.create_app`` around this engine, served by uvicorn over HTTP on 127.0.0.1 in a
   thread of this process (``unlearn serve`` loads models by name only), called with
-  ``unlearn_core.client``; the question is sent inline (no data files on the GPU machine).
+  ``unlearn_core.server.client``; the question is sent inline (no data files on the GPU machine).
 
 ``--dry-run`` runs every step the same way on the CPU with small shapes and few questions.
 
@@ -54,10 +54,10 @@ from common import cpu_name, free_port, pct  # noqa: E402  (also puts the repo r
 
 import torch  # noqa: E402
 
-from unlearn_core.data import Question  # noqa: E402
-from unlearn_core.interventions import Intervention  # noqa: E402
-from unlearn_core.mcq import score_questions  # noqa: E402
-from unlearn_core.sweep import evaluate_configs  # noqa: E402
+from unlearn_core.data.loaders import Question  # noqa: E402
+from unlearn_core.method.interventions import Intervention  # noqa: E402
+from unlearn_core.evaluation.mcq import score_questions  # noqa: E402
+from unlearn_core.evaluation.sweep import evaluate_configs  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL_NAME = "google/gemma-2-2b-it"
@@ -134,7 +134,7 @@ def stand_in_tokenizer(vocab_size: int):
 def random_model(cfg, tok):
     from transformer_lens import HookedTransformer
 
-    from unlearn_core.fast_blocks import use_fast_attention, use_fast_gated_mlps, use_fast_unembed
+    from unlearn_core.model.fast_blocks import use_fast_attention, use_fast_gated_mlps, use_fast_unembed
 
     with torch.device(cfg.device):  # allocate on the device directly (2.6B parameters)
         model = HookedTransformer(cfg, tokenizer=tok)
@@ -147,7 +147,7 @@ def random_model(cfg, tok):
         else:
             p.zero_()
     model.eval()
-    # as unlearn_core.models.load_model does for every model it loads
+    # as unlearn_core.model.models.load_model does for every model it loads
     use_fast_gated_mlps(model)
     use_fast_attention(model)
     use_fast_unembed(model)
@@ -159,7 +159,7 @@ def random_sae(d_in: int, d_sae: int, device: str):
     from sae_lens import JumpReLUSAE, JumpReLUSAEConfig
     from sae_lens.saes.sae import SAEMetadata
 
-    from unlearn_core.saes import LoadedSAE
+    from unlearn_core.model.saes import LoadedSAE
 
     hook = f"blocks.{HOOK_LAYER}.hook_resid_post"
     cfg = JumpReLUSAEConfig(d_in=d_in, d_sae=d_sae, dtype="float32", device=device, apply_b_dec_to_input=False,
@@ -202,8 +202,8 @@ def synthetic_questions(n: int, vocab_size: int, seed: int = 0) -> list[Question
 def calibrate(engine, questions: list[Question], l0: int, n_select: int) -> tuple[float, list[int]]:
     """Set the SAE threshold so ~``l0`` features fire per token on these prompts; return the
     measured L0 and the features by firing frequency (most frequent first)."""
-    from unlearn_core.forward import tokenize
-    from unlearn_core.mcq import format_prompt
+    from unlearn_core.model.forward import tokenize
+    from unlearn_core.evaluation.mcq import format_prompt
 
     model, loaded = engine.model, engine.saes[SAE_KEY]
     sae = loaded.sae
@@ -222,9 +222,9 @@ def calibrate(engine, questions: list[Question], l0: int, n_select: int) -> tupl
 
 
 def build_engine(device: str, shrink: bool, d_sae: int):
-    from unlearn_core.engine import engine_from_parts
-    from unlearn_core.models import pick_dtype, torch_dtype
-    from unlearn_core.settings import load_settings
+    from unlearn_core.model.engine import engine_from_parts
+    from unlearn_core.model.models import pick_dtype, torch_dtype
+    from unlearn_core.core.settings import load_settings
 
     dtype_name = pick_dtype("auto", device)  # what the engine would use on this device
     cfg, source = model_config(device, torch_dtype(dtype_name), shrink)
@@ -246,7 +246,7 @@ def server_latency(engine, q: Question, feats: list[int], repeats: int) -> tuple
     """First /api/mcq call on a question (builds its cache), then ``repeats`` one-value calls."""
     import uvicorn
 
-    from unlearn_core.client import UnlearnClient
+    from unlearn_core.server.client import UnlearnClient
     from unlearn_core.server import create_app
 
     port = free_port()
@@ -374,10 +374,10 @@ def default_unit_tests(dry_run: bool, have_streamlit: bool) -> str:
     the test modules that import it are AppTest UI tests, not device code, so they are left out by
     name, in the row's label, rather than failing the whole step at collection."""
     if dry_run:
-        return "tests/test_mcq.py"
+        return "tests/unit/evaluation/test_mcq.py"
     args = "-m 'not integration and not browser and not cuda'"
     if not have_streamlit:
-        ui = sorted(f for f in (ROOT / "tests").glob("test_*.py") if USES_STREAMLIT.search(f.read_text()))
+        ui = sorted(f for f in (ROOT / "tests").rglob("test_*.py") if USES_STREAMLIT.search(f.read_text()))
         args += "".join(f" --ignore {f.relative_to(ROOT)}" for f in ui)
     return args
 
@@ -409,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--l0", type=int, default=64, help="features firing per token in the random SAE (default 64)")
     p.add_argument("--unit-tests", default=None,
                    help="pytest arguments of the unit-test step (default: -m 'not integration and not browser "
-                        "and not cuda'; dry run: tests/test_mcq.py)")
+                        "and not cuda'; dry run: tests/unit/evaluation/test_mcq.py)")
     p.add_argument("--budget-s", type=float, default=450.0,
                    help="the whole check's time budget; the unit-test step gets what is left (at least 60 s)")
     args = p.parse_args(argv)
@@ -443,8 +443,8 @@ def main(argv: list[str] | None = None) -> int:
     sweep_qs = qs[: sz["sweep_questions"]]
 
     def calib():
-        from unlearn_core.forward import tokenize
-        from unlearn_core.mcq import format_prompt
+        from unlearn_core.model.forward import tokenize
+        from unlearn_core.evaluation.mcq import format_prompt
 
         l0, feats = calibrate(engine, qs[:16], args.l0, 40)
         n_tok = [len(tokenize(engine.model, [format_prompt(q, "chat", engine.model.tokenizer)])[0][0]) for q in qs]
@@ -482,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
              score_all(iv, "the same path with the clamp hooks"), engine, iv)
 
     def sweep():
-        from unlearn_core import fastpath
+        from unlearn_core.method import fastpath
 
         sets = (feats[:20], feats[20:40])  # two "retain thresholds" = two feature lists
         configs = [[Intervention(SAE_KEY, tuple(fs[:n]), float(c))] for fs in sets for n in (10, 20)
@@ -509,7 +509,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parity_env = {"UNLEARN_PARITY_DEVICE": device}
     tab.step("CUDA vs CPU parity tests (-m cuda)" + (" [dry run: cpu vs cpu]" if args.dry_run else ""),
-             lambda: run_pytest(["-m", "cuda", "tests/test_cuda_parity.py"], parity_env, 300, forbid_skips=True))
+             lambda: run_pytest(["-m", "cuda", "tests/unit/model/test_cuda_parity.py"], parity_env, 300, forbid_skips=True))
     unit = args.unit_tests if args.unit_tests is not None else default_unit_tests(
         args.dry_run, importlib.util.find_spec("streamlit") is not None)
     left = max(60.0, args.budget_s - (time.perf_counter() - t_start))

@@ -20,11 +20,11 @@ from common import load, machine, parser
 
 def main() -> None:
     args = parser(__doc__).parse_args()
-    from unlearn_core.features import counted_mask
-    from unlearn_core.finetune_sae import KLFinetuneConfig, _sample_positions, kl_finetune, tail_logits
-    from unlearn_core.forward import pad_right
-    from unlearn_core.metrics import corpus_windows
-    from unlearn_core.train_sae import training_texts
+    from unlearn_core.features.stats import counted_mask
+    from unlearn_core.training.finetune_sae import KLFinetuneConfig, _sample_positions, kl_finetune, tail_logits
+    from unlearn_core.model.forward import pad_right
+    from unlearn_core.evaluation.metrics import corpus_windows
+    from unlearn_core.training.train_sae import training_texts
 
     eng, _ = load(args)
     m, sae = eng.model, eng.saes[args.sae].sae

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from common import free_port, machine, parser, pct
 
-from unlearn_core.client import ensure_server
+from unlearn_core.server.client import ensure_server
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -101,7 +101,7 @@ def main() -> None:
     if args.tiny:
         tiny(args)
         return
-    from unlearn_core.ray_backend import task_overheads
+    from unlearn_core.evaluation.ray_backend import task_overheads
 
     work = Path(tempfile.mkdtemp(prefix="ray_bench_"))
     cache = Path(args.cache_dir) if args.cache_dir else work / "cache"
@@ -135,11 +135,11 @@ def main() -> None:
 
 def tiny(args) -> None:
     """The tiny backend, one task per question: Ray's overhead at its worst."""
-    from unlearn_core.interventions import Intervention
-    from unlearn_core.ray_backend import EngineRecipe, RayPool, make_tasks, task_overheads
+    from unlearn_core.method.interventions import Intervention
+    from unlearn_core.evaluation.ray_backend import EngineRecipe, RayPool, make_tasks, task_overheads
     from unlearn_core.server.state import fits_context, load_question_set
-    from unlearn_core.sweep import count_in_steps
-    from unlearn_core.tiny import tiny_engine
+    from unlearn_core.evaluation.sweep import count_in_steps
+    from unlearn_core.model.tiny import tiny_engine
 
     engine = tiny_engine(cache_dir=tempfile.mkdtemp(prefix="ray_bench_"))
     full = load_question_set("wmdp-bio", engine.settings.data_dir).questions

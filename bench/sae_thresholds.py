@@ -14,11 +14,11 @@ from pathlib import Path
 from common import machine
 from safetensors.torch import load_file, save_file
 
-from unlearn_core.engine import load_engine
-from unlearn_core.sae_eval import loss_recovered, reconstruction_stats
-from unlearn_core.saes import EMBEDDED_SAE_DIR
-from unlearn_core.settings import load_settings
-from unlearn_core.train_sae import TrainSAEConfig, training_texts
+from unlearn_core.model.engine import load_engine
+from unlearn_core.evaluation.sae_eval import loss_recovered, reconstruction_stats
+from unlearn_core.model.saes import EMBEDDED_SAE_DIR
+from unlearn_core.core.settings import load_settings
+from unlearn_core.training.train_sae import TrainSAEConfig, training_texts
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from common import free_port, machine, parser, pct
 
-from unlearn_core.client import ensure_server
+from unlearn_core.server.client import ensure_server
 
 
 

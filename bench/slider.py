@@ -15,10 +15,11 @@ from dataclasses import replace
 import torch
 from common import load, machine, parser, pct, row, timeit
 
-from unlearn_core import data as D
-from unlearn_core import fastpath, mcq
-from unlearn_core.features import encode_tokens
-from unlearn_core.interventions import Intervention
+from unlearn_core.data import loaders as D
+from unlearn_core.method import fastpath
+from unlearn_core.evaluation import mcq
+from unlearn_core.features.stats import encode_tokens
+from unlearn_core.method.interventions import Intervention
 
 
 def pick_question(engine, target_tokens: int = 200):
@@ -38,7 +39,7 @@ def naive_score(engine, q, ivs, scoring):
         tok = model.tokenizer
         prefix = [tok.bos_token_id] + tok(mcq.cloze_prefix(q), add_special_tokens=False)["input_ids"]
         rows = [prefix + tok(" " + c, add_special_tokens=False)["input_ids"] for c in q.choices]
-        from unlearn_core.forward import pad_right
+        from unlearn_core.model.forward import pad_right
 
         toks, _ = pad_right(rows, 0)
         return torch.log_softmax(model(toks), -1)
@@ -74,7 +75,7 @@ def main() -> None:
         # gated: what one slider step costs the server (/api/mcq): the gated score and the gate's
         # report (rho from the cached codes; the open score is the step's own when the gate is open,
         # one static step when it is shut, whose gated score is the clean one, read from the cache)
-        from unlearn_core.gate import opened, prompt_rho
+        from unlearn_core.method.gate import opened, prompt_rho
 
         def gated_step(tau: float) -> None:
             v = rng.uniform(1, 200)

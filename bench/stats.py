@@ -10,8 +10,8 @@ import time
 import torch
 from common import load, machine, parser
 
-from unlearn_core.features import feature_stats, layer_of_hook, windows_for, corpus_docs
-from unlearn_core.forward import pad_right
+from unlearn_core.features.stats import feature_stats, layer_of_hook, windows_for, corpus_docs
+from unlearn_core.model.forward import pad_right
 
 
 def main() -> None:

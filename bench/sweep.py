@@ -15,12 +15,12 @@ import time
 
 from common import load, machine, parser
 
-from unlearn_core import data as D
-from unlearn_core import fastpath
-from unlearn_core.features import feature_stats, select_features
-from unlearn_core.interventions import Intervention
-from unlearn_core.mcq import all_orderings, score_questions
-from unlearn_core.sweep import evaluate_configs
+from unlearn_core.data import loaders as D
+from unlearn_core.method import fastpath
+from unlearn_core.features.stats import feature_stats, select_features
+from unlearn_core.method.interventions import Intervention
+from unlearn_core.evaluation.mcq import all_orderings, score_questions
+from unlearn_core.evaluation.sweep import evaluate_configs
 
 
 def main() -> None:

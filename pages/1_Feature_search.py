@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from unlearn_core.descriptions import matches_query
+from unlearn_core.features.descriptions import matches_query
 from unlearn_core.ui import common as C
 from unlearn_core.ui import figures as FIG
 from unlearn_core.ui import render as R
@@ -24,7 +24,7 @@ EXAMPLE = ("Anthrax spores are inhaled, germinate in the lungs and release letha
 @st.cache_data(show_spinner=False, ttl=3600, max_entries=128)
 def np_search(query: str, model_id: str, np_sae: str) -> list[dict]:
     """Neuronpedia's explanation search (a public web service, not the engine); [] when unreachable."""
-    from unlearn_core import neuronpedia as NP
+    from unlearn_core.features import neuronpedia as NP
 
     return NP.search_explanations(query, model_id, [np_sae])
 
@@ -109,7 +109,7 @@ elif by == "explanation":
     if query.strip():
         hits, source = [], ""
         if np_id:
-            from unlearn_core import neuronpedia as NP
+            from unlearn_core.features import neuronpedia as NP
 
             model_id, np_sae = np_id.split("/", 1)
             with st.spinner("Asking Neuronpedia…"):

@@ -85,7 +85,7 @@ trap 'exit 130' INT TERM
 health() {  # prints the server's status (ok | loading | error) or "down"
     "$PY" - "$1" <<'EOF' 2>/dev/null || echo down
 import sys
-from unlearn_core.client import UnlearnClient
+from unlearn_core.server.client import UnlearnClient
 try:
     print(UnlearnClient(sys.argv[1]).health(timeout=3)["status"])
 except Exception:

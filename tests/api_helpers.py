@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from unlearn_core.server import create_app
-from unlearn_core.tiny import tiny_engine
+from unlearn_core.model.tiny import tiny_engine
 
 
 def wait_ok(c: TestClient, timeout: float = 60) -> None:

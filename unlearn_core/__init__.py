@@ -1,0 +1,42 @@
+"""SAE Unlearning Workbench: remove knowledge from a language model by clamping SAE features,
+and measure what that does.
+
+The package, by concern (each layer imports only those listed before it):
+
+* :mod:`.core`       settings, paths, content-keyed disk caches;
+* :mod:`.data`       the question schema, question files, question sets and corpora, prompts;
+* :mod:`.model`      the model and its SAEs, loaded and run (``Engine``), the tiny test backend;
+* :mod:`.method`     the interventions (clamp, gated clamp) as hooks, and their fast path;
+* :mod:`.features`   feature statistics, search, descriptions, Neuronpedia, and targets;
+* :mod:`.evaluation` scoring, metrics, sweeps (local or Ray), the demo, the experiments;
+* :mod:`.training`   SAE training and fine-tuning, RMU;
+* :mod:`.server`     the HTTP model server, its schemas and its client (torch-free);
+* :mod:`.cli`        ``python -m unlearn_core``;
+* :mod:`.ui`         the Streamlit app's views (torch-free: they talk to the server).
+
+The names below are the small public API, imported on first use (so that importing the
+torch-free client or UI never loads torch).
+"""
+from __future__ import annotations
+
+import importlib
+
+_PUBLIC = {
+    "Settings": "unlearn_core.core.settings",
+    "load_settings": "unlearn_core.core.settings",
+    "Engine": "unlearn_core.model.engine",
+    "load_engine": "unlearn_core.model.engine",
+    "tiny_engine": "unlearn_core.model.tiny",
+    "Intervention": "unlearn_core.method.interventions",
+    "Target": "unlearn_core.features.targets",
+    "load_targets": "unlearn_core.features.targets",
+    "default_intervention": "unlearn_core.features.targets",
+    "UnlearnClient": "unlearn_core.server.client",
+}
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str):
+    if name in _PUBLIC:
+        return getattr(importlib.import_module(_PUBLIC[name]), name)
+    raise AttributeError(f"module 'unlearn_core' has no attribute {name!r}")

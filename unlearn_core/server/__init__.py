@@ -3,9 +3,18 @@
 ``create_app(engine_factory)`` builds the FastAPI app; ``serve`` runs it with uvicorn
 (``python -m unlearn_core serve``). See :mod:`.app` for the endpoints and the concurrency
 statement, :mod:`.jobs` for persisted, resumable evaluation sweeps.
+
+The HTTP contract, :mod:`.schemas` and :mod:`.client`, imports no torch: the Streamlit app and
+remote users import them without the engine. So this package's own names load on first use.
 """
 from __future__ import annotations
 
-from .app import create_app, serve
-
 __all__ = ["create_app", "serve"]
+
+
+def __getattr__(name: str):
+    if name in __all__:
+        from . import app
+
+        return getattr(app, name)
+    raise AttributeError(f"module 'unlearn_core.server' has no attribute {name!r}")

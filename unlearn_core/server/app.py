@@ -41,15 +41,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from .. import data as D
-from ..engine import Engine
-from ..interventions import MAX_ABS_CLAMP, MODES, Intervention, validate
-from . import prefetch as PF
-from . import schemas as S
-from .jobs import JobRunner
-from .rmu_jobs import RMURunner
-from . import target_api as TA
-from .state import (EngineNotReady, ServerState, check_corpus, check_length, clean_nll_chunked, corpus_names,
+from unlearn_core.data import loaders as D
+from unlearn_core.model.engine import Engine
+from unlearn_core.method.interventions import MAX_ABS_CLAMP, MODES, Intervention, validate
+from unlearn_core.server import prefetch as PF
+from unlearn_core.server import schemas as S
+from unlearn_core.server.jobs import JobRunner
+from unlearn_core.server.rmu_jobs import RMURunner
+from unlearn_core.server import target_api as TA
+from unlearn_core.server.state import (EngineNotReady, ServerState, check_corpus, check_length, clean_nll_chunked, corpus_names,
                     drop_unfinished_saves, feature_stats_chunked, finite, fits_context, nll_chunked, question_set_names,
                     run_steps, search, select_questions, server_targets, token_activations, trusted_files)
 
@@ -73,7 +73,7 @@ def to_interventions(engine: Engine, ivs: list[S.InterventionIn]) -> list[Interv
     features and corpus, then read from the disk cache): call with the model lock held."""
     from dataclasses import replace
 
-    from ..gate import DEFAULT_CORPUS, calibrate
+    from unlearn_core.method.gate import DEFAULT_CORPUS, calibrate
 
     out = [Intervention(resolve_sae(engine, iv.sae), tuple(iv.features), float(iv.value), iv.mode,
                         iv.gate if iv.gate_percentile is None else 0.0) for iv in ivs]
@@ -87,7 +87,7 @@ def to_interventions(engine: Engine, ivs: list[S.InterventionIn]) -> list[Interv
 
 
 def iv_out(ivs: list[Intervention], given: list[S.InterventionIn] = ()) -> list[S.InterventionOut]:
-    from ..gate import DEFAULT_CORPUS
+    from unlearn_core.method.gate import DEFAULT_CORPUS
 
     out = []
     for i, iv in enumerate(ivs):
@@ -108,8 +108,8 @@ def gate_report(engine: Engine, q: D.Question, ivs: list[Intervention], value: f
     is shut the gated score was the clean one, free, and the open one costs one static step)."""
     from dataclasses import replace
 
-    from ..gate import opened, prompt_rho
-    from ..mcq import score_curve, score_question
+    from unlearn_core.method.gate import opened, prompt_rho
+    from unlearn_core.evaluation.mcq import score_curve, score_question
 
     gated = [i for i, iv in enumerate(ivs) if iv.gate is not None]
     if not gated:
@@ -134,7 +134,7 @@ def question_out(q: D.Question) -> S.QuestionOut:
 
 def target_question_sets(engine: Engine) -> list[tuple[str, str]]:
     """The question sets the server's targets name (so a user target's sets are offered too)."""
-    from ..targets import TargetError
+    from unlearn_core.features.targets import TargetError
 
     try:
         targets = server_targets(engine)
@@ -223,7 +223,7 @@ def create_app(engine_factory: Callable[[], Engine], *, token: str | None = None
 
     def prefetch_scores(q, ivs, values) -> list:
         """Scores of slider neighbours, in the background: lowest priority for the model lock."""
-        from ..mcq import score_curve
+        from unlearn_core.evaluation.mcq import score_curve
 
         out: list = []
         with state.background():
@@ -290,7 +290,7 @@ def create_app(engine_factory: Callable[[], Engine], *, token: str | None = None
 
     @api.post("/tokenize", response_model=S.TokenizeResponse, tags=["text"])
     def tokenize(req: S.TokenizeRequest) -> S.TokenizeResponse:
-        from ..features import token_strs
+        from unlearn_core.features.stats import token_strs
 
         with state.model("tokenize") as engine:
             ids = engine.model.to_tokens(req.text, prepend_bos=True, truncate=False)[0].tolist()
@@ -310,7 +310,7 @@ def create_app(engine_factory: Callable[[], Engine], *, token: str | None = None
     @api.post("/features/dashboard", response_model=S.DashboardResponse, tags=["features"])
     @on_variant
     def dashboard(req: S.DashboardRequest) -> S.DashboardResponse:
-        from .. import features as F
+        from unlearn_core.features import stats as F
 
         engine = state.engine()
         sae = resolve_sae(engine, req.sae)
@@ -346,7 +346,7 @@ def create_app(engine_factory: Callable[[], Engine], *, token: str | None = None
     @on_variant
     def features_select(req: S.SelectRequest) -> S.SelectResponse:
         """The paper's selection: retain frequency < threshold, ranked by forget frequency, top n."""
-        from .. import features as F
+        from unlearn_core.features import stats as F
 
         engine = state.engine()
         sae = resolve_sae(engine, req.sae)
@@ -428,8 +428,8 @@ def create_app(engine_factory: Callable[[], Engine], *, token: str | None = None
     @api.post("/mcq", response_model=S.MCQResponse, tags=["questions"])
     def mcq(req: S.MCQRequest) -> S.MCQResponse:
         """Base scores and one score per clamp value (the slider / probability-vs-c curve)."""
-        from .. import fastpath
-        from ..mcq import score_base, score_curve, score_question, scored_texts
+        from unlearn_core.method import fastpath
+        from unlearn_core.evaluation.mcq import score_base, score_curve, score_question, scored_texts
 
         if req.question_id is not None:
             qset, q = state.find_question(req.set, req.question_id)
@@ -502,7 +502,7 @@ def create_app(engine_factory: Callable[[], Engine], *, token: str | None = None
     @api.post("/generate", response_model=S.GenerateResponse, tags=["text"])
     def generate(req: S.GenerateRequest) -> S.GenerateResponse:
         """Base and intervened continuations (the clamp also applies to generated tokens)."""
-        from ..metrics import Generation
+        from unlearn_core.evaluation.metrics import Generation
 
         kw = dict(max_new_tokens=req.max_new_tokens, temperature=req.temperature, seed=req.seed)
         with state.variant(req.variant):
@@ -527,8 +527,8 @@ def create_app(engine_factory: Callable[[], Engine], *, token: str | None = None
     @on_variant
     def loss_added(req: S.LossAddedRequest) -> S.LossAddedResponse:
         """Mean next-token loss with the interventions minus without (same windows as metrics.loss_added)."""
-        from ..features import corpus_docs
-        from ..metrics import corpus_windows, nll_batch_size
+        from unlearn_core.features.stats import corpus_docs
+        from unlearn_core.evaluation.metrics import corpus_windows, nll_batch_size
 
         engine = state.engine()
         check_corpus(req.corpus, engine.settings.data_dir)
@@ -546,8 +546,8 @@ def create_app(engine_factory: Callable[[], Engine], *, token: str | None = None
     @on_variant
     def perplexity(req: S.PerplexityRequest) -> S.PerplexityResponse:
         """Perplexity of a corpus part, clean and (with interventions) intervened."""
-        from ..features import corpus_docs, parse_corpus_spec
-        from ..metrics import corpus_windows, nll_batch_size
+        from unlearn_core.features.stats import corpus_docs, parse_corpus_spec
+        from unlearn_core.evaluation.metrics import corpus_windows, nll_batch_size
 
         engine = state.engine()
         check_corpus(req.corpus, engine.settings.data_dir)
@@ -617,7 +617,7 @@ def create_app(engine_factory: Callable[[], Engine], *, token: str | None = None
 
 
 def neuronpedia_info(engine: Engine, sae: str, feature: int) -> dict:
-    from .. import neuronpedia as NP
+    from unlearn_core.features import neuronpedia as NP
 
     loaded = engine.saes[sae]
     if not loaded.neuronpedia_id:
@@ -634,7 +634,7 @@ def engine_factory_for(settings, tiny: bool = False) -> Callable[[], Engine]:
     """The real engine from settings, or the tiny test backend (with the settings' cache/data dirs)."""
     if tiny:
         def factory() -> Engine:
-            from ..tiny import tiny_engine
+            from unlearn_core.model.tiny import tiny_engine
 
             engine = tiny_engine(cache_dir=settings.cache_dir)
             if settings.data_dir:
@@ -647,7 +647,7 @@ def engine_factory_for(settings, tiny: bool = False) -> Callable[[], Engine]:
         return factory
 
     def load() -> Engine:
-        from ..engine import load_engine
+        from unlearn_core.model.engine import load_engine
 
         return load_engine(settings, progress=False)
 

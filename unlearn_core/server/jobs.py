@@ -37,11 +37,11 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import cache as C
-from ..engine import Engine
-from ..interventions import GATED_MODES, Intervention
-from .schemas import JobSpec
-from .state import (ServerState, check_corpus, clean_nll_chunked, feature_stats_chunked, finite, nll_chunked,
+from unlearn_core.core import cache as C
+from unlearn_core.model.engine import Engine
+from unlearn_core.method.interventions import GATED_MODES, Intervention
+from unlearn_core.server.schemas import JobSpec
+from unlearn_core.server.state import (ServerState, check_corpus, clean_nll_chunked, feature_stats_chunked, finite, nll_chunked,
                     run_steps, score_chunked, select_questions, trusted_files)
 
 log = logging.getLogger("unlearn_core.server.jobs")
@@ -225,7 +225,7 @@ class JobRunner:
         if s.job_backend != "ray":
             return None
         if self.pool is None:
-            from ..ray_backend import EngineRecipe, RayPool
+            from unlearn_core.evaluation.ray_backend import EngineRecipe, RayPool
 
             self.pool = RayPool(EngineRecipe.of(engine), s.ray_workers, s.ray_address).start()
         return self.pool
@@ -355,7 +355,7 @@ class JobRunner:
 
 def check_variants(engine: Engine, variants: list[str]) -> None:
     """Every variant is a finished RMU run of the loaded model (else a clear 4xx, not a failed job)."""
-    from ..rmu import load_delta, variant_name
+    from unlearn_core.training.rmu import load_delta, variant_name
 
     for v in variants:
         if v == "base":
@@ -368,8 +368,8 @@ def check_variants(engine: Engine, variants: list[str]) -> None:
 def resolve_spec(engine: Engine, spec: JobSpec) -> dict:
     """The spec as stored: with a target, the fields the request did not give come from it
     (schemas.TARGET_RULE); retain_corpora is never empty and strict_known is a bool."""
-    from ..targets import forget_corpus_for, question_specs
-    from .state import server_targets
+    from unlearn_core.features.targets import forget_corpus_for, question_specs
+    from unlearn_core.server.state import server_targets
 
     d = spec.model_dump()
     given = spec.model_fields_set
@@ -415,8 +415,8 @@ class Sweep:
         return chosen
 
     def run(self) -> None:
-        from ..features import corpus_docs, windows_for
-        from ..targets import retain_frequency
+        from unlearn_core.features.stats import corpus_docs, windows_for
+        from unlearn_core.features.targets import retain_frequency
 
         spec, job = self.spec, self.job
         job.phase = "known filter" if spec.known else "questions"
@@ -448,7 +448,7 @@ class Sweep:
     def configurations(self, sets: dict, fs, retain_freq, done: set[str]) -> None:
         """The clean row and every (threshold, N, clamp, mode) configuration, on the job's model
         variant (the model as loaded unless model_variant names an RMU run)."""
-        from ..features import select_features
+        from unlearn_core.features.stats import select_features
 
         spec, job = self.spec, self.job
         if BASELINE not in done:
@@ -499,7 +499,7 @@ class Sweep:
         """A model variant's row: accuracy on the same known questions (chosen on the base model)
         and loss added against the base model's clean loss, with the variant's delta applied in
         every hold of the model lock."""
-        from ..mcq import accuracy
+        from unlearn_core.evaluation.mcq import accuracy
 
         t0 = time.time()
         with self.state.variant(variant):
@@ -517,7 +517,7 @@ class Sweep:
 
     def gate_tau(self, features: list[int]) -> float:
         """The job's tau: given, or calibrated on gate_corpus for this selection (cached on disk)."""
-        from ..gate import DEFAULT_CORPUS, calibrate
+        from unlearn_core.method.gate import DEFAULT_CORPUS, calibrate
 
         if self.spec.gate is not None:
             return self.spec.gate
@@ -528,7 +528,7 @@ class Sweep:
     def remote_accuracies(self, pool, sets: dict, groups: list[tuple]) -> None:
         """The selections' configurations on the Ray workers; each selection's rows are written
         as soon as all its question shards are in (the same rows as ``shared_accuracies`` gives)."""
-        from ..ray_backend import LossWindows, evaluate_groups
+        from unlearn_core.evaluation.ray_backend import LossWindows, evaluate_groups
 
         def finished(g: int, accs: list[dict], nlls: list) -> None:
             keys, t, n, todo, chosen, ivs = groups[g]
@@ -545,7 +545,7 @@ class Sweep:
 
     def open_rates(self, sets: dict, iv: Intervention) -> dict:
         """{set: share of its questions whose prompt opens ``iv``'s gate}, once per (features, tau)."""
-        from ..gate import question_rhos
+        from unlearn_core.method.gate import question_rhos
 
         key = (iv.features, iv.gate)
         if key not in self.gate_rates:
@@ -564,7 +564,7 @@ class Sweep:
         """Accuracy of every configuration on every set, in steps of one question and up to
         ``CONFIG_STEP`` configurations (one selection's configurations differ only in the value,
         so they go through the fast path's batches of 8 exactly as in one call)."""
-        from ..sweep import ConfigResult, add_step, config_steps
+        from unlearn_core.evaluation.sweep import ConfigResult, add_step, config_steps
 
         out = [{} for _ in configs]
         groups = config_steps(len(configs))
@@ -594,7 +594,7 @@ class Sweep:
 
     def evaluate(self, sets: dict, ivs, key: str, t, n, v, features: list[int], accs: dict | None = None,
                  nll: float | None = None) -> dict:
-        from ..mcq import accuracy
+        from unlearn_core.evaluation.mcq import accuracy
 
         t0 = time.time()
         note = None if ivs or key == BASELINE else "no feature passes the retain threshold: nothing to evaluate"

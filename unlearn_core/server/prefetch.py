@@ -18,7 +18,7 @@ import threading
 from collections import OrderedDict
 from typing import Any, Callable, Hashable
 
-from ..questions import questions_digest
+from unlearn_core.data.questions import questions_digest
 
 log = logging.getLogger("unlearn_core.server")
 

@@ -15,9 +15,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from .. import cache as C
-from .. import rmu
-from .state import ServerState
+from unlearn_core.core import cache as C
+from unlearn_core.training import rmu
+from unlearn_core.server.state import ServerState
 
 log = logging.getLogger("unlearn_core.server.rmu_jobs")
 
@@ -74,7 +74,7 @@ class RMURunner:
 
     def submit(self, name: str, target_name: str, overrides: dict, delay_per_step: float = 0.0) -> RMURun:
         """Queue run ``name`` (hyperparameters checked now: a bad one is a 400, not a failed run)."""
-        from ..targets import engine_target
+        from unlearn_core.features.targets import engine_target
 
         if delay_per_step and not self.allow_delay:
             raise ValueError("delay_per_step is a test option, only honoured by a --tiny server")
@@ -121,7 +121,7 @@ class RMURunner:
 
     def train(self, run: RMURun) -> bool:
         """Train ``run`` to its end; False when the server is stopping (the run resumes next start)."""
-        from ..targets import engine_target
+        from unlearn_core.features.targets import engine_target
 
         engine = self.state.engine()
         run.status, run.started, run.error = "running", time.time(), None

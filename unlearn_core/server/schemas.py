@@ -11,9 +11,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ..demo import MAX_SCAN as DEMO_MAX_SCAN  # questions the guided demo checks per set by default
-from ..interventions import GATED_MODES, MAX_ABS_CLAMP, MODES
-from ..targets import MAX_SAVED_QUESTIONS, MAX_SAVED_TEXT, NAME_RE
+from unlearn_core.evaluation.demo import MAX_SCAN as DEMO_MAX_SCAN  # questions the guided demo checks per set by default
+from unlearn_core.method.interventions import GATED_MODES, MAX_ABS_CLAMP, MODES
+from unlearn_core.features.targets import MAX_SAVED_QUESTIONS, MAX_SAVED_TEXT, NAME_RE
 
 MAX_TEXT_CHARS = 20_000
 MAX_FEATURES = 512  # total feature ids in one call (over all interventions)

@@ -43,11 +43,11 @@ from typing import Any, Callable, Iterable, Iterator
 
 import torch
 
-from .. import data as D
-from ..engine import Engine
-from ..question_files import QUIZ_FILES
-from ..features import layer_of_hook
-from ..forward import tokenize
+from unlearn_core.data import loaders as D
+from unlearn_core.model.engine import Engine
+from unlearn_core.data.question_files import QUIZ_FILES
+from unlearn_core.features.stats import layer_of_hook
+from unlearn_core.model.forward import tokenize
 
 log = logging.getLogger("unlearn_core.server")
 
@@ -320,7 +320,7 @@ class ServerState:
         """The engine with the model lock held: the only way request code touches the model.
         ``what`` labels the hold in ``lock_stats``; a thread inside ``background()`` waits behind
         every interactive request (and its holds are labelled ``background: <what>``)."""
-        from ..rmu import applied
+        from unlearn_core.training.rmu import applied
 
         engine = self.engine()
         bg = self.in_background()
@@ -463,7 +463,7 @@ TARGETS_LOCK = threading.RLock()
 
 def server_targets(engine: Engine) -> dict:
     """The targets this server offers: the engine's (built-in, its targets file, saved ones)."""
-    from ..targets import engine_targets
+    from unlearn_core.features.targets import engine_targets
 
     with TARGETS_LOCK:
         return engine_targets(engine)
@@ -474,7 +474,7 @@ def drop_unfinished_saves(engine: Engine) -> list[str]:
     loader would read them as targets). Under ``TARGETS_LOCK``, so never a save in progress."""
     import shutil
 
-    from ..targets import saved_targets_dir
+    from unlearn_core.features.targets import saved_targets_dir
 
     folder = saved_targets_dir(engine.settings)
     gone = []
@@ -492,7 +492,7 @@ def drop_unfinished_saves(engine: Engine) -> list[str]:
 def trusted_files(engine: Engine) -> tuple[set[str], set[str]]:
     """(question-file bases, corpus-file names) that the server's own targets name: the only
     paths it reads. A broken targets file trusts nothing beyond the built-in targets."""
-    from ..targets import TargetError, load_targets
+    from unlearn_core.features.targets import TargetError, load_targets
 
     try:
         targets = server_targets(engine)
@@ -604,7 +604,7 @@ def codes_for(engine: Engine, acts: PromptActs, sae_key: str) -> torch.Tensor:
 
 
 def token_activations(engine: Engine, acts: PromptActs, sae_key: str, features: list[int], top_k: int) -> dict:
-    from ..features import token_activations_from_codes
+    from unlearn_core.features.stats import token_activations_from_codes
 
     return token_activations_from_codes(engine, sae_key, acts.ids, codes_for(engine, acts, sae_key)[0], features,
                                         top_k)
@@ -614,7 +614,7 @@ def search(engine: Engine, acts: PromptActs, sae_key: str, k: int, background=No
            dense_last: bool = True) -> list[dict]:
     """``features.search_from_codes`` on the prompt's cached codes; ``background`` is a corpus's
     FeatureStats (or None)."""
-    from ..features import search_from_codes
+    from unlearn_core.features.stats import search_from_codes
 
     return search_from_codes(engine, acts.ids, codes_for(engine, acts, sae_key)[0], k,
                              background.freq if background is not None else None,
@@ -626,7 +626,7 @@ def search(engine: Engine, acts: PromptActs, sae_key: str, k: int, background=No
 
 def fits_context(engine: Engine, q: D.Question, margin: int = 8) -> bool:
     """Whether the question's prompt fits the model's context (a longer one would crash the forward)."""
-    from ..mcq import cloze_prefix, format_prompt
+    from unlearn_core.evaluation.mcq import cloze_prefix, format_prompt
 
     model = engine.model
     n_ctx = model.cfg.n_ctx
@@ -689,7 +689,7 @@ def known_ids_chunked(state: ServerState, questions: list[D.Question], strict: b
     (letters; as ``score_questions`` batches them) or one question (cloze), then the blanked
     question (strict). A question's later steps are skipped once one ordering is wrong: the
     answer ("all correct") is the same."""
-    from ..mcq import all_orderings, score_questions
+    from unlearn_core.evaluation.mcq import all_orderings, score_questions
 
     letter = state.engine().scoring == "letter"
     known: list[str] = []
@@ -727,8 +727,8 @@ def select_questions(state: ServerState, questions: list[D.Question], known: boo
     (``known_ids_chunked``). ``strict`` also drops questions answered right with the question
     text blanked.
     """
-    from .. import cache as C
-    from ..mcq import known_path
+    from unlearn_core.core import cache as C
+    from unlearn_core.evaluation.mcq import known_path
 
     fit = fit_questions(state, questions, should_stop)
     skipped = len(questions) - len(fit)
@@ -749,7 +749,7 @@ def score_chunked(state: ServerState, questions: list[D.Question], interventions
                   should_stop: Callable[[], None] | None = None, what: str = "scoring") -> list:
     """``mcq.score_questions(engine, questions, interventions)`` in steps of one batch of 8
     prompts (letters, the batches it uses) or one question (cloze, scored one by one anyway)."""
-    from ..mcq import score_questions
+    from unlearn_core.evaluation.mcq import score_questions
 
     out: list = []
     per = 8 if state.engine().scoring == "letter" else 1
@@ -763,7 +763,7 @@ def nll_chunked(state: ServerState, windows: list[list[int]], interventions=None
                 what: str = "loss") -> tuple[float, int]:
     """``metrics.mean_nll(engine, windows, interventions, batch_size)``, bit for bit, in the steps
     of ``metrics.nll_steps``: a few blocks of a batch's forward pass, one window's unembedding."""
-    from .. import metrics as MT
+    from unlearn_core.evaluation import metrics as MT
 
     acc = MT.NLLSum()
     steps = MT.nll_steps(windows, interventions, acc, batch_size or MT.NLL_BATCH, state.engine().model.cfg.n_layers)
@@ -774,8 +774,8 @@ def nll_chunked(state: ServerState, windows: list[list[int]], interventions=None
 def clean_nll_chunked(state: ServerState, corpus: str, windows: list[list[int]], batch_size: int | None = None,
                       should_stop: Callable[[], None] | None = None, what: str = "loss") -> float:
     """``metrics.clean_nll_cached`` (same disk cache entry), computed by ``nll_chunked``."""
-    from .. import cache as C
-    from .. import metrics as MT
+    from unlearn_core.core import cache as C
+    from unlearn_core.evaluation import metrics as MT
 
     batch_size = batch_size or MT.NLL_BATCH
     with state.model("loss cache key") as engine:  # the namespace names this thread's model variant
@@ -788,8 +788,8 @@ def feature_stats_chunked(state: ServerState, sae: str, corpus: str, n_tokens: i
                           should_stop: Callable[[], None] | None = None, what: str = "feature statistics"):
     """``features.feature_stats`` (same disk cache entry, same numbers), computed one batch of
     16 windows per step; the corpus is read without the lock and tokenized in one hold."""
-    from .. import cache as C
-    from .. import features as F
+    from unlearn_core.core import cache as C
+    from unlearn_core.features import stats as F
 
     engine = state.engine()
     docs = F.corpus_docs(engine, corpus)

@@ -14,12 +14,12 @@ import json
 import shutil
 from pathlib import Path
 
-from .. import data as D
-from ..engine import Engine
-from ..interventions import Intervention
-from ..question_files import QUIZ_FILES
-from ..targets import DEFAULT_TARGET, Target, forget_corpus_for, saved_targets_dir, select_for_target
-from .state import (ServerState, check_corpus, check_subjects, corpus_names, drop_unfinished_saves,
+from unlearn_core.data import loaders as D
+from unlearn_core.model.engine import Engine
+from unlearn_core.method.interventions import Intervention
+from unlearn_core.data.question_files import QUIZ_FILES
+from unlearn_core.features.targets import DEFAULT_TARGET, Target, forget_corpus_for, saved_targets_dir, select_for_target
+from unlearn_core.server.state import (ServerState, check_corpus, check_subjects, corpus_names, drop_unfinished_saves,
                     feature_stats_chunked, fits_context, run_steps, server_targets)
 
 
@@ -139,8 +139,8 @@ def _clean(message: str, folder: Path, name: str) -> str:
 def create_target(state: ServerState, req) -> dict:
     """Save a target defined in the app (``targets.save_target``) and return it as GET /api/targets
     lists it. ``req`` is a ``schemas.TargetCreateRequest``."""
-    from ..question_files import QuestionFileError
-    from ..targets import TargetError, save_target
+    from unlearn_core.data.question_files import QuestionFileError
+    from unlearn_core.features.targets import TargetError, save_target
 
     engine = state.engine()
     data_dir = engine.settings.data_dir
@@ -193,7 +193,7 @@ def warm_stats(state: ServerState, engine: Engine, sae: str, t: Target) -> None:
 def select(state: ServerState, name: str, sae: str, n: int | None = None, threshold: float | None = None,
            describe: bool = False) -> dict:
     """Format-matched selection rows, plus the corpora actually used (without the raw stats)."""
-    from ..features import auto_description
+    from unlearn_core.features.stats import auto_description
 
     engine = state.engine()
     t = get_target(engine, name)
@@ -210,7 +210,7 @@ def select(state: ServerState, name: str, sae: str, n: int | None = None, thresh
 
 def default_intervention(state: ServerState, engine: Engine, t: Target) -> Intervention:
     """``targets.default_intervention`` with the statistics computed corpus by corpus first."""
-    from ..targets import default_intervention as make
+    from unlearn_core.features.targets import default_intervention as make
 
     warm_stats(state, engine, engine.default_sae, t)
     with state.model("demo"):
@@ -222,7 +222,7 @@ def default_intervention(state: ServerState, engine: Engine, t: Target) -> Inter
 
 def run_demo(state: ServerState, name: str, max_scan: int, min_conf: float = 0.5) -> dict:
     """``demo.run_demo``'s result (same keys), computed with the lock per corpus and per question."""
-    from .. import demo
+    from unlearn_core.evaluation import demo
 
     engine = state.engine()
     t = get_target(engine, name)

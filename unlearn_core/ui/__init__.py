@@ -7,5 +7,5 @@
   the server-status banner, error rendering, feature sets, shared pickers.
 
 The app computes nothing itself: every number comes from the workbench server through
-:class:`unlearn_core.client.UnlearnClient`.
+:class:`unlearn_core.server.client.UnlearnClient`.
 """

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from ..data import BIO_FALLBACK_SUBJECTS, SIDE_EFFECT_SUBJECTS, with_part
-from . import common as C
-from . import render as R
-from .render import question_counts, result_rows  # noqa: F401 - (moved: the CLI needs them without streamlit)
+from unlearn_core.data.loaders import BIO_FALLBACK_SUBJECTS, SIDE_EFFECT_SUBJECTS, with_part
+from unlearn_core.ui import common as C
+from unlearn_core.ui import render as R
+from unlearn_core.ui.render import question_counts, result_rows  # noqa: F401 - (moved: the CLI needs them without streamlit)
 
 BIO_FALLBACK = "mmlu:" + ",".join(BIO_FALLBACK_SUBJECTS)
 MAX_SETS = 8  # the server's limit on side-effect / retain question sets

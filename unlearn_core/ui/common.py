@@ -13,6 +13,8 @@ pages put the feature ids themselves in the URL.
 """
 from __future__ import annotations
 
+from unlearn_core.core.paths import ASSETS
+
 import hashlib
 import json
 import os
@@ -22,8 +24,8 @@ from typing import Any, Callable
 
 import streamlit as st
 
-from ..client import DEFAULT_URL, ServerError, ServerUnavailableError, UnlearnClient
-from . import render as R
+from unlearn_core.server.client import DEFAULT_URL, ServerError, ServerUnavailableError, UnlearnClient
+from unlearn_core.ui import render as R
 
 # (key, path, title, icon) of every page, in menu order; paths are relative to app.py
 PAGE_LIST = [
@@ -352,7 +354,7 @@ def _wait_for_model() -> None:
 
 
 def mode_labels() -> dict[str, str]:
-    from ..interventions import MODE_LABELS
+    from unlearn_core.method.interventions import MODE_LABELS
 
     return MODE_LABELS
 
@@ -690,7 +692,7 @@ def page_setup(title: str) -> None:
     The favicon is a file shipped in the package, served by the app: a ``:material/…:`` icon
     would be fetched from fonts.gstatic.com (errors offline). The CSS lets metric cards and
     sidebar labels wrap instead of being cut off with an ellipsis in narrow columns."""
-    icon = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "favicon.png")
+    icon = str(ASSETS / "favicon.png")
     st.set_page_config(page_title=f"{title} · SAE Unlearning Workbench", page_icon=icon, layout="wide")
     st.html("<style>"
             "[data-testid='stMetricValue'] *, [data-testid='stMetricLabel'] *, "

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from . import common as C
-from . import render as R
+from unlearn_core.ui import common as C
+from unlearn_core.ui import render as R
 
 
 def target_intro(t: dict) -> None:

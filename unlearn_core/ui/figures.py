@@ -8,7 +8,7 @@ from __future__ import annotations
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .render import LETTERS
+from unlearn_core.ui.render import LETTERS
 
 LETTER_COLOURS = {"A": "#1f77b4", "B": "#ff7f0e", "C": "#2ca02c", "D": "#d62728"}
 CORPUS_COLOURS = ["#636efa", "#ef553b", "#00cc96", "#ab63fa"]

@@ -10,7 +10,7 @@ import math
 import re
 from typing import Iterable
 
-from ..selection_phrase import selection_phrase
+from unlearn_core.features.selection_phrase import selection_phrase
 
 LETTERS = ("A", "B", "C", "D")
 

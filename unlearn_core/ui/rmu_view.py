@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from . import common as C
-from . import render as R
+from unlearn_core.ui import common as C
+from unlearn_core.ui import render as R
 
 RUNNING = ("queued", "running")
 

@@ -11,9 +11,9 @@ from typing import Callable
 import pandas as pd
 import streamlit as st
 
-from ..selection_phrase import selection_phrase
-from . import common as C
-from . import render as R
+from unlearn_core.features.selection_phrase import selection_phrase
+from unlearn_core.ui import common as C
+from unlearn_core.ui import render as R
 
 THRESHOLDS = [None, 0.5, 0.1, 0.05, 0.01, 0.005, 0.001]
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from ..data import split_paragraph_docs, strip_gutenberg
-from ..question_files import QuestionFileError, parse_question_file
-from . import common as C
+from unlearn_core.data.loaders import split_paragraph_docs, strip_gutenberg
+from unlearn_core.data.question_files import QuestionFileError, parse_question_file
+from unlearn_core.ui import common as C
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")  # targets.NAME_RE (not imported: it would load torch)
 NAME_RULE = "1-40 lower-case letters, digits, '-' or '_', starting with a letter or digit"

@@ -1,0 +1,70 @@
+"""Model and SAE loading: offline errors say what to do; local SAE folders load with their hook."""
+import pytest
+
+from unlearn_core.model.models import ModelUnavailableError, load_model, pick_device, pick_dtype
+from unlearn_core.model.saes import SAEUnavailableError, load_sae, parse_selector
+
+
+def test_hub_model_offline_gives_clear_error(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelUnavailableError, match="embedded"):
+        load_model("google/gemma-2-2b-it", progress=False)
+
+
+def test_hub_sae_offline_gives_clear_error(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(SAEUnavailableError, match="local SAELens folder"):
+        load_sae("gemma-scope-2b-pt-res-canonical:layer_7/width_16k/canonical")
+
+
+def test_device_and_dtype_choice():
+    assert pick_device("auto") in ("cpu", "cuda")
+    assert pick_dtype("auto", "cpu") == "float32" and pick_dtype("auto", "cuda") == "bfloat16"
+    assert pick_dtype("float16", "cpu") == "float16"
+
+
+def test_local_sae_folder_roundtrip_keeps_hook(tmp_path, tiny):
+    sae = tiny.saes["tiny"].sae
+    sae.save_model(str(tmp_path / "s"))
+    loaded = load_sae(str(tmp_path / "s"), model=tiny.model)
+    assert loaded.hook_name == "blocks.0.hook_resid_post" and loaded.d_sae == 64
+    with pytest.raises(SAEUnavailableError, match="cfg.json"):
+        load_sae(str(tmp_path / "missing"))
+    (tmp_path / "s" / "sae_weights.safetensors").unlink()
+    with pytest.raises(SAEUnavailableError, match="safetensors"):
+        load_sae(str(tmp_path / "s"))
+
+
+def test_selector_parsing():
+    assert parse_selector("rel:layer_7/width_16k/canonical") == ("rel", "layer_7/width_16k/canonical")
+    with pytest.raises(ValueError):
+        parse_selector("nonsense")
+
+
+def test_sae_with_wrong_hook_is_refused(tmp_path, tiny):
+    from unlearn_core.model.saes import check_compatible
+    from unlearn_core.model.tiny import tiny_sae
+
+    bad = tiny_sae(hook_name="blocks.9.hook_resid_post")
+    with pytest.raises(SAEUnavailableError, match="does not have"):
+        check_compatible(bad, tiny.model)
+
+
+def test_fast_gated_mlp_matches_transformer_lens():
+    import torch
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    from unlearn_core.model.fast_blocks import use_fast_gated_mlps
+
+    cfg = HookedTransformerConfig(n_layers=2, d_model=32, n_ctx=64, d_head=8, n_heads=4, d_mlp=64, d_vocab=50,
+                                  act_fn="gelu", gated_mlp=True, normalization_type="RMS", seed=3, device="cpu")
+    model = HookedTransformer(cfg)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.2)
+    toks = torch.randint(0, 50, (2, 20))
+    ref, ref_cache = model.run_with_cache(toks, names_filter=lambda n: "mlp" in n)
+    assert use_fast_gated_mlps(model) == 2
+    out, cache = model.run_with_cache(toks, names_filter=lambda n: "mlp" in n)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    assert set(cache.keys()) == set(ref_cache.keys()) and len(cache.keys()) >= 6  # hooks still fire

@@ -1,0 +1,62 @@
+"""The package's import graph is a tree (a DAG): no two modules import each other, not even
+through an import inside a function. A cycle hidden in a lazy import still ties two modules'
+jobs together (mcq and fastpath did, until their shared prompts moved to ``prompts``)."""
+from __future__ import annotations
+
+import ast
+import graphlib
+from pathlib import Path
+
+import pytest
+
+ROOT = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").exists())
+PKG = "unlearn_core"
+
+
+def modules(root: Path = ROOT) -> dict[str, Path]:
+    out = {}
+    for p in sorted((root / PKG).rglob("*.py")):
+        name = ".".join(p.relative_to(root).with_suffix("").parts)
+        out[name.removesuffix(".__init__")] = p
+    return out
+
+
+def imported(name: str, path: Path, mods: dict[str, Path]) -> set[str]:
+    """The package modules ``path`` imports anywhere in its body (top level, functions, TYPE_CHECKING)."""
+    package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+    deps: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            deps |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = ".".join(package[: len(package) - node.level + 1] + ([node.module] if node.module else [])) \
+                if node.level else node.module
+            deps |= {f"{base}.{a.name}" if f"{base}.{a.name}" in mods else base for a in node.names}
+    return {d for d in deps if d in mods and d not in (name, PKG)}
+
+
+def graph(mods: dict[str, Path]) -> dict[str, set[str]]:
+    return {name: imported(name, path, mods) for name, path in mods.items()}
+
+
+def test_the_package_has_no_import_cycle():
+    mods = modules()
+    assert len(mods) > 20 and f"{PKG}.evaluation.mcq" in mods  # the walk found the package
+    try:
+        list(graphlib.TopologicalSorter(graph(mods)).static_order())
+    except graphlib.CycleError as e:
+        pytest.fail(f"import cycle: {' -> '.join(e.args[1])}")
+
+
+def test_the_check_sees_a_cycle_through_a_function_level_import(tmp_path):
+    """The checker itself: two modules importing each other, one of them inside a function."""
+    pkg = tmp_path / PKG
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("from .b import g\n\ndef f():\n    return g()\n")
+    (pkg / "b.py").write_text("def g():\n    from . import a\n    return a\n")
+    mods = modules(tmp_path)
+    g = graph(mods)
+    assert g[f"{PKG}.a"] == {f"{PKG}.b"} and g[f"{PKG}.b"] == {f"{PKG}.a"}
+    with pytest.raises(graphlib.CycleError):
+        list(graphlib.TopologicalSorter(g).static_order())

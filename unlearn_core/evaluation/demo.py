@@ -1,0 +1,96 @@
+"""The guided demo: one question the model knows, forgotten; one general question, kept.
+
+Shared by ``python -m unlearn_core demo``, ``scripts/run.sh`` and the app's Home page. It scans
+the target's forget questions in file order for one the clean model knows strongly (correct,
+P(correct) >= ``min_conf``, and not correct with the question blanked) whose answer the
+default intervention flips, and says so when there is none. The retain question is the first
+known retain question that stays right. Scanning is lazy: a few seconds, not a full known filter.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, ContextManager
+
+from unlearn_core.data import loaders as D
+from unlearn_core.evaluation.mcq import score_question
+from unlearn_core.features.targets import DEFAULT_TARGET, Target, default_intervention, engine_target, forget_corpus_for
+
+MAX_SCAN = 60
+
+
+def _known_strongly(engine, q: D.Question, scoring: str, min_conf: float):
+    base = score_question(engine, q, scoring=scoring)
+    if not base.correct or base.probs[q.answer] < min_conf:
+        return None
+    if score_question(engine, q.blanked(), scoring=scoring).correct:
+        return None
+    return base
+
+
+def _example(q: D.Question, base, inter) -> dict:
+    return {"question": q.to_dict(), "base": base.to_dict(), "intervened": inter.to_dict()}
+
+
+def _scan(engine, questions: list[D.Question], iv, scoring: str, min_conf: float, want_correct: bool,
+          guard: Callable[[], ContextManager], skip: Callable | None) -> tuple[dict | None, int]:
+    """The first question known strongly whose intervened answer is right (``want_correct``) or
+    wrong, and how many were checked; ``guard`` is entered per question (the server's lock)."""
+    n = 0
+    for q in questions:
+        n += 1
+        with guard():
+            if skip is not None and skip(engine, q):
+                continue
+            base = _known_strongly(engine, q, scoring, min_conf)
+            if base is None:
+                continue
+            inter = score_question(engine, q, [iv], scoring=scoring)
+        if inter.correct == want_correct:
+            return _example(q, base, inter), n
+    return None, n
+
+
+def find_examples(engine, target: Target, iv, min_conf: float = 0.5, max_scan: int = MAX_SCAN,
+                  progress: Callable[[int, str], None] | None = None,
+                  guard: Callable[[], ContextManager] = contextlib.nullcontext,
+                  load: Callable[[str], list[D.Question]] | None = None, skip: Callable | None = None) -> dict:
+    """The forget example (a known question the clamp flips) and the retain example (a known one
+    it keeps). The server passes its lock as ``guard``, its cached question sets as ``load`` and
+    ``skip`` for prompts longer than the model's context."""
+    scoring = target.scoring or engine.scoring
+    load = load or (lambda spec: D.load_question_set(spec, engine.settings.data_dir).questions)
+    forget, n_f = _scan(engine, load(target.forget_questions)[:max_scan], iv, scoring, min_conf, False, guard, skip)
+    if progress:
+        progress(n_f, f"checked {n_f} forget question(s)")
+    retain, n_r = _scan(engine, load(target.retain_questions[0])[:max_scan], iv, scoring, min_conf, True, guard,
+                        skip)
+    return {"forget_example": forget, "retain_example": retain, "n_checked_forget": n_f, "n_checked_retain": n_r}
+
+
+def summary(forget: dict | None, retain: dict | None, n_forget: int) -> str:
+    if forget and retain:
+        return ("The clamp made the model forget a fact it knew (its answer flipped) while a general-knowledge "
+                "question stayed right.")
+    if forget:
+        return "The clamp flipped a known forget question, but no checked retain question stayed right."
+    return f"The default intervention flipped none of the first {n_forget} forget questions the model knows strongly."
+
+
+def result(engine, target: Target, iv, found: dict) -> dict:
+    """The demo's answer: what was done, the two examples (or None) and one sentence about them."""
+    forget_corpus, note = forget_corpus_for(target, engine.settings.data_dir)
+    return {"target": target.name, "description": target.description, "forget_corpus": forget_corpus,
+            "forget_corpus_note": note, "retain_corpora": list(target.retain_corpora),
+            "intervention": {"sae": iv.sae_key, "mode": iv.mode, "c": iv.c, "features": list(iv.features)},
+            **found, "summary": summary(found["forget_example"], found["retain_example"], found["n_checked_forget"])}
+
+
+def run_demo(engine, target_name: str = DEFAULT_TARGET, progress: Callable[[int, str], None] | None = None,
+             stats_progress: Callable[[int], None] | None = None) -> dict:
+    """``stats_progress`` is told of every token of the selection statistics (first run only:
+    they are cached on disk)."""
+    target = engine_target(engine, target_name)
+    if progress:
+        progress(0, f"selecting {target.name} features ({target.forget_corpus} vs {', '.join(target.retain_corpora)})")
+    iv = default_intervention(engine, target, progress=stats_progress)
+    return result(engine, target, iv, find_examples(engine, target, iv, progress=progress))

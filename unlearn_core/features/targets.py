@@ -1,0 +1,379 @@
+"""Unlearning targets: what to forget and what to keep, as one named concept.
+
+A target bundles a forget corpus, a forget question set, retain corpora and retain question
+sets, how features are selected (format-matched: forget text against retain text of the same
+format, so answer-letter and question-word features drop out) and a default intervention, the
+one the demo and ``target eval`` apply. The built-in ones live in ``assets/targets.toml`` (data,
+not code); a user adds their own in a TOML file of the same schema (``--targets FILE`` or the
+``targets_file`` setting), where file paths are relative to that file.
+"""
+from __future__ import annotations
+
+from unlearn_core.core.paths import ASSETS
+
+import json
+import logging
+import re
+import sys
+import tomllib
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from unlearn_core.data import loaders as D
+from unlearn_core.data.loaders import with_part
+from unlearn_core.method.interventions import MODES, Intervention
+from unlearn_core.features.selection_phrase import selection_phrase
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
+BUILTIN_FILE = ASSETS / "targets.toml"
+DEFAULT_TARGET = "bio-basics"
+
+
+SELECTION_METHODS = ("frequency", "search")
+
+
+class TargetError(ValueError):
+    """A target definition that cannot be used; the message says which field and why."""
+
+
+@dataclass(frozen=True)
+class Selection:
+    """How a target's features are chosen.
+
+    ``method = "frequency"`` (the paper's): retain frequency (the max over the retain corpora) <
+    threshold, ranked by forget frequency. ``method = "search"`` (the Gemma Scope Harry Potter
+    study's way in): the features most specific to ``query``, the concept's own name, against the
+    ``background`` corpus's firing frequencies, dense ones dropped; threshold is not used. A book's
+    most frequent distinctive features are its narration style, not its topic (README, sherlock)."""
+
+    threshold: float = 0.01
+    n: int = 20
+    tokens: int = 50_000
+    method: str = "frequency"
+    query: str = ""
+    background: str = "webtext-train"
+
+
+@dataclass(frozen=True)
+class DefaultIntervention:
+    mode: str = "clamp"
+    c: float = 100.0
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    description: str
+    forget_corpus: str
+    forget_questions: str
+    retain_corpora: tuple[str, ...]
+    retain_questions: tuple[str, ...]
+    selection: Selection = field(default_factory=Selection)
+    intervention: DefaultIntervention = field(default_factory=DefaultIntervention)
+    forget_corpus_fallback: str | None = None  # used, and labelled, when forget_corpus cannot be had
+    loss_corpus: str = "webtext"
+    ppl_corpus: str | None = None
+    eval_part: str = "heldout"  # the part of each question set that `target eval` reports on
+    strict_known: bool = True
+    scoring: str | None = None  # None: the engine's (cloze for base models)
+    orderings: bool = False  # letter scoring: known = correct in all 24 orderings
+    demo_prompt: str = ""
+    source: str = "built-in"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+_FIELDS = {f for f in Target.__dataclass_fields__} - {"name", "source", "selection", "intervention"}
+_REQUIRED = ("forget_corpus", "forget_questions", "retain_corpora", "retain_questions")
+
+
+def _resolve_path(spec: str, base: Path | None) -> str:
+    """A relative file path in a user's TOML is relative to that file; names stay names."""
+    if base is None:
+        return spec
+    name, sep, rest = spec.partition("@")
+    p = Path(name)
+    if p.suffix.lower() in (".txt", ".jsonl", ".json", ".csv") and not p.is_absolute():
+        return str((base / p).resolve()) + sep + rest
+    return spec
+
+
+def target_from_dict(name: str, d: dict, source: str = "built-in", base: Path | None = None) -> Target:
+    where = f"target {name!r} ({source})"
+    if not isinstance(d, dict):
+        raise TargetError(f"{where}: expected a table")
+    unknown = set(d) - _FIELDS - {"selection", "intervention"}
+    if unknown:
+        raise TargetError(f"{where}: unknown field(s) {sorted(unknown)}; known: {sorted(_FIELDS)}, "
+                          "[selection], [intervention]")
+    missing = [k for k in _REQUIRED if not d.get(k)]
+    if missing:
+        raise TargetError(f"{where}: missing {missing}")
+    kw = {k: v for k, v in d.items() if k in _FIELDS}
+    for k in ("retain_corpora", "retain_questions"):
+        v = kw[k]
+        kw[k] = tuple([v] if isinstance(v, str) else v)
+    for k in ("forget_corpus", "forget_questions", "forget_corpus_fallback", "ppl_corpus"):
+        if kw.get(k):
+            kw[k] = _resolve_path(kw[k], base)
+    kw["retain_corpora"] = tuple(_resolve_path(x, base) for x in kw["retain_corpora"])
+    kw["retain_questions"] = tuple(_resolve_path(x, base) for x in kw["retain_questions"])
+    kw.setdefault("description", "")
+    try:
+        sel = Selection(**d.get("selection", {}))
+        iv = DefaultIntervention(**d.get("intervention", {}))
+    except TypeError as e:
+        raise TargetError(f"{where}: {e}") from None
+    if not 0 < sel.threshold <= 1 or sel.n < 1 or sel.tokens < 16:
+        raise TargetError(f"{where}: selection needs 0 < threshold <= 1, n >= 1, tokens >= 16")
+    if sel.method not in SELECTION_METHODS:
+        raise TargetError(f"{where}: selection method must be one of {SELECTION_METHODS}")
+    if not isinstance(sel.query, str) or len(sel.query) > 200 or (sel.method == "search" and len(sel.query.strip()) < 3):
+        raise TargetError(f"{where}: selection query must be text of at most 200 characters "
+                          "(at least 3 with method = \"search\")")
+    if iv.mode not in MODES:
+        raise TargetError(f"{where}: intervention mode must be one of {MODES}")
+    if kw.get("eval_part", "heldout") not in ("all", "train", "heldout"):
+        raise TargetError(f"{where}: eval_part must be all, train or heldout")
+    if kw.get("scoring") not in (None, "letter", "cloze"):
+        raise TargetError(f"{where}: scoring must be letter or cloze")
+    return Target(name=name, selection=sel, intervention=iv, source=source, **kw)
+
+
+def read_targets_file(path: str | Path, source: str | None = None) -> dict[str, Target]:
+    p = Path(path)
+    if not p.is_file():
+        raise TargetError(f"targets file {str(p)!r} not found")
+    try:
+        with open(p, "rb") as f:
+            raw = tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise TargetError(f"{p}: not valid TOML ({e})") from None
+    base = None if source == "built-in" else p.resolve().parent
+    return {name: target_from_dict(name, d, source or str(p), base) for name, d in raw.items()}
+
+
+def load_targets(targets_file: str | None = None, saved_dir: str | Path | None = None) -> dict[str, Target]:
+    """The built-in targets, a user's TOML file, and the targets defined in the app (saved under
+    ``saved_dir``, one folder each). No target may reuse another's name."""
+    out = read_targets_file(BUILTIN_FILE, "built-in")
+    files = [Path(targets_file)] if targets_file else []
+    if saved_dir and Path(saved_dir).is_dir():
+        files += sorted(Path(saved_dir).glob("[!.]*/target.toml"))  # not the .<name>.tmp folders of a save
+    for f in files:
+        try:
+            found = read_targets_file(f)
+        except TargetError:
+            if f == Path(targets_file or ""):
+                raise  # the user's own file: say what is wrong
+            log.warning("skipping the broken saved target %s: %s", f.parent.name, sys.exc_info()[1])
+            continue
+        for name, t in found.items():
+            if name in out:
+                raise TargetError(f"target {name!r} in {f} has the name of a {out[name].source} target; rename it")
+            out[name] = t
+    return out
+
+
+def get_target(name: str, targets_file: str | None = None, saved_dir: str | Path | None = None) -> Target:
+    targets = load_targets(targets_file, saved_dir)
+    if name not in targets:
+        raise KeyError(f"unknown target {name!r}; known: {sorted(targets)}")
+    return targets[name]
+
+
+def saved_targets_dir(settings) -> Path:
+    """Where targets defined in the app are kept (the cache folder: they are the user's data)."""
+    return Path(settings.cache_dir) / "targets"
+
+
+def engine_targets(engine) -> dict[str, Target]:
+    return load_targets(engine.settings.targets_file, saved_targets_dir(engine.settings))
+
+
+def engine_target(engine, name: str) -> Target:
+    return get_target(name, engine.settings.targets_file, saved_targets_dir(engine.settings))
+
+
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
+MAX_SAVED_TEXT = 5_000_000  # characters of forget corpus a saved target may hold
+MAX_SAVED_QUESTIONS = 5_000
+
+
+def _toml_str(x: str) -> str:
+    return json.dumps(x, ensure_ascii=False)  # a JSON string is a valid TOML basic string
+
+
+def save_target(folder: str | Path, name: str, description: str, documents: list[str], questions: list[dict],
+                retain_corpora: tuple[str, ...] = ("quiz:retain@train", "wikitext@train", "webtext-train"),
+                retain_questions: tuple[str, ...] = ("quiz:retain",), threshold: float = 0.01, n: int = 50,
+                c: float = 200.0, mode: str = "clamp", existing: dict[str, Target] | None = None) -> Target:
+    """Write a target defined in the app: its corpus (``corpus.jsonl``), its questions
+    (``questions.json``, validated like any question file) and ``target.toml``, then read it
+    back through the same loader as every other target. Nothing outside ``folder/<name>`` is written."""
+    import shutil
+
+    if not NAME_RE.match(name or ""):
+        raise TargetError("a target name is 1-40 lower-case letters, digits, '-' or '_', starting with a letter or digit")
+    if existing and name in existing:
+        raise TargetError(f"a target named {name!r} exists already ({existing[name].source}); pick another name")
+    docs = [d for d in documents if isinstance(d, str) and d.strip()]
+    if not docs:
+        raise TargetError("the forget corpus is empty: give at least one non-empty document")
+    if sum(len(d) for d in docs) > MAX_SAVED_TEXT:
+        raise TargetError(f"the forget corpus is larger than {MAX_SAVED_TEXT:,} characters")
+    if not questions or len(questions) > MAX_SAVED_QUESTIONS:
+        raise TargetError(f"give between 1 and {MAX_SAVED_QUESTIONS} questions")
+    root = Path(folder)
+    tmp = root / f".{name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        (tmp / "corpus.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in docs), encoding="utf-8")
+        (tmp / "questions.json").write_text(json.dumps(questions), encoding="utf-8")
+        from unlearn_core.data.question_files import parse_question_file
+
+        parse_question_file(tmp / "questions.json", source=name)  # fails with the row and the fix
+        lines = [f"[{name}]", f"description = {_toml_str(description or name)}",
+                 'forget_corpus = "corpus.jsonl"', 'forget_questions = "questions.json"',
+                 f"retain_corpora = [{', '.join(map(_toml_str, retain_corpora))}]",
+                 f"retain_questions = [{', '.join(map(_toml_str, retain_questions))}]",
+                 'eval_part = "all"', f"[{name}.selection]", f"threshold = {float(threshold)!r}", f"n = {int(n)}",
+                 f"[{name}.intervention]", f"mode = {_toml_str(mode)}", f"c = {float(c)!r}"]
+        (tmp / "target.toml").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        read_targets_file(tmp / "target.toml")  # validates the rest
+        shutil.rmtree(root / name, ignore_errors=True)
+        tmp.rename(root / name)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return read_targets_file(root / name / "target.toml")[name]
+
+
+def forget_corpus_for(target: Target, data_dir: str | None) -> tuple[str, str]:
+    """(corpus spec, note): the forget corpus, or its labelled fallback when it cannot be had."""
+    name, part = target.forget_corpus.partition("@")[::2]
+    try:
+        D.load_corpus(name, data_dir, part=part or "all")
+        return target.forget_corpus, ""
+    except D.DataUnavailableError:
+        if not target.forget_corpus_fallback:
+            raise
+        return target.forget_corpus_fallback, (f"{target.forget_corpus} is not available here (see the README); "
+                                               f"features are selected on the stand-in {target.forget_corpus_fallback}")
+
+
+def retain_frequency(stats: list) -> torch.Tensor:
+    """A feature's retain frequency over several retain corpora: its highest one, so a feature
+    common in any of them is dropped."""
+    import torch
+
+    return torch.stack([s.freq for s in stats]).max(0).values
+
+
+def select_for_target(engine, target: Target, sae_key: str | None = None, n: int | None = None,
+                      threshold: float | None = None, progress=None) -> dict:
+    """A target's selection (its ``selection.method``): rows with the forget frequency and each
+    retain corpus's frequency, plus which corpora were used (shown in the app)."""
+    from unlearn_core.features import stats as F
+
+    sae_key = sae_key or engine.default_sae
+    sel = target.selection
+    forget, note = forget_corpus_for(target, engine.settings.data_dir)
+    search = sel.method == "search" and threshold is None
+    forced = engine.extra.get("selection_threshold")  # the tiny test backend's random SAE
+    if forced is not None and threshold is None and not search:
+        threshold = forced
+        note = (note + " " if note else "") + f"(test backend: retain threshold relaxed to {forced:g})"
+    fs = F.feature_stats(engine, sae_key, forget, n_tokens=sel.tokens, progress=progress)
+    rs = [F.feature_stats(engine, sae_key, c, n_tokens=sel.tokens, progress=progress) for c in target.retain_corpora]
+    rf = retain_frequency(rs)
+    if search:  # the same frequency columns as the paper's selection, so every consumer reads them alike
+        bg = F.feature_stats(engine, sae_key, sel.background, n_tokens=sel.tokens, progress=progress)
+        rows = F.select_by_search(engine, sae_key, sel.query, bg, n or sel.n)
+        for r in rows:
+            i = r["feature"]
+            r.update(forget_freq=float(fs.freq[i]), retain_freq=float(rf[i]),
+                     ratio=float(fs.freq[i] / max(float(rf[i]), 1e-6)))
+    else:
+        rows = F.select_features(fs.freq, rf, threshold or sel.threshold, n or sel.n)
+    for r in rows:
+        r["retain_freqs"] = {s.corpus: float(s.freq[r["feature"]]) for s in rs}
+    how = ({"threshold": None, "method": "search", "query": sel.query, "background": sel.background} if search
+           else {"threshold": threshold or sel.threshold, "method": "frequency"})
+    return {"target": target.name, "sae": sae_key, "forget_corpus": forget, "retain_corpora": list(target.retain_corpora),
+            **how, "note": note, "features": rows, "forget_stats": fs}
+
+
+def selection_text(sel: dict) -> str:
+    """One phrase saying how a ``select_for_target`` result was chosen (the CLI and benches show it)."""
+    return selection_phrase(sel.get("method", "frequency"), len(sel["features"]), query=sel.get("query", ""),
+                            background=sel.get("background", ""), threshold=sel.get("threshold"),
+                            forget_corpus=sel["forget_corpus"], retain_corpora=sel["retain_corpora"])
+
+
+def default_intervention(engine, target: Target, sae_key: str | None = None, progress=None) -> Intervention:
+    rows = select_for_target(engine, target, sae_key, progress=progress)
+    threshold = rows["threshold"]
+    feats = tuple(r["feature"] for r in rows["features"])
+    if not feats:
+        why = (f"no non-dense feature fires on the query {target.selection.query!r}" if rows["method"] == "search"
+               else f"no feature passes the selection (retain threshold {threshold:g}); raise the threshold")
+        raise TargetError(f"target {target.name!r}: {why}")
+    iv = target.intervention
+    return Intervention(rows["sae"], feats, iv.c, iv.mode)
+
+
+def question_specs(target: Target, forget_file: str | None = None,
+                   retain_files: list[str] | None = None) -> tuple[str, list[str]]:
+    """The forget and retain question specs `target eval` scores: the given files whole, else the
+    target's own sets restricted to ``eval_part``."""
+    forget = forget_file or with_part(target.forget_questions, target.eval_part)
+    retain = list(retain_files) if retain_files else [with_part(s, target.eval_part) for s in target.retain_questions]
+    return forget, retain
+
+
+def evaluate_target(engine, target: Target, forget_file: str | None = None, retain_files: list[str] | None = None,
+                    loss_tokens: int = 20_000, intervention: Intervention | None = None, progress=None) -> dict:
+    """Apply the target's default intervention; accuracies over the known questions (so the
+    base accuracy is 1.0 by construction), loss added on the target's loss corpus."""
+    from unlearn_core.evaluation.mcq import known_questions
+    from unlearn_core.evaluation.metrics import loss_added
+    from unlearn_core.evaluation.sweep import evaluate_configs
+
+    scoring = target.scoring or engine.scoring
+    iv = intervention or default_intervention(engine, target)
+    forget_spec, retain_specs = question_specs(target, forget_file, retain_files)
+
+    def one(spec: str) -> dict:
+        qs = D.load_question_set(spec, engine.settings.data_dir)
+        known = known_questions(engine, qs.questions, scoring=scoring, strict=target.strict_known, progress=progress)
+        base, inter = evaluate_configs(engine, known, [[], [iv]], scoring=scoring, orderings=target.orderings)
+        return {"questions": spec, "label": qs.label, "n_questions": len(qs.questions), "n_known": len(known),
+                "base_accuracy": base.accuracy if known else None,
+                "intervened_accuracy": inter.accuracy if known else None}
+
+    forget = one(forget_spec)
+    retain_sets = [one(s) for s in retain_specs]
+    la = None
+    if loss_tokens:
+        docs = D.load_corpus(target.loss_corpus, engine.settings.data_dir)
+        la = loss_added(engine, docs, [iv], n_tokens=loss_tokens, corpus=target.loss_corpus).loss_added
+    return {"target": target.name, "scoring": scoring, "strict_known": target.strict_known,
+            "intervention": {"sae": iv.sae_key, "mode": iv.mode, "c": iv.c, "features": list(iv.features),
+                             "selection": asdict(target.selection)},
+            "forget": forget, "retain": retain_sets[0] if retain_sets else None, "retain_sets": retain_sets,
+            "loss_added": la, "loss_corpus": target.loss_corpus, "loss_tokens": loss_tokens}
+
+
+def replace_intervention(target: Target, **kw) -> Target:
+    """The same target with other selection or intervention settings (sweeps, the app)."""
+    sel = {k: kw.pop(k) for k in ("threshold", "n", "tokens", "method", "query", "background") if k in kw}
+    iv = {k: kw.pop(k) for k in ("mode", "c") if k in kw}
+    return replace(target, selection=replace(target.selection, **sel), intervention=replace(target.intervention, **iv),
+                   **kw)

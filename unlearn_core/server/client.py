@@ -1,0 +1,346 @@
+"""A small client for the workbench server (``python -m unlearn_core serve``), over ``requests``.
+
+Configuration: ``UNLEARN_SERVER_URL`` (default http://127.0.0.1:8765) and ``UNLEARN_TOKEN``.
+Failures are explicit: :class:`ServerUnavailableError` when nothing answers (the message says
+how to start a server), :class:`ServerError` with the server's status and message otherwise.
+``ensure_server(auto_start=True)`` starts a local server as a subprocess when none answers.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlparse
+
+import requests
+
+DEFAULT_URL = "http://127.0.0.1:8765"
+START_HINT = ("start one with `python -m unlearn_core serve` (or `bash scripts/run.sh`), "
+              "or point UNLEARN_SERVER_URL at a running server")
+
+
+class ServerUnavailableError(ConnectionError):
+    """No server answers at the URL."""
+
+
+class ServerError(RuntimeError):
+    """The server answered with an error status; ``message`` is its explanation."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(f"server error {status}: {message}")
+        self.status, self.message = status, message
+
+
+def _default_url() -> str:
+    return (os.environ.get("UNLEARN_SERVER_URL") or DEFAULT_URL).rstrip("/")
+
+
+def _on(variant: str, body: dict) -> dict:
+    """The request body, naming the model variant only when it is not the model as loaded (an older
+    server without variants still answers base requests)."""
+    return {**body, "variant": variant} if variant and variant != "base" else body
+
+
+class UnlearnClient:
+    """One method per endpoint; each returns the decoded JSON response."""
+
+    def __init__(self, base_url: str | None = None, token: str | None = None, timeout: float = 600.0,
+                 connect_timeout: float = 3.0):
+        self.base_url = (base_url or _default_url()).rstrip("/")
+        self.token = token if token is not None else os.environ.get("UNLEARN_TOKEN") or None
+        self.timeout = (connect_timeout, timeout)
+        self.session = requests.Session()
+        self.process: subprocess.Popen | None = None  # set when ensure_server started the server
+
+    def __repr__(self) -> str:  # never show the token
+        return f"UnlearnClient({self.base_url!r})"
+
+    # -- transport
+
+    def request(self, method: str, path: str, json: Any = None, params: dict | None = None,
+                timeout: float | None = None) -> Any:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        url = self.base_url + path
+        # A kept-alive connection the server has since closed fails at once; one retry on a fresh
+        # connection is safe for every call except the ones that change job state.
+        retries = 0 if (method == "POST" and path.startswith("/api/jobs")) else 1
+        try:
+            while True:
+                try:
+                    r = self.session.request(method, url, json=json, params=params, headers=headers,
+                                             timeout=(self.timeout[0], timeout) if timeout else self.timeout)
+                    break
+                except requests.ConnectionError:
+                    if retries == 0:
+                        raise
+                    retries -= 1
+                    self.session.close()
+        except requests.exceptions.InvalidJSONError as e:
+            raise ValueError(f"request body is not valid JSON (NaN or infinity?): {e}") from None
+        except (requests.ConnectionError, requests.Timeout) as e:
+            raise ServerUnavailableError(f"no workbench server answers at {self.base_url} "
+                                         f"({type(e).__name__}); {START_HINT}") from None
+        if r.status_code >= 400:
+            try:
+                detail = r.json().get("detail", r.text)
+            except ValueError:
+                detail = r.text
+            raise ServerError(r.status_code, str(detail))
+        return r.json()
+
+    # -- server
+
+    def health(self, timeout: float = 5.0) -> dict:
+        return self.request("GET", "/api/health", timeout=timeout)
+
+    def info(self) -> dict:
+        return self.request("GET", "/api/info")
+
+    def wait_ready(self, timeout: float = 300.0, poll: float = 0.25) -> dict:
+        """Wait until /api/health says "ok" (the model is loaded)."""
+        end = time.time() + timeout
+        last: Exception | None = None
+        while time.time() < end:
+            if self.process is not None and self.process.poll() is not None:
+                raise ServerUnavailableError(f"the server process exited with code {self.process.returncode}"
+                                             f"{_log_tail(self)}")
+            try:
+                h = self.health()
+                if h["status"] == "ok":
+                    return h
+                if h["status"] == "error":
+                    raise ServerError(503, h.get("detail") or "model failed to load")
+            except ServerUnavailableError as e:
+                last = e
+            time.sleep(poll)
+        raise ServerUnavailableError(f"server at {self.base_url} not ready after {timeout:.0f} s"
+                                     f" ({last or 'still loading'}); {START_HINT}")
+
+    # -- text and features
+
+    def tokenize(self, text: str) -> dict:
+        return self.request("POST", "/api/tokenize", {"text": text})
+
+    def activations(self, text: str, sae: str | None = None, features: list[int] | None = None,
+                    top_k: int = 5, variant: str = "base") -> dict:
+        return self.request("POST", "/api/activations", _on(variant, {"text": text, "sae": sae,
+                                                                      "features": features or [], "top_k": top_k}))
+
+    def dashboard(self, feature: int, sae: str | None = None, corpora: list[str] | None = None,
+                  n_tokens: int = 20_000, k: int = 8, neuronpedia: bool = True, variant: str = "base") -> dict:
+        body = {"sae": sae, "feature": feature, "n_tokens": n_tokens, "k": k, "neuronpedia": neuronpedia}
+        if corpora:
+            body["corpora"] = corpora
+        return self.request("POST", "/api/features/dashboard", _on(variant, body))
+
+    def search(self, text: str, sae: str | None = None, k: int = 20, background: str | None = "webtext",
+               background_tokens: int = 20_000, variant: str = "base", rank: str = "specificity",
+               dense_last: bool = True) -> dict:
+        """Features active on ``text``: by specificity against ``background`` (dense ones flagged
+        and last), or ``rank="max"`` by the largest activation (``background=None``: plain)."""
+        return self.request("POST", "/api/features/search", _on(variant, {
+            "sae": sae, "text": text, "k": k, "background": background, "background_tokens": background_tokens,
+            "rank": rank, "dense_last": dense_last}))
+
+    def select(self, forget: str = "wmdp-bio-text@train", retain: str = "wikitext@train", threshold: float = 0.01,
+               n: int = 20, n_tokens: int = 20_000, describe: bool = False, sae: str | None = None,
+               variant: str = "base") -> dict:
+        return self.request("POST", "/api/features/select", _on(variant, {
+            "sae": sae, "forget": forget, "retain": retain, "threshold": threshold, "n": n, "n_tokens": n_tokens,
+            "describe": describe}))
+
+    # -- targets
+
+    def targets(self) -> dict:
+        """{"default": name, "targets": [target dict + resolved_forget_corpus, forget_corpus_note]}."""
+        return self.request("GET", "/api/targets")
+
+    def select_target(self, target: str, sae: str | None = None, n: int | None = None,
+                      threshold: float | None = None, describe: bool = False, variant: str = "base") -> dict:
+        """The target's format-matched selection (n and threshold default to the target's)."""
+        body: dict = {"target": target, "sae": sae, "describe": describe}
+        if n is not None:
+            body["n"] = n
+        if threshold is not None:
+            body["threshold"] = threshold
+        return self.request("POST", "/api/targets/select", _on(variant, body))
+
+    def create_target(self, name: str, documents: list[str], questions: list[dict], description: str = "",
+                      retain_corpora: list[str] | None = None, retain_questions: list[str] | None = None,
+                      threshold: float | None = None, n: int | None = None, c: float | None = None,
+                      mode: str | None = None) -> dict:
+        """Define a target (saved on the server): the forget corpus as documents, the forget questions
+        as rows ``{"question", "choices": [4], "answer": 0-3 or "A"-"D"}``; what is not given takes
+        the server's defaults (the bio-basics retain corpora, ``quiz:retain``, N 50, c 200, clamp).
+        Returns the new target as :meth:`targets` lists it."""
+        body: dict = {"name": name, "description": description, "documents": documents, "questions": questions}
+        for k, v in (("retain_corpora", retain_corpora), ("retain_questions", retain_questions),
+                     ("threshold", threshold), ("n", n), ("c", c), ("mode", mode)):
+            if v is not None:
+                body[k] = v
+        return self.request("POST", "/api/targets", body)
+
+    def delete_target(self, name: str) -> dict:
+        """Delete a target defined in the app (built-in and targets-file ones cannot be)."""
+        return self.request("DELETE", f"/api/targets/{quote(name, safe='')}")
+
+    def demo(self, target: str, max_scan: int | None = None) -> dict:
+        """The guided demo on a target: a forgotten question and a kept one (or why there is none)."""
+        body: dict = {"target": target}
+        if max_scan is not None:
+            body["max_scan"] = max_scan
+        return self.request("POST", "/api/demo", body)
+
+    # -- questions
+
+    def questions(self, set: str = "wmdp-bio", known: bool = False, limit: int = 50, offset: int = 0,
+                  strict: bool = False) -> dict:
+        params = {"set": set, "known": str(known).lower(), "limit": limit, "offset": offset}
+        if strict:  # only sent when asked for, so an older server still answers plain requests
+            params["strict"] = "true"
+        return self.request("GET", "/api/questions", params=params)
+
+    def mcq(self, question_id: str | None = None, set: str = "wmdp-bio", interventions: list[dict] | None = None,
+            values: list[float] | None = None, question: dict | None = None, variant: str = "base") -> dict:
+        body: dict = {"set": set, "interventions": interventions or [], "variant": variant}
+        if question_id is not None:
+            body["question_id"] = question_id
+        if question is not None:
+            body["question"] = question
+        if values is not None:
+            body["values"] = values
+        return self.request("POST", "/api/mcq", body)
+
+    # -- metrics
+
+    def generate(self, prompt: str, interventions: list[dict] | None = None, max_new_tokens: int = 40,
+                 temperature: float = 0.0, seed: int = 0, variant: str = "base") -> dict:
+        return self.request("POST", "/api/generate", {"prompt": prompt, "interventions": interventions or [],
+                                                       "max_new_tokens": max_new_tokens, "variant": variant,
+                                                       "temperature": temperature, "seed": seed})
+
+    def loss_added(self, interventions: list[dict], corpus: str = "webtext", n_tokens: int = 10_000,
+                   variant: str = "base") -> dict:
+        return self.request("POST", "/api/loss_added", _on(variant, {"corpus": corpus, "interventions": interventions,
+                                                                     "n_tokens": n_tokens}))
+
+    def perplexity(self, corpus: str = "wikitext", part: str = "all", interventions: list[dict] | None = None,
+                   n_tokens: int = 10_000, variant: str = "base") -> dict:
+        return self.request("POST", "/api/perplexity", _on(variant, {"corpus": corpus, "part": part,
+                                                                     "interventions": interventions or [],
+                                                                     "n_tokens": n_tokens}))
+
+    # -- jobs
+
+    def submit_job(self, spec: dict) -> dict:
+        return self.request("POST", "/api/jobs", spec)
+
+    def jobs(self) -> dict:
+        return self.request("GET", "/api/jobs")
+
+    def job(self, job_id: str) -> dict:
+        return self.request("GET", f"/api/jobs/{job_id}")
+
+    def cancel_job(self, job_id: str) -> dict:
+        return self.request("POST", f"/api/jobs/{job_id}/cancel")
+
+    def wait_job(self, job_id: str, timeout: float = 3600.0, poll: float = 0.5) -> dict:
+        end = time.time() + timeout
+        while True:
+            j = self.job(job_id)
+            if j["status"] in ("done", "cancelled", "failed"):
+                return j
+            if time.time() > end:
+                raise TimeoutError(f"job {job_id} not finished after {timeout:.0f} s ({j['done']}/{j['total']})")
+            time.sleep(poll)
+
+    # -- RMU runs (model variants rmu:<name>)
+
+    def train_rmu(self, name: str, target: str = "bio-basics", **hyper) -> dict:
+        return self.request("POST", "/api/rmu", {"name": name, "target": target, **hyper})
+
+    def rmu_runs(self) -> list[dict]:
+        return self.request("GET", "/api/rmu")["runs"]
+
+    def rmu_run(self, name: str) -> dict:
+        return self.request("GET", f"/api/rmu/{name}")
+
+    def cancel_rmu(self, name: str) -> dict:
+        return self.request("POST", f"/api/rmu/{name}/cancel")
+
+    def wait_rmu(self, name: str, timeout: float = 3600.0, poll: float = 0.5) -> dict:
+        end = time.time() + timeout
+        while True:
+            r = self.rmu_run(name)
+            if r["status"] in ("done", "cancelled", "failed"):
+                return r
+            if time.time() > end:
+                raise TimeoutError(f"RMU run {name} not finished after {timeout:.0f} s ({r['step']}/{r['steps']})")
+            time.sleep(poll)
+
+    # -- a server this client started
+
+    def stop_server(self, timeout: float = 10.0) -> None:
+        """Terminate the server process started by ``ensure_server`` (no-op otherwise)."""
+        p, self.process = self.process, None
+        if p is None or p.poll() is not None:
+            return
+        p.terminate()
+        try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(timeout)
+
+
+def _log_tail(client: UnlearnClient, n: int = 2000) -> str:
+    path = getattr(client, "log_path", None)
+    if not path or not Path(path).exists():
+        return ""
+    return "; server log tail:\n" + Path(path).read_text(errors="replace")[-n:]
+
+
+def is_local(url: str) -> bool:
+    return urlparse(url).hostname in ("127.0.0.1", "localhost", "::1")
+
+
+def ensure_server(url: str | None = None, auto_start: bool = False, timeout: float = 300.0,
+                  extra_args: list[str] | None = None, token: str | None = None) -> UnlearnClient:
+    """A client for a server that answers and has its model loaded.
+
+    With ``auto_start`` and a local URL where nothing answers, start ``python -m unlearn_core
+    serve --host H --port P [extra_args]`` as a subprocess (log in a temp file, kept in
+    ``client.log_path``; stop it with ``client.stop_server()``) and wait for /api/health.
+    """
+    client = UnlearnClient(url, token=token)
+    try:
+        client.health()
+    except ServerUnavailableError:
+        if not auto_start:
+            raise
+        if not is_local(client.base_url):
+            raise ServerUnavailableError(f"no server at {client.base_url}; auto-start only works for a local URL; "
+                                         f"{START_HINT}") from None
+        u = urlparse(client.base_url)
+        port = u.port or 8765
+        log = tempfile.NamedTemporaryFile(prefix="unlearn-server-", suffix=".log", delete=False)
+        cmd = [sys.executable, "-m", "unlearn_core", "serve", "--host", u.hostname, "--port", str(port),
+               *(extra_args or [])]
+        root = Path(__file__).resolve().parents[2]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+        if client.token:
+            env["UNLEARN_TOKEN"] = client.token  # the server it starts accepts this client
+        client.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                          env=env)
+        client.log_path = log.name
+        log.close()
+    try:
+        client.wait_ready(timeout)
+    except BaseException:
+        client.stop_server()
+        raise
+    return client
