@@ -1,15 +1,38 @@
 #!/usr/bin/env bash
 # The project's test command: set up (or refresh) .venv, then run pytest from the repo root.
-#   bash scripts/test.sh                 # = pytest -q -ra
-#   bash scripts/test.sh tests/unit/data      # one tier or folder: unit, server, app, browser, integration
+#   bash scripts/test.sh                  # every tier, one after another (what CI runs)
+#   bash scripts/test.sh tests/unit/data  # one tier or folder (unit, server, app, integration, browser), or any pytest args
+# Tiers (tests/<tier>/, each also a marker): unit (tiny models built from a config), server (the HTTP
+# server, client and scripts), app (Streamlit AppTest), integration (the embedded Gemma 3 270M),
+# browser (the real app in headless Chromium). With no arguments each tier runs as its own pytest
+# call, its time printed, and the script fails if any tier failed.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 bash scripts/setup.sh
+PY="$ROOT/.venv/bin/python"
 
-if [ "$#" -eq 0 ]; then
-    set -- -q -ra
+if [ "$#" -gt 0 ]; then
+    exec "$PY" -m pytest "$@"
 fi
-exec "$ROOT/.venv/bin/python" -m pytest "$@"
+
+failed=()
+total=$SECONDS
+for tier in unit server app integration browser; do
+    t0=$SECONDS
+    printf '\n==> [tests] tier %s (tests/%s)\n' "$tier" "$tier"
+    if "$PY" -m pytest -q -ra "tests/$tier"; then
+        printf '==> [tests] tier %s passed in %d s\n' "$tier" "$((SECONDS - t0))"
+    else
+        rc=$?
+        printf '==> [tests] tier %s FAILED (exit %d) in %d s\n' "$tier" "$rc" "$((SECONDS - t0))"
+        failed+=("$tier")
+    fi
+done
+printf '\n==> [tests] all tiers in %d s\n' "$((SECONDS - total))"
+if [ "${#failed[@]}" -gt 0 ]; then
+    echo "==> [tests] FAILED tiers: ${failed[*]}" >&2
+    exit 1
+fi
