@@ -60,3 +60,17 @@ def test_the_check_sees_a_cycle_through_a_function_level_import(tmp_path):
     assert g[f"{PKG}.a"] == {f"{PKG}.b"} and g[f"{PKG}.b"] == {f"{PKG}.a"}
     with pytest.raises(graphlib.CycleError):
         list(graphlib.TopologicalSorter(g).static_order())
+
+
+ENGINE_LAYERS = ("core", "data", "model", "method", "features", "evaluation", "training")
+
+
+def test_the_engine_layers_never_import_the_server_the_cli_or_the_ui():
+    """The engine is reachable from the CLI, the server and the tests alike; it never reaches back."""
+    mods = modules()
+    g = graph(mods)
+    upward = sorted(f"{m} -> {d}" for m, deps in g.items() for d in deps
+                    if m.split(".")[1:2] and m.split(".")[1] in ENGINE_LAYERS
+                    and d.split(".")[1] in ("server", "cli", "ui"))
+    assert upward == []
+    assert any(m.startswith(f"{PKG}.evaluation.") for m in mods) and any(m.startswith(f"{PKG}.ui.") for m in mods)
