@@ -37,12 +37,12 @@ class Settings:
     ray_address: str | None = None  # an existing Ray cluster ("auto", "host:6379"); else $RAY_ADDRESS, else local
 
     def resolved_device(self) -> str:
-        from unlearn_core.model.models import pick_device
+        from unlearn_core.core.devices import pick_device
 
         return pick_device(self.device)
 
     def resolved_dtype(self) -> str:
-        from unlearn_core.model.models import pick_dtype
+        from unlearn_core.core.devices import pick_dtype
 
         return pick_dtype(self.dtype, self.resolved_device())
 
