@@ -1,7 +1,7 @@
 """SAE Unlearning Workbench: the Streamlit app's home page (`streamlit run app.py`).
 
 The other pages are the files in ``pages/`` (Streamlit's multipage layout; the sidebar menu is
-drawn by ``unlearn_core.ui.common.page_setup``, see ``.streamlit/config.toml``). Every page is a
+drawn by ``unlearn_core.ui.nav.page_setup``, see ``.streamlit/config.toml``). Every page is a
 thin view over the workbench server (``python -m unlearn_core serve``): the server URL comes
 from ``UNLEARN_SERVER_URL`` (default http://127.0.0.1:8765) and its token from ``UNLEARN_TOKEN``.
 """
@@ -10,12 +10,18 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from unlearn_core.ui import common as C
+from unlearn_core.ui import connection as CN
 from unlearn_core.ui import demo_view as DV
+from unlearn_core.ui import errors as ER
+from unlearn_core.ui import feature_sets as FS
+from unlearn_core.ui import nav as NV
+from unlearn_core.ui import page as PG
+from unlearn_core.ui import pickers as PK
 from unlearn_core.ui import render as R
 from unlearn_core.ui import target_form as TF
+from unlearn_core.ui import target_picker as TP
 
-C.page_setup("Home")
+NV.page_setup("Home")
 st.title("SAE Unlearning Workbench")
 st.markdown(
     "Remove knowledge from a language model by **clamping sparse-autoencoder (SAE) features**: at one layer, "
@@ -23,10 +29,10 @@ st.markdown(
     "kept, so the model is untouched wherever none of the features fires. This app shows which features to "
     "pick, what clamping them does to the answers, and what it costs elsewhere.")
 
-info = C.require_server()
-target = C.target_picker()
-sae0 = C.sae_keys(info)[0] if info.get("saes") else ""
-C.feature_sets_sidebar(sae0)
+info = PG.require_server()
+target = TP.target_picker()
+sae0 = PK.sae_keys(info)[0] if info.get("saes") else ""
+FS.feature_sets_sidebar(sae0)
 
 if info.get("model") == "tiny":
     st.info("This server runs the **tiny test backend** (a random 2-layer model and SAE): every page works, "
@@ -56,7 +62,7 @@ steps = [
 for page, label, icon, text in steps:
     col1, col2 = st.columns([1, 3], vertical_alignment="center")
     with col1:
-        C.page_link(page, label, icon=icon)
+        NV.page_link(page, label, icon=icon)
     col2.markdown(text)
 
 # ---------------------------------------------------------------- what is loaded
@@ -79,7 +85,7 @@ saes = pd.DataFrame([{
 st.dataframe(saes, hide_index=True, width="stretch")
 st.caption(f"Questions are scored by **{info.get('scoring')}** scoring with the **{info.get('prompt_format')}** "
            "prompt format. Interventions available: "
-           + "; ".join(f"`{m}` = {C.mode_labels().get(m, m)}" for m in info.get("modes", [])) + ".")
+           + "; ".join(f"`{m}` = {PK.mode_labels().get(m, m)}" for m in info.get("modes", [])) + ".")
 
 # ---------------------------------------------------------------- data sources
 st.header("Data sources")
@@ -87,7 +93,7 @@ src = info.get("data_sources", {})
 rows = [{"source": k, "provided by": R.source_kind(v), "where": v} for k, v in src.items()]
 if rows:
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
-wmdp = C.attempt(lambda: C.cached("questions", set="wmdp-bio", limit=1), "the WMDP-bio question set")
+wmdp = ER.attempt(lambda: CN.cached("questions", set="wmdp-bio", limit=1), "the WMDP-bio question set")
 if wmdp is not None:
     if wmdp.get("is_fallback"):
         st.warning(f"**{wmdp['label']}** — WMDP-bio itself is not available on the server, so "
@@ -96,10 +102,10 @@ if wmdp is not None:
         st.success(f"WMDP-bio questions: real data ({wmdp['total']} questions from `{wmdp['origin']}`).", icon=":material/check_circle:")
 if target is not None:
     retain = ", ".join(f"`{c}`" for c in target["retain_corpora"])
-    how = (f"the default features are {R.selection_summary(target, C.selection_corpus(target))}; the "
-           f"frequency tables rank `{C.selection_corpus(target)}` (forget) against {retain}"
+    how = (f"the default features are {R.selection_summary(target, TP.selection_corpus(target))}; the "
+           f"frequency tables rank `{TP.selection_corpus(target)}` (forget) against {retain}"
            if target["selection"].get("method") == "search" else
-           f"they are selected on `{C.selection_corpus(target)}` (forget) against {retain}")
+           f"they are selected on `{TP.selection_corpus(target)}` (forget) against {retain}")
     st.caption(f"Features depend on the target (sidebar). For **{target['name']}** {how} (retain; format-matched "
                "text, and a feature's retain frequency is its highest over these corpora)."
                + (f" {target['forget_corpus_note']}." if target.get("forget_corpus_note") else "")
@@ -107,6 +113,6 @@ if target is not None:
                  "has it, else WMDP-bio question text (`wmdp-bio-text`) stands in, labelled.")
 
 with st.expander("Server details"):
-    st.markdown(f"URL `{C.server_url()}` · status **{info.get('status')}** · jobs {info.get('jobs') or 'none'}")
+    st.markdown(f"URL `{CN.server_url()}` · status **{info.get('status')}** · jobs {info.get('jobs') or 'none'}")
     st.json({"limits": info.get("limits"), "activation_cache": info.get("activation_cache"),
              "corpora": info.get("corpora")}, expanded=False)

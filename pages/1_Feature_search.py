@@ -6,15 +6,23 @@ import pandas as pd
 import streamlit as st
 
 from unlearn_core.features.descriptions import matches_query
-from unlearn_core.ui import common as C
+from unlearn_core.ui import connection as CN
+from unlearn_core.ui import errors as ER
+from unlearn_core.ui import feature_sets as FS
 from unlearn_core.ui import figures as FIG
+from unlearn_core.ui import nav as NV
+from unlearn_core.ui import page as PG
+from unlearn_core.ui import pickers as PK
 from unlearn_core.ui import render as R
 from unlearn_core.ui import selection_view as SV
+from unlearn_core.ui import target_picker as TP
+from unlearn_core.ui import url_state as US
+from unlearn_core.ui import widgets as WG
 
-info, sae = C.tool_page("Feature search", pick_model=True)
-on = C.current_variant()  # the model the features are read on
-target = C.current_target()
-meta = C.sae_info(info, sae)
+info, sae = PG.tool_page("Feature search", pick_model=True)
+on = PG.current_variant()  # the model the features are read on
+target = TP.current_target()
+meta = PK.sae_info(info, sae)
 d_sae = int(meta.get("d_sae") or 1)
 limits = info.get("limits", {})
 EXAMPLE = ("Anthrax spores are inhaled, germinate in the lungs and release lethal toxin; the virus "
@@ -34,7 +42,7 @@ def open_dashboard(fid: int) -> None:
 
 
 MODES_BY = ["text", "explanation", "id", "forget/retain"]
-by = C.url_widget(st.segmented_control, "Search by", "by", "text", parse=C.one_of(MODES_BY), value_arg="default",
+by = US.url_widget(st.segmented_control, "Search by", "by", "text", parse=US.one_of(MODES_BY), value_arg="default",
                   options=MODES_BY,
                   help="How to find features; the dashboard of a chosen feature is below.")
 by = by or "text"
@@ -58,7 +66,7 @@ if by == "text":
                            "server).")
     dense_last = not st.checkbox("Rank dense features with the others", key="dense_in_rank")
     if text.strip():
-        res = C.attempt(lambda: C.cached("search", text=text, sae=sae, k=k, background=bg, rank=rank,
+        res = ER.attempt(lambda: CN.cached("search", text=text, sae=sae, k=k, background=bg, rank=rank,
                                          dense_last=dense_last, **on),
                         "the feature search", spinner="Encoding the text…")
         if res is not None:
@@ -85,7 +93,7 @@ if by == "text":
                 c1, c2 = st.columns([2, 3], vertical_alignment="bottom")
                 pick = c1.selectbox("Feature", ids, key="pick_text")
                 c2.button("Open its dashboard", key="open_text", on_click=open_dashboard, args=(pick,))
-                C.add_to_set_widget(sae, ids, key="set_text")
+                FS.add_to_set_widget(sae, ids, key="set_text")
 
 elif by == "explanation":
     st.markdown("Search feature explanations. **Neuronpedia** answers when this SAE has a Neuronpedia id and "
@@ -127,7 +135,7 @@ elif by == "explanation":
                 settings = local_settings()
         if not hits:
             n, thr, xtok = settings
-            sel = C.attempt(lambda: C.cached("select", threshold=thr, n=n, n_tokens=xtok, describe=True, sae=sae, **on),
+            sel = ER.attempt(lambda: CN.cached("select", threshold=thr, n=n, n_tokens=xtok, describe=True, sae=sae, **on),
                             "describing the selected features", spinner="Describing features (slow the first time)…")
             if sel is not None:
                 matched = [r for r in sel["features"] if matches_query(query, r.get("description") or "")]
@@ -147,7 +155,7 @@ elif by == "explanation":
             c1, c2 = st.columns([2, 3], vertical_alignment="bottom")
             pick = c1.selectbox("Feature", ids, key="pick_x")
             c2.button("Open its dashboard", key="open_x", on_click=open_dashboard, args=(pick,))
-            C.add_to_set_widget(sae, ids, key="set_x")
+            FS.add_to_set_widget(sae, ids, key="set_x")
         elif source:
             st.info("No explanation matches every word of the query (words of 6+ letters match by their stem: "
                     "'anthrax' finds 'anthracis').")
@@ -159,7 +167,7 @@ else:  # forget/retain selection
     SEL_OPTS = ["target", "paper"]
     how = "paper"
     if target:
-        how = C.url_widget(st.segmented_control, "Selection", "sel", "target", parse=C.one_of(SEL_OPTS),
+        how = US.url_widget(st.segmented_control, "Selection", "sel", "target", parse=US.one_of(SEL_OPTS),
                            value_arg="default", options=SEL_OPTS,
                            format_func=lambda o: f"the target's ({target['name']}, its retain corpora)" if o == "target"
                            else "the paper's (one retain corpus)",
@@ -176,10 +184,10 @@ else:  # forget/retain selection
         forget = c1.selectbox("Forget corpus", ["wmdp-bio-text@train", *corpora], key="forget")
         retain = c2.selectbox("Retain corpus", ["wikitext@train", *corpora], key="retain")
         thr_opts = [0.5, 0.1, 0.05, 0.01, 0.005, 0.001]
-        thr = C.url_widget(c3.select_slider, "Retain threshold", "thr", 0.01, parse=C.one_of(thr_opts),
+        thr = US.url_widget(c3.select_slider, "Retain threshold", "thr", 0.01, parse=US.one_of(thr_opts),
                            options=thr_opts)
         max_n = int(limits.get("max_features", 512))
-        n = C.url_widget(c4.number_input, "N features", "n", 20, parse=C.int_in(1, max_n), min_value=1,
+        n = US.url_widget(c4.number_input, "N features", "n", 20, parse=US.int_in(1, max_n), min_value=1,
                          max_value=max_n)
         c1, c2 = st.columns(2)
         ntok = c1.number_input("Tokens per corpus", 256, int(limits.get("max_stats_tokens", 200_000)), 20_000,
@@ -189,8 +197,8 @@ else:  # forget/retain selection
         params = dict(forget=forget, retain=retain, threshold=thr, n=int(n), n_tokens=int(ntok), describe=describe,
                       sae=sae, **on)
         clicked = st.button("Run the selection", type="primary", key="run_sel")
-        if C.once("select", params, clicked):
-            sel = C.attempt(lambda: C.cached("select", **params), "the forget/retain selection",
+        if WG.once("select", params, clicked):
+            sel = ER.attempt(lambda: CN.cached("select", **params), "the forget/retain selection",
                             spinner="Computing feature statistics on both corpora (minutes the first time on CPU)…")
             if sel is not None:
                 rows = sel["features"]
@@ -210,23 +218,23 @@ else:  # forget/retain selection
                     c1, c2 = st.columns([2, 3], vertical_alignment="bottom")
                     pick = c1.selectbox("Feature", ids, key="pick_sel")
                     c2.button("Open its dashboard", key="open_sel", on_click=open_dashboard, args=(pick,))
-                    C.add_to_set_widget(sae, ids, key="set_sel")
+                    FS.add_to_set_widget(sae, ids, key="set_sel")
 
 # ---------------------------------------------------------------- dashboard
 st.divider()
 st.header("Feature dashboard")
 c1, c2, c3 = st.columns(3)
-f = C.url_widget(c1.number_input, "Feature id", "f", None, parse=C.int_in(0, d_sae - 1), min_value=0,
+f = US.url_widget(c1.number_input, "Feature id", "f", None, parse=US.int_in(0, d_sae - 1), min_value=0,
                 max_value=d_sae - 1, placeholder="type an id…")
 max_tok = int(limits.get("max_stats_tokens", 200_000))
-ntok = C.url_widget(c2.number_input, "Tokens per corpus", "ntok", 20_000, parse=C.int_in(256, max_tok),
+ntok = US.url_widget(c2.number_input, "Tokens per corpus", "ntok", 20_000, parse=US.int_in(256, max_tok),
                     min_value=256, max_value=max_tok, step=1000,
                     help="Sample used for examples and histograms; computed once per corpus on the server, then "
                          "cached.")
-forget_text = C.selection_corpus(target) if target else "wmdp-bio-text"
+forget_text = TP.selection_corpus(target) if target else "wmdp-bio-text"
 second_opts = list(dict.fromkeys([forget_text, "wmdp-bio-text",
                                   *[c for c in info.get("corpora", []) if "<" not in c and c != "webtext"]]))
-second = C.url_selectbox("Next to WebText", second_opts, key="dash2", container=c3,
+second = US.url_selectbox("Next to WebText", second_opts, key="dash2", container=c3,
                          format_func=lambda c: f"{c} ({target['name']} forget corpus)" if target and c == forget_text
                          else c,
                          help="The second corpus of the dashboard: the target's forget corpus by default; "
@@ -235,7 +243,7 @@ if f is None:
     st.info("Pick a feature above, or type an id, to see its dashboard.")
     st.stop()
 f = int(f)
-d = C.attempt(lambda: C.cached("dashboard", feature=f, sae=sae, n_tokens=int(ntok), k=6,
+d = ER.attempt(lambda: CN.cached("dashboard", feature=f, sae=sae, n_tokens=int(ntok), k=6,
                                corpora=["webtext", second], **on), f"the dashboard of feature {f}",
               spinner="Building the dashboard (slow the first time per corpus)…")
 if d is None:
@@ -253,12 +261,12 @@ else:
                 f"Neuronpedia explanation)*: {desc}")
     if npd.get("message"):
         st.caption(f"Neuronpedia: {npd['message']}")
-C.add_to_set_widget(sae, [f], key="set_dash")
+FS.add_to_set_widget(sae, [f], key="set_dash")
 links = st.columns(2)
 with links[0]:
-    C.page_link("clamp", f"Clamp feature {f}", icon=C.ICONS["clamp"], query_params={"features": str(f)})
+    NV.page_link("clamp", f"Clamp feature {f}", icon=NV.ICONS["clamp"], query_params={"features": str(f)})
 with links[1]:
-    C.page_link("tokens", f"Highlight feature {f} on a question", icon=C.ICONS["tokens"],
+    NV.page_link("tokens", f"Highlight feature {f} on a question", icon=NV.ICONS["tokens"],
                  query_params={"features": str(f)})
 
 corpora = d["corpora"]
@@ -279,11 +287,11 @@ for col, (name, c) in zip(cols, corpora.items()):
         if not ex["top"]:
             st.info("Never fires on this sample.")
         for e in ex["top"]:
-            C.heatmap(e["tokens"], e["values"], vmax=vmax, peak=e["peak"], label=f"max {e['max']:.3f}")
+            WG.heatmap(e["tokens"], e["values"], vmax=vmax, peak=e["peak"], label=f"max {e['max']:.3f}")
         for band in ex.get("quantiles", [])[:2]:
             st.caption(f"Examples with max in [{band['range'][0]:.3g}, {band['range'][1]:.3g}]")
             for e in band["examples"]:
-                C.heatmap(e["tokens"], e["values"], vmax=vmax, peak=e["peak"])
+                WG.heatmap(e["tokens"], e["values"], vmax=vmax, peak=e["peak"])
 st.markdown(R.legend_html(vmax), unsafe_allow_html=True)
 
 c1, c2 = st.columns([3, 2])

@@ -7,54 +7,63 @@ import json
 
 import streamlit as st
 
-from unlearn_core.ui import common as C
+from unlearn_core.ui import connection as CN
+from unlearn_core.ui import errors as ER
+from unlearn_core.ui import feature_sets as FS
 from unlearn_core.ui import figures as FIG
+from unlearn_core.ui import nav as NV
+from unlearn_core.ui import page as PG
+from unlearn_core.ui import pickers as PK
+from unlearn_core.ui import questions as QS
 from unlearn_core.ui import render as R
 from unlearn_core.ui import rmu_view as RV
+from unlearn_core.ui import target_picker as TP
+from unlearn_core.ui import url_state as US
+from unlearn_core.ui import widgets as WG
 
-info, sae = C.tool_page("Clamp explorer")
-labels = C.mode_labels()
-CURVE_VALUES = [float(v) for v in range(0, C.MAX_C + 1, C.MAX_C // 20)]  # 21 values over the slider, one call
+info, sae = PG.tool_page("Clamp explorer")
+labels = PK.mode_labels()
+CURVE_VALUES = [float(v) for v in range(0, TP.MAX_C + 1, TP.MAX_C // 20)]  # 21 values over the slider, one call
 LOSS_VALUES = [25.0, 50.0, 100.0, 200.0, 400.0]
 
-target = C.current_target()
-q, qs_meta = C.question_picker(info, target=target)
+target = TP.current_target()
+q, qs_meta = QS.question_picker(info, target=target)
 if q is None:
     st.stop()
 with st.expander("The question", expanded=False):
-    C.show_question(q)
+    QS.show_question(q)
 
 def use_target_defaults() -> None:
     """A callback: the target's default intervention (its selection, mode and c) into the widgets."""
     try:
-        sel = C.cached("select_target", target=target["name"], sae=sae)
+        sel = CN.cached("select_target", target=target["name"], sae=sae)
     except Exception as e:  # shown below, after the rerun
         st.session_state["_target_error"] = e
         return
     if not sel["features"]:
         st.session_state["_target_error"] = ValueError(
             "no feature passes the target's selection on this SAE: "
-            + R.selection_summary(target, C.selection_corpus(target)))
+            + R.selection_summary(target, TP.selection_corpus(target)))
         return
     st.session_state["features"] = R.format_feature_list([(sae, r["feature"]) for r in sel["features"]], sae)
     st.session_state["mode"] = target["intervention"]["mode"]
-    st.session_state["c"] = C.clamp_c(target["intervention"]["c"])
+    st.session_state["c"] = TP.clamp_c(target["intervention"]["c"])
 
 
 c1, c2 = st.columns([3, 2])
 with c1:
-    items = C.features_input(info, sae)
+    items = FS.features_input(info, sae)
     if target:
         iv0 = target["intervention"]
         st.button("Use the target's default features", key="use_target", on_click=use_target_defaults,
-                  help=f"The {target['name']} target's selection ({R.selection_summary(target, C.selection_corpus(target))}) "
+                  help=f"The {target['name']} target's selection ({R.selection_summary(target, TP.selection_corpus(target))}) "
                        f"with its default mode ({iv0['mode']}) and c ({iv0['c']:g}); slow the first time.")
     err = st.session_state.pop("_target_error", None)
     if err is not None:
-        C.show_error(err, "the target's default features")
+        ER.show_error(err, "the target's default features")
 with c2:
     modes = info.get("modes") or list(labels)
-    mode = C.url_selectbox("Mode", modes, key="mode", format_func=lambda m: labels.get(m, m),
+    mode = US.url_selectbox("Mode", modes, key="mode", format_func=lambda m: labels.get(m, m),
                         help="clamp-when-active is the paper's method; 'add' is a different (unconditional) "
                              "intervention; 'reconstruct' drops the SAE error term (its damage is the SAE's own); "
                              "'gated' clamps only prompts where the features fire on more than τ of the tokens "
@@ -91,7 +100,7 @@ if not items and mode != "reconstruct":
     def suggest() -> None:  # a callback: it reads the widgets' current values from the session state
         thr, n = float(st.session_state["sug_thr"]), int(st.session_state["sug_n"])
         try:
-            sel = C.cached("select", threshold=thr, n=n, n_tokens=20_000, sae=sae)
+            sel = CN.cached("select", threshold=thr, n=n, n_tokens=20_000, sae=sae)
         except Exception as e:  # shown below, after the rerun
             st.session_state["_suggest_error"] = e
             return
@@ -105,8 +114,8 @@ if not items and mode != "reconstruct":
               help="The paper's selection on wmdp-bio-text vs wikitext (slow the first time).")
     err = st.session_state.pop("_suggest_error", None)
     if err is not None:
-        C.show_error(err, "the forget/retain selection")
-    C.page_link("search", "Find features on the Feature search page", icon=C.ICONS["search"])
+        ER.show_error(err, "the forget/retain selection")
+    NV.page_link("search", "Find features on the Feature search page", icon=NV.ICONS["search"])
     st.stop()
 
 ids_text = R.format_feature_list(items, sae)
@@ -119,14 +128,14 @@ CURVE_CHUNK = 7  # clamp values per request: the curve fills in as it comes, and
 def live() -> None:
     """The slider and everything that depends on c. A fragment: moving the slider reruns only
     this, not the question list, the heat map or the generation panel."""
-    c = C.url_widget(st.slider, "Clamp value c (active features are set to −c)", "c", C_DEFAULT,
-                     parse=C.int_in(0, C.MAX_C), min_value=0, max_value=C.MAX_C, step=1, disabled=zero,
+    c = US.url_widget(st.slider, "Clamp value c (active features are set to −c)", "c", C_DEFAULT,
+                     parse=US.int_in(0, TP.MAX_C), min_value=0, max_value=TP.MAX_C, step=1, disabled=zero,
                      help="Paper: 20–25 on gemma-2b-it, 50–100 on gemma-2-2b-it; this workbench's targets default "
                           "to a few hundred (the target button above sets it). c = 0 is zero ablation, which the "
                           "paper found ineffective.")
     value = 0.0 if zero else float(c)
     ivs = R.interventions_for(items, value, mode, sae, gate)
-    res = C.attempt(lambda: C.cached("mcq", question_id=q["id"], set=qset, interventions=ivs, values=[value], **top),
+    res = ER.attempt(lambda: CN.cached("mcq", question_id=q["id"], set=qset, interventions=ivs, values=[value], **top),
                     "scoring the question", spinner=f"Scoring with c = {value:g}…")
     if res is None:
         return
@@ -142,7 +151,7 @@ def live() -> None:
     rows = [("base", base), (f"{variant} + clamp (c={value:g})" if top else f"intervened (c={value:g})", inter)]
     if variant:  # the other model alone: it does not depend on c, so a slider move reads it from the app's cache
         other = {} if top else {"variant": variant}
-        rv = C.attempt(lambda: C.cached("mcq", question_id=q["id"], set=qset, **other),
+        rv = ER.attempt(lambda: CN.cached("mcq", question_id=q["id"], set=qset, **other),
                        "scoring on the model as loaded" if top else f"scoring on {variant}")
         if rv is not None:
             rows = [("base", rv["base"]), (variant, base), rows[1]] if top else [rows[0], (variant, rv["base"]), rows[1]]
@@ -199,7 +208,7 @@ def curve_panel(base: dict, answer: int) -> None:
             slot.plotly_chart(FIG.prob_curve([p["value"] for p in points], [p["score"]["probs"] for p in points],
                                              answer, base=base["probs"],
                                              mode_label=labels.get(mode, mode)), key=f"curve_part{k}")
-        part = C.attempt(lambda vals=vals: C.cached("mcq", question_id=q["id"], set=qset, interventions=curve_ivs,
+        part = ER.attempt(lambda vals=vals: CN.cached("mcq", question_id=q["id"], set=qset, interventions=curve_ivs,
                                                     values=vals, **top),
                          "the probability curve", spinner=f"Scoring clamp values {vals[0]:g}–{vals[-1]:g} "
                                                           f"({k + 1} of {len(chunks)})…")
@@ -218,7 +227,7 @@ def curve_panel(base: dict, answer: int) -> None:
         bar = st.progress(0.0, text="loss added…")
         out = {}
         for i, v in enumerate(LOSS_VALUES):
-            r = C.attempt(lambda v=v: C.cached("loss_added", interventions=R.interventions_for(items, v, mode, sae, gate),
+            r = ER.attempt(lambda v=v: CN.cached("loss_added", interventions=R.interventions_for(items, v, mode, sae, gate),
                                                corpus=corpus, n_tokens=int(ntok), **top), f"loss added at c={v:g}")
             if r is None:
                 break
@@ -252,12 +261,12 @@ shown = prompts[q["answer"]] if cloze and len(prompts) == 4 else prompts[0]
 st.subheader("Where the features fire in the scored text")
 feats = [f for s, f in items if s == sae]
 if feats:
-    acts = C.attempt(lambda: C.cached("activations", text=shown, sae=sae, features=feats, top_k=1, **top),
+    acts = ER.attempt(lambda: CN.cached("activations", text=shown, sae=sae, features=feats, top_k=1, **top),
                      "the prompt's activations", spinner="Encoding the prompt…")
     if acts is not None:
         combined = [max(row) if row else 0.0 for row in acts["values"]]
         vmax = max(combined + [1e-9])
-        C.heatmap(acts["tokens"], combined, vmax=vmax, skip_first=True)
+        WG.heatmap(acts["tokens"], combined, vmax=vmax, skip_first=True)
         st.markdown(R.legend_html(vmax, "max activation of the chosen features"), unsafe_allow_html=True)
         what = ("Cloze scoring scores four texts, the question followed by each answer; this is the correct "
                 "answer's (the other three share the question part). " if cloze else
@@ -279,9 +288,9 @@ prompt = st.text_area("Prompt", value=gen_default, key=f"gen_prompt:{q['id']}:{s
 c1, c2 = st.columns([1, 3], vertical_alignment="bottom")
 max_new = c1.number_input("New tokens", 1, int(info.get("limits", {}).get("max_new_tokens", 512)), 40, key="gen_n")
 gparams = dict(prompt=prompt, interventions=ivs, max_new_tokens=int(max_new), **top)
-if C.once("generate", gparams, c2.button("Generate both", help="Greedy decoding with the slider's current c; the "
+if WG.once("generate", gparams, c2.button("Generate both", help="Greedy decoding with the slider's current c; the "
                                                                 "clamp also applies to generated tokens.")):
-    g = C.attempt(lambda: C.cached("generate", **gparams), "generation", spinner="Generating (base, then "
+    g = ER.attempt(lambda: CN.cached("generate", **gparams), "generation", spinner="Generating (base, then "
                                                                                "intervened)…")
     if g is not None:
         a, b = st.columns(2)

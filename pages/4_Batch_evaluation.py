@@ -9,30 +9,36 @@ import pandas as pd
 import streamlit as st
 
 from unlearn_core.ui import batch_form as BF
-from unlearn_core.ui import common as C
+from unlearn_core.ui import connection as CN
+from unlearn_core.ui import errors as ER
 from unlearn_core.ui import figures as FIG
+from unlearn_core.ui import page as PG
+from unlearn_core.ui import pickers as PK
 from unlearn_core.ui import render as R
 from unlearn_core.ui import rmu_view as RV
+from unlearn_core.ui import target_picker as TP
+from unlearn_core.ui import url_state as US
+from unlearn_core.ui import widgets as WG
 
-info, sae = C.tool_page("Batch evaluation")
-labels = C.mode_labels()
+info, sae = PG.tool_page("Batch evaluation")
+labels = PK.mode_labels()
 limits = info.get("limits", {})
 RUNNING = ("queued", "running")
 BIO_FALLBACK = BF.BIO_FALLBACK
 
-jobs = C.attempt(lambda: C.call("jobs")["jobs"], "the list of runs")
+jobs = ER.attempt(lambda: CN.call("jobs")["jobs"], "the list of runs")
 if jobs is None:
     st.stop()
 
 # ---------------------------------------------------------------- configuration
-target = C.current_target()
+target = TP.current_target()
 RV.panel(target)
 with st.expander("Configure a sweep", expanded=not jobs):
     st.markdown("For every (retain threshold, N, c): select the top-N features by forget frequency among those "
                 "firing on less than the threshold of the retain tokens, clamp them at c, and measure forget "
                 "accuracy, retain (side-effect) accuracy and loss added. The clean model is evaluated once as the "
                 "baseline.")
-    wmdp = C.attempt(lambda: C.cached("questions", set="wmdp-bio", limit=1), "the WMDP-bio question set")
+    wmdp = ER.attempt(lambda: CN.cached("questions", set="wmdp-bio", limit=1), "the WMDP-bio question set")
     wmdp_label = wmdp["label"] if wmdp else "WMDP-bio"
     setup = "paper"
     if target:
@@ -115,7 +121,7 @@ with st.expander("Configure a sweep", expanded=not jobs):
                    + (", strict" if data.get("strict_known") else "") + ".")
 
     if st.button("Run the sweep", type="primary", disabled=spec is None, key="b_run"):
-        job = C.attempt(lambda: C.call("submit_job", spec, retry=False), "the sweep",
+        job = ER.attempt(lambda: CN.call("submit_job", spec, retry=False), "the sweep",
                         spinner="Submitting the sweep…")
         if job is not None:
             st.session_state["job"] = job["id"]  # the run selector below opens it
@@ -125,7 +131,7 @@ with st.expander("Configure a sweep", expanded=not jobs):
 st.header("Runs")
 new = st.session_state.pop("_new_job", None)
 if new and new not in {j["id"] for j in jobs}:  # just submitted: list it even if the list was read before
-    jobs = C.attempt(lambda: C.call("jobs")["jobs"], "the list of runs") or jobs
+    jobs = ER.attempt(lambda: CN.call("jobs")["jobs"], "the list of runs") or jobs
 if not jobs:
     st.info("No runs yet: configure a sweep above and press **Run the sweep**.")
     st.stop()
@@ -141,7 +147,7 @@ def job_label(i: str) -> str:
     return f"{i} · {j['status']} · {j['done']}/{j['total']} · {when}"
 
 
-job_id = C.url_selectbox("Run", list(by_id), key="job", format_func=job_label)
+job_id = US.url_selectbox("Run", list(by_id), key="job", format_func=job_label)
 
 
 def results_table(rows: list[dict], word: str) -> None:
@@ -163,9 +169,9 @@ def results_table(rows: list[dict], word: str) -> None:
 @st.fragment(run_every=1.0)
 def live(job_id: str) -> None:
     try:
-        j = C.call("job", job_id)
+        j = CN.call("job", job_id)
     except Exception as e:
-        C.show_error(e, "the run's progress")
+        ER.show_error(e, "the run's progress")
         return
     if j["status"] not in RUNNING:
         st.rerun(scope="app")
@@ -176,15 +182,15 @@ def live(job_id: str) -> None:
                      f"ETA {R.fmt_eta(j.get('eta_s'))}{rate}")
     if st.button("Cancel the run", key="cancel"):
         try:
-            C.call("cancel_job", job_id, retry=False)
+            CN.call("cancel_job", job_id, retry=False)
         except Exception as e:
-            C.show_error(e, "cancelling")
+            ER.show_error(e, "cancelling")
     if j["results"]:
         word = "retain" if (j.get("spec") or {}).get("target") else "side-effect"
         results_table(BF.result_rows(j["results"]), word)
 
 
-detail = C.attempt(lambda: C.call("job", job_id), f"run {job_id}")
+detail = ER.attempt(lambda: CN.call("job", job_id), f"run {job_id}")
 if detail is None:
     st.stop()
 if detail.get("note"):
@@ -257,13 +263,13 @@ st.caption(R.SCORE_DEFINITION + (f" ({sc['reason']}.)" if sc["reason"] else
 # ---------------------------------------------------------------- Figure 5 (+ comparison)
 st.subheader("Forget accuracy against side effects (the paper's Figure 5)")
 done_jobs = [i for i, j in by_id.items() if i != job_id and j["status"] in ("done", "cancelled") and j["done"] > 0]
-other = C.url_selectbox("Compare with another run", [None, *done_jobs], key="cmp",
+other = US.url_selectbox("Compare with another run", [None, *done_jobs], key="cmp",
                      format_func=lambda i: "— none —" if i is None else job_label(i))
 runs = ({f"run {job_id}": rows} if len(per_mode) < 2 else
         {f"{m} (run {job_id})": BF.result_rows(rs) for m, rs in per_mode.items()})
 compare_detail = None
 if other:
-    compare_detail = C.attempt(lambda: C.call("job", other), f"run {other}")
+    compare_detail = ER.attempt(lambda: CN.call("job", other), f"run {other}")
     if compare_detail is not None:
         runs[f"run {other}"] = BF.result_rows(compare_detail["results"])
 fig5 = FIG.figure5(runs, forget_label=f"forget accuracy ({R.short(forget_short, 40)})",
@@ -297,7 +303,7 @@ e[1].download_button("Run (JSON)", json.dumps(detail, indent=2), file_name=f"swe
 e[2].download_button("Figure 5 (HTML)", fig5.to_html(include_plotlyjs=True, full_html=True),
                      file_name=f"figure5-{job_id}.html", mime="text/html",
                      help="Interactive, self-contained (works offline).")
-if C.kaleido_available():
+if WG.kaleido_available():
     if e[3].button("Prepare Figure 5 as PNG"):
         try:
             with st.spinner("Rendering with kaleido…"):

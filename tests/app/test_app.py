@@ -110,7 +110,7 @@ def test_home_demo_states_the_flip_plainly(app_env, monkeypatch):
     """How a found example is rendered (the tiny model never finds one): a canned /api/demo answer."""
     import streamlit as st
 
-    from unlearn_core.ui import common
+    from unlearn_core.ui import connection as CN
 
     def score(probs: list[float], answer: int) -> dict:
         pred = max(range(4), key=lambda i: probs[i])
@@ -133,8 +133,8 @@ def test_home_demo_states_the_flip_plainly(app_env, monkeypatch):
             "n_checked_forget": 4, "n_checked_retain": 1,
             "summary": "The clamp made the model forget a fact it knew (its answer flipped) while a general-knowledge "
                        "question stayed right."}
-    real = common.call
-    monkeypatch.setattr(common, "call", lambda method, *a, **k: fake if method == "demo" else real(method, *a, **k))
+    real = CN.call
+    monkeypatch.setattr(CN, "call", lambda method, *a, **k: fake if method == "demo" else real(method, *a, **k))
     st.cache_data.clear()
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
     at.query_params["target"] = "sherlock"
@@ -422,12 +422,12 @@ def test_clamp_explorer_slider_changes_the_probabilities(app_env):
 
 def test_clamp_explorer_slider_reuses_the_cached_curve(app_env, monkeypatch):
     """Moving c rescores the bars only: the 21-value curve does not depend on c."""
-    from unlearn_core.ui import common
+    from unlearn_core.ui import connection as CN
 
     at = ok(page("clamp", features="3,5", qset="wmdp-bio", q=QID).run())
     calls = []
-    real = common.call
-    monkeypatch.setattr(common, "call", lambda method, *a, **k: calls.append((method, len(k.get("values") or [])))
+    real = CN.call
+    monkeypatch.setattr(CN, "call", lambda method, *a, **k: calls.append((method, len(k.get("values") or [])))
                         or real(method, *a, **k))
     at.slider(key="c").set_value(73)
     ok(at.run())
@@ -496,17 +496,17 @@ def test_clamp_explorer_uses_the_targets_default_intervention(app_env):
 def test_clamp_explorer_takes_c_up_to_500_from_the_url(app_env):
     """The targets' default c is a few hundred: a link with c=400 (as the demo and the target
     selection write) is honoured; the curve spans the slider's range."""
-    from unlearn_core.ui import common
+    from unlearn_core.ui import target_picker as TP
 
     at = ok(page("clamp", features="2,3", qset="wmdp-bio", q=QID, c="400").run())
-    assert at.slider(key="c").value == 400 and at.slider(key="c").max == common.MAX_C == 500
+    assert at.slider(key="c").value == 400 and at.slider(key="c").max == TP.MAX_C == 500
     assert "intervened (c=400)" in prob_table(at)
     assert at.query_params["c"] == "400"
     at = ok(page("clamp", features="2,3", qset="wmdp-bio", q=QID, c="500").run())
     assert at.slider(key="c").value == 500
     at = ok(page("clamp", features="2,3", qset="wmdp-bio", q=QID, c="501").run())
     assert at.slider(key="c").value == 20  # out of range: ignored, the default
-    assert common.clamp_c(400.0) == 400 and common.clamp_c(900) == 500 and common.clamp_c(-3) == 0
+    assert TP.clamp_c(400.0) == 400 and TP.clamp_c(900) == 500 and TP.clamp_c(-3) == 0
 
 
 def test_clamp_explorer_bad_feature_ids_are_explained(app_env):

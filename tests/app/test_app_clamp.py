@@ -138,11 +138,11 @@ def test_scored_texts_are_what_the_scorer_reads():
 def test_clamp_explorer_curve_comes_in_chunks_and_the_slider_reuses_them(app_env, monkeypatch):
     """The curve is scored in short requests (it fills in as it comes); moving the slider then
     asks the server for the one new value only."""
-    from unlearn_core.ui import common
+    from unlearn_core.ui import connection as CN
 
     calls = []
-    real = common.call
-    monkeypatch.setattr(common, "call", lambda method, *a, **k: calls.append((method, tuple(k.get("values") or ())))
+    real = CN.call
+    monkeypatch.setattr(CN, "call", lambda method, *a, **k: calls.append((method, tuple(k.get("values") or ())))
                         or real(method, *a, **k))
     at = ok(page("clamp", features="3,6", qset="wmdp-bio", q=QID, c="57").run())
     curve_calls = [v for m, v in calls if m == "mcq" and len(v) > 1]

@@ -127,11 +127,11 @@ def test_batch_no_few_questions_warning_when_there_are_enough(app_env):
 
 def test_batch_progress_shows_the_phase_when_the_server_gives_one(app_env, monkeypatch):
     from unlearn_core.server.client import UnlearnClient
-    from unlearn_core.ui import common
+    from unlearn_core.ui import connection as CN
 
     c = UnlearnClient(app_env["url"], token="")
     job = c.submit_job({**SPEC, "delay_per_config": 1.5})["id"]
-    real = common.call
+    real = CN.call
 
     def call(method, *a, **k):
         out = real(method, *a, **k)
@@ -139,7 +139,7 @@ def test_batch_progress_shows_the_phase_when_the_server_gives_one(app_env, monke
             out = {**out, "phase": "scoring the retain questions"}
         return out
 
-    monkeypatch.setattr(common, "call", call)
+    monkeypatch.setattr(CN, "call", call)
     try:
         at = ok(batch_page(job=job).run())
         bar = at.get("progress")
@@ -154,10 +154,10 @@ def test_batch_progress_shows_the_phase_when_the_server_gives_one(app_env, monke
 
 def test_home_model_card_fits_the_embedded_model_name(app_env, monkeypatch):
     """'embedded:gemma-3-270m' was cut to 'embedd…' on Home's five-column metric row."""
-    from unlearn_core.ui import common
+    from unlearn_core.ui import page as PG
 
-    real = common.require_server
-    monkeypatch.setattr(common, "require_server", lambda: {**real(), "model": "embedded:gemma-3-270m"})
+    real = PG.require_server
+    monkeypatch.setattr(PG, "require_server", lambda: {**real(), "model": "embedded:gemma-3-270m"})
     at = ok(AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT).run())
     card = next(m for m in at.metric if m.label.startswith("Model"))
     assert card.value == "gemma-3-270m" and "embedded" in card.label, (card.label, card.value)

@@ -28,7 +28,7 @@ def trained(server):
     assert r["status"] == "done" and r["step"] == 20 and r["target"] == "bio-basics", r
     # the pages' model picker caches the server's finished runs for 10 s (st.cache_data, shared by
     # every AppTest in this process): a page loaded just before the run finished must not hide it
-    from unlearn_core.ui.common import _finished_variants
+    from unlearn_core.ui.pickers import _finished_variants
 
     _finished_variants.clear()
     return f"rmu:{NAME}"

@@ -11,7 +11,7 @@ def test_png_export_with_local_chromium():
         if os.environ.get("CI"):
             pytest.fail("Chromium is missing in CI: .ci/run must install it")
         pytest.skip("no Chromium on this machine (apt-get install chromium)")
-    from unlearn_core.ui.common import kaleido_available
+    from unlearn_core.ui.widgets import kaleido_available
 
     assert kaleido_available()
     import plotly.graph_objects as go

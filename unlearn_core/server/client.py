@@ -4,6 +4,8 @@ Configuration: ``UNLEARN_SERVER_URL`` (default http://127.0.0.1:8765) and ``UNLE
 Failures are explicit: :class:`ServerUnavailableError` when nothing answers (the message says
 how to start a server), :class:`ServerError` with the server's status and message otherwise.
 ``ensure_server(auto_start=True)`` starts a local server as a subprocess when none answers.
+Every default of a request field is the server schema's own (:func:`schema_default`), read when
+this module loads, so the client never repeats one by hand.
 """
 from __future__ import annotations
 
@@ -17,6 +19,8 @@ from typing import Any
 from urllib.parse import quote, urlparse
 
 import requests
+
+from unlearn_core.server import schemas as S
 
 DEFAULT_URL = "http://127.0.0.1:8765"
 START_HINT = ("start one with `python -m unlearn_core serve` (or `bash scripts/run.sh`), "
@@ -33,6 +37,15 @@ class ServerError(RuntimeError):
     def __init__(self, status: int, message: str):
         super().__init__(f"server error {status}: {message}")
         self.status, self.message = status, message
+
+
+def schema_default(model: type, field: str) -> Any:
+    """The default of ``field`` in the request schema ``model`` (a default factory is called):
+    one source for every default the client sends, so a default changed in the schema reaches it."""
+    return model.model_fields[field].get_default(call_default_factory=True)
+
+
+_d = schema_default  # short, for the method signatures below
 
 
 def _default_url() -> str:
@@ -126,29 +139,32 @@ class UnlearnClient:
         return self.request("POST", "/api/tokenize", {"text": text})
 
     def activations(self, text: str, sae: str | None = None, features: list[int] | None = None,
-                    top_k: int = 5, variant: str = "base") -> dict:
+                    top_k: int = _d(S.ActivationsRequest, "top_k"), variant: str = "base") -> dict:
         return self.request("POST", "/api/activations", _on(variant, {"text": text, "sae": sae,
                                                                       "features": features or [], "top_k": top_k}))
 
     def dashboard(self, feature: int, sae: str | None = None, corpora: list[str] | None = None,
-                  n_tokens: int = 20_000, k: int = 8, neuronpedia: bool = True, variant: str = "base") -> dict:
+                  n_tokens: int = _d(S.DashboardRequest, "n_tokens"), k: int = _d(S.DashboardRequest, "k"),
+                  neuronpedia: bool = _d(S.DashboardRequest, "neuronpedia"), variant: str = "base") -> dict:
         body = {"sae": sae, "feature": feature, "n_tokens": n_tokens, "k": k, "neuronpedia": neuronpedia}
         if corpora:
             body["corpora"] = corpora
         return self.request("POST", "/api/features/dashboard", _on(variant, body))
 
-    def search(self, text: str, sae: str | None = None, k: int = 20, background: str | None = "webtext",
-               background_tokens: int = 20_000, variant: str = "base", rank: str = "specificity",
-               dense_last: bool = True) -> dict:
+    def search(self, text: str, sae: str | None = None, k: int = _d(S.SearchRequest, "k"),
+               background: str | None = _d(S.SearchRequest, "background"),
+               background_tokens: int = _d(S.SearchRequest, "background_tokens"), variant: str = "base",
+               rank: str = _d(S.SearchRequest, "rank"), dense_last: bool = _d(S.SearchRequest, "dense_last")) -> dict:
         """Features active on ``text``: by specificity against ``background`` (dense ones flagged
         and last), or ``rank="max"`` by the largest activation (``background=None``: plain)."""
         return self.request("POST", "/api/features/search", _on(variant, {
             "sae": sae, "text": text, "k": k, "background": background, "background_tokens": background_tokens,
             "rank": rank, "dense_last": dense_last}))
 
-    def select(self, forget: str = "wmdp-bio-text@train", retain: str = "wikitext@train", threshold: float = 0.01,
-               n: int = 20, n_tokens: int = 20_000, describe: bool = False, sae: str | None = None,
-               variant: str = "base") -> dict:
+    def select(self, forget: str = _d(S.SelectRequest, "forget"), retain: str = _d(S.SelectRequest, "retain"),
+               threshold: float = _d(S.SelectRequest, "threshold"), n: int = _d(S.SelectRequest, "n"),
+               n_tokens: int = _d(S.SelectRequest, "n_tokens"), describe: bool = _d(S.SelectRequest, "describe"),
+               sae: str | None = None, variant: str = "base") -> dict:
         return self.request("POST", "/api/features/select", _on(variant, {
             "sae": sae, "forget": forget, "retain": retain, "threshold": threshold, "n": n, "n_tokens": n_tokens,
             "describe": describe}))
@@ -160,7 +176,8 @@ class UnlearnClient:
         return self.request("GET", "/api/targets")
 
     def select_target(self, target: str, sae: str | None = None, n: int | None = None,
-                      threshold: float | None = None, describe: bool = False, variant: str = "base") -> dict:
+                      threshold: float | None = None, describe: bool = _d(S.TargetSelectRequest, "describe"),
+                      variant: str = "base") -> dict:
         """The target's format-matched selection (n and threshold default to the target's)."""
         body: dict = {"target": target, "sae": sae, "describe": describe}
         if n is not None:
@@ -169,13 +186,14 @@ class UnlearnClient:
             body["threshold"] = threshold
         return self.request("POST", "/api/targets/select", _on(variant, body))
 
-    def create_target(self, name: str, documents: list[str], questions: list[dict], description: str = "",
+    def create_target(self, name: str, documents: list[str], questions: list[dict],
+                      description: str = _d(S.TargetCreateRequest, "description"),
                       retain_corpora: list[str] | None = None, retain_questions: list[str] | None = None,
                       threshold: float | None = None, n: int | None = None, c: float | None = None,
                       mode: str | None = None) -> dict:
         """Define a target (saved on the server): the forget corpus as documents, the forget questions
         as rows ``{"question", "choices": [4], "answer": 0-3 or "A"-"D"}``; what is not given takes
-        the server's defaults (the bio-basics retain corpora, ``quiz:retain``, N 50, c 200, clamp).
+        the server's defaults (``schemas.TargetCreateRequest``: the bio-basics retain corpora, ...).
         Returns the new target as :meth:`targets` lists it."""
         body: dict = {"name": name, "description": description, "documents": documents, "questions": questions}
         for k, v in (("retain_corpora", retain_corpora), ("retain_questions", retain_questions),
@@ -204,7 +222,8 @@ class UnlearnClient:
             params["strict"] = "true"
         return self.request("GET", "/api/questions", params=params)
 
-    def mcq(self, question_id: str | None = None, set: str = "wmdp-bio", interventions: list[dict] | None = None,
+    def mcq(self, question_id: str | None = None, set: str = _d(S.MCQRequest, "set"),
+            interventions: list[dict] | None = None,
             values: list[float] | None = None, question: dict | None = None, variant: str = "base") -> dict:
         body: dict = {"set": set, "interventions": interventions or [], "variant": variant}
         if question_id is not None:
@@ -217,19 +236,22 @@ class UnlearnClient:
 
     # -- metrics
 
-    def generate(self, prompt: str, interventions: list[dict] | None = None, max_new_tokens: int = 40,
-                 temperature: float = 0.0, seed: int = 0, variant: str = "base") -> dict:
+    def generate(self, prompt: str, interventions: list[dict] | None = None,
+                 max_new_tokens: int = _d(S.GenerateRequest, "max_new_tokens"),
+                 temperature: float = _d(S.GenerateRequest, "temperature"), seed: int = _d(S.GenerateRequest, "seed"),
+                 variant: str = "base") -> dict:
         return self.request("POST", "/api/generate", {"prompt": prompt, "interventions": interventions or [],
                                                        "max_new_tokens": max_new_tokens, "variant": variant,
                                                        "temperature": temperature, "seed": seed})
 
-    def loss_added(self, interventions: list[dict], corpus: str = "webtext", n_tokens: int = 10_000,
-                   variant: str = "base") -> dict:
+    def loss_added(self, interventions: list[dict], corpus: str = _d(S.LossAddedRequest, "corpus"),
+                   n_tokens: int = _d(S.LossAddedRequest, "n_tokens"), variant: str = "base") -> dict:
         return self.request("POST", "/api/loss_added", _on(variant, {"corpus": corpus, "interventions": interventions,
                                                                      "n_tokens": n_tokens}))
 
-    def perplexity(self, corpus: str = "wikitext", part: str = "all", interventions: list[dict] | None = None,
-                   n_tokens: int = 10_000, variant: str = "base") -> dict:
+    def perplexity(self, corpus: str = _d(S.PerplexityRequest, "corpus"), part: str = _d(S.PerplexityRequest, "part"),
+                   interventions: list[dict] | None = None, n_tokens: int = _d(S.PerplexityRequest, "n_tokens"),
+                   variant: str = "base") -> dict:
         return self.request("POST", "/api/perplexity", _on(variant, {"corpus": corpus, "part": part,
                                                                      "interventions": interventions or [],
                                                                      "n_tokens": n_tokens}))
@@ -260,7 +282,7 @@ class UnlearnClient:
 
     # -- RMU runs (model variants rmu:<name>)
 
-    def train_rmu(self, name: str, target: str = "bio-basics", **hyper) -> dict:
+    def train_rmu(self, name: str, target: str = _d(S.RMUTrainRequest, "target"), **hyper) -> dict:
         return self.request("POST", "/api/rmu", {"name": name, "target": target, **hyper})
 
     def rmu_runs(self) -> list[dict]:

@@ -11,8 +11,9 @@ from __future__ import annotations
 import streamlit as st
 
 from unlearn_core.data.loaders import BIO_FALLBACK_SUBJECTS, SIDE_EFFECT_SUBJECTS, with_part
-from unlearn_core.ui import common as C
+from unlearn_core.ui import questions as QS
 from unlearn_core.ui import render as R
+from unlearn_core.ui import target_picker as TP
 from unlearn_core.ui.render import question_counts, result_rows  # noqa: F401 - (moved: the CLI needs them without streamlit)
 
 BIO_FALLBACK = "mmlu:" + ",".join(BIO_FALLBACK_SUBJECTS)
@@ -33,7 +34,7 @@ def target_form(t: dict, info: dict) -> dict:
     forget0 = with_part(t["forget_questions"], part)
     retain0 = [with_part(s, part) for s in t["retain_questions"]][:MAX_SETS]
     sets = list(dict.fromkeys([forget0, t["forget_questions"], *retain0, *t["retain_questions"],
-                               *C.question_sets(info)]))
+                               *QS.question_sets(info)]))
     corpora = named_corpora(info)
     st.caption(f"Prefilled from the target **{k}**: its forget and retain questions ({part} part: the text used "
                "for selection is the other half), its forget and retain corpora, its known filter. Change any of "
@@ -50,7 +51,7 @@ def target_form(t: dict, info: dict) -> dict:
                                  max_selections=MAX_SETS,
                                  help="Accuracy is reported per set and averaged (the 'side-effect' columns).")
     c1, c2 = st.columns(2)
-    fcorpus = c1.selectbox("Forget corpus (selection)", list(dict.fromkeys([C.selection_corpus(t), *corpora])),
+    fcorpus = c1.selectbox("Forget corpus (selection)", list(dict.fromkeys([TP.selection_corpus(t), *corpora])),
                            key=f"b_tfcorpus_{k}")
     rcorpora = c2.multiselect("Retain corpora (selection; a feature's retain frequency is its highest over them)",
                               list(dict.fromkeys([*t["retain_corpora"], *corpora])), default=t["retain_corpora"],

@@ -7,15 +7,22 @@ from __future__ import annotations
 
 import streamlit as st
 
-from unlearn_core.ui import common as C
+from unlearn_core.ui import connection as CN
+from unlearn_core.ui import errors as ER
+from unlearn_core.ui import feature_sets as FS
+from unlearn_core.ui import nav as NV
+from unlearn_core.ui import pickers as PK
+from unlearn_core.ui import questions as QS
 from unlearn_core.ui import render as R
+from unlearn_core.ui import target_picker as TP
+from unlearn_core.ui import widgets as WG
 
 
 def target_intro(t: dict) -> None:
     """What the demo will do on this target, before it runs."""
     iv = t["intervention"]
     st.markdown(f"**Target: {t['name']}.** {t['description']}")
-    st.caption(f"The demo selects {R.selection_summary(t, C.selection_corpus(t))}, clamps them "
+    st.caption(f"The demo selects {R.selection_summary(t, TP.selection_corpus(t))}, clamps them "
                f"({iv['mode']}, c = {iv['c']:g}), and looks for a question of `{t['forget_questions']}` the model "
                f"knows that the clamp makes it get wrong, and one of `{t['retain_questions'][0]}` it keeps."
                + (f" Note: {t['forget_corpus_note']}" if t.get("forget_corpus_note") else ""))
@@ -25,12 +32,12 @@ def _example(ex: dict, iv: dict, forget: bool, qset: str) -> None:
     q, base, inter = ex["question"], ex["base"], ex["intervened"]
     st.markdown("#### " + ("Forgotten: a question the model knew" if forget else
                            "Kept: a general-knowledge question that stays right"))
-    C.show_question(q)
+    QS.show_question(q)
     st.markdown(R.prob_table_markdown([("clean", base), (f"clamped (c={iv['c']:g})", inter)], q["answer"]))
     st.markdown(R.demo_sentence(q, base, inter, len(iv["features"]), iv["c"]))
     params = {"qset": qset, "q": q["id"], "features": ", ".join(map(str, iv["features"])), "mode": iv["mode"],
-              "c": str(C.clamp_c(iv["c"]))}
-    C.page_link("clamp", "Open this question in the Clamp explorer", C.ICONS["clamp"], params)
+              "c": str(TP.clamp_c(iv["c"]))}
+    NV.page_link("clamp", "Open this question in the Clamp explorer", NV.ICONS["clamp"], params)
 
 
 def show_result(res: dict, t: dict, tiny: bool) -> None:
@@ -51,9 +58,9 @@ def show_result(res: dict, t: dict, tiny: bool) -> None:
     if r:
         _example(r, iv, False, t["retain_questions"][0])
     ids = iv["features"]
-    st.markdown(f"**The intervention:** {C.mode_labels().get(iv['mode'], iv['mode'])}, c = {iv['c']:g}, on "
+    st.markdown(f"**The intervention:** {PK.mode_labels().get(iv['mode'], iv['mode'])}, c = {iv['c']:g}, on "
                 f"{len(ids)} feature(s) of `{iv['sae']}`: `{R.short(', '.join(map(str, ids)), 120)}`")
-    C.add_to_set_widget(iv["sae"], ids, key="set_demo", label=f"Keep these {len(ids)} features as a feature set")
+    FS.add_to_set_widget(iv["sae"], ids, key="set_demo", label=f"Keep these {len(ids)} features as a feature set")
 
 
 def demo_section(t: dict | None, info: dict) -> None:
@@ -66,9 +73,9 @@ def demo_section(t: dict | None, info: dict) -> None:
     clicked = st.button("Run the demo", type="primary", key="run_demo",
                         help="Selects the target's features (slow the first time on the real model: feature "
                              "statistics on each corpus, then cached) and checks a few questions.")
-    if not C.once("demo", {"target": t["name"]}, clicked):
+    if not WG.once("demo", {"target": t["name"]}, clicked):
         return
-    res = C.attempt(lambda: C.cached("demo", target=t["name"]), "the guided demo",
+    res = ER.attempt(lambda: CN.cached("demo", target=t["name"]), "the guided demo",
                     spinner=f"Selecting {t['name']} features and checking questions…")
     if res is not None:
         show_result(res, t, tiny=info.get("model") == "tiny")

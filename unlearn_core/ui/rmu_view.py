@@ -5,7 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from unlearn_core.ui import common as C
+from unlearn_core.ui import connection as CN
+from unlearn_core.ui import errors as ER
 from unlearn_core.ui import render as R
 
 RUNNING = ("queued", "running")
@@ -13,7 +14,7 @@ RUNNING = ("queued", "running")
 
 def runs() -> list[dict]:
     """Every RMU run the server knows ([] when it cannot say: an older server, or an error shown)."""
-    return C.attempt(lambda: C.call("rmu_runs"), "the RMU runs") or []
+    return ER.attempt(lambda: CN.call("rmu_runs"), "the RMU runs") or []
 
 
 def finished(all_runs: list[dict] | None = None) -> list[str]:
@@ -33,9 +34,9 @@ def runs_table(all_runs: list[dict]) -> None:
 @st.fragment(run_every=1.0)
 def progress(name: str) -> None:
     try:
-        r = C.call("rmu_run", name)
+        r = CN.call("rmu_run", name)
     except Exception as e:  # noqa: BLE001 - shown, and the fragment retries
-        C.show_error(e, "the RMU run's progress")
+        ER.show_error(e, "the RMU run's progress")
         return
     if r["status"] not in RUNNING:
         st.rerun(scope="app")
@@ -45,9 +46,9 @@ def progress(name: str) -> None:
                                                       f"ETA {R.fmt_eta(r.get('eta_s'))}{losses}")
     if st.button("Cancel the RMU run", key=f"rmu_cancel_{name}"):
         try:
-            C.call("cancel_rmu", name, retry=False)
+            CN.call("cancel_rmu", name, retry=False)
         except Exception as e:  # noqa: BLE001
-            C.show_error(e, "cancelling")
+            ER.show_error(e, "cancelling")
 
 
 def panel(target: dict | None) -> None:
@@ -77,7 +78,7 @@ def panel(target: dict | None) -> None:
                   "lr": c[5].number_input("Learning rate", 0.0, 1.0, value=None, format="%.6f", key="rmu_lr")}
         if st.button(f"Train RMU on {target['name']}", key="rmu_train"):
             body = {k: v for k, v in fields.items() if v is not None}
-            run = C.attempt(lambda: C.call("train_rmu", name, target["name"], retry=False, **body), "the RMU run",
+            run = ER.attempt(lambda: CN.call("train_rmu", name, target["name"], retry=False, **body), "the RMU run",
                             spinner="Submitting the RMU run…")
             if run is not None:
                 st.rerun()

@@ -12,8 +12,14 @@ import pandas as pd
 import streamlit as st
 
 from unlearn_core.features.selection_phrase import selection_phrase
-from unlearn_core.ui import common as C
+from unlearn_core.ui import connection as CN
+from unlearn_core.ui import errors as ER
+from unlearn_core.ui import feature_sets as FS
+from unlearn_core.ui import nav as NV
+from unlearn_core.ui import page as PG
 from unlearn_core.ui import render as R
+from unlearn_core.ui import target_picker as TP
+from unlearn_core.ui import widgets as WG
 
 THRESHOLDS = [None, 0.5, 0.1, 0.05, 0.01, 0.005, 0.001]
 
@@ -52,9 +58,9 @@ def target_selection(t: dict, sae: str, info: dict, on_open: Callable[[int], Non
     retain = ", ".join(f"`{c}`" for c in t["retain_corpora"])
     kind = "**format-matched** " if len(t["retain_corpora"]) > 1 else ""  # one retain corpus: the paper's kind
     by_freq = (f"drop features firing on at least the threshold of the tokens of **any** retain corpus ({retain}), "
-               f"rank the rest by their frequency on the forget corpus `{C.selection_corpus(t)}`, keep the top N.")
+               f"rank the rest by their frequency on the forget corpus `{TP.selection_corpus(t)}`, keep the top N.")
     if sel.get("method") == "search":
-        st.markdown(f"The target's default: {R.selection_summary(t, C.selection_corpus(t))}. Pick a retain "
+        st.markdown(f"The target's default: {R.selection_summary(t, TP.selection_corpus(t))}. Pick a retain "
                     f"threshold below for the {kind}frequency selection instead: {by_freq}")
     else:
         st.markdown(f"The target's {kind}selection: {by_freq}")
@@ -67,11 +73,11 @@ def target_selection(t: dict, sae: str, info: dict, on_open: Callable[[int], Non
                                               else "the target's (search)") if x is None else f"{x:g}")
     n = c2.number_input("N features", 1, max_n, min(int(sel["n"]), max_n), key=f"tsel_n_{t['name']}")
     describe = c3.checkbox("Add automatic descriptions", key="tsel_describe")
-    params = dict(target=t["name"], sae=sae, n=int(n), threshold=thr, describe=describe, **C.current_variant())
+    params = dict(target=t["name"], sae=sae, n=int(n), threshold=thr, describe=describe, **PG.current_variant())
     clicked = st.button("Run the selection", type="primary", key="run_tsel")
-    if not C.once("select_target", params, clicked):
+    if not WG.once("select_target", params, clicked):
         return
-    res = C.attempt(lambda: C.cached("select_target", **params), f"the selection for {t['name']}",
+    res = ER.attempt(lambda: CN.cached("select_target", **params), f"the selection for {t['name']}",
                     spinner=f"Computing feature statistics on the forget corpus and {len(t['retain_corpora'])} retain "
                             "corpora (minutes the first time on CPU, then cached)…")
     if res is None:
@@ -98,7 +104,7 @@ def target_selection(t: dict, sae: str, info: dict, on_open: Callable[[int], Non
     c2.button("Open its dashboard", key="open_tsel", on_click=on_open, args=(pick,))
     iv = t["intervention"]
     with c3:
-        C.page_link("clamp", f"Clamp these {len(ids)} features", C.ICONS["clamp"],
+        NV.page_link("clamp", f"Clamp these {len(ids)} features", NV.ICONS["clamp"],
                     {"features": ", ".join(map(str, ids)), "mode": iv["mode"],
-                     "c": str(C.clamp_c(iv["c"])), "qset": t["forget_questions"]})
-    C.add_to_set_widget(sae, ids, key="set_tsel")
+                     "c": str(TP.clamp_c(iv["c"])), "qset": t["forget_questions"]})
+    FS.add_to_set_widget(sae, ids, key="set_tsel")

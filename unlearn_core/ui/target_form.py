@@ -17,7 +17,9 @@ import streamlit as st
 
 from unlearn_core.data.loaders import split_paragraph_docs, strip_gutenberg
 from unlearn_core.data.question_files import QuestionFileError, parse_question_file
-from unlearn_core.ui import common as C
+from unlearn_core.ui import connection as CN
+from unlearn_core.ui import errors as ER
+from unlearn_core.ui import target_picker as TP
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")  # targets.NAME_RE (not imported: it would load torch)
 NAME_RULE = "1-40 lower-case letters, digits, '-' or '_', starting with a letter or digit"
@@ -96,7 +98,7 @@ def check_name(name: str, taken: set[str]) -> str | None:
 
 def _taken() -> set[str]:
     try:
-        return {t["name"] for t in C.cached("targets")["targets"]}
+        return {t["name"] for t in CN.cached("targets")["targets"]}
     except Exception:  # noqa: BLE001 - the sidebar already says why there are no targets
         return set()
 
@@ -158,7 +160,7 @@ def define_target_section(info: dict, target: dict | None) -> None:
         n = c1.number_input("N features", 1, int(limits.get("max_features", 512)), DEFAULT_N, key=f"nt_n_{gen}",
                             help="How many features the target's selection keeps (top N by firing frequency on the "
                                  "corpus, among those rare on the retain corpora).")
-        c = c2.number_input("Clamp value c", 0, C.MAX_C, DEFAULT_C, step=10, key=f"nt_c_{gen}",
+        c = c2.number_input("Clamp value c", 0, TP.MAX_C, DEFAULT_C, step=10, key=f"nt_c_{gen}",
                             help="The target's default intervention: active features are set to −c.")
         if c3.button("Save the target", type="primary", key="nt_save", icon=":material/save:"):
             missing = [w for w, ok in (("a name", bool(name)), ("a corpus file", docs is not None),
@@ -171,23 +173,23 @@ def define_target_section(info: dict, target: dict | None) -> None:
             st.divider()
             if st.button(f"Delete the target {target['name']}", key="nt_delete", icon=":material/delete:",
                          help="It was defined in the app; built-in targets cannot be deleted."):
-                out = C.attempt(lambda: C.call("delete_target", target["name"], retry=False),
+                out = ER.attempt(lambda: CN.call("delete_target", target["name"], retry=False),
                                 f"deleting the target {target['name']!r}")
                 if out is not None:
-                    C.targets_changed()
+                    TP.targets_changed()
                     st.session_state["_target_saved"] = f"Target **{target['name']}** deleted."
                     st.rerun()
 
 
 def save(name: str, description: str, docs: list[str], rows: list[dict], n: int, c: float) -> None:
     """Send the target to the server; on success select it in the sidebar and empty the form."""
-    t = C.attempt(lambda: C.call("create_target", retry=False, name=name, description=description, documents=docs,
+    t = ER.attempt(lambda: CN.call("create_target", retry=False, name=name, description=description, documents=docs,
                                  questions=rows, n=n, c=c),
                   f"saving the target {name!r}", spinner="Saving the target on the server…")
     if t is None:
         return
-    C.targets_changed()
-    C.select_target_next_run(t["name"])
+    TP.targets_changed()
+    TP.select_target_next_run(t["name"])
     st.session_state["_nt_gen"] = st.session_state.get("_nt_gen", 0) + 1
     st.session_state["_target_saved"] = (
         f"Target **{t['name']}** saved ({len(docs)} document(s), {len(rows)} question(s)) and selected in the "

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from unlearn_core.features import neuronpedia as np_mod
+from unlearn_core.features import neuronpedia as NP
 from unlearn_core.features.neuronpedia import (
     FeatureInfo,
     NeuronpediaConfig,
@@ -219,7 +219,7 @@ def test_config_defaults_and_env(monkeypatch, tmp_path):
     assert cfg.base_url == "https://www.neuronpedia.org"
     assert cfg.api_key is None
     assert (cfg.timeout, cfg.retries, cfg.backoff) == (10.0, 3, 0.5)
-    assert cfg.cache_dir == Path(np_mod.__file__).resolve().parents[2] / "cache" / "neuronpedia"
+    assert cfg.cache_dir == Path(NP.__file__).resolve().parents[2] / "cache" / "neuronpedia"
     assert cfg.offline is False
 
     monkeypatch.setenv("NEURONPEDIA_URL", "http://127.0.0.1:9/")
@@ -258,7 +258,7 @@ def test_get_feature_parses_response(server, make_cfg):
 
 
 def test_missing_keys_are_tolerated():
-    info = np_mod.parse_feature({"explanations": None, "pos_str": ["a"]}, MODEL, SAE, 3)
+    info = NP.parse_feature({"explanations": None, "pos_str": ["a"]}, MODEL, SAE, 3)
     assert info.available and info.explanations == [] and info.top_logits == []
     assert info.activations == [] and info.frac_nonzero is None
 
@@ -367,7 +367,7 @@ def test_unreachable_port_does_not_raise(tmp_path):
 
 def test_offline_without_cache_makes_no_request(server, make_cfg, monkeypatch):
     monkeypatch.setenv("UNLEARN_OFFLINE", "1")
-    cfg = make_cfg(offline=np_mod._default_offline())
+    cfg = make_cfg(offline=NP._default_offline())
     assert cfg.offline
     info = get_feature(MODEL, SAE, INDEX, cfg)
     assert not info.available and info.message == "offline"
@@ -378,7 +378,7 @@ def test_offline_returns_cached_data(server, make_cfg, monkeypatch):
     get_feature(MODEL, SAE, INDEX, make_cfg())
     assert server.count == 1
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    info = get_feature(MODEL, SAE, INDEX, make_cfg(offline=np_mod._default_offline()))
+    info = get_feature(MODEL, SAE, INDEX, make_cfg(offline=NP._default_offline()))
     assert info.available and info.from_cache
     assert info.explanations[0] == "nuclear weapons materials"
     assert server.count == 1
@@ -397,7 +397,7 @@ def test_no_neuronpedia_id(server, make_cfg):
 
 def test_api_key_header_sent_and_never_leaked(server, make_cfg, monkeypatch, caplog):
     monkeypatch.setenv("NEURONPEDIA_API_KEY", SECRET)
-    cfg = make_cfg(api_key=np_mod._default_api_key())
+    cfg = make_cfg(api_key=NP._default_api_key())
     assert cfg.api_key == SECRET
     assert SECRET not in repr(cfg) and SECRET not in str(cfg)
     with caplog.at_level(logging.DEBUG):
@@ -413,7 +413,7 @@ def test_api_key_header_sent_and_never_leaked(server, make_cfg, monkeypatch, cap
 
 
 def test_no_api_key_header_without_env(server, make_cfg):
-    cfg = make_cfg(api_key=np_mod._default_api_key())
+    cfg = make_cfg(api_key=NP._default_api_key())
     assert cfg.api_key is None
     get_feature(MODEL, SAE, INDEX, cfg)
     headers = {k.lower() for k in server.requests[0]["headers"]}

@@ -13,7 +13,7 @@ import pytest
 
 from api_helpers import app, client, engine, ok  # noqa: F401 (fixtures)
 from fake_neuronpedia_real import MODEL, SOURCE, INDEX, RealNeuronpedia, make_feature
-from unlearn_core.features import neuronpedia as np_mod
+from unlearn_core.features import neuronpedia as NP
 from unlearn_core.features.neuronpedia import (
     NeuronpediaConfig,
     get_feature,
@@ -228,7 +228,7 @@ def test_search_returns_the_first_page_only(fake):
 
 def test_guard_blocks_the_real_site(fake, net_guard, tmp_path):
     """Proof the guard works: the default URL (neuronpedia.org) is refused and recorded."""
-    cfg = NeuronpediaConfig(base_url=np_mod.DEFAULT_BASE_URL, retries=1, timeout=2.0,
+    cfg = NeuronpediaConfig(base_url=NP.DEFAULT_BASE_URL, retries=1, timeout=2.0,
                             cache_dir=tmp_path / "c", offline=False)
     info = get_feature(MODEL, SOURCE, INDEX, cfg)
     assert not info.available and info.message == "connection error"

@@ -1,0 +1,69 @@
+"""The app's one connection to the workbench server: the client and the cached server calls.
+
+Every page reaches the server through :func:`call` (or :func:`cached` for read-only requests), so
+a test can watch or replace that one function.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import streamlit as st
+
+from unlearn_core.server.client import (
+    DEFAULT_URL,
+    ServerUnavailableError,
+    UnlearnClient,
+)
+
+
+def server_url() -> str:
+    return (os.environ.get("UNLEARN_SERVER_URL") or DEFAULT_URL).rstrip("/")
+
+
+@st.cache_resource(show_spinner=False)
+def _client(url: str, token: str) -> UnlearnClient:
+    return UnlearnClient(url, token=token or "", timeout=3600.0)
+
+
+def get_client() -> UnlearnClient:
+    """One client per (URL, token) for the whole app process (``st.cache_resource``)."""
+    return _client(server_url(), os.environ.get("UNLEARN_TOKEN") or "")
+
+
+def call(method: str, *args, retry: bool = True, **kwargs) -> Any:
+    """``client.<method>(...)``. A pure request is retried once when the connection drops (a
+    server closes a kept-alive connection after an internal error); submissions are not."""
+    client = get_client()
+    try:
+        return getattr(client, method)(*args, **kwargs)
+    except ServerUnavailableError:
+        if not retry:
+            raise
+        return getattr(client, method)(*args, **kwargs)
+
+
+@st.cache_data(show_spinner=False, ttl=3600, max_entries=512)
+def _cached(url: str, engine_sig: str, method: str, args_json: str) -> Any:
+    kwargs = json.loads(args_json)
+    return call(method, **kwargs)
+
+
+def cached(method: str, **kwargs) -> Any:
+    """A server call cached in the app (``st.cache_data``) by URL, loaded model and arguments.
+
+    Only for deterministic, read-only requests (scores, activations, dashboards, questions)."""
+    sig = st.session_state.get("_engine_sig", "")
+    return _cached(server_url(), sig, method, json.dumps(kwargs, sort_keys=True))
+
+
+@st.cache_data(show_spinner=False, ttl=15, max_entries=16)
+def _info(url: str, token_hash: str) -> dict:
+    return call("info")
+
+
+def clear_cache() -> None:
+    """Drop the app's cached server answers (after the server's data changed, e.g. a new target)."""
+    _cached.clear()
+    _info.clear()
