@@ -15,32 +15,9 @@ import torch
 
 from unlearn_core.core import cache as C
 from unlearn_core.model.engine import Engine
+from unlearn_core.model.forward import corpus_windows  # noqa: F401 (re-exported)
 from unlearn_core.model.forward import final_resid, pad_right, target_logprobs, token_logprobs
 from unlearn_core.method.interventions import HookState, Intervention
-
-
-def corpus_windows(model, docs: list[str], n_tokens: int, ctx: int = 256) -> list[list[int]]:
-    """Windows of up to ``ctx`` tokens (BOS + ctx-1 text tokens), ``n_tokens`` predicted tokens in total."""
-    tok = model.tokenizer
-    bos = tok.bos_token_id
-    stream: list[int] = []
-    for d in docs:
-        stream += tok(d, add_special_tokens=False)["input_ids"]
-        if bos is not None:
-            stream.append(bos)
-        if len(stream) >= n_tokens * 1.1 + ctx:
-            break
-    windows, step = [], ctx - 1
-    budget = n_tokens
-    for s in range(0, len(stream), step):
-        if budget <= 0:
-            break
-        w = stream[s : s + min(step, budget)]
-        if len(w) < 2:
-            break
-        windows.append(([bos] if bos is not None else []) + w)
-        budget -= len(w)
-    return windows
 
 
 NLL_BATCH = 4  # windows per forward in mean_nll (and per step of the server's chunked version)

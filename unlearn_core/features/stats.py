@@ -54,7 +54,7 @@ def corpus_digest(docs: list[str]) -> str:
 
 
 def windows_for(engine: Engine, docs: list[str], n_tokens: int, ctx: int) -> list[list[int]]:
-    from unlearn_core.evaluation.metrics import corpus_windows
+    from unlearn_core.model.forward import corpus_windows
 
     return corpus_windows(engine.model, docs, n_tokens, ctx)
 

@@ -55,7 +55,7 @@ def rho_of_tokens(engine: Engine, sae_key: str, features: tuple[int, ...], rows:
 def question_prompt(engine: Engine, q: Question, scoring: str, style: str) -> list[int]:
     """The token ids the gate decides on for ``q``: the letter prompt, or the cloze question prefix."""
     from unlearn_core.model.forward import tokenize
-    from unlearn_core.evaluation.mcq import cloze_prefix, format_prompt
+    from unlearn_core.data.prompts import cloze_prefix, format_prompt
 
     tok = engine.model.tokenizer
     if scoring == "cloze":

@@ -22,7 +22,7 @@ from unlearn_core.core.cache import atomic_write_json
 from unlearn_core.model.engine import Engine
 from unlearn_core.features.stats import counted_mask, layer_of_hook
 from unlearn_core.model.forward import pad_right
-from unlearn_core.evaluation.metrics import corpus_windows
+from unlearn_core.model.forward import corpus_windows
 
 MANIFEST = "manifest.json"
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}

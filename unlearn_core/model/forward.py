@@ -88,3 +88,27 @@ def token_logprobs(model, tokens: torch.Tensor, lengths: torch.Tensor, fwd_hooks
         n = int(lengths[b])
         out.append(target_logprobs(model, resid[b, : n - 1], tokens[b, 1:n], chunk))
     return out
+
+
+def corpus_windows(model, docs: list[str], n_tokens: int, ctx: int = 256) -> list[list[int]]:
+    """Windows of up to ``ctx`` tokens (BOS + ctx-1 text tokens), ``n_tokens`` predicted tokens in total."""
+    tok = model.tokenizer
+    bos = tok.bos_token_id
+    stream: list[int] = []
+    for d in docs:
+        stream += tok(d, add_special_tokens=False)["input_ids"]
+        if bos is not None:
+            stream.append(bos)
+        if len(stream) >= n_tokens * 1.1 + ctx:
+            break
+    windows, step = [], ctx - 1
+    budget = n_tokens
+    for s in range(0, len(stream), step):
+        if budget <= 0:
+            break
+        w = stream[s : s + min(step, budget)]
+        if len(w) < 2:
+            break
+        windows.append(([bos] if bos is not None else []) + w)
+        budget -= len(w)
+    return windows
