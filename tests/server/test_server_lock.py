@@ -19,8 +19,8 @@ from unlearn_core.evaluation import mcq as M
 from unlearn_core.evaluation import metrics as MT
 from unlearn_core.method.interventions import Intervention
 from unlearn_core.server import jobs as J
-from unlearn_core.server import state as ST
-from unlearn_core.server.state import ModelLock
+from unlearn_core.server import steps as ST
+from unlearn_core.server.model_lock import ModelLock
 from api_helpers import app, client, engine, lock, ok, wait_job  # noqa: F401 (fixtures)
 
 IV = {"sae": "tiny", "features": [2, 3, 4], "value": 20.0, "mode": "clamp"}

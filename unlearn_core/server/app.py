@@ -49,9 +49,10 @@ from unlearn_core.server import schemas as S
 from unlearn_core.server.jobs import JobRunner
 from unlearn_core.server.rmu_jobs import RMURunner
 from unlearn_core.server import target_api as TA
-from unlearn_core.server.state import (EngineNotReady, ServerState, check_corpus, check_length, clean_nll_chunked, corpus_names,
-                    drop_unfinished_saves, feature_stats_chunked, finite, fits_context, nll_chunked, question_set_names,
-                    run_steps, search, select_questions, server_targets, token_activations, trusted_files)
+from unlearn_core.server.access import check_corpus, corpus_names, drop_unfinished_saves, question_set_names, server_targets, trusted_files
+from unlearn_core.server.activations import check_length, search, token_activations
+from unlearn_core.server.state import EngineNotReady, ServerState
+from unlearn_core.server.steps import clean_nll_chunked, feature_stats_chunked, finite, fits_context, nll_chunked, run_steps, select_questions
 
 log = logging.getLogger("unlearn_core.server")
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
