@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 from contextlib import asynccontextmanager
 from typing import Callable
 
@@ -43,14 +44,17 @@ from unlearn_core.server.deps import require_token
 from unlearn_core.server.errors import install_error_handlers
 from unlearn_core.server.jobs import JobRunner
 from unlearn_core.server.rmu_jobs import RMURunner
-from unlearn_core.server.routers import features, info, jobs, metrics, questions, rmu, targets, text
+from unlearn_core.server.routers import features, info, jobs, metrics, questions, rmu, targets, tasks, text
 from unlearn_core.server.state import ServerState
 from unlearn_core.server.steps import run_steps
+from unlearn_core.server.tasks import TaskRunner
 
 log = logging.getLogger("unlearn_core.server")
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 API_ROUTERS = (info.router, text.router, features.router, questions.router, targets.router, metrics.router,
-               jobs.router, rmu.router)
+               jobs.router, rmu.router, tasks.router)
+GRACEFUL_S = 5  # uvicorn's wait for open requests after SIGTERM (stepped work has stopped by then)
+EXIT_WATCHDOG_S = 9  # the process ends this long after SIGTERM whatever still runs
 
 
 def make_prefetcher(state: ServerState) -> PF.Prefetcher:
@@ -66,6 +70,14 @@ def make_prefetcher(state: ServerState) -> PF.Prefetcher:
     return PF.Prefetcher(state.scores, prefetch_scores)
 
 
+def stop_work(app: FastAPI) -> None:
+    """Stop long work at its next lock step: requests end with a 503, tasks and jobs stay
+    unfinished on disk (they run again after a restart), RMU runs keep their last checkpoint."""
+    app.state.server.stopping.set()
+    for worker in (app.state.runner, app.state.rmu_runner, app.state.tasks):
+        worker.stop()
+
+
 def create_app(engine_factory: Callable[[], Engine], *, token: str | None = None, allow_test_options: bool = False,
                lru_capacity: int = 64, load_wait_s: float = 600.0) -> FastAPI:
     """The API over the engine ``engine_factory()`` builds (once, in a background thread).
@@ -79,20 +91,21 @@ def create_app(engine_factory: Callable[[], Engine], *, token: str | None = None
     rmu_runner = RMURunner(state, allow_delay=allow_test_options)
     state.scores = PF.ScoreLRU()  # slider scores by (question, interventions without c) and c
     state.prefetcher = make_prefetcher(state)
-    state.on_ready += [drop_unfinished_saves, runner.start, rmu_runner.start]
+    task_runner = TaskRunner(state, tasks.task_kinds())
+    state.on_ready += [drop_unfinished_saves, runner.start, rmu_runner.start, task_runner.start]
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         state.start_loading()
         yield
-        runner.stop()
-        rmu_runner.stop()
+        stop_work(app)
 
     app = FastAPI(title="SAE Unlearning Workbench server", version="0.1.0", lifespan=lifespan,
                   description=(__doc__ or "").split("\n\n")[2],
                   responses={400: {"model": S.ErrorResponse}, 404: {"model": S.ErrorResponse},
                              422: {"model": S.ErrorResponse}})
     app.state.server, app.state.runner, app.state.rmu_runner, app.state.token = state, runner, rmu_runner, token
+    app.state.tasks = task_runner
     install_error_handlers(app)
     app.include_router(info.health_router)
     for router in API_ROUTERS:
@@ -135,4 +148,19 @@ def serve(settings, host: str = "127.0.0.1", port: int = 8765, tiny: bool = Fals
         log.warning("listening on %s without UNLEARN_TOKEN: anyone who can reach this port can use the model", host)
     backend = "tiny test backend" if tiny else settings.model
     print(f"unlearn server ({backend}) on http://{host}:{port}  - API docs at /docs", file=sys.stderr, flush=True)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, workers=1)
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, workers=1,
+                                           timeout_graceful_shutdown=GRACEFUL_S))
+    plain_exit = server.handle_exit
+
+    def handle_exit(sig, frame) -> None:
+        """SIGTERM/SIGINT: stop long work now (uvicorn would wait for open requests first), and
+        end the process after ``EXIT_WATCHDOG_S`` whatever still runs (one forward pass, a
+        thread that will not end). Job rows and task files are written atomically or fsynced."""
+        stop_work(app)
+        watchdog = threading.Timer(EXIT_WATCHDOG_S, os._exit, (0,))
+        watchdog.daemon = True  # never what keeps the process alive
+        watchdog.start()
+        plain_exit(sig, frame)
+
+    server.handle_exit = handle_exit
+    server.run()

@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from unlearn_core.data import loaders as D
-from unlearn_core.server.state import EngineNotReady
+from unlearn_core.server.state import EngineNotReady, ShuttingDown
 
 log = logging.getLogger("unlearn_core.server")
 
@@ -38,6 +38,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(EngineNotReady)
     async def _loading(request, exc):
         return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "5"})
+
+    @app.exception_handler(ShuttingDown)
+    async def _stopping(request, exc):
+        return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "10"})
 
     @app.exception_handler(D.DataUnavailableError)
     async def _data(request, exc):

@@ -30,6 +30,10 @@ class EngineNotReady(RuntimeError):
     """The model is still loading (or failed to load); mapped to 503."""
 
 
+class ShuttingDown(RuntimeError):
+    """The server got SIGTERM: long request work stops at its next lock step; mapped to 503."""
+
+
 
 class ServerState:
     """The engine (built once by ``engine_factory``, in a background thread) and shared caches."""
@@ -55,6 +59,7 @@ class ServerState:
         self._once: dict[Any, threading.Lock] = {}
         self._once_lock = threading.Lock()
         self.on_ready: list[Callable[[Engine], None]] = []
+        self.stopping = threading.Event()  # set on SIGTERM: stepped request work ends at its next hold
 
     # -- loading
 
@@ -139,6 +144,37 @@ class ServerState:
 
     def in_background(self) -> bool:
         return getattr(self._local, "background", False)
+
+    @contextlib.contextmanager
+    def tracked(self, progress: Any) -> Iterator[None]:
+        """Stepped work this thread runs in the block reports to ``progress`` (``step()`` after each
+        step, ``check()`` before each hold: a task's progress, cancel and shutdown)."""
+        before = getattr(self._local, "progress", None)
+        self._local.progress = progress
+        try:
+            yield
+        finally:
+            self._local.progress = before
+
+    def before_hold(self) -> None:
+        """Called by ``run_steps`` before each hold: request work (not background jobs, which stop
+        through their own checks and resume after a restart) ends once the server is stopping."""
+        if self.stopping.is_set() and not self.in_background():
+            raise ShuttingDown("the server is shutting down; retry once it is back")
+        progress = getattr(self._local, "progress", None)
+        if progress is not None:
+            progress.check()
+
+    def expect(self, n: int) -> None:
+        """Announce ``n`` more steps to this thread's task (its progress total), if it runs one."""
+        progress = getattr(self._local, "progress", None)
+        if progress is not None:
+            progress.expect(n)
+
+    def after_step(self) -> None:
+        progress = getattr(self._local, "progress", None)
+        if progress is not None:
+            progress.step()
 
     def hold_limit(self) -> float:
         """How long the current hold of stepped work may last: ``lock_budget_s``; ``lock_yield_s``

@@ -57,19 +57,22 @@ def run_steps(state: ServerState, steps: Iterable[Callable[[Engine], Any]], what
     whole second of someone else's steps), nothing more for background work while a request
     waits. Then the lock goes to whoever waits and this thread queues for it again. ``steps``
     may be a generator: it is advanced under the lock, so later steps can depend on earlier
-    results. ``should_stop`` is called before each hold (a job's cancel check)."""
+    results. ``should_stop`` is called before each hold (a job's cancel check), and so is
+    ``state.before_hold`` (shutdown, a task's cancel); ``state.after_step`` counts a task's progress."""
     it = iter(steps)
     step = next(it, _END)
     holds = 0
     while step is not _END:
         if should_stop:
             should_stop()
+        state.before_hold()
         with state.model(what) as engine:
             holds += 1
             t0 = time.perf_counter()
             while True:
                 t = time.perf_counter()
                 step(engine)
+                state.after_step()
                 last = time.perf_counter() - t
                 step = next(it, _END)
                 if step is _END:
@@ -171,7 +174,9 @@ def nll_chunked(state: ServerState, windows: list[list[int]], interventions=None
     from unlearn_core.evaluation import metrics as MT
 
     acc = MT.NLLSum()
-    steps = MT.nll_steps(windows, interventions, acc, batch_size or MT.NLL_BATCH, state.engine().model.cfg.n_layers)
+    args = (windows, interventions, acc, batch_size or MT.NLL_BATCH, state.engine().model.cfg.n_layers)
+    state.expect(sum(1 for _ in MT.nll_steps(*args)))  # building the steps runs nothing: a task's total
+    steps = MT.nll_steps(*args)
     run_steps(state, steps, what, should_stop)
     return acc.mean, acc.n
 
@@ -204,6 +209,7 @@ def feature_stats_chunked(state: ServerState, sae: str, corpus: str, n_tokens: i
 
     def compute() -> dict:
         acc = F.StatsAccumulator(engine, sae, windows)
+        state.expect(acc.n_batches)
         run_steps(state, ((lambda eng, i=i: acc.add(i)) for i in range(acc.n_batches)), what, should_stop)
         return acc.result()
 

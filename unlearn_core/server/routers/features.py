@@ -27,7 +27,7 @@ def activations(req: S.ActivationsRequest, state: State) -> S.ActivationsRespons
     return on_variant(state, req.variant, compute)
 
 
-def _dashboard(state: ServerState, req: S.DashboardRequest) -> S.DashboardResponse:
+def compute_dashboard(state: ServerState, req: S.DashboardRequest) -> S.DashboardResponse:
     from unlearn_core.features import stats as F
 
     engine = state.engine()
@@ -46,10 +46,10 @@ def _dashboard(state: ServerState, req: S.DashboardRequest) -> S.DashboardRespon
 
 @router.post("/features/dashboard", response_model=S.DashboardResponse)
 def dashboard(req: S.DashboardRequest, state: State) -> S.DashboardResponse:
-    return on_variant(state, req.variant, lambda: _dashboard(state, req))
+    return on_variant(state, req.variant, lambda: compute_dashboard(state, req))
 
 
-def _search(state: ServerState, req: S.SearchRequest) -> S.SearchResponse:
+def compute_search(state: ServerState, req: S.SearchRequest) -> S.SearchResponse:
     engine = state.engine()
     sae = resolve_sae(engine, req.sae)
     bg = None
@@ -67,10 +67,10 @@ def _search(state: ServerState, req: S.SearchRequest) -> S.SearchResponse:
 @router.post("/features/search", response_model=S.SearchResponse)
 def features_search(req: S.SearchRequest, state: State) -> S.SearchResponse:
     """Features that fire most on a text (optionally down-weighting ones common in a corpus)."""
-    return on_variant(state, req.variant, lambda: _search(state, req))
+    return on_variant(state, req.variant, lambda: compute_search(state, req))
 
 
-def _select(state: ServerState, req: S.SelectRequest) -> S.SelectResponse:
+def compute_select(state: ServerState, req: S.SelectRequest) -> S.SelectResponse:
     from unlearn_core.features import stats as F
 
     engine = state.engine()
@@ -93,4 +93,4 @@ def _select(state: ServerState, req: S.SelectRequest) -> S.SelectResponse:
 @router.post("/features/select", response_model=S.SelectResponse)
 def features_select(req: S.SelectRequest, state: State) -> S.SelectResponse:
     """The paper's selection: retain frequency < threshold, ranked by forget frequency, top n."""
-    return on_variant(state, req.variant, lambda: _select(state, req))
+    return on_variant(state, req.variant, lambda: compute_select(state, req))

@@ -32,9 +32,22 @@ def compute_loss_added(state: ServerState, req: S.LossAddedRequest) -> S.LossAdd
                                loss_added=finite(inter - clean), n_tokens=n, interventions=iv_out(ivs))
 
 
+def check_sync(kind: str, n_tokens: int, passes: int) -> None:
+    """A 400 naming the task route when the request would run longer than a client waits."""
+    if n_tokens * passes > S.SYNC_EVAL_TOKENS:
+        raise ValueError(f"n_tokens {n_tokens} x {passes} pass(es) is more than a synchronous request evaluates "
+                         f"(at most {S.SYNC_EVAL_TOKENS} tokens, about 10 s); submit it as a task: "
+                         f"POST /api/tasks/{kind} with the same body, then poll GET /api/tasks/{{id}}")
+
+
 @router.post("/loss_added", response_model=S.LossAddedResponse)
 def loss_added(req: S.LossAddedRequest, state: State) -> S.LossAddedResponse:
-    """Mean next-token loss with the interventions minus without (same windows as metrics.loss_added)."""
+    """Mean next-token loss with the interventions minus without (same windows as metrics.loss_added).
+
+    Synchronous up to ``n_tokens`` x 2 passes (clean, intervened) of ``SYNC_EVAL_TOKENS`` (512:
+    ~10 s on the embedded model); more is a 400 that names ``POST /api/tasks/loss_added`` (the
+    same body, up to ``MAX_EVAL_TOKENS`` = 100k tokens)."""
+    check_sync("loss_added", req.n_tokens, 2)
     return on_variant(state, req.variant, lambda: compute_loss_added(state, req))
 
 
@@ -64,5 +77,10 @@ def compute_perplexity(state: ServerState, req: S.PerplexityRequest) -> S.Perple
 
 @router.post("/perplexity", response_model=S.PerplexityResponse)
 def perplexity(req: S.PerplexityRequest, state: State) -> S.PerplexityResponse:
-    """Perplexity of a corpus part, clean and (with interventions) intervened."""
+    """Perplexity of a corpus part, clean and (with interventions) intervened.
+
+    Synchronous up to ``n_tokens`` x passes (2 with interventions, else 1) of ``SYNC_EVAL_TOKENS``
+    (512: ~10 s on the embedded model; the default 10k tokens is a task); more is a 400 that names
+    ``POST /api/tasks/perplexity`` (the same body, up to ``MAX_EVAL_TOKENS`` = 100k tokens)."""
+    check_sync("perplexity", req.n_tokens, 2 if req.interventions else 1)
     return on_variant(state, req.variant, lambda: compute_perplexity(state, req))

@@ -7,6 +7,7 @@ from unlearn_core.server import schemas as S
 from unlearn_core.server.activations import check_length
 from unlearn_core.server.convert import iv_out, to_interventions
 from unlearn_core.server.deps import State
+from unlearn_core.server.state import ServerState
 from unlearn_core.server.steps import run_steps
 
 router = APIRouter(tags=["text"])
@@ -22,9 +23,8 @@ def tokenize(req: S.TokenizeRequest, state: State) -> S.TokenizeResponse:
                                   n_ctx=engine.model.cfg.n_ctx)
 
 
-@router.post("/generate", response_model=S.GenerateResponse)
-def generate(req: S.GenerateRequest, state: State) -> S.GenerateResponse:
-    """Base and intervened continuations (the clamp also applies to generated tokens)."""
+def compute_generate(state: ServerState, req: S.GenerateRequest) -> S.GenerateResponse:
+    """Base and intervened continuations, one token per lock step (the task's steps too)."""
     from unlearn_core.evaluation.metrics import Generation
 
     kw = dict(max_new_tokens=req.max_new_tokens, temperature=req.temperature, seed=req.seed)
@@ -41,7 +41,23 @@ def generate(req: S.GenerateRequest, state: State) -> S.GenerateResponse:
                     yield g.step
                 yield lambda engine: texts.append(g.text())  # the tokenizer, under the lock too
 
+            state.expect(req.max_new_tokens + 1)
             run_steps(state, steps(), "generate")
     base, inter = texts[0], (texts[1] if ivs else None)
     return S.GenerateResponse(prompt=req.prompt, base=base, intervened=inter,
                               interventions=iv_out(ivs, req.interventions))
+
+
+@router.post("/generate", response_model=S.GenerateResponse)
+def generate(req: S.GenerateRequest, state: State) -> S.GenerateResponse:
+    """Base and intervened continuations (the clamp also applies to generated tokens).
+
+    Synchronous up to ``max_new_tokens`` times continuations (2 with interventions, else 1) of
+    ``SYNC_NEW_TOKENS`` (96: ~10 s on the embedded model); more is a 400 that names the task
+    route, ``POST /api/tasks/generate`` (the same body, up to ``MAX_NEW_TOKENS`` = 512)."""
+    passes = 2 if req.interventions else 1
+    if req.max_new_tokens * passes > S.SYNC_NEW_TOKENS:
+        raise ValueError(f"max_new_tokens {req.max_new_tokens} x {passes} continuation(s) is more than a "
+                         f"synchronous request generates (at most {S.SYNC_NEW_TOKENS}, about 10 s); submit it as a "
+                         "task: POST /api/tasks/generate with the same body, then poll GET /api/tasks/{id}")
+    return compute_generate(state, req)

@@ -7,6 +7,8 @@ Streamlit UI and remote clients import these without the engine.
 from __future__ import annotations
 
 from unlearn_core.server.schemas.common import (  # noqa: F401
+    SYNC_EVAL_TOKENS,
+    SYNC_NEW_TOKENS,
     GATED_MODES,
     MAX_ABS_CLAMP,
     MAX_CORPORA,
@@ -114,3 +116,4 @@ from unlearn_core.server.schemas.targets import (  # noqa: F401
     TargetSelectRequest,
     TargetSelectResponse,
 )
+from unlearn_core.server.schemas.tasks import TASK_KINDS, TaskList, TaskOut  # noqa: F401

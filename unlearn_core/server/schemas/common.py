@@ -23,6 +23,10 @@ MAX_EVAL_TOKENS = 100_000  # loss added, perplexity
 MAX_PAGE = 2_000  # questions per /api/questions page
 MAX_JOB_CONFIGS = 2_000
 MAX_NEW_TOKENS = 512
+# What a synchronous request may ask for: about 10 s on the embedded model (Gemma 3 270M, 2-core
+# CPU: ~20 ms a token a pass, ~0.1 s a generated token); more goes through POST /api/tasks/<kind>.
+SYNC_EVAL_TOKENS = 512  # n_tokens times passes (clean, and intervened) of /api/perplexity, /api/loss_added
+SYNC_NEW_TOKENS = 96  # max_new_tokens times continuations (base, and intervened) of /api/generate
 
 Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS)]
 Name = Annotated[str, Field(min_length=1, max_length=300)]
@@ -124,6 +128,8 @@ class Limits(BaseModel):
     max_page: int = MAX_PAGE
     max_job_configs: int = MAX_JOB_CONFIGS
     max_new_tokens: int = MAX_NEW_TOKENS
+    sync_eval_tokens: int = SYNC_EVAL_TOKENS  # synchronous perplexity / loss added: n_tokens x passes
+    sync_new_tokens: int = SYNC_NEW_TOKENS  # synchronous generation: max_new_tokens x continuations
     max_target_text_chars: int = MAX_SAVED_TEXT  # a target defined in the app: its forget corpus
     max_target_questions: int = MAX_SAVED_QUESTIONS  # ... and its questions
 
