@@ -124,8 +124,8 @@ class TaskRunner:
         self.stop_event.set()
 
     def submit(self, kind: str, body: dict) -> Task:
-        if self.root is None:
-            self.state.engine()  # waits for the model (503 while it loads)
+        engine = self.state.engine()  # waits for the model (503 while it loads)
+        self.root = self.root or Path(engine.settings.cache_dir) / "tasks"  # before start() ran, too
         task = Task(time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:8], kind, body, time.time())
         C.atomic_write_json(self.root / task.id / "request.json",
                             {"kind": kind, "body": body, "created": task.created})
