@@ -137,7 +137,8 @@ def tiny(args) -> None:
     """The tiny backend, one task per question: Ray's overhead at its worst."""
     from unlearn_core.method.interventions import Intervention
     from unlearn_core.evaluation.ray_backend import EngineRecipe, RayPool, make_tasks, task_overheads
-    from unlearn_core.server.state import fits_context, load_question_set
+    from unlearn_core.server.access import load_question_set
+    from unlearn_core.server.steps import fits_context
     from unlearn_core.evaluation.sweep import count_in_steps
     from unlearn_core.model.tiny import tiny_engine
 

@@ -227,7 +227,8 @@ def curve_panel(base: dict, answer: int) -> None:
         bar = st.progress(0.0, text="loss added…")
         out = {}
         for i, v in enumerate(LOSS_VALUES):
-            r = ER.attempt(lambda v=v: CN.cached("loss_added", interventions=R.interventions_for(items, v, mode, sae, gate),
+            r = ER.attempt(lambda v=v: CN.cached("loss_added_task",  # a task: past the synchronous limit too
+                                                interventions=R.interventions_for(items, v, mode, sae, gate),
                                                corpus=corpus, n_tokens=int(ntok), **top), f"loss added at c={v:g}")
             if r is None:
                 break
@@ -290,7 +291,7 @@ max_new = c1.number_input("New tokens", 1, int(info.get("limits", {}).get("max_n
 gparams = dict(prompt=prompt, interventions=ivs, max_new_tokens=int(max_new), **top)
 if WG.once("generate", gparams, c2.button("Generate both", help="Greedy decoding with the slider's current c; the "
                                                                 "clamp also applies to generated tokens.")):
-    g = ER.attempt(lambda: CN.cached("generate", **gparams), "generation", spinner="Generating (base, then "
+    g = ER.attempt(lambda: CN.cached("generate_task", **gparams), "generation", spinner="Generating (base, then "
                                                                                "intervened)…")
     if g is not None:
         a, b = st.columns(2)

@@ -38,6 +38,20 @@ def wait_job(client, job_id: str, timeout: float = 90) -> dict:
     return wait_done(client, f"/api/jobs/{job_id}", timeout)
 
 
+TASK_KIND = {"/api/perplexity": "perplexity", "/api/loss_added": "loss_added", "/api/generate": "generate",
+             "/api/features/select": "features_select", "/api/features/dashboard": "features_dashboard",
+             "/api/features/search": "features_search"}
+
+
+def run_task(client, path: str, body: dict, timeout: float = 120) -> dict:
+    """What ``POST path`` answers, as a task: submitted (202), polled, its result (past the
+    synchronous endpoints' limits)."""
+    task = ok(client.post(f"/api/tasks/{TASK_KIND[path]}", json=body), 202)
+    done = wait_done(client, f"/api/tasks/{task['id']}", timeout)
+    assert done["status"] == "done", done
+    return done["result"]
+
+
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory, shared_data):
     return tiny_engine(cache_dir=str(tmp_path_factory.mktemp("server_cache")))

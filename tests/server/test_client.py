@@ -151,3 +151,21 @@ def test_create_and_delete_a_target(served):
     with pytest.raises(ServerError) as e:
         c.delete_target("no such/target")
     assert e.value.status == 404
+
+
+def test_task_methods_give_the_synchronous_answers_past_its_limits(served):
+    url, token = served
+    c = UnlearnClient(url, token=token)
+    iv = {"sae": "tiny", "features": [2, 3], "value": 20.0}
+    with pytest.raises(ServerError) as e:  # past the synchronous limit: the error names the task route
+        c.loss_added([iv], corpus="webtext", n_tokens=1_000)
+    assert e.value.status == 400 and "/api/tasks/loss_added" in e.value.message
+    la = c.loss_added_task([iv], corpus="webtext", n_tokens=1_000)
+    assert la["n_tokens"] > 900 and la["loss_added"] is not None
+    small = c.perplexity("wikitext", interventions=[iv], n_tokens=200)
+    assert c.perplexity_task("wikitext", interventions=[iv], n_tokens=200) == small
+    g = c.generate_task("Hello", interventions=[iv], max_new_tokens=60)
+    assert isinstance(g["base"], str) and isinstance(g["intervened"], str)
+    with pytest.raises(ServerError) as e:  # a failed task is a ServerError with its reason
+        c.run_task("perplexity", {"corpus": "nope", "n_tokens": 100})
+    assert "unknown corpus" in e.value.message

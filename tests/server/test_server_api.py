@@ -352,7 +352,7 @@ def test_bad_input_is_4xx_with_a_message(client, name, method, path, body, statu
 
 
 def test_internal_errors_are_generic_500s(engine, monkeypatch, caplog):
-    import unlearn_core.server.app as A
+    import unlearn_core.server.routers.features as A
 
     def boom(*a, **k):
         raise RuntimeError("secret internals")

@@ -19,9 +19,9 @@ from unlearn_core.evaluation import mcq as M
 from unlearn_core.evaluation import metrics as MT
 from unlearn_core.method.interventions import Intervention
 from unlearn_core.server import jobs as J
-from unlearn_core.server import state as ST
-from unlearn_core.server.state import ModelLock
-from api_helpers import app, client, engine, lock, ok, wait_job  # noqa: F401 (fixtures)
+from unlearn_core.server import steps as ST
+from unlearn_core.server.model_lock import ModelLock
+from api_helpers import app, client, engine, lock, ok, run_task, wait_job  # noqa: F401 (fixtures)
 
 IV = {"sae": "tiny", "features": [2, 3, 4], "value": 20.0, "mode": "clamp"}
 IVS = [Intervention("tiny", (2, 3, 4), 20.0)]
@@ -147,7 +147,7 @@ def test_long_request_releases_the_lock_and_lets_a_request_in(app, client, monke
     before = holds(client, label)["n"]
 
     def long():
-        ok(client.post(path, json=body))  # default n_tokens 10k (loss_added: a new clean baseline)
+        run_task(client, path, body)  # default n_tokens 10k (loss_added: a new clean baseline): a task
         done["long"] = time.perf_counter()
 
     with budget(app, 0.2):
@@ -173,10 +173,10 @@ def test_perplexity_and_loss_added_in_steps_equal_metrics_exactly(app, client, e
     n, ctx = 3_000, 256
     monkeypatch.setattr(MT, "FORWARD_LAYERS", 1)  # the tiny model's 2 blocks in 2 steps
     with budget(app, 0.0):  # one step per hold
-        ppl = ok(client.post("/api/perplexity", json={"corpus": "wikitext", "part": "heldout", "n_tokens": n,
-                                                      "interventions": [IV]}))
-        la = ok(client.post("/api/loss_added", json={"corpus": "wikitext@heldout", "interventions": [IV],
-                                                     "n_tokens": n}))
+        ppl = run_task(client, "/api/perplexity", {"corpus": "wikitext", "part": "heldout", "n_tokens": n,
+                                                   "interventions": [IV]})
+        la = run_task(client, "/api/loss_added", {"corpus": "wikitext@heldout", "interventions": [IV],
+                                                  "n_tokens": n})
     with lock:
         docs = F.corpus_docs(engine, "wikitext@heldout")
         base = MT.perplexity(engine, docs, None, n_tokens=n, ctx=ctx)
@@ -199,7 +199,7 @@ def test_perplexity_and_loss_added_in_steps_equal_metrics_exactly(app, client, e
 def test_long_windows_use_smaller_batches_with_the_same_numbers(app, client, engine, lock, monkeypatch):
     monkeypatch.setattr(MT, "FORWARD_LAYERS", 1)
     with budget(app, 0.0):
-        ppl = ok(client.post("/api/perplexity", json={"corpus": "webtext", "n_tokens": 2_000, "ctx": 512}))
+        ppl = run_task(client, "/api/perplexity", {"corpus": "webtext", "n_tokens": 2_000, "ctx": 512})
     with lock:
         windows = MT.corpus_windows(engine.model, F.corpus_docs(engine, "webtext@all"), 2_000, 512)
         ref = MT.mean_nll(engine, windows, None, batch_size=MT.nll_batch_size(512))

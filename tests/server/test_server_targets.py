@@ -425,7 +425,7 @@ def test_bad_target_definitions_are_4xx_with_a_message(client, engine, name, cha
 
 def test_saved_targets_file_names_cannot_reach_other_files(client, engine, remove):
     """A saved target trusts exactly its own corpus and questions: its retain specs are names."""
-    from unlearn_core.server.state import trusted_files
+    from unlearn_core.server.access import trusted_files
 
     remove.append("tidy")
     t = ok(client.post("/api/targets", json=new_target("tidy", retain_corpora=["wikitext@train", "quiz:bio@train"],

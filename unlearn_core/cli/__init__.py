@@ -15,7 +15,8 @@ import warnings
 from pathlib import Path
 
 from unlearn_core.data import loaders as D
-from unlearn_core.method.interventions import MODES, Intervention, parse_features, validate
+from unlearn_core.method.interventions import Intervention, parse_features, validate
+from unlearn_core.method.modes import MODES
 from unlearn_core.core.settings import load_settings
 
 
@@ -82,7 +83,7 @@ def _settings(args):
 
 def _gate_tau(args, engine, sae: str, features: tuple[int, ...], mode: str) -> float | None:
     """tau from --gate or --gate-percentile (gated modes only; clear errors otherwise)."""
-    from unlearn_core.method.interventions import GATED_MODES
+    from unlearn_core.method.modes import GATED_MODES
 
     given = args.gate is not None or args.gate_percentile is not None
     if mode not in GATED_MODES:

@@ -12,10 +12,10 @@ import contextlib
 from typing import Callable, ContextManager
 
 from unlearn_core.data import loaders as D
+from unlearn_core.evaluation.demo_limits import MAX_SCAN
 from unlearn_core.evaluation.mcq import score_question
 from unlearn_core.features.targets import DEFAULT_TARGET, Target, default_intervention, engine_target, forget_corpus_for
 
-MAX_SCAN = 60
 
 
 def _known_strongly(engine, q: D.Question, scoring: str, min_conf: float):

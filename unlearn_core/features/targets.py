@@ -13,7 +13,6 @@ from unlearn_core.core.paths import ASSETS
 
 import json
 import logging
-import re
 import sys
 import tomllib
 from dataclasses import asdict, dataclass, field, replace
@@ -22,7 +21,9 @@ from typing import TYPE_CHECKING
 
 from unlearn_core.data import loaders as D
 from unlearn_core.data.loaders import with_part
-from unlearn_core.method.interventions import MODES, Intervention
+from unlearn_core.features.target_limits import MAX_SAVED_QUESTIONS, MAX_SAVED_TEXT, NAME_RE
+from unlearn_core.method.interventions import Intervention
+from unlearn_core.method.modes import MODES
 from unlearn_core.features.selection_phrase import selection_phrase
 
 if TYPE_CHECKING:
@@ -200,9 +201,6 @@ def engine_target(engine, name: str) -> Target:
     return get_target(name, engine.settings.targets_file, saved_targets_dir(engine.settings))
 
 
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
-MAX_SAVED_TEXT = 5_000_000  # characters of forget corpus a saved target may hold
-MAX_SAVED_QUESTIONS = 5_000
 
 
 def _toml_str(x: str) -> str:

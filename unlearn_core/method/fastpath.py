@@ -31,7 +31,8 @@ import torch
 
 from unlearn_core.data.loaders import Question
 from unlearn_core.model.forward import pad_right, target_logprobs, tokenize, unembed
-from unlearn_core.method.interventions import GATED_MODES, Intervention, counted_positions, gate_fraction, special_ids
+from unlearn_core.method.interventions import Intervention, counted_positions, gate_fraction, special_ids
+from unlearn_core.method.modes import GATED_MODES
 from unlearn_core.data.prompts import MCQScore, all_orderings, cloze_prefix, format_prompt, letter_token_ids
 
 _HOOK_RE = re.compile(r"^blocks\.(\d+)\.hook_resid_(pre|post)$")

@@ -34,19 +34,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from unlearn_core.method.modes import GATED_MODES, MAX_ABS_CLAMP, MODE_LABELS, MODES  # noqa: F401 (re-exported)
 from unlearn_core.model.saes import LoadedSAE
 
-MODES = ("clamp", "zero", "add", "reconstruct", "gated", "dsg")
-GATED_MODES = ("gated", "dsg")
-MODE_LABELS = {
-    "clamp": "clamp when active to -c (paper)",
-    "zero": "zero ablation (c = 0)",
-    "add": "unconditional: add -c·W_dec everywhere (different method)",
-    "reconstruct": "reconstruction only, error term dropped (Harry Potter study)",
-    "gated": "gated: clamp when active, only on prompts where the features fire on > τ of tokens",
-    "dsg": "gated, DSG variant: once open, all selected features to -c wherever any fires",
-}
-MAX_ABS_CLAMP = 1e4
 
 # Set by a caller whose rows are a prompt followed by scored answer tokens (cloze): the gate
 # counts only the first ``n`` positions, so every answer row gets the prompt's decision.

@@ -1,8 +1,9 @@
 """The cached model server: one process holds the model, many clients share it.
 
 ``create_app(engine_factory)`` builds the FastAPI app; ``serve`` runs it with uvicorn
-(``python -m unlearn_core serve``). See :mod:`.app` for the endpoints and the concurrency
-statement, :mod:`.jobs` for persisted, resumable evaluation sweeps.
+(``python -m unlearn_core serve``). See :mod:`.app` for the concurrency statement,
+:mod:`.routers` for the endpoints (one router per resource), :mod:`.jobs` for persisted,
+resumable evaluation sweeps and :mod:`.tasks` for long requests run in the background.
 
 The HTTP contract, :mod:`.schemas` and :mod:`.client`, imports no torch: the Streamlit app and
 remote users import them without the engine. So this package's own names load on first use.

@@ -256,6 +256,48 @@ class UnlearnClient:
                                                                      "interventions": interventions or [],
                                                                      "n_tokens": n_tokens}))
 
+    # -- tasks (long requests: 202, then polled; the result is the synchronous endpoint's answer)
+
+    def submit_task(self, kind: str, body: dict) -> dict:
+        return self.request("POST", f"/api/tasks/{kind}", body)
+
+    def task(self, task_id: str) -> dict:
+        return self.request("GET", f"/api/tasks/{task_id}")
+
+    def cancel_task(self, task_id: str) -> dict:
+        return self.request("POST", f"/api/tasks/{task_id}/cancel")
+
+    def run_task(self, kind: str, body: dict, timeout: float = 3600.0, poll: float = 0.5) -> dict:
+        """Submit a task, wait for it, and return its result (a ServerError when it fails)."""
+        task_id = self.submit_task(kind, body)["id"]
+        end = time.time() + timeout
+        while (t := self.task(task_id))["status"] not in ("done", "cancelled", "failed"):
+            if time.time() > end:
+                raise TimeoutError(f"task {task_id} not finished after {timeout:.0f} s ({t['done']}/{t['total']})")
+            time.sleep(poll)
+        if t["status"] != "done":
+            raise ServerError(400, f"task {task_id} {t['status']}: {t.get('error') or ''}".strip())
+        return t["result"]
+
+    def loss_added_task(self, interventions: list[dict], corpus: str = "webtext", n_tokens: int = 10_000,
+                        variant: str = "base") -> dict:
+        """``loss_added`` as a task (no synchronous limit on n_tokens)."""
+        return self.run_task("loss_added", _on(variant, {"corpus": corpus, "interventions": interventions,
+                                                         "n_tokens": n_tokens}))
+
+    def perplexity_task(self, corpus: str = "wikitext", part: str = "all", interventions: list[dict] | None = None,
+                        n_tokens: int = 10_000, variant: str = "base") -> dict:
+        """``perplexity`` as a task (no synchronous limit on n_tokens)."""
+        return self.run_task("perplexity", _on(variant, {"corpus": corpus, "part": part,
+                                                         "interventions": interventions or [], "n_tokens": n_tokens}))
+
+    def generate_task(self, prompt: str, interventions: list[dict] | None = None, max_new_tokens: int = 40,
+                      temperature: float = 0.0, seed: int = 0, variant: str = "base") -> dict:
+        """``generate`` as a task (no synchronous limit on max_new_tokens)."""
+        return self.run_task("generate", {"prompt": prompt, "interventions": interventions or [],
+                                          "max_new_tokens": max_new_tokens, "variant": variant,
+                                          "temperature": temperature, "seed": seed})
+
     # -- jobs
 
     def submit_job(self, spec: dict) -> dict:

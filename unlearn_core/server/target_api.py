@@ -15,13 +15,19 @@ import shutil
 from pathlib import Path
 
 from unlearn_core.data import loaders as D
-from unlearn_core.model.engine import Engine
-from unlearn_core.method.interventions import Intervention
 from unlearn_core.data.question_files import QUIZ_FILES
-from unlearn_core.features.targets import DEFAULT_TARGET, Target, forget_corpus_for, saved_targets_dir, select_for_target
-from unlearn_core.server.state import (ServerState, check_corpus, check_subjects, corpus_names, drop_unfinished_saves,
-                    feature_stats_chunked, fits_context, run_steps, server_targets)
-
+from unlearn_core.features.targets import (
+    DEFAULT_TARGET,
+    Target,
+    forget_corpus_for,
+    saved_targets_dir,
+    select_for_target,
+)
+from unlearn_core.method.interventions import Intervention
+from unlearn_core.model.engine import Engine
+from unlearn_core.server.access import check_corpus, check_subjects, corpus_names, drop_unfinished_saves, server_targets
+from unlearn_core.server.state import ServerState
+from unlearn_core.server.steps import feature_stats_chunked, fits_context, run_steps
 
 
 def get_target(engine: Engine, name: str) -> Target:

@@ -8,7 +8,7 @@ from unlearn_core.ui import url_state as US
 
 
 def mode_labels() -> dict[str, str]:
-    from unlearn_core.method.interventions import MODE_LABELS
+    from unlearn_core.method.modes import MODE_LABELS
 
     return MODE_LABELS
 

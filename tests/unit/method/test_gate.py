@@ -108,7 +108,8 @@ def test_fast_path_equals_straightforward(tiny, scoring, mode, shared_data):
     from unlearn_core.method import fastpath
     from unlearn_core.method.gate import question_rhos
     from unlearn_core.evaluation.mcq import score_questions
-    from unlearn_core.server.state import fits_context, load_question_set
+    from unlearn_core.server.access import load_question_set
+    from unlearn_core.server.steps import fits_context
 
     qs = [q for q in load_question_set("mmlu:high_school_geography", str(shared_data)).questions
           if fits_context(tiny, q)][:6]

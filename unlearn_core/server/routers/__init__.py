@@ -1,0 +1,1 @@
+"""One FastAPI router per resource; ``server.app.create_app`` includes them under ``/api``."""

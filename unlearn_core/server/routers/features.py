@@ -1,0 +1,96 @@
+"""Features: per-token activations, dashboards, search over a text, the paper's selection."""
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from unlearn_core.server import schemas as S
+from unlearn_core.server.access import check_corpus, trusted_files
+from unlearn_core.server.activations import search, token_activations
+from unlearn_core.server.convert import neuronpedia_info, on_variant, resolve_sae
+from unlearn_core.server.deps import State
+from unlearn_core.server.state import ServerState
+from unlearn_core.server.steps import feature_stats_chunked, run_steps
+
+router = APIRouter(tags=["features"])
+
+
+@router.post("/activations", response_model=S.ActivationsResponse)
+def activations(req: S.ActivationsRequest, state: State) -> S.ActivationsResponse:
+    """Per-token values of chosen features and each token's top features (activation LRU)."""
+    def compute() -> S.ActivationsResponse:
+        with state.model("activations") as engine:  # one forward to the hook: cannot be split
+            sae = resolve_sae(engine, req.sae)
+            acts, hit = state.prompt_acts(engine, req.text)
+            out = token_activations(engine, acts, sae, req.features, req.top_k)
+        return S.ActivationsResponse(sae=sae, cached=hit, **out)
+
+    return on_variant(state, req.variant, compute)
+
+
+def compute_dashboard(state: ServerState, req: S.DashboardRequest) -> S.DashboardResponse:
+    from unlearn_core.features import stats as F
+
+    engine = state.engine()
+    sae = resolve_sae(engine, req.sae)
+    F.check_feature(engine.saes[sae], req.feature)
+    trusted = trusted_files(engine)[1]
+    for c in req.corpora:
+        check_corpus(c, engine.settings.data_dir, trusted)
+    stats = {c: feature_stats_chunked(state, sae, c, req.n_tokens) for c in req.corpora}  # cached on disk
+    d = F.dashboard(engine, sae, req.feature, list(req.corpora), n_tokens=req.n_tokens, k=req.k,
+                    with_neuronpedia=False, stats=stats, guard=lambda: state.model("dashboard"))
+    if req.neuronpedia:  # network, outside the model lock
+        d["neuronpedia"] = neuronpedia_info(engine, sae, req.feature)
+    return S.DashboardResponse(**d)
+
+
+@router.post("/features/dashboard", response_model=S.DashboardResponse)
+def dashboard(req: S.DashboardRequest, state: State) -> S.DashboardResponse:
+    return on_variant(state, req.variant, lambda: compute_dashboard(state, req))
+
+
+def compute_search(state: ServerState, req: S.SearchRequest) -> S.SearchResponse:
+    engine = state.engine()
+    sae = resolve_sae(engine, req.sae)
+    bg = None
+    if req.background:
+        check_corpus(req.background, engine.settings.data_dir)
+        bg = feature_stats_chunked(state, sae, req.background, req.background_tokens)
+    elif req.rank == "specificity":
+        raise ValueError("rank 'specificity' needs a background corpus (or use rank 'max')")
+    with state.model("search") as engine:  # one forward to the hook: cannot be split
+        acts, hit = state.prompt_acts(engine, req.text)
+        rows = search(engine, acts, sae, req.k, bg, req.rank, req.dense_last)
+    return S.SearchResponse(sae=sae, features=rows, cached=hit)
+
+
+@router.post("/features/search", response_model=S.SearchResponse)
+def features_search(req: S.SearchRequest, state: State) -> S.SearchResponse:
+    """Features that fire most on a text (optionally down-weighting ones common in a corpus)."""
+    return on_variant(state, req.variant, lambda: compute_search(state, req))
+
+
+def compute_select(state: ServerState, req: S.SelectRequest) -> S.SelectResponse:
+    from unlearn_core.features import stats as F
+
+    engine = state.engine()
+    sae = resolve_sae(engine, req.sae)
+    trusted = trusted_files(engine)[1]
+    for c in (req.forget, req.retain):
+        check_corpus(c, engine.settings.data_dir, trusted)
+    fs = feature_stats_chunked(state, sae, req.forget, req.n_tokens)
+    rs = feature_stats_chunked(state, sae, req.retain, req.n_tokens)
+    rows = F.select_features(fs.freq, rs.freq, req.threshold, req.n)
+    if req.describe:  # one feature per step (its top windows and logits)
+        def describe(engine, r):
+            r["description"] = F.auto_description(engine, sae, r["feature"], fs)
+
+        run_steps(state, ((lambda engine, r=r: describe(engine, r)) for r in rows), "describe")
+    return S.SelectResponse(sae=sae, forget=req.forget, retain=req.retain, threshold=req.threshold,
+                            n_tokens=req.n_tokens, features=rows)
+
+
+@router.post("/features/select", response_model=S.SelectResponse)
+def features_select(req: S.SelectRequest, state: State) -> S.SelectResponse:
+    """The paper's selection: retain frequency < threshold, ranked by forget frequency, top n."""
+    return on_variant(state, req.variant, lambda: compute_select(state, req))

@@ -1,0 +1,158 @@
+"""Unlearning targets: listing, defining in the app, selection and the guided demo."""
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from pydantic import BaseModel, Field, model_validator
+
+from unlearn_core.evaluation.demo_limits import MAX_SCAN as DEMO_MAX_SCAN  # questions the demo checks per set
+from unlearn_core.features.target_limits import MAX_SAVED_QUESTIONS, MAX_SAVED_TEXT, NAME_RE
+from unlearn_core.server.schemas.common import MAX_CORPORA, MAX_FEATURES, ClampValue, Name, Request, StaticMode, Variant
+from unlearn_core.server.schemas.features import SelectedFeature
+from unlearn_core.server.schemas.questions import MCQScoreOut, QuestionOut
+
+
+class TargetSelection(BaseModel):
+    threshold: float
+    n: int
+    tokens: int
+    method: str = "frequency"  # or "search": the features most specific to query against background
+    query: str = ""
+    background: str = "webtext-train"
+
+
+class TargetIntervention(BaseModel):
+    mode: str
+    c: float
+
+
+class TargetOut(BaseModel):
+    """A target (``targets.Target.to_dict()``) plus the forget corpus this server would use."""
+
+    name: str
+    description: str
+    forget_corpus: str
+    forget_questions: str
+    retain_corpora: list[str]
+    retain_questions: list[str]
+    selection: TargetSelection
+    intervention: TargetIntervention
+    forget_corpus_fallback: str | None = None
+    loss_corpus: str
+    ppl_corpus: str | None = None
+    eval_part: str
+    strict_known: bool
+    scoring: str | None = None
+    orderings: bool
+    demo_prompt: str
+    source: str
+    resolved_forget_corpus: str | None  # None: neither the corpus nor a fallback can be had here
+    forget_corpus_note: str  # why the resolved corpus differs, or why there is none
+    defined_in_app: bool = False  # saved by POST /api/targets (so DELETE /api/targets/{name} removes it)
+
+
+class TargetList(BaseModel):
+    default: str
+    targets: list[TargetOut]
+
+
+DEFAULT_RETAIN_CORPORA = ("quiz:retain@train", "wikitext@train", "webtext-train")  # the bio-basics target's
+MAX_SAVED_QUESTION_CHARS = 5_000_000  # the question rows, as JSON
+
+
+class TargetCreateRequest(Request):
+    """A target defined in the app: its forget corpus (already split into documents) and its
+    questions (rows in the WMDP schema: question, choices, answer; other fields are kept).
+    Retain corpora and question sets are *named* ones only (never file paths)."""
+
+    name: str = Field(min_length=1, max_length=40, pattern=NAME_RE.pattern,
+                      description="1-40 lower-case letters, digits, '-' or '_', starting with a letter or digit")
+    description: str = Field("", max_length=2_000)
+    documents: list[Annotated[str, Field(max_length=MAX_SAVED_TEXT)]] = Field(
+        min_length=1, max_length=200_000, description=f"the forget corpus, at most {MAX_SAVED_TEXT:,} characters")
+    questions: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_SAVED_QUESTIONS,
+                                            description="the forget questions: {question, choices: [4], answer}")
+    retain_corpora: list[Name] = Field(default_factory=lambda: list(DEFAULT_RETAIN_CORPORA), min_length=1,
+                                       max_length=MAX_CORPORA)
+    retain_questions: list[Name] = Field(default_factory=lambda: ["quiz:retain"], min_length=1, max_length=8)
+    threshold: float = Field(0.01, gt=0, le=1, allow_inf_nan=False)
+    n: int = Field(50, ge=1, le=MAX_FEATURES)
+    c: ClampValue = 200.0
+    mode: StaticMode = "clamp"
+
+    @model_validator(mode="after")
+    def _sizes(self):
+        total = sum(len(d) for d in self.documents)
+        if total > MAX_SAVED_TEXT:
+            raise ValueError(f"the forget corpus is {total:,} characters; at most {MAX_SAVED_TEXT:,}")
+        size = len(json.dumps(self.questions))
+        if size > MAX_SAVED_QUESTION_CHARS:
+            raise ValueError(f"the questions are {size:,} characters as JSON; at most {MAX_SAVED_QUESTION_CHARS:,}")
+        return self
+
+
+class TargetDeleted(BaseModel):
+    deleted: str
+
+
+class TargetSelectRequest(Request):
+    target: Name
+    sae: Name | None = None
+    n: int | None = Field(None, ge=1, le=MAX_FEATURES, description="default: the target's")
+    threshold: float | None = Field(None, gt=0, le=1, allow_inf_nan=False, description="default: the target's")
+    describe: bool = False
+    variant: Variant = Field("base", description="run on this model variant in place of the model as loaded")
+
+
+class TargetSelectedFeature(SelectedFeature):
+    retain_freqs: dict[str, float]  # per retain corpus; retain_freq is their max
+    top_token: str | None = None  # a search selection: the query token it fires on most
+    score: float | None = None  # a search selection: its specificity to the query
+
+
+class TargetSelectResponse(BaseModel):
+    target: str
+    sae: str
+    forget_corpus: str  # the corpus actually used (the target's, or its labelled fallback)
+    retain_corpora: list[str]
+    threshold: float | None  # None for a search selection
+    method: str = "frequency"
+    query: str | None = None
+    background: str | None = None
+    n_tokens: int
+    note: str
+    features: list[TargetSelectedFeature]
+    variant: str = "base"  # the model variant every number above is on
+
+
+class DemoRequest(Request):
+    target: Name
+    max_scan: int = Field(DEMO_MAX_SCAN, ge=1, le=500, description="questions checked at most in each set")
+
+
+class DemoInterventionOut(BaseModel):
+    sae: str
+    mode: str
+    c: float
+    features: list[int]
+
+
+class DemoExample(BaseModel):
+    question: QuestionOut
+    base: MCQScoreOut
+    intervened: MCQScoreOut
+
+
+class DemoResponse(BaseModel):
+    target: str
+    description: str
+    forget_corpus: str
+    forget_corpus_note: str
+    retain_corpora: list[str]
+    intervention: DemoInterventionOut
+    forget_example: DemoExample | None  # a known forget question whose answer the clamp flips
+    retain_example: DemoExample | None  # a known retain question that stays right
+    n_checked_forget: int
+    n_checked_retain: int
+    summary: str
