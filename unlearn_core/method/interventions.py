@@ -35,9 +35,8 @@ from dataclasses import dataclass, field
 import torch
 
 from unlearn_core.model.saes import LoadedSAE
+from unlearn_core.method.modes import GATED_MODES, MODES  # noqa: F401  (re-exported: their home before modes.py)
 
-MODES = ("clamp", "zero", "add", "reconstruct", "gated", "dsg")
-GATED_MODES = ("gated", "dsg")
 MODE_LABELS = {
     "clamp": "clamp when active to -c (paper)",
     "zero": "zero ablation (c = 0)",

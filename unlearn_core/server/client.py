@@ -18,6 +18,8 @@ from urllib.parse import quote, urlparse
 
 import requests
 
+from unlearn_core.features.default_target import DEFAULT_TARGET
+
 DEFAULT_URL = "http://127.0.0.1:8765"
 START_HINT = ("start one with `python -m unlearn_core serve` (or `bash scripts/run.sh`), "
               "or point UNLEARN_SERVER_URL at a running server")
@@ -260,7 +262,7 @@ class UnlearnClient:
 
     # -- RMU runs (model variants rmu:<name>)
 
-    def train_rmu(self, name: str, target: str = "bio-basics", **hyper) -> dict:
+    def train_rmu(self, name: str, target: str = DEFAULT_TARGET, **hyper) -> dict:
         return self.request("POST", "/api/rmu", {"name": name, "target": target, **hyper})
 
     def rmu_runs(self) -> list[dict]:

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from unlearn_core.evaluation.demo import MAX_SCAN as DEMO_MAX_SCAN  # questions the guided demo checks per set by default
 from unlearn_core.method.interventions import GATED_MODES, MAX_ABS_CLAMP, MODES
-from unlearn_core.features.targets import MAX_SAVED_QUESTIONS, MAX_SAVED_TEXT, NAME_RE
+from unlearn_core.features.targets import DEFAULT_TARGET, MAX_SAVED_QUESTIONS, MAX_SAVED_TEXT, NAME_RE
 
 MAX_TEXT_CHARS = 20_000
 MAX_FEATURES = 512  # total feature ids in one call (over all interventions)
@@ -576,7 +576,7 @@ class RMUTrainRequest(Request):
     model's defaults (assets/rmu.toml)."""
 
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="the run; its variant is rmu:<name>")]
-    target: Name = "bio-basics"
+    target: Name = DEFAULT_TARGET
     layer: int | None = Field(None, ge=0, le=1000, description="the steered layer (residual after this block)")
     update_layers: list[Annotated[int, Field(ge=0, le=1000)]] | None = Field(None, min_length=1, max_length=16)
     steering_coeff: float | None = Field(None, ge=0, le=1e7, allow_inf_nan=False)

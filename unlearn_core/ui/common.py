@@ -519,7 +519,7 @@ def features_input(info: dict, sae: str, key: str = "features") -> list[tuple[st
 
 # ---------------------------------------------------------------- targets
 
-DEFAULT_TARGET = "bio-basics"
+from unlearn_core.features.default_target import DEFAULT_TARGET  # noqa: E402  (the one definition)
 
 
 def targets() -> dict[str, dict]:
