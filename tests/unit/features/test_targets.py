@@ -319,9 +319,12 @@ def test_cli_target_list_json(tmp_path):
 def test_cli_target_eval_json_contract_on_tiny(tmp_path, shared_data, capsys, monkeypatch):
     qfile = _json(tmp_path, [{"question": f"Q{i}?", "choices": ["a", "b", "c", "d"], "answer": i % 4}
                              for i in range(4)], "forget.json")
+    # a small retain file too: the target's own retain sets cost minutes on the tiny model (24 orderings a question)
+    rfile = _json(tmp_path, [{"question": f"R{i}?", "choices": ["a", "b", "c", "d"], "answer": 0} for i in range(4)],
+                  "retain.json")
     monkeypatch.chdir(tmp_path)  # in this process (the subprocess run: test_cli_target_list_json)
     p = run_cli(capsys, "target", "eval", "bio-basics", "--tiny", "--json", "--loss-tokens", "200", "--cache-dir",
-                str(tmp_path / "cache"), "--forget-questions", str(qfile))
+                str(tmp_path / "cache"), "--forget-questions", str(qfile), "--retain-questions", str(rfile))
     assert p.returncode == 0, p.stderr[-2000:]
     out = json.loads(p.stdout)
     assert {"target", "intervention", "forget", "retain", "loss_added"} <= set(out)

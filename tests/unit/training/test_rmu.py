@@ -170,19 +170,19 @@ def test_cli_rejects_bad_hyperparameters(tmp_path, args, message, capsys):
     assert message in r.stderr and "Traceback" not in r.stderr
 
 
-# bio-basics as a user target, scored by cloze (one pass per question, where the tiny model's letter
-# scoring takes all 24 orderings) and selected on fewer tokens: `rmu compare`'s known filter and
-# statistics were most of this test's time
+# bio-basics as a user target with the same text, but 12 of its held-out questions per side, scored
+# by cloze (one pass a question, where the tiny model's letter scoring takes all 24 orderings), and
+# a small selection budget: `rmu compare`'s known filter and statistics were most of this test's time
 SMALL_TARGET = """
 [bio-cloze]
-description = "bio-basics, cloze scoring, a small selection budget (a quick CLI test)"
+description = "bio-basics, 12 questions a side, cloze scoring, a small selection budget (a quick CLI test)"
 forget_corpus = "quiz:bio@train"
-forget_questions = "quiz:bio"
+forget_questions = "forget.json"
 retain_corpora = ["quiz:retain@train", "wikitext@train", "webtext-train"]
-retain_questions = ["quiz:retain!overlaps_bio", "quiz:retain"]
+retain_questions = ["retain.json"]
 loss_corpus = "webtext"
 ppl_corpus = "quiz:bio@heldout"
-eval_part = "heldout"
+eval_part = "all"
 strict_known = true
 scoring = "cloze"
 
@@ -197,9 +197,16 @@ c = 400.0
 """
 
 
-def test_cli_trains_lists_and_scores_with_the_variant(tmp_path, capsys, monkeypatch):
+def test_cli_trains_lists_and_scores_with_the_variant(tmp_path, capsys, monkeypatch, shared_data):
     """`python -m unlearn_core` for `rmu train` and one `features stats` (the real entry point); the
     other commands in this process (the same exit codes and output, without an interpreter each)."""
+    import json
+
+    from unlearn_core.data.loaders import load_question_set
+
+    for name, spec in (("forget", "quiz:bio@heldout"), ("retain", "quiz:retain@heldout")):
+        qs = load_question_set(spec, str(shared_data)).questions[:12]
+        (tmp_path / f"{name}.json").write_text(json.dumps([q.to_dict() for q in qs]))
     targets = tmp_path / "targets.toml"
     targets.write_text(SMALL_TARGET)
     monkeypatch.setenv("UNLEARN_TARGETS_FILE", str(targets))  # the tiny backend's settings read it (not --targets)
@@ -215,8 +222,6 @@ def test_cli_trains_lists_and_scores_with_the_variant(tmp_path, capsys, monkeypa
     r = run("rmu", "compare", "--tiny", "--name", "cli", "--clamps", "20", "--ns", "2", "--loss-tokens", "300",
             "--ppl-tokens", "200", "--json", *small)
     assert r.returncode == 0, r.stderr
-    import json
-
     out = json.loads(r.stdout)
     rows = {row["method"]: row for row in out["rows"]}
     assert set(rows) == {"clamp", "gated", "dsg", "rmu"} and rows["rmu"]["variant"] == "rmu:cli"
