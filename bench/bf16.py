@@ -30,6 +30,8 @@ import time
 import torch
 from common import cpu_name
 
+from unlearn_core.features.default_target import DEFAULT_TARGET
+
 
 def engines_tiny():
     from unlearn_core.model.engine import engine_from_parts
@@ -134,7 +136,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="embedded:gemma-3-270m")
     p.add_argument("--sae", default="embedded")
-    p.add_argument("--target", default="bio-basics")
+    p.add_argument("--target", default=DEFAULT_TARGET)
     p.add_argument("--n", type=int, default=20, help="questions (the first N of the target's forget set)")
     p.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "1")))
     p.add_argument("--no-embedded", action="store_true", help="the tiny model only")

@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 from browser_helpers import full_screenshot, launch_chromium, settle, start_server, start_streamlit, stop  # noqa: E402
 from common import print_table  # noqa: E402
 
+from unlearn_core.features.default_target import DEFAULT_TARGET  # noqa: E402
 from unlearn_core.server.client import UnlearnClient  # noqa: E402
 
 
@@ -49,10 +50,10 @@ def feature_search(browser, url: str, app_url: str, shots: Path, when: str) -> t
     """Open Feature search, run the target's selection and wait for its top feature's dashboard."""
     client = UnlearnClient(url, token="")
     before = lock_holds(client)
-    top = client.select_target("bio-basics")["features"][0]["feature"]
+    top = client.select_target(DEFAULT_TARGET)["features"][0]["feature"]
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     t = time.time()
-    page.goto(app_url + f"/Feature_search?target=bio-basics&by=forget%2Fretain&f={top}")
+    page.goto(app_url + f"/Feature_search?target={DEFAULT_TARGET}&by=forget%2Fretain&f={top}")
     settle(page, 300)
     page.get_by_role("button", name="Run the selection").click()
     page.get_by_text("Open its dashboard").first.wait_for(timeout=600_000)

@@ -23,12 +23,13 @@ sys.path.insert(0, str(ROOT))
 
 from browser_helpers import full_screenshot, launch_chromium, settle, start_server, start_streamlit, stop  # noqa: E402
 from common import print_table  # noqa: E402
+from unlearn_core.features.default_target import DEFAULT_TARGET  # noqa: E402
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--variant", default="rmu:bio-basics-rmu")
-    ap.add_argument("--target", default="bio-basics")
+    ap.add_argument("--variant", default=f"rmu:{DEFAULT_TARGET}-rmu")
+    ap.add_argument("--target", default=DEFAULT_TARGET)
     ap.add_argument("--values", default="100,200,400", help="clamp values of the sweep")
     ap.add_argument("--job", help="an earlier run of this sweep (its id) instead of a new one")
     ap.add_argument("--shots", default=str(ROOT / "tests" / "artifacts" / "rmu"))

@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 
 from browser_helpers import full_screenshot, launch_chromium, settle, start_server, start_streamlit, stop  # noqa: E402
+from unlearn_core.features.default_target import DEFAULT_TARGET  # noqa: E402
 from common import pct, print_table  # noqa: E402
 
 TABLE_HAS = """([t]) => [...document.querySelectorAll('[data-testid=stMain] td')].some(e => e.textContent.includes(t))"""
@@ -84,7 +85,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--burst", type=int, default=5)
-    ap.add_argument("--target", default="bio-basics")
+    ap.add_argument("--target", default=DEFAULT_TARGET)
     ap.add_argument("--tiny", action="store_true", help="the tiny test backend: the app's and browser's share alone")
     ap.add_argument("--sweep", action="store_true", help="also time the steps with a sweep running")
     ap.add_argument("--pollers", type=int, default=3)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from common import load, machine, parser
 
-from unlearn_core.features.targets import load_targets, select_for_target
+from unlearn_core.features.targets import DEFAULT_TARGET, load_targets, select_for_target
 
 
 def main() -> None:
@@ -19,7 +19,7 @@ def main() -> None:
     print("| target | features | mean where active (p10 / p50 / p90) | max (p10 / p50 / p90) |\n| --- | --- | --- | --- |")
     q = torch.tensor([0.1, 0.5, 0.9])
     targets = load_targets()
-    for name in ("bio-basics", "sherlock"):
+    for name in (DEFAULT_TARGET, "sherlock"):
         sel = select_for_target(engine, targets[name], args.sae)
         idx = torch.tensor([r["feature"] for r in sel["features"]])
         fs = sel["forget_stats"]

@@ -31,6 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import cpu_name  # noqa: E402
+from unlearn_core.features.default_target import DEFAULT_TARGET  # noqa: E402
 
 
 def by_config(rows: list[dict]) -> dict[str, dict]:
@@ -88,7 +89,7 @@ def main() -> None:
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--tiny", action="store_true", help="the tiny backend, one task per question")
-    p.add_argument("--target", default="bio-basics")
+    p.add_argument("--target", default=DEFAULT_TARGET)
     p.add_argument("--limit", type=int, default=40, help="questions per set (before the known filter)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--thresholds", default="0.01")

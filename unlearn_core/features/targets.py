@@ -9,8 +9,6 @@ not code); a user adds their own in a TOML file of the same schema (``--targets 
 """
 from __future__ import annotations
 
-from unlearn_core.core.paths import ASSETS
-
 import json
 import logging
 import sys
@@ -19,19 +17,21 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from unlearn_core.core.paths import ASSETS
 from unlearn_core.data import loaders as D
 from unlearn_core.data.loaders import with_part
-from unlearn_core.features.target_limits import MAX_SAVED_QUESTIONS, MAX_SAVED_TEXT, NAME_RE
-from unlearn_core.method.interventions import Intervention
-from unlearn_core.method.modes import MODES
+from unlearn_core.features.default_target import DEFAULT_TARGET  # noqa: F401  (re-exported)
 from unlearn_core.features.selection_phrase import selection_phrase
+from unlearn_core.features.target_limits import MAX_SAVED_QUESTIONS, MAX_SAVED_TEXT, NAME_RE
+from unlearn_core.method.modes import MODES
 
 if TYPE_CHECKING:
     import torch
 
+    from unlearn_core.method.interventions import Intervention
+
 log = logging.getLogger(__name__)
 BUILTIN_FILE = ASSETS / "targets.toml"
-DEFAULT_TARGET = "bio-basics"
 
 
 SELECTION_METHODS = ("frequency", "search")
@@ -323,6 +323,8 @@ def default_intervention(engine, target: Target, sae_key: str | None = None, pro
         why = (f"no non-dense feature fires on the query {target.selection.query!r}" if rows["method"] == "search"
                else f"no feature passes the selection (retain threshold {threshold:g}); raise the threshold")
         raise TargetError(f"target {target.name!r}: {why}")
+    from unlearn_core.method.interventions import Intervention  # torch: not needed to read the registry
+
     iv = target.intervention
     return Intervention(rows["sae"], feats, iv.c, iv.mode)
 

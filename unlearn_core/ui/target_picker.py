@@ -7,7 +7,7 @@ from unlearn_core.ui import connection as CN
 from unlearn_core.ui import url_state as US
 
 MAX_C = 500  # the clamp value range of the app's sliders and links (the targets' defaults are in the hundreds)
-DEFAULT_TARGET = "bio-basics"
+from unlearn_core.features.default_target import DEFAULT_TARGET  # noqa: E402  (the one definition)
 
 
 def targets() -> dict[str, dict]:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from cli_helpers import run_cli
 from unlearn_core.core.settings import EMBEDDED_MODEL, EMBEDDED_SAE, REPO_ROOT, Settings, load_settings
 
 ROOT = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").exists())
@@ -152,7 +153,7 @@ def test_as_dict_has_resolved_values(clean):
     json.dumps(d)
 
 
-# ---------------------------------------------------------------- CLI (subprocess, no model)
+# ---------------------------------------------------------------- CLI (no model; one real subprocess)
 
 
 def _cli_env(**extra: str) -> dict[str, str]:
@@ -164,6 +165,24 @@ def _cli_env(**extra: str) -> dict[str, str]:
 def _run(*args: str, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "unlearn_core", *args], cwd=ROOT, env=_cli_env(**env),
                           capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+
+
+@pytest.fixture
+def in_process(monkeypatch, capsys):
+    """The CLI in this process with the subprocess runs' environment: no UNLEARN_* settings but
+    UNLEARN_NO_HUB, run from the repository root; ``in_process(*args, **env)``."""
+    for k in list(os.environ):
+        if k.startswith("UNLEARN_"):
+            monkeypatch.delenv(k)
+    monkeypatch.setenv("UNLEARN_NO_HUB", "1")
+    monkeypatch.chdir(ROOT)
+
+    def run(*args: str, **env: str) -> subprocess.CompletedProcess:
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+        return run_cli(capsys, *args)
+
+    return run
 
 
 def test_cli_info_json(shared_data):
@@ -179,8 +198,8 @@ def test_cli_info_json(shared_data):
     assert {"webtext", "wikitext", "sherlock", "pile"} <= set(src)
 
 
-def test_cli_info_flags_and_env_reach_settings():
-    r = _run("info", "--json", "--scoring", "letter", "--sae", "embedded", "--sae", "/tmp/other",
+def test_cli_info_flags_and_env_reach_settings(in_process):
+    r = in_process("info", "--json", "--scoring", "letter", "--sae", "embedded", "--sae", "/tmp/other",
              UNLEARN_PROMPT_FORMAT="chat")
     assert r.returncode == 0, r.stderr
     s = json.loads(r.stdout)["settings"]
@@ -205,13 +224,13 @@ def test_cli_argparse_errors_exit_2_cleanly(args, needle):
     (("info", "--config", "/nonexistent/unlearn.toml"), {}, "error: settings file '/nonexistent/unlearn.toml' not found"),
     (("info", "--device", "cuda:0"), {}, "error: device 'cuda:0' requested but CUDA is not available"),
 ])
-def test_cli_settings_errors_are_clean(args, env, needle):
+def test_cli_settings_errors_are_clean(args, env, needle, in_process):
     if "cuda" in args[-1]:
         import torch
 
         if torch.cuda.is_available():
             pytest.skip("CUDA is available here")
-    r = _run(*args, **env)
+    r = in_process(*args, **env)
     assert r.returncode == 2, (r.stdout, r.stderr)
     assert needle in r.stderr
     assert "Traceback" not in r.stderr

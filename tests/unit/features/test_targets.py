@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from cli_helpers import run_cli
 from unlearn_core.data import loaders as D
 from unlearn_core.features import stats as F
 from unlearn_core.evaluation import mcq
@@ -315,11 +316,15 @@ def test_cli_target_list_json(tmp_path):
     assert names[:3] == ["bio-basics", "sherlock", "wmdp-bio"]
 
 
-def test_cli_target_eval_json_contract_on_tiny(tmp_path, shared_data):
+def test_cli_target_eval_json_contract_on_tiny(tmp_path, shared_data, capsys, monkeypatch):
     qfile = _json(tmp_path, [{"question": f"Q{i}?", "choices": ["a", "b", "c", "d"], "answer": i % 4}
                              for i in range(4)], "forget.json")
-    p = _cli("target", "eval", "bio-basics", "--tiny", "--json", "--loss-tokens", "200", "--cache-dir",
-             str(tmp_path / "cache"), "--forget-questions", str(qfile), cwd=tmp_path)
+    # a small retain file too: the target's own retain sets cost minutes on the tiny model (24 orderings a question)
+    rfile = _json(tmp_path, [{"question": f"R{i}?", "choices": ["a", "b", "c", "d"], "answer": 0} for i in range(4)],
+                  "retain.json")
+    monkeypatch.chdir(tmp_path)  # in this process (the subprocess run: test_cli_target_list_json)
+    p = run_cli(capsys, "target", "eval", "bio-basics", "--tiny", "--json", "--loss-tokens", "200", "--cache-dir",
+                str(tmp_path / "cache"), "--forget-questions", str(qfile), "--retain-questions", str(rfile))
     assert p.returncode == 0, p.stderr[-2000:]
     out = json.loads(p.stdout)
     assert {"target", "intervention", "forget", "retain", "loss_added"} <= set(out)
@@ -329,8 +334,9 @@ def test_cli_target_eval_json_contract_on_tiny(tmp_path, shared_data):
     assert isinstance(out["loss_added"], float)
 
 
-def test_cli_target_eval_unknown_target_is_a_clean_error(tmp_path):
-    p = _cli("target", "eval", "no-such-target", "--tiny", "--cache-dir", str(tmp_path / "c"), cwd=tmp_path)
+def test_cli_target_eval_unknown_target_is_a_clean_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    p = run_cli(capsys, "target", "eval", "no-such-target", "--tiny", "--cache-dir", str(tmp_path / "c"))
     assert p.returncode == 2 and "unknown target" in p.stderr and "Traceback" not in p.stderr
 
 

@@ -11,6 +11,7 @@ from dataclasses import replace
 import pytest
 import torch
 
+from cli_helpers import run_cli
 from unlearn_core.training import rmu
 from unlearn_core.features.targets import Target
 from unlearn_core.model.tiny import tiny_engine
@@ -163,26 +164,64 @@ def test_bad_hyperparameters_and_unknown_runs(engine, target):
     (["--layer", "9"], "layer 9 is not a layer of this model (0..1)"),
     (["--update-layers", "0,5"], "update_layers [5] must be between 0 and the steered layer 1"),
 ])
-def test_cli_rejects_bad_hyperparameters(tmp_path, args, message):
-    r = subprocess.run([sys.executable, "-m", "unlearn_core", "rmu", "train", "--tiny", "--name", "x",
-                        "--cache-dir", str(tmp_path), *args], capture_output=True, text=True, timeout=120)
+def test_cli_rejects_bad_hyperparameters(tmp_path, args, message, capsys):
+    r = run_cli(capsys, "rmu", "train", "--tiny", "--name", "x", "--cache-dir", str(tmp_path), *args)  # in this process
     assert r.returncode == 2, r.stderr
     assert message in r.stderr and "Traceback" not in r.stderr
 
 
-def test_cli_trains_lists_and_scores_with_the_variant(tmp_path):
-    run = lambda *a: subprocess.run([sys.executable, "-m", "unlearn_core", *a, "--cache-dir", str(tmp_path)],  # noqa: E731
+# bio-basics as a user target with the same text, but 12 of its held-out questions per side, scored
+# by cloze (one pass a question, where the tiny model's letter scoring takes all 24 orderings), and
+# a small selection budget: `rmu compare`'s known filter and statistics were most of this test's time
+SMALL_TARGET = """
+[bio-cloze]
+description = "bio-basics, 12 questions a side, cloze scoring, a small selection budget (a quick CLI test)"
+forget_corpus = "quiz:bio@train"
+forget_questions = "forget.json"
+retain_corpora = ["quiz:retain@train", "wikitext@train", "webtext-train"]
+retain_questions = ["retain.json"]
+loss_corpus = "webtext"
+ppl_corpus = "quiz:bio@heldout"
+eval_part = "all"
+strict_known = true
+scoring = "cloze"
+
+[bio-cloze.selection]
+threshold = 0.01
+n = 50
+tokens = 5000
+
+[bio-cloze.intervention]
+mode = "clamp"
+c = 400.0
+"""
+
+
+def test_cli_trains_lists_and_scores_with_the_variant(tmp_path, capsys, monkeypatch, shared_data):
+    """`python -m unlearn_core` for `rmu train` and one `features stats` (the real entry point); the
+    other commands in this process (the same exit codes and output, without an interpreter each)."""
+    import json
+
+    from unlearn_core.data.loaders import load_question_set
+
+    for name, spec in (("forget", "quiz:bio@heldout"), ("retain", "quiz:retain@heldout")):
+        qs = load_question_set(spec, str(shared_data)).questions[:12]
+        (tmp_path / f"{name}.json").write_text(json.dumps([q.to_dict() for q in qs]))
+    targets = tmp_path / "targets.toml"
+    targets.write_text(SMALL_TARGET)
+    monkeypatch.setenv("UNLEARN_TARGETS_FILE", str(targets))  # the tiny backend's settings read it (not --targets)
+    small = ("--target", "bio-cloze")
+    sub = lambda *a: subprocess.run([sys.executable, "-m", "unlearn_core", *a, "--cache-dir", str(tmp_path)],  # noqa: E731
                                     capture_output=True, text=True, timeout=300)
-    r = run("rmu", "train", "--tiny", "--name", "cli")
+    run = lambda *a: run_cli(capsys, *a, "--cache-dir", str(tmp_path))  # noqa: E731
+    r = sub("rmu", "train", "--tiny", "--name", "cli", *small)
     assert r.returncode == 0, r.stderr
     assert "rmu:cli: 12 steps" in r.stdout and "ETA" in r.stderr  # the progress bar shows an ETA
     r = run("rmu", "list")
     assert "rmu:cli" in r.stdout and "done" in r.stdout
     r = run("rmu", "compare", "--tiny", "--name", "cli", "--clamps", "20", "--ns", "2", "--loss-tokens", "300",
-            "--ppl-tokens", "200", "--json")
+            "--ppl-tokens", "200", "--json", *small)
     assert r.returncode == 0, r.stderr
-    import json
-
     out = json.loads(r.stdout)
     rows = {row["method"]: row for row in out["rows"]}
     assert set(rows) == {"clamp", "gated", "dsg", "rmu"} and rows["rmu"]["variant"] == "rmu:cli"
@@ -199,8 +238,8 @@ def test_cli_trains_lists_and_scores_with_the_variant(tmp_path):
     assert sweep["none"]["loss_added"] == pytest.approx(sweep["rmu:cli"]["loss_added"], abs=1e-6)
     assert abs(sweep["none"]["loss_added"]) > 1e-4  # the clean row is the RMU model's, not the base model's
     # the feature commands on the RMU model in place of the model as loaded
-    stats = [run("features", "stats", "--tiny", "--corpus", "webtext", "--tokens", "200", "--json", *extra)
-             for extra in ([], ["--model-variant", "rmu:cli"])]
+    stats = [runner("features", "stats", "--tiny", "--corpus", "webtext", "--tokens", "200", "--json", *extra)
+             for runner, extra in ((run, []), (sub, ["--model-variant", "rmu:cli"]))]
     assert all(s.returncode == 0 for s in stats), stats[1].stderr
     base, on = (json.loads(s.stdout)["webtext"] for s in stats)
     assert base["n_tokens"] == on["n_tokens"] and base["most_frequent"] != on["most_frequent"]

@@ -5,6 +5,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, Field
 
+from unlearn_core.features.default_target import DEFAULT_TARGET
 from unlearn_core.server.schemas.common import Name, Request
 
 
@@ -13,7 +14,7 @@ class RMUTrainRequest(Request):
     model's defaults (assets/rmu.toml)."""
 
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="the run; its variant is rmu:<name>")]
-    target: Name = "bio-basics"
+    target: Name = DEFAULT_TARGET
     layer: int | None = Field(None, ge=0, le=1000, description="the steered layer (residual after this block)")
     update_layers: list[Annotated[int, Field(ge=0, le=1000)]] | None = Field(None, min_length=1, max_length=16)
     steering_coeff: float | None = Field(None, ge=0, le=1e7, allow_inf_nan=False)

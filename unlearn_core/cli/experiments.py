@@ -1,0 +1,105 @@
+"""``experiment wmdp|book|targets``: the write-ups' experiments and the targets sweep."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from unlearn_core.features.default_target import DEFAULT_TARGET
+from unlearn_core.cli.common import add_settings_args, emit, engine_of, floats, settings_of
+
+
+def cmd_experiment(args) -> None:
+    from unlearn_core.evaluation.experiments import writeups as X
+
+    if args.which == "targets" and args.render_only:
+        return _experiment_targets(args, None)
+    engine = engine_of(args)
+    if args.which == "targets":
+        return _experiment_targets(args, engine)
+    if args.which == "book" and args.target:  # the study's design on a target's default intervention
+        from unlearn_core.features.targets import default_intervention, engine_target
+
+        t = engine_target(engine, args.target[0])
+        iv = default_intervention(engine, t)
+        r = X.book_experiment(engine, iv.sae_key, features=iv.features, c=iv.c, ppl_tokens=args.ppl_tokens,
+                              prompt=t.demo_prompt or "Sherlock Holmes took his bottle from the corner of the")
+        md = X.book_markdown(r)
+        if args.out:
+            X.save(r, md, args.out)
+        return emit(args, r, md)
+    if args.which == "wmdp":
+        r = X.wmdp_experiment(engine, args.on, stats_tokens=args.stats_tokens, ppl_tokens=args.ppl_tokens,
+                              loss_tokens=args.ppl_tokens, mmlu_limit=args.mmlu_limit, wmdp_limit=args.wmdp_limit)
+        md = X.wmdp_markdown(r)
+    else:
+        r = X.book_experiment(engine, args.on, stats_tokens=args.stats_tokens, ppl_tokens=args.ppl_tokens)
+        md = X.book_markdown(r)
+    if args.out:
+        X.save(r, md, args.out)
+    emit(args, r, md)
+
+
+def _experiment_targets(args, engine) -> None:
+    """Per target: the sweep (choose on the train half, report the held-out half)."""
+    from unlearn_core.evaluation.experiments import writeups as X
+    from unlearn_core.evaluation.experiments import targets as TX
+    from unlearn_core.features.targets import get_target, saved_targets_dir
+
+    settings = settings_of(args)
+    out = {}
+    for name in args.target or [DEFAULT_TARGET, "sherlock"]:
+        t = get_target(name, settings.targets_file, saved_targets_dir(settings))
+        if args.render_only:  # the saved sweep, re-marked against the registry as it is now
+            r = json.loads((Path(args.out) / f"targets_{name}.json").read_text())
+            TX.mark_shipped(r["rows"], t)
+        else:
+            r = TX.run(engine, t, thresholds=floats(args.thresholds), ns=tuple(int(x) for x in floats(args.ns)),
+                       values=floats(args.values), loss_tokens=args.loss_tokens, ppl_tokens=args.ppl_tokens,
+                       min_retain=args.min_retain, max_loss=args.max_loss)
+        md = TX.markdown(r)
+        if args.out:
+            X.save(r, md, f"{args.out.rstrip('/')}/targets_{name}")
+        out[name] = r
+        print(md + "\n")
+    if args.json:
+        print(json.dumps(out, indent=2))
+
+
+def _max_loss(text: str) -> float | None:
+    """--max-loss (an argparse type, so a bad value fails before the model loads): nats, or 'none'."""
+    if text.strip().lower() == "none":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a number of nats or 'none', got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
+    return value
+
+
+def add_parsers(sub) -> None:
+    s = sub.add_parser("experiment", help="the write-ups' experiments (wmdp | book) and the targets sweep (targets)")
+    add_settings_args(s)
+    s.add_argument("which", choices=["wmdp", "book", "targets"])
+    s.add_argument("--target", action="append",
+                   help="targets: which (repeatable; default bio-basics and sherlock); book: use this target's "
+                        "default intervention instead of the paper's selection")
+    s.add_argument("--thresholds", default="0.01", help="targets: retain thresholds, e.g. '0.01,0.003'")
+    s.add_argument("--ns", default="20,50,100", help="targets: numbers of features")
+    s.add_argument("--values", default="100,200,400", help="targets: clamp values c")
+    s.add_argument("--loss-tokens", type=int, default=1500, help="targets: WebText tokens of loss added per row")
+    s.add_argument("--min-retain", type=float, default=0.9, help="targets: retain accuracy the default must keep")
+    s.add_argument("--max-loss", type=_max_loss, default=None,
+                   help="targets: a budget for the choice, in nats of loss added on WebText's train split "
+                        "(e.g. 0.05, the targets' goal); default none")
+    s.add_argument("--render-only", action="store_true",
+                   help="targets: re-write the markdown of a saved sweep (--out) against the registry as it is now")
+    s.add_argument("--stats-tokens", type=int, default=100_000)
+    s.add_argument("--ppl-tokens", type=int, default=4000)
+    s.add_argument("--mmlu-limit", type=int, default=100, help="first N questions of each side-effect subject")
+    s.add_argument("--wmdp-limit", type=int, default=0, help="first N held-out WMDP-bio questions (0 = all 255)")
+    s.add_argument("--out", help="write <out>.json and <out>.md (targets: a folder, one pair per target)")
+    s.add_argument("--on")
+    s.set_defaults(func=cmd_experiment)

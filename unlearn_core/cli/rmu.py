@@ -1,0 +1,134 @@
+"""``rmu list|train|compare|search``: the RMU fine-tuning baseline."""
+from __future__ import annotations
+
+from unlearn_core.features.default_target import DEFAULT_TARGET
+from unlearn_core.cli.common import add_settings_args, emit, engine_of, floats, progress_bar, settings_of
+
+
+def _rmu_config(args, engine):
+    from unlearn_core.training.rmu import default_config
+
+    ups = tuple(int(x) for x in floats(args.update_layers)) if args.update_layers else None
+    return default_config(engine.model_name, layer=args.layer, update_layers=ups, steering_coeff=args.coeff,
+                          alpha=args.alpha, lr=args.lr, batch_size=args.batch_size, steps=args.steps, ctx=args.ctx,
+                          seed=args.seed).resolved(engine.model.cfg.n_layers)
+
+
+def _rmu_bar(steps: int):
+    """The training bar: a run's steps (a resumed run starts at its step; a search's runs reset it)."""
+    bar = progress_bar(steps, "RMU")
+
+    def update(rec: dict) -> None:
+        if bar.total != rec["steps"]:
+            bar.reset(total=rec["steps"])
+            bar.update(rec["step"])
+        else:
+            bar.update(rec["step"] - bar.n)
+        bar.set_postfix_str(f"forget {rec['forget_loss']:.3g} retain {rec['retain_loss']:.3g} "
+                            f"ETA {rec['eta_s']:.0f}s")
+
+    return bar, update
+
+
+def cmd_rmu(args) -> None:
+    """RMU: train a run on a target, list runs, compare with the clamps, or search settings."""
+    from unlearn_core.training import rmu
+    from unlearn_core.evaluation.experiments import rmu as RX
+    from unlearn_core.evaluation.experiments.writeups import save
+    from unlearn_core.features.targets import engine_target
+
+    if args.rcmd == "list":
+        runs = rmu.list_runs(settings_of(args).cache_dir)
+        emit(args, runs, "\n".join(f"rmu:{r['name']:<24} {r['status']:<10} target {r.get('target')}  "
+                                    f"{r.get('steps_done', '')} steps {r.get('seconds', '')} s" for r in runs)
+             or "no RMU runs")
+        return
+    engine = engine_of(args)
+    t = engine_target(engine, args.target)
+    cfg = _rmu_config(args, engine)
+    bar, update = _rmu_bar(cfg.steps)
+    if args.rcmd == "train":
+        card = rmu.train(engine, args.name, t, cfg, progress=update, fresh=args.fresh)
+        bar.close()
+        emit(args, card, f"rmu:{args.name}: {card['steps_done']} steps in {card['seconds']:.0f} s on {card['cpu']}; "
+             f"last losses: forget {card['history'][-1]['forget_loss']:.4g}, retain "
+             f"{card['history'][-1]['retain_loss']:.4g}; delta in {rmu.run_dir(engine.settings.cache_dir, args.name)}")
+    elif args.rcmd == "compare":
+        from unlearn_core.evaluation.experiments import gate as GX
+
+        cbar = None
+
+        def prog(i, n):
+            nonlocal cbar
+            cbar = cbar or progress_bar(n, "clamp configurations")
+            cbar.update(1)
+
+        r = RX.compare(engine, t, args.name, cfg, list(floats(args.clamps)),
+                       [int(n) for n in floats(args.ns)] if args.ns else None, args.percentile, args.loss_tokens,
+                       train_progress=update, progress=prog, ppl_tokens=args.ppl_tokens)
+        bar.close()
+        md = "## RMU vs static and gated clamps\n\n" + GX.markdown(r) + (
+            f"\n\nRMU run `rmu:{args.name}`: {r['rmu']['config']}, {r['rmu']['steps_done']} steps, "
+            f"{r['rmu']['seconds']:.0f} s of training on {r['rmu']['cpu']}")
+        if args.out:
+            save(r, md, args.out)
+        emit(args, r, md)
+    else:  # search
+        grid = [dict(layer=int(L), steering_coeff=c, alpha=a, **({"lr": lr} if lr else {}))
+                for L in floats(args.layers) for c in floats(args.coeffs) for a in floats(args.alphas)
+                for lr in (floats(args.lrs) if args.lrs else [None])]
+        sbar = progress_bar(2 * len(grid), "RMU search (train, then evaluate)")
+        s = RX.search(engine, t, grid, cfg, loss_tokens=args.loss_tokens, min_retain=args.min_retain,
+                      progress=lambda i, n: sbar.update(1))
+        sbar.close()
+        bar.close()
+        md = RX.search_markdown(s)
+        if args.out:
+            save(s, md, args.out)
+        emit(args, s, md)
+
+
+def add_parsers(sub) -> None:
+    s = sub.add_parser("rmu", help="RMU fine-tuning baseline: train on a target, list, compare with the clamps")
+    rsub = s.add_subparsers(dest="rcmd", required=True)
+    r = rsub.add_parser("list", help="RMU runs in the cache directory")
+    add_settings_args(r)
+    r.set_defaults(func=cmd_rmu)
+    for name, hlp in (("train", "train (or resume) an RMU run on a target's forget and retain text"),
+                      ("compare", "RMU vs static and gated clamps on the target's held-out known questions (trains "
+                                  "the run first if needed)"),
+                      ("search", "pick RMU settings on the target's dev (train-half) known questions")):
+        r = rsub.add_parser(name, help=hlp)
+        add_settings_args(r)
+        r.add_argument("--target", default=DEFAULT_TARGET)
+        if name != "search":
+            r.add_argument("--name", required=True, help="the run's name; the model variant is rmu:<name>")
+        g = r.add_argument_group("hyperparameters (default: assets/rmu.toml for the model, else the reference's)")
+        g.add_argument("--layer", type=int, help="the steered layer (residual stream after this block)")
+        g.add_argument("--update-layers", help="blocks whose MLP W_out is trained, e.g. 3,4,5 (default layer-2..layer)")
+        g.add_argument("--coeff", type=float, help="steering coefficient c (0: no forget term, the no-op control)")
+        g.add_argument("--alpha", type=float, help="retain loss weight")
+        g.add_argument("--lr", type=float)
+        g.add_argument("--batch-size", type=int)
+        g.add_argument("--steps", type=int, help="batches")
+        g.add_argument("--ctx", type=int, help="tokens per training window")
+        g.add_argument("--seed", type=int)
+        r.add_argument("--tiny", action="store_true", help="the tiny random test backend (numbers mean nothing)")
+        if name == "train":
+            r.add_argument("--fresh", action="store_true", help="discard an unfinished or finished run of this name")
+        if name == "compare":
+            r.add_argument("--clamps", default="100,200,400", help="clamp values c of the SAE configurations")
+            r.add_argument("--ns", help="numbers of top features of the target's selection (default: its own N)")
+            r.add_argument("--percentile", type=float, default=95.0, help="gate tau percentile on the retain corpora")
+            r.add_argument("--ppl-tokens", type=int, default=2000, help="perplexity on the target's ppl corpus per "
+                           "row (0 skips it)")
+        if name == "search":
+            r.add_argument("--layers", default="5", help="steered layers to try")
+            r.add_argument("--coeffs", default="100,300", help="steering coefficients to try")
+            r.add_argument("--alphas", default="10,100", help="retain weights to try")
+            r.add_argument("--lrs", help="learning rates to try (default: --lr, else the model's)")
+            r.add_argument("--min-retain", type=float, default=0.95, help="dev retain mean a pick must keep")
+        if name != "train":
+            r.add_argument("--loss-tokens", type=int, default=10_000 if name == "compare" else 5_000)
+            r.add_argument("--out", help="write <out>.json and <out>.md")
+        r.set_defaults(func=cmd_rmu)
