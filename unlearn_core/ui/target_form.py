@@ -9,7 +9,6 @@ target's (general text and the general-knowledge quiz), which fit any topic.
 from __future__ import annotations
 
 import json
-import re
 import tempfile
 from pathlib import Path
 
@@ -17,11 +16,11 @@ import streamlit as st
 
 from unlearn_core.data.loaders import split_paragraph_docs, strip_gutenberg
 from unlearn_core.data.question_files import QuestionFileError, parse_question_file
+from unlearn_core.features.target_limits import NAME_RE  # noqa: E402 (torch-free: one definition)
 from unlearn_core.ui import connection as CN
 from unlearn_core.ui import errors as ER
 from unlearn_core.ui import target_picker as TP
 
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")  # targets.NAME_RE (not imported: it would load torch)
 NAME_RULE = "1-40 lower-case letters, digits, '-' or '_', starting with a letter or digit"
 CORPUS_TYPES = ["txt", "jsonl"]
 QUESTION_TYPES = ["json", "csv"]
