@@ -195,7 +195,8 @@ def hub_server(hub, tmp_path_factory):
         p = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_http(url + "/api/health", lambda r: r.ok and r.json().get("status") == "ok", 600, p, log, "the server")
+        # 3,600 s: far above a busy 2-core machine's model load (minutes); a server that dies fails at once
+        wait_http(url + "/api/health", lambda r: r.ok and r.json().get("status") == "ok", 3600, p, log, "the server")
         yield {"url": url, "log": log}
     finally:
         stop(p)
@@ -204,7 +205,9 @@ def hub_server(hub, tmp_path_factory):
 def test_the_server_runs_the_whole_pipeline_on_the_hub_model(hub_server):
     from unlearn_core.server.client import UnlearnClient
 
-    c = UnlearnClient(hub_server["url"])
+    # each request may wait 3,600 s (the client's default is 600): far above a busy 2-core machine's slowest
+    # step here (seconds to minutes); a server that dies ends the request at once
+    c = UnlearnClient(hub_server["url"], timeout=3600)
     info = c.info()
     assert info["model"] == H.MODEL_REPO and info["scoring"] == "letter"
     assert [s["key"] for s in info["saes"]] == [H.SAE_SELECTOR]
@@ -234,6 +237,7 @@ def test_the_server_runs_the_whole_pipeline_on_the_hub_model(hub_server):
                         "selection_tokens": 1024, "thresholds": [0.05], "ns": [5], "values": [400.0],
                         "forget_set": "wmdp-bio", "side_effect_sets": ["mmlu:college_biology"], "known": False,
                         "question_limit": 2, "loss_tokens": 256})
-    done = c.wait_job(job["id"], timeout=900)
+    # 3,600 s: far above what this one-configuration sweep takes on a busy 2-core machine (minutes)
+    done = c.wait_job(job["id"], timeout=3600)
     assert done["status"] == "done", done
     assert done["done"] == done["total"] >= 1 and not done.get("error")

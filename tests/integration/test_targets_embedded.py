@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from unlearn_core.data import loaders as D
 from unlearn_core.features import targets as T
@@ -42,8 +43,10 @@ def test_demo_flips_a_known_bio_question_and_keeps_a_retain_question(engine, sha
 
 def test_target_eval_json_on_the_embedded_model(tmp_path, shared_data):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # no timeout of its own: on a busy 2-core machine with an empty cache this ran past 1,200 s while
+    # nothing was wrong; CI's job limit (90 minutes) catches a real hang
     p = subprocess.run([sys.executable, "-m", "unlearn_core", "target", "eval", "bio-basics", "--json",
-                        "--loss-tokens", "300"], capture_output=True, text=True, cwd=ROOT, env=env, timeout=1200)
+                        "--loss-tokens", "300"], capture_output=True, text=True, cwd=ROOT, env=env)
     assert p.returncode == 0, p.stderr[-3000:]
     out = json.loads(p.stdout)
     assert {"target", "intervention", "forget", "retain", "loss_added"} <= set(out)
@@ -53,3 +56,31 @@ def test_target_eval_json_on_the_embedded_model(tmp_path, shared_data):
         assert d["n_known"] > 10 and d["base_accuracy"] == 1.0
     assert out["forget"]["intervened_accuracy"] < 1.0  # the default intervention removes something
     assert out["intervention"]["mode"] == "clamp" and out["intervention"]["features"]
+
+
+def test_a_shipped_statistics_entry_equals_a_fresh_computation(engine, tmp_path, monkeypatch, shared_data):
+    """The smallest shipped corpus (the retain quiz's train half): the file under the key
+    ``feature_stats`` looks up is what computing from nothing gives on this model and SAE. Another
+    CPU may round differently, so values are compared to float16/one-token tolerances."""
+    from unlearn_core.features import shipped_stats as SH
+    from unlearn_core.features import stats as F
+
+    monkeypatch.setattr(engine.settings, "cache_dir", str(tmp_path))  # no cache entry: only a shipped one can hit
+    corpus, n_tokens = "quiz:retain@train", T.get_target("bio-basics").selection.tokens
+    docs, windows = F.stats_windows(engine, corpus, n_tokens, 128)
+    entry = F.stats_path(engine, engine.default_sae, corpus, docs, n_tokens, 128)
+    shipped = SH.load_shipped(entry)
+    assert shipped is not None, f"no shipped statistics {entry.name} (regenerate: python scripts/ship_stats.py)"
+    acc = F.StatsAccumulator(engine, engine.default_sae, windows)
+    for i in range(acc.n_batches):
+        acc.add(i)
+    fresh = acc.result()
+    assert shipped.keys() == fresh.keys() and int(shipped["n_tokens"][0]) == int(fresh["n_tokens"][0])
+    n = int(fresh["n_tokens"][0])
+    torch.testing.assert_close(shipped["freq"], fresh["freq"], atol=2 / n, rtol=0)
+    for k in ("mean_act", "mean_active", "max_act"):
+        torch.testing.assert_close(shipped[k], fresh[k], atol=1e-3, rtol=1e-3, msg=k)
+    torch.testing.assert_close(shipped["window_max"].float(), fresh["window_max"].float(), atol=1e-2, rtol=1e-2)
+    assert (shipped["hist"] - fresh["hist"]).abs().max() <= 2
+    served = F.feature_stats(engine, engine.default_sae, corpus, n_tokens)  # read, not computed: no cache entry
+    assert torch.equal(served.window_max, shipped["window_max"]) and not entry.exists()

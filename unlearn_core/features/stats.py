@@ -3,6 +3,7 @@
 Statistics run the model only up to the SAE's hook (``stop_at_layer``, no logits) over
 BOS-prefixed windows of a corpus, and are cached on disk (safetensors) keyed by
 model + SAE fingerprint + corpus (a file corpus: also its contents) + token budget + window size.
+Entries shipped with the embedded SAE (``shipped_stats``) are read under the same key first.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import torch
 
 from unlearn_core.core import cache as C
 from unlearn_core.data import loaders as D
+from unlearn_core.features.shipped_stats import cached_stats  # also the server's chunked path's reader
 from unlearn_core.model.engine import Engine
 from unlearn_core.model.forward import pad_right
 from unlearn_core.model.saes import LoadedSAE
@@ -197,7 +199,7 @@ def feature_stats(engine: Engine, sae_key: str, corpus: str, n_tokens: int = 100
             acc.add(i)
         return acc.result()
 
-    return stats_from(sae_key, corpus, C.cached_tensors(path, compute), windows)
+    return stats_from(sae_key, corpus, cached_stats(path, compute), windows)
 
 
 def token_strs(engine: Engine, ids: list[int]) -> list[str]:

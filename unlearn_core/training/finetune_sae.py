@@ -11,7 +11,7 @@ re-normalised on save (``train_sae.fold_decoder_norm``), which preserves the rec
 Cost: on a CPU the 262k-token unembedding dominates a step, so the KL is taken on a random
 ``pos_fraction`` of each window's positions (the blocks after the hook still run on every
 position, since attention needs them). The run is resumable: decoder, Adam state and step are
-checkpointed (safetensors + JSON) every ``checkpoint_every`` steps and when time runs out.
+checkpointed (``training.checkpoints``) every ``checkpoint_every`` steps and when time runs out.
 """
 from __future__ import annotations
 
@@ -29,7 +29,8 @@ from unlearn_core.model.engine import Engine
 from unlearn_core.features.stats import counted_mask, layer_of_hook
 from unlearn_core.model.forward import pad_right
 from unlearn_core.evaluation.metrics import corpus_windows
-from unlearn_core.training.train_sae import PieceDone, fold_decoder_norm, swap_in_checkpoint, training_texts
+from unlearn_core.training import checkpoints as CK
+from unlearn_core.training.train_sae import PieceDone, fold_decoder_norm, training_texts
 
 
 @dataclass(frozen=True)
@@ -90,41 +91,26 @@ def _sample_positions(mask: torch.Tensor, fraction: float, gen: torch.Generator)
     return mask & pick
 
 
-def _save_checkpoint(root: Path, sae, opt, cfg: KLFinetuneConfig, step: int, seconds: float, kls: list[float]) -> None:
-    """Decoder, Adam moments and counters, written beside the last checkpoint and swapped in."""
-    from safetensors.torch import save_file
+CHECKPOINT = "checkpoint.safetensors"  # in the run's folder (training.checkpoints' format)
 
-    nxt = root / "next"
-    shutil.rmtree(nxt, ignore_errors=True)
-    nxt.mkdir(parents=True)
-    tensors = {"W_dec": sae.W_dec.detach(), "b_dec": sae.b_dec.detach()}
-    for name, p in (("W_dec", sae.W_dec), ("b_dec", sae.b_dec)):
-        st = opt.state.get(p, {})
-        if st:
-            tensors[f"adam.{name}.exp_avg"] = st["exp_avg"]
-            tensors[f"adam.{name}.exp_avg_sq"] = st["exp_avg_sq"]
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(nxt / "state.safetensors"))
-    (nxt / "run.json").write_text(json.dumps({"run_key": cfg.run_key(), "step": step, "seconds": seconds, "kl": kls}))
-    swap_in_checkpoint(root)
+
+def _params(sae) -> dict[str, torch.Tensor]:
+    return {"W_dec": sae.W_dec, "b_dec": sae.b_dec}
+
+
+def _save_checkpoint(root: Path, sae, opt, cfg: KLFinetuneConfig, step: int, seconds: float, kls: list[float]) -> None:
+    """Decoder, Adam moments and counters (one file, written atomically)."""
+    CK.save(root / CHECKPOINT, _params(sae), opt, {"run_key": cfg.run_key(), "step": step, "seconds": seconds,
+                                                    "kl": kls})
 
 
 def _load_checkpoint(root: Path, sae, opt, cfg: KLFinetuneConfig) -> tuple[int, float, list[float]]:
-    from safetensors.torch import load_file
-
-    latest = root / "latest"
-    if not latest.exists():
+    path = root / CHECKPOINT
+    if not path.exists():
         return 0, 0.0, []
-    run = json.loads((latest / "run.json").read_text())
-    if run["run_key"] != cfg.run_key():
+    if CK.read_meta(path)["run_key"] != cfg.run_key():
         raise ValueError(f"{root} holds a fine-tune checkpoint of other settings; delete it or choose another folder")
-    t = load_file(str(latest / "state.safetensors"))
-    with torch.no_grad():
-        sae.W_dec.copy_(t["W_dec"])
-        sae.b_dec.copy_(t["b_dec"])
-    if run["step"]:
-        for name, p in (("W_dec", sae.W_dec), ("b_dec", sae.b_dec)):
-            opt.state[p] = {"step": torch.tensor(float(run["step"])), "exp_avg": t[f"adam.{name}.exp_avg"].clone(),
-                            "exp_avg_sq": t[f"adam.{name}.exp_avg_sq"].clone()}
+    run = CK.load(path, _params(sae), opt)
     return run["step"], run["seconds"], run["kl"]
 
 
@@ -224,10 +210,11 @@ def finetune_and_save(engine: Engine, sae_key: str, cfg: KLFinetuneConfig, out: 
     bar = tqdm(desc="KL fine-tune of the decoder", unit="step")
 
     def progress(step: int, steps: int, kl: float) -> None:
-        bar.total = steps
-        bar.n = step
+        if bar.total is None:  # the total is known at the first step; a resumed run's ETA counts from there
+            bar.reset(total=steps)
+            bar.initial = bar.n = step - 1
+        bar.update(step - bar.n)
         bar.set_postfix(kl=f"{kl:.4f}")
-        bar.refresh()
 
     try:
         report = kl_finetune(engine, sae_key, docs, cfg, root, max_minutes, progress)

@@ -46,6 +46,7 @@ from typing import Callable, Iterator
 import torch
 
 from unlearn_core.core import cache as C
+from unlearn_core.training import checkpoints as CK
 
 PREFIX = "rmu:"
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -272,40 +273,13 @@ def train_step(engine, state: TrainState, data: RMUData, cfg: RMUConfig, control
 
 
 def _save_checkpoint(path: Path, state: TrainState) -> None:
-    from safetensors.torch import save
-
-    tensors = {f"delta/{k}": v.detach() for k, v in state.delta.items()}
-    for i, (k, v) in enumerate(state.delta.items()):
-        st = state.opt.state.get(v, {})
-        for name in ("exp_avg", "exp_avg_sq"):
-            if name in st:
-                tensors[f"adam/{name}/{k}"] = st[name]
-    meta = {"step": str(state.step), "seconds": repr(state.seconds), "history": json.dumps(state.history),
-            "adam_step": str(int(state.opt.state.get(next(iter(state.delta.values())), {}).get("step", 0)))}
-    C.atomic_write_bytes(path, save({k: v.contiguous().cpu() for k, v in tensors.items()}, metadata=meta))
+    CK.save(path, state.delta, state.opt, {"step": state.step, "seconds": state.seconds, "history": state.history})
 
 
 def _load_checkpoint(path: Path, model, cfg: RMUConfig) -> TrainState:
-    from safetensors import safe_open
-
     state = new_state(model, cfg)
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata()
-        keys = set(f.keys())
-        dev = model.cfg.device
-        with torch.no_grad():
-            for k, v in state.delta.items():
-                v.copy_(f.get_tensor(f"delta/{k}").to(dev))
-        adam_step = int(meta.get("adam_step", 0))
-        if adam_step:
-            for k, v in state.delta.items():
-                if f"adam/exp_avg/{k}" in keys:
-                    state.opt.state[v] = {"step": torch.tensor(float(adam_step)),
-                                          "exp_avg": f.get_tensor(f"adam/exp_avg/{k}").to(dev),
-                                          "exp_avg_sq": f.get_tensor(f"adam/exp_avg_sq/{k}").to(dev)}
-    state.step = int(meta["step"])
-    state.seconds = float(meta["seconds"])
-    state.history = json.loads(meta["history"])
+    meta = CK.load(path, state.delta, state.opt)
+    state.step, state.seconds, state.history = int(meta["step"]), float(meta["seconds"]), meta["history"]
     return state
 
 

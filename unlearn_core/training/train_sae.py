@@ -31,6 +31,7 @@ from unlearn_core.model import activation_cache as AC
 from unlearn_core.data import loaders as D
 from unlearn_core.core.cache import atomic_write_json, read_json
 from unlearn_core.model.saes import EMBEDDED_SAE_DIR
+from unlearn_core.training import checkpoints as CK
 GEMMA_SCOPE_2_LAYERS = (5, 9, 12, 15)
 
 
@@ -162,21 +163,12 @@ def total_steps(cfg: TrainSAEConfig, n_acts: int) -> int:
 
 def _save_checkpoint(trainer, root: Path, cfg: TrainSAEConfig, seconds: float) -> None:
     """SAELens's checkpoint (weights, optimizer, scheduler, scaler, counters) written beside the
-    previous one, then swapped in: a kill at any moment leaves one whole checkpoint."""
+    previous one, then swapped in (``checkpoints.swap_in``): a kill at any moment leaves one whole checkpoint."""
     root.mkdir(parents=True, exist_ok=True)
     trainer.save_checkpoint("next", base_path=root)
-    (root / "next" / "run.json").write_text(json.dumps({"run_key": cfg.run_key(), "step": trainer.n_training_steps,
-                                                         "train_seconds": seconds}))
-    swap_in_checkpoint(root)
-
-
-def swap_in_checkpoint(root: Path) -> None:
-    """``root/next`` becomes ``root/latest``; the old one is deleted only afterwards, so a kill at
-    any moment leaves one whole checkpoint (the SAE training's and the KL fine-tune's)."""
-    if (root / "latest").exists():
-        (root / "latest").rename(root / "previous")
-    (root / "next").rename(root / "latest")
-    shutil.rmtree(root / "previous", ignore_errors=True)
+    CK.write_run_meta(root / "next", {"run_key": cfg.run_key(), "step": trainer.n_training_steps,
+                                      "train_seconds": seconds})
+    CK.swap_in(root)
 
 
 def train(cfg: TrainSAEConfig, acts: torch.Tensor, checkpoint_dir: str | Path, max_minutes: float | None = None,
@@ -190,7 +182,7 @@ def train(cfg: TrainSAEConfig, acts: torch.Tensor, checkpoint_dir: str | Path, m
     start, spent = 0, 0.0
     latest = root / "latest"
     if latest.exists():
-        run = json.loads((latest / "run.json").read_text())
+        run = CK.read_run_meta(latest)
         if run["run_key"] != cfg.run_key():
             raise ValueError(f"{root} holds a checkpoint of other settings; delete it or choose another folder")
         sae.load_weights_from_checkpoint(latest)
@@ -304,9 +296,13 @@ def train_embedded_sae(cfg: TrainSAEConfig, cache_dir: str = "cache", data_dir: 
     run_dir = work / "runs" / f"d{cfg.d_sae}-k{cfg.k}-lr{cfg.lr:g}-e{cfg.epochs:g}-s{cfg.seed}{norm}"
     bar = tqdm(total=total_steps(cfg, acts.shape[0]), desc="training the SAE", unit="step")
 
+    first = []
+
     def progress(step: int, steps: int) -> None:
-        bar.n = step
-        bar.refresh()
+        if not first:  # a resumed piece starts its count (and its ETA's rate) at its first step
+            first.append(step)
+            bar.initial = bar.n = step
+        bar.update(step - bar.n)
 
     try:
         sae, report = train(cfg, acts, run_dir, max_minutes, progress)

@@ -221,3 +221,80 @@ def test_explanation_query_matches_word_pieces_and_inflections():
     assert not matches_query("toxin", d) and not matches_query("anthrax toxin", d)
     assert not matches_query("cells", "fires on 'cell'")  # words under 6 letters match only as typed
     assert not matches_query("protein", d)
+
+
+# ---------------------------------------------------------------- shipped statistics
+
+def test_sparse_storage_round_trips_bit_for_bit():
+    from unlearn_core.features import shipped_stats as SH
+
+    g = torch.Generator().manual_seed(0)
+    wmax = (torch.randn(37, 300, generator=g) * 50).relu().half()
+    wmax[wmax < 20] = 0  # mostly zeros, as per-window maxima are
+    wmax[0, :5] = torch.tensor([-0.0, float("nan"), float("inf"), 6e-8, 65504.0]).half()  # odd bit patterns
+    wmax[3] = 0  # a row with nothing stored
+    hist = torch.randint(0, 3, (300, F.N_BINS), generator=g).float()
+    t = {"n_tokens": torch.tensor([1234]), "freq": torch.rand(300, generator=g), "window_max": wmax, "hist": hist}
+    packed = SH.pack(t)
+    assert packed["window_max.bits"].numel() == -(-37 * 300 // 8)  # one bit per position
+    assert "window_max" not in packed and packed["window_max.values"].numel() < 2 * int((wmax != 0).sum())
+    back = SH.unpack(packed)
+    assert back.keys() == t.keys()
+    assert torch.equal(back["window_max"].view(torch.int16), wmax.view(torch.int16))  # bits, NaN and -0.0 too
+    assert back["window_max"].dtype == torch.float16 and torch.equal(back["hist"], hist)
+    assert torch.equal(back["freq"], t["freq"]) and torch.equal(back["n_tokens"], t["n_tokens"])
+    bad = dict(packed, **{"window_max.bits": packed["window_max.bits"][:-1]})
+    with pytest.raises(ValueError, match="inconsistent"):
+        SH.unpack(bad)
+
+
+def _marked(st: "F.FeatureStats") -> dict:
+    """Statistics unlike any computation's (every frequency 0.5), to tell a shipped entry's use."""
+    return {"n_tokens": torch.tensor([st.n_tokens]), "freq": torch.full_like(st.freq, 0.5), "mean_act": st.mean_act,
+            "mean_active": st.mean_active, "max_act": st.max_act, "hist": st.hist, "window_max": st.window_max}
+
+
+def test_a_shipped_entry_is_used_only_under_its_own_key(corpus, tmp_path, monkeypatch):
+    from unlearn_core.features import shipped_stats as SH
+    from unlearn_core.model.tiny import tiny_engine
+
+    monkeypatch.setattr(SH, "SHIPPED_DIR", tmp_path / "shipped")
+    fresh = F.feature_stats(tiny_engine(cache_dir=str(tmp_path / "c0")), "tiny", corpus, n_tokens=150, ctx=40)
+    eng = tiny_engine(cache_dir=str(tmp_path / "c1"))
+    docs, _ = F.stats_windows(eng, corpus, 150, 40)
+    entry = F.stats_path(eng, "tiny", corpus, docs, 150, 40)
+    SH.write_shipped(entry, _marked(fresh))
+    # hit: same model, SAE, corpus content, tokens and window; nothing computed, nothing cached
+    hit = F.feature_stats(eng, "tiny", corpus, n_tokens=150, ctx=40)
+    assert bool((hit.freq == 0.5).all()) and torch.equal(hit.window_max, fresh.window_max)
+    assert not entry.exists()
+    # misses: other tokens, other window, and the same corpus name with other text
+    assert not bool((F.feature_stats(eng, "tiny", corpus, n_tokens=140, ctx=40).freq == 0.5).all())
+    assert not bool((F.feature_stats(eng, "tiny", corpus, n_tokens=150, ctx=30).freq == 0.5).all())
+    with open(corpus, "a") as f:
+        f.write('\n{"text": "An edited document under the same name."}')
+    edited = F.feature_stats(eng, "tiny", corpus, n_tokens=150, ctx=40)
+    assert not bool((edited.freq == 0.5).all())
+    assert F.stats_path(eng, "tiny", corpus, F.corpus_docs(eng, corpus), 150, 40).exists()  # computed and cached
+
+
+def test_a_shipped_entry_misses_for_another_sae_and_a_corrupt_file_is_computed(corpus, tmp_path, monkeypatch):
+    from unlearn_core.features import shipped_stats as SH
+    from unlearn_core.model.tiny import tiny_engine
+
+    monkeypatch.setattr(SH, "SHIPPED_DIR", tmp_path / "shipped")
+    eng = tiny_engine(cache_dir=str(tmp_path / "c"))
+    fresh = F.feature_stats(tiny_engine(cache_dir=str(tmp_path / "c0")), "tiny", corpus, n_tokens=150, ctx=40)
+    docs, _ = F.stats_windows(eng, corpus, 150, 40)
+    entry = F.stats_path(eng, "tiny", corpus, docs, 150, 40)
+    SH.write_shipped(entry, _marked(fresh))
+    b_enc = eng.saes["tiny"].sae.b_enc.detach().clone()
+    with torch.no_grad():
+        eng.saes["tiny"].sae.b_enc.add_(1e-3)  # another SAE: another fingerprint
+    assert not bool((F.feature_stats(eng, "tiny", corpus, n_tokens=150, ctx=40).freq == 0.5).all())
+    with torch.no_grad():
+        eng.saes["tiny"].sae.b_enc.copy_(b_enc)
+    assert F.stats_path(eng, "tiny", corpus, docs, 150, 40) == entry  # back to the shipped key
+    SH.shipped_path(entry).write_bytes(b"not safetensors")
+    back = F.feature_stats(eng, "tiny", corpus, n_tokens=150, ctx=40)
+    assert torch.equal(back.freq, fresh.freq) and entry.exists()

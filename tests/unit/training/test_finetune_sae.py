@@ -7,7 +7,8 @@ import json
 import pytest
 import torch
 
-from unlearn_core.training.finetune_sae import (KLFinetuneConfig, PieceDone, finetune_and_save, folded_state, kl_finetune,
+from unlearn_core.training import checkpoints as CK
+from unlearn_core.training.finetune_sae import (CHECKPOINT, KLFinetuneConfig, PieceDone, finetune_and_save, folded_state, kl_finetune,
                                        tail_logits, training_windows)
 from unlearn_core.model.tiny import tiny_engine
 
@@ -53,7 +54,7 @@ def test_a_run_in_pieces_equals_one_run(tmp_path):
     pieces = tiny_engine()
     with pytest.raises(PieceDone):
         kl_finetune(pieces, key, DOCS, CFG, tmp_path / "ck", max_minutes=0)
-    step = json.loads((tmp_path / "ck" / "latest" / "run.json").read_text())["step"]
+    step = CK.read_meta(tmp_path / "ck" / CHECKPOINT)["step"]
     assert step == 1
     fresh = tiny_engine()  # a new process: the checkpoint is all it has
     rep = kl_finetune(fresh, key, DOCS, CFG, tmp_path / "ck")

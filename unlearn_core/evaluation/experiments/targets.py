@@ -63,61 +63,55 @@ def _known_sets(engine, target: Target, scoring: str) -> dict[str, list]:
     return out
 
 
-def run(engine, target: Target, variants: tuple[str, ...] | None = None, thresholds=(0.01,), ns=(20, 50, 100),
-        values=(100.0, 200.0, 400.0), min_retain: float = 0.9, loss_tokens: int = 1500, ppl_tokens: int = 1500,
-        sae: str | None = None, max_loss: float | None = None) -> dict:
-    if max_loss is not None and loss_tokens <= 0:  # an unmeasured budget would pass every row
-        raise ValueError("a loss budget (max_loss) needs loss_tokens > 0; pass max_loss=None to choose without one")
-    t0 = time.time()
-    sae = sae or engine.default_sae
-    if variants is None:
-        variants = ("paper", "format-matched") + (("search",) if target.selection.query else ())
-    if "search" in variants and not target.selection.query:
-        raise ValueError(f"target {target.name!r} has no selection query: the search variant needs one")
-    scoring = target.scoring or engine.scoring
-    forget_corpus, note = forget_corpus_for(target, engine.settings.data_dir)
-    toks = target.selection.tokens
-    fs = F.feature_stats(engine, sae, forget_corpus, n_tokens=toks)
+def _retain_variants(target: Target, variants: tuple[str, ...]) -> tuple[dict, dict]:
+    """The frequency variants' retain corpora, a variant whose corpora repeat another's skipped
+    (a target whose own retain list is the paper's would sweep every row twice)."""
     candidates = {"paper": PAPER_RETAIN, "format-matched": tuple(target.retain_corpora)}
     retain_sets, skipped = {}, {}
-    search = "search" in variants
-    variants = tuple(v for v in variants if v != "search")
-    for v in variants:  # a target whose own retain list is the paper's would sweep every row twice
+    for v in variants:
         same = next((u for u, rs in retain_sets.items() if rs == candidates[v]), None)
         if same:
             skipped[v] = f"same retain corpora as `{same}` ({', '.join(candidates[v])})"
         else:
             retain_sets[v] = candidates[v]
-    variants = tuple(retain_sets)
-    stats = {c: F.feature_stats(engine, sae, c, n_tokens=toks) for v in variants for c in retain_sets[v]}
-    known = _known_sets(engine, target, scoring)
+    return retain_sets, skipped
 
-    grid, configs = [], [[]]
-    for v in variants:
-        rf = retain_frequency([stats[c] for c in retain_sets[v]])
+
+def _frequency_grid(sae: str, target: Target, fs, stats: dict, retain_sets: dict, thresholds, ns, values,
+                    grid: list, configs: list) -> None:
+    """Append the frequency selections' rows (variant x threshold x N x c) to ``grid`` and ``configs``."""
+    for v, corpora in retain_sets.items():
+        rf = retain_frequency([stats[c] for c in corpora])
         for t in thresholds:
             rows = F.select_features(fs.freq, rf, t, max(ns))
             for n in ns:
                 feats = tuple(r["feature"] for r in rows[:n])
                 for c in values:
                     if feats:
-                        grid.append({"selection": v, "retain_corpora": list(retain_sets[v]), "threshold": t, "n": n,
+                        grid.append({"selection": v, "retain_corpora": list(corpora), "threshold": t, "n": n,
                                      "n_features": len(feats), "c": float(c), "features": list(feats)})
                         configs.append([Intervention(sae, feats, float(c), target.intervention.mode)])
-    if search:  # the query's features do not depend on a threshold; fewer than N found: one row per list
-        bg = F.feature_stats(engine, sae, target.selection.background, n_tokens=toks)
-        found = [r["feature"] for r in F.select_by_search(engine, sae, target.selection.query, bg, max(ns))]
-        seen = set()
-        for n in ns:
-            feats = tuple(found[:n])
-            if not feats or feats in seen:
-                continue
-            seen.add(feats)
-            for c in values:
-                grid.append({"selection": "search", "retain_corpora": list(target.retain_corpora), "threshold": None,
-                             "n": n, "n_features": len(feats), "c": float(c), "features": list(feats),
-                             "query": target.selection.query, "background": target.selection.background})
-                configs.append([Intervention(sae, feats, float(c), target.intervention.mode)])
+
+
+def _search_grid(engine, sae: str, target: Target, toks: int, ns, values, grid: list, configs: list) -> None:
+    """Append the search selection's rows: the query's features do not depend on a threshold; fewer
+    than N found gives one row per distinct list."""
+    bg = F.feature_stats(engine, sae, target.selection.background, n_tokens=toks)
+    found = [r["feature"] for r in F.select_by_search(engine, sae, target.selection.query, bg, max(ns))]
+    seen = set()
+    for n in ns:
+        feats = tuple(found[:n])
+        if not feats or feats in seen:
+            continue
+        seen.add(feats)
+        for c in values:
+            grid.append({"selection": "search", "retain_corpora": list(target.retain_corpora), "threshold": None,
+                         "n": n, "n_features": len(feats), "c": float(c), "features": list(feats),
+                         "query": target.selection.query, "background": target.selection.background})
+            configs.append([Intervention(sae, feats, float(c), target.intervention.mode)])
+
+
+def _accuracies(engine, target: Target, known: dict, configs: list, scoring: str) -> dict:
     acc = {}
     bar = _bar(sum(len(q) for q in known.values()), f"{target.name}: {len(configs)} configurations")
     for name, qs in known.items():
@@ -125,7 +119,13 @@ def run(engine, target: Target, variants: tuple[str, ...] | None = None, thresho
                      evaluate_configs(engine, qs, configs, scoring=scoring, orderings=target.orderings,
                                       progress=bar.update)]
     bar.close()
+    return acc
 
+
+def _rows(engine, target: Target, known: dict, acc: dict, grid: list, configs: list, loss_tokens: int,
+          ppl_tokens: int) -> tuple[list[dict], bool]:
+    """One row per configuration (the first: none) with accuracies, loss added and perplexity; and
+    whether the choice's own loss column was measured."""
     docs_loss = D.load_corpus(target.loss_corpus, engine.settings.data_dir)
     docs_choice = D.load_corpus(CHOICE_LOSS_CORPUS, engine.settings.data_dir) if loss_tokens > 0 else None
     ppl_name, _, ppl_part = (target.ppl_corpus or "").partition("@")
@@ -148,7 +148,33 @@ def run(engine, target: Target, variants: tuple[str, ...] | None = None, thresho
         rows.append(row)
         bar.update(1)
     bar.close()
+    return rows, docs_choice is not None
 
+
+def run(engine, target: Target, variants: tuple[str, ...] | None = None, thresholds=(0.01,), ns=(20, 50, 100),
+        values=(100.0, 200.0, 400.0), min_retain: float = 0.9, loss_tokens: int = 1500, ppl_tokens: int = 1500,
+        sae: str | None = None, max_loss: float | None = None) -> dict:
+    if max_loss is not None and loss_tokens <= 0:  # an unmeasured budget would pass every row
+        raise ValueError("a loss budget (max_loss) needs loss_tokens > 0; pass max_loss=None to choose without one")
+    t0 = time.time()
+    sae = sae or engine.default_sae
+    if variants is None:
+        variants = ("paper", "format-matched") + (("search",) if target.selection.query else ())
+    if "search" in variants and not target.selection.query:
+        raise ValueError(f"target {target.name!r} has no selection query: the search variant needs one")
+    scoring = target.scoring or engine.scoring
+    forget_corpus, note = forget_corpus_for(target, engine.settings.data_dir)
+    toks = target.selection.tokens
+    fs = F.feature_stats(engine, sae, forget_corpus, n_tokens=toks)
+    retain_sets, skipped = _retain_variants(target, tuple(v for v in variants if v != "search"))
+    stats = {c: F.feature_stats(engine, sae, c, n_tokens=toks) for rs in retain_sets.values() for c in rs}
+    known = _known_sets(engine, target, scoring)
+    grid, configs = [], [[]]
+    _frequency_grid(sae, target, fs, stats, retain_sets, thresholds, ns, values, grid, configs)
+    if "search" in variants:
+        _search_grid(engine, sae, target, toks, ns, values, grid, configs)
+    acc = _accuracies(engine, target, known, configs, scoring)
+    rows, choice = _rows(engine, target, known, acc, grid, configs, loss_tokens, ppl_tokens)
     chosen = choose(rows[1:], min_retain, max_loss)
     for r in rows[1:]:
         r["chosen"] = r is chosen
@@ -157,7 +183,7 @@ def run(engine, target: Target, variants: tuple[str, ...] | None = None, thresho
             "strict_known": target.strict_known, "forget_corpus": forget_corpus, "forget_corpus_note": note,
             "retain_questions": list(target.retain_questions), "forget_questions": target.forget_questions,
             "n_known": {k: len(v) for k, v in known.items()}, "min_retain": min_retain, "skipped_variants": skipped,
-            "max_loss": max_loss, "choice_loss_corpus": CHOICE_LOSS_CORPUS if docs_choice is not None else None,
+            "max_loss": max_loss, "choice_loss_corpus": CHOICE_LOSS_CORPUS if choice else None,
             "loss_tokens": loss_tokens, "loss_corpus": target.loss_corpus,
             "ppl_tokens": ppl_tokens, "ppl_corpus": target.ppl_corpus, "rows": rows,
             "chosen": chosen["config"] if chosen else None, "seconds": round(time.time() - t0)}
