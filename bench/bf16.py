@@ -145,7 +145,7 @@ def main() -> None:
 
     warnings.filterwarnings("ignore")
     from unlearn_core.data.loaders import load_question_set
-    from unlearn_core.features.targets import default_intervention, engine_target
+    from unlearn_core.evaluation.targets import default_intervention, engine_target
 
     t0 = time.perf_counter()
     rows: list = []

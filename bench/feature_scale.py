@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from common import load, machine, parser
 
-from unlearn_core.features.targets import DEFAULT_TARGET, load_targets, select_for_target
+from unlearn_core.evaluation.targets import DEFAULT_TARGET, load_targets, select_for_target
 
 
 def main() -> None:

@@ -26,7 +26,7 @@ from common import load, machine, parser
 
 from unlearn_core.features import stats as F
 from unlearn_core.features.descriptions import STOPWORDS, describe_examples, peak_word
-from unlearn_core.features.targets import load_targets, select_for_target, selection_text
+from unlearn_core.evaluation.targets import load_targets, select_for_target, selection_text
 
 FORMAT_WORDS = {"a", "b", "c", "d", "question", "answer", "which", "what", "following"}
 

@@ -29,7 +29,7 @@ APP_REQUESTS = [("webtext", 20_000), ("wmdp-bio-text@train", 20_000), ("wikitext
 def target_requests(engine) -> list[tuple[str, int]]:
     """(corpus, tokens) of every built-in target's selection: forget (or its fallback), retain
     corpora, and the search background; the guided demo is the default target's selection."""
-    from unlearn_core.features.targets import forget_corpus_for, load_targets
+    from unlearn_core.evaluation.targets import forget_corpus_for, load_targets
 
     out: list[tuple[str, int]] = []
     for t in load_targets().values():

@@ -1,14 +1,17 @@
 """SAE Unlearning Workbench: remove knowledge from a language model by clamping SAE features,
 and measure what that does.
 
-The package, by concern (each layer imports only those listed before it):
+The package, by concern, lowest layer first (``tests/unit/test_import_graph.py`` holds the exact
+order and fails on an upward import):
 
 * :mod:`.core`       settings, paths, content-keyed disk caches;
 * :mod:`.data`       the question schema, question files, question sets and corpora, prompts;
 * :mod:`.model`      the model and its SAEs, loaded and run (``Engine``), the tiny test backend;
-* :mod:`.method`     the interventions (clamp, gated clamp) as hooks, and their fast path;
-* :mod:`.features`   feature statistics, search, descriptions, Neuronpedia, and targets;
-* :mod:`.evaluation` scoring, metrics, sweeps (local or Ray), the demo, the experiments;
+  (the SAE loader and the intervention hooks of :mod:`.method` sit below the Engine);
+* :mod:`.features`   feature statistics, search, descriptions, Neuronpedia;
+* :mod:`.method`     the interventions (clamp, gated clamp) as hooks, the gate, the fast path;
+* :mod:`.evaluation` targets, scoring, metrics, sweeps (local or Ray), the demo; then, above
+  :mod:`.training`, the experiments;
 * :mod:`.training`   SAE training and fine-tuning, RMU;
 * :mod:`.server`     the HTTP model server, its schemas and its client (torch-free);
 * :mod:`.cli`        ``python -m unlearn_core``;
@@ -28,9 +31,9 @@ _PUBLIC = {
     "load_engine": "unlearn_core.model.engine",
     "tiny_engine": "unlearn_core.model.tiny",
     "Intervention": "unlearn_core.method.interventions",
-    "Target": "unlearn_core.features.targets",
-    "load_targets": "unlearn_core.features.targets",
-    "default_intervention": "unlearn_core.features.targets",
+    "Target": "unlearn_core.evaluation.targets",
+    "load_targets": "unlearn_core.evaluation.targets",
+    "default_intervention": "unlearn_core.evaluation.targets",
     "UnlearnClient": "unlearn_core.server.client",
 }
 __all__ = sorted(_PUBLIC)

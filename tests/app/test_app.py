@@ -14,7 +14,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from browser_helpers import ROOT, closed_port_url, shared_tiny_server
-from unlearn_core.features import targets as T
+from unlearn_core.evaluation import targets as T
 from unlearn_core.ui import render as R
 
 PAGES = {

@@ -195,7 +195,7 @@ def test_rmu_with_coefficient_zero_equals_the_clean_model(engine, monkeypatch, t
     """The RMU no-op control on the embedded model: c = 0, alpha > 0 (nothing to forget) leaves
     the outputs equal to the clean model's within 1e-4, through the saved delta and the variant."""
     from unlearn_core.training import rmu
-    from unlearn_core.features.targets import get_target
+    from unlearn_core.evaluation.targets import get_target
 
     monkeypatch.setattr(engine.settings, "cache_dir", str(tmp_path))
     cfg = rmu.default_config(engine.model_name, steering_coeff=0.0, alpha=1200.0, steps=3)
@@ -215,7 +215,7 @@ def test_rmu_steps_move_forget_more_than_retain(engine, monkeypatch, tmp_path):
     toward c*u while retain-text residuals stay within 1% of their energy (a hook on the whole
     model, the delta applied as a variant)."""
     from unlearn_core.training import rmu
-    from unlearn_core.features.targets import get_target
+    from unlearn_core.evaluation.targets import get_target
 
     monkeypatch.setattr(engine.settings, "cache_dir", str(tmp_path))
     t = get_target("bio-basics")

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from unlearn_core.data import loaders as D
-from unlearn_core.features import targets as T
+from unlearn_core.evaluation import targets as T
 from unlearn_core.evaluation.demo import run_demo
 from unlearn_core.evaluation.mcq import score_question
 

@@ -107,7 +107,7 @@ def test_target_methods(served):
     ts = c.targets()
     assert ts["default"] == "bio-basics" and "sherlock" in {t["name"] for t in ts["targets"]}
     sel = c.select_target("bio-basics", n=3)
-    from unlearn_core.features.targets import get_target
+    from unlearn_core.evaluation.targets import get_target
 
     assert len(sel["features"]) == 3 and sel["retain_corpora"] == list(get_target("bio-basics").retain_corpora)
     assert c.select_target("bio-basics", n=3, threshold=0.999)["threshold"] == 0.999

@@ -237,7 +237,7 @@ def test_killed_server_resumes_the_run(tmp_path, shared_data):
     card = json.loads((cache / "rmu" / "killed" / "card.json").read_text())
     assert [h["step"] for h in card["history"]] == list(range(1, 61))  # no step lost or counted twice
     # the resumed delta equals an uninterrupted run's (this process, same tiny model and data)
-    from unlearn_core.features.targets import get_target
+    from unlearn_core.evaluation.targets import get_target
     from unlearn_core.model.tiny import tiny_engine
 
     e = tiny_engine(cache_dir=str(tmp_path / "straight"))

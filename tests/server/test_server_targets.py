@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 from unlearn_core.evaluation import demo as DM
 from unlearn_core.features import stats as F
 from unlearn_core.evaluation import mcq as M
-from unlearn_core.features import targets as T
+from unlearn_core.evaluation import targets as T
 from api_helpers import app, client, engine, lock, ok, wait_job, wait_ok  # noqa: F401 (fixtures)
 from unlearn_core.server import create_app
 

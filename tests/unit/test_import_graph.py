@@ -74,3 +74,32 @@ def test_the_engine_layers_never_import_the_server_the_cli_or_the_ui():
                     and d.split(".")[1] in ("server", "cli", "ui"))
     assert upward == []
     assert any(m.startswith(f"{PKG}.evaluation.") for m in mods) and any(m.startswith(f"{PKG}.ui.") for m in mods)
+
+
+# The layers, lowest first; a module imports only from its own layer or those below. The SAE
+# loader and the intervention hooks sit under the rest of `model` because the Engine applies them.
+LAYERS = (
+    ("core",), ("data",),
+    ("model.saes", "method.modes", "method.interventions"),
+    ("model",), ("features",), ("method",),
+    ("evaluation",), ("training",), ("evaluation.experiments",),
+    ("server",), ("ui",), ("cli",),
+)
+
+
+def layer_of(module: str) -> int | None:
+    """The index in LAYERS of the longest prefix naming ``module`` (None: the package root, __main__)."""
+    rel = module.removeprefix(f"{PKG}.")
+    hits = [(len(p), i) for i, prefixes in enumerate(LAYERS) for p in prefixes if rel == p or rel.startswith(p + ".")]
+    return max(hits)[1] if hits else None
+
+
+def test_layers_never_import_upward():
+    mods = modules()
+    g = graph(mods)
+    unplaced = sorted(m for m in mods if layer_of(m) is None and m not in (PKG, f"{PKG}.__main__"))
+    assert unplaced == [], "every module belongs to a layer"
+    upward = sorted(f"{m} -> {d}" for m, deps in g.items() for d in deps
+                    if None not in (layer_of(m), layer_of(d)) and layer_of(d) > layer_of(m))
+    assert upward == []
+    assert layer_of(f"{PKG}.method.interventions") < layer_of(f"{PKG}.model.engine") < layer_of(f"{PKG}.method.gate")

@@ -13,7 +13,7 @@ def stats_total(engine, target) -> int:
     window's tokens after BOS): those of the selection's corpora not cached yet. A corpus may hold
     fewer tokens than the budget (a quiz half is ~2k), so the windows are counted, not the budget."""
     from unlearn_core.features import stats as F
-    from unlearn_core.features.targets import forget_corpus_for
+    from unlearn_core.evaluation.targets import forget_corpus_for
 
     sel = target.selection
     forget, _ = forget_corpus_for(target, engine.settings.data_dir)
@@ -30,7 +30,7 @@ def cmd_demo(args) -> None:
     """The quick-start demo: a target's default intervention flips a question the model knows."""
     from unlearn_core.evaluation.demo import run_demo
 
-    from unlearn_core.features.targets import engine_target
+    from unlearn_core.evaluation.targets import engine_target
 
     engine = engine_of(args)
     t = engine_target(engine, args.target)

@@ -18,7 +18,7 @@ def cmd_experiment(args) -> None:
     if args.which == "targets":
         return _experiment_targets(args, engine)
     if args.which == "book" and args.target:  # the study's design on a target's default intervention
-        from unlearn_core.features.targets import default_intervention, engine_target
+        from unlearn_core.evaluation.targets import default_intervention, engine_target
 
         t = engine_target(engine, args.target[0])
         iv = default_intervention(engine, t)
@@ -43,8 +43,8 @@ def cmd_experiment(args) -> None:
 def _experiment_targets(args, engine) -> None:
     """Per target: the sweep (choose on the train half, report the held-out half)."""
     from unlearn_core.evaluation.experiments import writeups as X
-    from unlearn_core.evaluation.experiments import targets as TX
-    from unlearn_core.features.targets import get_target, saved_targets_dir
+    from unlearn_core.evaluation.experiments import target_sweep as TX
+    from unlearn_core.evaluation.targets import get_target, saved_targets_dir
 
     settings = settings_of(args)
     out = {}

@@ -11,7 +11,7 @@ def cmd_gate(args) -> None:
     """Static vs gated clamp on a target's held-out known questions, and the filler probe."""
     from unlearn_core.evaluation.experiments import gate as GX
     from unlearn_core.evaluation.experiments.writeups import save
-    from unlearn_core.features.targets import engine_target
+    from unlearn_core.evaluation.targets import engine_target
 
     engine = engine_of(args)
     t = engine_target(engine, args.target)

@@ -35,7 +35,7 @@ def cmd_rmu(args) -> None:
     from unlearn_core.training import rmu
     from unlearn_core.evaluation.experiments import rmu as RX
     from unlearn_core.evaluation.experiments.writeups import save
-    from unlearn_core.features.targets import engine_target
+    from unlearn_core.evaluation.targets import engine_target
 
     if args.rcmd == "list":
         runs = rmu.list_runs(settings_of(args).cache_dir)

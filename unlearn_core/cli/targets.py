@@ -6,7 +6,7 @@ from unlearn_core.cli.common import add_settings_args, emit, engine_of, progress
 
 
 def cmd_target_list(args) -> None:
-    from unlearn_core.features.targets import load_targets, saved_targets_dir
+    from unlearn_core.evaluation.targets import load_targets, saved_targets_dir
 
     s = settings_of(args)
     ts = load_targets(s.targets_file, saved_targets_dir(s))
@@ -21,7 +21,7 @@ def known_filter_total(engine, target, forget_file: str | None, retain_files: li
     """The questions `target eval`'s known filter will score (its progress counts one each): those
     of the sets whose known list is not cached yet, so the bar has a total and an ETA."""
     from unlearn_core.evaluation.mcq import known_path
-    from unlearn_core.features.targets import question_specs
+    from unlearn_core.evaluation.targets import question_specs
 
     forget, retain = question_specs(target, forget_file, retain_files)
     total = 0
@@ -33,7 +33,7 @@ def known_filter_total(engine, target, forget_file: str | None, retain_files: li
 
 
 def cmd_target_eval(args) -> None:
-    from unlearn_core.features.targets import engine_target, evaluate_target
+    from unlearn_core.evaluation.targets import engine_target, evaluate_target
 
     engine = engine_of(args)
     t = engine_target(engine, args.name)

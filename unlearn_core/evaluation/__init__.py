@@ -1,5 +1,7 @@
 """Measuring what an intervention does.
 
+* :mod:`.targets`     unlearning targets (``assets/targets.toml``): corpora, questions, the
+  selection, the default intervention and its evaluation;
 * :mod:`.mcq`         multiple-choice scoring (letters or cloze), the known-questions filter;
 * :mod:`.metrics`     loss added, perplexity, generation;
 * :mod:`.sweep`       (threshold, N, c) configurations counted over question sets;

@@ -15,7 +15,7 @@ from unlearn_core.data import loaders as D
 from unlearn_core.evaluation.demo_limits import MAX_SCAN
 from unlearn_core.evaluation.mcq import score_question
 from unlearn_core.features.default_target import DEFAULT_TARGET
-from unlearn_core.features.targets import Target, default_intervention, engine_target, forget_corpus_for
+from unlearn_core.evaluation.targets import Target, default_intervention, engine_target, forget_corpus_for
 
 
 

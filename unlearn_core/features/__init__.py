@@ -4,7 +4,10 @@
 * :mod:`.specificity`      features by specificity to a query text (search selection);
 * :mod:`.descriptions`     automatic descriptions from max-activating contexts;
 * :mod:`.neuronpedia`      the Neuronpedia API (cached; offline-aware);
-* :mod:`.targets`          unlearning targets (``assets/targets.toml``): corpora, questions,
-  selection and default intervention;
-* :mod:`.selection_phrase` one sentence that says how a target selects.
+* :mod:`.selection_phrase` one sentence that says how a target selects;
+* :mod:`.default_target`, :mod:`.target_limits` torch-free names and limits the UI shares.
+
+Below :mod:`unlearn_core.method` (the gate calibrates on these statistics); the targets that
+combine a selection with an intervention and its evaluation live in
+:mod:`unlearn_core.evaluation.targets`.
 """

@@ -5,6 +5,5 @@
 * :mod:`.engine`           ``Engine``: model + SAEs + settings, what every entry point shares;
 * :mod:`.forward`          tokenizing, padding, forward passes to a hook, unembedding;
 * :mod:`.fast_blocks`      fused CPU blocks (exact) for the embedded model;
-* :mod:`.activation_cache` residual activations cached on disk for SAE training;
 * :mod:`.tiny`             a tiny random model and SAE built from a config (tests, ``--tiny``).
 """

@@ -45,7 +45,7 @@ TARGETS_LOCK = threading.RLock()
 
 def server_targets(engine: Engine) -> dict:
     """The targets this server offers: the engine's (built-in, its targets file, saved ones)."""
-    from unlearn_core.features.targets import engine_targets
+    from unlearn_core.evaluation.targets import engine_targets
 
     with TARGETS_LOCK:
         return engine_targets(engine)
@@ -56,7 +56,7 @@ def drop_unfinished_saves(engine: Engine) -> list[str]:
     loader would read them as targets). Under ``TARGETS_LOCK``, so never a save in progress."""
     import shutil
 
-    from unlearn_core.features.targets import saved_targets_dir
+    from unlearn_core.evaluation.targets import saved_targets_dir
 
     folder = saved_targets_dir(engine.settings)
     gone = []
@@ -74,7 +74,7 @@ def drop_unfinished_saves(engine: Engine) -> list[str]:
 def trusted_files(engine: Engine) -> tuple[set[str], set[str]]:
     """(question-file bases, corpus-file names) that the server's own targets name: the only
     paths it reads. A broken targets file trusts nothing beyond the built-in targets."""
-    from unlearn_core.features.targets import TargetError, load_targets
+    from unlearn_core.evaluation.targets import TargetError, load_targets
 
     try:
         targets = server_targets(engine)

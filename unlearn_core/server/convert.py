@@ -91,7 +91,7 @@ def question_out(q: D.Question) -> S.QuestionOut:
 
 def target_question_sets(engine: Engine) -> list[tuple[str, str]]:
     """The question sets the server's targets name (so a user target's sets are offered too)."""
-    from unlearn_core.features.targets import TargetError
+    from unlearn_core.evaluation.targets import TargetError
 
     try:
         targets = server_targets(engine)

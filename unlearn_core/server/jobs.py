@@ -185,7 +185,7 @@ def check_variants(engine: Engine, variants: list[str]) -> None:
 def resolve_spec(engine: Engine, spec: JobSpec) -> dict:
     """The spec as stored: with a target, the fields the request did not give come from it
     (schemas.TARGET_RULE); retain_corpora is never empty and strict_known is a bool."""
-    from unlearn_core.features.targets import forget_corpus_for, question_specs
+    from unlearn_core.evaluation.targets import forget_corpus_for, question_specs
     from unlearn_core.server.access import server_targets
 
     d = spec.model_dump()

@@ -74,7 +74,7 @@ class RMURunner:
 
     def submit(self, name: str, target_name: str, overrides: dict, delay_per_step: float = 0.0) -> RMURun:
         """Queue run ``name`` (hyperparameters checked now: a bad one is a 400, not a failed run)."""
-        from unlearn_core.features.targets import engine_target
+        from unlearn_core.evaluation.targets import engine_target
 
         if delay_per_step and not self.allow_delay:
             raise ValueError("delay_per_step is a test option, only honoured by a --tiny server")
@@ -121,7 +121,7 @@ class RMURunner:
 
     def train(self, run: RMURun) -> bool:
         """Train ``run`` to its end; False when the server is stopping (the run resumes next start)."""
-        from unlearn_core.features.targets import engine_target
+        from unlearn_core.evaluation.targets import engine_target
 
         engine = self.state.engine()
         run.status, run.started, run.error = "running", time.time(), None

@@ -60,7 +60,7 @@ class Sweep:
 
     def run(self) -> None:
         from unlearn_core.features.stats import corpus_docs, windows_for
-        from unlearn_core.features.targets import retain_frequency
+        from unlearn_core.evaluation.targets import retain_frequency
 
         spec, job = self.spec, self.job
         job.phase = "known filter" if spec.known else "questions"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from unlearn_core.data import loaders as D
 from unlearn_core.data.question_files import QUIZ_FILES
-from unlearn_core.features.targets import (
+from unlearn_core.evaluation.targets import (
     DEFAULT_TARGET,
     Target,
     forget_corpus_for,
@@ -146,7 +146,7 @@ def create_target(state: ServerState, req) -> dict:
     """Save a target defined in the app (``targets.save_target``) and return it as GET /api/targets
     lists it. ``req`` is a ``schemas.TargetCreateRequest``."""
     from unlearn_core.data.question_files import QuestionFileError
-    from unlearn_core.features.targets import TargetError, save_target
+    from unlearn_core.evaluation.targets import TargetError, save_target
 
     engine = state.engine()
     data_dir = engine.settings.data_dir
@@ -216,7 +216,7 @@ def select(state: ServerState, name: str, sae: str, n: int | None = None, thresh
 
 def default_intervention(state: ServerState, engine: Engine, t: Target) -> Intervention:
     """``targets.default_intervention`` with the statistics computed corpus by corpus first."""
-    from unlearn_core.features.targets import default_intervention as make
+    from unlearn_core.evaluation.targets import default_intervention as make
 
     warm_stats(state, engine, engine.default_sae, t)
     with state.model("demo"):

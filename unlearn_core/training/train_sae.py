@@ -27,7 +27,7 @@ from typing import Callable, Iterator
 
 import torch
 
-from unlearn_core.model import activation_cache as AC
+from unlearn_core.training import activation_cache as AC
 from unlearn_core.data import loaders as D
 from unlearn_core.core.cache import atomic_write_json, read_json
 from unlearn_core.model.saes import EMBEDDED_SAE_DIR

@@ -87,10 +87,10 @@ def test_step_progress_gives_the_bar_its_total():
 def test_demo_statistics_total_is_the_tokens_the_statistics_count(tmp_path, shared_data):
     """The demo's bar total is exactly what the selection statistics report, and 0 once cached."""
     from unlearn_core.cli.demo import stats_total
-    from unlearn_core.features.targets import default_intervention, engine_target
+    from unlearn_core.evaluation.targets import default_intervention, engine_target
     from unlearn_core.model.tiny import tiny_engine
 
-    from unlearn_core.features.targets import replace_intervention
+    from unlearn_core.evaluation.targets import replace_intervention
 
     engine = tiny_engine(cache_dir=str(tmp_path))
     t = replace_intervention(engine_target(engine, DEFAULT_TARGET), tokens=600)  # small: a quick test
@@ -104,7 +104,7 @@ def test_demo_statistics_total_is_the_tokens_the_statistics_count(tmp_path, shar
 def test_target_eval_known_filter_total_is_the_questions_it_scores(tmp_path, shared_data):
     """`target eval`'s bar total: one step per question of the sets whose known list is not cached."""
     from unlearn_core.cli.targets import known_filter_total
-    from unlearn_core.features.targets import engine_target, evaluate_target
+    from unlearn_core.evaluation.targets import engine_target, evaluate_target
     from unlearn_core.method.interventions import Intervention
     from unlearn_core.model.tiny import tiny_engine
 

@@ -20,7 +20,7 @@ from unlearn_core.evaluation import metrics as MT
 from unlearn_core.training import rmu
 from unlearn_core.data.loaders import Question
 from unlearn_core.evaluation.mcq import known_path, known_questions
-from unlearn_core.features.targets import Target
+from unlearn_core.evaluation.targets import Target
 from unlearn_core.model.tiny import tiny_engine
 
 ROOT = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").exists())

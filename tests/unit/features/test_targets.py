@@ -13,7 +13,7 @@ from cli_helpers import run_cli
 from unlearn_core.data import loaders as D
 from unlearn_core.features import stats as F
 from unlearn_core.evaluation import mcq
-from unlearn_core.features import targets as T
+from unlearn_core.evaluation import targets as T
 from unlearn_core.data.question_files import QuestionFileError, parse_question_file, split_part
 from unlearn_core.data.questions import Question, fact_text
 
@@ -341,7 +341,7 @@ def test_cli_target_eval_unknown_target_is_a_clean_error(tmp_path, capsys, monke
 
 
 def test_targets_experiment_runs_end_to_end_on_tiny(tiny, shared_data):
-    from unlearn_core.evaluation.experiments import targets as TX
+    from unlearn_core.evaluation.experiments import target_sweep as TX
 
     t = T.replace_intervention(T.get_target("bio-basics"), threshold=1.0, n=3, c=10.0)
     r = TX.run(tiny, t, thresholds=(1.0,), ns=(3,), values=(10.0,), loss_tokens=100, ppl_tokens=100,
@@ -366,7 +366,7 @@ def _sweep_row(config, forget, retain, loss, n=50, c=100.0):
 
 def test_targets_choice_respects_the_retain_floor_and_the_loss_budget():
     """Lowest train forget among rows keeping retain and the loss budget; the reported (held-out) loss is not read."""
-    from unlearn_core.evaluation.experiments import targets as TX
+    from unlearn_core.evaluation.experiments import target_sweep as TX
 
     rows = [_sweep_row("deep", 0.1, 0.95, 0.30), _sweep_row("breaks retain", 0.0, 0.80, 0.01),
             _sweep_row("within", 0.4, 0.92, 0.04), _sweep_row("within, more retain", 0.4, 0.97, 0.05, c=200.0),
@@ -384,7 +384,7 @@ def test_targets_choice_respects_the_retain_floor_and_the_loss_budget():
 def test_targets_choice_breaks_a_tie_on_forget_by_the_loss_added_then_retain():
     """Equal train forget: the row adding less loss on the choice corpus wins, even with less retain; equal
     loss too (or none measured, as in a saved sweep from before the column existed): higher retain."""
-    from unlearn_core.evaluation.experiments import targets as TX
+    from unlearn_core.evaluation.experiments import target_sweep as TX
 
     paper = _sweep_row("paper N=100 c=100", 0.667, 1.000, 0.131, n=100)
     search = _sweep_row("search N=20 c=100", 0.667, 0.926, 0.006, n=20)
@@ -399,7 +399,7 @@ def test_targets_choice_breaks_a_tie_on_forget_by_the_loss_added_then_retain():
 
 def test_targets_experiment_sweeps_a_retain_list_once(tiny, shared_data):
     """A target whose retain list is the paper's (WikiText-2 only) gets one variant, not the same rows twice."""
-    from unlearn_core.evaluation.experiments import targets as TX
+    from unlearn_core.evaluation.experiments import target_sweep as TX
 
     # its default is a search; its rows here are not
     t = T.replace_intervention(T.get_target("sherlock"), threshold=1.0, n=3, c=10.0, method="frequency")
@@ -417,7 +417,7 @@ def test_targets_experiment_sweeps_a_retain_list_once(tiny, shared_data):
 def test_targets_experiment_sweeps_the_search_variant_of_a_target_with_a_query(tiny, shared_data):
     """sherlock has a selection query: the sweep adds search rows (no threshold), one per distinct feature
     list; a search row made the default selects the same features through select_for_target."""
-    from unlearn_core.evaluation.experiments import targets as TX
+    from unlearn_core.evaluation.experiments import target_sweep as TX
 
     sherlock = T.get_target("sherlock")
     assert sherlock.selection.query == "Sherlock Holmes" and sherlock.selection.method == "search"  # the registry's

@@ -13,7 +13,7 @@ import torch
 
 from cli_helpers import run_cli
 from unlearn_core.training import rmu
-from unlearn_core.features.targets import Target
+from unlearn_core.evaluation.targets import Target
 from unlearn_core.model.tiny import tiny_engine
 
 CFG = rmu.RMUConfig(layer=1, update_layers=(0, 1), steering_coeff=20.0, alpha=10.0, lr=1e-2, batch_size=4,

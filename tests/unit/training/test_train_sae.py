@@ -10,7 +10,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from unlearn_core.model import activation_cache as AC
+from unlearn_core.training import activation_cache as AC
 from unlearn_core.training import train_sae as TS
 from unlearn_core.features.stats import counted_mask
 from unlearn_core.model.forward import pad_right

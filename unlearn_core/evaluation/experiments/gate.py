@@ -20,7 +20,7 @@ from unlearn_core.data import loaders as D
 from unlearn_core.data.loaders import Question
 from unlearn_core.method.gate import calibrate, open_rate
 from unlearn_core.method.interventions import Intervention
-from unlearn_core.features.targets import Target, default_intervention, question_specs
+from unlearn_core.evaluation.targets import Target, default_intervention, question_specs
 
 FILLER_CORPUS = "wikitext@train"  # benign, general text
 FILLER_LENGTHS = (0, 16, 32, 64, 128)  # tokens

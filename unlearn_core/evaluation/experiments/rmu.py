@@ -13,7 +13,7 @@ from dataclasses import replace
 from unlearn_core.core import cache as C
 from unlearn_core.training import rmu
 from unlearn_core.evaluation.experiments.gate import METHODS, known_sets, unlearning_score
-from unlearn_core.features.targets import Target
+from unlearn_core.evaluation.targets import Target
 
 LOSS_CTX = 256
 
@@ -82,7 +82,7 @@ def add_perplexity(engine, target: Target, r: dict, variant: str, n_tokens: int)
     from unlearn_core.features.stats import corpus_docs
     from unlearn_core.method.interventions import Intervention
     from unlearn_core.evaluation.metrics import perplexity
-    from unlearn_core.features.targets import default_intervention
+    from unlearn_core.evaluation.targets import default_intervention
 
     docs = corpus_docs(engine, target.ppl_corpus)
     base = default_intervention(engine, target)

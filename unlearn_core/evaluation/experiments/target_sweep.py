@@ -33,7 +33,7 @@ from unlearn_core.method.interventions import Intervention
 from unlearn_core.evaluation.mcq import known_questions
 from unlearn_core.evaluation.metrics import loss_added, perplexity
 from unlearn_core.evaluation.sweep import evaluate_configs
-from unlearn_core.features.targets import Target, forget_corpus_for, retain_frequency, with_part
+from unlearn_core.evaluation.targets import Target, forget_corpus_for, retain_frequency, with_part
 
 PAPER_RETAIN = ("wikitext@train",)
 CHOICE_LOSS_CORPUS = "webtext-train"  # the loss the choice reads; rows report the target's (held-out) loss corpus
