@@ -198,7 +198,6 @@ def feature_stats_chunked(state: ServerState, sae: str, corpus: str, n_tokens: i
                           should_stop: Callable[[], None] | None = None, what: str = "feature statistics"):
     """``features.feature_stats`` (same disk cache entry, same numbers), computed one batch of
     16 windows per step; the corpus is read without the lock and tokenized in one hold."""
-    from unlearn_core.core import cache as C
     from unlearn_core.features import stats as F
 
     engine = state.engine()
@@ -214,7 +213,7 @@ def feature_stats_chunked(state: ServerState, sae: str, corpus: str, n_tokens: i
         return acc.result()
 
     with state.once(path):
-        t = C.cached_tensors(path, compute)
+        t = F.cached_stats(path, compute)  # a shipped entry under the same key before computing
     return F.stats_from(sae, corpus, t, windows)
 
 
