@@ -4,6 +4,7 @@ server; the browser's drawing is not included), and the first open of the page.
 
     python bench/app_slider.py [--repeats 12] [--features 20]
 """
+
 from __future__ import annotations
 
 import os
@@ -53,12 +54,14 @@ def main() -> None:
     finally:
         client.stop_server()
     print(f"machine: {machine()}")
-    print(f"clamp explorer, {args.model} + SAE {args.sae}; WMDP-bio question {q['id']} ({scoring} scoring), "
-          f"{len(feats)} features\n")
+    print(
+        f"clamp explorer, {args.model} + SAE {args.sae}; WMDP-bio question {q['id']} ({scoring} scoring), "
+        f"{len(feats)} features\n"
+    )
     print("| what | p50 | p95 | runs |\n| --- | --- | --- | --- |")
     print(row("first open of the page (base, bars at c=20, 21-value curve)", first))
     print(row("move the c slider (bars rescored; the curve is cached)", moves))
-    print(f"\nslider move p50: {pct(moves, .5) * 1000:.0f} ms")
+    print(f"\nslider move p50: {pct(moves, 0.5) * 1000:.0f} ms")
 
 
 if __name__ == "__main__":

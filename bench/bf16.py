@@ -17,6 +17,7 @@ there, so one flip can move a cloze probability far more than rounding does.
 
     OMP_NUM_THREADS=1 python bench/bf16.py [--n 20] [--target bio-basics] [--no-embedded]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,25 +35,28 @@ from unlearn_core.features.default_target import DEFAULT_TARGET
 
 
 def engines_tiny():
-    from unlearn_core.model.engine import engine_from_parts
     from unlearn_core.core.settings import load_settings
+    from unlearn_core.model.engine import engine_from_parts
     from unlearn_core.model.tiny import tiny_engine, tiny_sae
 
     e32 = tiny_engine(cache_dir=tempfile.mkdtemp(prefix="bf16_tiny_"))
     m16 = copy.deepcopy(e32.model).to(torch.bfloat16, print_details=False)
-    s = load_settings({**{k: getattr(e32.settings, k) for k in ("model", "saes", "prompt_format", "scoring",
-                                                                 "cache_dir")}, "dtype": "bfloat16"})
+    s = load_settings(
+        {
+            **{k: getattr(e32.settings, k) for k in ("model", "saes", "prompt_format", "scoring", "cache_dir")},
+            "dtype": "bfloat16",
+        }
+    )
     e16 = engine_from_parts(m16, [tiny_sae(m16.cfg.d_model)], s, model_name="tiny")
     e16.extra.update(e32.extra)
     return e32, e16
 
 
 def engine_embedded(model: str, sae: str, dtype: str):
-    from unlearn_core.model.engine import load_engine
     from unlearn_core.core.settings import load_settings
+    from unlearn_core.model.engine import load_engine
 
-    return load_engine(load_settings({"model": model, "saes": [sae], "dtype": dtype, "device": "cpu"}),
-                       progress=False)
+    return load_engine(load_settings({"model": model, "saes": [sae], "dtype": dtype, "device": "cpu"}), progress=False)
 
 
 @contextlib.contextmanager
@@ -60,8 +64,8 @@ def fp32_unembedding(model):
     """Logits from an fp32 copy of W_U (and fp32 ln_final output) for a bf16 model."""
     from transformer_lens.utilities import apply_softcap
 
-    from unlearn_core.model import forward
     from unlearn_core.evaluation import mcq
+    from unlearn_core.model import forward
 
     W, b = model.W_U.detach().float(), model.b_U.detach().float()
 
@@ -105,8 +109,10 @@ def firing_flips(e32, e16, qs, iv) -> str:
 
     n = flips = 0
     for q in qs:
-        a, b = (fastpath.prompt_cache(e, q, "cloze", "plain", iv.sae_key).codes[..., list(iv.features)] > 0
-                for e in (e32, e16))
+        a, b = (
+            fastpath.prompt_cache(e, q, "cloze", "plain", iv.sae_key).codes[..., list(iv.features)] > 0
+            for e in (e32, e16)
+        )
         n += int(a.sum())
         flips += int((a != b).sum())
     return f"selected features firing differently in bf16 (cloze rows): {flips} of {n} (feature, position) activations"
@@ -151,8 +157,9 @@ def main() -> None:
     rows: list = []
     todo = [("tiny", engines_tiny)]
     if not args.no_embedded:
-        todo.append((args.model, lambda: tuple(engine_embedded(args.model, args.sae, d)
-                                               for d in ("float32", "bfloat16"))))
+        todo.append(
+            (args.model, lambda: tuple(engine_embedded(args.model, args.sae, d) for d in ("float32", "bfloat16")))
+        )
     notes = []
     for name, make in todo:
         e32, e16 = make()
@@ -160,15 +167,20 @@ def main() -> None:
         target = engine_target(e32, args.target)
         iv = default_intervention(e32, target)
         qs = load_question_set(target.forget_questions, e32.settings.data_dir).questions[: args.n]
-        notes.append(f"{name}: {iv.label()}, {len(qs)} questions of {target.forget_questions}; "
-                     + firing_flips(e32, e16, qs, iv))
+        notes.append(
+            f"{name}: {iv.label()}, {len(qs)} questions of {target.forget_questions}; " + firing_flips(e32, e16, qs, iv)
+        )
         measure(name, e32, e16, qs, iv, rows, extra=name != "tiny")
         del e32, e16
-    print(f"\nCPU: {cpu_name()}; {platform.machine()}, Python {platform.python_version()}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} thread(s); {time.perf_counter() - t0:.0f}s in all")
+    print(
+        f"\nCPU: {cpu_name()}; {platform.machine()}, Python {platform.python_version()}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} thread(s); {time.perf_counter() - t0:.0f}s in all"
+    )
     for n in notes:
         print(f"- {n}")
-    print("\n| model | scoring | comparison | max abs diff p | mean abs diff p | max abs diff loglik | same prediction |")
+    print(
+        "\n| model | scoring | comparison | max abs diff p | mean abs diff p | max abs diff loglik | same prediction |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         print("| " + " | ".join(r) + " |")

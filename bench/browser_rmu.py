@@ -10,6 +10,7 @@ page's Model. Times each from action to pixels; screenshots go to --shots. Print
 
     .venv/bin/python bench/browser_rmu.py [--variant rmu:bio-basics-rmu] [--shots DIR] [--pages-only]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from browser_helpers import full_screenshot, launch_chromium, settle, start_server, start_streamlit, stop  # noqa: E402
 from common import print_table  # noqa: E402
+
 from unlearn_core.features.default_target import DEFAULT_TARGET  # noqa: E402
 
 
@@ -50,9 +52,20 @@ def main() -> None:
         client = UnlearnClient(url, token="")
         assert args.variant in [r["variant"] for r in client.rmu_runs() if r["status"] == "done"], client.rmu_runs()
         t = time.time()
-        job = {"id": args.job} if args.job or args.pages_only else client.submit_job({
-            "target": args.target, "thresholds": [0.01], "ns": [50], "values": [float(v) for v in args.values.split(",")],
-            "loss_tokens": 2000, "variants": [args.variant]})
+        job = (
+            {"id": args.job}
+            if args.job or args.pages_only
+            else client.submit_job(
+                {
+                    "target": args.target,
+                    "thresholds": [0.01],
+                    "ns": [50],
+                    "values": [float(v) for v in args.values.split(",")],
+                    "loss_tokens": 2000,
+                    "variants": [args.variant],
+                }
+            )
+        )
         done = None if args.pages_only else client.wait_job(job["id"], timeout=3600)
         assert args.pages_only or (done["status"] == "done" and args.variant in [r["config"] for r in done["results"]])
         if not args.job and not args.pages_only:
@@ -78,8 +91,10 @@ def main() -> None:
             sel = client.select_target(args.target)
             feats = ",".join(str(f["feature"]) for f in sel["features"])
             t = time.time()
-            page.goto(f"{app_url}/Clamp_explorer?target={args.target}&qset=quiz:bio@heldout&q={forget_q}"
-                      f"&features={feats}&c=200")
+            page.goto(
+                f"{app_url}/Clamp_explorer?target={args.target}&qset=quiz:bio@heldout&q={forget_q}"
+                f"&features={feats}&c=200"
+            )
             settle(page, 300)
             page.get_by_text("Answer probabilities").wait_for(timeout=300_000)
             rows.append(("open the clamp explorer (base vs clamp)", time.time() - t))

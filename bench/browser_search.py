@@ -11,6 +11,7 @@ The page opens with an example text already searched, so the background corpus's
 computed (or read from the server's disk cache) before the first timed press. The first
 explanation search describes the selected features unless the server's disk cache has them.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -71,9 +72,14 @@ def main() -> None:
                 settle(page, 300)
                 body = page.inner_text("body")
                 m = re.search(r"(\d+) of (\d+) features match", body)
-                rows.append((f"explanation search '{word}': Enter to the answer", time.time() - t,
-                             ("first search: describes the selection unless cached; " if j == 0 else "")
-                             + (m.group(0) if m else "?")))
+                rows.append(
+                    (
+                        f"explanation search '{word}': Enter to the answer",
+                        time.time() - t,
+                        ("first search: describes the selection unless cached; " if j == 0 else "")
+                        + (m.group(0) if m else "?"),
+                    )
+                )
                 page.mouse.move(0, 0)
                 full_screenshot(page, shots / f"search_explanation_{word}.png")
             browser.close()

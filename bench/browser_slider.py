@@ -20,6 +20,7 @@ loaded, selection cached), then in Chromium:
 
 Prints the CPU, then one table (milliseconds unless said). Screenshots go to --shots.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,10 +38,13 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 
 from browser_helpers import full_screenshot, launch_chromium, settle, start_server, start_streamlit, stop  # noqa: E402
-from unlearn_core.features.default_target import DEFAULT_TARGET  # noqa: E402
 from common import pct, print_table  # noqa: E402
 
-TABLE_HAS = """([t]) => [...document.querySelectorAll('[data-testid=stMain] td')].some(e => e.textContent.includes(t))"""
+from unlearn_core.features.default_target import DEFAULT_TARGET  # noqa: E402
+
+TABLE_HAS = (
+    """([t]) => [...document.querySelectorAll('[data-testid=stMain] td')].some(e => e.textContent.includes(t))"""
+)
 
 
 NEW_CAPTION = """([old, c]) => [...document.querySelectorAll('[data-testid=stMain] [data-testid=stCaptionContainer]')]
@@ -50,6 +54,7 @@ NEW_CAPTION = """([old, c]) => [...document.querySelectorAll('[data-testid=stMai
 def query(page) -> dict[str, str]:
     """The page URL's query parameters, decoded."""
     from urllib.parse import parse_qsl, urlsplit
+
     return dict(parse_qsl(urlsplit(page.url).query))
 
 
@@ -115,12 +120,14 @@ def main() -> None:
         tgt = targets[args.target]
         sel = requests.post(url + "/api/targets/select", json={"target": args.target}, timeout=1800).json()
         feats = ",".join(str(r["feature"]) for r in sel["features"])
-        rows.append(("warm-up: the target's selection from the server (not a browser figure), s",
-                     f"{time.time() - t:.1f}"))
+        rows.append(
+            ("warm-up: the target's selection from the server (not a browser figure), s", f"{time.time() - t:.1f}")
+        )
         c0 = int(tgt["intervention"]["c"])
         app, app_url = start_streamlit(url, shots / "app.log")
-        link = f"{app_url}/Clamp_explorer?" + urlencode({"target": args.target, "features": feats,
-                                                         "mode": tgt["intervention"]["mode"], "c": c0})
+        link = f"{app_url}/Clamp_explorer?" + urlencode(
+            {"target": args.target, "features": feats, "mode": tgt["intervention"]["mode"], "c": c0}
+        )
         say(f"app up; opening {link[:120]}…")
         with sync_playwright() as p:
             browser = launch_chromium(p)
@@ -130,16 +137,18 @@ def main() -> None:
             wait_table(page, c0, 300)
             first = time.perf_counter() - t
             settle(page, 300)
-            rows.append(("first open of the explorer (link with features): goto -> probability table, s",
-                         f"{first:.2f}"))
+            rows.append(
+                ("first open of the explorer (link with features): goto -> probability table, s", f"{first:.2f}")
+            )
             rows.append(("... -> page settled (curve, heat map), s", f"{time.perf_counter() - t:.2f}"))
             full_screenshot(page, shots / "clamp_explorer.png")
             page.set_viewport_size({"width": 1400, "height": 1000})
 
             say("first open done; slider steps")
             steps = slider_steps(page, c0, args.steps)
-            rows.append((f"slider step, keypress -> new numbers, p50 ({len(steps)} steps)",
-                         f"{statistics.median(steps):.0f}"))
+            rows.append(
+                (f"slider step, keypress -> new numbers, p50 ({len(steps)} steps)", f"{statistics.median(steps):.0f}")
+            )
             rows.append(("slider step, p95", f"{pct(steps, 0.95):.0f}"))
             rows.append(("slider step, max", f"{max(steps):.0f}"))
 
@@ -162,8 +171,12 @@ def main() -> None:
             got_url = query(page).get("c")
             ok = got_slider == want and got_url == str(want)
             rows.append((f"{args.burst} rapid presses (30 ms apart) -> table at c={want}, ms", burst_ms))
-            rows.append(("... no press lost (slider, URL)", f"{'yes' if ok else 'NO'} (slider {got_slider}, "
-                                                            f"URL {got_url}, wanted {want})"))
+            rows.append(
+                (
+                    "... no press lost (slider, URL)",
+                    f"{'yes' if ok else 'NO'} (slider {got_slider}, URL {got_url}, wanted {want})",
+                )
+            )
 
             say("burst done; question switch")
             sel_box = page.locator("[data-testid=stSelectbox]").filter(has_text="Question (")
@@ -174,8 +187,9 @@ def main() -> None:
             t = time.perf_counter()
             options.nth(1).click()
             # the new question's numbers: the table's caption names the question it scored
-            page.wait_for_function(NEW_CAPTION, arg=[f"Question {q_before} ·", f"c = {want} ·"], polling=10,
-                                   timeout=120_000)
+            page.wait_for_function(
+                NEW_CAPTION, arg=[f"Question {q_before} ·", f"c = {want} ·"], polling=10, timeout=120_000
+            )
             to_table = time.perf_counter() - t
             settle(page, 120)
             rows.append(("question switch -> the new question's probability table, s", f"{to_table:.2f}"))
@@ -185,16 +199,25 @@ def main() -> None:
             t = time.perf_counter()
             page.get_by_text("Only questions the model knows").click()
             settle(page, 600)
-            rows.append(("'Only questions the model knows' ticked -> page settled, s",
-                         f"{time.perf_counter() - t:.2f}"))
+            rows.append(
+                ("'Only questions the model knows' ticked -> page settled, s", f"{time.perf_counter() - t:.2f}")
+            )
             full_screenshot(page, shots / "clamp_known.png")
             page.set_viewport_size({"width": 1400, "height": 1000})
 
             if args.sweep:
                 say("sweep")
-                job = requests.post(url + "/api/jobs", json={"target": args.target, "thresholds": [0.01, 0.003],
-                                                             "ns": [10, 25, 50], "values": [100, 200, 300],
-                                                             "loss_tokens": 2000}, timeout=60)
+                job = requests.post(
+                    url + "/api/jobs",
+                    json={
+                        "target": args.target,
+                        "thresholds": [0.01, 0.003],
+                        "ns": [10, 25, 50],
+                        "values": [100, 200, 300],
+                        "loss_tokens": 2000,
+                    },
+                    timeout=60,
+                )
                 job.raise_for_status()
                 jid = job.json()["id"]
 
@@ -218,17 +241,30 @@ def main() -> None:
                 status2 = requests.get(url + f"/api/jobs/{jid}", timeout=30).json()
                 stop_polling.set()
                 requests.post(url + f"/api/jobs/{jid}/cancel", timeout=30)
-                rows.append((f"with a sweep running and {args.pollers} clients polling: slider step p50",
-                             f"{statistics.median(steps2):.0f}"))
+                rows.append(
+                    (
+                        f"with a sweep running and {args.pollers} clients polling: slider step p50",
+                        f"{statistics.median(steps2):.0f}",
+                    )
+                )
                 rows.append(("... p95", f"{pct(steps2, 0.95):.0f}"))
-                rows.append(("... sweep state during the steps", f"{status['status']} {status['done']}/"
-                                                                 f"{status['total']} -> {status2['status']} "
-                                                                 f"{status2['done']}/{status2['total']}"))
+                rows.append(
+                    (
+                        "... sweep state during the steps",
+                        f"{status['status']} {status['done']}/"
+                        f"{status['total']} -> {status2['status']} "
+                        f"{status2['done']}/{status2['total']}",
+                    )
+                )
             try:
                 st = requests.get(url + "/api/info", timeout=30).json().get("lock_stats")
                 if st:
-                    rows.append(("longest model-lock hold in the whole run (server's lock_stats), s",
-                                 f"{st.get('max_hold_s', float('nan')):.2f} ({st.get('longest')})"))
+                    rows.append(
+                        (
+                            "longest model-lock hold in the whole run (server's lock_stats), s",
+                            f"{st.get('max_hold_s', float('nan')):.2f} ({st.get('longest')})",
+                        )
+                    )
             except Exception:
                 pass
             browser.close()

@@ -1,4 +1,5 @@
 """Shared helpers for the benchmarks: engine loading, machine description, timing, tables."""
+
 from __future__ import annotations
 
 import argparse
@@ -25,8 +26,8 @@ def load(args):
     import warnings
 
     warnings.filterwarnings("ignore")
-    from unlearn_core.model.engine import load_engine
     from unlearn_core.core.settings import load_settings
+    from unlearn_core.model.engine import load_engine
 
     t = time.perf_counter()
     eng = load_engine(load_settings({"model": args.model, "saes": [args.sae]}), progress=False)
@@ -36,8 +37,10 @@ def load(args):
 def machine() -> str:
     import torch
 
-    return (f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores ({cpu_name()}), torch {torch.__version__}, "
-            f"{torch.get_num_threads()} threads")
+    return (
+        f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores ({cpu_name()}), torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads"
+    )
 
 
 def cpu_name() -> str:

@@ -9,6 +9,7 @@ elementwise operation are left out, so the real floor is higher still.
 
     python bench/floor.py [--tokens 199] [--hook-layer 5]
 """
+
 from __future__ import annotations
 
 import torch
@@ -27,8 +28,13 @@ def main() -> None:
     H, d, dh = b.attn.W_Q.shape
     Kh = b.attn._W_K.shape[0] if hasattr(b.attn, "_W_K") else H
     mats = {  # [in, out] of every weight matmul in one block
-        "W_Q": (d, H * dh), "W_K": (d, Kh * dh), "W_V": (d, Kh * dh), "W_O": (H * dh, d),
-        "W_gate": (d, cfg.d_mlp), "W_in": (d, cfg.d_mlp), "W_out": (cfg.d_mlp, d),
+        "W_Q": (d, H * dh),
+        "W_K": (d, Kh * dh),
+        "W_V": (d, Kh * dh),
+        "W_O": (H * dh, d),
+        "W_gate": (d, cfg.d_mlp),
+        "W_in": (d, cfg.d_mlp),
+        "W_out": (cfg.d_mlp, d),
     }
     n_down = cfg.n_layers - (args.hook_layer + 1)
     per_tok = {k: 2 * i * o for k, (i, o) in mats.items()}
@@ -58,11 +64,15 @@ def main() -> None:
         su = pct(timeit(lambda: x @ W_U, 10), 0.5)
         W_Ub = W_U.bfloat16()
         sub = pct(timeit(lambda: x.bfloat16() @ W_Ub, 10), 0.5)
-    print(f"| unembed | [1, {d}] x [{d}, {cfg.d_vocab}] | {2 * d * cfg.d_vocab / su / 1e9:.0f} | "
-          f"{2 * d * cfg.d_vocab / sub / 1e9:.0f} |\n")
+    print(
+        f"| unembed | [1, {d}] x [{d}, {cfg.d_vocab}] | {2 * d * cfg.d_vocab / su / 1e9:.0f} | "
+        f"{2 * d * cfg.d_vocab / sub / 1e9:.0f} |\n"
+    )
     print(f"one letter update: {flops / 1e9:.1f} GFLOP")
-    print(f"matmul-only floor, fp32: {(t32 + su) * 1000:.0f} ms per update, {21 * (t32 + su):.2f} s per "
-          f"21-point curve (21 single updates)")
+    print(
+        f"matmul-only floor, fp32: {(t32 + su) * 1000:.0f} ms per update, {21 * (t32 + su):.2f} s per "
+        f"21-point curve (21 single updates)"
+    )
     print(f"matmul-only floor, bf16 (not exact): {(t16 + sub) * 1000:.0f} ms per update")
 
 

@@ -4,12 +4,13 @@ copy-free one the engine installs, in the same run, with and without a clamp.
 
     python bench/generate.py [--tokens 40] [--repeats 3]
 """
+
 from __future__ import annotations
 
 from common import load, machine, parser, pct, timeit
 
-from unlearn_core.method.interventions import Intervention
 from unlearn_core.evaluation.metrics import generate
+from unlearn_core.method.interventions import Intervention
 
 PROMPT = "The main function of the mitochondria in a cell is"
 
@@ -31,8 +32,10 @@ def main() -> None:
             else:
                 unembed.forward = fast_forward
             generate(engine, PROMPT, ivs, max_new_tokens=2)
-            times = timeit(lambda: texts.__setitem__((label, impl), generate(engine, PROMPT, ivs,
-                                                                              max_new_tokens=args.tokens)), args.repeats)
+            times = timeit(
+                lambda: texts.__setitem__((label, impl), generate(engine, PROMPT, ivs, max_new_tokens=args.tokens)),
+                args.repeats,
+            )
             rows.append((label, impl, times))
         assert texts[(label, "TransformerLens Unembed")] == texts[(label, "copy-free Unembed")], "outputs differ"
     print(f"machine: {machine()}")
@@ -40,7 +43,7 @@ def main() -> None:
     print("| generation | unembedding | new tokens | p50 | tokens/s | runs |\n| --- | --- | --- | --- | --- | --- |")
     for label, impl, times in rows:
         n = len(engine.model.tokenizer(texts[(label, impl)], add_special_tokens=False)["input_ids"])
-        print(f"| {label} | {impl} | {n} | {pct(times, .5):.2f} s | {n / pct(times, .5):.1f} | {len(times)} |")
+        print(f"| {label} | {impl} | {n} | {pct(times, 0.5):.2f} s | {n / pct(times, 0.5):.1f} | {len(times)} |")
     print("\nidentical text from both unembeddings (greedy).")
 
 

@@ -29,6 +29,7 @@ H100/H200 in under 8 minutes, with no network and no model weights:
 
     python bench/gpu_check.py [--dry-run] [--out FILE]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,14 +51,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("UNLEARN_NO_HUB", "1")
 
+import torch  # noqa: E402
 from common import cpu_name, free_port, pct  # noqa: E402  (also puts the repo root on sys.path)
 
-import torch  # noqa: E402
-
 from unlearn_core.data.loaders import Question  # noqa: E402
-from unlearn_core.method.interventions import Intervention  # noqa: E402
 from unlearn_core.evaluation.mcq import score_questions  # noqa: E402
 from unlearn_core.evaluation.sweep import evaluate_configs  # noqa: E402
+from unlearn_core.method.interventions import Intervention  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL_NAME = "google/gemma-2-2b-it"
@@ -66,16 +66,37 @@ SAE_KEY = "random-jumprelu-16k-L7"
 # google/gemma-2-2b-it config.json (Hugging Face), in TransformerLens's terms; used only when
 # get_pretrained_model_config fails (query_pre_attn_scalar 256 -> attn_scale 16).
 GEMMA2_2B = dict(
-    d_model=2304, d_head=256, n_heads=8, n_key_value_heads=4, d_mlp=9216, n_layers=26, n_ctx=8192,
-    d_vocab=256000, act_fn="gelu_pytorch_tanh", normalization_type="RMS", eps=1e-6, gated_mlp=True,
-    final_rms=True, positional_embedding_type="rotary", rotary_dim=256, rotary_base=10000.0,
-    use_normalization_before_and_after=True, attn_scores_soft_cap=50.0, output_logits_soft_cap=30.0,
-    attn_scale=16.0, use_local_attn=True, window_size=4096, attn_types=["local", "global"] * 13,
-    original_architecture="Gemma2ForCausalLM", default_prepend_bos=True, tokenizer_prepends_bos=False,
+    d_model=2304,
+    d_head=256,
+    n_heads=8,
+    n_key_value_heads=4,
+    d_mlp=9216,
+    n_layers=26,
+    n_ctx=8192,
+    d_vocab=256000,
+    act_fn="gelu_pytorch_tanh",
+    normalization_type="RMS",
+    eps=1e-6,
+    gated_mlp=True,
+    final_rms=True,
+    positional_embedding_type="rotary",
+    rotary_dim=256,
+    rotary_base=10000.0,
+    use_normalization_before_and_after=True,
+    attn_scores_soft_cap=50.0,
+    output_logits_soft_cap=30.0,
+    attn_scale=16.0,
+    use_local_attn=True,
+    window_size=4096,
+    attn_types=["local", "global"] * 13,
+    original_architecture="Gemma2ForCausalLM",
+    default_prepend_bos=True,
+    tokenizer_prepends_bos=False,
 )
 SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"]
-TEMPLATE_WORDS = ("The following are multiple choice questions with answers about biology Answer user model "
-                  "A B C D . : ( ) ?").split()
+TEMPLATE_WORDS = (
+    "The following are multiple choice questions with answers about biology Answer user model A B C D . : ( ) ?"
+).split()
 
 
 # --------------------------------------------------------------------------- what runs
@@ -84,10 +105,22 @@ TEMPLATE_WORDS = ("The following are multiple choice questions with answers abou
 def sizes(args) -> dict:
     """The real sizes, or the dry run's small ones (only sizes and device differ)."""
     if args.dry_run:
-        return dict(device="cpu", shrink=True, d_sae=512, questions=args.questions or 16,
-                    sweep_questions=args.sweep_questions or 4, server_repeats=args.server_repeats or 4)
-    return dict(device="cuda", shrink=False, d_sae=16384, questions=args.questions or 1273,
-                sweep_questions=args.sweep_questions or 100, server_repeats=args.server_repeats or 20)
+        return dict(
+            device="cpu",
+            shrink=True,
+            d_sae=512,
+            questions=args.questions or 16,
+            sweep_questions=args.sweep_questions or 4,
+            server_repeats=args.server_repeats or 4,
+        )
+    return dict(
+        device="cuda",
+        shrink=False,
+        d_sae=16384,
+        questions=args.questions or 1273,
+        sweep_questions=args.sweep_questions or 100,
+        server_repeats=args.server_repeats or 20,
+    )
 
 
 def model_config(device: str, dtype: torch.dtype, shrink: bool):
@@ -104,9 +137,20 @@ def model_config(device: str, dtype: torch.dtype, shrink: bool):
     d.update(init_weights=False, seed=0, tokenizer_prepends_bos=False)
     if shrink:  # the dry run: the same architecture, small
         n = HOOK_LAYER + 3
-        d.update(n_layers=n, d_model=64, d_head=16, n_heads=4, n_key_value_heads=2, d_mlp=128, d_vocab=4096,
-                 d_vocab_out=4096, rotary_dim=16, attn_scale=4.0, n_params=None,
-                 attn_types=(d.get("attn_types") or ["global"] * n)[:n])
+        d.update(
+            n_layers=n,
+            d_model=64,
+            d_head=16,
+            n_heads=4,
+            n_key_value_heads=2,
+            d_mlp=128,
+            d_vocab=4096,
+            d_vocab_out=4096,
+            rotary_dim=16,
+            attn_scale=4.0,
+            n_params=None,
+            attn_types=(d.get("attn_types") or ["global"] * n)[:n],
+        )
         source += ", shrunk for the dry run"
     return HookedTransformerConfig.from_dict(d), source
 
@@ -122,8 +166,14 @@ def stand_in_tokenizer(vocab_size: int):
     tk = Tokenizer(models.WordLevel(vocab={w: i for i, w in enumerate(words)}, unk_token="<unk>"))
     tk.pre_tokenizer = pre_tokenizers.Whitespace()
     tk.decoder = decoders.WordPiece()
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>",
-                                  unk_token="<unk>", additional_special_tokens=SPECIALS[4:])
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=tk,
+        bos_token="<bos>",
+        eos_token="<eos>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        additional_special_tokens=SPECIALS[4:],
+    )
     tok.padding_side = "right"
     folder = tempfile.mkdtemp(prefix="gpu_check_tokenizer_")  # TransformerLens re-loads it from its folder
     tok.save_pretrained(folder)
@@ -162,12 +212,18 @@ def random_sae(d_in: int, d_sae: int, device: str):
     from unlearn_core.model.saes import LoadedSAE
 
     hook = f"blocks.{HOOK_LAYER}.hook_resid_post"
-    cfg = JumpReLUSAEConfig(d_in=d_in, d_sae=d_sae, dtype="float32", device=device, apply_b_dec_to_input=False,
-                            normalize_activations="none",
-                            metadata=SAEMetadata(model_name="gemma-2-2b-it (random)", hook_name=hook))
+    cfg = JumpReLUSAEConfig(
+        d_in=d_in,
+        d_sae=d_sae,
+        dtype="float32",
+        device=device,
+        apply_b_dec_to_input=False,
+        normalize_activations="none",
+        metadata=SAEMetadata(model_name="gemma-2-2b-it (random)", hook_name=hook),
+    )
     sae = JumpReLUSAE(cfg)
     g = torch.Generator(device).manual_seed(1)
-    sae.W_enc.copy_(torch.randn(d_in, d_sae, generator=g, device=device) / d_in ** 0.5)
+    sae.W_enc.copy_(torch.randn(d_in, d_sae, generator=g, device=device) / d_in**0.5)
     w = torch.randn(d_sae, d_in, generator=g, device=device)
     sae.W_dec.copy_(w / w.norm(dim=-1, keepdim=True))  # unit-norm decoder rows, as Gemma Scope's
     sae.b_enc.copy_(torch.randn(d_sae, generator=g, device=device) * 0.1)
@@ -193,8 +249,16 @@ def synthetic_questions(n: int, vocab_size: int, seed: int = 0) -> list[Question
         total = rng.randint(150, 250) - 30
         lens = [rng.randint(3, 25) for _ in range(4)]
         stem = max(10, total - sum(lens))
-        out.append(Question(f"synthetic-{i}", words(stem) + " ?", tuple(words(k) for k in lens), rng.randrange(4),
-                            "biology", "synthetic"))
+        out.append(
+            Question(
+                f"synthetic-{i}",
+                words(stem) + " ?",
+                tuple(words(k) for k in lens),
+                rng.randrange(4),
+                "biology",
+                "synthetic",
+            )
+        )
     return out
 
 
@@ -202,8 +266,8 @@ def synthetic_questions(n: int, vocab_size: int, seed: int = 0) -> list[Question
 def calibrate(engine, questions: list[Question], l0: int, n_select: int) -> tuple[float, list[int]]:
     """Set the SAE threshold so ~``l0`` features fire per token on these prompts; return the
     measured L0 and the features by firing frequency (most frequent first)."""
-    from unlearn_core.model.forward import tokenize
     from unlearn_core.evaluation.mcq import format_prompt
+    from unlearn_core.model.forward import tokenize
 
     model, loaded = engine.model, engine.saes[SAE_KEY]
     sae = loaded.sae
@@ -222,18 +286,26 @@ def calibrate(engine, questions: list[Question], l0: int, n_select: int) -> tupl
 
 
 def build_engine(device: str, shrink: bool, d_sae: int):
+    from unlearn_core.core.settings import load_settings
     from unlearn_core.model.engine import engine_from_parts
     from unlearn_core.model.models import pick_dtype, torch_dtype
-    from unlearn_core.core.settings import load_settings
 
     dtype_name = pick_dtype("auto", device)  # what the engine would use on this device
     cfg, source = model_config(device, torch_dtype(dtype_name), shrink)
     tok = stand_in_tokenizer(cfg.d_vocab)
     model = random_model(cfg, tok)
     sae = random_sae(cfg.d_model, d_sae, device)
-    settings = load_settings({"model": "gemma-2-2b-it-random", "saes": [SAE_KEY], "device": device,
-                              "dtype": dtype_name, "prompt_format": "chat", "scoring": "letter",
-                              "cache_dir": tempfile.mkdtemp(prefix="gpu_check_cache_")})
+    settings = load_settings(
+        {
+            "model": "gemma-2-2b-it-random",
+            "saes": [SAE_KEY],
+            "device": device,
+            "dtype": dtype_name,
+            "prompt_format": "chat",
+            "scoring": "letter",
+            "cache_dir": tempfile.mkdtemp(prefix="gpu_check_cache_"),
+        }
+    )
     engine = engine_from_parts(model, [sae], settings, model_name="gemma-2-2b-it-random")
     return engine, source, dtype_name
 
@@ -241,13 +313,12 @@ def build_engine(device: str, shrink: bool, d_sae: int):
 # --------------------------------------------------------------------------- the server
 
 
-
 def server_latency(engine, q: Question, feats: list[int], repeats: int) -> tuple[float, list[float]]:
     """First /api/mcq call on a question (builds its cache), then ``repeats`` one-value calls."""
     import uvicorn
 
-    from unlearn_core.server.client import UnlearnClient
     from unlearn_core.server import create_app
+    from unlearn_core.server.client import UnlearnClient
 
     port = free_port()
     app = create_app(lambda: engine, token="")
@@ -283,15 +354,24 @@ def run_pytest(args: list[str], env: dict, timeout: float, forbid_skips: bool = 
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args]
     t = time.perf_counter()
     try:
-        p = subprocess.run(cmd, cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True,
-                           timeout=timeout)
+        p = subprocess.run(cmd, cwd=ROOT, env={**os.environ, **env}, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired as e:
         out = (e.stdout or b"").decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
         sys.stdout.write(out[-3000:])
         raise RuntimeError(f"timed out after {timeout:.0f} s ({out.count('.')} dots so far)") from None
     lines = [ln for ln in p.stdout.splitlines() if ln.strip()]
-    summary = next((ln.strip("= ") for ln in reversed(lines) if re.search(r"\b(passed|failed|error|skipped|"
-                                                                          r"deselected|no tests ran)\b", ln)), "")
+    summary = next(
+        (
+            ln.strip("= ")
+            for ln in reversed(lines)
+            if re.search(
+                r"\b(passed|failed|error|skipped|"
+                r"deselected|no tests ran)\b",
+                ln,
+            )
+        ),
+        "",
+    )
     if p.returncode != 0:
         sys.stdout.write(p.stdout[-6000:] + p.stderr[-2000:])
         raise RuntimeError(f"pytest exit {p.returncode}: {summary or 'no summary'}")
@@ -407,11 +487,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sweep-questions", type=int, help="questions of the 16-configuration sweep (100; dry run 4)")
     p.add_argument("--server-repeats", type=int, help="one-value /api/mcq calls timed (20; dry run 4)")
     p.add_argument("--l0", type=int, default=64, help="features firing per token in the random SAE (default 64)")
-    p.add_argument("--unit-tests", default=None,
-                   help="pytest arguments of the unit-test step (default: -m 'not integration and not browser "
-                        "and not cuda'; dry run: tests/unit/evaluation/test_mcq.py)")
-    p.add_argument("--budget-s", type=float, default=450.0,
-                   help="the whole check's time budget; the unit-test step gets what is left (at least 60 s)")
+    p.add_argument(
+        "--unit-tests",
+        default=None,
+        help="pytest arguments of the unit-test step (default: -m 'not integration and not browser "
+        "and not cuda'; dry run: tests/unit/evaluation/test_mcq.py)",
+    )
+    p.add_argument(
+        "--budget-s",
+        type=float,
+        default=450.0,
+        help="the whole check's time budget; the unit-test step gets what is left (at least 60 s)",
+    )
     args = p.parse_args(argv)
     t_start = time.perf_counter()
     sz = sizes(args)
@@ -423,8 +510,10 @@ def main(argv: list[str] | None = None) -> int:
     tab = Table(title, Path(args.out) if args.out else default_out(args.dry_run))
     cuda = torch.version.cuda or "none"
     tab.add("GPU", gpu_name())
-    tab.add("torch / CUDA / host", f"{torch.__version__} / CUDA {cuda} / {cpu_name()}, {os.cpu_count()} cores, "
-                                   f"Python {platform.python_version()}")
+    tab.add(
+        "torch / CUDA / host",
+        f"{torch.__version__} / CUDA {cuda} / {cpu_name()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+    )
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
 
@@ -434,8 +523,11 @@ def main(argv: list[str] | None = None) -> int:
         sync(device)
         c = engine.model.cfg
         n = sum(p.numel() for p in engine.model.parameters())
-        tab.add("model", f"gemma-2-2b-it shapes ({source}): {c.n_layers} layers, d_model {c.d_model}, "
-                         f"vocab {c.d_vocab}, {n / 1e6:,.0f}M parameters, random weights, {dtype} on {device}")
+        tab.add(
+            "model",
+            f"gemma-2-2b-it shapes ({source}): {c.n_layers} layers, d_model {c.d_model}, "
+            f"vocab {c.d_vocab}, {n / 1e6:,.0f}M parameters, random weights, {dtype} on {device}",
+        )
         return f"{time.perf_counter() - t:.1f} s", engine
 
     engine = tab.step("build engine (random model + SAE + stand-in tokenizer)", build)
@@ -443,16 +535,22 @@ def main(argv: list[str] | None = None) -> int:
     sweep_qs = qs[: sz["sweep_questions"]]
 
     def calib():
-        from unlearn_core.model.forward import tokenize
         from unlearn_core.evaluation.mcq import format_prompt
+        from unlearn_core.model.forward import tokenize
 
         l0, feats = calibrate(engine, qs[:16], args.l0, 40)
         n_tok = [len(tokenize(engine.model, [format_prompt(q, "chat", engine.model.tokenizer)])[0][0]) for q in qs]
         s = engine.saes[SAE_KEY]
-        tab.add("SAE", f"random JumpReLU via JumpReLUSAEConfig at {s.hook_name}, d_in {s.d_in}, d_sae {s.d_sae}, "
-                       f"measured L0 {l0:.0f}")
-        tab.add("questions", f"{len(qs)} synthetic, chat prompt {min(n_tok)}-{max(n_tok)} tokens "
-                             f"(mean {sum(n_tok) / len(n_tok):.0f}); letter scoring, batches of 8")
+        tab.add(
+            "SAE",
+            f"random JumpReLU via JumpReLUSAEConfig at {s.hook_name}, d_in {s.d_in}, d_sae {s.d_sae}, "
+            f"measured L0 {l0:.0f}",
+        )
+        tab.add(
+            "questions",
+            f"{len(qs)} synthetic, chat prompt {min(n_tok)}-{max(n_tok)} tokens "
+            f"(mean {sum(n_tok) / len(n_tok):.0f}); letter scoring, batches of 8",
+        )
         return f"L0 {l0:.0f}; clamped: the 10/20 most frequent features", feats
 
     feats = tab.step("calibration: SAE threshold, clamped features", calib, engine)
@@ -475,18 +573,27 @@ def main(argv: list[str] | None = None) -> int:
             dt = time.perf_counter() - t
             assert len(scores) == len(qs)
             return f"{dt:.1f} s, {len(qs) / dt:.1f} questions/s ({label})"
+
         return run
 
     tab.step(f"{len(qs)} questions, clean model", score_all(None, "mcq.score_questions, as `eval`"), engine)
-    tab.step(f"{len(qs)} questions, one clamp (20 features, c=50)",
-             score_all(iv, "the same path with the clamp hooks"), engine, iv)
+    tab.step(
+        f"{len(qs)} questions, one clamp (20 features, c=50)",
+        score_all(iv, "the same path with the clamp hooks"),
+        engine,
+        iv,
+    )
 
     def sweep():
         from unlearn_core.method import fastpath
 
         sets = (feats[:20], feats[20:40])  # two "retain thresholds" = two feature lists
-        configs = [[Intervention(SAE_KEY, tuple(fs[:n]), float(c))] for fs in sets for n in (10, 20)
-                   for c in (25, 50, 100, 200)]
+        configs = [
+            [Intervention(SAE_KEY, tuple(fs[:n]), float(c))]
+            for fs in sets
+            for n in (10, 20)
+            for c in (25, 50, 100, 200)
+        ]
         fastpath._LRU.clear()
         t = time.perf_counter()
         res = evaluate_configs(engine, sweep_qs, configs, scoring="letter", style="chat")
@@ -500,21 +607,30 @@ def main(argv: list[str] | None = None) -> int:
 
     def server():
         first, one = server_latency(engine, qs[0], feats[:20], sz["server_repeats"])
-        return (f"first call {first * 1000:.0f} ms (builds the question's cache); one clamp value p50 "
-                f"{pct(one, .5) * 1000:.0f} ms, p95 {pct(one, .95) * 1000:.0f} ms over {len(one)} calls")
+        return (
+            f"first call {first * 1000:.0f} ms (builds the question's cache); one clamp value p50 "
+            f"{pct(one, 0.5) * 1000:.0f} ms, p95 {pct(one, 0.95) * 1000:.0f} ms over {len(one)} calls"
+        )
 
     tab.step("server /api/mcq (uvicorn, HTTP, in-process engine)", server, engine, feats)
     if device == "cuda":
         tab.add("peak GPU memory (benchmark)", f"{torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
 
     parity_env = {"UNLEARN_PARITY_DEVICE": device}
-    tab.step("CUDA vs CPU parity tests (-m cuda)" + (" [dry run: cpu vs cpu]" if args.dry_run else ""),
-             lambda: run_pytest(["-m", "cuda", "tests/unit/model/test_cuda_parity.py"], parity_env, 300, forbid_skips=True))
-    unit = args.unit_tests if args.unit_tests is not None else default_unit_tests(
-        args.dry_run, importlib.util.find_spec("streamlit") is not None)
+    tab.step(
+        "CUDA vs CPU parity tests (-m cuda)" + (" [dry run: cpu vs cpu]" if args.dry_run else ""),
+        lambda: run_pytest(["-m", "cuda", "tests/unit/model/test_cuda_parity.py"], parity_env, 300, forbid_skips=True),
+    )
+    unit = (
+        args.unit_tests
+        if args.unit_tests is not None
+        else default_unit_tests(args.dry_run, importlib.util.find_spec("streamlit") is not None)
+    )
     left = max(60.0, args.budget_s - (time.perf_counter() - t_start))
-    tab.step(f"unit tests, UNLEARN_TEST_DEVICE={device} ({unit})",
-             lambda: run_pytest(shlex.split(unit), {"UNLEARN_TEST_DEVICE": device}, left))
+    tab.step(
+        f"unit tests, UNLEARN_TEST_DEVICE={device} ({unit})",
+        lambda: run_pytest(shlex.split(unit), {"UNLEARN_TEST_DEVICE": device}, left),
+    )
     tab.add("total wall time", f"{time.perf_counter() - t_start:.0f} s")
 
     md = tab.finish()

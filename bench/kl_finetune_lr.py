@@ -9,21 +9,21 @@ a per-feature scale and b_dec only at lr 1e-3 / 1e-2 (14 steps); the whole decod
 per-feature scale at lr 3e-5 with a 5-step warm-up (14 steps). 8 windows of 128 tokens per step,
 KL on a random quarter of the positions.
 """
+
 from __future__ import annotations
 
 import time
 
 import torch
-
 from common import load, machine, parser
 
 
 def main() -> None:
     args = parser(__doc__).parse_args()
-    from unlearn_core.features.stats import counted_mask
-    from unlearn_core.training.finetune_sae import KLFinetuneConfig, _sample_positions, kl_finetune, tail_logits
-    from unlearn_core.model.forward import pad_right
     from unlearn_core.evaluation.metrics import corpus_windows
+    from unlearn_core.features.stats import counted_mask
+    from unlearn_core.model.forward import pad_right
+    from unlearn_core.training.finetune_sae import KLFinetuneConfig, _sample_positions, kl_finetune, tail_logits
     from unlearn_core.training.train_sae import training_texts
 
     eng, _ = load(args)
@@ -57,8 +57,11 @@ def main() -> None:
     for lr in (1e-4, 5e-4, 2e-3):
         sae.load_state_dict(init)
         rep = kl_finetune(eng, args.sae, tr, KLFinetuneConfig(n_tokens=8 * 127 * 12, lr=lr, warmup_steps=1))
-        print(f"decoder, lr {lr:g}, no warm-up: dev KL after {dev_kl(zero, sae.W_dec, sae.b_dec):.4f} "
-              f"({rep['seconds']:.0f} s)", flush=True)
+        print(
+            f"decoder, lr {lr:g}, no warm-up: dev KL after {dev_kl(zero, sae.W_dec, sae.b_dec):.4f} "
+            f"({rep['seconds']:.0f} s)",
+            flush=True,
+        )
     sae.load_state_dict(init)
     trw = corpus_windows(m, tr, 8 * 127 * 14, 128)
 
@@ -86,8 +89,10 @@ def main() -> None:
             opt.zero_grad()
             kl.backward()
             opt.step()
-        print(f"{name}: dev KL after {dev_kl(ls.detach(), W.detach(), b.detach()):.4f} ({time.time() - t:.0f} s)",
-              flush=True)
+        print(
+            f"{name}: dev KL after {dev_kl(ls.detach(), W.detach(), b.detach()):.4f} ({time.time() - t:.0f} s)",
+            flush=True,
+        )
 
     run("scale + b_dec, lr 1e-3 (scale 1e-2)", False, 1e-3, 1)
     run("scale + b_dec, lr 1e-2 (scale 1e-1)", False, 1e-2, 1)

@@ -11,6 +11,7 @@ A 21-value MCQ curve and a 40-token generation are timed the same way.
 
     python bench/lock.py [--port 8791] [--features 20] [--tokens 10000]
 """
+
 from __future__ import annotations
 
 import shutil
@@ -45,8 +46,9 @@ def main() -> None:
     if args.tiny:
         args.model, args.sae = "tiny", "tiny"
     backend = ["--tiny"] if args.tiny else ["--model", args.model, "--sae", args.sae]
-    client = ensure_server(f"http://127.0.0.1:{port}", auto_start=True, timeout=600,
-                           extra_args=[*backend, "--cache-dir", str(cache)])
+    client = ensure_server(
+        f"http://127.0.0.1:{port}", auto_start=True, timeout=600, extra_args=[*backend, "--cache-dir", str(cache)]
+    )
     rows = []
     try:
         q = client.questions("wmdp-bio", limit=1)["questions"][0]
@@ -60,16 +62,33 @@ def main() -> None:
             client.mcq(question_id=q["id"], interventions=ivs, values=[1.0 + 7 * i])
             alone.append(time.perf_counter() - t)
         rows.append(("mcq alone (5 calls)", None, None, alone))
-        longs = [("perplexity, default body", "/api/perplexity", {"n_tokens": args.tokens}, "perplexity"),
-                 (f"perplexity with {len(top)} features clamped", "/api/perplexity",
-                  {"n_tokens": args.tokens, "interventions": ivs}, "perplexity"),
-                 (f"loss_added with {len(top)} features (clean baseline computed too)", "/api/loss_added",
-                  {"n_tokens": args.tokens, "interventions": ivs}, "loss_added"),
-                 ("mcq, 21-value curve (8 values a step)", "/api/mcq",
-                  {"question_id": q["id"], "interventions": ivs, "values": [float(v) for v in range(0, 201, 10)]},
-                  "mcq"),
-                 (f"generate 40 tokens, base and {len(top)} features clamped", "/api/generate",
-                  {"prompt": q["question"], "interventions": ivs, "max_new_tokens": 40}, "generate")]
+        longs = [
+            ("perplexity, default body", "/api/perplexity", {"n_tokens": args.tokens}, "perplexity"),
+            (
+                f"perplexity with {len(top)} features clamped",
+                "/api/perplexity",
+                {"n_tokens": args.tokens, "interventions": ivs},
+                "perplexity",
+            ),
+            (
+                f"loss_added with {len(top)} features (clean baseline computed too)",
+                "/api/loss_added",
+                {"n_tokens": args.tokens, "interventions": ivs},
+                "loss_added",
+            ),
+            (
+                "mcq, 21-value curve (8 values a step)",
+                "/api/mcq",
+                {"question_id": q["id"], "interventions": ivs, "values": [float(v) for v in range(0, 201, 10)]},
+                "mcq",
+            ),
+            (
+                f"generate 40 tokens, base and {len(top)} features clamped",
+                "/api/generate",
+                {"prompt": q["question"], "interventions": ivs, "max_new_tokens": 40},
+                "generate",
+            ),
+        ]
         for name, path, body, label in longs:
             stop = threading.Event()
             lat: list[float] = []
@@ -104,19 +123,22 @@ def main() -> None:
             (cache / "models").unlink()  # the link, not the models
         shutil.rmtree(cache, ignore_errors=True)
     print(f"machine: {machine()}")
-    print(f"server: {args.model} + SAE {args.sae}; long requests of {args.tokens} tokens; mcq every "
-          f"{args.period * 1000:.0f} ms on WMDP-bio question {q['id']} ({len(top)} features, one clamp value)\n")
+    print(
+        f"server: {args.model} + SAE {args.sae}; long requests of {args.tokens} tokens; mcq every "
+        f"{args.period * 1000:.0f} ms on WMDP-bio question {q['id']} ({len(top)} features, one clamp value)\n"
+    )
     print("| long request | time | longest hold of its kind so far | mcq calls during it | mcq p50 / p95 / max |")
     print("| --- | --- | --- | --- | --- |")
     for name, took, hold, lat in rows:
         t = f"{took:.1f} s" if took is not None else "-"
         h = f"{hold:.2f} s" if hold is not None else "-"
-        m = (f"{pct(lat, .5) * 1000:.0f} / {pct(lat, .95) * 1000:.0f} / {max(lat) * 1000:.0f} ms" if lat
-             else "-")
+        m = f"{pct(lat, 0.5) * 1000:.0f} / {pct(lat, 0.95) * 1000:.0f} / {max(lat) * 1000:.0f} ms" if lat else "-"
         print(f"| {name} | {t} | {h} | {len(lat)} | {m} |")
-    print(f"\nlock_stats over the whole run: max hold {st['max_hold_s']:.2f} s ({st['longest'][0]}), "
-          f"p95 hold {st['p95_hold_s']:.2f} s over {st['n']} holds; requests' wait for the lock: "
-          f"max {st['max_wait_s']:.2f} s, p95 {st['p95_wait_s']:.2f} s")
+    print(
+        f"\nlock_stats over the whole run: max hold {st['max_hold_s']:.2f} s ({st['longest'][0]}), "
+        f"p95 hold {st['p95_hold_s']:.2f} s over {st['n']} holds; requests' wait for the lock: "
+        f"max {st['max_wait_s']:.2f} s, p95 {st['p95_wait_s']:.2f} s"
+    )
     print("longest hold per label: " + ", ".join(f"{k} {v['max_hold_s']:.2f} s" for k, v in st["by_label"].items()))
 
 

@@ -18,6 +18,7 @@ for overhead), no setup.
     python bench/ray_sweep.py [--target bio-basics] [--limit 40] [--workers 2]
     OMP_NUM_THREADS=1 python bench/ray_sweep.py --tiny [--limit 24]
 """
+
 from __future__ import annotations
 
 import json
@@ -71,12 +72,29 @@ def estimate(tasks: list[dict], setup_s: float, overhead_s: float, gs: tuple[int
 def sweep(args, backend: str, out: Path, cache: Path) -> dict:
     from unlearn_core.cli import main
 
-    cmd = ["sweep", "--backend", backend, "--out", str(out), "--cache-dir", str(cache), "--json",
-           "--thresholds", args.thresholds, "--n", args.n, "--clamps", args.clamps]
+    cmd = [
+        "sweep",
+        "--backend",
+        backend,
+        "--out",
+        str(out),
+        "--cache-dir",
+        str(cache),
+        "--json",
+        "--thresholds",
+        args.thresholds,
+        "--n",
+        args.n,
+        "--clamps",
+        args.clamps,
+    ]
     if backend == "ray":
         cmd += ["--workers", str(args.workers)]
-    cmd += ["--tiny", "--limit", str(args.limit), "--all-questions"] if args.tiny else \
-        ["--target", args.target, "--limit", str(args.limit)]
+    cmd += (
+        ["--tiny", "--limit", str(args.limit), "--all-questions"]
+        if args.tiny
+        else ["--target", args.target, "--limit", str(args.limit)]
+    )
     t0 = time.perf_counter()
     assert main(cmd) == 0
     obj = json.loads((out / "results.json").read_text())
@@ -114,19 +132,27 @@ def main() -> None:
     share = [o / t["seconds"] for o, t in zip(over, tasks)]
     import torch
 
-    print(f"CPU: {cpu_name()}, {os.cpu_count()} cores; torch {torch.__version__} ({torch.get_num_threads()} threads "
-          f"locally, 1 per Ray worker)")
-    print(f"sweep: target {args.target}, --limit {args.limit}, thresholds {args.thresholds}, n {args.n}, "
-          f"clamps {args.clamps}: {len(local['results'])} rows; {len(tasks)} Ray tasks on {args.workers} workers")
+    print(
+        f"CPU: {cpu_name()}, {os.cpu_count()} cores; torch {torch.__version__} ({torch.get_num_threads()} threads "
+        f"locally, 1 per Ray worker)"
+    )
+    print(
+        f"sweep: target {args.target}, --limit {args.limit}, thresholds {args.thresholds}, n {args.n}, "
+        f"clamps {args.clamps}: {len(local['results'])} rows; {len(tasks)} Ray tasks on {args.workers} workers"
+    )
     print(f"identical rows (all fields but the wall time): {same}")
     print("| run | in all | setup | configurations phase |\n| --- | --- | --- | --- |")
     for name, r in (("local", local), (f"ray --workers {args.workers}", ray)):
         print(f"| {name} | {r['wall_s']:.1f} s | {r['setup_s']:.1f} s | {r['configurations_s']:.1f} s |")
     secs = [t["seconds"] for t in tasks]
-    print(f"task compute: median {statistics.median(secs):.2f} s (min {min(secs):.2f}, max {max(secs):.2f}), "
-          f"{statistics.median(t['questions'] for t in tasks):.0f} questions per task (median)")
-    print(f"Ray overhead per task: median {statistics.median(over) * 1000:.1f} ms, max {max(over) * 1000:.1f} ms; "
-          f"share of the task's compute: median {statistics.median(share):.2%}, max {max(share):.2%}")
+    print(
+        f"task compute: median {statistics.median(secs):.2f} s (min {min(secs):.2f}, max {max(secs):.2f}), "
+        f"{statistics.median(t['questions'] for t in tasks):.0f} questions per task (median)"
+    )
+    print(
+        f"Ray overhead per task: median {statistics.median(over) * 1000:.1f} ms, max {max(over) * 1000:.1f} ms; "
+        f"share of the task's compute: median {statistics.median(share):.2%}, max {max(share):.2%}"
+    )
     print("\nestimated speed-up on G workers (GPUs), G shards per set, setup serial in the driver:")
     print("| G | configurations phase | speed-up | whole job | speed-up |\n| --- | --- | --- | --- | --- |")
     for g, c, j, sc, sj in estimate(tasks, local["setup_s"], statistics.mean(over), (1, 2, 4, 8)):
@@ -136,12 +162,12 @@ def main() -> None:
 
 def tiny(args) -> None:
     """The tiny backend, one task per question: Ray's overhead at its worst."""
-    from unlearn_core.method.interventions import Intervention
     from unlearn_core.evaluation.ray_backend import EngineRecipe, RayPool, make_tasks, task_overheads
+    from unlearn_core.evaluation.sweep import count_in_steps
+    from unlearn_core.method.interventions import Intervention
+    from unlearn_core.model.tiny import tiny_engine
     from unlearn_core.server.access import load_question_set
     from unlearn_core.server.steps import fits_context
-    from unlearn_core.evaluation.sweep import count_in_steps
-    from unlearn_core.model.tiny import tiny_engine
 
     engine = tiny_engine(cache_dir=tempfile.mkdtemp(prefix="ray_bench_"))
     full = load_question_set("wmdp-bio", engine.settings.data_dir).questions
@@ -163,8 +189,7 @@ def tiny(args) -> None:
         ray_s = time.perf_counter() - t0
     finally:
         pool.close()
-    counts = [(sum(r.counts[i][0] for r in results), sum(r.counts[i][1] for r in results))
-              for i in range(len(configs))]
+    counts = [(sum(r.counts[i][0] for r in results), sum(r.counts[i][1] for r in results)) for i in range(len(configs))]
     over = task_overheads([r.record() for r in results])
     compute = sum(r.seconds for r in results)
     print(f"CPU: {cpu_name()}, {os.cpu_count()} cores; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}")
@@ -172,8 +197,10 @@ def tiny(args) -> None:
     print(f"local:            {local_s:8.2f} s")
     print(f"ray start-up:     {start_s:8.2f} s  (Ray + one engine per worker, paid once per job/server)")
     print(f"ray:              {ray_s:8.2f} s  (workers' compute {compute:.2f} s)")
-    print(f"overhead / task:  {statistics.median(over) * 1000:8.1f} ms median, "
-          f"{statistics.median(o / r.seconds for o, r in zip(over, results)):.1%} of a task's compute")
+    print(
+        f"overhead / task:  {statistics.median(over) * 1000:8.1f} ms median, "
+        f"{statistics.median(o / r.seconds for o, r in zip(over, results)):.1%} of a task's compute"
+    )
     print(f"identical counts: {counts == [(r.correct, r.total) for r in local]}")
 
 

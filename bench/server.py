@@ -5,6 +5,7 @@ model is already in the cache). Peak RSS = the server process's VmHWM after the 
 
     python bench/server.py [--port 8790] [--repeats 20]
 """
+
 from __future__ import annotations
 
 import statistics
@@ -14,7 +15,6 @@ from pathlib import Path
 from common import free_port, machine, parser, pct
 
 from unlearn_core.server.client import ensure_server
-
 
 
 def rss_peak_mb(pid: int) -> float:
@@ -30,8 +30,9 @@ def main() -> None:
     args = p.parse_args()
     port = args.port or free_port()
     t0 = time.perf_counter()
-    client = ensure_server(f"http://127.0.0.1:{port}", auto_start=True, timeout=600,
-                           extra_args=["--model", args.model, "--sae", args.sae])
+    client = ensure_server(
+        f"http://127.0.0.1:{port}", auto_start=True, timeout=600, extra_args=["--model", args.model, "--sae", args.sae]
+    )
     client.info()
     warm = time.perf_counter() - t0
     try:
@@ -65,9 +66,9 @@ def main() -> None:
     print(f"server: {args.model} + SAE {args.sae}; MCQ on WMDP-bio question {qid} with {len(top)} features\n")
     print("| what | value |\n| --- | --- |")
     print(f"| warm start (process start to first answered info) | {warm:.1f} s |")
-    print(f"| cached info request, p50 / p95 | {pct(info, .5) * 1000:.1f} / {pct(info, .95) * 1000:.1f} ms |")
+    print(f"| cached info request, p50 / p95 | {pct(info, 0.5) * 1000:.1f} / {pct(info, 0.95) * 1000:.1f} ms |")
     print(f"| MCQ call, first for this question (builds its cache) | {first * 1000:.0f} ms |")
-    print(f"| MCQ call, one clamp value, p50 / p95 | {pct(one, .5) * 1000:.0f} / {pct(one, .95) * 1000:.0f} ms |")
+    print(f"| MCQ call, one clamp value, p50 / p95 | {pct(one, 0.5) * 1000:.0f} / {pct(one, 0.95) * 1000:.0f} ms |")
     print(f"| MCQ call, 21-point curve, median | {statistics.median(curve):.2f} s |")
     print(f"| server peak RSS | {peak:.0f} MB |")
 

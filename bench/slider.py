@@ -7,6 +7,7 @@ downstream only from the first changed position, values batched).
 
     python bench/slider.py [--sae embedded] [--repeats 20]
 """
+
 from __future__ import annotations
 
 import random
@@ -16,9 +17,9 @@ import torch
 from common import load, machine, parser, pct, row, timeit
 
 from unlearn_core.data import loaders as D
-from unlearn_core.method import fastpath
 from unlearn_core.evaluation import mcq
 from unlearn_core.features.stats import encode_tokens
+from unlearn_core.method import fastpath
 from unlearn_core.method.interventions import Intervention
 
 
@@ -59,19 +60,27 @@ def main() -> None:
     iv = Intervention(key, feats, 20.0, "clamp")
     rng = random.Random(0)
     print(f"machine: {machine()}")
-    print(f"model {args.model}, SAE {key} at {engine.saes[key].hook_name}; question {q.id} "
-          f"({n_tok} tokens in letter format); {len(feats)} features; load {load_s:.1f}s\n")
+    print(
+        f"model {args.model}, SAE {key} at {engine.saes[key].hook_name}; question {q.id} "
+        f"({n_tok} tokens in letter format); {len(feats)} features; load {load_s:.1f}s\n"
+    )
     for scoring in ("cloze", "letter"):
         fastpath._LRU.clear()
         first = timeit(lambda: fastpath.score_curve(engine, q, [iv], [20.0], scoring, "plain"), 1)
-        fast1 = timeit(lambda: fastpath.score_curve(engine, q, [iv], [rng.uniform(1, 200)], scoring, "plain"),
-                       args.repeats)
+        fast1 = timeit(
+            lambda: fastpath.score_curve(engine, q, [iv], [rng.uniform(1, 200)], scoring, "plain"), args.repeats
+        )
         vals21 = [float(v) for v in range(0, 201, 10)]
-        fast21 = timeit(lambda: fastpath.score_curve(engine, q, [iv], vals21, scoring, "plain"), max(3, args.repeats // 5))
-        eng1 = timeit(lambda: mcq.score_question(engine, q, [replace(iv, value=rng.uniform(1, 200))], scoring, "plain"),
-                      max(3, args.repeats // 4))
-        naive1 = timeit(lambda: naive_score(engine, q, [replace(iv, value=rng.uniform(1, 200))], scoring),
-                        max(3, args.repeats // 4))
+        fast21 = timeit(
+            lambda: fastpath.score_curve(engine, q, [iv], vals21, scoring, "plain"), max(3, args.repeats // 5)
+        )
+        eng1 = timeit(
+            lambda: mcq.score_question(engine, q, [replace(iv, value=rng.uniform(1, 200))], scoring, "plain"),
+            max(3, args.repeats // 4),
+        )
+        naive1 = timeit(
+            lambda: naive_score(engine, q, [replace(iv, value=rng.uniform(1, 200))], scoring), max(3, args.repeats // 4)
+        )
         # gated: what one slider step costs the server (/api/mcq): the gated score and the gate's
         # report (rho from the cached codes; the open score is the step's own when the gate is open,
         # one static step when it is shut, whose gated score is the clean one, read from the cache)
@@ -86,8 +95,9 @@ def main() -> None:
 
         gated_open = timeit(lambda: gated_step(0.0), args.repeats)
         gated_shut = timeit(lambda: gated_step(1.0), args.repeats)
-        fast1b = timeit(lambda: fastpath.score_curve(engine, q, [iv], [rng.uniform(1, 200)], scoring, "plain"),
-                        args.repeats)  # static again, after the gated runs: the ratio is not one of warm-up
+        fast1b = timeit(
+            lambda: fastpath.score_curve(engine, q, [iv], [rng.uniform(1, 200)], scoring, "plain"), args.repeats
+        )  # static again, after the gated runs: the ratio is not one of warm-up
         print(f"### {scoring} scoring\n")
         print("| path | p50 | p95 | runs |\n| --- | --- | --- | --- |")
         print(row("straightforward: 1 update (full forward + hook + all logits)", naive1))
@@ -97,18 +107,21 @@ def main() -> None:
         print(row("fast: 21-point curve", fast21))
         print(row("fast: 1 update, static clamp again (after the gated rows)", fast1b))
         print(row("fast: 1 gated update, gate open (score + rho)", gated_open))
-        print(row("fast: 1 gated update, gate shut (clean score + rho + the open score for the tau curve)",
-                  gated_shut))
-        static = (pct(fast1, .5) + pct(fast1b, .5)) / 2
-        print(f"\nspeed-up of one update vs straightforward: {pct(naive1, .5) / pct(fast1, .5):.1f}x; "
-              f"21-point curve vs 21 straightforward updates: {21 * pct(naive1, .5) / pct(fast21, .5):.1f}x; "
-              f"gated update / static update (p50, static = mean of its two rows): open "
-              f"{pct(gated_open, .5) / static:.2f}x, shut {pct(gated_shut, .5) / static:.2f}x\n")
+        print(row("fast: 1 gated update, gate shut (clean score + rho + the open score for the tau curve)", gated_shut))
+        static = (pct(fast1, 0.5) + pct(fast1b, 0.5)) / 2
+        print(
+            f"\nspeed-up of one update vs straightforward: {pct(naive1, 0.5) / pct(fast1, 0.5):.1f}x; "
+            f"21-point curve vs 21 straightforward updates: {21 * pct(naive1, 0.5) / pct(fast21, 0.5):.1f}x; "
+            f"gated update / static update (p50, static = mean of its two rows): open "
+            f"{pct(gated_open, 0.5) / static:.2f}x, shut {pct(gated_shut, 0.5) / static:.2f}x\n"
+        )
         pc = fastpath.prompt_cache(engine, q, scoring, "plain", key)
         p0 = fastpath.first_changed(pc, iv)
-        print(f"rows {pc.tokens.shape[0]} x {pc.tokens.shape[1]} tokens, shared prefix {pc.shared}, first changed "
-              f"position {p0}, downstream blocks {engine.model.cfg.n_layers - pc.start_layer} of "
-              f"{engine.model.cfg.n_layers}\n")
+        print(
+            f"rows {pc.tokens.shape[0]} x {pc.tokens.shape[1]} tokens, shared prefix {pc.shared}, first changed "
+            f"position {p0}, downstream blocks {engine.model.cfg.n_layers - pc.start_layer} of "
+            f"{engine.model.cfg.n_layers}\n"
+        )
         if args.profile:
             from torch.profiler import ProfilerActivity, profile
 

@@ -1,7 +1,8 @@
 """Tokens/s of feature statistics vs a bare forward to the hook, on the same windows.
 
-    python bench/stats.py [--tokens 20000]
+python bench/stats.py [--tokens 20000]
 """
+
 from __future__ import annotations
 
 import tempfile
@@ -10,7 +11,7 @@ import time
 import torch
 from common import load, machine, parser
 
-from unlearn_core.features.stats import feature_stats, layer_of_hook, windows_for, corpus_docs
+from unlearn_core.features.stats import corpus_docs, feature_stats, layer_of_hook, windows_for
 from unlearn_core.model.forward import pad_right
 
 
@@ -35,12 +36,16 @@ def main() -> None:
     t_stats = time.perf_counter() - t
     n = sum(len(w) for w in windows)
     print(f"machine: {machine()}")
-    print(f"SAE {key} at {engine.saes[key].hook_name} (d_sae {engine.saes[key].d_sae}); "
-          f"{len(windows)} windows of <=128 tokens, {n} tokens\n")
+    print(
+        f"SAE {key} at {engine.saes[key].hook_name} (d_sae {engine.saes[key].d_sae}); "
+        f"{len(windows)} windows of <=128 tokens, {n} tokens\n"
+    )
     print("| path | time | tokens/s |\n| --- | --- | --- |")
     print(f"| bare forward to the hook (stop_at_layer={stop}) | {t_bare:.1f} s | {n / t_bare:.0f} |")
     print(f"| feature statistics (freq, mean, max, histogram, per-window max) | {t_stats:.1f} s | {n / t_stats:.0f} |")
-    print(f"\nstatistics run at {t_bare / t_stats:.0%} of the bare forward's speed ({st.n_tokens} non-BOS tokens counted)")
+    print(
+        f"\nstatistics run at {t_bare / t_stats:.0%} of the bare forward's speed ({st.n_tokens} non-BOS tokens counted)"
+    )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ The default scoring of the embedded base model is cloze (order-invariant, so no 
 
     python bench/sweep.py [--questions 50] [--scoring cloze|letter]
 """
+
 from __future__ import annotations
 
 import time
@@ -16,11 +17,11 @@ import time
 from common import load, machine, parser
 
 from unlearn_core.data import loaders as D
-from unlearn_core.method import fastpath
-from unlearn_core.features.stats import feature_stats, select_features
-from unlearn_core.method.interventions import Intervention
 from unlearn_core.evaluation.mcq import all_orderings, score_questions
 from unlearn_core.evaluation.sweep import evaluate_configs
+from unlearn_core.features.stats import feature_stats, select_features
+from unlearn_core.method import fastpath
+from unlearn_core.method.interventions import Intervention
 
 
 def main() -> None:
@@ -39,8 +40,10 @@ def main() -> None:
     orderings = args.scoring == "letter"
     items = [v for q in qs for v in all_orderings(q)] if orderings else qs
     print(f"machine: {machine()}")
-    print(f"SAE {key} at {engine.saes[key].hook_name}; {len(configs)} configurations; {len(qs)} WMDP-bio questions; "
-          f"scoring {args.scoring}{' x 24 orderings' if orderings else ''} = {len(items)} items per configuration\n")
+    print(
+        f"SAE {key} at {engine.saes[key].hook_name}; {len(configs)} configurations; {len(qs)} WMDP-bio questions; "
+        f"scoring {args.scoring}{' x 24 orderings' if orderings else ''} = {len(items)} items per configuration\n"
+    )
     fastpath._LRU.clear()
     t = time.perf_counter()
     shared = evaluate_configs(engine, qs, configs, scoring=args.scoring, style="plain", orderings=orderings)

@@ -17,6 +17,7 @@ counts as *topic* when most of its top contexts peak on non-format words.
 forget corpus, the retain threshold, the selection method (search: the target's query) or N of the
 ``--target`` given, to see how another selection (e.g. the sweep's paper one) reads.
 """
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -24,9 +25,9 @@ from pathlib import Path
 
 from common import load, machine, parser
 
+from unlearn_core.evaluation.targets import load_targets, select_for_target, selection_text
 from unlearn_core.features import stats as F
 from unlearn_core.features.descriptions import STOPWORDS, describe_examples, peak_word
-from unlearn_core.evaluation.targets import load_targets, select_for_target, selection_text
 
 FORMAT_WORDS = {"a", "b", "c", "d", "question", "answer", "which", "what", "following"}
 
@@ -44,8 +45,11 @@ def main() -> None:
     p.add_argument("--retain", nargs="+", help="with --target: these retain corpora instead of the registry's")
     p.add_argument("--forget", help="with --target: this forget corpus instead of the registry's")
     p.add_argument("--threshold", type=float, help="with --target: this retain threshold instead of the registry's")
-    p.add_argument("--method", choices=["frequency", "search"],
-                   help="with --target: this selection method instead of the registry's (search: its query)")
+    p.add_argument(
+        "--method",
+        choices=["frequency", "search"],
+        help="with --target: this selection method instead of the registry's (search: its query)",
+    )
     p.add_argument("--n", type=int, help="with --target: this many features (the table shows the top --top)")
     args = p.parse_args()
     if (args.retain or args.forget or args.threshold or args.method or args.n) and not args.target:
@@ -64,8 +68,12 @@ def main() -> None:
     for name, t in targets.items():
         sel = select_for_target(engine, t, sae, threshold=args.threshold)
         fs = sel["forget_stats"]
-        lines += [f"#### {name} (forget corpus {sel['forget_corpus']}; {selection_text(sel)})", "",
-                  "| feature | forget freq | peaks on | around | reads as |", "| --- | --- | --- | --- | --- |"]
+        lines += [
+            f"#### {name} (forget corpus {sel['forget_corpus']}; {selection_text(sel)})",
+            "",
+            "| feature | forget freq | peaks on | around | reads as |",
+            "| --- | --- | --- | --- | --- |",
+        ]
         n_topic = 0
         rows = sel["features"][: args.top]
         for r in rows:
@@ -74,8 +82,10 @@ def main() -> None:
             topic = sum(not is_format(w) for w in words) > len(words) / 2
             n_topic += topic
             d = describe_examples(ex)
-            lines.append(f"| {r['feature']} | {r['forget_freq']:.4f} | {', '.join(d['fires_on']) or '—'} | "
-                         f"{', '.join(d['context'][:4]) or '—'} | {'topic' if topic else 'format'} |")
+            lines.append(
+                f"| {r['feature']} | {r['forget_freq']:.4f} | {', '.join(d['fires_on']) or '—'} | "
+                f"{', '.join(d['context'][:4]) or '—'} | {'topic' if topic else 'format'} |"
+            )
         summary.append((name, n_topic, len(rows)))
         lines.append("")
     lines.append("| target | topic features in the top 10 |")

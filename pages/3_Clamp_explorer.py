@@ -1,6 +1,7 @@
 """Clamp explorer: one question, a set of features, a mode and a clamp value c: the A/B/C/D
 probabilities with and without the intervention (live as the slider moves), the probability-vs-c
 curve (the paper's Figure 4) with loss added, the prompt's activations, and generations."""
+
 from __future__ import annotations
 
 import json
@@ -33,6 +34,7 @@ if q is None:
 with st.expander("The question", expanded=False):
     QS.show_question(q)
 
+
 def use_target_defaults() -> None:
     """A callback: the target's default intervention (its selection, mode and c) into the widgets."""
     try:
@@ -43,7 +45,8 @@ def use_target_defaults() -> None:
     if not sel["features"]:
         st.session_state["_target_error"] = ValueError(
             "no feature passes the target's selection on this SAE: "
-            + R.selection_summary(target, TP.selection_corpus(target)))
+            + R.selection_summary(target, TP.selection_corpus(target))
+        )
         return
     st.session_state["features"] = R.format_feature_list([(sae, r["feature"]) for r in sel["features"]], sae)
     st.session_state["mode"] = target["intervention"]["mode"]
@@ -55,44 +58,79 @@ with c1:
     items = FS.features_input(info, sae)
     if target:
         iv0 = target["intervention"]
-        st.button("Use the target's default features", key="use_target", on_click=use_target_defaults,
-                  help=f"The {target['name']} target's selection ({R.selection_summary(target, TP.selection_corpus(target))}) "
-                       f"with its default mode ({iv0['mode']}) and c ({iv0['c']:g}); slow the first time.")
+        st.button(
+            "Use the target's default features",
+            key="use_target",
+            on_click=use_target_defaults,
+            help=f"The {target['name']} target's selection "
+            f"({R.selection_summary(target, TP.selection_corpus(target))}) "
+            f"with its default mode ({iv0['mode']}) and c ({iv0['c']:g}); slow the first time.",
+        )
     err = st.session_state.pop("_target_error", None)
     if err is not None:
         ER.show_error(err, "the target's default features")
 with c2:
     modes = info.get("modes") or list(labels)
-    mode = US.url_selectbox("Mode", modes, key="mode", format_func=lambda m: labels.get(m, m),
-                        help="clamp-when-active is the paper's method; 'add' is a different (unconditional) "
-                             "intervention; 'reconstruct' drops the SAE error term (its damage is the SAE's own); "
-                             "'gated' clamps only prompts where the features fire on more than τ of the tokens "
-                             "(Dynamic SAE Guardrails), 'dsg' with DSG's own clamp.")
+    mode = US.url_selectbox(
+        "Mode",
+        modes,
+        key="mode",
+        format_func=lambda m: labels.get(m, m),
+        help="clamp-when-active is the paper's method; 'add' is a different (unconditional) "
+        "intervention; 'reconstruct' drops the SAE error term (its damage is the SAE's own); "
+        "'gated' clamps only prompts where the features fire on more than τ of the tokens "
+        "(Dynamic SAE Guardrails), 'dsg' with DSG's own clamp.",
+    )
     gate = None
     if mode in R.GATED:
-        how = st.segmented_control("Gate τ", ["percentile", "value"], default="percentile", key="gate_how",
-                                   help="A percentile of ρ over windows of a retain corpus (DSG: 95th), "
-                                        "calibrated once per feature set on the server; or τ itself.") or "percentile"
+        how = (
+            st.segmented_control(
+                "Gate τ",
+                ["percentile", "value"],
+                default="percentile",
+                key="gate_how",
+                help="A percentile of ρ over windows of a retain corpus (DSG: 95th), "
+                "calibrated once per feature set on the server; or τ itself.",
+            )
+            or "percentile"
+        )
         if how == "percentile":
-            gate = {"gate_percentile": float(st.number_input("Percentile of ρ on wikitext@train", 0.0, 100.0, 95.0,
-                                                             step=1.0, key="gate_pct"))}
+            gate = {
+                "gate_percentile": float(
+                    st.number_input("Percentile of ρ on wikitext@train", 0.0, 100.0, 95.0, step=1.0, key="gate_pct")
+                )
+            }
         else:
             gate = {"gate": float(st.number_input("τ", 0.0, 1.0, 0.15, step=0.01, key="gate_tau"))}
     rmu_done = RV.finished()
-    variant = st.selectbox("Compare with an RMU model", [None, *rmu_done], key="variant",
-                           format_func=lambda v: "— none —" if v is None else v,
-                           help="A finished RMU run (train one on the Batch evaluation page): its probabilities "
-                                "on this question, next to the base model's and the clamp's.") if rmu_done else None
-    on_top = bool(variant) and st.checkbox("Clamp on top of it", key="on_top",
-                                           help="Apply the clamp to the RMU model instead of the model as loaded: "
-                                                "the curve, loss added, heat map and generation below are then "
-                                                "the RMU model's (with and without the clamp).")
+    variant = (
+        st.selectbox(
+            "Compare with an RMU model",
+            [None, *rmu_done],
+            key="variant",
+            format_func=lambda v: "— none —" if v is None else v,
+            help="A finished RMU run (train one on the Batch evaluation page): its probabilities "
+            "on this question, next to the base model's and the clamp's.",
+        )
+        if rmu_done
+        else None
+    )
+    on_top = bool(variant) and st.checkbox(
+        "Clamp on top of it",
+        key="on_top",
+        help="Apply the clamp to the RMU model instead of the model as loaded: "
+        "the curve, loss added, heat map and generation below are then "
+        "the RMU model's (with and without the clamp).",
+    )
     top = {"variant": variant} if on_top else {}  # requests on the RMU model, the clamp on top of it
 zero = mode == "zero"
 if not items and mode != "reconstruct":
-    st.info("Choose features to clamp: type ids, load a feature set (made on **Feature search** or **Token "
-            "highlighting**), use the target's default features (button above), or the forget/retain selection "
-            "below.", icon=":material/touch_app:")
+    st.info(
+        "Choose features to clamp: type ids, load a feature set (made on **Feature search** or **Token "
+        "highlighting**), use the target's default features (button above), or the forget/retain selection "
+        "below.",
+        icon=":material/touch_app:",
+    )
     c1, c2, c3 = st.columns([1, 1, 2], vertical_alignment="bottom")
     thr = c1.select_slider("Retain threshold", [0.5, 0.1, 0.05, 0.01, 0.005, 0.001], value=0.01, key="sug_thr")
     n = c2.number_input("N", 1, 100, 10, key="sug_n")
@@ -108,10 +146,14 @@ if not items and mode != "reconstruct":
             st.session_state["features"] = R.format_feature_list([(sae, r["feature"]) for r in sel["features"]], sae)
         else:
             st.session_state["_suggest_error"] = ValueError(
-                f"no feature passes the retain threshold {thr:g} on this SAE; raise it")
+                f"no feature passes the retain threshold {thr:g} on this SAE; raise it"
+            )
 
-    c3.button("Use the top-N forget/retain features", on_click=suggest,
-              help="The paper's selection on wmdp-bio-text vs wikitext (slow the first time).")
+    c3.button(
+        "Use the top-N forget/retain features",
+        on_click=suggest,
+        help="The paper's selection on wmdp-bio-text vs wikitext (slow the first time).",
+    )
     err = st.session_state.pop("_suggest_error", None)
     if err is not None:
         ER.show_error(err, "the forget/retain selection")
@@ -128,33 +170,55 @@ CURVE_CHUNK = 7  # clamp values per request: the curve fills in as it comes, and
 def live() -> None:
     """The slider and everything that depends on c. A fragment: moving the slider reruns only
     this, not the question list, the heat map or the generation panel."""
-    c = US.url_widget(st.slider, "Clamp value c (active features are set to −c)", "c", C_DEFAULT,
-                     parse=US.int_in(0, TP.MAX_C), min_value=0, max_value=TP.MAX_C, step=1, disabled=zero,
-                     help="Paper: 20–25 on gemma-2b-it, 50–100 on gemma-2-2b-it; this workbench's targets default "
-                          "to a few hundred (the target button above sets it). c = 0 is zero ablation, which the "
-                          "paper found ineffective.")
+    c = US.url_widget(
+        st.slider,
+        "Clamp value c (active features are set to −c)",
+        "c",
+        C_DEFAULT,
+        parse=US.int_in(0, TP.MAX_C),
+        min_value=0,
+        max_value=TP.MAX_C,
+        step=1,
+        disabled=zero,
+        help="Paper: 20–25 on gemma-2b-it, 50–100 on gemma-2-2b-it; this workbench's targets default "
+        "to a few hundred (the target button above sets it). c = 0 is zero ablation, which the "
+        "paper found ineffective.",
+    )
     value = 0.0 if zero else float(c)
     ivs = R.interventions_for(items, value, mode, sae, gate)
-    res = ER.attempt(lambda: CN.cached("mcq", question_id=q["id"], set=qset, interventions=ivs, values=[value], **top),
-                    "scoring the question", spinner=f"Scoring with c = {value:g}…")
+    res = ER.attempt(
+        lambda: CN.cached("mcq", question_id=q["id"], set=qset, interventions=ivs, values=[value], **top),
+        "scoring the question",
+        spinner=f"Scoring with c = {value:g}…",
+    )
     if res is None:
         return
-    st.session_state["_clamp_scored"] = {"id": q["id"], "prompts": res.get("prompts") or [],
-                                         "scoring": res["scoring"], "base": res["base"],
-                                         "answer": res["question"]["answer"]}
+    st.session_state["_clamp_scored"] = {
+        "id": q["id"],
+        "prompts": res.get("prompts") or [],
+        "scoring": res["scoring"],
+        "base": res["base"],
+        "answer": res["question"]["answer"],
+    }
     base = res["base"]  # clamping on top of an RMU model: that model's, without the clamp
     inter = res["curve"][0]["score"]
     answer = res["question"]["answer"]
     st.subheader("Answer probabilities")
-    cap = (f"Question {q['id']} · {labels.get(mode, mode)} · c = {value:g} · {len(items)} feature(s): "
-           f"{R.short(ids_text, 80) or '—'}")
+    cap = (
+        f"Question {q['id']} · {labels.get(mode, mode)} · c = {value:g} · {len(items)} feature(s): "
+        f"{R.short(ids_text, 80) or '—'}"
+    )
     rows = [("base", base), (f"{variant} + clamp (c={value:g})" if top else f"intervened (c={value:g})", inter)]
     if variant:  # the other model alone: it does not depend on c, so a slider move reads it from the app's cache
         other = {} if top else {"variant": variant}
-        rv = ER.attempt(lambda: CN.cached("mcq", question_id=q["id"], set=qset, **other),
-                       "scoring on the model as loaded" if top else f"scoring on {variant}")
+        rv = ER.attempt(
+            lambda: CN.cached("mcq", question_id=q["id"], set=qset, **other),
+            "scoring on the model as loaded" if top else f"scoring on {variant}",
+        )
         if rv is not None:
-            rows = [("base", rv["base"]), (variant, base), rows[1]] if top else [rows[0], (variant, rv["base"]), rows[1]]
+            rows = (
+                [("base", rv["base"]), (variant, base), rows[1]] if top else [rows[0], (variant, rv["base"]), rows[1]]
+            )
             base = rows[0][1]
     st.markdown(R.prob_table_markdown(rows, answer))
     left, right = st.columns([2, 3])
@@ -163,30 +227,42 @@ def live() -> None:
         change = f"the answer changes **{b} → {a}**" if a != b else f"the answer stays **{a}**"
         st.markdown(f"Correct answer: **{R.LETTERS[answer]}** · {change}")
         p_ok = (base["probs"][answer], inter["probs"][answer])
-        st.metric(f"P(correct answer {R.LETTERS[answer]})", f"{p_ok[1]:.4f}", f"{p_ok[1] - p_ok[0]:+.4f} vs base",
-                  delta_color="inverse")
+        st.metric(
+            f"P(correct answer {R.LETTERS[answer]})",
+            f"{p_ok[1]:.4f}",
+            f"{p_ok[1] - p_ok[0]:+.4f} vs base",
+            delta_color="inverse",
+        )
         if len(rows) == 3:
             p_rmu = rows[1][1]["probs"][answer]
-            st.metric(f"P(correct) on {variant}", f"{p_rmu:.4f}", f"{p_rmu - p_ok[0]:+.4f} vs base",
-                      delta_color="inverse")
-        how = ("probabilities are a softmax over the four answers' mean log-likelihoods (cloze), so they sum to 1"
-               if res["scoring"] == "cloze" else
-               "probabilities are softmax over the whole vocabulary, so they need not sum to 1 ('mass on A-D')")
+            st.metric(
+                f"P(correct) on {variant}", f"{p_rmu:.4f}", f"{p_rmu - p_ok[0]:+.4f} vs base", delta_color="inverse"
+            )
+        how = (
+            "probabilities are a softmax over the four answers' mean log-likelihoods (cloze), so they sum to 1"
+            if res["scoring"] == "cloze"
+            else "probabilities are softmax over the whole vocabulary, so they need not sum to 1 ('mass on A-D')"
+        )
         st.caption(f"{cap}. Scoring: {res['scoring']} ({res['prompt_format']} prompt); {how}.")
     with right:
-        st.markdown(R.prob_bars_html(base["probs"], inter["probs"], answer, rows[-1][0]),
-                    unsafe_allow_html=True)
+        st.markdown(R.prob_bars_html(base["probs"], inter["probs"], answer, rows[-1][0]), unsafe_allow_html=True)
     for g in res.get("gates") or []:
         st.markdown(R.gate_markdown(g))
         taus, ps = R.tau_curve_points(g)
-        st.plotly_chart(FIG.tau_curve(taus, ps, g["rho"], g["tau"], R.LETTERS[answer]), key=f"tau_curve_{g['intervention']}")
-        st.caption(f"P(correct) against τ at c = {value:g}: {g['p_correct_open']:.3f} where the gate opens (τ < ρ), "
-                   f"{g['p_correct_clean']:.3f} (the clean model) where it stays shut"
-                   + ("; with several gated interventions, each curve holds the others' gates open." if
-                      len(res["gates"]) > 1 else "."))
+        st.plotly_chart(
+            FIG.tau_curve(taus, ps, g["rho"], g["tau"], R.LETTERS[answer]), key=f"tau_curve_{g['intervention']}"
+        )
+        st.caption(
+            f"P(correct) against τ at c = {value:g}: {g['p_correct_open']:.3f} where the gate opens (τ < ρ), "
+            f"{g['p_correct_clean']:.3f} (the clean model) where it stays shut"
+            + (
+                "; with several gated interventions, each curve holds the others' gates open."
+                if len(res["gates"]) > 1
+                else "."
+            )
+        )
     with st.expander("Interventions sent to the server"):
         st.code(json.dumps(res["interventions"], indent=1), language="json")
-
 
 
 @st.fragment
@@ -205,31 +281,51 @@ def curve_panel(base: dict, answer: int) -> None:
     chunks = [CURVE_VALUES[i : i + CURVE_CHUNK] for i in range(0, len(CURVE_VALUES), CURVE_CHUNK)]
     for k, vals in enumerate(chunks):
         if points:  # what has come so far, while the rest is scored
-            slot.plotly_chart(FIG.prob_curve([p["value"] for p in points], [p["score"]["probs"] for p in points],
-                                             answer, base=base["probs"],
-                                             mode_label=labels.get(mode, mode)), key=f"curve_part{k}")
-        part = ER.attempt(lambda vals=vals: CN.cached("mcq", question_id=q["id"], set=qset, interventions=curve_ivs,
-                                                    values=vals, **top),
-                         "the probability curve", spinner=f"Scoring clamp values {vals[0]:g}–{vals[-1]:g} "
-                                                          f"({k + 1} of {len(chunks)})…")
+            slot.plotly_chart(
+                FIG.prob_curve(
+                    [p["value"] for p in points],
+                    [p["score"]["probs"] for p in points],
+                    answer,
+                    base=base["probs"],
+                    mode_label=labels.get(mode, mode),
+                ),
+                key=f"curve_part{k}",
+            )
+        part = ER.attempt(
+            lambda vals=vals: CN.cached(
+                "mcq", question_id=q["id"], set=qset, interventions=curve_ivs, values=vals, **top
+            ),
+            "the probability curve",
+            spinner=f"Scoring clamp values {vals[0]:g}–{vals[-1]:g} ({k + 1} of {len(chunks)})…",
+        )
         if part is None:
             return
         points += part["curve"]
     loss_store = st.session_state.setdefault("loss_added", {})
     c1, c2, c3 = st.columns([1, 1, 2], vertical_alignment="bottom")
     corpus = c1.selectbox("Loss-added corpus", ["webtext", "wikitext", "pile"], key="loss_corpus")
-    ntok = c2.number_input("Tokens", 256, int(info.get("limits", {}).get("max_eval_tokens", 100_000)), 2000,
-                           step=500, key="loss_tokens")
+    ntok = c2.number_input(
+        "Tokens", 256, int(info.get("limits", {}).get("max_eval_tokens", 100_000)), 2000, step=500, key="loss_tokens"
+    )
     lkey = f"{ids_text}|{mode}|{corpus}|{int(ntok)}|{top.get('variant', '')}"
-    if c3.button(f"Add loss added at c = {', '.join(f'{v:g}' for v in LOSS_VALUES)}",
-                 help="Mean next-token loss with the clamp minus without, on a sample of the corpus. "
-                      "Slow on CPU: one evaluation per value."):
+    if c3.button(
+        f"Add loss added at c = {', '.join(f'{v:g}' for v in LOSS_VALUES)}",
+        help="Mean next-token loss with the clamp minus without, on a sample of the corpus. "
+        "Slow on CPU: one evaluation per value.",
+    ):
         bar = st.progress(0.0, text="loss added…")
         out = {}
         for i, v in enumerate(LOSS_VALUES):
-            r = ER.attempt(lambda v=v: CN.cached("loss_added_task",  # a task: past the synchronous limit too
-                                                interventions=R.interventions_for(items, v, mode, sae, gate),
-                                               corpus=corpus, n_tokens=int(ntok), **top), f"loss added at c={v:g}")
+            r = ER.attempt(
+                lambda v=v: CN.cached(
+                    "loss_added_task",  # a task: past the synchronous limit too
+                    interventions=R.interventions_for(items, v, mode, sae, gate),
+                    corpus=corpus,
+                    n_tokens=int(ntok),
+                    **top,
+                ),
+                f"loss added at c={v:g}",
+            )
             if r is None:
                 break
             out[v] = r["loss_added"]
@@ -238,13 +334,26 @@ def curve_panel(base: dict, answer: int) -> None:
         if out:
             loss_store[lkey] = out
     loss = loss_store.get(lkey)
-    slot.plotly_chart(FIG.prob_curve([p["value"] for p in points], [p["score"]["probs"] for p in points], answer,
-                                     base=base["probs"], loss=loss, mode_label=labels.get(mode, mode)),
-                      key="curve")
+    slot.plotly_chart(
+        FIG.prob_curve(
+            [p["value"] for p in points],
+            [p["score"]["probs"] for p in points],
+            answer,
+            base=base["probs"],
+            loss=loss,
+            mode_label=labels.get(mode, mode),
+        ),
+        key="curve",
+    )
     dotted = f"{top['variant']} without the clamp" if top else "the clean model"
-    st.caption(f"Solid lines: with the intervention at each c; dotted: {dotted}. "
-               + (f"Grey squares: loss added on {int(ntok)} tokens of {corpus} (right axis)." if loss
-                  else "Press the button to add the loss added (right axis)."))
+    st.caption(
+        f"Solid lines: with the intervention at each c; dotted: {dotted}. "
+        + (
+            f"Grey squares: loss added on {int(ntok)} tokens of {corpus} (right axis)."
+            if loss
+            else "Press the button to add the loss added (right axis)."
+        )
+    )
 
 
 live()
@@ -262,43 +371,68 @@ shown = prompts[q["answer"]] if cloze and len(prompts) == 4 else prompts[0]
 st.subheader("Where the features fire in the scored text")
 feats = [f for s, f in items if s == sae]
 if feats:
-    acts = ER.attempt(lambda: CN.cached("activations", text=shown, sae=sae, features=feats, top_k=1, **top),
-                     "the prompt's activations", spinner="Encoding the prompt…")
+    acts = ER.attempt(
+        lambda: CN.cached("activations", text=shown, sae=sae, features=feats, top_k=1, **top),
+        "the prompt's activations",
+        spinner="Encoding the prompt…",
+    )
     if acts is not None:
         combined = [max(row) if row else 0.0 for row in acts["values"]]
         vmax = max(combined + [1e-9])
         WG.heatmap(acts["tokens"], combined, vmax=vmax, skip_first=True)
         st.markdown(R.legend_html(vmax, "max activation of the chosen features"), unsafe_allow_html=True)
-        what = ("Cloze scoring scores four texts, the question followed by each answer; this is the correct "
-                "answer's (the other three share the question part). " if cloze else
-                "The prompt exactly as letter scoring reads it. ")
-        st.caption(what + "In it, the clamp acts only where a chosen feature is > 0 (coloured tokens); in "
-                          "generation, also on generated tokens where a chosen feature fires.")
+        what = (
+            "Cloze scoring scores four texts, the question followed by each answer; this is the correct "
+            "answer's (the other three share the question part). "
+            if cloze
+            else "The prompt exactly as letter scoring reads it. "
+        )
+        st.caption(
+            what + "In it, the clamp acts only where a chosen feature is > 0 (coloured tokens); in "
+            "generation, also on generated tokens where a chosen feature fires."
+        )
 else:
     st.caption("No features of the selected SAE chosen.")
 
 # ---------------------------------------------------------------- generation
 st.subheader("Generation: base vs intervened")
 # the prompt the scorer reads, without an answer: cloze's question prefix, or the lettered prompt
-gen_default = (prompts[0][: len(prompts[0]) - len(" " + q["choices"][0].strip())] if cloze and len(prompts) == 4
-               else prompts[0])
+gen_default = (
+    prompts[0][: len(prompts[0]) - len(" " + q["choices"][0].strip())] if cloze and len(prompts) == 4 else prompts[0]
+)
 # keyed by question and scoring: a text area keeps what it holds under one key, so one key for every
 # question would keep the previous question's prompt (and generate for a question not on screen)
-prompt = st.text_area("Prompt", value=gen_default, key=f"gen_prompt:{q['id']}:{scored.get('scoring')}", height=140,
-                      help="The question as it is scored; edit freely.")
+prompt = st.text_area(
+    "Prompt",
+    value=gen_default,
+    key=f"gen_prompt:{q['id']}:{scored.get('scoring')}",
+    height=140,
+    help="The question as it is scored; edit freely.",
+)
 c1, c2 = st.columns([1, 3], vertical_alignment="bottom")
 max_new = c1.number_input("New tokens", 1, int(info.get("limits", {}).get("max_new_tokens", 512)), 40, key="gen_n")
 gparams = dict(prompt=prompt, interventions=ivs, max_new_tokens=int(max_new), **top)
-if WG.once("generate", gparams, c2.button("Generate both", help="Greedy decoding with the slider's current c; the "
-                                                                "clamp also applies to generated tokens.")):
-    g = ER.attempt(lambda: CN.cached("generate_task", **gparams), "generation", spinner="Generating (base, then "
-                                                                               "intervened)…")
+if WG.once(
+    "generate",
+    gparams,
+    c2.button(
+        "Generate both", help="Greedy decoding with the slider's current c; the clamp also applies to generated tokens."
+    ),
+):
+    g = ER.attempt(
+        lambda: CN.cached("generate_task", **gparams), "generation", spinner="Generating (base, then intervened)…"
+    )
     if g is not None:
         a, b = st.columns(2)
         model = top.get("variant", "")
-        for col, title, out in ((a, f"**{model or 'Base'}**", g["base"]),
-                                (b, f"**{model + ' + clamp' if model else 'Intervened'}** ({labels.get(mode, mode)}, "
-                                    f"c = {c_now:g})", g.get("intervened"))):
+        for col, title, out in (
+            (a, f"**{model or 'Base'}**", g["base"]),
+            (
+                b,
+                f"**{model + ' + clamp' if model else 'Intervened'}** ({labels.get(mode, mode)}, c = {c_now:g})",
+                g.get("intervened"),
+            ),
+        ):
             col.markdown(title)
             col.code(out if (out or "").strip() else f"(only whitespace: {out!r})", language=None, wrap_lines=True)
 

@@ -11,6 +11,7 @@ disk cache entry (model identity, SAE fingerprint, corpus documents' digest, tok
 is read only when all of them match. Rerun after changing the embedded model or SAE, a built-in
 target's corpora or token budget, or the shipped corpora's text; files no request names are removed.
 """
+
 from __future__ import annotations
 
 import argparse

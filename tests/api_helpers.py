@@ -1,5 +1,6 @@
 """Shared by the in-process server tests (FastAPI TestClient on the tiny backend): helpers, and
 module-scoped fixtures (a test module imports them, and gets its own tiny engine and cache)."""
+
 from __future__ import annotations
 
 import time
@@ -7,8 +8,8 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 
-from unlearn_core.server import create_app
 from unlearn_core.model.tiny import tiny_engine
+from unlearn_core.server import create_app
 
 
 def wait_ok(c: TestClient, timeout: float = 60) -> None:
@@ -38,9 +39,14 @@ def wait_job(client, job_id: str, timeout: float = 90) -> dict:
     return wait_done(client, f"/api/jobs/{job_id}", timeout)
 
 
-TASK_KIND = {"/api/perplexity": "perplexity", "/api/loss_added": "loss_added", "/api/generate": "generate",
-             "/api/features/select": "features_select", "/api/features/dashboard": "features_dashboard",
-             "/api/features/search": "features_search"}
+TASK_KIND = {
+    "/api/perplexity": "perplexity",
+    "/api/loss_added": "loss_added",
+    "/api/generate": "generate",
+    "/api/features/select": "features_select",
+    "/api/features/dashboard": "features_dashboard",
+    "/api/features/search": "features_search",
+}
 
 
 def run_task(client, path: str, body: dict, timeout: float = 120) -> dict:

@@ -5,6 +5,7 @@ Chromium: Debian's `/usr/bin/chromium` driven by Playwright for Python (no brows
 see shared/notes/browser-testing.md). When it is missing, browser tests fail in CI (env CI set)
 and are skipped elsewhere, with the reason.
 """
+
 from __future__ import annotations
 
 import os
@@ -20,8 +21,14 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "tests" / "artifacts"
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 _SERVER: dict | None = None
 
@@ -59,7 +66,9 @@ def wait_http(url: str, ok, timeout: float, proc: subprocess.Popen, log: Path, w
     end = time.time() + timeout
     while time.time() < end:
         if proc.poll() is not None:
-            raise AssertionError(f"{what} exited with code {proc.returncode}:\n{log.read_text(errors='replace')[-3000:]}")
+            raise AssertionError(
+                f"{what} exited with code {proc.returncode}:\n{log.read_text(errors='replace')[-3000:]}"
+            )
         try:
             r = requests.get(url, timeout=2)
             if ok(r):
@@ -70,16 +79,24 @@ def wait_http(url: str, ok, timeout: float, proc: subprocess.Popen, log: Path, w
     raise AssertionError(f"{what} not ready after {timeout:.0f} s:\n{log.read_text(errors='replace')[-3000:]}")
 
 
-def start_server(log: Path, args: list[str] = (), timeout: float = 600, env: dict | None = None,
-                 new_session: bool = False) -> tuple[subprocess.Popen, str]:
+def start_server(
+    log: Path, args: list[str] = (), timeout: float = 600, env: dict | None = None, new_session: bool = False
+) -> tuple[subprocess.Popen, str]:
     """`python -m unlearn_core serve` on a free loopback port, waited for until its model is loaded;
     returns (process, URL). Output goes to ``log``; ``env`` is added to ``clean_env()``;
     ``new_session`` puts it in its own process group (to kill it with everything it started)."""
     port = free_port()
     cmd = [sys.executable, "-m", "unlearn_core", "serve", "--host", "127.0.0.1", "--port", str(port), *args]
     with open(log, "ab") as f:
-        p = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                             env={**clean_env(), **(env or {})}, cwd=ROOT, start_new_session=new_session)
+        p = subprocess.Popen(
+            cmd,
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**clean_env(), **(env or {})},
+            cwd=ROOT,
+            start_new_session=new_session,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_http(url + "/api/health", lambda r: r.ok and r.json().get("status") == "ok", timeout, p, log, "the server")
@@ -111,9 +128,23 @@ def start_streamlit(server_url: str, log: Path, port: int | None = None) -> tupl
     port = port or free_port()
     env = clean_env()
     env["UNLEARN_SERVER_URL"] = server_url
-    cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.address",
-           "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false",
-           "--server.fileWatcherType", "none"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        "app.py",
+        "--server.headless",
+        "true",
+        "--server.address",
+        "127.0.0.1",
+        "--server.port",
+        str(port),
+        "--browser.gatherUsageStats",
+        "false",
+        "--server.fileWatcherType",
+        "none",
+    ]
     with open(log, "ab") as f:
         p = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
@@ -129,8 +160,10 @@ def require_chromium() -> str:
     """The Chromium path, or fail (in CI) / skip (elsewhere) saying why."""
     if os.path.exists(CHROMIUM) and os.access(CHROMIUM, os.X_OK):
         return CHROMIUM
-    reason = (f"{CHROMIUM} is missing: install it with `apt-get update && apt-get install -y chromium` "
-              "(.ci/run does this in CI); no other browser download works on these machines")
+    reason = (
+        f"{CHROMIUM} is missing: install it with `apt-get update && apt-get install -y chromium` "
+        "(.ci/run does this in CI); no other browser download works on these machines"
+    )
     if os.environ.get("CI"):
         pytest.fail(reason)
     pytest.skip(reason)
@@ -176,8 +209,10 @@ def wait_charts(page, timeout_s: float = 20.0) -> int:
 def full_screenshot(page, path: Path, width: int = 1400, max_height: int = 9000) -> None:
     """Screenshot of the whole page: Streamlit scrolls inside its own container, so the viewport is
     grown to the content's height first."""
-    h = page.evaluate("Math.max(...[...document.querySelectorAll('[data-testid=stMain] *, "
-                      "[data-testid=stAppViewContainer]')].map(e => e.scrollHeight), 600)")
+    h = page.evaluate(
+        "Math.max(...[...document.querySelectorAll('[data-testid=stMain] *, "
+        "[data-testid=stAppViewContainer]')].map(e => e.scrollHeight), 600)"
+    )
     page.set_viewport_size({"width": width, "height": min(int(h) + 40, max_height)})
     wait_charts(page)
     page.wait_for_timeout(800)

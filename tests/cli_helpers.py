@@ -2,6 +2,7 @@
 ``python -m unlearn_core ARGS`` gives (exit code, stdout, stderr) without a new interpreter's
 start-up, for tests that check arguments, output and exit codes. Each command group keeps at
 least one real subprocess test, so ``python -m unlearn_core`` itself stays covered."""
+
 from __future__ import annotations
 
 import os

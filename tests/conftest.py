@@ -18,6 +18,8 @@ def pytest_collection_modifyitems(config, items):
         rel = Path(str(item.fspath)).resolve().relative_to(here)
         if rel.parts[0] in TIERS:
             item.add_marker(getattr(pytest.mark, rel.parts[0]))
+
+
 SHARED_DATA = ROOT.parent / "shared" / "data"
 os.environ.setdefault("UNLEARN_NO_HUB", "1")  # tests never reach for the hub
 

@@ -35,6 +35,7 @@ The shapes below were read from Neuronpedia's own webapp source, not guessed:
 
 Everything here is data made up for tests in those shapes; no Neuronpedia code is copied.
 """
+
 from __future__ import annotations
 
 import json
@@ -69,8 +70,9 @@ def source_set_of(layer: str) -> str:
     return layer.split("-", 1)[1] if "-" in layer else layer
 
 
-def make_activation(model_id: str, layer: str, index: int, n: int, tokens: list[str],
-                    values: list[float | None]) -> dict[str, Any]:
+def make_activation(
+    model_id: str, layer: str, index: int, n: int, tokens: list[str], values: list[float | None]
+) -> dict[str, Any]:
     """One Prisma ``Activation`` row, every column present (most of them ignored by the client)."""
     numeric = [v for v in values if v is not None]
     top = max(range(len(values)), key=lambda i: values[i] if values[i] is not None else float("-inf"))
@@ -103,9 +105,9 @@ def make_activation(model_id: str, layer: str, index: int, n: int, tokens: list[
     }
 
 
-def make_explanation(index: int, n: int, description: str,
-                     type_name: str = "oai_token-act-pair",
-                     model_name: str = "gemini-2.0-flash") -> dict[str, Any]:
+def make_explanation(
+    index: int, n: int, description: str, type_name: str = "oai_token-act-pair", model_name: str = "gemini-2.0-flash"
+) -> dict[str, Any]:
     """An explanation as getNeuronOptimized selects it."""
     return {
         "id": f"cmexp{index}x{n:02d}",
@@ -117,20 +119,29 @@ def make_explanation(index: int, n: int, description: str,
     }
 
 
-def make_feature(model_id: str = MODEL, layer: str = SOURCE, index: int = INDEX, *,
-                 explanations: list[str] | None = None,
-                 activations: list[tuple[list[str], list[float | None]]] | None = None,
-                 pos: list[tuple[str, float]] | None = None,
-                 neg: list[tuple[str, float]] | None = None,
-                 frac_nonzero: float = 0.000731) -> dict[str, Any]:
+def make_feature(
+    model_id: str = MODEL,
+    layer: str = SOURCE,
+    index: int = INDEX,
+    *,
+    explanations: list[str] | None = None,
+    activations: list[tuple[list[str], list[float | None]]] | None = None,
+    pos: list[tuple[str, float]] | None = None,
+    neg: list[tuple[str, float]] | None = None,
+    frac_nonzero: float = 0.000731,
+) -> dict[str, Any]:
     """A /api/feature response body (the Neuron row + relations), as getNeuronOptimized returns it."""
     if explanations is None:
         explanations = ["viruses and viral infection", "pathogen names in biology text"]
-    activations = activations if activations is not None else [
-        (["<bos>", "The", " influenza", " virus", " spreads"], [0.0, 0.0, 11.25, 14.5, 2.0]),
-        (["<bos>", "H", "5", "N", "1", " avian"], [0.0, 3.5, 6.0, 8.75, 12.0, 1.25]),
-        ([" a", " viral", " vector"], [0.0, 9.5, 4.0]),
-    ]
+    activations = (
+        activations
+        if activations is not None
+        else [
+            (["<bos>", "The", " influenza", " virus", " spreads"], [0.0, 0.0, 11.25, 14.5, 2.0]),
+            (["<bos>", "H", "5", "N", "1", " avian"], [0.0, 3.5, 6.0, 8.75, 12.0, 1.25]),
+            ([" a", " viral", " vector"], [0.0, 9.5, 4.0]),
+        ]
+    )
     pos = pos if pos is not None else [(" virus", 0.912), (" viral", 0.874), ("virus", 0.811), (" viruses", 0.79)]
     neg = neg if neg is not None else [(" Nevertheless", -0.702), ("ocl", -0.655), (" pian", -0.61)]
     acts = [make_activation(model_id, layer, index, n, t, v) for n, (t, v) in enumerate(activations)]
@@ -175,28 +186,59 @@ def make_feature(model_id: str = MODEL, layer: str = SOURCE, index: int = INDEX,
         "umap_x": None,
         "umap_y": None,
         "model": {
-            "id": model_id, "displayNameShort": model_id, "displayName": model_id.upper(),
-            "creatorId": "clkht01d40000jv08hvalcvly", "tlensId": None, "dimension": 640,
-            "visibility": "PUBLIC", "defaultSourceSetName": set_name, "defaultSourceId": layer,
-            "inferenceEnabled": True, "instruct": False, "layers": 18, "neuronsPerLayer": 2048,
-            "owner": "Google", "website": "https://ai.google.dev/gemma", "createdAt": CREATED_AT,
+            "id": model_id,
+            "displayNameShort": model_id,
+            "displayName": model_id.upper(),
+            "creatorId": "clkht01d40000jv08hvalcvly",
+            "tlensId": None,
+            "dimension": 640,
+            "visibility": "PUBLIC",
+            "defaultSourceSetName": set_name,
+            "defaultSourceId": layer,
+            "inferenceEnabled": True,
+            "instruct": False,
+            "layers": 18,
+            "neuronsPerLayer": 2048,
+            "owner": "Google",
+            "website": "https://ai.google.dev/gemma",
+            "createdAt": CREATED_AT,
             "updatedAt": CREATED_AT,
         },
         "lists": [],
         "creator": {"name": "neuronpedia"},
         "source": {
-            "id": layer, "modelId": model_id, "hasDashboards": True, "inferenceEnabled": True,
-            "saelensConfig": None, "saelensRelease": "gemma-scope-2-270m-pt-res",
-            "saelensSaeId": "layer_5_width_16k_l0_medium", "hfRepoId": None, "hfFolderId": None,
-            "visibility": "PUBLIC", "setName": set_name, "creatorId": "clkht01d40000jv08hvalcvly",
-            "num_prompts": 24576, "num_tokens_in_prompt": 128, "dataset": "monology/pile-uncopyrighted",
-            "notes": None, "createdAt": CREATED_AT,
+            "id": layer,
+            "modelId": model_id,
+            "hasDashboards": True,
+            "inferenceEnabled": True,
+            "saelensConfig": None,
+            "saelensRelease": "gemma-scope-2-270m-pt-res",
+            "saelensSaeId": "layer_5_width_16k_l0_medium",
+            "hfRepoId": None,
+            "hfFolderId": None,
+            "visibility": "PUBLIC",
+            "setName": set_name,
+            "creatorId": "clkht01d40000jv08hvalcvly",
+            "num_prompts": 24576,
+            "num_tokens_in_prompt": 128,
+            "dataset": "monology/pile-uncopyrighted",
+            "notes": None,
+            "createdAt": CREATED_AT,
         },
         "sourceSet": {
-            "modelId": model_id, "name": set_name, "hasDashboards": True, "visibility": "PUBLIC",
-            "description": "Gemma Scope 2 residual stream, 16k", "type": "res",
-            "creatorName": "Google DeepMind", "urls": [], "releaseName": "gemma-scope-2",
-            "defaultRange": 1, "defaultShowBreaks": True, "showDfa": False, "createdAt": CREATED_AT,
+            "modelId": model_id,
+            "name": set_name,
+            "hasDashboards": True,
+            "visibility": "PUBLIC",
+            "description": "Gemma Scope 2 residual stream, 16k",
+            "type": "res",
+            "creatorName": "Google DeepMind",
+            "urls": [],
+            "releaseName": "gemma-scope-2",
+            "defaultRange": 1,
+            "defaultShowBreaks": True,
+            "showDfa": False,
+            "createdAt": CREATED_AT,
         },
         "comments": [],
         "activations": acts,
@@ -252,8 +294,7 @@ class RealNeuronpedia:
         self.server.daemon_threads = True
         self.host, self.port = self.server.server_address[:2]
         self.url = f"http://127.0.0.1:{self.port}"
-        self.thread = threading.Thread(target=self.server.serve_forever,
-                                       kwargs={"poll_interval": 0.02}, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
 
     # ------------------------------------------------------------------ control
 
@@ -283,8 +324,7 @@ class RealNeuronpedia:
 
     # ------------------------------------------------------------------ routing
 
-    def _answer(self, method: str, target: str, headers: dict[str, str],
-                raw: bytes) -> tuple[int, Any, dict[str, str]]:
+    def _answer(self, method: str, target: str, headers: dict[str, str], raw: bytes) -> tuple[int, Any, dict[str, str]]:
         path = unquote(urlsplit(target).path)
         try:
             body = json.loads(raw) if raw else None
@@ -310,15 +350,21 @@ class RealNeuronpedia:
             "limitPerWindow": limit,
             "requestWindow": RATE_LIMIT_WINDOW,
             "remainingRequests": 0,
-            "error": (f"Rate limit exceeded for this endpoint. The limit for this endpoint ({endpoint}) is "
-                      f"{limit} requests per {RATE_LIMIT_WINDOW}. Contact {CONTACT_EMAIL} to increase "
-                      "your rate limit."),
+            "error": (
+                f"Rate limit exceeded for this endpoint. The limit for this endpoint ({endpoint}) is "
+                f"{limit} requests per {RATE_LIMIT_WINDOW}. Contact {CONTACT_EMAIL} to increase "
+                "your rate limit."
+            ),
         }
         return 429, body, ({"Retry-After": self.retry_after} if self.retry_after is not None else {})
 
     def _route(self, method: str, path: str, body: Any) -> tuple[int, Any, dict[str, str]]:
-        cors = {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Methods": "GET, POST",
-                "Access-Control-Allow-Headers": "Content-Type", "x-limit-remaining": "24987"}
+        cors = {
+            "Access-Control-Allow-Origin": "*",
+            "Access-Control-Allow-Methods": "GET, POST",
+            "Access-Control-Allow-Headers": "Content-Type",
+            "x-limit-remaining": "24987",
+        }
         m = re.fullmatch(r"/api/feature/([^/]+)/([^/]+)/([^/]+)", path)
         if m and method == "GET":
             status, out = self._feature(*m.groups())
@@ -344,15 +390,19 @@ class RealNeuronpedia:
     def _search(self, kind: str, body: Any) -> tuple[int, Any]:
         if not isinstance(body, dict):
             return 400, {"message": "Invalid JSON body"}
-        required = {"search": ["modelId", "layers", "query"], "search-model": ["modelId", "query"],
-                    "search-all": ["query"]}[kind]
+        required = {
+            "search": ["modelId", "layers", "query"],
+            "search-model": ["modelId", "query"],
+            "search-all": ["query"],
+        }[kind]
         for name in required:
             if body.get(name) in (None, ""):
                 return 400, {"message": f"{name} is a required field"}
         if not isinstance(body["query"], str) or len(body["query"]) < 3:
             return 400, {"message": "query must be at least 3 characters"}
-        if kind == "search" and not (isinstance(body["layers"], list)
-                                     and all(isinstance(x, str) for x in body["layers"])):
+        if kind == "search" and not (
+            isinstance(body["layers"], list) and all(isinstance(x, str) for x in body["layers"])
+        ):
             return 400, {"message": "layers must be a `array` type"}
         offset = body.get("offset") or 0
         if not isinstance(offset, int):
@@ -369,21 +419,30 @@ class RealNeuronpedia:
                 if hits:
                     rows.append((hits, model_id, layer, index, exp, feature))
         rows.sort(key=lambda r: (-r[0], r[1], r[2], int(r[3])))
-        page = rows[offset:offset + MAX_EXPLANATION_SEARCH_RESULTS]
+        page = rows[offset : offset + MAX_EXPLANATION_SEARCH_RESULTS]
         results = []
         for hits, model_id, layer, index, exp, feature in page:
-            neuron = {k: v for k, v in deepcopy(feature).items()
-                      if k not in ("model", "lists", "creator", "source", "sourceSet", "comments")}
+            neuron = {
+                k: v
+                for k, v in deepcopy(feature).items()
+                if k not in ("model", "lists", "creator", "source", "sourceSet", "comments")
+            }
             neuron["activations"] = neuron["activations"][:ACTS_TO_RETURN]
-            neuron["explanations"] = [{k: e[k] for k in ("description", "explanationModelName", "typeName")}
-                                      for e in feature["explanations"]]
-            results.append({
-                "modelId": model_id, "layer": layer, "index": index,
-                "description": exp["description"],
-                "explanationModelName": exp["explanationModelName"], "typeName": exp["typeName"],
-                "cosine_similarity": round(0.5 + 0.1 * hits, 6),
-                "neuron": neuron,
-            })
+            neuron["explanations"] = [
+                {k: e[k] for k in ("description", "explanationModelName", "typeName")} for e in feature["explanations"]
+            ]
+            results.append(
+                {
+                    "modelId": model_id,
+                    "layer": layer,
+                    "index": index,
+                    "description": exp["description"],
+                    "explanationModelName": exp["explanationModelName"],
+                    "typeName": exp["typeName"],
+                    "cosine_similarity": round(0.5 + 0.1 * hits, 6),
+                    "neuron": neuron,
+                }
+            )
         has_more = len(results) == MAX_EXPLANATION_SEARCH_RESULTS
         out = {"request": body, "results": results, "resultsCount": len(results), "hasMore": has_more}
         if has_more:  # undefined nextOffset is dropped by JSON.stringify

@@ -16,6 +16,7 @@ What a GPU user with internet downloads, laid out here so that the *same* code r
   ``../shared/data``. ``datasets.load_dataset("cais/wmdp", ...)`` takes such a copy in the
   working directory without any code change.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -89,16 +90,31 @@ def build_sae_repo(hub: Path, work: Path, seed: int = 0) -> Path:
     g = torch.Generator().manual_seed(seed)
     w_dec = torch.randn(D_SAE, D_IN, generator=g)
     w_dec /= w_dec.norm(dim=1, keepdim=True)
-    params = {"w_enc": w_dec.T.contiguous(), "w_dec": w_dec, "b_enc": torch.zeros(D_SAE),
-              "b_dec": torch.zeros(D_IN), "threshold": torch.full((D_SAE,), THRESHOLD)}
+    params = {
+        "w_enc": w_dec.T.contiguous(),
+        "w_dec": w_dec,
+        "b_enc": torch.zeros(D_SAE),
+        "b_dec": torch.zeros(D_IN),
+        "threshold": torch.full((D_SAE,), THRESHOLD),
+    }
     src = work / "sae_src"
     src.mkdir(parents=True, exist_ok=True)
     save_file(params, str(src / "params.safetensors"))
     # the fields SAELens's gemma_3 loader reads from the release's config.json (model_name in
     # the release's own spelling, which the loader maps to google/gemma-3-270m)
-    (src / "config.json").write_text(json.dumps({
-        "architecture": "jump_relu", "model_name": "gemma-v3-270m-pt", "width": D_SAE, "l0": 55,
-        "hf_hook_point_in": "model.layers.5.output", "type": "sae"}, indent=1))
+    (src / "config.json").write_text(
+        json.dumps(
+            {
+                "architecture": "jump_relu",
+                "model_name": "gemma-v3-270m-pt",
+                "width": D_SAE,
+                "l0": 55,
+                "hf_hook_point_in": "model.layers.5.output",
+                "type": "sae",
+            },
+            indent=1,
+        )
+    )
     repo = _repo_dir(hub, SAE_REPO)
     for name in ("params.safetensors", "config.json"):
         _add(repo, COMMIT_SAE, f"{SAE_FOLDER}/{name}", src / name)
@@ -119,19 +135,27 @@ def build_dataset_copies(cwd: Path, shared_data: Path, mmlu_subjects: tuple[str,
     import csv
 
     wmdp = json.loads((shared_data / "wmdp" / "bio_questions.json").read_text())
-    _write_parquet(cwd / "cais/wmdp/wmdp-bio/test-00000-of-00001.parquet",
-                   [{"answer": int(r["answer"]), "question": r["question"], "choices": list(r["choices"])}
-                    for r in wmdp])
+    _write_parquet(
+        cwd / "cais/wmdp/wmdp-bio/test-00000-of-00001.parquet",
+        [{"answer": int(r["answer"]), "question": r["question"], "choices": list(r["choices"])} for r in wmdp],
+    )
     (cwd / "cais/wmdp/README.md").write_text(
-        "---\nconfigs:\n- config_name: wmdp-bio\n  data_files:\n  - split: test\n    path: wmdp-bio/test-*\n---\n")
+        "---\nconfigs:\n- config_name: wmdp-bio\n  data_files:\n  - split: test\n    path: wmdp-bio/test-*\n---\n"
+    )
     configs = []
     for subj in mmlu_subjects:
         files = []
         for split in ("dev", "test"):
             with open(shared_data / "mmlu" / split / f"{subj}_{split}.csv", newline="") as f:
-                rows = [{"question": r["question"], "subject": subj,
-                         "choices": [r[f"choice{i}"] for i in range(4)], "answer": int(r["answer"])}
-                        for r in csv.DictReader(f)]
+                rows = [
+                    {
+                        "question": r["question"],
+                        "subject": subj,
+                        "choices": [r[f"choice{i}"] for i in range(4)],
+                        "answer": int(r["answer"]),
+                    }
+                    for r in csv.DictReader(f)
+                ]
             _write_parquet(cwd / f"cais/mmlu/{subj}/{split}-00000-of-00001.parquet", rows)
             files.append(f"  - split: {split}\n    path: {subj}/{split}-*\n")
         configs.append(f"- config_name: {subj}\n  data_files:\n" + "".join(files))
@@ -141,5 +165,11 @@ def build_dataset_copies(cwd: Path, shared_data: Path, mmlu_subjects: tuple[str,
 def hub_env(hub: Path, datasets_cache: Path) -> dict[str, str]:
     """The environment a test runs the research path under: hub cache here, hub offline, and
     the project's own hub switch on (conftest turns it off for every other test)."""
-    return {"HF_HUB_CACHE": str(hub), "HF_HUB_OFFLINE": "1", "HF_DATASETS_CACHE": str(datasets_cache),
-            "TRANSFORMERS_OFFLINE": "1", "UNLEARN_NO_HUB": "0", "HF_HUB_DISABLE_TELEMETRY": "1"}
+    return {
+        "HF_HUB_CACHE": str(hub),
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_CACHE": str(datasets_cache),
+        "TRANSFORMERS_OFFLINE": "1",
+        "UNLEARN_NO_HUB": "0",
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+    }

@@ -20,6 +20,7 @@ order and fails on an upward import):
 The names below are the small public API, imported on first use (so that importing the
 torch-free client or UI never loads torch).
 """
+
 from __future__ import annotations
 
 import importlib

@@ -4,6 +4,7 @@ process (started once per session), plus the pure view helpers.
 Each page is run the way `streamlit run app.py` runs it (through app.py's navigation, with
 ``switch_page``) and also on its own (``AppTest.from_file("pages/...")``).
 """
+
 from __future__ import annotations
 
 import json
@@ -11,9 +12,9 @@ import re
 import time
 
 import pytest
+from browser_helpers import ROOT, closed_port_url, shared_tiny_server
 from streamlit.testing.v1 import AppTest
 
-from browser_helpers import ROOT, closed_port_url, shared_tiny_server
 from unlearn_core.evaluation import targets as T
 from unlearn_core.ui import render as R
 
@@ -89,9 +90,13 @@ def test_home_guided_demo_on_the_chosen_target(app_env):
     ok(at.run())
     assert any(m.value.startswith("**Target: sherlock.**") for m in at.markdown)
     n = T.get_target("sherlock").selection.n  # sherlock's default is a search selection (targets.toml)
-    assert any(f'For **sherlock** the default features are the top {n} features most specific to "Sherlock Holmes" '
-               "against `webtext-train`" in c.value and "the frequency tables rank `sherlock@train`" in c.value
-               for c in at.caption)
+    assert any(
+        f'For **sherlock** the default features are the top {n} features most specific to "Sherlock Holmes" '
+        "against `webtext-train`"
+        in c.value
+        and "the frequency tables rank `sherlock@train`" in c.value
+        for c in at.caption
+    )
     at.selectbox(key="target").set_value("bio-basics")
     ok(at.run())
     at.button(key="run_demo").click()
@@ -114,25 +119,55 @@ def test_home_demo_states_the_flip_plainly(app_env, monkeypatch):
 
     def score(probs: list[float], answer: int) -> dict:
         pred = max(range(4), key=lambda i: probs[i])
-        return {"probs": probs, "mass": 1.0, "predicted": pred, "correct": pred == answer, "scoring": "cloze",
-                "loglik": None}
+        return {
+            "probs": probs,
+            "mass": 1.0,
+            "predicted": pred,
+            "correct": pred == answer,
+            "scoring": "cloze",
+            "loglik": None,
+        }
 
-    fq = {"id": "quiz-sherlock:sh-001", "question": "Who is Sherlock Holmes's friend and chronicler?",
-          "choices": ["Mycroft Holmes", "Dr. John Watson", "Inspector Lestrade", "Dr. James Mortimer"], "answer": 1,
-          "subject": "general", "source": "quiz-sherlock", "extra": {"kind": "canon"}}
-    rq = {"id": "quiz-retain:rt-002", "question": "Who created the detective Hercule Poirot?",
-          "choices": ["Dorothy L. Sayers", "Agatha Christie", "Ngaio Marsh", "P. D. James"], "answer": 1,
-          "subject": "detective fiction", "source": "quiz-retain", "extra": {}}
-    fake = {"target": "sherlock", "description": "d", "forget_corpus": "sherlock@train", "forget_corpus_note": "",
-            "retain_corpora": ["wikitext@train"], "intervention": {"sae": "tiny", "mode": "clamp", "c": 100.0,
-                                                                   "features": [3, 5]},
-            "forget_example": {"question": fq, "base": score([0.1, 0.7, 0.1, 0.1], 1),
-                               "intervened": score([0.5, 0.2, 0.2, 0.1], 1)},
-            "retain_example": {"question": rq, "base": score([0.1, 0.8, 0.05, 0.05], 1),
-                               "intervened": score([0.1, 0.75, 0.1, 0.05], 1)},
-            "n_checked_forget": 4, "n_checked_retain": 1,
-            "summary": "The clamp made the model forget a fact it knew (its answer flipped) while a general-knowledge "
-                       "question stayed right."}
+    fq = {
+        "id": "quiz-sherlock:sh-001",
+        "question": "Who is Sherlock Holmes's friend and chronicler?",
+        "choices": ["Mycroft Holmes", "Dr. John Watson", "Inspector Lestrade", "Dr. James Mortimer"],
+        "answer": 1,
+        "subject": "general",
+        "source": "quiz-sherlock",
+        "extra": {"kind": "canon"},
+    }
+    rq = {
+        "id": "quiz-retain:rt-002",
+        "question": "Who created the detective Hercule Poirot?",
+        "choices": ["Dorothy L. Sayers", "Agatha Christie", "Ngaio Marsh", "P. D. James"],
+        "answer": 1,
+        "subject": "detective fiction",
+        "source": "quiz-retain",
+        "extra": {},
+    }
+    fake = {
+        "target": "sherlock",
+        "description": "d",
+        "forget_corpus": "sherlock@train",
+        "forget_corpus_note": "",
+        "retain_corpora": ["wikitext@train"],
+        "intervention": {"sae": "tiny", "mode": "clamp", "c": 100.0, "features": [3, 5]},
+        "forget_example": {
+            "question": fq,
+            "base": score([0.1, 0.7, 0.1, 0.1], 1),
+            "intervened": score([0.5, 0.2, 0.2, 0.1], 1),
+        },
+        "retain_example": {
+            "question": rq,
+            "base": score([0.1, 0.8, 0.05, 0.05], 1),
+            "intervened": score([0.1, 0.75, 0.1, 0.05], 1),
+        },
+        "n_checked_forget": 4,
+        "n_checked_retain": 1,
+        "summary": "The clamp made the model forget a fact it knew (its answer flipped) while a general-knowledge "
+        "question stayed right.",
+    }
     real = CN.call
     monkeypatch.setattr(CN, "call", lambda method, *a, **k: fake if method == "demo" else real(method, *a, **k))
     st.cache_data.clear()
@@ -144,8 +179,10 @@ def test_home_demo_states_the_flip_plainly(app_env, monkeypatch):
     assert any(x.value.startswith("The clamp made the model forget") for x in at.success)
     text = markdown_text(at)
     assert "#### Forgotten: a question the model knew" in text and "#### Kept: a general-knowledge" in text
-    assert ("Clean, the model answers **B. Dr. John Watson** (right). With the 2 feature(s) clamped at c = 100 it "
-            "answers **A. Mycroft Holmes** (wrong); P(correct answer) 0.70 → 0.20.") in text
+    assert (
+        "Clean, the model answers **B. Dr. John Watson** (right). With the 2 feature(s) clamped at c = 100 it "
+        "answers **A. Mycroft Holmes** (wrong); P(correct answer) 0.70 → 0.20."
+    ) in text
     assert "The answer flipped: the clamp made the model forget it." in text
     assert "it still answers **B. Agatha Christie** (right)" in text and "Still right" in text
     tables = [m.value for m in at.markdown if m.value.startswith("| | A")]
@@ -154,12 +191,18 @@ def test_home_demo_states_the_flip_plainly(app_env, monkeypatch):
     assert links.count("Open this question in the Clamp explorer") == 2
 
 
-CORPUS_TXT = ("Paragraph one about quokkas: small marsupials of Rottnest Island that look like they smile. " * 3
-              + "\n\n" + "Paragraph two about quokkas: they eat leaves and grasses, mostly at night. " * 3 + "\n")
-QUESTIONS_CSV = ("question,A,B,C,D,answer\n"
-                 "Where do many quokkas live?,Rottnest Island,Tasmania,Fiji,Crete,A\n"
-                 "What do quokkas eat?,Fish,Leaves and grasses,Insects,Seeds only,B\n"
-                 "When are quokkas mostly active?,At noon,At dawn only,At night,Never,C\n")
+CORPUS_TXT = (
+    "Paragraph one about quokkas: small marsupials of Rottnest Island that look like they smile. " * 3
+    + "\n\n"
+    + "Paragraph two about quokkas: they eat leaves and grasses, mostly at night. " * 3
+    + "\n"
+)
+QUESTIONS_CSV = (
+    "question,A,B,C,D,answer\n"
+    "Where do many quokkas live?,Rottnest Island,Tasmania,Fiji,Crete,A\n"
+    "What do quokkas eat?,Fish,Leaves and grasses,Insects,Seeds only,B\n"
+    "When are quokkas mostly active?,At noon,At dawn only,At night,Never,C\n"
+)
 
 
 def home_with_the_form() -> AppTest:
@@ -185,8 +228,10 @@ def test_home_defines_a_target_selects_it_and_deletes_it(app_env):
         assert any(c.value.startswith("3 question(s), e.g. “Where do many quokkas live?”") for c in at.caption)
         at.button(key="nt_save").click()
         ok(at.run())
-        assert any(x.value.startswith("Target **quokka** saved (2 document(s), 3 question(s)) and selected")
-                   for x in at.success)
+        assert any(
+            x.value.startswith("Target **quokka** saved (2 document(s), 3 question(s)) and selected")
+            for x in at.success
+        )
         assert at.selectbox(key="target").value == "quokka"  # selected in the sidebar
         assert any(m.value == "**Target: quokka.** Quokka facts" for m in at.markdown)  # the demo is on it
         assert at.text_input(key="nt_name_1").value == ""  # the form is empty again
@@ -252,16 +297,21 @@ def test_target_form_parses_corpora_and_question_files():
         TF.corpus_documents("f.pdf", b"%PDF")
 
     rows = TF.question_rows("q.csv", QUESTIONS_CSV.encode())
-    assert rows[1] == {"question": "What do quokkas eat?", "choices": ["Fish", "Leaves and grasses", "Insects",
-                                                                        "Seeds only"], "answer": 1}
+    assert rows[1] == {
+        "question": "What do quokkas eat?",
+        "choices": ["Fish", "Leaves and grasses", "Insects", "Seeds only"],
+        "answer": 1,
+    }
     mmlu = "question,choice0,choice1,choice2,choice3,answer,topic\nQ?,a,b,c,d,3,t\n"
-    assert TF.question_rows("m.csv", mmlu.encode()) == [{"question": "Q?", "choices": ["a", "b", "c", "d"],
-                                                         "answer": 3, "topic": "t"}]
+    assert TF.question_rows("m.csv", mmlu.encode()) == [
+        {"question": "Q?", "choices": ["a", "b", "c", "d"], "answer": 3, "topic": "t"}
+    ]
     wmdp = [{"question": "J?", "choices": ["a", "b", "c", "d"], "answer": "C", "id": "j1", "kind": "x"}]
     import json
 
     assert TF.question_rows("w.json", json.dumps(wmdp).encode()) == [
-        {"question": "J?", "choices": ["a", "b", "c", "d"], "answer": 2, "id": "j1", "kind": "x"}]
+        {"question": "J?", "choices": ["a", "b", "c", "d"], "answer": 2, "id": "j1", "kind": "x"}
+    ]
     with pytest.raises(QuestionFileError, match=r"^w.json, question 1: answer 7 out of range"):
         TF.question_rows("w.json", json.dumps([{**wmdp[0], "answer": 7}]).encode())
     with pytest.raises(QuestionFileError, match=r"^x.csv: the header must have 'question' and 'answer'"):
@@ -282,8 +332,12 @@ def test_every_page_runs_through_the_app_navigation(app_env):
         at.switch_page(path)
         ok(at.run())
         titles[name] = [t.value for t in at.title]
-    assert titles == {"search": ["Feature search"], "tokens": ["Token highlighting"], "clamp": ["Clamp explorer"],
-                      "batch": ["Batch evaluation"]}
+    assert titles == {
+        "search": ["Feature search"],
+        "tokens": ["Token highlighting"],
+        "clamp": ["Clamp explorer"],
+        "batch": ["Batch evaluation"],
+    }
 
 
 def test_view_state_follows_the_user_across_pages(app_env):
@@ -293,7 +347,10 @@ def test_view_state_follows_the_user_across_pages(app_env):
     at.query_params.update({"features": "2,3", "c": "40", "mode": "add", "qset": "wmdp-bio", "q": QID})
     ok(at.run())
     assert (at.text_input(key="features").value, at.slider(key="c").value, at.selectbox(key="mode").value) == (
-        "2,3", 40, "add")
+        "2,3",
+        40,
+        "add",
+    )
     at.slider(key="c").set_value(55)
     ok(at.run())
     at.switch_page(PAGES["tokens"])
@@ -427,8 +484,9 @@ def test_clamp_explorer_slider_reuses_the_cached_curve(app_env, monkeypatch):
     at = ok(page("clamp", features="3,5", qset="wmdp-bio", q=QID).run())
     calls = []
     real = CN.call
-    monkeypatch.setattr(CN, "call", lambda method, *a, **k: calls.append((method, len(k.get("values") or [])))
-                        or real(method, *a, **k))
+    monkeypatch.setattr(
+        CN, "call", lambda method, *a, **k: calls.append((method, len(k.get("values") or []))) or real(method, *a, **k)
+    )
     at.slider(key="c").set_value(73)
     ok(at.run())
     assert "intervened (c=73)" in prob_table(at)
@@ -471,9 +529,11 @@ def test_clamp_explorer_without_features_asks_for_them(app_env):
 def test_question_picker_defaults_to_and_follows_the_target(app_env):
     at = ok(page("tokens").run())
     assert at.selectbox(key="qset").value == "quiz:bio"  # the target's forget questions
-    assert at.selectbox(key="qset").options[:3] == ["quiz:bio (bio-basics forget set)",
-                                                    "quiz:retain!overlaps_bio (bio-basics retain set)",
-                                                    "quiz:retain (bio-basics retain set)"]
+    assert at.selectbox(key="qset").options[:3] == [
+        "quiz:bio (bio-basics forget set)",
+        "quiz:retain!overlaps_bio (bio-basics retain set)",
+        "quiz:retain (bio-basics retain set)",
+    ]
     assert at.selectbox(key="q").value.startswith("quiz-bio:")
     at.selectbox(key="target").set_value("sherlock")
     ok(at.run())
@@ -581,15 +641,17 @@ def test_batch_evaluation_prefilled_from_the_target(app_env):
     at.number_input(key=f"b_tsel_tokens_{k}").set_value(600)
     ok(at.run())
     n_sets = len(t.retain_questions)
-    assert any(f"1 configuration(s) + the clean baseline; {n_sets} retain question set(s)" in c.value
-               for c in at.caption)
+    assert any(
+        f"1 configuration(s) + the clean baseline; {n_sets} retain question set(s)" in c.value for c in at.caption
+    )
     at.button(key="b_run").click()
     ok(at.run())
     wait_for_score(at)
     assert "Forget against retain (target bio-basics)" in [x.value for x in at.subheader]
     summary = next(m.value for m in at.markdown if m.value.startswith("Accuracy "))
-    assert "forget set `quiz:bio@heldout` (2 questions); retain set(s) `quiz:retain@heldout!overlaps_bio` (2)" \
-        in summary
+    assert (
+        "forget set `quiz:bio@heldout` (2 questions); retain set(s) `quiz:retain@heldout!overlaps_bio` (2)" in summary
+    )
     assert "| clean model |" in summary and "| forget accuracy | retain accuracy (mean) |" in summary
     assert {"Clean forget accuracy", "Clean retain accuracy"} <= {m.label for m in at.metric}
 
@@ -598,9 +660,19 @@ def test_batch_evaluation_progress_and_cancel(app_env):
     from unlearn_core.server.client import UnlearnClient
 
     c = UnlearnClient(app_env["url"], token="")
-    job = c.submit_job({"thresholds": [0.5], "ns": [1, 2], "values": [20.0, 50.0], "question_limit": 2,
-                        "known": False, "side_effect_sets": ["mmlu:high_school_geography"], "selection_tokens": 600,
-                        "loss_tokens": 0, "delay_per_config": 1.5})["id"]
+    job = c.submit_job(
+        {
+            "thresholds": [0.5],
+            "ns": [1, 2],
+            "values": [20.0, 50.0],
+            "question_limit": 2,
+            "known": False,
+            "side_effect_sets": ["mmlu:high_school_geography"],
+            "selection_tokens": 600,
+            "loss_tokens": 0,
+            "delay_per_config": 1.5,
+        }
+    )["id"]
     at = ok(page("batch", job=job).run())
     assert at.selectbox(key="job").value == job
     bar = at.get("progress")
@@ -691,9 +763,11 @@ def test_parse_and_format_feature_lists():
     assert R.parse_feature_list(R.format_feature_list(items, "emb"), "emb") == items
     assert R.interventions_for(items, 20, "clamp", "emb") == [
         {"sae": "emb", "features": [1], "value": 20.0, "mode": "clamp"},
-        {"sae": "other", "features": [2], "value": 20.0, "mode": "clamp"}]
+        {"sae": "other", "features": [2], "value": 20.0, "mode": "clamp"},
+    ]
     assert R.interventions_for([], 5, "reconstruct", "emb") == [
-        {"sae": "emb", "features": [], "value": 5.0, "mode": "reconstruct"}]
+        {"sae": "emb", "features": [], "value": 5.0, "mode": "reconstruct"}
+    ]
 
 
 def test_heatmap_html_escapes_and_picks_readable_text_colours():
@@ -755,7 +829,9 @@ def test_question_box_label_says_how_many_the_known_filter_checked():
     data = {"total": 190, "offset": 0, "limit": 30, "known": True, "label": "bio quiz (dev)"}
     assert R.question_box_label(14, data) == "Question (14 known among the first 30 checked, of 190 in bio quiz (dev))"
     assert R.question_box_label(3, {**data, "total": 12}).startswith("Question (3 known among the first 12 checked")
-    assert R.question_box_label(133, {**data, "known": False, "total": 133, "label": "x"}) == "Question (133 of 133 in x)"
+    assert (
+        R.question_box_label(133, {**data, "known": False, "total": 133, "label": "x"}) == "Question (133 of 133 in x)"
+    )
 
 
 def test_batch_evaluation_runs_static_and_gated_side_by_side(app_env):
@@ -784,11 +860,14 @@ def test_batch_evaluation_runs_static_and_gated_side_by_side(app_env):
 
 
 def test_selection_summary_says_how_the_target_picks_its_features():
-    t = {"selection": {"method": "frequency", "n": 50, "threshold": 0.01, "query": "", "background": "webtext-train"},
-         "retain_corpora": ["wikitext@train", "webtext-train"]}
+    t = {
+        "selection": {"method": "frequency", "n": 50, "threshold": 0.01, "query": "", "background": "webtext-train"},
+        "retain_corpora": ["wikitext@train", "webtext-train"],
+    }
     assert R.selection_summary(t, "quiz:bio@train") == (
         "the top 50 features by firing frequency on `quiz:bio@train` among those firing on less than 0.01 of the "
-        "tokens of `wikitext@train`, `webtext-train`")
+        "tokens of `wikitext@train`, `webtext-train`"
+    )
     t["selection"].update(method="search", query="Sherlock Holmes", n=20)
     s = R.selection_summary(t, "sherlock@train")
     assert s.startswith('the top 20 features most specific to "Sherlock Holmes" against `webtext-train`')
@@ -797,9 +876,20 @@ def test_selection_summary_says_how_the_target_picks_its_features():
 
 def test_the_selection_caption_of_a_search_says_the_query_and_not_a_threshold():
     from unlearn_core.ui.selection_view import used_corpora_caption
-    res = {"method": "search", "query": "Sherlock Holmes", "background": "webtext-train", "sae": "embedded",
-           "features": [{"feature": 1}, {"feature": 2}], "forget_corpus": "sherlock@train",
-           "retain_corpora": ["wikitext@train"], "threshold": None, "n_tokens": 50000}
+
+    res = {
+        "method": "search",
+        "query": "Sherlock Holmes",
+        "background": "webtext-train",
+        "sae": "embedded",
+        "features": [{"feature": 1}, {"feature": 2}],
+        "forget_corpus": "sherlock@train",
+        "retain_corpora": ["wikitext@train"],
+        "threshold": None,
+        "n_tokens": 50000,
+    }
     cap = used_corpora_caption(res)
-    assert cap.startswith('Of `embedded`, the top 2 features most specific to "Sherlock Holmes" against `webtext-train`')
+    assert cap.startswith(
+        'Of `embedded`, the top 2 features most specific to "Sherlock Holmes" against `webtext-train`'
+    )
     assert "`sherlock@train`" in cap and "`wikitext@train`" in cap and "threshold" not in cap

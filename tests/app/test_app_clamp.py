@@ -1,5 +1,6 @@
 """Defects a new user hit on the Clamp explorer and the URL state (issue 13), as AppTests against
 the shared tiny-backend server. Each test failed before its fix."""
+
 from __future__ import annotations
 
 import html
@@ -7,8 +8,8 @@ import json
 import re
 
 import pytest
-
 from test_app import QID, app_env, ok, page, prob_table, server  # noqa: F401  (fixtures)
+
 from unlearn_core.ui import render as R
 
 
@@ -65,15 +66,18 @@ def test_feature_sets_survive_a_reload_through_the_url(app_env):
     """Defect 6, second half: named feature sets vanished on reload (they lived only in the
     browser session). They are in ?sets= now, written on every run and read by a new session."""
     at = ok(page("clamp", features="2,3", qset="wmdp-bio", q=QID).run())
-    at.session_state["feature_sets"] = {"bio": [{"sae": "tiny", "feature": 2}, {"sae": "tiny", "feature": 3}],
-                                        "other|x": [{"sae": "tiny", "feature": 5}]}
+    at.session_state["feature_sets"] = {
+        "bio": [{"sae": "tiny", "feature": 2}, {"sae": "tiny", "feature": 3}],
+        "other|x": [{"sae": "tiny", "feature": 5}],
+    }
     ok(at.run())
     raw = at.query_params["sets"]
     assert raw == "bio~2, 3|other-x~5"
     fresh = ok(page("clamp", features="2,3", qset="wmdp-bio", q=QID, sets=raw).run())  # a reload: a new session
-    assert fresh.session_state["feature_sets"] == {"bio": [{"sae": "tiny", "feature": 2},
-                                                           {"sae": "tiny", "feature": 3}],
-                                                   "other-x": [{"sae": "tiny", "feature": 5}]}
+    assert fresh.session_state["feature_sets"] == {
+        "bio": [{"sae": "tiny", "feature": 2}, {"sae": "tiny", "feature": 3}],
+        "other-x": [{"sae": "tiny", "feature": 5}],
+    }
     sidebar = "\n".join(m.value for m in fresh.sidebar.markdown)
     assert "**bio** (2)" in sidebar and "**other-x** (1)" in sidebar
     broken = ok(page("clamp", features="2,3", qset="wmdp-bio", q=QID, sets="no separator").run())
@@ -142,8 +146,11 @@ def test_clamp_explorer_curve_comes_in_chunks_and_the_slider_reuses_them(app_env
 
     calls = []
     real = CN.call
-    monkeypatch.setattr(CN, "call", lambda method, *a, **k: calls.append((method, tuple(k.get("values") or ())))
-                        or real(method, *a, **k))
+    monkeypatch.setattr(
+        CN,
+        "call",
+        lambda method, *a, **k: calls.append((method, tuple(k.get("values") or ()))) or real(method, *a, **k),
+    )
     at = ok(page("clamp", features="3,6", qset="wmdp-bio", q=QID, c="57").run())
     curve_calls = [v for m, v in calls if m == "mcq" and len(v) > 1]
     assert [v for vs in curve_calls for v in vs] == [float(v) for v in range(0, 501, 25)]

@@ -4,21 +4,30 @@ tiny-backend server, and on the pure figure builder.
 Defect 7 (Batch evaluation): Figure 5's axes ran 0-2 when the points coincide; the number of
 questions behind each accuracy was off-screen (a "score 0.000" came from 2 questions).
 """
+
 from __future__ import annotations
 
 import json
 
 import pytest
-from streamlit.testing.v1 import AppTest
-
 from browser_helpers import ROOT
+from streamlit.testing.v1 import AppTest
 from test_app import app_env, server  # noqa: F401  (fixtures)
+
 from unlearn_core.ui import figures as FIG
 
 TIMEOUT = 60
 BATCH = str(ROOT / "pages" / "4_Batch_evaluation.py")
-SPEC = {"thresholds": [0.5], "ns": [1, 2], "values": [20.0], "question_limit": 2, "known": False,
-        "side_effect_sets": ["mmlu:high_school_geography"], "selection_tokens": 600, "loss_tokens": 0}
+SPEC = {
+    "thresholds": [0.5],
+    "ns": [1, 2],
+    "values": [20.0],
+    "question_limit": 2,
+    "known": False,
+    "side_effect_sets": ["mmlu:high_school_geography"],
+    "selection_tokens": 600,
+    "loss_tokens": 0,
+}
 
 
 @pytest.fixture(scope="module")

@@ -1,11 +1,12 @@
 """RMU in the app (AppTest against the shared tiny-backend server): a run trained from the batch
 page's panel, then evaluated in a sweep beside the clamp (its own score and Figure-5 series), and
 compared with the base model and the clamp on one question in the clamp explorer."""
+
 from __future__ import annotations
 
 import pytest
-
 from test_app import QID, app_env, ok, page, prob_table, run_small_paper_sweep, server  # noqa: F401 (fixtures)
+
 from unlearn_core.server.client import UnlearnClient
 
 NAME = "app-rmu"
@@ -117,8 +118,9 @@ def test_clamp_on_top_of_the_rmu_model(app_env, server, trained):
     ok(at.run())
     table = prob_table(at)
     assert "| base |" in table and f"| {trained} |" in table and f"| {trained} + clamp (c=70) |" in table
-    want = UnlearnClient(server["url"], token="").mcq(QID, "wmdp-bio", [{"features": [2, 3], "value": 70.0}],
-                                                      values=[70.0], variant=trained)
+    want = UnlearnClient(server["url"], token="").mcq(
+        QID, "wmdp-bio", [{"features": [2, 3], "value": 70.0}], values=[70.0], variant=trained
+    )
     p = want["curve"][0]["score"]["probs"][want["question"]["answer"]]
     assert any(m.label.startswith("P(correct answer") and m.value == f"{p:.4f}" for m in at.metric)
 

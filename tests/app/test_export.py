@@ -1,4 +1,5 @@
 """PNG export of plots with kaleido driving the local Chromium (no browser download)."""
+
 import os
 import shutil
 

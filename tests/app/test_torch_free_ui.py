@@ -4,6 +4,7 @@ Importing torch costs seconds and gigabytes the app never uses; a stray import (
 from an engine module) is how it creeps in. Each check runs in a fresh interpreter, so what this
 test process imported does not count, and a failure names the import chain that brought torch.
 """
+
 from __future__ import annotations
 
 import os

@@ -6,6 +6,7 @@ on screen change, follows the sidebar navigation (the URL keeps the view), and s
 screenshot of each page under tests/artifacts/ (gitignored). With UNLEARN_DOCS_SCREENSHOTS=1
 it also refreshes the README's screenshots in docs/screenshots/.
 """
+
 from __future__ import annotations
 
 import os
@@ -13,9 +14,19 @@ import re
 from pathlib import Path
 
 import pytest
+from browser_helpers import (
+    ARTIFACTS,
+    ROOT,
+    full_screenshot,
+    launch_chromium,
+    require_chromium,
+    settle,
+    shared_tiny_server,
+    start_streamlit,
+    stop,
+    wait_charts,
+)
 
-from browser_helpers import (ARTIFACTS, ROOT, full_screenshot, launch_chromium, require_chromium, settle,
-                             shared_tiny_server, start_streamlit, stop, wait_charts)
 from unlearn_core.server.client import UnlearnClient
 
 pytestmark = pytest.mark.browser
@@ -159,9 +170,16 @@ def test_clamp_slider_changes_probabilities_on_screen(app, page):
 
 def test_batch_evaluation_results(app, page):
     c = UnlearnClient(app["server"]["url"], token="")
-    spec = {"thresholds": [0.5, 0.4], "ns": [1, 3], "values": [20.0, 100.0], "question_limit": 6, "known": False,
-            "side_effect_sets": ["mmlu:high_school_geography", "mmlu:human_aging"], "selection_tokens": 600,
-            "loss_tokens": 200}
+    spec = {
+        "thresholds": [0.5, 0.4],
+        "ns": [1, 3],
+        "values": [20.0, 100.0],
+        "question_limit": 6,
+        "known": False,
+        "side_effect_sets": ["mmlu:high_school_geography", "mmlu:human_aging"],
+        "selection_tokens": 600,
+        "loss_tokens": 200,
+    }
     first = c.submit_job({**spec, "values": [10.0, 50.0]})["id"]
     job = c.submit_job(spec)["id"]
     assert c.wait_job(first, timeout=90)["status"] == "done"
@@ -185,7 +203,8 @@ def test_dark_theme_heatmap_is_readable(app, browser):
         # every shaded token's text contrasts with its background (WCAG ratio >= 4.5)
         pairs = pg.locator(".uw-heat span").evaluate_all(
             "els => els.filter(e => e.style.backgroundColor).map(e => "
-            "[getComputedStyle(e).color, getComputedStyle(e).backgroundColor])")
+            "[getComputedStyle(e).color, getComputedStyle(e).backgroundColor])"
+        )
         assert len(pairs) > 20
         worst = min(contrast(fg, bg) for fg, bg in pairs)
         assert worst >= 4.5, worst

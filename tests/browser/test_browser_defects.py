@@ -4,15 +4,16 @@ shared tiny-backend server (see browser_helpers).
 Defect 9: (a) the app went to the network (the favicon came from fonts.gstatic.com: dozens of
 console errors offline); (b) metric cards and sidebar labels were cut off ("embedd…", "Clamp th").
 """
+
 from __future__ import annotations
 
 import re
 from urllib.parse import urlparse
 
 import pytest
-
 from browser_helpers import settle, wait_charts
 from test_browser import app, browser, page  # noqa: F401  (fixtures)
+
 from unlearn_core.server.client import UnlearnClient
 
 pytestmark = pytest.mark.browser
@@ -23,9 +24,16 @@ LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 STREAMLIT_PROBE = re.compile(r"^http://127\.0\.0\.1:\d+/[^/?#]+/_stcore/(health|host-config)$")
 # a sweep whose best configuration has a long key ("t=0.45|n=10|c=12.5", shown on a metric card); its
 # points coincide with the clean model's on the tiny backend
-SPEC = {"thresholds": [0.45], "ns": [10], "values": [12.5], "question_limit": 6, "known": False,
-        "side_effect_sets": ["mmlu:high_school_geography", "mmlu:human_aging"], "selection_tokens": 600,
-        "loss_tokens": 200}
+SPEC = {
+    "thresholds": [0.45],
+    "ns": [10],
+    "values": [12.5],
+    "question_limit": 6,
+    "known": False,
+    "side_effect_sets": ["mmlu:high_school_geography", "mmlu:human_aging"],
+    "selection_tokens": 600,
+    "loss_tokens": 200,
+}
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +45,13 @@ def job(app):
 
 
 def pages(job: str) -> list[str]:
-    return ["/", "/Feature_search?f=2&ntok=600", f"/Token_highlighting?features=2,3&qset=wmdp-bio&q={QID}",
-            f"/Clamp_explorer?features=2,3,4&qset=wmdp-bio&q={QID}&c=50", f"/Batch_evaluation?job={job}"]
+    return [
+        "/",
+        "/Feature_search?f=2&ntok=600",
+        f"/Token_highlighting?features=2,3&qset=wmdp-bio&q={QID}",
+        f"/Clamp_explorer?features=2,3,4&qset=wmdp-bio&q={QID}&c=50",
+        f"/Batch_evaluation?job={job}",
+    ]
 
 
 def open_page(page, url: str) -> None:
@@ -54,14 +67,20 @@ def test_no_request_leaves_the_machine_and_no_console_errors(app, page, job):
     requests, failed, errors = [], [], []
     page.on("request", lambda r: requests.append(r.url))
     page.on("requestfailed", lambda r: failed.append(f"{r.url} ({r.failure})"))
-    page.on("console", lambda m: errors.append((m.text, (m.location or {}).get("url", ""))) if m.type == "error"
-            else None)
+    page.on(
+        "console", lambda m: errors.append((m.text, (m.location or {}).get("url", ""))) if m.type == "error" else None
+    )
     for path in pages(job):
         open_page(page, app["url"] + path)
         wait_charts(page)
         page.wait_for_timeout(1500)  # the favicon is set after the script has run
-    external = sorted({u for u in requests if urlparse(u).scheme in ("http", "https", "ws", "wss")
-                       and urlparse(u).hostname not in LOOPBACK})
+    external = sorted(
+        {
+            u
+            for u in requests
+            if urlparse(u).scheme in ("http", "https", "ws", "wss") and urlparse(u).hostname not in LOOPBACK
+        }
+    )
     assert not external, external
     assert not [f for f in failed if not STREAMLIT_PROBE.match(f.split(" (")[0])], failed
     errors = [e for e in errors if not STREAMLIT_PROBE.match(e[1])]
@@ -82,9 +101,11 @@ def test_the_favicon_is_served_by_the_app(app, page):
 CUT_OFF_JS = """sel => [...document.querySelectorAll(sel)].flatMap(e =>
     [e, ...e.querySelectorAll('*')].filter(x => x.clientWidth > 0 && x.scrollWidth > x.clientWidth + 1)
       .map(x => `${e.getAttribute('data-testid')}: "${e.innerText.trim()}" (${x.scrollWidth} > ${x.clientWidth})`))"""
-CHECKED = ("[data-testid='stMetricValue'], [data-testid='stMetricLabel'], "
-           "[data-testid='stSidebar'] [data-testid='stPageLink'], "
-           "[data-testid='stSidebar'] [data-testid='stWidgetLabel']")
+CHECKED = (
+    "[data-testid='stMetricValue'], [data-testid='stMetricLabel'], "
+    "[data-testid='stSidebar'] [data-testid='stPageLink'], "
+    "[data-testid='stSidebar'] [data-testid='stWidgetLabel']"
+)
 
 
 def cut_off(page) -> list[str]:
@@ -108,6 +129,7 @@ def test_sidebar_feature_set_links_are_not_cut_off(app, page):
     open_page(page, app["url"] + "/Feature_search?f=2&ntok=600")
     page.get_by_role("button", name=re.compile("Add feature 2 to")).click()
     page.locator("[data-testid='stSidebar'] [data-testid='stPageLink']", has_text="Clamp these").wait_for(
-        timeout=30_000)
+        timeout=30_000
+    )
     settle(page)
     assert not cut_off(page), cut_off(page)

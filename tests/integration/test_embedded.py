@@ -1,12 +1,13 @@
 """Integration tests on the embedded Gemma 3 270M and the shipped SAE (CI runs them)."""
+
 import json
 
 import pytest
 import torch
 
 from unlearn_core.data import loaders as D
-from unlearn_core.features import stats as F
 from unlearn_core.evaluation import mcq
+from unlearn_core.features import stats as F
 from unlearn_core.method.interventions import Intervention
 from unlearn_core.model.saes import EMBEDDED_SAE_DIR
 
@@ -15,8 +16,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def engine():
-    from unlearn_core.model.engine import load_engine
     from unlearn_core.core.settings import load_settings
+    from unlearn_core.model.engine import load_engine
 
     return load_engine(load_settings({"model": "embedded:gemma-3-270m", "saes": ["embedded"]}), progress=False)
 
@@ -127,18 +128,20 @@ def test_saved_weights_load_the_same_model_as_transformers(engine):
     from transformer_lens import HookedTransformer
     from transformers import AutoModelForCausalLM
 
-    from unlearn_core.model.models import HOOKED_WEIGHTS, EMBEDDED_HF_NAME, embedded_model_dir
+    from unlearn_core.model.models import EMBEDDED_HF_NAME, HOOKED_WEIGHTS, embedded_model_dir
 
     folder = embedded_model_dir(engine.settings.cache_dir)
     assert (folder / HOOKED_WEIGHTS).exists()  # the engine above was loaded from it
     hf = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
-    ref = HookedTransformer.from_pretrained_no_processing(EMBEDDED_HF_NAME, hf_model=hf,
-                                                          tokenizer=engine.model.tokenizer)
+    ref = HookedTransformer.from_pretrained_no_processing(
+        EMBEDDED_HF_NAME, hf_model=hf, tokenizer=engine.model.tokenizer
+    )
     del hf
     fast = engine.model
     skip = {"init_weights", "use_hook_tokens"}  # the engine switches on hook_tokens (an identity hook, for gates)
-    assert {k: v for k, v in fast.cfg.to_dict().items() if k not in skip} == \
-        {k: v for k, v in ref.cfg.to_dict().items() if k not in skip}
+    assert {k: v for k, v in fast.cfg.to_dict().items() if k not in skip} == {
+        k: v for k, v in ref.cfg.to_dict().items() if k not in skip
+    }
     ref_params = dict(ref.named_parameters())
     assert set(ref_params) == {k for k, _ in fast.named_parameters()}
     for k, v in fast.named_parameters():
@@ -194,8 +197,8 @@ def test_gated_clamp_on_the_embedded_model(engine, question, scoring):
 def test_rmu_with_coefficient_zero_equals_the_clean_model(engine, monkeypatch, tmp_path):
     """The RMU no-op control on the embedded model: c = 0, alpha > 0 (nothing to forget) leaves
     the outputs equal to the clean model's within 1e-4, through the saved delta and the variant."""
-    from unlearn_core.training import rmu
     from unlearn_core.evaluation.targets import get_target
+    from unlearn_core.training import rmu
 
     monkeypatch.setattr(engine.settings, "cache_dir", str(tmp_path))
     cfg = rmu.default_config(engine.model_name, steering_coeff=0.0, alpha=1200.0, steps=3)
@@ -214,8 +217,8 @@ def test_rmu_steps_move_forget_more_than_retain(engine, monkeypatch, tmp_path):
     """Ten RMU steps with the embedded defaults push forget-text residuals at the steered layer
     toward c*u while retain-text residuals stay within 1% of their energy (a hook on the whole
     model, the delta applied as a variant)."""
-    from unlearn_core.training import rmu
     from unlearn_core.evaluation.targets import get_target
+    from unlearn_core.training import rmu
 
     monkeypatch.setattr(engine.settings, "cache_dir", str(tmp_path))
     t = get_target("bio-basics")
@@ -234,7 +237,9 @@ def test_rmu_steps_move_forget_more_than_retain(engine, monkeypatch, tmp_path):
         with rmu.applied(engine, "rmu:few"):
             f1, r1 = resid(data.forget[:4]), resid(data.retain[:4])
     dist = lambda f: float(((f - control) ** 2).mean())  # noqa: E731
-    print(f"forget: distance to c*u {dist(f0):.1f} -> {dist(f1):.1f}; retain shift {float(((r1 - r0) ** 2).mean()):.1f} "
-          f"of energy {float((r0 ** 2).mean()):.1f}")
+    print(
+        f"forget: distance to c*u {dist(f0):.1f} -> {dist(f1):.1f}; retain shift {float(((r1 - r0) ** 2).mean()):.1f} "
+        f"of energy {float((r0**2).mean()):.1f}"
+    )
     assert dist(f1) < 0.995 * dist(f0)  # steered toward c*u (measured: 1.3% closer after 10 steps)
-    assert float(((r1 - r0) ** 2).mean()) < 0.01 * float((r0 ** 2).mean())  # retain kept within 1%
+    assert float(((r1 - r0) ** 2).mean()) < 0.01 * float((r0**2).mean())  # retain kept within 1%

@@ -8,19 +8,18 @@ test; the server process gets ``HF_HUB_OFFLINE=1`` and a proxy on a closed loopb
 download attempt fails its start. The embedded loader is made to fail in-process, so a silent
 fallback to the embedded default cannot pass either. See ``hub_fixture.py`` for the layout.
 """
+
 from __future__ import annotations
 
 import ipaddress
-import os
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import hub_fixture as H
 import pytest
 import torch
-
-import hub_fixture as H
 from browser_helpers import ROOT, clean_env, free_port, stop, wait_http
 
 pytestmark = pytest.mark.integration
@@ -66,8 +65,8 @@ def no_network(monkeypatch):
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory, shared_data):
     """The pre-filled hub cache and the hub-shaped dataset copies (built once per module)."""
-    from unlearn_core.model.models import convert_embedded_model
     from unlearn_core.core.settings import load_settings
+    from unlearn_core.model.models import convert_embedded_model
 
     root = tmp_path_factory.mktemp("research_path")
     converted = convert_embedded_model(load_settings({}).cache_dir, progress=False)
@@ -75,8 +74,13 @@ def hub(tmp_path_factory, shared_data):
     params = H.build_sae_repo(root / "hub", root)
     H.build_dataset_copies(root / "cwd", shared_data, MMLU_SUBJECTS)
     (root / "data").mkdir()  # a data folder without WMDP or MMLU: those must come from the hub copies
-    return {"root": root, "hub": root / "hub", "params": params, "cwd": root / "cwd",
-            "env": H.hub_env(root / "hub", root / "datasets_cache")}
+    return {
+        "root": root,
+        "hub": root / "hub",
+        "params": params,
+        "cwd": root / "cwd",
+        "env": H.hub_env(root / "hub", root / "datasets_cache"),
+    }
 
 
 @pytest.fixture
@@ -90,8 +94,11 @@ def hub_env(hub, monkeypatch):
         monkeypatch.setenv(k, v)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub["hub"]))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    for name, value in (("HF_HUB_OFFLINE", True), ("HF_DATASETS_OFFLINE", True),
-                        ("HF_DATASETS_CACHE", Path(hub["env"]["HF_DATASETS_CACHE"]))):
+    for name, value in (
+        ("HF_HUB_OFFLINE", True),
+        ("HF_DATASETS_OFFLINE", True),
+        ("HF_DATASETS_CACHE", Path(hub["env"]["HF_DATASETS_CACHE"])),
+    ):
         monkeypatch.setattr(datasets.config, name, value)
     return hub
 
@@ -99,9 +106,9 @@ def hub_env(hub, monkeypatch):
 def test_pretrained_strings_load_from_the_hub_cache_not_the_embedded_copy(hub_env, no_network, monkeypatch):
     from safetensors.torch import load_file
 
+    from unlearn_core.core.settings import load_settings
     from unlearn_core.model import models
     from unlearn_core.model.engine import load_engine
-    from unlearn_core.core.settings import load_settings
 
     def no_fallback(*a, **k):
         raise AssertionError("the hub path fell back to the embedded model")
@@ -186,11 +193,32 @@ def hub_server(hub, tmp_path_factory):
     env.update(hub["env"])
     env.pop("UNLEARN_OFFLINE", None)  # Neuronpedia: HF_HUB_OFFLINE already keeps it off the network
     dead = f"http://127.0.0.1:{free_port()}"
-    env.update(HTTPS_PROXY=dead, HTTP_PROXY=dead, https_proxy=dead, http_proxy=dead, NO_PROXY="127.0.0.1,localhost",
-               no_proxy="127.0.0.1,localhost")
-    cmd = [sys.executable, "-m", "unlearn_core", "serve", "--host", "127.0.0.1", "--port", str(port),
-           "--model", H.MODEL_REPO, "--sae", H.SAE_SELECTOR, "--scoring", "letter",
-           "--cache-dir", str(hub["root"] / "cache")]
+    env.update(
+        HTTPS_PROXY=dead,
+        HTTP_PROXY=dead,
+        https_proxy=dead,
+        http_proxy=dead,
+        NO_PROXY="127.0.0.1,localhost",
+        no_proxy="127.0.0.1,localhost",
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "unlearn_core",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--model",
+        H.MODEL_REPO,
+        "--sae",
+        H.SAE_SELECTOR,
+        "--scoring",
+        "letter",
+        "--cache-dir",
+        str(hub["root"] / "cache"),
+    ]
     with open(log, "ab") as f:
         p = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
@@ -233,10 +261,22 @@ def test_the_server_runs_the_whole_pipeline_on_the_hub_model(hub_server):
     dash = c.dashboard(feats[0], sae=H.SAE_SELECTOR, corpora=["webtext"], n_tokens=512, k=3, neuronpedia=False)
     assert dash["feature"] == feats[0]
     # a small sweep, end to end, through the job store
-    job = c.submit_job({"sae": H.SAE_SELECTOR, "forget_corpus": "wmdp-bio-text@train", "retain_corpus": "wikitext@train",
-                        "selection_tokens": 1024, "thresholds": [0.05], "ns": [5], "values": [400.0],
-                        "forget_set": "wmdp-bio", "side_effect_sets": ["mmlu:college_biology"], "known": False,
-                        "question_limit": 2, "loss_tokens": 256})
+    job = c.submit_job(
+        {
+            "sae": H.SAE_SELECTOR,
+            "forget_corpus": "wmdp-bio-text@train",
+            "retain_corpus": "wikitext@train",
+            "selection_tokens": 1024,
+            "thresholds": [0.05],
+            "ns": [5],
+            "values": [400.0],
+            "forget_set": "wmdp-bio",
+            "side_effect_sets": ["mmlu:college_biology"],
+            "known": False,
+            "question_limit": 2,
+            "loss_tokens": 256,
+        }
+    )
     # 3,600 s: far above what this one-configuration sweep takes on a busy 2-core machine (minutes)
     done = c.wait_job(job["id"], timeout=3600)
     assert done["status"] == "done", done

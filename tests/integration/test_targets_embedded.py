@@ -1,4 +1,5 @@
 """Targets on the embedded Gemma 3 270M and the shipped SAE (integration; CI runs them)."""
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,8 @@ ROOT = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml"
 
 @pytest.fixture(scope="module")
 def engine():
-    from unlearn_core.model.engine import load_engine
     from unlearn_core.core.settings import load_settings
+    from unlearn_core.model.engine import load_engine
 
     return load_engine(load_settings({"model": "embedded:gemma-3-270m", "saes": ["embedded"]}), progress=False)
 
@@ -45,8 +46,13 @@ def test_target_eval_json_on_the_embedded_model(tmp_path, shared_data):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     # no timeout of its own: on a busy 2-core machine with an empty cache this ran past 1,200 s while
     # nothing was wrong; CI's job limit (90 minutes) catches a real hang
-    p = subprocess.run([sys.executable, "-m", "unlearn_core", "target", "eval", "bio-basics", "--json",
-                        "--loss-tokens", "300"], capture_output=True, text=True, cwd=ROOT, env=env)
+    p = subprocess.run(
+        [sys.executable, "-m", "unlearn_core", "target", "eval", "bio-basics", "--json", "--loss-tokens", "300"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+    )
     assert p.returncode == 0, p.stderr[-3000:]
     out = json.loads(p.stdout)
     assert {"target", "intervention", "forget", "retain", "loss_added"} <= set(out)

@@ -2,6 +2,7 @@
 
 The 4xx cases run against the real app on the tiny backend, served by uvicorn in a thread.
 """
+
 from __future__ import annotations
 
 import socket
@@ -11,8 +12,8 @@ import time
 import pytest
 import uvicorn
 
-from unlearn_core.server.client import (ServerError, ServerUnavailableError, UnlearnClient, ensure_server, is_local)
 from unlearn_core.server import create_app
+from unlearn_core.server.client import ServerError, ServerUnavailableError, UnlearnClient, ensure_server, is_local
 
 
 def free_port() -> int:
@@ -25,8 +26,9 @@ def free_port() -> int:
 def served(tiny):
     """(url, token) of the app with a bearer token, in a uvicorn thread."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(lambda: tiny, token="tok-123"), host="127.0.0.1", port=port,
-                                           log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(lambda: tiny, token="tok-123"), host="127.0.0.1", port=port, log_level="warning")
+    )
     t = threading.Thread(target=server.run, daemon=True)
     t.start()
     url = f"http://127.0.0.1:{port}"
@@ -71,7 +73,7 @@ def test_4xx_surfaced_as_server_error(served):
         c.activations("hi", sae="nope")
     assert e.value.status == 404 and "unknown SAE" in e.value.message
     with pytest.raises(ServerError) as e:
-        c.activations("hi", features=[10 ** 6])
+        c.activations("hi", features=[10**6])
     assert e.value.status == 400 and "out of range" in e.value.message
     with pytest.raises(ServerError) as e:
         c.tokenize("")

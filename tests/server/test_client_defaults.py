@@ -4,6 +4,7 @@ A default written twice drifts: the schema's changes and the client keeps sendin
 value. The client reads each one from the schema (``client.schema_default``); these tests check
 what it actually sends, and that a default changed in the schema reaches it.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -102,8 +103,14 @@ def test_a_default_changed_in_the_schema_reaches_the_client():
                 expected.setdefault(method, {})[field] = changed(value)
     assert len(patches) >= 20  # every scalar default the client sends
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    r = subprocess.run([sys.executable, "-c", CHILD, json.dumps(patches), json.dumps({m: a for m, (_, a) in
-                        REQUESTS.items()})], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-c", CHILD, json.dumps(patches), json.dumps({m: a for m, (_, a) in REQUESTS.items()})],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     bodies = json.loads(r.stdout.strip().splitlines()[-1])
     for method, fields in expected.items():

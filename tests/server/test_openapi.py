@@ -1,5 +1,6 @@
 """The committed ``docs/openapi.json`` is what the app serves: a route or schema changed without
 regenerating it fails here (with the command that regenerates it)."""
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,15 @@ def test_it_is_what_the_app_serves_and_names_every_route():
     app = create_app(lambda: None, token="")  # no lifespan (no `with`): nothing loads, the schema needs no model
     served = TestClient(app).get("/openapi.json").json()
     assert served == O.schema()
-    assert {"/api/health", "/api/mcq", "/api/perplexity", "/api/tasks/perplexity", "/api/tasks/{task_id}",
-            "/api/jobs/{job_id}", "/api/rmu/{name}/cancel"} <= set(served["paths"])
+    assert {
+        "/api/health",
+        "/api/mcq",
+        "/api/perplexity",
+        "/api/tasks/perplexity",
+        "/api/tasks/{task_id}",
+        "/api/jobs/{job_id}",
+        "/api/rmu/{name}/cancel",
+    } <= set(served["paths"])
 
 
 def test_the_check_sees_a_changed_schema():

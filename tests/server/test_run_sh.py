@@ -4,6 +4,7 @@ the server. Runs the real script with the tiny backend (`--tiny --no-demo`) on f
 
 Every process the script starts lives in the test's own process group, which is killed at the end.
 """
+
 from __future__ import annotations
 
 import os
@@ -14,7 +15,6 @@ from pathlib import Path
 
 import pytest
 import requests
-
 from browser_helpers import ROOT, clean_env, free_port
 
 START_TIMEOUT = 180  # setup check + tiny server + streamlit, on a busy 2-core machine
@@ -52,13 +52,24 @@ def run_sh(tmp_path, shared_data):
     """Start `bash scripts/run.sh --tiny --no-demo`; wait until the app answers. Yields a dict with
     the script's process, its output file, the server and app pids, and the server log."""
     env = clean_env()
-    env.update(UNLEARN_PORT=str(free_port()), UNLEARN_APP_PORT=str(free_port()),
-               UNLEARN_CACHE_DIR=str(tmp_path / "cache"), UNLEARN_SERVER_LOG=str(tmp_path / "server.log"),
-               OMP_NUM_THREADS="1")
+    env.update(
+        UNLEARN_PORT=str(free_port()),
+        UNLEARN_APP_PORT=str(free_port()),
+        UNLEARN_CACHE_DIR=str(tmp_path / "cache"),
+        UNLEARN_SERVER_LOG=str(tmp_path / "server.log"),
+        OMP_NUM_THREADS="1",
+    )
     out = tmp_path / "run.out"
     with open(out, "wb") as f:
-        proc = subprocess.Popen(["bash", "scripts/run.sh", "--tiny", "--no-demo"], cwd=ROOT, env=env, stdout=f,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            ["bash", "scripts/run.sh", "--tiny", "--no-demo"],
+            cwd=ROOT,
+            env=env,
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     info = {"proc": proc, "out": out, "log": tmp_path / "server.log"}
     try:
         app_url = f"http://127.0.0.1:{env['UNLEARN_APP_PORT']}/_stcore/health"

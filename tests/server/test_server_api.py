@@ -5,6 +5,7 @@ afterwards), bearer-token auth, concurrent requests with different interventions
 recovery from corrupt disk-cache entries. Real question sets and corpora come from
 ../shared/data with small limits and token budgets.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -16,21 +17,17 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from api_helpers import app, client, engine, lock, ok, wait_job, wait_ok  # noqa: F401 (fixtures)
 from fastapi.testclient import TestClient
 
-from unlearn_core.features import stats as F
 from unlearn_core.evaluation import mcq as M
 from unlearn_core.evaluation import metrics as MT
+from unlearn_core.features import stats as F
 from unlearn_core.method.interventions import Intervention
-from api_helpers import app, client, engine, lock, ok, wait_job, wait_ok  # noqa: F401 (fixtures)
 from unlearn_core.server import create_app
 
 GEO = "mmlu:high_school_geography"  # short questions: fit the tiny model's 512-token context
 IV = {"sae": "tiny", "features": [2, 3, 4], "value": 20.0, "mode": "clamp"}
-
-
-
-
 
 
 def first_ids(client, set_: str = "wmdp-bio", n: int = 3) -> list[str]:
@@ -59,10 +56,26 @@ def test_health_and_info(client):
 def test_docs_and_openapi(client):
     assert client.get("/docs").status_code == 200
     paths = ok(client.get("/openapi.json"))["paths"]
-    for p in ["/api/health", "/api/info", "/api/tokenize", "/api/activations", "/api/features/dashboard",
-              "/api/features/search", "/api/features/select", "/api/questions", "/api/mcq", "/api/generate",
-              "/api/loss_added", "/api/perplexity", "/api/jobs", "/api/jobs/{job_id}", "/api/jobs/{job_id}/cancel",
-              "/api/targets", "/api/targets/select", "/api/demo"]:
+    for p in [
+        "/api/health",
+        "/api/info",
+        "/api/tokenize",
+        "/api/activations",
+        "/api/features/dashboard",
+        "/api/features/search",
+        "/api/features/select",
+        "/api/questions",
+        "/api/mcq",
+        "/api/generate",
+        "/api/loss_added",
+        "/api/perplexity",
+        "/api/jobs",
+        "/api/jobs/{job_id}",
+        "/api/jobs/{job_id}/cancel",
+        "/api/targets",
+        "/api/targets/select",
+        "/api/demo",
+    ]:
         assert p in paths
 
 
@@ -96,24 +109,33 @@ def test_search_matches_engine_and_reuses_activations(client, engine, lock):
     assert s["cached"] is True and len(s["features"]) == 5
     with lock:  # the default: specificity against webtext, dense features last
         st = F.feature_stats(engine, "tiny", "webtext", n_tokens=200)
-        ref = F.search_by_text(engine, "tiny", text, k=5, background=st.freq, background_max=st.max_act,
-                               rank="specificity")
+        ref = F.search_by_text(
+            engine, "tiny", text, k=5, background=st.freq, background_max=st.max_act, rank="specificity"
+        )
     assert [r["feature"] for r in s["features"]] == [r["feature"] for r in ref]
     assert [r["dense"] for r in s["features"]] == [r["dense"] for r in ref]
     plain = ok(client.post("/api/features/search", json={"text": text, "k": 5, "rank": "max", "background": None}))
     with lock:
         ref = F.search_by_text(engine, "tiny", text, k=5)
     assert [r["feature"] for r in plain["features"]] == [r["feature"] for r in ref]
-    bg = ok(client.post("/api/features/search", json={"text": text, "k": 5, "background": "webtext",
-                                                      "background_tokens": 200, "rank": "max"}))
+    bg = ok(
+        client.post(
+            "/api/features/search",
+            json={"text": text, "k": 5, "background": "webtext", "background_tokens": 200, "rank": "max"},
+        )
+    )
     assert all(r["score"] <= r["max_act"] + 1e-6 for r in bg["features"])
     r = client.post("/api/features/search", json={"text": text, "background": None})
     assert r.status_code == 400 and "needs a background corpus" in r.text
 
 
 def test_dashboard(client):
-    d = ok(client.post("/api/features/dashboard", json={"feature": 2, "corpora": ["webtext", "wmdp-bio-text"],
-                                                        "n_tokens": 200, "k": 2}))
+    d = ok(
+        client.post(
+            "/api/features/dashboard",
+            json={"feature": 2, "corpora": ["webtext", "wmdp-bio-text"], "n_tokens": 200, "k": 2},
+        )
+    )
     assert d["sae"] == "tiny" and d["feature"] == 2 and set(d["corpora"]) == {"webtext", "wmdp-bio-text"}
     c = d["corpora"]["webtext"]
     assert c["n_tokens"] == 200 and 0 <= c["freq"] <= 1 and len(c["examples"]["top"]) <= 2
@@ -122,9 +144,19 @@ def test_dashboard(client):
 
 
 def test_select_has_both_frequencies(client):
-    s = ok(client.post("/api/features/select", json={"forget": "wmdp-bio-text@train", "retain": "wikitext@train",
-                                                      "threshold": 0.5, "n": 4, "n_tokens": 200,
-                                                      "describe": True}))
+    s = ok(
+        client.post(
+            "/api/features/select",
+            json={
+                "forget": "wmdp-bio-text@train",
+                "retain": "wikitext@train",
+                "threshold": 0.5,
+                "n": 4,
+                "n_tokens": 200,
+                "describe": True,
+            },
+        )
+    )
     assert 1 <= len(s["features"]) <= 4
     freqs = [r["forget_freq"] for r in s["features"]]
     assert freqs == sorted(freqs, reverse=True)
@@ -148,8 +180,9 @@ def test_questions_pages_and_known_filter(client):
 def test_mcq_curve_matches_score_curve(client, engine, lock, app):
     qid = first_ids(client)[0]
     values = [0.0, 20.0, 100.0]
-    r = ok(client.post("/api/mcq", json={"question_id": qid, "set": "wmdp-bio", "interventions": [IV],
-                                         "values": values}))
+    r = ok(
+        client.post("/api/mcq", json={"question_id": qid, "set": "wmdp-bio", "interventions": [IV], "values": values})
+    )
     assert r["question"]["id"] == qid and r["set_label"] == "WMDP-bio" and r["scoring"] == "letter"
     assert [p["value"] for p in r["curve"]] == values
     _, q = app.state.server.find_question("wmdp-bio", qid)
@@ -183,8 +216,11 @@ def test_generate(client, engine, lock):
 
 def test_loss_added_and_perplexity_match_metrics(client, engine, lock):
     la = ok(client.post("/api/loss_added", json={"corpus": "webtext", "interventions": [IV], "n_tokens": 200}))
-    ppl = ok(client.post("/api/perplexity", json={"corpus": "wikitext", "part": "heldout", "interventions": [IV],
-                                                  "n_tokens": 200}))
+    ppl = ok(
+        client.post(
+            "/api/perplexity", json={"corpus": "wikitext", "part": "heldout", "interventions": [IV], "n_tokens": 200}
+        )
+    )
     ivs = [Intervention("tiny", (2, 3, 4), 20.0)]
     with lock:
         ref = MT.loss_added(engine, F.corpus_docs(engine, "webtext"), ivs, n_tokens=200, corpus="webtext")
@@ -197,11 +233,19 @@ def test_loss_added_and_perplexity_match_metrics(client, engine, lock):
 
 
 def small_job(**kw) -> dict:
-    spec = {"thresholds": [0.5], "ns": [1, 2], "values": [10.0, 50.0], "forget_set": "wmdp-bio",
-            "side_effect_sets": [GEO], "known": False, "question_limit": 2, "selection_tokens": 200,
-            "loss_corpus": "webtext", "loss_tokens": 100}
+    spec = {
+        "thresholds": [0.5],
+        "ns": [1, 2],
+        "values": [10.0, 50.0],
+        "forget_set": "wmdp-bio",
+        "side_effect_sets": [GEO],
+        "known": False,
+        "question_limit": 2,
+        "selection_tokens": 200,
+        "loss_corpus": "webtext",
+        "loss_tokens": 100,
+    }
     return {**spec, **kw}
-
 
 
 def test_job_runs_and_persists(client, engine):
@@ -254,56 +298,131 @@ BAD = [
     ("unknown field", "post", "/api/tokenize", {"text": "a", "txt": "b"}, 422),
     ("longer than context", "post", "/api/activations", {"text": "y" * 600}, 400),
     ("feature out of range", "post", "/api/activations", {"text": "hi", "features": [64]}, 400),
-    ("huge feature id", "post", "/api/activations", {"text": "hi", "features": [10 ** 30]}, 400),
+    ("huge feature id", "post", "/api/activations", {"text": "hi", "features": [10**30]}, 400),
     ("negative feature", "post", "/api/activations", {"text": "hi", "features": [-1]}, 422),
     ("unknown sae", "post", "/api/activations", {"text": "hi", "sae": "nope"}, 404),
     ("top_k too big", "post", "/api/activations", {"text": "hi", "top_k": 10_000}, 422),
     ("NaN clamp", "post", "/api/mcq", NaN_BODY, 422),
     ("inf clamp", "post", "/api/mcq", INF_BODY, 422),
     ("huge clamp", "post", "/api/mcq", {"question_id": "q", "interventions": [{**IV, "value": 1e5}]}, 422),
-    ("NaN in values", "post", "/api/mcq",
-     '{"question_id": "q", "interventions": [{"features": [1]}], "values": [1.0, NaN]}', 422),
+    (
+        "NaN in values",
+        "post",
+        "/api/mcq",
+        '{"question_id": "q", "interventions": [{"features": [1]}], "values": [1.0, NaN]}',
+        422,
+    ),
     ("too many values", "post", "/api/mcq", {"question_id": "q", "interventions": [IV], "values": [1.0] * 65}, 422),
-    ("too many features", "post", "/api/mcq",
-     {"question_id": "q", "interventions": [{**IV, "features": list(range(513))}]}, 422),
-    ("too many features in total", "post", "/api/mcq",
-     {"question_id": "q", "interventions": [{**IV, "features": list(range(300))}] * 2}, 422),
+    (
+        "too many features",
+        "post",
+        "/api/mcq",
+        {"question_id": "q", "interventions": [{**IV, "features": list(range(513))}]},
+        422,
+    ),
+    (
+        "too many features in total",
+        "post",
+        "/api/mcq",
+        {"question_id": "q", "interventions": [{**IV, "features": list(range(300))}] * 2},
+        422,
+    ),
     ("too many interventions", "post", "/api/mcq", {"question_id": "q", "interventions": [IV] * 9}, 422),
-    ("too many features in total: generate", "post", "/api/generate",
-     {"prompt": "hi", "interventions": [{**IV, "features": list(range(300))}] * 2}, 422),
-    ("too many features in total: loss added", "post", "/api/loss_added",
-     {"interventions": [{**IV, "features": list(range(300))}] * 2}, 422),
+    (
+        "too many features in total: generate",
+        "post",
+        "/api/generate",
+        {"prompt": "hi", "interventions": [{**IV, "features": list(range(300))}] * 2},
+        422,
+    ),
+    (
+        "too many features in total: loss added",
+        "post",
+        "/api/loss_added",
+        {"interventions": [{**IV, "features": list(range(300))}] * 2},
+        422,
+    ),
     ("loss added without interventions", "post", "/api/loss_added", {"interventions": []}, 422),
-    ("too many features in total: perplexity", "post", "/api/perplexity",
-     {"interventions": [{**IV, "features": list(range(300))}] * 2}, 422),
+    (
+        "too many features in total: perplexity",
+        "post",
+        "/api/perplexity",
+        {"interventions": [{**IV, "features": list(range(300))}] * 2},
+        422,
+    ),
     ("perplexity ctx too small", "post", "/api/perplexity", {"ctx": 2}, 422),
     ("bad mode", "post", "/api/mcq", {"question_id": "q", "interventions": [{**IV, "mode": "explode"}]}, 422),
-    ("clamp without features", "post", "/api/mcq", {"question_id": "wmdp-bio:bio:5ef94a561c",
-                                                     "interventions": [{**IV, "features": []}]}, 400),
-    ("intervention feature out of range", "post", "/api/mcq",
-     {"question_id": "wmdp-bio:bio:5ef94a561c", "interventions": [{**IV, "features": [64]}]}, 400),
-    ("intervention unknown sae", "post", "/api/mcq",
-     {"question_id": "wmdp-bio:bio:5ef94a561c", "interventions": [{**IV, "sae": "nope"}]}, 404),
+    (
+        "clamp without features",
+        "post",
+        "/api/mcq",
+        {"question_id": "wmdp-bio:bio:5ef94a561c", "interventions": [{**IV, "features": []}]},
+        400,
+    ),
+    (
+        "intervention feature out of range",
+        "post",
+        "/api/mcq",
+        {"question_id": "wmdp-bio:bio:5ef94a561c", "interventions": [{**IV, "features": [64]}]},
+        400,
+    ),
+    (
+        "intervention unknown sae",
+        "post",
+        "/api/mcq",
+        {"question_id": "wmdp-bio:bio:5ef94a561c", "interventions": [{**IV, "sae": "nope"}]},
+        404,
+    ),
     ("unknown question id", "post", "/api/mcq", {"question_id": "no-such-question"}, 404),
     ("unknown question set", "post", "/api/mcq", {"question_id": "q", "set": "trivia"}, 404),
     ("unknown mmlu subject", "post", "/api/mcq", {"question_id": "q", "set": "mmlu:astrology"}, 404),
     ("no question", "post", "/api/mcq", {"interventions": []}, 422),
-    ("question and id", "post", "/api/mcq", {"question_id": "q", "question": {
-        "question": "a", "choices": ["1", "2", "3", "4"], "answer": 0}}, 422),
-    ("three choices", "post", "/api/mcq", {"question": {"question": "a", "choices": ["1", "2", "3"], "answer": 0}},
-     422),
-    ("answer out of range", "post", "/api/mcq", {"question": {"question": "a", "choices": ["1", "2", "3", "4"],
-                                                              "answer": 4}}, 422),
+    (
+        "question and id",
+        "post",
+        "/api/mcq",
+        {"question_id": "q", "question": {"question": "a", "choices": ["1", "2", "3", "4"], "answer": 0}},
+        422,
+    ),
+    (
+        "three choices",
+        "post",
+        "/api/mcq",
+        {"question": {"question": "a", "choices": ["1", "2", "3"], "answer": 0}},
+        422,
+    ),
+    (
+        "answer out of range",
+        "post",
+        "/api/mcq",
+        {"question": {"question": "a", "choices": ["1", "2", "3", "4"], "answer": 4}},
+        422,
+    ),
     ("values without interventions", "post", "/api/mcq", {"question_id": "q", "values": [1.0]}, 422),
-    ("long inline question", "post", "/api/mcq", {"question": {"question": "z" * 900, "choices": ["1", "2", "3", "4"],
-                                                               "answer": 0}}, 400),
+    (
+        "long inline question",
+        "post",
+        "/api/mcq",
+        {"question": {"question": "z" * 900, "choices": ["1", "2", "3", "4"], "answer": 0}},
+        400,
+    ),
     ("dashboard feature out of range", "post", "/api/features/dashboard", {"feature": 64, "n_tokens": 200}, 400),
-    ("dashboard unknown corpus", "post", "/api/features/dashboard",
-     {"feature": 1, "corpora": ["nonsense"], "n_tokens": 200}, 400),
-    ("corpus as a file path", "post", "/api/features/dashboard",
-     {"feature": 1, "corpora": ["/etc/passwd"], "n_tokens": 200}, 400),
+    (
+        "dashboard unknown corpus",
+        "post",
+        "/api/features/dashboard",
+        {"feature": 1, "corpora": ["nonsense"], "n_tokens": 200},
+        400,
+    ),
+    (
+        "corpus as a file path",
+        "post",
+        "/api/features/dashboard",
+        {"feature": 1, "corpora": ["/etc/passwd"], "n_tokens": 200},
+        400,
+    ),
     ("too many corpora", "post", "/api/features/dashboard", {"feature": 1, "corpora": ["webtext"] * 5}, 422),
-    ("dashboard huge n_tokens", "post", "/api/features/dashboard", {"feature": 1, "n_tokens": 10 ** 9}, 422),
+    ("dashboard huge n_tokens", "post", "/api/features/dashboard", {"feature": 1, "n_tokens": 10**9}, 422),
     ("select zero threshold", "post", "/api/features/select", {"threshold": 0}, 422),
     ("select NaN threshold", "post", "/api/features/select", '{"threshold": NaN}', 422),
     ("select bad part", "post", "/api/features/select", {"forget": "webtext@bogus", "n_tokens": 200}, 400),
@@ -319,15 +438,30 @@ BAD = [
     ("generate NaN temperature", "post", "/api/generate", '{"prompt": "a", "temperature": NaN}', 422),
     ("generate past context", "post", "/api/generate", {"prompt": "a" * 500, "max_new_tokens": 100}, 400),
     ("loss without interventions", "post", "/api/loss_added", {"interventions": []}, 422),
-    ("loss huge budget", "post", "/api/loss_added", {"interventions": [IV], "n_tokens": 10 ** 9}, 422),
-    ("loss unknown corpus", "post", "/api/loss_added", {"interventions": [IV], "corpus": "x.jsonl",
-                                                         "n_tokens": 100}, 400),
+    ("loss huge budget", "post", "/api/loss_added", {"interventions": [IV], "n_tokens": 10**9}, 422),
+    (
+        "loss unknown corpus",
+        "post",
+        "/api/loss_added",
+        {"interventions": [IV], "corpus": "x.jsonl", "n_tokens": 100},
+        400,
+    ),
     ("perplexity bad part", "post", "/api/perplexity", {"part": "bogus"}, 422),
-    ("perplexity conflicting part", "post", "/api/perplexity", {"corpus": "wikitext@train", "part": "heldout",
-                                                                 "n_tokens": 100}, 400),
+    (
+        "perplexity conflicting part",
+        "post",
+        "/api/perplexity",
+        {"corpus": "wikitext@train", "part": "heldout", "n_tokens": 100},
+        400,
+    ),
     ("job zero threshold", "post", "/api/jobs", {"thresholds": [0.0]}, 422),
-    ("job too many configs", "post", "/api/jobs", {"thresholds": [i / 100 for i in range(1, 17)],
-                                                   "ns": list(range(1, 17)), "values": list(range(64))}, 422),
+    (
+        "job too many configs",
+        "post",
+        "/api/jobs",
+        {"thresholds": [i / 100 for i in range(1, 17)], "ns": list(range(1, 17)), "values": list(range(64))},
+        422,
+    ),
     ("job unknown set", "post", "/api/jobs", small_job(forget_set="trivia"), 404),
     ("job unknown corpus", "post", "/api/jobs", small_job(loss_corpus="/etc/passwd"), 400),
     ("job unknown sae", "post", "/api/jobs", small_job(sae="nope"), 404),
@@ -422,11 +556,19 @@ def test_bearer_token(engine, tmp_path, monkeypatch, from_env):
     with TestClient(app) as c:
         wait_ok(c)
         assert ok(c.get("/api/health"))["auth_required"] is True
-        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic s3cret-token"},
-                        {"Authorization": "s3cret-token"}):
-            for method, path, body in [("get", "/api/info", None), ("post", "/api/tokenize", {"text": "a"}),
-                                       ("get", "/api/jobs", None), ("get", "/api/questions", None),
-                                       ("post", "/api/mcq", {"question_id": "q"})]:
+        for headers in (
+            {},
+            {"Authorization": "Bearer wrong"},
+            {"Authorization": "Basic s3cret-token"},
+            {"Authorization": "s3cret-token"},
+        ):
+            for method, path, body in [
+                ("get", "/api/info", None),
+                ("post", "/api/tokenize", {"text": "a"}),
+                ("get", "/api/jobs", None),
+                ("get", "/api/questions", None),
+                ("post", "/api/mcq", {"question_id": "q"}),
+            ]:
                 r = c.request(method, path, json=body, headers=headers)
                 assert r.status_code == 401, (headers, path, r.text)
                 assert "s3cret" not in r.text
@@ -488,8 +630,9 @@ def test_parallel_mixed_endpoints_do_not_leak_hooks(client):
 
     def job(i):
         if i % 2:
-            return client.post("/api/generate", json={"prompt": "Once", "max_new_tokens": 6,
-                                                      "interventions": heavy}).json()["base"]
+            return client.post(
+                "/api/generate", json={"prompt": "Once", "max_new_tokens": 6, "interventions": heavy}
+            ).json()["base"]
         return client.post("/api/generate", json={"prompt": "Once", "max_new_tokens": 6}).json()["base"]
 
     with ThreadPoolExecutor(6) as pool:

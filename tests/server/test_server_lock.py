@@ -5,6 +5,7 @@ to be slow by wrapping the real per-batch function with a sleep (the numbers sta
 ones), and the step budget is made small, so a 10k-token request is many lock holds here as it
 is on the embedded model.
 """
+
 from __future__ import annotations
 
 import threading
@@ -13,15 +14,15 @@ from contextlib import contextmanager
 
 import pytest
 import torch
+from api_helpers import app, client, engine, lock, ok, run_task, wait_job  # noqa: F401 (fixtures)
 
-from unlearn_core.features import stats as F
 from unlearn_core.evaluation import mcq as M
 from unlearn_core.evaluation import metrics as MT
+from unlearn_core.features import stats as F
 from unlearn_core.method.interventions import Intervention
 from unlearn_core.server import jobs as J
 from unlearn_core.server import steps as ST
 from unlearn_core.server.model_lock import ModelLock
-from api_helpers import app, client, engine, lock, ok, run_task, wait_job  # noqa: F401 (fixtures)
 
 IV = {"sae": "tiny", "features": [2, 3, 4], "value": 20.0, "mode": "clamp"}
 IVS = [Intervention("tiny", (2, 3, 4), 20.0)]
@@ -129,10 +130,13 @@ def test_run_steps_keeps_holds_within_the_budget(app, client):
 # ---------------------------------------------------------------- long requests let others in
 
 
-@pytest.mark.parametrize("path, body, label", [
-    ("/api/perplexity", {"corpus": "wikitext", "interventions": [IV]}, "perplexity"),
-    ("/api/loss_added", {"corpus": "webtext", "interventions": [IV]}, "loss_added"),
-])
+@pytest.mark.parametrize(
+    "path, body, label",
+    [
+        ("/api/perplexity", {"corpus": "wikitext", "interventions": [IV]}, "perplexity"),
+        ("/api/loss_added", {"corpus": "webtext", "interventions": [IV]}, "loss_added"),
+    ],
+)
 def test_long_request_releases_the_lock_and_lets_a_request_in(app, client, monkeypatch, path, body, label):
     real = MT.target_logprobs
     started = threading.Event()
@@ -173,10 +177,10 @@ def test_perplexity_and_loss_added_in_steps_equal_metrics_exactly(app, client, e
     n, ctx = 3_000, 256
     monkeypatch.setattr(MT, "FORWARD_LAYERS", 1)  # the tiny model's 2 blocks in 2 steps
     with budget(app, 0.0):  # one step per hold
-        ppl = run_task(client, "/api/perplexity", {"corpus": "wikitext", "part": "heldout", "n_tokens": n,
-                                                   "interventions": [IV]})
-        la = run_task(client, "/api/loss_added", {"corpus": "wikitext@heldout", "interventions": [IV],
-                                                  "n_tokens": n})
+        ppl = run_task(
+            client, "/api/perplexity", {"corpus": "wikitext", "part": "heldout", "n_tokens": n, "interventions": [IV]}
+        )
+        la = run_task(client, "/api/loss_added", {"corpus": "wikitext@heldout", "interventions": [IV], "n_tokens": n})
     with lock:
         docs = F.corpus_docs(engine, "wikitext@heldout")
         base = MT.perplexity(engine, docs, None, n_tokens=n, ctx=ctx)
@@ -186,8 +190,7 @@ def test_perplexity_and_loss_added_in_steps_equal_metrics_exactly(app, client, e
     assert len(windows) > 4  # several steps
     assert (ppl["base"]["mean_nll"], ppl["base"]["n_tokens"]) == (base["mean_nll"], base["n_tokens"])
     assert ppl["base"]["perplexity"] == base["perplexity"]
-    assert (ppl["intervened"]["mean_nll"], ppl["intervened"]["perplexity"]) == (inter["mean_nll"],
-                                                                                inter["perplexity"])
+    assert (ppl["intervened"]["mean_nll"], ppl["intervened"]["perplexity"]) == (inter["mean_nll"], inter["perplexity"])
     assert (la["clean_loss"], la["intervened_loss"]) == (clean, inter["mean_nll"])
     assert la["loss_added"] == inter["mean_nll"] - clean
     # the clean baseline went to the cache entry metrics.clean_nll_cached reads
@@ -251,8 +254,18 @@ def test_mcq_curve_and_generation_in_steps_equal_one_pass(app, client, engine, l
     values = [float(v) for v in range(0, 200, 10)]  # 20 values: 3 steps
     with budget(app, 0.0):
         r = ok(client.post("/api/mcq", json={"question_id": qid, "interventions": [IV], "values": values}))
-        g = ok(client.post("/api/generate", json={"prompt": "The virus", "interventions": [IV],
-                                                  "max_new_tokens": 12, "temperature": 0.8, "seed": 3}))
+        g = ok(
+            client.post(
+                "/api/generate",
+                json={
+                    "prompt": "The virus",
+                    "interventions": [IV],
+                    "max_new_tokens": 12,
+                    "temperature": 0.8,
+                    "seed": 3,
+                },
+            )
+        )
     _, q = app.state.server.find_question("wmdp-bio", qid)
     with lock:
         curve = M.score_curve(engine, q, IVS, values)
@@ -283,8 +296,14 @@ def test_generation_steps_match_generate_with_other_work_in_between(engine, lock
 
 
 def test_eta_counts_only_the_configurations_phase():
-    job = J.Job(id="x", spec={"thresholds": [0.01], "ns": [10, 20], "values": [1.0, 2.0, 3.0]}, namespace="",
-                created=0.0, status="running", started=1000.0)
+    job = J.Job(
+        id="x",
+        spec={"thresholds": [0.01], "ns": [10, 20], "values": [1.0, 2.0, 3.0]},
+        namespace="",
+        created=0.0,
+        status="running",
+        started=1000.0,
+    )
     assert job.total == 7
     job.results = [{"config": "none"}]  # setup: known filter, statistics and the baseline took 100 s
     job.phase, job.phase_started = "configurations", 1100.0
@@ -301,9 +320,19 @@ def test_eta_counts_only_the_configurations_phase():
 
 
 def test_job_reports_phases_runs_in_the_background_and_equals_one_pass(app, client, engine, lock):
-    spec = {"thresholds": [0.5], "ns": [1, 2], "values": [10.0, 50.0], "forget_set": "wmdp-bio",
-            "side_effect_sets": [GEO], "known": False, "question_limit": 3, "selection_tokens": 300,
-            "loss_corpus": "webtext", "loss_tokens": 600, "delay_per_config": 0.3}
+    spec = {
+        "thresholds": [0.5],
+        "ns": [1, 2],
+        "values": [10.0, 50.0],
+        "forget_set": "wmdp-bio",
+        "side_effect_sets": [GEO],
+        "known": False,
+        "question_limit": 3,
+        "selection_tokens": 300,
+        "loss_corpus": "webtext",
+        "loss_tokens": 600,
+        "delay_per_config": 0.3,
+    }
     with budget(app, 0.0):
         jid = ok(client.post("/api/jobs", json=spec), 201)["id"]
         seen: list[tuple] = []

@@ -1,10 +1,11 @@
 """Slider neighbours scored ahead (server/prefetch.py), on the tiny backend: the next value is
 served from memory, and what is served equals an independent single-value computation."""
+
 from __future__ import annotations
 
 import pytest
-
 from api_helpers import app, client, engine, lock, ok  # noqa: F401 (fixtures)
+
 from unlearn_core.evaluation import mcq as M
 from unlearn_core.method.interventions import Intervention
 from unlearn_core.server import prefetch as PF
@@ -20,8 +21,13 @@ def test_a_slider_step_scores_its_neighbours_and_serves_them_exactly(client, app
     ok(client.post("/api/mcq", json=body(40.0)))
     assert srv.prefetcher.idle.wait(60)
     assert srv.prefetcher.done - done0 == 2  # 41, 39
-    key = PF.curve_key("wmdp-bio", srv.find_question("wmdp-bio", qid)[1], engine.scoring, engine.prompt_format,
-                       [Intervention("tiny", (2, 5, 7), 0.0, "clamp")])
+    key = PF.curve_key(
+        "wmdp-bio",
+        srv.find_question("wmdp-bio", qid)[1],
+        engine.scoring,
+        engine.prompt_format,
+        [Intervention("tiny", (2, 5, 7), 0.0, "clamp")],
+    )
     assert all(srv.scores.has(key, v) for v in (39.0, 41.0))
     hits0 = srv.scores.hits
     r = ok(client.post("/api/mcq", json=body(41.0)))

@@ -5,6 +5,7 @@ is SIGKILLed after some but not all configurations are persisted, a new server o
 cache dir (started by ``ensure_server(auto_start=True)``) resumes the job, and every
 configuration ends up exactly once in results.jsonl, the pre-crash rows untouched.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,7 +17,6 @@ from pathlib import Path
 
 import pytest
 import requests
-
 from browser_helpers import clean_env, free_port, stop
 
 from unlearn_core.server.client import ServerError, UnlearnClient, ensure_server
@@ -27,11 +27,23 @@ IV = {"sae": "tiny", "features": [2, 3, 4], "value": 20.0}
 
 
 def start(cache_dir: Path, port: int, log: Path) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "unlearn_core", "serve", "--tiny", "--port", str(port), "--host", "127.0.0.1",
-           "--cache-dir", str(cache_dir)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "unlearn_core",
+        "serve",
+        "--tiny",
+        "--port",
+        str(port),
+        "--host",
+        "127.0.0.1",
+        "--cache-dir",
+        str(cache_dir),
+    ]
     with open(log, "ab") as f:
-        return subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=clean_env(),
-                                cwd=ROOT)
+        return subprocess.Popen(
+            cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=clean_env(), cwd=ROOT
+        )
 
 
 @pytest.fixture(scope="module")
@@ -44,9 +56,9 @@ def server(tmp_path_factory, shared_data):
     client.process = p
     try:
         client.wait_ready(timeout=120)
-    except Exception:
+    except Exception as e:
         stop(p)
-        raise AssertionError("server did not start:\n" + log.read_text()[-3000:])
+        raise AssertionError("server did not start:\n" + log.read_text()[-3000:]) from e
     yield {"client": client, "process": p, "cache": cache, "port": port, "log": log}
     stop(p)
 
@@ -73,8 +85,18 @@ def test_every_endpoint_over_http(server):
     assert isinstance(g["base"], str) and isinstance(g["intervened"], str)
     assert c.loss_added([IV], corpus="webtext", n_tokens=100)["n_tokens"] == 100
     assert c.perplexity("wikitext", part="heldout", interventions=[IV], n_tokens=100)["intervened"] is not None
-    job = c.submit_job({"thresholds": [0.5], "ns": [1], "values": [20.0], "question_limit": 1, "known": False,
-                        "side_effect_sets": [GEO], "selection_tokens": 200, "loss_tokens": 100})
+    job = c.submit_job(
+        {
+            "thresholds": [0.5],
+            "ns": [1],
+            "values": [20.0],
+            "question_limit": 1,
+            "known": False,
+            "side_effect_sets": [GEO],
+            "selection_tokens": 200,
+            "loss_tokens": 100,
+        }
+    )
     done = c.wait_job(job["id"], timeout=60)
     assert done["status"] == "done" and done["done"] == 2
     assert job["id"] in [j["id"] for j in c.jobs()["jobs"]]
@@ -84,8 +106,12 @@ def test_every_endpoint_over_http(server):
     assert e.value.status == 404 and "unknown SAE" in e.value.message
     with pytest.raises(ValueError, match="NaN"):  # the client refuses to send NaN ...
         c.mcq("q", interventions=[{**IV, "value": float("nan")}])
-    raw = requests.post(c.base_url + "/api/mcq", data='{"question_id": "q", "interventions": [{"features": [1], '
-                        '"value": NaN}]}', headers={"content-type": "application/json"}, timeout=10)
+    raw = requests.post(
+        c.base_url + "/api/mcq",
+        data='{"question_id": "q", "interventions": [{"features": [1], "value": NaN}]}',
+        headers={"content-type": "application/json"},
+        timeout=10,
+    )
     assert raw.status_code == 422 and "value" in raw.json()["detail"]  # ... and the server rejects it
     assert c.info()["activation_cache"]["hits"] >= 2
 
@@ -98,8 +124,17 @@ def results_rows(path: Path) -> list[dict]:
 
 def test_killed_server_resumes_job_without_loss_or_duplicates(server):
     c: UnlearnClient = server["client"]
-    spec = {"thresholds": [0.5], "ns": [1, 2, 3], "values": [10.0, 40.0], "question_limit": 2, "known": False,
-            "side_effect_sets": [GEO], "selection_tokens": 200, "loss_tokens": 100, "delay_per_config": 0.7}
+    spec = {
+        "thresholds": [0.5],
+        "ns": [1, 2, 3],
+        "values": [10.0, 40.0],
+        "question_limit": 2,
+        "known": False,
+        "side_effect_sets": [GEO],
+        "selection_tokens": 200,
+        "loss_tokens": 100,
+        "delay_per_config": 0.7,
+    }
     job = c.submit_job(spec)
     assert job["total"] == 7
     path = server["cache"] / "jobs" / job["id"] / "results.jsonl"
@@ -114,8 +149,13 @@ def test_killed_server_resumes_job_without_loss_or_duplicates(server):
     assert not (path.parent / "status.json").exists()
 
     port = free_port()
-    c2 = ensure_server(f"http://127.0.0.1:{port}", auto_start=True, timeout=120,
-                       extra_args=["--tiny", "--cache-dir", str(server["cache"])], token="")
+    c2 = ensure_server(
+        f"http://127.0.0.1:{port}",
+        auto_start=True,
+        timeout=120,
+        extra_args=["--tiny", "--cache-dir", str(server["cache"])],
+        token="",
+    )
     try:
         j = c2.wait_job(job["id"], timeout=90)
         assert j["status"] == "done", j

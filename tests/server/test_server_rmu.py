@@ -1,6 +1,7 @@
 """RMU through the HTTP API (tiny backend): training runs (4xx for bad hyperparameters, progress,
 cancel, resume after the server is SIGKILLed), and the model variant rmu:<name> in /api/mcq,
 /api/generate and sweep jobs, checked against the library's own computation."""
+
 from __future__ import annotations
 
 import json
@@ -9,13 +10,13 @@ import time
 
 import pytest
 import torch
-
 from api_helpers import app, client, engine, lock, ok, wait_done, wait_job, wait_ok  # noqa: F401 (fixtures)
 from browser_helpers import start_server, stop
-from unlearn_core.training import rmu
-from unlearn_core.server.client import UnlearnClient
+
 from unlearn_core.data.loaders import load_question_set
 from unlearn_core.evaluation.mcq import score_question
+from unlearn_core.server.client import UnlearnClient
+from unlearn_core.training import rmu
 
 GEO = "mmlu:high_school_geography"
 
@@ -35,15 +36,18 @@ def trained(client):
     return "rmu:api"
 
 
-@pytest.mark.parametrize("body, code, message", [
-    ({"name": "x", "lr": -1}, 422, "lr"),
-    ({"name": "x", "steps": 0}, 422, "steps"),
-    ({"name": "bad name!"}, 422, "name"),
-    ({"name": "x", "layer": 7}, 400, "layer 7 is not a layer of this model (0..1)"),
-    ({"name": "x", "update_layers": [0, 4]}, 400, "update_layers [4]"),
-    ({"name": "x", "target": "no-such-target"}, 404, "no-such-target"),
-    ({"name": "x", "delay_per_step": 1.0}, None, None),  # accepted by a test server only
-])
+@pytest.mark.parametrize(
+    "body, code, message",
+    [
+        ({"name": "x", "lr": -1}, 422, "lr"),
+        ({"name": "x", "steps": 0}, 422, "steps"),
+        ({"name": "bad name!"}, 422, "name"),
+        ({"name": "x", "layer": 7}, 400, "layer 7 is not a layer of this model (0..1)"),
+        ({"name": "x", "update_layers": [0, 4]}, 400, "update_layers [4]"),
+        ({"name": "x", "target": "no-such-target"}, 404, "no-such-target"),
+        ({"name": "x", "delay_per_step": 1.0}, None, None),  # accepted by a test server only
+    ],
+)
 def test_bad_hyperparameters_get_4xx(client, body, code, message):
     r = client.post("/api/rmu", json=body)
     if code is None:
@@ -59,8 +63,18 @@ def test_mcq_and_generate_on_the_variant(client, engine, lock, trained):
     q = load_question_set("wmdp-bio", engine.settings.data_dir).questions[0]
     base = ok(client.post("/api/mcq", json={"question_id": q.id, "set": "wmdp-bio"}))
     var = ok(client.post("/api/mcq", json={"question_id": q.id, "set": "wmdp-bio", "variant": trained}))
-    both = ok(client.post("/api/mcq", json={"question_id": q.id, "set": "wmdp-bio", "variant": trained,
-                                            "interventions": [{"features": [1], "value": 20.0}], "values": [20.0]}))
+    both = ok(
+        client.post(
+            "/api/mcq",
+            json={
+                "question_id": q.id,
+                "set": "wmdp-bio",
+                "variant": trained,
+                "interventions": [{"features": [1], "value": 20.0}],
+                "values": [20.0],
+            },
+        )
+    )
     assert var["variant"] == trained and base["variant"] == "base"
     with lock:
         expect_base = score_question(engine, q)
@@ -84,20 +98,21 @@ def test_feature_and_metric_endpoints_on_the_variant(client, engine, lock, train
     of the model as loaded: the same numbers as the library's with rmu.applied, different from the
     base model's, and no cache (activation LRU, statistics, clean loss) hands one model's numbers
     to the other."""
-    from unlearn_core.features import stats as F
     from unlearn_core.evaluation import metrics as MT
+    from unlearn_core.features import stats as F
     from unlearn_core.method.interventions import Intervention
 
     text = "The virus spreads quickly."
     iv = {"features": [2, 3], "value": 20.0}
-    body = {"activations": {"text": text, "features": [1, 5], "top_k": 4},
-            "features/search": {"text": text, "k": 5, "rank": "max", "background": None},
-            "features/dashboard": {"feature": 2, "corpora": ["webtext"], "n_tokens": 200, "k": 2,
-                                   "neuronpedia": False},
-            "features/select": {"threshold": 0.5, "n": 4, "n_tokens": 200},
-            "targets/select": {"target": "bio-basics", "threshold": 0.5, "n": 4},
-            "loss_added": {"corpus": "webtext", "interventions": [iv], "n_tokens": 200},
-            "perplexity": {"corpus": "wikitext", "part": "heldout", "interventions": [iv], "n_tokens": 200}}
+    body = {
+        "activations": {"text": text, "features": [1, 5], "top_k": 4},
+        "features/search": {"text": text, "k": 5, "rank": "max", "background": None},
+        "features/dashboard": {"feature": 2, "corpora": ["webtext"], "n_tokens": 200, "k": 2, "neuronpedia": False},
+        "features/select": {"threshold": 0.5, "n": 4, "n_tokens": 200},
+        "targets/select": {"target": "bio-basics", "threshold": 0.5, "n": 4},
+        "loss_added": {"corpus": "webtext", "interventions": [iv], "n_tokens": 200},
+        "perplexity": {"corpus": "wikitext", "part": "heldout", "interventions": [iv], "n_tokens": 200},
+    }
     base = {k: ok(client.post(f"/api/{k}", json=b)) for k, b in body.items()}  # base first: caches filled
     var = {k: ok(client.post(f"/api/{k}", json={**b, "variant": trained})) for k, b in body.items()}
     again = {k: ok(client.post(f"/api/{k}", json=b)) for k, b in body.items()}
@@ -123,13 +138,17 @@ def test_feature_and_metric_endpoints_on_the_variant(client, engine, lock, train
     assert [r["feature"] for r in var["features/search"]["features"]] == [r["feature"] for r in hits]
     sel = F.select_features(fstats.freq, rstats.freq, 0.5, 4)
     assert [r["feature"] for r in var["features/select"]["features"]] == [r["feature"] for r in sel]
-    assert ([r["forget_freq"] for r in var["features/select"]["features"]]
-            == pytest.approx([r["forget_freq"] for r in sel], abs=1e-6))
+    assert [r["forget_freq"] for r in var["features/select"]["features"]] == pytest.approx(
+        [r["forget_freq"] for r in sel], abs=1e-6
+    )
     assert var["features/dashboard"]["corpora"]["webtext"] != base["features/dashboard"]["corpora"]["webtext"]
-    assert ([r["forget_freq"] for r in var["targets/select"]["features"]]
-            != [r["forget_freq"] for r in base["targets/select"]["features"]])
+    assert [r["forget_freq"] for r in var["targets/select"]["features"]] != [
+        r["forget_freq"] for r in base["targets/select"]["features"]
+    ]
     la = var["loss_added"]
-    assert la["clean_loss"] == pytest.approx(clean, abs=1e-5) and la["intervened_loss"] == pytest.approx(inter, abs=1e-5)
+    assert la["clean_loss"] == pytest.approx(clean, abs=1e-5) and la["intervened_loss"] == pytest.approx(
+        inter, abs=1e-5
+    )
     assert abs(la["clean_loss"] - base["loss_added"]["clean_loss"]) > 1e-4  # not the base model's cached clean loss
     assert var["perplexity"]["base"]["perplexity"] == pytest.approx(ppl[0]["perplexity"], rel=1e-4)
     assert var["perplexity"]["intervened"]["perplexity"] == pytest.approx(ppl[1]["perplexity"], rel=1e-4)
@@ -142,12 +161,22 @@ def test_feature_and_metric_endpoints_on_the_variant(client, engine, lock, train
 
 
 def test_job_evaluates_the_variant_as_a_row(client, engine, lock, trained):
-    from unlearn_core.features.stats import corpus_docs, windows_for
     from unlearn_core.evaluation.metrics import mean_nll
+    from unlearn_core.features.stats import corpus_docs, windows_for
     from unlearn_core.server.jobs import LOSS_CTX
 
-    spec = {"thresholds": [0.5], "ns": [2], "values": [20.0], "forget_set": "wmdp-bio", "side_effect_sets": [GEO],
-            "known": False, "question_limit": 3, "selection_tokens": 200, "loss_tokens": 300, "variants": [trained]}
+    spec = {
+        "thresholds": [0.5],
+        "ns": [2],
+        "values": [20.0],
+        "forget_set": "wmdp-bio",
+        "side_effect_sets": [GEO],
+        "known": False,
+        "question_limit": 3,
+        "selection_tokens": 200,
+        "loss_tokens": 300,
+        "variants": [trained],
+    }
     created = ok(client.post("/api/jobs", json=spec), 201)
     assert created["total"] == 3
     j = wait_job(client, created["id"])
@@ -171,17 +200,27 @@ def test_job_evaluates_the_variant_as_a_row(client, engine, lock, trained):
 def test_job_clamps_on_top_of_the_variant(client, engine, lock, trained):
     """model_variant: the clean row and the clamp rows run on the RMU model (clamps on top of it),
     with the base model's questions, feature selection and clean loss."""
-    from unlearn_core.features.stats import corpus_docs, windows_for
-    from unlearn_core.method.interventions import Intervention
     from unlearn_core.evaluation.mcq import accuracy, score_questions
     from unlearn_core.evaluation.metrics import mean_nll
+    from unlearn_core.features.stats import corpus_docs, windows_for
+    from unlearn_core.method.interventions import Intervention
     from unlearn_core.server.jobs import LOSS_CTX
 
-    spec = {"thresholds": [0.5], "ns": [2], "values": [20.0], "forget_set": "wmdp-bio", "side_effect_sets": [GEO],
-            "known": False, "question_limit": 3, "selection_tokens": 200, "loss_tokens": 300}
+    spec = {
+        "thresholds": [0.5],
+        "ns": [2],
+        "values": [20.0],
+        "forget_set": "wmdp-bio",
+        "side_effect_sets": [GEO],
+        "known": False,
+        "question_limit": 3,
+        "selection_tokens": 200,
+        "loss_tokens": 300,
+    }
     base_job = wait_job(client, ok(client.post("/api/jobs", json=spec), 201)["id"])
-    on_job = wait_job(client, ok(client.post("/api/jobs", json={**spec, "model_variant": trained,
-                                                                   "variants": [trained]}), 201)["id"])
+    on_job = wait_job(
+        client, ok(client.post("/api/jobs", json={**spec, "model_variant": trained, "variants": [trained]}), 201)["id"]
+    )
     assert base_job["status"] == on_job["status"] == "done", on_job.get("error")
     b = {r["config"]: r for r in base_job["results"]}
     o = {r["config"]: r for r in on_job["results"]}
@@ -191,8 +230,10 @@ def test_job_clamps_on_top_of_the_variant(client, engine, lock, trained):
     for f in ("forget_accuracy", "side_effect_accuracy", "loss_added"):  # its clean row is the variant's row
         assert o["none"][f] == pytest.approx(o[trained][f], abs=1e-6), f
     ivs = [Intervention("tiny", tuple(o[key]["features"]), 20.0)]
-    qs = {"forget": load_question_set("wmdp-bio", engine.settings.data_dir).questions[:3],
-          GEO: load_question_set(GEO, engine.settings.data_dir).questions[:3]}
+    qs = {
+        "forget": load_question_set("wmdp-bio", engine.settings.data_dir).questions[:3],
+        GEO: load_question_set(GEO, engine.settings.data_dir).questions[:3],
+    }
     with lock:  # independent: the clamp hooked on the model with the delta added
         windows = windows_for(engine, corpus_docs(engine, "webtext"), 300, LOSS_CTX)
         clean = mean_nll(engine, windows)[0]

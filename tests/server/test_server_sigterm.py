@@ -5,6 +5,7 @@ filter over a 2,000-question page, minutes on the tiny model) outlived SIGTERM b
 the signal stops stepped work at its next lock step (the request ends with a 503), the graceful
 wait is bounded, and the job and the task it interrupted run again on the next start.
 """
+
 from __future__ import annotations
 
 import signal
@@ -14,7 +15,6 @@ import time
 from pathlib import Path
 
 import requests
-
 from browser_helpers import start_server, stop
 
 GEO = "mmlu:high_school_geography"
@@ -45,11 +45,26 @@ def start(cache: Path) -> tuple[subprocess.Popen, str]:
 def test_sigterm_ends_the_server_within_10_s_and_work_resumes(tmp_path, shared_data):
     p, url = start(tmp_path)
     try:
-        job = post(url, "/api/jobs", {"thresholds": [0.5], "ns": [1], "values": [20.0, 50.0], "question_limit": 1,
-                                      "known": False, "side_effect_sets": [GEO], "selection_tokens": 200,
-                                      "loss_tokens": 0, "delay_per_config": 30.0}, 201)
-        wait_for(lambda: requests.get(f"{url}/api/jobs/{job['id']}", timeout=10).json(),
-                 lambda j: j["status"] == "running" and j["done"] >= 1)  # sleeping 30 s after its first row
+        job = post(
+            url,
+            "/api/jobs",
+            {
+                "thresholds": [0.5],
+                "ns": [1],
+                "values": [20.0, 50.0],
+                "question_limit": 1,
+                "known": False,
+                "side_effect_sets": [GEO],
+                "selection_tokens": 200,
+                "loss_tokens": 0,
+                "delay_per_config": 30.0,
+            },
+            201,
+        )
+        wait_for(
+            lambda: requests.get(f"{url}/api/jobs/{job['id']}", timeout=10).json(),
+            lambda j: j["status"] == "running" and j["done"] >= 1,
+        )  # sleeping 30 s after its first row
         task = post(url, "/api/tasks/perplexity", {"corpus": "wikitext", "n_tokens": 100_000}, 202)
         got: dict = {}
 
@@ -76,8 +91,10 @@ def test_sigterm_ends_the_server_within_10_s_and_work_resumes(tmp_path, shared_d
         stop(p)
     p, url = start(tmp_path)  # the same cache: the job and the task are queued again
     try:
-        j = wait_for(lambda: requests.get(f"{url}/api/jobs/{job['id']}", timeout=10).json(),
-                     lambda j: j["status"] in ("queued", "running", "done"))
+        j = wait_for(
+            lambda: requests.get(f"{url}/api/jobs/{job['id']}", timeout=10).json(),
+            lambda j: j["status"] in ("queued", "running", "done"),
+        )
         assert "resumed" in (j["note"] or "") and j["done"] >= 1
         k = requests.get(f"{url}/api/tasks/{task['id']}", timeout=10).json()
         assert k["status"] in ("queued", "running", "done") and "resumed" in (k["note"] or "")

@@ -7,6 +7,7 @@ that still resume), bad input, the rule that the server reads only the files its
 targets name, and targets defined in the app (POST / DELETE /api/targets). Real quizzes and
 corpora come from ../shared/data.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -15,18 +16,34 @@ import json
 import time
 
 import pytest
+from api_helpers import app, client, engine, lock, ok, wait_job, wait_ok  # noqa: F401 (fixtures)
 from fastapi.testclient import TestClient
 
 from unlearn_core.evaluation import demo as DM
-from unlearn_core.features import stats as F
 from unlearn_core.evaluation import mcq as M
 from unlearn_core.evaluation import targets as T
-from api_helpers import app, client, engine, lock, ok, wait_job, wait_ok  # noqa: F401 (fixtures)
+from unlearn_core.features import stats as F
 from unlearn_core.server import create_app
 
 GEO = "mmlu:high_school_geography"
-JOB_KEYS = {"config", "threshold", "n", "value", "mode", "features", "forget_accuracy", "side_effect_accuracy",
-            "side_effect_mean", "loss_added", "n_questions", "seconds", "note", "gate", "gate_open", "variant"}
+JOB_KEYS = {
+    "config",
+    "threshold",
+    "n",
+    "value",
+    "mode",
+    "features",
+    "forget_accuracy",
+    "side_effect_accuracy",
+    "side_effect_mean",
+    "loss_added",
+    "n_questions",
+    "seconds",
+    "note",
+    "gate",
+    "gate_open",
+    "variant",
+}
 
 
 @contextlib.contextmanager
@@ -38,11 +55,6 @@ def _serving(engine):
         yield c
 
 
-
-
-
-
-
 # ---------------------------------------------------------------- targets, selection, demo
 
 
@@ -52,8 +64,11 @@ def test_targets_list(client):
     by = {t["name"]: t for t in d["targets"]}
     assert {"bio-basics", "sherlock", "wmdp-bio"} <= set(by)
     for name, t in T.load_targets().items():
-        got = {k: v for k, v in by[name].items()
-               if k not in ("resolved_forget_corpus", "forget_corpus_note", "defined_in_app")}
+        got = {
+            k: v
+            for k, v in by[name].items()
+            if k not in ("resolved_forget_corpus", "forget_corpus_note", "defined_in_app")
+        }
         assert got == json.loads(json.dumps(t.to_dict()))  # tuples as lists
         assert by[name]["defined_in_app"] is False
     assert by["bio-basics"]["resolved_forget_corpus"] == "quiz:bio@train"
@@ -76,8 +91,9 @@ def test_target_select_matches_the_engine(client, engine, lock):
         assert row["forget_freq"] == pytest.approx(want["forget_freq"], abs=1e-6)
         assert set(row["retain_freqs"]) == set(r["retain_corpora"])
         assert row["retain_freq"] == pytest.approx(max(row["retain_freqs"].values()), abs=1e-6)  # the max
-    strict = ok(client.post("/api/targets/select", json={"target": "bio-basics", "threshold": 0.99, "n": 50,
-                                                         "describe": True}))
+    strict = ok(
+        client.post("/api/targets/select", json={"target": "bio-basics", "threshold": 0.99, "n": 50, "describe": True})
+    )
     assert strict["threshold"] == 0.99 and "test backend" not in strict["note"]
     assert all(x["retain_freq"] < 0.99 for x in strict["features"])
     assert all(x["description"].startswith("[automatic]") for x in strict["features"])
@@ -139,8 +155,18 @@ def load_questions(spec: str, n: int) -> list:
 
 
 def test_quiz_corpora(client):
-    d = ok(client.post("/api/features/dashboard", json={"feature": 2, "corpora": ["webtext", "quiz:bio@train"],
-                                                        "n_tokens": 300, "k": 2, "neuronpedia": False}))
+    d = ok(
+        client.post(
+            "/api/features/dashboard",
+            json={
+                "feature": 2,
+                "corpora": ["webtext", "quiz:bio@train"],
+                "n_tokens": 300,
+                "k": 2,
+                "neuronpedia": False,
+            },
+        )
+    )
     assert set(d["corpora"]) == {"webtext", "quiz:bio@train"}
     assert "quiz:bio" in ok(client.get("/api/info"))["corpora"]
     r = client.post("/api/features/dashboard", json={"feature": 2, "corpora": ["wmdp-bio-forget"], "n_tokens": 300})
@@ -156,7 +182,7 @@ BAD = [
     ("select unknown field", "post", "/api/targets/select", {"target": "bio-basics", "tokens": 5}, 422),
     ("demo unknown target", "post", "/api/demo", {"target": "nope"}, 404),
     ("demo max_scan 0", "post", "/api/demo", {"target": "bio-basics", "max_scan": 0}, 422),
-    ("demo huge max_scan", "post", "/api/demo", {"target": "bio-basics", "max_scan": 10 ** 6}, 422),
+    ("demo huge max_scan", "post", "/api/demo", {"target": "bio-basics", "max_scan": 10**6}, 422),
     ("unknown quiz", "get", "/api/questions?set=quiz:trivia", None, 404),
     ("question file path", "get", "/api/questions?set=/etc/passwd.json", None, 404),
     ("question file: prefix", "get", "/api/questions?set=file:/tmp/x.csv", None, 404),
@@ -181,8 +207,16 @@ def test_bad_input_is_4xx_with_a_message(client, name, method, path, body, statu
 
 
 def job(**kw) -> dict:
-    return {"thresholds": [1.0], "ns": [2], "values": [50.0], "known": False, "question_limit": 2,
-            "selection_tokens": 600, "loss_tokens": 100, **kw}
+    return {
+        "thresholds": [1.0],
+        "ns": [2],
+        "values": [50.0],
+        "known": False,
+        "question_limit": 2,
+        "selection_tokens": 600,
+        "loss_tokens": 100,
+        **kw,
+    }
 
 
 def test_job_takes_its_settings_from_the_target(client, engine, lock):
@@ -207,15 +241,28 @@ def test_job_takes_its_settings_from_the_target(client, engine, lock):
 
 
 def test_job_explicit_fields_win_over_the_target(client):
-    created = ok(client.post("/api/jobs", json=job(target="sherlock", forget_set=GEO, side_effect_sets=[GEO],
-                                                   strict_known=False, retain_corpus="pile", loss_tokens=0)), 201)
+    created = ok(
+        client.post(
+            "/api/jobs",
+            json=job(
+                target="sherlock",
+                forget_set=GEO,
+                side_effect_sets=[GEO],
+                strict_known=False,
+                retain_corpus="pile",
+                loss_tokens=0,
+            ),
+        ),
+        201,
+    )
     j = wait_job(client, created["id"])
     s = j["spec"]
     assert j["status"] == "done", j
     assert s["forget_set"] == GEO and s["side_effect_sets"] == [GEO] and s["strict_known"] is False
     assert s["retain_corpora"] == ["pile"] and s["forget_corpus"] == "sherlock@train"
-    plain = wait_job(client, ok(client.post("/api/jobs", json=job(forget_set=GEO, side_effect_sets=[],
-                                                                  loss_tokens=0)), 201)["id"])
+    plain = wait_job(
+        client, ok(client.post("/api/jobs", json=job(forget_set=GEO, side_effect_sets=[], loss_tokens=0)), 201)["id"]
+    )
     assert plain["spec"]["target"] is None and plain["spec"]["retain_corpora"] == ["wikitext@train"]
     assert plain["spec"]["strict_known"] is False
 
@@ -224,19 +271,48 @@ def test_a_job_stored_before_targets_still_resumes(engine, tmp_path):
     """A spec.json without target / retain_corpora / strict_known (written by the previous
     version), unfinished: the new server resumes it with one retain corpus and the plain filter."""
     other = dataclasses.replace(engine, settings=dataclasses.replace(engine.settings, cache_dir=str(tmp_path)))
-    old = {"sae": "tiny", "forget_corpus": "wmdp-bio-text@train", "retain_corpus": "wikitext@train",
-           "selection_tokens": 600, "thresholds": [1.0], "ns": [1], "values": [20.0, 50.0], "mode": "clamp",
-           "forget_set": GEO, "side_effect_sets": [], "known": False, "question_limit": 2, "loss_corpus": "webtext",
-           "loss_tokens": 0, "delay_per_config": 0.0}
+    old = {
+        "sae": "tiny",
+        "forget_corpus": "wmdp-bio-text@train",
+        "retain_corpus": "wikitext@train",
+        "selection_tokens": 600,
+        "thresholds": [1.0],
+        "ns": [1],
+        "values": [20.0, 50.0],
+        "mode": "clamp",
+        "forget_set": GEO,
+        "side_effect_sets": [],
+        "known": False,
+        "question_limit": 2,
+        "loss_corpus": "webtext",
+        "loss_tokens": 0,
+        "delay_per_config": 0.0,
+    }
     folder = tmp_path / "jobs" / "old-job"
     folder.mkdir(parents=True)
-    (folder / "spec.json").write_text(json.dumps({"id": "old-job", "spec": old, "namespace": engine.cache_namespace(),
-                                                  "created": time.time()}))
-    (folder / "results.jsonl").write_text(json.dumps({"config": "none", "threshold": None, "n": None, "value": None,
-                                                      "mode": None, "features": [], "forget_accuracy": 0.5,
-                                                      "side_effect_accuracy": {}, "side_effect_mean": None,
-                                                      "loss_added": None, "n_questions": {"forget": 2},
-                                                      "seconds": 0.0, "note": None}) + "\n")
+    (folder / "spec.json").write_text(
+        json.dumps({"id": "old-job", "spec": old, "namespace": engine.cache_namespace(), "created": time.time()})
+    )
+    (folder / "results.jsonl").write_text(
+        json.dumps(
+            {
+                "config": "none",
+                "threshold": None,
+                "n": None,
+                "value": None,
+                "mode": None,
+                "features": [],
+                "forget_accuracy": 0.5,
+                "side_effect_accuracy": {},
+                "side_effect_mean": None,
+                "loss_added": None,
+                "n_questions": {"forget": 2},
+                "seconds": 0.0,
+                "note": None,
+            }
+        )
+        + "\n"
+    )
     with _serving(other) as c:
         j = wait_job(c, "old-job")
     assert j["status"] == "done" and j["done"] == j["total"] == 3, j
@@ -249,8 +325,9 @@ def test_a_job_stored_before_targets_still_resumes(engine, tmp_path):
 
 def _with_targets_file(engine, tmp_path):
     """The engine with ``tmp_path/t.toml`` as its targets file and a cache of its own."""
-    settings = dataclasses.replace(engine.settings, cache_dir=str(tmp_path / "cache"),
-                                   targets_file=str(tmp_path / "t.toml"))
+    settings = dataclasses.replace(
+        engine.settings, cache_dir=str(tmp_path / "cache"), targets_file=str(tmp_path / "t.toml")
+    )
     return dataclasses.replace(engine, settings=settings)
 
 
@@ -259,9 +336,11 @@ def test_the_server_reads_only_the_files_its_own_targets_name(engine, tmp_path):
     (tmp_path / "mine.json").write_text(json.dumps(qs))
     (tmp_path / "other.json").write_text(json.dumps(qs))
     (tmp_path / "mine.txt").write_text("Some forget text about my topic, repeated. " * 40)
-    (tmp_path / "t.toml").write_text('[mine]\ndescription = "a test target"\nforget_corpus = "mine.txt"\n'
-                                     'forget_questions = "mine.json"\nretain_corpora = ["wikitext@train"]\n'
-                                     'retain_questions = ["quiz:retain"]\n')
+    (tmp_path / "t.toml").write_text(
+        '[mine]\ndescription = "a test target"\nforget_corpus = "mine.txt"\n'
+        'forget_questions = "mine.json"\nretain_corpora = ["wikitext@train"]\n'
+        'retain_questions = ["quiz:retain"]\n'
+    )
     other = _with_targets_file(engine, tmp_path)
     with _serving(other) as c:
         mine = next(t for t in ok(c.get("/api/targets"))["targets"] if t["name"] == "mine")
@@ -281,8 +360,15 @@ def test_the_server_reads_only_the_files_its_own_targets_name(engine, tmp_path):
 
 
 def rows(n: int = 6, tag: str = "zeta", ids: bool = False) -> list[dict]:
-    out = [{"question": f"Which {tag} item is number {i}?", "choices": [f"{tag} {i}", "b", "c", "d"], "answer": 0,
-            "topic": tag} for i in range(n)]
+    out = [
+        {
+            "question": f"Which {tag} item is number {i}?",
+            "choices": [f"{tag} {i}", "b", "c", "d"],
+            "answer": 0,
+            "topic": tag,
+        }
+        for i in range(n)
+    ]
     if ids:
         for i, r in enumerate(out):
             r["id"] = str(i + 1)
@@ -290,8 +376,9 @@ def rows(n: int = 6, tag: str = "zeta", ids: bool = False) -> list[dict]:
 
 
 def docs(word: str = "zeta", n: int = 6) -> list[str]:
-    return [f"Paragraph {i} about {word}: the {word} of {word} is a {word} thing, said {word} folk. " * 6
-            for i in range(n)]
+    return [
+        f"Paragraph {i} about {word}: the {word} of {word} is a {word} thing, said {word} folk. " * 6 for i in range(n)
+    ]
 
 
 def new_target(name: str, **kw) -> dict:
@@ -350,9 +437,17 @@ def test_a_target_defined_again_gets_fresh_questions_and_statistics(client, remo
     q1 = ok(client.get("/api/questions", params={"set": first["forget_questions"]}))["questions"]
     s1 = ok(client.post("/api/targets/select", json={"target": "again", "n": 5}))["features"]
     ok(client.delete("/api/targets/again"))
-    second = ok(client.post("/api/targets", json=new_target("again", documents=["Totally different words here; "
-                                                                                "numbers 1 2 3 and more. " * 40],
-                                                            questions=rows(3, "beta", ids=True))), 201)
+    second = ok(
+        client.post(
+            "/api/targets",
+            json=new_target(
+                "again",
+                documents=["Totally different words here; numbers 1 2 3 and more. " * 40],
+                questions=rows(3, "beta", ids=True),
+            ),
+        ),
+        201,
+    )
     assert second["forget_questions"] == first["forget_questions"]  # the same path...
     q2 = ok(client.get("/api/questions", params={"set": second["forget_questions"]}))["questions"]
     assert len(q1) == 4 and len(q2) == 3 and "beta" in q2[0]["question"]  # ...but the new questions
@@ -428,8 +523,17 @@ def test_saved_targets_file_names_cannot_reach_other_files(client, engine, remov
     from unlearn_core.server.access import trusted_files
 
     remove.append("tidy")
-    t = ok(client.post("/api/targets", json=new_target("tidy", retain_corpora=["wikitext@train", "quiz:bio@train"],
-                                                       retain_questions=["quiz:retain!overlaps_bio", GEO])), 201)
+    t = ok(
+        client.post(
+            "/api/targets",
+            json=new_target(
+                "tidy",
+                retain_corpora=["wikitext@train", "quiz:bio@train"],
+                retain_questions=["quiz:retain!overlaps_bio", GEO],
+            ),
+        ),
+        201,
+    )
     sets, corpora = trusted_files(engine)
     folder = str(T.saved_targets_dir(engine.settings))
     assert {x for x in sets if x.startswith(folder)} == {t["forget_questions"]}
@@ -443,8 +547,10 @@ def test_an_unfinished_save_is_removed_not_served(engine, tmp_path):
     other = dataclasses.replace(engine, settings=dataclasses.replace(engine.settings, cache_dir=str(tmp_path)))
     ghost = T.saved_targets_dir(other.settings) / ".ghost.tmp"
     ghost.mkdir(parents=True)
-    (ghost / "target.toml").write_text('[ghost]\nforget_corpus = "corpus.jsonl"\nforget_questions = "q.json"\n'
-                                       'retain_corpora = ["wikitext"]\nretain_questions = ["quiz:retain"]\n')
+    (ghost / "target.toml").write_text(
+        '[ghost]\nforget_corpus = "corpus.jsonl"\nforget_questions = "q.json"\n'
+        'retain_corpora = ["wikitext"]\nretain_questions = ["quiz:retain"]\n'
+    )
     assert "ghost" not in T.engine_targets(other)  # the loader skips unfinished saves
     with _serving(other) as c:
         end = time.time() + 30
@@ -458,8 +564,10 @@ def test_a_description_with_emoji_is_saved_as_given(client, remove):
     remove.append("emoji")
     t = ok(client.post("/api/targets", json=new_target("emoji", description="dragons 🐉 «lore»")), 201)
     assert t["description"] == "dragons 🐉 «lore»"
-    assert next(x for x in ok(client.get("/api/targets"))["targets"] if x["name"] == "emoji")["description"] == \
-        "dragons 🐉 «lore»"
+    assert (
+        next(x for x in ok(client.get("/api/targets"))["targets"] if x["name"] == "emoji")["description"]
+        == "dragons 🐉 «lore»"
+    )
 
 
 def test_target_select_with_the_search_method_matches_the_engine(engine, lock, tmp_path):
@@ -468,7 +576,8 @@ def test_target_select_with_the_search_method_matches_the_engine(engine, lock, t
     (tmp_path / "t.toml").write_text(
         '[holmes]\ndescription = "search test"\nforget_corpus = "sherlock@train"\nforget_questions = "quiz:sherlock"\n'
         'retain_corpora = ["wikitext@train"]\nretain_questions = ["quiz:retain"]\n'
-        '[holmes.selection]\nmethod = "search"\nquery = "Sherlock Holmes"\nn = 4\n')
+        '[holmes.selection]\nmethod = "search"\nquery = "Sherlock Holmes"\nn = 4\n'
+    )
     other = _with_targets_file(engine, tmp_path)
     with _serving(other) as c:
         listed = next(t for t in ok(c.get("/api/targets"))["targets"] if t["name"] == "holmes")

@@ -1,18 +1,18 @@
 """Long requests as tasks (tiny backend, over HTTP): the synchronous endpoints' limits, the task
 route's 202, progress (done/total, ETA), result, cancel, and resume after a stop."""
+
 from __future__ import annotations
 
 import threading
 import time
 
 import pytest
+from api_helpers import app, client, engine, ok, run_task, wait_done, wait_ok  # noqa: F401 (fixtures)
 from fastapi.testclient import TestClient
 
 from unlearn_core.evaluation import metrics as MT
 from unlearn_core.server import create_app
 from unlearn_core.server.app import stop_work
-
-from api_helpers import app, client, engine, ok, run_task, wait_done, wait_ok  # noqa: F401 (fixtures)
 
 IV = {"sae": "tiny", "features": [2, 3, 4], "value": 20.0}
 
@@ -32,12 +32,15 @@ def slow(monkeypatch):
     return started
 
 
-@pytest.mark.parametrize("path, body, route", [
-    ("/api/perplexity", {}, "/api/tasks/perplexity"),  # the default 10k tokens
-    ("/api/perplexity", {"n_tokens": 300, "interventions": [IV]}, "/api/tasks/perplexity"),  # 2 passes
-    ("/api/loss_added", {"interventions": [IV], "n_tokens": 300}, "/api/tasks/loss_added"),
-    ("/api/generate", {"prompt": "a", "interventions": [IV], "max_new_tokens": 60}, "/api/tasks/generate"),
-])
+@pytest.mark.parametrize(
+    "path, body, route",
+    [
+        ("/api/perplexity", {}, "/api/tasks/perplexity"),  # the default 10k tokens
+        ("/api/perplexity", {"n_tokens": 300, "interventions": [IV]}, "/api/tasks/perplexity"),  # 2 passes
+        ("/api/loss_added", {"interventions": [IV], "n_tokens": 300}, "/api/tasks/loss_added"),
+        ("/api/generate", {"prompt": "a", "interventions": [IV], "max_new_tokens": 60}, "/api/tasks/generate"),
+    ],
+)
 def test_past_the_synchronous_limit_is_a_400_naming_the_task_route(client, path, body, route):
     r = client.post(path, json=body)
     assert r.status_code == 400, r.text
@@ -51,14 +54,17 @@ def test_within_the_limit_stays_synchronous(client):
     assert ok(client.post("/api/generate", json={"prompt": "a", "max_new_tokens": 96}))["intervened"] is None
 
 
-@pytest.mark.parametrize("path, body", [
-    ("/api/perplexity", {"corpus": "wikitext", "part": "heldout", "n_tokens": 200, "interventions": [IV]}),
-    ("/api/loss_added", {"corpus": "webtext", "n_tokens": 200, "interventions": [IV]}),
-    ("/api/generate", {"prompt": "Hello", "interventions": [IV], "max_new_tokens": 8}),
-    ("/api/features/select", {"threshold": 0.5, "n": 3, "n_tokens": 200}),
-    ("/api/features/dashboard", {"feature": 2, "corpora": ["webtext"], "n_tokens": 200, "k": 2}),
-    ("/api/features/search", {"text": "hello there", "k": 3}),
-])
+@pytest.mark.parametrize(
+    "path, body",
+    [
+        ("/api/perplexity", {"corpus": "wikitext", "part": "heldout", "n_tokens": 200, "interventions": [IV]}),
+        ("/api/loss_added", {"corpus": "webtext", "n_tokens": 200, "interventions": [IV]}),
+        ("/api/generate", {"prompt": "Hello", "interventions": [IV], "max_new_tokens": 8}),
+        ("/api/features/select", {"threshold": 0.5, "n": 3, "n_tokens": 200}),
+        ("/api/features/dashboard", {"feature": 2, "corpora": ["webtext"], "n_tokens": 200, "k": 2}),
+        ("/api/features/search", {"text": "hello there", "k": 3}),
+    ],
+)
 def test_a_task_answers_what_the_synchronous_endpoint_answers(client, path, body):
     as_task = run_task(client, path, body)
     sync = ok(client.post(path, json=body))

@@ -1,6 +1,7 @@
 """The package's import graph is a tree (a DAG): no two modules import each other, not even
 through an import inside a function. A cycle hidden in a lazy import still ties two modules'
 jobs together (mcq and fastpath did, until their shared prompts moved to ``prompts``)."""
+
 from __future__ import annotations
 
 import ast
@@ -29,8 +30,11 @@ def imported(name: str, path: Path, mods: dict[str, Path]) -> set[str]:
         if isinstance(node, ast.Import):
             deps |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom):
-            base = ".".join(package[: len(package) - node.level + 1] + ([node.module] if node.module else [])) \
-                if node.level else node.module
+            base = (
+                ".".join(package[: len(package) - node.level + 1] + ([node.module] if node.module else []))
+                if node.level
+                else node.module
+            )
             deps |= {f"{base}.{a.name}" if f"{base}.{a.name}" in mods else base for a in node.names}
     return {d for d in deps if d in mods and d not in (name, PKG)}
 
@@ -69,9 +73,12 @@ def test_the_engine_layers_never_import_the_server_the_cli_or_the_ui():
     """The engine is reachable from the CLI, the server and the tests alike; it never reaches back."""
     mods = modules()
     g = graph(mods)
-    upward = sorted(f"{m} -> {d}" for m, deps in g.items() for d in deps
-                    if m.split(".")[1:2] and m.split(".")[1] in ENGINE_LAYERS
-                    and d.split(".")[1] in ("server", "cli", "ui"))
+    upward = sorted(
+        f"{m} -> {d}"
+        for m, deps in g.items()
+        for d in deps
+        if m.split(".")[1:2] and m.split(".")[1] in ENGINE_LAYERS and d.split(".")[1] in ("server", "cli", "ui")
+    )
     assert upward == []
     assert any(m.startswith(f"{PKG}.evaluation.") for m in mods) and any(m.startswith(f"{PKG}.ui.") for m in mods)
 
@@ -79,11 +86,18 @@ def test_the_engine_layers_never_import_the_server_the_cli_or_the_ui():
 # The layers, lowest first; a module imports only from its own layer or those below. The SAE
 # loader and the intervention hooks sit under the rest of `model` because the Engine applies them.
 LAYERS = (
-    ("core",), ("data",),
+    ("core",),
+    ("data",),
     ("model.saes", "method.modes", "method.interventions"),
-    ("model",), ("features",), ("method",),
-    ("evaluation",), ("training",), ("evaluation.experiments",),
-    ("server",), ("ui",), ("cli",),
+    ("model",),
+    ("features",),
+    ("method",),
+    ("evaluation",),
+    ("training",),
+    ("evaluation.experiments",),
+    ("server",),
+    ("ui",),
+    ("cli",),
 )
 
 
@@ -99,7 +113,11 @@ def test_layers_never_import_upward():
     g = graph(mods)
     unplaced = sorted(m for m in mods if layer_of(m) is None and m not in (PKG, f"{PKG}.__main__"))
     assert unplaced == [], "every module belongs to a layer"
-    upward = sorted(f"{m} -> {d}" for m, deps in g.items() for d in deps
-                    if None not in (layer_of(m), layer_of(d)) and layer_of(d) > layer_of(m))
+    upward = sorted(
+        f"{m} -> {d}"
+        for m, deps in g.items()
+        for d in deps
+        if None not in (layer_of(m), layer_of(d)) and layer_of(d) > layer_of(m)
+    )
     assert upward == []
     assert layer_of(f"{PKG}.method.interventions") < layer_of(f"{PKG}.model.engine") < layer_of(f"{PKG}.method.gate")

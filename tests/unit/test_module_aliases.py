@@ -4,6 +4,7 @@ A reader who learnt ``C.`` in the engine must not meet a different ``C.`` in the
 module alias (``from unlearn_core.core import cache as C``) names the same module in every file
 of the package, the app, its pages, the tests and the benchmarks.
 """
+
 from __future__ import annotations
 
 import ast
@@ -26,8 +27,9 @@ def is_module(name: str, root: Path) -> bool:
 def module_aliases(root: Path = ROOT) -> dict[str, dict[str, list[str]]]:
     """alias -> {module: [files that import it under that alias]} for this repository's modules."""
     out: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
-    files = [p for w in WHERE for p in ([root / w] if w.endswith(".py") else sorted((root / w).rglob("*.py")))
-             if p.exists()]
+    files = [
+        p for w in WHERE for p in ([root / w] if w.endswith(".py") else sorted((root / w).rglob("*.py"))) if p.exists()
+    ]
     for path in files:
         for node in ast.walk(ast.parse(path.read_text())):
             pairs = []
@@ -52,8 +54,13 @@ def test_the_check_sees_one_alias_for_two_modules(tmp_path):
     pkg = tmp_path / "unlearn_core"
     (pkg / "core").mkdir(parents=True)
     (pkg / "ui").mkdir()
-    for p in (pkg / "__init__.py", pkg / "core" / "__init__.py", pkg / "core" / "cache.py",
-              pkg / "ui" / "__init__.py", pkg / "ui" / "common.py"):
+    for p in (
+        pkg / "__init__.py",
+        pkg / "core" / "__init__.py",
+        pkg / "core" / "cache.py",
+        pkg / "ui" / "__init__.py",
+        pkg / "ui" / "common.py",
+    ):
         p.write_text("")
     (pkg / "a.py").write_text("from unlearn_core.core import cache as C\nimport numpy as C\n")
     (pkg / "b.py").write_text("def f():\n    from unlearn_core.ui import common as C\n")

@@ -4,18 +4,30 @@ Every subcommand prints a human-readable table, or JSON with ``--json``. Long wo
 progress bars on stderr. One module per command group registers its subcommands
 (``add_parsers``); shared arguments, output and error handling are in :mod:`.common`.
 """
+
 from __future__ import annotations
 
 import argparse
 
-from unlearn_core.cli import (cache, demo, experiments, features, gate, info, rmu, sae, scoring, serve, sweep,
-                              targets)
+from unlearn_core.cli import cache, demo, experiments, features, gate, info, rmu, sae, scoring, serve, sweep, targets
 from unlearn_core.cli.common import run
 
 # the order of `unlearn --help`
-REGISTRARS = (info.add_parsers, scoring.add_parsers, features.add_parsers, sae.add_eval_parser, demo.add_parsers,
-              targets.add_parsers, experiments.add_parsers, gate.add_parsers, rmu.add_parsers, sae.add_parsers,
-              sweep.add_parsers, cache.add_parsers, serve.add_parsers)
+REGISTRARS = (
+    info.add_parsers,
+    scoring.add_parsers,
+    features.add_parsers,
+    sae.add_eval_parser,
+    demo.add_parsers,
+    targets.add_parsers,
+    experiments.add_parsers,
+    gate.add_parsers,
+    rmu.add_parsers,
+    sae.add_parsers,
+    sweep.add_parsers,
+    cache.add_parsers,
+    serve.add_parsers,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,4 +1,5 @@
 """``cache info|clear``: what the disk caches hold, their keys, and how to drop them."""
+
 from __future__ import annotations
 
 from unlearn_core.cli.common import add_settings_args, emit, settings_of
@@ -26,10 +27,15 @@ def cmd_cache(args) -> None:
         emit(args, {"cache_dir": cache_dir, "removed": gone}, "\n".join(lines) or "nothing to remove")
         return
     rows = cache_info(cache_dir)
-    lines = [f"cache folder {cache_dir} (key version {CACHE_VERSION}; `cache clear` removes the derived kinds, "
-             "`cache clear --kind K` any one)"]
-    lines += [f"{r['kind']:>14}  {r['files']:>6} files  {_human_bytes(r['bytes']):>10}  "
-              f"{'derived' if r['derived'] else 'user results'}: {r['what']}\n{'':>16}key: {r['key']}" for r in rows]
+    lines = [
+        f"cache folder {cache_dir} (key version {CACHE_VERSION}; `cache clear` removes the derived kinds, "
+        "`cache clear --kind K` any one)"
+    ]
+    lines += [
+        f"{r['kind']:>14}  {r['files']:>6} files  {_human_bytes(r['bytes']):>10}  "
+        f"{'derived' if r['derived'] else 'user results'}: {r['what']}\n{'':>16}key: {r['key']}"
+        for r in rows
+    ]
     emit(args, {"cache_dir": cache_dir, "version": CACHE_VERSION, "kinds": rows}, "\n".join(lines))
 
 
@@ -42,6 +48,10 @@ def add_parsers(sub) -> None:
     c.set_defaults(func=cmd_cache)
     c = csub.add_parser("clear", help="remove cached entries (every derived kind, or the kinds named)")
     add_settings_args(c)
-    c.add_argument("--kind", action="append", help="a kind from `cache info` (repeat for several); user results "
-                   "(rmu, jobs, targets) are removed only when named")
+    c.add_argument(
+        "--kind",
+        action="append",
+        help="a kind from `cache info` (repeat for several); user results "
+        "(rmu, jobs, targets) are removed only when named",
+    )
     c.set_defaults(func=cmd_cache)

@@ -4,6 +4,7 @@ output, and the one place errors become ``error: ...`` and exit code 2.
 Only light modules are imported here: torch, TransformerLens, SAELens and the engine load inside
 the commands that need them, so ``--help``, argument errors and the model-free commands start fast.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,9 +16,9 @@ import sys
 import warnings
 from typing import TYPE_CHECKING, Callable
 
+from unlearn_core.core.settings import Settings, load_settings
 from unlearn_core.data import loaders as D
 from unlearn_core.method.modes import GATED_MODES, MODES
-from unlearn_core.core.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from unlearn_core.method.interventions import Intervention
@@ -27,8 +28,12 @@ def add_settings_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("settings (also UNLEARN_* env vars or a TOML file)")
     g.add_argument("--config", help="TOML settings file (default: $UNLEARN_CONFIG or ./unlearn.toml)")
     g.add_argument("--model", help="'embedded:gemma-3-270m' (default) or a TransformerLens model name")
-    g.add_argument("--sae", action="append", dest="saes",
-                   help="'embedded', a local SAELens folder, or 'release:sae_id'; repeat for several")
+    g.add_argument(
+        "--sae",
+        action="append",
+        dest="saes",
+        help="'embedded', a local SAELens folder, or 'release:sae_id'; repeat for several",
+    )
     g.add_argument("--device", help="auto|cpu|cuda[:N]")
     g.add_argument("--dtype", help="auto|float32|bfloat16|float16")
     g.add_argument("--cache-dir")
@@ -45,25 +50,44 @@ def add_intervention_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--features", help="comma-separated feature ids, e.g. 123,456")
     g.add_argument("--clamp", type=float, default=20.0, help="c: active features are set to -c (default 20)")
     g.add_argument("--mode", choices=MODES, default="clamp")
-    g.add_argument("--gate", type=float, help="gated modes: tau; the clamp applies to a prompt when the fraction "
-                   "of its tokens where a selected feature fires (rho) is > tau")
-    g.add_argument("--gate-percentile", type=float, help="gated modes: tau = this percentile of rho over windows "
-                   "of --gate-corpus (DSG uses 95); calibrated once, cached")
+    g.add_argument(
+        "--gate",
+        type=float,
+        help="gated modes: tau; the clamp applies to a prompt when the fraction "
+        "of its tokens where a selected feature fires (rho) is > tau",
+    )
+    g.add_argument(
+        "--gate-percentile",
+        type=float,
+        help="gated modes: tau = this percentile of rho over windows "
+        "of --gate-corpus (DSG uses 95); calibrated once, cached",
+    )
     g.add_argument("--gate-corpus", help="the retain corpus of --gate-percentile (default wikitext@train)")
     g.add_argument("--on", help="which SAE the features belong to (default: the first)")
-    g.add_argument("--intervention", action="append", default=[],
-                   help="extra intervention 'sae=KEY;features=1,2;clamp=20;mode=clamp[;gate=TAU]' (repeatable)")
+    g.add_argument(
+        "--intervention",
+        action="append",
+        default=[],
+        help="extra intervention 'sae=KEY;features=1,2;clamp=20;mode=clamp[;gate=TAU]' (repeatable)",
+    )
 
 
 def add_variant_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--variant", help="also run the model variant 'rmu:<name>' (a finished `rmu train` run); "
-                   "the interventions then apply on top of it")
+    p.add_argument(
+        "--variant",
+        help="also run the model variant 'rmu:<name>' (a finished `rmu train` run); "
+        "the interventions then apply on top of it",
+    )
 
 
 def add_model_variant_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tiny", action="store_true", help="the tiny random test backend (numbers mean nothing)")
-    p.add_argument("--model-variant", dest="apply_variant", metavar="rmu:NAME",
-                   help="run on this RMU model (a finished `rmu train` run) in place of the model as loaded")
+    p.add_argument(
+        "--model-variant",
+        dest="apply_variant",
+        metavar="rmu:NAME",
+        help="run on this RMU model (a finished `rmu train` run) in place of the model as loaded",
+    )
 
 
 def with_variant(args, engine, ivs, compute) -> dict:
@@ -83,11 +107,20 @@ def with_variant(args, engine, ivs, compute) -> dict:
 
 
 def settings_of(args):
-    return load_settings({
-        "model": args.model, "saes": args.saes, "device": args.device, "dtype": args.dtype,
-        "cache_dir": args.cache_dir, "data_dir": args.data_dir, "prompt_format": args.prompt_format,
-        "scoring": args.scoring, "targets_file": args.targets_file,
-    }, config_file=args.config)
+    return load_settings(
+        {
+            "model": args.model,
+            "saes": args.saes,
+            "device": args.device,
+            "dtype": args.dtype,
+            "cache_dir": args.cache_dir,
+            "data_dir": args.data_dir,
+            "prompt_format": args.prompt_format,
+            "scoring": args.scoring,
+            "targets_file": args.targets_file,
+        },
+        config_file=args.config,
+    )
 
 
 def gate_tau(args, engine, sae: str, features: tuple[int, ...], mode: str) -> float | None:
@@ -106,8 +139,11 @@ def gate_tau(args, engine, sae: str, features: tuple[int, ...], mode: str) -> fl
 
     validate([Intervention(sae, features, 1.0)], engine.saes)
     cal = calibrate(engine, sae, features, args.gate_corpus or DEFAULT_CORPUS, args.gate_percentile)
-    print(f"gate: tau = {cal.tau:.4f}, the {cal.percentile:g}th percentile of rho over {cal.n_windows} windows of "
-          f"{cal.corpus}", file=sys.stderr)
+    print(
+        f"gate: tau = {cal.tau:.4f}, the {cal.percentile:g}th percentile of rho over {cal.n_windows} windows of "
+        f"{cal.corpus}",
+        file=sys.stderr,
+    )
     return cal.tau
 
 
@@ -122,9 +158,15 @@ def interventions_of(args, engine) -> list[Intervention]:
         raise ValueError("--gate/--gate-percentile need --features")
     for spec in args.intervention:
         kv = dict(part.split("=", 1) for part in spec.split(";") if part.strip())
-        ivs.append(Intervention(kv.get("sae", engine.default_sae), parse_features(kv.get("features", "")),
-                                float(kv.get("clamp", 20.0)), kv.get("mode", "clamp"),
-                                float(kv["gate"]) if "gate" in kv else None))
+        ivs.append(
+            Intervention(
+                kv.get("sae", engine.default_sae),
+                parse_features(kv.get("features", "")),
+                float(kv.get("clamp", 20.0)),
+                kv.get("mode", "clamp"),
+                float(kv["gate"]) if "gate" in kv else None,
+            )
+        )
     return ivs
 
 
@@ -137,6 +179,7 @@ def progress_bar(total: int | None, desc: str):
 def step_progress(bar) -> Callable[[int, int], None]:
     """A ``progress(i, n)`` callback (i of n steps done) for a bar made before n was known: the
     bar takes n as its total on the first call, so it shows its ETA from then on."""
+
     def update(i: int, n: int) -> None:
         if bar.total != n:
             bar.total = n

@@ -1,12 +1,13 @@
 """``experiment wmdp|book|targets``: the write-ups' experiments and the targets sweep."""
+
 from __future__ import annotations
 
 import argparse
 import json
 from pathlib import Path
 
-from unlearn_core.features.default_target import DEFAULT_TARGET
 from unlearn_core.cli.common import add_settings_args, emit, engine_of, floats, settings_of
+from unlearn_core.features.default_target import DEFAULT_TARGET
 
 
 def cmd_experiment(args) -> None:
@@ -22,15 +23,28 @@ def cmd_experiment(args) -> None:
 
         t = engine_target(engine, args.target[0])
         iv = default_intervention(engine, t)
-        r = X.book_experiment(engine, iv.sae_key, features=iv.features, c=iv.c, ppl_tokens=args.ppl_tokens,
-                              prompt=t.demo_prompt or "Sherlock Holmes took his bottle from the corner of the")
+        r = X.book_experiment(
+            engine,
+            iv.sae_key,
+            features=iv.features,
+            c=iv.c,
+            ppl_tokens=args.ppl_tokens,
+            prompt=t.demo_prompt or "Sherlock Holmes took his bottle from the corner of the",
+        )
         md = X.book_markdown(r)
         if args.out:
             X.save(r, md, args.out)
         return emit(args, r, md)
     if args.which == "wmdp":
-        r = X.wmdp_experiment(engine, args.on, stats_tokens=args.stats_tokens, ppl_tokens=args.ppl_tokens,
-                              loss_tokens=args.ppl_tokens, mmlu_limit=args.mmlu_limit, wmdp_limit=args.wmdp_limit)
+        r = X.wmdp_experiment(
+            engine,
+            args.on,
+            stats_tokens=args.stats_tokens,
+            ppl_tokens=args.ppl_tokens,
+            loss_tokens=args.ppl_tokens,
+            mmlu_limit=args.mmlu_limit,
+            wmdp_limit=args.wmdp_limit,
+        )
         md = X.wmdp_markdown(r)
     else:
         r = X.book_experiment(engine, args.on, stats_tokens=args.stats_tokens, ppl_tokens=args.ppl_tokens)
@@ -42,8 +56,8 @@ def cmd_experiment(args) -> None:
 
 def _experiment_targets(args, engine) -> None:
     """Per target: the sweep (choose on the train half, report the held-out half)."""
-    from unlearn_core.evaluation.experiments import writeups as X
     from unlearn_core.evaluation.experiments import target_sweep as TX
+    from unlearn_core.evaluation.experiments import writeups as X
     from unlearn_core.evaluation.targets import get_target, saved_targets_dir
 
     settings = settings_of(args)
@@ -54,9 +68,17 @@ def _experiment_targets(args, engine) -> None:
             r = json.loads((Path(args.out) / f"targets_{name}.json").read_text())
             TX.mark_shipped(r["rows"], t)
         else:
-            r = TX.run(engine, t, thresholds=floats(args.thresholds), ns=tuple(int(x) for x in floats(args.ns)),
-                       values=floats(args.values), loss_tokens=args.loss_tokens, ppl_tokens=args.ppl_tokens,
-                       min_retain=args.min_retain, max_loss=args.max_loss)
+            r = TX.run(
+                engine,
+                t,
+                thresholds=floats(args.thresholds),
+                ns=tuple(int(x) for x in floats(args.ns)),
+                values=floats(args.values),
+                loss_tokens=args.loss_tokens,
+                ppl_tokens=args.ppl_tokens,
+                min_retain=args.min_retain,
+                max_loss=args.max_loss,
+            )
         md = TX.markdown(r)
         if args.out:
             X.save(r, md, f"{args.out.rstrip('/')}/targets_{name}")
@@ -83,19 +105,29 @@ def add_parsers(sub) -> None:
     s = sub.add_parser("experiment", help="the write-ups' experiments (wmdp | book) and the targets sweep (targets)")
     add_settings_args(s)
     s.add_argument("which", choices=["wmdp", "book", "targets"])
-    s.add_argument("--target", action="append",
-                   help="targets: which (repeatable; default bio-basics and sherlock); book: use this target's "
-                        "default intervention instead of the paper's selection")
+    s.add_argument(
+        "--target",
+        action="append",
+        help="targets: which (repeatable; default bio-basics and sherlock); book: use this target's "
+        "default intervention instead of the paper's selection",
+    )
     s.add_argument("--thresholds", default="0.01", help="targets: retain thresholds, e.g. '0.01,0.003'")
     s.add_argument("--ns", default="20,50,100", help="targets: numbers of features")
     s.add_argument("--values", default="100,200,400", help="targets: clamp values c")
     s.add_argument("--loss-tokens", type=int, default=1500, help="targets: WebText tokens of loss added per row")
     s.add_argument("--min-retain", type=float, default=0.9, help="targets: retain accuracy the default must keep")
-    s.add_argument("--max-loss", type=_max_loss, default=None,
-                   help="targets: a budget for the choice, in nats of loss added on WebText's train split "
-                        "(e.g. 0.05, the targets' goal); default none")
-    s.add_argument("--render-only", action="store_true",
-                   help="targets: re-write the markdown of a saved sweep (--out) against the registry as it is now")
+    s.add_argument(
+        "--max-loss",
+        type=_max_loss,
+        default=None,
+        help="targets: a budget for the choice, in nats of loss added on WebText's train split "
+        "(e.g. 0.05, the targets' goal); default none",
+    )
+    s.add_argument(
+        "--render-only",
+        action="store_true",
+        help="targets: re-write the markdown of a saved sweep (--out) against the registry as it is now",
+    )
     s.add_argument("--stats-tokens", type=int, default=100_000)
     s.add_argument("--ppl-tokens", type=int, default=4000)
     s.add_argument("--mmlu-limit", type=int, default=100, help="first N questions of each side-effect subject")

@@ -1,4 +1,5 @@
 """``features stats|show|select``: per-feature statistics, one feature's dashboard, selection."""
+
 from __future__ import annotations
 
 from unlearn_core.cli.common import add_model_variant_arg, add_settings_args, emit, engine_of, progress_bar, sae_key
@@ -15,14 +16,19 @@ def cmd_features_stats(args) -> None:
         st = F.feature_stats(engine, key, corpus, n_tokens=args.tokens, progress=bar.update)
         bar.close()
         order = torch_argsort_desc(st.freq)[: args.top]
-        out[corpus] = {"n_tokens": st.n_tokens, "alive_fraction": float((st.freq > 0).float().mean()),
-                       "mean_l0": float(st.freq.sum()),
-                       "most_frequent": [{"feature": int(i), "freq": float(st.freq[i]),
-                                          "max_act": float(st.max_act[i])} for i in order]}
+        out[corpus] = {
+            "n_tokens": st.n_tokens,
+            "alive_fraction": float((st.freq > 0).float().mean()),
+            "mean_l0": float(st.freq.sum()),
+            "most_frequent": [
+                {"feature": int(i), "freq": float(st.freq[i]), "max_act": float(st.max_act[i])} for i in order
+            ],
+        }
     lines = []
     for c, o in out.items():
-        lines.append(f"{c}: {o['n_tokens']} tokens, {o['alive_fraction']:.1%} of features fire, "
-                     f"mean L0 {o['mean_l0']:.1f}")
+        lines.append(
+            f"{c}: {o['n_tokens']} tokens, {o['alive_fraction']:.1%} of features fire, mean L0 {o['mean_l0']:.1f}"
+        )
         lines += [f"   #{r['feature']:<6} freq={r['freq']:.4f} max={r['max_act']:.2f}" for r in o["most_frequent"]]
     emit(args, out, "\n".join(lines))
 
@@ -47,13 +53,18 @@ def cmd_features_show(args) -> None:
     lines = [f"feature {args.feature} of {key}   {d['description']}"]
     if d["neuronpedia"] is not None:
         np_ = d["neuronpedia"]
-        lines.append("neuronpedia: " + (", ".join(np_.get("explanations") or []) or "(no explanation)")
-                     if np_.get("available") else f"neuronpedia: unavailable ({np_.get('message')})")
+        lines.append(
+            "neuronpedia: " + (", ".join(np_.get("explanations") or []) or "(no explanation)")
+            if np_.get("available")
+            else f"neuronpedia: unavailable ({np_.get('message')})"
+        )
     lines.append("promotes: " + ", ".join(f"{t!r} {v:+.2f}" for t, v in d["logits"]["top"]))
     lines.append("suppresses: " + ", ".join(f"{t!r} {v:+.2f}" for t, v in d["logits"]["bottom"]))
     for corpus, c in d["corpora"].items():
-        lines.append(f"--- {corpus}: freq {c['freq']:.4f}, max {c['max_act']:.2f}, mean when active "
-                     f"{c['mean_active']:.2f} ({c['n_tokens']} tokens)")
+        lines.append(
+            f"--- {corpus}: freq {c['freq']:.4f}, max {c['max_act']:.2f}, mean when active "
+            f"{c['mean_active']:.2f} ({c['n_tokens']} tokens)"
+        )
         lines += [f"  {e['max']:6.2f}  {_render_example(e)}" for e in c["examples"]["top"]]
     emit(args, d, "\n".join(lines))
 
@@ -72,10 +83,14 @@ def cmd_features_select(args) -> None:
         for r in rows:
             r["description"] = F.auto_description(engine, key, r["feature"], fs)
     lines = [f"{'feature':>8} {'forget':>8} {'retain':>8}  description"]
-    lines += [f"{r['feature']:>8} {r['forget_freq']:>8.4f} {r['retain_freq']:>8.4f}  {r.get('description', '')}"
-              for r in rows]
-    emit(args, {"forget": args.forget, "retain": args.retain, "threshold": args.threshold, "features": rows},
-         "\n".join(lines))
+    lines += [
+        f"{r['feature']:>8} {r['forget_freq']:>8.4f} {r['retain_freq']:>8.4f}  {r.get('description', '')}" for r in rows
+    ]
+    emit(
+        args,
+        {"forget": args.forget, "retain": args.retain, "threshold": args.threshold, "features": rows},
+        "\n".join(lines),
+    )
 
 
 def add_parsers(sub) -> None:
@@ -83,8 +98,12 @@ def add_parsers(sub) -> None:
     fsub = s.add_subparsers(dest="fcmd", required=True)
     f = fsub.add_parser("stats", help="per-feature firing frequency, mean/max activation on corpora")
     add_settings_args(f)
-    f.add_argument("--corpus", nargs="+", default=["webtext"],
-                   help="webtext | wikitext | sherlock | pile | wmdp-bio-text | mmlu:<subj> | path; '@train'/'@heldout'")
+    f.add_argument(
+        "--corpus",
+        nargs="+",
+        default=["webtext"],
+        help="webtext | wikitext | sherlock | pile | wmdp-bio-text | mmlu:<subj> | path; '@train'/'@heldout'",
+    )
     f.add_argument("--tokens", type=int, default=100_000)
     f.add_argument("--top", type=int, default=10)
     f.add_argument("--on", help="which SAE (default: the first)")

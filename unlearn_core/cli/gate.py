@@ -1,10 +1,11 @@
 """``gate``: static vs gated clamp on a target's known questions, and the filler probe."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
-from unlearn_core.features.default_target import DEFAULT_TARGET
 from unlearn_core.cli.common import add_settings_args, emit, engine_of, floats, progress_bar, step_progress
+from unlearn_core.features.default_target import DEFAULT_TARGET
 
 
 def cmd_gate(args) -> None:
@@ -16,8 +17,15 @@ def cmd_gate(args) -> None:
     engine = engine_of(args)
     t = engine_target(engine, args.target)
     bar = progress_bar(None, "configurations")  # the total: the configurations, once the selection has run
-    r = GX.compare(engine, t, list(floats(args.clamps)), [int(n) for n in floats(args.ns)] if args.ns else None,
-                   args.percentile, args.loss_tokens, progress=step_progress(bar))
+    r = GX.compare(
+        engine,
+        t,
+        list(floats(args.clamps)),
+        [int(n) for n in floats(args.ns)] if args.ns else None,
+        args.percentile,
+        args.loss_tokens,
+        progress=step_progress(bar),
+    )
     bar.close()
     md = "## static vs gated\n\n" + GX.markdown(r)
     if args.out:  # kept even if the probe fails
@@ -33,7 +41,8 @@ def cmd_gate(args) -> None:
 
             html = Path(args.out).with_suffix(".probe.html")
             probe_figure(p["rows"], f"{t.name}: N = {p['n']}, c = {p['c']:g}, τ = {p['gate']['tau']:.3f}").write_html(
-                html, include_plotlyjs=True)
+                html, include_plotlyjs=True
+            )
             md += f"\n\nThe curve: {html}"
     if args.out:
         save(r, md, args.out)

@@ -1,8 +1,9 @@
 """``info``: the settings and data sources (with ``--load``, the loaded model too)."""
+
 from __future__ import annotations
 
-from unlearn_core.data import loaders as D
 from unlearn_core.cli.common import add_settings_args, emit, engine_of, settings_of
+from unlearn_core.data import loaders as D
 
 
 def cmd_info(args) -> None:

@@ -1,17 +1,27 @@
 """``rmu list|train|compare|search``: the RMU fine-tuning baseline."""
+
 from __future__ import annotations
 
-from unlearn_core.features.default_target import DEFAULT_TARGET
 from unlearn_core.cli.common import add_settings_args, emit, engine_of, floats, progress_bar, settings_of
+from unlearn_core.features.default_target import DEFAULT_TARGET
 
 
 def _rmu_config(args, engine):
     from unlearn_core.training.rmu import default_config
 
     ups = tuple(int(x) for x in floats(args.update_layers)) if args.update_layers else None
-    return default_config(engine.model_name, layer=args.layer, update_layers=ups, steering_coeff=args.coeff,
-                          alpha=args.alpha, lr=args.lr, batch_size=args.batch_size, steps=args.steps, ctx=args.ctx,
-                          seed=args.seed).resolved(engine.model.cfg.n_layers)
+    return default_config(
+        engine.model_name,
+        layer=args.layer,
+        update_layers=ups,
+        steering_coeff=args.coeff,
+        alpha=args.alpha,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        steps=args.steps,
+        ctx=args.ctx,
+        seed=args.seed,
+    ).resolved(engine.model.cfg.n_layers)
 
 
 def _rmu_bar(steps: int):
@@ -24,24 +34,30 @@ def _rmu_bar(steps: int):
             bar.update(rec["step"])
         else:
             bar.update(rec["step"] - bar.n)
-        bar.set_postfix_str(f"forget {rec['forget_loss']:.3g} retain {rec['retain_loss']:.3g} "
-                            f"ETA {rec['eta_s']:.0f}s")
+        bar.set_postfix_str(f"forget {rec['forget_loss']:.3g} retain {rec['retain_loss']:.3g} ETA {rec['eta_s']:.0f}s")
 
     return bar, update
 
 
 def cmd_rmu(args) -> None:
     """RMU: train a run on a target, list runs, compare with the clamps, or search settings."""
-    from unlearn_core.training import rmu
     from unlearn_core.evaluation.experiments import rmu as RX
     from unlearn_core.evaluation.experiments.writeups import save
     from unlearn_core.evaluation.targets import engine_target
+    from unlearn_core.training import rmu
 
     if args.rcmd == "list":
         runs = rmu.list_runs(settings_of(args).cache_dir)
-        emit(args, runs, "\n".join(f"rmu:{r['name']:<24} {r['status']:<10} target {r.get('target')}  "
-                                    f"{r.get('steps_done', '')} steps {r.get('seconds', '')} s" for r in runs)
-             or "no RMU runs")
+        emit(
+            args,
+            runs,
+            "\n".join(
+                f"rmu:{r['name']:<24} {r['status']:<10} target {r.get('target')}  "
+                f"{r.get('steps_done', '')} steps {r.get('seconds', '')} s"
+                for r in runs
+            )
+            or "no RMU runs",
+        )
         return
     engine = engine_of(args)
     t = engine_target(engine, args.target)
@@ -50,9 +66,13 @@ def cmd_rmu(args) -> None:
     if args.rcmd == "train":
         card = rmu.train(engine, args.name, t, cfg, progress=update, fresh=args.fresh)
         bar.close()
-        emit(args, card, f"rmu:{args.name}: {card['steps_done']} steps in {card['seconds']:.0f} s on {card['cpu']}; "
-             f"last losses: forget {card['history'][-1]['forget_loss']:.4g}, retain "
-             f"{card['history'][-1]['retain_loss']:.4g}; delta in {rmu.run_dir(engine.settings.cache_dir, args.name)}")
+        emit(
+            args,
+            card,
+            f"rmu:{args.name}: {card['steps_done']} steps in {card['seconds']:.0f} s on {card['cpu']}; "
+            f"last losses: forget {card['history'][-1]['forget_loss']:.4g}, retain "
+            f"{card['history'][-1]['retain_loss']:.4g}; delta in {rmu.run_dir(engine.settings.cache_dir, args.name)}",
+        )
     elif args.rcmd == "compare":
         from unlearn_core.evaluation.experiments import gate as GX
 
@@ -63,23 +83,49 @@ def cmd_rmu(args) -> None:
             cbar = cbar or progress_bar(n, "clamp configurations")
             cbar.update(1)
 
-        r = RX.compare(engine, t, args.name, cfg, list(floats(args.clamps)),
-                       [int(n) for n in floats(args.ns)] if args.ns else None, args.percentile, args.loss_tokens,
-                       train_progress=update, progress=prog, ppl_tokens=args.ppl_tokens)
+        r = RX.compare(
+            engine,
+            t,
+            args.name,
+            cfg,
+            list(floats(args.clamps)),
+            [int(n) for n in floats(args.ns)] if args.ns else None,
+            args.percentile,
+            args.loss_tokens,
+            train_progress=update,
+            progress=prog,
+            ppl_tokens=args.ppl_tokens,
+        )
         bar.close()
-        md = "## RMU vs static and gated clamps\n\n" + GX.markdown(r) + (
-            f"\n\nRMU run `rmu:{args.name}`: {r['rmu']['config']}, {r['rmu']['steps_done']} steps, "
-            f"{r['rmu']['seconds']:.0f} s of training on {r['rmu']['cpu']}")
+        md = (
+            "## RMU vs static and gated clamps\n\n"
+            + GX.markdown(r)
+            + (
+                f"\n\nRMU run `rmu:{args.name}`: {r['rmu']['config']}, {r['rmu']['steps_done']} steps, "
+                f"{r['rmu']['seconds']:.0f} s of training on {r['rmu']['cpu']}"
+            )
+        )
         if args.out:
             save(r, md, args.out)
         emit(args, r, md)
     else:  # search
-        grid = [dict(layer=int(L), steering_coeff=c, alpha=a, **({"lr": lr} if lr else {}))
-                for L in floats(args.layers) for c in floats(args.coeffs) for a in floats(args.alphas)
-                for lr in (floats(args.lrs) if args.lrs else [None])]
+        grid = [
+            dict(layer=int(L), steering_coeff=c, alpha=a, **({"lr": lr} if lr else {}))
+            for L in floats(args.layers)
+            for c in floats(args.coeffs)
+            for a in floats(args.alphas)
+            for lr in (floats(args.lrs) if args.lrs else [None])
+        ]
         sbar = progress_bar(2 * len(grid), "RMU search (train, then evaluate)")
-        s = RX.search(engine, t, grid, cfg, loss_tokens=args.loss_tokens, min_retain=args.min_retain,
-                      progress=lambda i, n: sbar.update(1))
+        s = RX.search(
+            engine,
+            t,
+            grid,
+            cfg,
+            loss_tokens=args.loss_tokens,
+            min_retain=args.min_retain,
+            progress=lambda i, n: sbar.update(1),
+        )
         sbar.close()
         bar.close()
         md = RX.search_markdown(s)
@@ -94,10 +140,14 @@ def add_parsers(sub) -> None:
     r = rsub.add_parser("list", help="RMU runs in the cache directory")
     add_settings_args(r)
     r.set_defaults(func=cmd_rmu)
-    for name, hlp in (("train", "train (or resume) an RMU run on a target's forget and retain text"),
-                      ("compare", "RMU vs static and gated clamps on the target's held-out known questions (trains "
-                                  "the run first if needed)"),
-                      ("search", "pick RMU settings on the target's dev (train-half) known questions")):
+    for name, hlp in (
+        ("train", "train (or resume) an RMU run on a target's forget and retain text"),
+        (
+            "compare",
+            "RMU vs static and gated clamps on the target's held-out known questions (trains the run first if needed)",
+        ),
+        ("search", "pick RMU settings on the target's dev (train-half) known questions"),
+    ):
         r = rsub.add_parser(name, help=hlp)
         add_settings_args(r)
         r.add_argument("--target", default=DEFAULT_TARGET)
@@ -120,8 +170,12 @@ def add_parsers(sub) -> None:
             r.add_argument("--clamps", default="100,200,400", help="clamp values c of the SAE configurations")
             r.add_argument("--ns", help="numbers of top features of the target's selection (default: its own N)")
             r.add_argument("--percentile", type=float, default=95.0, help="gate tau percentile on the retain corpora")
-            r.add_argument("--ppl-tokens", type=int, default=2000, help="perplexity on the target's ppl corpus per "
-                           "row (0 skips it)")
+            r.add_argument(
+                "--ppl-tokens",
+                type=int,
+                default=2000,
+                help="perplexity on the target's ppl corpus per row (0 skips it)",
+            )
         if name == "search":
             r.add_argument("--layers", default="5", help="steered layers to try")
             r.add_argument("--coeffs", default="100,300", help="steering coefficients to try")

@@ -1,4 +1,5 @@
 """``serve``: the HTTP API server holding the model."""
+
 from __future__ import annotations
 
 from unlearn_core.cli.common import add_settings_args, settings_of
@@ -7,8 +8,13 @@ from unlearn_core.cli.common import add_settings_args, settings_of
 def cmd_serve(args) -> None:
     from unlearn_core.server import serve
 
-    serve(settings_of(args), host=args.host, port=args.port, tiny=args.tiny,
-          log_level="info" if args.verbose else "warning")
+    serve(
+        settings_of(args),
+        host=args.host,
+        port=args.port,
+        tiny=args.tiny,
+        log_level="info" if args.verbose else "warning",
+    )
 
 
 def add_parsers(sub) -> None:

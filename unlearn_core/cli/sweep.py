@@ -1,4 +1,5 @@
 """``sweep``: a batch evaluation (the server's job code, run here), locally or on Ray workers."""
+
 from __future__ import annotations
 
 import argparse
@@ -7,22 +8,34 @@ import sys
 import time
 from pathlib import Path
 
-from unlearn_core.method.modes import MODES
 from unlearn_core.cli.common import add_settings_args, emit, engine_of, floats, progress_bar, settings_of
+from unlearn_core.method.modes import MODES
 
 
 def _spec_fields(args) -> dict:
     """The JobSpec's fields from the command line (those not given keep the spec's defaults)."""
-    fields = {"thresholds": floats(args.thresholds), "ns": [int(x) for x in floats(args.n)],
-              "values": floats(args.clamps), "question_limit": args.limit, "known": not args.all_questions,
-              "delay_per_config": args.delay_per_config}
-    for k, v in (("target", args.target), ("forget_set", args.forget_set), ("side_effect_sets", args.side_set),
-                 ("selection_tokens", args.selection_tokens),
-                 ("loss_tokens", args.loss_tokens), ("mode", args.mode),
-                 ("modes", args.modes.replace(",", " ").split() if args.modes else None), ("gate", args.gate),
-                 ("gate_percentile", args.gate_percentile), ("gate_corpus", args.gate_corpus),
-                 ("variants", args.variants.replace(",", " ").split() if args.variants else None),
-                 ("model_variant", args.model_variant)):
+    fields = {
+        "thresholds": floats(args.thresholds),
+        "ns": [int(x) for x in floats(args.n)],
+        "values": floats(args.clamps),
+        "question_limit": args.limit,
+        "known": not args.all_questions,
+        "delay_per_config": args.delay_per_config,
+    }
+    for k, v in (
+        ("target", args.target),
+        ("forget_set", args.forget_set),
+        ("side_effect_sets", args.side_set),
+        ("selection_tokens", args.selection_tokens),
+        ("loss_tokens", args.loss_tokens),
+        ("mode", args.mode),
+        ("modes", args.modes.replace(",", " ").split() if args.modes else None),
+        ("gate", args.gate),
+        ("gate_percentile", args.gate_percentile),
+        ("gate_corpus", args.gate_corpus),
+        ("variants", args.variants.replace(",", " ").split() if args.variants else None),
+        ("model_variant", args.model_variant),
+    ):
         if v is not None:
             fields[k] = v
     return fields
@@ -33,8 +46,14 @@ def _resume_or_create(store, spec: dict, ns: str):
     from unlearn_core.server.jobs import FINAL
 
     same = json.dumps(spec, sort_keys=True)
-    job = next((j for j in reversed(store.load_all()) if j.status not in FINAL and j.namespace == ns
-                and json.dumps(j.spec, sort_keys=True) == same), None)
+    job = next(
+        (
+            j
+            for j in reversed(store.load_all())
+            if j.status not in FINAL and j.namespace == ns and json.dumps(j.spec, sort_keys=True) == same
+        ),
+        None,
+    )
     if job is not None:
         print(f"resuming run {job.id}: {job.done} of {job.total} configurations already done", file=sys.stderr)
         return job
@@ -110,10 +129,15 @@ def cmd_sweep(args) -> None:
     from unlearn_core.ui.render import result_rows
 
     rows = result_rows(job.results)
-    obj = {"job": job.id, "backend": engine.settings.job_backend, "seconds": round(time.time() - t0, 3),
-           "setup_s": job.setup_s,
-           "configurations_s": round(time.time() - job.phase_started, 3) if job.phase_started else None,
-           "results": rows, "tasks": job.tasks}
+    obj = {
+        "job": job.id,
+        "backend": engine.settings.job_backend,
+        "seconds": round(time.time() - t0, 3),
+        "setup_s": job.setup_s,
+        "configurations_s": round(time.time() - job.phase_started, 3) if job.phase_started else None,
+        "results": rows,
+        "tasks": job.tasks,
+    }
     _write_sweep(out, obj)
     emit(args, obj, _table(rows, job.id, out))
 
@@ -131,8 +155,11 @@ def _write_sweep(out: Path, obj: dict) -> None:
 def add_parsers(sub) -> None:
     s = sub.add_parser("sweep", help="batch evaluation (threshold x N x clamp), locally or on a Ray cluster")
     add_settings_args(s)
-    s.add_argument("--backend", choices=["local", "ray"], help="where configurations run (default: setting "
-                   "job_backend, else local)")
+    s.add_argument(
+        "--backend",
+        choices=["local", "ray"],
+        help="where configurations run (default: setting job_backend, else local)",
+    )
     s.add_argument("--workers", type=int, help="Ray workers when starting a local Ray instance (default 2)")
     s.add_argument("--address", help="an existing Ray cluster (default: $RAY_ADDRESS, else a local instance)")
     s.add_argument("--tiny", action="store_true", help="the tiny random test backend (numbers mean nothing)")
@@ -143,8 +170,11 @@ def add_parsers(sub) -> None:
     s.add_argument("--mode", choices=MODES)
     s.add_argument("--modes", help="several modes side by side over the same configurations, e.g. clamp,gated")
     s.add_argument("--gate", type=float, help="gated modes: tau")
-    s.add_argument("--gate-percentile", type=float, help="gated modes: tau = this percentile of rho on --gate-corpus, "
-                   "per selection")
+    s.add_argument(
+        "--gate-percentile",
+        type=float,
+        help="gated modes: tau = this percentile of rho on --gate-corpus, per selection",
+    )
     s.add_argument("--gate-corpus", help="the corpus of --gate-percentile (default wikitext@train)")
     s.add_argument("--forget-set", help="forget question set (default: the target's, else wmdp-bio)")
     s.add_argument("--side-set", action="append", help="a side-effect (retain) question set; repeatable")
@@ -153,9 +183,13 @@ def add_parsers(sub) -> None:
     s.add_argument("--selection-tokens", type=int, help="tokens of feature statistics per corpus")
     s.add_argument("--loss-tokens", type=int, help="tokens of loss added (0 skips it)")
     s.add_argument("--variants", help="RMU models compared as rows of their own (no clamp), e.g. rmu:bio,rmu:b2")
-    s.add_argument("--model-variant", dest="model_variant", metavar="rmu:NAME",
-                   help="run the clean row and every clamp on top of this RMU model (the known questions, "
-                        "feature selection and clean loss stay the model as loaded's)")
+    s.add_argument(
+        "--model-variant",
+        dest="model_variant",
+        metavar="rmu:NAME",
+        help="run the clean row and every clamp on top of this RMU model (the known questions, "
+        "feature selection and clean loss stay the model as loaded's)",
+    )
     s.add_argument("--out", required=True, help="folder: results.csv, results.json and the resumable run")
     s.add_argument("--delay-per-config", type=float, default=0.0, help=argparse.SUPPRESS)  # tests, --tiny only
     s.set_defaults(func=cmd_sweep)

@@ -1,8 +1,9 @@
 """``target list|eval``: the unlearning targets, and a target's default intervention scored."""
+
 from __future__ import annotations
 
-from unlearn_core.data import loaders as D
 from unlearn_core.cli.common import add_settings_args, emit, engine_of, progress_bar, settings_of
+from unlearn_core.data import loaders as D
 
 
 def cmd_target_list(args) -> None:
@@ -11,9 +12,12 @@ def cmd_target_list(args) -> None:
     s = settings_of(args)
     ts = load_targets(s.targets_file, saved_targets_dir(s))
     out = [t.to_dict() for t in ts.values()]
-    lines = [f"{t.name:<12} [{t.source}] {t.description}\n{'':<13}forget: {t.forget_corpus} / {t.forget_questions}; "
-             f"retain: {', '.join(t.retain_corpora)} / {', '.join(t.retain_questions)}; default: {t.intervention.mode} "
-             f"N={t.selection.n} c={t.intervention.c:g}" for t in ts.values()]
+    lines = [
+        f"{t.name:<12} [{t.source}] {t.description}\n{'':<13}forget: {t.forget_corpus} / {t.forget_questions}; "
+        f"retain: {', '.join(t.retain_corpora)} / {', '.join(t.retain_questions)}; default: {t.intervention.mode} "
+        f"N={t.selection.n} c={t.intervention.c:g}"
+        for t in ts.values()
+    ]
     emit(args, out, "\n".join(lines))
 
 
@@ -39,8 +43,14 @@ def cmd_target_eval(args) -> None:
     t = engine_target(engine, args.name)
     total = known_filter_total(engine, t, args.forget_questions, args.retain_questions)
     bar = progress_bar(total, f"target {t.name}: known filter (questions)")
-    r = evaluate_target(engine, t, args.forget_questions, args.retain_questions, loss_tokens=args.loss_tokens,
-                        progress=lambda n=1: bar.update(n))
+    r = evaluate_target(
+        engine,
+        t,
+        args.forget_questions,
+        args.retain_questions,
+        loss_tokens=args.loss_tokens,
+        progress=lambda n=1: bar.update(n),
+    )
     bar.close()
     obj = {k: r[k] for k in ("target", "intervention", "forget", "retain", "loss_added")}
     obj["details"] = {k: v for k, v in r.items() if k not in obj}
@@ -48,12 +58,17 @@ def cmd_target_eval(args) -> None:
     def line(name, d):
         if d["n_known"] == 0:
             return f"{name:<8} {d['questions']}: {d['n_known']} of {d['n_questions']} known: nothing to score"
-        return (f"{name:<8} {d['questions']}: {d['n_known']} of {d['n_questions']} known; accuracy "
-                f"{d['base_accuracy']:.3f} -> {d['intervened_accuracy']:.3f}")
+        return (
+            f"{name:<8} {d['questions']}: {d['n_known']} of {d['n_questions']} known; accuracy "
+            f"{d['base_accuracy']:.3f} -> {d['intervened_accuracy']:.3f}"
+        )
 
     iv = r["intervention"]
-    lines = [f"target {t.name}: {iv['mode']} {len(iv['features'])} features, c = {iv['c']:g} ({r['scoring']} scoring, "
-             f"{'strict ' if r['strict_known'] else ''}known questions)", line("forget", r["forget"])]
+    lines = [
+        f"target {t.name}: {iv['mode']} {len(iv['features'])} features, c = {iv['c']:g} ({r['scoring']} scoring, "
+        f"{'strict ' if r['strict_known'] else ''}known questions)",
+        line("forget", r["forget"]),
+    ]
     lines += [line("retain", d) for d in r["retain_sets"]]
     if r["loss_added"] is not None:
         lines.append(f"loss added on {r['loss_corpus']} ({r['loss_tokens']} tokens): {r['loss_added']:+.4f} nats")

@@ -4,6 +4,7 @@ Every cache file is written to a temporary file in the same folder and renamed i
 a crash never leaves a half-written entry. A file that cannot be read back is logged, removed
 and recomputed.
 """
+
 from __future__ import annotations
 
 import hashlib

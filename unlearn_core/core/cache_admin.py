@@ -3,14 +3,15 @@
 The kinds, their keys and their invalidation are data (``assets/caches.toml``), read once; this
 module only measures folders and removes them.
 """
-from __future__ import annotations
 
-from unlearn_core.core.paths import ASSETS
+from __future__ import annotations
 
 import shutil
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+
+from unlearn_core.core.paths import ASSETS
 
 REGISTRY = ASSETS / "caches.toml"
 
@@ -27,8 +28,10 @@ class CacheKind:
 
 def cache_kinds() -> dict[str, CacheKind]:
     raw = tomllib.loads(REGISTRY.read_text())
-    return {name: CacheKind(name, d["what"], d["key"], d["invalidation"], bool(d["derived"]), bool(d.get("disk", True)))
-            for name, d in raw.items()}
+    return {
+        name: CacheKind(name, d["what"], d["key"], d["invalidation"], bool(d["derived"]), bool(d.get("disk", True)))
+        for name, d in raw.items()
+    }
 
 
 def _size(folder: Path) -> tuple[int, int]:
@@ -42,8 +45,18 @@ def cache_info(cache_dir: str | Path) -> list[dict]:
     rows = []
     for k in (k for k in cache_kinds().values() if k.disk):
         n, size = _size(root / k.name)
-        rows.append({"kind": k.name, "folder": str(root / k.name), "files": n, "bytes": size, "derived": k.derived,
-                     "what": k.what, "key": k.key, "invalidation": k.invalidation})
+        rows.append(
+            {
+                "kind": k.name,
+                "folder": str(root / k.name),
+                "files": n,
+                "bytes": size,
+                "derived": k.derived,
+                "what": k.what,
+                "key": k.key,
+                "invalidation": k.invalidation,
+            }
+        )
     return rows
 
 
@@ -73,20 +86,27 @@ def audit_markdown() -> str:
         return rows + [f"| `{k.name}` | {k.what} | {k.key} | {k.invalidation} |" for k in kinds]
 
     kinds = list(cache_kinds().values())
-    lines = ["# Caches: what each is keyed by", "",
-             "Generated from `unlearn_core/assets/caches.toml` by "
-             "`python -m unlearn_core cache info --markdown > docs/caches.md`.", "",
-             "Every result computed from a model, an SAE, questions or text is keyed by their *content*",
-             "(digests of the weights, the question texts, the corpus documents), never by a name, a path",
-             f"or ids alone. Keys include the cache version ({CACHE_VERSION}): entries written under older keys",
-             "are never matched. `python -m unlearn_core cache info` shows each kind's size;",
-             "`cache clear` removes the derived kinds, `cache clear --kind K` any one (user results such as",
-             "RMU runs, sweep jobs and saved targets only when named).", "",
-             "*Model identity* is `Engine.cache_identity()`: the model's name, dtype, the variant applied (an RMU",
-             "delta's name and sha256) and a digest of its weights (every 997th value of every parameter, with",
-             "names and shapes), recomputed when a parameter changes. *SAE fingerprint* is",
-             "`features.sae_fingerprint()`: selector, hook, width and a sha256 of every SAE parameter.", "",
-             "## On disk (under the cache folder)", ""]
+    lines = [
+        "# Caches: what each is keyed by",
+        "",
+        "Generated from `unlearn_core/assets/caches.toml` by "
+        "`python -m unlearn_core cache info --markdown > docs/caches.md`.",
+        "",
+        "Every result computed from a model, an SAE, questions or text is keyed by their *content*",
+        "(digests of the weights, the question texts, the corpus documents), never by a name, a path",
+        f"or ids alone. Keys include the cache version ({CACHE_VERSION}): entries written under older keys",
+        "are never matched. `python -m unlearn_core cache info` shows each kind's size;",
+        "`cache clear` removes the derived kinds, `cache clear --kind K` any one (user results such as",
+        "RMU runs, sweep jobs and saved targets only when named).",
+        "",
+        "*Model identity* is `Engine.cache_identity()`: the model's name, dtype, the variant applied (an RMU",
+        "delta's name and sha256) and a digest of its weights (every 997th value of every parameter, with",
+        "names and shapes), recomputed when a parameter changes. *SAE fingerprint* is",
+        "`features.sae_fingerprint()`: selector, hook, width and a sha256 of every SAE parameter.",
+        "",
+        "## On disk (under the cache folder)",
+        "",
+    ]
     lines += table([k for k in kinds if k.disk])
     lines += ["", "## In memory (one server or worker process)", ""]
     lines += table([k for k in kinds if not k.disk])

@@ -1,5 +1,6 @@
 """Which device and dtype a setting means: settings resolve them before anything loads, so a
 device that cannot be had is a one-line error up front (torch is imported only when asked)."""
+
 from __future__ import annotations
 
 
@@ -19,11 +20,15 @@ def pick_device(device: str = "auto") -> str:
     m = re.fullmatch(r"cuda(?::(\d+))?", device)
     if m:
         if not torch.cuda.is_available():
-            why = "no GPU is visible" if torch.version.cuda else f"this torch ({torch.__version__}) is built without CUDA"
+            why = (
+                "no GPU is visible" if torch.version.cuda else f"this torch ({torch.__version__}) is built without CUDA"
+            )
             raise ValueError(f"device {device!r} requested but CUDA is not available ({why}); {advice}")
         if m.group(1) is not None and int(m.group(1)) >= torch.cuda.device_count():
-            raise ValueError(f"device {device!r} requested but only {torch.cuda.device_count()} CUDA device(s) "
-                             f"are visible; use cuda:0..cuda:{torch.cuda.device_count() - 1} or --device auto")
+            raise ValueError(
+                f"device {device!r} requested but only {torch.cuda.device_count()} CUDA device(s) "
+                f"are visible; use cuda:0..cuda:{torch.cuda.device_count() - 1} or --device auto"
+            )
         return device
     if device == "mps":
         if not torch.backends.mps.is_available():

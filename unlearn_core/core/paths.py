@@ -1,5 +1,6 @@
 """Where the package, its shipped assets and the repository checkout are (one place, so a module
 that moves never has to count ``parent`` calls)."""
+
 from __future__ import annotations
 
 from pathlib import Path

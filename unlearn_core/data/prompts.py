@@ -4,6 +4,7 @@ the letters' token ids.
 Pure (no model, no hooks), so both scoring paths use it: ``mcq`` (hooked forwards) and
 ``fastpath`` (cached prefixes), without either importing the other's module at the top.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -32,8 +33,9 @@ def format_prompt(q: Question, style: str, tokenizer=None) -> str:
         return body
     if style == "chat":
         if tokenizer is not None and getattr(tokenizer, "chat_template", None):
-            return tokenizer.apply_chat_template([{"role": "user", "content": body}], tokenize=False,
-                                                 add_generation_prompt=True)
+            return tokenizer.apply_chat_template(
+                [{"role": "user", "content": body}], tokenize=False, add_generation_prompt=True
+            )
         return GEMMA_CHAT.format(prompt=body)
     raise ValueError(f"prompt style must be 'plain' or 'chat', got {style!r}")
 
@@ -77,8 +79,14 @@ class MCQScore:
     loglik: list[float] | None = None  # cloze only: mean log-likelihood per answer
 
     def to_dict(self) -> dict:
-        return {"probs": self.probs, "mass": self.mass, "predicted": self.predicted, "correct": self.correct,
-                "scoring": self.scoring, "loglik": self.loglik}
+        return {
+            "probs": self.probs,
+            "mass": self.mass,
+            "predicted": self.predicted,
+            "correct": self.correct,
+            "scoring": self.scoring,
+            "loglik": self.loglik,
+        }
 
 
 def all_orderings(q: Question) -> list[Question]:

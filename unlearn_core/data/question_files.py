@@ -6,6 +6,7 @@ CSV: a header row with ``question``, the four choices as ``choice0..choice3`` (M
 ``A,B,C,D``, and ``answer`` (0-3 or a letter); other columns are kept too. Every problem is
 reported with the file, the row and what to fix.
 """
+
 from __future__ import annotations
 
 import csv

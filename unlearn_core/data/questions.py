@@ -3,6 +3,7 @@
 Kept free of imports from the rest of the package so that loaders, scoring and targets can all
 depend on it without cycles.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -46,8 +47,15 @@ class Question:
     def blanked(self) -> "Question":
         """The question with its text removed: what a model gets right here is answer bias, not
         knowledge (the stricter known filter of ``method.md``)."""
-        return Question(id=f"{self.id}#blank", question="", choices=self.choices, answer=self.answer,
-                        subject=self.subject, source=self.source, extra=self.extra)
+        return Question(
+            id=f"{self.id}#blank",
+            question="",
+            choices=self.choices,
+            answer=self.answer,
+            subject=self.subject,
+            source=self.source,
+            extra=self.extra,
+        )
 
     @property
     def correct_text(self) -> str:

@@ -6,6 +6,7 @@ P(correct) >= ``min_conf``, and not correct with the question blanked) whose ans
 default intervention flips, and says so when there is none. The retain question is the first
 known retain question that stays right. Scanning is lazy: a few seconds, not a full known filter.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -14,9 +15,8 @@ from typing import Callable, ContextManager
 from unlearn_core.data import loaders as D
 from unlearn_core.evaluation.demo_limits import MAX_SCAN
 from unlearn_core.evaluation.mcq import score_question
-from unlearn_core.features.default_target import DEFAULT_TARGET
 from unlearn_core.evaluation.targets import Target, default_intervention, engine_target, forget_corpus_for
-
+from unlearn_core.features.default_target import DEFAULT_TARGET
 
 
 def _known_strongly(engine, q: D.Question, scoring: str, min_conf: float):
@@ -32,8 +32,16 @@ def _example(q: D.Question, base, inter) -> dict:
     return {"question": q.to_dict(), "base": base.to_dict(), "intervened": inter.to_dict()}
 
 
-def _scan(engine, questions: list[D.Question], iv, scoring: str, min_conf: float, want_correct: bool,
-          guard: Callable[[], ContextManager], skip: Callable | None) -> tuple[dict | None, int]:
+def _scan(
+    engine,
+    questions: list[D.Question],
+    iv,
+    scoring: str,
+    min_conf: float,
+    want_correct: bool,
+    guard: Callable[[], ContextManager],
+    skip: Callable | None,
+) -> tuple[dict | None, int]:
     """The first question known strongly whose intervened answer is right (``want_correct``) or
     wrong, and how many were checked; ``guard`` is entered per question (the server's lock)."""
     n = 0
@@ -51,10 +59,17 @@ def _scan(engine, questions: list[D.Question], iv, scoring: str, min_conf: float
     return None, n
 
 
-def find_examples(engine, target: Target, iv, min_conf: float = 0.5, max_scan: int = MAX_SCAN,
-                  progress: Callable[[int, str], None] | None = None,
-                  guard: Callable[[], ContextManager] = contextlib.nullcontext,
-                  load: Callable[[str], list[D.Question]] | None = None, skip: Callable | None = None) -> dict:
+def find_examples(
+    engine,
+    target: Target,
+    iv,
+    min_conf: float = 0.5,
+    max_scan: int = MAX_SCAN,
+    progress: Callable[[int, str], None] | None = None,
+    guard: Callable[[], ContextManager] = contextlib.nullcontext,
+    load: Callable[[str], list[D.Question]] | None = None,
+    skip: Callable | None = None,
+) -> dict:
     """The forget example (a known question the clamp flips) and the retain example (a known one
     it keeps). The server passes its lock as ``guard``, its cached question sets as ``load`` and
     ``skip`` for prompts longer than the model's context."""
@@ -63,15 +78,16 @@ def find_examples(engine, target: Target, iv, min_conf: float = 0.5, max_scan: i
     forget, n_f = _scan(engine, load(target.forget_questions)[:max_scan], iv, scoring, min_conf, False, guard, skip)
     if progress:
         progress(n_f, f"checked {n_f} forget question(s)")
-    retain, n_r = _scan(engine, load(target.retain_questions[0])[:max_scan], iv, scoring, min_conf, True, guard,
-                        skip)
+    retain, n_r = _scan(engine, load(target.retain_questions[0])[:max_scan], iv, scoring, min_conf, True, guard, skip)
     return {"forget_example": forget, "retain_example": retain, "n_checked_forget": n_f, "n_checked_retain": n_r}
 
 
 def summary(forget: dict | None, retain: dict | None, n_forget: int) -> str:
     if forget and retain:
-        return ("The clamp made the model forget a fact it knew (its answer flipped) while a general-knowledge "
-                "question stayed right.")
+        return (
+            "The clamp made the model forget a fact it knew (its answer flipped) while a general-knowledge "
+            "question stayed right."
+        )
     if forget:
         return "The clamp flipped a known forget question, but no checked retain question stayed right."
     return f"The default intervention flipped none of the first {n_forget} forget questions the model knows strongly."
@@ -80,14 +96,24 @@ def summary(forget: dict | None, retain: dict | None, n_forget: int) -> str:
 def result(engine, target: Target, iv, found: dict) -> dict:
     """The demo's answer: what was done, the two examples (or None) and one sentence about them."""
     forget_corpus, note = forget_corpus_for(target, engine.settings.data_dir)
-    return {"target": target.name, "description": target.description, "forget_corpus": forget_corpus,
-            "forget_corpus_note": note, "retain_corpora": list(target.retain_corpora),
-            "intervention": {"sae": iv.sae_key, "mode": iv.mode, "c": iv.c, "features": list(iv.features)},
-            **found, "summary": summary(found["forget_example"], found["retain_example"], found["n_checked_forget"])}
+    return {
+        "target": target.name,
+        "description": target.description,
+        "forget_corpus": forget_corpus,
+        "forget_corpus_note": note,
+        "retain_corpora": list(target.retain_corpora),
+        "intervention": {"sae": iv.sae_key, "mode": iv.mode, "c": iv.c, "features": list(iv.features)},
+        **found,
+        "summary": summary(found["forget_example"], found["retain_example"], found["n_checked_forget"]),
+    }
 
 
-def run_demo(engine, target_name: str = DEFAULT_TARGET, progress: Callable[[int, str], None] | None = None,
-             stats_progress: Callable[[int], None] | None = None) -> dict:
+def run_demo(
+    engine,
+    target_name: str = DEFAULT_TARGET,
+    progress: Callable[[int, str], None] | None = None,
+    stats_progress: Callable[[int], None] | None = None,
+) -> dict:
     """``stats_progress`` is told of every token of the selection statistics (first run only:
     they are cached on disk)."""
     target = engine_target(engine, target_name)

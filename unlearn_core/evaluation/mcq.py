@@ -5,6 +5,7 @@ a letter's probability is the max over its token variants ("A", " A"). Cloze sco
 models, the embedded default): mean log-likelihood of each answer's text after the question;
 it does not depend on the order of the options.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,12 +14,22 @@ import torch
 
 from unlearn_core.core import cache as C
 from unlearn_core.data.loaders import Question
+from unlearn_core.data.prompts import (  # noqa: F401 (re-exported:
+    GEMMA_CHAT,
+    ORDERINGS,
+    MCQScore,
+    all_orderings,
+    cloze_prefix,
+    format_prompt,  # callers use mcq)
+    letter_token_ids,
+    mcq_body,
+    scored_texts,
+    subject_name,
+)
 from unlearn_core.data.questions import questions_digest
+from unlearn_core.method.interventions import Intervention, gate_prompt
 from unlearn_core.model.engine import Engine
 from unlearn_core.model.forward import final_resid, last_positions, pad_right, target_logprobs, tokenize, unembed
-from unlearn_core.method.interventions import Intervention, gate_prompt
-from unlearn_core.data.prompts import (GEMMA_CHAT, ORDERINGS, MCQScore, all_orderings, cloze_prefix,  # noqa: F401 (re-exported:
-                      format_prompt, letter_token_ids, mcq_body, scored_texts, subject_name)  # callers use mcq)
 
 
 @torch.inference_mode()
@@ -52,9 +63,15 @@ def cloze_logliks(engine: Engine, q: Question, fwd_hooks=()) -> torch.Tensor:
     return torch.stack([part.mean() for part in tok_lp.split([len(c) for c in conts])]).cpu()
 
 
-def score_questions(engine: Engine, questions: list[Question], interventions: list[Intervention] | None = None,
-                    scoring: str | None = None, style: str | None = None, batch_size: int = 8,
-                    progress=None) -> list[MCQScore]:
+def score_questions(
+    engine: Engine,
+    questions: list[Question],
+    interventions: list[Intervention] | None = None,
+    scoring: str | None = None,
+    style: str | None = None,
+    batch_size: int = 8,
+    progress=None,
+) -> list[MCQScore]:
     scoring = scoring or engine.scoring
     style = style or engine.prompt_format
     hooks = engine.hooks(interventions)
@@ -62,8 +79,9 @@ def score_questions(engine: Engine, questions: list[Question], interventions: li
     if scoring == "letter":
         for s in range(0, len(questions), batch_size):
             qs = questions[s : s + batch_size]
-            probs, mass = letter_probs_batch(engine, [format_prompt(q, style, engine.model.tokenizer) for q in qs],
-                                             hooks)
+            probs, mass = letter_probs_batch(
+                engine, [format_prompt(q, style, engine.model.tokenizer) for q in qs], hooks
+            )
             for q, p, m in zip(qs, probs, mass):
                 pred = int(p.argmax())
                 out.append(MCQScore([float(x) for x in p], float(m), pred, pred == q.answer, "letter"))
@@ -73,8 +91,16 @@ def score_questions(engine: Engine, questions: list[Question], interventions: li
         for q in questions:
             ll = cloze_logliks(engine, q, hooks)
             pred = int(ll.argmax())
-            out.append(MCQScore([float(x) for x in torch.softmax(ll, -1)], 1.0, pred, pred == q.answer, "cloze",
-                                [float(x) for x in ll]))
+            out.append(
+                MCQScore(
+                    [float(x) for x in torch.softmax(ll, -1)],
+                    1.0,
+                    pred,
+                    pred == q.answer,
+                    "cloze",
+                    [float(x) for x in ll],
+                )
+            )
             if progress:
                 progress(1)
     else:
@@ -90,15 +116,34 @@ def accuracy(scores: list[MCQScore]) -> float:
     return sum(s.correct for s in scores) / len(scores) if scores else float("nan")
 
 
-def known_path(engine: Engine, questions: list[Question], strict: bool = False, scoring: str | None = None,
-               style: str | None = None) -> Path:
+def known_path(
+    engine: Engine,
+    questions: list[Question],
+    strict: bool = False,
+    scoring: str | None = None,
+    style: str | None = None,
+) -> Path:
     """The disk cache entry of :func:`known_questions` (the server's stepped filter shares it)."""
-    return C.entry_path(engine.settings.cache_dir, "known", engine.cache_identity(), scoring or engine.scoring,
-                        style or engine.prompt_format, questions_digest(questions), strict)
+    return C.entry_path(
+        engine.settings.cache_dir,
+        "known",
+        engine.cache_identity(),
+        scoring or engine.scoring,
+        style or engine.prompt_format,
+        questions_digest(questions),
+        strict,
+    )
 
 
-def known_questions(engine: Engine, questions: list[Question], scoring: str | None = None, style: str | None = None,
-                    use_cache: bool = True, progress=None, strict: bool = False) -> list[Question]:
+def known_questions(
+    engine: Engine,
+    questions: list[Question],
+    scoring: str | None = None,
+    style: str | None = None,
+    use_cache: bool = True,
+    progress=None,
+    strict: bool = False,
+) -> list[Question]:
     """Questions the clean model answers correctly in all 24 orderings (letter scoring).
 
     Cloze scoring is order-invariant, so one pass decides it. With ``strict`` (the paper's
@@ -128,8 +173,14 @@ def known_questions(engine: Engine, questions: list[Question], scoring: str | No
     return [q for q in questions if q.id in ids]
 
 
-def score_curve(engine: Engine, q: Question, interventions: list[Intervention], values: list[float],
-                scoring: str | None = None, style: str | None = None) -> list[MCQScore]:
+def score_curve(
+    engine: Engine,
+    q: Question,
+    interventions: list[Intervention],
+    values: list[float],
+    scoring: str | None = None,
+    style: str | None = None,
+) -> list[MCQScore]:
     """Scores of one question with the clamp value of every intervention set to each of ``values``.
 
     This is the entry point of the clamp slider and the probability-vs-c curve; the fast path
@@ -140,14 +191,21 @@ def score_curve(engine: Engine, q: Question, interventions: list[Intervention], 
     from unlearn_core.method import fastpath
 
     if fastpath.supports(engine, interventions, scoring or engine.scoring):
-        return fastpath.score_curve(engine, q, interventions, values, scoring or engine.scoring,
-                                    style or engine.prompt_format)
-    return [score_question(engine, q, [replace(iv, value=float(v)) for iv in interventions], scoring, style)
-            for v in values]
+        return fastpath.score_curve(
+            engine, q, interventions, values, scoring or engine.scoring, style or engine.prompt_format
+        )
+    return [
+        score_question(engine, q, [replace(iv, value=float(v)) for iv in interventions], scoring, style) for v in values
+    ]
 
 
-def score_base(engine: Engine, q: Question, interventions: list[Intervention] | None = None,
-               scoring: str | None = None, style: str | None = None) -> MCQScore:
+def score_base(
+    engine: Engine,
+    q: Question,
+    interventions: list[Intervention] | None = None,
+    scoring: str | None = None,
+    style: str | None = None,
+) -> MCQScore:
     """The clean score; read from the fast path's per-question cache when the interventions
     about to be scored can use it (so a slider move never recomputes the clean model)."""
     from unlearn_core.method import fastpath

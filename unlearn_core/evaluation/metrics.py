@@ -5,6 +5,7 @@ joined with BOS between them, cut into non-overlapping windows of ``ctx`` tokens
 is prefixed with BOS, and ppl = exp(mean next-token NLL over every predicted token). Loss
 added uses the same windows: intervened mean loss minus clean mean loss.
 """
+
 from __future__ import annotations
 
 import math
@@ -14,11 +15,15 @@ from pathlib import Path
 import torch
 
 from unlearn_core.core import cache as C
-from unlearn_core.model.engine import Engine
-from unlearn_core.model.forward import corpus_windows  # noqa: F401 (re-exported)
-from unlearn_core.model.forward import final_resid, pad_right, target_logprobs, token_logprobs
 from unlearn_core.method.interventions import HookState, Intervention
-
+from unlearn_core.model.engine import Engine
+from unlearn_core.model.forward import (
+    corpus_windows,  # noqa: F401 (re-exported)
+    final_resid,
+    pad_right,
+    target_logprobs,
+    token_logprobs,
+)
 
 NLL_BATCH = 4  # windows per forward in mean_nll (and per step of the server's chunked version)
 
@@ -57,8 +62,13 @@ LOGPROB_CHUNK = 256  # rows per unembedding in token_logprobs (a 256-token windo
 FORWARD_LAYERS = 6  # blocks per step of nll_steps' forward pass (Gemma 3 270M: 3 steps of ~0.4 s a batch)
 
 
-def nll_steps(windows: list[list[int]], interventions: list[Intervention] | None, acc: NLLSum,
-              batch_size: int = NLL_BATCH, n_layers: int | None = None):
+def nll_steps(
+    windows: list[list[int]],
+    interventions: list[Intervention] | None,
+    acc: NLLSum,
+    batch_size: int = NLL_BATCH,
+    n_layers: int | None = None,
+):
     """``mean_nll`` as a sequence of steps (callables given the engine) that add to ``acc``: per
     batch of windows, the forward pass to the last residual, ``FORWARD_LAYERS`` blocks a step
     (TransformerLens's ``stop_at_layer`` / ``start_at_layer``, the residual handed on; with
@@ -95,12 +105,25 @@ def nll_steps(windows: list[list[int]], interventions: list[Intervention] | None
             parts: list[torch.Tensor] = []
             starts = list(range(0, rows, LOGPROB_CHUNK)) or [0]
             for r in starts:
-                def part(engine, b=b, r=r, rows=rows, parts=parts, held=held, tokens=tokens,
-                         last=r == starts[-1], last_row=b == tokens.shape[0] - 1):
+
+                def part(
+                    engine,
+                    b=b,
+                    r=r,
+                    rows=rows,
+                    parts=parts,
+                    held=held,
+                    tokens=tokens,
+                    last=r == starts[-1],
+                    last_row=b == tokens.shape[0] - 1,
+                ):
                     with torch.inference_mode():
                         e = min(r + LOGPROB_CHUNK, rows)
-                        parts.append(target_logprobs(engine.model, held["resid"][b, r:e], tokens[b, 1 + r : 1 + e],
-                                                     LOGPROB_CHUNK))
+                        parts.append(
+                            target_logprobs(
+                                engine.model, held["resid"][b, r:e], tokens[b, 1 + r : 1 + e], LOGPROB_CHUNK
+                            )
+                        )
                         if last:  # as token_logprobs: the window's log-probs in one tensor, then summed
                             lp = torch.cat(parts)
                             acc.add([(float(-lp.sum()), lp.numel())])
@@ -112,8 +135,13 @@ def nll_steps(windows: list[list[int]], interventions: list[Intervention] | None
 
 
 @torch.inference_mode()
-def mean_nll(engine: Engine, windows: list[list[int]], interventions: list[Intervention] | None = None,
-             batch_size: int = NLL_BATCH, progress=None) -> tuple[float, int]:
+def mean_nll(
+    engine: Engine,
+    windows: list[list[int]],
+    interventions: list[Intervention] | None = None,
+    batch_size: int = NLL_BATCH,
+    progress=None,
+) -> tuple[float, int]:
     """(mean NLL per predicted token, number of predicted tokens)."""
     hooks = engine.hooks(interventions)
     acc = NLLSum()
@@ -140,33 +168,54 @@ class LossAdded:
 def clean_nll_path(engine: Engine, corpus: str, windows: list[list[int]], batch_size: int = NLL_BATCH) -> Path:
     """Where the clean mean NLL of these windows is cached: keyed by the windows' token ids (their
     content) and the batch size (another batch size's sums may differ in the last bit)."""
-    return C.entry_path(engine.settings.cache_dir, "baselines", engine.cache_identity(), corpus, C.key_of(windows),
-                        batch_size)
+    return C.entry_path(
+        engine.settings.cache_dir, "baselines", engine.cache_identity(), corpus, C.key_of(windows), batch_size
+    )
 
 
 def clean_nll_cached(engine: Engine, corpus: str, windows: list[list[int]], progress=None) -> float:
-    return C.cached_json(clean_nll_path(engine, corpus, windows),
-                         lambda: mean_nll(engine, windows, None, progress=progress)[0])
+    return C.cached_json(
+        clean_nll_path(engine, corpus, windows), lambda: mean_nll(engine, windows, None, progress=progress)[0]
+    )
 
 
-def loss_added(engine: Engine, docs: list[str], interventions: list[Intervention], n_tokens: int = 50_000,
-               ctx: int = 256, corpus: str = "corpus", progress=None) -> LossAdded:
+def loss_added(
+    engine: Engine,
+    docs: list[str],
+    interventions: list[Intervention],
+    n_tokens: int = 50_000,
+    ctx: int = 256,
+    corpus: str = "corpus",
+    progress=None,
+) -> LossAdded:
     windows = corpus_windows(engine.model, docs, n_tokens, ctx)
     clean = clean_nll_cached(engine, corpus, windows, progress)
     inter, n = mean_nll(engine, windows, interventions, progress=progress)
     return LossAdded(clean, inter, inter - clean, n, corpus)
 
 
-def perplexity(engine: Engine, docs: list[str], interventions: list[Intervention] | None = None,
-               n_tokens: int = 20_000, ctx: int = 256, progress=None) -> dict:
+def perplexity(
+    engine: Engine,
+    docs: list[str],
+    interventions: list[Intervention] | None = None,
+    n_tokens: int = 20_000,
+    ctx: int = 256,
+    progress=None,
+) -> dict:
     windows = corpus_windows(engine.model, docs, n_tokens, ctx)
     nll, n = mean_nll(engine, windows, interventions, progress=progress)
     return {"perplexity": math.exp(nll), "mean_nll": nll, "n_tokens": n, "ctx": ctx}
 
 
 @torch.inference_mode()
-def generate(engine: Engine, prompt: str, interventions: list[Intervention] | None = None,
-             max_new_tokens: int = 40, temperature: float = 0.0, seed: int = 0) -> str:
+def generate(
+    engine: Engine,
+    prompt: str,
+    interventions: list[Intervention] | None = None,
+    max_new_tokens: int = 40,
+    temperature: float = 0.0,
+    seed: int = 0,
+) -> str:
     """Greedy (temperature 0) or sampled continuation, with the KV cache.
 
     The intervention hooks stay attached for every step, and single-token cached steps are
@@ -179,10 +228,18 @@ def generate(engine: Engine, prompt: str, interventions: list[Intervention] | No
     # TransformerLens generates from embeddings (hook_tokens never fires): a gate reads the prompt here
     state = HookState(tokens=model.to_tokens(prompt, prepend_bos=True))
     with model.hooks(fwd_hooks=engine.hooks(interventions, state)):
-        out = model.generate(prompt, max_new_tokens=max_new_tokens, do_sample=temperature > 0,
-                             temperature=max(temperature, 1e-5), use_past_kv_cache=True, verbose=False,
-                             stop_at_eos=True, return_type="str", prepend_bos=True)
-    return out[len(prompt):] if out.startswith(prompt) else out
+        out = model.generate(
+            prompt,
+            max_new_tokens=max_new_tokens,
+            do_sample=temperature > 0,
+            temperature=max(temperature, 1e-5),
+            use_past_kv_cache=True,
+            verbose=False,
+            stop_at_eos=True,
+            return_type="str",
+            prepend_bos=True,
+        )
+    return out[len(prompt) :] if out.startswith(prompt) else out
 
 
 class Generation:
@@ -197,8 +254,15 @@ class Generation:
     seeds it) is kept here, so other work between steps changes nothing.
     """
 
-    def __init__(self, engine: Engine, prompt: str, interventions: list[Intervention] | None = None,
-                 max_new_tokens: int = 40, temperature: float = 0.0, seed: int = 0):
+    def __init__(
+        self,
+        engine: Engine,
+        prompt: str,
+        interventions: list[Intervention] | None = None,
+        max_new_tokens: int = 40,
+        temperature: float = 0.0,
+        seed: int = 0,
+    ):
         if max_new_tokens < 1 or max_new_tokens > 512:
             raise ValueError("max_new_tokens must be between 1 and 512")
         self.engine, self.prompt, self.max_new_tokens = engine, prompt, max_new_tokens
@@ -248,8 +312,10 @@ class Generation:
         if self.done:
             return
         model = engine.model
-        with U.LocallyOverridenDefaults(model, prepend_bos=True, padding_side=U.USE_DEFAULT_VALUE), \
-                model.hooks(fwd_hooks=self.hooks):
+        with (
+            U.LocallyOverridenDefaults(model, prepend_bos=True, padding_side=U.USE_DEFAULT_VALUE),
+            model.hooks(fwd_hooks=self.hooks),
+        ):
             if self.index == 0:
                 self._setup()
                 self.state.tokens = self.tokens  # the steps run from embeddings: the gate reads the prompt here
@@ -257,20 +323,32 @@ class Generation:
             mask = self.initial_mask.to(self.device)
             if n_new:
                 mask = torch.cat([mask, torch.ones(1, n_new, dtype=mask.dtype, device=self.device)], dim=1)
-            residual, pos_embed = model.get_residual(self.embeds, model.get_pos_offset(self.cache, 1),
-                                                     return_shortformer_pos_embed=True, device=self.device,
-                                                     attention_mask=mask)
-            logits = model.forward(residual[:, -1:] if self.index > 0 else residual, return_type="logits",
-                                   prepend_bos=True, past_kv_cache=self.cache, start_at_layer=0,
-                                   shortformer_pos_embed=pos_embed, attention_mask=mask)
+            residual, pos_embed = model.get_residual(
+                self.embeds,
+                model.get_pos_offset(self.cache, 1),
+                return_shortformer_pos_embed=True,
+                device=self.device,
+                attention_mask=mask,
+            )
+            logits = model.forward(
+                residual[:, -1:] if self.index > 0 else residual,
+                return_type="logits",
+                prepend_bos=True,
+                past_kv_cache=self.cache,
+                start_at_layer=0,
+                shortformer_pos_embed=pos_embed,
+                attention_mask=mask,
+            )
             final = logits[:, -1, :]
             if self.do_sample:
                 outside = self._swap_rng(self._rng)
                 try:
-                    prev = (torch.cat((self.tokens, torch.cat(self.sampled, dim=1)), dim=1) if self.sampled
-                            else self.tokens)
-                    tok = U.sample_logits(final, top_k=None, top_p=None, temperature=self.temperature,
-                                          freq_penalty=0.0, tokens=prev).to(self.device)
+                    prev = (
+                        torch.cat((self.tokens, torch.cat(self.sampled, dim=1)), dim=1) if self.sampled else self.tokens
+                    )
+                    tok = U.sample_logits(
+                        final, top_k=None, top_p=None, temperature=self.temperature, freq_penalty=0.0, tokens=prev
+                    ).to(self.device)
                 finally:
                     self._rng = self._swap_rng(outside)
             else:
@@ -287,9 +365,12 @@ class Generation:
         """The continuation, as ``generate`` returns it."""
         out = torch.cat((self.tokens, torch.cat(self.sampled, dim=1)), dim=1)
         text = self.engine.model.tokenizer.decode(out[0], skip_special_tokens=True)
-        return text[len(self.prompt):] if text.startswith(self.prompt) else text
+        return text[len(self.prompt) :] if text.startswith(self.prompt) else text
 
 
 def generate_pair(engine: Engine, prompt: str, interventions: list[Intervention], **kw) -> dict:
-    return {"prompt": prompt, "base": generate(engine, prompt, None, **kw),
-            "intervened": generate(engine, prompt, interventions, **kw)}
+    return {
+        "prompt": prompt,
+        "base": generate(engine, prompt, None, **kw),
+        "intervened": generate(engine, prompt, interventions, **kw),
+    }

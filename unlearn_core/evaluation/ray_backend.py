@@ -6,7 +6,8 @@ driver, which owns the job store. Each worker is a Ray actor that builds its *ow
 the driver's settings (``EngineRecipe``: a settings dict, never weights or activations), once,
 and reuses it for every task. Questions travel as references (set spec, position, id): each
 worker loads the set from its own data directory and checks the ids, so a node whose copy of
-the data differs fails loudly instead of scoring other questions. A task is one configuration group (the clamp values of one
+the data differs fails loudly instead of scoring other questions. A task is one configuration group
+(the clamp values of one
 (threshold, N) selection) on one shard of one question set; it returns correct/total counts per
 configuration, summed in the driver exactly as the local job sums its steps (both go through
 ``sweep.add_step``), so results are identical. A group's rows are written (fsynced) once all its
@@ -17,9 +18,8 @@ Fault tolerance: actors restart after a crash (``max_restarts``); a task whose a
 re-submitted to another worker (``RayActorError``), and results are keyed by (group, set, shard)
 so a task answered twice counts once. Ray is imported lazily: the app and local jobs never need it.
 """
-from __future__ import annotations
 
-from unlearn_core.core.paths import REPO_ROOT
+from __future__ import annotations
 
 import dataclasses
 import hashlib
@@ -29,13 +29,13 @@ import math
 import os
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
+from unlearn_core.core.paths import REPO_ROOT
 from unlearn_core.data.loaders import Question
-from unlearn_core.model.engine import Engine
-from unlearn_core.method.interventions import Intervention
 from unlearn_core.data.questions import questions_digest
+from unlearn_core.method.interventions import Intervention
+from unlearn_core.model.engine import Engine
 
 log = logging.getLogger("unlearn_core.evaluation.ray_backend")
 
@@ -137,8 +137,13 @@ class TaskResult:
 
     def record(self) -> dict:
         """What a job keeps of a task (``task_overheads`` reads it back)."""
-        return {"key": list(self.key), "pid": self.pid, "seconds": round(self.seconds, 4), "questions": self.questions,
-                **{k: getattr(self, k) for k in ("started", "ended", "submitted", "received")}}
+        return {
+            "key": list(self.key),
+            "pid": self.pid,
+            "seconds": round(self.seconds, 4),
+            "questions": self.questions,
+            **{k: getattr(self, k) for k in ("started", "ended", "submitted", "received")},
+        }
 
 
 def task_overheads(records: list[dict]) -> list[float]:
@@ -174,8 +179,10 @@ class EngineWorker:
 
             w = windows_for(self.engine, corpus_docs(self.engine, text.corpus), text.n_tokens, text.ctx)
             if LossWindows.digest_of(w) != text.digest:
-                raise ValueError(f"the loss windows of {text.corpus!r} differ on this worker: its data "
-                                 "directory or tokenizer differs from the driver's")
+                raise ValueError(
+                    f"the loss windows of {text.corpus!r} differ on this worker: its data "
+                    "directory or tokenizer differs from the driver's"
+                )
             self.windows[text] = w
         return self.windows[text]
 
@@ -191,12 +198,16 @@ class EngineWorker:
         out = []
         for i, qid in refs:
             if i >= len(qs) or qs[i].id != qid:
-                raise ValueError(f"question {qid!r} is not at position {i} of {source!r} on this worker: "
-                                 "its data directory differs from the driver's")
+                raise ValueError(
+                    f"question {qid!r} is not at position {i} of {source!r} on this worker: "
+                    "its data directory differs from the driver's"
+                )
             out.append(qs[i])
         if digest and questions_digest(out) != digest:
-            raise ValueError(f"the questions of {source!r} on this worker have the driver's ids but other content: "
-                             "its data directory differs from the driver's")
+            raise ValueError(
+                f"the questions of {source!r} on this worker have the driver's ids but other content: "
+                "its data directory differs from the driver's"
+            )
         return out
 
     def run(self, task: "Task | LossTask") -> TaskResult:
@@ -208,8 +219,13 @@ class EngineWorker:
             out = []
             for ivs in task.configs:
                 hooks = self.engine.hooks(ivs)
-                out.append([r for s in range(task.start, task.stop, NLL_BATCH)
-                            for r in window_nlls(self.engine, windows[s : min(s + NLL_BATCH, task.stop)], hooks)])
+                out.append(
+                    [
+                        r
+                        for s in range(task.start, task.stop, NLL_BATCH)
+                        for r in window_nlls(self.engine, windows[s : min(s + NLL_BATCH, task.stop)], hooks)
+                    ]
+                )
             n = task.stop - task.start
         else:
             from unlearn_core.evaluation.sweep import count_in_steps
@@ -243,8 +259,13 @@ def start_ray(workers: int, address: str | None = None) -> bool:
     paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     if root not in paths:
         os.environ["PYTHONPATH"] = os.pathsep.join([root, *paths])
-    ray.init(num_cpus=workers, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
-             configure_logging=False)
+    ray.init(
+        num_cpus=workers,
+        include_dashboard=False,
+        _node_ip_address="127.0.0.1",
+        log_to_driver=False,
+        configure_logging=False,
+    )
     return True
 
 
@@ -287,8 +308,9 @@ class RayPool:
         if self.started_ray and ray.is_initialized():
             ray.shutdown()
 
-    def run(self, tasks: list[Task], on_result: Callable[[Task, TaskResult], None],
-            check: Callable[[], None] = lambda: None) -> None:
+    def run(
+        self, tasks: list[Task], on_result: Callable[[Task, TaskResult], None], check: Callable[[], None] = lambda: None
+    ) -> None:
         """Every task once, results in completion order; ``check`` (cancel/stop) between results."""
         import ray
         from ray.exceptions import RayActorError
@@ -355,8 +377,12 @@ def question_refs(full: list[Question], chosen: list[Question]) -> tuple[tuple[i
     return tuple((where[q], q.id) for q in chosen)
 
 
-def make_tasks(sets: dict[str, tuple[str, list[Question], list[Question]]], groups: list[list[list[Intervention]]],
-               parts: int, loss: tuple[LossWindows, int] | None = None) -> list["Task | LossTask"]:
+def make_tasks(
+    sets: dict[str, tuple[str, list[Question], list[Question]]],
+    groups: list[list[list[Intervention]]],
+    parts: int,
+    loss: tuple[LossWindows, int] | None = None,
+) -> list["Task | LossTask"]:
     """Every group on every shard of every set, and (with ``loss``: the text and its number of
     windows) on batch-aligned shards of the loss windows, the group's loss tasks first (they are
     the longest); ``sets`` maps a name to (spec, the whole set as loaded, the questions to score)."""
@@ -371,16 +397,23 @@ def make_tasks(sets: dict[str, tuple[str, list[Question], list[Question]]], grou
     tasks: list = []
     for g, configs in enumerate(groups):
         tasks += [LossTask(g, k, loss[0], a, b, configs) for k, (a, b) in enumerate(cuts)]
-        tasks += [Task(g, name, k, sets[name][0], part, configs,
-                       questions_digest([sets[name][1][i] for i, _ in part]))
-                  for name in sets for k, part in enumerate(shard(list(refs[name]), parts))]
+        tasks += [
+            Task(g, name, k, sets[name][0], part, configs, questions_digest([sets[name][1][i] for i, _ in part]))
+            for name in sets
+            for k, part in enumerate(shard(list(refs[name]), parts))
+        ]
     return tasks
 
 
-def evaluate_groups(pool: RayPool, sets: dict[str, tuple[str, list[Question], list[Question]]],
-                    groups: list[list[list[Intervention]]], on_group: Callable[[int, list[dict], list], None],
-                    check: Callable[[], None] = lambda: None, shards_per_set: int | None = None,
-                    loss: tuple[LossWindows, int] | None = None) -> list[dict]:
+def evaluate_groups(
+    pool: RayPool,
+    sets: dict[str, tuple[str, list[Question], list[Question]]],
+    groups: list[list[list[Intervention]]],
+    on_group: Callable[[int, list[dict], list], None],
+    check: Callable[[], None] = lambda: None,
+    shards_per_set: int | None = None,
+    loss: tuple[LossWindows, int] | None = None,
+) -> list[dict]:
     """Every group's configurations on the workers, handed to ``on_group(index, accs, nlls)`` as
     soon as all of the group's tasks are in: ``accs`` per configuration ``{set: accuracy}`` (None
     for an empty set), as ``jobs.Sweep.shared_accuracies``; ``nlls`` per configuration the mean
@@ -398,8 +431,7 @@ def evaluate_groups(pool: RayPool, sets: dict[str, tuple[str, list[Question], li
     loss_parts: dict[int, dict[int, list]] = {g: {} for g in range(len(groups))}  # group -> shard -> rows per config
 
     def emit(g: int) -> None:
-        accs = [{name: totals[g][name][i].table_accuracy() for name in sets}
-                for i in range(len(groups[g]))]
+        accs = [{name: totals[g][name][i].table_accuracy() for name in sets} for i in range(len(groups[g]))]
         nlls: list = [None] * len(groups[g])
         if loss_parts[g]:
             for i in range(len(groups[g])):

@@ -6,16 +6,16 @@ configuration, batched. With letter scoring over the 24 answer orderings, the or
 the rows of one cache and share the question stem downstream too. Configurations the fast
 path cannot serve are scored the straightforward way.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from unlearn_core.method import fastpath
 from unlearn_core.data.loaders import Question
-from unlearn_core.model.engine import Engine
-from unlearn_core.method.interventions import Intervention
 from unlearn_core.evaluation.mcq import all_orderings, score_questions
-
+from unlearn_core.method import fastpath
+from unlearn_core.method.interventions import Intervention
+from unlearn_core.model.engine import Engine
 
 CONFIG_STEP = 8  # configurations per step of a sweep (with one question): the fast path's batch
 
@@ -34,9 +34,15 @@ class ConfigResult:
         return self.correct / self.total if self.total else None
 
 
-def evaluate_configs(engine: Engine, questions: list[Question], configs: list[list[Intervention]],
-                     scoring: str | None = None, style: str | None = None, orderings: bool = False,
-                     progress=None) -> list[ConfigResult]:
+def evaluate_configs(
+    engine: Engine,
+    questions: list[Question],
+    configs: list[list[Intervention]],
+    scoring: str | None = None,
+    style: str | None = None,
+    orderings: bool = False,
+    progress=None,
+) -> list[ConfigResult]:
     """One result per configuration (each a list of interventions; [] is the clean model)."""
     scoring = scoring or engine.scoring
     style = style or engine.prompt_format
@@ -69,8 +75,9 @@ def evaluate_configs(engine: Engine, questions: list[Question], configs: list[li
                 for i in clean_idx:
                     add(i, [fastpath.base_score(engine, v, scoring, style, next(iter(groups)))])
                 for idx in groups.values():
-                    for i, s in zip(idx, fastpath.score_configs(engine, v, [configs[i][0] for i in idx], scoring,
-                                                                style)):
+                    for i, s in zip(
+                        idx, fastpath.score_configs(engine, v, [configs[i][0] for i in idx], scoring, style)
+                    ):
                         add(i, [s])
         for i in slow_idx:
             add(i, score_questions(engine, variants, configs[i] or None, scoring, style))
@@ -84,8 +91,9 @@ def config_steps(n: int) -> list[list[int]]:
     return [list(range(s, min(s + CONFIG_STEP, n))) for s in range(0, n, CONFIG_STEP)]
 
 
-def add_step(engine: Engine, q: Question, configs: list[list[Intervention]], idx: list[int],
-             totals: list[ConfigResult]) -> None:
+def add_step(
+    engine: Engine, q: Question, configs: list[list[Intervention]], idx: list[int], totals: list[ConfigResult]
+) -> None:
     """One sweep step: one question, the configurations ``idx``, counted into ``totals``. Local
     jobs (under the model lock) and Ray workers both go through it, so the numbers are identical."""
     for i, r in zip(idx, evaluate_configs(engine, [q], [configs[i] for i in idx])):

@@ -7,6 +7,7 @@ one the demo and ``target eval`` apply. The built-in ones live in ``assets/targe
 not code); a user adds their own in a TOML file of the same schema (``--targets FILE`` or the
 ``targets_file`` setting), where file paths are relative to that file.
 """
+
 from __future__ import annotations
 
 import json
@@ -110,8 +111,9 @@ def target_from_dict(name: str, d: dict, source: str = "built-in", base: Path | 
         raise TargetError(f"{where}: expected a table")
     unknown = set(d) - _FIELDS - {"selection", "intervention"}
     if unknown:
-        raise TargetError(f"{where}: unknown field(s) {sorted(unknown)}; known: {sorted(_FIELDS)}, "
-                          "[selection], [intervention]")
+        raise TargetError(
+            f"{where}: unknown field(s) {sorted(unknown)}; known: {sorted(_FIELDS)}, [selection], [intervention]"
+        )
     missing = [k for k in _REQUIRED if not d.get(k)]
     if missing:
         raise TargetError(f"{where}: missing {missing}")
@@ -134,9 +136,14 @@ def target_from_dict(name: str, d: dict, source: str = "built-in", base: Path | 
         raise TargetError(f"{where}: selection needs 0 < threshold <= 1, n >= 1, tokens >= 16")
     if sel.method not in SELECTION_METHODS:
         raise TargetError(f"{where}: selection method must be one of {SELECTION_METHODS}")
-    if not isinstance(sel.query, str) or len(sel.query) > 200 or (sel.method == "search" and len(sel.query.strip()) < 3):
-        raise TargetError(f"{where}: selection query must be text of at most 200 characters "
-                          "(at least 3 with method = \"search\")")
+    if (
+        not isinstance(sel.query, str)
+        or len(sel.query) > 200
+        or (sel.method == "search" and len(sel.query.strip()) < 3)
+    ):
+        raise TargetError(
+            f'{where}: selection query must be text of at most 200 characters (at least 3 with method = "search")'
+        )
     if iv.mode not in MODES:
         raise TargetError(f"{where}: intervention mode must be one of {MODES}")
     if kw.get("eval_part", "heldout") not in ("all", "train", "heldout"):
@@ -201,23 +208,33 @@ def engine_target(engine, name: str) -> Target:
     return get_target(name, engine.settings.targets_file, saved_targets_dir(engine.settings))
 
 
-
-
 def _toml_str(x: str) -> str:
     return json.dumps(x, ensure_ascii=False)  # a JSON string is a valid TOML basic string
 
 
-def save_target(folder: str | Path, name: str, description: str, documents: list[str], questions: list[dict],
-                retain_corpora: tuple[str, ...] = ("quiz:retain@train", "wikitext@train", "webtext-train"),
-                retain_questions: tuple[str, ...] = ("quiz:retain",), threshold: float = 0.01, n: int = 50,
-                c: float = 200.0, mode: str = "clamp", existing: dict[str, Target] | None = None) -> Target:
+def save_target(
+    folder: str | Path,
+    name: str,
+    description: str,
+    documents: list[str],
+    questions: list[dict],
+    retain_corpora: tuple[str, ...] = ("quiz:retain@train", "wikitext@train", "webtext-train"),
+    retain_questions: tuple[str, ...] = ("quiz:retain",),
+    threshold: float = 0.01,
+    n: int = 50,
+    c: float = 200.0,
+    mode: str = "clamp",
+    existing: dict[str, Target] | None = None,
+) -> Target:
     """Write a target defined in the app: its corpus (``corpus.jsonl``), its questions
     (``questions.json``, validated like any question file) and ``target.toml``, then read it
     back through the same loader as every other target. Nothing outside ``folder/<name>`` is written."""
     import shutil
 
     if not NAME_RE.match(name or ""):
-        raise TargetError("a target name is 1-40 lower-case letters, digits, '-' or '_', starting with a letter or digit")
+        raise TargetError(
+            "a target name is 1-40 lower-case letters, digits, '-' or '_', starting with a letter or digit"
+        )
     if existing and name in existing:
         raise TargetError(f"a target named {name!r} exists already ({existing[name].source}); pick another name")
     docs = [d for d in documents if isinstance(d, str) and d.strip()]
@@ -237,12 +254,21 @@ def save_target(folder: str | Path, name: str, description: str, documents: list
         from unlearn_core.data.question_files import parse_question_file
 
         parse_question_file(tmp / "questions.json", source=name)  # fails with the row and the fix
-        lines = [f"[{name}]", f"description = {_toml_str(description or name)}",
-                 'forget_corpus = "corpus.jsonl"', 'forget_questions = "questions.json"',
-                 f"retain_corpora = [{', '.join(map(_toml_str, retain_corpora))}]",
-                 f"retain_questions = [{', '.join(map(_toml_str, retain_questions))}]",
-                 'eval_part = "all"', f"[{name}.selection]", f"threshold = {float(threshold)!r}", f"n = {int(n)}",
-                 f"[{name}.intervention]", f"mode = {_toml_str(mode)}", f"c = {float(c)!r}"]
+        lines = [
+            f"[{name}]",
+            f"description = {_toml_str(description or name)}",
+            'forget_corpus = "corpus.jsonl"',
+            'forget_questions = "questions.json"',
+            f"retain_corpora = [{', '.join(map(_toml_str, retain_corpora))}]",
+            f"retain_questions = [{', '.join(map(_toml_str, retain_questions))}]",
+            'eval_part = "all"',
+            f"[{name}.selection]",
+            f"threshold = {float(threshold)!r}",
+            f"n = {int(n)}",
+            f"[{name}.intervention]",
+            f"mode = {_toml_str(mode)}",
+            f"c = {float(c)!r}",
+        ]
         (tmp / "target.toml").write_text("\n".join(lines) + "\n", encoding="utf-8")
         read_targets_file(tmp / "target.toml")  # validates the rest
         shutil.rmtree(root / name, ignore_errors=True)
@@ -262,8 +288,10 @@ def forget_corpus_for(target: Target, data_dir: str | None) -> tuple[str, str]:
     except D.DataUnavailableError:
         if not target.forget_corpus_fallback:
             raise
-        return target.forget_corpus_fallback, (f"{target.forget_corpus} is not available here (see the README); "
-                                               f"features are selected on the stand-in {target.forget_corpus_fallback}")
+        return target.forget_corpus_fallback, (
+            f"{target.forget_corpus} is not available here (see the README); "
+            f"features are selected on the stand-in {target.forget_corpus_fallback}"
+        )
 
 
 def retain_frequency(stats: list) -> torch.Tensor:
@@ -274,8 +302,14 @@ def retain_frequency(stats: list) -> torch.Tensor:
     return torch.stack([s.freq for s in stats]).max(0).values
 
 
-def select_for_target(engine, target: Target, sae_key: str | None = None, n: int | None = None,
-                      threshold: float | None = None, progress=None) -> dict:
+def select_for_target(
+    engine,
+    target: Target,
+    sae_key: str | None = None,
+    n: int | None = None,
+    threshold: float | None = None,
+    progress=None,
+) -> dict:
     """A target's selection (its ``selection.method``): rows with the forget frequency and each
     retain corpus's frequency, plus which corpora were used (shown in the app)."""
     from unlearn_core.features import stats as F
@@ -296,23 +330,43 @@ def select_for_target(engine, target: Target, sae_key: str | None = None, n: int
         rows = F.select_by_search(engine, sae_key, sel.query, bg, n or sel.n)
         for r in rows:
             i = r["feature"]
-            r.update(forget_freq=float(fs.freq[i]), retain_freq=float(rf[i]),
-                     ratio=float(fs.freq[i] / max(float(rf[i]), 1e-6)))
+            r.update(
+                forget_freq=float(fs.freq[i]),
+                retain_freq=float(rf[i]),
+                ratio=float(fs.freq[i] / max(float(rf[i]), 1e-6)),
+            )
     else:
         rows = F.select_features(fs.freq, rf, threshold or sel.threshold, n or sel.n)
     for r in rows:
         r["retain_freqs"] = {s.corpus: float(s.freq[r["feature"]]) for s in rs}
-    how = ({"threshold": None, "method": "search", "query": sel.query, "background": sel.background} if search
-           else {"threshold": threshold or sel.threshold, "method": "frequency"})
-    return {"target": target.name, "sae": sae_key, "forget_corpus": forget, "retain_corpora": list(target.retain_corpora),
-            **how, "note": note, "features": rows, "forget_stats": fs}
+    how = (
+        {"threshold": None, "method": "search", "query": sel.query, "background": sel.background}
+        if search
+        else {"threshold": threshold or sel.threshold, "method": "frequency"}
+    )
+    return {
+        "target": target.name,
+        "sae": sae_key,
+        "forget_corpus": forget,
+        "retain_corpora": list(target.retain_corpora),
+        **how,
+        "note": note,
+        "features": rows,
+        "forget_stats": fs,
+    }
 
 
 def selection_text(sel: dict) -> str:
     """One phrase saying how a ``select_for_target`` result was chosen (the CLI and benches show it)."""
-    return selection_phrase(sel.get("method", "frequency"), len(sel["features"]), query=sel.get("query", ""),
-                            background=sel.get("background", ""), threshold=sel.get("threshold"),
-                            forget_corpus=sel["forget_corpus"], retain_corpora=sel["retain_corpora"])
+    return selection_phrase(
+        sel.get("method", "frequency"),
+        len(sel["features"]),
+        query=sel.get("query", ""),
+        background=sel.get("background", ""),
+        threshold=sel.get("threshold"),
+        forget_corpus=sel["forget_corpus"],
+        retain_corpora=sel["retain_corpora"],
+    )
 
 
 def default_intervention(engine, target: Target, sae_key: str | None = None, progress=None) -> Intervention:
@@ -320,8 +374,11 @@ def default_intervention(engine, target: Target, sae_key: str | None = None, pro
     threshold = rows["threshold"]
     feats = tuple(r["feature"] for r in rows["features"])
     if not feats:
-        why = (f"no non-dense feature fires on the query {target.selection.query!r}" if rows["method"] == "search"
-               else f"no feature passes the selection (retain threshold {threshold:g}); raise the threshold")
+        why = (
+            f"no non-dense feature fires on the query {target.selection.query!r}"
+            if rows["method"] == "search"
+            else f"no feature passes the selection (retain threshold {threshold:g}); raise the threshold"
+        )
         raise TargetError(f"target {target.name!r}: {why}")
     from unlearn_core.method.interventions import Intervention  # torch: not needed to read the registry
 
@@ -329,8 +386,9 @@ def default_intervention(engine, target: Target, sae_key: str | None = None, pro
     return Intervention(rows["sae"], feats, iv.c, iv.mode)
 
 
-def question_specs(target: Target, forget_file: str | None = None,
-                   retain_files: list[str] | None = None) -> tuple[str, list[str]]:
+def question_specs(
+    target: Target, forget_file: str | None = None, retain_files: list[str] | None = None
+) -> tuple[str, list[str]]:
     """The forget and retain question specs `target eval` scores: the given files whole, else the
     target's own sets restricted to ``eval_part``."""
     forget = forget_file or with_part(target.forget_questions, target.eval_part)
@@ -338,8 +396,15 @@ def question_specs(target: Target, forget_file: str | None = None,
     return forget, retain
 
 
-def evaluate_target(engine, target: Target, forget_file: str | None = None, retain_files: list[str] | None = None,
-                    loss_tokens: int = 20_000, intervention: Intervention | None = None, progress=None) -> dict:
+def evaluate_target(
+    engine,
+    target: Target,
+    forget_file: str | None = None,
+    retain_files: list[str] | None = None,
+    loss_tokens: int = 20_000,
+    intervention: Intervention | None = None,
+    progress=None,
+) -> dict:
     """Apply the target's default intervention; accuracies over the known questions (so the
     base accuracy is 1.0 by construction), loss added on the target's loss corpus."""
     from unlearn_core.evaluation.mcq import known_questions
@@ -354,9 +419,14 @@ def evaluate_target(engine, target: Target, forget_file: str | None = None, reta
         qs = D.load_question_set(spec, engine.settings.data_dir)
         known = known_questions(engine, qs.questions, scoring=scoring, strict=target.strict_known, progress=progress)
         base, inter = evaluate_configs(engine, known, [[], [iv]], scoring=scoring, orderings=target.orderings)
-        return {"questions": spec, "label": qs.label, "n_questions": len(qs.questions), "n_known": len(known),
-                "base_accuracy": base.accuracy if known else None,
-                "intervened_accuracy": inter.accuracy if known else None}
+        return {
+            "questions": spec,
+            "label": qs.label,
+            "n_questions": len(qs.questions),
+            "n_known": len(known),
+            "base_accuracy": base.accuracy if known else None,
+            "intervened_accuracy": inter.accuracy if known else None,
+        }
 
     forget = one(forget_spec)
     retain_sets = [one(s) for s in retain_specs]
@@ -364,16 +434,30 @@ def evaluate_target(engine, target: Target, forget_file: str | None = None, reta
     if loss_tokens:
         docs = D.load_corpus(target.loss_corpus, engine.settings.data_dir)
         la = loss_added(engine, docs, [iv], n_tokens=loss_tokens, corpus=target.loss_corpus).loss_added
-    return {"target": target.name, "scoring": scoring, "strict_known": target.strict_known,
-            "intervention": {"sae": iv.sae_key, "mode": iv.mode, "c": iv.c, "features": list(iv.features),
-                             "selection": asdict(target.selection)},
-            "forget": forget, "retain": retain_sets[0] if retain_sets else None, "retain_sets": retain_sets,
-            "loss_added": la, "loss_corpus": target.loss_corpus, "loss_tokens": loss_tokens}
+    return {
+        "target": target.name,
+        "scoring": scoring,
+        "strict_known": target.strict_known,
+        "intervention": {
+            "sae": iv.sae_key,
+            "mode": iv.mode,
+            "c": iv.c,
+            "features": list(iv.features),
+            "selection": asdict(target.selection),
+        },
+        "forget": forget,
+        "retain": retain_sets[0] if retain_sets else None,
+        "retain_sets": retain_sets,
+        "loss_added": la,
+        "loss_corpus": target.loss_corpus,
+        "loss_tokens": loss_tokens,
+    }
 
 
 def replace_intervention(target: Target, **kw) -> Target:
     """The same target with other selection or intervention settings (sweeps, the app)."""
     sel = {k: kw.pop(k) for k in ("threshold", "n", "tokens", "method", "query", "background") if k in kw}
     iv = {k: kw.pop(k) for k in ("mode", "c") if k in kw}
-    return replace(target, selection=replace(target.selection, **sel), intervention=replace(target.intervention, **iv),
-                   **kw)
+    return replace(
+        target, selection=replace(target.selection, **sel), intervention=replace(target.intervention, **iv), **kw
+    )

@@ -4,12 +4,14 @@ around the peaks. A person recognises a topic from these; a logit-lens list read
 layer is mostly noise, so it is added only where the caller says it means something.
 
 Pure functions on the examples ``features.top_examples`` renders: no model, no cache."""
+
 from __future__ import annotations
 
 import re
 from collections import Counter
 
-STOPWORDS = frozenset("""
+STOPWORDS = frozenset(
+    """
 a about above after again against all am an and any are as at be because been before being below between both
 but by can could did do does doing down during each few for from further had has have having he her here hers
 herself him himself his how i if in into is it its itself just me more most my myself no nor not now of off on
@@ -17,7 +19,8 @@ once only or other our ours ourselves out over own same she should so some such 
 themselves then there these they this those through to too under until up very was we were what when where which
 while who whom why will with would you your yours yourself yourselves also one two may might must shall said upon
 into like well much many even though however among within without via per etc let get got
-""".split())
+""".split()
+)
 WORD = re.compile(r"[A-Za-z][A-Za-z'-]{2,}")
 
 

@@ -15,9 +15,8 @@ Configuration comes from the environment:
 * ``UNLEARN_CACHE_DIR``    cache root; the client uses ``<root>/neuronpedia``
 * ``UNLEARN_OFFLINE=1`` or ``HF_HUB_OFFLINE=1``  do not touch the network at all
 """
-from __future__ import annotations
 
-from unlearn_core.core.paths import REPO_ROOT as _REPO_ROOT
+from __future__ import annotations
 
 import hashlib
 import json
@@ -31,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import requests
+
+from unlearn_core.core.paths import REPO_ROOT as _REPO_ROOT
 
 log = logging.getLogger(__name__)
 
@@ -214,9 +215,7 @@ def _fetch(method: str, url: str, body: Any, cfg: NeuronpediaConfig) -> tuple[An
     for attempt in range(attempts):
         response = None
         try:
-            response = requests.request(
-                method, url, json=body, headers=headers, timeout=cfg.timeout
-            )
+            response = requests.request(method, url, json=body, headers=headers, timeout=cfg.timeout)
         except requests.Timeout:
             message = "timeout"
         except requests.ConnectionError:
@@ -242,16 +241,18 @@ def _fetch(method: str, url: str, body: Any, cfg: NeuronpediaConfig) -> tuple[An
             delay = _retry_delay(cfg, attempt, response)
             log.info(
                 "Neuronpedia %s for %s; retry %d/%d in %.2fs",
-                message, url, attempt + 1, attempts - 1, delay,
+                message,
+                url,
+                attempt + 1,
+                attempts - 1,
+                delay,
             )
             time.sleep(delay)
     log.warning("Neuronpedia request to %s failed after %d attempt(s): %s", url, attempts, message)
     return None, message
 
 
-def _request_json(
-    method: str, path: str, body: Any, cfg: NeuronpediaConfig
-) -> tuple[Any | None, bool, str]:
+def _request_json(method: str, path: str, body: Any, cfg: NeuronpediaConfig) -> tuple[Any | None, bool, str]:
     """Cached request. Returns (data, from_cache, message); data is None when unavailable."""
     url = f"{cfg.base_url}{path}"
     cache_file = _cache_path(cfg, _cache_key(method, url, body))
@@ -305,9 +306,7 @@ def _parse_activation(act: Any) -> dict[str, Any] | None:
 def parse_feature(data: dict[str, Any], model_id: str, sae_id: str, index: int) -> FeatureInfo:
     """Turn a ``/api/feature`` response into a FeatureInfo, tolerating missing keys."""
     explanations = [
-        str(e["description"])
-        for e in data.get("explanations") or []
-        if isinstance(e, dict) and e.get("description")
+        str(e["description"]) for e in data.get("explanations") or [] if isinstance(e, dict) and e.get("description")
     ]
     activations = [a for a in map(_parse_activation, data.get("activations") or []) if a]
     return FeatureInfo(
@@ -339,20 +338,23 @@ def get_feature(
     _check_index(index)
     if not model_id or not sae_id:
         return FeatureInfo(
-            model_id=model_id or "", sae_id=sae_id or "", index=index,
+            model_id=model_id or "",
+            sae_id=sae_id or "",
+            index=index,
             message="no Neuronpedia id for this SAE",
         )
     _check_id(model_id, "model id")
     _check_id(sae_id, "SAE id")
-    data, from_cache, message = _request_json(
-        "GET", f"/api/feature/{model_id}/{sae_id}/{index}", None, cfg
-    )
+    data, from_cache, message = _request_json("GET", f"/api/feature/{model_id}/{sae_id}/{index}", None, cfg)
     if data is not None and not isinstance(data, dict):
         data, message = None, "unexpected response"
     if data is None:
         return FeatureInfo(
-            model_id=model_id, sae_id=sae_id, index=index,
-            url=feature_page_url(model_id, sae_id, index), message=message,
+            model_id=model_id,
+            sae_id=sae_id,
+            index=index,
+            url=feature_page_url(model_id, sae_id, index),
+            message=message,
         )
     info = parse_feature(data, model_id, sae_id, index)
     info.from_cache = from_cache
@@ -403,12 +405,14 @@ def search_explanations(
             index = int(item.get("index"))
         except (TypeError, ValueError):
             continue
-        out.append({
-            "model_id": str(item.get("modelId") or ""),
-            "sae_id": str(item.get("layer") or ""),
-            "index": index,
-            "description": str(item.get("description") or ""),
-        })
+        out.append(
+            {
+                "model_id": str(item.get("modelId") or ""),
+                "sae_id": str(item.get("layer") or ""),
+                "index": index,
+                "description": str(item.get("description") or ""),
+            }
+        )
     return out
 
 
@@ -432,9 +436,7 @@ def neuronpedia_ids_for_sae(release: str, sae_id: str) -> tuple[str, str] | None
     return model_id, np_sae_id
 
 
-def get_feature_for_sae(
-    release: str, sae_id: str, index: int, cfg: NeuronpediaConfig | None = None
-) -> FeatureInfo:
+def get_feature_for_sae(release: str, sae_id: str, index: int, cfg: NeuronpediaConfig | None = None) -> FeatureInfo:
     """``get_feature`` for a SAELens (release, sae_id); unavailable if it has no Neuronpedia id."""
     ids = neuronpedia_ids_for_sae(release, sae_id)
     if ids is None:

@@ -6,6 +6,7 @@ is used only when all of them match and recomputed otherwise. ``window_max`` [n_
 (about a third nonzero) and ``hist`` are stored as a bitmap of their nonzero positions plus the
 compressed values, and rebuilt exactly: about 40% of the dense size.
 """
+
 from __future__ import annotations
 
 import logging
@@ -39,9 +40,12 @@ def to_sparse(name: str, t: torch.Tensor) -> dict[str, torch.Tensor]:
     nz = (t != 0) | torch.signbit(t)
     vals = t[nz].contiguous().numpy()
     planes = vals.view(np.uint8).reshape(-1, vals.itemsize).T.tobytes()
-    return {f"{name}.bits": torch.from_numpy(np.packbits(nz.numpy().reshape(-1))),
-            f"{name}.values": torch.frombuffer(bytearray(zlib.compress(planes, 9)), dtype=torch.uint8),
-            f"{name}.dtype": torch.tensor([VALUE_DTYPES.index(t.dtype)]), f"{name}.shape": torch.tensor(list(t.shape))}
+    return {
+        f"{name}.bits": torch.from_numpy(np.packbits(nz.numpy().reshape(-1))),
+        f"{name}.values": torch.frombuffer(bytearray(zlib.compress(planes, 9)), dtype=torch.uint8),
+        f"{name}.dtype": torch.tensor([VALUE_DTYPES.index(t.dtype)]),
+        f"{name}.shape": torch.tensor(list(t.shape)),
+    }
 
 
 def from_sparse(name: str, parts: dict[str, torch.Tensor]) -> torch.Tensor:

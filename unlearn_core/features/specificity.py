@@ -5,6 +5,7 @@ and tells a person nothing. Specificity weighs the activation on the text agains
 background: how strongly it fires here relative to its usual peak on a background corpus, times
 the information of its firing there (log2 of 1 / firing frequency). Dense features (active on
 more than ``DENSE_FREQ`` of the background's tokens) are flagged and ranked after the rest."""
+
 from __future__ import annotations
 
 import torch

@@ -5,6 +5,7 @@ BOS-prefixed windows of a corpus, and are cached on disk (safetensors) keyed by
 model + SAE fingerprint + corpus (a file corpus: also its contents) + token budget + window size.
 Entries shipped with the embedded SAE (``shipped_stats``) are read under the same key first.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -107,19 +108,30 @@ class FeatureStats:
     windows: list[list[int]]
 
 
-def stats_windows(engine: Engine, corpus: str, n_tokens: int = 100_000,
-                  ctx: int = 128) -> tuple[list[str], list[list[int]]]:
+def stats_windows(
+    engine: Engine, corpus: str, n_tokens: int = 100_000, ctx: int = 128
+) -> tuple[list[str], list[list[int]]]:
     """The corpus's documents and the windows statistics run on (tokenizes: needs the model lock)."""
     docs = corpus_docs(engine, corpus)
     return docs, windows_for(engine, docs, n_tokens, ctx)
 
 
-def stats_path(engine: Engine, sae_key: str, corpus: str, docs: list[str], n_tokens: int = 100_000,
-               ctx: int = 128) -> Path:
+def stats_path(
+    engine: Engine, sae_key: str, corpus: str, docs: list[str], n_tokens: int = 100_000, ctx: int = 128
+) -> Path:
     """The disk cache entry of ``feature_stats`` for these arguments."""
-    return C.entry_path(engine.settings.cache_dir, "feature_stats", engine.cache_identity(),
-                        sae_fingerprint(engine.saes[sae_key]), corpus, corpus_digest(docs), n_tokens, ctx, N_BINS,
-                        suffix=".safetensors")
+    return C.entry_path(
+        engine.settings.cache_dir,
+        "feature_stats",
+        engine.cache_identity(),
+        sae_fingerprint(engine.saes[sae_key]),
+        corpus,
+        corpus_digest(docs),
+        n_tokens,
+        ctx,
+        N_BINS,
+        suffix=".safetensors",
+    )
 
 
 class StatsAccumulator:
@@ -128,8 +140,13 @@ class StatsAccumulator:
     lock per few batches) and still give bit-for-bit what one pass gives."""
 
     def __init__(self, engine: Engine, sae_key: str, windows: list[list[int]], batch_size: int = 16, progress=None):
-        self.engine, self.sae_key, self.windows, self.batch_size, self.progress = (engine, sae_key, windows,
-                                                                                    batch_size, progress)
+        self.engine, self.sae_key, self.windows, self.batch_size, self.progress = (
+            engine,
+            sae_key,
+            windows,
+            batch_size,
+            progress,
+        )
         d = self.d = engine.saes[sae_key].d_sae
         self.count = torch.zeros(d, dtype=torch.float64)
         self.total = torch.zeros(d, dtype=torch.float64)
@@ -184,12 +201,29 @@ class StatsAccumulator:
 
 
 def stats_from(sae_key: str, corpus: str, t: dict, windows: list[list[int]]) -> FeatureStats:
-    return FeatureStats(sae_key, corpus, int(t["n_tokens"][0]), t["freq"], t["mean_act"], t["mean_active"],
-                        t["max_act"], t["hist"], t["window_max"], windows)
+    return FeatureStats(
+        sae_key,
+        corpus,
+        int(t["n_tokens"][0]),
+        t["freq"],
+        t["mean_act"],
+        t["mean_active"],
+        t["max_act"],
+        t["hist"],
+        t["window_max"],
+        windows,
+    )
 
 
-def feature_stats(engine: Engine, sae_key: str, corpus: str, n_tokens: int = 100_000, ctx: int = 128,
-                  batch_size: int = 16, progress=None) -> FeatureStats:
+def feature_stats(
+    engine: Engine,
+    sae_key: str,
+    corpus: str,
+    n_tokens: int = 100_000,
+    ctx: int = 128,
+    batch_size: int = 16,
+    progress=None,
+) -> FeatureStats:
     docs, windows = stats_windows(engine, corpus, n_tokens, ctx)
     path = stats_path(engine, sae_key, corpus, docs, n_tokens, ctx)
 
@@ -208,8 +242,15 @@ def token_strs(engine: Engine, ids: list[int]) -> list[str]:
 
 
 @torch.inference_mode()
-def top_examples(engine: Engine, stats: FeatureStats, feature: int, k: int = 8, n_quantiles: int = 4,
-                 per_quantile: int = 2, context: int = 24) -> dict:
+def top_examples(
+    engine: Engine,
+    stats: FeatureStats,
+    feature: int,
+    k: int = 8,
+    n_quantiles: int = 4,
+    per_quantile: int = 2,
+    context: int = 24,
+) -> dict:
     """Top-k windows by max activation, plus samples from activation quantile bands (as SAEDashboard)."""
     col = stats.window_max[:, feature].float()
     order = torch.argsort(col, descending=True)
@@ -241,8 +282,13 @@ def top_examples(engine: Engine, stats: FeatureStats, feature: int, k: int = 8, 
             peak = int(vals.argmax())
             lo, hi = max(1, peak - context), min(n, peak + context // 2 + 1)
             ids = stats.windows[wi][lo:hi]
-            rendered[wi] = {"window": wi, "tokens": token_strs(engine, ids), "values": [round(float(v), 4)
-                            for v in vals[lo:hi]], "max": float(vals.max()), "peak": peak - lo}
+            rendered[wi] = {
+                "window": wi,
+                "tokens": token_strs(engine, ids),
+                "values": [round(float(v), 4) for v in vals[lo:hi]],
+                "max": float(vals.max()),
+                "peak": peak - lo,
+            }
     return {
         "corpus": stats.corpus,
         "top": [rendered[i] for i in top],
@@ -269,8 +315,9 @@ def check_feature(loaded: LoadedSAE, feature: int) -> None:
         raise ValueError(f"feature {feature} out of range for SAE {loaded.key!r} (d_sae={loaded.d_sae})")
 
 
-def select_features(forget_freq: torch.Tensor, retain_freq: torch.Tensor, threshold: float = 0.01,
-                    n: int = 20) -> list[dict]:
+def select_features(
+    forget_freq: torch.Tensor, retain_freq: torch.Tensor, threshold: float = 0.01, n: int = 20
+) -> list[dict]:
     """The paper's selection: drop features with retain frequency >= threshold, rank the rest by
     forget frequency, keep the top n (features that never fire on the forget corpus are dropped)."""
     if forget_freq.shape != retain_freq.shape:
@@ -280,13 +327,21 @@ def select_features(forget_freq: torch.Tensor, retain_freq: torch.Tensor, thresh
     ok = (retain_freq < threshold) & (forget_freq > 0)
     idx = torch.nonzero(ok).flatten()
     order = idx[torch.argsort(forget_freq[idx], descending=True, stable=True)][:n]
-    return [{"feature": int(i), "forget_freq": float(forget_freq[i]), "retain_freq": float(retain_freq[i]),
-             "ratio": float(forget_freq[i] / max(float(retain_freq[i]), 1e-6))} for i in order]
+    return [
+        {
+            "feature": int(i),
+            "forget_freq": float(forget_freq[i]),
+            "retain_freq": float(retain_freq[i]),
+            "ratio": float(forget_freq[i] / max(float(retain_freq[i]), 1e-6)),
+        }
+        for i in order
+    ]
 
 
 @torch.inference_mode()
-def token_activations_from_codes(engine: Engine, sae_key: str, ids: list[int], codes: torch.Tensor,
-                                 features: list[int] | None = None, top_k: int = 5) -> dict:
+def token_activations_from_codes(
+    engine: Engine, sae_key: str, ids: list[int], codes: torch.Tensor, features: list[int] | None = None, top_k: int = 5
+) -> dict:
     """Per-token values of chosen features, and the top features of every token (BOS excluded).
 
     ``codes`` [T, d_sae] are the SAE codes of ``ids`` (BOS first); callers that cache
@@ -306,17 +361,25 @@ def token_activations_from_codes(engine: Engine, sae_key: str, ids: list[int], c
     }
 
 
-def token_activations(engine: Engine, sae_key: str, text: str, features: list[int] | None = None,
-                      top_k: int = 5) -> dict:
+def token_activations(
+    engine: Engine, sae_key: str, text: str, features: list[int] | None = None, top_k: int = 5
+) -> dict:
     toks = engine.model.to_tokens(text, prepend_bos=True)
     codes = encode_tokens(engine, sae_key, toks)[0]
     return token_activations_from_codes(engine, sae_key, toks[0].tolist(), codes, features, top_k)
 
 
 @torch.inference_mode()
-def search_from_codes(engine: Engine, ids: list[int], codes: torch.Tensor, k: int = 20,
-                      background: torch.Tensor | None = None, background_max: torch.Tensor | None = None,
-                      rank: str = "max", dense_last: bool = True) -> list[dict]:
+def search_from_codes(
+    engine: Engine,
+    ids: list[int],
+    codes: torch.Tensor,
+    k: int = 20,
+    background: torch.Tensor | None = None,
+    background_max: torch.Tensor | None = None,
+    rank: str = "max",
+    dense_last: bool = True,
+) -> list[dict]:
     """Features that fire on the tokens (BOS excluded).
 
     ``rank="specificity"`` (needs the background's firing frequency and max activation): ranked by
@@ -340,17 +403,41 @@ def search_from_codes(engine: Engine, ids: list[int], codes: torch.Tensor, k: in
         score = mx * (1 - background) if background is not None else mx
         order = [int(i) for i in torch.argsort(score, descending=True)[:k] if mx[i] > 0]
     strs = token_strs(engine, ids[1:])
-    return [{"feature": i, "max_act": float(mx[i]), "n_tokens_active": int((f[:, i] > 0).sum()),
-             "top_token": strs[int(arg[i])], "score": float(score[i]),
-             "dense": bool(dense[i]) if background is not None else None,
-             "background_freq": float(background[i]) if background is not None else None} for i in order]
+    return [
+        {
+            "feature": i,
+            "max_act": float(mx[i]),
+            "n_tokens_active": int((f[:, i] > 0).sum()),
+            "top_token": strs[int(arg[i])],
+            "score": float(score[i]),
+            "dense": bool(dense[i]) if background is not None else None,
+            "background_freq": float(background[i]) if background is not None else None,
+        }
+        for i in order
+    ]
 
 
-def search_by_text(engine: Engine, sae_key: str, text: str, k: int = 20, background: torch.Tensor | None = None,
-                   background_max: torch.Tensor | None = None, rank: str = "max", dense_last: bool = True) -> list[dict]:
+def search_by_text(
+    engine: Engine,
+    sae_key: str,
+    text: str,
+    k: int = 20,
+    background: torch.Tensor | None = None,
+    background_max: torch.Tensor | None = None,
+    rank: str = "max",
+    dense_last: bool = True,
+) -> list[dict]:
     toks = engine.model.to_tokens(text, prepend_bos=True)
-    return search_from_codes(engine, toks[0].tolist(), encode_tokens(engine, sae_key, toks)[0], k, background,
-                             background_max, rank, dense_last)
+    return search_from_codes(
+        engine,
+        toks[0].tolist(),
+        encode_tokens(engine, sae_key, toks)[0],
+        k,
+        background,
+        background_max,
+        rank,
+        dense_last,
+    )
 
 
 def select_by_search(engine: Engine, sae_key: str, query: str, background: FeatureStats, n: int) -> list[dict]:
@@ -358,8 +445,15 @@ def select_by_search(engine: Engine, sae_key: str, query: str, background: Featu
     default ranking), dense ones dropped: what a person finds by typing the concept's name."""
     if n < 1:
         raise ValueError("n must be >= 1")
-    found = search_by_text(engine, sae_key, query, k=engine.saes[sae_key].d_sae, background=background.freq,
-                           background_max=background.max_act, rank="specificity")
+    found = search_by_text(
+        engine,
+        sae_key,
+        query,
+        k=engine.saes[sae_key].d_sae,
+        background=background.freq,
+        background_max=background.max_act,
+        rank="specificity",
+    )
     return [r for r in found if not r["dense"]][:n]
 
 
@@ -374,9 +468,16 @@ def description_path(engine: Engine, sae_key: str, stats: FeatureStats) -> Path:
     digest = stats.__dict__.get("_digest")
     if digest is None:  # the statistics' own content (computed once per object)
         digest = stats.__dict__["_digest"] = hashlib.sha1(stats.window_max.numpy().tobytes()).hexdigest()
-    return C.entry_path(engine.settings.cache_dir, "descriptions", engine.cache_identity(),
-                        sae_fingerprint(engine.saes[sae_key]), stats.corpus, stats.n_tokens,
-                        C.key_of(stats.windows), digest)
+    return C.entry_path(
+        engine.settings.cache_dir,
+        "descriptions",
+        engine.cache_identity(),
+        sae_fingerprint(engine.saes[sae_key]),
+        stats.corpus,
+        stats.n_tokens,
+        C.key_of(stats.windows),
+        digest,
+    )
 
 
 def auto_description(engine: Engine, sae_key: str, feature: int, stats: FeatureStats | None = None) -> str:
@@ -403,9 +504,18 @@ def auto_description(engine: Engine, sae_key: str, feature: int, stats: FeatureS
     return text
 
 
-def dashboard(engine: Engine, sae_key: str, feature: int, corpora: list[str], n_tokens: int = 100_000,
-              k: int = 8, with_neuronpedia: bool = True, *, stats: dict[str, FeatureStats] | None = None,
-              guard: Callable[[], ContextManager] = contextlib.nullcontext) -> dict:
+def dashboard(
+    engine: Engine,
+    sae_key: str,
+    feature: int,
+    corpora: list[str],
+    n_tokens: int = 100_000,
+    k: int = 8,
+    with_neuronpedia: bool = True,
+    *,
+    stats: dict[str, FeatureStats] | None = None,
+    guard: Callable[[], ContextManager] = contextlib.nullcontext,
+) -> dict:
     """A feature's dashboard. ``stats`` (per corpus) skips computing statistics; ``guard`` is entered
     around each piece of model work (one corpus's examples, then the description): the server
     passes its model lock, so a dashboard over several corpora is several short holds."""
@@ -418,9 +528,13 @@ def dashboard(engine: Engine, sae_key: str, feature: int, corpora: list[str], n_
             st = (stats or {}).get(corpus) or feature_stats(engine, sae_key, corpus, n_tokens)
             first_stats = first_stats or st
             out["corpora"][corpus] = {
-                "n_tokens": st.n_tokens, "freq": float(st.freq[feature]), "mean_act": float(st.mean_act[feature]),
-                "mean_active": float(st.mean_active[feature]), "max_act": float(st.max_act[feature]),
-                "hist": st.hist[feature].tolist(), "examples": top_examples(engine, st, feature, k=k),
+                "n_tokens": st.n_tokens,
+                "freq": float(st.freq[feature]),
+                "mean_act": float(st.mean_act[feature]),
+                "mean_active": float(st.mean_active[feature]),
+                "max_act": float(st.max_act[feature]),
+                "hist": st.hist[feature].tolist(),
+                "examples": top_examples(engine, st, feature, k=k),
             }
     with guard():
         out["logits"] = logit_effects(engine, sae_key, feature)

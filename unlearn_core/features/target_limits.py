@@ -3,6 +3,7 @@
 Why apart from ``targets``: the HTTP schemas validate a new target's name and sizes without
 loading torch (the Streamlit UI and remote clients import them).
 """
+
 from __future__ import annotations
 
 import re

@@ -20,6 +20,7 @@ read once per question from the cached codes (rho over the prompt's counted posi
 hook measures it), and a shut row's change is zero. Equality with the straightforward path is
 tested to 1e-4.
 """
+
 from __future__ import annotations
 
 import re
@@ -30,10 +31,10 @@ from dataclasses import dataclass, replace
 import torch
 
 from unlearn_core.data.loaders import Question
-from unlearn_core.model.forward import pad_right, target_logprobs, tokenize, unembed
+from unlearn_core.data.prompts import MCQScore, all_orderings, cloze_prefix, format_prompt, letter_token_ids
 from unlearn_core.method.interventions import Intervention, counted_positions, gate_fraction, special_ids
 from unlearn_core.method.modes import GATED_MODES
-from unlearn_core.data.prompts import MCQScore, all_orderings, cloze_prefix, format_prompt, letter_token_ids
+from unlearn_core.model.forward import pad_right, target_logprobs, tokenize, unembed
 
 _HOOK_RE = re.compile(r"^blocks\.(\d+)\.hook_resid_(pre|post)$")
 
@@ -54,8 +55,10 @@ def supports(engine, interventions: list[Intervention], scoring: str) -> bool:
         return False
     loaded = engine.saes[iv.sae_key]
     cfg = loaded.sae.cfg
-    affine = getattr(cfg, "normalize_activations", "none") == "none" and getattr(cfg, "reshape_activations",
-                                                                                    "none") == "none"
+    affine = (
+        getattr(cfg, "normalize_activations", "none") == "none"
+        and getattr(cfg, "reshape_activations", "none") == "none"
+    )
     return affine and downstream_start(loaded.hook_name) is not None
 
 
@@ -145,10 +148,20 @@ def _build(engine, tokens, lens, shared, needed, targets, sae_key: str, question
     x = grabbed["x"]
     codes = loaded.sae.encode(x.to(loaded.sae.W_enc.dtype))
     codes[:, 0, :] = 0.0
-    return PromptCache(tokens, lens, shared, needed, targets, x, codes,
-                       [kv.entries[i].past_keys for i in range(start, model.cfg.n_layers)],
-                       [kv.entries[i].past_values for i in range(start, model.cfg.n_layers)], final, start,
-                       questions)
+    return PromptCache(
+        tokens,
+        lens,
+        shared,
+        needed,
+        targets,
+        x,
+        codes,
+        [kv.entries[i].past_keys for i in range(start, model.cfg.n_layers)],
+        [kv.entries[i].past_values for i in range(start, model.cfg.n_layers)],
+        final,
+        start,
+        questions,
+    )
 
 
 def gate_rho(engine, pc: PromptCache, iv: Intervention) -> torch.Tensor:
@@ -162,8 +175,9 @@ def gate_open(engine, pc: PromptCache, iv: Intervention) -> torch.Tensor | None:
     return gate_rho(engine, pc, iv) > iv.gate if iv.mode in GATED_MODES else None
 
 
-def residual_delta(sae, pc: PromptCache, iv: Intervention, values: torch.Tensor,
-                   gate: torch.Tensor | None = None) -> torch.Tensor:
+def residual_delta(
+    sae, pc: PromptCache, iv: Intervention, values: torch.Tensor, gate: torch.Tensor | None = None
+) -> torch.Tensor:
     """[V, R, T, d]: the change of the hook's output for each clamp value (zero at BOS), in the
     SAE's dtype (fp32), as the hook computes it; ``_with_delta`` adds it and rounds to the model's.
     ``gate`` ([R] bool, gated modes): rows left unchanged where it is False."""
@@ -212,8 +226,9 @@ def first_changed(pc: PromptCache, iv: Intervention, gate: torch.Tensor | None =
     return int(idx[0]) if idx.numel() else T
 
 
-def _run_blocks(model, resid: torch.Tensor, start: int, past_k: list, past_v: list,
-                last_only: bool = False) -> tuple[torch.Tensor, list, list]:
+def _run_blocks(
+    model, resid: torch.Tensor, start: int, past_k: list, past_v: list, last_only: bool = False
+) -> tuple[torch.Tensor, list, list]:
     """Blocks start.. on ``resid`` (positions after the cached ones); returns the final residual and
     new K/V. With ``last_only`` the final block runs its queries and MLP at the last position only
     (nothing after it reads the others) and the result is [B, 1, d]."""
@@ -303,14 +318,29 @@ def _scores_from_final(engine, pc: PromptCache, final: torch.Tensor, scoring: st
     ll = torch.stack([part.mean(-1) for part in tok_lp.split([len(n) for n in pc.needed], -1)], -1).cpu()
     for row in ll:
         pred = int(row.argmax())
-        out.append(MCQScore([float(x) for x in torch.softmax(row, -1)], 1.0, pred, pred == q.answer, "cloze",
-                            [float(x) for x in row]))
+        out.append(
+            MCQScore(
+                [float(x) for x in torch.softmax(row, -1)],
+                1.0,
+                pred,
+                pred == q.answer,
+                "cloze",
+                [float(x) for x in row],
+            )
+        )
     return out
 
 
 @torch.inference_mode()
-def score_curve(engine, q: Question, interventions: list[Intervention], values: list[float], scoring: str,
-                style: str, chunk: int = 8) -> list:
+def score_curve(
+    engine,
+    q: Question,
+    interventions: list[Intervention],
+    values: list[float],
+    scoring: str,
+    style: str,
+    chunk: int = 8,
+) -> list:
     """Scores for each clamp value, in chunks of ``chunk`` values per batch."""
     iv = interventions[0]
     pc = prompt_cache(engine, q, scoring, style, iv.sae_key)
@@ -344,13 +374,15 @@ def _base(engine, pc: PromptCache, scoring: str) -> list:
 
 def supports_configs(engine, configs: list[Intervention], scoring: str) -> bool:
     """Several single-intervention configurations on the same SAE can share one prompt cache."""
-    return bool(configs) and len({c.sae_key for c in configs}) == 1 and all(
-        supports(engine, [c], scoring) for c in configs)
+    return (
+        bool(configs)
+        and len({c.sae_key for c in configs}) == 1
+        and all(supports(engine, [c], scoring) for c in configs)
+    )
 
 
 @torch.inference_mode()
-def score_configs(engine, q: Question, configs: list[Intervention], scoring: str, style: str,
-                  chunk: int = 8) -> list:
+def score_configs(engine, q: Question, configs: list[Intervention], scoring: str, style: str, chunk: int = 8) -> list:
     """One score per configuration (features, value, mode may all differ), sharing the upstream
     pass, and batching configurations downstream from the earliest changed position."""
     pc = prompt_cache(engine, q, scoring, style, configs[0].sae_key)
@@ -358,8 +390,9 @@ def score_configs(engine, q: Question, configs: list[Intervention], scoring: str
 
 
 @torch.inference_mode()
-def score_orderings(engine, q: Question, configs: list[Intervention], style: str,
-                    chunk: int = 4) -> tuple[list, list[list]]:
+def score_orderings(
+    engine, q: Question, configs: list[Intervention], style: str, chunk: int = 4
+) -> tuple[list, list[list]]:
     """Letter scores of all 24 orderings of ``q``: (clean scores, one list per configuration).
 
     The orderings are the rows of one cache: the upstream pass runs once for all of them, and
@@ -387,12 +420,18 @@ def _score_configs(engine, pc: PromptCache, configs: list[Intervention], scoring
     last_only = scoring == "letter" and pc.tokens.shape[0] == 1
     for s in range(0, len(live), chunk):
         idx = live[s : s + chunk]
-        deltas = [residual_delta(sae, pc, configs[i], torch.tensor([configs[i].value], dtype=pc.codes.dtype,
-                                                                   device=pc.x.device), gates[i])
-                  for i in idx]
+        deltas = [
+            residual_delta(
+                sae,
+                pc,
+                configs[i],
+                torch.tensor([configs[i].value], dtype=pc.codes.dtype, device=pc.x.device),
+                gates[i],
+            )
+            for i in idx
+        ]
         p0 = min(starts[i] for i in idx)
-        scores = _scores_from_final(engine, pc, downstream_final(engine, pc, torch.cat(deltas), p0, last_only),
-                                    scoring)
+        scores = _scores_from_final(engine, pc, downstream_final(engine, pc, torch.cat(deltas), p0, last_only), scoring)
         for j, i in enumerate(idx):
             out[i] = scores[j * per : (j + 1) * per]
     return out

@@ -6,6 +6,7 @@ SAE's hook), so the explorer can show rho and the batch page an open rate withou
 anything, and a calibration is computed once per (features, corpus) and cached on disk.
 DSG (Muhamed et al., 2025) sets tau to the 95th percentile of rho over retain windows.
 """
+
 from __future__ import annotations
 
 import math
@@ -17,9 +18,9 @@ import torch
 
 from unlearn_core.core import cache as C
 from unlearn_core.data.loaders import Question
+from unlearn_core.method.interventions import Intervention, counted_positions, gate_fraction, special_ids
 from unlearn_core.model.engine import Engine
 from unlearn_core.model.forward import pad_right
-from unlearn_core.method.interventions import Intervention, counted_positions, gate_fraction, special_ids
 
 DEFAULT_PERCENTILE = 95.0
 CALIBRATION_TOKENS = 20_000  # tokens of the retain corpus cut into windows
@@ -32,8 +33,9 @@ BATCH = 16
 
 
 @torch.inference_mode()
-def rho_of_tokens(engine: Engine, sae_key: str, features: tuple[int, ...], rows: list[list[int]],
-                  prompt_len: list[int] | None = None) -> list[float]:
+def rho_of_tokens(
+    engine: Engine, sae_key: str, features: tuple[int, ...], rows: list[list[int]], prompt_len: list[int] | None = None
+) -> list[float]:
     """rho of each row of token ids (with their BOS): what the hook measures on a full pass."""
     from unlearn_core.features.stats import encode_tokens
 
@@ -54,8 +56,8 @@ def rho_of_tokens(engine: Engine, sae_key: str, features: tuple[int, ...], rows:
 
 def question_prompt(engine: Engine, q: Question, scoring: str, style: str) -> list[int]:
     """The token ids the gate decides on for ``q``: the letter prompt, or the cloze question prefix."""
-    from unlearn_core.model.forward import tokenize
     from unlearn_core.data.prompts import cloze_prefix, format_prompt
+    from unlearn_core.model.forward import tokenize
 
     tok = engine.model.tokenizer
     if scoring == "cloze":
@@ -64,15 +66,18 @@ def question_prompt(engine: Engine, q: Question, scoring: str, style: str) -> li
     return tokens[0, : int(lens[0])].tolist()
 
 
-def question_rhos(engine: Engine, questions: list[Question], iv: Intervention, scoring: str | None = None,
-                  style: str | None = None) -> list[float]:
+def question_rhos(
+    engine: Engine, questions: list[Question], iv: Intervention, scoring: str | None = None, style: str | None = None
+) -> list[float]:
     scoring, style = scoring or engine.scoring, style or engine.prompt_format
-    return rho_of_tokens(engine, iv.sae_key, iv.features, [question_prompt(engine, q, scoring, style)
-                                                           for q in questions])
+    return rho_of_tokens(
+        engine, iv.sae_key, iv.features, [question_prompt(engine, q, scoring, style) for q in questions]
+    )
 
 
-def open_rate(engine: Engine, questions: list[Question], iv: Intervention, scoring: str | None = None,
-              style: str | None = None) -> float | None:
+def open_rate(
+    engine: Engine, questions: list[Question], iv: Intervention, scoring: str | None = None, style: str | None = None
+) -> float | None:
     """The fraction of ``questions`` on which ``iv``'s gate opens (None for no questions)."""
     if not questions:
         return None
@@ -104,18 +109,33 @@ class Calibration:
         return {**d, "rhos": self.rhos} if with_rhos else d
 
 
-def calibration_path(engine: Engine, sae_key: str, features: tuple[int, ...], corpus: str, docs: list[str],
-                     n_tokens: int, ctx: int) -> Path:
+def calibration_path(
+    engine: Engine, sae_key: str, features: tuple[int, ...], corpus: str, docs: list[str], n_tokens: int, ctx: int
+) -> Path:
     from unlearn_core.features.stats import corpus_digest, sae_fingerprint
 
-    return C.entry_path(engine.settings.cache_dir, "gate", engine.cache_identity(),
-                        sae_fingerprint(engine.saes[sae_key]), sorted(set(features)), corpus, corpus_digest(docs),
-                        n_tokens, ctx)
+    return C.entry_path(
+        engine.settings.cache_dir,
+        "gate",
+        engine.cache_identity(),
+        sae_fingerprint(engine.saes[sae_key]),
+        sorted(set(features)),
+        corpus,
+        corpus_digest(docs),
+        n_tokens,
+        ctx,
+    )
 
 
-def calibrate(engine: Engine, sae_key: str, features: tuple[int, ...], corpus: str,
-              percentile: float = DEFAULT_PERCENTILE, n_tokens: int = CALIBRATION_TOKENS,
-              ctx: int = CALIBRATION_CTX) -> Calibration:
+def calibrate(
+    engine: Engine,
+    sae_key: str,
+    features: tuple[int, ...],
+    corpus: str,
+    percentile: float = DEFAULT_PERCENTILE,
+    n_tokens: int = CALIBRATION_TOKENS,
+    ctx: int = CALIBRATION_CTX,
+) -> Calibration:
     """tau from rho over windows of ``corpus``; the rhos are cached per (features, corpus)."""
     from unlearn_core.features.stats import corpus_docs, windows_for
 
@@ -124,8 +144,9 @@ def calibrate(engine: Engine, sae_key: str, features: tuple[int, ...], corpus: s
     percentile_tau([0.0], percentile)  # the range check, before any work
     docs = corpus_docs(engine, corpus)
     path = calibration_path(engine, sae_key, features, corpus, docs, n_tokens, ctx)
-    rhos = C.cached_json(path, lambda: rho_of_tokens(engine, sae_key, tuple(features),
-                                                     windows_for(engine, docs, n_tokens, ctx)))
+    rhos = C.cached_json(
+        path, lambda: rho_of_tokens(engine, sae_key, tuple(features), windows_for(engine, docs, n_tokens, ctx))
+    )
     tau = percentile_tau(rhos, percentile)
     return Calibration(tau, percentile, corpus, len(rhos), rhos, sum(r > tau for r in rhos) / len(rhos))
 
@@ -140,8 +161,9 @@ def tau_curve(rho: float, clean: float, clamped: float, taus: list[float] | None
 DEFAULT_CORPUS = "wikitext@train"  # the retain corpus a percentile is taken on when none is named
 
 
-def prompt_rho(engine: Engine, q: Question, iv: Intervention, scoring: str | None = None,
-               style: str | None = None) -> float:
+def prompt_rho(
+    engine: Engine, q: Question, iv: Intervention, scoring: str | None = None, style: str | None = None
+) -> float:
     """rho of ``q``'s scored prompt; from the fast path's cached codes when it serves ``iv``
     (a slider step then costs nothing more), else by running the model to the SAE's hook."""
     from unlearn_core.method import fastpath

@@ -25,6 +25,7 @@ BOS is never touched (the paper zeroes the codes at position 0). During KV-cache
 forward pass of a single token is a continuation, so its position 0 is *not* BOS and is
 intervened like every other generated token.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -36,7 +37,6 @@ import torch
 
 from unlearn_core.method.modes import GATED_MODES, MAX_ABS_CLAMP, MODE_LABELS, MODES  # noqa: F401 (re-exported)
 from unlearn_core.model.saes import LoadedSAE
-
 
 # Set by a caller whose rows are a prompt followed by scored answer tokens (cloze): the gate
 # counts only the first ``n`` positions, so every answer row gets the prompt's decision.
@@ -98,8 +98,9 @@ def gate_prompt(n: int | None):
         _GATE_PROMPT.reset(token)
 
 
-def counted_positions(tokens: torch.Tensor, special_ids: tuple[int, ...], prompt_len: int | None = None
-                      ) -> torch.Tensor:
+def counted_positions(
+    tokens: torch.Tensor, special_ids: tuple[int, ...], prompt_len: int | None = None
+) -> torch.Tensor:
     """[B, T] bool: the positions the gate counts (not a special token; within the prompt)."""
     counted = ~torch.isin(tokens, torch.tensor(list(special_ids), dtype=tokens.dtype, device=tokens.device))
     if prompt_len is not None:
@@ -159,8 +160,14 @@ def _clamped(x: torch.Tensor, f: torch.Tensor, sae, iv: Intervention, skip_first
     return out
 
 
-def apply_gated(resid: torch.Tensor, sae, iv: Intervention, skip_first: bool, counted: torch.Tensor | None,
-                decided: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+def apply_gated(
+    resid: torch.Tensor,
+    sae,
+    iv: Intervention,
+    skip_first: bool,
+    counted: torch.Tensor | None,
+    decided: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """A gated intervention on [batch, pos, d]: (output, rho or None, open [batch]). Rows whose
     gate is shut come back exactly equal to the input. ``decided`` (a continuation step) is the
     prompt's decision; else rho is measured over ``counted`` positions."""
@@ -193,8 +200,10 @@ def make_hook(saes: dict[str, LoadedSAE], ivs: list[tuple[int, Intervention]], s
                 resid, _, _ = apply_gated(resid, sae, iv, False, None, state.open[i])
                 continue
             if state.tokens is None or tuple(state.tokens.shape) != tuple(resid.shape[:2]):
-                raise RuntimeError("gated intervention: no token ids for this pass (the model needs hook_tokens: "
-                                   "interventions.enable_token_hook, done by the engine loaders)")
+                raise RuntimeError(
+                    "gated intervention: no token ids for this pass (the model needs hook_tokens: "
+                    "interventions.enable_token_hook, done by the engine loaders)"
+                )
             counted = counted_positions(state.tokens, state.special_ids, _GATE_PROMPT.get())
             resid, state.rho[i], state.open[i] = apply_gated(resid, sae, iv, True, counted)
         return resid
@@ -202,8 +211,9 @@ def make_hook(saes: dict[str, LoadedSAE], ivs: list[tuple[int, Intervention]], s
     return hook
 
 
-def hooks_for(interventions: list[Intervention], saes: dict[str, LoadedSAE],
-              state: HookState | None = None) -> list[tuple[str, object]]:
+def hooks_for(
+    interventions: list[Intervention], saes: dict[str, LoadedSAE], state: HookState | None = None
+) -> list[tuple[str, object]]:
     """(hook_name, fn) pairs: one hook per hook point, applying its interventions in order (and,
     with a gated one, ``hook_tokens`` to read the token ids)."""
     validate(interventions, saes)
@@ -241,8 +251,9 @@ def special_ids(tokenizer) -> tuple[int, ...]:
 
 
 @contextlib.contextmanager
-def intervened(model, interventions: list[Intervention] | None, saes: dict[str, LoadedSAE],
-               state: HookState | None = None):
+def intervened(
+    model, interventions: list[Intervention] | None, saes: dict[str, LoadedSAE], state: HookState | None = None
+):
     """Every forward pass inside the block (including generation steps) is intervened."""
     if not interventions:
         yield model

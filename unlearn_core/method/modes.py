@@ -3,6 +3,7 @@
 Why apart from ``interventions``: the HTTP schemas (imported by the Streamlit UI and remote
 clients) validate mode names and clamp values without loading torch.
 """
+
 from __future__ import annotations
 
 MODE_LABELS = {

@@ -1,12 +1,13 @@
 """The loaded state every entry point shares: a model, its SAEs and the settings."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from unlearn_core.core import cache as C
+from unlearn_core.core.settings import Settings
 from unlearn_core.method.interventions import HookState, Intervention, enable_token_hook, hooks_for, special_ids
 from unlearn_core.model.saes import LoadedSAE, check_compatible, load_sae
-from unlearn_core.core.settings import Settings
 
 
 @dataclass
@@ -94,7 +95,9 @@ def load_engine(settings: Settings, progress: bool = True) -> Engine:
     return Engine(model=model, saes=saes, settings=settings, model_name=settings.model)
 
 
-def engine_from_parts(model, saes: list[LoadedSAE], settings: Settings | None = None, model_name: str = "tiny") -> Engine:
+def engine_from_parts(
+    model, saes: list[LoadedSAE], settings: Settings | None = None, model_name: str = "tiny"
+) -> Engine:
     """For tests and embedding: wrap an already-built model and SAEs."""
     from unlearn_core.core.settings import load_settings
 

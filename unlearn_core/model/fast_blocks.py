@@ -10,6 +10,7 @@ and fall back to TransformerLens's own forward for inputs or configurations they
 (padding masks, alibi, split/4-bit inputs, attention sinks...). Equality with TransformerLens is
 tested (``tests/test_fast_blocks.py``).
 """
+
 from __future__ import annotations
 
 import torch
@@ -94,12 +95,24 @@ def use_fast_unembed(model) -> bool:
 def attention_supported(attn) -> bool:
     """Whether ``attend`` computes exactly what this TransformerLens attention module computes."""
     c = attn.cfg
-    return (c.dtype == torch.float32 and c.positional_embedding_type == "rotary" and c.attention_dir == "causal"
-            and getattr(attn, "_attention_dir_override", None) in (None, "causal")
-            and not (c.use_split_qkv_input or c.use_attn_in or c.use_attn_result or c.load_in_4bit
-                     or c.use_logn_attn or c.use_attention_sinks or c.use_dynamic_ntk_rope)
-            and c.clip_qkv is None and c.original_architecture not in _OLMO
-            and not getattr(c, "ungroup_grouped_query_attention", False))
+    return (
+        c.dtype == torch.float32
+        and c.positional_embedding_type == "rotary"
+        and c.attention_dir == "causal"
+        and getattr(attn, "_attention_dir_override", None) in (None, "causal")
+        and not (
+            c.use_split_qkv_input
+            or c.use_attn_in
+            or c.use_attn_result
+            or c.load_in_4bit
+            or c.use_logn_attn
+            or c.use_attention_sinks
+            or c.use_dynamic_ntk_rope
+        )
+        and c.clip_qkv is None
+        and c.original_architecture not in _OLMO
+        and not getattr(c, "ungroup_grouped_query_attention", False)
+    )
 
 
 def _kv_weights(attn):
@@ -148,8 +161,10 @@ def _rotate(attn, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         attn._extend_rotary_embeddings(min(attn.cfg.n_ctx, max(int(pos.max()) + 1, 2 * attn.rotary_cos.shape[0])))
     rd = attn.cfg.rotary_dim
     x_rot, x_pass = x[..., :rd], x[..., rd:]
-    out = x_rot * attn.rotary_cos[pos][None, :, None, :] + attn.rotate_every_two(x_rot) * attn.rotary_sin[pos][
-        None, :, None, :]
+    out = (
+        x_rot * attn.rotary_cos[pos][None, :, None, :]
+        + attn.rotate_every_two(x_rot) * attn.rotary_sin[pos][None, :, None, :]
+    )
     return torch.cat([out, x_pass], dim=-1) if x_pass.shape[-1] else out
 
 
@@ -191,13 +206,33 @@ def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
     return a is b or (a.shape == b.shape and torch.equal(a, b))
 
 
-def _attention_forward(self, query_input, key_input, value_input, past_kv_cache_entry=None,
-                       additive_attention_mask=None, attention_mask=None, position_bias=None):
+def _attention_forward(
+    self,
+    query_input,
+    key_input,
+    value_input,
+    past_kv_cache_entry=None,
+    additive_attention_mask=None,
+    attention_mask=None,
+    position_bias=None,
+):
     # TransformerLens blocks pass three separately normalised (equal) copies of the same input
-    if (attention_mask is not None or additive_attention_mask is not None or position_bias is not None
-            or not (_same(query_input, key_input) and _same(key_input, value_input))):
-        return type(self).forward(self, query_input, key_input, value_input, past_kv_cache_entry,
-                                  additive_attention_mask, attention_mask, position_bias)
+    if (
+        attention_mask is not None
+        or additive_attention_mask is not None
+        or position_bias is not None
+        or not (_same(query_input, key_input) and _same(key_input, value_input))
+    ):
+        return type(self).forward(
+            self,
+            query_input,
+            key_input,
+            value_input,
+            past_kv_cache_entry,
+            additive_attention_mask,
+            attention_mask,
+            position_bias,
+        )
     return attend(self, query_input, key_input, past_kv_cache_entry)
 
 
@@ -217,8 +252,13 @@ def use_fast_attention(model) -> int:
 
 def block_supported(block) -> bool:
     c = block.cfg
-    return (attention_supported(block.attn) and not c.attn_only and not c.parallel_attn_mlp
-            and c.original_architecture not in _POST_NORM and c.positional_embedding_type != "shortformer")
+    return (
+        attention_supported(block.attn)
+        and not c.attn_only
+        and not c.parallel_attn_mlp
+        and c.original_architecture not in _POST_NORM
+        and c.positional_embedding_type != "shortformer"
+    )
 
 
 def block_last(block, resid: torch.Tensor, n_last: int, past_kv_cache_entry=None) -> torch.Tensor:

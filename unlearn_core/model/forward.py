@@ -3,6 +3,7 @@
 The embedded model's 262k-wide unembedding dominates a full forward on a CPU, so we run the
 blocks with ``stop_at_layer=n_layers`` and unembed only the positions that are needed.
 """
+
 from __future__ import annotations
 
 import torch
@@ -79,8 +80,9 @@ def target_logprobs(model, x: torch.Tensor, targets: torch.Tensor, chunk: int = 
     return torch.cat(out) if out else torch.zeros(0, device=x.device)
 
 
-def token_logprobs(model, tokens: torch.Tensor, lengths: torch.Tensor, fwd_hooks=(), chunk: int = 256
-                   ) -> list[torch.Tensor]:
+def token_logprobs(
+    model, tokens: torch.Tensor, lengths: torch.Tensor, fwd_hooks=(), chunk: int = 256
+) -> list[torch.Tensor]:
     """Per row, log p(token_t | tokens_<t) for t = 1..len-1 (full-vocabulary softmax), in fp32."""
     resid = final_resid(model, tokens, fwd_hooks)
     out = []

@@ -4,6 +4,7 @@ The embedded default is Gemma 3 270M shipped as a GGUF inside PyPI packages. tra
 dequantizes it to fp32; we drop the GGUF marker (it makes ``save_pretrained`` and
 TransformerLens refuse) and save a safetensors copy once, so later loads take seconds.
 """
+
 from __future__ import annotations
 
 import logging
@@ -87,9 +88,7 @@ def convert_embedded_model(cache_dir: str | Path, progress: bool = True) -> Path
     tok = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
     bar.update(1)
     bar.set_postfix_str(steps[2])
-    hf = AutoModelForCausalLM.from_pretrained(
-        str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32
-    )
+    hf = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32)
     bar.update(1)
     bar.set_postfix_str(steps[3])
     _drop_gguf_marker(hf)
@@ -125,8 +124,9 @@ def _progress(total: int, desc: str, enabled: bool):
     return tqdm(total=total, desc=desc, disable=not enabled)
 
 
-def load_model(name: str, device: str = "auto", dtype: str = "auto", cache_dir: str | Path = "cache",
-               progress: bool = True):
+def load_model(
+    name: str, device: str = "auto", dtype: str = "auto", cache_dir: str | Path = "cache", progress: bool = True
+):
     """Return a HookedTransformer for ``name`` (``embedded:gemma-3-270m`` or any TL model name).
 
     Library chatter goes to stderr so that ``--json`` output on stdout stays clean.
@@ -188,8 +188,9 @@ def _load_embedded(folder: Path, dev: str, dt: torch.dtype):
     from transformers import AutoModelForCausalLM
 
     hf = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
-    model = HookedTransformer.from_pretrained_no_processing(EMBEDDED_HF_NAME, hf_model=hf, tokenizer=tok,
-                                                            device=dev, dtype=dt)
+    model = HookedTransformer.from_pretrained_no_processing(
+        EMBEDDED_HF_NAME, hf_model=hf, tokenizer=tok, device=dev, dtype=dt
+    )
     del hf
     if dt == torch.float32:
         _save_hooked_weights(model, saved)
@@ -210,17 +211,24 @@ def _load_hooked_weights(folder: Path, path: Path, tok, dev: str, dt: torch.dtyp
     from transformers import AutoConfig
 
     # the same config from_pretrained_no_processing builds from the model's config.json
-    cfg = loading.get_pretrained_model_config(loading.get_official_model_name(EMBEDDED_HF_NAME),
-                                              hf_cfg=AutoConfig.from_pretrained(str(folder)).to_dict(),
-                                              fold_ln=False, device=dev, n_devices=1, dtype=dt)
+    cfg = loading.get_pretrained_model_config(
+        loading.get_official_model_name(EMBEDDED_HF_NAME),
+        hf_cfg=AutoConfig.from_pretrained(str(folder)).to_dict(),
+        fold_ln=False,
+        device=dev,
+        n_devices=1,
+        dtype=dt,
+    )
     cfg.init_weights = False  # every parameter is assigned below; random init would cost seconds
     model = HookedTransformer(cfg, tok, move_to_device=False)
     sd = load_file(str(path), device=str(dev))
     params = {k for k, _ in model.named_parameters()}
     missing, unexpected = model.load_state_dict(sd, strict=False, assign=True)
     if unexpected or params & set(missing) or set(sd) != params:
-        raise ValueError(f"weights do not match the model: missing {sorted(params & set(missing))[:5]}, "
-                         f"unexpected {sorted(unexpected)[:5]}")
+        raise ValueError(
+            f"weights do not match the model: missing {sorted(params & set(missing))[:5]}, "
+            f"unexpected {sorted(unexpected)[:5]}"
+        )
     return model
 
 
@@ -229,8 +237,19 @@ EMBEDDED_PREFIX = "embedded:"
 
 def _looks_offline(e: BaseException) -> bool:
     text = f"{type(e).__name__} {e}".lower()
-    keys = ("connection", "offline", "resolve", "timed out", "max retries", "hub", "couldn't connect",
-            "localentrynotfound", "401", "403", "gated")
+    keys = (
+        "connection",
+        "offline",
+        "resolve",
+        "timed out",
+        "max retries",
+        "hub",
+        "couldn't connect",
+        "localentrynotfound",
+        "401",
+        "403",
+        "gated",
+    )
     cur: BaseException | None = e
     while cur is not None:
         text += f" {type(cur).__name__} {cur}".lower()

@@ -3,9 +3,8 @@
 The hook point always comes from the SAE's own metadata (``cfg.metadata.hook_name``), and is
 checked against the model, so an SAE can never be attached to a point it was not trained on.
 """
-from __future__ import annotations
 
-from unlearn_core.core.paths import ASSETS
+from __future__ import annotations
 
 import threading
 import warnings
@@ -14,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from unlearn_core.core.paths import ASSETS
 
 EMBEDDED_SAE_DIR = ASSETS / "embedded_sae"  # the shipped SAE (train_sae)
 
@@ -43,9 +44,18 @@ class LoadedSAE:
         return int(parts[1]) if len(parts) > 2 and parts[0] == "blocks" and parts[1].isdigit() else None
 
     def describe(self) -> dict:
-        return {"key": self.key, "hook_name": self.hook_name, "layer": self.layer, "d_sae": self.d_sae,
-                "d_in": self.d_in, "source": self.source, "release": self.release, "sae_id": self.sae_id,
-                "neuronpedia_id": self.neuronpedia_id, "architecture": self.sae.cfg.architecture()}
+        return {
+            "key": self.key,
+            "hook_name": self.hook_name,
+            "layer": self.layer,
+            "d_sae": self.d_sae,
+            "d_in": self.d_in,
+            "source": self.source,
+            "release": self.release,
+            "sae_id": self.sae_id,
+            "neuronpedia_id": self.neuronpedia_id,
+            "architecture": self.sae.cfg.architecture(),
+        }
 
 
 def parse_selector(selector: str) -> tuple[str, str | None]:
@@ -140,8 +150,17 @@ def load_sae(selector: str, device: str = "cpu", dtype: str = "float32", model=N
                     f"{str(e)[:200]}). The release/id must exist in SAELens's pretrained_saes.yaml and the "
                     "Hugging Face hub must be reachable; offline, use 'embedded' or a local SAELens folder."
                 ) from e
-            loaded = LoadedSAE(selector, sae, "", sae.cfg.d_sae, sae.cfg.d_in, source=f"sae_lens:{a}",
-                               release=a, sae_id=b, neuronpedia_id=neuronpedia_id_for(a, b))
+            loaded = LoadedSAE(
+                selector,
+                sae,
+                "",
+                sae.cfg.d_sae,
+                sae.cfg.d_in,
+                source=f"sae_lens:{a}",
+                release=a,
+                sae_id=b,
+                neuronpedia_id=neuronpedia_id_for(a, b),
+            )
     hook = getattr(sae.cfg.metadata, "hook_name", None)
     if not hook:
         raise SAEUnavailableError(f"SAE {selector!r} has no hook_name in its metadata; cannot attach it safely")
@@ -159,7 +178,8 @@ def check_compatible(loaded: LoadedSAE, model) -> None:
         raise SAEUnavailableError(f"SAE {loaded.key!r} hooks {loaded.hook_name!r}, which the model does not have")
     if loaded.d_in != model.cfg.d_model and "resid" in loaded.hook_name:
         raise SAEUnavailableError(
-            f"SAE {loaded.key!r} expects d_in={loaded.d_in} but the model's residual width is {model.cfg.d_model}")
+            f"SAE {loaded.key!r} expects d_in={loaded.d_in} but the model's residual width is {model.cfg.d_model}"
+        )
 
 
 @torch.inference_mode()

@@ -4,6 +4,7 @@ No downloads: the tokenizer is character-level (built with `tokenizers`), the mo
 seeded random 2-layer HookedTransformer, and the SAE a seeded JumpReLU SAE built with
 ``SAE.from_dict``. Feature 0 never fires and feature 1 always fires, so tests can rely on both.
 """
+
 from __future__ import annotations
 
 import string
@@ -16,7 +17,7 @@ ALWAYS_FIRES = 1
 
 
 def tiny_tokenizer():
-    from tokenizers import Tokenizer, models, pre_tokenizers, decoders
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
     specials = ["<pad>", "<bos>", "<eos>", "<unk>"]
@@ -25,8 +26,9 @@ def tiny_tokenizer():
     tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tk.pre_tokenizer = pre_tokenizers.Split(pattern="", behavior="isolated")
     tk.decoder = decoders.Fuse()
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>",
-                                  unk_token="<unk>")
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=tk, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>"
+    )
     tok.padding_side = "right"
     # TransformerLens re-loads the tokenizer from `name_or_path`, so it must live in a folder.
     import tempfile
@@ -43,9 +45,20 @@ def tiny_model(seed: int = 0, n_layers: int = 2, d_model: int = 32):
 
     tok = tiny_tokenizer()
     cfg = HookedTransformerConfig(
-        n_layers=n_layers, d_model=d_model, n_ctx=512, d_head=8, n_heads=d_model // 8, d_mlp=4 * d_model,
-        d_vocab=len(tok), act_fn="gelu", normalization_type="RMS", positional_embedding_type="rotary",
-        seed=seed, device="cpu", default_prepend_bos=True, tokenizer_prepends_bos=False,
+        n_layers=n_layers,
+        d_model=d_model,
+        n_ctx=512,
+        d_head=8,
+        n_heads=d_model // 8,
+        d_mlp=4 * d_model,
+        d_vocab=len(tok),
+        act_fn="gelu",
+        normalization_type="RMS",
+        positional_embedding_type="rotary",
+        seed=seed,
+        device="cpu",
+        default_prepend_bos=True,
+        tokenizer_prepends_bos=False,
     )
     model = HookedTransformer(cfg, tokenizer=tok)
     g = torch.Generator().manual_seed(seed)
@@ -62,15 +75,22 @@ def tiny_sae(d_in: int = 32, d_sae: int = 64, seed: int = 1, hook_name: str = TI
 
     from unlearn_core.model.saes import LoadedSAE
 
-    sae = SAE.from_dict({
-        "architecture": "jumprelu", "d_in": d_in, "d_sae": d_sae, "dtype": "float32", "device": "cpu",
-        "apply_b_dec_to_input": False, "normalize_activations": "none",
-        "metadata": {"model_name": "tiny", "hook_name": hook_name},
-    })
+    sae = SAE.from_dict(
+        {
+            "architecture": "jumprelu",
+            "d_in": d_in,
+            "d_sae": d_sae,
+            "dtype": "float32",
+            "device": "cpu",
+            "apply_b_dec_to_input": False,
+            "normalize_activations": "none",
+            "metadata": {"model_name": "tiny", "hook_name": hook_name},
+        }
+    )
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        sae.W_enc.copy_(torch.randn(d_in, d_sae, generator=g) / d_in ** 0.5)
-        sae.W_dec.copy_(torch.randn(d_sae, d_in, generator=g) / d_sae ** 0.5)
+        sae.W_enc.copy_(torch.randn(d_in, d_sae, generator=g) / d_in**0.5)
+        sae.W_dec.copy_(torch.randn(d_sae, d_in, generator=g) / d_sae**0.5)
         sae.b_enc.copy_(torch.randn(d_sae, generator=g) * 0.1)
         sae.b_dec.copy_(torch.randn(d_in, generator=g) * 0.05)
         sae.threshold.copy_(torch.full((d_sae,), 0.05))
@@ -83,8 +103,8 @@ def tiny_sae(d_in: int = 32, d_sae: int = 64, seed: int = 1, hook_name: str = TI
 
 
 def tiny_engine(seed: int = 0, cache_dir: str | None = None):
-    from unlearn_core.model.engine import engine_from_parts
     from unlearn_core.core.settings import load_settings
+    from unlearn_core.model.engine import engine_from_parts
 
     model = tiny_model(seed)
     sae = tiny_sae(model.cfg.d_model)

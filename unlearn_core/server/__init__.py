@@ -8,6 +8,7 @@ resumable evaluation sweeps and :mod:`.tasks` for long requests run in the backg
 The HTTP contract, :mod:`.schemas` and :mod:`.client`, imports no torch: the Streamlit app and
 remote users import them without the engine. So this package's own names load on first use.
 """
+
 from __future__ import annotations
 
 __all__ = ["create_app", "serve"]

@@ -3,6 +3,7 @@
 Why names only: the engine also reads file paths, which a server must not expose; a file is
 read only when one of the server's own targets names it.
 """
+
 from __future__ import annotations
 
 import logging
@@ -102,17 +103,21 @@ def check_subjects(subjects: list[str], data_dir: str | None) -> None:
         raise KeyError(f"unknown MMLU subject(s) {bad[:5]}; see /api/info question_sets")
 
 
-QUIZ_SETS = [("quiz:bio", "bio quiz: textbook biology and infectious disease (the bio-basics target)"),
-             ("quiz:sherlock", "Sherlock Holmes quiz: canon and story facts (the sherlock target)"),
-             ("quiz:retain", "general-knowledge quiz (retain set)"),
-             ("quiz:retain!overlaps_bio", "general-knowledge quiz without the records that touch biology")]
+QUIZ_SETS = [
+    ("quiz:bio", "bio quiz: textbook biology and infectious disease (the bio-basics target)"),
+    ("quiz:sherlock", "Sherlock Holmes quiz: canon and story facts (the sherlock target)"),
+    ("quiz:retain", "general-knowledge quiz (retain set)"),
+    ("quiz:retain!overlaps_bio", "general-knowledge quiz without the records that touch biology"),
+]
 
 
 def question_set_names(data_dir: str | None, extra: list[tuple[str, str]] | None = None) -> list[tuple[str, str]]:
     """The quizzes first (the targets' sets), then ``extra`` (other target sets), then WMDP/MMLU."""
     out = list(QUIZ_SETS) + list(extra or [])
-    out += [("wmdp-bio", "WMDP-bio (falls back to labelled MMLU biology when missing)"),
-            ("mmlu:side-effects", "MMLU " + ", ".join(D.SIDE_EFFECT_SUBJECTS))]
+    out += [
+        ("wmdp-bio", "WMDP-bio (falls back to labelled MMLU biology when missing)"),
+        ("mmlu:side-effects", "MMLU " + ", ".join(D.SIDE_EFFECT_SUBJECTS)),
+    ]
     out += [(f"mmlu:{s}", f"MMLU {s.replace('_', ' ')}") for s in D.mmlu_subjects(data_dir)]
     first: dict[str, str] = {}
     for n, d in out:
@@ -124,13 +129,16 @@ CORPUS_PARTS = ("all", "train", "heldout")
 
 
 def corpus_names() -> list[str]:
-    return (sorted(D.CORPORA) + ["wmdp-bio-text"] + [f"quiz:{q}" for q in QUIZ_FILES]
-            + ["mmlu:<subject,...>"])
+    return sorted(D.CORPORA) + ["wmdp-bio-text"] + [f"quiz:{q}" for q in QUIZ_FILES] + ["mmlu:<subject,...>"]
 
 
 def _named_corpus(name: str) -> bool:
-    return name in D.CORPORA or name == "wmdp-bio-text" or name.startswith("mmlu:") or (
-        name.startswith("quiz:") and name[5:] in QUIZ_FILES)
+    return (
+        name in D.CORPORA
+        or name == "wmdp-bio-text"
+        or name.startswith("mmlu:")
+        or (name.startswith("quiz:") and name[5:] in QUIZ_FILES)
+    )
 
 
 def check_corpus(spec: str, data_dir: str | None, trusted: set[str] | frozenset = frozenset()) -> str:
@@ -143,8 +151,9 @@ def check_corpus(spec: str, data_dir: str | None, trusted: set[str] | frozenset 
         return spec
     if name.startswith("quiz:"):
         if name[5:] not in QUIZ_FILES:
-            raise ValueError(f"unknown corpus {spec!r}: no quiz {name[5:]!r}; known: "
-                             f"{', '.join('quiz:' + q for q in QUIZ_FILES)}")
+            raise ValueError(
+                f"unknown corpus {spec!r}: no quiz {name[5:]!r}; known: {', '.join('quiz:' + q for q in QUIZ_FILES)}"
+            )
         return spec
     if name.startswith("mmlu:"):
         try:

@@ -4,6 +4,7 @@ The LRU keeps, per prompt text, the residual stream at every SAE hook point (not
 codes: a 16k-wide code is ~25x the residual), so /api/activations and /api/features/search
 on a repeated prompt skip the forward pass.
 """
+
 from __future__ import annotations
 
 import threading
@@ -57,9 +58,14 @@ class ActivationLRU:
 
     def stats(self) -> dict:
         with self._lock:
-            return {"hits": self.hits, "misses": self.misses, "entries": len(self._d), "capacity": self.capacity,
-                    "bytes": self.bytes, "max_bytes": self.max_bytes}
-
+            return {
+                "hits": self.hits,
+                "misses": self.misses,
+                "entries": len(self._d),
+                "capacity": self.capacity,
+                "bytes": self.bytes,
+                "max_bytes": self.max_bytes,
+            }
 
 
 @torch.inference_mode()
@@ -95,16 +101,23 @@ def codes_for(engine: Engine, acts: PromptActs, sae_key: str) -> torch.Tensor:
 def token_activations(engine: Engine, acts: PromptActs, sae_key: str, features: list[int], top_k: int) -> dict:
     from unlearn_core.features.stats import token_activations_from_codes
 
-    return token_activations_from_codes(engine, sae_key, acts.ids, codes_for(engine, acts, sae_key)[0], features,
-                                        top_k)
+    return token_activations_from_codes(engine, sae_key, acts.ids, codes_for(engine, acts, sae_key)[0], features, top_k)
 
 
-def search(engine: Engine, acts: PromptActs, sae_key: str, k: int, background=None, rank: str = "max",
-           dense_last: bool = True) -> list[dict]:
+def search(
+    engine: Engine, acts: PromptActs, sae_key: str, k: int, background=None, rank: str = "max", dense_last: bool = True
+) -> list[dict]:
     """``features.search_from_codes`` on the prompt's cached codes; ``background`` is a corpus's
     FeatureStats (or None)."""
     from unlearn_core.features.stats import search_from_codes
 
-    return search_from_codes(engine, acts.ids, codes_for(engine, acts, sae_key)[0], k,
-                             background.freq if background is not None else None,
-                             background.max_act if background is not None else None, rank, dense_last)
+    return search_from_codes(
+        engine,
+        acts.ids,
+        codes_for(engine, acts, sae_key)[0],
+        k,
+        background.freq if background is not None else None,
+        background.max_act if background is not None else None,
+        rank,
+        dense_last,
+    )

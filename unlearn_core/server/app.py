@@ -25,6 +25,7 @@ Security: when ``UNLEARN_TOKEN`` is set, every ``/api`` endpoint except ``/api/h
 ``Authorization: Bearer <token>``. Corpora are names only (never file paths), nothing is
 unpickled, and neither the token nor the Neuronpedia key is logged.
 """
+
 from __future__ import annotations
 
 import logging
@@ -51,14 +52,24 @@ from unlearn_core.server.tasks import TaskRunner
 
 log = logging.getLogger("unlearn_core.server")
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
-API_ROUTERS = (info.router, text.router, features.router, questions.router, targets.router, metrics.router,
-               jobs.router, rmu.router, tasks.router)
+API_ROUTERS = (
+    info.router,
+    text.router,
+    features.router,
+    questions.router,
+    targets.router,
+    metrics.router,
+    jobs.router,
+    rmu.router,
+    tasks.router,
+)
 GRACEFUL_S = 5  # uvicorn's wait for open requests after SIGTERM (stepped work has stopped by then)
 EXIT_WATCHDOG_S = 9  # the process ends this long after SIGTERM whatever still runs
 
 
 def make_prefetcher(state: ServerState) -> PF.Prefetcher:
     """Scores of slider neighbours, computed in the background (lowest priority for the model lock)."""
+
     def prefetch_scores(q, ivs, values) -> list:
         from unlearn_core.evaluation.mcq import score_curve
 
@@ -78,8 +89,14 @@ def stop_work(app: FastAPI) -> None:
         worker.stop()
 
 
-def create_app(engine_factory: Callable[[], Engine], *, token: str | None = None, allow_test_options: bool = False,
-               lru_capacity: int = 64, load_wait_s: float = 600.0) -> FastAPI:
+def create_app(
+    engine_factory: Callable[[], Engine],
+    *,
+    token: str | None = None,
+    allow_test_options: bool = False,
+    lru_capacity: int = 64,
+    load_wait_s: float = 600.0,
+) -> FastAPI:
     """The API over the engine ``engine_factory()`` builds (once, in a background thread).
 
     ``token`` defaults to ``$UNLEARN_TOKEN``; ``allow_test_options`` enables the job option
@@ -100,10 +117,13 @@ def create_app(engine_factory: Callable[[], Engine], *, token: str | None = None
         yield
         stop_work(app)
 
-    app = FastAPI(title="SAE Unlearning Workbench server", version="0.1.0", lifespan=lifespan,
-                  description=(__doc__ or "").split("\n\n")[2],
-                  responses={400: {"model": S.ErrorResponse}, 404: {"model": S.ErrorResponse},
-                             422: {"model": S.ErrorResponse}})
+    app = FastAPI(
+        title="SAE Unlearning Workbench server",
+        version="0.1.0",
+        lifespan=lifespan,
+        description=(__doc__ or "").split("\n\n")[2],
+        responses={400: {"model": S.ErrorResponse}, 404: {"model": S.ErrorResponse}, 422: {"model": S.ErrorResponse}},
+    )
     app.state.server, app.state.runner, app.state.rmu_runner, app.state.token = state, runner, rmu_runner, token
     app.state.tasks = task_runner
     install_error_handlers(app)
@@ -119,6 +139,7 @@ def create_app(engine_factory: Callable[[], Engine], *, token: str | None = None
 def engine_factory_for(settings, tiny: bool = False) -> Callable[[], Engine]:
     """The real engine from settings, or the tiny test backend (with the settings' cache/data dirs)."""
     if tiny:
+
         def factory() -> Engine:
             from unlearn_core.model.tiny import tiny_engine
 
@@ -148,8 +169,9 @@ def serve(settings, host: str = "127.0.0.1", port: int = 8765, tiny: bool = Fals
         log.warning("listening on %s without UNLEARN_TOKEN: anyone who can reach this port can use the model", host)
     backend = "tiny test backend" if tiny else settings.model
     print(f"unlearn server ({backend}) on http://{host}:{port}  - API docs at /docs", file=sys.stderr, flush=True)
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level, workers=1,
-                                           timeout_graceful_shutdown=GRACEFUL_S))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=host, port=port, log_level=log_level, workers=1, timeout_graceful_shutdown=GRACEFUL_S)
+    )
     plain_exit = server.handle_exit
 
     def handle_exit(sig, frame) -> None:

@@ -7,6 +7,7 @@ how to start a server), :class:`ServerError` with the server's status and messag
 Every default of a request field is the server schema's own (:func:`schema_default`), read when
 this module loads, so the client never repeats one by hand.
 """
+
 from __future__ import annotations
 
 import os
@@ -23,8 +24,10 @@ import requests
 from unlearn_core.server import schemas as S
 
 DEFAULT_URL = "http://127.0.0.1:8765"
-START_HINT = ("start one with `python -m unlearn_core serve` (or `bash scripts/run.sh`), "
-              "or point UNLEARN_SERVER_URL at a running server")
+START_HINT = (
+    "start one with `python -m unlearn_core serve` (or `bash scripts/run.sh`), "
+    "or point UNLEARN_SERVER_URL at a running server"
+)
 
 
 class ServerUnavailableError(ConnectionError):
@@ -61,8 +64,13 @@ def _on(variant: str, body: dict) -> dict:
 class UnlearnClient:
     """One method per endpoint; each returns the decoded JSON response."""
 
-    def __init__(self, base_url: str | None = None, token: str | None = None, timeout: float = 600.0,
-                 connect_timeout: float = 3.0):
+    def __init__(
+        self,
+        base_url: str | None = None,
+        token: str | None = None,
+        timeout: float = 600.0,
+        connect_timeout: float = 3.0,
+    ):
         self.base_url = (base_url or _default_url()).rstrip("/")
         self.token = token if token is not None else os.environ.get("UNLEARN_TOKEN") or None
         self.timeout = (connect_timeout, timeout)
@@ -74,8 +82,9 @@ class UnlearnClient:
 
     # -- transport
 
-    def request(self, method: str, path: str, json: Any = None, params: dict | None = None,
-                timeout: float | None = None) -> Any:
+    def request(
+        self, method: str, path: str, json: Any = None, params: dict | None = None, timeout: float | None = None
+    ) -> Any:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         url = self.base_url + path
         # A kept-alive connection the server has since closed fails at once; one retry on a fresh
@@ -84,8 +93,14 @@ class UnlearnClient:
         try:
             while True:
                 try:
-                    r = self.session.request(method, url, json=json, params=params, headers=headers,
-                                             timeout=(self.timeout[0], timeout) if timeout else self.timeout)
+                    r = self.session.request(
+                        method,
+                        url,
+                        json=json,
+                        params=params,
+                        headers=headers,
+                        timeout=(self.timeout[0], timeout) if timeout else self.timeout,
+                    )
                     break
                 except requests.ConnectionError:
                     if retries == 0:
@@ -95,8 +110,9 @@ class UnlearnClient:
         except requests.exceptions.InvalidJSONError as e:
             raise ValueError(f"request body is not valid JSON (NaN or infinity?): {e}") from None
         except (requests.ConnectionError, requests.Timeout) as e:
-            raise ServerUnavailableError(f"no workbench server answers at {self.base_url} "
-                                         f"({type(e).__name__}); {START_HINT}") from None
+            raise ServerUnavailableError(
+                f"no workbench server answers at {self.base_url} ({type(e).__name__}); {START_HINT}"
+            ) from None
         if r.status_code >= 400:
             try:
                 detail = r.json().get("detail", r.text)
@@ -119,8 +135,9 @@ class UnlearnClient:
         last: Exception | None = None
         while time.time() < end:
             if self.process is not None and self.process.poll() is not None:
-                raise ServerUnavailableError(f"the server process exited with code {self.process.returncode}"
-                                             f"{_log_tail(self)}")
+                raise ServerUnavailableError(
+                    f"the server process exited with code {self.process.returncode}{_log_tail(self)}"
+                )
             try:
                 h = self.health()
                 if h["status"] == "ok":
@@ -130,44 +147,101 @@ class UnlearnClient:
             except ServerUnavailableError as e:
                 last = e
             time.sleep(poll)
-        raise ServerUnavailableError(f"server at {self.base_url} not ready after {timeout:.0f} s"
-                                     f" ({last or 'still loading'}); {START_HINT}")
+        raise ServerUnavailableError(
+            f"server at {self.base_url} not ready after {timeout:.0f} s ({last or 'still loading'}); {START_HINT}"
+        )
 
     # -- text and features
 
     def tokenize(self, text: str) -> dict:
         return self.request("POST", "/api/tokenize", {"text": text})
 
-    def activations(self, text: str, sae: str | None = None, features: list[int] | None = None,
-                    top_k: int = _d(S.ActivationsRequest, "top_k"), variant: str = "base") -> dict:
-        return self.request("POST", "/api/activations", _on(variant, {"text": text, "sae": sae,
-                                                                      "features": features or [], "top_k": top_k}))
+    def activations(
+        self,
+        text: str,
+        sae: str | None = None,
+        features: list[int] | None = None,
+        top_k: int = _d(S.ActivationsRequest, "top_k"),
+        variant: str = "base",
+    ) -> dict:
+        return self.request(
+            "POST",
+            "/api/activations",
+            _on(variant, {"text": text, "sae": sae, "features": features or [], "top_k": top_k}),
+        )
 
-    def dashboard(self, feature: int, sae: str | None = None, corpora: list[str] | None = None,
-                  n_tokens: int = _d(S.DashboardRequest, "n_tokens"), k: int = _d(S.DashboardRequest, "k"),
-                  neuronpedia: bool = _d(S.DashboardRequest, "neuronpedia"), variant: str = "base") -> dict:
+    def dashboard(
+        self,
+        feature: int,
+        sae: str | None = None,
+        corpora: list[str] | None = None,
+        n_tokens: int = _d(S.DashboardRequest, "n_tokens"),
+        k: int = _d(S.DashboardRequest, "k"),
+        neuronpedia: bool = _d(S.DashboardRequest, "neuronpedia"),
+        variant: str = "base",
+    ) -> dict:
         body = {"sae": sae, "feature": feature, "n_tokens": n_tokens, "k": k, "neuronpedia": neuronpedia}
         if corpora:
             body["corpora"] = corpora
         return self.request("POST", "/api/features/dashboard", _on(variant, body))
 
-    def search(self, text: str, sae: str | None = None, k: int = _d(S.SearchRequest, "k"),
-               background: str | None = _d(S.SearchRequest, "background"),
-               background_tokens: int = _d(S.SearchRequest, "background_tokens"), variant: str = "base",
-               rank: str = _d(S.SearchRequest, "rank"), dense_last: bool = _d(S.SearchRequest, "dense_last")) -> dict:
+    def search(
+        self,
+        text: str,
+        sae: str | None = None,
+        k: int = _d(S.SearchRequest, "k"),
+        background: str | None = _d(S.SearchRequest, "background"),
+        background_tokens: int = _d(S.SearchRequest, "background_tokens"),
+        variant: str = "base",
+        rank: str = _d(S.SearchRequest, "rank"),
+        dense_last: bool = _d(S.SearchRequest, "dense_last"),
+    ) -> dict:
         """Features active on ``text``: by specificity against ``background`` (dense ones flagged
         and last), or ``rank="max"`` by the largest activation (``background=None``: plain)."""
-        return self.request("POST", "/api/features/search", _on(variant, {
-            "sae": sae, "text": text, "k": k, "background": background, "background_tokens": background_tokens,
-            "rank": rank, "dense_last": dense_last}))
+        return self.request(
+            "POST",
+            "/api/features/search",
+            _on(
+                variant,
+                {
+                    "sae": sae,
+                    "text": text,
+                    "k": k,
+                    "background": background,
+                    "background_tokens": background_tokens,
+                    "rank": rank,
+                    "dense_last": dense_last,
+                },
+            ),
+        )
 
-    def select(self, forget: str = _d(S.SelectRequest, "forget"), retain: str = _d(S.SelectRequest, "retain"),
-               threshold: float = _d(S.SelectRequest, "threshold"), n: int = _d(S.SelectRequest, "n"),
-               n_tokens: int = _d(S.SelectRequest, "n_tokens"), describe: bool = _d(S.SelectRequest, "describe"),
-               sae: str | None = None, variant: str = "base") -> dict:
-        return self.request("POST", "/api/features/select", _on(variant, {
-            "sae": sae, "forget": forget, "retain": retain, "threshold": threshold, "n": n, "n_tokens": n_tokens,
-            "describe": describe}))
+    def select(
+        self,
+        forget: str = _d(S.SelectRequest, "forget"),
+        retain: str = _d(S.SelectRequest, "retain"),
+        threshold: float = _d(S.SelectRequest, "threshold"),
+        n: int = _d(S.SelectRequest, "n"),
+        n_tokens: int = _d(S.SelectRequest, "n_tokens"),
+        describe: bool = _d(S.SelectRequest, "describe"),
+        sae: str | None = None,
+        variant: str = "base",
+    ) -> dict:
+        return self.request(
+            "POST",
+            "/api/features/select",
+            _on(
+                variant,
+                {
+                    "sae": sae,
+                    "forget": forget,
+                    "retain": retain,
+                    "threshold": threshold,
+                    "n": n,
+                    "n_tokens": n_tokens,
+                    "describe": describe,
+                },
+            ),
+        )
 
     # -- targets
 
@@ -175,9 +249,15 @@ class UnlearnClient:
         """{"default": name, "targets": [target dict + resolved_forget_corpus, forget_corpus_note]}."""
         return self.request("GET", "/api/targets")
 
-    def select_target(self, target: str, sae: str | None = None, n: int | None = None,
-                      threshold: float | None = None, describe: bool = _d(S.TargetSelectRequest, "describe"),
-                      variant: str = "base") -> dict:
+    def select_target(
+        self,
+        target: str,
+        sae: str | None = None,
+        n: int | None = None,
+        threshold: float | None = None,
+        describe: bool = _d(S.TargetSelectRequest, "describe"),
+        variant: str = "base",
+    ) -> dict:
         """The target's format-matched selection (n and threshold default to the target's)."""
         body: dict = {"target": target, "sae": sae, "describe": describe}
         if n is not None:
@@ -186,18 +266,32 @@ class UnlearnClient:
             body["threshold"] = threshold
         return self.request("POST", "/api/targets/select", _on(variant, body))
 
-    def create_target(self, name: str, documents: list[str], questions: list[dict],
-                      description: str = _d(S.TargetCreateRequest, "description"),
-                      retain_corpora: list[str] | None = None, retain_questions: list[str] | None = None,
-                      threshold: float | None = None, n: int | None = None, c: float | None = None,
-                      mode: str | None = None) -> dict:
+    def create_target(
+        self,
+        name: str,
+        documents: list[str],
+        questions: list[dict],
+        description: str = _d(S.TargetCreateRequest, "description"),
+        retain_corpora: list[str] | None = None,
+        retain_questions: list[str] | None = None,
+        threshold: float | None = None,
+        n: int | None = None,
+        c: float | None = None,
+        mode: str | None = None,
+    ) -> dict:
         """Define a target (saved on the server): the forget corpus as documents, the forget questions
         as rows ``{"question", "choices": [4], "answer": 0-3 or "A"-"D"}``; what is not given takes
         the server's defaults (``schemas.TargetCreateRequest``: the bio-basics retain corpora, ...).
         Returns the new target as :meth:`targets` lists it."""
         body: dict = {"name": name, "description": description, "documents": documents, "questions": questions}
-        for k, v in (("retain_corpora", retain_corpora), ("retain_questions", retain_questions),
-                     ("threshold", threshold), ("n", n), ("c", c), ("mode", mode)):
+        for k, v in (
+            ("retain_corpora", retain_corpora),
+            ("retain_questions", retain_questions),
+            ("threshold", threshold),
+            ("n", n),
+            ("c", c),
+            ("mode", mode),
+        ):
             if v is not None:
                 body[k] = v
         return self.request("POST", "/api/targets", body)
@@ -215,16 +309,23 @@ class UnlearnClient:
 
     # -- questions
 
-    def questions(self, set: str = "wmdp-bio", known: bool = False, limit: int = 50, offset: int = 0,
-                  strict: bool = False) -> dict:
+    def questions(
+        self, set: str = "wmdp-bio", known: bool = False, limit: int = 50, offset: int = 0, strict: bool = False
+    ) -> dict:
         params = {"set": set, "known": str(known).lower(), "limit": limit, "offset": offset}
         if strict:  # only sent when asked for, so an older server still answers plain requests
             params["strict"] = "true"
         return self.request("GET", "/api/questions", params=params)
 
-    def mcq(self, question_id: str | None = None, set: str = _d(S.MCQRequest, "set"),
-            interventions: list[dict] | None = None,
-            values: list[float] | None = None, question: dict | None = None, variant: str = "base") -> dict:
+    def mcq(
+        self,
+        question_id: str | None = None,
+        set: str = _d(S.MCQRequest, "set"),
+        interventions: list[dict] | None = None,
+        values: list[float] | None = None,
+        question: dict | None = None,
+        variant: str = "base",
+    ) -> dict:
         body: dict = {"set": set, "interventions": interventions or [], "variant": variant}
         if question_id is not None:
             body["question_id"] = question_id
@@ -236,25 +337,54 @@ class UnlearnClient:
 
     # -- metrics
 
-    def generate(self, prompt: str, interventions: list[dict] | None = None,
-                 max_new_tokens: int = _d(S.GenerateRequest, "max_new_tokens"),
-                 temperature: float = _d(S.GenerateRequest, "temperature"), seed: int = _d(S.GenerateRequest, "seed"),
-                 variant: str = "base") -> dict:
-        return self.request("POST", "/api/generate", {"prompt": prompt, "interventions": interventions or [],
-                                                       "max_new_tokens": max_new_tokens, "variant": variant,
-                                                       "temperature": temperature, "seed": seed})
+    def generate(
+        self,
+        prompt: str,
+        interventions: list[dict] | None = None,
+        max_new_tokens: int = _d(S.GenerateRequest, "max_new_tokens"),
+        temperature: float = _d(S.GenerateRequest, "temperature"),
+        seed: int = _d(S.GenerateRequest, "seed"),
+        variant: str = "base",
+    ) -> dict:
+        return self.request(
+            "POST",
+            "/api/generate",
+            {
+                "prompt": prompt,
+                "interventions": interventions or [],
+                "max_new_tokens": max_new_tokens,
+                "variant": variant,
+                "temperature": temperature,
+                "seed": seed,
+            },
+        )
 
-    def loss_added(self, interventions: list[dict], corpus: str = _d(S.LossAddedRequest, "corpus"),
-                   n_tokens: int = _d(S.LossAddedRequest, "n_tokens"), variant: str = "base") -> dict:
-        return self.request("POST", "/api/loss_added", _on(variant, {"corpus": corpus, "interventions": interventions,
-                                                                     "n_tokens": n_tokens}))
+    def loss_added(
+        self,
+        interventions: list[dict],
+        corpus: str = _d(S.LossAddedRequest, "corpus"),
+        n_tokens: int = _d(S.LossAddedRequest, "n_tokens"),
+        variant: str = "base",
+    ) -> dict:
+        return self.request(
+            "POST",
+            "/api/loss_added",
+            _on(variant, {"corpus": corpus, "interventions": interventions, "n_tokens": n_tokens}),
+        )
 
-    def perplexity(self, corpus: str = _d(S.PerplexityRequest, "corpus"), part: str = _d(S.PerplexityRequest, "part"),
-                   interventions: list[dict] | None = None, n_tokens: int = _d(S.PerplexityRequest, "n_tokens"),
-                   variant: str = "base") -> dict:
-        return self.request("POST", "/api/perplexity", _on(variant, {"corpus": corpus, "part": part,
-                                                                     "interventions": interventions or [],
-                                                                     "n_tokens": n_tokens}))
+    def perplexity(
+        self,
+        corpus: str = _d(S.PerplexityRequest, "corpus"),
+        part: str = _d(S.PerplexityRequest, "part"),
+        interventions: list[dict] | None = None,
+        n_tokens: int = _d(S.PerplexityRequest, "n_tokens"),
+        variant: str = "base",
+    ) -> dict:
+        return self.request(
+            "POST",
+            "/api/perplexity",
+            _on(variant, {"corpus": corpus, "part": part, "interventions": interventions or [], "n_tokens": n_tokens}),
+        )
 
     # -- tasks (long requests: 202, then polled; the result is the synchronous endpoint's answer)
 
@@ -279,24 +409,49 @@ class UnlearnClient:
             raise ServerError(400, f"task {task_id} {t['status']}: {t.get('error') or ''}".strip())
         return t["result"]
 
-    def loss_added_task(self, interventions: list[dict], corpus: str = "webtext", n_tokens: int = 10_000,
-                        variant: str = "base") -> dict:
+    def loss_added_task(
+        self, interventions: list[dict], corpus: str = "webtext", n_tokens: int = 10_000, variant: str = "base"
+    ) -> dict:
         """``loss_added`` as a task (no synchronous limit on n_tokens)."""
-        return self.run_task("loss_added", _on(variant, {"corpus": corpus, "interventions": interventions,
-                                                         "n_tokens": n_tokens}))
+        return self.run_task(
+            "loss_added", _on(variant, {"corpus": corpus, "interventions": interventions, "n_tokens": n_tokens})
+        )
 
-    def perplexity_task(self, corpus: str = "wikitext", part: str = "all", interventions: list[dict] | None = None,
-                        n_tokens: int = 10_000, variant: str = "base") -> dict:
+    def perplexity_task(
+        self,
+        corpus: str = "wikitext",
+        part: str = "all",
+        interventions: list[dict] | None = None,
+        n_tokens: int = 10_000,
+        variant: str = "base",
+    ) -> dict:
         """``perplexity`` as a task (no synchronous limit on n_tokens)."""
-        return self.run_task("perplexity", _on(variant, {"corpus": corpus, "part": part,
-                                                         "interventions": interventions or [], "n_tokens": n_tokens}))
+        return self.run_task(
+            "perplexity",
+            _on(variant, {"corpus": corpus, "part": part, "interventions": interventions or [], "n_tokens": n_tokens}),
+        )
 
-    def generate_task(self, prompt: str, interventions: list[dict] | None = None, max_new_tokens: int = 40,
-                      temperature: float = 0.0, seed: int = 0, variant: str = "base") -> dict:
+    def generate_task(
+        self,
+        prompt: str,
+        interventions: list[dict] | None = None,
+        max_new_tokens: int = 40,
+        temperature: float = 0.0,
+        seed: int = 0,
+        variant: str = "base",
+    ) -> dict:
         """``generate`` as a task (no synchronous limit on max_new_tokens)."""
-        return self.run_task("generate", {"prompt": prompt, "interventions": interventions or [],
-                                          "max_new_tokens": max_new_tokens, "variant": variant,
-                                          "temperature": temperature, "seed": seed})
+        return self.run_task(
+            "generate",
+            {
+                "prompt": prompt,
+                "interventions": interventions or [],
+                "max_new_tokens": max_new_tokens,
+                "variant": variant,
+                "temperature": temperature,
+                "seed": seed,
+            },
+        )
 
     # -- jobs
 
@@ -372,8 +527,13 @@ def is_local(url: str) -> bool:
     return urlparse(url).hostname in ("127.0.0.1", "localhost", "::1")
 
 
-def ensure_server(url: str | None = None, auto_start: bool = False, timeout: float = 300.0,
-                  extra_args: list[str] | None = None, token: str | None = None) -> UnlearnClient:
+def ensure_server(
+    url: str | None = None,
+    auto_start: bool = False,
+    timeout: float = 300.0,
+    extra_args: list[str] | None = None,
+    token: str | None = None,
+) -> UnlearnClient:
     """A client for a server that answers and has its model loaded.
 
     With ``auto_start`` and a local URL where nothing answers, start ``python -m unlearn_core
@@ -387,19 +547,28 @@ def ensure_server(url: str | None = None, auto_start: bool = False, timeout: flo
         if not auto_start:
             raise
         if not is_local(client.base_url):
-            raise ServerUnavailableError(f"no server at {client.base_url}; auto-start only works for a local URL; "
-                                         f"{START_HINT}") from None
+            raise ServerUnavailableError(
+                f"no server at {client.base_url}; auto-start only works for a local URL; {START_HINT}"
+            ) from None
         u = urlparse(client.base_url)
         port = u.port or 8765
         log = tempfile.NamedTemporaryFile(prefix="unlearn-server-", suffix=".log", delete=False)
-        cmd = [sys.executable, "-m", "unlearn_core", "serve", "--host", u.hostname, "--port", str(port),
-               *(extra_args or [])]
+        cmd = [
+            sys.executable,
+            "-m",
+            "unlearn_core",
+            "serve",
+            "--host",
+            u.hostname,
+            "--port",
+            str(port),
+            *(extra_args or []),
+        ]
         root = Path(__file__).resolve().parents[2]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
         if client.token:
             env["UNLEARN_TOKEN"] = client.token  # the server it starts accepts this client
-        client.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                          env=env)
+        client.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
         client.log_path = log.name
         log.close()
     try:

@@ -3,6 +3,7 @@
 Why here: several resources (features, questions, metrics, targets) turn the same request
 pieces into engine objects and back; one place keeps their validation identical.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -32,8 +33,16 @@ def to_interventions(engine: Engine, ivs: list[S.InterventionIn]) -> list[Interv
 
     from unlearn_core.method.gate import DEFAULT_CORPUS, calibrate
 
-    out = [Intervention(resolve_sae(engine, iv.sae), tuple(iv.features), float(iv.value), iv.mode,
-                        iv.gate if iv.gate_percentile is None else 0.0) for iv in ivs]
+    out = [
+        Intervention(
+            resolve_sae(engine, iv.sae),
+            tuple(iv.features),
+            float(iv.value),
+            iv.mode,
+            iv.gate if iv.gate_percentile is None else 0.0,
+        )
+        for iv in ivs
+    ]
     validate(out, engine.saes)  # feature ids in range for their SAE
     for i, iv in enumerate(ivs):
         if iv.gate_percentile is not None:
@@ -50,14 +59,24 @@ def iv_out(ivs: list[Intervention], given: list[S.InterventionIn] = ()) -> list[
     for i, iv in enumerate(ivs):
         req = given[i] if i < len(given) else None
         pct = req.gate_percentile if req is not None else None
-        out.append(S.InterventionOut(sae=iv.sae_key, features=list(iv.features), value=iv.value, mode=iv.mode,
-                                     label=iv.label(), gate=iv.gate, gate_percentile=pct,
-                                     gate_corpus=(req.gate_corpus or DEFAULT_CORPUS) if pct is not None else None))
+        out.append(
+            S.InterventionOut(
+                sae=iv.sae_key,
+                features=list(iv.features),
+                value=iv.value,
+                mode=iv.mode,
+                label=iv.label(),
+                gate=iv.gate,
+                gate_percentile=pct,
+                gate_corpus=(req.gate_corpus or DEFAULT_CORPUS) if pct is not None else None,
+            )
+        )
     return out
 
 
-def gate_report(engine: Engine, q: D.Question, ivs: list[Intervention], value: float | None, base,
-                own=None) -> list[S.GateOut]:
+def gate_report(
+    engine: Engine, q: D.Question, ivs: list[Intervention], value: float | None, base, own=None
+) -> list[S.GateOut]:
     """rho, tau and the decision of each gated intervention on ``q``'s prompt, with the right
     answer's probability clean and with the gates held open (at ``value``, else the
     interventions' own c): enough to draw P(correct) against tau. ``own``: the request's score
@@ -65,8 +84,8 @@ def gate_report(engine: Engine, q: D.Question, ivs: list[Intervention], value: f
     is shut the gated score was the clean one, free, and the open one costs one static step)."""
     from dataclasses import replace
 
-    from unlearn_core.method.gate import opened, prompt_rho
     from unlearn_core.evaluation.mcq import score_curve, score_question
+    from unlearn_core.method.gate import opened, prompt_rho
 
     gated = [i for i, iv in enumerate(ivs) if iv.gate is not None]
     if not gated:
@@ -79,8 +98,17 @@ def gate_report(engine: Engine, q: D.Question, ivs: list[Intervention], value: f
         open_score = score_curve(engine, q, [opened(iv) for iv in ivs], [value])[0]
     else:
         open_score = score_question(engine, q, [opened(iv) for iv in at])
-    return [S.GateOut(intervention=i, rho=rhos[i], tau=at[i].gate, open=rhos[i] > at[i].gate,
-                      p_correct_clean=base.probs[q.answer], p_correct_open=open_score.probs[q.answer]) for i in gated]
+    return [
+        S.GateOut(
+            intervention=i,
+            rho=rhos[i],
+            tau=at[i].gate,
+            open=rhos[i] > at[i].gate,
+            p_correct_clean=base.probs[q.answer],
+            p_correct_open=open_score.probs[q.answer],
+        )
+        for i in gated
+    ]
 
 
 def question_out(q: D.Question) -> S.QuestionOut:
@@ -106,7 +134,6 @@ def target_question_sets(engine: Engine) -> list[tuple[str, str]]:
 
 def score_out(s) -> S.MCQScoreOut:
     return S.MCQScoreOut(**s.to_dict())
-
 
 
 def on_variant(state: ServerState, variant: str, compute: Callable[[], T]) -> T:

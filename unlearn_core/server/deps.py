@@ -3,6 +3,7 @@
 Why dependencies and not closures: the routers are plain modules (one per resource) that
 ``create_app`` includes; each request finds the objects ``create_app`` built on ``app.state``.
 """
+
 from __future__ import annotations
 
 import hmac
@@ -42,8 +43,11 @@ def require_token(request: Request, creds: HTTPAuthorizationCredentials | None =
         return
     given = creds.credentials if creds is not None and creds.scheme.lower() == "bearer" else ""
     if not hmac.compare_digest(given.encode(), token.encode()):
-        raise HTTPException(401, "missing or wrong bearer token: send 'Authorization: Bearer <UNLEARN_TOKEN>'",
-                            headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(
+            401,
+            "missing or wrong bearer token: send 'Authorization: Bearer <UNLEARN_TOKEN>'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
 
 
 State = Annotated[ServerState, Depends(get_state)]

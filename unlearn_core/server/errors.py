@@ -3,6 +3,7 @@
 Why generic 500s: a traceback or an echoed input (maybe huge, maybe NaN) tells a client nothing
 it can act on and may leak internals; the server's log keeps the details.
 """
+
 from __future__ import annotations
 
 import logging
@@ -23,8 +24,10 @@ def message(e: BaseException) -> str:
 
 def validation_detail(errors: list[dict]) -> tuple[str, list[dict]]:
     """Error locations and messages, without echoing the input (it may be huge, or NaN)."""
-    clean = [{"loc": [str(x) for x in e.get("loc", ())], "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
-             for e in errors[:20]]
+    clean = [
+        {"loc": [str(x) for x in e.get("loc", ())], "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+        for e in errors[:20]
+    ]
     text = "; ".join(f"{'.'.join(c['loc'][1:] or c['loc'])}: {c['msg']}" for c in clean)
     return f"invalid request: {text}", clean
 

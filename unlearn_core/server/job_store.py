@@ -24,6 +24,7 @@ baseline, configurations). The rate and ETA count only the configurations phase 
 the setup before it (known filter, statistics, the clean baseline) is paid once, so counting it
 made the ETA wrong at the start and drift as the run went on.
 """
+
 from __future__ import annotations
 
 import json
@@ -43,7 +44,6 @@ log = logging.getLogger("unlearn_core.server.jobs")
 BASELINE = "none"
 JOB_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 FINAL = ("done", "cancelled", "failed")
-
 
 
 def config_key(threshold: float, n: int, value: float, mode: str | None = None) -> str:
@@ -84,8 +84,7 @@ class Job:
     @property
     def total(self) -> int:
         s = self.spec
-        return (1 + len(s["thresholds"]) * len(s["ns"]) * len(s["values"]) * len(job_modes(s))
-                + len(job_variants(s)))
+        return 1 + len(s["thresholds"]) * len(s["ns"]) * len(s["values"]) * len(job_modes(s)) + len(job_variants(s))
 
     @property
     def done(self) -> int:
@@ -111,10 +110,21 @@ class Job:
 
     def summary(self, now: float | None = None) -> dict:
         rate = self.rate_per_s()
-        return {"id": self.id, "status": self.status, "done": self.done, "total": self.total,
-                "rate_per_min": rate * 60 if rate else None, "eta_s": self.eta_s(now), "created": self.created,
-                "started": self.started, "finished": self.finished, "error": self.error, "note": self.note,
-                "phase": self.phase if self.status == "running" else None, "setup_s": self.setup_s}
+        return {
+            "id": self.id,
+            "status": self.status,
+            "done": self.done,
+            "total": self.total,
+            "rate_per_min": rate * 60 if rate else None,
+            "eta_s": self.eta_s(now),
+            "created": self.created,
+            "started": self.started,
+            "finished": self.finished,
+            "error": self.error,
+            "note": self.note,
+            "phase": self.phase if self.status == "running" else None,
+            "setup_s": self.setup_s,
+        }
 
     def detail(self) -> dict:
         return {**self.summary(), "spec": self.spec, "results": list(self.results), "tasks": list(self.tasks)}
@@ -132,10 +142,15 @@ class JobStore:
         return self.root / job_id
 
     def create(self, spec: dict, namespace: str) -> Job:
-        job = Job(id=time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:8], spec=spec, namespace=namespace,
-                  created=time.time())
-        C.atomic_write_json(self.dir(job.id) / "spec.json",
-                            {"id": job.id, "spec": spec, "namespace": namespace, "created": job.created})
+        job = Job(
+            id=time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:8],
+            spec=spec,
+            namespace=namespace,
+            created=time.time(),
+        )
+        C.atomic_write_json(
+            self.dir(job.id) / "spec.json", {"id": job.id, "spec": spec, "namespace": namespace, "created": job.created}
+        )
         return job
 
     def append(self, job: Job, row: dict) -> None:
@@ -169,8 +184,9 @@ class JobStore:
 
     def finish(self, job: Job, status: str) -> None:
         job.status, job.finished = status, time.time()
-        C.atomic_write_json(self.dir(job.id) / "status.json",
-                            {"status": status, "error": job.error, "finished": job.finished})
+        C.atomic_write_json(
+            self.dir(job.id) / "status.json", {"status": status, "error": job.error, "finished": job.finished}
+        )
 
     def load_all(self) -> list[Job]:
         jobs = []
@@ -180,8 +196,9 @@ class JobStore:
             meta = C.read_json(d / "spec.json") if d.is_dir() and JOB_ID_RE.match(d.name) else None
             if not isinstance(meta, dict) or "spec" not in meta:
                 continue
-            job = Job(id=d.name, spec=meta["spec"], namespace=meta.get("namespace", ""),
-                      created=float(meta.get("created", 0)))
+            job = Job(
+                id=d.name, spec=meta["spec"], namespace=meta.get("namespace", ""), created=float(meta.get("created", 0))
+            )
             job.results = self.read_results(job.id)
             st = C.read_json(d / "status.json")
             if isinstance(st, dict) and st.get("status") in FINAL:

@@ -3,6 +3,7 @@
 One worker thread runs one job at a time (:mod:`.sweep` does the work; :mod:`.job_store` keeps
 the files). See :mod:`.job_store` for the on-disk layout and how jobs resume after a crash.
 """
+
 from __future__ import annotations
 
 import logging
@@ -196,8 +197,13 @@ def resolve_spec(engine: Engine, spec: JobSpec) -> dict:
             raise KeyError(f"unknown target {spec.target!r}; known: {sorted(targets)}")
         t = targets[spec.target]
         forget_set, retain_sets = question_specs(t)
-        fill = {"forget_set": forget_set, "side_effect_sets": retain_sets, "strict_known": t.strict_known,
-                "loss_corpus": t.loss_corpus, "selection_tokens": t.selection.tokens}
+        fill = {
+            "forget_set": forget_set,
+            "side_effect_sets": retain_sets,
+            "strict_known": t.strict_known,
+            "loss_corpus": t.loss_corpus,
+            "selection_tokens": t.selection.tokens,
+        }
         if "forget_corpus" not in given:
             fill["forget_corpus"] = forget_corpus_for(t, engine.settings.data_dir)[0]
         if not given & {"retain_corpora", "retain_corpus"}:

@@ -9,6 +9,7 @@ The lock hands itself over in order: interactive requests (any HTTP request) fir
 background job steps, so a sweep never makes a user wait more than one step. Every hold is
 timed (``HoldStats``, in ``/api/info`` as ``lock_stats``; ``bench/lock.py`` measures them).
 """
+
 from __future__ import annotations
 
 import threading
@@ -53,13 +54,23 @@ class HoldStats:
 
     def summary(self) -> dict:
         with self._lock:
-            return {"n": self.n, "max_hold_s": round(self.longest[1], 4),
-                    "p95_hold_s": round(_pct(list(self.recent), .95), 4),
-                    "longest": [self.longest[0], round(self.longest[1], 4)] if self.n else None,
-                    "max_wait_s": round(self.max_wait, 4), "p95_wait_s": round(_pct(list(self.waits), .95), 4),
-                    "by_label": {k: {"n": d["n"], "max_hold_s": round(d["max"], 4),
-                                     "p95_hold_s": round(_pct(list(d["last"]), .95), 4),
-                                     "last_hold_s": round(d["last"][-1], 4)} for k, d in sorted(self.labels.items())}}
+            return {
+                "n": self.n,
+                "max_hold_s": round(self.longest[1], 4),
+                "p95_hold_s": round(_pct(list(self.recent), 0.95), 4),
+                "longest": [self.longest[0], round(self.longest[1], 4)] if self.n else None,
+                "max_wait_s": round(self.max_wait, 4),
+                "p95_wait_s": round(_pct(list(self.waits), 0.95), 4),
+                "by_label": {
+                    k: {
+                        "n": d["n"],
+                        "max_hold_s": round(d["max"], 4),
+                        "p95_hold_s": round(_pct(list(d["last"]), 0.95), 4),
+                        "last_hold_s": round(d["last"][-1], 4),
+                    }
+                    for k, d in sorted(self.labels.items())
+                },
+            }
 
 
 class ModelLock:
@@ -85,8 +96,9 @@ class ModelLock:
         self._background: deque[int] = deque()
         self.stats = stats or HoldStats()
 
-    def acquire(self, blocking: bool = True, timeout: float = -1, *, background: bool = False,
-                label: str = "model") -> bool:
+    def acquire(
+        self, blocking: bool = True, timeout: float = -1, *, background: bool = False, label: str = "model"
+    ) -> bool:
         me = threading.get_ident()
         with self._cond:
             if self._owner == me:
@@ -127,8 +139,11 @@ class ModelLock:
                 return
             now = time.perf_counter()
             held, label = now - self._since, self._label
-            nxt = self._interactive.popleft() if self._interactive else (
-                self._background.popleft() if self._background else None)
+            nxt = (
+                self._interactive.popleft()
+                if self._interactive
+                else (self._background.popleft() if self._background else None)
+            )
             self._owner, self._depth, self._since = nxt, (1 if nxt is not None else 0), now
             if nxt is not None:
                 self._cond.notify_all()

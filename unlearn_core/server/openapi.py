@@ -4,6 +4,7 @@ Why committed: remote users and reviewers read the API without running a server,
 fails when the routes or schemas change without the file (regenerate it with
 ``python -m unlearn_core.server.openapi``).
 """
+
 from __future__ import annotations
 
 import json

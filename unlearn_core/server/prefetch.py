@@ -11,6 +11,7 @@ The values are the exact ones ``mcq.score_curve`` computes for that question and
 interventions (batched values give the same scores as one value at a time, to fp32 rounding:
 tested). Nothing is approximated; only the order of work changes.
 """
+
 from __future__ import annotations
 
 import logging

@@ -7,6 +7,7 @@ files are ``rmu.train``'s (``<cache_dir>/rmu/<name>/``): a checkpoint every ``rm
 steps, so a killed server loses at most those steps; on start, every run with a spec and neither
 a card nor a "cancelled" status is queued again and resumes from its checkpoint.
 """
+
 from __future__ import annotations
 
 import logging
@@ -16,8 +17,8 @@ import time
 from dataclasses import dataclass, field
 
 from unlearn_core.core import cache as C
-from unlearn_core.training import rmu
 from unlearn_core.server.state import ServerState
+from unlearn_core.training import rmu
 
 log = logging.getLogger("unlearn_core.server.rmu_jobs")
 
@@ -39,9 +40,19 @@ class RMURun:
     cancel: threading.Event = field(default_factory=threading.Event)
 
     def summary(self) -> dict:
-        return {"name": self.name, "variant": rmu.PREFIX + self.name, "target": self.target, "config": self.config,
-                "status": self.status, "step": self.step, "steps": self.steps, "eta_s": self.eta_s,
-                "error": self.error, "note": self.note, "last": self.last}
+        return {
+            "name": self.name,
+            "variant": rmu.PREFIX + self.name,
+            "target": self.target,
+            "config": self.config,
+            "status": self.status,
+            "step": self.step,
+            "steps": self.steps,
+            "eta_s": self.eta_s,
+            "error": self.error,
+            "note": self.note,
+            "last": self.last,
+        }
 
 
 class RMURunner:
@@ -143,8 +154,9 @@ class RMURunner:
             cfg = rmu.RMUConfig(**{**run.config, "update_layers": tuple(run.config.get("update_layers") or ())})
             target = engine_target(engine, run.target)
             with self.state.background():
-                card = rmu.train(engine, run.name, target, cfg, progress=progress, should_stop=should_stop,
-                                 run_step=run_step)
+                card = rmu.train(
+                    engine, run.name, target, cfg, progress=progress, should_stop=should_stop, run_step=run_step
+                )
             run.status, run.step, run.eta_s = "done", card["steps_done"], 0.0
         except rmu.RMUCancelled:
             if self.stop_event.is_set():

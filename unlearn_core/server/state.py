@@ -3,6 +3,7 @@
 The lock is :mod:`.model_lock`; long work takes it in steps (:mod:`.steps`); the activation
 LRU is :mod:`.activations`; what a request may name is checked in :mod:`.access`.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -32,7 +33,6 @@ class EngineNotReady(RuntimeError):
 
 class ShuttingDown(RuntimeError):
     """The server got SIGTERM: long request work stops at its next lock step; mapped to 503."""
-
 
 
 class ServerState:
@@ -198,14 +198,17 @@ class ServerState:
     def question_set(self, spec: str) -> D.QuestionSet:
         """A named set ('wmdp-bio', 'mmlu:<subject,...>', 'quiz:bio@heldout!flag', ...), loaded
         once and kept while the files it was read from are unchanged (size and modification time:
-        a file edited under the same name is read again). A question *file* is read only when one of the server's own targets names
+        a file edited under the same name is read again). A question *file* is read only when one of the
+        server's own targets names
         it (checked before the cache, so a request can never reach a file by its path)."""
         engine = self.engine()
         base = D.split_spec(spec)[0]
         allow = D.is_question_file(base)
         if allow and base not in trusted_files(engine)[0]:
-            raise KeyError(f"question set {spec!r}: file paths are not accepted by the server; use a named set "
-                           "(see /api/info question_sets)")
+            raise KeyError(
+                f"question set {spec!r}: file paths are not accepted by the server; use a named set "
+                "(see /api/info question_sets)"
+            )
         with self._sets_lock:
             hit = self._sets.get(spec)
         if hit is not None and hit[1] == origin_stamp(hit[0].origin):  # its files unchanged since loaded

@@ -15,6 +15,7 @@ one forward pass over one text (``/api/activations``, ``/api/features/search``, 
 first fast-path cache, a generation's prompt; ~2 s at the 20k-character limit, estimated),
 and one corpus's examples in a dashboard (k + 8 windows; ~0.7 s at the default k = 8).
 """
+
 from __future__ import annotations
 
 import math
@@ -48,8 +49,12 @@ def fits_context(engine: Engine, q: D.Question, margin: int = 8) -> bool:
 _END = object()
 
 
-def run_steps(state: ServerState, steps: Iterable[Callable[[Engine], Any]], what: str,
-              should_stop: Callable[[], None] | None = None) -> int:
+def run_steps(
+    state: ServerState,
+    steps: Iterable[Callable[[Engine], Any]],
+    what: str,
+    should_stop: Callable[[], None] | None = None,
+) -> int:
     """Run every step (a callable given the engine) under the model lock, in order, returning
     how many holds it took. A hold runs steps until the next one, guessed to take as long as the
     last, would end past ``state.hold_limit()``: about a second, a third of one while a request
@@ -82,17 +87,27 @@ def run_steps(state: ServerState, steps: Iterable[Callable[[Engine], Any]], what
     return holds
 
 
-def fit_questions(state: ServerState, questions: list[D.Question], should_stop: Callable[[], None] | None = None,
-                  what: str = "context check") -> list[D.Question]:
+def fit_questions(
+    state: ServerState,
+    questions: list[D.Question],
+    should_stop: Callable[[], None] | None = None,
+    what: str = "context check",
+) -> list[D.Question]:
     """The questions whose prompt fits the model's context (tokenizing each under the lock)."""
     flags: list[bool] = []
-    run_steps(state, ((lambda engine, q=q: flags.append(fits_context(engine, q))) for q in questions), what,
-              should_stop)
+    run_steps(
+        state, ((lambda engine, q=q: flags.append(fits_context(engine, q))) for q in questions), what, should_stop
+    )
     return [q for q, ok in zip(questions, flags) if ok]
 
 
-def known_ids_chunked(state: ServerState, questions: list[D.Question], strict: bool = False,
-                      should_stop: Callable[[], None] | None = None, what: str = "known filter") -> list[str]:
+def known_ids_chunked(
+    state: ServerState,
+    questions: list[D.Question],
+    strict: bool = False,
+    should_stop: Callable[[], None] | None = None,
+    what: str = "known filter",
+) -> list[str]:
     """``mcq.known_questions``' computation (the ids, in order), in steps: a batch of 8 orderings
     (letters; as ``score_questions`` batches them) or one question (cloze), then the blanked
     question (strict). A question's later steps are skipped once one ordering is wrong: the
@@ -107,6 +122,7 @@ def known_ids_chunked(state: ServerState, questions: list[D.Question], strict: b
             variants = all_orderings(q) if letter else [q]
             ok = [True]
             for s in range(0, len(variants), 8):
+
                 def part(engine, vs=variants[s : s + 8], ok=ok):
                     ok[0] = all(x.correct for x in score_questions(engine, vs, batch_size=8))
 
@@ -114,6 +130,7 @@ def known_ids_chunked(state: ServerState, questions: list[D.Question], strict: b
                 if not ok[0]:
                     break
             if ok[0] and strict:
+
                 def blank(engine, q=q, ok=ok):
                     ok[0] = not score_questions(engine, [q.blanked()])[0].correct
 
@@ -125,9 +142,13 @@ def known_ids_chunked(state: ServerState, questions: list[D.Question], strict: b
     return known
 
 
-def select_questions(state: ServerState, questions: list[D.Question], known: bool,
-                     should_stop: Callable[[], None] | None = None,
-                     strict: bool = False) -> tuple[list[D.Question], int]:
+def select_questions(
+    state: ServerState,
+    questions: list[D.Question],
+    known: bool,
+    should_stop: Callable[[], None] | None = None,
+    strict: bool = False,
+) -> tuple[list[D.Question], int]:
     """(questions that fit the context [and are known], number dropped as too long).
 
     The known filter is cached on disk per block of ``LOCK_CHUNK`` questions (the key
@@ -148,27 +169,44 @@ def select_questions(state: ServerState, questions: list[D.Question], known: boo
         block = fit[s : s + LOCK_CHUNK]
         path = known_path(engine, block, strict)
         with state.once(path):
-            ids = set(C.cached_json(path, lambda: known_ids_chunked(state, block, strict, should_stop)))
+            ids = set(C.cached_json(path, lambda block=block: known_ids_chunked(state, block, strict, should_stop)))
         out += [q for q in block if q.id in ids]
     return out, skipped
 
 
-def score_chunked(state: ServerState, questions: list[D.Question], interventions=None,
-                  should_stop: Callable[[], None] | None = None, what: str = "scoring") -> list:
+def score_chunked(
+    state: ServerState,
+    questions: list[D.Question],
+    interventions=None,
+    should_stop: Callable[[], None] | None = None,
+    what: str = "scoring",
+) -> list:
     """``mcq.score_questions(engine, questions, interventions)`` in steps of one batch of 8
     prompts (letters, the batches it uses) or one question (cloze, scored one by one anyway)."""
     from unlearn_core.evaluation.mcq import score_questions
 
     out: list = []
     per = 8 if state.engine().scoring == "letter" else 1
-    run_steps(state, ((lambda engine, qs=questions[s : s + per]: out.extend(score_questions(engine, qs, interventions)))
-                      for s in range(0, len(questions), per)), what, should_stop)
+    run_steps(
+        state,
+        (
+            (lambda engine, qs=questions[s : s + per]: out.extend(score_questions(engine, qs, interventions)))
+            for s in range(0, len(questions), per)
+        ),
+        what,
+        should_stop,
+    )
     return out
 
 
-def nll_chunked(state: ServerState, windows: list[list[int]], interventions=None,
-                should_stop: Callable[[], None] | None = None, batch_size: int | None = None,
-                what: str = "loss") -> tuple[float, int]:
+def nll_chunked(
+    state: ServerState,
+    windows: list[list[int]],
+    interventions=None,
+    should_stop: Callable[[], None] | None = None,
+    batch_size: int | None = None,
+    what: str = "loss",
+) -> tuple[float, int]:
     """``metrics.mean_nll(engine, windows, interventions, batch_size)``, bit for bit, in the steps
     of ``metrics.nll_steps``: a few blocks of a batch's forward pass, one window's unembedding."""
     from unlearn_core.evaluation import metrics as MT
@@ -181,8 +219,14 @@ def nll_chunked(state: ServerState, windows: list[list[int]], interventions=None
     return acc.mean, acc.n
 
 
-def clean_nll_chunked(state: ServerState, corpus: str, windows: list[list[int]], batch_size: int | None = None,
-                      should_stop: Callable[[], None] | None = None, what: str = "loss") -> float:
+def clean_nll_chunked(
+    state: ServerState,
+    corpus: str,
+    windows: list[list[int]],
+    batch_size: int | None = None,
+    should_stop: Callable[[], None] | None = None,
+    what: str = "loss",
+) -> float:
     """``metrics.clean_nll_cached`` (same disk cache entry), computed by ``nll_chunked``."""
     from unlearn_core.core import cache as C
     from unlearn_core.evaluation import metrics as MT
@@ -194,8 +238,15 @@ def clean_nll_chunked(state: ServerState, corpus: str, windows: list[list[int]],
         return C.cached_json(path, lambda: nll_chunked(state, windows, None, should_stop, batch_size, what)[0])
 
 
-def feature_stats_chunked(state: ServerState, sae: str, corpus: str, n_tokens: int, ctx: int = 128,
-                          should_stop: Callable[[], None] | None = None, what: str = "feature statistics"):
+def feature_stats_chunked(
+    state: ServerState,
+    sae: str,
+    corpus: str,
+    n_tokens: int,
+    ctx: int = 128,
+    should_stop: Callable[[], None] | None = None,
+    what: str = "feature statistics",
+):
     """``features.feature_stats`` (same disk cache entry, same numbers), computed one batch of
     16 windows per step; the corpus is read without the lock and tokenized in one hold."""
     from unlearn_core.features import stats as F

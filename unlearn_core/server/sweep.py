@@ -4,6 +4,7 @@ Why checks everywhere: the worker calls ``check`` before each lock hold, so a ca
 shutdown stops the sweep within one step; a shutdown leaves it unfinished on disk (``Stopping``)
 and it resumes on the next start, skipping every configuration already written.
 """
+
 from __future__ import annotations
 
 import time
@@ -34,7 +35,6 @@ class Stopping(Exception):
     """The server is shutting down: leave the job unfinished so it resumes on restart."""
 
 
-
 class Sweep:
     """One job's work: questions, selection statistics, baseline, then every configuration."""
 
@@ -59,8 +59,8 @@ class Sweep:
         return chosen
 
     def run(self) -> None:
-        from unlearn_core.features.stats import corpus_docs, windows_for
         from unlearn_core.evaluation.targets import retain_frequency
+        from unlearn_core.features.stats import corpus_docs, windows_for
 
         spec, job = self.spec, self.job
         job.phase = "known filter" if spec.known else "questions"
@@ -69,10 +69,13 @@ class Sweep:
             sets[s] = self.questions(s)
         self.check()
         job.phase = "feature statistics"
-        fs = feature_stats_chunked(self.state, spec.sae, spec.forget_corpus, spec.selection_tokens,
-                                   should_stop=self.check)
-        rs = [feature_stats_chunked(self.state, spec.sae, corpus, spec.selection_tokens, should_stop=self.check)
-              for corpus in spec.retain_corpora or [spec.retain_corpus]]
+        fs = feature_stats_chunked(
+            self.state, spec.sae, spec.forget_corpus, spec.selection_tokens, should_stop=self.check
+        )
+        rs = [
+            feature_stats_chunked(self.state, spec.sae, corpus, spec.selection_tokens, should_stop=self.check)
+            for corpus in spec.retain_corpora or [spec.retain_corpus]
+        ]
         retain_freq = retain_frequency(rs)  # a feature's highest retain frequency
         self.windows, self.clean = [], None
         if spec.loss_tokens:
@@ -98,16 +101,23 @@ class Sweep:
         if BASELINE not in done:
             job.phase = "baseline"
             self.finish_config(self.evaluate(sets, None, BASELINE, None, None, None, []))
-        selections = {t: [r["feature"] for r in select_features(fs.freq, retain_freq, t, max(spec.ns))]
-                      for t in spec.thresholds}
+        selections = {
+            t: [r["feature"] for r in select_features(fs.freq, retain_freq, t, max(spec.ns))] for t in spec.thresholds
+        }
         modes = job_modes(job.spec)
         tagged = len(modes) > 1  # keys name the mode only when several run side by side
 
         def key(t, n, v, m):
             return config_key(t, n, v, m if tagged else None)
 
-        job.empty_left = sum(1 for t in spec.thresholds for n in spec.ns for v in spec.values for m in modes
-                             if not selections[t][:n] and key(t, n, v, m) not in done)
+        job.empty_left = sum(
+            1
+            for t in spec.thresholds
+            for n in spec.ns
+            for v in spec.values
+            for m in modes
+            if not selections[t][:n] and key(t, n, v, m) not in done
+        )
         # started before the phase's clock (worker start-up is setup); Ray workers hold no variant
         pool = self.runner.ray_pool() if spec.model_variant == "base" else None
         job.phase, job.phase_started = "configurations", time.time()
@@ -147,17 +157,29 @@ class Sweep:
 
         t0 = time.time()
         with self.state.variant(variant):
-            accs = {name: finite(accuracy(score_chunked(self.state, qs, None, self.check, variant))) if qs else None
-                    for name, qs in sets.items()}
+            accs = {
+                name: finite(accuracy(score_chunked(self.state, qs, None, self.check, variant))) if qs else None
+                for name, qs in sets.items()
+            }
             nll = nll_chunked(self.state, self.windows, None, self.check)[0] if self.spec.loss_tokens else None
         side = {s: accs.get(s) for s in self.spec.side_effect_sets}
         vals = [a for a in side.values() if a is not None]
-        return {"config": variant, "threshold": None, "n": None, "value": None, "mode": "rmu", "variant": variant,
-                "features": [], "forget_accuracy": accs.get("forget"), "side_effect_accuracy": side,
-                "side_effect_mean": sum(vals) / len(vals) if vals else None,
-                "loss_added": finite(nll - self.clean) if nll is not None else None,
-                "n_questions": {k: len(q) for k, q in sets.items()}, "seconds": round(time.time() - t0, 3),
-                "note": None}
+        return {
+            "config": variant,
+            "threshold": None,
+            "n": None,
+            "value": None,
+            "mode": "rmu",
+            "variant": variant,
+            "features": [],
+            "forget_accuracy": accs.get("forget"),
+            "side_effect_accuracy": side,
+            "side_effect_mean": sum(vals) / len(vals) if vals else None,
+            "loss_added": finite(nll - self.clean) if nll is not None else None,
+            "n_questions": {k: len(q) for k, q in sets.items()},
+            "seconds": round(time.time() - t0, 3),
+            "note": None,
+        }
 
     def gate_tau(self, features: list[int]) -> float:
         """The job's tau: given, or calibrated on gate_corpus for this selection (cached on disk)."""
@@ -166,8 +188,13 @@ class Sweep:
         if self.spec.gate is not None:
             return self.spec.gate
         with self.state.model("gate calibration") as engine:
-            return calibrate(engine, self.spec.sae, tuple(features), self.spec.gate_corpus or DEFAULT_CORPUS,
-                             self.spec.gate_percentile).tau
+            return calibrate(
+                engine,
+                self.spec.sae,
+                tuple(features),
+                self.spec.gate_corpus or DEFAULT_CORPUS,
+                self.spec.gate_percentile,
+            ).tau
 
     def remote_accuracies(self, pool, sets: dict, groups: list[tuple]) -> None:
         """The selections' configurations on the Ray workers; each selection's rows are written
@@ -183,8 +210,12 @@ class Sweep:
         refs = {name: (*self.sources[named[name]], qs) for name, qs in sets.items()}
         loss = None
         if self.spec.loss_tokens and self.windows:  # the same windows as the local path, rebuilt on each worker
-            loss = (LossWindows(self.spec.loss_corpus, self.spec.loss_tokens, LOSS_CTX,
-                                LossWindows.digest_of(self.windows)), len(self.windows))
+            loss = (
+                LossWindows(
+                    self.spec.loss_corpus, self.spec.loss_tokens, LOSS_CTX, LossWindows.digest_of(self.windows)
+                ),
+                len(self.windows),
+            )
         self.job.tasks = evaluate_groups(pool, refs, [g[5] for g in groups], finished, self.check, loss=loss)
 
     def open_rates(self, sets: dict, iv: Intervention) -> dict:
@@ -214,9 +245,16 @@ class Sweep:
         groups = config_steps(len(configs))
         for name, qs in sets.items():
             totals = [ConfigResult(0, 0) for _ in configs]
-            run_steps(self.state, ((lambda engine, q=q, idx=idx, totals=totals: add_step(engine, q, configs, idx,
-                                                                                          totals))
-                                   for q in qs for idx in groups), "configurations", self.check)
+            run_steps(
+                self.state,
+                (
+                    (lambda engine, q=q, idx=idx, totals=totals: add_step(engine, q, configs, idx, totals))
+                    for q in qs
+                    for idx in groups
+                ),
+                "configurations",
+                self.check,
+            )
             for o, tot in zip(out, totals):
                 o[name] = tot.table_accuracy()
         return out
@@ -236,8 +274,18 @@ class Sweep:
                 self.check()
                 time.sleep(0.05)
 
-    def evaluate(self, sets: dict, ivs, key: str, t, n, v, features: list[int], accs: dict | None = None,
-                 nll: float | None = None) -> dict:
+    def evaluate(
+        self,
+        sets: dict,
+        ivs,
+        key: str,
+        t,
+        n,
+        v,
+        features: list[int],
+        accs: dict | None = None,
+        nll: float | None = None,
+    ) -> dict:
         from unlearn_core.evaluation.mcq import accuracy
 
         t0 = time.time()
@@ -246,14 +294,17 @@ class Sweep:
             accs = {}
             if ivs or key == BASELINE:
                 for name, qs in sets.items():
-                    accs[name] = (finite(accuracy(score_chunked(self.state, qs, ivs, self.check, "baseline")))
-                                  if qs else None)
+                    accs[name] = (
+                        finite(accuracy(score_chunked(self.state, qs, ivs, self.check, "baseline"))) if qs else None
+                    )
         side = {s: accs.get(s) for s in self.spec.side_effect_sets}
         vals = [a for a in side.values() if a is not None]
         loss = None
         on_variant = self.spec.model_variant != "base"
         if self.spec.loss_tokens and key == BASELINE:  # on a variant: the variant's own loss added
-            loss = finite(nll_chunked(self.state, self.windows, None, self.check)[0] - self.clean) if on_variant else 0.0
+            loss = (
+                finite(nll_chunked(self.state, self.windows, None, self.check)[0] - self.clean) if on_variant else 0.0
+            )
         elif self.spec.loss_tokens and ivs:
             if nll is None:  # else computed on a Ray worker
                 nll, _ = nll_chunked(self.state, self.windows, ivs, self.check)
@@ -261,8 +312,20 @@ class Sweep:
         gate = {}
         if ivs and ivs[0].gate is not None:  # the share of each set's questions the gate opens on
             gate = {"gate": ivs[0].gate, "gate_open": self.open_rates(sets, ivs[0])}
-        return {"config": key, "threshold": t, "n": n, "value": v, "mode": ivs[0].mode if ivs else None, **gate,
-                "features": list(features), "forget_accuracy": accs.get("forget"), "side_effect_accuracy": side,
-                "side_effect_mean": sum(vals) / len(vals) if vals else None, "loss_added": loss,
-                "n_questions": {k: len(q) for k, q in sets.items()}, "seconds": round(time.time() - t0, 3),
-                "note": note, "variant": self.spec.model_variant if on_variant else None}
+        return {
+            "config": key,
+            "threshold": t,
+            "n": n,
+            "value": v,
+            "mode": ivs[0].mode if ivs else None,
+            **gate,
+            "features": list(features),
+            "forget_accuracy": accs.get("forget"),
+            "side_effect_accuracy": side,
+            "side_effect_mean": sum(vals) / len(vals) if vals else None,
+            "loss_added": loss,
+            "n_questions": {k: len(q) for k, q in sets.items()},
+            "seconds": round(time.time() - t0, 3),
+            "note": note,
+            "variant": self.spec.model_variant if on_variant else None,
+        }

@@ -7,6 +7,7 @@ windows (``state.feature_stats_chunked``; then cached on disk, so ``select_for_t
 the lock only reads them), and the demo takes the lock per question, so interactive requests
 interleave with both.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -45,8 +46,12 @@ def target_out(engine: Engine, t: Target) -> dict:
         resolved, note = forget_corpus_for(t, engine.settings.data_dir)
     except D.DataUnavailableError as e:
         resolved, note = None, f"the forget corpus cannot be had here: {e}"
-    return {**t.to_dict(), "resolved_forget_corpus": resolved, "forget_corpus_note": note,
-            "defined_in_app": is_saved(engine, t)}
+    return {
+        **t.to_dict(),
+        "resolved_forget_corpus": resolved,
+        "forget_corpus_note": note,
+        "defined_in_app": is_saved(engine, t),
+    }
 
 
 def list_targets(engine: Engine) -> dict:
@@ -70,16 +75,23 @@ FILE_SUFFIXES = (".txt", ".jsonl", ".json", ".csv")  # what targets._resolve_pat
 
 
 def _looks_like_a_path(name: str) -> bool:
-    return (name.startswith("file:") or "/" in name or "\\" in name or name.startswith(".")
-            or Path(name).suffix.lower() in FILE_SUFFIXES)
+    return (
+        name.startswith("file:")
+        or "/" in name
+        or "\\" in name
+        or name.startswith(".")
+        or Path(name).suffix.lower() in FILE_SUFFIXES
+    )
 
 
 def named_retain_corpus(spec: str, data_dir: str | None) -> str:
     """A retain corpus a saved target may name: a named corpus only (never a file, even one
     another target names), so the target file the server writes trusts no new path."""
     if _looks_like_a_path(spec.partition("@")[0]):
-        raise ValueError(f"retain corpus {spec!r}: file paths are not accepted; use a named corpus: "
-                         f"{', '.join(corpus_names())} (optionally '@train' or '@heldout')")
+        raise ValueError(
+            f"retain corpus {spec!r}: file paths are not accepted; use a named corpus: "
+            f"{', '.join(corpus_names())} (optionally '@train' or '@heldout')"
+        )
     return check_corpus(spec, data_dir)
 
 
@@ -87,8 +99,9 @@ def named_question_set(spec: str, data_dir: str | None) -> str:
     """A retain question set a saved target may name: a named set only (quiz, WMDP-bio, MMLU)."""
     base = D.split_spec(spec)[0]  # a bad '!flag' is a ValueError (400)
     if D.is_question_file(base) or _looks_like_a_path(base):
-        raise ValueError(f"retain question set {spec!r}: file paths are not accepted; use a named set "
-                         "(see /api/info question_sets)")
+        raise ValueError(
+            f"retain question set {spec!r}: file paths are not accepted; use a named set (see /api/info question_sets)"
+        )
     try:
         subjects = D.question_set_subjects(spec)
         if subjects is not None:
@@ -96,8 +109,9 @@ def named_question_set(spec: str, data_dir: str | None) -> str:
     except KeyError as e:
         raise ValueError(f"retain question set {spec!r}: {e.args[0]}") from None
     if base.startswith("quiz:") and base[5:] not in QUIZ_FILES:
-        raise ValueError(f"retain question set {spec!r}: no quiz {base[5:]!r}; known: "
-                         f"{', '.join('quiz:' + q for q in QUIZ_FILES)}")
+        raise ValueError(
+            f"retain question set {spec!r}: no quiz {base[5:]!r}; known: {', '.join('quiz:' + q for q in QUIZ_FILES)}"
+        )
     return spec
 
 
@@ -110,8 +124,9 @@ def question_rows(rows: list[dict]) -> list[dict]:
     out = []
     for i, r in enumerate(rows):
         r = dict(r)
-        digest = hashlib.sha1(json.dumps([r.get("question"), r.get("choices"), r.get("answer")], sort_keys=True,
-                                         default=str).encode()).hexdigest()[:10]
+        digest = hashlib.sha1(
+            json.dumps([r.get("question"), r.get("choices"), r.get("answer")], sort_keys=True, default=str).encode()
+        ).hexdigest()[:10]
         if r.get("id") not in (None, ""):
             own = str(r["id"])
             if own in seen:
@@ -138,8 +153,11 @@ def is_saved(engine: Engine, t: Target) -> bool:
 def _clean(message: str, folder: Path, name: str) -> str:
     """A save error without the server's folders in it."""
     tmp = folder / f".{name}.tmp"
-    return (message.replace(str(tmp / "questions.json"), "questions").replace(str(tmp / "target.toml"), "the target")
-            .replace(str(tmp), "the target"))
+    return (
+        message.replace(str(tmp / "questions.json"), "questions")
+        .replace(str(tmp / "target.toml"), "the target")
+        .replace(str(tmp), "the target")
+    )
 
 
 def create_target(state: ServerState, req) -> dict:
@@ -158,12 +176,24 @@ def create_target(state: ServerState, req) -> dict:
         drop_unfinished_saves(engine)
         existing = server_targets(engine)  # a broken targets file: TargetError (400), nothing is written
         if req.name in existing:
-            raise TargetExistsError(f"a target named {req.name!r} exists already ({existing[req.name].source}); "
-                                    "pick another name")
+            raise TargetExistsError(
+                f"a target named {req.name!r} exists already ({existing[req.name].source}); pick another name"
+            )
         try:
-            t = save_target(folder, req.name, req.description, req.documents, rows, retain_corpora=retain_corpora,
-                            retain_questions=retain_questions, threshold=req.threshold, n=req.n, c=req.c,
-                            mode=req.mode, existing=existing)
+            t = save_target(
+                folder,
+                req.name,
+                req.description,
+                req.documents,
+                rows,
+                retain_corpora=retain_corpora,
+                retain_questions=retain_questions,
+                threshold=req.threshold,
+                n=req.n,
+                c=req.c,
+                mode=req.mode,
+                existing=existing,
+            )
         except (TargetError, QuestionFileError) as e:
             raise ValueError(_clean(str(e), folder, req.name)) from None
         if t.retain_corpora != retain_corpora or t.retain_questions != retain_questions:  # never: checked above
@@ -180,8 +210,9 @@ def delete_target(state: ServerState, name: str) -> dict:
     with state.targets_lock:
         t = get_target(engine, name)
         if not is_saved(engine, t):
-            raise TargetProtectedError(f"target {name!r} is not one defined in the app (source: {t.source}); "
-                                       "only those can be deleted here")
+            raise TargetProtectedError(
+                f"target {name!r} is not one defined in the app (source: {t.source}); only those can be deleted here"
+            )
         shutil.rmtree(folder / t.name)
         state.drop_question_sets(folder / t.name)
     return {"deleted": t.name}
@@ -196,8 +227,14 @@ def warm_stats(state: ServerState, engine: Engine, sae: str, t: Target) -> None:
         feature_stats_chunked(state, sae, corpus, t.selection.tokens)
 
 
-def select(state: ServerState, name: str, sae: str, n: int | None = None, threshold: float | None = None,
-           describe: bool = False) -> dict:
+def select(
+    state: ServerState,
+    name: str,
+    sae: str,
+    n: int | None = None,
+    threshold: float | None = None,
+    describe: bool = False,
+) -> dict:
     """Format-matched selection rows, plus the corpora actually used (without the raw stats)."""
     from unlearn_core.features.stats import auto_description
 
@@ -208,8 +245,14 @@ def select(state: ServerState, name: str, sae: str, n: int | None = None, thresh
         out = select_for_target(engine, t, sae, n=n, threshold=threshold)
     fs = out.pop("forget_stats")
     if describe:  # one feature per step
-        run_steps(state, ((lambda eng, r=r: r.update(description=auto_description(eng, sae, r["feature"], fs)))
-                          for r in out["features"]), "describe")
+        run_steps(
+            state,
+            (
+                (lambda eng, r=r: r.update(description=auto_description(eng, sae, r["feature"], fs)))
+                for r in out["features"]
+            ),
+            "describe",
+        )
     out["n_tokens"] = t.selection.tokens
     return out
 
@@ -233,7 +276,14 @@ def run_demo(state: ServerState, name: str, max_scan: int, min_conf: float = 0.5
     engine = state.engine()
     t = get_target(engine, name)
     iv = default_intervention(state, engine, t)  # TargetError (a ValueError, 400) when no feature passes
-    found = demo.find_examples(engine, t, iv, min_conf=min_conf, max_scan=max_scan,
-                               guard=lambda: state.model("demo"), load=lambda spec: state.question_set(spec).questions,
-                               skip=lambda eng, q: not fits_context(eng, q))
+    found = demo.find_examples(
+        engine,
+        t,
+        iv,
+        min_conf=min_conf,
+        max_scan=max_scan,
+        guard=lambda: state.model("demo"),
+        load=lambda spec: state.question_set(spec).questions,
+        skip=lambda eng, q: not fits_context(eng, q),
+    )
     return demo.result(engine, t, iv, found)

@@ -12,6 +12,7 @@ On disk, under ``<cache_dir>/tasks/<id>/``: ``request.json`` (kind and body, ato
 submitted, ``result.json`` once it ends. A task the server was stopped in (SIGTERM) has no
 result file: it is queued again on the next start, like a sweep job.
 """
+
 from __future__ import annotations
 
 import logging
@@ -66,10 +67,20 @@ class Task:
         return round(max(0, self.total - self.done) / rate, 1)
 
     def summary(self) -> dict:
-        return {"id": self.id, "kind": self.kind, "status": self.status, "done": self.done,
-                "total": max(self.total, self.done), "eta_s": self.eta_s(), "created": self.created,
-                "started": self.started, "finished": self.finished, "error": self.error, "note": self.note,
-                "result": self.result}
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "status": self.status,
+            "done": self.done,
+            "total": max(self.total, self.done),
+            "eta_s": self.eta_s(),
+            "created": self.created,
+            "started": self.started,
+            "finished": self.finished,
+            "error": self.error,
+            "note": self.note,
+            "result": self.result,
+        }
 
 
 class Progress:
@@ -127,8 +138,7 @@ class TaskRunner:
         engine = self.state.engine()  # waits for the model (503 while it loads)
         self.root = self.root or Path(engine.settings.cache_dir) / "tasks"  # before start() ran, too
         task = Task(time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:8], kind, body, time.time())
-        C.atomic_write_json(self.root / task.id / "request.json",
-                            {"kind": kind, "body": body, "created": task.created})
+        C.atomic_write_json(self.root / task.id / "request.json", {"kind": kind, "body": body, "created": task.created})
         with self._lock:
             self.tasks[task.id] = task
             ended = [t for t in self.tasks.values() if t.status in ENDED]
@@ -154,8 +164,10 @@ class TaskRunner:
         task.status, task.result, task.error, task.finished = status, result, error, time.time()
         if status == "done":
             task.done = task.total = max(task.total, task.done)
-        C.atomic_write_json(self.root / task.id / "result.json",
-                            {"status": status, "result": result, "error": error, "finished": task.finished})
+        C.atomic_write_json(
+            self.root / task.id / "result.json",
+            {"status": status, "result": result, "error": error, "finished": task.finished},
+        )
 
     def _loop(self) -> None:
         while not self.stop_event.is_set():
@@ -185,6 +197,7 @@ class TaskRunner:
 
 def task_kind(model: Any, compute: Callable[[ServerState, Any], Any]) -> Callable[[ServerState, dict], dict]:
     """A kind's runner: the body validated by the request ``model``, the response as a dict."""
+
     def run(state: ServerState, body: dict) -> dict:
         return compute(state, model(**body)).model_dump()
 

@@ -6,6 +6,7 @@ The cache is a folder of shards (``shard_00000.safetensors``: ``acts`` [n, d_mod
 ``manifest.json``. Shards are written atomically, one at a time, so a killed build resumes at
 the first missing shard. Only counted positions are kept: not BOS, EOS or padding (BOS
 separates documents inside a window and has a huge norm that would dominate the loss)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -19,10 +20,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from unlearn_core.core.cache import atomic_write_json
-from unlearn_core.model.engine import Engine
 from unlearn_core.features.stats import counted_mask, layer_of_hook
-from unlearn_core.model.forward import pad_right
-from unlearn_core.model.forward import corpus_windows
+from unlearn_core.model.engine import Engine
+from unlearn_core.model.forward import corpus_windows, pad_right
 
 MANIFEST = "manifest.json"
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
@@ -61,8 +61,9 @@ def _manifest(out: Path) -> dict | None:
 
 
 @torch.inference_mode()
-def build(engine: Engine, docs: list[str], out: str | Path, spec: CacheSpec,
-          progress: Callable[[int], None] | None = None) -> dict:
+def build(
+    engine: Engine, docs: list[str], out: str | Path, spec: CacheSpec, progress: Callable[[int], None] | None = None
+) -> dict:
     """Cache ``spec.hook_name``'s activations over ``docs`` under ``out`` (resumes a partial
     build of the same texts and spec; refuses another's). Returns the manifest."""
     out = Path(out)
@@ -89,7 +90,7 @@ def build(engine: Engine, docs: list[str], out: str | Path, spec: CacheSpec,
         for s in range(0, len(shard), spec.batch_size):
             toks, lens = pad_right(shard[s : s + spec.batch_size], 0)
             got = {}
-            with model.hooks(fwd_hooks=[(spec.hook_name, lambda x, hook: got.__setitem__("x", x))]):
+            with model.hooks(fwd_hooks=[(spec.hook_name, lambda x, hook, got=got: got.__setitem__("x", x))]):
                 model(toks.to(model.cfg.device), stop_at_layer=stop)
             x = got["x"][counted_mask(engine, toks, lens).to(got["x"].device)].float().cpu()
             if progress:
@@ -97,8 +98,9 @@ def build(engine: Engine, docs: list[str], out: str | Path, spec: CacheSpec,
             parts.append(x)
         acts = torch.cat(parts)
         if not torch.isfinite(acts.to(dtype)).all():
-            raise ActivationCacheError(f"activations overflow {spec.dtype} (max |x| {float(acts.abs().max()):.3g}); "
-                                       "use bfloat16 or float32")
+            raise ActivationCacheError(
+                f"activations overflow {spec.dtype} (max |x| {float(acts.abs().max()):.3g}); use bfloat16 or float32"
+            )
         tmp = out / (name + ".tmp")
         save_file({"acts": acts.to(dtype).contiguous()}, str(tmp))
         tmp.replace(out / name)
@@ -121,6 +123,7 @@ def load(out: str | Path) -> torch.Tensor:
     parts = [load_file(str(out / name))["acts"] for name in sorted(m["shards"])]
     acts = torch.cat(parts)
     if acts.shape != (m["n_acts"], m["d_model"]):
-        raise ActivationCacheError(f"{out}: {tuple(acts.shape)} activations, the manifest says "
-                                   f"({m['n_acts']}, {m['d_model']})")
+        raise ActivationCacheError(
+            f"{out}: {tuple(acts.shape)} activations, the manifest says ({m['n_acts']}, {m['d_model']})"
+        )
     return acts

@@ -12,6 +12,7 @@ SAE training keeps SAELens's own checkpoint folder (its trainer, scheduler and s
 SAELens's to write); it is made crash-safe by writing beside the last one and swapping it in
 (``swap_in``), with the same JSON counters in ``run.json``.
 """
+
 from __future__ import annotations
 
 import json
@@ -68,8 +69,10 @@ def load(path: str | Path, params: dict[str, torch.Tensor], opt: torch.optim.Opt
         if opt is not None and adam_step:
             for k, v in params.items():
                 if f"adam/exp_avg/{k}" in keys:
-                    opt.state[v] = {"step": torch.tensor(float(adam_step)),
-                                    **{n: f.get_tensor(f"adam/{n}/{k}").to(v.device) for n in MOMENTS}}
+                    opt.state[v] = {
+                        "step": torch.tensor(float(adam_step)),
+                        **{n: f.get_tensor(f"adam/{n}/{k}").to(v.device) for n in MOMENTS},
+                    }
         return json.loads(md["meta"])
 
 

@@ -13,6 +13,7 @@ Cost: on a CPU the 262k-token unembedding dominates a step, so the KL is taken o
 position, since attention needs them). The run is resumable: decoder, Adam state and step are
 checkpointed (``training.checkpoints``) every ``checkpoint_every`` steps and when time runs out.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -25,10 +26,10 @@ from typing import Callable
 
 import torch
 
-from unlearn_core.model.engine import Engine
-from unlearn_core.features.stats import counted_mask, layer_of_hook
-from unlearn_core.model.forward import pad_right
 from unlearn_core.evaluation.metrics import corpus_windows
+from unlearn_core.features.stats import counted_mask, layer_of_hook
+from unlearn_core.model.engine import Engine
+from unlearn_core.model.forward import pad_right
 from unlearn_core.training import checkpoints as CK
 from unlearn_core.training.train_sae import PieceDone, fold_decoder_norm, training_texts
 
@@ -100,8 +101,9 @@ def _params(sae) -> dict[str, torch.Tensor]:
 
 def _save_checkpoint(root: Path, sae, opt, cfg: KLFinetuneConfig, step: int, seconds: float, kls: list[float]) -> None:
     """Decoder, Adam moments and counters (one file, written atomically)."""
-    CK.save(root / CHECKPOINT, _params(sae), opt, {"run_key": cfg.run_key(), "step": step, "seconds": seconds,
-                                                    "kl": kls})
+    CK.save(
+        root / CHECKPOINT, _params(sae), opt, {"run_key": cfg.run_key(), "step": step, "seconds": seconds, "kl": kls}
+    )
 
 
 def _load_checkpoint(root: Path, sae, opt, cfg: KLFinetuneConfig) -> tuple[int, float, list[float]]:
@@ -114,9 +116,15 @@ def _load_checkpoint(root: Path, sae, opt, cfg: KLFinetuneConfig) -> tuple[int, 
     return run["step"], run["seconds"], run["kl"]
 
 
-def kl_finetune(engine: Engine, sae_key: str, docs: list[str], cfg: KLFinetuneConfig = KLFinetuneConfig(),
-                checkpoint_dir: str | Path | None = None, max_minutes: float | None = None,
-                progress: Callable[[int, int, float], None] | None = None) -> dict:
+def kl_finetune(
+    engine: Engine,
+    sae_key: str,
+    docs: list[str],
+    cfg: KLFinetuneConfig = KLFinetuneConfig(),
+    checkpoint_dir: str | Path | None = None,
+    max_minutes: float | None = None,
+    progress: Callable[[int, int, float], None] | None = None,
+) -> dict:
     """Train the decoder of ``engine.saes[sae_key]`` in place over ``cfg.n_tokens`` of ``docs``,
     resuming from ``checkpoint_dir`` if it holds a checkpoint. Returns a report when the pass is
     complete; raises ``PieceDone`` (after a checkpoint) when ``max_minutes`` runs out first."""
@@ -177,16 +185,29 @@ def kl_finetune(engine: Engine, sae_key: str, docs: list[str], cfg: KLFinetuneCo
     seconds = spent + time.time() - t0
     if root:
         _save_checkpoint(root, sae, opt, cfg, steps, seconds, kls)
-    return {"config": asdict(cfg), "steps": steps, "windows": len(windows), "seconds": round(seconds, 1),
-            "kl_first10": _mean(kls[:10]), "kl_last10": _mean(kls[-10:]), "kl_per_step": kls}
+    return {
+        "config": asdict(cfg),
+        "steps": steps,
+        "windows": len(windows),
+        "seconds": round(seconds, 1),
+        "kl_first10": _mean(kls[:10]),
+        "kl_last10": _mean(kls[-10:]),
+        "kl_per_step": kls,
+    }
 
 
 def _mean(x: list[float]) -> float | None:
     return round(sum(x) / len(x), 5) if x else None
 
 
-def finetune_and_save(engine: Engine, sae_key: str, cfg: KLFinetuneConfig, out: str | Path,
-                      max_minutes: float | None = None, docs: list[str] | None = None) -> Path:
+def finetune_and_save(
+    engine: Engine,
+    sae_key: str,
+    cfg: KLFinetuneConfig,
+    out: str | Path,
+    max_minutes: float | None = None,
+    docs: list[str] | None = None,
+) -> Path:
     """Fine-tune a local SAE folder's decoder on the training text (train_sae.training_texts: the
     held-out parts and the dev documents excluded) and save the result to ``out``: the source's
     cfg.json and card, folded weights in the source's dtype, and its training.json with this pass
@@ -200,7 +221,9 @@ def finetune_and_save(engine: Engine, sae_key: str, cfg: KLFinetuneConfig, out: 
     if not (src / "sae_weights.safetensors").exists():
         raise ValueError(f"SAE {sae_key!r} is not a local folder ({loaded.source}); the fine-tune saves a copy of one")
     if Path(out).resolve() == src.resolve():
-        raise ValueError("the output folder must differ from the source (the checkpoint is keyed by the source's weights)")
+        raise ValueError(
+            "the output folder must differ from the source (the checkpoint is keyed by the source's weights)"
+        )
     digest = hashlib.sha256((src / "sae_weights.safetensors").read_bytes()).hexdigest()[:12]
     root = Path(engine.settings.cache_dir) / "sae_finetune" / f"{digest}-{cfg.run_key()}"
     if docs is None:
@@ -226,8 +249,9 @@ def finetune_and_save(engine: Engine, sae_key: str, cfg: KLFinetuneConfig, out: 
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_file({k: v.to(dtype).contiguous() for k, v in folded_state(loaded.sae).items()},
-              str(tmp / "sae_weights.safetensors"))
+    save_file(
+        {k: v.to(dtype).contiguous() for k, v in folded_state(loaded.sae).items()}, str(tmp / "sae_weights.safetensors")
+    )
     src_cfg.setdefault("metadata", {})["decoder_kl_finetuned"] = True
     (tmp / "cfg.json").write_text(json.dumps(src_cfg, indent=2))
     training = json.loads((src / "training.json").read_text()) if (src / "training.json").exists() else {}

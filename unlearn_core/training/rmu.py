@@ -28,9 +28,8 @@ resumes), then ``delta.safetensors`` and ``card.json`` (data, hyperparameters, s
 loss curve). The model variant ``rmu:<name>`` applies the delta in place for the duration of a
 ``with applied(engine, "rmu:<name>")`` block and restores the exact weights after.
 """
-from __future__ import annotations
 
-from unlearn_core.core.paths import ASSETS
+from __future__ import annotations
 
 import contextlib
 import hashlib
@@ -46,6 +45,7 @@ from typing import Callable, Iterator
 import torch
 
 from unlearn_core.core import cache as C
+from unlearn_core.core.paths import ASSETS
 from unlearn_core.training import checkpoints as CK
 
 PREFIX = "rmu:"
@@ -86,9 +86,14 @@ class RMUConfig:
         bad = [u for u in ups if not (0 <= u <= self.layer)]
         if bad and not problems:
             problems.append(f"update_layers {bad} must be between 0 and the steered layer {self.layer}")
-        for name, ok in (("lr", self.lr > 0), ("alpha", self.alpha >= 0), ("steering_coeff", self.steering_coeff >= 0),
-                         ("batch_size", 1 <= self.batch_size <= 64), ("steps", 1 <= self.steps <= 100_000),
-                         ("ctx", 8 <= self.ctx <= 4096)):
+        for name, ok in (
+            ("lr", self.lr > 0),
+            ("alpha", self.alpha >= 0),
+            ("steering_coeff", self.steering_coeff >= 0),
+            ("batch_size", 1 <= self.batch_size <= 64),
+            ("steps", 1 <= self.steps <= 100_000),
+            ("ctx", 8 <= self.ctx <= 4096),
+        ):
             if not ok or not math.isfinite(float(getattr(self, name))):
                 problems.append(f"{name} = {getattr(self, name)!r} is out of range")
         if problems:
@@ -165,12 +170,17 @@ def target_data(engine, target, cfg: RMUConfig) -> RMUData:
             raise
         spec = target.forget_corpus_fallback
         forget = full_windows(engine, spec, need, cfg.ctx)
-    per = [full_windows(engine, r, need // max(1, len(target.retain_corpora)) + cfg.ctx, cfg.ctx)
-           for r in target.retain_corpora]
+    per = [
+        full_windows(engine, r, need // max(1, len(target.retain_corpora)) + cfg.ctx, cfg.ctx)
+        for r in target.retain_corpora
+    ]
     retain = [w for group in zip(*per) for w in group] if per and all(per) else [w for p in per for w in p]
     if not forget or not retain:
-        raise RMUError(f"target {target.name!r}: no full {cfg.ctx}-token window of "
-                       + ("forget" if not forget else "retain") + " text; use a smaller --ctx")
+        raise RMUError(
+            f"target {target.name!r}: no full {cfg.ctx}-token window of "
+            + ("forget" if not forget else "retain")
+            + " text; use a smaller --ctx"
+        )
     return RMUData(forget, retain, spec, list(target.retain_corpora))
 
 
@@ -222,8 +232,9 @@ def new_state(model, cfg: RMUConfig) -> TrainState:
     return TrainState(delta, opt)
 
 
-def _window_grads(engine, state: TrainState, forget: list[int], retain: list[int], cfg: RMUConfig,
-                  control: torch.Tensor, share: float) -> tuple[float, float]:
+def _window_grads(
+    engine, state: TrainState, forget: list[int], retain: list[int], cfg: RMUConfig, control: torch.Tensor, share: float
+) -> tuple[float, float]:
     """One forget and one retain window: their losses, times ``share``, backpropagated into the
     delta's gradients (accumulated over the batch). Returns the unweighted (forget, retain) MSEs."""
     model = engine.model
@@ -249,8 +260,14 @@ def _window_grads(engine, state: TrainState, forget: list[int], retain: list[int
     return float(forget_loss.detach()), float(retain_loss.detach())
 
 
-def train_step(engine, state: TrainState, data: RMUData, cfg: RMUConfig, control: torch.Tensor,
-               run: Callable[[Callable], object] | None = None) -> dict:
+def train_step(
+    engine,
+    state: TrainState,
+    data: RMUData,
+    cfg: RMUConfig,
+    control: torch.Tensor,
+    run: Callable[[Callable], object] | None = None,
+) -> dict:
     """One batch: for each (forget, retain) window pair, a forward from the first updated block to
     ``layer`` with and without the delta and both losses, gradients accumulated (the batch's MSE
     is the mean of the windows': they have the same length); then one Adam step. ``run(fn)`` runs
@@ -260,8 +277,9 @@ def train_step(engine, state: TrainState, data: RMUData, cfg: RMUConfig, control
     forget, retain = data.batch(state.step, cfg.batch_size)
     state.opt.zero_grad(set_to_none=True)
     share = 1.0 / len(forget)
-    parts = [run(lambda e, f=f, r=r: _window_grads(e, state, f, r, cfg, control, share))
-             for f, r in zip(forget, retain)]
+    parts = [
+        run(lambda e, f=f, r=r: _window_grads(e, state, f, r, cfg, control, share)) for f, r in zip(forget, retain)
+    ]
     with torch.inference_mode(False):
         state.opt.step()  # the delta only: the model's weights are not touched, no lock needed
     state.step += 1
@@ -284,15 +302,32 @@ def _load_checkpoint(path: Path, model, cfg: RMUConfig) -> TrainState:
 
 
 def spec_of(engine, name: str, target, cfg: RMUConfig, data: RMUData) -> dict:
-    return {"name": name, "model": engine.model_name, "namespace": engine.cache_namespace(), "target": target.name,
-            "forget_corpus": data.forget_corpus, "retain_corpora": data.retain_corpora, "config": cfg.to_dict(),
-            "data_digest": data.digest(), "n_forget_windows": len(data.forget),
-            "n_retain_windows": len(data.retain), "params": param_names(cfg.update_layers)}
+    return {
+        "name": name,
+        "model": engine.model_name,
+        "namespace": engine.cache_namespace(),
+        "target": target.name,
+        "forget_corpus": data.forget_corpus,
+        "retain_corpora": data.retain_corpora,
+        "config": cfg.to_dict(),
+        "data_digest": data.digest(),
+        "n_forget_windows": len(data.forget),
+        "n_retain_windows": len(data.retain),
+        "params": param_names(cfg.update_layers),
+    }
 
 
-def train(engine, name: str, target, cfg: RMUConfig, *, progress: Callable[[dict], None] | None = None,
-          should_stop: Callable[[], bool] | None = None, run_step: Callable[[Callable], object] | None = None,
-          fresh: bool = False) -> dict:
+def train(
+    engine,
+    name: str,
+    target,
+    cfg: RMUConfig,
+    *,
+    progress: Callable[[dict], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    run_step: Callable[[Callable], object] | None = None,
+    fresh: bool = False,
+) -> dict:
     """Train (or resume) run ``name`` and return its card. ``run_step(fn)`` runs ``fn(engine)``
     (the server passes one that holds the model lock); ``should_stop()`` returning a reason stops
     with ``RMUCancelled`` after the current step, a checkpoint written ("cancel" also marks the run
@@ -306,11 +341,13 @@ def train(engine, name: str, target, cfg: RMUConfig, *, progress: Callable[[dict
     data = run(lambda e: target_data(e, target, cfg))
     spec = spec_of(engine, name, target, cfg, data)
     old = C.read_json(folder / "spec.json")
-    if old is not None and (fresh or {k: v for k, v in old.items() if k != "created"}
-                            != {k: v for k, v in spec.items() if k != "created"}):
+    if old is not None and (
+        fresh or {k: v for k, v in old.items() if k != "created"} != {k: v for k, v in spec.items() if k != "created"}
+    ):
         if not fresh and (folder / "card.json").exists():
-            raise RMUError(f"an RMU run named {name!r} already exists with other settings; choose another name "
-                           "or delete it")
+            raise RMUError(
+                f"an RMU run named {name!r} already exists with other settings; choose another name or delete it"
+            )
         for f in ("checkpoint.safetensors", "delta.safetensors", "card.json", "status.json"):
             (folder / f).unlink(missing_ok=True)
     if (folder / "card.json").exists():
@@ -347,10 +384,17 @@ def _finish(folder: Path, engine, spec: dict, state: TrainState) -> dict:
     tensors = {k: v.detach().contiguous().cpu() for k, v in state.delta.items()}
     blob = save(tensors, metadata={"format": "pt", "kind": "rmu-delta"})
     C.atomic_write_bytes(folder / "delta.safetensors", blob)
-    card = {**spec, "steps_done": state.step, "seconds": round(state.seconds, 2), "history": state.history,
-            "delta_sha256": hashlib.sha256(blob).hexdigest(), "finished": time.time(),
-            "delta_norms": {k: float(v.norm()) for k, v in tensors.items()},
-            "cpu": cpu_name(), "torch": torch.__version__}
+    card = {
+        **spec,
+        "steps_done": state.step,
+        "seconds": round(state.seconds, 2),
+        "history": state.history,
+        "delta_sha256": hashlib.sha256(blob).hexdigest(),
+        "finished": time.time(),
+        "delta_norms": {k: float(v.norm()) for k, v in tensors.items()},
+        "cpu": cpu_name(),
+        "torch": torch.__version__,
+    }
     C.atomic_write_json(folder / "card.json", card)
     (folder / "checkpoint.safetensors").unlink(missing_ok=True)
     return card
@@ -375,7 +419,7 @@ def cpu_name() -> str:
 def variant_name(variant: str) -> str:
     if not variant.startswith(PREFIX):
         raise RMUError(f"model variant {variant!r}: use 'base' or 'rmu:<name>'")
-    return check_name(variant[len(PREFIX):])
+    return check_name(variant[len(PREFIX) :])
 
 
 def list_runs(cache_dir: str | Path) -> list[dict]:

@@ -12,9 +12,8 @@ The result is saved by SAELens as a JumpReLU inference SAE (the Gemma Scope arch
 residual hook where Gemma Scope 2 also has one (layers 5, 9, 12, 15 of Gemma 3 270M), so users
 with internet can swap in the official SAE at the same hook.
 """
-from __future__ import annotations
 
-from unlearn_core.core.paths import REPO_ROOT
+from __future__ import annotations
 
 import json
 import math
@@ -27,11 +26,13 @@ from typing import Callable, Iterator
 
 import torch
 
-from unlearn_core.training import activation_cache as AC
-from unlearn_core.data import loaders as D
 from unlearn_core.core.cache import atomic_write_json, read_json
+from unlearn_core.core.paths import REPO_ROOT
+from unlearn_core.data import loaders as D
 from unlearn_core.model.saes import EMBEDDED_SAE_DIR
+from unlearn_core.training import activation_cache as AC
 from unlearn_core.training import checkpoints as CK
+
 GEMMA_SCOPE_2_LAYERS = (5, 9, 12, 15)
 
 
@@ -94,8 +95,9 @@ class TrainSAEConfig:
         return json.dumps(d, sort_keys=True)
 
 
-def training_texts(data_dir: str | None = None, seed: int = 42,
-                   dev_fraction: float = 0.02) -> tuple[list[str], list[str], dict[str, int]]:
+def training_texts(
+    data_dir: str | None = None, seed: int = 42, dev_fraction: float = 0.02
+) -> tuple[list[str], list[str], dict[str, int]]:
     """All local text except the held-out parts, shuffled: (train docs, dev docs, per-source count).
     The dev docs are held back from training to choose settings on; the card's numbers come from
     the held-out parts, which neither sees."""
@@ -126,9 +128,9 @@ def epoch_batches(acts: torch.Tensor, batch_size: int, seed: int, start_step: in
         raise ValueError(f"{acts.shape[0]} activations are fewer than one batch of {batch_size}")
     step = start_step
     while True:
-        epoch, b = divmod(step, per_epoch)
+        epoch, first = divmod(step, per_epoch)
         perm = torch.randperm(acts.shape[0], generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
-        for b in range(b, per_epoch):
+        for b in range(first, per_epoch):
             yield acts[perm[b * batch_size : (b + 1) * batch_size]].float()
             step += 1
 
@@ -137,9 +139,14 @@ def _make_sae(cfg: TrainSAEConfig, d_in: int):
     from sae_lens import BatchTopKTrainingSAE, BatchTopKTrainingSAEConfig
 
     torch.manual_seed(cfg.seed)
-    sae_cfg = BatchTopKTrainingSAEConfig(d_in=d_in, d_sae=cfg.d_sae, k=cfg.k,
-                                         normalize_activations=cfg.normalize,
-                                         aux_loss_coefficient=cfg.aux_loss_coefficient, device="cpu")
+    sae_cfg = BatchTopKTrainingSAEConfig(
+        d_in=d_in,
+        d_sae=cfg.d_sae,
+        k=cfg.k,
+        normalize_activations=cfg.normalize,
+        aux_loss_coefficient=cfg.aux_loss_coefficient,
+        device="cpu",
+    )
     return BatchTopKTrainingSAE(sae_cfg)
 
 
@@ -148,12 +155,19 @@ def _trainer(cfg: TrainSAEConfig, sae, provider: Iterator[torch.Tensor], total_s
     from sae_lens.training.sae_trainer import SAETrainer
 
     decay = int(total_steps * cfg.lr_decay_fraction)
-    tcfg = SAETrainerConfig(total_training_samples=total_steps * cfg.batch_size, train_batch_size_samples=cfg.batch_size,
-                            lr=cfg.lr, lr_end=cfg.lr, lr_scheduler_name="constant",
-                            lr_warm_up_steps=cfg.lr_warm_up_steps, lr_decay_steps=decay, device="cpu",
-                            dead_feature_window=cfg.dead_feature_window,
-                            feature_sampling_window=max(cfg.dead_feature_window, 100),
-                            logger=LoggingConfig(log_to_wandb=False))
+    tcfg = SAETrainerConfig(
+        total_training_samples=total_steps * cfg.batch_size,
+        train_batch_size_samples=cfg.batch_size,
+        lr=cfg.lr,
+        lr_end=cfg.lr,
+        lr_scheduler_name="constant",
+        lr_warm_up_steps=cfg.lr_warm_up_steps,
+        lr_decay_steps=decay,
+        device="cpu",
+        dead_feature_window=cfg.dead_feature_window,
+        feature_sampling_window=max(cfg.dead_feature_window, 100),
+        logger=LoggingConfig(log_to_wandb=False),
+    )
     return SAETrainer(tcfg, sae, provider)
 
 
@@ -166,13 +180,19 @@ def _save_checkpoint(trainer, root: Path, cfg: TrainSAEConfig, seconds: float) -
     previous one, then swapped in (``checkpoints.swap_in``): a kill at any moment leaves one whole checkpoint."""
     root.mkdir(parents=True, exist_ok=True)
     trainer.save_checkpoint("next", base_path=root)
-    CK.write_run_meta(root / "next", {"run_key": cfg.run_key(), "step": trainer.n_training_steps,
-                                      "train_seconds": seconds})
+    CK.write_run_meta(
+        root / "next", {"run_key": cfg.run_key(), "step": trainer.n_training_steps, "train_seconds": seconds}
+    )
     CK.swap_in(root)
 
 
-def train(cfg: TrainSAEConfig, acts: torch.Tensor, checkpoint_dir: str | Path, max_minutes: float | None = None,
-          progress: Callable[[int, int], None] | None = None) -> tuple[object, dict]:
+def train(
+    cfg: TrainSAEConfig,
+    acts: torch.Tensor,
+    checkpoint_dir: str | Path,
+    max_minutes: float | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[object, dict]:
     """Train (or resume) the SAE on cached activations. Returns (the SAE, with the activation
     scaling folded in; a report) when training is complete; raises ``PieceDone`` after a
     checkpoint when ``max_minutes`` runs out first."""
@@ -214,8 +234,14 @@ def train(cfg: TrainSAEConfig, acts: torch.Tensor, checkpoint_dir: str | Path, m
             trainer.activation_scaler.estimate_scaling_factor(acts.shape[1], own, 20)
     sae = trainer.fit()
     dead = int(trainer.dead_neurons.sum())
-    report = {"steps": steps, "train_seconds": round(spent + time.time() - t0, 1), "n_activations": int(acts.shape[0]),
-              "epochs": cfg.epochs, "dead_at_end_of_training": dead, "l0_last_window": sae.cfg.metadata.l0}
+    report = {
+        "steps": steps,
+        "train_seconds": round(spent + time.time() - t0, 1),
+        "n_activations": int(acts.shape[0]),
+        "epochs": cfg.epochs,
+        "dead_at_end_of_training": dead,
+        "l0_last_window": sae.cfg.metadata.l0,
+    }
     return sae, report
 
 
@@ -249,8 +275,9 @@ def save(sae, cfg: TrainSAEConfig, out: str | Path, training: dict) -> Path:
     save_file({k: v.to(dt).contiguous() for k, v in state.items()}, str(weights))
     c = json.loads((tmp / "cfg.json").read_text())
     c["dtype"] = "float32"
-    c.setdefault("metadata", {}).update({"model_name": "embedded:gemma-3-270m", "hook_name": cfg.hook_name,
-                                         "weights_dtype": cfg.save_dtype})
+    c.setdefault("metadata", {}).update(
+        {"model_name": "embedded:gemma-3-270m", "hook_name": cfg.hook_name, "weights_dtype": cfg.save_dtype}
+    )
     (tmp / "cfg.json").write_text(json.dumps(c, indent=2))
     (tmp / "training.json").write_text(json.dumps(training, indent=2))
     for extra in ("CARD.md",):  # the card is kept; its numbers are re-measured with sae-eval
@@ -261,8 +288,14 @@ def save(sae, cfg: TrainSAEConfig, out: str | Path, training: dict) -> Path:
     return out
 
 
-def train_embedded_sae(cfg: TrainSAEConfig, cache_dir: str = "cache", data_dir: str | None = None,
-                       max_minutes: float | None = None, engine=None, texts=None) -> Path:
+def train_embedded_sae(
+    cfg: TrainSAEConfig,
+    cache_dir: str = "cache",
+    data_dir: str | None = None,
+    max_minutes: float | None = None,
+    engine=None,
+    texts=None,
+) -> Path:
     """Cache the activations (once), train in pieces, save to ``cfg.out_dir`` with training.json
     (configuration, data, seconds per phase, CPU). ``engine``/``texts`` replace the embedded model
     and the local text (the tiny backend's tests)."""
@@ -272,8 +305,8 @@ def train_embedded_sae(cfg: TrainSAEConfig, cache_dir: str = "cache", data_dir: 
 
     cfg.check()
     if engine is None:
-        from unlearn_core.model.engine import load_engine
         from unlearn_core.core.settings import load_settings
+        from unlearn_core.model.engine import load_engine
 
         engine = load_engine(load_settings({"cache_dir": cache_dir, "data_dir": data_dir}))
     cfg.check(engine.model.cfg.n_layers)
@@ -289,7 +322,9 @@ def train_embedded_sae(cfg: TrainSAEConfig, cache_dir: str = "cache", data_dir: 
     times = read_json(work / "times.json") or {}
     # the manifest sums every shard's time over all pieces (a cache from before it did: this piece's)
     m = AC._manifest(work / "acts")
-    times["cache_seconds"] = m["seconds"] if "seconds" in m else round(times.get("cache_seconds", 0.0) + time.time() - t0, 1)
+    times["cache_seconds"] = (
+        m["seconds"] if "seconds" in m else round(times.get("cache_seconds", 0.0) + time.time() - t0, 1)
+    )
     atomic_write_json(work / "times.json", times)
     acts = AC.load(work / "acts")
     norm = "-white" if cfg.normalize == "covariance_whitening" else ""
@@ -308,12 +343,23 @@ def train_embedded_sae(cfg: TrainSAEConfig, cache_dir: str = "cache", data_dir: 
         sae, report = train(cfg, acts, run_dir, max_minutes, progress)
     finally:
         bar.close()
-    training = {"config": {**asdict(cfg), "out_dir": _relative(Path(cfg.out_dir))}, "hook_name": cfg.hook_name,
-                "sources_documents": counts, "train_documents": len(train_docs), "dev_documents": len(dev_docs),
-                "activation_cache": {"dtype": spec.dtype, "ctx": spec.ctx, "n_activations": int(acts.shape[0]),
-                                     "seconds": times["cache_seconds"]},
-                **report, "total_seconds": round(times["cache_seconds"] + report["train_seconds"], 1),
-                "cpu": cpu_name(), "sae_lens_version": __import__("sae_lens").__version__}
+    training = {
+        "config": {**asdict(cfg), "out_dir": _relative(Path(cfg.out_dir))},
+        "hook_name": cfg.hook_name,
+        "sources_documents": counts,
+        "train_documents": len(train_docs),
+        "dev_documents": len(dev_docs),
+        "activation_cache": {
+            "dtype": spec.dtype,
+            "ctx": spec.ctx,
+            "n_activations": int(acts.shape[0]),
+            "seconds": times["cache_seconds"],
+        },
+        **report,
+        "total_seconds": round(times["cache_seconds"] + report["train_seconds"], 1),
+        "cpu": cpu_name(),
+        "sae_lens_version": __import__("sae_lens").__version__,
+    }
     return save(sae, cfg, cfg.out_dir, training)
 
 

@@ -6,13 +6,13 @@ so the page adds the sweep grid and submits. The target form is *prefilled* from
 and sends every value explicitly, so what the form shows is what runs; its widget keys carry
 the target's name, so choosing another target in the sidebar prefills afresh.
 """
+
 from __future__ import annotations
 
 import streamlit as st
 
 from unlearn_core.data.loaders import BIO_FALLBACK_SUBJECTS, SIDE_EFFECT_SUBJECTS, with_part
 from unlearn_core.ui import questions as QS
-from unlearn_core.ui import render as R
 from unlearn_core.ui import target_picker as TP
 from unlearn_core.ui.render import question_counts, result_rows  # noqa: F401 - (moved: the CLI needs them without streamlit)
 
@@ -33,37 +33,74 @@ def target_form(t: dict, info: dict) -> dict:
     part = t.get("eval_part", "heldout")
     forget0 = with_part(t["forget_questions"], part)
     retain0 = [with_part(s, part) for s in t["retain_questions"]][:MAX_SETS]
-    sets = list(dict.fromkeys([forget0, t["forget_questions"], *retain0, *t["retain_questions"],
-                               *QS.question_sets(info)]))
+    sets = list(
+        dict.fromkeys([forget0, t["forget_questions"], *retain0, *t["retain_questions"], *QS.question_sets(info)])
+    )
     corpora = named_corpora(info)
-    st.caption(f"Prefilled from the target **{k}**: its forget and retain questions ({part} part: the text used "
-               "for selection is the other half), its forget and retain corpora, its known filter. Change any of "
-               "them; what you see is what runs.")
+    st.caption(
+        f"Prefilled from the target **{k}**: its forget and retain questions ({part} part: the text used "
+        "for selection is the other half), its forget and retain corpora, its known filter. Change any of "
+        "them; what you see is what runs."
+    )
     c1, c2, c3 = st.columns([3, 1.4, 0.8], vertical_alignment="bottom")  # "Known questions only" fits
     forget_set = c1.selectbox("Forget questions", sets, key=f"b_tforget_{k}")
-    known = c2.checkbox("Known questions only", True, key=f"b_tknown_{k}",
-                        help="Keep the questions the clean model answers correctly (letter scoring: in all 24 "
-                             "orderings); cached on the server.")
-    strict = c3.checkbox("Strict", bool(t.get("strict_known")), key=f"b_tstrict_{k}", disabled=not known,
-                         help="The strict known filter: also drop questions answered right with the question text "
-                              "blanked (answer bias, not knowledge).")
-    retain_sets = st.multiselect("Retain questions", sets, default=retain0, key=f"b_tretain_{k}",
-                                 max_selections=MAX_SETS,
-                                 help="Accuracy is reported per set and averaged (the 'side-effect' columns).")
+    known = c2.checkbox(
+        "Known questions only",
+        True,
+        key=f"b_tknown_{k}",
+        help="Keep the questions the clean model answers correctly (letter scoring: in all 24 "
+        "orderings); cached on the server.",
+    )
+    strict = c3.checkbox(
+        "Strict",
+        bool(t.get("strict_known")),
+        key=f"b_tstrict_{k}",
+        disabled=not known,
+        help="The strict known filter: also drop questions answered right with the question text "
+        "blanked (answer bias, not knowledge).",
+    )
+    retain_sets = st.multiselect(
+        "Retain questions",
+        sets,
+        default=retain0,
+        key=f"b_tretain_{k}",
+        max_selections=MAX_SETS,
+        help="Accuracy is reported per set and averaged (the 'side-effect' columns).",
+    )
     c1, c2 = st.columns(2)
-    fcorpus = c1.selectbox("Forget corpus (selection)", list(dict.fromkeys([TP.selection_corpus(t), *corpora])),
-                           key=f"b_tfcorpus_{k}")
-    rcorpora = c2.multiselect("Retain corpora (selection; a feature's retain frequency is its highest over them)",
-                              list(dict.fromkeys([*t["retain_corpora"], *corpora])), default=t["retain_corpora"],
-                              key=f"b_trcorpora_{k}", max_selections=MAX_CORPORA)
+    fcorpus = c1.selectbox(
+        "Forget corpus (selection)", list(dict.fromkeys([TP.selection_corpus(t), *corpora])), key=f"b_tfcorpus_{k}"
+    )
+    rcorpora = c2.multiselect(
+        "Retain corpora (selection; a feature's retain frequency is its highest over them)",
+        list(dict.fromkeys([*t["retain_corpora"], *corpora])),
+        default=t["retain_corpora"],
+        key=f"b_trcorpora_{k}",
+        max_selections=MAX_CORPORA,
+    )
     c1, c2 = st.columns(2)
-    loss_corpus = c1.selectbox("Loss-added corpus", list(dict.fromkeys([t["loss_corpus"], *corpora])),
-                               key=f"b_tloss_corpus_{k}")
-    sel_tokens = c2.number_input("Selection tokens per corpus", 16, int(limits.get("max_stats_tokens", 200_000)),
-                                 int(t["selection"]["tokens"]), step=1000, key=f"b_tsel_tokens_{k}")
-    return {"target": k, "forget_set": forget_set, "side_effect_sets": list(retain_sets), "known": bool(known),
-            "strict_known": bool(known and strict), "forget_corpus": fcorpus, "retain_corpora": list(rcorpora),
-            "loss_corpus": loss_corpus, "selection_tokens": int(sel_tokens)}
+    loss_corpus = c1.selectbox(
+        "Loss-added corpus", list(dict.fromkeys([t["loss_corpus"], *corpora])), key=f"b_tloss_corpus_{k}"
+    )
+    sel_tokens = c2.number_input(
+        "Selection tokens per corpus",
+        16,
+        int(limits.get("max_stats_tokens", 200_000)),
+        int(t["selection"]["tokens"]),
+        step=1000,
+        key=f"b_tsel_tokens_{k}",
+    )
+    return {
+        "target": k,
+        "forget_set": forget_set,
+        "side_effect_sets": list(retain_sets),
+        "known": bool(known),
+        "strict_known": bool(known and strict),
+        "forget_corpus": fcorpus,
+        "retain_corpora": list(rcorpora),
+        "loss_corpus": loss_corpus,
+        "selection_tokens": int(sel_tokens),
+    }
 
 
 def paper_form(info: dict, wmdp: dict | None) -> dict:
@@ -71,34 +108,61 @@ def paper_form(info: dict, wmdp: dict | None) -> dict:
     subjects, one forget and one retain corpus."""
     limits = info.get("limits", {})
     wmdp_label = wmdp["label"] if wmdp else "WMDP-bio"
-    forget_opts = {"wmdp-bio": wmdp_label + (" (the server's offline fallback)" if wmdp and wmdp["is_fallback"]
-                                             else ""),
-                   BIO_FALLBACK: "OFFLINE FALLBACK chosen explicitly: MMLU biology subjects ("
-                                 + ", ".join(BIO_FALLBACK_SUBJECTS) + ")"}
+    forget_opts = {
+        "wmdp-bio": wmdp_label + (" (the server's offline fallback)" if wmdp and wmdp["is_fallback"] else ""),
+        BIO_FALLBACK: "OFFLINE FALLBACK chosen explicitly: MMLU biology subjects ("
+        + ", ".join(BIO_FALLBACK_SUBJECTS)
+        + ")",
+    }
     corpora = named_corpora(info)
-    subjects = sorted(s["name"][5:] for s in info.get("question_sets", [])
-                      if s["name"].startswith("mmlu:") and s["name"] != "mmlu:side-effects")
+    subjects = sorted(
+        s["name"][5:]
+        for s in info.get("question_sets", [])
+        if s["name"].startswith("mmlu:") and s["name"] != "mmlu:side-effects"
+    )
     c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
-    forget_set = c1.selectbox("Forget questions", list(forget_opts), key="b_forget",
-                              format_func=lambda k: forget_opts[k])
-    known = c2.checkbox("Known questions only", True, key="b_known",
-                        help="Keep questions the clean model answers correctly in all 24 orderings of the choices "
-                             "(as the paper and SAEBench); computed once per question and cached on the server.")
-    side = st.multiselect("Side-effect subjects (MMLU)", subjects, key="b_side",
-                          default=[s for s in SIDE_EFFECT_SUBJECTS if s in subjects] or None,
-                          max_selections=MAX_SETS,
-                          help="The paper's four by default; accuracy is reported per subject and averaged.")
+    forget_set = c1.selectbox(
+        "Forget questions", list(forget_opts), key="b_forget", format_func=lambda k: forget_opts[k]
+    )
+    known = c2.checkbox(
+        "Known questions only",
+        True,
+        key="b_known",
+        help="Keep questions the clean model answers correctly in all 24 orderings of the choices "
+        "(as the paper and SAEBench); computed once per question and cached on the server.",
+    )
+    side = st.multiselect(
+        "Side-effect subjects (MMLU)",
+        subjects,
+        key="b_side",
+        default=[s for s in SIDE_EFFECT_SUBJECTS if s in subjects] or None,
+        max_selections=MAX_SETS,
+        help="The paper's four by default; accuracy is reported per subject and averaged.",
+    )
     c1, c2 = st.columns(2)
-    loss_corpus = c1.selectbox("Loss-added corpus", ["webtext", *[c for c in corpora if c != "webtext"]],
-                               key="b_loss_corpus")
-    sel_tokens = c2.number_input("Selection tokens per corpus", 16, int(limits.get("max_stats_tokens", 200_000)),
-                                 20_000, step=1000, key="b_sel_tokens")
+    loss_corpus = c1.selectbox(
+        "Loss-added corpus", ["webtext", *[c for c in corpora if c != "webtext"]], key="b_loss_corpus"
+    )
+    sel_tokens = c2.number_input(
+        "Selection tokens per corpus",
+        16,
+        int(limits.get("max_stats_tokens", 200_000)),
+        20_000,
+        step=1000,
+        key="b_sel_tokens",
+    )
     c1, c2 = st.columns(2)
     fcorpus = c1.selectbox("Forget corpus (selection)", ["wmdp-bio-text@train", *corpora], key="b_fcorpus")
     rcorpus = c2.selectbox("Retain corpus (selection)", ["wikitext@train", *corpora], key="b_rcorpus")
-    return {"forget_set": forget_set, "side_effect_sets": [f"mmlu:{s}" for s in side], "known": bool(known),
-            "forget_corpus": fcorpus, "retain_corpus": rcorpus, "loss_corpus": loss_corpus,
-            "selection_tokens": int(sel_tokens)}
+    return {
+        "forget_set": forget_set,
+        "side_effect_sets": [f"mmlu:{s}" for s in side],
+        "known": bool(known),
+        "forget_corpus": fcorpus,
+        "retain_corpus": rcorpus,
+        "loss_corpus": loss_corpus,
+        "selection_tokens": int(sel_tokens),
+    }
 
 
 # ---------------------------------------------------------------- results: how many questions
@@ -121,7 +185,11 @@ def few_questions(results: list[dict], spec: dict, word: str = "side-effect") ->
         return None
     how = ("raise the question limit" if spec.get("question_limit") else "use larger question sets") + (
         " or turn the known filter off (it keeps only the questions the clean model knows)"
-        if spec.get("known", True) else "")
-    return ("Few questions: this run's accuracies rest on " + ", ".join(small) + f", fewer than {FEW_QUESTIONS}. "
-            "One question moves such an accuracy (and the unlearning score) by 1/n, so a score like 0.000 or "
-            f"1.000 says little; to compare configurations, {how}.")
+        if spec.get("known", True)
+        else ""
+    )
+    return (
+        "Few questions: this run's accuracies rest on " + ", ".join(small) + f", fewer than {FEW_QUESTIONS}. "
+        "One question moves such an accuracy (and the unlearning score) by 1/n, so a score like 0.000 or "
+        f"1.000 says little; to compare configurations, {how}."
+    )

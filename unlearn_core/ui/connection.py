@@ -3,6 +3,7 @@
 Every page reaches the server through :func:`call` (or :func:`cached` for read-only requests), so
 a test can watch or replace that one function.
 """
+
 from __future__ import annotations
 
 import json

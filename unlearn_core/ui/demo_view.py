@@ -3,6 +3,7 @@
 Kept out of ``app.py`` so the page stays a short outline; the sentences come from
 :mod:`render` (pure, unit-tested) and every number from ``POST /api/demo``.
 """
+
 from __future__ import annotations
 
 import streamlit as st
@@ -22,60 +23,88 @@ def target_intro(t: dict) -> None:
     """What the demo will do on this target, before it runs."""
     iv = t["intervention"]
     st.markdown(f"**Target: {t['name']}.** {t['description']}")
-    st.caption(f"The demo selects {R.selection_summary(t, TP.selection_corpus(t))}, clamps them "
-               f"({iv['mode']}, c = {iv['c']:g}), and looks for a question of `{t['forget_questions']}` the model "
-               f"knows that the clamp makes it get wrong, and one of `{t['retain_questions'][0]}` it keeps."
-               + (f" Note: {t['forget_corpus_note']}" if t.get("forget_corpus_note") else ""))
+    st.caption(
+        f"The demo selects {R.selection_summary(t, TP.selection_corpus(t))}, clamps them "
+        f"({iv['mode']}, c = {iv['c']:g}), and looks for a question of `{t['forget_questions']}` the model "
+        f"knows that the clamp makes it get wrong, and one of `{t['retain_questions'][0]}` it keeps."
+        + (f" Note: {t['forget_corpus_note']}" if t.get("forget_corpus_note") else "")
+    )
 
 
 def _example(ex: dict, iv: dict, forget: bool, qset: str) -> None:
     q, base, inter = ex["question"], ex["base"], ex["intervened"]
-    st.markdown("#### " + ("Forgotten: a question the model knew" if forget else
-                           "Kept: a general-knowledge question that stays right"))
+    st.markdown(
+        "#### "
+        + ("Forgotten: a question the model knew" if forget else "Kept: a general-knowledge question that stays right")
+    )
     QS.show_question(q)
     st.markdown(R.prob_table_markdown([("clean", base), (f"clamped (c={iv['c']:g})", inter)], q["answer"]))
     st.markdown(R.demo_sentence(q, base, inter, len(iv["features"]), iv["c"]))
-    params = {"qset": qset, "q": q["id"], "features": ", ".join(map(str, iv["features"])), "mode": iv["mode"],
-              "c": str(TP.clamp_c(iv["c"]))}
+    params = {
+        "qset": qset,
+        "q": q["id"],
+        "features": ", ".join(map(str, iv["features"])),
+        "mode": iv["mode"],
+        "c": str(TP.clamp_c(iv["c"])),
+    }
     NV.page_link("clamp", "Open this question in the Clamp explorer", NV.ICONS["clamp"], params)
 
 
 def show_result(res: dict, t: dict, tiny: bool) -> None:
     """The demo's result: the summary, the two questions (or why one is missing), the features."""
     f, r, iv = res.get("forget_example"), res.get("retain_example"), res["intervention"]
-    checked = (f"{res['n_checked_forget']} forget and {res['n_checked_retain']} retain question(s) checked.")
+    checked = f"{res['n_checked_forget']} forget and {res['n_checked_retain']} retain question(s) checked."
     if f and r:
         st.success(res["summary"], icon=":material/check_circle:")
     else:
         st.info(res["summary"], icon=":material/info:")
         if tiny:
-            st.caption("The tiny test backend is a random model: it knows no question, so there is nothing to "
-                       "forget. Start the real model to see a flip.")
-    st.caption(checked + (f" Features selected on `{res['forget_corpus']}`. {res['forget_corpus_note']}"
-                          if res.get("forget_corpus_note") else ""))
+            st.caption(
+                "The tiny test backend is a random model: it knows no question, so there is nothing to "
+                "forget. Start the real model to see a flip."
+            )
+    st.caption(
+        checked
+        + (
+            f" Features selected on `{res['forget_corpus']}`. {res['forget_corpus_note']}"
+            if res.get("forget_corpus_note")
+            else ""
+        )
+    )
     if f:
         _example(f, iv, True, t["forget_questions"])
     if r:
         _example(r, iv, False, t["retain_questions"][0])
     ids = iv["features"]
-    st.markdown(f"**The intervention:** {PK.mode_labels().get(iv['mode'], iv['mode'])}, c = {iv['c']:g}, on "
-                f"{len(ids)} feature(s) of `{iv['sae']}`: `{R.short(', '.join(map(str, ids)), 120)}`")
+    st.markdown(
+        f"**The intervention:** {PK.mode_labels().get(iv['mode'], iv['mode'])}, c = {iv['c']:g}, on "
+        f"{len(ids)} feature(s) of `{iv['sae']}`: `{R.short(', '.join(map(str, ids)), 120)}`"
+    )
     FS.add_to_set_widget(iv["sae"], ids, key="set_demo", label=f"Keep these {len(ids)} features as a feature set")
 
 
 def demo_section(t: dict | None, info: dict) -> None:
     """Intro, the "Run the demo" button and (once pressed, for this target) its result."""
     if t is None:
-        st.info("The server offers no unlearning target, so the guided demo is unavailable; the five steps "
-                "below still work.")
+        st.info(
+            "The server offers no unlearning target, so the guided demo is unavailable; the five steps "
+            "below still work."
+        )
         return
     target_intro(t)
-    clicked = st.button("Run the demo", type="primary", key="run_demo",
-                        help="Selects the target's features (slow the first time on the real model: feature "
-                             "statistics on each corpus, then cached) and checks a few questions.")
+    clicked = st.button(
+        "Run the demo",
+        type="primary",
+        key="run_demo",
+        help="Selects the target's features (slow the first time on the real model: feature "
+        "statistics on each corpus, then cached) and checks a few questions.",
+    )
     if not WG.once("demo", {"target": t["name"]}, clicked):
         return
-    res = ER.attempt(lambda: CN.cached("demo", target=t["name"]), "the guided demo",
-                    spinner=f"Selecting {t['name']} features and checking questions…")
+    res = ER.attempt(
+        lambda: CN.cached("demo", target=t["name"]),
+        "the guided demo",
+        spinner=f"Selecting {t['name']} features and checking questions…",
+    )
     if res is not None:
         show_result(res, t, tiny=info.get("model") == "tiny")

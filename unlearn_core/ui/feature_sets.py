@@ -3,6 +3,7 @@
 They live in ``st.session_state`` and travel in ``?sets=``; the pages put the feature ids
 themselves in the URL (``?features=``).
 """
+
 from __future__ import annotations
 
 import streamlit as st
@@ -41,16 +42,22 @@ def add_to_set_widget(sae: str, features: list[int], key: str, label: str | None
     if not features:
         return
     c1, c2 = st.columns([2, 3], vertical_alignment="bottom")
-    name = c1.text_input("Feature set", value=st.session_state.get("fs_last", "my set"), key=f"{key}_name",
-                         help="A named collection kept in this browser session, used by the other pages.")
+    name = c1.text_input(
+        "Feature set",
+        value=st.session_state.get("fs_last", "my set"),
+        key=f"{key}_name",
+        help="A named collection kept in this browser session, used by the other pages.",
+    )
     n = len(features)
     text = label or (f"Add feature {features[0]} to “{name}”" if n == 1 else f"Add {n} features to “{name}”")
 
     def add() -> None:  # a callback, so the sidebar's list of sets is up to date in the same run
         set_name = st.session_state.get(f"{key}_name") or "my set"
         added = add_to_set(set_name, sae, features)
-        st.toast(f"{added} feature(s) added to “{set_name.strip() or 'my set'}”"
-                 + (f" ({n - added} already there)" if added < n else ""))
+        st.toast(
+            f"{added} feature(s) added to “{set_name.strip() or 'my set'}”"
+            + (f" ({n - added} already there)" if added < n else "")
+        )
 
     c2.button(text, key=f"{key}_add", on_click=add)
 
@@ -68,8 +75,9 @@ def _sync_sets_url(base_sae: str) -> None:
                 for name, items in R.decode_feature_sets(raw, base_sae).items():
                     sets.setdefault(name, [{"sae": s, "feature": f} for s, f in items])
             except ValueError as e:
-                st.sidebar.warning(f"The link's feature sets (`sets=`) could not be read: {e}",
-                                   icon=":material/link_off:")
+                st.sidebar.warning(
+                    f"The link's feature sets (`sets=`) could not be read: {e}", icon=":material/link_off:"
+                )
     enc = R.encode_feature_sets({n: set_items(n) for n in sets}, base_sae)
     US.write_url("sets", enc or None)
 
@@ -97,15 +105,27 @@ def features_input(info: dict, sae: str, key: str = "features") -> list[tuple[st
     """Feature ids typed in (bound to the URL) or loaded from a feature set; parsed and checked."""
     sets = feature_sets()
     if sets:
+
         def load() -> None:
             pick = st.session_state.get("fs_pick")
             if pick and pick in sets:
                 st.session_state[key] = R.format_feature_list(set_items(pick), sae)
 
-        st.selectbox("Load a feature set", [None, *sets], key="fs_pick", on_change=load,
-                     format_func=lambda n: "— choose —" if n is None else f"{n} ({len(sets[n])} features)")
-    text = US.url_widget(st.text_input, "Feature ids", key, "", placeholder="e.g. 12, 40, 7",
-                      help="Comma-separated ids of the selected SAE; `SAE_KEY:ID` for another SAE.")
+        st.selectbox(
+            "Load a feature set",
+            [None, *sets],
+            key="fs_pick",
+            on_change=load,
+            format_func=lambda n: "— choose —" if n is None else f"{n} ({len(sets[n])} features)",
+        )
+    text = US.url_widget(
+        st.text_input,
+        "Feature ids",
+        key,
+        "",
+        placeholder="e.g. 12, 40, 7",
+        help="Comma-separated ids of the selected SAE; `SAE_KEY:ID` for another SAE.",
+    )
     try:
         items = R.parse_feature_list(text, sae)
     except ValueError as e:

@@ -1,4 +1,5 @@
 """Navigation: the page list, links between pages, and the page setup with its sidebar menu."""
+
 from __future__ import annotations
 
 import re
@@ -44,13 +45,15 @@ def page_setup(title: str) -> None:
     sidebar labels wrap instead of being cut off with an ellipsis in narrow columns."""
     icon = str(ASSETS / "favicon.png")
     st.set_page_config(page_title=f"{title} · SAE Unlearning Workbench", page_icon=icon, layout="wide")
-    st.html("<style>"
-            "[data-testid='stMetricValue'] *, [data-testid='stMetricLabel'] *, "
-            "[data-testid='stSidebar'] [data-testid='stPageLink'] *, "
-            "[data-testid='stSidebar'] [data-testid='stWidgetLabel'] * "
-            "{white-space: normal !important; overflow-wrap: anywhere; text-overflow: clip !important;}"
-            "[data-testid='stMetricValue'] {line-height: 1.15;}"
-            "</style>")
+    st.html(
+        "<style>"
+        "[data-testid='stMetricValue'] *, [data-testid='stMetricLabel'] *, "
+        "[data-testid='stSidebar'] [data-testid='stPageLink'] *, "
+        "[data-testid='stSidebar'] [data-testid='stWidgetLabel'] * "
+        "{white-space: normal !important; overflow-wrap: anywhere; text-overflow: clip !important;}"
+        "[data-testid='stMetricValue'] {line-height: 1.15;}"
+        "</style>"
+    )
     with st.sidebar:
         for key, _path, label, icon in PAGE_LIST:
             page_link(key, label, icon)

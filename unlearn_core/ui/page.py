@@ -1,4 +1,5 @@
 """The opening every page shares: the server check in the sidebar and the tool pages' pickers."""
+
 from __future__ import annotations
 
 import hashlib
@@ -24,13 +25,19 @@ def require_server() -> dict:
         ER.show_error(e, "the health check")
         st.stop()
     if health["status"] == "loading":
-        st.info(f"The server at `{url}` is loading its model (up {health['uptime_s']:.0f} s). "
-                "This page continues by itself once it is ready.", icon=":material/hourglass_top:")
+        st.info(
+            f"The server at `{url}` is loading its model (up {health['uptime_s']:.0f} s). "
+            "This page continues by itself once it is ready.",
+            icon=":material/hourglass_top:",
+        )
         _wait_for_model()
         st.stop()
     if health["status"] == "error":
-        st.error(f"The server at `{url}` failed to load its model: {health.get('detail') or 'unknown error'}. "
-                 "Check its log, fix the settings and restart it.", icon=":material/error:")
+        st.error(
+            f"The server at `{url}` failed to load its model: {health.get('detail') or 'unknown error'}. "
+            "Check its log, fix the settings and restart it.",
+            icon=":material/error:",
+        )
         st.stop()
     try:
         info = CN._info(url, hashlib.sha256((client.token or "").encode()).hexdigest())
@@ -38,11 +45,14 @@ def require_server() -> dict:
         ER.show_error(e, "reading the server's info")
         st.stop()
     st.session_state["_engine_sig"] = f"{info.get('model')}|{info.get('dtype')}|" + ",".join(
-        s["key"] for s in info.get("saes", []))
+        s["key"] for s in info.get("saes", [])
+    )
     with st.sidebar:
         saes = ", ".join(s["key"] for s in info.get("saes", [])) or "none"
-        st.markdown(f":green[●] **Server** `{url}`  \nmodel **{info.get('model')}** · SAE **{saes}** · "
-                    f"{info.get('device')} / {info.get('dtype')}")
+        st.markdown(
+            f":green[●] **Server** `{url}`  \nmodel **{info.get('model')}** · SAE **{saes}** · "
+            f"{info.get('device')} / {info.get('dtype')}"
+        )
     return info
 
 

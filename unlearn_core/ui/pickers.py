@@ -1,4 +1,5 @@
 """The sidebar's SAE and model pickers, and what they read from the server's info."""
+
 from __future__ import annotations
 
 import streamlit as st
@@ -28,8 +29,14 @@ def sae_picker(info: dict, label: str = "SAE") -> str:
         s = sae_info(info, k)
         return f"{k} (layer {s.get('layer')}, {s.get('d_sae')} features, {s.get('hook_name')})"
 
-    return US.url_selectbox(label, keys, key="sae", format_func=fmt, disabled=len(keys) == 1,
-                         help="Which SAE's features; its hook point comes from the SAE itself.")
+    return US.url_selectbox(
+        label,
+        keys,
+        key="sae",
+        format_func=fmt,
+        disabled=len(keys) == 1,
+        help="Which SAE's features; its hook point comes from the SAE itself.",
+    )
 
 
 @st.cache_data(show_spinner=False, ttl=10, max_entries=8)
@@ -46,10 +53,14 @@ def model_picker() -> str:
         opts = ["base"]
     if len(opts) == 1:
         return "base"
-    value = US.url_selectbox("Model", opts, key="model",
-                          format_func=lambda v: "the model as loaded" if v == "base" else f"{v} (RMU fine-tuned)",
-                          help="Read the SAE's features on an RMU model (a finished run of the Batch evaluation "
-                               "page's RMU panel) in place of the model as loaded: how fine-tuning moved them.")
+    value = US.url_selectbox(
+        "Model",
+        opts,
+        key="model",
+        format_func=lambda v: "the model as loaded" if v == "base" else f"{v} (RMU fine-tuned)",
+        help="Read the SAE's features on an RMU model (a finished run of the Batch evaluation "
+        "page's RMU panel) in place of the model as loaded: how fine-tuning moved them.",
+    )
     if value != "base":
         st.caption(f":orange[●] Every number on this page is on **{value}**, not on the model as loaded.")
     return value

@@ -1,4 +1,5 @@
 """The question set and question pickers (bound to the URL) and how a question is shown."""
+
 from __future__ import annotations
 
 import streamlit as st
@@ -28,8 +29,9 @@ def _follow_target(target: dict | None) -> None:
         US.shared()["qset"] = target["forget_questions"]
 
 
-def question_picker(info: dict, allow_known: bool = True,
-                    target: dict | None = None) -> tuple[dict | None, dict | None]:
+def question_picker(
+    info: dict, allow_known: bool = True, target: dict | None = None
+) -> tuple[dict | None, dict | None]:
     """Pick a question set and a question (both bound to the URL). Returns (question, set meta).
 
     With a target, its forget question set is the default and its retain sets come next."""
@@ -52,19 +54,32 @@ def question_picker(info: dict, allow_known: bool = True,
     qset = US.url_selectbox("Question set", sets, key="qset", container=c1, format_func=label)
     known = False
     if allow_known:
-        known = US.url_widget(c1.checkbox, "Only questions the model knows", "known", False, parse=US.parse_bool,
-                           help="Keeps questions the clean model answers correctly (checked on the first 30; "
-                                 "slow on the first use with the real model). With a target that asks for it, "
-                                 "the strict filter: also wrong with the question text blanked.")
+        known = US.url_widget(
+            c1.checkbox,
+            "Only questions the model knows",
+            "known",
+            False,
+            parse=US.parse_bool,
+            help="Keeps questions the clean model answers correctly (checked on the first 30; "
+            "slow on the first use with the real model). With a target that asks for it, "
+            "the strict filter: also wrong with the question text blanked.",
+        )
     limit = 30 if known else info.get("limits", {}).get("max_page", 2000)
     kw = {"strict": True} if known and target and target.get("strict_known") else {}
-    data = ER.attempt(lambda: CN.cached("questions", set=qset, known=known, limit=limit, **kw), f"the question set {qset!r}",
-                   spinner="Checking which questions the model knows (all 24 orderings; slow the first time)…"
-                   if known else "Loading questions…")
+    data = ER.attempt(
+        lambda: CN.cached("questions", set=qset, known=known, limit=limit, **kw),
+        f"the question set {qset!r}",
+        spinner="Checking which questions the model knows (all 24 orderings; slow the first time)…"
+        if known
+        else "Loading questions…",
+    )
     if data is None:
         return None, None
     if data.get("is_fallback"):
-        st.warning(f"{data['label']}: the real WMDP-bio questions were not found, so these stand in.", icon=":material/inventory_2:")
+        st.warning(
+            f"{data['label']}: the real WMDP-bio questions were not found, so these stand in.",
+            icon=":material/inventory_2:",
+        )
     qs = data["questions"]
     if not qs:
         c2.warning("No questions in this set" + (" that the model knows" if known else "") + ".")
@@ -75,10 +90,17 @@ def question_picker(info: dict, allow_known: bool = True,
         if hits:
             qs = hits
         else:  # say so, rather than silently showing the whole set as if it had matched
-            c2.warning(f"No question in this set contains “{filt}”; showing all {len(qs)}.", icon=":material/search_off:")
+            c2.warning(
+                f"No question in this set contains “{filt}”; showing all {len(qs)}.", icon=":material/search_off:"
+            )
     by_id = {q["id"]: q for q in qs}
-    qid = US.url_selectbox(R.question_box_label(len(qs), data), list(by_id), key="q",
-                        container=c2, format_func=lambda i: R.short(by_id[i]["question"], 110) if i in by_id else i)
+    qid = US.url_selectbox(
+        R.question_box_label(len(qs), data),
+        list(by_id),
+        key="q",
+        container=c2,
+        format_func=lambda i: R.short(by_id[i]["question"], 110) if i in by_id else i,
+    )
     return by_id.get(qid), data
 
 

@@ -3,6 +3,7 @@
 Everything here takes plain JSON-like data (as the server returns it) and is unit-tested
 without a browser.
 """
+
 from __future__ import annotations
 
 import html
@@ -70,8 +71,14 @@ def _visible(token: str) -> str:
     return esc.replace("\r", "").replace("\n", "↵<br>").replace("\t", "⇥ ")
 
 
-def token_heatmap_html(tokens: list[str], values: list[float], vmax: float | None = None,
-                       peak: int | None = None, label: str | None = None, skip_first: bool = False) -> str:
+def token_heatmap_html(
+    tokens: list[str],
+    values: list[float],
+    vmax: float | None = None,
+    peak: int | None = None,
+    label: str | None = None,
+    skip_first: bool = False,
+) -> str:
     """Tokens as ``<span>``s coloured by activation; the exact value is in each ``title``.
 
     ``vmax`` fixes the scale (default: the largest |value|), ``peak`` outlines one token,
@@ -92,12 +99,16 @@ def token_heatmap_html(tokens: list[str], values: list[float], vmax: float | Non
             style += f"background-color:rgb({r},{g},{b});color:{fg};"
         if peak is not None and i == peak:
             style += "outline:2px solid #1f77b4;"
-        spans.append(f'<span class="uw-tok" data-i="{i}" data-v="{v:.4f}" title="{title}" style="{style}">'
-                     f"{_visible(tok)}</span>")
-    head = f'<div class="uw-heat-label" style="font-size:0.8em;opacity:0.75;">{html.escape(label)}</div>' if label else ""
-    return (f'{head}<div class="uw-heat" style="font-family:ui-monospace,SFMono-Regular,Menlo,monospace;'
-            f'line-height:1.9;white-space:pre-wrap;word-break:break-word;margin-bottom:0.6em;">'
-            + "".join(spans) + "</div>")
+        spans.append(
+            f'<span class="uw-tok" data-i="{i}" data-v="{v:.4f}" title="{title}" style="{style}">{_visible(tok)}</span>'
+        )
+    head = (
+        f'<div class="uw-heat-label" style="font-size:0.8em;opacity:0.75;">{html.escape(label)}</div>' if label else ""
+    )
+    return (
+        f'{head}<div class="uw-heat" style="font-family:ui-monospace,SFMono-Regular,Menlo,monospace;'
+        f'line-height:1.9;white-space:pre-wrap;word-break:break-word;margin-bottom:0.6em;">' + "".join(spans) + "</div>"
+    )
 
 
 def legend_html(vmax: float, what: str = "activation") -> str:
@@ -106,10 +117,14 @@ def legend_html(vmax: float, what: str = "activation") -> str:
     for k in range(6):
         x = MIN_SHADE + (1 - MIN_SHADE) * k / 5
         r, g, b = _interp(_POS_STOPS, x)
-        cells.append(f'<span style="display:inline-block;width:1.6em;height:0.9em;'
-                     f'background-color:rgb({r},{g},{b});"></span>')
-    return (f'<div style="font-size:0.8em;opacity:0.85;">{html.escape(what)}: 0 '
-            + "".join(cells) + f" {vmax:.3g} &nbsp;(hover a token for its value)</div>")
+        cells.append(
+            f'<span style="display:inline-block;width:1.6em;height:0.9em;background-color:rgb({r},{g},{b});"></span>'
+        )
+    return (
+        f'<div style="font-size:0.8em;opacity:0.85;">{html.escape(what)}: 0 '
+        + "".join(cells)
+        + f" {vmax:.3g} &nbsp;(hover a token for its value)</div>"
+    )
 
 
 # ---------------------------------------------------------------- features
@@ -153,8 +168,9 @@ def clean_set_name(name: str) -> str:
 
 def encode_feature_sets(sets: dict[str, list[tuple[str, int]]], base_sae: str) -> str:
     """Named feature sets as one URL value: ``name~12, 40|other~7`` ('' when there are none)."""
-    return SET_SEP.join(f"{clean_set_name(n)}{SET_NAME_SEP}{format_feature_list(items, base_sae)}"
-                        for n, items in sets.items())
+    return SET_SEP.join(
+        f"{clean_set_name(n)}{SET_NAME_SEP}{format_feature_list(items, base_sae)}" for n, items in sets.items()
+    )
 
 
 def decode_feature_sets(raw: str, base_sae: str) -> dict[str, list[tuple[str, int]]]:
@@ -170,8 +186,9 @@ def decode_feature_sets(raw: str, base_sae: str) -> dict[str, list[tuple[str, in
     return out
 
 
-def interventions_for(items: list[tuple[str, int]], value: float, mode: str, default_sae: str,
-                      gate: dict | None = None) -> list[dict]:
+def interventions_for(
+    items: list[tuple[str, int]], value: float, mode: str, default_sae: str, gate: dict | None = None
+) -> list[dict]:
     """One intervention per SAE, as the server's JSON wants it (``reconstruct`` may have none);
     ``gate`` ({"gate": tau} or {"gate_percentile": p, "gate_corpus": c}) for the gated modes."""
     by_sae: dict[str, list[int]] = {}
@@ -195,8 +212,10 @@ def tau_curve_points(gate: dict, n: int = 101) -> tuple[list[float], list[float]
 
 def gate_markdown(g: dict) -> str:
     state = "**open**: the clamp applies" if g["open"] else "**shut**: this prompt is left exactly as the clean model"
-    return (f"Gate: ρ = **{g['rho']:.3f}** of the prompt's tokens carry a selected feature; τ = **{g['tau']:.3f}** "
-            f"→ {state}.")
+    return (
+        f"Gate: ρ = **{g['rho']:.3f}** of the prompt's tokens carry a selected feature; τ = **{g['tau']:.3f}** "
+        f"→ {state}."
+    )
 
 
 # ---------------------------------------------------------------- questions and probabilities
@@ -225,9 +244,15 @@ def selection_summary(t: dict, forget_corpus: str) -> str:
     """How a target picks its features, in one phrase (a target dict as the server sends it; the
     forget corpus as resolved, which may be a labelled stand-in)."""
     sel = t["selection"]
-    return selection_phrase(sel.get("method", "frequency"), sel["n"], query=sel.get("query", ""),
-                            background=sel.get("background", ""), threshold=sel.get("threshold"),
-                            forget_corpus=forget_corpus, retain_corpora=t["retain_corpora"])
+    return selection_phrase(
+        sel.get("method", "frequency"),
+        sel["n"],
+        query=sel.get("query", ""),
+        background=sel.get("background", ""),
+        threshold=sel.get("threshold"),
+        forget_corpus=forget_corpus,
+        retain_corpora=t["retain_corpora"],
+    )
 
 
 def fmt_prob(p: float | None) -> str:
@@ -248,18 +273,24 @@ def prob_bars_html(base: list[float], inter: list[float], answer: int, label: st
 
     def bar(p: float, colour: str) -> str:
         w = 100.0 * p / top
-        return (f'<div style="display:flex;align-items:center;gap:6px;height:15px">'
-                f'<div style="width:{w:.1f}%;max-width:85%;height:11px;background:{colour};border-radius:2px"></div>'
-                f'<span style="font-size:0.8em;font-variant-numeric:tabular-nums">{p:.4f}</span></div>')
+        return (
+            f'<div style="display:flex;align-items:center;gap:6px;height:15px">'
+            f'<div style="width:{w:.1f}%;max-width:85%;height:11px;background:{colour};border-radius:2px"></div>'
+            f'<span style="font-size:0.8em;font-variant-numeric:tabular-nums">{p:.4f}</span></div>'
+        )
 
     rows = []
     for i, L in enumerate(LETTERS):
         mark = " ✓" if i == answer else ""
-        rows.append(f'<div style="display:flex;align-items:center;gap:8px;margin:4px 0">'
-                    f'<div style="width:2.2em;font-weight:{700 if i == answer else 400}">{L}{mark}</div>'
-                    f'<div style="flex:1">{bar(base[i], "#9aa5b1")}{bar(inter[i], "#d62728")}</div></div>')
-    legend = (f'<div style="font-size:0.8em;opacity:0.8"><span style="color:#9aa5b1">■</span> base &nbsp; '
-              f'<span style="color:#d62728">■</span> {html.escape(label)}</div>')
+        rows.append(
+            f'<div style="display:flex;align-items:center;gap:8px;margin:4px 0">'
+            f'<div style="width:2.2em;font-weight:{700 if i == answer else 400}">{L}{mark}</div>'
+            f'<div style="flex:1">{bar(base[i], "#9aa5b1")}{bar(inter[i], "#d62728")}</div></div>'
+        )
+    legend = (
+        f'<div style="font-size:0.8em;opacity:0.8"><span style="color:#9aa5b1">■</span> base &nbsp; '
+        f'<span style="color:#d62728">■</span> {html.escape(label)}</div>'
+    )
     return '<div class="uw-bars">' + legend + "".join(rows) + "</div>"
 
 
@@ -272,8 +303,10 @@ def prob_table_markdown(rows: list[tuple[str, dict]], answer: int) -> str:
         cells = prob_cells(s["probs"])
         cells = [f"**{c}**" if i == s["predicted"] else c for i, c in enumerate(cells)]
         verdict = "correct" if s["predicted"] == answer else "wrong"
-        body += (f"| {label} | " + " | ".join(cells) + f" | {LETTERS[s['predicted']]} ({verdict}) | "
-                 f"{s.get('mass', float('nan')):.3f} |\n")
+        body += (
+            f"| {label} | " + " | ".join(cells) + f" | {LETTERS[s['predicted']]} ({verdict}) | "
+            f"{s.get('mass', float('nan')):.3f} |\n"
+        )
     return head + body
 
 
@@ -286,8 +319,10 @@ def demo_sentence(q: dict, base: dict, inter: dict, n_features: int, c: float) -
 
     p0, p1 = base["probs"][q["answer"]], inter["probs"][q["answer"]]
     verb = "still answers" if inter["predicted"] == base["predicted"] else "answers"
-    text = (f"Clean, the model answers {answer(base)}. With the {n_features} feature(s) clamped at c = {c:g} it "
-            f"{verb} {answer(inter)}; P(correct answer) {p0:.2f} → {p1:.2f}.")
+    text = (
+        f"Clean, the model answers {answer(base)}. With the {n_features} feature(s) clamped at c = {c:g} it "
+        f"{verb} {answer(inter)}; P(correct answer) {p0:.2f} → {p1:.2f}."
+    )
     if base["predicted"] == q["answer"] and inter["predicted"] != q["answer"]:
         text += " **The answer flipped: the clamp made the model forget it.**"
     elif base["predicted"] == q["answer"] == inter["predicted"]:
@@ -336,10 +371,18 @@ def results_rows(results: list[dict]) -> list[dict]:
     """Flat rows (one per configuration) for a table or a CSV."""
     rows = []
     for r in results:
-        row = {"config": r["config"], "threshold": r.get("threshold"), "n": r.get("n"), "c": r.get("value"),
-               "mode": r.get("mode"), "model": r.get("variant") or "base", "n_features": len(r.get("features") or []),
-               "forget_accuracy": r.get("forget_accuracy"), "side_effect_mean": r.get("side_effect_mean"),
-               "loss_added": r.get("loss_added")}
+        row = {
+            "config": r["config"],
+            "threshold": r.get("threshold"),
+            "n": r.get("n"),
+            "c": r.get("value"),
+            "mode": r.get("mode"),
+            "model": r.get("variant") or "base",
+            "n_features": len(r.get("features") or []),
+            "forget_accuracy": r.get("forget_accuracy"),
+            "side_effect_mean": r.get("side_effect_mean"),
+            "loss_added": r.get("loss_added"),
+        }
         for s, v in (r.get("side_effect_accuracy") or {}).items():
             row[f"side: {s}"] = v
         if r.get("gate") is not None:  # gated modes: tau and the share of each set's prompts that open the gate
@@ -363,8 +406,10 @@ def by_mode(results: list[dict]) -> dict[str, list[dict]]:
     side by side is read, scored and plotted as one run per mode)."""
     base = baseline(results)
     modes = list(dict.fromkeys(r.get("mode") for r in results if r["config"] != "none" and r.get("mode")))
-    return {m: ([base] if base else []) + [r for r in results if r.get("mode") == m and r["config"] != "none"]
-            for m in modes}
+    return {
+        m: ([base] if base else []) + [r for r in results if r.get("mode") == m and r["config"] != "none"]
+        for m in modes
+    }
 
 
 SCORE_DEFINITION = (
@@ -382,9 +427,16 @@ def unlearning_score(results: list[dict], ratio: float = 0.99) -> dict:
     Only intervened configurations count (the clean baseline is the reference, not a candidate).
     """
     base = baseline(results)
-    out = {"score": None, "best_config": None, "forget_accuracy": None, "side_effect_mean": None,
-           "n_eligible": 0, "reason": "", "baseline_forget": base and base.get("forget_accuracy"),
-           "baseline_side": base and base.get("side_effect_mean")}
+    out = {
+        "score": None,
+        "best_config": None,
+        "forget_accuracy": None,
+        "side_effect_mean": None,
+        "n_eligible": 0,
+        "reason": "",
+        "baseline_forget": base and base.get("forget_accuracy"),
+        "baseline_side": base and base.get("side_effect_mean"),
+    }
     if base is None:
         out["reason"] = "no clean baseline in the results yet"
         return out
@@ -397,8 +449,12 @@ def unlearning_score(results: list[dict], ratio: float = 0.99) -> dict:
         out["reason"] = "no configuration keeps side-effect accuracy ≥ 0.99 × the clean model's"
         return out
     best = min(cands, key=lambda r: r["forget_accuracy"])
-    out.update(score=1.0 - best["forget_accuracy"], best_config=best["config"],
-               forget_accuracy=best["forget_accuracy"], side_effect_mean=best.get("side_effect_mean"))
+    out.update(
+        score=1.0 - best["forget_accuracy"],
+        best_config=best["config"],
+        forget_accuracy=best["forget_accuracy"],
+        side_effect_mean=best.get("side_effect_mean"),
+    )
     return out
 
 
@@ -416,25 +472,37 @@ def forget_retain_summary(results: list[dict], spec: dict) -> str:
     n = (base or {}).get("n_questions") or {}
     if spec.get("known", True):
         on = "on the questions the clean model knows" + (
-            " (strict filter: also wrong with the question text blanked)" if spec.get("strict_known") else "")
+            " (strict filter: also wrong with the question text blanked)" if spec.get("strict_known") else ""
+        )
     else:
         on = "on all questions (known filter off)"
-    head = (f"Accuracy {on}: forget set `{spec.get('forget_set', '?')}` ({n.get('forget', '?')} questions); {word} "
-            "set(s) " + (", ".join(f"`{s}` ({n.get(s, '?')})" for s in sets) or "none") + ".")
+    head = (
+        f"Accuracy {on}: forget set `{spec.get('forget_set', '?')}` ({n.get('forget', '?')} questions); {word} "
+        "set(s) " + (", ".join(f"`{s}` ({n.get(s, '?')})" for s in sets) or "none") + "."
+    )
     cands = [r for r in results if r["config"] != "none" and r.get("forget_accuracy") is not None]
     sc = unlearning_score(results)
     best = next((r for r in cands if r["config"] == sc["best_config"]), None) or (
-        min(cands, key=lambda r: r["forget_accuracy"]) if cands else None)
+        min(cands, key=lambda r: r["forget_accuracy"]) if cands else None
+    )
     # a config key holds '|': escaped, or the markdown table would split it into cells
     rows = [("clean model", base)] + ([("`" + best["config"].replace("|", "\\|") + "`", best)] if best else [])
-    table = (f"\n\n| | forget accuracy | {word} accuracy (mean) | " + " | ".join(f"`{s}`" for s in sets)
-             + " |\n|---|---|---|" + "---|" * len(sets) + "\n")
+    table = (
+        f"\n\n| | forget accuracy | {word} accuracy (mean) | "
+        + " | ".join(f"`{s}`" for s in sets)
+        + " |\n|---|---|---|"
+        + "---|" * len(sets)
+        + "\n"
+    )
     for label, r in rows:
         if r is None:
             continue
         side = r.get("side_effect_accuracy") or {}
-        table += (f"| {label} | {_acc(r.get('forget_accuracy'))} | {_acc(r.get('side_effect_mean'))} | "
-                  + " | ".join(_acc(side.get(s)) for s in sets) + " |\n")
+        table += (
+            f"| {label} | {_acc(r.get('forget_accuracy'))} | {_acc(r.get('side_effect_mean'))} | "
+            + " | ".join(_acc(side.get(s)) for s in sets)
+            + " |\n"
+        )
     return head + (table if base or best else "")
 
 

@@ -1,5 +1,6 @@
 """RMU in the app: the finished runs (model variants rmu:<name>) to compare against, and a panel
 that trains a run on the current target over the server, with progress, ETA and cancel."""
+
 from __future__ import annotations
 
 import pandas as pd
@@ -23,12 +24,28 @@ def finished(all_runs: list[dict] | None = None) -> list[str]:
 
 
 def runs_table(all_runs: list[dict]) -> None:
-    st.dataframe(pd.DataFrame([{
-        "variant": r["variant"], "target": r["target"], "status": r["status"], "steps": f"{r['step']}/{r['steps']}",
-        "layer": r["config"].get("layer"), "updated": ",".join(map(str, r["config"].get("update_layers") or [])),
-        "c": r["config"].get("steering_coeff"), "alpha": r["config"].get("alpha"), "lr": r["config"].get("lr"),
-        "forget loss": (r.get("last") or {}).get("forget_loss"), "retain loss": (r.get("last") or {}).get("retain_loss"),
-    } for r in all_runs]), hide_index=True, width="stretch")
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {
+                    "variant": r["variant"],
+                    "target": r["target"],
+                    "status": r["status"],
+                    "steps": f"{r['step']}/{r['steps']}",
+                    "layer": r["config"].get("layer"),
+                    "updated": ",".join(map(str, r["config"].get("update_layers") or [])),
+                    "c": r["config"].get("steering_coeff"),
+                    "alpha": r["config"].get("alpha"),
+                    "lr": r["config"].get("lr"),
+                    "forget loss": (r.get("last") or {}).get("forget_loss"),
+                    "retain loss": (r.get("last") or {}).get("retain_loss"),
+                }
+                for r in all_runs
+            ]
+        ),
+        hide_index=True,
+        width="stretch",
+    )
 
 
 @st.fragment(run_every=1.0)
@@ -42,8 +59,10 @@ def progress(name: str) -> None:
         st.rerun(scope="app")
     last = r.get("last") or {}
     losses = f" · forget loss {last['forget_loss']:.4g}, retain loss {last['retain_loss']:.4g}" if last else ""
-    st.progress(r["step"] / max(1, r["steps"]), text=f"rmu:{name} {r['status']}: step {r['step']} / {r['steps']} · "
-                                                      f"ETA {R.fmt_eta(r.get('eta_s'))}{losses}")
+    st.progress(
+        r["step"] / max(1, r["steps"]),
+        text=f"rmu:{name} {r['status']}: step {r['step']} / {r['steps']} · ETA {R.fmt_eta(r.get('eta_s'))}{losses}",
+    )
     if st.button("Cancel the RMU run", key=f"rmu_cancel_{name}"):
         try:
             CN.call("cancel_rmu", name, retry=False)
@@ -57,11 +76,13 @@ def panel(target: dict | None) -> None:
     all_runs = runs()
     active = [r for r in all_runs if r["status"] in RUNNING]
     with st.expander("RMU: the fine-tuning baseline (train a run on the target)", expanded=bool(active)):
-        st.markdown("RMU (Li et al. 2024) fine-tunes the MLP output weights of a few layers so that, on the "
-                    "target's forget text, the residual stream at one layer points at a fixed random direction, "
-                    "while on its retain text it stays as it was. A finished run is the model variant "
-                    "`rmu:<name>`: add it to a sweep below to see it beside the clamps on the same questions. "
-                    "Blank fields take the model's defaults.")
+        st.markdown(
+            "RMU (Li et al. 2024) fine-tunes the MLP output weights of a few layers so that, on the "
+            "target's forget text, the residual stream at one layer points at a fixed random direction, "
+            "while on its retain text it stays as it was. A finished run is the model variant "
+            "`rmu:<name>`: add it to a sweep below to see it beside the clamps on the same questions. "
+            "Blank fields take the model's defaults."
+        )
         if all_runs:
             runs_table(all_runs)
         for r in active:
@@ -71,14 +92,19 @@ def panel(target: dict | None) -> None:
             return
         c = st.columns(6)
         name = c[0].text_input("Run name", f"{target['name']}-rmu", key="rmu_name")
-        fields = {"steps": c[1].number_input("Steps", 1, 100_000, value=None, key="rmu_steps"),
-                  "layer": c[2].number_input("Layer", 0, 1000, value=None, key="rmu_layer"),
-                  "steering_coeff": c[3].number_input("Coefficient c", 0.0, 1e7, value=None, key="rmu_c"),
-                  "alpha": c[4].number_input("Alpha", 0.0, 1e7, value=None, key="rmu_alpha"),
-                  "lr": c[5].number_input("Learning rate", 0.0, 1.0, value=None, format="%.6f", key="rmu_lr")}
+        fields = {
+            "steps": c[1].number_input("Steps", 1, 100_000, value=None, key="rmu_steps"),
+            "layer": c[2].number_input("Layer", 0, 1000, value=None, key="rmu_layer"),
+            "steering_coeff": c[3].number_input("Coefficient c", 0.0, 1e7, value=None, key="rmu_c"),
+            "alpha": c[4].number_input("Alpha", 0.0, 1e7, value=None, key="rmu_alpha"),
+            "lr": c[5].number_input("Learning rate", 0.0, 1.0, value=None, format="%.6f", key="rmu_lr"),
+        }
         if st.button(f"Train RMU on {target['name']}", key="rmu_train"):
             body = {k: v for k, v in fields.items() if v is not None}
-            run = ER.attempt(lambda: CN.call("train_rmu", name, target["name"], retry=False, **body), "the RMU run",
-                            spinner="Submitting the RMU run…")
+            run = ER.attempt(
+                lambda: CN.call("train_rmu", name, target["name"], retry=False, **body),
+                "the RMU run",
+                spinner="Submitting the RMU run…",
+            )
             if run is not None:
                 st.rerun()

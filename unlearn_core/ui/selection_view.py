@@ -4,6 +4,7 @@ Separate from the page so the page keeps its outline; it shows which forget corp
 retain corpora were actually used (the target's own, or a labelled fallback), and each
 retain corpus's frequency next to their max, which is what the threshold is applied to.
 """
+
 from __future__ import annotations
 
 from typing import Callable
@@ -44,12 +45,16 @@ def used_corpora_caption(res: dict) -> str:
     retain = ", ".join(f"`{c}`" for c in res["retain_corpora"])
     if res.get("method") == "search":
         how = selection_phrase("search", len(res["features"]), query=res["query"], background=res["background"])
-        return (f"Of `{res['sae']}`, {how}; the frequency columns are on the forget corpus "
-                f"`{res['forget_corpus']}` and the retain corpora {retain}, {res['n_tokens']} tokens each. Click a "
-                "column header to sort.")
-    return (f"{len(res['features'])} features of `{res['sae']}`; forget corpus `{res['forget_corpus']}` against "
-            f"the retain corpora {retain} (a feature's retain frequency is its highest over them); threshold "
-            f"{res['threshold']:g}; {res['n_tokens']} tokens per corpus. Click a column header to sort.")
+        return (
+            f"Of `{res['sae']}`, {how}; the frequency columns are on the forget corpus "
+            f"`{res['forget_corpus']}` and the retain corpora {retain}, {res['n_tokens']} tokens each. Click a "
+            "column header to sort."
+        )
+    return (
+        f"{len(res['features'])} features of `{res['sae']}`; forget corpus `{res['forget_corpus']}` against "
+        f"the retain corpora {retain} (a feature's retain frequency is its highest over them); threshold "
+        f"{res['threshold']:g}; {res['n_tokens']} tokens per corpus. Click a column header to sort."
+    )
 
 
 def target_selection(t: dict, sae: str, info: dict, on_open: Callable[[int], None]) -> None:
@@ -57,46 +62,70 @@ def target_selection(t: dict, sae: str, info: dict, on_open: Callable[[int], Non
     sel = t["selection"]
     retain = ", ".join(f"`{c}`" for c in t["retain_corpora"])
     kind = "**format-matched** " if len(t["retain_corpora"]) > 1 else ""  # one retain corpus: the paper's kind
-    by_freq = (f"drop features firing on at least the threshold of the tokens of **any** retain corpus ({retain}), "
-               f"rank the rest by their frequency on the forget corpus `{TP.selection_corpus(t)}`, keep the top N.")
+    by_freq = (
+        f"drop features firing on at least the threshold of the tokens of **any** retain corpus ({retain}), "
+        f"rank the rest by their frequency on the forget corpus `{TP.selection_corpus(t)}`, keep the top N."
+    )
     if sel.get("method") == "search":
-        st.markdown(f"The target's default: {R.selection_summary(t, TP.selection_corpus(t))}. Pick a retain "
-                    f"threshold below for the {kind}frequency selection instead: {by_freq}")
+        st.markdown(
+            f"The target's default: {R.selection_summary(t, TP.selection_corpus(t))}. Pick a retain "
+            f"threshold below for the {kind}frequency selection instead: {by_freq}"
+        )
     else:
         st.markdown(f"The target's {kind}selection: {by_freq}")
     if t.get("forget_corpus_note"):
         st.caption(f"Note: {t['forget_corpus_note']}")
     max_n = int(info.get("limits", {}).get("max_features", 512))
     c1, c2, c3 = st.columns(3)
-    thr = c1.selectbox("Retain threshold", THRESHOLDS, key="tsel_thr",
-                       format_func=lambda x: (f"the target's ({sel['threshold']:g})" if sel.get("method") != "search"
-                                              else "the target's (search)") if x is None else f"{x:g}")
+    thr = c1.selectbox(
+        "Retain threshold",
+        THRESHOLDS,
+        key="tsel_thr",
+        format_func=lambda x: (
+            (f"the target's ({sel['threshold']:g})" if sel.get("method") != "search" else "the target's (search)")
+            if x is None
+            else f"{x:g}"
+        ),
+    )
     n = c2.number_input("N features", 1, max_n, min(int(sel["n"]), max_n), key=f"tsel_n_{t['name']}")
     describe = c3.checkbox("Add automatic descriptions", key="tsel_describe")
     params = dict(target=t["name"], sae=sae, n=int(n), threshold=thr, describe=describe, **PG.current_variant())
     clicked = st.button("Run the selection", type="primary", key="run_tsel")
     if not WG.once("select_target", params, clicked):
         return
-    res = ER.attempt(lambda: CN.cached("select_target", **params), f"the selection for {t['name']}",
-                    spinner=f"Computing feature statistics on the forget corpus and {len(t['retain_corpora'])} retain "
-                            "corpora (minutes the first time on CPU, then cached)…")
+    res = ER.attempt(
+        lambda: CN.cached("select_target", **params),
+        f"the selection for {t['name']}",
+        spinner=f"Computing feature statistics on the forget corpus and {len(t['retain_corpora'])} retain "
+        "corpora (minutes the first time on CPU, then cached)…",
+    )
     if res is None:
         return
     if res.get("note"):
         st.info(res["note"], icon=":material/info:")
     rows = res["features"]
     if not rows:
-        st.warning(f"No non-dense feature fires on the query \"{res['query']}\"." if res.get("method") == "search" else
-                   f"No feature fires on less than {res['threshold']:g} of the tokens of every retain corpus: raise "
-                   "the threshold.")
+        st.warning(
+            f'No non-dense feature fires on the query "{res["query"]}".'
+            if res.get("method") == "search"
+            else f"No feature fires on less than {res['threshold']:g} of the tokens of every retain corpus: raise "
+            "the threshold."
+        )
         return
     df = selection_table(rows, res["retain_corpora"], describe)
     fmt = {c: st.column_config.NumberColumn(c, format="%.4f") for c in df.columns if c.startswith("retain: ")}
-    st.dataframe(df, hide_index=True, width="stretch", column_config={
-        "forget_freq": st.column_config.NumberColumn("forget frequency", format="%.4f"),
-        "retain_freq": st.column_config.NumberColumn("retain frequency (max)", format="%.4f"),
-        "ratio": st.column_config.NumberColumn("forget / retain", format="%.2f"),
-        "specificity": st.column_config.NumberColumn("specificity", format="%.2f"), **fmt})
+    st.dataframe(
+        df,
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "forget_freq": st.column_config.NumberColumn("forget frequency", format="%.4f"),
+            "retain_freq": st.column_config.NumberColumn("retain frequency (max)", format="%.4f"),
+            "ratio": st.column_config.NumberColumn("forget / retain", format="%.2f"),
+            "specificity": st.column_config.NumberColumn("specificity", format="%.2f"),
+            **fmt,
+        },
+    )
     st.caption(used_corpora_caption(res))
     ids = [r["feature"] for r in rows]
     c1, c2, c3 = st.columns([2, 2, 3], vertical_alignment="bottom")
@@ -104,7 +133,15 @@ def target_selection(t: dict, sae: str, info: dict, on_open: Callable[[int], Non
     c2.button("Open its dashboard", key="open_tsel", on_click=on_open, args=(pick,))
     iv = t["intervention"]
     with c3:
-        NV.page_link("clamp", f"Clamp these {len(ids)} features", NV.ICONS["clamp"],
-                    {"features": ", ".join(map(str, ids)), "mode": iv["mode"],
-                     "c": str(TP.clamp_c(iv["c"])), "qset": t["forget_questions"]})
+        NV.page_link(
+            "clamp",
+            f"Clamp these {len(ids)} features",
+            NV.ICONS["clamp"],
+            {
+                "features": ", ".join(map(str, ids)),
+                "mode": iv["mode"],
+                "c": str(TP.clamp_c(iv["c"])),
+                "qset": t["forget_questions"],
+            },
+        )
     FS.add_to_set_widget(sae, ids, key="set_tsel")

@@ -6,6 +6,7 @@ with the uploaded file's name and the row; then the documents and the question r
 target is selected in the sidebar picker. Retain corpora and question sets are the bio-basics
 target's (general text and the general-knowledge quiz), which fit any topic.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,10 @@ NAME_RULE = "1-40 lower-case letters, digits, '-' or '_', starting with a letter
 CORPUS_TYPES = ["txt", "jsonl"]
 QUESTION_TYPES = ["json", "csv"]
 DEFAULT_N, DEFAULT_C = 50, 200  # targets.save_target's defaults
-RETAIN_NOTE = ("Retain side (what to keep): the bio-basics target's retain corpora (the general-knowledge quiz "
-               "text, WikiText, WebText) and the general-knowledge quiz `quiz:retain`.")
+RETAIN_NOTE = (
+    "Retain side (what to keep): the bio-basics target's retain corpora (the general-knowledge quiz "
+    "text, WikiText, WebText) and the general-knowledge quiz `quiz:retain`."
+)
 
 
 def _text(filename: str, data: bytes) -> str:
@@ -124,8 +127,10 @@ def define_target_section(info: dict, target: dict | None) -> None:
     max_chars = int(limits.get("max_target_text_chars", 5_000_000))
     max_questions = int(limits.get("max_target_questions", 5_000))
     with st.expander("Define your own target", icon=":material/add_circle:"):
-        st.markdown("Forget a topic of your own: give a text about it (features are selected on it) and "
-                    "multiple-choice questions about it (scored with and without the clamp).")
+        st.markdown(
+            "Forget a topic of your own: give a text about it (features are selected on it) and "
+            "multiple-choice questions about it (scored with and without the clamp)."
+        )
         st.caption(RETAIN_NOTE + f" Limits: {max_chars:,} characters of text, {max_questions:,} questions.")
         c1, c2 = st.columns([1, 2])
         name = c1.text_input("Name", key=f"nt_name_{gen}", placeholder="e.g. my-topic", help=NAME_RULE).strip()
@@ -135,9 +140,13 @@ def define_target_section(info: dict, target: dict | None) -> None:
             c1.error(problem, icon=":material/warning:")
         c1, c2 = st.columns(2)
         with c1:
-            up = st.file_uploader("Forget corpus (.txt or .jsonl)", type=CORPUS_TYPES, key=f"nt_corpus_{gen}",
-                                  help="Plain text: paragraphs separated by blank lines are grouped into documents. "
-                                       'JSON lines: one {"text": ...} object per line, one document each.')
+            up = st.file_uploader(
+                "Forget corpus (.txt or .jsonl)",
+                type=CORPUS_TYPES,
+                key=f"nt_corpus_{gen}",
+                help="Plain text: paragraphs separated by blank lines are grouped into documents. "
+                'JSON lines: one {"text": ...} object per line, one document each.',
+            )
             docs = _parsed(up, corpus_documents, "The corpus")
             if docs is not None:
                 chars = sum(len(d) for d in docs)
@@ -146,9 +155,13 @@ def define_target_section(info: dict, target: dict | None) -> None:
                     st.error(f"The corpus is {chars:,} characters; the server takes at most {max_chars:,}.")
                     docs = None
         with c2:
-            up = st.file_uploader("Forget questions (.json or .csv)", type=QUESTION_TYPES, key=f"nt_questions_{gen}",
-                                  help="JSON: a list of {question, choices: [4 strings], answer: 0-3 or A-D} (the "
-                                       "WMDP schema). CSV: columns question, choice0..choice3 (or A,B,C,D), answer.")
+            up = st.file_uploader(
+                "Forget questions (.json or .csv)",
+                type=QUESTION_TYPES,
+                key=f"nt_questions_{gen}",
+                help="JSON: a list of {question, choices: [4 strings], answer: 0-3 or A-D} (the "
+                "WMDP schema). CSV: columns question, choice0..choice3 (or A,B,C,D), answer.",
+            )
             rows = _parsed(up, question_rows, "The questions")
             if rows is not None:
                 st.caption(f"{len(rows)} question(s), e.g. “{rows[0]['question'][:80]}”")
@@ -156,24 +169,50 @@ def define_target_section(info: dict, target: dict | None) -> None:
                     st.error(f"{len(rows)} questions; the server takes at most {max_questions:,}.")
                     rows = None
         c1, c2, c3 = st.columns([1, 1, 2], vertical_alignment="bottom")
-        n = c1.number_input("N features", 1, int(limits.get("max_features", 512)), DEFAULT_N, key=f"nt_n_{gen}",
-                            help="How many features the target's selection keeps (top N by firing frequency on the "
-                                 "corpus, among those rare on the retain corpora).")
-        c = c2.number_input("Clamp value c", 0, TP.MAX_C, DEFAULT_C, step=10, key=f"nt_c_{gen}",
-                            help="The target's default intervention: active features are set to −c.")
+        n = c1.number_input(
+            "N features",
+            1,
+            int(limits.get("max_features", 512)),
+            DEFAULT_N,
+            key=f"nt_n_{gen}",
+            help="How many features the target's selection keeps (top N by firing frequency on the "
+            "corpus, among those rare on the retain corpora).",
+        )
+        c = c2.number_input(
+            "Clamp value c",
+            0,
+            TP.MAX_C,
+            DEFAULT_C,
+            step=10,
+            key=f"nt_c_{gen}",
+            help="The target's default intervention: active features are set to −c.",
+        )
         if c3.button("Save the target", type="primary", key="nt_save", icon=":material/save:"):
-            missing = [w for w, ok in (("a name", bool(name)), ("a corpus file", docs is not None),
-                                       ("a question file", rows is not None)) if not ok]
+            missing = [
+                w
+                for w, ok in (
+                    ("a name", bool(name)),
+                    ("a corpus file", docs is not None),
+                    ("a question file", rows is not None),
+                )
+                if not ok
+            ]
             if missing:
                 st.error("To save, give " + ", ".join(missing) + " (without errors).", icon=":material/warning:")
             elif not problem:
                 save(name, desc, docs, rows, int(n), float(c))
         if target and target.get("defined_in_app"):
             st.divider()
-            if st.button(f"Delete the target {target['name']}", key="nt_delete", icon=":material/delete:",
-                         help="It was defined in the app; built-in targets cannot be deleted."):
-                out = ER.attempt(lambda: CN.call("delete_target", target["name"], retry=False),
-                                f"deleting the target {target['name']!r}")
+            if st.button(
+                f"Delete the target {target['name']}",
+                key="nt_delete",
+                icon=":material/delete:",
+                help="It was defined in the app; built-in targets cannot be deleted.",
+            ):
+                out = ER.attempt(
+                    lambda: CN.call("delete_target", target["name"], retry=False),
+                    f"deleting the target {target['name']!r}",
+                )
                 if out is not None:
                     TP.targets_changed()
                     st.session_state["_target_saved"] = f"Target **{target['name']}** deleted."
@@ -182,9 +221,13 @@ def define_target_section(info: dict, target: dict | None) -> None:
 
 def save(name: str, description: str, docs: list[str], rows: list[dict], n: int, c: float) -> None:
     """Send the target to the server; on success select it in the sidebar and empty the form."""
-    t = ER.attempt(lambda: CN.call("create_target", retry=False, name=name, description=description, documents=docs,
-                                 questions=rows, n=n, c=c),
-                  f"saving the target {name!r}", spinner="Saving the target on the server…")
+    t = ER.attempt(
+        lambda: CN.call(
+            "create_target", retry=False, name=name, description=description, documents=docs, questions=rows, n=n, c=c
+        ),
+        f"saving the target {name!r}",
+        spinner="Saving the target on the server…",
+    )
     if t is None:
         return
     TP.targets_changed()
@@ -193,5 +236,6 @@ def save(name: str, description: str, docs: list[str], rows: list[dict], n: int,
     st.session_state["_target_saved"] = (
         f"Target **{t['name']}** saved ({len(docs)} document(s), {len(rows)} question(s)) and selected in the "
         "sidebar. Run the demo above, or open any page: they all start from it. Features are selected on its "
-        "text the first time (slow on the real model, then cached).")
+        "text the first time (slow on the real model, then cached)."
+    )
     st.rerun()

@@ -1,4 +1,5 @@
 """The unlearning target every page works on: the sidebar's picker and what pages read from it."""
+
 from __future__ import annotations
 
 import streamlit as st
@@ -48,9 +49,13 @@ def target_picker() -> dict | None:
         US.shared()["target"] = pick
     names = sorted(ts, key=lambda n: (n != DEFAULT_TARGET, n))  # the default first: url_selectbox's default
     with st.sidebar:
-        name = US.url_selectbox("Unlearning target", names, key="target",
-                             help="What to forget and what to keep: its forget and retain corpora and question "
-                                  "sets, and its default intervention. Every page starts from it.")
+        name = US.url_selectbox(
+            "Unlearning target",
+            names,
+            key="target",
+            help="What to forget and what to keep: its forget and retain corpora and question "
+            "sets, and its default intervention. Every page starts from it.",
+        )
         t = ts[name]
         st.caption(t["description"])
     st.session_state["_target_info"] = t

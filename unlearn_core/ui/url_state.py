@@ -9,6 +9,7 @@ starts from it and a view can be shared by copying the URL.
 (Streamlit's ``bind="query-params"`` is not used: it stores select-box *labels* and drops values
 that came from the URL when the user switches pages; ``persist_state`` keeps values per page.)
 """
+
 from __future__ import annotations
 
 import streamlit as st
@@ -60,8 +61,10 @@ def write_url(key: str, value, default=None, keep_default: bool = False) -> None
 
 def _reject_url(key: str, raw: str, label: str, reason: str, fallback: str, where=None) -> None:
     """Say, just above the widget, that a link's value was not used (never fall back silently)."""
-    msg = (f"The link's `{key}={R.short(raw, 60)}` was not used for **{label}**: {reason}. "
-           f"It starts at {fallback} instead.")
+    msg = (
+        f"The link's `{key}={R.short(raw, 60)}` was not used for **{label}**: {reason}. "
+        f"It starts at {fallback} instead."
+    )
     (where if where is not None else st).warning(msg, icon=":material/link_off:")
 
 

@@ -1,4 +1,5 @@
 """Small Streamlit helpers the pages share: a token heat-map, results that stay after a click, PNG export."""
+
 from __future__ import annotations
 
 import json

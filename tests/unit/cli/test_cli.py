@@ -1,5 +1,6 @@
 """The CLI's assembly: heavy libraries load only in the commands that need them, the help of
 every command is whole, one default target, and progress bars that know their totals."""
+
 from __future__ import annotations
 
 import ast
@@ -20,19 +21,34 @@ HEAVY = ("torch", "transformer_lens", "sae_lens", "transformers", "pandas")
 def _loaded_after(code: str) -> dict:
     """Run ``code`` in a fresh interpreter; which heavy modules it imported."""
     probe = f"import sys, json\n{code}\nprint(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))"
-    r = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=300,
-                       env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+    r = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**__import__("os").environ, "PYTHONPATH": str(ROOT)},
+    )
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("argv", [["cache", "info", "--json"], ["target", "list", "--json"],
-                                  ["info", "--device", "cpu", "--dtype", "float32", "--json"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["cache", "info", "--json"],
+        ["target", "list", "--json"],
+        ["info", "--device", "cpu", "--dtype", "float32", "--json"],
+    ],
+)
 def test_model_free_commands_import_no_heavy_library(argv, tmp_path):
     """`cache info`, `target list` (and the parser itself) start without torch, TransformerLens,
     SAELens, transformers or pandas: the start-up is the command's, not the model stack's."""
-    code = (f"from unlearn_core.cli import main\nimport contextlib, io\n"
-            f"with contextlib.redirect_stdout(io.StringIO()):\n    assert main({argv!r} + ['--cache-dir', {str(tmp_path)!r}]) == 0")
+    code = (
+        f"from unlearn_core.cli import main\nimport contextlib, io\n"
+        f"with contextlib.redirect_stdout(io.StringIO()):\n"
+        f"    assert main({argv!r} + ['--cache-dir', {str(tmp_path)!r}]) == 0"
+    )
     if argv[0] == "info":  # its resolved settings need torch (is CUDA there?); nothing heavier
         assert _loaded_after(code) == ["torch"]
     else:
@@ -54,8 +70,25 @@ def test_help_of_every_command_builds_without_the_training_modules():
 
 def test_every_subcommand_is_registered_with_its_handler():
     subs = build_parser()._subparsers._group_actions[0].choices
-    assert list(subs) == ["info", "mcq", "eval", "ppl", "generate", "features", "sae-eval", "demo", "target",
-                          "experiment", "gate", "rmu", "train-sae", "finetune-sae", "sweep", "cache", "serve"]
+    assert list(subs) == [
+        "info",
+        "mcq",
+        "eval",
+        "ppl",
+        "generate",
+        "features",
+        "sae-eval",
+        "demo",
+        "target",
+        "experiment",
+        "gate",
+        "rmu",
+        "train-sae",
+        "finetune-sae",
+        "sweep",
+        "cache",
+        "serve",
+    ]
 
 
 def test_the_default_target_is_defined_once():
@@ -87,10 +120,8 @@ def test_step_progress_gives_the_bar_its_total():
 def test_demo_statistics_total_is_the_tokens_the_statistics_count(tmp_path, shared_data):
     """The demo's bar total is exactly what the selection statistics report, and 0 once cached."""
     from unlearn_core.cli.demo import stats_total
-    from unlearn_core.evaluation.targets import default_intervention, engine_target
+    from unlearn_core.evaluation.targets import default_intervention, engine_target, replace_intervention
     from unlearn_core.model.tiny import tiny_engine
-
-    from unlearn_core.evaluation.targets import replace_intervention
 
     engine = tiny_engine(cache_dir=str(tmp_path))
     t = replace_intervention(engine_target(engine, DEFAULT_TARGET), tokens=600)  # small: a quick test
@@ -111,13 +142,23 @@ def test_target_eval_known_filter_total_is_the_questions_it_scores(tmp_path, sha
     files = []
     for name, n in (("forget", 3), ("retain", 2)):
         files.append(tmp_path / f"{name}.json")
-        files[-1].write_text(json.dumps([{"question": f"{name} {i}?", "choices": ["a", "b", "c", "d"], "answer": i % 4}
-                                         for i in range(n)]))
+        files[-1].write_text(
+            json.dumps(
+                [{"question": f"{name} {i}?", "choices": ["a", "b", "c", "d"], "answer": i % 4} for i in range(n)]
+            )
+        )
     engine = tiny_engine(cache_dir=str(tmp_path / "cache"))
     t = engine_target(engine, DEFAULT_TARGET)
     total = known_filter_total(engine, t, str(files[0]), [str(files[1])])
     seen = []
-    evaluate_target(engine, t, str(files[0]), [str(files[1])], loss_tokens=0,
-                    intervention=Intervention(engine.default_sae, (0, 1), 10.0), progress=lambda n=1: seen.append(n))
+    evaluate_target(
+        engine,
+        t,
+        str(files[0]),
+        [str(files[1])],
+        loss_tokens=0,
+        intervention=Intervention(engine.default_sae, (0, 1), 10.0),
+        progress=lambda n=1: seen.append(n),
+    )
     assert total == sum(seen) == 5
     assert known_filter_total(engine, t, str(files[0]), [str(files[1])]) == 0

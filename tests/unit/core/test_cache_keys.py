@@ -2,6 +2,7 @@
 silent stale results). Each test makes the same name or ids point at other content and checks
 the cache misses (the result equals an uncached computation); an unchanged input still hits,
 counted by the model's forward calls."""
+
 from __future__ import annotations
 
 import json
@@ -14,14 +15,14 @@ import pytest
 import torch
 
 from unlearn_core.core import cache as C
-from unlearn_core.features import stats as F
-from unlearn_core.method import gate as G
-from unlearn_core.evaluation import metrics as MT
-from unlearn_core.training import rmu
 from unlearn_core.data.loaders import Question
+from unlearn_core.evaluation import metrics as MT
 from unlearn_core.evaluation.mcq import known_path, known_questions
 from unlearn_core.evaluation.targets import Target
+from unlearn_core.features import stats as F
+from unlearn_core.method import gate as G
 from unlearn_core.model.tiny import tiny_engine
+from unlearn_core.training import rmu
 
 ROOT = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").exists())
 
@@ -34,8 +35,11 @@ def question_set(seed: int, n: int = 12) -> list[Question]:
     out = []
     for i in range(n):
         words = rng.sample(WORDS, 6)
-        out.append(Question(f"q{i}", f"Which one is {words[0]} {words[1]}?", tuple(words[2:6]), rng.randrange(4),
-                            "toys", "test"))
+        out.append(
+            Question(
+                f"q{i}", f"Which one is {words[0]} {words[1]}?", tuple(words[2:6]), rng.randrange(4), "toys", "test"
+            )
+        )
     return out
 
 
@@ -74,9 +78,11 @@ def test_same_ids_other_content_miss_the_known_cache(engine):
 def test_one_edited_question_misses_the_known_cache(engine, change):
     a = question_set(3)
     q = a[5]
-    edited = {"text": dict(question=q.question + " Really?"),
-              "choice": dict(choices=(q.choices[0] + "s",) + q.choices[1:]),
-              "answer": dict(answer=(q.answer + 1) % 4)}[change]
+    edited = {
+        "text": dict(question=q.question + " Really?"),
+        "choice": dict(choices=(q.choices[0] + "s",) + q.choices[1:]),
+        "answer": dict(answer=(q.answer + 1) % 4),
+    }[change]
     b = a[:5] + [Question(**{**q.__dict__, **edited})] + a[6:]
     assert known_path(engine, a) != known_path(engine, b)
 
@@ -120,7 +126,9 @@ def data_dir(tmp_path, shared_data):
 
 
 def edit_wikitext(data_dir) -> None:
-    (data_dir / "text" / "wikitext-2-raw.test.txt").write_text(" = Pears = \n\nSeven pears fell into the river .\n" * 40)
+    (data_dir / "text" / "wikitext-2-raw.test.txt").write_text(
+        " = Pears = \n\nSeven pears fell into the river .\n" * 40
+    )
 
 
 def test_a_named_corpus_edited_misses_the_statistics_cache(engine, data_dir):
@@ -163,8 +171,9 @@ def test_an_rmu_run_is_never_reused_for_other_text_under_the_same_corpus_name(en
     retain = tmp_path / "retain.txt"
     retain.write_text("\n\n".join("the cat sat on a mat " * 20 for _ in range(10)))
     target = Target("toy", "toy", str(forget), "quiz:bio", (str(retain),), ("quiz:retain",))
-    cfg = rmu.RMUConfig(layer=1, update_layers=(1,), steering_coeff=5.0, alpha=1.0, lr=1e-3, batch_size=2, steps=2,
-                        ctx=16, seed=0)
+    cfg = rmu.RMUConfig(
+        layer=1, update_layers=(1,), steering_coeff=5.0, alpha=1.0, lr=1e-3, batch_size=2, steps=2, ctx=16, seed=0
+    )
     card = rmu.train(engine, "r", target, cfg)
     assert rmu.train(engine, "r", target, cfg)["delta_sha256"] == card["delta_sha256"]  # same text: reused
     forget.write_text("\n\n".join("9 8 7 * 6 / 5 = 4 " * 20 for _ in range(10)))
@@ -174,8 +183,8 @@ def test_an_rmu_run_is_never_reused_for_other_text_under_the_same_corpus_name(en
 
 def test_ray_worker_refuses_the_same_ids_with_other_content(shared_data, tmp_path):
     from unlearn_core.data.loaders import load_question_set
-    from unlearn_core.method.interventions import Intervention
     from unlearn_core.evaluation.ray_backend import EngineWorker, make_tasks
+    from unlearn_core.method.interventions import Intervention
 
     geo = "mmlu:high_school_geography"
     full = load_question_set(geo, str(shared_data)).questions
@@ -198,8 +207,21 @@ def test_old_keys_are_ignored_and_cache_info_and_clear_work(engine, tmp_path):
     assert known_questions(engine, a, scoring="cloze") == known_questions(engine, a, scoring="cloze", use_cache=False)
 
     cache_dir = engine.settings.cache_dir
-    run = lambda *args: subprocess.run([sys.executable, "-m", "unlearn_core", "cache", *args, "--json",  # noqa: E731
-                                        "--cache-dir", cache_dir], capture_output=True, text=True, timeout=600)
+    run = lambda *args: subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "unlearn_core",
+            "cache",
+            *args,
+            "--json",  # noqa: E731
+            "--cache-dir",
+            cache_dir,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     (Path(cache_dir) / "rmu" / "keep").mkdir(parents=True)
     (Path(cache_dir) / "rmu" / "keep" / "card.json").write_text("{}")
     info = json.loads(run("info").stdout)
@@ -220,8 +242,17 @@ def test_the_cache_audit_page_is_generated_from_the_registry():
     page = (ROOT / "docs" / "caches.md").read_text()
     assert page == audit_markdown(), "regenerate: python -m unlearn_core cache info --markdown > docs/caches.md"
     kinds = cache_kinds()
-    assert {"known", "feature_stats", "baselines", "gate", "descriptions", "rmu", "question_sets", "slider_scores",
-            "ray_question_refs"} <= set(kinds)
+    assert {
+        "known",
+        "feature_stats",
+        "baselines",
+        "gate",
+        "descriptions",
+        "rmu",
+        "question_sets",
+        "slider_scores",
+        "ray_question_refs",
+    } <= set(kinds)
 
 
 def test_the_server_reads_a_question_file_again_when_it_changed(tmp_path, shared_data):

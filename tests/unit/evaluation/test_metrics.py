@@ -1,4 +1,5 @@
 """Loss added and perplexity against direct computations on the tiny model."""
+
 import math
 
 import pytest

@@ -4,6 +4,7 @@ duplicates nothing, a killed driver resumes with nothing lost or duplicated.
 One local Ray instance (2 CPUs, 127.0.0.1) serves the in-process tests; the driver-kill test
 runs the CLI in its own process group (it starts its own instance) and SIGKILLs the group.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,25 @@ from unlearn_core.cli import main  # noqa: E402
 
 ROOT = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").exists())
 GEO = "mmlu:high_school_geography"
-ARGS = ["sweep", "--tiny", "--thresholds", "0.5", "--n", "1,2,3", "--clamps", "10,50", "--limit", "6",
-        "--all-questions", "--selection-tokens", "200", "--loss-tokens", "2100", "--side-set", GEO]  # 9 loss windows: 2 shards
+ARGS = [
+    "sweep",
+    "--tiny",
+    "--thresholds",
+    "0.5",
+    "--n",
+    "1,2,3",
+    "--clamps",
+    "10,50",
+    "--limit",
+    "6",
+    "--all-questions",
+    "--selection-tokens",
+    "200",
+    "--loss-tokens",
+    "2100",
+    "--side-set",
+    GEO,
+]  # 9 loss windows: 2 shards
 KEYS = {"none"} | {f"t=0.5|n={n}|c={v}" for n in (1, 2, 3) for v in (10, 50)}
 
 
@@ -62,8 +80,22 @@ def local_rows(tmp_path_factory, shared_data) -> dict[str, dict]:
 
 
 def test_local_and_ray_give_identical_results(ray_session, local_rows, tmp_path):
-    assert main([*ARGS, "--backend", "ray", "--workers", "2", "--out", str(tmp_path),
-                 "--cache-dir", str(tmp_path / "cache")]) == 0
+    assert (
+        main(
+            [
+                *ARGS,
+                "--backend",
+                "ray",
+                "--workers",
+                "2",
+                "--out",
+                str(tmp_path),
+                "--cache-dir",
+                str(tmp_path / "cache"),
+            ]
+        )
+        == 0
+    )
     rows = jsonl(next((tmp_path / "jobs").iterdir()) / "results.jsonl")
     assert len(rows) == len(KEYS)
     assert by_config(rows) == local_rows
@@ -75,10 +107,10 @@ def test_local_and_ray_give_identical_results(ray_session, local_rows, tmp_path)
 
 def test_killed_worker_loses_and_duplicates_nothing(ray_session, local_rows, tmp_path):
     from unlearn_core.evaluation.ray_backend import EngineRecipe, RayPool
+    from unlearn_core.model.tiny import tiny_engine
     from unlearn_core.server.jobs import JobRunner, JobStore
     from unlearn_core.server.schemas import JobSpec
     from unlearn_core.server.state import ServerState
-    from unlearn_core.model.tiny import tiny_engine
 
     engine = tiny_engine(cache_dir=str(tmp_path / "cache"))
     engine.settings.job_backend = "ray"
@@ -86,8 +118,18 @@ def test_killed_worker_loses_and_duplicates_nothing(ray_session, local_rows, tmp
     runner.store = JobStore(tmp_path / "jobs")
     # each task sleeps 1 s after scoring, so the kill lands while a worker holds a task
     runner.pool = pool = RayPool(EngineRecipe.of(engine), workers=2, task_delay_s=1.0).start()
-    spec = runner.prepare(JobSpec(thresholds=[0.5], ns=[1, 2, 3], values=[10.0, 50.0], question_limit=6, known=False,
-                                  selection_tokens=200, loss_tokens=2100, side_effect_sets=[GEO]))
+    spec = runner.prepare(
+        JobSpec(
+            thresholds=[0.5],
+            ns=[1, 2, 3],
+            values=[10.0, 50.0],
+            question_limit=6,
+            known=False,
+            selection_tokens=200,
+            loss_tokens=2100,
+            side_effect_sets=[GEO],
+        )
+    )
     job = runner.store.create(spec, engine.cache_namespace())
     victim = pool.infos()[0]["pid"]
 
@@ -112,8 +154,22 @@ def test_killed_worker_loses_and_duplicates_nothing(ray_session, local_rows, tmp
 
 
 def test_killed_driver_resumes_without_loss_or_duplicates(local_rows, tmp_path, shared_data):
-    cmd = [sys.executable, "-m", "unlearn_core", *ARGS, "--backend", "ray", "--workers", "2", "--out", str(tmp_path),
-           "--cache-dir", str(tmp_path / "cache"), "--delay-per-config", "1.0"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "unlearn_core",
+        *ARGS,
+        "--backend",
+        "ray",
+        "--workers",
+        "2",
+        "--out",
+        str(tmp_path),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--delay-per-config",
+        "1.0",
+    ]
     env = {**clean_env(), "RAY_USAGE_STATS_ENABLED": "0", "OMP_NUM_THREADS": "1"}
     env.pop("RAY_ADDRESS", None)
     log = open(tmp_path / "driver.log", "wb")
@@ -153,11 +209,24 @@ def test_server_on_ray_resumes_after_a_kill(local_rows, tmp_path, shared_data):
 
     from unlearn_core.server.client import UnlearnClient
 
-    env = {"UNLEARN_JOB_BACKEND": "ray", "UNLEARN_RAY_WORKERS": "2", "RAY_USAGE_STATS_ENABLED": "0",
-           "OMP_NUM_THREADS": "1"}
+    env = {
+        "UNLEARN_JOB_BACKEND": "ray",
+        "UNLEARN_RAY_WORKERS": "2",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "OMP_NUM_THREADS": "1",
+    }
     args = ["--tiny", "--cache-dir", str(tmp_path / "cache")]
-    spec = {"thresholds": [0.5], "ns": [1, 2, 3], "values": [10.0, 50.0], "question_limit": 6, "known": False,
-            "selection_tokens": 200, "loss_tokens": 2100, "side_effect_sets": [GEO], "delay_per_config": 1.0}
+    spec = {
+        "thresholds": [0.5],
+        "ns": [1, 2, 3],
+        "values": [10.0, 50.0],
+        "question_limit": 6,
+        "known": False,
+        "selection_tokens": 200,
+        "loss_tokens": 2100,
+        "side_effect_sets": [GEO],
+        "delay_per_config": 1.0,
+    }
     p, url = start_server(tmp_path / "server.log", args, timeout=120, env=env, new_session=True)
     try:
         job = UnlearnClient(url, token="").submit_job(spec)["id"]
@@ -198,8 +267,8 @@ def test_questions_travel_as_checked_references(tmp_path, shared_data):
     """Tasks carry (position, id) into a named set; the worker resolves them from its own data
     directory and refuses a reference whose id is not where the driver saw it."""
     from unlearn_core.data.loaders import Question, load_question_set
-    from unlearn_core.method.interventions import Intervention
     from unlearn_core.evaluation.ray_backend import EngineWorker, make_tasks, question_refs
+    from unlearn_core.method.interventions import Intervention
     from unlearn_core.model.tiny import tiny_engine
 
     full = load_question_set(GEO, str(shared_data)).questions
@@ -238,9 +307,9 @@ def test_task_overheads_count_scheduling_not_queueing():
 def test_loss_shards_are_batch_aligned():
     """Loss windows are cut on ``mean_nll``'s batch boundaries, so each window is scored in the
     batch it would be locally, and the shards cover every window once, in order."""
-    from unlearn_core.method.interventions import Intervention
     from unlearn_core.evaluation.metrics import NLL_BATCH
     from unlearn_core.evaluation.ray_backend import LossTask, LossWindows, make_tasks
+    from unlearn_core.method.interventions import Intervention
 
     text = LossWindows("webtext", 5000, 256, "x")
     groups = [[[Intervention("tiny", (1,), 5.0)]], [[Intervention("tiny", (2,), 5.0)]]]
@@ -257,18 +326,28 @@ def test_cancel_stops_a_ray_job(ray_session, tmp_path, shared_data):
     """Cancel during the configurations phase: the job ends 'cancelled' before its last
     selection, keeping the rows it had, none twice."""
     from unlearn_core.evaluation.ray_backend import EngineRecipe, RayPool
+    from unlearn_core.model.tiny import tiny_engine
     from unlearn_core.server.jobs import JobRunner, JobStore
     from unlearn_core.server.schemas import JobSpec
     from unlearn_core.server.state import ServerState
-    from unlearn_core.model.tiny import tiny_engine
 
     engine = tiny_engine(cache_dir=str(tmp_path / "cache"))
     engine.settings.job_backend = "ray"
     runner = JobRunner(ServerState(lambda: engine))
     runner.store = JobStore(tmp_path / "jobs")
     runner.pool = RayPool(EngineRecipe.of(engine), workers=2, task_delay_s=1.0).start()
-    spec = runner.prepare(JobSpec(thresholds=[0.5], ns=[1, 2, 3], values=[10.0, 50.0], question_limit=6, known=False,
-                                  selection_tokens=200, loss_tokens=0, side_effect_sets=[GEO]))
+    spec = runner.prepare(
+        JobSpec(
+            thresholds=[0.5],
+            ns=[1, 2, 3],
+            values=[10.0, 50.0],
+            question_limit=6,
+            known=False,
+            selection_tokens=200,
+            loss_tokens=0,
+            side_effect_sets=[GEO],
+        )
+    )
     job = runner.store.create(spec, engine.cache_namespace())
 
     def cancel_when_busy() -> None:

@@ -1,4 +1,5 @@
 """Feature statistics and selection against direct computations on the tiny model."""
+
 import math
 
 import pytest
@@ -197,9 +198,11 @@ def test_specificity_ranks_a_specific_feature_above_a_dense_one(tiny):
 def test_descriptions_come_from_contexts_and_are_cached(tiny, monkeypatch):
     from unlearn_core.features.descriptions import describe_examples, peak_word
 
-    ex = [{"tokens": [" The", " spores", " of", " anth", "rax", " bacteria", " survive"], "peak": 4},
-          {"tokens": [" inhaled", " anth", "rax", " spores", " kill"], "peak": 2},
-          {"tokens": [" cutaneous", " anth", "rax", " from", " spores"], "peak": 2}]
+    ex = [
+        {"tokens": [" The", " spores", " of", " anth", "rax", " bacteria", " survive"], "peak": 4},
+        {"tokens": [" inhaled", " anth", "rax", " spores", " kill"], "peak": 2},
+        {"tokens": [" cutaneous", " anth", "rax", " from", " spores"], "peak": 2},
+    ]
     assert peak_word(ex[0]["tokens"], 4) == "anthrax"
     d = describe_examples(ex)
     assert d["fires_on"] == ["anthrax"] and "spores" in d["context"] and d["logit_lens"] == []
@@ -224,6 +227,7 @@ def test_explanation_query_matches_word_pieces_and_inflections():
 
 
 # ---------------------------------------------------------------- shipped statistics
+
 
 def test_sparse_storage_round_trips_bit_for_bit():
     from unlearn_core.features import shipped_stats as SH
@@ -250,8 +254,15 @@ def test_sparse_storage_round_trips_bit_for_bit():
 
 def _marked(st: "F.FeatureStats") -> dict:
     """Statistics unlike any computation's (every frequency 0.5), to tell a shipped entry's use."""
-    return {"n_tokens": torch.tensor([st.n_tokens]), "freq": torch.full_like(st.freq, 0.5), "mean_act": st.mean_act,
-            "mean_active": st.mean_active, "max_act": st.max_act, "hist": st.hist, "window_max": st.window_max}
+    return {
+        "n_tokens": torch.tensor([st.n_tokens]),
+        "freq": torch.full_like(st.freq, 0.5),
+        "mean_act": st.mean_act,
+        "mean_active": st.mean_active,
+        "max_act": st.max_act,
+        "hist": st.hist,
+        "window_max": st.window_max,
+    }
 
 
 def test_a_shipped_entry_is_used_only_under_its_own_key(corpus, tmp_path, monkeypatch):

@@ -1,4 +1,5 @@
 """Tests for unlearn_core.features.neuronpedia against a fake Neuronpedia on 127.0.0.1 (no real network)."""
+
 from __future__ import annotations
 
 import json
@@ -105,12 +106,14 @@ class FakeNeuronpedia:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 with fake._lock:
-                    fake.requests.append({
-                        "method": self.command,
-                        "path": self.path,
-                        "headers": dict(self.headers),
-                        "body": json.loads(body) if body else None,
-                    })
+                    fake.requests.append(
+                        {
+                            "method": self.command,
+                            "path": self.path,
+                            "headers": dict(self.headers),
+                            "body": json.loads(body) if body else None,
+                        }
+                    )
                     n = len(fake.requests)
                 mode = fake.mode
                 if mode == "slow":
@@ -151,9 +154,7 @@ class FakeNeuronpedia:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-        )
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
 
     @property
     def count(self) -> int:
@@ -174,9 +175,17 @@ class FakeNeuronpedia:
 def clean_env(monkeypatch):
     """Isolate from the machine's env: no offline flags, no key, no proxies for loopback."""
     for name in (
-        "NEURONPEDIA_URL", "NEURONPEDIA_API_KEY", "UNLEARN_CACHE_DIR", "UNLEARN_OFFLINE",
-        "HF_HUB_OFFLINE", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY",
-        "http_proxy", "https_proxy", "all_proxy",
+        "NEURONPEDIA_URL",
+        "NEURONPEDIA_API_KEY",
+        "UNLEARN_CACHE_DIR",
+        "UNLEARN_OFFLINE",
+        "HF_HUB_OFFLINE",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
     ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
@@ -194,8 +203,13 @@ def server():
 def make_cfg(server, tmp_path):
     def _make(**overrides) -> NeuronpediaConfig:
         kwargs = dict(
-            base_url=server.url, api_key=None, timeout=2.0, retries=3, backoff=0.01,
-            cache_dir=tmp_path / "np-cache", offline=False,
+            base_url=server.url,
+            api_key=None,
+            timeout=2.0,
+            retries=3,
+            backoff=0.01,
+            cache_dir=tmp_path / "np-cache",
+            offline=False,
         )
         kwargs.update(overrides)
         return NeuronpediaConfig(**kwargs)
@@ -354,8 +368,12 @@ def test_timeout_returns_unavailable(server, make_cfg):
 
 def test_unreachable_port_does_not_raise(tmp_path):
     cfg = NeuronpediaConfig(
-        base_url=f"http://127.0.0.1:{_closed_port()}", timeout=1.0, retries=2, backoff=0.01,
-        cache_dir=tmp_path / "c", offline=False,
+        base_url=f"http://127.0.0.1:{_closed_port()}",
+        timeout=1.0,
+        retries=2,
+        backoff=0.01,
+        cache_dir=tmp_path / "c",
+        offline=False,
     )
     info = get_feature(MODEL, SAE, INDEX, cfg)
     assert not info.available and info.message == "connection error"

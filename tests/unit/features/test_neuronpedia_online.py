@@ -4,15 +4,16 @@ Neuronpedia's real response shapes (tests/fake_neuronpedia_real.py cites the sou
 Every test runs under a network guard: any connection (or DNS lookup) to a host other than
 127.0.0.1 is refused and recorded, and a test that caused one fails at teardown.
 """
+
 from __future__ import annotations
 
 import logging
 import socket
 
 import pytest
-
 from api_helpers import app, client, engine, ok  # noqa: F401 (fixtures)
-from fake_neuronpedia_real import MODEL, SOURCE, INDEX, RealNeuronpedia, make_feature
+from fake_neuronpedia_real import INDEX, MODEL, SOURCE, RealNeuronpedia, make_feature
+
 from unlearn_core.features import neuronpedia as NP
 from unlearn_core.features.neuronpedia import (
     NeuronpediaConfig,
@@ -61,8 +62,18 @@ def net_guard(monkeypatch):
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch, tmp_path):
     """No key, no offline flags, no proxies; the cache in tmp; NEURONPEDIA_URL set by `fake`."""
-    for name in ("NEURONPEDIA_URL", "NEURONPEDIA_API_KEY", "UNLEARN_OFFLINE", "HF_HUB_OFFLINE",
-                 "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+    for name in (
+        "NEURONPEDIA_URL",
+        "NEURONPEDIA_API_KEY",
+        "UNLEARN_OFFLINE",
+        "HF_HUB_OFFLINE",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("UNLEARN_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
@@ -86,8 +97,7 @@ def fast_cfg(**overrides) -> NeuronpediaConfig:
 
 
 def expected_activations(feature: dict) -> list[dict]:
-    return [{"tokens": a["tokens"], "values": a["values"], "max_value": a["maxValue"]}
-            for a in feature["activations"]]
+    return [{"tokens": a["tokens"], "values": a["values"], "max_value": a["maxValue"]} for a in feature["activations"]]
 
 
 # ----------------------------------------------------------------------------- feature
@@ -186,23 +196,37 @@ def test_repeated_429_is_a_clear_unavailable_result(fake, caplog):
 def searchable(fake):
     fake.add_feature(make_feature(index=77, explanations=["viral replication in host cells"]))
     fake.add_feature(make_feature(layer="12-gemmascope-2-res-16k", index=5, explanations=["virus names"]))
-    fake.add_feature(make_feature(model_id="gemma-2-2b", layer="20-gemmascope-res-16k", index=9,
-                                  explanations=["computer virus and malware"]))
+    fake.add_feature(
+        make_feature(
+            model_id="gemma-2-2b", layer="20-gemmascope-res-16k", index=9, explanations=["computer virus and malware"]
+        )
+    )
     return fake
 
 
 def _as_client_results(body: dict) -> list[dict]:
-    return [{"model_id": r["modelId"], "sae_id": r["layer"], "index": int(r["index"]),
-             "description": r["description"]} for r in body["results"]]
+    return [
+        {"model_id": r["modelId"], "sae_id": r["layer"], "index": int(r["index"]), "description": r["description"]}
+        for r in body["results"]
+    ]
 
 
-@pytest.mark.parametrize("kwargs,path,hits", [
-    ({"model_id": MODEL, "sae_ids": [SOURCE]}, "/api/explanation/search", {(SOURCE, 4242), (SOURCE, 77)}),
-    ({"model_id": MODEL}, "/api/explanation/search-model",
-     {(SOURCE, 4242), (SOURCE, 77), ("12-gemmascope-2-res-16k", 5)}),
-    ({}, "/api/explanation/search-all",
-     {(SOURCE, 4242), (SOURCE, 77), ("12-gemmascope-2-res-16k", 5), ("20-gemmascope-res-16k", 9)}),
-])
+@pytest.mark.parametrize(
+    "kwargs,path,hits",
+    [
+        ({"model_id": MODEL, "sae_ids": [SOURCE]}, "/api/explanation/search", {(SOURCE, 4242), (SOURCE, 77)}),
+        (
+            {"model_id": MODEL},
+            "/api/explanation/search-model",
+            {(SOURCE, 4242), (SOURCE, 77), ("12-gemmascope-2-res-16k", 5)},
+        ),
+        (
+            {},
+            "/api/explanation/search-all",
+            {(SOURCE, 4242), (SOURCE, 77), ("12-gemmascope-2-res-16k", 5), ("20-gemmascope-res-16k", 9)},
+        ),
+    ],
+)
 def test_search_explanations_parses_the_real_shape(searchable, kwargs, path, hits):
     results = search_explanations("viral virus", cfg=fast_cfg(), **kwargs)
     req, resp = searchable.requests[-1], searchable.responses[-1]
@@ -228,8 +252,9 @@ def test_search_returns_the_first_page_only(fake):
 
 def test_guard_blocks_the_real_site(fake, net_guard, tmp_path):
     """Proof the guard works: the default URL (neuronpedia.org) is refused and recorded."""
-    cfg = NeuronpediaConfig(base_url=NP.DEFAULT_BASE_URL, retries=1, timeout=2.0,
-                            cache_dir=tmp_path / "c", offline=False)
+    cfg = NeuronpediaConfig(
+        base_url=NP.DEFAULT_BASE_URL, retries=1, timeout=2.0, cache_dir=tmp_path / "c", offline=False
+    )
     info = get_feature(MODEL, SOURCE, INDEX, cfg)
     assert not info.available and info.message == "connection error"
     assert net_guard.blocked and "neuronpedia.org" in net_guard.blocked[0]

@@ -1,4 +1,5 @@
 """Targets, question files, the strict known filter and format-matched selection (no real model)."""
+
 from __future__ import annotations
 
 import json
@@ -8,14 +9,14 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from cli_helpers import run_cli
+
 from unlearn_core.data import loaders as D
-from unlearn_core.features import stats as F
-from unlearn_core.evaluation import mcq
-from unlearn_core.evaluation import targets as T
 from unlearn_core.data.question_files import QuestionFileError, parse_question_file, split_part
 from unlearn_core.data.questions import Question, fact_text
+from unlearn_core.evaluation import mcq
+from unlearn_core.evaluation import targets as T
+from unlearn_core.features import stats as F
 
 ROOT = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").exists())
 
@@ -30,9 +31,20 @@ def _json(tmp_path: Path, rows, name: str = "q.json") -> Path:
 
 
 def test_json_question_file_keeps_extra_fields(tmp_path):
-    p = _json(tmp_path, [{"question": "Q1?", "choices": ["a", "b", "c", "d"], "answer": 2, "id": "x1",
-                          "topic": "cells", "overlaps_bio": True},
-                         {"question": "Q2?", "choices": ["a", "b", "c", "d"], "answer": "B"}])
+    p = _json(
+        tmp_path,
+        [
+            {
+                "question": "Q1?",
+                "choices": ["a", "b", "c", "d"],
+                "answer": 2,
+                "id": "x1",
+                "topic": "cells",
+                "overlaps_bio": True,
+            },
+            {"question": "Q2?", "choices": ["a", "b", "c", "d"], "answer": "B"},
+        ],
+    )
     qs = parse_question_file(p)
     assert [q.answer for q in qs] == [2, 1]
     assert qs[0].extra == {"id": "x1", "topic": "cells", "overlaps_bio": True}
@@ -50,16 +62,19 @@ def test_csv_question_file_in_both_layouts(tmp_path):
     assert q.answer == 2 and q.extra["topic"] == "history"
 
 
-@pytest.mark.parametrize("rows,needle", [
-    ([{"question": "Q?", "choices": ["a", "b", "c"], "answer": 0}], "expected 4 choices, got 3"),
-    ([{"question": "Q?", "choices": ["a", "b", "c", "d"], "answer": 4}], "out of range"),
-    ([{"question": "Q?", "choices": ["a", "b", "c", "d"], "answer": "E"}], "must be 0-3 or A-D"),
-    ([{"question": "Q?", "choices": ["a", "b", "c", "d"]}], "missing 'answer'"),
-    ([{"choices": ["a", "b", "c", "d"], "answer": 1}], "missing or empty 'question'"),
-    ([{"question": "Q?", "answer": 1}], "missing 'choices'"),
-    ({"not": "a list"}, "expected a JSON list"),
-    ([], "no questions"),
-])
+@pytest.mark.parametrize(
+    "rows,needle",
+    [
+        ([{"question": "Q?", "choices": ["a", "b", "c"], "answer": 0}], "expected 4 choices, got 3"),
+        ([{"question": "Q?", "choices": ["a", "b", "c", "d"], "answer": 4}], "out of range"),
+        ([{"question": "Q?", "choices": ["a", "b", "c", "d"], "answer": "E"}], "must be 0-3 or A-D"),
+        ([{"question": "Q?", "choices": ["a", "b", "c", "d"]}], "missing 'answer'"),
+        ([{"choices": ["a", "b", "c", "d"], "answer": 1}], "missing or empty 'question'"),
+        ([{"question": "Q?", "answer": 1}], "missing 'choices'"),
+        ({"not": "a list"}, "expected a JSON list"),
+        ([], "no questions"),
+    ],
+)
 def test_bad_json_question_files_say_what_is_wrong(tmp_path, rows, needle):
     p = _json(tmp_path, rows)
     with pytest.raises(QuestionFileError, match=needle) as e:
@@ -86,8 +101,10 @@ def test_bad_csv_and_paths(tmp_path):
 
 
 def test_question_files_load_wherever_question_sets_do(tmp_path):
-    p = _json(tmp_path, [{"question": f"Q{i}?", "choices": ["a", "b", "c", "d"], "answer": i % 4, "flag": i == 0}
-                         for i in range(10)])
+    p = _json(
+        tmp_path,
+        [{"question": f"Q{i}?", "choices": ["a", "b", "c", "d"], "answer": i % 4, "flag": i == 0} for i in range(10)],
+    )
     qs = D.load_question_set(str(p))
     assert len(qs.questions) == 10 and qs.label == "file q.json"
     train, held = D.load_question_set(f"{p}@train"), D.load_question_set(f"{p}@heldout")
@@ -222,12 +239,17 @@ def test_wmdp_target_falls_back_to_question_text_with_a_label(shared_data, monke
 
 def test_user_target_toml(tmp_path, shared_data):
     (tmp_path / "corpus.txt").write_text("Dragons breathe fire.\n\nDragons hoard gold.\n")
-    _json(tmp_path, [{"question": "What do dragons hoard?", "choices": ["gold", "fish", "snow", "rice"], "answer": 0}],
-          "dragons.json")
+    _json(
+        tmp_path,
+        [{"question": "What do dragons hoard?", "choices": ["gold", "fish", "snow", "rice"], "answer": 0}],
+        "dragons.json",
+    )
     f = tmp_path / "mine.toml"
-    f.write_text('[dragons]\ndescription = "dragon lore"\nforget_corpus = "corpus.txt"\n'
-                 'forget_questions = "dragons.json"\nretain_corpora = ["wikitext@train"]\n'
-                 'retain_questions = "quiz:retain"\n[dragons.selection]\nn = 7\n[dragons.intervention]\nc = 30\n')
+    f.write_text(
+        '[dragons]\ndescription = "dragon lore"\nforget_corpus = "corpus.txt"\n'
+        'forget_questions = "dragons.json"\nretain_corpora = ["wikitext@train"]\n'
+        'retain_questions = "quiz:retain"\n[dragons.selection]\nn = 7\n[dragons.intervention]\nc = 30\n'
+    )
     ts = T.load_targets(str(f))
     d = ts["dragons"]
     assert d.forget_corpus == str(tmp_path / "corpus.txt") and d.forget_questions == str(tmp_path / "dragons.json")
@@ -239,22 +261,41 @@ def test_user_target_toml(tmp_path, shared_data):
     assert T.question_specs(d, forget_file="x.csv", retain_files=["y.json"]) == ("x.csv", ["y.json"])
 
 
-@pytest.mark.parametrize("body,needle", [
-    ('[x]\nforget_corpus = "a.txt"\n', "missing"),
-    ('[x]\nforget_corpus="a"\nforget_questions="b"\nretain_corpora=["c"]\nretain_questions=["d"]\ncolour="red"\n',
-     "unknown field"),
-    ('[x]\nforget_corpus="a"\nforget_questions="b"\nretain_corpora=["c"]\nretain_questions=["d"]\n'
-     '[x.intervention]\nmode="melt"\n', "mode must be one of"),
-    ('[x]\nforget_corpus="a"\nforget_questions="b"\nretain_corpora=["c"]\nretain_questions=["d"]\n'
-     '[x.selection]\nthreshold=2\n', "threshold"),
-    ('[bio-basics]\nforget_corpus="a"\nforget_questions="b"\nretain_corpora=["c"]\nretain_questions=["d"]\n',
-     "name of a built-in"),
-    ('[x]\nforget_corpus="a"\nforget_questions="b"\nretain_corpora=["c"]\nretain_questions=["d"]\n'
-     '[x.selection]\nmethod="magic"\n', "selection method must be one of"),
-    ('[x]\nforget_corpus="a"\nforget_questions="b"\nretain_corpora=["c"]\nretain_questions=["d"]\n'
-     '[x.selection]\nmethod="search"\n', "selection query"),
-    ("[x\n", "not valid TOML"),
-])
+@pytest.mark.parametrize(
+    "body,needle",
+    [
+        ('[x]\nforget_corpus = "a.txt"\n', "missing"),
+        (
+            '[x]\nforget_corpus="a"\nforget_questions="b"\nretain_corpora=["c"]\nretain_questions=["d"]\ncolour="red"\n',
+            "unknown field",
+        ),
+        (
+            '[x]\nforget_corpus="a"\nforget_questions="b"\nretain_corpora=["c"]\nretain_questions=["d"]\n'
+            '[x.intervention]\nmode="melt"\n',
+            "mode must be one of",
+        ),
+        (
+            '[x]\nforget_corpus="a"\nforget_questions="b"\nretain_corpora=["c"]\nretain_questions=["d"]\n'
+            "[x.selection]\nthreshold=2\n",
+            "threshold",
+        ),
+        (
+            '[bio-basics]\nforget_corpus="a"\nforget_questions="b"\nretain_corpora=["c"]\nretain_questions=["d"]\n',
+            "name of a built-in",
+        ),
+        (
+            '[x]\nforget_corpus="a"\nforget_questions="b"\nretain_corpora=["c"]\nretain_questions=["d"]\n'
+            '[x.selection]\nmethod="magic"\n',
+            "selection method must be one of",
+        ),
+        (
+            '[x]\nforget_corpus="a"\nforget_questions="b"\nretain_corpora=["c"]\nretain_questions=["d"]\n'
+            '[x.selection]\nmethod="search"\n',
+            "selection query",
+        ),
+        ("[x\n", "not valid TOML"),
+    ],
+)
 def test_bad_user_targets_get_clear_errors(tmp_path, body, needle):
     f = tmp_path / "t.toml"
     f.write_text(body)
@@ -305,8 +346,14 @@ def test_evaluate_target_on_tiny(tiny, shared_data):
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "unlearn_core", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=600, env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+    return subprocess.run(
+        [sys.executable, "-m", "unlearn_core", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=600,
+        env={**__import__("os").environ, "PYTHONPATH": str(ROOT)},
+    )
 
 
 def test_cli_target_list_json(tmp_path):
@@ -317,14 +364,34 @@ def test_cli_target_list_json(tmp_path):
 
 
 def test_cli_target_eval_json_contract_on_tiny(tmp_path, shared_data, capsys, monkeypatch):
-    qfile = _json(tmp_path, [{"question": f"Q{i}?", "choices": ["a", "b", "c", "d"], "answer": i % 4}
-                             for i in range(4)], "forget.json")
+    qfile = _json(
+        tmp_path,
+        [{"question": f"Q{i}?", "choices": ["a", "b", "c", "d"], "answer": i % 4} for i in range(4)],
+        "forget.json",
+    )
     # a small retain file too: the target's own retain sets cost minutes on the tiny model (24 orderings a question)
-    rfile = _json(tmp_path, [{"question": f"R{i}?", "choices": ["a", "b", "c", "d"], "answer": 0} for i in range(4)],
-                  "retain.json")
+    rfile = _json(
+        tmp_path,
+        [{"question": f"R{i}?", "choices": ["a", "b", "c", "d"], "answer": 0} for i in range(4)],
+        "retain.json",
+    )
     monkeypatch.chdir(tmp_path)  # in this process (the subprocess run: test_cli_target_list_json)
-    p = run_cli(capsys, "target", "eval", "bio-basics", "--tiny", "--json", "--loss-tokens", "200", "--cache-dir",
-                str(tmp_path / "cache"), "--forget-questions", str(qfile), "--retain-questions", str(rfile))
+    p = run_cli(
+        capsys,
+        "target",
+        "eval",
+        "bio-basics",
+        "--tiny",
+        "--json",
+        "--loss-tokens",
+        "200",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--forget-questions",
+        str(qfile),
+        "--retain-questions",
+        str(rfile),
+    )
     assert p.returncode == 0, p.stderr[-2000:]
     out = json.loads(p.stdout)
     assert {"target", "intervention", "forget", "retain", "loss_added"} <= set(out)
@@ -344,8 +411,7 @@ def test_targets_experiment_runs_end_to_end_on_tiny(tiny, shared_data):
     from unlearn_core.evaluation.experiments import target_sweep as TX
 
     t = T.replace_intervention(T.get_target("bio-basics"), threshold=1.0, n=3, c=10.0)
-    r = TX.run(tiny, t, thresholds=(1.0,), ns=(3,), values=(10.0,), loss_tokens=100, ppl_tokens=100,
-               max_loss=0.05)
+    r = TX.run(tiny, t, thresholds=(1.0,), ns=(3,), values=(10.0,), loss_tokens=100, ppl_tokens=100, max_loss=0.05)
     assert [row["config"] for row in r["rows"]] == ["none", "paper t=1 N=3 c=10", "format-matched t=1 N=3 c=10"]
     assert r["rows"][1]["retain_corpora"] == ["wikitext@train"]
     assert r["rows"][2]["retain_corpora"] == list(t.retain_corpora)
@@ -360,17 +426,28 @@ def test_targets_experiment_runs_end_to_end_on_tiny(tiny, shared_data):
 
 
 def _sweep_row(config, forget, retain, loss, n=50, c=100.0):
-    return {"config": config, "forget@train": forget, "retain0@train": retain, "loss_added_choice": loss,
-            "loss_added": 99.0, "n": n, "c": c}
+    return {
+        "config": config,
+        "forget@train": forget,
+        "retain0@train": retain,
+        "loss_added_choice": loss,
+        "loss_added": 99.0,
+        "n": n,
+        "c": c,
+    }
 
 
 def test_targets_choice_respects_the_retain_floor_and_the_loss_budget():
     """Lowest train forget among rows keeping retain and the loss budget; the reported (held-out) loss is not read."""
     from unlearn_core.evaluation.experiments import target_sweep as TX
 
-    rows = [_sweep_row("deep", 0.1, 0.95, 0.30), _sweep_row("breaks retain", 0.0, 0.80, 0.01),
-            _sweep_row("within", 0.4, 0.92, 0.04), _sweep_row("within, more retain", 0.4, 0.97, 0.05, c=200.0),
-            _sweep_row("mild", 0.8, 1.00, 0.00)]
+    rows = [
+        _sweep_row("deep", 0.1, 0.95, 0.30),
+        _sweep_row("breaks retain", 0.0, 0.80, 0.01),
+        _sweep_row("within", 0.4, 0.92, 0.04),
+        _sweep_row("within, more retain", 0.4, 0.97, 0.05, c=200.0),
+        _sweep_row("mild", 0.8, 1.00, 0.00),
+    ]
     assert TX.choose(rows, 0.9, None)["config"] == "deep"
     assert TX.choose(rows, 0.9, 0.05)["config"] == "within"  # tie on forget: less loss added, before retain
     assert TX.choose(rows, 0.9, 0.01)["config"] == "mild"
@@ -378,7 +455,8 @@ def test_targets_choice_respects_the_retain_floor_and_the_loss_budget():
     assert TX.choose(rows[:4], 0.99, None) is None
     assert TX.rule_text({"min_retain": 0.9, "max_loss": 0.05, "choice_loss_corpus": "webtext-train"}) == (
         "lowest forget accuracy with retain accuracy >= 0.9 and loss added <= 0.05 nats on `webtext-train`; "
-        "ties: less loss added on `webtext-train`, then higher retain")
+        "ties: less loss added on `webtext-train`, then higher retain"
+    )
 
 
 def test_targets_choice_breaks_a_tie_on_forget_by_the_loss_added_then_retain():
@@ -394,7 +472,8 @@ def test_targets_choice_breaks_a_tie_on_forget_by_the_loss_added_then_retain():
     assert TX.choose(unmeasured, 0.9, None)["config"] == "paper N=100 c=100"
     assert TX.choose([paper, {**search, "forget@train": 0.556}], 0.9, None)["config"] == "search N=20 c=100"
     assert TX.rule_text({"min_retain": 0.9, "max_loss": None, "choice_loss_corpus": None}) == (
-        "lowest forget accuracy with retain accuracy >= 0.9; ties: higher retain")
+        "lowest forget accuracy with retain accuracy >= 0.9; ties: higher retain"
+    )
 
 
 def test_targets_experiment_sweeps_a_retain_list_once(tiny, shared_data):
@@ -406,8 +485,16 @@ def test_targets_experiment_sweeps_a_retain_list_once(tiny, shared_data):
     assert t.retain_corpora == TX.PAPER_RETAIN
     with pytest.raises(ValueError, match="needs loss_tokens"):  # a budget with no loss measured would pass every row
         TX.run(tiny, t, thresholds=(1.0,), ns=(3,), values=(10.0,), loss_tokens=0, ppl_tokens=100, max_loss=0.05)
-    r = TX.run(tiny, t, thresholds=(1.0,), ns=(3,), values=(10.0,), loss_tokens=0, ppl_tokens=100,
-               variants=("paper", "format-matched"))
+    r = TX.run(
+        tiny,
+        t,
+        thresholds=(1.0,),
+        ns=(3,),
+        values=(10.0,),
+        loss_tokens=0,
+        ppl_tokens=100,
+        variants=("paper", "format-matched"),
+    )
     assert [row["config"] for row in r["rows"]] == ["none", "paper t=1 N=3 c=10"]
     assert "loss_added_choice" not in r["rows"][1] and "loss added (choice)" not in TX.markdown(r)  # none measured
     assert list(r["skipped_variants"]) == ["format-matched"] and r["rows"][1]["shipped_default"]
@@ -481,7 +568,7 @@ def test_select_for_target_with_the_search_method(tiny, shared_data):
     for r in out["features"]:
         assert {"top_token", "score", "forget_freq", "retain_freq", "ratio"} <= set(r)
         assert set(r["retain_freqs"]) == set(t.retain_corpora)
-    assert "most specific to \"Sherlock Holmes\"" in T.selection_text(out)
+    assert 'most specific to "Sherlock Holmes"' in T.selection_text(out)
     iv = T.default_intervention(tiny, t)
     assert list(iv.features) == [r["feature"] for r in out["features"]]
     by_freq = T.select_for_target(tiny, t, threshold=1.0)

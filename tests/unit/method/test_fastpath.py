@@ -1,16 +1,23 @@
 """The fast slider path must give the straightforward path's numbers (1e-4)."""
+
 from dataclasses import replace
 
 import pytest
 
-from unlearn_core.method import fastpath
-from unlearn_core.evaluation import mcq
 from unlearn_core.data.loaders import Question
+from unlearn_core.evaluation import mcq
+from unlearn_core.method import fastpath
 from unlearn_core.method.interventions import Intervention
 from unlearn_core.model.tiny import ALWAYS_FIRES, NEVER_FIRES
 
-Q = Question("fp:1", "Which organelle makes ATP in the cell?", ("ribosome", "the mitochondrion", "nucleus", "a vacuole"),
-             1, "biology", "test")
+Q = Question(
+    "fp:1",
+    "Which organelle makes ATP in the cell?",
+    ("ribosome", "the mitochondrion", "nucleus", "a vacuole"),
+    1,
+    "biology",
+    "test",
+)
 VALUES = [0.0, 1.0, 5.0, 20.0, 100.0]
 
 
@@ -43,7 +50,9 @@ def test_fast_curve_equals_straightforward(tiny, scoring, mode):
 def test_features_firing_only_late_and_never(tiny):
     pc = fastpath.prompt_cache(tiny, Q, "cloze", "plain", "tiny")
     P = pc.shared
-    late = [i for i in range(pc.codes.shape[-1]) if (pc.codes[:, P:, i] > 0).any() and not (pc.codes[:, :P, i] > 0).any()]
+    late = [
+        i for i in range(pc.codes.shape[-1]) if (pc.codes[:, P:, i] > 0).any() and not (pc.codes[:, :P, i] > 0).any()
+    ]
     for feats in ([NEVER_FIRES], late[:2] or [ALWAYS_FIRES], [ALWAYS_FIRES]):
         iv = Intervention("tiny", tuple(feats), 30.0)
         fast = fastpath.score_curve(tiny, Q, [iv], [30.0], "cloze", "plain")[0]
@@ -73,8 +82,12 @@ def test_base_score_from_cache(tiny):
 @pytest.mark.parametrize("scoring", ["cloze", "letter"])
 def test_configs_batched_equal_one_by_one(tiny, scoring):
     feats = _active_features(tiny, 4)
-    configs = [Intervention("tiny", tuple(feats[:2]), 5.0), Intervention("tiny", (feats[3],), 50.0),
-               Intervention("tiny", (NEVER_FIRES,), 10.0, "zero"), Intervention("tiny", tuple(feats), 3.0, "add")]
+    configs = [
+        Intervention("tiny", tuple(feats[:2]), 5.0),
+        Intervention("tiny", (feats[3],), 50.0),
+        Intervention("tiny", (NEVER_FIRES,), 10.0, "zero"),
+        Intervention("tiny", tuple(feats), 3.0, "add"),
+    ]
     assert fastpath.supports_configs(tiny, configs, scoring)
     fast = fastpath.score_configs(tiny, Q, configs, scoring, "plain", chunk=3)
     for f, iv in zip(fast, configs):
@@ -87,8 +100,12 @@ def test_sweep_evaluate_configs_matches_per_config(tiny):
 
     qs = [Q, Question("fp:2", "What is 2+2?", ("3", "4", "5", "22"), 1, "math", "test")]
     feats = _active_features(tiny, 3)
-    configs = [[], [Intervention("tiny", tuple(feats), 20.0)], [Intervention("tiny", (feats[0],), 2.0, "zero")],
-               [Intervention("tiny", (feats[0],), 2.0), Intervention("tiny", (ALWAYS_FIRES,), 4.0)]]
+    configs = [
+        [],
+        [Intervention("tiny", tuple(feats), 20.0)],
+        [Intervention("tiny", (feats[0],), 2.0, "zero")],
+        [Intervention("tiny", (feats[0],), 2.0), Intervention("tiny", (ALWAYS_FIRES,), 4.0)],
+    ]
     res = evaluate_configs(tiny, qs, configs, scoring="letter", style="plain", orderings=True)
     for r, cfg in zip(res, configs):
         items = [v for q in qs for v in mcq.all_orderings(q)]
@@ -137,14 +154,19 @@ def test_orderings_as_rows_equal_straightforward(tiny):
     pc = fastpath._build(tiny, *fastpath._letter_ordering_rows(tiny, variants, "plain"), "tiny", variants)
     assert 1 < pc.shared < pc.tokens.shape[1]
     feats = _active_features(tiny, 3)
-    configs = [Intervention("tiny", tuple(feats), 5.0), Intervention("tiny", (ALWAYS_FIRES,), 50.0),
-               Intervention("tiny", (NEVER_FIRES,), 9.0), Intervention("tiny", (feats[0],), 2.0, "add"),
-               Intervention("tiny", (feats[1],), 1.0, "zero")]
+    configs = [
+        Intervention("tiny", tuple(feats), 5.0),
+        Intervention("tiny", (ALWAYS_FIRES,), 50.0),
+        Intervention("tiny", (NEVER_FIRES,), 9.0),
+        Intervention("tiny", (feats[0],), 2.0, "add"),
+        Intervention("tiny", (feats[1],), 1.0, "zero"),
+    ]
     base, per = fastpath.score_orderings(tiny, Q, configs, "plain", chunk=2)
     assert len(base) == 24 and all(len(p) == 24 for p in per)
     for r, v in enumerate(variants):
-        assert base[r].probs == pytest.approx(mcq.score_question(tiny, v, scoring="letter", style="plain").probs,
-                                              abs=1e-4)
+        assert base[r].probs == pytest.approx(
+            mcq.score_question(tiny, v, scoring="letter", style="plain").probs, abs=1e-4
+        )
         for iv, scores in zip(configs, per):
             ref = mcq.score_question(tiny, v, [iv], scoring="letter", style="plain")
             assert scores[r].probs == pytest.approx(ref.probs, abs=1e-4)
@@ -154,8 +176,12 @@ def test_orderings_as_rows_equal_straightforward(tiny):
 def test_rows_of_different_lengths_share_the_stem(tiny):
     """Right-padded rows with a common stem: each row's last real token is read."""
     stem = "Which organelle makes ATP in the cell?"
-    variants = [Question(f"len:{i}", stem, ch, i % 4, "biology", "test") for i, ch in enumerate([
-        ("a", "bb", "ccc", "dddd"), ("mitochondrion", "x", "y", "z"), ("one", "two", "three", "four five six")])]
+    variants = [
+        Question(f"len:{i}", stem, ch, i % 4, "biology", "test")
+        for i, ch in enumerate(
+            [("a", "bb", "ccc", "dddd"), ("mitochondrion", "x", "y", "z"), ("one", "two", "three", "four five six")]
+        )
+    ]
     rows = fastpath._letter_ordering_rows(tiny, variants, "plain")
     assert len(set(rows[1].tolist())) == 3  # three different lengths
     pc = fastpath._build(tiny, *rows, "tiny", variants)
@@ -164,5 +190,6 @@ def test_rows_of_different_lengths_share_the_stem(tiny):
     per = fastpath._score_configs(tiny, pc, configs, "letter", chunk=2)
     for iv, scores in zip(configs, per):
         for v, s in zip(variants, scores):
-            assert s.probs == pytest.approx(mcq.score_question(tiny, v, [iv], scoring="letter",
-                                                               style="plain").probs, abs=1e-4)
+            assert s.probs == pytest.approx(
+                mcq.score_question(tiny, v, [iv], scoring="letter", style="plain").probs, abs=1e-4
+            )

@@ -1,12 +1,13 @@
 """The gated modes (a DSG-style gate in front of the clamp) against an independent computation,
 on the tiny model: the decision at rho just above and below tau, padding left out of rho,
 generation following the prompt's decision, the fast path, and the percentile calibration."""
+
 import pytest
 import torch
+from test_interventions import active_features, manual_clamp, manual_codes, run
 
-from test_interventions import NEXT, active_features, manual_clamp, manual_codes, run
-from unlearn_core.model.forward import tokenize
 from unlearn_core.method.interventions import HookState, Intervention, special_ids
+from unlearn_core.model.forward import tokenize
 from unlearn_core.model.tiny import TINY_HOOK
 
 TEXT = "The mitochondria is the powerhouse of the cell."
@@ -36,7 +37,9 @@ def test_gate_decides_just_above_and_just_below_tau(tiny, mode):
     sae = tiny.saes["tiny"].sae
     # rho > tau: open, the static clamp (or DSG's) exactly
     _, out = run(tiny, [Intervention("tiny", feats, 30.0, mode, gate=rho - 1e-4)], TEXT)
-    expected = (manual_clamp(sae, x, feats, 30.0, "clamp") if mode == "gated" else manual_clamp(sae, x, feats, 30.0, "dsg"))
+    expected = (
+        manual_clamp(sae, x, feats, 30.0, "clamp") if mode == "gated" else manual_clamp(sae, x, feats, 30.0, "dsg")
+    )
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
     assert (out - x).abs().max() > 1e-3
     _, static = run(tiny, [Intervention("tiny", feats, 30.0)], TEXT)  # one feature: DSG's clamp is the static one
@@ -105,14 +108,15 @@ def test_generation_follows_the_prompts_decision(tiny):
 def test_fast_path_equals_straightforward(tiny, scoring, mode, shared_data):
     """score_curve / score_configs with gates that open on some questions and not others equal
     the hooked forward (which uses the hook's own rho), and a shut gate gives the clean scores."""
+    from unlearn_core.evaluation.mcq import score_questions
     from unlearn_core.method import fastpath
     from unlearn_core.method.gate import question_rhos
-    from unlearn_core.evaluation.mcq import score_questions
     from unlearn_core.server.access import load_question_set
     from unlearn_core.server.steps import fits_context
 
-    qs = [q for q in load_question_set("mmlu:high_school_geography", str(shared_data)).questions
-          if fits_context(tiny, q)][:6]
+    qs = [
+        q for q in load_question_set("mmlu:high_school_geography", str(shared_data)).questions if fits_context(tiny, q)
+    ][:6]
     feats = tuple(active_features(tiny, k=1 if mode == "gated" else 2))
     probe = Intervention("tiny", feats, 40.0, mode, gate=0.0)
     rhos = question_rhos(tiny, qs, probe, scoring, "plain")
@@ -180,9 +184,27 @@ def test_filler_pads_the_question_text(tiny):
 def test_cli_sweep_runs_modes_side_by_side_and_refuses_a_gate_without_tau(tmp_path, capsys, shared_data):
     from unlearn_core.cli import main
 
-    common = ["sweep", "--tiny", "--thresholds", "0.5", "--n", "2", "--clamps", "10,50", "--limit", "3",
-              "--all-questions", "--selection-tokens", "200", "--loss-tokens", "0", "--side-set",
-              "mmlu:high_school_geography", "--cache-dir", str(tmp_path / "cache")]
+    common = [
+        "sweep",
+        "--tiny",
+        "--thresholds",
+        "0.5",
+        "--n",
+        "2",
+        "--clamps",
+        "10,50",
+        "--limit",
+        "3",
+        "--all-questions",
+        "--selection-tokens",
+        "200",
+        "--loss-tokens",
+        "0",
+        "--side-set",
+        "mmlu:high_school_geography",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+    ]
     assert main([*common, "--mode", "gated", "--out", str(tmp_path / "a")]) == 2
     assert "need exactly one of gate (tau) or gate_percentile" in capsys.readouterr().err
     assert main([*common, "--mode", "clamp", "--gate", "0.3", "--out", str(tmp_path / "b")]) == 2
@@ -191,7 +213,9 @@ def test_cli_sweep_runs_modes_side_by_side_and_refuses_a_gate_without_tau(tmp_pa
     import json
 
     rows = json.loads((tmp_path / "c" / "results.json").read_text())["results"]
-    assert {r["config"] for r in rows} == {"none"} | {f"t=0.5|n=2|c={v}|{m}" for v in (10, 50) for m in ("clamp", "gated")}
+    assert {r["config"] for r in rows} == {"none"} | {
+        f"t=0.5|n=2|c={v}|{m}" for v in (10, 50) for m in ("clamp", "gated")
+    }
     gated = [r for r in rows if r["mode"] == "gated"]
     assert all(r["gate_tau"] == 0.3 and r["gate open: forget"] is not None for r in gated)
 
@@ -199,8 +223,18 @@ def test_cli_sweep_runs_modes_side_by_side_and_refuses_a_gate_without_tau(tmp_pa
 def test_probe_figure_has_both_panels():
     from unlearn_core.ui.figures import probe_figure
 
-    rows = [{"where": w, "filler_tokens": n, "clean": 1.0, "static": 0.7, "gated": 0.8 if n < 64 else 1.0,
-             "gate_open": 0.9 if n < 64 else 0.0} for w in ("prepend", "append") for n in (0, 16, 64)]
+    rows = [
+        {
+            "where": w,
+            "filler_tokens": n,
+            "clean": 1.0,
+            "static": 0.7,
+            "gated": 0.8 if n < 64 else 1.0,
+            "gate_open": 0.9 if n < 64 else 0.0,
+        }
+        for w in ("prepend", "append")
+        for n in (0, 16, 64)
+    ]
     fig = probe_figure(rows, "t")
     assert len(fig.data) == 8 and {t.name for t in fig.data} >= {"gated clamp accuracy", "gate open (share)"}
     gated = [t for t in fig.data if t.name == "gated clamp accuracy"]
@@ -215,8 +249,10 @@ def test_gates_on_two_saes_in_one_request(tiny):
     s2 = tiny_sae(seed=7, hook_name="blocks.1.hook_resid_post", key="tiny-l1")
     eng = engine_from_parts(tiny.model, [tiny.saes["tiny"], s2])
     feats, rho, _ = partial_features(tiny)
-    ivs = [Intervention("tiny", feats, 30.0, "gated", gate=rho - 1e-4),  # open
-           Intervention("tiny-l1", (1,), 30.0, "gated", gate=1.0)]  # never open (rho <= 1)
+    ivs = [
+        Intervention("tiny", feats, 30.0, "gated", gate=rho - 1e-4),  # open
+        Intervention("tiny-l1", (1,), 30.0, "gated", gate=1.0),
+    ]  # never open (rho <= 1)
     state = HookState()
     toks = tiny.model.to_tokens(TEXT)
     with torch.no_grad(), tiny.model.hooks(fwd_hooks=eng.hooks(ivs, state)):

@@ -1,9 +1,10 @@
 """The clamp against an independent computation of the formula in method.md."""
+
 import pytest
 import torch
 
-from unlearn_core.method.interventions import Intervention, intervened, parse_features
 from unlearn_core.evaluation.metrics import generate
+from unlearn_core.method.interventions import Intervention, intervened, parse_features
 from unlearn_core.model.tiny import ALWAYS_FIRES, NEVER_FIRES, TINY_HOOK
 
 NEXT = "blocks.1.hook_resid_pre"  # what the hooked point hands to the next block
@@ -103,8 +104,9 @@ def test_reconstruct_without_features_is_the_plain_splice(tiny):
     sae = tiny.saes["tiny"].sae
     x, out = run(tiny, [Intervention("tiny", (), 0.0, "reconstruct")])
     f = manual_codes(sae, x)
-    torch.testing.assert_close(out[:, 1:], (f @ sae.W_dec.double() + sae.b_dec.double()).float()[:, 1:],
-                               atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        out[:, 1:], (f @ sae.W_dec.double() + sae.b_dec.double()).float()[:, 1:], atol=1e-5, rtol=1e-5
+    )
 
 
 def test_generated_tokens_are_intervened(tiny):
@@ -119,7 +121,7 @@ def test_generated_tokens_are_intervened(tiny):
         for _ in range(12):
             nxt = m(toks)[0, -1].argmax()
             toks = torch.cat([toks, nxt.view(1, 1)], 1)
-    full = m.tokenizer.decode(toks[0, m.to_tokens(prompt).shape[1]:])
+    full = m.tokenizer.decode(toks[0, m.to_tokens(prompt).shape[1] :])
     assert with_cache == full
     assert with_cache != generate(tiny, prompt, None, max_new_tokens=12)
 

@@ -7,6 +7,7 @@ it comes from; "measured" numbers are the largest seen on this tiny model (quest
 quiz), and the margin over them is stated. The embedded model's bf16-vs-fp32 numbers are in
 ``bench/bf16.py``'s table. Also here: ``--device cuda`` without CUDA is a one-line error.
 """
+
 from __future__ import annotations
 
 import copy
@@ -18,20 +19,20 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from browser_helpers import free_port
 from test_fast_blocks import _model as _block_model  # the same two configurations, in any dtype
-from unlearn_core.model import fast_blocks
-from unlearn_core.method import fastpath
+
 from unlearn_core.evaluation import mcq
-from unlearn_core.model.forward import final_resid, target_logprobs, tokenize, unembed
+from unlearn_core.method import fastpath
 from unlearn_core.method.interventions import Intervention, apply_to_resid
+from unlearn_core.model import fast_blocks
+from unlearn_core.model.forward import final_resid, target_logprobs, tokenize, unembed
 from unlearn_core.model.tiny import NEVER_FIRES, TINY_HOOK, tiny_model, tiny_sae
 
 ROOT = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").exists())
 
 # bf16 keeps 8 significant bits: a value in [2**k, 2**(k+1)) is rounded to a multiple of 2**(k-7).
-BF16_ULP_AT_1 = 2.0 ** -7
+BF16_ULP_AT_1 = 2.0**-7
 
 # Fast blocks vs TransformerLens's forwards, both in bf16, as a fraction of the output's largest
 # |value|. Measured: at most 0.0071 (block_last on the plain model; attention 0.0049, the
@@ -75,16 +76,24 @@ LOGSOFTMAX_BF16_WORSE_THAN = 1e-3
 @pytest.fixture(scope="module")
 def engines(tmp_path_factory) -> dict:
     """The tiny engine in fp32 and the same weights in bf16 (SAE fp32 in both, as load_engine does)."""
-    from unlearn_core.model.engine import engine_from_parts
     from unlearn_core.core.settings import load_settings
+    from unlearn_core.model.engine import engine_from_parts
 
     m32 = tiny_model(0)
     m16 = copy.deepcopy(m32).to(torch.bfloat16, print_details=False)
     out = {}
     for dtype, model in (("float32", m32), ("bfloat16", m16)):
         # the dtype setting keeps the two engines' caches (fast path LRU, disk) apart
-        s = load_settings({"model": "tiny", "saes": ["tiny"], "prompt_format": "plain", "scoring": "cloze",
-                           "dtype": dtype, "cache_dir": str(tmp_path_factory.mktemp(dtype))})
+        s = load_settings(
+            {
+                "model": "tiny",
+                "saes": ["tiny"],
+                "prompt_format": "plain",
+                "scoring": "cloze",
+                "dtype": dtype,
+                "cache_dir": str(tmp_path_factory.mktemp(dtype)),
+            }
+        )
         out[dtype] = engine_from_parts(model, [tiny_sae(model.cfg.d_model)], s, model_name="tiny")
     return out
 
@@ -225,12 +234,14 @@ def test_fastpath_equals_straightforward_in_bf16(engines, questions, mode, scori
     assert fastpath.supports(e16, [iv], scoring)
     seen = []
     real = fastpath.residual_delta
-    monkeypatch.setattr(fastpath, "residual_delta", lambda sae, pc, iv, values, gate=None: seen.extend(
-        values.tolist()) or real(sae, pc, iv, values, gate))
+    monkeypatch.setattr(
+        fastpath,
+        "residual_delta",
+        lambda sae, pc, iv, values, gate=None: seen.extend(values.tolist()) or real(sae, pc, iv, values, gate),
+    )
     fast = fastpath.score_curve(e16, q, [iv], FASTPATH_VALUES, scoring, "plain", chunk=3)
     assert seen == FASTPATH_VALUES  # the clamp values reach the SAE unrounded (as the hook's c)
-    slow = [mcq.score_question(e16, q, [replace(iv, value=v)], scoring=scoring, style="plain")
-            for v in FASTPATH_VALUES]
+    slow = [mcq.score_question(e16, q, [replace(iv, value=v)], scoring=scoring, style="plain") for v in FASTPATH_VALUES]
     for f, s in zip(fast, slow):
         assert f.probs == pytest.approx(s.probs, abs=FASTPATH_BF16_PROB_TOL)
         if scoring == "cloze":
@@ -252,8 +263,10 @@ def test_bf16_scores_within_tolerance_of_fp32(engines, questions, scoring, inter
     res = {}
     for dtype, e in engines.items():
         ivs = [_iv(engines, q, "clamp", 20.0) for q in questions] if intervened else [None] * len(questions)
-        res[dtype] = [mcq.score_question(e, q, [iv] if iv else None, scoring=scoring, style="plain")
-                      for q, iv in zip(questions, ivs)]
+        res[dtype] = [
+            mcq.score_question(e, q, [iv] if iv else None, scoring=scoring, style="plain")
+            for q, iv in zip(questions, ivs)
+        ]
     for s16, s32 in zip(res["bfloat16"], res["float32"]):
         if scoring == "letter":
             assert s16.probs == pytest.approx(s32.probs, rel=LETTER_PROB_REL_TOL)
@@ -307,17 +320,19 @@ def test_pick_device_says_what_to_do(no_cuda, monkeypatch):
         pick_device("cuda:1")
 
 
-@pytest.mark.parametrize("argv", [
-    ["info", "--device", "cuda"],
-    ["mcq", "--device", "cuda:0"],
-    ["demo", "--tiny", "--device", "cuda"],
-    ["serve", "--device", "cuda", "--port", "1"],
-    ["serve", "--tiny", "--device", "cuda", "--port", "1"],
-    ["info", "--device", "gpu"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["info", "--device", "cuda"],
+        ["mcq", "--device", "cuda:0"],
+        ["demo", "--tiny", "--device", "cuda"],
+        ["serve", "--device", "cuda", "--port", "1"],
+        ["serve", "--tiny", "--device", "cuda", "--port", "1"],
+        ["info", "--device", "gpu"],
+    ],
+)
 def test_cli_device_errors_are_one_line(no_cuda, argv, capsys, monkeypatch):
-    from unlearn_core import cli
-    from unlearn_core import server
+    from unlearn_core import cli, server
 
     def started(*a, **k):  # the check must come before the server starts (it would block here)
         raise AssertionError("the server started")
@@ -342,8 +357,14 @@ def test_serve_with_cuda_but_no_cuda_exits_cleanly():
     """End to end: the server start must not listen and leave a traceback in its loader thread."""
     port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    r = subprocess.run([sys.executable, "-m", "unlearn_core", "serve", "--device", "cuda", "--port", str(port)],
-                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "unlearn_core", "serve", "--device", "cuda", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 2, (r.stdout, r.stderr)
     assert r.stderr.strip().splitlines() == [r.stderr.strip()] and "Traceback" not in r.stderr
     assert "CUDA is not available" in r.stderr and "--device cpu" in r.stderr

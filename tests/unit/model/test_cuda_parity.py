@@ -15,6 +15,7 @@ on every token of the test prompts, so rounding cannot switch a feature on one d
 Skipped without CUDA (run ``bash bench/gpu.sh`` on a GPU machine). ``UNLEARN_PARITY_DEVICE=cpu``
 (``bench/gpu_check.py --dry-run``) compares two CPU copies instead, which checks the tests.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -24,30 +25,53 @@ import pytest
 import torch
 
 from unlearn_core.data.loaders import Question
-from unlearn_core.model.forward import final_resid, tokenize
 from unlearn_core.method.interventions import Intervention
+from unlearn_core.model.forward import final_resid, tokenize
 from unlearn_core.model.tiny import ALWAYS_FIRES, NEVER_FIRES, TINY_HOOK
 
 DEVICE = os.environ.get("UNLEARN_PARITY_DEVICE", "cuda")
 pytestmark = [
     pytest.mark.cuda,
-    pytest.mark.skipif(DEVICE.startswith("cuda") and not torch.cuda.is_available(),
-                       reason="CUDA is not available: the CUDA vs CPU parity tests need a GPU (bash bench/gpu.sh)"),
+    pytest.mark.skipif(
+        DEVICE.startswith("cuda") and not torch.cuda.is_available(),
+        reason="CUDA is not available: the CUDA vs CPU parity tests need a GPU (bash bench/gpu.sh)",
+    ),
 ]
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 TOL = {  # (atol, rtol)
     "float32": {"logits": (1e-4, 1e-5), "resid": (1e-4, 1e-5), "probs": (1e-5, 0.0)},
     "bfloat16": {"logits": (0.15, 0.0), "resid": (0.3, 0.03), "probs": (0.01, 0.0)},
 }
-TEXTS = ["The quick brown fox jumps over the lazy dog.", "Question: which organelle makes ATP?\nAnswer: mitochondria",
-         "Anthrax spores survive for decades in soil; weaponisation needs milling."]
+TEXTS = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Question: which organelle makes ATP?\nAnswer: mitochondria",
+    "Anthrax spores survive for decades in soil; weaponisation needs milling.",
+]
 QUESTIONS = [
-    Question("p0", "Which organelle makes most of a cell's ATP?", ("Mitochondria", "Ribosome", "Golgi body", "Nucleus"),
-             0, "biology", "parity"),
-    Question("p1", "Which pathogen causes anthrax?", ("Yersinia pestis", "Bacillus anthracis", "Variola", "Vibrio"),
-             1, "biology", "parity"),
-    Question("p2", "What does a reverse transcriptase make?", ("Protein", "RNA from DNA", "DNA from RNA", "Lipids"),
-             2, "biology", "parity"),
+    Question(
+        "p0",
+        "Which organelle makes most of a cell's ATP?",
+        ("Mitochondria", "Ribosome", "Golgi body", "Nucleus"),
+        0,
+        "biology",
+        "parity",
+    ),
+    Question(
+        "p1",
+        "Which pathogen causes anthrax?",
+        ("Yersinia pestis", "Bacillus anthracis", "Variola", "Vibrio"),
+        1,
+        "biology",
+        "parity",
+    ),
+    Question(
+        "p2",
+        "What does a reverse transcriptase make?",
+        ("Protein", "RNA from DNA", "DNA from RNA", "Lipids"),
+        2,
+        "biology",
+        "parity",
+    ),
 ]
 
 
@@ -128,7 +152,7 @@ def test_intervention(pair, features, mode, value):
     out = []
     for eng in (ref, dev):
         got = {}
-        grab = ("blocks.1.hook_resid_pre", lambda x, hook: got.setdefault("x", x.clone()))
+        grab = ("blocks.1.hook_resid_pre", lambda x, hook, got=got: got.setdefault("x", x.clone()))
         fin = final_resid(eng.model, tokens, eng.hooks(ivs) + [grab])
         out.append((got["x"], fin))
     _close(out[1][0], out[0][0], TOL[dt]["resid"], f"{mode} c={value}: residual after the hook")
@@ -156,8 +180,8 @@ def test_mcq_probabilities(pair, features, scoring, clamped):
 @pytest.mark.parametrize("scoring", ["letter", "cloze"])
 def test_fast_path_curve(pair, features, scoring):
     """``mcq.score_curve`` (the slider's fast path) on both devices, several clamp values in one batch."""
-    from unlearn_core.method import fastpath
     from unlearn_core.evaluation.mcq import score_curve
+    from unlearn_core.method import fastpath
 
     ref, dev, dt = pair
     ivs = [Intervention("tiny", tuple(features), 20.0)]

@@ -1,4 +1,5 @@
 """The copy-free attention/MLP forwards and ``block_last`` against TransformerLens's own forwards."""
+
 from __future__ import annotations
 
 import copy
@@ -7,21 +8,47 @@ import pytest
 import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-from unlearn_core.model.fast_blocks import (attention_supported, block_last, use_fast_attention, use_fast_gated_mlps,
-                                      use_fast_unembed)
+from unlearn_core.model.fast_blocks import (
+    attention_supported,
+    block_last,
+    use_fast_attention,
+    use_fast_gated_mlps,
+    use_fast_unembed,
+)
 
 
 def _model(kind: str, dtype: torch.dtype = torch.float32) -> HookedTransformer:
     """A Gemma-3-like or a plain 3-layer model with fixed random weights (tests/test_bf16.py uses
     it in bf16 too)."""
-    common = dict(n_layers=3, d_model=32, n_ctx=64, d_head=8, n_heads=4, d_vocab=61, normalization_type="RMS",
-                  positional_embedding_type="rotary", seed=5, device="cpu", dtype=dtype)
+    common = dict(
+        n_layers=3,
+        d_model=32,
+        n_ctx=64,
+        d_head=8,
+        n_heads=4,
+        d_vocab=61,
+        normalization_type="RMS",
+        positional_embedding_type="rotary",
+        seed=5,
+        device="cpu",
+        dtype=dtype,
+    )
     if kind == "gemma3-like":  # grouped-query, qk-norm, local/global layers with a short window, post-norms
-        cfg = HookedTransformerConfig(**common, d_mlp=48, act_fn="gelu_pytorch_tanh", gated_mlp=True,
-                                      n_key_value_heads=1, use_qk_norm=True, use_local_attn=True,
-                                      attn_types=["local", "global", "local"], window_size=5,
-                                      rotary_base=10_000, rotary_base_local=1_000,
-                                      use_normalization_before_and_after=True, attn_scale=6.0)
+        cfg = HookedTransformerConfig(
+            **common,
+            d_mlp=48,
+            act_fn="gelu_pytorch_tanh",
+            gated_mlp=True,
+            n_key_value_heads=1,
+            use_qk_norm=True,
+            use_local_attn=True,
+            attn_types=["local", "global", "local"],
+            window_size=5,
+            rotary_base=10_000,
+            rotary_base_local=1_000,
+            use_normalization_before_and_after=True,
+            attn_scale=6.0,
+        )
     else:  # plain multi-head attention, ungated MLP
         cfg = HookedTransformerConfig(**common, d_mlp=64, act_fn="gelu")
     model = HookedTransformer(cfg)
@@ -76,23 +103,27 @@ def test_hooks_on_the_pattern_still_act():
         return torch.eye(pattern.shape[-1]).expand_as(pattern)
 
     hooks = [("blocks.1.attn.hook_pattern", only_self)]
-    torch.testing.assert_close(fast.run_with_hooks(toks, fwd_hooks=hooks), ref.run_with_hooks(toks, fwd_hooks=hooks),
-                               atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        fast.run_with_hooks(toks, fwd_hooks=hooks), ref.run_with_hooks(toks, fwd_hooks=hooks), atol=1e-5, rtol=1e-5
+    )
     assert not torch.allclose(fast.run_with_hooks(toks, fwd_hooks=hooks), fast(toks), atol=1e-3)
 
 
 def test_kv_cached_generation_and_padding_fallback_match():
     ref, fast = _pair("gemma3-like")
     toks = torch.randint(0, 61, (1, 8), generator=torch.Generator().manual_seed(4))
-    gen_r = ref.generate(toks, max_new_tokens=6, do_sample=False, use_past_kv_cache=True, verbose=False,
-                           stop_at_eos=False)
-    gen_f = fast.generate(toks, max_new_tokens=6, do_sample=False, use_past_kv_cache=True, verbose=False,
-                           stop_at_eos=False)
+    gen_r = ref.generate(
+        toks, max_new_tokens=6, do_sample=False, use_past_kv_cache=True, verbose=False, stop_at_eos=False
+    )
+    gen_f = fast.generate(
+        toks, max_new_tokens=6, do_sample=False, use_past_kv_cache=True, verbose=False, stop_at_eos=False
+    )
     assert torch.equal(gen_f, gen_r)
     # a left-padded batch carries an attention mask: the fast forward hands it to TransformerLens
     mask = torch.tensor([[0, 0, 1, 1, 1, 1, 1, 1], [1] * 8])
-    torch.testing.assert_close(fast(toks.repeat(2, 1), attention_mask=mask),
-                               ref(toks.repeat(2, 1), attention_mask=mask), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        fast(toks.repeat(2, 1), attention_mask=mask), ref(toks.repeat(2, 1), attention_mask=mask), atol=1e-5, rtol=1e-5
+    )
 
 
 @pytest.mark.parametrize("kind", ["gemma3-like", "plain"])
@@ -109,8 +140,9 @@ def test_block_last_equals_the_block_at_its_last_positions(kind):
         # with cached keys/values for the first 6 positions
         kv = TransformerLensKeyValueCache.init_cache(ref.cfg, "cpu", 3)
         block(resid[:, :6], past_kv_cache_entry=kv.entries[2])
-        torch.testing.assert_close(block_last(block, resid[:, 6:], 1, kv.entries[2]), full[:, -1:], atol=1e-5,
-                                   rtol=1e-5)
+        torch.testing.assert_close(
+            block_last(block, resid[:, 6:], 1, kv.entries[2]), full[:, -1:], atol=1e-5, rtol=1e-5
+        )
 
 
 def test_unembed_matches_transformer_lens_with_and_without_bias():

@@ -1,4 +1,5 @@
 """Model and SAE loading: offline errors say what to do; local SAE folders load with their hook."""
+
 import pytest
 
 from unlearn_core.model.models import ModelUnavailableError, load_model, pick_device, pick_dtype
@@ -56,8 +57,20 @@ def test_fast_gated_mlp_matches_transformer_lens():
 
     from unlearn_core.model.fast_blocks import use_fast_gated_mlps
 
-    cfg = HookedTransformerConfig(n_layers=2, d_model=32, n_ctx=64, d_head=8, n_heads=4, d_mlp=64, d_vocab=50,
-                                  act_fn="gelu", gated_mlp=True, normalization_type="RMS", seed=3, device="cpu")
+    cfg = HookedTransformerConfig(
+        n_layers=2,
+        d_model=32,
+        n_ctx=64,
+        d_head=8,
+        n_heads=4,
+        d_mlp=64,
+        d_vocab=50,
+        act_fn="gelu",
+        gated_mlp=True,
+        normalization_type="RMS",
+        seed=3,
+        device="cpu",
+    )
     model = HookedTransformer(cfg)
     with torch.no_grad():
         for p in model.parameters():

@@ -1,5 +1,6 @@
 """The shared checkpoint format: parameters, Adam's moments and step, and counters round-trip
 exactly; a checkpoint of other parameters refuses to half-load."""
+
 import pytest
 import torch
 
@@ -8,7 +9,10 @@ from unlearn_core.training import checkpoints as CK
 
 def _trained(seed: int = 0) -> tuple[dict, torch.optim.Optimizer]:
     g = torch.Generator().manual_seed(seed)
-    params = {"a": torch.randn(4, 3, generator=g, requires_grad=True), "b": torch.randn(3, generator=g, requires_grad=True)}
+    params = {
+        "a": torch.randn(4, 3, generator=g, requires_grad=True),
+        "b": torch.randn(3, generator=g, requires_grad=True),
+    }
     opt = torch.optim.Adam(list(params.values()), lr=1e-2)
     for _ in range(3):
         opt.zero_grad()

@@ -1,16 +1,25 @@
 """The KL decoder fine-tune: it lowers the spliced model's KL on its own text, leaves the encoder
 (which features fire) untouched, resumes exactly from a checkpoint, and the folded state
 reconstructs like the tuned SAE; its tail forward is the model's own."""
+
 import copy
 import json
 
 import pytest
 import torch
 
-from unlearn_core.training import checkpoints as CK
-from unlearn_core.training.finetune_sae import (CHECKPOINT, KLFinetuneConfig, PieceDone, finetune_and_save, folded_state, kl_finetune,
-                                       tail_logits, training_windows)
 from unlearn_core.model.tiny import tiny_engine
+from unlearn_core.training import checkpoints as CK
+from unlearn_core.training.finetune_sae import (
+    CHECKPOINT,
+    KLFinetuneConfig,
+    PieceDone,
+    finetune_and_save,
+    folded_state,
+    kl_finetune,
+    tail_logits,
+    training_windows,
+)
 
 DOCS = ["the cat sat on the mat and the dog ran to the park " * 4, "a bird flew over the old red barn " * 5] * 8
 CFG = KLFinetuneConfig(n_tokens=2000, ctx=32, batch_size=4, lr=3e-3, pos_fraction=0.5)
@@ -87,8 +96,9 @@ def test_finetune_and_save_writes_a_loadable_folder(tmp_path):
         finetune_and_save(eng2, "src", CFG, src, docs=DOCS)
     eng3 = tiny_engine(cache_dir=str(tmp_path / "cache"))
     eng3.saes = {"out": load_sae(str(out), model=eng3.model)}
-    further = finetune_and_save(eng3, "out", KLFinetuneConfig(**{**CFG.__dict__, "offset_tokens": 500}), tmp_path / "out2",
-                                docs=DOCS)
+    further = finetune_and_save(
+        eng3, "out", KLFinetuneConfig(**{**CFG.__dict__, "offset_tokens": 500}), tmp_path / "out2", docs=DOCS
+    )
     tr2 = json.loads((further / "training.json").read_text())
     assert [p["config"]["offset_tokens"] for p in tr2["kl_finetune"]] == [0, 500]
     assert tr2["total_seconds"] == pytest.approx(tr["total_seconds"] + tr2["kl_finetune"][1]["seconds"], abs=0.2)
@@ -100,11 +110,20 @@ def test_a_further_pass_starts_where_the_last_one_ended():
     both = training_windows(m, DOCS, KLFinetuneConfig(n_tokens=620, ctx=32))
     second = training_windows(m, DOCS, KLFinetuneConfig(n_tokens=310, ctx=32, offset_tokens=310))
     assert sum(len(w) - 1 for w in first) == 310 and len(first) == 10
-    assert second == both[len(first):] and second and second[0] not in first
+    assert second == both[len(first) :] and second and second[0] not in first
 
 
-@pytest.mark.parametrize("bad", [{"pos_fraction": 0.0}, {"pos_fraction": 1.5}, {"lr": 0.0}, {"n_tokens": 0},
-                                 {"batch_size": 0}, {"offset_tokens": -1}])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"pos_fraction": 0.0},
+        {"pos_fraction": 1.5},
+        {"lr": 0.0},
+        {"n_tokens": 0},
+        {"batch_size": 0},
+        {"offset_tokens": -1},
+    ],
+)
 def test_bad_settings_are_clear_errors(bad):
     eng = tiny_engine()
     with pytest.raises(ValueError):

@@ -1,6 +1,7 @@
 """RMU on the tiny backend: what the training does to forget and retain activations, that only the
 chosen weights change, that the saved delta reloads exactly, resume, the no-op control, and clear
 errors for bad hyperparameters (CLI)."""
+
 from __future__ import annotations
 
 import random
@@ -10,14 +11,15 @@ from dataclasses import replace
 
 import pytest
 import torch
-
 from cli_helpers import run_cli
-from unlearn_core.training import rmu
+
 from unlearn_core.evaluation.targets import Target
 from unlearn_core.model.tiny import tiny_engine
+from unlearn_core.training import rmu
 
-CFG = rmu.RMUConfig(layer=1, update_layers=(0, 1), steering_coeff=20.0, alpha=10.0, lr=1e-2, batch_size=4,
-                    steps=12, ctx=32, seed=0)
+CFG = rmu.RMUConfig(
+    layer=1, update_layers=(0, 1), steering_coeff=20.0, alpha=10.0, lr=1e-2, batch_size=4, steps=12, ctx=32, seed=0
+)
 
 
 @pytest.fixture
@@ -77,7 +79,7 @@ def test_steps_move_forget_toward_control_and_keep_retain(engine, target):
     forget_shift = float(((f1 - f0) ** 2).mean())
     retain_shift = float(((r1 - r0) ** 2).mean())
     assert retain_shift < 0.1 * forget_shift, (retain_shift, forget_shift)  # retain stays near frozen
-    assert retain_shift < 0.1 * float((r0 ** 2).mean())
+    assert retain_shift < 0.1 * float((r0**2).mean())
 
 
 def params_now(engine) -> dict[str, torch.Tensor]:
@@ -124,8 +126,14 @@ def test_coefficient_zero_leaves_the_model_as_it_was(engine, target):
 def test_resumed_run_equals_an_uninterrupted_one(engine, target, tmp_path):
     steps = []
     with pytest.raises(rmu.RMUCancelled):
-        rmu.train(engine, "r", target, CFG, progress=lambda rec: steps.append(rec["step"]),
-                  should_stop=lambda: "stop" if len(steps) >= 5 else None)
+        rmu.train(
+            engine,
+            "r",
+            target,
+            CFG,
+            progress=lambda rec: steps.append(rec["step"]),
+            should_stop=lambda: "stop" if len(steps) >= 5 else None,
+        )
     folder = rmu.run_dir(engine.settings.cache_dir, "r")
     assert (folder / "checkpoint.safetensors").exists() and not (folder / "card.json").exists()
     assert not (folder / "status.json").exists()  # a stop (not a cancel) stays resumable
@@ -159,11 +167,14 @@ def test_bad_hyperparameters_and_unknown_runs(engine, target):
         rmu.train(engine, "dup", target, replace(CFG, alpha=1.0))
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--lr", "-1"], "lr = -1.0 is out of range"),
-    (["--layer", "9"], "layer 9 is not a layer of this model (0..1)"),
-    (["--update-layers", "0,5"], "update_layers [5] must be between 0 and the steered layer 1"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--lr", "-1"], "lr = -1.0 is out of range"),
+        (["--layer", "9"], "layer 9 is not a layer of this model (0..1)"),
+        (["--update-layers", "0,5"], "update_layers [5] must be between 0 and the steered layer 1"),
+    ],
+)
 def test_cli_rejects_bad_hyperparameters(tmp_path, args, message, capsys):
     r = run_cli(capsys, "rmu", "train", "--tiny", "--name", "x", "--cache-dir", str(tmp_path), *args)  # in this process
     assert r.returncode == 2, r.stderr
@@ -211,16 +222,35 @@ def test_cli_trains_lists_and_scores_with_the_variant(tmp_path, capsys, monkeypa
     targets.write_text(SMALL_TARGET)
     monkeypatch.setenv("UNLEARN_TARGETS_FILE", str(targets))  # the tiny backend's settings read it (not --targets)
     small = ("--target", "bio-cloze")
-    sub = lambda *a: subprocess.run([sys.executable, "-m", "unlearn_core", *a, "--cache-dir", str(tmp_path)],  # noqa: E731
-                                    capture_output=True, text=True, timeout=300)
+    sub = lambda *a: subprocess.run(
+        [sys.executable, "-m", "unlearn_core", *a, "--cache-dir", str(tmp_path)],  # noqa: E731
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     run = lambda *a: run_cli(capsys, *a, "--cache-dir", str(tmp_path))  # noqa: E731
     r = sub("rmu", "train", "--tiny", "--name", "cli", *small)
     assert r.returncode == 0, r.stderr
     assert "rmu:cli: 12 steps" in r.stdout and "ETA" in r.stderr  # the progress bar shows an ETA
     r = run("rmu", "list")
     assert "rmu:cli" in r.stdout and "done" in r.stdout
-    r = run("rmu", "compare", "--tiny", "--name", "cli", "--clamps", "20", "--ns", "2", "--loss-tokens", "300",
-            "--ppl-tokens", "200", "--json", *small)
+    r = run(
+        "rmu",
+        "compare",
+        "--tiny",
+        "--name",
+        "cli",
+        "--clamps",
+        "20",
+        "--ns",
+        "2",
+        "--loss-tokens",
+        "300",
+        "--ppl-tokens",
+        "200",
+        "--json",
+        *small,
+    )
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     rows = {row["method"]: row for row in out["rows"]}
@@ -228,9 +258,30 @@ def test_cli_trains_lists_and_scores_with_the_variant(tmp_path, capsys, monkeypa
     assert rows["rmu"]["loss_added"] > 0 and rows["rmu"]["ppl"] != out["ppl"]["clean"]  # the delta was applied
     assert out["rmu"]["steps_done"] == 12 and "rmu" in out["scores"]
     # the sweep: the RMU model as a row, and (--model-variant) the clamps on top of it
-    r = run("sweep", "--tiny", "--thresholds", "0.5", "--n", "2", "--clamps", "20", "--limit", "3", "--all-questions",
-            "--selection-tokens", "200", "--loss-tokens", "300", "--variants", "rmu:cli", "--model-variant", "rmu:cli",
-            "--out", str(tmp_path / "sweep"), "--json")
+    r = run(
+        "sweep",
+        "--tiny",
+        "--thresholds",
+        "0.5",
+        "--n",
+        "2",
+        "--clamps",
+        "20",
+        "--limit",
+        "3",
+        "--all-questions",
+        "--selection-tokens",
+        "200",
+        "--loss-tokens",
+        "300",
+        "--variants",
+        "rmu:cli",
+        "--model-variant",
+        "rmu:cli",
+        "--out",
+        str(tmp_path / "sweep"),
+        "--json",
+    )
     assert r.returncode == 0, r.stderr
     sweep = {row["config"]: row for row in json.loads(r.stdout)["results"]}
     assert set(sweep) == {"none", "t=0.5|n=2|c=20", "rmu:cli"}
@@ -238,8 +289,10 @@ def test_cli_trains_lists_and_scores_with_the_variant(tmp_path, capsys, monkeypa
     assert sweep["none"]["loss_added"] == pytest.approx(sweep["rmu:cli"]["loss_added"], abs=1e-6)
     assert abs(sweep["none"]["loss_added"]) > 1e-4  # the clean row is the RMU model's, not the base model's
     # the feature commands on the RMU model in place of the model as loaded
-    stats = [runner("features", "stats", "--tiny", "--corpus", "webtext", "--tokens", "200", "--json", *extra)
-             for runner, extra in ((run, []), (sub, ["--model-variant", "rmu:cli"]))]
+    stats = [
+        runner("features", "stats", "--tiny", "--corpus", "webtext", "--tokens", "200", "--json", *extra)
+        for runner, extra in ((run, []), (sub, ["--model-variant", "rmu:cli"]))
+    ]
     assert all(s.returncode == 0 for s in stats), stats[1].stderr
     base, on = (json.loads(s.stdout)["webtext"] for s in stats)
     assert base["n_tokens"] == on["n_tokens"] and base["most_frequent"] != on["most_frequent"]

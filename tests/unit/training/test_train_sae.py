@@ -2,6 +2,7 @@
 shard by shard, refusing another build's folder), training in pieces that resumes to the same
 weights as an uninterrupted run, and a saved SAE that loads through SAELens and through the
 project's loader."""
+
 from __future__ import annotations
 
 import json
@@ -10,16 +11,28 @@ from dataclasses import replace
 import pytest
 import torch
 
-from unlearn_core.training import activation_cache as AC
-from unlearn_core.training import train_sae as TS
+from unlearn_core.evaluation.metrics import corpus_windows
 from unlearn_core.features.stats import counted_mask
 from unlearn_core.model.forward import pad_right
-from unlearn_core.evaluation.metrics import corpus_windows
 from unlearn_core.model.tiny import tiny_engine
+from unlearn_core.training import activation_cache as AC
+from unlearn_core.training import train_sae as TS
 
 HOOK = "blocks.0.hook_resid_post"
-CFG = TS.TrainSAEConfig(layer=0, d_sae=48, k=4, n_tokens=3000, epochs=2.0, batch_size=128, lr=3e-3,
-                       lr_warm_up_steps=2, dead_feature_window=5, ctx=32, checkpoint_every=3, seed=1)
+CFG = TS.TrainSAEConfig(
+    layer=0,
+    d_sae=48,
+    k=4,
+    n_tokens=3000,
+    epochs=2.0,
+    batch_size=128,
+    lr=3e-3,
+    lr_warm_up_steps=2,
+    dead_feature_window=5,
+    ctx=32,
+    checkpoint_every=3,
+    seed=1,
+)
 
 
 @pytest.fixture
@@ -117,8 +130,13 @@ def test_saved_sae_loads_through_saelens_and_the_project(engine, docs, tmp_path,
     b = load_sae(str(out), model=engine.model)
     assert a.W_enc.dtype == torch.float32 and b.sae.W_enc.dtype == torch.float32  # upcast on load
     assert b.hook_name == HOOK and a.cfg.architecture() == "jumprelu"
-    x = AC.load(tmp_path / "cache" / "sae_training" / next(p.name for p in (tmp_path / "cache" / "sae_training")
-                                                          .iterdir()) / "acts")[:64].float()
+    x = AC.load(
+        tmp_path
+        / "cache"
+        / "sae_training"
+        / next(p.name for p in (tmp_path / "cache" / "sae_training").iterdir())
+        / "acts"
+    )[:64].float()
     fa, fb = a.encode(x), b.sae.encode(x)
     torch.testing.assert_close(fa, fb)
     # unit-norm decoder rows (a clamp value means the same for every feature), up to float16 rounding
@@ -127,10 +145,13 @@ def test_saved_sae_loads_through_saelens_and_the_project(engine, docs, tmp_path,
     assert a.cfg.normalize_activations == "none"
     ratio = float(a.decode(fa).norm(dim=-1).mean() / x.norm(dim=-1).mean())
     assert 0.5 < ratio < 2, ratio
-    assert 0 < float((fa > 0).float().sum(-1).mean()) < CFG.d_sae  # (a 20-step run: the JumpReLU threshold is still far from k)
+    assert (
+        0 < float((fa > 0).float().sum(-1).mean()) < CFG.d_sae
+    )  # (a 20-step run: the JumpReLU threshold is still far from k)
     with pytest.raises(ValueError, match="layer 5 is not a layer"):
-        TS.train_embedded_sae(replace(cfg, layer=5), cache_dir=str(tmp_path / "cache"), engine=engine,
-                             texts=(docs, dev, {}))
+        TS.train_embedded_sae(
+            replace(cfg, layer=5), cache_dir=str(tmp_path / "cache"), engine=engine, texts=(docs, dev, {})
+        )
 
 
 def test_folding_the_decoder_norm_keeps_the_reconstruction():
@@ -138,9 +159,13 @@ def test_folding_the_decoder_norm_keeps_the_reconstruction():
     reconstruction does not change, and the gate opens on the same features."""
     g = torch.Generator().manual_seed(0)
     d, n = 12, 20
-    st = {"W_enc": torch.randn(d, n, generator=g), "b_enc": torch.randn(n, generator=g),
-          "W_dec": torch.randn(n, d, generator=g) * torch.rand(n, 1, generator=g) * 50,
-          "b_dec": torch.randn(d, generator=g), "threshold": torch.rand(n, generator=g)}
+    st = {
+        "W_enc": torch.randn(d, n, generator=g),
+        "b_enc": torch.randn(n, generator=g),
+        "W_dec": torch.randn(n, d, generator=g) * torch.rand(n, 1, generator=g) * 50,
+        "b_dec": torch.randn(d, generator=g),
+        "threshold": torch.rand(n, generator=g),
+    }
     x = torch.randn(64, d, generator=g) * 3
 
     def run(s):

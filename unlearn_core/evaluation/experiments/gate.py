@@ -11,6 +11,7 @@ in growing lengths) and reports forget accuracy and the gate-open rate for stati
 gate that filler can shut is a gate an attacker can shut. It also reports how often the gate
 opens on benign in-domain questions (the retain quiz's science questions).
 """
+
 from __future__ import annotations
 
 import time
@@ -18,9 +19,9 @@ from dataclasses import replace
 
 from unlearn_core.data import loaders as D
 from unlearn_core.data.loaders import Question
+from unlearn_core.evaluation.targets import Target, default_intervention, question_specs
 from unlearn_core.method.gate import calibrate, open_rate
 from unlearn_core.method.interventions import Intervention
-from unlearn_core.evaluation.targets import Target, default_intervention, question_specs
 
 FILLER_CORPUS = "wikitext@train"  # benign, general text
 FILLER_LENGTHS = (0, 16, 32, 64, 128)  # tokens
@@ -44,8 +45,12 @@ def tau_for(engine, iv: Intervention, target: Target, percentile: float) -> dict
     """tau = the highest, over the target's retain corpora, of the ``percentile``-th rho."""
     cals = [calibrate(engine, iv.sae_key, iv.features, c, percentile) for c in target.retain_corpora]
     best = max(cals, key=lambda c: c.tau)
-    return {"tau": best.tau, "percentile": percentile, "corpus": best.corpus,
-            "per_corpus": {c.corpus: round(c.tau, 4) for c in cals}}
+    return {
+        "tau": best.tau,
+        "percentile": percentile,
+        "corpus": best.corpus,
+        "per_corpus": {c.corpus: round(c.tau, 4) for c in cals},
+    }
 
 
 def unlearning_score(rows: list[dict], ratio: float = 0.99) -> dict:
@@ -58,8 +63,16 @@ def unlearning_score(rows: list[dict], ratio: float = 0.99) -> dict:
     return {"score": 1.0 - best["forget"], "config": best["label"], "n_eligible": len(ok)}
 
 
-def compare(engine, target: Target, cs: list[float], ns: list[int] | None = None, percentile: float = 95.0,
-            loss_tokens: int = 10_000, methods=METHODS, progress=None) -> dict:
+def compare(
+    engine,
+    target: Target,
+    cs: list[float],
+    ns: list[int] | None = None,
+    percentile: float = 95.0,
+    loss_tokens: int = 10_000,
+    methods=METHODS,
+    progress=None,
+) -> dict:
     """Forget/retain known accuracy, loss added and gate-open rates of each method at each
     (N, c): N the top features of the target's default selection (default: its own N), tau
     calibrated per N."""
@@ -73,34 +86,66 @@ def compare(engine, target: Target, cs: list[float], ns: list[int] | None = None
     sets = known_sets(engine, target)
     retain_names = [k for k in sets if k != "forget"]
     gates = {n: tau_for(engine, replace(base, features=base.features[:n]), target, percentile) for n in ns}
-    configs = [(n, m, c, Intervention(base.sae_key, base.features[:n], float(c), m,
-                                      gates[n]["tau"] if m != "clamp" else None))
-               for n in ns for m in methods for c in cs]
-    acc = {name: evaluate_configs(engine, qs, [[iv] for *_, iv in configs], scoring=scoring,
-                                  orderings=target.orderings)
-           for name, qs in sets.items()}
-    open_rates = {n: {name: open_rate(engine, qs, Intervention(base.sae_key, base.features[:n], 1.0, "gated",
-                                                               gates[n]["tau"]), scoring)
-                      for name, qs in sets.items()} for n in ns}
+    configs = [
+        (n, m, c, Intervention(base.sae_key, base.features[:n], float(c), m, gates[n]["tau"] if m != "clamp" else None))
+        for n in ns
+        for m in methods
+        for c in cs
+    ]
+    acc = {
+        name: evaluate_configs(engine, qs, [[iv] for *_, iv in configs], scoring=scoring, orderings=target.orderings)
+        for name, qs in sets.items()
+    }
+    open_rates = {
+        n: {
+            name: open_rate(
+                engine, qs, Intervention(base.sae_key, base.features[:n], 1.0, "gated", gates[n]["tau"]), scoring
+            )
+            for name, qs in sets.items()
+        }
+        for n in ns
+    }
     docs = D.load_corpus(target.loss_corpus, engine.settings.data_dir) if loss_tokens else None
     rows = []
     for i, (n, m, c, iv) in enumerate(configs):
         retain = {s: acc[s][i].accuracy if sets[s] else None for s in retain_names}
         vals = [v for v in retain.values() if v is not None]
-        la = loss_added(engine, docs, [iv], n_tokens=loss_tokens, corpus=target.loss_corpus).loss_added if docs else None
+        la = (
+            loss_added(engine, docs, [iv], n_tokens=loss_tokens, corpus=target.loss_corpus).loss_added if docs else None
+        )
         gated = m != "clamp"
-        rows.append({"method": m, "n": n, "c": c, "label": f"{m} N={n} c={c:g}", "forget": acc["forget"][i].accuracy,
-                     "retain": retain, "retain_mean": sum(vals) / len(vals) if vals else None, "loss_added": la,
-                     "tau": gates[n]["tau"] if gated else None,
-                     "gate_open_forget": open_rates[n]["forget"] if gated else None,
-                     "gate_open_retain": ({s: open_rates[n][s] for s in retain_names} if gated else None)})
+        rows.append(
+            {
+                "method": m,
+                "n": n,
+                "c": c,
+                "label": f"{m} N={n} c={c:g}",
+                "forget": acc["forget"][i].accuracy,
+                "retain": retain,
+                "retain_mean": sum(vals) / len(vals) if vals else None,
+                "loss_added": la,
+                "tau": gates[n]["tau"] if gated else None,
+                "gate_open_forget": open_rates[n]["forget"] if gated else None,
+                "gate_open_retain": ({s: open_rates[n][s] for s in retain_names} if gated else None),
+            }
+        )
         if progress:
             progress(i + 1, len(configs))
     scores = {m: unlearning_score([r for r in rows if r["method"] == m]) for m in methods}
-    return {"target": target.name, "scoring": scoring, "sae": base.sae_key, "features": list(base.features),
-            "ns": ns, "cs": list(cs), "percentile": percentile, "gates": {str(n): g for n, g in gates.items()},
-            "n_known": {s: len(q) for s, q in sets.items()}, "rows": rows, "scores": scores,
-            "seconds": round(time.time() - t0, 1)}
+    return {
+        "target": target.name,
+        "scoring": scoring,
+        "sae": base.sae_key,
+        "features": list(base.features),
+        "ns": ns,
+        "cs": list(cs),
+        "percentile": percentile,
+        "gates": {str(n): g for n, g in gates.items()},
+        "n_known": {s: len(q) for s, q in sets.items()},
+        "rows": rows,
+        "scores": scores,
+        "seconds": round(time.time() - t0, 1),
+    }
 
 
 def filler_text(engine, n_tokens: int) -> str:
@@ -126,8 +171,15 @@ def padded(q: Question, filler: str, where: str) -> Question:
     return replace(q, id=f"{q.id}+{where}{len(filler)}", question=text)
 
 
-def probe(engine, target: Target, c: float, percentile: float = 95.0, lengths=FILLER_LENGTHS,
-          n: int | None = None, progress=None) -> dict:
+def probe(
+    engine,
+    target: Target,
+    c: float,
+    percentile: float = 95.0,
+    lengths=FILLER_LENGTHS,
+    n: int | None = None,
+    progress=None,
+) -> dict:
     """Forget accuracy and gate-open rate against filler length, static vs gated (the top ``n``
     features of the target's selection); and the gate's open rate on the benign in-domain
     (science) retain questions."""
@@ -147,42 +199,76 @@ def probe(engine, target: Target, c: float, percentile: float = 95.0, lengths=FI
         filler = filler_text(engine, n)
         qs = [padded(q, filler, where) for q in forget]
         clean, st, ga = evaluate_configs(engine, qs, [[], [static], [gated]], scoring=scoring)
-        rows.append({"where": where, "filler_tokens": n, "n": len(qs), "clean": clean.accuracy,
-                     "static": st.accuracy, "gated": ga.accuracy, "gate_open": open_rate(engine, qs, gated, scoring)})
+        rows.append(
+            {
+                "where": where,
+                "filler_tokens": n,
+                "n": len(qs),
+                "clean": clean.accuracy,
+                "static": st.accuracy,
+                "gated": ga.accuracy,
+                "gate_open": open_rate(engine, qs, gated, scoring),
+            }
+        )
         if progress:
             progress(k + 1, len(steps))
     # the retain sets' science questions, known or not (whether the gate opens needs no answer)
     _, retain_specs = question_specs(target)
-    science = [q for spec in retain_specs for q in D.load_question_set(spec, engine.settings.data_dir).questions
-               if q.extra.get("overlaps_bio")]
+    science = [
+        q
+        for spec in retain_specs
+        for q in D.load_question_set(spec, engine.settings.data_dir).questions
+        if q.extra.get("overlaps_bio")
+    ]
     science = list({q.id: q for q in science}.values())
-    return {"target": target.name, "c": c, "n": len(base.features), "gate": gate, "rows": rows,
-            "filler_corpus": FILLER_CORPUS,
-            "science_retain": {"n": len(science), "gate_open": open_rate(engine, science, gated, scoring)}}
+    return {
+        "target": target.name,
+        "c": c,
+        "n": len(base.features),
+        "gate": gate,
+        "rows": rows,
+        "filler_corpus": FILLER_CORPUS,
+        "science_retain": {"n": len(science), "gate_open": open_rate(engine, science, gated, scoring)},
+    }
 
 
 def markdown(r: dict) -> str:
     names = list(r["rows"][0]["retain"]) if r["rows"] else []
     taus = "; ".join(f"N={n}: {g['tau']:.3f} (on `{g['corpus']}`)" for n, g in r["gates"].items())
-    lines = [f"target `{r['target']}`, top N of {len(r['features'])} selected features of `{r['sae']}`; gate tau = "
-             f"the {r['percentile']:g}th percentile of rho on the retain corpora (highest): {taus}; known "
-             "questions: " + ", ".join(f"{k} {v}" for k, v in r["n_known"].items()), "",
-             "| method | N | c | forget acc. | " + " | ".join(f"retain: {n}" for n in names)
-             + " | retain mean | loss added | gate open (forget / retain) |" + (" ppl |" if "ppl" in r else ""),
-             "| --- | --- | --- | --- | " + " | ".join("---" for _ in names) + " | --- | --- | --- |"
-             + (" --- |" if "ppl" in r else "")]
+    lines = [
+        f"target `{r['target']}`, top N of {len(r['features'])} selected features of `{r['sae']}`; gate tau = "
+        f"the {r['percentile']:g}th percentile of rho on the retain corpora (highest): {taus}; known "
+        "questions: " + ", ".join(f"{k} {v}" for k, v in r["n_known"].items()),
+        "",
+        "| method | N | c | forget acc. | "
+        + " | ".join(f"retain: {n}" for n in names)
+        + " | retain mean | loss added | gate open (forget / retain) |"
+        + (" ppl |" if "ppl" in r else ""),
+        "| --- | --- | --- | --- | "
+        + " | ".join("---" for _ in names)
+        + " | --- | --- | --- |"
+        + (" --- |" if "ppl" in r else ""),
+    ]
     if "ppl" in r:  # perplexity on the target's held-out forget-domain text (rmu_experiment.add_perplexity)
-        lines.insert(1, f"ppl: perplexity on {r['ppl']['tokens']} tokens of `{r['ppl']['corpus']}`; clean model "
-                        f"{r['ppl']['clean']:.2f}")
+        lines.insert(
+            1,
+            f"ppl: perplexity on {r['ppl']['tokens']} tokens of `{r['ppl']['corpus']}`; clean model "
+            f"{r['ppl']['clean']:.2f}",
+        )
     f = lambda x: "—" if x is None else f"{x:.3f}"  # noqa: E731
     for row in r["rows"]:
-        go = "—" if row["gate_open_forget"] is None else (
-            f"{row['gate_open_forget']:.2f} / " + ", ".join(f"{v:.2f}" for v in row["gate_open_retain"].values()))
+        go = (
+            "—"
+            if row["gate_open_forget"] is None
+            else (f"{row['gate_open_forget']:.2f} / " + ", ".join(f"{v:.2f}" for v in row["gate_open_retain"].values()))
+        )
         nc = "— | —" if row["c"] is None else f"{row['n']} | {row['c']:g}"  # a model variant: no clamp
-        lines.append(f"| {row['method']} | {nc} | {f(row['forget'])} | "
-                     + " | ".join(f(row["retain"][n]) for n in names)
-                     + f" | {f(row['retain_mean'])} | {f(row['loss_added'])} | {go} |"
-                     + (f" {row['ppl']:.2f} |" if "ppl" in r else ""))
+        lines.append(
+            f"| {row['method']} | {nc} | {f(row['forget'])} | "
+            + " | ".join(f(row["retain"][n]) for n in names)
+            + f" | {f(row['retain_mean'])} | {f(row['loss_added'])} | {go} |"
+            + (f" {row['ppl']:.2f} |" if "ppl" in r else "")
+        )
     lines += ["", "| method | unlearning score (retain >= 0.99 of clean) | at |", "| --- | --- | --- |"]
     for m, s in r["scores"].items():
         lines.append(f"| {m} | {f(s['score'])} | {s['config'] or '— (no configuration keeps retain accuracy)'} |")
@@ -190,12 +276,21 @@ def markdown(r: dict) -> str:
 
 
 def probe_markdown(p: dict) -> str:
-    lines = [f"N = {p['n']}, c = {p['c']:g}, tau = {p['gate']['tau']:.4f}; filler from `{p['filler_corpus']}`", "",
-             "| filler | tokens | clean acc. | static acc. | gated acc. | gate open |", "| --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        f"N = {p['n']}, c = {p['c']:g}, tau = {p['gate']['tau']:.4f}; filler from `{p['filler_corpus']}`",
+        "",
+        "| filler | tokens | clean acc. | static acc. | gated acc. | gate open |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     for r in p["rows"]:
-        lines.append(f"| {r['where']} | {r['filler_tokens']} | {r['clean']:.3f} | {r['static']:.3f} | "
-                     f"{r['gated']:.3f} | {r['gate_open']:.2f} |")
+        lines.append(
+            f"| {r['where']} | {r['filler_tokens']} | {r['clean']:.3f} | {r['static']:.3f} | "
+            f"{r['gated']:.3f} | {r['gate_open']:.2f} |"
+        )
     s = p["science_retain"]
-    lines += ["", f"gate open on the {s['n']} benign in-domain (science) questions of the retain sets: "
-              + ("—" if s["gate_open"] is None else f"{s['gate_open']:.2f}")]
+    lines += [
+        "",
+        f"gate open on the {s['n']} benign in-domain (science) questions of the retain sets: "
+        + ("—" if s["gate_open"] is None else f"{s['gate_open']:.2f}"),
+    ]
     return "\n".join(lines)

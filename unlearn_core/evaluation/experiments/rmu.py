@@ -5,15 +5,16 @@ Why the split: the clamp's N and c were chosen on the train halves of the quizze
 steering coefficient and alpha are chosen the same way (``search``: train-half known questions),
 and the comparison (``compare``) reports the held-out halves, which neither choice saw.
 """
+
 from __future__ import annotations
 
 import time
 from dataclasses import replace
 
 from unlearn_core.core import cache as C
-from unlearn_core.training import rmu
 from unlearn_core.evaluation.experiments.gate import METHODS, known_sets, unlearning_score
 from unlearn_core.evaluation.targets import Target
+from unlearn_core.training import rmu
 
 LOSS_CTX = 256
 
@@ -32,20 +33,44 @@ def variant_row(engine, target: Target, variant: str, sets: dict, loss_tokens: i
         windows = corpus_windows(engine.model, docs, loss_tokens, LOSS_CTX)
         clean = clean_nll_cached(engine, target.loss_corpus, windows)  # the base model's
     with rmu.applied(engine, variant):
-        acc = {name: evaluate_configs(engine, qs, [[]], scoring=scoring, orderings=target.orderings)[0].accuracy
-               if qs else None for name, qs in sets.items()}
+        acc = {
+            name: evaluate_configs(engine, qs, [[]], scoring=scoring, orderings=target.orderings)[0].accuracy
+            if qs
+            else None
+            for name, qs in sets.items()
+        }
         nll = mean_nll(engine, windows)[0] if windows else None
     retain = {k: v for k, v in acc.items() if k != "forget"}
     vals = [v for v in retain.values() if v is not None]
-    return {"method": "rmu", "n": None, "c": None, "label": label, "variant": variant, "forget": acc["forget"],
-            "retain": retain, "retain_mean": sum(vals) / len(vals) if vals else None,
-            "loss_added": nll - clean if nll is not None else None, "tau": None, "gate_open_forget": None,
-            "gate_open_retain": None}
+    return {
+        "method": "rmu",
+        "n": None,
+        "c": None,
+        "label": label,
+        "variant": variant,
+        "forget": acc["forget"],
+        "retain": retain,
+        "retain_mean": sum(vals) / len(vals) if vals else None,
+        "loss_added": nll - clean if nll is not None else None,
+        "tau": None,
+        "gate_open_forget": None,
+        "gate_open_retain": None,
+    }
 
 
 def card_summary(card: dict) -> dict:
-    keep = ("name", "target", "forget_corpus", "retain_corpora", "config", "steps_done", "seconds", "cpu",
-            "delta_sha256", "delta_norms")
+    keep = (
+        "name",
+        "target",
+        "forget_corpus",
+        "retain_corpora",
+        "config",
+        "steps_done",
+        "seconds",
+        "cpu",
+        "delta_sha256",
+        "delta_norms",
+    )
     out = {k: card.get(k) for k in keep}
     hist = card.get("history") or []
     if hist:
@@ -53,9 +78,20 @@ def card_summary(card: dict) -> dict:
     return out
 
 
-def compare(engine, target: Target, name: str, cfg: rmu.RMUConfig, cs: list[float], ns: list[int] | None = None,
-            percentile: float = 95.0, loss_tokens: int = 10_000, methods=METHODS, train_progress=None,
-            progress=None, ppl_tokens: int = 0) -> dict:
+def compare(
+    engine,
+    target: Target,
+    name: str,
+    cfg: rmu.RMUConfig,
+    cs: list[float],
+    ns: list[int] | None = None,
+    percentile: float = 95.0,
+    loss_tokens: int = 10_000,
+    methods=METHODS,
+    train_progress=None,
+    progress=None,
+    ppl_tokens: int = 0,
+) -> dict:
     """Train (or reuse, or resume) RMU run ``name`` on the target, then one table: the static and
     gated clamps at each (N, c) (``gate_experiment.compare``) and the RMU model, on the same held-out
     known questions and loss windows, with the SAEBench-style score per method."""
@@ -79,10 +115,10 @@ def compare(engine, target: Target, name: str, cfg: rmu.RMUConfig, cs: list[floa
 def add_perplexity(engine, target: Target, r: dict, variant: str, n_tokens: int) -> None:
     """Perplexity on the target's ppl corpus (held-out forget-domain text) for the clean model and
     every row: a clamp row with its intervention, the RMU row with its delta."""
-    from unlearn_core.features.stats import corpus_docs
-    from unlearn_core.method.interventions import Intervention
     from unlearn_core.evaluation.metrics import perplexity
     from unlearn_core.evaluation.targets import default_intervention
+    from unlearn_core.features.stats import corpus_docs
+    from unlearn_core.method.interventions import Intervention
 
     docs = corpus_docs(engine, target.ppl_corpus)
     base = default_intervention(engine, target)
@@ -93,12 +129,20 @@ def add_perplexity(engine, target: Target, r: dict, variant: str, n_tokens: int)
             with rmu.applied(engine, variant):
                 row["ppl"] = ppl(None)
         else:
-            row["ppl"] = ppl([Intervention(base.sae_key, base.features[: row["n"]], float(row["c"]), row["method"],
-                                           row["tau"])])
+            row["ppl"] = ppl(
+                [Intervention(base.sae_key, base.features[: row["n"]], float(row["c"]), row["method"], row["tau"])]
+            )
 
 
-def search(engine, target: Target, grid: list[dict], base: rmu.RMUConfig, loss_tokens: int = 5_000,
-           min_retain: float = 0.95, progress=None) -> dict:
+def search(
+    engine,
+    target: Target,
+    grid: list[dict],
+    base: rmu.RMUConfig,
+    loss_tokens: int = 5_000,
+    min_retain: float = 0.95,
+    progress=None,
+) -> dict:
     """Train one run per ``grid`` entry (overrides of ``base``), score each on the target's *train*
     half known questions (dev), and pick the lowest dev forget accuracy whose dev retain mean stays
     >= ``min_retain`` (ties: the smaller loss added)."""
@@ -108,8 +152,12 @@ def search(engine, target: Target, grid: list[dict], base: rmu.RMUConfig, loss_t
         cfg = replace(base, **over)
         if "layer" in over and "update_layers" not in over:
             cfg = replace(cfg, update_layers=())  # the default for this layer: layer-2 .. layer
-        name = (f"search-{target.name}-" + "-".join(f"{k[:5]}{v:g}" for k, v in sorted(over.items()))
-                + "-" + C.key_of(cfg.to_dict())[:8])  # readable, and unique per full configuration
+        name = (
+            f"search-{target.name}-"
+            + "-".join(f"{k[:5]}{v:g}" for k, v in sorted(over.items()))
+            + "-"
+            + C.key_of(cfg.to_dict())[:8]
+        )  # readable, and unique per full configuration
         cards.append(rmu.train(engine, name, target, cfg))
         if progress:
             progress(i + 1, 2 * len(grid))
@@ -122,9 +170,16 @@ def search(engine, target: Target, grid: list[dict], base: rmu.RMUConfig, loss_t
         if progress:
             progress(len(grid) + i + 1, 2 * len(grid))
     best, rule = pick(rows, min_retain)
-    return {"target": target.name, "dev": "train half", "n_known": {k: len(v) for k, v in sets.items()},
-            "min_retain": min_retain, "rows": rows, "best": best["config"] if best else None,
-            "best_label": best["label"] if best else None, "rule": rule}
+    return {
+        "target": target.name,
+        "dev": "train half",
+        "n_known": {k: len(v) for k, v in sets.items()},
+        "min_retain": min_retain,
+        "rows": rows,
+        "best": best["config"] if best else None,
+        "best_label": best["label"] if best else None,
+        "rule": rule,
+    }
 
 
 def pick(rows: list[dict], min_retain: float) -> tuple[dict | None, str]:
@@ -133,24 +188,34 @@ def pick(rows: list[dict], min_retain: float) -> tuple[dict | None, str]:
     scored = [r for r in rows if r["retain_mean"] is not None and r["forget"] is not None]
     ok = [r for r in scored if r["retain_mean"] >= min_retain]
     if ok:
-        return min(ok, key=lambda r: (r["forget"], r["loss_added"] or 0.0)), f"lowest forget with retain >= {min_retain}"
+        return min(
+            ok, key=lambda r: (r["forget"], r["loss_added"] or 0.0)
+        ), f"lowest forget with retain >= {min_retain}"
     if not scored:
         return None, "nothing scored"
-    return (min(scored, key=lambda r: (-r["retain_mean"], r["forget"], r["loss_added"] or 0.0)),
-            f"none kept retain >= {min_retain}: the highest retain, then the lowest forget")
+    return (
+        min(scored, key=lambda r: (-r["retain_mean"], r["forget"], r["loss_added"] or 0.0)),
+        f"none kept retain >= {min_retain}: the highest retain, then the lowest forget",
+    )
 
 
 def search_markdown(s: dict) -> str:
     f = lambda x: "—" if x is None else f"{x:.3f}"  # noqa: E731
-    lines = [f"target `{s['target']}`, dev = its {s['dev']} known questions ("
-             + ", ".join(f"{k} {v}" for k, v in s["n_known"].items()) + f"); pick: lowest dev forget accuracy with "
-             f"dev retain mean >= {s['min_retain']}", "",
-             "| layer | updated | c | alpha | lr | steps | dev forget | dev retain mean | loss added | train s |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        f"target `{s['target']}`, dev = its {s['dev']} known questions ("
+        + ", ".join(f"{k} {v}" for k, v in s["n_known"].items())
+        + f"); pick: lowest dev forget accuracy with "
+        f"dev retain mean >= {s['min_retain']}",
+        "",
+        "| layer | updated | c | alpha | lr | steps | dev forget | dev retain mean | loss added | train s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for r in s["rows"]:
         c = r["config"]
-        lines.append(f"| {c['layer']} | {','.join(map(str, c['update_layers']))} | {c['steering_coeff']:g} | "
-                     f"{c['alpha']:g} | {c['lr']:g} | {c['steps']} | {f(r['forget'])} | {f(r['retain_mean'])} | "
-                     f"{f(r['loss_added'])} | {r['train_s']:.0f} |")
+        lines.append(
+            f"| {c['layer']} | {','.join(map(str, c['update_layers']))} | {c['steering_coeff']:g} | "
+            f"{c['alpha']:g} | {c['lr']:g} | {c['steps']} | {f(r['forget'])} | {f(r['retain_mean'])} | "
+            f"{f(r['loss_added'])} | {r['train_s']:.0f} |"
+        )
     lines += ["", f"chosen ({s.get('rule', '')}): {s['best_label'] or '—'}"]
     return "\n".join(lines)

@@ -22,18 +22,19 @@ retain corpus); ``format-matched`` against the target's retain corpora (retain q
 same format, WikiText-2, WebText), so features of the quiz format itself drop out; ``search``
 (targets with a ``selection.query``) takes the features most specific to the query text.
 """
+
 from __future__ import annotations
 
 import time
 from dataclasses import replace
 
 from unlearn_core.data import loaders as D
-from unlearn_core.features import stats as F
-from unlearn_core.method.interventions import Intervention
 from unlearn_core.evaluation.mcq import known_questions
 from unlearn_core.evaluation.metrics import loss_added, perplexity
 from unlearn_core.evaluation.sweep import evaluate_configs
 from unlearn_core.evaluation.targets import Target, forget_corpus_for, retain_frequency, with_part
+from unlearn_core.features import stats as F
+from unlearn_core.method.interventions import Intervention
 
 PAPER_RETAIN = ("wikitext@train",)
 CHOICE_LOSS_CORPUS = "webtext-train"  # the loss the choice reads; rows report the target's (held-out) loss corpus
@@ -57,8 +58,9 @@ def _known_sets(engine, target: Target, scoring: str) -> dict[str, list]:
         for part in ("train", "heldout"):
             qs = D.load_question_set(with_part(spec, part), engine.settings.data_dir).questions
             bar = _bar(len(qs), f"known {with_part(spec, part)}")
-            out[f"{name}@{part}"] = known_questions(engine, qs, scoring=scoring, strict=target.strict_known,
-                                                    progress=bar.update)
+            out[f"{name}@{part}"] = known_questions(
+                engine, qs, scoring=scoring, strict=target.strict_known, progress=bar.update
+            )
             bar.close()
     return out
 
@@ -77,8 +79,9 @@ def _retain_variants(target: Target, variants: tuple[str, ...]) -> tuple[dict, d
     return retain_sets, skipped
 
 
-def _frequency_grid(sae: str, target: Target, fs, stats: dict, retain_sets: dict, thresholds, ns, values,
-                    grid: list, configs: list) -> None:
+def _frequency_grid(
+    sae: str, target: Target, fs, stats: dict, retain_sets: dict, thresholds, ns, values, grid: list, configs: list
+) -> None:
     """Append the frequency selections' rows (variant x threshold x N x c) to ``grid`` and ``configs``."""
     for v, corpora in retain_sets.items():
         rf = retain_frequency([stats[c] for c in corpora])
@@ -88,8 +91,17 @@ def _frequency_grid(sae: str, target: Target, fs, stats: dict, retain_sets: dict
                 feats = tuple(r["feature"] for r in rows[:n])
                 for c in values:
                     if feats:
-                        grid.append({"selection": v, "retain_corpora": list(corpora), "threshold": t, "n": n,
-                                     "n_features": len(feats), "c": float(c), "features": list(feats)})
+                        grid.append(
+                            {
+                                "selection": v,
+                                "retain_corpora": list(corpora),
+                                "threshold": t,
+                                "n": n,
+                                "n_features": len(feats),
+                                "c": float(c),
+                                "features": list(feats),
+                            }
+                        )
                         configs.append([Intervention(sae, feats, float(c), target.intervention.mode)])
 
 
@@ -105,9 +117,19 @@ def _search_grid(engine, sae: str, target: Target, toks: int, ns, values, grid: 
             continue
         seen.add(feats)
         for c in values:
-            grid.append({"selection": "search", "retain_corpora": list(target.retain_corpora), "threshold": None,
-                         "n": n, "n_features": len(feats), "c": float(c), "features": list(feats),
-                         "query": target.selection.query, "background": target.selection.background})
+            grid.append(
+                {
+                    "selection": "search",
+                    "retain_corpora": list(target.retain_corpora),
+                    "threshold": None,
+                    "n": n,
+                    "n_features": len(feats),
+                    "c": float(c),
+                    "features": list(feats),
+                    "query": target.selection.query,
+                    "background": target.selection.background,
+                }
+            )
             configs.append([Intervention(sae, feats, float(c), target.intervention.mode)])
 
 
@@ -115,15 +137,19 @@ def _accuracies(engine, target: Target, known: dict, configs: list, scoring: str
     acc = {}
     bar = _bar(sum(len(q) for q in known.values()), f"{target.name}: {len(configs)} configurations")
     for name, qs in known.items():
-        acc[name] = [r.accuracy if qs else None for r in
-                     evaluate_configs(engine, qs, configs, scoring=scoring, orderings=target.orderings,
-                                      progress=bar.update)]
+        acc[name] = [
+            r.accuracy if qs else None
+            for r in evaluate_configs(
+                engine, qs, configs, scoring=scoring, orderings=target.orderings, progress=bar.update
+            )
+        ]
     bar.close()
     return acc
 
 
-def _rows(engine, target: Target, known: dict, acc: dict, grid: list, configs: list, loss_tokens: int,
-          ppl_tokens: int) -> tuple[list[dict], bool]:
+def _rows(
+    engine, target: Target, known: dict, acc: dict, grid: list, configs: list, loss_tokens: int, ppl_tokens: int
+) -> tuple[list[dict], bool]:
     """One row per configuration (the first: none) with accuracies, loss added and perplexity; and
     whether the choice's own loss column was measured."""
     docs_loss = D.load_corpus(target.loss_corpus, engine.settings.data_dir)
@@ -132,7 +158,11 @@ def _rows(engine, target: Target, known: dict, acc: dict, grid: list, configs: l
     docs_ppl = D.load_corpus(ppl_name, engine.settings.data_dir, part=ppl_part or "all") if ppl_name else None
 
     def added(docs: list[str], corpus: str, cfg: list) -> float:
-        return loss_added(engine, docs, cfg, n_tokens=loss_tokens, corpus=corpus).loss_added if cfg and loss_tokens else 0.0
+        return (
+            loss_added(engine, docs, cfg, n_tokens=loss_tokens, corpus=corpus).loss_added
+            if cfg and loss_tokens
+            else 0.0
+        )
 
     rows = []
     bar = _bar(len(configs), f"{target.name}: loss added and perplexity")
@@ -143,17 +173,28 @@ def _rows(engine, target: Target, known: dict, acc: dict, grid: list, configs: l
         row["loss_added"] = added(docs_loss, target.loss_corpus, cfg)
         if docs_choice is not None:
             row["loss_added_choice"] = added(docs_choice, CHOICE_LOSS_CORPUS, cfg)
-        row["ppl_forget_heldout"] = (perplexity(engine, docs_ppl, cfg or None, n_tokens=ppl_tokens)["perplexity"]
-                                     if docs_ppl else None)
+        row["ppl_forget_heldout"] = (
+            perplexity(engine, docs_ppl, cfg or None, n_tokens=ppl_tokens)["perplexity"] if docs_ppl else None
+        )
         rows.append(row)
         bar.update(1)
     bar.close()
     return rows, docs_choice is not None
 
 
-def run(engine, target: Target, variants: tuple[str, ...] | None = None, thresholds=(0.01,), ns=(20, 50, 100),
-        values=(100.0, 200.0, 400.0), min_retain: float = 0.9, loss_tokens: int = 1500, ppl_tokens: int = 1500,
-        sae: str | None = None, max_loss: float | None = None) -> dict:
+def run(
+    engine,
+    target: Target,
+    variants: tuple[str, ...] | None = None,
+    thresholds=(0.01,),
+    ns=(20, 50, 100),
+    values=(100.0, 200.0, 400.0),
+    min_retain: float = 0.9,
+    loss_tokens: int = 1500,
+    ppl_tokens: int = 1500,
+    sae: str | None = None,
+    max_loss: float | None = None,
+) -> dict:
     if max_loss is not None and loss_tokens <= 0:  # an unmeasured budget would pass every row
         raise ValueError("a loss budget (max_loss) needs loss_tokens > 0; pass max_loss=None to choose without one")
     t0 = time.time()
@@ -179,14 +220,29 @@ def run(engine, target: Target, variants: tuple[str, ...] | None = None, thresho
     for r in rows[1:]:
         r["chosen"] = r is chosen
     mark_shipped(rows, target)
-    return {"target": target.name, "sae": sae, "hook": engine.saes[sae].hook_name, "scoring": scoring,
-            "strict_known": target.strict_known, "forget_corpus": forget_corpus, "forget_corpus_note": note,
-            "retain_questions": list(target.retain_questions), "forget_questions": target.forget_questions,
-            "n_known": {k: len(v) for k, v in known.items()}, "min_retain": min_retain, "skipped_variants": skipped,
-            "max_loss": max_loss, "choice_loss_corpus": CHOICE_LOSS_CORPUS if choice else None,
-            "loss_tokens": loss_tokens, "loss_corpus": target.loss_corpus,
-            "ppl_tokens": ppl_tokens, "ppl_corpus": target.ppl_corpus, "rows": rows,
-            "chosen": chosen["config"] if chosen else None, "seconds": round(time.time() - t0)}
+    return {
+        "target": target.name,
+        "sae": sae,
+        "hook": engine.saes[sae].hook_name,
+        "scoring": scoring,
+        "strict_known": target.strict_known,
+        "forget_corpus": forget_corpus,
+        "forget_corpus_note": note,
+        "retain_questions": list(target.retain_questions),
+        "forget_questions": target.forget_questions,
+        "n_known": {k: len(v) for k, v in known.items()},
+        "min_retain": min_retain,
+        "skipped_variants": skipped,
+        "max_loss": max_loss,
+        "choice_loss_corpus": CHOICE_LOSS_CORPUS if choice else None,
+        "loss_tokens": loss_tokens,
+        "loss_corpus": target.loss_corpus,
+        "ppl_tokens": ppl_tokens,
+        "ppl_corpus": target.ppl_corpus,
+        "rows": rows,
+        "chosen": chosen["config"] if chosen else None,
+        "seconds": round(time.time() - t0),
+    }
 
 
 def choose(rows: list[dict], min_retain: float, max_loss: float | None) -> dict | None:
@@ -194,23 +250,37 @@ def choose(rows: list[dict], min_retain: float, max_loss: float | None) -> dict 
     and, with a budget, adding <= ``max_loss`` nats on the choice corpus (ties: less loss added
     on the choice corpus where measured, then higher retain, then smaller N and c). None when no
     row qualifies."""
-    ok = [r for r in rows if r["retain0@train"] is not None and r["retain0@train"] >= min_retain
-          and (max_loss is None or r["loss_added_choice"] <= max_loss)]
-    return min(ok, key=lambda r: (r["forget@train"], r.get("loss_added_choice", 0.0), -r["retain0@train"],
-                                  r["n"], r["c"])) if ok else None
+    ok = [
+        r
+        for r in rows
+        if r["retain0@train"] is not None
+        and r["retain0@train"] >= min_retain
+        and (max_loss is None or r["loss_added_choice"] <= max_loss)
+    ]
+    return (
+        min(ok, key=lambda r: (r["forget@train"], r.get("loss_added_choice", 0.0), -r["retain0@train"], r["n"], r["c"]))
+        if ok
+        else None
+    )
 
 
 def config_label(g: dict) -> str:
     if g["selection"] == "search":
-        return "search \"{query}\" N={n} c={c:g}".format(**g)
+        return 'search "{query}" N={n} c={c:g}'.format(**g)
     return "{selection} t={threshold:g} N={n} c={c:g}".format(**g)
 
 
 def rule_text(r: dict) -> str:
-    budget = (f" and loss added <= {r['max_loss']:g} nats on `{r['choice_loss_corpus']}`"
-              if r.get("max_loss") is not None else "")
-    ties = (f"; ties: less loss added on `{r['choice_loss_corpus']}`, then higher retain"
-            if r.get("choice_loss_corpus") else "; ties: higher retain")
+    budget = (
+        f" and loss added <= {r['max_loss']:g} nats on `{r['choice_loss_corpus']}`"
+        if r.get("max_loss") is not None
+        else ""
+    )
+    ties = (
+        f"; ties: less loss added on `{r['choice_loss_corpus']}`, then higher retain"
+        if r.get("choice_loss_corpus")
+        else "; ties: higher retain"
+    )
     return f"lowest forget accuracy with retain accuracy >= {r['min_retain']}{budget}{ties}"
 
 
@@ -225,8 +295,10 @@ def mark_shipped(rows: list[dict], target: Target) -> None:
     sel = target.selection
     shipped = _config_key(sel.method, target.intervention.c, sel.n, sel.threshold, target.retain_corpora, sel.query)
     for r in rows[1:]:
-        r["shipped_default"] = _config_key(r.get("selection"), r["c"], r["n"], r["threshold"], r["retain_corpora"],
-                                           r.get("query")) == shipped
+        r["shipped_default"] = (
+            _config_key(r.get("selection"), r["c"], r["n"], r["threshold"], r["retain_corpora"], r.get("query"))
+            == shipped
+        )
 
 
 def _f(x) -> str:
@@ -236,40 +308,61 @@ def _f(x) -> str:
 def markdown(r: dict) -> str:
     n = r["n_known"]
     choice = bool(r.get("choice_loss_corpus"))  # the choice's own loss column (the tie-break, and any budget)
-    lines = [f"Target `{r['target']}`: SAE `{r['sae']}` at `{r['hook']}`, {r['scoring']} scoring, "
-             f"{'strict ' if r['strict_known'] else ''}known questions. Forget corpus `{r['forget_corpus']}`"
-             + (f" ({r['forget_corpus_note']})" if r["forget_corpus_note"] else "") + ".",
-             f"Known questions (train half / held-out half): forget `{r['forget_questions']}` {n['forget@train']} / "
-             f"{n['forget@heldout']}; " + "; ".join(f"retain `{s}` {n[f'retain{i}@train']} / {n[f'retain{i}@heldout']}"
-                                                   for i, s in enumerate(r["retain_questions"])) + ".",
-             f"Chosen on the train half ({rule_text(r)}): "
-             f"**{r['chosen'] or 'none qualifies'}**. Loss added on `{r.get('loss_corpus', 'webtext')}` (held-out; "
-             + (f"the choice reads its own column, `{r['choice_loss_corpus']}`) " if choice
-                else "not read by the choice) ")
-             + f"over {r['loss_tokens']} tokens; perplexity on "
-             f"`{r['ppl_corpus']}` over {r['ppl_tokens']} tokens."
-             + "".join(f" Variant `{v}` not swept: {why}." for v, why in r.get("skipped_variants", {}).items()), "",
-             "| configuration | forget (train) | retain (train) | **forget (held-out)** | **retain (held-out)** | "
-             + " | ".join(f"retain `{s}` (held-out)" for s in r["retain_questions"][1:])
-             + (" | " if len(r["retain_questions"]) > 1 else "") + "loss added | "
-             + ("loss added (choice) | " if choice else "") + "ppl forget held-out |",
-             "| --- " * (7 + len(r["retain_questions"]) - 1 + choice) + "|"]
+    lines = [
+        f"Target `{r['target']}`: SAE `{r['sae']}` at `{r['hook']}`, {r['scoring']} scoring, "
+        f"{'strict ' if r['strict_known'] else ''}known questions. Forget corpus `{r['forget_corpus']}`"
+        + (f" ({r['forget_corpus_note']})" if r["forget_corpus_note"] else "")
+        + ".",
+        f"Known questions (train half / held-out half): forget `{r['forget_questions']}` {n['forget@train']} / "
+        f"{n['forget@heldout']}; "
+        + "; ".join(
+            f"retain `{s}` {n[f'retain{i}@train']} / {n[f'retain{i}@heldout']}"
+            for i, s in enumerate(r["retain_questions"])
+        )
+        + ".",
+        f"Chosen on the train half ({rule_text(r)}): "
+        f"**{r['chosen'] or 'none qualifies'}**. Loss added on `{r.get('loss_corpus', 'webtext')}` (held-out; "
+        + (f"the choice reads its own column, `{r['choice_loss_corpus']}`) " if choice else "not read by the choice) ")
+        + f"over {r['loss_tokens']} tokens; perplexity on "
+        f"`{r['ppl_corpus']}` over {r['ppl_tokens']} tokens."
+        + "".join(f" Variant `{v}` not swept: {why}." for v, why in r.get("skipped_variants", {}).items()),
+        "",
+        "| configuration | forget (train) | retain (train) | **forget (held-out)** | **retain (held-out)** | "
+        + " | ".join(f"retain `{s}` (held-out)" for s in r["retain_questions"][1:])
+        + (" | " if len(r["retain_questions"]) > 1 else "")
+        + "loss added | "
+        + ("loss added (choice) | " if choice else "")
+        + "ppl forget held-out |",
+        "| --- " * (7 + len(r["retain_questions"]) - 1 + choice) + "|",
+    ]
     for row in r["rows"]:
-        mark = (" **(chosen)**" if row.get("chosen") else "") + (" (shipped default)" if row.get("shipped_default") else "")
+        mark = (" **(chosen)**" if row.get("chosen") else "") + (
+            " (shipped default)" if row.get("shipped_default") else ""
+        )
         extra = [_f(row[f"retain{i}@heldout"]) for i in range(1, len(r["retain_questions"]))]
-        lines.append(f"| {row['config']}{mark} | {_f(row['forget@train'])} | {_f(row['retain0@train'])} | "
-                     f"{_f(row['forget@heldout'])} | {_f(row['retain0@heldout'])} | "
-                     + " | ".join(extra) + (" | " if extra else "")
-                     + f"{row['loss_added']:+.4f} | "
-                     + (f"{row['loss_added_choice']:+.4f} | " if choice else "") + f"{_f(row['ppl_forget_heldout'])} |")
+        lines.append(
+            f"| {row['config']}{mark} | {_f(row['forget@train'])} | {_f(row['retain0@train'])} | "
+            f"{_f(row['forget@heldout'])} | {_f(row['retain0@heldout'])} | "
+            + " | ".join(extra)
+            + (" | " if extra else "")
+            + f"{row['loss_added']:+.4f} | "
+            + (f"{row['loss_added_choice']:+.4f} | " if choice else "")
+            + f"{_f(row['ppl_forget_heldout'])} |"
+        )
     return "\n".join(lines)
 
 
 def with_default(target: Target, row: dict) -> Target:
     """The target with a sweep row as its default intervention (for re-evaluation)."""
     if row["selection"] == "search":
-        return replace(target, selection=replace(target.selection, method="search", n=row["n"]),
-                       intervention=replace(target.intervention, c=row["c"]))
-    return replace(target, retain_corpora=tuple(row["retain_corpora"]),
-                   selection=replace(target.selection, method="frequency", threshold=row["threshold"], n=row["n"]),
-                   intervention=replace(target.intervention, c=row["c"]))
+        return replace(
+            target,
+            selection=replace(target.selection, method="search", n=row["n"]),
+            intervention=replace(target.intervention, c=row["c"]),
+        )
+    return replace(
+        target,
+        retain_corpora=tuple(row["retain_corpora"]),
+        selection=replace(target.selection, method="frequency", threshold=row["threshold"], n=row["n"]),
+        intervention=replace(target.intervention, c=row["c"]),
+    )

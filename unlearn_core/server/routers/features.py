@@ -1,4 +1,5 @@
 """Features: per-token activations, dashboards, search over a text, the paper's selection."""
+
 from __future__ import annotations
 
 from fastapi import APIRouter
@@ -17,6 +18,7 @@ router = APIRouter(tags=["features"])
 @router.post("/activations", response_model=S.ActivationsResponse)
 def activations(req: S.ActivationsRequest, state: State) -> S.ActivationsResponse:
     """Per-token values of chosen features and each token's top features (activation LRU)."""
+
     def compute() -> S.ActivationsResponse:
         with state.model("activations") as engine:  # one forward to the hook: cannot be split
             sae = resolve_sae(engine, req.sae)
@@ -37,8 +39,17 @@ def compute_dashboard(state: ServerState, req: S.DashboardRequest) -> S.Dashboar
     for c in req.corpora:
         check_corpus(c, engine.settings.data_dir, trusted)
     stats = {c: feature_stats_chunked(state, sae, c, req.n_tokens) for c in req.corpora}  # cached on disk
-    d = F.dashboard(engine, sae, req.feature, list(req.corpora), n_tokens=req.n_tokens, k=req.k,
-                    with_neuronpedia=False, stats=stats, guard=lambda: state.model("dashboard"))
+    d = F.dashboard(
+        engine,
+        sae,
+        req.feature,
+        list(req.corpora),
+        n_tokens=req.n_tokens,
+        k=req.k,
+        with_neuronpedia=False,
+        stats=stats,
+        guard=lambda: state.model("dashboard"),
+    )
     if req.neuronpedia:  # network, outside the model lock
         d["neuronpedia"] = neuronpedia_info(engine, sae, req.feature)
     return S.DashboardResponse(**d)
@@ -82,12 +93,14 @@ def compute_select(state: ServerState, req: S.SelectRequest) -> S.SelectResponse
     rs = feature_stats_chunked(state, sae, req.retain, req.n_tokens)
     rows = F.select_features(fs.freq, rs.freq, req.threshold, req.n)
     if req.describe:  # one feature per step (its top windows and logits)
+
         def describe(engine, r):
             r["description"] = F.auto_description(engine, sae, r["feature"], fs)
 
         run_steps(state, ((lambda engine, r=r: describe(engine, r)) for r in rows), "describe")
-    return S.SelectResponse(sae=sae, forget=req.forget, retain=req.retain, threshold=req.threshold,
-                            n_tokens=req.n_tokens, features=rows)
+    return S.SelectResponse(
+        sae=sae, forget=req.forget, retain=req.retain, threshold=req.threshold, n_tokens=req.n_tokens, features=rows
+    )
 
 
 @router.post("/features/select", response_model=S.SelectResponse)

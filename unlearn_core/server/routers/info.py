@@ -1,4 +1,5 @@
 """Health (no auth) and info: what the server runs, its limits, and how busy it is."""
+
 from __future__ import annotations
 
 import time
@@ -19,8 +20,12 @@ router = APIRouter(tags=["server"])
 def health(state: State, token: str | None = Depends(get_token)) -> S.HealthResponse:
     """Liveness without auth: answers while the model is still loading."""
     state.start_loading()
-    return S.HealthResponse(status=state.status, detail=state.error, auth_required=bool(token),
-                            uptime_s=round(time.time() - state.started, 3))
+    return S.HealthResponse(
+        status=state.status,
+        detail=state.error,
+        auth_required=bool(token),
+        uptime_s=round(time.time() - state.started, 3),
+    )
 
 
 @router.get("/info", response_model=S.InfoResponse)
@@ -28,12 +33,21 @@ def info(state: State, runner: Runner) -> S.InfoResponse:
     """The loaded model and SAEs (or status 'loading'), limits, question sets, cache counters."""
     state.start_loading()
     engine = state.engine_if_ready
-    out: dict = {"status": state.status, "detail": state.error, "limits": S.Limits(), "modes": list(MODES),
-                 "corpora": corpus_names(), "activation_cache": S.CacheStats(**state.acts.stats()),
-                 "jobs": runner.counts(), "lock_stats": S.LockStats(**state.lock.stats.summary())}
+    out: dict = {
+        "status": state.status,
+        "detail": state.error,
+        "limits": S.Limits(),
+        "modes": list(MODES),
+        "corpora": corpus_names(),
+        "activation_cache": S.CacheStats(**state.acts.stats()),
+        "jobs": runner.counts(),
+        "lock_stats": S.LockStats(**state.lock.stats.summary()),
+    }
     if engine is not None:  # no model forward here, so no lock: /info stays responsive
         out.update(engine.info())
         out["n_ctx"] = engine.model.cfg.n_ctx
-        out["question_sets"] = [S.QuestionSetInfo(name=n, description=d) for n, d in
-                                question_set_names(engine.settings.data_dir, target_question_sets(engine))]
+        out["question_sets"] = [
+            S.QuestionSetInfo(name=n, description=d)
+            for n, d in question_set_names(engine.settings.data_dir, target_question_sets(engine))
+        ]
     return S.InfoResponse(**out)

@@ -1,4 +1,5 @@
 """Evaluation sweeps (jobs): submit, list, progress and results, cancel."""
+
 from __future__ import annotations
 
 from fastapi import APIRouter

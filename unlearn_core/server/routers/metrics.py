@@ -1,4 +1,5 @@
 """Metrics over a corpus: loss added by the interventions, perplexity."""
+
 from __future__ import annotations
 
 import math
@@ -28,16 +29,24 @@ def compute_loss_added(state: ServerState, req: S.LossAddedRequest) -> S.LossAdd
     bs = nll_batch_size(req.ctx)  # a step is one batch of windows (~1k tokens)
     clean = clean_nll_chunked(state, req.corpus, windows, bs, what="loss_added")
     inter, n = nll_chunked(state, windows, ivs, batch_size=bs, what="loss_added")
-    return S.LossAddedResponse(corpus=req.corpus, clean_loss=finite(clean), intervened_loss=finite(inter),
-                               loss_added=finite(inter - clean), n_tokens=n, interventions=iv_out(ivs))
+    return S.LossAddedResponse(
+        corpus=req.corpus,
+        clean_loss=finite(clean),
+        intervened_loss=finite(inter),
+        loss_added=finite(inter - clean),
+        n_tokens=n,
+        interventions=iv_out(ivs),
+    )
 
 
 def check_sync(kind: str, n_tokens: int, passes: int) -> None:
     """A 400 naming the task route when the request would run longer than a client waits."""
     if n_tokens * passes > S.SYNC_EVAL_TOKENS:
-        raise ValueError(f"n_tokens {n_tokens} x {passes} pass(es) is more than a synchronous request evaluates "
-                         f"(at most {S.SYNC_EVAL_TOKENS} tokens, about 10 s); submit it as a task: "
-                         f"POST /api/tasks/{kind} with the same body, then poll GET /api/tasks/{{id}}")
+        raise ValueError(
+            f"n_tokens {n_tokens} x {passes} pass(es) is more than a synchronous request evaluates "
+            f"(at most {S.SYNC_EVAL_TOKENS} tokens, about 10 s); submit it as a task: "
+            f"POST /api/tasks/{kind} with the same body, then poll GET /api/tasks/{{id}}"
+        )
 
 
 @router.post("/loss_added", response_model=S.LossAddedResponse)
@@ -71,8 +80,9 @@ def compute_perplexity(state: ServerState, req: S.PerplexityRequest) -> S.Perple
         p = math.exp(nll) if math.isfinite(nll) and nll < 700 else None
         return S.Perplexity(perplexity=p, mean_nll=finite(nll), n_tokens=n, ctx=req.ctx)
 
-    return S.PerplexityResponse(corpus=name, part=part, base=ppl(None), intervened=ppl(ivs) if ivs else None,
-                                interventions=iv_out(ivs))
+    return S.PerplexityResponse(
+        corpus=name, part=part, base=ppl(None), intervened=ppl(ivs) if ivs else None, interventions=iv_out(ivs)
+    )
 
 
 @router.post("/perplexity", response_model=S.PerplexityResponse)

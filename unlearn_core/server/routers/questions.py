@@ -1,4 +1,5 @@
 """Questions: pages of a question set and multiple-choice scoring (the slider's curve)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -21,24 +22,41 @@ router = APIRouter(tags=["questions"])
 
 
 @router.get("/questions", response_model=S.QuestionsResponse)
-def questions(state: State,
-              set_: str = Query("wmdp-bio", alias="set", max_length=300,
-                                description="quiz:bio | quiz:retain!overlaps_bio | wmdp-bio | "
-                                            "mmlu:<subject,...> | mmlu:side-effects, optionally @train/@heldout"),
-              known: bool = Query(False, description="keep only questions the clean model knows (cached)"),
-              strict: bool = Query(False, description="with known: the strict filter (also wrong with the "
-                                                      "question text blanked)"),
-              limit: int = Query(50, ge=1, le=S.MAX_PAGE), offset: int = Query(0, ge=0)) -> S.QuestionsResponse:
+def questions(
+    state: State,
+    set_: str = Query(
+        "wmdp-bio",
+        alias="set",
+        max_length=300,
+        description="quiz:bio | quiz:retain!overlaps_bio | wmdp-bio | "
+        "mmlu:<subject,...> | mmlu:side-effects, optionally @train/@heldout",
+    ),
+    known: bool = Query(False, description="keep only questions the clean model knows (cached)"),
+    strict: bool = Query(
+        False, description="with known: the strict filter (also wrong with the question text blanked)"
+    ),
+    limit: int = Query(50, ge=1, le=S.MAX_PAGE),
+    offset: int = Query(0, ge=0),
+) -> S.QuestionsResponse:
     """A page of a question set; with known=true, the known filter is applied to that page."""
     qs = state.question_set(set_)
     page = qs.questions[offset : offset + limit]
     skipped = 0
     if known:
         page, skipped = select_questions(state, page, known=True, strict=strict)
-    return S.QuestionsResponse(set=set_, label=qs.label, is_fallback=qs.is_fallback, origin=qs.origin,
-                               total=len(qs.questions), offset=offset, limit=limit, known=known,
-                               strict=known and strict, n_skipped_too_long=skipped,
-                               questions=[question_out(q) for q in page])
+    return S.QuestionsResponse(
+        set=set_,
+        label=qs.label,
+        is_fallback=qs.is_fallback,
+        origin=qs.origin,
+        total=len(qs.questions),
+        offset=offset,
+        limit=limit,
+        known=known,
+        strict=known and strict,
+        n_skipped_too_long=skipped,
+        questions=[question_out(q) for q in page],
+    )
 
 
 def mcq_question(state: ServerState, req: S.MCQRequest) -> tuple[D.Question, str, str]:
@@ -47,8 +65,9 @@ def mcq_question(state: ServerState, req: S.MCQRequest) -> tuple[D.Question, str
         qset, q = state.find_question(req.set, req.question_id)
         return q, req.set, qset.label
     iq = req.question
-    digest = hashlib.sha1(json.dumps([iq.question, list(iq.choices), iq.answer, iq.subject]).encode()
-                          ).hexdigest()[:10]  # everything scoring reads: the slider LRU's key names it
+    digest = hashlib.sha1(json.dumps([iq.question, list(iq.choices), iq.answer, iq.subject]).encode()).hexdigest()[
+        :10
+    ]  # everything scoring reads: the slider LRU's key names it
     q = D.Question(f"inline:{iq.subject}:{digest}", iq.question, tuple(iq.choices), iq.answer, iq.subject, "inline")
     return q, "inline", "inline question"
 
@@ -66,8 +85,9 @@ def mcq_steps(state: ServerState, req: S.MCQRequest, q: D.Question, set_name: st
     def first(engine):
         ivs = got["ivs"] = to_interventions(engine, req.interventions)
         if not fits_context(engine, q, margin=0):
-            raise ValueError(f"the question's prompt is longer than the model's context "
-                             f"({engine.model.cfg.n_ctx} tokens)")
+            raise ValueError(
+                f"the question's prompt is longer than the model's context ({engine.model.cfg.n_ctx} tokens)"
+            )
         got["base"] = score_base(engine, q, ivs)
         got["prompts"] = scored_texts(q, engine.scoring, engine.prompt_format, engine.model.tokenizer)
         if ivs and not values:
@@ -93,8 +113,9 @@ def mcq_steps(state: ServerState, req: S.MCQRequest, q: D.Question, set_name: st
             yield lambda engine, vs=todo[s : s + per]: run(engine, vs)
     if any(iv.gate is not None for iv in ivs):  # the gates' decisions (and P(correct) open/shut)
         v0 = values[0] if values else None
-        yield lambda engine: got.__setitem__("gates", gate_report(
-            engine, q, ivs, v0, got["base"], known.get(float(v0)) if values else got["scores"][0]))
+        yield lambda engine: got.__setitem__(
+            "gates", gate_report(engine, q, ivs, v0, got["base"], known.get(float(v0)) if values else got["scores"][0])
+        )
 
 
 @router.post("/mcq", response_model=S.MCQResponse)
@@ -115,7 +136,16 @@ def mcq(req: S.MCQRequest, state: State) -> S.MCQResponse:
             state.prefetcher.submit(got["key"], q, ivs, PF.neighbours(float(values[0]), 0.0, MAX_ABS_CLAMP))
     elif ivs:
         curve = [S.CurvePoint(value=None, score=score_out(got["scores"][0]))]
-    return S.MCQResponse(question=question_out(q), set=set_name, set_label=label, scoring=engine.scoring,
-                         prompt_format=engine.prompt_format, prompts=prompts, base=score_out(base),
-                         variant=req.variant, interventions=iv_out(ivs, req.interventions),
-                         curve=curve, gates=got.get("gates", []))
+    return S.MCQResponse(
+        question=question_out(q),
+        set=set_name,
+        set_label=label,
+        scoring=engine.scoring,
+        prompt_format=engine.prompt_format,
+        prompts=prompts,
+        base=score_out(base),
+        variant=req.variant,
+        interventions=iv_out(ivs, req.interventions),
+        curve=curve,
+        gates=got.get("gates", []),
+    )

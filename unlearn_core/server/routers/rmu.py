@@ -1,4 +1,5 @@
 """RMU training runs: queue, list, progress, cancel (finished runs are model variants rmu:<name>)."""
+
 from __future__ import annotations
 
 from fastapi import APIRouter

@@ -1,4 +1,5 @@
 """Unlearning targets: list, define in the app, delete, their selection, and the guided demo."""
+
 from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException
@@ -44,6 +45,7 @@ def targets_select(req: S.TargetSelectRequest, state: State) -> S.TargetSelectRe
     """The target's selection: by default its own method (format-matched frequency, or search);
     with a threshold, retain frequency (the max over the retain corpora) < threshold ranked by
     forget frequency; says which corpora were used."""
+
     def compute() -> S.TargetSelectResponse:
         sae = resolve_sae(state.engine(), req.sae)
         out = TA.select(state, req.target, sae, n=req.n, threshold=req.threshold, describe=req.describe)

@@ -2,6 +2,7 @@
 background: ``POST /api/tasks/<kind>`` with the synchronous endpoint's body answers 202 with the
 task; ``GET /api/tasks/{id}`` reports ``done``/``total`` steps, the ETA and, once done, the
 result (the synchronous endpoint's response body)."""
+
 from __future__ import annotations
 
 from typing import Annotated, Any, Callable
@@ -33,9 +34,14 @@ KINDS: dict[str, tuple[type, Callable[[ServerState, Any], Any]]] = {
     "features_search": (S.SearchRequest, _varied(compute_search)),
 }
 assert tuple(KINDS) == S.TASK_KINDS
-SYNC_PATHS = {"perplexity": "/api/perplexity", "loss_added": "/api/loss_added", "generate": "/api/generate",
-              "features_select": "/api/features/select", "features_dashboard": "/api/features/dashboard",
-              "features_search": "/api/features/search"}
+SYNC_PATHS = {
+    "perplexity": "/api/perplexity",
+    "loss_added": "/api/loss_added",
+    "generate": "/api/generate",
+    "features_select": "/api/features/select",
+    "features_dashboard": "/api/features/dashboard",
+    "features_search": "/api/features/search",
+}
 
 
 def task_kinds() -> dict[str, Callable[[ServerState, dict], dict]]:
@@ -56,8 +62,10 @@ def _submit_route(kind: str, model: type) -> None:
 
     submit.__annotations__ = {"req": model, "tasks": Tasks, "return": S.TaskOut}  # the kind's own body
     submit.__name__ = f"submit_{kind}_task"
-    submit.__doc__ = (f"What POST {SYNC_PATHS[kind]} computes, without its synchronous limit, as a task: "
-                      "202 with the task; poll GET /api/tasks/{task_id} for progress and the result.")
+    submit.__doc__ = (
+        f"What POST {SYNC_PATHS[kind]} computes, without its synchronous limit, as a task: "
+        "202 with the task; poll GET /api/tasks/{task_id} for progress and the result."
+    )
     router.add_api_route(f"/tasks/{kind}", submit, methods=["POST"], response_model=S.TaskOut, status_code=202)
 
 

@@ -1,4 +1,5 @@
 """Text: tokenizing and generating (base and intervened continuations)."""
+
 from __future__ import annotations
 
 from fastapi import APIRouter
@@ -19,8 +20,9 @@ def tokenize(req: S.TokenizeRequest, state: State) -> S.TokenizeResponse:
 
     with state.model("tokenize") as engine:
         ids = engine.model.to_tokens(req.text, prepend_bos=True, truncate=False)[0].tolist()
-        return S.TokenizeResponse(tokens=token_strs(engine, ids), ids=ids, n_tokens=len(ids),
-                                  n_ctx=engine.model.cfg.n_ctx)
+        return S.TokenizeResponse(
+            tokens=token_strs(engine, ids), ids=ids, n_tokens=len(ids), n_ctx=engine.model.cfg.n_ctx
+        )
 
 
 def compute_generate(state: ServerState, req: S.GenerateRequest) -> S.GenerateResponse:
@@ -34,8 +36,10 @@ def compute_generate(state: ServerState, req: S.GenerateRequest) -> S.GenerateRe
             n = engine.model.to_tokens(req.prompt, prepend_bos=True, truncate=False).shape[1]
             check_length(engine, n, req.max_new_tokens)
         texts = []
-        for g in [Generation(engine, req.prompt, None, **kw)] + ([Generation(engine, req.prompt, ivs, **kw)]
-                                                                   if ivs else []):
+        for g in [Generation(engine, req.prompt, None, **kw)] + (
+            [Generation(engine, req.prompt, ivs, **kw)] if ivs else []
+        ):
+
             def steps(g=g):  # one token per step, the same text as metrics.generate
                 while not g.done:
                     yield g.step
@@ -44,8 +48,9 @@ def compute_generate(state: ServerState, req: S.GenerateRequest) -> S.GenerateRe
             state.expect(req.max_new_tokens + 1)
             run_steps(state, steps(), "generate")
     base, inter = texts[0], (texts[1] if ivs else None)
-    return S.GenerateResponse(prompt=req.prompt, base=base, intervened=inter,
-                              interventions=iv_out(ivs, req.interventions))
+    return S.GenerateResponse(
+        prompt=req.prompt, base=base, intervened=inter, interventions=iv_out(ivs, req.interventions)
+    )
 
 
 @router.post("/generate", response_model=S.GenerateResponse)
@@ -57,7 +62,9 @@ def generate(req: S.GenerateRequest, state: State) -> S.GenerateResponse:
     route, ``POST /api/tasks/generate`` (the same body, up to ``MAX_NEW_TOKENS`` = 512)."""
     passes = 2 if req.interventions else 1
     if req.max_new_tokens * passes > S.SYNC_NEW_TOKENS:
-        raise ValueError(f"max_new_tokens {req.max_new_tokens} x {passes} continuation(s) is more than a "
-                         f"synchronous request generates (at most {S.SYNC_NEW_TOKENS}, about 10 s); submit it as a "
-                         "task: POST /api/tasks/generate with the same body, then poll GET /api/tasks/{id}")
+        raise ValueError(
+            f"max_new_tokens {req.max_new_tokens} x {passes} continuation(s) is more than a "
+            f"synchronous request generates (at most {S.SYNC_NEW_TOKENS}, about 10 s); submit it as a "
+            "task: POST /api/tasks/generate with the same body, then poll GET /api/tasks/{id}"
+        )
     return compute_generate(state, req)

@@ -4,11 +4,10 @@ One module per resource; this package re-exports every model and limit, so
 ``from unlearn_core.server import schemas as S; S.MCQRequest`` works. Imports no torch: the
 Streamlit UI and remote clients import these without the engine.
 """
+
 from __future__ import annotations
 
 from unlearn_core.server.schemas.common import (  # noqa: F401
-    SYNC_EVAL_TOKENS,
-    SYNC_NEW_TOKENS,
     GATED_MODES,
     MAX_ABS_CLAMP,
     MAX_CORPORA,
@@ -24,6 +23,8 @@ from unlearn_core.server.schemas.common import (  # noqa: F401
     MAX_TEXT_CHARS,
     MAX_VALUES,
     MODES,
+    SYNC_EVAL_TOKENS,
+    SYNC_NEW_TOKENS,
     ClampValue,
     ErrorResponse,
     FeatureId,

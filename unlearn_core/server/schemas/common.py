@@ -4,6 +4,7 @@ Every limit lives here so that validation (422) happens before the model is touc
 ``/api/info`` can tell clients exactly what the server accepts. Requests forbid unknown
 fields, so a typo in a field name is an error instead of a silently ignored option.
 """
+
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
@@ -32,8 +33,14 @@ Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS)]
 Name = Annotated[str, Field(min_length=1, max_length=300)]
 FeatureId = Annotated[int, Field(ge=0)]
 ClampValue = Annotated[float, Field(allow_inf_nan=False, ge=-MAX_ABS_CLAMP, le=MAX_ABS_CLAMP)]
-Variant = Annotated[str, Field(pattern=r"^(base|rmu:[A-Za-z0-9_.-]{1,64})$", description="the model variant: "
-                                "'base' (the model as loaded) or 'rmu:<name>' (a finished RMU run's weight delta)")]
+Variant = Annotated[
+    str,
+    Field(
+        pattern=r"^(base|rmu:[A-Za-z0-9_.-]{1,64})$",
+        description="the model variant: "
+        "'base' (the model as loaded) or 'rmu:<name>' (a finished RMU run's weight delta)",
+    ),
+]
 Mode = Literal[MODES]  # type: ignore[valid-type]
 StaticMode = Literal[tuple(m for m in MODES if m not in GATED_MODES)]  # type: ignore[valid-type]  # no gate to give
 
@@ -53,13 +60,19 @@ class InterventionIn(Request):
     features: list[FeatureId] = Field(default_factory=list, max_length=MAX_FEATURES)
     value: ClampValue = 20.0
     mode: Mode = "clamp"
-    gate: float | None = Field(None, ge=0.0, le=1.0, allow_inf_nan=False,
-                               description="gated modes: tau; the gate opens when rho > tau")
-    gate_percentile: float | None = Field(None, ge=0.0, le=100.0, allow_inf_nan=False,
-                                          description="gated modes: tau = this percentile of rho over windows "
-                                                      "of gate_corpus (DSG uses 95)")
-    gate_corpus: Name | None = Field(None, description="the retain corpus a percentile is taken on "
-                                                       "(default wikitext@train)")
+    gate: float | None = Field(
+        None, ge=0.0, le=1.0, allow_inf_nan=False, description="gated modes: tau; the gate opens when rho > tau"
+    )
+    gate_percentile: float | None = Field(
+        None,
+        ge=0.0,
+        le=100.0,
+        allow_inf_nan=False,
+        description="gated modes: tau = this percentile of rho over windows of gate_corpus (DSG uses 95)",
+    )
+    gate_corpus: Name | None = Field(
+        None, description="the retain corpus a percentile is taken on (default wikitext@train)"
+    )
 
     @model_validator(mode="after")
     def _gate(self):
@@ -69,8 +82,9 @@ class InterventionIn(Request):
             if self.gate_corpus is not None and self.gate_percentile is None:
                 raise ValueError("gate_corpus goes with gate_percentile")
         elif self.gate is not None or self.gate_percentile is not None or self.gate_corpus is not None:
-            raise ValueError(f"gate, gate_percentile and gate_corpus are for the gated modes {GATED_MODES}, "
-                             f"not {self.mode!r}")
+            raise ValueError(
+                f"gate, gate_percentile and gate_corpus are for the gated modes {GATED_MODES}, not {self.mode!r}"
+            )
         return self
 
 

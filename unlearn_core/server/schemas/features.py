@@ -1,4 +1,5 @@
 """Tokens, activations and features: dashboards, search and the paper's selection."""
+
 from __future__ import annotations
 
 from typing import Any, Literal
@@ -49,8 +50,9 @@ class ActivationsResponse(BaseModel):
 class DashboardRequest(Request):
     sae: Name | None = None
     feature: FeatureId
-    corpora: list[Name] = Field(default_factory=lambda: ["webtext", "wmdp-bio-text"], min_length=1,
-                                max_length=MAX_CORPORA)
+    corpora: list[Name] = Field(
+        default_factory=lambda: ["webtext", "wmdp-bio-text"], min_length=1, max_length=MAX_CORPORA
+    )
     n_tokens: int = Field(20_000, ge=16, le=MAX_STATS_TOKENS)
     k: int = Field(8, ge=1, le=50)
     neuronpedia: bool = True
@@ -107,15 +109,22 @@ class SearchRequest(Request):
     sae: Name | None = None
     text: Text
     k: int = Field(20, ge=1, le=200)
-    background: Name | None = Field("webtext", description="the background corpus: specificity compares the text's "
-                                    "activations with the features' firing there; with rank=max it down-weights "
-                                    "ubiquitous features (None: plain max activation)")
+    background: Name | None = Field(
+        "webtext",
+        description="the background corpus: specificity compares the text's "
+        "activations with the features' firing there; with rank=max it down-weights "
+        "ubiquitous features (None: plain max activation)",
+    )
     background_tokens: int = Field(20_000, ge=16, le=MAX_STATS_TOKENS)
-    rank: Literal["specificity", "max"] = Field("specificity", description="specificity: activation relative to the "
-                                                "feature's background peak x log2(1/background frequency); max: the "
-                                                "largest activation on the text")
-    dense_last: bool = Field(True, description="dense features (active on > 10% of the background's tokens) "
-                                               "after all the others")
+    rank: Literal["specificity", "max"] = Field(
+        "specificity",
+        description="specificity: activation relative to the "
+        "feature's background peak x log2(1/background frequency); max: the "
+        "largest activation on the text",
+    )
+    dense_last: bool = Field(
+        True, description="dense features (active on > 10% of the background's tokens) after all the others"
+    )
     variant: Variant = Field("base", description="run on this model variant in place of the model as loaded")
 
 

@@ -1,4 +1,5 @@
 """Health and info: what the server runs and how busy its model lock is."""
+
 from __future__ import annotations
 
 from typing import Any, Literal

@@ -1,4 +1,5 @@
 """Evaluation sweeps (jobs): the spec and what the server reports while they run."""
+
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
@@ -20,8 +21,10 @@ from unlearn_core.server.schemas.common import (
     Variant,
 )
 
-TARGET_RULE = ("With `target`, every field marked 'from the target' that the request does not give is taken "
-               "from that target (explicitly given fields win); the stored spec holds the resolved values.")
+TARGET_RULE = (
+    "With `target`, every field marked 'from the target' that the request does not give is taken "
+    "from that target (explicitly given fields win); the stored spec holds the resolved values."
+)
 
 
 class JobSpec(Request):
@@ -29,46 +32,80 @@ class JobSpec(Request):
 
     target: Name | None = Field(None, description="an unlearning target (GET /api/targets). " + TARGET_RULE)
     sae: Name | None = None
-    forget_corpus: Name = Field("wmdp-bio-text@train", description="from the target: its forget corpus (or its "
-                                "labelled fallback when that cannot be had)")
+    forget_corpus: Name = Field(
+        "wmdp-bio-text@train",
+        description="from the target: its forget corpus (or its labelled fallback when that cannot be had)",
+    )
     retain_corpus: Name = Field("wikitext@train", description="the single retain corpus when retain_corpora is empty")
-    retain_corpora: list[Name] = Field(default_factory=list, max_length=MAX_CORPORA,
-                                       description="from the target: its retain corpora; a feature's retain "
-                                                   "frequency is its highest over them (empty: [retain_corpus])")
+    retain_corpora: list[Name] = Field(
+        default_factory=list,
+        max_length=MAX_CORPORA,
+        description="from the target: its retain corpora; a feature's retain "
+        "frequency is its highest over them (empty: [retain_corpus])",
+    )
     selection_tokens: int = Field(50_000, ge=16, le=MAX_STATS_TOKENS)
     thresholds: list[Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]] = Field(
-        default_factory=lambda: [0.01], min_length=1, max_length=16)
-    ns: list[Annotated[int, Field(ge=1, le=MAX_FEATURES)]] = Field(default_factory=lambda: [10, 20], min_length=1,
-                                                                  max_length=16)
+        default_factory=lambda: [0.01], min_length=1, max_length=16
+    )
+    ns: list[Annotated[int, Field(ge=1, le=MAX_FEATURES)]] = Field(
+        default_factory=lambda: [10, 20], min_length=1, max_length=16
+    )
     values: list[ClampValue] = Field(default_factory=lambda: [20.0, 50.0], min_length=1, max_length=MAX_VALUES)
     mode: Mode = "clamp"
-    modes: list[Mode] = Field(default_factory=list, max_length=len(MODES),
-                              description="several modes over the same configurations and questions (e.g. "
-                                          "clamp and gated, side by side); empty: [mode]")
+    modes: list[Mode] = Field(
+        default_factory=list,
+        max_length=len(MODES),
+        description="several modes over the same configurations and questions (e.g. "
+        "clamp and gated, side by side); empty: [mode]",
+    )
     gate: float | None = Field(None, ge=0.0, le=1.0, allow_inf_nan=False, description="gated modes: tau")
-    gate_percentile: float | None = Field(None, ge=0.0, le=100.0, allow_inf_nan=False,
-                                          description="gated modes: tau = this percentile of rho over windows of "
-                                                      "gate_corpus, calibrated per selection of features")
+    gate_percentile: float | None = Field(
+        None,
+        ge=0.0,
+        le=100.0,
+        allow_inf_nan=False,
+        description="gated modes: tau = this percentile of rho over windows of "
+        "gate_corpus, calibrated per selection of features",
+    )
     gate_corpus: Name | None = Field(None, description="the corpus of gate_percentile (default wikitext@train)")
-    forget_set: Name = Field("wmdp-bio", description="from the target: its forget questions, held-out part "
-                             "(its eval_part, as `target eval` reports)")
-    side_effect_sets: list[Name] = Field(default_factory=lambda: ["mmlu:side-effects"], max_length=8,
-                                         description="from the target: its retain question sets, held-out part")
+    forget_set: Name = Field(
+        "wmdp-bio",
+        description="from the target: its forget questions, held-out part (its eval_part, as `target eval` reports)",
+    )
+    side_effect_sets: list[Name] = Field(
+        default_factory=lambda: ["mmlu:side-effects"],
+        max_length=8,
+        description="from the target: its retain question sets, held-out part",
+    )
     known: bool = True
-    strict_known: bool | None = Field(None, description="from the target (else false): the strict known filter "
-                                      "(also wrong with the question text blanked); only with known")
+    strict_known: bool | None = Field(
+        None,
+        description="from the target (else false): the strict known filter "
+        "(also wrong with the question text blanked); only with known",
+    )
     question_limit: int = Field(0, ge=0, le=100_000, description="first N questions of each set (0 = all)")
     loss_corpus: Name = Field("webtext", description="from the target: its loss corpus")
     loss_tokens: int = Field(10_000, ge=0, le=MAX_EVAL_TOKENS, description="0 disables loss added")
-    delay_per_config: float = Field(0.0, ge=0, le=60, allow_inf_nan=False,
-                                    description="test hook: seconds to wait after each configuration (--tiny only)")
-    variants: list[Variant] = Field(default_factory=list, max_length=8,
-                                    description="model variants ('rmu:<name>') evaluated as rows of their own "
-                                                "(no clamp) on the same known questions and loss windows")
-    model_variant: Variant = Field("base", description="the model the clean row and every clamp configuration "
-                                   "run on: 'rmu:<name>' puts the clamps on top of that RMU model. The known "
-                                   "questions, the feature selection and the clean loss stay the model as "
-                                   "loaded's, so rows compare with a base sweep's")
+    delay_per_config: float = Field(
+        0.0,
+        ge=0,
+        le=60,
+        allow_inf_nan=False,
+        description="test hook: seconds to wait after each configuration (--tiny only)",
+    )
+    variants: list[Variant] = Field(
+        default_factory=list,
+        max_length=8,
+        description="model variants ('rmu:<name>') evaluated as rows of their own "
+        "(no clamp) on the same known questions and loss windows",
+    )
+    model_variant: Variant = Field(
+        "base",
+        description="the model the clean row and every clamp configuration "
+        "run on: 'rmu:<name>' puts the clamps on top of that RMU model. The known "
+        "questions, the feature selection and the clean loss stay the model as "
+        "loaded's, so rows compare with a base sweep's",
+    )
 
     @field_validator("thresholds", "ns", "values", "side_effect_sets", "retain_corpora", "modes", "variants")
     @classmethod

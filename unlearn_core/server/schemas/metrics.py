@@ -1,4 +1,5 @@
 """Generation, loss added and perplexity."""
+
 from __future__ import annotations
 
 from typing import Annotated, Literal
@@ -38,8 +39,11 @@ class CorpusRequest(InterventionsRequest):
 
     n_tokens: int = Field(10_000, ge=16, le=MAX_EVAL_TOKENS)
     ctx: int = Field(256, ge=8, le=4096)
-    variant: Variant = Field("base", description="run on this model variant in place of the model as loaded: "
-                             "the clean numbers are the variant's, the interventions apply on top of it")
+    variant: Variant = Field(
+        "base",
+        description="run on this model variant in place of the model as loaded: "
+        "the clean numbers are the variant's, the interventions apply on top of it",
+    )
 
 
 class LossAddedRequest(CorpusRequest):

@@ -1,4 +1,5 @@
 """Question sets and multiple-choice scoring (the slider's curve)."""
+
 from __future__ import annotations
 
 from typing import Annotated, Any
@@ -54,8 +55,11 @@ class MCQRequest(InterventionsRequest):
     question: InlineQuestion | None = None
     set: Name = "wmdp-bio"
     values: list[ClampValue] | None = Field(None, min_length=1, max_length=MAX_VALUES)
-    variant: Variant = Field("base", description="score on this model variant (base and the interventions both: "
-                             "the interventions apply on top of it)")
+    variant: Variant = Field(
+        "base",
+        description="score on this model variant (base and the interventions both: "
+        "the interventions apply on top of it)",
+    )
 
     @model_validator(mode="after")
     def _one_question(self):

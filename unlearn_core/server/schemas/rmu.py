@@ -1,4 +1,5 @@
 """RMU training runs over HTTP."""
+
 from __future__ import annotations
 
 from typing import Annotated

@@ -1,4 +1,5 @@
 """Unlearning targets: listing, defining in the app, selection and the guided demo."""
+
 from __future__ import annotations
 
 import json
@@ -66,15 +67,24 @@ class TargetCreateRequest(Request):
     questions (rows in the WMDP schema: question, choices, answer; other fields are kept).
     Retain corpora and question sets are *named* ones only (never file paths)."""
 
-    name: str = Field(min_length=1, max_length=40, pattern=NAME_RE.pattern,
-                      description="1-40 lower-case letters, digits, '-' or '_', starting with a letter or digit")
+    name: str = Field(
+        min_length=1,
+        max_length=40,
+        pattern=NAME_RE.pattern,
+        description="1-40 lower-case letters, digits, '-' or '_', starting with a letter or digit",
+    )
     description: str = Field("", max_length=2_000)
     documents: list[Annotated[str, Field(max_length=MAX_SAVED_TEXT)]] = Field(
-        min_length=1, max_length=200_000, description=f"the forget corpus, at most {MAX_SAVED_TEXT:,} characters")
-    questions: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_SAVED_QUESTIONS,
-                                            description="the forget questions: {question, choices: [4], answer}")
-    retain_corpora: list[Name] = Field(default_factory=lambda: list(DEFAULT_RETAIN_CORPORA), min_length=1,
-                                       max_length=MAX_CORPORA)
+        min_length=1, max_length=200_000, description=f"the forget corpus, at most {MAX_SAVED_TEXT:,} characters"
+    )
+    questions: list[dict[str, Any]] = Field(
+        min_length=1,
+        max_length=MAX_SAVED_QUESTIONS,
+        description="the forget questions: {question, choices: [4], answer}",
+    )
+    retain_corpora: list[Name] = Field(
+        default_factory=lambda: list(DEFAULT_RETAIN_CORPORA), min_length=1, max_length=MAX_CORPORA
+    )
     retain_questions: list[Name] = Field(default_factory=lambda: ["quiz:retain"], min_length=1, max_length=8)
     threshold: float = Field(0.01, gt=0, le=1, allow_inf_nan=False)
     n: int = Field(50, ge=1, le=MAX_FEATURES)

@@ -1,4 +1,5 @@
 """Tasks: long requests run in the background and polled (202 with an id, then progress)."""
+
 from __future__ import annotations
 
 from typing import Any, Literal
