@@ -61,6 +61,21 @@ def _on(variant: str, body: dict) -> dict:
     return {**body, "variant": variant} if variant and variant != "base" else body
 
 
+FINISHED = ("done", "cancelled", "failed")
+
+
+def wait_until_finished(fetch, what: str, counts: tuple[str, str], timeout: float, poll: float) -> dict:
+    """Poll ``fetch()`` until its status is finished; a TimeoutError names ``what`` and its progress
+    (the two ``counts`` fields) when ``timeout`` seconds pass first. Jobs, tasks and RMU runs share it."""
+    end = time.time() + timeout
+    while (r := fetch())["status"] not in FINISHED:
+        if time.time() > end:
+            done, total = (r.get(k) for k in counts)
+            raise TimeoutError(f"{what} not finished after {timeout:.0f} s ({done}/{total})")
+        time.sleep(poll)
+    return r
+
+
 class UnlearnClient:
     """One method per endpoint; each returns the decoded JSON response."""
 
@@ -400,11 +415,7 @@ class UnlearnClient:
     def run_task(self, kind: str, body: dict, timeout: float = 3600.0, poll: float = 0.5) -> dict:
         """Submit a task, wait for it, and return its result (a ServerError when it fails)."""
         task_id = self.submit_task(kind, body)["id"]
-        end = time.time() + timeout
-        while (t := self.task(task_id))["status"] not in ("done", "cancelled", "failed"):
-            if time.time() > end:
-                raise TimeoutError(f"task {task_id} not finished after {timeout:.0f} s ({t['done']}/{t['total']})")
-            time.sleep(poll)
+        t = wait_until_finished(lambda: self.task(task_id), f"task {task_id}", ("done", "total"), timeout, poll)
         if t["status"] != "done":
             raise ServerError(400, f"task {task_id} {t['status']}: {t.get('error') or ''}".strip())
         return t["result"]
@@ -468,14 +479,7 @@ class UnlearnClient:
         return self.request("POST", f"/api/jobs/{job_id}/cancel")
 
     def wait_job(self, job_id: str, timeout: float = 3600.0, poll: float = 0.5) -> dict:
-        end = time.time() + timeout
-        while True:
-            j = self.job(job_id)
-            if j["status"] in ("done", "cancelled", "failed"):
-                return j
-            if time.time() > end:
-                raise TimeoutError(f"job {job_id} not finished after {timeout:.0f} s ({j['done']}/{j['total']})")
-            time.sleep(poll)
+        return wait_until_finished(lambda: self.job(job_id), f"job {job_id}", ("done", "total"), timeout, poll)
 
     # -- RMU runs (model variants rmu:<name>)
 
@@ -492,14 +496,7 @@ class UnlearnClient:
         return self.request("POST", f"/api/rmu/{name}/cancel")
 
     def wait_rmu(self, name: str, timeout: float = 3600.0, poll: float = 0.5) -> dict:
-        end = time.time() + timeout
-        while True:
-            r = self.rmu_run(name)
-            if r["status"] in ("done", "cancelled", "failed"):
-                return r
-            if time.time() > end:
-                raise TimeoutError(f"RMU run {name} not finished after {timeout:.0f} s ({r['step']}/{r['steps']})")
-            time.sleep(poll)
+        return wait_until_finished(lambda: self.rmu_run(name), f"RMU run {name}", ("step", "steps"), timeout, poll)
 
     # -- a server this client started
 
