@@ -41,97 +41,112 @@ def _rmu_bar(steps: int):
 
 def cmd_rmu(args) -> None:
     """RMU: train a run on a target, list runs, compare with the clamps, or search settings."""
-    from unlearn_core.evaluation.experiments import rmu as RX
-    from unlearn_core.evaluation.experiments.writeups import save
     from unlearn_core.evaluation.targets import engine_target
-    from unlearn_core.training import rmu
 
     if args.rcmd == "list":
-        runs = rmu.list_runs(settings_of(args).cache_dir)
-        emit(
-            args,
-            runs,
-            "\n".join(
-                f"rmu:{r['name']:<24} {r['status']:<10} target {r.get('target')}  "
-                f"{r.get('steps_done', '')} steps {r.get('seconds', '')} s"
-                for r in runs
-            )
-            or "no RMU runs",
-        )
+        _rmu_list(args)
         return
     engine = engine_of(args)
     t = engine_target(engine, args.target)
     cfg = _rmu_config(args, engine)
     bar, update = _rmu_bar(cfg.steps)
-    if args.rcmd == "train":
-        card = rmu.train(engine, args.name, t, cfg, progress=update, fresh=args.fresh)
-        bar.close()
-        emit(
-            args,
-            card,
-            f"rmu:{args.name}: {card['steps_done']} steps in {card['seconds']:.0f} s on {card['cpu']}; "
-            f"last losses: forget {card['history'][-1]['forget_loss']:.4g}, retain "
-            f"{card['history'][-1]['retain_loss']:.4g}; delta in {rmu.run_dir(engine.settings.cache_dir, args.name)}",
-        )
-    elif args.rcmd == "compare":
-        from unlearn_core.evaluation.experiments import gate as GX
+    {"train": _rmu_train, "compare": _rmu_compare, "search": _rmu_search}[args.rcmd](args, engine, t, cfg, update)
+    bar.close()
 
-        cbar = None
 
-        def prog(i, n):
-            nonlocal cbar
-            cbar = cbar or progress_bar(n, "clamp configurations")
-            cbar.update(1)
+def _rmu_list(args) -> None:
+    from unlearn_core.training import rmu
 
-        r = RX.compare(
-            engine,
-            t,
-            args.name,
-            cfg,
-            list(floats(args.clamps)),
-            [int(n) for n in floats(args.ns)] if args.ns else None,
-            args.percentile,
-            args.loss_tokens,
-            train_progress=update,
-            progress=prog,
-            ppl_tokens=args.ppl_tokens,
+    runs = rmu.list_runs(settings_of(args).cache_dir)
+    emit(
+        args,
+        runs,
+        "\n".join(
+            f"rmu:{r['name']:<24} {r['status']:<10} target {r.get('target')}  "
+            f"{r.get('steps_done', '')} steps {r.get('seconds', '')} s"
+            for r in runs
         )
-        bar.close()
-        md = (
-            "## RMU vs static and gated clamps\n\n"
-            + GX.markdown(r)
-            + (
-                f"\n\nRMU run `rmu:{args.name}`: {r['rmu']['config']}, {r['rmu']['steps_done']} steps, "
-                f"{r['rmu']['seconds']:.0f} s of training on {r['rmu']['cpu']}"
-            )
+        or "no RMU runs",
+    )
+
+
+def _rmu_train(args, engine, t, cfg, update) -> None:
+    from unlearn_core.training import rmu
+
+    card = rmu.train(engine, args.name, t, cfg, progress=update, fresh=args.fresh)
+    emit(
+        args,
+        card,
+        f"rmu:{args.name}: {card['steps_done']} steps in {card['seconds']:.0f} s on {card['cpu']}; "
+        f"last losses: forget {card['history'][-1]['forget_loss']:.4g}, retain "
+        f"{card['history'][-1]['retain_loss']:.4g}; delta in {rmu.run_dir(engine.settings.cache_dir, args.name)}",
+    )
+
+
+def _rmu_compare(args, engine, t, cfg, update) -> None:
+    from unlearn_core.evaluation.experiments import gate as GX
+    from unlearn_core.evaluation.experiments import rmu as RX
+    from unlearn_core.evaluation.experiments.writeups import save
+
+    cbar = None
+
+    def prog(i, n):
+        nonlocal cbar
+        cbar = cbar or progress_bar(n, "clamp configurations")
+        cbar.update(1)
+
+    r = RX.compare(
+        engine,
+        t,
+        args.name,
+        cfg,
+        list(floats(args.clamps)),
+        [int(n) for n in floats(args.ns)] if args.ns else None,
+        args.percentile,
+        args.loss_tokens,
+        train_progress=update,
+        progress=prog,
+        ppl_tokens=args.ppl_tokens,
+    )
+    md = (
+        "## RMU vs static and gated clamps\n\n"
+        + GX.markdown(r)
+        + (
+            f"\n\nRMU run `rmu:{args.name}`: {r['rmu']['config']}, {r['rmu']['steps_done']} steps, "
+            f"{r['rmu']['seconds']:.0f} s of training on {r['rmu']['cpu']}"
         )
-        if args.out:
-            save(r, md, args.out)
-        emit(args, r, md)
-    else:  # search
-        grid = [
-            dict(layer=int(L), steering_coeff=c, alpha=a, **({"lr": lr} if lr else {}))
-            for L in floats(args.layers)
-            for c in floats(args.coeffs)
-            for a in floats(args.alphas)
-            for lr in (floats(args.lrs) if args.lrs else [None])
-        ]
-        sbar = progress_bar(2 * len(grid), "RMU search (train, then evaluate)")
-        s = RX.search(
-            engine,
-            t,
-            grid,
-            cfg,
-            loss_tokens=args.loss_tokens,
-            min_retain=args.min_retain,
-            progress=lambda i, n: sbar.update(1),
-        )
-        sbar.close()
-        bar.close()
-        md = RX.search_markdown(s)
-        if args.out:
-            save(s, md, args.out)
-        emit(args, s, md)
+    )
+    if args.out:
+        save(r, md, args.out)
+    emit(args, r, md)
+
+
+def _rmu_search(args, engine, t, cfg, update) -> None:
+    from unlearn_core.evaluation.experiments import rmu as RX
+    from unlearn_core.evaluation.experiments.writeups import save
+
+    grid = [
+        dict(layer=int(L), steering_coeff=c, alpha=a, **({"lr": lr} if lr else {}))
+        for L in floats(args.layers)
+        for c in floats(args.coeffs)
+        for a in floats(args.alphas)
+        for lr in (floats(args.lrs) if args.lrs else [None])
+    ]
+    sbar = progress_bar(2 * len(grid), "RMU search (train, then evaluate)")
+    s = RX.search(
+        engine,
+        t,
+        grid,
+        cfg,
+        loss_tokens=args.loss_tokens,
+        min_retain=args.min_retain,
+        progress=lambda i, n: sbar.update(1),
+    )
+    sbar.close()
+    md = RX.search_markdown(s)
+    if args.out:
+        save(s, md, args.out)
+    emit(args, s, md)
 
 
 def add_parsers(sub) -> None:

@@ -76,7 +76,6 @@ def compare(
     """Forget/retain known accuracy, loss added and gate-open rates of each method at each
     (N, c): N the top features of the target's default selection (default: its own N), tau
     calibrated per N."""
-    from unlearn_core.evaluation.metrics import loss_added
     from unlearn_core.evaluation.sweep import evaluate_configs
 
     t0 = time.time()
@@ -84,7 +83,6 @@ def compare(
     base = default_intervention(engine, target)
     ns = [n for n in (ns or [len(base.features)]) if n <= len(base.features)]
     sets = known_sets(engine, target)
-    retain_names = [k for k in sets if k != "forget"]
     gates = {n: tau_for(engine, replace(base, features=base.features[:n]), target, percentile) for n in ns}
     configs = [
         (n, m, c, Intervention(base.sae_key, base.features[:n], float(c), m, gates[n]["tau"] if m != "clamp" else None))
@@ -105,6 +103,29 @@ def compare(
         }
         for n in ns
     }
+    rows = compare_rows(engine, target, configs, sets, acc, gates, open_rates, loss_tokens, progress)
+    scores = {m: unlearning_score([r for r in rows if r["method"] == m]) for m in methods}
+    return {
+        "target": target.name,
+        "scoring": scoring,
+        "sae": base.sae_key,
+        "features": list(base.features),
+        "ns": ns,
+        "cs": list(cs),
+        "percentile": percentile,
+        "gates": {str(n): g for n, g in gates.items()},
+        "n_known": {s: len(q) for s, q in sets.items()},
+        "rows": rows,
+        "scores": scores,
+        "seconds": round(time.time() - t0, 1),
+    }
+
+
+def compare_rows(engine, target, configs, sets, acc, gates, open_rates, loss_tokens, progress) -> list[dict]:
+    """One row per (N, method, c) configuration of ``compare``: accuracies, loss added, gate rates."""
+    from unlearn_core.evaluation.metrics import loss_added
+
+    retain_names = [k for k in sets if k != "forget"]
     docs = D.load_corpus(target.loss_corpus, engine.settings.data_dir) if loss_tokens else None
     rows = []
     for i, (n, m, c, iv) in enumerate(configs):
@@ -131,21 +152,7 @@ def compare(
         )
         if progress:
             progress(i + 1, len(configs))
-    scores = {m: unlearning_score([r for r in rows if r["method"] == m]) for m in methods}
-    return {
-        "target": target.name,
-        "scoring": scoring,
-        "sae": base.sae_key,
-        "features": list(base.features),
-        "ns": ns,
-        "cs": list(cs),
-        "percentile": percentile,
-        "gates": {str(n): g for n, g in gates.items()},
-        "n_known": {s: len(q) for s, q in sets.items()},
-        "rows": rows,
-        "scores": scores,
-        "seconds": round(time.time() - t0, 1),
-    }
+    return rows
 
 
 def filler_text(engine, n_tokens: int) -> str:
