@@ -44,7 +44,7 @@ def machine() -> str:
 
 
 def cpu_name() -> str:
-    from unlearn_core.training.rmu import cpu_name as name  # the one reader of /proc/cpuinfo (RMU cards use it too)
+    from unlearn_core.core.devices import cpu_name as name  # the one reader of /proc/cpuinfo (RMU cards use it too)
 
     return name()
 

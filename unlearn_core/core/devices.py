@@ -3,6 +3,8 @@ device that cannot be had is a one-line error up front (torch is imported only w
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 def pick_device(device: str = "auto") -> str:
     """'auto' (CUDA when available, else CPU), 'cpu', 'cuda', 'cuda:N' or 'mps'; anything
@@ -41,3 +43,16 @@ def pick_dtype(dtype: str = "auto", device: str = "cpu") -> str:
     if dtype != "auto":
         return dtype
     return "bfloat16" if device.startswith("cuda") else "float32"
+
+
+def cpu_name() -> str:
+    """The CPU model (cards and benchmarks name the machine their figures come from)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or "unknown"

@@ -214,7 +214,7 @@ def finetune_and_save(
     appended to ``kl_finetune`` (configuration, KL per step, seconds, CPU) and the total time updated."""
     from safetensors.torch import save_file
 
-    from unlearn_core.training.rmu import cpu_name
+    from unlearn_core.core.devices import cpu_name
 
     loaded = engine.saes[sae_key]
     src = Path(loaded.source)

@@ -45,6 +45,7 @@ from typing import Callable, Iterator
 import torch
 
 from unlearn_core.core import cache as C
+from unlearn_core.core.devices import cpu_name  # noqa: F401 (re-exported: bench, older imports)
 from unlearn_core.core.paths import ASSETS
 from unlearn_core.training import checkpoints as CK
 
@@ -398,19 +399,6 @@ def _finish(folder: Path, engine, spec: dict, state: TrainState) -> dict:
     C.atomic_write_json(folder / "card.json", card)
     (folder / "checkpoint.safetensors").unlink(missing_ok=True)
     return card
-
-
-def cpu_name() -> str:
-    """The CPU model (cards and benchmarks name the machine their figures come from)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or "unknown"
 
 
 # ------------------------------------------------------------------------------------ variants

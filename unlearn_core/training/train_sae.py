@@ -301,7 +301,7 @@ def train_embedded_sae(
     and the local text (the tiny backend's tests)."""
     from tqdm import tqdm
 
-    from unlearn_core.training.rmu import cpu_name
+    from unlearn_core.core.devices import cpu_name
 
     cfg.check()
     if engine is None:
