@@ -23,6 +23,7 @@ from fastapi.testclient import TestClient
 from unlearn_core.evaluation import mcq as M
 from unlearn_core.evaluation import metrics as MT
 from unlearn_core.features import stats as F
+from unlearn_core.features import text_search as TXS
 from unlearn_core.method.interventions import Intervention
 from unlearn_core.server import create_app
 
@@ -109,14 +110,14 @@ def test_search_matches_engine_and_reuses_activations(client, engine, lock):
     assert s["cached"] is True and len(s["features"]) == 5
     with lock:  # the default: specificity against webtext, dense features last
         st = F.feature_stats(engine, "tiny", "webtext", n_tokens=200)
-        ref = F.search_by_text(
+        ref = TXS.search_by_text(
             engine, "tiny", text, k=5, background=st.freq, background_max=st.max_act, rank="specificity"
         )
     assert [r["feature"] for r in s["features"]] == [r["feature"] for r in ref]
     assert [r["dense"] for r in s["features"]] == [r["dense"] for r in ref]
     plain = ok(client.post("/api/features/search", json={"text": text, "k": 5, "rank": "max", "background": None}))
     with lock:
-        ref = F.search_by_text(engine, "tiny", text, k=5)
+        ref = TXS.search_by_text(engine, "tiny", text, k=5)
     assert [r["feature"] for r in plain["features"]] == [r["feature"] for r in ref]
     bg = ok(
         client.post(

@@ -15,6 +15,7 @@ from browser_helpers import start_server, stop
 
 from unlearn_core.data.loaders import load_question_set
 from unlearn_core.evaluation.mcq import score_question
+from unlearn_core.features import text_search as TXS
 from unlearn_core.server.client import UnlearnClient
 from unlearn_core.training import rmu
 
@@ -121,7 +122,7 @@ def test_feature_and_metric_endpoints_on_the_variant(client, engine, lock, train
     with lock:
         with rmu.applied(engine, trained):
             acts = F.token_activations(engine, "tiny", text, [1, 5], top_k=4)
-            hits = F.search_by_text(engine, "tiny", text, k=5)
+            hits = TXS.search_by_text(engine, "tiny", text, k=5)
             docs = F.corpus_docs(engine, "wikitext@heldout")
             ppl = MT.perplexity(engine, docs, None, n_tokens=200), MT.perplexity(engine, docs, ivs, n_tokens=200)
             win = MT.corpus_windows(engine.model, F.corpus_docs(engine, "webtext"), 200, 256)

@@ -313,6 +313,7 @@ def select_for_target(
     """A target's selection (its ``selection.method``): rows with the forget frequency and each
     retain corpus's frequency, plus which corpora were used (shown in the app)."""
     from unlearn_core.features import stats as F
+    from unlearn_core.features import text_search as TXS
 
     sae_key = sae_key or engine.default_sae
     sel = target.selection
@@ -327,7 +328,7 @@ def select_for_target(
     rf = retain_frequency(rs)
     if search:  # the same frequency columns as the paper's selection, so every consumer reads them alike
         bg = F.feature_stats(engine, sae_key, sel.background, n_tokens=sel.tokens, progress=progress)
-        rows = F.select_by_search(engine, sae_key, sel.query, bg, n or sel.n)
+        rows = TXS.select_by_search(engine, sae_key, sel.query, bg, n or sel.n)
         for r in rows:
             i = r["feature"]
             r.update(

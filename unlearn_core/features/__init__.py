@@ -1,7 +1,8 @@
 """Which SAE features carry a topic, and the targets that name one.
 
 * :mod:`.stats`            per-feature statistics on a corpus, dashboards, frequency selection;
-* :mod:`.specificity`      features by specificity to a query text (search selection);
+* :mod:`.specificity`      specificity scores against a background corpus;
+* :mod:`.text_search`      features by text, ranked by activation or specificity (search selection);
 * :mod:`.descriptions`     automatic descriptions from max-activating contexts;
 * :mod:`.neuronpedia`      the Neuronpedia API (cached; offline-aware);
 * :mod:`.selection_phrase` one sentence that says how a target selects;

@@ -109,7 +109,7 @@ def search(
 ) -> list[dict]:
     """``features.search_from_codes`` on the prompt's cached codes; ``background`` is a corpus's
     FeatureStats (or None)."""
-    from unlearn_core.features.stats import search_from_codes
+    from unlearn_core.features.text_search import search_from_codes
 
     return search_from_codes(
         engine,

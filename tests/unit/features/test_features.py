@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from unlearn_core.features import stats as F
+from unlearn_core.features import text_search as TXS
 from unlearn_core.model.tiny import ALWAYS_FIRES, NEVER_FIRES, TINY_HOOK
 
 
@@ -75,7 +76,7 @@ def test_logit_effects_and_search(tiny):
     w = tiny.saes["tiny"].sae.W_dec[5] @ tiny.model.W_U
     assert eff["top"][0][1] == pytest.approx(float(w.max()), rel=1e-5)
     assert eff["bottom"][0][1] == pytest.approx(float(w.min()), rel=1e-5)
-    hits = F.search_by_text(tiny, "tiny", "Proteins fold.", k=5)
+    hits = TXS.search_by_text(tiny, "tiny", "Proteins fold.", k=5)
     assert hits and all(h["max_act"] > 0 for h in hits)
     assert [h["max_act"] for h in hits] == sorted([h["max_act"] for h in hits], reverse=True)
     ta = F.token_activations(tiny, "tiny", "Proteins fold.", [ALWAYS_FIRES, NEVER_FIRES])
@@ -183,16 +184,16 @@ def test_specificity_ranks_a_specific_feature_above_a_dense_one(tiny):
     freq[0], freq[1], freq[2] = 0.95, 0.002, 0.002
     mx = torch.zeros(d)
     mx[0], mx[1], mx[2] = 900.0, 10.0, 10.0
-    rows = F.search_from_codes(tiny, [2, 5, 6, 7], codes, k=3, background=freq, background_max=mx, rank="specificity")
+    rows = TXS.search_from_codes(tiny, [2, 5, 6, 7], codes, k=3, background=freq, background_max=mx, rank="specificity")
     assert [r["feature"] for r in rows] == [1, 2, 0]
     assert [r["dense"] for r in rows] == [False, False, True]
     assert rows[0]["score"] == pytest.approx(0.9 * math.log2(1 / 0.002))
-    by_max = F.search_from_codes(tiny, [2, 5, 6, 7], codes, k=3)
+    by_max = TXS.search_from_codes(tiny, [2, 5, 6, 7], codes, k=3)
     assert [r["feature"] for r in by_max] == [0, 1, 2]
     s = SP.scores(torch.tensor([800.0, 9.0]), torch.tensor([0.95, 0.002]), torch.tensor([900.0, 10.0]))
     assert SP.order(s, torch.tensor([True, True]), torch.tensor([True, False]), dense_last=False) == [1, 0]
     with pytest.raises(ValueError, match="needs a background"):
-        F.search_from_codes(tiny, [2, 5, 6, 7], codes, rank="specificity")
+        TXS.search_from_codes(tiny, [2, 5, 6, 7], codes, rank="specificity")
 
 
 def test_descriptions_come_from_contexts_and_are_cached(tiny, monkeypatch):

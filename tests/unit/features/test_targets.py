@@ -17,6 +17,7 @@ from unlearn_core.data.questions import Question, fact_text
 from unlearn_core.evaluation import mcq
 from unlearn_core.evaluation import targets as T
 from unlearn_core.features import stats as F
+from unlearn_core.features import text_search as TXS
 
 ROOT = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").exists())
 
@@ -547,15 +548,15 @@ def test_search_selection_drops_dense_features_and_keeps_the_search_order(tiny, 
     top = int(codes.max(0).values.argmax())
     freq[top] = 0.5  # ... but the strongest one on the query, which is dense there
     fake = SimpleNamespace(freq=freq, max_act=bg.max_act)
-    rows = F.select_by_search(tiny, sae, query, fake, n=5)
+    rows = TXS.select_by_search(tiny, sae, query, fake, n=5)
     ids = [r["feature"] for r in rows]
     assert top not in ids and 0 < len(ids) <= 5 and set(ids) <= active
     assert not any(r["dense"] for r in rows) and freq[top] > SP.DENSE_FREQ
-    full = F.search_by_text(tiny, sae, query, k=10**6, background=freq, background_max=bg.max_act, rank="specificity")
+    full = TXS.search_by_text(tiny, sae, query, k=10**6, background=freq, background_max=bg.max_act, rank="specificity")
     assert ids == [r["feature"] for r in full if not r["dense"]][:5]
     assert [r["score"] for r in rows] == sorted((r["score"] for r in rows), reverse=True)
     with pytest.raises(ValueError):
-        F.select_by_search(tiny, sae, query, fake, n=0)
+        TXS.select_by_search(tiny, sae, query, fake, n=0)
 
 
 def test_select_for_target_with_the_search_method(tiny, shared_data):

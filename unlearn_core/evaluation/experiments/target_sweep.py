@@ -34,6 +34,7 @@ from unlearn_core.evaluation.metrics import loss_added, perplexity
 from unlearn_core.evaluation.sweep import evaluate_configs
 from unlearn_core.evaluation.targets import Target, forget_corpus_for, retain_frequency, with_part
 from unlearn_core.features import stats as F
+from unlearn_core.features import text_search as TXS
 from unlearn_core.method.interventions import Intervention
 
 PAPER_RETAIN = ("wikitext@train",)
@@ -109,7 +110,7 @@ def _search_grid(engine, sae: str, target: Target, toks: int, ns, values, grid: 
     """Append the search selection's rows: the query's features do not depend on a threshold; fewer
     than N found gives one row per distinct list."""
     bg = F.feature_stats(engine, sae, target.selection.background, n_tokens=toks)
-    found = [r["feature"] for r in F.select_by_search(engine, sae, target.selection.query, bg, max(ns))]
+    found = [r["feature"] for r in TXS.select_by_search(engine, sae, target.selection.query, bg, max(ns))]
     seen = set()
     for n in ns:
         feats = tuple(found[:n])

@@ -1,0 +1,97 @@
+"""Features by text: which features fire on a piece of text, ranked by activation or by
+specificity against a background corpus (Feature search, and the "search" selection of a target)."""
+
+from __future__ import annotations
+
+import torch
+
+from unlearn_core.features.stats import FeatureStats, encode_tokens, token_strs
+from unlearn_core.model.engine import Engine
+
+
+@torch.inference_mode()
+def search_from_codes(
+    engine: Engine,
+    ids: list[int],
+    codes: torch.Tensor,
+    k: int = 20,
+    background: torch.Tensor | None = None,
+    background_max: torch.Tensor | None = None,
+    rank: str = "max",
+    dense_last: bool = True,
+) -> list[dict]:
+    """Features that fire on the tokens (BOS excluded).
+
+    ``rank="specificity"`` (needs the background's firing frequency and max activation): ranked by
+    ``specificity.scores``, dense features flagged and last unless ``dense_last`` is False.
+    ``rank="max"``: by max activation, or with a background frequency by max act x (1 - freq)."""
+    from unlearn_core.features import specificity as SP
+
+    if len(ids) < 2:
+        raise ValueError("text has no tokens after BOS")
+    if rank not in ("max", "specificity"):
+        raise ValueError(f"rank must be 'max' or 'specificity', not {rank!r}")
+    f = codes[1:].float().cpu()
+    mx, arg = f.max(0)
+    dense = background > SP.DENSE_FREQ if background is not None else torch.zeros_like(mx, dtype=torch.bool)
+    if rank == "specificity":
+        if background is None or background_max is None:
+            raise ValueError("specificity ranking needs a background corpus (its firing frequency and max activation)")
+        score = SP.scores(mx, background, background_max)
+        order = SP.order(score, mx > 0, dense, dense_last)[:k]
+    else:
+        score = mx * (1 - background) if background is not None else mx
+        order = [int(i) for i in torch.argsort(score, descending=True)[:k] if mx[i] > 0]
+    strs = token_strs(engine, ids[1:])
+    return [
+        {
+            "feature": i,
+            "max_act": float(mx[i]),
+            "n_tokens_active": int((f[:, i] > 0).sum()),
+            "top_token": strs[int(arg[i])],
+            "score": float(score[i]),
+            "dense": bool(dense[i]) if background is not None else None,
+            "background_freq": float(background[i]) if background is not None else None,
+        }
+        for i in order
+    ]
+
+
+def search_by_text(
+    engine: Engine,
+    sae_key: str,
+    text: str,
+    k: int = 20,
+    background: torch.Tensor | None = None,
+    background_max: torch.Tensor | None = None,
+    rank: str = "max",
+    dense_last: bool = True,
+) -> list[dict]:
+    toks = engine.model.to_tokens(text, prepend_bos=True)
+    return search_from_codes(
+        engine,
+        toks[0].tolist(),
+        encode_tokens(engine, sae_key, toks)[0],
+        k,
+        background,
+        background_max,
+        rank,
+        dense_last,
+    )
+
+
+def select_by_search(engine: Engine, sae_key: str, query: str, background: FeatureStats, n: int) -> list[dict]:
+    """The ``n`` features most specific to ``query`` against ``background`` (Feature search's
+    default ranking), dense ones dropped: what a person finds by typing the concept's name."""
+    if n < 1:
+        raise ValueError("n must be >= 1")
+    found = search_by_text(
+        engine,
+        sae_key,
+        query,
+        k=engine.saes[sae_key].d_sae,
+        background=background.freq,
+        background_max=background.max_act,
+        rank="specificity",
+    )
+    return [r for r in found if not r["dense"]][:n]
