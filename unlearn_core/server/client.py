@@ -421,7 +421,11 @@ class UnlearnClient:
         return t["result"]
 
     def loss_added_task(
-        self, interventions: list[dict], corpus: str = "webtext", n_tokens: int = 10_000, variant: str = "base"
+        self,
+        interventions: list[dict],
+        corpus: str = _d(S.LossAddedRequest, "corpus"),
+        n_tokens: int = _d(S.LossAddedRequest, "n_tokens"),
+        variant: str = "base",
     ) -> dict:
         """``loss_added`` as a task (no synchronous limit on n_tokens)."""
         return self.run_task(
@@ -430,10 +434,10 @@ class UnlearnClient:
 
     def perplexity_task(
         self,
-        corpus: str = "wikitext",
-        part: str = "all",
+        corpus: str = _d(S.PerplexityRequest, "corpus"),
+        part: str = _d(S.PerplexityRequest, "part"),
         interventions: list[dict] | None = None,
-        n_tokens: int = 10_000,
+        n_tokens: int = _d(S.PerplexityRequest, "n_tokens"),
         variant: str = "base",
     ) -> dict:
         """``perplexity`` as a task (no synchronous limit on n_tokens)."""
@@ -446,9 +450,9 @@ class UnlearnClient:
         self,
         prompt: str,
         interventions: list[dict] | None = None,
-        max_new_tokens: int = 40,
-        temperature: float = 0.0,
-        seed: int = 0,
+        max_new_tokens: int = _d(S.GenerateRequest, "max_new_tokens"),
+        temperature: float = _d(S.GenerateRequest, "temperature"),
+        seed: int = _d(S.GenerateRequest, "seed"),
         variant: str = "base",
     ) -> dict:
         """``generate`` as a task (no synchronous limit on max_new_tokens)."""
