@@ -24,6 +24,13 @@ torch-free client or UI never loads torch).
 from __future__ import annotations
 
 import importlib
+import os
+
+# Before torch is imported (it reads this once): let idle OpenMP threads sleep instead of spinning.
+# On a shared 2-core machine (a test process beside a server process, or any busy CI runner)
+# spinning threads starve each other: a cloze question took 2.7 s with the default policy and
+# 0.85 s with PASSIVE under the same load (bench/omp_policy.py measures both).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 _PUBLIC = {
     "Settings": "unlearn_core.core.settings",
