@@ -3,7 +3,7 @@
 A target bundles a forget corpus, a forget question set, retain corpora and retain question
 sets, how features are selected (format-matched: forget text against retain text of the same
 format, so answer-letter and question-word features drop out) and a default intervention, the
-one the demo and ``target eval`` apply. The built-in ones live in ``assets/targets.toml`` (data,
+one the demo and ``target eval`` apply. The built-in ones live in ``core/assets/targets.toml`` (data,
 not code); a user adds their own in a TOML file of the same schema (``--targets FILE`` or the
 ``targets_file`` setting), where file paths are relative to that file.
 """
