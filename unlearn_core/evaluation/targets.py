@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from unlearn_core.core.paths import ASSETS
 from unlearn_core.data import loaders as D
-from unlearn_core.data.loaders import with_part
+from unlearn_core.data.specs import with_part
 from unlearn_core.features.default_target import DEFAULT_TARGET  # noqa: F401  (re-exported)
 from unlearn_core.features.selection_phrase import selection_phrase
 from unlearn_core.features.target_limits import MAX_SAVED_QUESTIONS, MAX_SAVED_TEXT, NAME_RE
