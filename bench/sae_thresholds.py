@@ -2,7 +2,7 @@
 L0, explained variance and Δloss (spliced minus clean) on `sae-dev`, the documents train-sae holds
 back for choosing settings (never on the held-out corpora the card reports).
 
-    python bench/sae_thresholds.py [--sae-dir unlearn_core/assets/embedded_sae] [--scales 1,0.85,0.7,0.55]
+    python bench/sae_thresholds.py [--sae-dir unlearn_core/core/assets/embedded_sae] [--scales 1,0.85,0.7,0.55]
 """
 
 from __future__ import annotations

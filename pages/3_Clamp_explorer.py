@@ -166,10 +166,8 @@ C_DEFAULT = 20
 CURVE_CHUNK = 7  # clamp values per request: the curve fills in as it comes, and each request is short
 
 
-@st.fragment
-def live() -> None:
-    """The slider and everything that depends on c. A fragment: moving the slider reruns only
-    this, not the question list, the heat map or the generation panel."""
+def slider_value() -> float:
+    """The clamp value c from the slider (kept in the URL); 0 for zero ablation."""
     c = US.url_widget(
         st.slider,
         "Clamp value c (active features are set to −c)",
@@ -184,32 +182,16 @@ def live() -> None:
         "to a few hundred (the target button above sets it). c = 0 is zero ablation, which the "
         "paper found ineffective.",
     )
-    value = 0.0 if zero else float(c)
-    ivs = R.interventions_for(items, value, mode, sae, gate)
-    res = ER.attempt(
-        lambda: CN.cached("mcq", question_id=q["id"], set=qset, interventions=ivs, values=[value], **top),
-        "scoring the question",
-        spinner=f"Scoring with c = {value:g}…",
-    )
-    if res is None:
-        return
-    st.session_state["_clamp_scored"] = {
-        "id": q["id"],
-        "prompts": res.get("prompts") or [],
-        "scoring": res["scoring"],
-        "base": res["base"],
-        "answer": res["question"]["answer"],
-    }
+    return 0.0 if zero else float(c)
+
+
+def prob_rows(res: dict, value: float) -> list[tuple[str, dict]]:
+    """The probability table's rows: base, the RMU model when one is compared (it does not depend
+    on c, so a slider move reads it from the app's cache), and the intervened model."""
     base = res["base"]  # clamping on top of an RMU model: that model's, without the clamp
     inter = res["curve"][0]["score"]
-    answer = res["question"]["answer"]
-    st.subheader("Answer probabilities")
-    cap = (
-        f"Question {q['id']} · {labels.get(mode, mode)} · c = {value:g} · {len(items)} feature(s): "
-        f"{R.short(ids_text, 80) or '—'}"
-    )
     rows = [("base", base), (f"{variant} + clamp (c={value:g})" if top else f"intervened (c={value:g})", inter)]
-    if variant:  # the other model alone: it does not depend on c, so a slider move reads it from the app's cache
+    if variant:
         other = {} if top else {"variant": variant}
         rv = ER.attempt(
             lambda: CN.cached("mcq", question_id=q["id"], set=qset, **other),
@@ -219,33 +201,40 @@ def live() -> None:
             rows = (
                 [("base", rv["base"]), (variant, base), rows[1]] if top else [rows[0], (variant, rv["base"]), rows[1]]
             )
-            base = rows[0][1]
-    st.markdown(R.prob_table_markdown(rows, answer))
-    left, right = st.columns([2, 3])
-    with left:
-        b, a = R.LETTERS[base["predicted"]], R.LETTERS[inter["predicted"]]
-        change = f"the answer changes **{b} → {a}**" if a != b else f"the answer stays **{a}**"
-        st.markdown(f"Correct answer: **{R.LETTERS[answer]}** · {change}")
-        p_ok = (base["probs"][answer], inter["probs"][answer])
-        st.metric(
-            f"P(correct answer {R.LETTERS[answer]})",
-            f"{p_ok[1]:.4f}",
-            f"{p_ok[1] - p_ok[0]:+.4f} vs base",
-            delta_color="inverse",
-        )
-        if len(rows) == 3:
-            p_rmu = rows[1][1]["probs"][answer]
-            st.metric(
-                f"P(correct) on {variant}", f"{p_rmu:.4f}", f"{p_rmu - p_ok[0]:+.4f} vs base", delta_color="inverse"
-            )
-        how = (
-            "probabilities are a softmax over the four answers' mean log-likelihoods (cloze), so they sum to 1"
-            if res["scoring"] == "cloze"
-            else "probabilities are softmax over the whole vocabulary, so they need not sum to 1 ('mass on A-D')"
-        )
-        st.caption(f"{cap}. Scoring: {res['scoring']} ({res['prompt_format']} prompt); {how}.")
-    with right:
-        st.markdown(R.prob_bars_html(base["probs"], inter["probs"], answer, rows[-1][0]), unsafe_allow_html=True)
+    return rows
+
+
+def answer_summary(res: dict, rows: list[tuple[str, dict]], value: float) -> None:
+    """The answer's change, P(correct) against the base (and the RMU model's), and how it is scored."""
+    base, inter, answer = rows[0][1], rows[-1][1], res["question"]["answer"]
+    b, a = R.LETTERS[base["predicted"]], R.LETTERS[inter["predicted"]]
+    change = f"the answer changes **{b} → {a}**" if a != b else f"the answer stays **{a}**"
+    st.markdown(f"Correct answer: **{R.LETTERS[answer]}** · {change}")
+    p_ok = (base["probs"][answer], inter["probs"][answer])
+    st.metric(
+        f"P(correct answer {R.LETTERS[answer]})",
+        f"{p_ok[1]:.4f}",
+        f"{p_ok[1] - p_ok[0]:+.4f} vs base",
+        delta_color="inverse",
+    )
+    if len(rows) == 3:
+        p_rmu = rows[1][1]["probs"][answer]
+        st.metric(f"P(correct) on {variant}", f"{p_rmu:.4f}", f"{p_rmu - p_ok[0]:+.4f} vs base", delta_color="inverse")
+    how = (
+        "probabilities are a softmax over the four answers' mean log-likelihoods (cloze), so they sum to 1"
+        if res["scoring"] == "cloze"
+        else "probabilities are softmax over the whole vocabulary, so they need not sum to 1 ('mass on A-D')"
+    )
+    cap = (
+        f"Question {q['id']} · {labels.get(mode, mode)} · c = {value:g} · {len(items)} feature(s): "
+        f"{R.short(ids_text, 80) or '—'}"
+    )
+    st.caption(f"{cap}. Scoring: {res['scoring']} ({res['prompt_format']} prompt); {how}.")
+
+
+def gate_panels(res: dict, value: float) -> None:
+    """For each gated intervention: whether its gate opens on this prompt, and P(correct) against τ."""
+    answer = res["question"]["answer"]
     for g in res.get("gates") or []:
         st.markdown(R.gate_markdown(g))
         taus, ps = R.tau_curve_points(g)
@@ -261,22 +250,50 @@ def live() -> None:
                 else "."
             )
         )
+
+
+@st.fragment
+def live() -> None:
+    """The slider and everything that depends on c. A fragment: moving the slider reruns only
+    this, not the question list, the heat map or the generation panel."""
+    value = slider_value()
+    ivs = R.interventions_for(items, value, mode, sae, gate)
+    res = ER.attempt(
+        lambda: CN.cached("mcq", question_id=q["id"], set=qset, interventions=ivs, values=[value], **top),
+        "scoring the question",
+        spinner=f"Scoring with c = {value:g}…",
+    )
+    if res is None:
+        return
+    st.session_state["_clamp_scored"] = {
+        "id": q["id"],
+        "prompts": res.get("prompts") or [],
+        "scoring": res["scoring"],
+        "base": res["base"],
+        "answer": res["question"]["answer"],
+    }
+    st.subheader("Answer probabilities")
+    rows = prob_rows(res, value)
+    answer = res["question"]["answer"]
+    st.markdown(R.prob_table_markdown(rows, answer))
+    left, right = st.columns([2, 3])
+    with left:
+        answer_summary(res, rows, value)
+    with right:
+        st.markdown(
+            R.prob_bars_html(rows[0][1]["probs"], rows[-1][1]["probs"], answer, rows[-1][0]), unsafe_allow_html=True
+        )
+    gate_panels(res, value)
     with st.expander("Interventions sent to the server"):
         st.code(json.dumps(res["interventions"], indent=1), language="json")
 
 
-@st.fragment
-def curve_panel(base: dict, answer: int) -> None:
-    """The probability-vs-c curve (the paper's Figure 4) and loss added. Its own fragment: it does
-    not depend on the slider, so a slider move does not redraw it; its button reruns only it."""
-    st.subheader("Probabilities against c")
-    if zero:
-        st.info("Zero ablation has no c: the curve is flat. Choose another mode to see it.")
-        return
+def curve_points(slot, base: dict, answer: int) -> list[dict] | None:
+    """The curve's points, scored a chunk of clamp values per request and drawn as they come in
+    (None when a request failed: the failure is shown)."""
     # the curve sets every intervention's value itself: requested with a fixed one, so moving the
     # slider reuses the cached chunks instead of scoring 21 values again
     curve_ivs = R.interventions_for(items, CURVE_VALUES[0], mode, sae, gate)
-    slot = st.empty()
     points: list[dict] = []
     chunks = [CURVE_VALUES[i : i + CURVE_CHUNK] for i in range(0, len(CURVE_VALUES), CURVE_CHUNK)]
     for k, vals in enumerate(chunks):
@@ -299,8 +316,47 @@ def curve_panel(base: dict, answer: int) -> None:
             spinner=f"Scoring clamp values {vals[0]:g}–{vals[-1]:g} ({k + 1} of {len(chunks)})…",
         )
         if part is None:
-            return
+            return None
         points += part["curve"]
+    return points
+
+
+def loss_added_values(corpus: str, ntok: int) -> dict[float, float]:
+    """Loss added at each of LOSS_VALUES (as tasks: past the synchronous limit too), with a
+    progress bar; stops at the first failure (shown) with what it has."""
+    bar = st.progress(0.0, text="loss added…")
+    out = {}
+    for i, v in enumerate(LOSS_VALUES):
+        r = ER.attempt(
+            lambda v=v: CN.cached(
+                "loss_added_task",
+                interventions=R.interventions_for(items, v, mode, sae, gate),
+                corpus=corpus,
+                n_tokens=ntok,
+                **top,
+            ),
+            f"loss added at c={v:g}",
+        )
+        if r is None:
+            break
+        out[v] = r["loss_added"]
+        bar.progress((i + 1) / len(LOSS_VALUES), text=f"loss added at c = {v:g}: {r['loss_added']:+.4f}")
+    bar.empty()
+    return out
+
+
+@st.fragment
+def curve_panel(base: dict, answer: int) -> None:
+    """The probability-vs-c curve (the paper's Figure 4) and loss added. Its own fragment: it does
+    not depend on the slider, so a slider move does not redraw it; its button reruns only it."""
+    st.subheader("Probabilities against c")
+    if zero:
+        st.info("Zero ablation has no c: the curve is flat. Choose another mode to see it.")
+        return
+    slot = st.empty()
+    points = curve_points(slot, base, answer)
+    if points is None:
+        return
     loss_store = st.session_state.setdefault("loss_added", {})
     c1, c2, c3 = st.columns([1, 1, 2], vertical_alignment="bottom")
     corpus = c1.selectbox("Loss-added corpus", ["webtext", "wikitext", "pile"], key="loss_corpus")
@@ -313,24 +369,7 @@ def curve_panel(base: dict, answer: int) -> None:
         help="Mean next-token loss with the clamp minus without, on a sample of the corpus. "
         "Slow on CPU: one evaluation per value.",
     ):
-        bar = st.progress(0.0, text="loss added…")
-        out = {}
-        for i, v in enumerate(LOSS_VALUES):
-            r = ER.attempt(
-                lambda v=v: CN.cached(
-                    "loss_added_task",  # a task: past the synchronous limit too
-                    interventions=R.interventions_for(items, v, mode, sae, gate),
-                    corpus=corpus,
-                    n_tokens=int(ntok),
-                    **top,
-                ),
-                f"loss added at c={v:g}",
-            )
-            if r is None:
-                break
-            out[v] = r["loss_added"]
-            bar.progress((i + 1) / len(LOSS_VALUES), text=f"loss added at c = {v:g}: {r['loss_added']:+.4f}")
-        bar.empty()
+        out = loss_added_values(corpus, int(ntok))
         if out:
             loss_store[lkey] = out
     loss = loss_store.get(lkey)

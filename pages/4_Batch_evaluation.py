@@ -16,6 +16,7 @@ from unlearn_core.ui import figures as FIG
 from unlearn_core.ui import page as PG
 from unlearn_core.ui import pickers as PK
 from unlearn_core.ui import render as R
+from unlearn_core.ui import results as RS
 from unlearn_core.ui import rmu_view as RV
 from unlearn_core.ui import target_picker as TP
 from unlearn_core.ui import url_state as US
@@ -263,7 +264,7 @@ def live(job_id: str) -> None:
             ER.show_error(e, "cancelling")
     if j["results"]:
         word = "retain" if (j.get("spec") or {}).get("target") else "side-effect"
-        results_table(BF.result_rows(j["results"]), word)
+        results_table(RS.result_rows(j["results"]), word)
 
 
 detail = ER.attempt(lambda: CN.call("job", job_id), f"run {job_id}")
@@ -287,7 +288,7 @@ if not results:
     st.info("No results in this run.")
     st.stop()
 
-rows = BF.result_rows(results)  # with forget_n / side_n: the questions behind each accuracy
+rows = RS.result_rows(results)  # with forget_n / side_n: the questions behind each accuracy
 df = pd.DataFrame(rows)
 fs = spec.get("forget_set", "")
 forget_short = "MMLU-biology fallback" if fs == BIO_FALLBACK else (wmdp_label if fs == "wmdp-bio" else fs)
@@ -295,12 +296,12 @@ side_word = "retain" if spec.get("target") else "side-effect"
 
 # ---------------------------------------------------------------- forget vs retain
 st.subheader("Forget against retain" + (f" (target {spec['target']})" if spec.get("target") else ""))
-st.markdown(R.forget_retain_summary(results, spec))
+st.markdown(RS.forget_retain_summary(results, spec))
 
 # ---------------------------------------------------------------- score
 st.subheader("Unlearning score")
-sc = R.unlearning_score(results)
-per_mode = R.by_mode(results)
+sc = RS.unlearning_score(results)
+per_mode = RS.by_mode(results)
 if len(per_mode) > 1:  # modes side by side: each its own score
     st.dataframe(
         pd.DataFrame(
@@ -317,7 +318,7 @@ if len(per_mode) > 1:  # modes side by side: each its own score
                     ),
                 }
                 for m, rs in per_mode.items()
-                for s in [R.unlearning_score(rs)]
+                for s in [RS.unlearning_score(rs)]
             ]
         ),
         hide_index=True,
@@ -353,7 +354,7 @@ few = BF.few_questions(results, spec, side_word)
 if few:
     st.warning(few, icon=":material/warning:")
 st.caption(
-    R.SCORE_DEFINITION + (f" ({sc['reason']}.)" if sc["reason"] else f" {sc['n_eligible']} configuration(s) qualify.")
+    RS.SCORE_DEFINITION + (f" ({sc['reason']}.)" if sc["reason"] else f" {sc['n_eligible']} configuration(s) qualify.")
 )
 
 # ---------------------------------------------------------------- Figure 5 (+ comparison)
@@ -368,13 +369,13 @@ other = US.url_selectbox(
 runs = (
     {f"run {job_id}": rows}
     if len(per_mode) < 2
-    else {f"{m} (run {job_id})": BF.result_rows(rs) for m, rs in per_mode.items()}
+    else {f"{m} (run {job_id})": RS.result_rows(rs) for m, rs in per_mode.items()}
 )
 compare_detail = None
 if other:
     compare_detail = ER.attempt(lambda: CN.call("job", other), f"run {other}")
     if compare_detail is not None:
-        runs[f"run {other}"] = BF.result_rows(compare_detail["results"])
+        runs[f"run {other}"] = RS.result_rows(compare_detail["results"])
 fig5 = FIG.figure5(
     runs, forget_label=f"forget accuracy ({R.short(forget_short, 40)})", side_label=f"{side_word} accuracy"
 )
@@ -386,7 +387,7 @@ st.caption(
     "number of questions (n) behind its accuracies."
 )
 if compare_detail is not None:
-    sc2 = R.unlearning_score(compare_detail["results"])
+    sc2 = RS.unlearning_score(compare_detail["results"])
     st.dataframe(
         pd.DataFrame(
             [

@@ -1,4 +1,4 @@
-"""Regenerate the feature statistics shipped with the embedded SAE (unlearn_core/assets/embedded_sae/stats).
+"""Regenerate the feature statistics shipped with the embedded SAE (unlearn_core/core/assets/embedded_sae/stats).
 
     .venv/bin/python scripts/ship_stats.py            # every request below, on the CPU in float32
     .venv/bin/python scripts/ship_stats.py --list     # what would be computed, and which files ship now

@@ -4,7 +4,8 @@ and measure what that does.
 The package, by concern, lowest layer first (``tests/unit/test_import_graph.py`` holds the exact
 order and fails on an upward import):
 
-* :mod:`.core`       settings, paths, content-keyed disk caches;
+* :mod:`.core`       settings, paths, content-keyed disk caches, and the registries (``core/assets``:
+  targets, RMU defaults, caches) with the shipped SAE;
 * :mod:`.data`       the question schema, question files, question sets and corpora, prompts;
 * :mod:`.model`      the model and its SAEs, loaded and run (``Engine``), the tiny test backend;
   (the SAE loader and the intervention hooks of :mod:`.method` sit below the Engine);

@@ -17,6 +17,7 @@ from streamlit.testing.v1 import AppTest
 
 from unlearn_core.evaluation import targets as T
 from unlearn_core.ui import render as R
+from unlearn_core.ui import results as RS
 
 PAGES = {
     "search": "pages/1_Feature_search.py",
@@ -616,7 +617,7 @@ def test_batch_evaluation_runs_a_sweep_and_shows_results(app_env):
     assert at.selectbox(key="job").value == job_id  # still the run started, after it finished
     metrics = {m.label: m.value for m in at.metric}
     assert re.fullmatch(r"\d\.\d{3}|—", metrics["Unlearning score"])
-    assert any(R.SCORE_DEFINITION[:40] in c.value for c in at.caption)
+    assert any(RS.SCORE_DEFINITION[:40] in c.value for c in at.caption)
     results = next(d.value for d in at.dataframe if "forget_accuracy" in d.value.columns)
     assert len(results) == 5 and results["config"].iloc[0] == "none"
     assert at.get("plotly_chart")  # Figure 5
@@ -794,11 +795,11 @@ def test_unlearning_score():
         return {"config": cfg, "forget_accuracy": forget, "side_effect_mean": side}
 
     res = [row("none", 1.0, 0.80), row("a", 0.30, 0.795), row("b", 0.10, 0.70), row("c", 0.50, 0.81)]
-    sc = R.unlearning_score(res)
+    sc = RS.unlearning_score(res)
     assert sc["best_config"] == "a" and sc["score"] == pytest.approx(0.70) and sc["n_eligible"] == 2
-    sc = R.unlearning_score([row("none", 1.0, 0.8), row("b", 0.1, 0.5)])
+    sc = RS.unlearning_score([row("none", 1.0, 0.8), row("b", 0.1, 0.5)])
     assert sc["score"] is None and "no configuration" in sc["reason"]
-    assert R.unlearning_score([])["reason"] == "no clean baseline in the results yet"
+    assert RS.unlearning_score([])["reason"] == "no clean baseline in the results yet"
 
 
 def test_numbers_sources_and_eta():

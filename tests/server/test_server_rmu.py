@@ -28,7 +28,7 @@ def wait_run(client, name: str, timeout: float = 120) -> dict:
 
 @pytest.fixture(scope="module")
 def trained(client):
-    """rmu:api, trained through the API with the tiny backend's defaults (assets/rmu.toml)."""
+    """rmu:api, trained through the API with the tiny backend's defaults (core/assets/rmu.toml)."""
     r = ok(client.post("/api/rmu", json={"name": "api", "target": "bio-basics"}), 202)
     assert r["variant"] == "rmu:api" and r["steps"] == 12
     done = wait_run(client, "api")

@@ -168,7 +168,7 @@ def add_parsers(sub) -> None:
         r.add_argument("--target", default=DEFAULT_TARGET)
         if name != "search":
             r.add_argument("--name", required=True, help="the run's name; the model variant is rmu:<name>")
-        g = r.add_argument_group("hyperparameters (default: assets/rmu.toml for the model, else the reference's)")
+        g = r.add_argument_group("hyperparameters (default: core/assets/rmu.toml for the model, else the reference's)")
         g.add_argument("--layer", type=int, help="the steered layer (residual stream after this block)")
         g.add_argument("--update-layers", help="blocks whose MLP W_out is trained, e.g. 3,4,5 (default layer-2..layer)")
         g.add_argument("--coeff", type=float, help="steering coefficient c (0: no forget term, the no-op control)")

@@ -218,7 +218,7 @@ def _add_train_parser(sub) -> None:
         ),
     )
     s.add_argument("--max-minutes", type=float, help="stop after this long with a checkpoint; the same command resumes")
-    s.add_argument("--out", help="output folder (default: the embedded SAE's, unlearn_core/assets/embedded_sae)")
+    s.add_argument("--out", help="output folder (default: the embedded SAE's, unlearn_core/core/assets/embedded_sae)")
     s.set_defaults(func=cmd_train_sae)
 
 

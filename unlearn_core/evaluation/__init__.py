@@ -1,6 +1,6 @@
 """Measuring what an intervention does.
 
-* :mod:`.targets`     unlearning targets (``assets/targets.toml``): corpora, questions, the
+* :mod:`.targets`     unlearning targets (``core/assets/targets.toml``): corpora, questions, the
   selection, the default intervention and its evaluation;
 * :mod:`.mcq`         multiple-choice scoring (letters or cloze), the known-questions filter;
 * :mod:`.metrics`     loss added, perplexity, generation;

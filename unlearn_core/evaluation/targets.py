@@ -3,7 +3,7 @@
 A target bundles a forget corpus, a forget question set, retain corpora and retain question
 sets, how features are selected (format-matched: forget text against retain text of the same
 format, so answer-letter and question-word features drop out) and a default intervention, the
-one the demo and ``target eval`` apply. The built-in ones live in ``assets/targets.toml`` (data,
+one the demo and ``target eval`` apply. The built-in ones live in ``core/assets/targets.toml`` (data,
 not code); a user adds their own in a TOML file of the same schema (``--targets FILE`` or the
 ``targets_file`` setting), where file paths are relative to that file.
 """
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from unlearn_core.core.paths import ASSETS
 from unlearn_core.data import loaders as D
-from unlearn_core.data.loaders import with_part
+from unlearn_core.data.specs import with_part
 from unlearn_core.features.default_target import DEFAULT_TARGET  # noqa: F401  (re-exported)
 from unlearn_core.features.selection_phrase import selection_phrase
 from unlearn_core.features.target_limits import MAX_SAVED_QUESTIONS, MAX_SAVED_TEXT, NAME_RE

@@ -5,8 +5,9 @@
 :mod:`.routers` for the endpoints (one router per resource), :mod:`.jobs` for persisted,
 resumable evaluation sweeps and :mod:`.tasks` for long requests run in the background.
 
-The HTTP contract, :mod:`.schemas` and :mod:`.client`, imports no torch: the Streamlit app and
-remote users import them without the engine. So this package's own names load on first use.
+The HTTP contract, :mod:`.schemas` and :mod:`.client` (with :mod:`.client_transport` and
+:mod:`.client_jobs`), imports no torch: the Streamlit app and remote users import them without
+the engine. So this package's own names load on first use.
 """
 
 from __future__ import annotations

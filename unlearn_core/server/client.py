@@ -16,125 +16,40 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote, urlparse
 
-import requests
-
 from unlearn_core.server import schemas as S
-
-DEFAULT_URL = "http://127.0.0.1:8765"
-START_HINT = (
-    "start one with `python -m unlearn_core serve` (or `bash scripts/run.sh`), "
-    "or point UNLEARN_SERVER_URL at a running server"
+from unlearn_core.server.client_jobs import FINISHED, LongRequests, wait_until_finished
+from unlearn_core.server.client_transport import (
+    DEFAULT_URL,
+    START_HINT,
+    ServerError,
+    ServerUnavailableError,
+    schema_default,
+    with_variant,
 )
 
-
-class ServerUnavailableError(ConnectionError):
-    """No server answers at the URL."""
-
-
-class ServerError(RuntimeError):
-    """The server answered with an error status; ``message`` is its explanation."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(f"server error {status}: {message}")
-        self.status, self.message = status, message
-
-
-def schema_default(model: type, field: str) -> Any:
-    """The default of ``field`` in the request schema ``model`` (a default factory is called):
-    one source for every default the client sends, so a default changed in the schema reaches it."""
-    return model.model_fields[field].get_default(call_default_factory=True)
-
+# the names callers import from here, wherever they are defined
+__all__ = [
+    "DEFAULT_URL",
+    "FINISHED",
+    "START_HINT",
+    "ServerError",
+    "ServerUnavailableError",
+    "UnlearnClient",
+    "ensure_server",
+    "is_local",
+    "schema_default",
+    "wait_until_finished",
+]
 
 _d = schema_default  # short, for the method signatures below
 
 
-def _default_url() -> str:
-    return (os.environ.get("UNLEARN_SERVER_URL") or DEFAULT_URL).rstrip("/")
-
-
-def _on(variant: str, body: dict) -> dict:
-    """The request body, naming the model variant only when it is not the model as loaded (an older
-    server without variants still answers base requests)."""
-    return {**body, "variant": variant} if variant and variant != "base" else body
-
-
-FINISHED = ("done", "cancelled", "failed")
-
-
-def wait_until_finished(fetch, what: str, counts: tuple[str, str], timeout: float, poll: float) -> dict:
-    """Poll ``fetch()`` until its status is finished; a TimeoutError names ``what`` and its progress
-    (the two ``counts`` fields) when ``timeout`` seconds pass first. Jobs, tasks and RMU runs share it."""
-    end = time.time() + timeout
-    while (r := fetch())["status"] not in FINISHED:
-        if time.time() > end:
-            done, total = (r.get(k) for k in counts)
-            raise TimeoutError(f"{what} not finished after {timeout:.0f} s ({done}/{total})")
-        time.sleep(poll)
-    return r
-
-
-class UnlearnClient:
-    """One method per endpoint; each returns the decoded JSON response."""
-
-    def __init__(
-        self,
-        base_url: str | None = None,
-        token: str | None = None,
-        timeout: float = 600.0,
-        connect_timeout: float = 3.0,
-    ):
-        self.base_url = (base_url or _default_url()).rstrip("/")
-        self.token = token if token is not None else os.environ.get("UNLEARN_TOKEN") or None
-        self.timeout = (connect_timeout, timeout)
-        self.session = requests.Session()
-        self.process: subprocess.Popen | None = None  # set when ensure_server started the server
-
-    def __repr__(self) -> str:  # never show the token
-        return f"UnlearnClient({self.base_url!r})"
-
-    # -- transport
-
-    def request(
-        self, method: str, path: str, json: Any = None, params: dict | None = None, timeout: float | None = None
-    ) -> Any:
-        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        url = self.base_url + path
-        # A kept-alive connection the server has since closed fails at once; one retry on a fresh
-        # connection is safe for every call except the ones that change job state.
-        retries = 0 if (method == "POST" and path.startswith("/api/jobs")) else 1
-        try:
-            while True:
-                try:
-                    r = self.session.request(
-                        method,
-                        url,
-                        json=json,
-                        params=params,
-                        headers=headers,
-                        timeout=(self.timeout[0], timeout) if timeout else self.timeout,
-                    )
-                    break
-                except requests.ConnectionError:
-                    if retries == 0:
-                        raise
-                    retries -= 1
-                    self.session.close()
-        except requests.exceptions.InvalidJSONError as e:
-            raise ValueError(f"request body is not valid JSON (NaN or infinity?): {e}") from None
-        except (requests.ConnectionError, requests.Timeout) as e:
-            raise ServerUnavailableError(
-                f"no workbench server answers at {self.base_url} ({type(e).__name__}); {START_HINT}"
-            ) from None
-        if r.status_code >= 400:
-            try:
-                detail = r.json().get("detail", r.text)
-            except ValueError:
-                detail = r.text
-            raise ServerError(r.status_code, str(detail))
-        return r.json()
+class UnlearnClient(LongRequests):
+    """One method per endpoint; each returns the decoded JSON response. Here the synchronous
+    requests; the transport (:mod:`.client_transport`) and the tasks, jobs and RMU runs
+    (:mod:`.client_jobs`) come from its bases."""
 
     # -- server
 
@@ -182,7 +97,7 @@ class UnlearnClient:
         return self.request(
             "POST",
             "/api/activations",
-            _on(variant, {"text": text, "sae": sae, "features": features or [], "top_k": top_k}),
+            with_variant(variant, {"text": text, "sae": sae, "features": features or [], "top_k": top_k}),
         )
 
     def dashboard(
@@ -198,7 +113,7 @@ class UnlearnClient:
         body = {"sae": sae, "feature": feature, "n_tokens": n_tokens, "k": k, "neuronpedia": neuronpedia}
         if corpora:
             body["corpora"] = corpora
-        return self.request("POST", "/api/features/dashboard", _on(variant, body))
+        return self.request("POST", "/api/features/dashboard", with_variant(variant, body))
 
     def search(
         self,
@@ -216,7 +131,7 @@ class UnlearnClient:
         return self.request(
             "POST",
             "/api/features/search",
-            _on(
+            with_variant(
                 variant,
                 {
                     "sae": sae,
@@ -244,7 +159,7 @@ class UnlearnClient:
         return self.request(
             "POST",
             "/api/features/select",
-            _on(
+            with_variant(
                 variant,
                 {
                     "sae": sae,
@@ -279,7 +194,7 @@ class UnlearnClient:
             body["n"] = n
         if threshold is not None:
             body["threshold"] = threshold
-        return self.request("POST", "/api/targets/select", _on(variant, body))
+        return self.request("POST", "/api/targets/select", with_variant(variant, body))
 
     def create_target(
         self,
@@ -384,7 +299,7 @@ class UnlearnClient:
         return self.request(
             "POST",
             "/api/loss_added",
-            _on(variant, {"corpus": corpus, "interventions": interventions, "n_tokens": n_tokens}),
+            with_variant(variant, {"corpus": corpus, "interventions": interventions, "n_tokens": n_tokens}),
         )
 
     def perplexity(
@@ -398,109 +313,10 @@ class UnlearnClient:
         return self.request(
             "POST",
             "/api/perplexity",
-            _on(variant, {"corpus": corpus, "part": part, "interventions": interventions or [], "n_tokens": n_tokens}),
+            with_variant(
+                variant, {"corpus": corpus, "part": part, "interventions": interventions or [], "n_tokens": n_tokens}
+            ),
         )
-
-    # -- tasks (long requests: 202, then polled; the result is the synchronous endpoint's answer)
-
-    def submit_task(self, kind: str, body: dict) -> dict:
-        return self.request("POST", f"/api/tasks/{kind}", body)
-
-    def task(self, task_id: str) -> dict:
-        return self.request("GET", f"/api/tasks/{task_id}")
-
-    def cancel_task(self, task_id: str) -> dict:
-        return self.request("POST", f"/api/tasks/{task_id}/cancel")
-
-    def run_task(self, kind: str, body: dict, timeout: float = 3600.0, poll: float = 0.5) -> dict:
-        """Submit a task, wait for it, and return its result (a ServerError when it fails)."""
-        task_id = self.submit_task(kind, body)["id"]
-        t = wait_until_finished(lambda: self.task(task_id), f"task {task_id}", ("done", "total"), timeout, poll)
-        if t["status"] != "done":
-            raise ServerError(400, f"task {task_id} {t['status']}: {t.get('error') or ''}".strip())
-        return t["result"]
-
-    def loss_added_task(
-        self,
-        interventions: list[dict],
-        corpus: str = _d(S.LossAddedRequest, "corpus"),
-        n_tokens: int = _d(S.LossAddedRequest, "n_tokens"),
-        variant: str = "base",
-    ) -> dict:
-        """``loss_added`` as a task (no synchronous limit on n_tokens)."""
-        return self.run_task(
-            "loss_added", _on(variant, {"corpus": corpus, "interventions": interventions, "n_tokens": n_tokens})
-        )
-
-    def perplexity_task(
-        self,
-        corpus: str = _d(S.PerplexityRequest, "corpus"),
-        part: str = _d(S.PerplexityRequest, "part"),
-        interventions: list[dict] | None = None,
-        n_tokens: int = _d(S.PerplexityRequest, "n_tokens"),
-        variant: str = "base",
-    ) -> dict:
-        """``perplexity`` as a task (no synchronous limit on n_tokens)."""
-        return self.run_task(
-            "perplexity",
-            _on(variant, {"corpus": corpus, "part": part, "interventions": interventions or [], "n_tokens": n_tokens}),
-        )
-
-    def generate_task(
-        self,
-        prompt: str,
-        interventions: list[dict] | None = None,
-        max_new_tokens: int = _d(S.GenerateRequest, "max_new_tokens"),
-        temperature: float = _d(S.GenerateRequest, "temperature"),
-        seed: int = _d(S.GenerateRequest, "seed"),
-        variant: str = "base",
-    ) -> dict:
-        """``generate`` as a task (no synchronous limit on max_new_tokens)."""
-        return self.run_task(
-            "generate",
-            {
-                "prompt": prompt,
-                "interventions": interventions or [],
-                "max_new_tokens": max_new_tokens,
-                "variant": variant,
-                "temperature": temperature,
-                "seed": seed,
-            },
-        )
-
-    # -- jobs
-
-    def submit_job(self, spec: dict) -> dict:
-        return self.request("POST", "/api/jobs", spec)
-
-    def jobs(self) -> dict:
-        return self.request("GET", "/api/jobs")
-
-    def job(self, job_id: str) -> dict:
-        return self.request("GET", f"/api/jobs/{job_id}")
-
-    def cancel_job(self, job_id: str) -> dict:
-        return self.request("POST", f"/api/jobs/{job_id}/cancel")
-
-    def wait_job(self, job_id: str, timeout: float = 3600.0, poll: float = 0.5) -> dict:
-        return wait_until_finished(lambda: self.job(job_id), f"job {job_id}", ("done", "total"), timeout, poll)
-
-    # -- RMU runs (model variants rmu:<name>)
-
-    def train_rmu(self, name: str, target: str = _d(S.RMUTrainRequest, "target"), **hyper) -> dict:
-        return self.request("POST", "/api/rmu", {"name": name, "target": target, **hyper})
-
-    def rmu_runs(self) -> list[dict]:
-        return self.request("GET", "/api/rmu")["runs"]
-
-    def rmu_run(self, name: str) -> dict:
-        return self.request("GET", f"/api/rmu/{name}")
-
-    def cancel_rmu(self, name: str) -> dict:
-        return self.request("POST", f"/api/rmu/{name}/cancel")
-
-    def wait_rmu(self, name: str, timeout: float = 3600.0, poll: float = 0.5) -> dict:
-        return wait_until_finished(lambda: self.rmu_run(name), f"RMU run {name}", ("step", "steps"), timeout, poll)
 
     # -- a server this client started
 

@@ -66,7 +66,7 @@ class RMUCancelled(Exception):
 @dataclass(frozen=True)
 class RMUConfig:
     """The hyperparameters. Reference values (zephyr-7b): layer 7, layers 5-7 updated, c 6.5,
-    alpha 1200, lr 5e-5, batch 4, 150 batches; ``assets/rmu.toml`` holds per-model defaults."""
+    alpha 1200, lr 5e-5, batch 4, 150 batches; ``core/assets/rmu.toml`` holds per-model defaults."""
 
     layer: int = 7
     update_layers: tuple[int, ...] = ()  # () means layer-2 .. layer
@@ -106,7 +106,7 @@ class RMUConfig:
 
 
 def default_config(model_name: str, **overrides) -> RMUConfig:
-    """The defaults for ``model_name`` from ``assets/rmu.toml`` (else the reference's), then
+    """The defaults for ``model_name`` from ``core/assets/rmu.toml`` (else the reference's), then
     ``overrides`` (None values ignored)."""
     table = tomllib.loads(DEFAULTS_FILE.read_text())
     base = table.get("models", {}).get(model_name) or table["reference"]

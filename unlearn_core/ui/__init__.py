@@ -1,7 +1,9 @@
 """View helpers for the Streamlit app (``app.py`` and ``pages/``).
 
 * :mod:`.render`  pure functions (no Streamlit): token heat-map HTML, feature-id parsing,
-  probability formatting, the SAEBench-style unlearning score, result tables;
+  probability formatting;
+* :mod:`.results` pure functions on a sweep's results: the SAEBench-style unlearning score,
+  result tables (the CLI's too);
 * :mod:`.figures` plotly figure builders;
 * Streamlit glue, one concern a module: :mod:`.connection` (the server client,
   ``st.cache_resource``, and cached server calls), :mod:`.errors` (how a failure is explained),

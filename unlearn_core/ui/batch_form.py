@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from unlearn_core.data.loaders import BIO_FALLBACK_SUBJECTS, SIDE_EFFECT_SUBJECTS, with_part
+from unlearn_core.data.specs import BIO_FALLBACK_SUBJECTS, SIDE_EFFECT_SUBJECTS, with_part
 from unlearn_core.ui import questions as QS
 from unlearn_core.ui import target_picker as TP
-from unlearn_core.ui.render import question_counts, result_rows  # noqa: F401 - (moved: the CLI needs them without streamlit)
 
 BIO_FALLBACK = "mmlu:" + ",".join(BIO_FALLBACK_SUBJECTS)
 MAX_SETS = 8  # the server's limit on side-effect / retain question sets

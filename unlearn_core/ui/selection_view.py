@@ -57,8 +57,8 @@ def used_corpora_caption(res: dict) -> str:
     )
 
 
-def target_selection(t: dict, sae: str, info: dict, on_open: Callable[[int], None]) -> None:
-    """Settings (threshold and N default to the target's), a run button, the table and its actions."""
+def _explain(t: dict) -> None:
+    """What the selection does: the target's own method, or the frequency selection run here."""
     sel = t["selection"]
     retain = ", ".join(f"`{c}`" for c in t["retain_corpora"])
     kind = "**format-matched** " if len(t["retain_corpora"]) > 1 else ""  # one retain corpus: the paper's kind
@@ -75,6 +75,11 @@ def target_selection(t: dict, sae: str, info: dict, on_open: Callable[[int], Non
         st.markdown(f"The target's {kind}selection: {by_freq}")
     if t.get("forget_corpus_note"):
         st.caption(f"Note: {t['forget_corpus_note']}")
+
+
+def _settings(t: dict, sae: str, info: dict) -> dict:
+    """The selection's settings as the request's parameters (threshold None: the target's)."""
+    sel = t["selection"]
     max_n = int(info.get("limits", {}).get("max_features", 512))
     c1, c2, c3 = st.columns(3)
     thr = c1.selectbox(
@@ -89,7 +94,52 @@ def target_selection(t: dict, sae: str, info: dict, on_open: Callable[[int], Non
     )
     n = c2.number_input("N features", 1, max_n, min(int(sel["n"]), max_n), key=f"tsel_n_{t['name']}")
     describe = c3.checkbox("Add automatic descriptions", key="tsel_describe")
-    params = dict(target=t["name"], sae=sae, n=int(n), threshold=thr, describe=describe, **PG.current_variant())
+    return dict(target=t["name"], sae=sae, n=int(n), threshold=thr, describe=describe, **PG.current_variant())
+
+
+def _result_table(res: dict, describe: bool) -> None:
+    df = selection_table(res["features"], res["retain_corpora"], describe)
+    fmt = {c: st.column_config.NumberColumn(c, format="%.4f") for c in df.columns if c.startswith("retain: ")}
+    st.dataframe(
+        df,
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "forget_freq": st.column_config.NumberColumn("forget frequency", format="%.4f"),
+            "retain_freq": st.column_config.NumberColumn("retain frequency (max)", format="%.4f"),
+            "ratio": st.column_config.NumberColumn("forget / retain", format="%.2f"),
+            "specificity": st.column_config.NumberColumn("specificity", format="%.2f"),
+            **fmt,
+        },
+    )
+    st.caption(used_corpora_caption(res))
+
+
+def _actions(t: dict, sae: str, ids: list[int], on_open: Callable[[int], None]) -> None:
+    """Open a feature's dashboard, clamp the selection, or add it to a feature set."""
+    c1, c2, c3 = st.columns([2, 2, 3], vertical_alignment="bottom")
+    pick = c1.selectbox("Feature", ids, key="pick_tsel")
+    c2.button("Open its dashboard", key="open_tsel", on_click=on_open, args=(pick,))
+    iv = t["intervention"]
+    with c3:
+        NV.page_link(
+            "clamp",
+            f"Clamp these {len(ids)} features",
+            NV.ICONS["clamp"],
+            {
+                "features": ", ".join(map(str, ids)),
+                "mode": iv["mode"],
+                "c": str(TP.clamp_c(iv["c"])),
+                "qset": t["forget_questions"],
+            },
+        )
+    FS.add_to_set_widget(sae, ids, key="set_tsel")
+
+
+def target_selection(t: dict, sae: str, info: dict, on_open: Callable[[int], None]) -> None:
+    """Settings (threshold and N default to the target's), a run button, the table and its actions."""
+    _explain(t)
+    params = _settings(t, sae, info)
     clicked = st.button("Run the selection", type="primary", key="run_tsel")
     if not WG.once("select_target", params, clicked):
         return
@@ -112,36 +162,5 @@ def target_selection(t: dict, sae: str, info: dict, on_open: Callable[[int], Non
             "the threshold."
         )
         return
-    df = selection_table(rows, res["retain_corpora"], describe)
-    fmt = {c: st.column_config.NumberColumn(c, format="%.4f") for c in df.columns if c.startswith("retain: ")}
-    st.dataframe(
-        df,
-        hide_index=True,
-        width="stretch",
-        column_config={
-            "forget_freq": st.column_config.NumberColumn("forget frequency", format="%.4f"),
-            "retain_freq": st.column_config.NumberColumn("retain frequency (max)", format="%.4f"),
-            "ratio": st.column_config.NumberColumn("forget / retain", format="%.2f"),
-            "specificity": st.column_config.NumberColumn("specificity", format="%.2f"),
-            **fmt,
-        },
-    )
-    st.caption(used_corpora_caption(res))
-    ids = [r["feature"] for r in rows]
-    c1, c2, c3 = st.columns([2, 2, 3], vertical_alignment="bottom")
-    pick = c1.selectbox("Feature", ids, key="pick_tsel")
-    c2.button("Open its dashboard", key="open_tsel", on_click=on_open, args=(pick,))
-    iv = t["intervention"]
-    with c3:
-        NV.page_link(
-            "clamp",
-            f"Clamp these {len(ids)} features",
-            NV.ICONS["clamp"],
-            {
-                "features": ", ".join(map(str, ids)),
-                "mode": iv["mode"],
-                "c": str(TP.clamp_c(iv["c"])),
-                "qset": t["forget_questions"],
-            },
-        )
-    FS.add_to_set_widget(sae, ids, key="set_tsel")
+    _result_table(res, params["describe"])
+    _actions(t, sae, [r["feature"] for r in rows], on_open)

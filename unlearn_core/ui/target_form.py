@@ -15,7 +15,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from unlearn_core.data.loaders import split_paragraph_docs, strip_gutenberg
+from unlearn_core.data.corpora import split_paragraph_docs, strip_gutenberg
 from unlearn_core.data.question_files import QuestionFileError, parse_question_file
 from unlearn_core.features.target_limits import NAME_RE  # noqa: E402 (torch-free: one definition)
 from unlearn_core.ui import connection as CN
@@ -116,6 +116,102 @@ def _parsed(upload, parse, what: str):
         return None
 
 
+def _corpus_upload(gen: int, max_chars: int) -> list[str] | None:
+    """The forget corpus's uploader; its documents, or None (nothing uploaded, or an error shown)."""
+    up = st.file_uploader(
+        "Forget corpus (.txt or .jsonl)",
+        type=CORPUS_TYPES,
+        key=f"nt_corpus_{gen}",
+        help="Plain text: paragraphs separated by blank lines are grouped into documents. "
+        'JSON lines: one {"text": ...} object per line, one document each.',
+    )
+    docs = _parsed(up, corpus_documents, "The corpus")
+    if docs is not None:
+        chars = sum(len(d) for d in docs)
+        st.caption(f"{len(docs)} document(s), {chars:,} characters.")
+        if chars > max_chars:
+            st.error(f"The corpus is {chars:,} characters; the server takes at most {max_chars:,}.")
+            docs = None
+    return docs
+
+
+def _questions_upload(gen: int, max_questions: int) -> list[dict] | None:
+    """The forget questions' uploader; their rows, or None (nothing uploaded, or an error shown)."""
+    up = st.file_uploader(
+        "Forget questions (.json or .csv)",
+        type=QUESTION_TYPES,
+        key=f"nt_questions_{gen}",
+        help="JSON: a list of {question, choices: [4 strings], answer: 0-3 or A-D} (the "
+        "WMDP schema). CSV: columns question, choice0..choice3 (or A,B,C,D), answer.",
+    )
+    rows = _parsed(up, question_rows, "The questions")
+    if rows is not None:
+        st.caption(f"{len(rows)} question(s), e.g. “{rows[0]['question'][:80]}”")
+        if len(rows) > max_questions:
+            st.error(f"{len(rows)} questions; the server takes at most {max_questions:,}.")
+            rows = None
+    return rows
+
+
+def _n_and_c(col_n, col_c, gen: int, max_features: int) -> tuple[int, float]:
+    """The target's N (features kept) and default clamp value c."""
+    n = col_n.number_input(
+        "N features",
+        1,
+        max_features,
+        DEFAULT_N,
+        key=f"nt_n_{gen}",
+        help="How many features the target's selection keeps (top N by firing frequency on the "
+        "corpus, among those rare on the retain corpora).",
+    )
+    c = col_c.number_input(
+        "Clamp value c",
+        0,
+        TP.MAX_C,
+        DEFAULT_C,
+        step=10,
+        key=f"nt_c_{gen}",
+        help="The target's default intervention: active features are set to −c.",
+    )
+    return int(n), float(c)
+
+
+def _save_if_complete(name: str, problem: str | None, desc: str, docs, rows, n: int, c: float) -> None:
+    """Save the target, or say what is missing (a name problem is already shown by its field)."""
+    missing = [
+        w
+        for w, ok in (
+            ("a name", bool(name)),
+            ("a corpus file", docs is not None),
+            ("a question file", rows is not None),
+        )
+        if not ok
+    ]
+    if missing:
+        st.error("To save, give " + ", ".join(missing) + " (without errors).", icon=":material/warning:")
+    elif not problem:
+        save(name, desc, docs, rows, n, c)
+
+
+def _delete_button(target: dict) -> None:
+    """Delete the selected target (only shown for one defined in the app)."""
+    st.divider()
+    if st.button(
+        f"Delete the target {target['name']}",
+        key="nt_delete",
+        icon=":material/delete:",
+        help="It was defined in the app; built-in targets cannot be deleted.",
+    ):
+        out = ER.attempt(
+            lambda: CN.call("delete_target", target["name"], retry=False),
+            f"deleting the target {target['name']!r}",
+        )
+        if out is not None:
+            TP.targets_changed()
+            st.session_state["_target_saved"] = f"Target **{target['name']}** deleted."
+            st.rerun()
+
+
 def define_target_section(info: dict, target: dict | None) -> None:
     """The "Define your own target" expander: name, description, the two files, N and c; saving
     selects the new target. Also deletes the selected target when it was defined in the app."""
@@ -140,83 +236,15 @@ def define_target_section(info: dict, target: dict | None) -> None:
             c1.error(problem, icon=":material/warning:")
         c1, c2 = st.columns(2)
         with c1:
-            up = st.file_uploader(
-                "Forget corpus (.txt or .jsonl)",
-                type=CORPUS_TYPES,
-                key=f"nt_corpus_{gen}",
-                help="Plain text: paragraphs separated by blank lines are grouped into documents. "
-                'JSON lines: one {"text": ...} object per line, one document each.',
-            )
-            docs = _parsed(up, corpus_documents, "The corpus")
-            if docs is not None:
-                chars = sum(len(d) for d in docs)
-                st.caption(f"{len(docs)} document(s), {chars:,} characters.")
-                if chars > max_chars:
-                    st.error(f"The corpus is {chars:,} characters; the server takes at most {max_chars:,}.")
-                    docs = None
+            docs = _corpus_upload(gen, max_chars)
         with c2:
-            up = st.file_uploader(
-                "Forget questions (.json or .csv)",
-                type=QUESTION_TYPES,
-                key=f"nt_questions_{gen}",
-                help="JSON: a list of {question, choices: [4 strings], answer: 0-3 or A-D} (the "
-                "WMDP schema). CSV: columns question, choice0..choice3 (or A,B,C,D), answer.",
-            )
-            rows = _parsed(up, question_rows, "The questions")
-            if rows is not None:
-                st.caption(f"{len(rows)} question(s), e.g. “{rows[0]['question'][:80]}”")
-                if len(rows) > max_questions:
-                    st.error(f"{len(rows)} questions; the server takes at most {max_questions:,}.")
-                    rows = None
+            rows = _questions_upload(gen, max_questions)
         c1, c2, c3 = st.columns([1, 1, 2], vertical_alignment="bottom")
-        n = c1.number_input(
-            "N features",
-            1,
-            int(limits.get("max_features", 512)),
-            DEFAULT_N,
-            key=f"nt_n_{gen}",
-            help="How many features the target's selection keeps (top N by firing frequency on the "
-            "corpus, among those rare on the retain corpora).",
-        )
-        c = c2.number_input(
-            "Clamp value c",
-            0,
-            TP.MAX_C,
-            DEFAULT_C,
-            step=10,
-            key=f"nt_c_{gen}",
-            help="The target's default intervention: active features are set to −c.",
-        )
+        n, c = _n_and_c(c1, c2, gen, int(limits.get("max_features", 512)))
         if c3.button("Save the target", type="primary", key="nt_save", icon=":material/save:"):
-            missing = [
-                w
-                for w, ok in (
-                    ("a name", bool(name)),
-                    ("a corpus file", docs is not None),
-                    ("a question file", rows is not None),
-                )
-                if not ok
-            ]
-            if missing:
-                st.error("To save, give " + ", ".join(missing) + " (without errors).", icon=":material/warning:")
-            elif not problem:
-                save(name, desc, docs, rows, int(n), float(c))
+            _save_if_complete(name, problem, desc, docs, rows, n, c)
         if target and target.get("defined_in_app"):
-            st.divider()
-            if st.button(
-                f"Delete the target {target['name']}",
-                key="nt_delete",
-                icon=":material/delete:",
-                help="It was defined in the app; built-in targets cannot be deleted.",
-            ):
-                out = ER.attempt(
-                    lambda: CN.call("delete_target", target["name"], retry=False),
-                    f"deleting the target {target['name']!r}",
-                )
-                if out is not None:
-                    TP.targets_changed()
-                    st.session_state["_target_saved"] = f"Target **{target['name']}** deleted."
-                    st.rerun()
+            _delete_button(target)
 
 
 def save(name: str, description: str, docs: list[str], rows: list[dict], n: int, c: float) -> None:

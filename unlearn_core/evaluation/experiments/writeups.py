@@ -66,6 +66,51 @@ def _ppl(engine, corpus: str, ivs, tokens: int) -> float:
     return perplexity(engine, docs, ivs, n_tokens=tokens)["perplexity"]
 
 
+def _known_questions(engine: Engine, wmdp_limit: int, mmlu_limit: int) -> tuple[list, list, dict[str, list]]:
+    """(held-out WMDP-bio questions, the known ones among them, known questions per MMLU
+    side-effect subject): the sets every condition of the WMDP experiment is scored on."""
+    wmdp = D.load_wmdp_bio(engine.settings.data_dir)
+    held = wmdp.questions[int(len(wmdp.questions) * 0.8) :]
+    held = held[:wmdp_limit] if wmdp_limit else held
+    bar = _bar(len(held), "known WMDP-bio (held-out)")
+    known_bio = known_questions(engine, held, progress=bar.update)
+    bar.close()
+    side = {}
+    for subj in D.SIDE_EFFECT_SUBJECTS:
+        qs = D.load_mmlu(subj, data_dir=engine.settings.data_dir).questions[:mmlu_limit]
+        bar = _bar(len(qs), f"known {subj}")
+        side[subj] = known_questions(engine, qs, progress=bar.update)
+        bar.close()
+    return held, known_bio, side
+
+
+def _condition_row(
+    engine: Engine, cond: tuple, ivs, bio_acc: float, side_acc: dict[str, float], ppl_tokens: int, loss_tokens: int
+) -> dict:
+    """One condition's row of the WMDP table: its accuracies (already scored), then its perplexities
+    and loss added, measured here."""
+    name, n, c = cond
+    row = {
+        "condition": name,
+        "n_features": n or 0,
+        "c": c,
+        "wmdp_bio_known_acc": bio_acc,
+        "mmlu_side_acc": side_acc,
+        "ppl_bio_heldout": _ppl(engine, "wmdp-bio-text@heldout", ivs, ppl_tokens),
+        "ppl_wikitext_heldout": _ppl(engine, "wikitext@heldout", ivs, ppl_tokens),
+    }
+    vals = list(row["mmlu_side_acc"].values())
+    row["mmlu_side_mean"] = sum(vals) / len(vals) if vals else float("nan")
+    if ivs:
+        la = loss_added(
+            engine, D.load_corpus("webtext", engine.settings.data_dir), ivs, n_tokens=loss_tokens, corpus="webtext"
+        )
+        row["loss_added_webtext"] = la.loss_added
+    else:
+        row["loss_added_webtext"] = 0.0
+    return row
+
+
 def wmdp_experiment(
     engine: Engine,
     sae: str | None = None,
@@ -97,45 +142,24 @@ def wmdp_experiment(
         name: ([Intervention(sae, tuple(r["feature"] for r in rows[:n]), c, "clamp")] if n else None)
         for name, n, c in conds
     }
-    wmdp = D.load_wmdp_bio(engine.settings.data_dir)
-    held = wmdp.questions[int(len(wmdp.questions) * 0.8) :]
-    held = held[:wmdp_limit] if wmdp_limit else held
-    bar = _bar(len(held), "known WMDP-bio (held-out)")
-    known_bio = known_questions(engine, held, progress=bar.update)
-    bar.close()
-    side = {}
-    for subj in D.SIDE_EFFECT_SUBJECTS:
-        qs = D.load_mmlu(subj, data_dir=engine.settings.data_dir).questions[:mmlu_limit]
-        bar = _bar(len(qs), f"known {subj}")
-        side[subj] = known_questions(engine, qs, progress=bar.update)
-        bar.close()
+    held, known_bio, side = _known_questions(engine, wmdp_limit, mmlu_limit)
     configs = [ivs_of[name] or [] for name, _, _ in conds]
     bar = _bar(len(known_bio) + sum(len(v) for v in side.values()), "accuracy, all conditions")
     acc_bio = evaluate_configs(engine, known_bio, configs, progress=bar.update)
     acc_side = {s: evaluate_configs(engine, qs, configs, progress=bar.update) for s, qs in side.items()}
     bar.close()
-    table = []
-    for i, (name, n, c) in enumerate(conds):
-        ivs = ivs_of[name]
-        row = {
-            "condition": name,
-            "n_features": n or 0,
-            "c": c,
-            "wmdp_bio_known_acc": acc_bio[i].accuracy,
-            "mmlu_side_acc": {s: acc_side[s][i].accuracy for s in side},
-            "ppl_bio_heldout": _ppl(engine, "wmdp-bio-text@heldout", ivs, ppl_tokens),
-            "ppl_wikitext_heldout": _ppl(engine, "wikitext@heldout", ivs, ppl_tokens),
-        }
-        vals = list(row["mmlu_side_acc"].values())
-        row["mmlu_side_mean"] = sum(vals) / len(vals) if vals else float("nan")
-        if ivs:
-            la = loss_added(
-                engine, D.load_corpus("webtext", engine.settings.data_dir), ivs, n_tokens=loss_tokens, corpus="webtext"
-            )
-            row["loss_added_webtext"] = la.loss_added
-        else:
-            row["loss_added_webtext"] = 0.0
-        table.append(row)
+    table = [
+        _condition_row(
+            engine,
+            (name, n, c),
+            ivs_of[name],
+            acc_bio[i].accuracy,
+            {s: acc_side[s][i].accuracy for s in side},
+            ppl_tokens,
+            loss_tokens,
+        )
+        for i, (name, n, c) in enumerate(conds)
+    ]
     result.update(
         {
             "conditions": table,

@@ -12,7 +12,7 @@ from unlearn_core.server.schemas.common import Name, Request
 
 class RMUTrainRequest(Request):
     """An RMU run on a target's forget and retain text; unset hyperparameters come from the
-    model's defaults (assets/rmu.toml)."""
+    model's defaults (core/assets/rmu.toml)."""
 
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="the run; its variant is rmu:<name>")]
     target: Name = DEFAULT_TARGET
