@@ -73,6 +73,7 @@ def test_every_subcommand_is_registered_with_its_handler():
     subs = build_parser()._subparsers._group_actions[0].choices
     assert list(subs) == [
         "info",
+        "prepare",
         "mcq",
         "eval",
         "ppl",
