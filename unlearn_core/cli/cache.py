@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from unlearn_core.cli.common import add_settings_args, emit, settings_of
+from unlearn_core.cli.common import add_command, emit, settings_of
 
 
 def _human_bytes(n: int) -> str:
@@ -42,16 +42,12 @@ def cmd_cache(args) -> None:
 def add_parsers(sub) -> None:
     s = sub.add_parser("cache", help="what the disk caches hold, their keys, and how to drop them")
     csub = s.add_subparsers(dest="cache_cmd", required=True)
-    c = csub.add_parser("info", help="each cache kind: files, size, what it is keyed by")
-    add_settings_args(c)
+    c = add_command(csub, "info", cmd_cache, help="each cache kind: files, size, what it is keyed by")
     c.add_argument("--markdown", action="store_true", help="print the audit page (docs/caches.md) instead")
-    c.set_defaults(func=cmd_cache)
-    c = csub.add_parser("clear", help="remove cached entries (every derived kind, or the kinds named)")
-    add_settings_args(c)
+    c = add_command(csub, "clear", cmd_cache, help="remove cached entries (every derived kind, or the kinds named)")
     c.add_argument(
         "--kind",
         action="append",
         help="a kind from `cache info` (repeat for several); user results "
         "(rmu, jobs, targets) are removed only when named",
     )
-    c.set_defaults(func=cmd_cache)

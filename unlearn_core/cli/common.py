@@ -45,6 +45,15 @@ def add_settings_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-v", "--verbose", action="store_true")
 
 
+def add_command(sub, name: str, func: Callable[[argparse.Namespace], None], **kw) -> argparse.ArgumentParser:
+    """The frame of every command: its parser (``kw``: help and the like), the settings arguments,
+    and ``func`` to run; the caller adds the command's own arguments."""
+    p = sub.add_parser(name, **kw)
+    add_settings_args(p)
+    p.set_defaults(func=func)
+    return p
+
+
 def add_intervention_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("intervention")
     g.add_argument("--features", help="comma-separated feature ids, e.g. 123,456")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from unlearn_core.cli.common import add_settings_args, emit, engine_of, fmt_probs, progress_bar
+from unlearn_core.cli.common import add_command, emit, engine_of, fmt_probs, progress_bar
 from unlearn_core.data import loaders as D
 from unlearn_core.features.default_target import DEFAULT_TARGET
 
@@ -88,8 +88,6 @@ def demo_text(out: dict) -> str:
 
 
 def add_parsers(sub) -> None:
-    s = sub.add_parser("demo", help="quick-start demo: a known question forgotten, a retain question kept")
-    add_settings_args(s)
+    s = add_command(sub, "demo", cmd_demo, help="quick-start demo: a known question forgotten, a retain question kept")
     s.add_argument("--target", default=DEFAULT_TARGET, help="which target (see `target list`)")
     s.add_argument("--tiny", action="store_true", help="the tiny random test backend (numbers mean nothing)")
-    s.set_defaults(func=cmd_demo)

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from unlearn_core.cli.common import add_settings_args, emit, engine_of, floats, settings_of
+from unlearn_core.cli.common import add_command, emit, engine_of, floats, settings_of
 from unlearn_core.features.default_target import DEFAULT_TARGET
 
 
@@ -18,23 +18,6 @@ def cmd_experiment(args) -> None:
     engine = engine_of(args)
     if args.which == "targets":
         return _experiment_targets(args, engine)
-    if args.which == "book" and args.target:  # the study's design on a target's default intervention
-        from unlearn_core.evaluation.targets import default_intervention, engine_target
-
-        t = engine_target(engine, args.target[0])
-        iv = default_intervention(engine, t)
-        r = X.book_experiment(
-            engine,
-            iv.sae_key,
-            features=iv.features,
-            c=iv.c,
-            ppl_tokens=args.ppl_tokens,
-            prompt=t.demo_prompt or "Sherlock Holmes took his bottle from the corner of the",
-        )
-        md = X.book_markdown(r)
-        if args.out:
-            X.save(r, md, args.out)
-        return emit(args, r, md)
     if args.which == "wmdp":
         r = X.wmdp_experiment(
             engine,
@@ -47,11 +30,32 @@ def cmd_experiment(args) -> None:
         )
         md = X.wmdp_markdown(r)
     else:
-        r = X.book_experiment(engine, args.on, stats_tokens=args.stats_tokens, ppl_tokens=args.ppl_tokens)
+        r = _book(args, engine)
         md = X.book_markdown(r)
     if args.out:
         X.save(r, md, args.out)
     emit(args, r, md)
+
+
+def _book(args, engine) -> dict:
+    """The book experiment: on the paper's selection, or (``--target``) with the study's design on
+    that target's default intervention."""
+    from unlearn_core.evaluation.experiments import writeups as X
+
+    if not args.target:
+        return X.book_experiment(engine, args.on, stats_tokens=args.stats_tokens, ppl_tokens=args.ppl_tokens)
+    from unlearn_core.evaluation.targets import default_intervention, engine_target
+
+    t = engine_target(engine, args.target[0])
+    iv = default_intervention(engine, t)
+    return X.book_experiment(
+        engine,
+        iv.sae_key,
+        features=iv.features,
+        c=iv.c,
+        ppl_tokens=args.ppl_tokens,
+        prompt=t.demo_prompt or "Sherlock Holmes took his bottle from the corner of the",
+    )
 
 
 def _experiment_targets(args, engine) -> None:
@@ -102,8 +106,12 @@ def _max_loss(text: str) -> float | None:
 
 
 def add_parsers(sub) -> None:
-    s = sub.add_parser("experiment", help="the write-ups' experiments (wmdp | book) and the targets sweep (targets)")
-    add_settings_args(s)
+    s = add_command(
+        sub,
+        "experiment",
+        cmd_experiment,
+        help="the write-ups' experiments (wmdp | book) and the targets sweep (targets)",
+    )
     s.add_argument("which", choices=["wmdp", "book", "targets"])
     s.add_argument(
         "--target",
@@ -134,4 +142,3 @@ def add_parsers(sub) -> None:
     s.add_argument("--wmdp-limit", type=int, default=0, help="first N held-out WMDP-bio questions (0 = all 255)")
     s.add_argument("--out", help="write <out>.json and <out>.md (targets: a folder, one pair per target)")
     s.add_argument("--on")
-    s.set_defaults(func=cmd_experiment)

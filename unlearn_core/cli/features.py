@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from unlearn_core.cli.common import add_model_variant_arg, add_settings_args, emit, engine_of, progress_bar, sae_key
+from unlearn_core.cli.common import add_command, add_model_variant_arg, emit, engine_of, progress_bar, sae_key
 
 
 def cmd_features_stats(args) -> None:
@@ -96,8 +96,9 @@ def cmd_features_select(args) -> None:
 def add_parsers(sub) -> None:
     s = sub.add_parser("features", help="feature statistics, dashboards and selection")
     fsub = s.add_subparsers(dest="fcmd", required=True)
-    f = fsub.add_parser("stats", help="per-feature firing frequency, mean/max activation on corpora")
-    add_settings_args(f)
+    f = add_command(
+        fsub, "stats", cmd_features_stats, help="per-feature firing frequency, mean/max activation on corpora"
+    )
     f.add_argument(
         "--corpus",
         nargs="+",
@@ -108,18 +109,14 @@ def add_parsers(sub) -> None:
     f.add_argument("--top", type=int, default=10)
     f.add_argument("--on", help="which SAE (default: the first)")
     add_model_variant_arg(f)
-    f.set_defaults(func=cmd_features_stats)
-    f = fsub.add_parser("show", help="a text dashboard of one feature")
-    add_settings_args(f)
+    f = add_command(fsub, "show", cmd_features_show, help="a text dashboard of one feature")
     f.add_argument("feature", type=int)
     f.add_argument("--corpus", nargs="+", default=["webtext", "wmdp-bio-text"])
     f.add_argument("--tokens", type=int, default=100_000)
     f.add_argument("-k", type=int, default=6)
     f.add_argument("--on")
     add_model_variant_arg(f)
-    f.set_defaults(func=cmd_features_show)
-    f = fsub.add_parser("select", help="forget vs retain selection (paper / SAEBench)")
-    add_settings_args(f)
+    f = add_command(fsub, "select", cmd_features_select, help="forget vs retain selection (paper / SAEBench)")
     f.add_argument("--forget", default="wmdp-bio-text@train")
     f.add_argument("--retain", default="wikitext@train")
     f.add_argument("--threshold", type=float, default=0.01)
@@ -128,4 +125,3 @@ def add_parsers(sub) -> None:
     f.add_argument("--describe", action="store_true", help="add automatic descriptions")
     f.add_argument("--on")
     add_model_variant_arg(f)
-    f.set_defaults(func=cmd_features_select)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from unlearn_core.cli.common import add_settings_args, emit, engine_of, floats, progress_bar, step_progress
+from unlearn_core.cli.common import add_command, emit, engine_of, floats, progress_bar, step_progress
 from unlearn_core.features.default_target import DEFAULT_TARGET
 
 
@@ -50,8 +50,9 @@ def cmd_gate(args) -> None:
 
 
 def add_parsers(sub) -> None:
-    s = sub.add_parser("gate", help="static vs gated clamp on a target's known questions, and the filler probe")
-    add_settings_args(s)
+    s = add_command(
+        sub, "gate", cmd_gate, help="static vs gated clamp on a target's known questions, and the filler probe"
+    )
     s.add_argument("--target", default=DEFAULT_TARGET)
     s.add_argument("--clamps", default="25,50,100,200,400", help="clamp values c")
     s.add_argument("--ns", help="numbers of top features of the target's selection (default: its own N)")
@@ -60,4 +61,3 @@ def add_parsers(sub) -> None:
     s.add_argument("--probe-clamp", type=float, help="also run the filler probe at this c")
     s.add_argument("--probe-n", type=int, help="the probe's N (default: the target's own N)")
     s.add_argument("--out", help="write <out>.json and <out>.md")
-    s.set_defaults(func=cmd_gate)

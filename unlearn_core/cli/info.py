@@ -4,7 +4,7 @@ demo, server start or test does not pay it."""
 
 from __future__ import annotations
 
-from unlearn_core.cli.common import add_settings_args, emit, engine_of, settings_of
+from unlearn_core.cli.common import add_command, emit, engine_of, settings_of
 from unlearn_core.data import loaders as D
 
 
@@ -34,10 +34,6 @@ def cmd_prepare(args) -> None:
 
 
 def add_parsers(sub) -> None:
-    s = sub.add_parser("info", help="print the settings, data sources (and with --load, the loaded model)")
-    add_settings_args(s)
+    s = add_command(sub, "info", cmd_info, help="print the settings, data sources (and with --load, the loaded model)")
     s.add_argument("--load", action="store_true", help="also load the model and SAEs")
-    s.set_defaults(func=cmd_info)
-    s = sub.add_parser("prepare", help="convert the embedded model once (scripts/setup.sh runs this)")
-    add_settings_args(s)
-    s.set_defaults(func=cmd_prepare)
+    s = add_command(sub, "prepare", cmd_prepare, help="convert the embedded model once (scripts/setup.sh runs this)")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from unlearn_core.cli.common import add_settings_args, emit, engine_of, floats, progress_bar, settings_of
+from unlearn_core.cli.common import add_command, emit, engine_of, floats, progress_bar, settings_of
 from unlearn_core.features.default_target import DEFAULT_TARGET
 
 
@@ -152,9 +152,7 @@ def _rmu_search(args, engine, t, cfg, update) -> None:
 def add_parsers(sub) -> None:
     s = sub.add_parser("rmu", help="RMU fine-tuning baseline: train on a target, list, compare with the clamps")
     rsub = s.add_subparsers(dest="rcmd", required=True)
-    r = rsub.add_parser("list", help="RMU runs in the cache directory")
-    add_settings_args(r)
-    r.set_defaults(func=cmd_rmu)
+    r = add_command(rsub, "list", cmd_rmu, help="RMU runs in the cache directory")
     for name, hlp in (
         ("train", "train (or resume) an RMU run on a target's forget and retain text"),
         (
@@ -163,8 +161,7 @@ def add_parsers(sub) -> None:
         ),
         ("search", "pick RMU settings on the target's dev (train-half) known questions"),
     ):
-        r = rsub.add_parser(name, help=hlp)
-        add_settings_args(r)
+        r = add_command(rsub, name, cmd_rmu, help=hlp)
         r.add_argument("--target", default=DEFAULT_TARGET)
         if name != "search":
             r.add_argument("--name", required=True, help="the run's name; the model variant is rmu:<name>")
@@ -200,4 +197,3 @@ def add_parsers(sub) -> None:
         if name != "train":
             r.add_argument("--loss-tokens", type=int, default=10_000 if name == "compare" else 5_000)
             r.add_argument("--out", help="write <out>.json and <out>.md")
-        r.set_defaults(func=cmd_rmu)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import sys
+from typing import Callable
 
-from unlearn_core.cli.common import LazyHelp, add_settings_args, emit, engine_of, progress_bar, sae_key, settings_of
+from unlearn_core.cli.common import LazyHelp, add_command, emit, engine_of, progress_bar, sae_key, settings_of
 
 
 def cmd_sae_eval(args) -> None:
@@ -59,7 +60,7 @@ def cmd_sae_eval(args) -> None:
 
 
 def cmd_train_sae(args) -> None:
-    from unlearn_core.training.train_sae import PieceDone, TrainSAEConfig, train_embedded_sae, with_overrides
+    from unlearn_core.training.train_sae import TrainSAEConfig, train_embedded_sae, with_overrides
 
     cfg = with_overrides(
         TrainSAEConfig(),
@@ -77,8 +78,18 @@ def cmd_train_sae(args) -> None:
         out_dir=args.out,
     )
     s = settings_of(args)
+    _in_pieces(
+        lambda: train_embedded_sae(cfg, cache_dir=s.cache_dir, data_dir=s.data_dir, max_minutes=args.max_minutes)
+    )
+
+
+def _in_pieces(work: Callable[[], object]) -> None:
+    """Run resumable training and print its result; when its time runs out (a checkpoint saved),
+    say so and exit with code 3, the sign to run the same command again."""
+    from unlearn_core.training.train_sae import PieceDone
+
     try:
-        out = train_embedded_sae(cfg, cache_dir=s.cache_dir, data_dir=s.data_dir, max_minutes=args.max_minutes)
+        out = work()
     except PieceDone as e:
         print(f"paused: {e}", file=sys.stderr)
         raise SystemExit(3) from None
@@ -88,7 +99,7 @@ def cmd_train_sae(args) -> None:
 def cmd_finetune_sae(args) -> None:
     """KL fine-tune of the SAE's decoder (finetune_sae), in resumable pieces; the result is saved
     as a new SAE folder whose training.json adds the fine-tune's configuration and time."""
-    from unlearn_core.training.finetune_sae import KLFinetuneConfig, PieceDone, finetune_and_save
+    from unlearn_core.training.finetune_sae import KLFinetuneConfig, finetune_and_save
 
     cfg = KLFinetuneConfig(
         **{
@@ -109,21 +120,17 @@ def cmd_finetune_sae(args) -> None:
         raise ValueError("--max-minutes must be >= 0")
     engine = engine_of(args)
     key = sae_key(args, engine)
-    try:
-        out = finetune_and_save(engine, key, cfg, args.out, max_minutes=args.max_minutes)
-    except PieceDone as e:
-        print(f"paused: {e}", file=sys.stderr)
-        raise SystemExit(3) from None
-    print(out)
+    _in_pieces(lambda: finetune_and_save(engine, key, cfg, args.out, max_minutes=args.max_minutes))
 
 
 def add_eval_parser(sub) -> None:
-    s = sub.add_parser(
+    s = add_command(
+        sub,
         "sae-eval",
+        cmd_sae_eval,
         help="L0, explained variance, dead and dense features, Δloss per held-out corpus, "
         "loss recovered, WikiText-2 perplexity with the SAE spliced in",
     )
-    add_settings_args(s)
     s.add_argument(
         "--corpus",
         nargs="+",
@@ -141,7 +148,6 @@ def add_eval_parser(sub) -> None:
         help="WikiText-2 tokens for the spliced-perplexity control (0 skips it)",
     )
     s.add_argument("--on")
-    s.set_defaults(func=cmd_sae_eval)
 
 
 def _tc():
@@ -164,12 +170,13 @@ def add_parsers(sub) -> None:
 
 
 def _add_train_parser(sub) -> None:
-    s = sub.add_parser(
+    s = add_command(
+        sub,
         "train-sae",
+        cmd_train_sae,
         help="(re)train the embedded SAE: activations cached once, several epochs, "
         "resumable in pieces (exit code 3: paused, run again)",
     )
-    add_settings_args(s)
     s.add_argument(
         "--layer",
         type=int,
@@ -219,16 +226,16 @@ def _add_train_parser(sub) -> None:
     )
     s.add_argument("--max-minutes", type=float, help="stop after this long with a checkpoint; the same command resumes")
     s.add_argument("--out", help="output folder (default: the embedded SAE's, unlearn_core/core/assets/embedded_sae)")
-    s.set_defaults(func=cmd_train_sae)
 
 
 def _add_finetune_parser(sub) -> None:
-    s = sub.add_parser(
+    s = add_command(
+        sub,
         "finetune-sae",
+        cmd_finetune_sae,
         help="fine-tune the SAE's decoder on KL(clean || spliced) for a lower Δloss "
         "(encoder frozen: the same features fire); resumable in pieces (exit code 3: paused, run again)",
     )
-    add_settings_args(s)
     s.add_argument("--on", help="SAE to fine-tune (default: the first loaded; --sae DIR loads a folder)")
     s.add_argument(
         "--tokens",
@@ -257,4 +264,3 @@ def _add_finetune_parser(sub) -> None:
     )
     s.add_argument("--max-minutes", type=float, help="stop after this long with a checkpoint; the same command resumes")
     s.add_argument("--out", required=True, help="folder for the fine-tuned SAE (cfg.json, weights, training.json)")
-    s.set_defaults(func=cmd_finetune_sae)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from unlearn_core.cli.common import (
+    add_command,
     add_intervention_args,
-    add_settings_args,
     add_variant_arg,
     emit,
     engine_of,
@@ -142,8 +142,7 @@ def cmd_generate(args) -> None:
 
 
 def add_parsers(sub) -> None:
-    s = sub.add_parser("mcq", help="one question: probabilities with and without an intervention")
-    add_settings_args(s)
+    s = add_command(sub, "mcq", cmd_mcq, help="one question: probabilities with and without an intervention")
     add_intervention_args(s)
     s.add_argument(
         "--questions",
@@ -153,10 +152,8 @@ def add_parsers(sub) -> None:
     s.add_argument("--index", type=int, default=0)
     s.add_argument("--question-id")
     add_variant_arg(s)
-    s.set_defaults(func=cmd_mcq)
 
-    s = sub.add_parser("eval", help="accuracy on question sets (known filter), loss added")
-    add_settings_args(s)
+    s = add_command(sub, "eval", cmd_eval, help="accuracy on question sets (known filter), loss added")
     add_intervention_args(s)
     s.add_argument(
         "--questions",
@@ -174,24 +171,19 @@ def add_parsers(sub) -> None:
     s.add_argument("--orderings", action="store_true", help="letter scoring: score all 24 orderings")
     s.add_argument("--loss-corpus", default="webtext")
     s.add_argument("--loss-tokens", type=int, default=50_000, help="0 disables loss added")
-    s.set_defaults(func=cmd_eval)
 
-    s = sub.add_parser("ppl", help="perplexity of a corpus with and without an intervention")
-    add_settings_args(s)
+    s = add_command(sub, "ppl", cmd_ppl, help="perplexity of a corpus with and without an intervention")
     add_intervention_args(s)
     s.add_argument("--corpus", default="wikitext", help="webtext | wikitext | sherlock | pile | wmdp-bio-text | path")
     s.add_argument("--part", default="all", choices=["all", "train", "heldout"])
     s.add_argument("--tokens", type=int, default=20_000)
     s.add_argument("--ctx", type=int, default=256)
     add_variant_arg(s)
-    s.set_defaults(func=cmd_ppl)
 
-    s = sub.add_parser("generate", help="base vs intervened generation")
-    add_settings_args(s)
+    s = add_command(sub, "generate", cmd_generate, help="base vs intervened generation")
     add_intervention_args(s)
     s.add_argument("--prompt", required=True)
     s.add_argument("--max-new-tokens", type=int, default=40)
     s.add_argument("--temperature", type=float, default=0.0)
     s.add_argument("--seed", type=int, default=0)
     add_variant_arg(s)
-    s.set_defaults(func=cmd_generate)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from unlearn_core.cli.common import add_settings_args, settings_of
+from unlearn_core.cli.common import add_command, settings_of
 
 
 def cmd_serve(args) -> None:
@@ -18,9 +18,7 @@ def cmd_serve(args) -> None:
 
 
 def add_parsers(sub) -> None:
-    s = sub.add_parser("serve", help="HTTP API server holding the model (docs at /docs)")
-    add_settings_args(s)
+    s = add_command(sub, "serve", cmd_serve, help="HTTP API server holding the model (docs at /docs)")
     s.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (set UNLEARN_TOKEN before exposing it)")
     s.add_argument("--port", type=int, default=8765)
     s.add_argument("--tiny", action="store_true", help="tiny random test backend instead of the real model")
-    s.set_defaults(func=cmd_serve)

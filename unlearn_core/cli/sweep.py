@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from unlearn_core.cli.common import add_settings_args, emit, engine_of, floats, progress_bar, settings_of
+from unlearn_core.cli.common import add_command, emit, engine_of, floats, progress_bar, settings_of
 from unlearn_core.method.modes import MODES
 
 
@@ -153,8 +153,9 @@ def _write_sweep(out: Path, obj: dict) -> None:
 
 
 def add_parsers(sub) -> None:
-    s = sub.add_parser("sweep", help="batch evaluation (threshold x N x clamp), locally or on a Ray cluster")
-    add_settings_args(s)
+    s = add_command(
+        sub, "sweep", cmd_sweep, help="batch evaluation (threshold x N x clamp), locally or on a Ray cluster"
+    )
     s.add_argument(
         "--backend",
         choices=["local", "ray"],
@@ -192,4 +193,3 @@ def add_parsers(sub) -> None:
     )
     s.add_argument("--out", required=True, help="folder: results.csv, results.json and the resumable run")
     s.add_argument("--delay-per-config", type=float, default=0.0, help=argparse.SUPPRESS)  # tests, --tiny only
-    s.set_defaults(func=cmd_sweep)

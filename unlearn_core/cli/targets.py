@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from unlearn_core.cli.common import add_settings_args, emit, engine_of, progress_bar, settings_of
+from unlearn_core.cli.common import add_command, emit, engine_of, progress_bar, settings_of
 from unlearn_core.data import loaders as D
 
 
@@ -78,14 +78,12 @@ def cmd_target_eval(args) -> None:
 def add_parsers(sub) -> None:
     s = sub.add_parser("target", help="unlearning targets: list them, evaluate a default intervention")
     tsub = s.add_subparsers(dest="tcmd", required=True)
-    t = tsub.add_parser("list", help="built-in and user targets")
-    add_settings_args(t)
-    t.set_defaults(func=cmd_target_list)
-    t = tsub.add_parser("eval", help="apply a target's default intervention; accuracy on known questions")
-    add_settings_args(t)
+    t = add_command(tsub, "list", cmd_target_list, help="built-in and user targets")
+    t = add_command(
+        tsub, "eval", cmd_target_eval, help="apply a target's default intervention; accuracy on known questions"
+    )
     t.add_argument("name")
     t.add_argument("--forget-questions", help="a question file (.json WMDP schema or .csv) instead of the target's")
     t.add_argument("--retain-questions", action="append", help="a question file (repeatable) instead of the target's")
     t.add_argument("--loss-tokens", type=int, default=20_000, help="tokens of loss added (0 skips it)")
     t.add_argument("--tiny", action="store_true", help="the tiny random test backend (numbers mean nothing)")
-    t.set_defaults(func=cmd_target_eval)
