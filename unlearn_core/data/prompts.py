@@ -8,7 +8,7 @@ Pure (no model, no hooks), so both scoring paths use it: ``mcq`` (hooked forward
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from unlearn_core.data.loaders import LETTERS, Question
 
@@ -79,14 +79,22 @@ class MCQScore:
     loglik: list[float] | None = None  # cloze only: mean log-likelihood per answer
 
     def to_dict(self) -> dict:
-        return {
-            "probs": self.probs,
-            "mass": self.mass,
-            "predicted": self.predicted,
-            "correct": self.correct,
-            "scoring": self.scoring,
-            "loglik": self.loglik,
-        }
+        return asdict(self)
+
+    @classmethod
+    def letter(cls, probs, mass: float, answer: int) -> "MCQScore":
+        """From the four letter probabilities (a tensor) and their total mass: both scoring paths
+        (``mcq``'s hooked forwards, ``fastpath``'s cached prefixes) build their records here."""
+        pred = int(probs.argmax())
+        return cls([float(x) for x in probs], float(mass), pred, pred == answer, "letter")
+
+    @classmethod
+    def cloze(cls, loglik, answer: int) -> "MCQScore":
+        """From the four answers' mean log-likelihoods (a tensor); their softmax are the probabilities."""
+        pred = int(loglik.argmax())
+        return cls(
+            [float(x) for x in loglik.softmax(-1)], 1.0, pred, pred == answer, "cloze", [float(x) for x in loglik]
+        )
 
 
 def all_orderings(q: Question) -> list[Question]:

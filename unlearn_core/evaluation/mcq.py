@@ -82,25 +82,12 @@ def score_questions(
             probs, mass = letter_probs_batch(
                 engine, [format_prompt(q, style, engine.model.tokenizer) for q in qs], hooks
             )
-            for q, p, m in zip(qs, probs, mass):
-                pred = int(p.argmax())
-                out.append(MCQScore([float(x) for x in p], float(m), pred, pred == q.answer, "letter"))
+            out += [MCQScore.letter(p, m, q.answer) for q, p, m in zip(qs, probs, mass)]
             if progress:
                 progress(len(qs))
     elif scoring == "cloze":
         for q in questions:
-            ll = cloze_logliks(engine, q, hooks)
-            pred = int(ll.argmax())
-            out.append(
-                MCQScore(
-                    [float(x) for x in torch.softmax(ll, -1)],
-                    1.0,
-                    pred,
-                    pred == q.answer,
-                    "cloze",
-                    [float(x) for x in ll],
-                )
-            )
+            out.append(MCQScore.cloze(cloze_logliks(engine, q, hooks), q.answer))
             if progress:
                 progress(1)
     else:

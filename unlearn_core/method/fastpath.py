@@ -297,18 +297,13 @@ def downstream_final(engine, pc: PromptCache, delta: torch.Tensor, p0: int, last
 def _scores_from_final(engine, pc: PromptCache, final: torch.Tensor, scoring: str) -> list:
     """Scores for each of the V leading entries of ``final`` (letters: V x R, value-major)."""
     model = engine.model
-    out = []
     if scoring == "letter":  # final is [V, 1, 1, d] (last_only) or [V, R, T, d]: each row's last token is read
         R = final.shape[1]
         h = final[:, :, 0] if final.shape[2] == 1 else torch.stack([final[:, r, pc.needed[r][0]] for r in range(R)], 1)
         logp = torch.log_softmax(unembed(model, h).float(), -1)  # [V, R, vocab]
         variants = letter_token_ids(model.tokenizer)
         probs = torch.stack([logp[..., ids].exp().max(-1).values for ids in variants], -1).cpu()  # [V, R, 4]
-        for pv in probs:
-            for p, q in zip(pv, pc.questions):
-                pred = int(p.argmax())
-                out.append(MCQScore([float(x) for x in p], float(p.sum()), pred, pred == q.answer, "letter"))
-        return out
+        return [MCQScore.letter(p, p.sum(), q.answer) for pv in probs for p, q in zip(pv, pc.questions)]
     q = pc.questions[0]
     # every row's answer positions through the unembedding together (each pass reads all of W_U)
     V = final.shape[0]
@@ -316,19 +311,7 @@ def _scores_from_final(engine, pc: PromptCache, final: torch.Tensor, scoring: st
     tgt = torch.tensor([t for r in pc.targets for t in r])
     tok_lp = target_logprobs(model, rows.reshape(-1, rows.shape[-1]), tgt.repeat(V)).view(V, -1)  # [V, sum n_r]
     ll = torch.stack([part.mean(-1) for part in tok_lp.split([len(n) for n in pc.needed], -1)], -1).cpu()
-    for row in ll:
-        pred = int(row.argmax())
-        out.append(
-            MCQScore(
-                [float(x) for x in torch.softmax(row, -1)],
-                1.0,
-                pred,
-                pred == q.answer,
-                "cloze",
-                [float(x) for x in row],
-            )
-        )
-    return out
+    return [MCQScore.cloze(row, q.answer) for row in ll]
 
 
 @torch.inference_mode()
