@@ -21,6 +21,7 @@ from unlearn_core.ui import pickers as PK
 from unlearn_core.ui import render as R
 from unlearn_core.ui import target_form as TF
 from unlearn_core.ui import target_picker as TP
+from unlearn_core.ui import widgets as WG
 
 NV.page_setup("Home")
 st.title("SAE Unlearning Workbench")
@@ -117,7 +118,7 @@ saes = pd.DataFrame(
         for s in info.get("saes", [])
     ]
 )
-st.dataframe(saes, hide_index=True, width="stretch")
+WG.table(saes)
 st.caption(
     f"Questions are scored by **{info.get('scoring')}** scoring with the **{info.get('prompt_format')}** "
     "prompt format. Interventions available: "
@@ -130,7 +131,7 @@ st.header("Data sources")
 src = info.get("data_sources", {})
 rows = [{"source": k, "provided by": R.source_kind(v), "where": v} for k, v in src.items()]
 if rows:
-    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    WG.table(pd.DataFrame(rows))
 wmdp = ER.attempt(lambda: CN.cached("questions", set="wmdp-bio", limit=1), "the WMDP-bio question set")
 if wmdp is not None:
     if wmdp.get("is_fallback"):

@@ -102,25 +102,18 @@ TEMPLATE_WORDS = (
 # --------------------------------------------------------------------------- what runs
 
 
+# the sizes of the real run (CUDA) and of the dry run (CPU); only sizes and device differ.
+# The counts in ASKED are the defaults of the options of the same names.
+SIZES = {
+    False: dict(device="cuda", shrink=False, d_sae=16384, questions=1273, sweep_questions=100, server_repeats=20),
+    True: dict(device="cpu", shrink=True, d_sae=512, questions=16, sweep_questions=4, server_repeats=4),
+}
+ASKED = ("questions", "sweep_questions", "server_repeats")
+
+
 def sizes(args) -> dict:
-    """The real sizes, or the dry run's small ones (only sizes and device differ)."""
-    if args.dry_run:
-        return dict(
-            device="cpu",
-            shrink=True,
-            d_sae=512,
-            questions=args.questions or 16,
-            sweep_questions=args.sweep_questions or 4,
-            server_repeats=args.server_repeats or 4,
-        )
-    return dict(
-        device="cuda",
-        shrink=False,
-        d_sae=16384,
-        questions=args.questions or 1273,
-        sweep_questions=args.sweep_questions or 100,
-        server_repeats=args.server_repeats or 20,
-    )
+    """The real sizes, or the dry run's small ones, with the counts the options ask for."""
+    return {**SIZES[bool(args.dry_run)], **{k: getattr(args, k) for k in ASKED if getattr(args, k)}}
 
 
 def model_config(device: str, dtype: torch.dtype, shrink: bool):

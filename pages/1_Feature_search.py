@@ -99,11 +99,9 @@ if by == "text":
                 df["dense"] = df["dense"].map(lambda d: "⚠ dense" if d else "")
                 df = df[["feature", "score", "max_act", "n_tokens_active", "top_token", "background_freq", "dense"]]
                 df["top_token"] = df["top_token"].map(repr)
-                st.dataframe(
+                WG.table(
                     df,
-                    hide_index=True,
-                    width="stretch",
-                    column_config={
+                    {
                         "score": st.column_config.NumberColumn(
                             "specificity" if rank == "specificity" else "score", format="%.3f"
                         ),
@@ -137,9 +135,7 @@ elif by == "explanation":
         c1, c2, c3 = st.columns(3)
         n = c1.number_input("Describe the top N selected features", 5, 200, 50, step=5, key="xn")
         thr = c2.select_slider("Retain threshold", [0.5, 0.1, 0.05, 0.01, 0.005, 0.001], value=0.01, key="xthr")
-        xtok = c3.number_input(
-            "Tokens per corpus", 256, int(limits.get("max_stats_tokens", 200_000)), 20_000, step=1000, key="xtok"
-        )
+        xtok = WG.stats_tokens_input(c3, "Tokens per corpus", "xtok", limits)
         return int(n), float(thr), int(xtok)
 
     if not np_id:
@@ -208,12 +204,7 @@ elif by == "explanation":
         if source:
             st.caption(f"**Answered by:** {source}")
         if hits:
-            st.dataframe(
-                df,
-                hide_index=True,
-                width="stretch",
-                column_config={"link": st.column_config.LinkColumn("Neuronpedia")} if "link" in df else None,
-            )
+            WG.table(df, {"link": st.column_config.LinkColumn("Neuronpedia")} if "link" in df else None)
             ids = [int(x) for x in df["feature"]]
             c1, c2 = st.columns([2, 3], vertical_alignment="bottom")
             pick = c1.selectbox("Feature", ids, key="pick_x")
@@ -272,13 +263,11 @@ else:  # forget/retain selection
             c4.number_input, "N features", "n", 20, parse=US.int_in(1, max_n), min_value=1, max_value=max_n
         )
         c1, c2 = st.columns(2)
-        ntok = c1.number_input(
+        ntok = WG.stats_tokens_input(
+            c1,
             "Tokens per corpus",
-            256,
-            int(limits.get("max_stats_tokens", 200_000)),
-            20_000,
-            step=1000,
-            key="sel_tokens",
+            "sel_tokens",
+            limits,
             help="Statistics are cached on the server after the first run.",
         )
         describe = c2.checkbox("Add automatic descriptions", key="describe")
@@ -300,15 +289,9 @@ else:  # forget/retain selection
                     df = pd.DataFrame(rows)
                     if not describe:
                         df = df.drop(columns=["description"], errors="ignore")
-                    st.dataframe(
+                    WG.table(
                         df,
-                        hide_index=True,
-                        width="stretch",
-                        column_config={
-                            "forget_freq": st.column_config.NumberColumn("forget frequency", format="%.4f"),
-                            "retain_freq": st.column_config.NumberColumn("retain frequency", format="%.4f"),
-                            "ratio": st.column_config.NumberColumn("forget / retain", format="%.2f"),
-                        },
+                        SV.frequency_columns("retain frequency"),
                     )
                     st.caption(
                         f"{len(rows)} features, {sel['n_tokens']} tokens per corpus. Click a column header to sort."
@@ -436,7 +419,7 @@ with c2:
     cfg = {"+": st.column_config.NumberColumn(format="%.3f"), "−": st.column_config.NumberColumn(format="%.3f")}
     if d.get("logit_lens_meaningful", True):
         st.markdown("**Logit lens** (what the feature's decoder direction promotes / suppresses)")
-        st.dataframe(lens, hide_index=True, width="stretch", column_config=cfg)
+        WG.table(lens, cfg)
     else:
         st.markdown(
             "**What it is about:** the examples and the description above. The logit lens is left out: "
@@ -444,4 +427,4 @@ with c2:
             "layer's direction on the output is mostly noise."
         )
         with st.expander("Logit lens anyway (mostly noise this early)"):
-            st.dataframe(lens, hide_index=True, width="stretch", column_config=cfg)
+            WG.table(lens, cfg)

@@ -112,11 +112,9 @@ if not top:
     st.info("No feature is active at this token.")
 else:
     df = pd.DataFrame([{"feature": f, "activation": v, "chosen": "✓" if f in feats else ""} for f, v in top])
-    st.dataframe(
+    WG.table(
         df,
-        hide_index=True,
-        width="stretch",
-        column_config={
+        {
             "activation": st.column_config.ProgressColumn(
                 format="%.3f", min_value=0.0, max_value=float(max(v for _, v in top))
             )

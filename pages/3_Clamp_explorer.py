@@ -288,6 +288,14 @@ def live() -> None:
         st.code(json.dumps(res["interventions"], indent=1), language="json")
 
 
+def draw_curve(slot, points: list[dict], base: dict, answer: int, key: str, loss: dict | None = None) -> None:
+    """The probability-vs-c figure of the points so far into ``slot`` (with the loss added, once
+    there is some): drawn while the chunks come in and again when the curve is complete."""
+    values, probs = [p["value"] for p in points], [p["score"]["probs"] for p in points]
+    fig = FIG.prob_curve(values, probs, answer, base=base["probs"], loss=loss, mode_label=labels.get(mode, mode))
+    slot.plotly_chart(fig, key=key)
+
+
 def curve_points(slot, base: dict, answer: int) -> list[dict] | None:
     """The curve's points, scored a chunk of clamp values per request and drawn as they come in
     (None when a request failed: the failure is shown)."""
@@ -298,16 +306,7 @@ def curve_points(slot, base: dict, answer: int) -> list[dict] | None:
     chunks = [CURVE_VALUES[i : i + CURVE_CHUNK] for i in range(0, len(CURVE_VALUES), CURVE_CHUNK)]
     for k, vals in enumerate(chunks):
         if points:  # what has come so far, while the rest is scored
-            slot.plotly_chart(
-                FIG.prob_curve(
-                    [p["value"] for p in points],
-                    [p["score"]["probs"] for p in points],
-                    answer,
-                    base=base["probs"],
-                    mode_label=labels.get(mode, mode),
-                ),
-                key=f"curve_part{k}",
-            )
+            draw_curve(slot, points, base, answer, f"curve_part{k}")
         part = ER.attempt(
             lambda vals=vals: CN.cached(
                 "mcq", question_id=q["id"], set=qset, interventions=curve_ivs, values=vals, **top
@@ -373,17 +372,7 @@ def curve_panel(base: dict, answer: int) -> None:
         if out:
             loss_store[lkey] = out
     loss = loss_store.get(lkey)
-    slot.plotly_chart(
-        FIG.prob_curve(
-            [p["value"] for p in points],
-            [p["score"]["probs"] for p in points],
-            answer,
-            base=base["probs"],
-            loss=loss,
-            mode_label=labels.get(mode, mode),
-        ),
-        key="curve",
-    )
+    draw_curve(slot, points, base, answer, "curve", loss)
     dotted = f"{top['variant']} without the clamp" if top else "the clean model"
     st.caption(
         f"Solid lines: with the intervention at each c; dotted: {dotted}. "

@@ -218,11 +218,9 @@ job_id = US.url_selectbox("Run", list(by_id), key="job", format_func=job_label)
 
 def results_table(rows: list[dict], word: str) -> None:
     """The results, accuracies and their question counts first (visible without scrolling)."""
-    st.dataframe(
+    WG.table(
         pd.DataFrame(rows),
-        hide_index=True,
-        width="stretch",
-        column_config={
+        {
             "forget_accuracy": st.column_config.NumberColumn("forget acc", format="%.3f"),
             "forget_n": st.column_config.NumberColumn(
                 "forget n", format="%d", help="questions behind the forget accuracy"
@@ -303,7 +301,7 @@ st.subheader("Unlearning score")
 sc = RS.unlearning_score(results)
 per_mode = RS.by_mode(results)
 if len(per_mode) > 1:  # modes side by side: each its own score
-    st.dataframe(
+    WG.table(
         pd.DataFrame(
             [
                 {
@@ -320,9 +318,7 @@ if len(per_mode) > 1:  # modes side by side: each its own score
                 for m, rs in per_mode.items()
                 for s in [RS.unlearning_score(rs)]
             ]
-        ),
-        hide_index=True,
-        width="stretch",
+        )
     )
 base_row = next((r for r in rows if r["config"] == "none"), {})
 best_row = next((r for r in rows if r["config"] == sc["best_config"]), {})
@@ -388,7 +384,7 @@ st.caption(
 )
 if compare_detail is not None:
     sc2 = RS.unlearning_score(compare_detail["results"])
-    st.dataframe(
+    WG.table(
         pd.DataFrame(
             [
                 {
@@ -408,9 +404,7 @@ if compare_detail is not None:
                     ),
                 },
             ]
-        ),
-        hide_index=True,
-        width="stretch",
+        )
     )
 
 # ---------------------------------------------------------------- table and export

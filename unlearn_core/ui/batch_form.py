@@ -14,6 +14,7 @@ import streamlit as st
 from unlearn_core.data.specs import BIO_FALLBACK_SUBJECTS, SIDE_EFFECT_SUBJECTS, with_part
 from unlearn_core.ui import questions as QS
 from unlearn_core.ui import target_picker as TP
+from unlearn_core.ui import widgets as WG
 
 BIO_FALLBACK = "mmlu:" + ",".join(BIO_FALLBACK_SUBJECTS)
 MAX_SETS = 8  # the server's limit on side-effect / retain question sets
@@ -81,13 +82,8 @@ def target_form(t: dict, info: dict) -> dict:
     loss_corpus = c1.selectbox(
         "Loss-added corpus", list(dict.fromkeys([t["loss_corpus"], *corpora])), key=f"b_tloss_corpus_{k}"
     )
-    sel_tokens = c2.number_input(
-        "Selection tokens per corpus",
-        16,
-        int(limits.get("max_stats_tokens", 200_000)),
-        int(t["selection"]["tokens"]),
-        step=1000,
-        key=f"b_tsel_tokens_{k}",
+    sel_tokens = WG.stats_tokens_input(
+        c2, "Selection tokens per corpus", f"b_tsel_tokens_{k}", limits, low=16, value=int(t["selection"]["tokens"])
     )
     return {
         "target": k,
@@ -142,14 +138,7 @@ def paper_form(info: dict, wmdp: dict | None) -> dict:
     loss_corpus = c1.selectbox(
         "Loss-added corpus", ["webtext", *[c for c in corpora if c != "webtext"]], key="b_loss_corpus"
     )
-    sel_tokens = c2.number_input(
-        "Selection tokens per corpus",
-        16,
-        int(limits.get("max_stats_tokens", 200_000)),
-        20_000,
-        step=1000,
-        key="b_sel_tokens",
-    )
+    sel_tokens = WG.stats_tokens_input(c2, "Selection tokens per corpus", "b_sel_tokens", limits, low=16)
     c1, c2 = st.columns(2)
     fcorpus = c1.selectbox("Forget corpus (selection)", ["wmdp-bio-text@train", *corpora], key="b_fcorpus")
     rcorpus = c2.selectbox("Retain corpus (selection)", ["wikitext@train", *corpora], key="b_rcorpus")

@@ -9,6 +9,7 @@ import streamlit as st
 from unlearn_core.ui import connection as CN
 from unlearn_core.ui import errors as ER
 from unlearn_core.ui import render as R
+from unlearn_core.ui import widgets as WG
 
 RUNNING = ("queued", "running")
 
@@ -24,7 +25,7 @@ def finished(all_runs: list[dict] | None = None) -> list[str]:
 
 
 def runs_table(all_runs: list[dict]) -> None:
-    st.dataframe(
+    WG.table(
         pd.DataFrame(
             [
                 {
@@ -42,9 +43,7 @@ def runs_table(all_runs: list[dict]) -> None:
                 }
                 for r in all_runs
             ]
-        ),
-        hide_index=True,
-        width="stretch",
+        )
     )
 
 

@@ -97,17 +97,23 @@ def _settings(t: dict, sae: str, info: dict) -> dict:
     return dict(target=t["name"], sae=sae, n=int(n), threshold=thr, describe=describe, **PG.current_variant())
 
 
+def frequency_columns(retain_label: str) -> dict:
+    """The forget and retain frequencies and their ratio, as both selection tables (the paper's
+    and the target's) format them; ``retain_label`` says which retain frequency it is."""
+    return {
+        "forget_freq": st.column_config.NumberColumn("forget frequency", format="%.4f"),
+        "retain_freq": st.column_config.NumberColumn(retain_label, format="%.4f"),
+        "ratio": st.column_config.NumberColumn("forget / retain", format="%.2f"),
+    }
+
+
 def _result_table(res: dict, describe: bool) -> None:
     df = selection_table(res["features"], res["retain_corpora"], describe)
     fmt = {c: st.column_config.NumberColumn(c, format="%.4f") for c in df.columns if c.startswith("retain: ")}
-    st.dataframe(
+    WG.table(
         df,
-        hide_index=True,
-        width="stretch",
-        column_config={
-            "forget_freq": st.column_config.NumberColumn("forget frequency", format="%.4f"),
-            "retain_freq": st.column_config.NumberColumn("retain frequency (max)", format="%.4f"),
-            "ratio": st.column_config.NumberColumn("forget / retain", format="%.2f"),
+        {
+            **frequency_columns("retain frequency (max)"),
             "specificity": st.column_config.NumberColumn("specificity", format="%.2f"),
             **fmt,
         },

@@ -25,6 +25,14 @@ from unlearn_core.ui import target_picker as TP
 NAME_RULE = "1-40 lower-case letters, digits, '-' or '_', starting with a letter or digit"
 CORPUS_TYPES = ["txt", "jsonl"]
 QUESTION_TYPES = ["json", "csv"]
+CORPUS_HELP = (
+    "Plain text: paragraphs separated by blank lines are grouped into documents. "
+    'JSON lines: one {"text": ...} object per line, one document each.'
+)
+QUESTIONS_HELP = (
+    "JSON: a list of {question, choices: [4 strings], answer: 0-3 or A-D} (the "
+    "WMDP schema). CSV: columns question, choice0..choice3 (or A,B,C,D), answer."
+)
 DEFAULT_N, DEFAULT_C = 50, 200  # targets.save_target's defaults
 RETAIN_NOTE = (
     "Retain side (what to keep): the bio-basics target's retain corpora (the general-knowledge quiz "
@@ -105,8 +113,10 @@ def _taken() -> set[str]:
         return set()
 
 
-def _parsed(upload, parse, what: str):
-    """``parse(name, bytes)`` of an uploaded file, or None (with the error shown) when it fails."""
+def _uploaded(label: str, types: list[str], key: str, help: str, parse, what: str):
+    """A file uploader's file parsed by ``parse(name, bytes)``, or None (nothing uploaded, or the
+    parse error shown)."""
+    upload = st.file_uploader(label, type=types, key=key, help=help)
     if upload is None:
         return None
     try:
@@ -116,41 +126,43 @@ def _parsed(upload, parse, what: str):
         return None
 
 
+def _within_limit(parsed, summary: str, over: str | None):
+    """An upload's summary line; the upload, or None when it is past the server's limit (``over``:
+    the error shown, None when within it)."""
+    st.caption(summary)
+    if over:
+        st.error(over)
+        return None
+    return parsed
+
+
 def _corpus_upload(gen: int, max_chars: int) -> list[str] | None:
     """The forget corpus's uploader; its documents, or None (nothing uploaded, or an error shown)."""
-    up = st.file_uploader(
-        "Forget corpus (.txt or .jsonl)",
-        type=CORPUS_TYPES,
-        key=f"nt_corpus_{gen}",
-        help="Plain text: paragraphs separated by blank lines are grouped into documents. "
-        'JSON lines: one {"text": ...} object per line, one document each.',
+    docs = _uploaded(
+        "Forget corpus (.txt or .jsonl)", CORPUS_TYPES, f"nt_corpus_{gen}", CORPUS_HELP, corpus_documents, "The corpus"
     )
-    docs = _parsed(up, corpus_documents, "The corpus")
-    if docs is not None:
-        chars = sum(len(d) for d in docs)
-        st.caption(f"{len(docs)} document(s), {chars:,} characters.")
-        if chars > max_chars:
-            st.error(f"The corpus is {chars:,} characters; the server takes at most {max_chars:,}.")
-            docs = None
-    return docs
+    if docs is None:
+        return None
+    chars = sum(len(d) for d in docs)
+    over = f"The corpus is {chars:,} characters; the server takes at most {max_chars:,}."
+    return _within_limit(docs, f"{len(docs)} document(s), {chars:,} characters.", over if chars > max_chars else None)
 
 
 def _questions_upload(gen: int, max_questions: int) -> list[dict] | None:
     """The forget questions' uploader; their rows, or None (nothing uploaded, or an error shown)."""
-    up = st.file_uploader(
+    rows = _uploaded(
         "Forget questions (.json or .csv)",
-        type=QUESTION_TYPES,
-        key=f"nt_questions_{gen}",
-        help="JSON: a list of {question, choices: [4 strings], answer: 0-3 or A-D} (the "
-        "WMDP schema). CSV: columns question, choice0..choice3 (or A,B,C,D), answer.",
+        QUESTION_TYPES,
+        f"nt_questions_{gen}",
+        QUESTIONS_HELP,
+        question_rows,
+        "The questions",
     )
-    rows = _parsed(up, question_rows, "The questions")
-    if rows is not None:
-        st.caption(f"{len(rows)} question(s), e.g. “{rows[0]['question'][:80]}”")
-        if len(rows) > max_questions:
-            st.error(f"{len(rows)} questions; the server takes at most {max_questions:,}.")
-            rows = None
-    return rows
+    if rows is None:
+        return None
+    over = f"{len(rows)} questions; the server takes at most {max_questions:,}."
+    summary = f"{len(rows)} question(s), e.g. “{rows[0]['question'][:80]}”"
+    return _within_limit(rows, summary, over if len(rows) > max_questions else None)
 
 
 def _n_and_c(col_n, col_c, gen: int, max_features: int) -> tuple[int, float]:

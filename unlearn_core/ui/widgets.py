@@ -1,4 +1,5 @@
-"""Small Streamlit helpers the pages share: a token heat-map, results that stay after a click, PNG export."""
+"""Small Streamlit helpers the pages share: a token heat-map, tables, results that stay after a click,
+PNG export."""
 
 from __future__ import annotations
 
@@ -13,6 +14,18 @@ from unlearn_core.ui import render as R
 
 def heatmap(tokens: list[str], values: list[float], **kw) -> None:
     st.markdown(R.token_heatmap_html(tokens, values, **kw), unsafe_allow_html=True)
+
+
+def table(df, column_config: dict | None = None) -> None:
+    """A table as every page shows one: no index column, the page's full width."""
+    st.dataframe(df, hide_index=True, width="stretch", column_config=column_config)
+
+
+def stats_tokens_input(col, label: str, key: str, limits: dict, low: int = 256, value: int = 20_000, **kw):
+    """A number of tokens of feature statistics per corpus (steps of 1,000), at most the server's
+    ``max_stats_tokens``: the selection forms' shared input."""
+    top = int(limits.get("max_stats_tokens", 200_000))
+    return col.number_input(label, low, top, value, step=1000, key=key, **kw)
 
 
 def once(key: str, params: Any, clicked: bool) -> bool:
