@@ -42,9 +42,11 @@ import json
 import re
 import threading
 from copy import deepcopy
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import unquote, urlsplit
+
+from loopback_helpers import LoopbackServer
 
 PUBLIC_URL = "https://www.neuronpedia.org"
 CONTACT_EMAIL = "johnny@neuronpedia.org"
@@ -246,7 +248,7 @@ def make_feature(
     }
 
 
-class RealNeuronpedia:
+class RealNeuronpedia(LoopbackServer):
     """Threaded HTTP server on 127.0.0.1 answering like neuronpedia.org.
 
     Knobs: ``rate_limit(n)`` makes the next n /api requests answer 429 (middleware body, no
@@ -290,21 +292,9 @@ class RealNeuronpedia:
             do_GET = _handle
             do_POST = _handle
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.host, self.port = self.server.server_address[:2]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+        super().__init__(Handler)
 
     # ------------------------------------------------------------------ control
-
-    def start(self) -> "RealNeuronpedia":
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
     def add_feature(self, feature: dict[str, Any]) -> dict[str, Any]:
         self.features[(feature["modelId"], feature["layer"], feature["index"])] = feature

@@ -605,15 +605,23 @@ def run_small_paper_sweep(at: AppTest) -> str:
     return job_id
 
 
+def paper_sweep_form(ns: str = "1, 2", at: AppTest | None = None) -> AppTest:
+    """The batch page (``at``, else a fresh one) in the paper's WMDP-bio setup with a small grid:
+    threshold 0.5, N in ``ns``, c 20 and 100."""
+    if at is None:
+        at = ok(page("batch").run())
+    at.segmented_control(key="b_setup").set_value("paper")
+    ok(at.run())
+    at.text_input(key="b_thr").input("0.5")
+    at.text_input(key="b_ns").input(ns)
+    at.text_input(key="b_vals").input("20, 100")
+    return at
+
+
 def test_batch_evaluation_runs_a_sweep_and_shows_results(app_env):
     at = ok(page("batch").run())
     assert at.segmented_control(key="b_setup").value == "target"
-    at.segmented_control(key="b_setup").set_value("paper")  # the paper's WMDP-bio setup
-    ok(at.run())
-    at.text_input(key="b_thr").input("0.5")
-    at.text_input(key="b_ns").input("1, 2")
-    at.text_input(key="b_vals").input("20, 100")
-    job_id = run_small_paper_sweep(at)
+    job_id = run_small_paper_sweep(paper_sweep_form(at=at))
     assert at.selectbox(key="job").value == job_id  # still the run started, after it finished
     metrics = {m.label: m.value for m in at.metric}
     assert re.fullmatch(r"\d\.\d{3}|—", metrics["Unlearning score"])
@@ -838,12 +846,7 @@ def test_question_box_label_says_how_many_the_known_filter_checked():
 def test_batch_evaluation_runs_static_and_gated_side_by_side(app_env):
     """Modes clamp and gated in one run: one unlearning score per mode, gate-open rates in the
     results, and Figure 5 with one series per mode."""
-    at = ok(page("batch").run())
-    at.segmented_control(key="b_setup").set_value("paper")
-    ok(at.run())
-    at.text_input(key="b_thr").input("0.5")
-    at.text_input(key="b_ns").input("2")
-    at.text_input(key="b_vals").input("20, 100")
+    at = paper_sweep_form(ns="2")
     at.multiselect(key="b_modes").set_value(["clamp", "gated"])
     ok(at.run())
     at.segmented_control(key="b_gate_how").set_value("value")

@@ -5,7 +5,16 @@ compared with the base model and the clamp on one question in the clamp explorer
 from __future__ import annotations
 
 import pytest
-from test_app import QID, app_env, ok, page, prob_table, run_small_paper_sweep, server  # noqa: F401 (fixtures)
+from test_app import (  # noqa: F401 (fixtures)
+    QID,
+    app_env,
+    ok,
+    page,
+    paper_sweep_form,
+    prob_table,
+    run_small_paper_sweep,
+    server,
+)
 
 from unlearn_core.server.client import UnlearnClient
 
@@ -41,17 +50,6 @@ def test_rmu_run_trained_from_the_panel_is_listed(app_env, trained):
     row = table[table["variant"] == trained].iloc[0]
     assert row["status"] == "done" and row["steps"] == "20/20"
     assert trained in at.multiselect(key="b_variants").options
-
-
-def paper_sweep_form():
-    """The batch page's paper setup with a small grid (threshold 0.5, N 1 and 2, c 20 and 100)."""
-    at = ok(page("batch").run())
-    at.segmented_control(key="b_setup").set_value("paper")
-    ok(at.run())
-    at.text_input(key="b_thr").input("0.5")
-    at.text_input(key="b_ns").input("1, 2")
-    at.text_input(key="b_vals").input("20, 100")
-    return at
 
 
 def test_sweep_with_the_rmu_model_scores_it_beside_the_clamp(app_env, trained):

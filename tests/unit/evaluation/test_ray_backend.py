@@ -21,31 +21,21 @@ import pytest
 pytest.importorskip("ray")
 
 from browser_helpers import clean_env  # noqa: E402
+from cli_helpers import tiny_sweep_args  # noqa: E402
 
 from unlearn_core.cli import main  # noqa: E402
 
 ROOT = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").exists())
 GEO = "mmlu:high_school_geography"
-ARGS = [
-    "sweep",
-    "--tiny",
-    "--thresholds",
-    "0.5",
-    "--n",
-    "1,2,3",
-    "--clamps",
-    "10,50",
-    "--limit",
-    "6",
-    "--all-questions",
-    "--selection-tokens",
-    "200",
-    "--loss-tokens",
-    "2100",
-    "--side-set",
-    GEO,
-]  # 9 loss windows: 2 shards
+# 9 loss windows: 2 shards
+ARGS = [*tiny_sweep_args(n="1,2,3", clamps="10,50", limit=6, loss_tokens=2100), "--side-set", GEO]
 KEYS = {"none"} | {f"t=0.5|n={n}|c={v}" for n in (1, 2, 3) for v in (10, 50)}
+
+
+def sweep_cli(backend: str, out: Path) -> list[str]:
+    """The command line of ARGS's sweep on ``backend`` (Ray: 2 workers), its run and cache in ``out``."""
+    workers = ["--workers", "2"] if backend == "ray" else []
+    return [*ARGS, "--backend", backend, *workers, "--out", str(out), "--cache-dir", str(out / "cache")]
 
 
 def by_config(rows: list[dict]) -> dict[str, dict]:
@@ -55,6 +45,52 @@ def by_config(rows: list[dict]) -> dict[str, dict]:
 
 def jsonl(path: Path) -> list[dict]:
     return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
+
+
+def ray_job(tmp_path: Path, loss_tokens: int):
+    """A job runner on a 2-worker Ray pool and its created job (ARGS's grid, ``loss_tokens`` of
+    loss added). Each task sleeps 1 s after scoring, so a kill or a cancel lands while a worker
+    holds a task."""
+    from unlearn_core.evaluation.ray_backend import EngineRecipe, RayPool
+    from unlearn_core.model.tiny import tiny_engine
+    from unlearn_core.server.jobs import JobRunner, JobStore
+    from unlearn_core.server.schemas import JobSpec
+    from unlearn_core.server.state import ServerState
+
+    engine = tiny_engine(cache_dir=str(tmp_path / "cache"))
+    engine.settings.job_backend = "ray"
+    runner = JobRunner(ServerState(lambda: engine))
+    runner.store = JobStore(tmp_path / "jobs")
+    runner.pool = RayPool(EngineRecipe.of(engine), workers=2, task_delay_s=1.0).start()
+    spec = runner.prepare(
+        JobSpec(
+            thresholds=[0.5],
+            ns=[1, 2, 3],
+            values=[10.0, 50.0],
+            question_limit=6,
+            known=False,
+            selection_tokens=200,
+            loss_tokens=loss_tokens,
+            side_effect_sets=[GEO],
+        )
+    )
+    return runner, runner.store.create(spec, engine.cache_namespace())
+
+
+def when_configurations_run(job, act) -> threading.Thread:
+    """A started thread that calls ``act()`` half a second into the job's configurations phase
+    (when a worker is busy with a task)."""
+
+    def wait_then_act() -> None:
+        end = time.time() + 60
+        while job.phase != "configurations" and time.time() < end:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        act()
+
+    thread = threading.Thread(target=wait_then_act)
+    thread.start()
+    return thread
 
 
 @pytest.fixture(scope="module")
@@ -73,29 +109,14 @@ def ray_session():
 @pytest.fixture(scope="module")
 def local_rows(tmp_path_factory, shared_data) -> dict[str, dict]:
     out = tmp_path_factory.mktemp("sweep_local")
-    assert main([*ARGS, "--backend", "local", "--out", str(out), "--cache-dir", str(out / "cache")]) == 0
+    assert main(sweep_cli("local", out)) == 0
     rows = json.loads((out / "results.json").read_text())["results"]
     assert set(by_config(rows)) == KEYS
     return by_config(jsonl(next((out / "jobs").iterdir()) / "results.jsonl"))
 
 
 def test_local_and_ray_give_identical_results(ray_session, local_rows, tmp_path):
-    assert (
-        main(
-            [
-                *ARGS,
-                "--backend",
-                "ray",
-                "--workers",
-                "2",
-                "--out",
-                str(tmp_path),
-                "--cache-dir",
-                str(tmp_path / "cache"),
-            ]
-        )
-        == 0
-    )
+    assert main(sweep_cli("ray", tmp_path)) == 0
     rows = jsonl(next((tmp_path / "jobs").iterdir()) / "results.jsonl")
     assert len(rows) == len(KEYS)
     assert by_config(rows) == local_rows
@@ -106,42 +127,10 @@ def test_local_and_ray_give_identical_results(ray_session, local_rows, tmp_path)
 
 
 def test_killed_worker_loses_and_duplicates_nothing(ray_session, local_rows, tmp_path):
-    from unlearn_core.evaluation.ray_backend import EngineRecipe, RayPool
-    from unlearn_core.model.tiny import tiny_engine
-    from unlearn_core.server.jobs import JobRunner, JobStore
-    from unlearn_core.server.schemas import JobSpec
-    from unlearn_core.server.state import ServerState
-
-    engine = tiny_engine(cache_dir=str(tmp_path / "cache"))
-    engine.settings.job_backend = "ray"
-    runner = JobRunner(ServerState(lambda: engine))
-    runner.store = JobStore(tmp_path / "jobs")
-    # each task sleeps 1 s after scoring, so the kill lands while a worker holds a task
-    runner.pool = pool = RayPool(EngineRecipe.of(engine), workers=2, task_delay_s=1.0).start()
-    spec = runner.prepare(
-        JobSpec(
-            thresholds=[0.5],
-            ns=[1, 2, 3],
-            values=[10.0, 50.0],
-            question_limit=6,
-            known=False,
-            selection_tokens=200,
-            loss_tokens=2100,
-            side_effect_sets=[GEO],
-        )
-    )
-    job = runner.store.create(spec, engine.cache_namespace())
+    runner, job = ray_job(tmp_path, loss_tokens=2100)
+    pool = runner.pool
     victim = pool.infos()[0]["pid"]
-
-    def kill_when_busy() -> None:
-        end = time.time() + 60
-        while job.phase != "configurations" and time.time() < end:
-            time.sleep(0.05)
-        time.sleep(0.5)
-        os.kill(victim, signal.SIGKILL)
-
-    killer = threading.Thread(target=kill_when_busy)
-    killer.start()
+    killer = when_configurations_run(job, lambda: os.kill(victim, signal.SIGKILL))
     try:
         assert runner.run_job(job)
     finally:
@@ -154,22 +143,7 @@ def test_killed_worker_loses_and_duplicates_nothing(ray_session, local_rows, tmp
 
 
 def test_killed_driver_resumes_without_loss_or_duplicates(local_rows, tmp_path, shared_data):
-    cmd = [
-        sys.executable,
-        "-m",
-        "unlearn_core",
-        *ARGS,
-        "--backend",
-        "ray",
-        "--workers",
-        "2",
-        "--out",
-        str(tmp_path),
-        "--cache-dir",
-        str(tmp_path / "cache"),
-        "--delay-per-config",
-        "1.0",
-    ]
+    cmd = [sys.executable, "-m", "unlearn_core", *sweep_cli("ray", tmp_path), "--delay-per-config", "1.0"]
     env = {**clean_env(), "RAY_USAGE_STATS_ENABLED": "0", "OMP_NUM_THREADS": "1"}
     env.pop("RAY_ADDRESS", None)
     log = open(tmp_path / "driver.log", "wb")
@@ -325,40 +299,8 @@ def test_loss_shards_are_batch_aligned():
 def test_cancel_stops_a_ray_job(ray_session, tmp_path, shared_data):
     """Cancel during the configurations phase: the job ends 'cancelled' before its last
     selection, keeping the rows it had, none twice."""
-    from unlearn_core.evaluation.ray_backend import EngineRecipe, RayPool
-    from unlearn_core.model.tiny import tiny_engine
-    from unlearn_core.server.jobs import JobRunner, JobStore
-    from unlearn_core.server.schemas import JobSpec
-    from unlearn_core.server.state import ServerState
-
-    engine = tiny_engine(cache_dir=str(tmp_path / "cache"))
-    engine.settings.job_backend = "ray"
-    runner = JobRunner(ServerState(lambda: engine))
-    runner.store = JobStore(tmp_path / "jobs")
-    runner.pool = RayPool(EngineRecipe.of(engine), workers=2, task_delay_s=1.0).start()
-    spec = runner.prepare(
-        JobSpec(
-            thresholds=[0.5],
-            ns=[1, 2, 3],
-            values=[10.0, 50.0],
-            question_limit=6,
-            known=False,
-            selection_tokens=200,
-            loss_tokens=0,
-            side_effect_sets=[GEO],
-        )
-    )
-    job = runner.store.create(spec, engine.cache_namespace())
-
-    def cancel_when_busy() -> None:
-        end = time.time() + 60
-        while job.phase != "configurations" and time.time() < end:
-            time.sleep(0.05)
-        time.sleep(0.5)
-        job.cancel.set()
-
-    t = threading.Thread(target=cancel_when_busy)
-    t.start()
+    runner, job = ray_job(tmp_path, loss_tokens=0)
+    t = when_configurations_run(job, job.cancel.set)
     try:
         runner.run_job(job)
     finally:

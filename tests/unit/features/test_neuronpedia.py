@@ -7,10 +7,11 @@ import logging
 import socket
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
+from loopback_helpers import LoopbackServer, loopback_env
 
 from unlearn_core.features import neuronpedia as NP
 from unlearn_core.features.neuronpedia import (
@@ -86,7 +87,7 @@ SEARCH_JSON = {
 }
 
 
-class FakeNeuronpedia:
+class FakeNeuronpedia(LoopbackServer):
     """Recorded-response server. ``mode`` picks behaviour; every request is recorded."""
 
     def __init__(self) -> None:
@@ -151,45 +152,22 @@ class FakeNeuronpedia:
             do_GET = _handle
             do_POST = _handle
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+        super().__init__(Handler)
 
     @property
     def count(self) -> int:
         with self._lock:
             return len(self.requests)
 
-    def start(self) -> "FakeNeuronpedia":
-        self.thread.start()
-        return self
-
     def stop(self) -> None:
-        self._stop.set()
-        self.server.shutdown()
-        self.server.server_close()
+        self._stop.set()  # a slow answer ends now
+        super().stop()
 
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch):
     """Isolate from the machine's env: no offline flags, no key, no proxies for loopback."""
-    for name in (
-        "NEURONPEDIA_URL",
-        "NEURONPEDIA_API_KEY",
-        "UNLEARN_CACHE_DIR",
-        "UNLEARN_OFFLINE",
-        "HF_HUB_OFFLINE",
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "ALL_PROXY",
-        "http_proxy",
-        "https_proxy",
-        "all_proxy",
-    ):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+    loopback_env(monkeypatch)
 
 
 @pytest.fixture

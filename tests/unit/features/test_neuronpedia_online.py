@@ -13,6 +13,7 @@ import socket
 import pytest
 from api_helpers import app, client, engine, ok  # noqa: F401 (fixtures)
 from fake_neuronpedia_real import INDEX, MODEL, SOURCE, RealNeuronpedia, make_feature
+from loopback_helpers import loopback_env
 
 from unlearn_core.features import neuronpedia as NP
 from unlearn_core.features.neuronpedia import (
@@ -62,22 +63,8 @@ def net_guard(monkeypatch):
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch, tmp_path):
     """No key, no offline flags, no proxies; the cache in tmp; NEURONPEDIA_URL set by `fake`."""
-    for name in (
-        "NEURONPEDIA_URL",
-        "NEURONPEDIA_API_KEY",
-        "UNLEARN_OFFLINE",
-        "HF_HUB_OFFLINE",
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "ALL_PROXY",
-        "http_proxy",
-        "https_proxy",
-        "all_proxy",
-    ):
-        monkeypatch.delenv(name, raising=False)
+    loopback_env(monkeypatch)
     monkeypatch.setenv("UNLEARN_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ generation following the prompt's decision, the fast path, and the percentile ca
 
 import pytest
 import torch
+from cli_helpers import tiny_sweep_args
 from test_interventions import active_features, manual_clamp, manual_codes, run
 
 from unlearn_core.method.interventions import HookState, Intervention, special_ids
@@ -185,21 +186,7 @@ def test_cli_sweep_runs_modes_side_by_side_and_refuses_a_gate_without_tau(tmp_pa
     from unlearn_core.cli import main
 
     common = [
-        "sweep",
-        "--tiny",
-        "--thresholds",
-        "0.5",
-        "--n",
-        "2",
-        "--clamps",
-        "10,50",
-        "--limit",
-        "3",
-        "--all-questions",
-        "--selection-tokens",
-        "200",
-        "--loss-tokens",
-        "0",
+        *tiny_sweep_args(n="2", clamps="10,50", limit=3, loss_tokens=0),
         "--side-set",
         "mmlu:high_school_geography",
         "--cache-dir",

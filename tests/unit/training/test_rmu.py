@@ -11,7 +11,7 @@ from dataclasses import replace
 
 import pytest
 import torch
-from cli_helpers import run_cli
+from cli_helpers import run_cli, tiny_sweep_args
 
 from unlearn_core.evaluation.targets import Target
 from unlearn_core.model.tiny import tiny_engine
@@ -259,21 +259,7 @@ def test_cli_trains_lists_and_scores_with_the_variant(tmp_path, capsys, monkeypa
     assert out["rmu"]["steps_done"] == 12 and "rmu" in out["scores"]
     # the sweep: the RMU model as a row, and (--model-variant) the clamps on top of it
     r = run(
-        "sweep",
-        "--tiny",
-        "--thresholds",
-        "0.5",
-        "--n",
-        "2",
-        "--clamps",
-        "20",
-        "--limit",
-        "3",
-        "--all-questions",
-        "--selection-tokens",
-        "200",
-        "--loss-tokens",
-        "300",
+        *tiny_sweep_args(n="2", clamps="20", limit=3, loss_tokens=300),
         "--variants",
         "rmu:cli",
         "--model-variant",
