@@ -5,7 +5,8 @@ Failures are explicit: :class:`ServerUnavailableError` when nothing answers (the
 how to start a server), :class:`ServerError` with the server's status and message otherwise.
 ``ensure_server(auto_start=True)`` starts a local server as a subprocess when none answers.
 Every default of a request field is the server schema's own (:func:`schema_default`), read when
-this module loads, so the client never repeats one by hand.
+this module loads, so the client never repeats one by hand. The task methods (long requests,
+polled) are in :mod:`.client_tasks`, the shared errors and helpers in :mod:`.client_base`.
 """
 
 from __future__ import annotations
@@ -22,30 +23,22 @@ from urllib.parse import quote, urlparse
 import requests
 
 from unlearn_core.server import schemas as S
+from unlearn_core.server.client_base import (  # noqa: F401 (re-exported: the client's public names)
+    FINISHED,
+    ServerError,
+    ServerUnavailableError,
+    needs_task,
+    schema_default,
+    wait_until_finished,
+)
+from unlearn_core.server.client_base import variant_body as _on
+from unlearn_core.server.client_tasks import TaskMethods
 
 DEFAULT_URL = "http://127.0.0.1:8765"
 START_HINT = (
     "start one with `python -m unlearn_core serve` (or `bash scripts/run.sh`), "
     "or point UNLEARN_SERVER_URL at a running server"
 )
-
-
-class ServerUnavailableError(ConnectionError):
-    """No server answers at the URL."""
-
-
-class ServerError(RuntimeError):
-    """The server answered with an error status; ``message`` is its explanation."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(f"server error {status}: {message}")
-        self.status, self.message = status, message
-
-
-def schema_default(model: type, field: str) -> Any:
-    """The default of ``field`` in the request schema ``model`` (a default factory is called):
-    one source for every default the client sends, so a default changed in the schema reaches it."""
-    return model.model_fields[field].get_default(call_default_factory=True)
 
 
 _d = schema_default  # short, for the method signatures below
@@ -55,29 +48,9 @@ def _default_url() -> str:
     return (os.environ.get("UNLEARN_SERVER_URL") or DEFAULT_URL).rstrip("/")
 
 
-def _on(variant: str, body: dict) -> dict:
-    """The request body, naming the model variant only when it is not the model as loaded (an older
-    server without variants still answers base requests)."""
-    return {**body, "variant": variant} if variant and variant != "base" else body
-
-
-FINISHED = ("done", "cancelled", "failed")
-
-
-def wait_until_finished(fetch, what: str, counts: tuple[str, str], timeout: float, poll: float) -> dict:
-    """Poll ``fetch()`` until its status is finished; a TimeoutError names ``what`` and its progress
-    (the two ``counts`` fields) when ``timeout`` seconds pass first. Jobs, tasks and RMU runs share it."""
-    end = time.time() + timeout
-    while (r := fetch())["status"] not in FINISHED:
-        if time.time() > end:
-            done, total = (r.get(k) for k in counts)
-            raise TimeoutError(f"{what} not finished after {timeout:.0f} s ({done}/{total})")
-        time.sleep(poll)
-    return r
-
-
-class UnlearnClient:
-    """One method per endpoint; each returns the decoded JSON response."""
+class UnlearnClient(TaskMethods):
+    """One method per endpoint (the task kinds' in :class:`client_tasks.TaskMethods`); each returns
+    the decoded JSON response."""
 
     def __init__(
         self,
@@ -325,8 +298,15 @@ class UnlearnClient:
     # -- questions
 
     def questions(
-        self, set: str = "wmdp-bio", known: bool = False, limit: int = 50, offset: int = 0, strict: bool = False
+        self,
+        set: str = _d(S.QuestionsKnownRequest, "set"),
+        known: bool = False,
+        limit: int = _d(S.QuestionsKnownRequest, "limit"),
+        offset: int = _d(S.QuestionsKnownRequest, "offset"),
+        strict: bool = _d(S.QuestionsKnownRequest, "strict"),
     ) -> dict:
+        """A page of a question set (with ``known``: the questions the clean model knows; past the
+        synchronous limit of uncached ones, :meth:`questions_task`)."""
         params = {"set": set, "known": str(known).lower(), "limit": limit, "offset": offset}
         if strict:  # only sent when asked for, so an older server still answers plain requests
             params["strict"] = "true"
@@ -399,73 +379,6 @@ class UnlearnClient:
             "POST",
             "/api/perplexity",
             _on(variant, {"corpus": corpus, "part": part, "interventions": interventions or [], "n_tokens": n_tokens}),
-        )
-
-    # -- tasks (long requests: 202, then polled; the result is the synchronous endpoint's answer)
-
-    def submit_task(self, kind: str, body: dict) -> dict:
-        return self.request("POST", f"/api/tasks/{kind}", body)
-
-    def task(self, task_id: str) -> dict:
-        return self.request("GET", f"/api/tasks/{task_id}")
-
-    def cancel_task(self, task_id: str) -> dict:
-        return self.request("POST", f"/api/tasks/{task_id}/cancel")
-
-    def run_task(self, kind: str, body: dict, timeout: float = 3600.0, poll: float = 0.5) -> dict:
-        """Submit a task, wait for it, and return its result (a ServerError when it fails)."""
-        task_id = self.submit_task(kind, body)["id"]
-        t = wait_until_finished(lambda: self.task(task_id), f"task {task_id}", ("done", "total"), timeout, poll)
-        if t["status"] != "done":
-            raise ServerError(400, f"task {task_id} {t['status']}: {t.get('error') or ''}".strip())
-        return t["result"]
-
-    def loss_added_task(
-        self,
-        interventions: list[dict],
-        corpus: str = _d(S.LossAddedRequest, "corpus"),
-        n_tokens: int = _d(S.LossAddedRequest, "n_tokens"),
-        variant: str = "base",
-    ) -> dict:
-        """``loss_added`` as a task (no synchronous limit on n_tokens)."""
-        return self.run_task(
-            "loss_added", _on(variant, {"corpus": corpus, "interventions": interventions, "n_tokens": n_tokens})
-        )
-
-    def perplexity_task(
-        self,
-        corpus: str = _d(S.PerplexityRequest, "corpus"),
-        part: str = _d(S.PerplexityRequest, "part"),
-        interventions: list[dict] | None = None,
-        n_tokens: int = _d(S.PerplexityRequest, "n_tokens"),
-        variant: str = "base",
-    ) -> dict:
-        """``perplexity`` as a task (no synchronous limit on n_tokens)."""
-        return self.run_task(
-            "perplexity",
-            _on(variant, {"corpus": corpus, "part": part, "interventions": interventions or [], "n_tokens": n_tokens}),
-        )
-
-    def generate_task(
-        self,
-        prompt: str,
-        interventions: list[dict] | None = None,
-        max_new_tokens: int = _d(S.GenerateRequest, "max_new_tokens"),
-        temperature: float = _d(S.GenerateRequest, "temperature"),
-        seed: int = _d(S.GenerateRequest, "seed"),
-        variant: str = "base",
-    ) -> dict:
-        """``generate`` as a task (no synchronous limit on max_new_tokens)."""
-        return self.run_task(
-            "generate",
-            {
-                "prompt": prompt,
-                "interventions": interventions or [],
-                "max_new_tokens": max_new_tokens,
-                "variant": variant,
-                "temperature": temperature,
-                "seed": seed,
-            },
         )
 
     # -- jobs
