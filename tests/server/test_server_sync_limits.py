@@ -141,10 +141,10 @@ def test_the_demo_past_its_limits_names_the_task_and_the_task_answers_the_same(c
 
 
 def test_the_demo_task_counts_one_step_per_question(client):
-    body = {"target": "bio-basics", "max_scan": 5}
+    body = {"target": "bio-basics", "max_scan": S.SYNC_DEMO_SCAN}
     ok(client.post("/api/demo", json=body))  # the statistics cached (no steps of theirs below)
     task = submit(client, "demo", body)
-    assert task["done"] == task["total"] == 2 * 5  # each set's questions, checked or passed over
+    assert task["done"] == task["total"] == 2 * S.SYNC_DEMO_SCAN  # each set's questions, checked or passed over
     assert task["result"] == ok(client.post("/api/demo", json=body))
 
 
@@ -190,6 +190,20 @@ def test_statistics_within_the_limit_stay_synchronous(client, kind):
     within = body(S.SYNC_STATS_TOKENS // 2 - len(kind))  # two corpora at most: within the limit together
     sync = ok(client.post(path, json=within))  # computed synchronously
     assert same(run_task(client, path, within), sync)
+
+
+def test_descriptions_past_the_limit_are_a_409_and_the_task_writes_them(client):
+    body = {"forget": "wikitext@train", "retain": "webtext", "threshold": 0.9, "n_tokens": 300, "describe": True}
+    within = ok(client.post("/api/features/select", json={**body, "n": S.SYNC_DESCRIPTIONS}))
+    assert len(within["features"]) == S.SYNC_DESCRIPTIONS and all(r["description"] for r in within["features"])
+    more = {**body, "n": S.SYNC_DESCRIPTIONS + 3}  # the first ones are cached now: 3 to describe
+    assert ok(client.post("/api/features/select", json=more))["features"][: S.SYNC_DESCRIPTIONS] == within["features"]
+    most = {**body, "n": 2 * S.SYNC_DESCRIPTIONS + 4}
+    detail = says_task(client.post("/api/features/select", json=most), 409, "features_select")
+    assert f"{S.SYNC_DESCRIPTIONS + 1} of the {most['n']} features have no cached description" in detail
+    task = submit(client, "features_select", most)
+    assert task["done"] == task["total"] == most["n"]  # one step per feature (a cached description: read at once)
+    assert task["result"] == ok(client.post("/api/features/select", json=most))  # all cached now
 
 
 def test_a_shipped_or_cached_statistic_costs_nothing(client, engine, app):

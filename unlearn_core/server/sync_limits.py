@@ -60,6 +60,24 @@ def check_stats(state: ServerState, kind: str, sae: str, wanted: list[tuple[str,
         )
 
 
+def check_descriptions(state: ServerState, kind: str, sae: str, stats, features: list[int]) -> None:
+    """A 409 naming the task route when more than ``SYNC_DESCRIPTIONS`` of the features' automatic
+    descriptions (of ``stats``' corpus) are not cached yet (each reads its top windows again)."""
+    from unlearn_core.core import cache as C
+    from unlearn_core.features import stats as F
+
+    with state.model("descriptions check") as engine:  # the namespace in the path names this thread's variant
+        known = C.read_json(F.description_path(engine, sae, stats)) or {}
+    n = sum(str(f) not in known for f in features)
+    if n > S.SYNC_DESCRIPTIONS:
+        raise TaskRequired(
+            f"{n} of the {len(features)} features have no cached description: describing them is more than a "
+            f"synchronous request does (at most {S.SYNC_DESCRIPTIONS}, about 1.5 s each); {as_task(kind)} "
+            "(or describe=false; once done, this request answers at once)",
+            status=409,
+        )
+
+
 def check_known(n_uncached: int, limit: int) -> None:
     """A 409 naming the task route when a page's uncached known statuses exceed ``limit``."""
     if n_uncached > limit:

@@ -11,7 +11,7 @@ from unlearn_core.server.convert import neuronpedia_info, on_variant, resolve_sa
 from unlearn_core.server.deps import State
 from unlearn_core.server.state import ServerState
 from unlearn_core.server.steps import feature_stats_chunked, run_steps
-from unlearn_core.server.sync_limits import check_stats
+from unlearn_core.server.sync_limits import check_descriptions, check_stats
 
 router = APIRouter(tags=["features"])
 
@@ -109,7 +109,10 @@ def compute_select(state: ServerState, req: S.SelectRequest, sync: bool = False)
     fs = feature_stats_chunked(state, sae, req.forget, req.n_tokens)
     rs = feature_stats_chunked(state, sae, req.retain, req.n_tokens)
     rows = F.select_features(fs.freq, rs.freq, req.threshold, req.n)
+    if req.describe and sync:
+        check_descriptions(state, "features_select", sae, fs, [r["feature"] for r in rows])
     if req.describe:  # one feature per step (its top windows and logits)
+        state.expect(len(rows))
 
         def describe(engine, r):
             r["description"] = F.auto_description(engine, sae, r["feature"], fs)
@@ -125,5 +128,6 @@ def features_select(req: S.SelectRequest, state: State) -> S.SelectResponse:
     """The paper's selection: retain frequency < threshold, ranked by forget frequency, top n.
 
     The statistics of both corpora, when neither cached nor shipped, are computed synchronously up
-    to ``SYNC_STATS_TOKENS`` in all; more is a 409 that names ``POST /api/tasks/features_select``."""
+    to ``SYNC_STATS_TOKENS`` in all, and with ``describe`` up to ``SYNC_DESCRIPTIONS`` (4) descriptions
+    not cached yet; more is a 409 that names ``POST /api/tasks/features_select`` (the same body)."""
     return on_variant(state, req.variant, lambda: compute_select(state, req, sync=True))

@@ -62,7 +62,7 @@ def questions(
 ) -> S.QuestionsResponse:
     """A page of a question set; with known=true, the known filter is applied to that page.
 
-    The filter checks at most ``SYNC_KNOWN_QUESTIONS`` (8: ~10 s on the embedded model) questions
+    The filter checks at most ``SYNC_KNOWN_QUESTIONS`` (6: ~10 s on the embedded model) questions
     whose known status is not cached yet; more is a 409 that names ``POST /api/tasks/questions_known``
     (a body of set, strict, limit, offset: the same page, any number checked, progress per question)."""
     return questions_page(state, set_, known, strict, limit, offset, sync=True)

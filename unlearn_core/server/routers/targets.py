@@ -65,7 +65,7 @@ def demo(req: S.DemoRequest, state: State) -> S.DemoResponse:
     """The guided demo: the target's default intervention, a known forget question it flips
     and a known retain question that stays right (the lock is taken per question).
 
-    Synchronous up to ``max_scan`` = ``SYNC_DEMO_SCAN`` (8: ~10 s on the embedded model; the default
+    Synchronous up to ``max_scan`` = ``SYNC_DEMO_SCAN`` (4: ~10 s on the embedded model; the default
     60 is a task), more is a 400, and statistics of the target's corpora neither cached nor shipped
     past ``SYNC_STATS_TOKENS`` a 409; both name ``POST /api/tasks/demo`` (the same body, progress
     per question checked)."""

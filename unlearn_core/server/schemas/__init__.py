@@ -24,6 +24,7 @@ from unlearn_core.server.schemas.common import (  # noqa: F401
     MAX_VALUES,
     MODES,
     SYNC_DEMO_SCAN,
+    SYNC_DESCRIPTIONS,
     SYNC_EVAL_TOKENS,
     SYNC_KNOWN_QUESTIONS,
     SYNC_NEW_TOKENS,
