@@ -113,7 +113,6 @@ def test_home_guided_demo_on_the_chosen_target(app_env):
 
 def test_home_demo_runs_as_a_task_once(app_env, monkeypatch):
     """The default demo scans past the synchronous limit: the page submits the task and polls it."""
-    import streamlit as st
 
     from unlearn_core.ui import connection as CN
 
@@ -124,7 +123,7 @@ def test_home_demo_runs_as_a_task_once(app_env, monkeypatch):
         return real(method, *a, **k)
 
     monkeypatch.setattr(CN, "call", call)
-    st.cache_data.clear()
+    CN.clear_cache()  # an earlier test's demo answer too
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
     at.query_params["target"] = "bio-basics"
     ok(at.run())
@@ -135,6 +134,12 @@ def test_home_demo_runs_as_a_task_once(app_env, monkeypatch):
     n = seen.count("submit_task")
     ok(at.run())  # a rerun shows the result again without running the task again
     assert seen.count("submit_task") == n and any("flipped none of the first 60" in i.value for i in at.info)
+    other = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)  # another session
+    other.query_params["target"] = "bio-basics"
+    ok(other.run())
+    other.button(key="run_demo").click()
+    ok(other.run())
+    assert seen.count("submit_task") == n and any("flipped none of the first 60" in i.value for i in other.info)
 
 
 def test_a_cached_read_past_the_synchronous_limit_is_made_again_as_its_task(app_env):
@@ -155,8 +160,7 @@ def test_a_cached_read_past_the_synchronous_limit_is_made_again_as_its_task(app_
 
 
 def test_home_demo_states_the_flip_plainly(app_env, monkeypatch):
-    """How a found example is rendered (the tiny model never finds one): a canned /api/demo answer."""
-    import streamlit as st
+    """How a found example is rendered (the tiny model never finds one): a canned demo task answer."""
 
     from unlearn_core.ui import connection as CN
 
@@ -221,7 +225,7 @@ def test_home_demo_states_the_flip_plainly(app_env, monkeypatch):
         return real(method, *a, **k)
 
     monkeypatch.setattr(CN, "call", call)
-    st.cache_data.clear()
+    CN.clear_cache()  # the app's cached answers, demo results included
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
     at.query_params["target"] = "sherlock"
     ok(at.run())

@@ -73,7 +73,15 @@ def _info(url: str, token_hash: str) -> dict:
     return call("info")
 
 
+@st.cache_resource(show_spinner=False)
+def task_results() -> dict:
+    """Answers of tasks the app ran (the guided demo), shared by every session like ``cached``'s:
+    key -> result; a page keys them by URL, loaded model and arguments."""
+    return {}
+
+
 def clear_cache() -> None:
     """Drop the app's cached server answers (after the server's data changed, e.g. a new target)."""
     _cached.clear()
     _info.clear()
+    task_results().clear()

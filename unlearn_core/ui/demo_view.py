@@ -110,10 +110,11 @@ def demo_section(t: dict | None, info: dict) -> None:
 
 
 def demo_result(target: str) -> dict:
-    """The demo's answer, from this session's earlier run or as a task (its default scan is past
-    the synchronous limit, and the first selection computes statistics), with its progress shown."""
-    key = (CN.server_url(), st.session_state.get("_engine_sig", ""), target)
-    done = st.session_state.setdefault("_demo_results", {})
+    """The demo's answer, from an earlier run (any session's, as ``CN.cached`` keeps answers) or as
+    a task (its default scan is past the synchronous limit, and the first selection computes
+    statistics), with its progress shown."""
+    key = ("demo", CN.server_url(), st.session_state.get("_engine_sig", ""), target)
+    done = CN.task_results()
     if key not in done:
         done[key] = run_demo_task(target)
     return done[key]
