@@ -46,6 +46,8 @@ TASK_KIND = {
     "/api/features/select": "features_select",
     "/api/features/dashboard": "features_dashboard",
     "/api/features/search": "features_search",
+    "/api/questions": "questions_known",  # GET with known=true; the task takes its parameters as a body
+    "/api/demo": "demo",
 }
 
 

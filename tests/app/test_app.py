@@ -84,7 +84,7 @@ def test_home_shows_what_is_loaded_and_links_every_page(app_env):
 def test_home_guided_demo_on_the_chosen_target(app_env):
     from unlearn_core.server.client import UnlearnClient
 
-    UnlearnClient(app_env["url"], token="").demo("bio-basics", max_scan=1)  # feature statistics, cached server-side
+    UnlearnClient(app_env["url"], token="").demo_task("bio-basics", max_scan=1)  # feature statistics, cached
     at = ok(AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT).run())
     assert at.selectbox(key="target").value == "bio-basics"  # the default target
     at.selectbox(key="target").set_value("sherlock")
@@ -112,9 +112,56 @@ def test_home_guided_demo_on_the_chosen_target(app_env):
     assert any("flipped none of the first" in i.value for i in at.info)
 
 
-def test_home_demo_states_the_flip_plainly(app_env, monkeypatch):
-    """How a found example is rendered (the tiny model never finds one): a canned /api/demo answer."""
+def test_home_demo_runs_as_a_task_once(app_env, monkeypatch):
+    """The default demo scans past the synchronous limit: the page submits the task and polls it."""
+
+    from unlearn_core.ui import connection as CN
+
+    real, seen = CN.call, []
+
+    def call(method, *a, **k):
+        seen.append(method)
+        return real(method, *a, **k)
+
+    monkeypatch.setattr(CN, "call", call)
+    CN.clear_cache()  # an earlier test's demo answer too
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
+    at.query_params["target"] = "bio-basics"
+    ok(at.run())
+    at.button(key="run_demo").click()
+    ok(at.run())
+    assert "submit_task" in seen and "task" in seen and "demo" not in seen
+    assert any("flipped none of the first 60" in i.value for i in at.info)  # the default scan: a task
+    n = seen.count("submit_task")
+    ok(at.run())  # a rerun shows the result again without running the task again
+    assert seen.count("submit_task") == n and any("flipped none of the first 60" in i.value for i in at.info)
+    other = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)  # another session
+    other.query_params["target"] = "bio-basics"
+    ok(other.run())
+    other.button(key="run_demo").click()
+    ok(other.run())
+    assert seen.count("submit_task") == n and any("flipped none of the first 60" in i.value for i in other.info)
+
+
+def test_a_cached_read_past_the_synchronous_limit_is_made_again_as_its_task(app_env):
+    """``connection.cached``: a 409 naming a task route becomes the client's ``<method>_task``."""
     import streamlit as st
+
+    from unlearn_core.server.client import ServerError, UnlearnClient
+    from unlearn_core.ui import connection as CN
+
+    st.cache_data.clear()
+    body = dict(feature=3, corpora=["wikitext@heldout"], n_tokens=4_321, k=2, neuronpedia=False)  # not cached
+    c = UnlearnClient(app_env["url"], token="")
+    with pytest.raises(ServerError) as e:
+        c.dashboard(**body)
+    assert e.value.status == 409 and "POST /api/tasks/features_dashboard" in e.value.message
+    got = CN.cached("dashboard", **body)
+    assert got == c.dashboard(**body)  # the task's answer; the statistics are cached now
+
+
+def test_home_demo_states_the_flip_plainly(app_env, monkeypatch):
+    """How a found example is rendered (the tiny model never finds one): a canned demo task answer."""
 
     from unlearn_core.ui import connection as CN
 
@@ -170,8 +217,16 @@ def test_home_demo_states_the_flip_plainly(app_env, monkeypatch):
         "question stayed right.",
     }
     real = CN.call
-    monkeypatch.setattr(CN, "call", lambda method, *a, **k: fake if method == "demo" else real(method, *a, **k))
-    st.cache_data.clear()
+
+    def call(method, *a, **k):  # the demo runs as a task: submitted, then polled
+        if method == "submit_task" and a[0] == "demo":
+            return {"id": "demo-task", "status": "queued"}
+        if method == "task" and a[0] == "demo-task":
+            return {"id": "demo-task", "status": "done", "done": 1, "total": 1, "eta_s": None, "result": fake}
+        return real(method, *a, **k)
+
+    monkeypatch.setattr(CN, "call", call)
+    CN.clear_cache()  # the app's cached answers, demo results included
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
     at.query_params["target"] = "sherlock"
     ok(at.run())

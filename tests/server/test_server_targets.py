@@ -16,7 +16,7 @@ import json
 import time
 
 import pytest
-from api_helpers import app, client, engine, lock, ok, wait_job, wait_ok  # noqa: F401 (fixtures)
+from api_helpers import app, client, engine, lock, ok, run_task, wait_job, wait_ok  # noqa: F401 (fixtures)
 from fastapi.testclient import TestClient
 
 from unlearn_core.evaluation import demo as DM
@@ -100,7 +100,7 @@ def test_target_select_matches_the_engine(client, engine, lock):
 
 
 def test_demo_matches_run_demo(client, engine, lock):
-    r = ok(client.post("/api/demo", json={"target": "bio-basics"}))
+    r = run_task(client, "/api/demo", {"target": "bio-basics"})  # the default scan: past the synchronous limit
     with lock:
         ref = DM.run_demo(engine, "bio-basics")
     assert r == json.loads(json.dumps(ref))
@@ -117,7 +117,7 @@ def test_demo_examples_are_serialized(client, engine, monkeypatch):
     """With every question counted as known, the demo returns the first flipped forget question
     and the first retain question that stays right, with both scores."""
     monkeypatch.setattr(DM, "_known_strongly", lambda eng, q, scoring, min_conf: M.score_question(eng, q))
-    r = ok(client.post("/api/demo", json={"target": "bio-basics", "max_scan": 40}))
+    r = run_task(client, "/api/demo", {"target": "bio-basics", "max_scan": 40})
     f, k = r["forget_example"], r["retain_example"]
     assert f is not None and k is not None, r
     assert f["intervened"]["correct"] is False and k["intervened"]["correct"] is True

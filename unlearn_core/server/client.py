@@ -20,11 +20,13 @@ from urllib.parse import quote, urlparse
 
 from unlearn_core.server import schemas as S
 from unlearn_core.server.client_jobs import FINISHED, LongRequests, wait_until_finished
+from unlearn_core.server.client_tasks import TaskMethods
 from unlearn_core.server.client_transport import (
     DEFAULT_URL,
     START_HINT,
     ServerError,
     ServerUnavailableError,
+    needs_task,
     schema_default,
     with_variant,
 )
@@ -39,6 +41,7 @@ __all__ = [
     "UnlearnClient",
     "ensure_server",
     "is_local",
+    "needs_task",
     "schema_default",
     "wait_until_finished",
 ]
@@ -46,10 +49,10 @@ __all__ = [
 _d = schema_default  # short, for the method signatures below
 
 
-class UnlearnClient(LongRequests):
+class UnlearnClient(LongRequests, TaskMethods):
     """One method per endpoint; each returns the decoded JSON response. Here the synchronous
-    requests; the transport (:mod:`.client_transport`) and the tasks, jobs and RMU runs
-    (:mod:`.client_jobs`) come from its bases."""
+    requests; the transport (:mod:`.client_transport`), the jobs and RMU runs (:mod:`.client_jobs`)
+    and the tasks (:mod:`.client_tasks`) come from its bases."""
 
     # -- server
 
@@ -240,8 +243,15 @@ class UnlearnClient(LongRequests):
     # -- questions
 
     def questions(
-        self, set: str = "wmdp-bio", known: bool = False, limit: int = 50, offset: int = 0, strict: bool = False
+        self,
+        set: str = _d(S.QuestionsKnownRequest, "set"),
+        known: bool = False,
+        limit: int = _d(S.QuestionsKnownRequest, "limit"),
+        offset: int = _d(S.QuestionsKnownRequest, "offset"),
+        strict: bool = _d(S.QuestionsKnownRequest, "strict"),
     ) -> dict:
+        """A page of a question set (with ``known``: the questions the clean model knows; past the
+        synchronous limit of uncached ones, :meth:`questions_task`)."""
         params = {"set": set, "known": str(known).lower(), "limit": limit, "offset": offset}
         if strict:  # only sent when asked for, so an older server still answers plain requests
             params["strict"] = "true"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 
 from unlearn_core.server import schemas as S
-from unlearn_core.server.client_transport import ServerError, Transport, schema_default, with_variant
+from unlearn_core.server.client_transport import Transport, schema_default
 
 _d = schema_default  # short, for the method signatures below
 
@@ -32,74 +32,6 @@ class LongRequests(Transport):
     """Tasks, jobs and RMU runs: submitted, polled, waited for, cancelled."""
 
     # -- tasks (long requests: 202, then polled; the result is the synchronous endpoint's answer)
-
-    def submit_task(self, kind: str, body: dict) -> dict:
-        return self.request("POST", f"/api/tasks/{kind}", body)
-
-    def task(self, task_id: str) -> dict:
-        return self.request("GET", f"/api/tasks/{task_id}")
-
-    def cancel_task(self, task_id: str) -> dict:
-        return self.request("POST", f"/api/tasks/{task_id}/cancel")
-
-    def run_task(self, kind: str, body: dict, timeout: float = 3600.0, poll: float = 0.5) -> dict:
-        """Submit a task, wait for it, and return its result (a ServerError when it fails)."""
-        task_id = self.submit_task(kind, body)["id"]
-        t = wait_until_finished(lambda: self.task(task_id), f"task {task_id}", ("done", "total"), timeout, poll)
-        if t["status"] != "done":
-            raise ServerError(400, f"task {task_id} {t['status']}: {t.get('error') or ''}".strip())
-        return t["result"]
-
-    def loss_added_task(
-        self,
-        interventions: list[dict],
-        corpus: str = _d(S.LossAddedRequest, "corpus"),
-        n_tokens: int = _d(S.LossAddedRequest, "n_tokens"),
-        variant: str = "base",
-    ) -> dict:
-        """``loss_added`` as a task (no synchronous limit on n_tokens)."""
-        return self.run_task(
-            "loss_added",
-            with_variant(variant, {"corpus": corpus, "interventions": interventions, "n_tokens": n_tokens}),
-        )
-
-    def perplexity_task(
-        self,
-        corpus: str = _d(S.PerplexityRequest, "corpus"),
-        part: str = _d(S.PerplexityRequest, "part"),
-        interventions: list[dict] | None = None,
-        n_tokens: int = _d(S.PerplexityRequest, "n_tokens"),
-        variant: str = "base",
-    ) -> dict:
-        """``perplexity`` as a task (no synchronous limit on n_tokens)."""
-        return self.run_task(
-            "perplexity",
-            with_variant(
-                variant, {"corpus": corpus, "part": part, "interventions": interventions or [], "n_tokens": n_tokens}
-            ),
-        )
-
-    def generate_task(
-        self,
-        prompt: str,
-        interventions: list[dict] | None = None,
-        max_new_tokens: int = _d(S.GenerateRequest, "max_new_tokens"),
-        temperature: float = _d(S.GenerateRequest, "temperature"),
-        seed: int = _d(S.GenerateRequest, "seed"),
-        variant: str = "base",
-    ) -> dict:
-        """``generate`` as a task (no synchronous limit on max_new_tokens)."""
-        return self.run_task(
-            "generate",
-            {
-                "prompt": prompt,
-                "interventions": interventions or [],
-                "max_new_tokens": max_new_tokens,
-                "variant": variant,
-                "temperature": temperature,
-                "seed": seed,
-            },
-        )
 
     # -- jobs
 

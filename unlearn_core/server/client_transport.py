@@ -33,6 +33,12 @@ class ServerError(RuntimeError):
         self.status, self.message = status, message
 
 
+def needs_task(e: BaseException) -> bool:
+    """Whether ``e`` is a synchronous limit (400 or 409) whose message names the task route that
+    answers the same request without it (``POST /api/tasks/<kind>``)."""
+    return isinstance(e, ServerError) and e.status in (400, 409) and "POST /api/tasks/" in e.message
+
+
 def schema_default(model: type, field: str) -> Any:
     """The default of ``field`` in the request schema ``model`` (a default factory is called):
     one source for every default the client sends, so a default changed in the schema reaches it."""

@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 
 from unlearn_core.data import loaders as D
 from unlearn_core.server.state import EngineNotReady, ShuttingDown
+from unlearn_core.server.sync_limits import TaskRequired
 
 log = logging.getLogger("unlearn_core.server")
 
@@ -49,6 +50,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(D.DataUnavailableError)
     async def _data(request, exc):
         return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(TaskRequired)
+    async def _task_required(request, exc: TaskRequired):
+        return JSONResponse({"detail": str(exc)}, status_code=exc.status)
 
     @app.exception_handler(KeyError)
     async def _not_found(request, exc):

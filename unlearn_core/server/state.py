@@ -35,6 +35,22 @@ class ShuttingDown(RuntimeError):
     """The server got SIGTERM: long request work stops at its next lock step; mapped to 503."""
 
 
+class _ChecksOnly:
+    """A task's progress that passes on its checks (cancel, shutdown) but counts no steps."""
+
+    def __init__(self, outer: Any):
+        self.outer = outer
+
+    def expect(self, n: int) -> None:
+        pass
+
+    def step(self) -> None:
+        pass
+
+    def check(self) -> None:
+        self.outer.check()
+
+
 class ServerState:
     """The engine (built once by ``engine_factory``, in a background thread) and shared caches."""
 
@@ -170,6 +186,24 @@ class ServerState:
         progress = getattr(self._local, "progress", None)
         if progress is not None:
             progress.expect(n)
+
+    @contextlib.contextmanager
+    def per_item(self, total: int) -> Iterator[Callable[[int], None]]:
+        """Inside, this thread's task counts items (questions) instead of steps: ``total`` is
+        announced now and the yielded ``tick(n)`` counts n items done; steps count nothing
+        (cancel and shutdown still stop it). Without a task, ``tick`` does nothing."""
+        outer = getattr(self._local, "progress", None)
+        if outer is None:
+            yield lambda n: None
+            return
+        outer.expect(total)
+
+        def tick(n: int) -> None:
+            for _ in range(n):
+                outer.step()
+
+        with self.tracked(_ChecksOnly(outer)):
+            yield tick
 
     def after_step(self) -> None:
         progress = getattr(self._local, "progress", None)

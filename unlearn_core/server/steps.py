@@ -107,11 +107,12 @@ def known_ids_chunked(
     strict: bool = False,
     should_stop: Callable[[], None] | None = None,
     what: str = "known filter",
+    tick: Callable[[int], None] | None = None,
 ) -> list[str]:
     """``mcq.known_questions``' computation (the ids, in order), in steps: a batch of 8 orderings
     (letters; as ``score_questions`` batches them) or one question (cloze), then the blanked
     question (strict). A question's later steps are skipped once one ordering is wrong: the
-    answer ("all correct") is the same."""
+    answer ("all correct") is the same. ``tick(1)`` is called as each question is decided."""
     from unlearn_core.evaluation.mcq import all_orderings, score_questions
 
     letter = state.engine().scoring == "letter"
@@ -137,6 +138,8 @@ def known_ids_chunked(
                 yield blank
             if ok[0]:
                 known.append(q.id)
+            if tick:
+                tick(1)
 
     run_steps(state, steps(), what, should_stop)
     return known
@@ -148,28 +151,46 @@ def select_questions(
     known: bool,
     should_stop: Callable[[], None] | None = None,
     strict: bool = False,
+    max_uncached: int | None = None,
+    tick: Callable[[int], None] | None = None,
 ) -> tuple[list[D.Question], int]:
     """(questions that fit the context [and are known], number dropped as too long).
 
     The known filter is cached on disk per block of ``LOCK_CHUNK`` questions (the key
     ``mcq.known_questions`` uses for that block) and computed in short lock holds
     (``known_ids_chunked``). ``strict`` also drops questions answered right with the question
-    text blanked.
+    text blanked. With ``max_uncached`` (a synchronous request), more questions in blocks not
+    cached yet than that is a ``TaskRequired`` before any is computed. ``tick(n)`` counts the
+    questions settled (a task's progress: too long, read from the cache, or checked now).
     """
     from unlearn_core.core import cache as C
     from unlearn_core.evaluation.mcq import known_path
+    from unlearn_core.server.sync_limits import check_known
 
     fit = fit_questions(state, questions, should_stop)
     skipped = len(questions) - len(fit)
     if not known:
         return fit, skipped
+    tick = tick or (lambda n: None)
+    tick(skipped)
     engine = state.engine()
+    blocks = [fit[s : s + LOCK_CHUNK] for s in range(0, len(fit), LOCK_CHUNK)]
+    paths = [known_path(engine, block, strict) for block in blocks]
+    if max_uncached is not None:
+        check_known(sum(len(b) for b, p in zip(blocks, paths) if not p.exists()), max_uncached)
     out: list[D.Question] = []
-    for s in range(0, len(fit), LOCK_CHUNK):
-        block = fit[s : s + LOCK_CHUNK]
-        path = known_path(engine, block, strict)
+    for block, path in zip(blocks, paths):
+        checked = [0]
+
+        def counted(n: int, checked=checked) -> None:
+            checked[0] += n
+            tick(n)
+
         with state.once(path):
-            ids = set(C.cached_json(path, lambda block=block: known_ids_chunked(state, block, strict, should_stop)))
+            ids = set(
+                C.cached_json(path, lambda b=block, t=counted: known_ids_chunked(state, b, strict, should_stop, tick=t))
+            )
+        tick(len(block) - checked[0])  # the rest of the block came from the cache
         out += [q for q in block if q.id in ids]
     return out, skipped
 

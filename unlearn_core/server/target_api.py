@@ -10,6 +10,7 @@ interleave with both.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
@@ -218,12 +219,17 @@ def delete_target(state: ServerState, name: str) -> dict:
     return {"deleted": t.name}
 
 
+def stats_corpora(engine: Engine, t: Target) -> tuple[str, ...]:
+    """The corpora whose feature statistics the target's selection reads."""
+    forget, _ = forget_corpus_for(t, engine.settings.data_dir)
+    background = (t.selection.background,) if t.selection.method == "search" else ()
+    return (forget, *t.retain_corpora, *background)
+
+
 def warm_stats(state: ServerState, engine: Engine, sae: str, t: Target) -> None:
     """Feature statistics of the target's forget and retain corpora, in short lock holds
     (cached on disk with the same key ``select_for_target`` uses)."""
-    forget, _ = forget_corpus_for(t, engine.settings.data_dir)
-    background = (t.selection.background,) if t.selection.method == "search" else ()
-    for corpus in (forget, *t.retain_corpora, *background):
+    for corpus in stats_corpora(engine, t):
         feature_stats_chunked(state, sae, corpus, t.selection.tokens)
 
 
@@ -269,21 +275,53 @@ def default_intervention(state: ServerState, engine: Engine, t: Target) -> Inter
 # ---------------------------------------------------------------- the guided demo
 
 
+def check_demo(state: ServerState, name: str, max_scan: int) -> None:
+    """The synchronous demo's limits: ``max_scan`` (400) and the selection's statistics (409)."""
+    from unlearn_core.server.sync_limits import check_demo_scan, check_stats
+
+    engine = state.engine()
+    t = get_target(engine, name)  # an unknown target is a 404 first
+    check_demo_scan(max_scan)
+    check_stats(state, "demo", engine.default_sae, [(c, t.selection.tokens) for c in stats_corpora(engine, t)])
+
+
 def run_demo(state: ServerState, name: str, max_scan: int, min_conf: float = 0.5) -> dict:
-    """``demo.run_demo``'s result (same keys), computed with the lock per corpus and per question."""
+    """``demo.run_demo``'s result (same keys), computed with the lock per corpus and per question.
+    A task's steps: the statistics' batches, then one per question of each set (up to
+    ``max_scan``; those a scan that stopped early never reached count as done with it)."""
     from unlearn_core.evaluation import demo
 
     engine = state.engine()
     t = get_target(engine, name)
     iv = default_intervention(state, engine, t)  # TargetError (a ValueError, 400) when no feature passes
+    scanned: list[int] = []
+
+    def load(spec: str) -> list:
+        qs = state.question_set(spec).questions
+        scanned.append(min(len(qs), max_scan))
+        state.expect(scanned[-1])
+        return qs
+
+    @contextlib.contextmanager
+    def question():  # one step: a task's cancel and progress, a stopping server
+        state.before_hold()
+        with state.model("demo"):
+            yield
+        state.after_step()
+
+    def forget_done(n: int, _msg: str) -> None:
+        for _ in range(scanned[0] - n):  # the forget questions not reached
+            state.after_step()
+
     found = demo.find_examples(
         engine,
         t,
         iv,
         min_conf=min_conf,
         max_scan=max_scan,
-        guard=lambda: state.model("demo"),
-        load=lambda spec: state.question_set(spec).questions,
+        progress=forget_done,
+        guard=question,
+        load=load,
         skip=lambda eng, q: not fits_context(eng, q),
     )
     return demo.result(engine, t, iv, found)

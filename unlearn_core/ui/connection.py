@@ -14,8 +14,10 @@ import streamlit as st
 
 from unlearn_core.server.client import (
     DEFAULT_URL,
+    ServerError,
     ServerUnavailableError,
     UnlearnClient,
+    needs_task,
 )
 
 
@@ -48,13 +50,20 @@ def call(method: str, *args, retry: bool = True, **kwargs) -> Any:
 @st.cache_data(show_spinner=False, ttl=3600, max_entries=512)
 def _cached(url: str, engine_sig: str, method: str, args_json: str) -> Any:
     kwargs = json.loads(args_json)
-    return call(method, **kwargs)
+    try:
+        return call(method, **kwargs)
+    except ServerError as e:  # past the synchronous limit (statistics or known statuses not cached yet)
+        if not needs_task(e) or not hasattr(UnlearnClient, f"{method}_task"):
+            raise
+    return call(f"{method}_task", **kwargs)  # the same answer, computed as a task
 
 
 def cached(method: str, **kwargs) -> Any:
     """A server call cached in the app (``st.cache_data``) by URL, loaded model and arguments.
 
-    Only for deterministic, read-only requests (scores, activations, dashboards, questions)."""
+    Only for deterministic, read-only requests (scores, activations, dashboards, questions). One
+    the server answers with a synchronous limit that names a task (statistics, known statuses not
+    cached yet) is made again as the client's ``<method>_task``, which waits for the task."""
     sig = st.session_state.get("_engine_sig", "")
     return _cached(server_url(), sig, method, json.dumps(kwargs, sort_keys=True))
 
@@ -64,7 +73,15 @@ def _info(url: str, token_hash: str) -> dict:
     return call("info")
 
 
+@st.cache_resource(show_spinner=False)
+def task_results() -> dict:
+    """Answers of tasks the app ran (the guided demo), shared by every session like ``cached``'s:
+    key -> result; a page keys them by URL, loaded model and arguments."""
+    return {}
+
+
 def clear_cache() -> None:
     """Drop the app's cached server answers (after the server's data changed, e.g. a new target)."""
     _cached.clear()
     _info.clear()
+    task_results().clear()

@@ -11,6 +11,7 @@ from unlearn_core.server.convert import neuronpedia_info, on_variant, resolve_sa
 from unlearn_core.server.deps import State
 from unlearn_core.server.state import ServerState
 from unlearn_core.server.steps import feature_stats_chunked, run_steps
+from unlearn_core.server.sync_limits import check_descriptions, check_stats
 
 router = APIRouter(tags=["features"])
 
@@ -29,7 +30,9 @@ def activations(req: S.ActivationsRequest, state: State) -> S.ActivationsRespons
     return on_variant(state, req.variant, compute)
 
 
-def compute_dashboard(state: ServerState, req: S.DashboardRequest) -> S.DashboardResponse:
+def compute_dashboard(state: ServerState, req: S.DashboardRequest, sync: bool = False) -> S.DashboardResponse:
+    """A feature's dashboard; ``sync`` (the synchronous route) refuses statistics to compute past
+    ``SYNC_STATS_TOKENS`` (the task ``features_dashboard`` computes any)."""
     from unlearn_core.features import stats as F
 
     engine = state.engine()
@@ -38,6 +41,8 @@ def compute_dashboard(state: ServerState, req: S.DashboardRequest) -> S.Dashboar
     trusted = trusted_files(engine)[1]
     for c in req.corpora:
         check_corpus(c, engine.settings.data_dir, trusted)
+    if sync:
+        check_stats(state, "features_dashboard", sae, [(c, req.n_tokens) for c in req.corpora])
     stats = {c: feature_stats_chunked(state, sae, c, req.n_tokens) for c in req.corpora}  # cached on disk
     d = F.dashboard(
         engine,
@@ -57,15 +62,22 @@ def compute_dashboard(state: ServerState, req: S.DashboardRequest) -> S.Dashboar
 
 @router.post("/features/dashboard", response_model=S.DashboardResponse)
 def dashboard(req: S.DashboardRequest, state: State) -> S.DashboardResponse:
-    return on_variant(state, req.variant, lambda: compute_dashboard(state, req))
+    """A feature's statistics, top examples and logit effects on each corpus.
+
+    Statistics neither cached nor shipped are computed synchronously up to ``SYNC_STATS_TOKENS``
+    (2,048 tokens in all: ~10 s on the embedded model); more is a 409 that names
+    ``POST /api/tasks/features_dashboard`` (the same body)."""
+    return on_variant(state, req.variant, lambda: compute_dashboard(state, req, sync=True))
 
 
-def compute_search(state: ServerState, req: S.SearchRequest) -> S.SearchResponse:
+def compute_search(state: ServerState, req: S.SearchRequest, sync: bool = False) -> S.SearchResponse:
     engine = state.engine()
     sae = resolve_sae(engine, req.sae)
     bg = None
     if req.background:
         check_corpus(req.background, engine.settings.data_dir)
+        if sync:
+            check_stats(state, "features_search", sae, [(req.background, req.background_tokens)])
         bg = feature_stats_chunked(state, sae, req.background, req.background_tokens)
     elif req.rank == "specificity":
         raise ValueError("rank 'specificity' needs a background corpus (or use rank 'max')")
@@ -77,11 +89,14 @@ def compute_search(state: ServerState, req: S.SearchRequest) -> S.SearchResponse
 
 @router.post("/features/search", response_model=S.SearchResponse)
 def features_search(req: S.SearchRequest, state: State) -> S.SearchResponse:
-    """Features that fire most on a text (optionally down-weighting ones common in a corpus)."""
-    return on_variant(state, req.variant, lambda: compute_search(state, req))
+    """Features that fire most on a text (optionally down-weighting ones common in a corpus).
+
+    The background's statistics, when neither cached nor shipped, are computed synchronously up
+    to ``SYNC_STATS_TOKENS``; more is a 409 that names ``POST /api/tasks/features_search``."""
+    return on_variant(state, req.variant, lambda: compute_search(state, req, sync=True))
 
 
-def compute_select(state: ServerState, req: S.SelectRequest) -> S.SelectResponse:
+def compute_select(state: ServerState, req: S.SelectRequest, sync: bool = False) -> S.SelectResponse:
     from unlearn_core.features import stats as F
 
     engine = state.engine()
@@ -89,10 +104,15 @@ def compute_select(state: ServerState, req: S.SelectRequest) -> S.SelectResponse
     trusted = trusted_files(engine)[1]
     for c in (req.forget, req.retain):
         check_corpus(c, engine.settings.data_dir, trusted)
+    if sync:
+        check_stats(state, "features_select", sae, [(req.forget, req.n_tokens), (req.retain, req.n_tokens)])
     fs = feature_stats_chunked(state, sae, req.forget, req.n_tokens)
     rs = feature_stats_chunked(state, sae, req.retain, req.n_tokens)
     rows = F.select_features(fs.freq, rs.freq, req.threshold, req.n)
+    if req.describe and sync:
+        check_descriptions(state, "features_select", sae, fs, [r["feature"] for r in rows])
     if req.describe:  # one feature per step (its top windows and logits)
+        state.expect(len(rows))
 
         def describe(engine, r):
             r["description"] = F.auto_description(engine, sae, r["feature"], fs)
@@ -105,5 +125,9 @@ def compute_select(state: ServerState, req: S.SelectRequest) -> S.SelectResponse
 
 @router.post("/features/select", response_model=S.SelectResponse)
 def features_select(req: S.SelectRequest, state: State) -> S.SelectResponse:
-    """The paper's selection: retain frequency < threshold, ranked by forget frequency, top n."""
-    return on_variant(state, req.variant, lambda: compute_select(state, req))
+    """The paper's selection: retain frequency < threshold, ranked by forget frequency, top n.
+
+    The statistics of both corpora, when neither cached nor shipped, are computed synchronously up
+    to ``SYNC_STATS_TOKENS`` in all, and with ``describe`` up to ``SYNC_DESCRIPTIONS`` (4) descriptions
+    not cached yet; more is a 409 that names ``POST /api/tasks/features_select`` (the same body)."""
+    return on_variant(state, req.variant, lambda: compute_select(state, req, sync=True))

@@ -21,29 +21,19 @@ CURVE_STEP = 8  # clamp values per lock-hold step of /api/mcq (fastpath.score_cu
 router = APIRouter(tags=["questions"])
 
 
-@router.get("/questions", response_model=S.QuestionsResponse)
-def questions(
-    state: State,
-    set_: str = Query(
-        "wmdp-bio",
-        alias="set",
-        max_length=300,
-        description="quiz:bio | quiz:retain!overlaps_bio | wmdp-bio | "
-        "mmlu:<subject,...> | mmlu:side-effects, optionally @train/@heldout",
-    ),
-    known: bool = Query(False, description="keep only questions the clean model knows (cached)"),
-    strict: bool = Query(
-        False, description="with known: the strict filter (also wrong with the question text blanked)"
-    ),
-    limit: int = Query(50, ge=1, le=S.MAX_PAGE),
-    offset: int = Query(0, ge=0),
+def questions_page(
+    state: ServerState, set_: str, known: bool, strict: bool, limit: int, offset: int, sync: bool
 ) -> S.QuestionsResponse:
-    """A page of a question set; with known=true, the known filter is applied to that page."""
+    """A page of a question set, known-filtered when asked; ``sync`` (the GET) checks at most
+    ``SYNC_KNOWN_QUESTIONS`` uncached questions, the task any number (its progress per question)."""
     qs = state.question_set(set_)
     page = qs.questions[offset : offset + limit]
     skipped = 0
     if known:
-        page, skipped = select_questions(state, page, known=True, strict=strict)
+        with state.per_item(len(page)) as tick:
+            page, skipped = select_questions(
+                state, page, known=True, strict=strict, max_uncached=S.SYNC_KNOWN_QUESTIONS if sync else None, tick=tick
+            )
     return S.QuestionsResponse(
         set=set_,
         label=qs.label,
@@ -57,6 +47,30 @@ def questions(
         n_skipped_too_long=skipped,
         questions=[question_out(q) for q in page],
     )
+
+
+@router.get("/questions", response_model=S.QuestionsResponse)
+def questions(
+    state: State,
+    set_: str = Query("wmdp-bio", alias="set", max_length=300, description=S.QUESTION_SET_HELP),
+    known: bool = Query(False, description="keep only questions the clean model knows (cached)"),
+    strict: bool = Query(
+        False, description="with known: the strict filter (also wrong with the question text blanked)"
+    ),
+    limit: int = Query(50, ge=1, le=S.MAX_PAGE),
+    offset: int = Query(0, ge=0),
+) -> S.QuestionsResponse:
+    """A page of a question set; with known=true, the known filter is applied to that page.
+
+    The filter checks at most ``SYNC_KNOWN_QUESTIONS`` (6: ~10 s on the embedded model) questions
+    whose known status is not cached yet; more is a 409 that names ``POST /api/tasks/questions_known``
+    (a body of set, strict, limit, offset: the same page, any number checked, progress per question)."""
+    return questions_page(state, set_, known, strict, limit, offset, sync=True)
+
+
+def compute_questions_known(state: ServerState, req: S.QuestionsKnownRequest) -> S.QuestionsResponse:
+    """The task ``questions_known``: ``GET /api/questions?known=true`` without its limit."""
+    return questions_page(state, req.set, True, req.strict, req.limit, req.offset, sync=False)
 
 
 def mcq_question(state: ServerState, req: S.MCQRequest) -> tuple[D.Question, str, str]:

@@ -8,6 +8,7 @@ from unlearn_core.server import schemas as S
 from unlearn_core.server import target_api as TA
 from unlearn_core.server.convert import on_variant, resolve_sae
 from unlearn_core.server.deps import State
+from unlearn_core.server.state import ServerState
 
 router = APIRouter(tags=["targets"])
 
@@ -54,8 +55,19 @@ def targets_select(req: S.TargetSelectRequest, state: State) -> S.TargetSelectRe
     return on_variant(state, req.variant, compute)
 
 
+def compute_demo(state: ServerState, req: S.DemoRequest) -> S.DemoResponse:
+    """The guided demo without the synchronous limits (the task ``demo``)."""
+    return S.DemoResponse(**TA.run_demo(state, req.target, req.max_scan))
+
+
 @router.post("/demo", response_model=S.DemoResponse)
 def demo(req: S.DemoRequest, state: State) -> S.DemoResponse:
     """The guided demo: the target's default intervention, a known forget question it flips
-    and a known retain question that stays right (the lock is taken per question)."""
-    return S.DemoResponse(**TA.run_demo(state, req.target, req.max_scan))
+    and a known retain question that stays right (the lock is taken per question).
+
+    Synchronous up to ``max_scan`` = ``SYNC_DEMO_SCAN`` (4: ~10 s on the embedded model; the default
+    60 is a task), more is a 400, and statistics of the target's corpora neither cached nor shipped
+    past ``SYNC_STATS_TOKENS`` a 409; both name ``POST /api/tasks/demo`` (the same body, progress
+    per question checked)."""
+    TA.check_demo(state, req.target, req.max_scan)
+    return compute_demo(state, req)

@@ -1,7 +1,8 @@
-"""Tasks: the long requests (perplexity, loss added, generation, feature statistics) run in the
-background: ``POST /api/tasks/<kind>`` with the synchronous endpoint's body answers 202 with the
-task; ``GET /api/tasks/{id}`` reports ``done``/``total`` steps, the ETA and, once done, the
-result (the synchronous endpoint's response body)."""
+"""Tasks: the long requests (perplexity, loss added, generation, feature statistics, the known
+filter, the guided demo) run in the background: ``POST /api/tasks/<kind>`` with the synchronous
+endpoint's body (``questions_known``: the GET's parameters as a body) answers 202 with the task;
+``GET /api/tasks/{id}`` reports ``done``/``total`` steps (questions for ``questions_known``),
+the ETA and, once done, the result (the synchronous endpoint's response body)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from unlearn_core.server import schemas as S
 from unlearn_core.server.convert import on_variant
 from unlearn_core.server.routers.features import compute_dashboard, compute_search, compute_select
 from unlearn_core.server.routers.metrics import compute_loss_added, compute_perplexity
+from unlearn_core.server.routers.questions import compute_questions_known
+from unlearn_core.server.routers.targets import compute_demo
 from unlearn_core.server.routers.text import compute_generate
 from unlearn_core.server.state import ServerState
 from unlearn_core.server.tasks import TaskRunner, task_kind
@@ -32,15 +35,19 @@ KINDS: dict[str, tuple[type, Callable[[ServerState, Any], Any]]] = {
     "features_select": (S.SelectRequest, _varied(compute_select)),
     "features_dashboard": (S.DashboardRequest, _varied(compute_dashboard)),
     "features_search": (S.SearchRequest, _varied(compute_search)),
+    "questions_known": (S.QuestionsKnownRequest, compute_questions_known),
+    "demo": (S.DemoRequest, compute_demo),
 }
 assert tuple(KINDS) == S.TASK_KINDS
 SYNC_PATHS = {
-    "perplexity": "/api/perplexity",
-    "loss_added": "/api/loss_added",
-    "generate": "/api/generate",
-    "features_select": "/api/features/select",
-    "features_dashboard": "/api/features/dashboard",
-    "features_search": "/api/features/search",
+    "perplexity": "POST /api/perplexity",
+    "loss_added": "POST /api/loss_added",
+    "generate": "POST /api/generate",
+    "features_select": "POST /api/features/select",
+    "features_dashboard": "POST /api/features/dashboard",
+    "features_search": "POST /api/features/search",
+    "questions_known": "GET /api/questions?known=true",
+    "demo": "POST /api/demo",
 }
 
 
@@ -63,7 +70,7 @@ def _submit_route(kind: str, model: type) -> None:
     submit.__annotations__ = {"req": model, "tasks": Tasks, "return": S.TaskOut}  # the kind's own body
     submit.__name__ = f"submit_{kind}_task"
     submit.__doc__ = (
-        f"What POST {SYNC_PATHS[kind]} computes, without its synchronous limit, as a task: "
+        f"What {SYNC_PATHS[kind]} computes, without its synchronous limit, as a task: "
         "202 with the task; poll GET /api/tasks/{task_id} for progress and the result."
     )
     router.add_api_route(f"/tasks/{kind}", submit, methods=["POST"], response_model=S.TaskOut, status_code=202)

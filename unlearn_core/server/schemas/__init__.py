@@ -23,8 +23,12 @@ from unlearn_core.server.schemas.common import (  # noqa: F401
     MAX_TEXT_CHARS,
     MAX_VALUES,
     MODES,
+    SYNC_DEMO_SCAN,
+    SYNC_DESCRIPTIONS,
     SYNC_EVAL_TOKENS,
+    SYNC_KNOWN_QUESTIONS,
     SYNC_NEW_TOKENS,
+    SYNC_STATS_TOKENS,
     ClampValue,
     ErrorResponse,
     FeatureId,
@@ -89,12 +93,14 @@ from unlearn_core.server.schemas.metrics import (  # noqa: F401
     PerplexityResponse,
 )
 from unlearn_core.server.schemas.questions import (  # noqa: F401
+    QUESTION_SET_HELP,
     CurvePoint,
     InlineQuestion,
     MCQRequest,
     MCQResponse,
     MCQScoreOut,
     QuestionOut,
+    QuestionsKnownRequest,
     QuestionsResponse,
 )
 from unlearn_core.server.schemas.rmu import RMURunList, RMURunOut, RMUTrainRequest  # noqa: F401

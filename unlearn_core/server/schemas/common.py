@@ -28,6 +28,11 @@ MAX_NEW_TOKENS = 512
 # CPU: ~20 ms a token a pass, ~0.1 s a generated token); more goes through POST /api/tasks/<kind>.
 SYNC_EVAL_TOKENS = 512  # n_tokens times passes (clean, and intervened) of /api/perplexity, /api/loss_added
 SYNC_NEW_TOKENS = 96  # max_new_tokens times continuations (base, and intervened) of /api/generate
+# ... and what it may compute that no cache holds yet (bench/sync_limits.py measures each at its cap):
+SYNC_KNOWN_QUESTIONS = 6  # questions of a /api/questions?known=true page whose known status is not cached
+SYNC_DEMO_SCAN = 4  # /api/demo's max_scan (questions checked in each of the two sets)
+SYNC_STATS_TOKENS = 2_048  # feature-statistics tokens neither cached nor shipped (dashboard, select, search)
+SYNC_DESCRIPTIONS = 4  # automatic descriptions not cached yet of /api/features/select with describe
 
 Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS)]
 Name = Annotated[str, Field(min_length=1, max_length=300)]
@@ -144,6 +149,10 @@ class Limits(BaseModel):
     max_new_tokens: int = MAX_NEW_TOKENS
     sync_eval_tokens: int = SYNC_EVAL_TOKENS  # synchronous perplexity / loss added: n_tokens x passes
     sync_new_tokens: int = SYNC_NEW_TOKENS  # synchronous generation: max_new_tokens x continuations
+    sync_known_questions: int = SYNC_KNOWN_QUESTIONS  # synchronous known filter: questions not cached yet
+    sync_demo_scan: int = SYNC_DEMO_SCAN  # synchronous guided demo: max_scan
+    sync_stats_tokens: int = SYNC_STATS_TOKENS  # synchronous features: statistics tokens not cached or shipped
+    sync_descriptions: int = SYNC_DESCRIPTIONS  # synchronous selection: descriptions not cached yet
     max_target_text_chars: int = MAX_SAVED_TEXT  # a target defined in the app: its forget corpus
     max_target_questions: int = MAX_SAVED_QUESTIONS  # ... and its questions
 

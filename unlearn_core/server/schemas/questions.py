@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, Field, model_validator
 
 from unlearn_core.server.schemas.common import (
+    MAX_PAGE,
     MAX_VALUES,
     ClampValue,
     GateOut,
@@ -41,6 +42,21 @@ class QuestionsResponse(BaseModel):
     strict: bool = False  # ... in its strict form (also wrong with the question text blanked)
     n_skipped_too_long: int  # with known=true: prompts longer than the model's context
     questions: list[QuestionOut]
+
+
+QUESTION_SET_HELP = (
+    "quiz:bio | quiz:retain!overlaps_bio | wmdp-bio | "
+    "mmlu:<subject,...> | mmlu:side-effects, optionally @train/@heldout"
+)
+
+
+class QuestionsKnownRequest(Request):
+    """``GET /api/questions?known=true`` as a task body: the page whose known questions it keeps."""
+
+    set: Name = Field("wmdp-bio", description=QUESTION_SET_HELP)
+    strict: bool = Field(False, description="the strict filter (also wrong with the question text blanked)")
+    limit: int = Field(50, ge=1, le=MAX_PAGE)
+    offset: int = Field(0, ge=0)
 
 
 class InlineQuestion(Request):

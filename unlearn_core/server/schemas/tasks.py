@@ -6,7 +6,16 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-TASK_KINDS = ("perplexity", "loss_added", "generate", "features_select", "features_dashboard", "features_search")
+TASK_KINDS = (
+    "perplexity",
+    "loss_added",
+    "generate",
+    "features_select",
+    "features_dashboard",
+    "features_search",
+    "questions_known",
+    "demo",
+)
 
 
 class TaskOut(BaseModel):
