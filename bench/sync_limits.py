@@ -8,7 +8,9 @@ The server is built in-process (FastAPI's TestClient) on a fresh temporary cache
 nothing is cached: no known statuses, clean losses or feature statistics (shipped statistics
 still count: they ship with the package). Only the converted model is linked in from
 ``--models-from`` (default: the settings' cache directory) so the one-time conversion is not
-timed. Rows run in order; each uses corpora, texts and questions no earlier row touched.
+timed. Rows run in order; each uses corpora, texts and questions no earlier row touched. The
+last rows are refusals (how long the check before a 400/409 takes) and one endpoint with no task
+kind yet (``/api/targets/select`` with descriptions).
 """
 
 from __future__ import annotations
@@ -96,7 +98,7 @@ def cases(S) -> list[tuple[str, str, str, object]]:
         ("mcq", "POST", "/api/mcq", {"question_id": None, "interventions": [IV], "values": list(range(S.MAX_VALUES))}),
         ("targets/select", "POST", "/api/targets/select", {"target": "bio-basics"}),
         # not capped (no task kind): descriptions of a target's selection
-        ("targets/select", "POST", "/api/targets/select", {"target": "bio-basics", "n": 50, "describe": True}),
+        ("targets/select", "POST", "/api/targets/select", {"target": "bio-basics", "n": 20, "describe": True}),
         # refused: how long the check takes before the 400/409
         ("questions (refused)", "GET", "/api/questions", {"set": "wmdp-bio", "known": "true", "limit": S.MAX_PAGE}),
         ("demo (refused)", "POST", "/api/demo", {"target": "bio-basics"}),
@@ -163,6 +165,7 @@ def main() -> None:
                     continue
                 if name == "mcq":
                     body = {**body, "question_id": qid["questions"][0]["id"]}
+                load = os.getloadavg()[0]
                 t = time.perf_counter()
                 if method == "GET":
                     r = client.get(path, params=body)
@@ -170,16 +173,16 @@ def main() -> None:
                     r = client.post(path, json=body)
                 dt = time.perf_counter() - t
                 note = "" if r.status_code == 200 else r.json()["detail"][:70] + "…"
-                rows.append((name, describe(body), str(r.status_code), f"{dt:.1f} s", note))
+                rows.append((name, describe(body), str(r.status_code), f"{dt:.1f} s", f"{load:.1f}", note))
                 print(f"{name}: {r.status_code} in {dt:.1f} s {note}", flush=True)
         print()
         print(
-            f"{engine.settings.model} on {engine.settings.resolved_device()}, {os.cpu_count()} cores; load average "
-            f"{os.getloadavg()[0]:.1f} at the end; engine loaded in {load_s:.0f} s (not in the rows); "
+            f"{engine.settings.model} on {engine.settings.resolved_device()}, {os.cpu_count()} cores (shared: 'load "
+            f"before' is the 1-minute load average as a row started); engine loaded in {load_s:.0f} s (not timed); "
             f"caps: known {S.SYNC_KNOWN_QUESTIONS}, demo scan {S.SYNC_DEMO_SCAN}, stats tokens "
             f"{S.SYNC_STATS_TOKENS}, eval tokens {S.SYNC_EVAL_TOKENS}, new tokens {S.SYNC_NEW_TOKENS}"
         )
-        print_table(("endpoint", "request (at its cap)", "status", "time", "note"), rows)
+        print_table(("endpoint", "request (at its cap)", "status", "time", "load before", "note"), rows)
     finally:
         shutil.rmtree(cache, ignore_errors=True)
 

@@ -196,9 +196,9 @@ def test_descriptions_past_the_limit_are_a_409_and_the_task_writes_them(client):
     body = {"forget": "wikitext@train", "retain": "webtext", "threshold": 0.9, "n_tokens": 300, "describe": True}
     within = ok(client.post("/api/features/select", json={**body, "n": S.SYNC_DESCRIPTIONS}))
     assert len(within["features"]) == S.SYNC_DESCRIPTIONS and all(r["description"] for r in within["features"])
-    more = {**body, "n": S.SYNC_DESCRIPTIONS + 3}  # the first ones are cached now: 3 to describe
+    more = {**body, "n": 2 * S.SYNC_DESCRIPTIONS}  # the first ones are cached now: as many again to describe
     assert ok(client.post("/api/features/select", json=more))["features"][: S.SYNC_DESCRIPTIONS] == within["features"]
-    most = {**body, "n": 2 * S.SYNC_DESCRIPTIONS + 4}
+    most = {**body, "n": 3 * S.SYNC_DESCRIPTIONS + 1}
     detail = says_task(client.post("/api/features/select", json=most), 409, "features_select")
     assert f"{S.SYNC_DESCRIPTIONS + 1} of the {most['n']} features have no cached description" in detail
     task = submit(client, "features_select", most)

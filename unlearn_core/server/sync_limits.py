@@ -72,7 +72,7 @@ def check_descriptions(state: ServerState, kind: str, sae: str, stats, features:
     if n > S.SYNC_DESCRIPTIONS:
         raise TaskRequired(
             f"{n} of the {len(features)} features have no cached description: describing them is more than a "
-            f"synchronous request does (at most {S.SYNC_DESCRIPTIONS}, about 1.5 s each); {as_task(kind)} "
+            f"synchronous request does (at most {S.SYNC_DESCRIPTIONS}, about 2 s each); {as_task(kind)} "
             "(or describe=false; once done, this request answers at once)",
             status=409,
         )
