@@ -44,7 +44,7 @@ def test_health_and_info(client):
     info = ok(client.get("/api/info"))
     assert info["status"] == "ok" and info["model"] == "tiny" and info["n_ctx"] == 512
     assert [s["key"] for s in info["saes"]] == ["tiny"]
-    assert info["limits"]["max_text_chars"] == 20_000 and info["limits"]["max_features"] == 512
+    assert info["limits"]["max_text_chars"] == 8_000 and info["limits"]["max_features"] == 512
     assert info["limits"]["max_values"] == 64 and info["limits"]["max_abs_clamp"] == 1e4
     names = [s["name"] for s in info["question_sets"]]
     assert names[:4] == ["quiz:bio", "quiz:sherlock", "quiz:retain", "quiz:retain!overlaps_bio"]

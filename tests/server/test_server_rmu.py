@@ -10,7 +10,7 @@ import time
 
 import pytest
 import torch
-from api_helpers import app, client, engine, lock, ok, wait_done, wait_job, wait_ok  # noqa: F401 (fixtures)
+from api_helpers import answer, app, client, engine, lock, ok, wait_done, wait_job, wait_ok  # noqa: F401 (fixtures)
 from browser_helpers import start_server, stop
 
 from unlearn_core.data.loaders import load_question_set
@@ -114,9 +114,9 @@ def test_feature_and_metric_endpoints_on_the_variant(client, engine, lock, train
         "loss_added": {"corpus": "webtext", "interventions": [iv], "n_tokens": 200},
         "perplexity": {"corpus": "wikitext", "part": "heldout", "interventions": [iv], "n_tokens": 200},
     }
-    base = {k: ok(client.post(f"/api/{k}", json=b)) for k, b in body.items()}  # base first: caches filled
-    var = {k: ok(client.post(f"/api/{k}", json={**b, "variant": trained})) for k, b in body.items()}
-    again = {k: ok(client.post(f"/api/{k}", json=b)) for k, b in body.items()}
+    base = {k: answer(client, f"/api/{k}", b) for k, b in body.items()}  # base first: caches filled
+    var = {k: answer(client, f"/api/{k}", {**b, "variant": trained}) for k, b in body.items()}
+    again = {k: answer(client, f"/api/{k}", b) for k, b in body.items()}
     assert all(r["variant"] == trained for r in var.values()) and all(r["variant"] == "base" for r in base.values())
     ivs = [Intervention("tiny", (2, 3), 20.0)]
     with lock:

@@ -41,7 +41,7 @@ def says_task(r, status: int, kind: str) -> str:
 def submit(client, kind: str, body: dict) -> dict:
     """A task run to its end: its final state (result, done, total)."""
     task = ok(client.post(f"/api/tasks/{kind}", json=body), 202)
-    done = wait_done(client, f"/api/tasks/{task['id']}", 120)
+    done = wait_done(client, f"/api/tasks/{task['id']}", 900)  # generous: a busy machine is no failure
     assert done["status"] == "done", done
     return done
 
@@ -216,3 +216,21 @@ def test_a_shipped_or_cached_statistic_costs_nothing(client, engine, app):
     submit(client, "features_search", body)
     assert stats_tokens_to_compute(state, "tiny", [("wikitext@train", OVER)]) == 0
     assert ok(client.post("/api/features/search", json=body))["features"]
+
+
+def test_a_target_selection_past_the_limits_names_its_task_and_the_task_answers_the_same(client):
+    """``POST /api/targets/select``: uncached statistics, then too many uncached descriptions, are
+    409s naming ``targets_select``; the task computes them and the endpoint then answers the same."""
+    target = ok(client.get("/api/targets"))["default"]
+    plain = {"target": target, "n": 3 * S.SYNC_DESCRIPTIONS + 1}
+    r = client.post("/api/targets/select", json=plain)
+    if r.status_code == 409:  # the target's statistics are not cached yet on this backend
+        says_task(r, 409, "targets_select")
+        assert submit(client, "targets_select", plain)["result"] == ok(client.post("/api/targets/select", json=plain))
+    described = {**plain, "describe": True}
+    detail = says_task(client.post("/api/targets/select", json=described), 409, "targets_select")
+    assert "have no cached description" in detail
+    task = submit(client, "targets_select", described)
+    rows = task["result"]["features"]
+    assert len(rows) == plain["n"] and all(row["description"] for row in rows)
+    assert task["result"] == ok(client.post("/api/targets/select", json=described))  # cached now: synchronous

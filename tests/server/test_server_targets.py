@@ -16,7 +16,7 @@ import json
 import time
 
 import pytest
-from api_helpers import app, client, engine, lock, ok, run_task, wait_job, wait_ok  # noqa: F401 (fixtures)
+from api_helpers import answer, app, client, engine, lock, ok, run_task, wait_job, wait_ok  # noqa: F401 (fixtures)
 from fastapi.testclient import TestClient
 
 from unlearn_core.evaluation import demo as DM
@@ -78,7 +78,7 @@ def test_targets_list(client):
 
 
 def test_target_select_matches_the_engine(client, engine, lock):
-    r = ok(client.post("/api/targets/select", json={"target": "bio-basics", "n": 5}))
+    r = answer(client, "/api/targets/select", {"target": "bio-basics", "n": 5})
     bio = T.get_target("bio-basics")
     with lock:
         ref = T.select_for_target(engine, bio, "tiny", n=5)
@@ -91,8 +91,8 @@ def test_target_select_matches_the_engine(client, engine, lock):
         assert row["forget_freq"] == pytest.approx(want["forget_freq"], abs=1e-6)
         assert set(row["retain_freqs"]) == set(r["retain_corpora"])
         assert row["retain_freq"] == pytest.approx(max(row["retain_freqs"].values()), abs=1e-6)  # the max
-    strict = ok(
-        client.post("/api/targets/select", json={"target": "bio-basics", "threshold": 0.99, "n": 50, "describe": True})
+    strict = answer(
+        client, "/api/targets/select", {"target": "bio-basics", "threshold": 0.99, "n": 50, "describe": True}
     )
     assert strict["threshold"] == 0.99 and "test backend" not in strict["note"]
     assert all(x["retain_freq"] < 0.99 for x in strict["features"])
@@ -352,7 +352,7 @@ def test_the_server_reads_only_the_files_its_own_targets_name(engine, tmp_path):
         assert c.post("/api/features/dashboard", json={**body, "corpora": [mine["forget_corpus"]]}).status_code == 200
         r = c.post("/api/features/dashboard", json={**body, "corpora": [str(tmp_path / "t.toml")]})
         assert r.status_code == 400
-        sel = ok(c.post("/api/targets/select", json={"target": "mine", "n": 3}))
+        sel = answer(c, "/api/targets/select", {"target": "mine", "n": 3})
         assert sel["forget_corpus"] == str(tmp_path / "mine.txt") and len(sel["features"]) == 3
 
 
@@ -411,7 +411,7 @@ def test_define_a_target_use_it_and_delete_it(client, engine, remove):
     page = ok(client.get("/api/questions", params={"set": t["forget_questions"], "limit": 50}))
     assert page["total"] == 6 and page["questions"][1]["question"] == "Which zeta item is number 1?"
     assert page["questions"][1]["extra"]["topic"] == "zeta"
-    sel = ok(client.post("/api/targets/select", json={"target": "zeta"}))
+    sel = answer(client, "/api/targets/select", {"target": "zeta"})
     assert sel["forget_corpus"] == t["forget_corpus"] and len(sel["features"]) == 7
     demo = ok(client.post("/api/demo", json={"target": "zeta", "max_scan": 2}))
     assert demo["intervention"]["c"] == 350.0 and demo["n_checked_forget"] == 2
@@ -435,7 +435,7 @@ def test_a_target_defined_again_gets_fresh_questions_and_statistics(client, remo
     remove.append("again")
     first = ok(client.post("/api/targets", json=new_target("again", questions=rows(4, "alpha", ids=True))), 201)
     q1 = ok(client.get("/api/questions", params={"set": first["forget_questions"]}))["questions"]
-    s1 = ok(client.post("/api/targets/select", json={"target": "again", "n": 5}))["features"]
+    s1 = answer(client, "/api/targets/select", {"target": "again", "n": 5})["features"]
     ok(client.delete("/api/targets/again"))
     second = ok(
         client.post(
@@ -453,7 +453,7 @@ def test_a_target_defined_again_gets_fresh_questions_and_statistics(client, remo
     assert len(q1) == 4 and len(q2) == 3 and "beta" in q2[0]["question"]  # ...but the new questions
     assert q1[0]["id"].startswith("questions:1-") and q2[0]["id"].startswith("questions:1-")
     assert q1[0]["id"] != q2[0]["id"]  # the row's own id, plus a digest of its content
-    s2 = ok(client.post("/api/targets/select", json={"target": "again", "n": 5}))["features"]
+    s2 = answer(client, "/api/targets/select", {"target": "again", "n": 5})["features"]
     assert [r["forget_freq"] for r in s1] != [r["forget_freq"] for r in s2]  # statistics of the new corpus
 
 
@@ -582,11 +582,11 @@ def test_target_select_with_the_search_method_matches_the_engine(engine, lock, t
     with _serving(other) as c:
         listed = next(t for t in ok(c.get("/api/targets"))["targets"] if t["name"] == "holmes")
         assert listed["selection"]["method"] == "search" and listed["selection"]["query"] == "Sherlock Holmes"
-        r = ok(c.post("/api/targets/select", json={"target": "holmes"}))
+        r = answer(c, "/api/targets/select", {"target": "holmes"})
         with lock:
             ref = T.select_for_target(other, T.load_targets(str(tmp_path / "t.toml"))["holmes"], "tiny")
         assert r["method"] == "search" and r["threshold"] is None and r["background"] == "webtext-train"
         assert [x["feature"] for x in r["features"]] == [x["feature"] for x in ref["features"]]
         assert 0 < len(r["features"]) <= 4 and all(x["top_token"] and x["score"] > 0 for x in r["features"])
-        by_freq = ok(c.post("/api/targets/select", json={"target": "holmes", "threshold": 0.99}))
+        by_freq = answer(c, "/api/targets/select", {"target": "holmes", "threshold": 0.99})
         assert by_freq["method"] == "frequency" and by_freq["threshold"] == 0.99

@@ -167,6 +167,23 @@ class TaskMethods(Transport):
         body = {"set": set, "limit": limit, "offset": offset, "strict": strict}
         return self.run_task("questions_known", body)
 
+    def select_target_task(
+        self,
+        target: str,
+        sae: str | None = None,
+        n: int | None = None,
+        threshold: float | None = None,
+        describe: bool = _d(S.TargetSelectRequest, "describe"),
+        variant: str = "base",
+    ) -> dict:
+        """``select_target`` as the task ``targets_select`` (statistics and descriptions of any size)."""
+        body: dict = {"target": target, "sae": sae, "describe": describe}
+        if n is not None:
+            body["n"] = n
+        if threshold is not None:
+            body["threshold"] = threshold
+        return self.run_task("targets_select", _on(variant, body))
+
     def demo_task(self, target: str, max_scan: int | None = None) -> dict:
         """``demo`` as a task (any max_scan up to the schema's, statistics of any size)."""
         body: dict = {"target": target}

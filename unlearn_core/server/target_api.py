@@ -240,16 +240,24 @@ def select(
     n: int | None = None,
     threshold: float | None = None,
     describe: bool = False,
+    sync: bool = False,
 ) -> dict:
-    """Format-matched selection rows, plus the corpora actually used (without the raw stats)."""
+    """Format-matched selection rows, plus the corpora actually used (without the raw stats).
+    With ``sync`` (the synchronous endpoint), statistics or descriptions past the synchronous
+    limits are refused with a :class:`~.sync_limits.TaskRequired` naming the task ``targets_select``."""
     from unlearn_core.features.stats import auto_description
+    from unlearn_core.server.sync_limits import check_descriptions, check_stats
 
     engine = state.engine()
     t = get_target(engine, name)
+    if sync:
+        check_stats(state, "targets_select", sae, [(c, t.selection.tokens) for c in stats_corpora(engine, t)])
     warm_stats(state, engine, sae, t)
     with state.model("target select"):  # the statistics are on disk now: tokenizing and reading
         out = select_for_target(engine, t, sae, n=n, threshold=threshold)
     fs = out.pop("forget_stats")
+    if describe and sync:
+        check_descriptions(state, "targets_select", sae, fs, [r["feature"] for r in out["features"]])
     if describe:  # one feature per step
         run_steps(
             state,

@@ -41,18 +41,27 @@ def targets_delete(name: str, state: State) -> S.TargetDeleted:
         raise HTTPException(403, str(e)) from None
 
 
+def compute_targets_select(
+    state: ServerState, req: S.TargetSelectRequest, sync: bool = False
+) -> S.TargetSelectResponse:
+    """The target's selection; without ``sync`` (the task ``targets_select``) no synchronous limit."""
+
+    def compute() -> S.TargetSelectResponse:
+        sae = resolve_sae(state.engine(), req.sae)
+        out = TA.select(state, req.target, sae, n=req.n, threshold=req.threshold, describe=req.describe, sync=sync)
+        return S.TargetSelectResponse(**out)
+
+    return on_variant(state, req.variant, compute)
+
+
 @router.post("/targets/select", response_model=S.TargetSelectResponse)
 def targets_select(req: S.TargetSelectRequest, state: State) -> S.TargetSelectResponse:
     """The target's selection: by default its own method (format-matched frequency, or search);
     with a threshold, retain frequency (the max over the retain corpora) < threshold ranked by
-    forget frequency; says which corpora were used."""
-
-    def compute() -> S.TargetSelectResponse:
-        sae = resolve_sae(state.engine(), req.sae)
-        out = TA.select(state, req.target, sae, n=req.n, threshold=req.threshold, describe=req.describe)
-        return S.TargetSelectResponse(**out)
-
-    return on_variant(state, req.variant, compute)
+    forget frequency; says which corpora were used. Statistics neither cached nor shipped past
+    ``SYNC_STATS_TOKENS``, or more than ``SYNC_DESCRIPTIONS`` uncached descriptions, are a 409 naming
+    ``POST /api/tasks/targets_select``."""
+    return compute_targets_select(state, req, sync=True)
 
 
 def compute_demo(state: ServerState, req: S.DemoRequest) -> S.DemoResponse:

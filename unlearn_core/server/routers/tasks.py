@@ -15,7 +15,7 @@ from unlearn_core.server.convert import on_variant
 from unlearn_core.server.routers.features import compute_dashboard, compute_search, compute_select
 from unlearn_core.server.routers.metrics import compute_loss_added, compute_perplexity
 from unlearn_core.server.routers.questions import compute_questions_known
-from unlearn_core.server.routers.targets import compute_demo
+from unlearn_core.server.routers.targets import compute_demo, compute_targets_select
 from unlearn_core.server.routers.text import compute_generate
 from unlearn_core.server.state import ServerState
 from unlearn_core.server.tasks import TaskRunner, task_kind
@@ -37,6 +37,7 @@ KINDS: dict[str, tuple[type, Callable[[ServerState, Any], Any]]] = {
     "features_search": (S.SearchRequest, _varied(compute_search)),
     "questions_known": (S.QuestionsKnownRequest, compute_questions_known),
     "demo": (S.DemoRequest, compute_demo),
+    "targets_select": (S.TargetSelectRequest, compute_targets_select),
 }
 assert tuple(KINDS) == S.TASK_KINDS
 SYNC_PATHS = {
@@ -48,6 +49,7 @@ SYNC_PATHS = {
     "features_search": "POST /api/features/search",
     "questions_known": "GET /api/questions?known=true",
     "demo": "POST /api/demo",
+    "targets_select": "POST /api/targets/select",
 }
 
 

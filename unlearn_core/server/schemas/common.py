@@ -14,7 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from unlearn_core.features.target_limits import MAX_SAVED_QUESTIONS, MAX_SAVED_TEXT
 from unlearn_core.method.modes import GATED_MODES, MAX_ABS_CLAMP, MODES
 
-MAX_TEXT_CHARS = 20_000
+# One forward pass over the text: at 20,000 characters search took 58.8 s and activations 38.4 s on
+# the embedded model at load 5.7 (bench/sync_limits.py); 8,000 characters (~2,000 tokens) keep both well under a minute.
+MAX_TEXT_CHARS = 8_000
 MAX_FEATURES = 512  # total feature ids in one call (over all interventions)
 MAX_VALUES = 64  # clamp values in one /api/mcq call
 MAX_INTERVENTIONS = 8

@@ -15,6 +15,7 @@ TASK_KINDS = (
     "features_search",
     "questions_known",
     "demo",
+    "targets_select",
 )
 
 
