@@ -28,7 +28,7 @@ from unlearn_core.method.interventions import Intervention
 from unlearn_core.model.engine import Engine
 from unlearn_core.server.access import check_corpus, check_subjects, corpus_names, drop_unfinished_saves, server_targets
 from unlearn_core.server.state import ServerState
-from unlearn_core.server.steps import feature_stats_chunked, fits_context, run_steps
+from unlearn_core.server.steps import feature_stats_chunked, fits_context, run_steps, select_questions
 
 
 def get_target(engine: Engine, name: str) -> Target:
@@ -218,13 +218,42 @@ def delete_target(state: ServerState, name: str) -> dict:
     return {"deleted": t.name}
 
 
-def warm_stats(state: ServerState, engine: Engine, sae: str, t: Target) -> None:
+def warm_stats(state: ServerState, engine: Engine, sae: str, t: Target, method: str | None = None) -> None:
     """Feature statistics of the target's forget and retain corpora, in short lock holds
     (cached on disk with the same key ``select_for_target`` uses)."""
     forget, _ = forget_corpus_for(t, engine.settings.data_dir)
-    background = (t.selection.background,) if t.selection.method == "search" else ()
+    background = (t.selection.background,) if (method or t.selection.method) == "search" else ()
     for corpus in (forget, *t.retain_corpora, *background):
         feature_stats_chunked(state, sae, corpus, t.selection.tokens)
+
+
+def question_scores(state: ServerState, engine: Engine, sae: str, t: Target, method: str) -> tuple:
+    """``target_scores.target_feature_scores`` (same disk entry, same numbers) with the lock taken per
+    few questions: the known filter of the train half (the server's stepped one, when the target
+    scores as the server does; else in one hold), then one question per step."""
+    from unlearn_core.core import cache as C
+    from unlearn_core.evaluation import target_scores as TS
+    from unlearn_core.features import attribution as A
+
+    scoring = t.scoring or engine.scoring
+    forget, retain = TS.train_question_sets(engine, t, load=lambda spec: state.question_set(spec).questions)
+    if scoring == engine.scoring:
+        fk = select_questions(state, forget, known=True, strict=t.strict_known)[0]
+        rk = select_questions(state, retain, known=True, strict=t.strict_known)[0]
+        if not fk:
+            raise TS.NoQuestionsError(f"target {t.name!r}: the model knows none of its train-half forget questions")
+    else:
+        with state.model("known filter") as eng:
+            fk, rk = TS.known_train_questions(eng, t, forget, retain)
+    with state.model("feature scores") as eng:  # the namespace in the path names this thread's model variant
+        path = A.scores_path(eng, sae, method, fk, rk, scoring, engine.prompt_format)
+
+    def compute() -> dict:
+        run = lambda steps: run_steps(state, steps, f"{method} scores")
+        return A.compute_scores(engine, sae, method, fk, rk, scoring, engine.prompt_format, run=run)
+
+    with state.once(path):
+        return C.cached_tensors(path, compute), (fk, rk)
 
 
 def select(
@@ -234,15 +263,20 @@ def select(
     n: int | None = None,
     threshold: float | None = None,
     describe: bool = False,
+    method: str | None = None,
 ) -> dict:
-    """Format-matched selection rows, plus the corpora actually used (without the raw stats)."""
+    """The target's selection rows (its own method, or ``method``), plus the corpora (and, for the
+    question-based methods, the questions) actually used, without the raw stats."""
+    from unlearn_core.evaluation.targets import QUESTION_METHODS
     from unlearn_core.features.stats import auto_description
 
     engine = state.engine()
     t = get_target(engine, name)
-    warm_stats(state, engine, sae, t)
+    method = method or (t.selection.method if threshold is None else "frequency")
+    warm_stats(state, engine, sae, t, method)
+    scores = question_scores(state, engine, sae, t, method) if method in QUESTION_METHODS else None
     with state.model("target select"):  # the statistics are on disk now: tokenizing and reading
-        out = select_for_target(engine, t, sae, n=n, threshold=threshold)
+        out = select_for_target(engine, t, sae, n=n, threshold=threshold, method=method, scores=scores)
     fs = out.pop("forget_stats")
     if describe:  # one feature per step
         run_steps(

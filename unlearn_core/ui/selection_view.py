@@ -32,6 +32,8 @@ def selection_table(rows: list[dict], corpora: list[str], describe: bool) -> pd.
         row = {"feature": r["feature"]}
         if "top_token" in r:  # a search selection: the query token it fires on most, and how specifically
             row.update({"query token": r["top_token"], "specificity": r["score"]})
+        elif r.get("score") is not None:  # a question-based selection (attribution, fisher): its score
+            row["score"] = r["score"]
         row.update({"forget_freq": r["forget_freq"], "retain_freq": r["retain_freq"], "ratio": r["ratio"]})
         for c in corpora:
             row[f"retain: {c}"] = (r.get("retain_freqs") or {}).get(c)
@@ -43,6 +45,18 @@ def selection_table(rows: list[dict], corpora: list[str], describe: bool) -> pd.
 
 def used_corpora_caption(res: dict) -> str:
     retain = ", ".join(f"`{c}`" for c in res["retain_corpora"])
+    if res.get("method") in ("attribution", "fisher"):
+        how = selection_phrase(
+            res["method"],
+            len(res["features"]),
+            forget_questions=f"`{res['forget_questions']}`" if res.get("forget_questions") else "",
+            n_questions=(res.get("n_forget_questions") or 0, res.get("n_retain_questions") or 0),
+        )
+        return (
+            f"Of `{res['sae']}`, {how}; the frequency columns are on the forget corpus "
+            f"`{res['forget_corpus']}` and the retain corpora {retain}, {res['n_tokens']} tokens each. Click a "
+            "column header to sort."
+        )
     if res.get("method") == "search":
         how = selection_phrase("search", len(res["features"]), query=res["query"], background=res["background"])
         return (
@@ -66,7 +80,7 @@ def target_selection(t: dict, sae: str, info: dict, on_open: Callable[[int], Non
         f"drop features firing on at least the threshold of the tokens of **any** retain corpus ({retain}), "
         f"rank the rest by their frequency on the forget corpus `{TP.selection_corpus(t)}`, keep the top N."
     )
-    if sel.get("method") == "search":
+    if sel.get("method", "frequency") != "frequency":
         st.markdown(
             f"The target's default: {R.selection_summary(t, TP.selection_corpus(t))}. Pick a retain "
             f"threshold below for the {kind}frequency selection instead: {by_freq}"
@@ -82,7 +96,11 @@ def target_selection(t: dict, sae: str, info: dict, on_open: Callable[[int], Non
         THRESHOLDS,
         key="tsel_thr",
         format_func=lambda x: (
-            (f"the target's ({sel['threshold']:g})" if sel.get("method") != "search" else "the target's (search)")
+            (
+                f"the target's ({sel['threshold']:g})"
+                if sel.get("method", "frequency") == "frequency"
+                else f"the target's ({sel['method']})"
+            )
             if x is None
             else f"{x:g}"
         ),
@@ -108,6 +126,8 @@ def target_selection(t: dict, sae: str, info: dict, on_open: Callable[[int], Non
         st.warning(
             f'No non-dense feature fires on the query "{res["query"]}".'
             if res.get("method") == "search"
+            else f"No feature passes the {res['method']} selection on the train-half questions."
+            if res.get("method") in ("attribution", "fisher")
             else f"No feature fires on less than {res['threshold']:g} of the tokens of every retain corpus: raise "
             "the threshold."
         )
@@ -123,6 +143,7 @@ def target_selection(t: dict, sae: str, info: dict, on_open: Callable[[int], Non
             "retain_freq": st.column_config.NumberColumn("retain frequency (max)", format="%.4f"),
             "ratio": st.column_config.NumberColumn("forget / retain", format="%.2f"),
             "specificity": st.column_config.NumberColumn("specificity", format="%.2f"),
+            "score": st.column_config.NumberColumn(f"{res.get('method')} score", format="%.4g"),
             **fmt,
         },
     )

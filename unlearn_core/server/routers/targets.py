@@ -42,13 +42,16 @@ def targets_delete(name: str, state: State) -> S.TargetDeleted:
 
 @router.post("/targets/select", response_model=S.TargetSelectResponse)
 def targets_select(req: S.TargetSelectRequest, state: State) -> S.TargetSelectResponse:
-    """The target's selection: by default its own method (format-matched frequency, or search);
-    with a threshold, retain frequency (the max over the retain corpora) < threshold ranked by
-    forget frequency; says which corpora were used."""
+    """The target's selection: by default its own method (format-matched frequency, search,
+    attribution or fisher), or ``method``; with a threshold and no method, retain frequency (the
+    max over the retain corpora) < threshold ranked by forget frequency; says which corpora (and,
+    for attribution and fisher, which train-half questions) were used."""
 
     def compute() -> S.TargetSelectResponse:
         sae = resolve_sae(state.engine(), req.sae)
-        out = TA.select(state, req.target, sae, n=req.n, threshold=req.threshold, describe=req.describe)
+        out = TA.select(
+            state, req.target, sae, n=req.n, threshold=req.threshold, describe=req.describe, method=req.method
+        )
         return S.TargetSelectResponse(**out)
 
     return on_variant(state, req.variant, compute)
