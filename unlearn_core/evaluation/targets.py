@@ -24,6 +24,7 @@ from unlearn_core.data.loaders import with_part
 from unlearn_core.features.default_target import DEFAULT_TARGET  # noqa: F401  (re-exported)
 from unlearn_core.features.selection_phrase import selection_phrase
 from unlearn_core.features.target_limits import MAX_SAVED_QUESTIONS, MAX_SAVED_TEXT, NAME_RE
+from unlearn_core.method.clamp_scales import SCALE_RULES
 from unlearn_core.method.modes import MODES
 
 if TYPE_CHECKING:
@@ -69,6 +70,7 @@ class Selection:
 class DefaultIntervention:
     mode: str = "clamp"
     c: float = 100.0
+    scale: str = "uniform"  # or "forget-max": c_i = c * (max on the forget corpus / the median's; clamp_scales)
 
 
 @dataclass(frozen=True)
@@ -92,7 +94,10 @@ class Target:
     source: str = "built-in"
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if d["intervention"]["scale"] == "uniform":  # the default: left out, as before the option existed
+            del d["intervention"]["scale"]
+        return d
 
 
 _FIELDS = {f for f in Target.__dataclass_fields__} - {"name", "source", "selection", "intervention"}
@@ -151,6 +156,8 @@ def target_from_dict(name: str, d: dict, source: str = "built-in", base: Path | 
         )
     if iv.mode not in MODES:
         raise TargetError(f"{where}: intervention mode must be one of {MODES}")
+    if iv.scale not in SCALE_RULES:
+        raise TargetError(f"{where}: intervention scale must be one of {SCALE_RULES}")
     if kw.get("eval_part", "heldout") not in ("all", "train", "heldout"):
         raise TargetError(f"{where}: eval_part must be all, train or heldout")
     if kw.get("scoring") not in (None, "letter", "cloze"):
@@ -408,7 +415,12 @@ def default_intervention(engine, target: Target, sae_key: str | None = None, pro
     from unlearn_core.method.interventions import Intervention  # torch: not needed to read the registry
 
     iv = target.intervention
-    return Intervention(rows["sae"], feats, iv.c, iv.mode)
+    scales = None
+    if iv.scale == "forget-max":
+        from unlearn_core.method.clamp_scales import max_act_scales
+
+        scales = max_act_scales(rows["forget_stats"].max_act, feats)
+    return Intervention(rows["sae"], feats, iv.c, iv.mode, scales=scales)
 
 
 def question_specs(
@@ -467,6 +479,7 @@ def evaluate_target(
             "sae": iv.sae_key,
             "mode": iv.mode,
             "c": iv.c,
+            "scales": list(iv.scales) if iv.scales is not None else None,  # c_i = c * scale_i
             "features": list(iv.features),
             "selection": asdict(target.selection),
         },
@@ -482,7 +495,7 @@ def evaluate_target(
 def replace_intervention(target: Target, **kw) -> Target:
     """The same target with other selection or intervention settings (sweeps, the app)."""
     sel = {k: kw.pop(k) for k in ("threshold", "n", "tokens", "method", "query", "background") if k in kw}
-    iv = {k: kw.pop(k) for k in ("mode", "c") if k in kw}
+    iv = {k: kw.pop(k) for k in ("mode", "c", "scale") if k in kw}
     return replace(
         target, selection=replace(target.selection, **sel), intervention=replace(target.intervention, **iv), **kw
     )

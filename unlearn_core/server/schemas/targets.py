@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from unlearn_core.evaluation.demo_limits import MAX_SCAN as DEMO_MAX_SCAN  # questions the demo checks per set
 from unlearn_core.features.target_limits import MAX_SAVED_QUESTIONS, MAX_SAVED_TEXT, NAME_RE
@@ -24,6 +24,10 @@ class TargetSelection(BaseModel):
 
 
 class TargetIntervention(BaseModel):
+    # a target's per-feature clamp rule, when not the uniform c, comes along as "scale": "forget-max"
+    # (c_i = c * the feature's max on the forget corpus / the median's); absent for the uniform c
+    model_config = ConfigDict(extra="allow")
+
     mode: str
     c: float
 
@@ -155,6 +159,7 @@ class DemoInterventionOut(BaseModel):
     mode: str
     c: float
     features: list[int]
+    scales: list[float] | None = None  # per-feature clamp values c_i = c * scales[i] (None: c for all)
 
 
 class DemoExample(BaseModel):
