@@ -24,7 +24,7 @@ from unlearn_core.data.loaders import with_part
 from unlearn_core.features.default_target import DEFAULT_TARGET  # noqa: F401  (re-exported)
 from unlearn_core.features.selection_phrase import selection_phrase
 from unlearn_core.features.target_limits import MAX_SAVED_QUESTIONS, MAX_SAVED_TEXT, NAME_RE
-from unlearn_core.method.clamp_scales import SCALE_RULES
+from unlearn_core.method.clamp_scales import SCALE_RULES, scales_for
 from unlearn_core.method.modes import MODES
 
 if TYPE_CHECKING:
@@ -324,11 +324,10 @@ def select_for_target(
     method: str | None = None,
     scores: tuple | None = None,
 ) -> dict:
-    """A target's selection (its ``selection.method``, or ``method``; an explicit ``threshold``
-    without a method selects by frequency): rows with the forget frequency and each retain
-    corpus's frequency, plus which corpora were used (shown in the app). The question-based
-    methods add a ``score`` column and say which questions they read; ``scores`` is their
-    ``target_scores.target_feature_scores`` result when the caller computed it already."""
+    """A target's selection (its ``selection.method``, or ``method``; a ``threshold`` without a method:
+    frequency): rows with the forget and each retain corpus's frequency, plus the corpora used. The
+    question-based methods add ``score`` and the questions read; ``scores``: their precomputed
+    ``target_scores.target_feature_scores``."""
     from unlearn_core.features import stats as F
 
     sae_key = sae_key or engine.default_sae
@@ -415,11 +414,7 @@ def default_intervention(engine, target: Target, sae_key: str | None = None, pro
     from unlearn_core.method.interventions import Intervention  # torch: not needed to read the registry
 
     iv = target.intervention
-    scales = None
-    if iv.scale == "forget-max":
-        from unlearn_core.method.clamp_scales import max_act_scales
-
-        scales = max_act_scales(rows["forget_stats"].max_act, feats)
+    scales = scales_for(iv.scale, rows["forget_stats"].max_act, feats)
     return Intervention(rows["sae"], feats, iv.c, iv.mode, scales=scales)
 
 

@@ -131,7 +131,7 @@ def add_question(engine: Engine, sae_key: str, method: str, q: Question, scoring
     counted[0] = False
     if method == "attribution":
         f, g, _ = codes_and_gradient(engine, sae_key, row)
-        s.value += (f[1:] * g[1:]).sum(0).double()  # every position a clamp touches (all but BOS)
+        s.value += (f[1:].double() * g[1:].double()).sum(0)  # every position a clamp touches (all but BOS)
     elif method == "fisher":
         f = encode_tokens(engine, sae_key, ids[None])[0].float().cpu()
         s.value += (f * counted[:, None]).sum(0).double()

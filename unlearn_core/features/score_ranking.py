@@ -36,12 +36,15 @@ def rank_attribution(scores: dict[str, torch.Tensor], n: int) -> list[dict]:
 
     A positive score means zeroing the feature would, to first order, lower the correct answer's
     log-probability on forget questions more than on retain questions. Kept: features that fire
-    on at least one forget question and score > 0, by score (descending), the top ``n``."""
+    on at least one forget question, with A_forget > 0 (zeroing them lowers the forget answers:
+    without it a feature whose removal only *helps* retain answers would rank high while doing
+    nothing to the forget ones, as on the embedded model) and score > 0; by score (descending),
+    the top ``n``."""
     if n < 1:
         raise ValueError("n must be >= 1")
     a_f, a_r = scores["forget_value"].double(), scores["retain_value"].double()
     score = a_f - a_r
-    ok = (scores["forget_fires"] > 0) & (score > 0)
+    ok = (scores["forget_fires"] > 0) & (a_f > 0) & (score > 0)
     idx = torch.nonzero(ok).flatten()
     order = idx[torch.argsort(score[idx], descending=True, stable=True)][:n].tolist()
     return _rows(order, score, a_f, a_r, scores)

@@ -29,3 +29,10 @@ def max_act_scales(max_act: Any, features: tuple[int, ...] | list[int]) -> tuple
     k = len(alive)
     median = alive[k // 2] if k % 2 else (alive[k // 2 - 1] + alive[k // 2]) / 2
     return tuple(min(max(p / median, 1 / MAX_SCALE), MAX_SCALE) if p > 0 else 1.0 for p in peaks)
+
+
+def scales_for(rule: str, max_act: Any, features: tuple[int, ...]) -> tuple[float, ...] | None:
+    """The scales a rule of ``SCALE_RULES`` gives (None: the uniform c)."""
+    if rule not in SCALE_RULES:
+        raise ValueError(f"clamp scale rule must be one of {SCALE_RULES}, got {rule!r}")
+    return None if rule == "uniform" else max_act_scales(max_act, features)

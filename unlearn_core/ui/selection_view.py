@@ -71,6 +71,22 @@ def used_corpora_caption(res: dict) -> str:
     )
 
 
+def own_choice(sel: dict) -> str:
+    """The threshold box's entry for the target's own selection."""
+    method = sel.get("method", "frequency")
+    return f"the target's ({sel['threshold']:g})" if method == "frequency" else f"the target's ({method})"
+
+
+def no_rows_message(res: dict) -> str:
+    if res.get("method") == "search":
+        return f'No non-dense feature fires on the query "{res["query"]}".'
+    if res.get("method") in ("attribution", "fisher"):
+        return f"No feature passes the {res['method']} selection on the train-half questions."
+    return (
+        f"No feature fires on less than {res['threshold']:g} of the tokens of every retain corpus: raise the threshold."
+    )
+
+
 def target_selection(t: dict, sae: str, info: dict, on_open: Callable[[int], None]) -> None:
     """Settings (threshold and N default to the target's), a run button, the table and its actions."""
     sel = t["selection"]
@@ -95,15 +111,7 @@ def target_selection(t: dict, sae: str, info: dict, on_open: Callable[[int], Non
         "Retain threshold",
         THRESHOLDS,
         key="tsel_thr",
-        format_func=lambda x: (
-            (
-                f"the target's ({sel['threshold']:g})"
-                if sel.get("method", "frequency") == "frequency"
-                else f"the target's ({sel['method']})"
-            )
-            if x is None
-            else f"{x:g}"
-        ),
+        format_func=lambda x: own_choice(sel) if x is None else f"{x:g}",
     )
     n = c2.number_input("N features", 1, max_n, min(int(sel["n"]), max_n), key=f"tsel_n_{t['name']}")
     describe = c3.checkbox("Add automatic descriptions", key="tsel_describe")
@@ -123,14 +131,7 @@ def target_selection(t: dict, sae: str, info: dict, on_open: Callable[[int], Non
         st.info(res["note"], icon=":material/info:")
     rows = res["features"]
     if not rows:
-        st.warning(
-            f'No non-dense feature fires on the query "{res["query"]}".'
-            if res.get("method") == "search"
-            else f"No feature passes the {res['method']} selection on the train-half questions."
-            if res.get("method") in ("attribution", "fisher")
-            else f"No feature fires on less than {res['threshold']:g} of the tokens of every retain corpus: raise "
-            "the threshold."
-        )
+        st.warning(no_rows_message(res))
         return
     df = selection_table(rows, res["retain_corpora"], describe)
     fmt = {c: st.column_config.NumberColumn(c, format="%.4f") for c in df.columns if c.startswith("retain: ")}
