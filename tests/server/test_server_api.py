@@ -487,12 +487,12 @@ def test_bad_input_is_4xx_with_a_message(client, name, method, path, body, statu
 
 
 def test_internal_errors_are_generic_500s(engine, monkeypatch, caplog):
-    import unlearn_core.server.routers.features as A
+    import unlearn_core.server.routers.features as RF
 
     def boom(*a, **k):
         raise RuntimeError("secret internals")
 
-    monkeypatch.setattr(A, "token_activations", boom)
+    monkeypatch.setattr(RF, "token_activations", boom)
     app = create_app(lambda: engine, token="")
     with TestClient(app, raise_server_exceptions=False) as c:
         wait_ok(c)

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from unlearn_core.cli.common import add_command, add_model_variant_arg, emit, engine_of, progress_bar, sae_key
+from unlearn_core.cli.common import (
+    add_command,
+    add_model_variant_arg,
+    emit,
+    engine_of,
+    progress_bar,
+    sae_key,
+    settings_of,
+)
 
 
 def cmd_features_stats(args) -> None:
@@ -74,11 +82,16 @@ def cmd_features_select(args) -> None:
 
     engine = engine_of(args)
     key = sae_key(args, engine)
+    if args.target:
+        return _select_for_target(args, engine, key)
+    if args.method not in (None, "frequency"):
+        raise ValueError(f"--method {args.method} ranks features by a target's questions: name one with --target")
     bar = progress_bar(args.tokens * 2, "feature stats (forget, retain)")
     fs = F.feature_stats(engine, key, args.forget, n_tokens=args.tokens, progress=bar.update)
     rs = F.feature_stats(engine, key, args.retain, n_tokens=args.tokens, progress=bar.update)
     bar.close()
-    rows = F.select_features(fs.freq, rs.freq, args.threshold, args.n)
+    threshold = 0.01 if args.threshold is None else args.threshold
+    rows = F.select_features(fs.freq, rs.freq, threshold, args.n or 20)
     if args.describe:
         for r in rows:
             r["description"] = F.auto_description(engine, key, r["feature"], fs)
@@ -88,9 +101,47 @@ def cmd_features_select(args) -> None:
     ]
     emit(
         args,
-        {"forget": args.forget, "retain": args.retain, "threshold": args.threshold, "features": rows},
+        {"forget": args.forget, "retain": args.retain, "threshold": threshold, "features": rows},
         "\n".join(lines),
     )
+
+
+def _select_for_target(args, engine, key: str) -> None:
+    """A target's selection by ``--method`` (default: the target's own); the question-based ones
+    show their known filter and their scores as two bars, each with its total up front."""
+    from unlearn_core.evaluation import target_scores as TS
+    from unlearn_core.evaluation import targets as T
+    from unlearn_core.features import stats as F
+
+    settings = settings_of(args)  # the tiny backend's engine does not carry --targets
+    t = T.get_target(args.target, settings.targets_file, T.saved_targets_dir(settings))
+    method = args.method or (t.selection.method if args.threshold is None else "frequency")
+    scores = None
+    if method in T.QUESTION_METHODS:
+        forget, retain = TS.train_question_sets(engine, t)
+        bar = progress_bar(len(forget) + len(retain), f"{t.name}: known filter on the train half (questions)")
+        known = TS.known_train_questions(engine, t, forget, retain, progress=bar.update)
+        bar.close()
+        bar = progress_bar(len(known[0]) + len(known[1]), f"{t.name}: {method} scores (questions)")
+        scores = TS.target_feature_scores(engine, t, key, method, progress=bar.update, questions=known)
+        bar.close()
+    out = T.select_for_target(engine, t, key, n=args.n, threshold=args.threshold, method=method, scores=scores)
+    fs = out.pop("forget_stats")
+    rows = out["features"]
+    if args.describe:
+        for r in rows:
+            r["description"] = F.auto_description(engine, key, r["feature"], fs)
+    lines = [T.selection_text(out), f"{'feature':>8} {'score':>11} {'forget':>8} {'retain':>8}  description"]
+    lines += [
+        f"{r['feature']:>8} {_fmt_score(r.get('score')):>11} {r['forget_freq']:>8.4f} {r['retain_freq']:>8.4f}  "
+        f"{r.get('description', '')}"
+        for r in rows
+    ]
+    emit(args, out, "\n".join(lines))
+
+
+def _fmt_score(x: float | None) -> str:
+    return "-" if x is None else f"{x:.4g}"
 
 
 def add_parsers(sub) -> None:
@@ -116,11 +167,25 @@ def add_parsers(sub) -> None:
     f.add_argument("-k", type=int, default=6)
     f.add_argument("--on")
     add_model_variant_arg(f)
-    f = add_command(fsub, "select", cmd_features_select, help="forget vs retain selection (paper / SAEBench)")
-    f.add_argument("--forget", default="wmdp-bio-text@train")
-    f.add_argument("--retain", default="wikitext@train")
-    f.add_argument("--threshold", type=float, default=0.01)
-    f.add_argument("-n", type=int, default=20)
+    f = add_command(
+        fsub,
+        "select",
+        cmd_features_select,
+        help="forget vs retain selection (paper / SAEBench), or a target's (--target) by any method",
+    )
+    f.add_argument("--forget", default="wmdp-bio-text@train", help="without --target: the forget corpus")
+    f.add_argument("--retain", default="wikitext@train", help="without --target: the retain corpus")
+    f.add_argument(
+        "--target", help="select for this target (its corpora; attribution and fisher: its train-half questions)"
+    )
+    f.add_argument(
+        "--method",
+        choices=["frequency", "search", "attribution", "fisher"],
+        help="with --target: how to rank (default: the target's own); attribution = activation x gradient of "
+        "the correct answer's log-probability, forget minus retain; fisher = Dynamic SAE Guardrails' selection",
+    )
+    f.add_argument("--threshold", type=float, help="frequency method: retain frequency below this (default 0.01)")
+    f.add_argument("-n", type=int, help="how many features (default 20, or the target's)")
     f.add_argument("--tokens", type=int, default=100_000)
     f.add_argument("--describe", action="store_true", help="add automatic descriptions")
     f.add_argument("--on")

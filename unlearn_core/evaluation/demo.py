@@ -102,7 +102,13 @@ def result(engine, target: Target, iv, found: dict) -> dict:
         "forget_corpus": forget_corpus,
         "forget_corpus_note": note,
         "retain_corpora": list(target.retain_corpora),
-        "intervention": {"sae": iv.sae_key, "mode": iv.mode, "c": iv.c, "features": list(iv.features)},
+        "intervention": {
+            "sae": iv.sae_key,
+            "mode": iv.mode,
+            "c": iv.c,
+            "features": list(iv.features),
+            "scales": list(iv.scales) if iv.scales is not None else None,
+        },
         **found,
         "summary": summary(found["forget_example"], found["retain_example"], found["n_checked_forget"]),
     }

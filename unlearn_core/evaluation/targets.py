@@ -24,6 +24,7 @@ from unlearn_core.data.specs import with_part
 from unlearn_core.features.default_target import DEFAULT_TARGET  # noqa: F401  (re-exported)
 from unlearn_core.features.selection_phrase import selection_phrase
 from unlearn_core.features.target_limits import MAX_SAVED_QUESTIONS, MAX_SAVED_TEXT, NAME_RE
+from unlearn_core.method.clamp_scales import SCALE_RULES, scales_for
 from unlearn_core.method.modes import MODES
 
 if TYPE_CHECKING:
@@ -35,7 +36,8 @@ log = logging.getLogger(__name__)
 BUILTIN_FILE = ASSETS / "targets.toml"
 
 
-SELECTION_METHODS = ("frequency", "search")
+SELECTION_METHODS = ("frequency", "search", "attribution", "fisher")
+QUESTION_METHODS = ("attribution", "fisher")  # scored on the train half's known questions (target_scores)
 
 
 class TargetError(ValueError):
@@ -50,7 +52,11 @@ class Selection:
     threshold, ranked by forget frequency. ``method = "search"`` (the Gemma Scope Harry Potter
     study's way in): the features most specific to ``query``, the concept's own name, against the
     ``background`` corpus's firing frequencies, dense ones dropped; threshold is not used. A book's
-    most frequent distinctive features are its narration style, not its topic (README, sherlock)."""
+    most frequent distinctive features are its narration style, not its topic (README, sherlock).
+    ``method = "attribution"`` (activation x gradient of the correct answer's log-probability,
+    forget minus retain) and ``"fisher"`` (Dynamic SAE Guardrails' selection) rank features by the
+    train half of the target's known questions (``features.attribution``, ``score_ranking``);
+    threshold is not used."""
 
     threshold: float = 0.01
     n: int = 20
@@ -64,6 +70,7 @@ class Selection:
 class DefaultIntervention:
     mode: str = "clamp"
     c: float = 100.0
+    scale: str = "uniform"  # or "forget-max": c_i = c * (max on the forget corpus / the median's; clamp_scales)
 
 
 @dataclass(frozen=True)
@@ -87,7 +94,10 @@ class Target:
     source: str = "built-in"
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if d["intervention"]["scale"] == "uniform":  # the default: left out, as before the option existed
+            del d["intervention"]["scale"]
+        return d
 
 
 _FIELDS = {f for f in Target.__dataclass_fields__} - {"name", "source", "selection", "intervention"}
@@ -146,6 +156,8 @@ def target_from_dict(name: str, d: dict, source: str = "built-in", base: Path | 
         )
     if iv.mode not in MODES:
         raise TargetError(f"{where}: intervention mode must be one of {MODES}")
+    if iv.scale not in SCALE_RULES:
+        raise TargetError(f"{where}: intervention scale must be one of {SCALE_RULES}")
     if kw.get("eval_part", "heldout") not in ("all", "train", "heldout"):
         raise TargetError(f"{where}: eval_part must be all, train or heldout")
     if kw.get("scoring") not in (None, "letter", "cloze"):
@@ -309,42 +321,42 @@ def select_for_target(
     n: int | None = None,
     threshold: float | None = None,
     progress=None,
+    method: str | None = None,
+    scores: tuple | None = None,
 ) -> dict:
-    """A target's selection (its ``selection.method``): rows with the forget frequency and each
-    retain corpus's frequency, plus which corpora were used (shown in the app)."""
+    """A target's selection (its ``selection.method``, or ``method``; a ``threshold`` without a method:
+    frequency): rows with the forget and each retain corpus's frequency, plus the corpora used. The
+    question-based methods add ``score`` and the questions read; ``scores``: their precomputed
+    ``target_scores.target_feature_scores``."""
     from unlearn_core.features import stats as F
-    from unlearn_core.features import text_search as TXS
 
     sae_key = sae_key or engine.default_sae
     sel = target.selection
+    method = method or (sel.method if threshold is None else "frequency")
+    if method not in SELECTION_METHODS:
+        raise TargetError(f"selection method must be one of {SELECTION_METHODS}, not {method!r}")
     forget, note = forget_corpus_for(target, engine.settings.data_dir)
-    search = sel.method == "search" and threshold is None
     forced = engine.extra.get("selection_threshold")  # the tiny test backend's random SAE
-    if forced is not None and threshold is None and not search:
+    if forced is not None and threshold is None and method == "frequency":
         threshold = forced
         note = (note + " " if note else "") + f"(test backend: retain threshold relaxed to {forced:g})"
     fs = F.feature_stats(engine, sae_key, forget, n_tokens=sel.tokens, progress=progress)
     rs = [F.feature_stats(engine, sae_key, c, n_tokens=sel.tokens, progress=progress) for c in target.retain_corpora]
     rf = retain_frequency(rs)
-    if search:  # the same frequency columns as the paper's selection, so every consumer reads them alike
-        bg = F.feature_stats(engine, sae_key, sel.background, n_tokens=sel.tokens, progress=progress)
-        rows = TXS.select_by_search(engine, sae_key, sel.query, bg, n or sel.n)
-        for r in rows:
+    if method == "frequency":
+        rows = F.select_features(fs.freq, rf, threshold or sel.threshold, n or sel.n)
+        how = {"threshold": threshold or sel.threshold, "method": "frequency"}
+    else:
+        rows, how = _ranked_rows(engine, target, sae_key, method, n or sel.n, progress, scores)
+        for r in rows:  # the same frequency columns as the paper's selection, so every consumer reads them alike
             i = r["feature"]
             r.update(
                 forget_freq=float(fs.freq[i]),
                 retain_freq=float(rf[i]),
                 ratio=float(fs.freq[i] / max(float(rf[i]), 1e-6)),
             )
-    else:
-        rows = F.select_features(fs.freq, rf, threshold or sel.threshold, n or sel.n)
     for r in rows:
         r["retain_freqs"] = {s.corpus: float(s.freq[r["feature"]]) for s in rs}
-    how = (
-        {"threshold": None, "method": "search", "query": sel.query, "background": sel.background}
-        if search
-        else {"threshold": threshold or sel.threshold, "method": "frequency"}
-    )
     return {
         "target": target.name,
         "sae": sae_key,
@@ -357,12 +369,29 @@ def select_for_target(
     }
 
 
+def _ranked_rows(engine, target: Target, sae_key: str, method: str, n: int, progress, scores) -> tuple[list, dict]:
+    """Rows and their description for the search and question-based methods."""
+    sel = target.selection
+    if method == "search":
+        from unlearn_core.features import stats as F
+        from unlearn_core.features import text_search as TXS
+
+        bg = F.feature_stats(engine, sae_key, sel.background, n_tokens=sel.tokens, progress=progress)
+        rows = TXS.select_by_search(engine, sae_key, sel.query, bg, n)
+        return rows, {"threshold": None, "method": "search", "query": sel.query, "background": sel.background}
+    from unlearn_core.evaluation.target_scores import question_selection
+
+    return question_selection(engine, target, sae_key, method, n, progress, scores)
+
+
 def selection_text(sel: dict) -> str:
     """One phrase saying how a ``select_for_target`` result was chosen (the CLI and benches show it)."""
     return selection_phrase(
         sel.get("method", "frequency"),
         len(sel["features"]),
         query=sel.get("query", ""),
+        forget_questions=f"`{sel['forget_questions']}`" if sel.get("forget_questions") else "",
+        n_questions=(sel["n_forget_questions"], sel["n_retain_questions"]) if "n_forget_questions" in sel else None,
         background=sel.get("background", ""),
         threshold=sel.get("threshold"),
         forget_corpus=sel["forget_corpus"],
@@ -375,16 +404,18 @@ def default_intervention(engine, target: Target, sae_key: str | None = None, pro
     threshold = rows["threshold"]
     feats = tuple(r["feature"] for r in rows["features"])
     if not feats:
-        why = (
-            f"no non-dense feature fires on the query {target.selection.query!r}"
-            if rows["method"] == "search"
-            else f"no feature passes the selection (retain threshold {threshold:g}); raise the threshold"
-        )
+        why = {
+            "search": f"no non-dense feature fires on the query {target.selection.query!r}",
+            "attribution": "no feature firing on its train-half forget questions has a positive attribution score",
+            "fisher": "no feature firing on its train-half forget questions passes DSG's percentile filters",
+        }.get(rows["method"])
+        why = why or f"no feature passes the selection (retain threshold {threshold:g}); raise the threshold"
         raise TargetError(f"target {target.name!r}: {why}")
     from unlearn_core.method.interventions import Intervention  # torch: not needed to read the registry
 
     iv = target.intervention
-    return Intervention(rows["sae"], feats, iv.c, iv.mode)
+    scales = scales_for(iv.scale, rows["forget_stats"].max_act, feats)
+    return Intervention(rows["sae"], feats, iv.c, iv.mode, scales=scales)
 
 
 def question_specs(
@@ -443,6 +474,7 @@ def evaluate_target(
             "sae": iv.sae_key,
             "mode": iv.mode,
             "c": iv.c,
+            "scales": list(iv.scales) if iv.scales is not None else None,  # c_i = c * scale_i
             "features": list(iv.features),
             "selection": asdict(target.selection),
         },
@@ -458,7 +490,7 @@ def evaluate_target(
 def replace_intervention(target: Target, **kw) -> Target:
     """The same target with other selection or intervention settings (sweeps, the app)."""
     sel = {k: kw.pop(k) for k in ("threshold", "n", "tokens", "method", "query", "background") if k in kw}
-    iv = {k: kw.pop(k) for k in ("mode", "c") if k in kw}
+    iv = {k: kw.pop(k) for k in ("mode", "c", "scale") if k in kw}
     return replace(
         target, selection=replace(target.selection, **sel), intervention=replace(target.intervention, **iv), **kw
     )

@@ -18,10 +18,23 @@ def selection_phrase(
     threshold: float | None = None,
     forget_corpus: str = "",
     retain_corpora: Iterable[str] = (),
+    forget_questions: str = "",
+    n_questions: tuple[int, int] | None = None,
 ) -> str:
     """'the top N features …' for the search method (specificity to the query against the
-    background) or the frequency method (the paper's: frequency on the forget corpus among features
-    under the retain threshold)."""
+    background), the question-based ones (attribution, DSG's Fisher; ``n_questions``: the known
+    forget and retain questions they read, when known) or the frequency method (the paper's:
+    frequency on the forget corpus among features under the retain threshold)."""
+    if method in ("attribution", "fisher"):
+        on = forget_questions or "the train half of the forget questions"  # as the caller words it
+        if n_questions:
+            on += f" ({n_questions[0]} known forget, {n_questions[1]} known retain questions)"
+        what = (
+            "attribution to the correct answer (activation x gradient), forget minus retain"
+            if method == "attribution"
+            else "DSG's Fisher score (squared mean activation, forget/retain ratio in the top 5%)"
+        )
+        return f"the top {n} features by {what} on {on}"
     if method == "search":
         return (
             f'the top {n} features most specific to "{query}" against `{background}` '

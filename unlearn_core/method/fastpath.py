@@ -186,8 +186,12 @@ def residual_delta(
     V = values.shape[0]
     W = sae.W_dec
     values = values.to(W.dtype)
+    scales = None if iv.scales is None else torch.tensor(iv.scales, dtype=W.dtype, device=W.device)  # [F]
     if iv.mode == "add":
-        delta = -(values[:, None] * 1.0) @ W[feats].sum(0, keepdim=True)  # [V, d]
+        if scales is None:
+            delta = -(values[:, None] * 1.0) @ W[feats].sum(0, keepdim=True)  # [V, d]
+        else:
+            delta = -(values[:, None] * scales[None, :]) @ W[feats]  # sum_i -c * scale_i * W_dec[i]
         out = delta[:, None, None, :].expand(V, R, T, d).clone()
     else:
         f = pc.codes[..., feats]  # [R, T, F]
@@ -195,8 +199,9 @@ def residual_delta(
         if gate is not None:
             active = active * gate.to(f.device, f.dtype)[:, None, None]
         target = torch.zeros_like(values) if iv.mode == "zero" else -values  # [V]
-        # per value: sum_i active_i * (target - f_i) * W_dec[i]
-        coef = active[None] * (target[:, None, None, None] - f[None])  # [V, R, T, F]
+        target = target[:, None] if scales is None else target[:, None] * scales[None, :]  # [V, 1 or F]
+        # per value: sum_i active_i * (target_i - f_i) * W_dec[i]
+        coef = active[None] * (target[:, None, None, :] - f[None])  # [V, R, T, F]
         out = coef @ W[feats]  # [V, R, T, d]
         if iv.mode == "reconstruct":
             recon = sae.decode(pc.codes)

@@ -35,7 +35,13 @@ from dataclasses import dataclass, field
 
 import torch
 
-from unlearn_core.method.modes import GATED_MODES, MAX_ABS_CLAMP, MODE_LABELS, MODES  # noqa: F401 (re-exported)
+from unlearn_core.method.modes import (  # noqa: F401 (re-exported)
+    GATED_MODES,
+    MAX_ABS_CLAMP,
+    MAX_SCALE,
+    MODE_LABELS,
+    MODES,
+)
 from unlearn_core.model.saes import LoadedSAE
 
 # Set by a caller whose rows are a prompt followed by scored answer tokens (cloze): the gate
@@ -50,6 +56,9 @@ class Intervention:
     value: float = 20.0  # c: features are set to -c
     mode: str = "clamp"
     gate: float | None = None  # tau, gated modes only: open when rho > tau
+    # per-feature clamp values c_i = c * scales[i] (one per feature, in order), so one c means the
+    # same strength for features of different activation scales (``clamp_scales``); None: c for all
+    scales: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -67,14 +76,27 @@ class Intervention:
         object.__setattr__(self, "features", tuple(int(f) for f in self.features))
         if any(f < 0 for f in self.features):
             raise ValueError("feature ids must be >= 0")
+        if self.scales is not None:
+            scales = tuple(float(x) for x in self.scales)
+            if len(scales) != len(self.features):
+                raise ValueError(f"scales: one per feature ({len(self.features)}), got {len(scales)}")
+            if not all(math.isfinite(x) and 0 < x <= MAX_SCALE for x in scales):
+                raise ValueError(f"scales must be finite, > 0 and <= {MAX_SCALE:g}")
+            object.__setattr__(self, "scales", scales)
 
     @property
     def c(self) -> float:
         return 0.0 if self.mode == "zero" else float(self.value)
 
+    def clamp_values(self, like: torch.Tensor) -> torch.Tensor:
+        """The value each selected feature is set to, [F] like ``like`` (-c, or -c * scale_i)."""
+        c = torch.full((len(self.features),), -self.c, dtype=like.dtype, device=like.device)
+        return c if self.scales is None else c * torch.tensor(self.scales, dtype=like.dtype, device=like.device)
+
     def label(self) -> str:
         gate = f" gate τ={self.gate:g}" if self.gate is not None else ""
-        return f"{self.mode} c={self.c:g}{gate} on {len(self.features)} feature(s) of {self.sae_key}"
+        per = " (per-feature scales)" if self.scales is not None else ""
+        return f"{self.mode} c={self.c:g}{per}{gate} on {len(self.features)} feature(s) of {self.sae_key}"
 
 
 @dataclass
@@ -130,7 +152,8 @@ def apply_to_resid(resid: torch.Tensor, sae, iv: Intervention, skip_first: bool)
     dtype = resid.dtype
     x = resid.to(sae.W_enc.dtype)
     if iv.mode == "add":
-        delta = -iv.c * sae.W_dec[feats].sum(0)
+        W = sae.W_dec[feats]
+        delta = -iv.c * W.sum(0) if iv.scales is None else iv.clamp_values(W) @ W  # sum_i -c_i W_dec[i]
         out = x + delta
         if skip_first:
             out[:, 0] = x[:, 0]
@@ -147,10 +170,11 @@ def _clamped(x: torch.Tensor, f: torch.Tensor, sae, iv: Intervention, skip_first
     recon = sae.decode(f)
     if feats:
         sel = f[..., feats]
+        target = iv.clamp_values(sel).expand_as(sel)
         if iv.mode == "dsg":  # every selected feature, wherever any of them fires
-            f[..., feats] = torch.where((sel > 0).any(-1, keepdim=True), torch.full_like(sel, -iv.c), sel)
+            f[..., feats] = torch.where((sel > 0).any(-1, keepdim=True), target, sel)
         else:
-            f[..., feats] = torch.where(sel > 0, torch.full_like(sel, -iv.c), sel)
+            f[..., feats] = torch.where(sel > 0, target, sel)
     new_recon = sae.decode(f)
     # error + new_recon, with error = x - recon, written so that positions where nothing
     # changed come back bit-for-bit equal to the input (no float round-off through the SAE).

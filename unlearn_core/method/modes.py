@@ -17,3 +17,4 @@ MODE_LABELS = {
 MODES = tuple(MODE_LABELS)  # the registry's names, in order
 GATED_MODES = ("gated", "dsg")  # the modes that take a gate (tau)
 MAX_ABS_CLAMP = 1e4
+MAX_SCALE = 1e3  # a per-feature clamp scale (c_i = c * scale_i) is in (0, MAX_SCALE]

@@ -158,23 +158,13 @@ class UnlearnClient(LongRequests, TaskMethods):
         describe: bool = _d(S.SelectRequest, "describe"),
         sae: str | None = None,
         variant: str = "base",
+        method: str = _d(S.SelectRequest, "method"),
+        target: str | None = None,
     ) -> dict:
-        return self.request(
-            "POST",
-            "/api/features/select",
-            with_variant(
-                variant,
-                {
-                    "sae": sae,
-                    "forget": forget,
-                    "retain": retain,
-                    "threshold": threshold,
-                    "n": n,
-                    "n_tokens": n_tokens,
-                    "describe": describe,
-                },
-            ),
-        )
+        """The paper's selection on two corpora, or a target's by ``method`` (attribution, fisher: its questions)."""
+        body = {"sae": sae, "forget": forget, "retain": retain, "threshold": threshold, "n": n}
+        body.update(n_tokens=n_tokens, describe=describe, method=method, target=target)
+        return self.request("POST", "/api/features/select", with_variant(variant, body))
 
     # -- targets
 
@@ -190,9 +180,12 @@ class UnlearnClient(LongRequests, TaskMethods):
         threshold: float | None = None,
         describe: bool = _d(S.TargetSelectRequest, "describe"),
         variant: str = "base",
+        method: str | None = None,
     ) -> dict:
-        """The target's format-matched selection (n and threshold default to the target's)."""
+        """The target's selection (n, threshold and method default to the target's)."""
         body: dict = {"target": target, "sae": sae, "describe": describe}
+        if method is not None:
+            body["method"] = method
         if n is not None:
             body["n"] = n
         if threshold is not None:

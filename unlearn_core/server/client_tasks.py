@@ -136,17 +136,12 @@ class TaskMethods(Transport):
         describe: bool = _d(S.SelectRequest, "describe"),
         sae: str | None = None,
         variant: str = "base",
+        method: str = _d(S.SelectRequest, "method"),
+        target: str | None = None,
     ) -> dict:
-        """``select`` as a task (statistics neither cached nor shipped, of any size)."""
-        body = {
-            "sae": sae,
-            "forget": forget,
-            "retain": retain,
-            "threshold": threshold,
-            "n": n,
-            "n_tokens": n_tokens,
-            "describe": describe,
-        }
+        """``select`` as a task (statistics neither cached nor shipped, a target's question scores; any size)."""
+        body = {"sae": sae, "forget": forget, "retain": retain, "threshold": threshold, "n": n}
+        body.update(n_tokens=n_tokens, describe=describe, method=method, target=target)
         return self.run_task("features_select", _on(variant, body))
 
     # -- questions and the guided demo

@@ -29,9 +29,9 @@ NEIGHBOURS = (1.0, -1.0)  # the next key press either way: one small batch, so a
 def curve_key(set_name: str, question, scoring: str, style: str, interventions, variant: str = "") -> tuple:
     """What a score depends on besides c: the question (its id and a digest of its content: a set
     reloaded with the same ids and other text never gets the old scores), the scoring, the interventions (their
-    SAE, features, mode and gate; score_curve sets every intervention's value to c) and the model
-    variant applied (``Engine.variant``: an RMU delta's name and digest; "" for the base model)."""
-    ivs = tuple((iv.sae_key, tuple(iv.features), iv.mode, iv.gate) for iv in interventions)
+    SAE, features, mode, gate and per-feature scales; score_curve sets every intervention's value to c) and
+    the model variant applied (``Engine.variant``: an RMU delta's name and digest; "" for the base model)."""
+    ivs = tuple((iv.sae_key, tuple(iv.features), iv.mode, iv.gate, iv.scales) for iv in interventions)
     return (set_name, question.id, questions_digest([question]), scoring, style, ivs) + ((variant,) if variant else ())
 
 

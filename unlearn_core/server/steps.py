@@ -153,6 +153,7 @@ def select_questions(
     strict: bool = False,
     max_uncached: int | None = None,
     tick: Callable[[int], None] | None = None,
+    task: str = "questions_known",
 ) -> tuple[list[D.Question], int]:
     """(questions that fit the context [and are known], number dropped as too long).
 
@@ -160,7 +161,7 @@ def select_questions(
     ``mcq.known_questions`` uses for that block) and computed in short lock holds
     (``known_ids_chunked``). ``strict`` also drops questions answered right with the question
     text blanked. With ``max_uncached`` (a synchronous request), more questions in blocks not
-    cached yet than that is a ``TaskRequired`` before any is computed. ``tick(n)`` counts the
+    cached yet than that is a ``TaskRequired`` (naming the task ``task``) before any is computed. ``tick(n)`` counts the
     questions settled (a task's progress: too long, read from the cache, or checked now).
     """
     from unlearn_core.core import cache as C
@@ -177,7 +178,7 @@ def select_questions(
     blocks = [fit[s : s + LOCK_CHUNK] for s in range(0, len(fit), LOCK_CHUNK)]
     paths = [known_path(engine, block, strict) for block in blocks]
     if max_uncached is not None:
-        check_known(sum(len(b) for b, p in zip(blocks, paths) if not p.exists()), max_uncached)
+        check_known(sum(len(b) for b, p in zip(blocks, paths) if not p.exists()), max_uncached, task)
     out: list[D.Question] = []
     for block, path in zip(blocks, paths):
         checked = [0]

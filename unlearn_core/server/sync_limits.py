@@ -78,13 +78,25 @@ def check_descriptions(state: ServerState, kind: str, sae: str, stats, features:
         )
 
 
-def check_known(n_uncached: int, limit: int) -> None:
-    """A 409 naming the task route when a page's uncached known statuses exceed ``limit``."""
+def check_known(n_uncached: int, limit: int, kind: str = "questions_known") -> None:
+    """A 409 naming the task route (``kind``) when a page's uncached known statuses exceed ``limit``."""
     if n_uncached > limit:
+        body = "(a body of set, strict, limit, offset; " if kind == "questions_known" else "(the same body; "
         raise TaskRequired(
             f"the known filter would check {n_uncached} questions whose status is not cached yet, more than "
-            f"a synchronous request checks (at most {limit}, about 10 s); {as_task('questions_known')} "
-            "(a body of set, strict, limit, offset; once done, this page answers at once)",
+            f"a synchronous request checks (at most {limit}, about 10 s); {as_task(kind)} "
+            f"{body}once done, this request answers at once)",
+            status=409,
+        )
+
+
+def check_scores(cached: bool, kind: str, method: str, n_questions: int) -> None:
+    """A 409 naming the task route when a target's question-based feature scores (attribution,
+    fisher) are not cached: each question costs a forward and a backward pass (about 1.5 s)."""
+    if not cached:
+        raise TaskRequired(
+            f"the {method} scores of {n_questions} known train-half questions are not cached yet: computing "
+            f"them is more than a synchronous request does; {as_task(kind)} (once done, this request answers at once)",
             status=409,
         )
 

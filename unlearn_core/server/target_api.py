@@ -27,9 +27,10 @@ from unlearn_core.evaluation.targets import (
 )
 from unlearn_core.method.interventions import Intervention
 from unlearn_core.model.engine import Engine
+from unlearn_core.server import schemas as S
 from unlearn_core.server.access import check_corpus, check_subjects, corpus_names, drop_unfinished_saves, server_targets
 from unlearn_core.server.state import ServerState
-from unlearn_core.server.steps import feature_stats_chunked, fits_context, run_steps
+from unlearn_core.server.steps import feature_stats_chunked, fits_context, run_steps, select_questions
 
 
 def get_target(engine: Engine, name: str) -> Target:
@@ -219,18 +220,58 @@ def delete_target(state: ServerState, name: str) -> dict:
     return {"deleted": t.name}
 
 
-def stats_corpora(engine: Engine, t: Target) -> tuple[str, ...]:
-    """The corpora whose feature statistics the target's selection reads."""
+def stats_corpora(engine: Engine, t: Target, method: str | None = None) -> tuple[str, ...]:
+    """The corpora whose feature statistics the target's selection (by ``method``) reads."""
     forget, _ = forget_corpus_for(t, engine.settings.data_dir)
-    background = (t.selection.background,) if t.selection.method == "search" else ()
+    background = (t.selection.background,) if (method or t.selection.method) == "search" else ()
     return (forget, *t.retain_corpora, *background)
 
 
-def warm_stats(state: ServerState, engine: Engine, sae: str, t: Target) -> None:
+def warm_stats(state: ServerState, engine: Engine, sae: str, t: Target, method: str | None = None) -> None:
     """Feature statistics of the target's forget and retain corpora, in short lock holds
     (cached on disk with the same key ``select_for_target`` uses)."""
-    for corpus in stats_corpora(engine, t):
+    for corpus in stats_corpora(engine, t, method):
         feature_stats_chunked(state, sae, corpus, t.selection.tokens)
+
+
+def question_scores(
+    state: ServerState, engine: Engine, sae: str, t: Target, method: str, sync: bool = False, task: str = ""
+) -> tuple:
+    """``target_scores.target_feature_scores`` (same disk entry, same numbers) with the lock taken per
+    few questions: the known filter of the train half (the server's stepped one, when the target
+    scores as the server does; else in one hold), then one question per step. With ``sync``, known
+    statuses past ``SYNC_KNOWN_QUESTIONS`` or scores not cached are a ``TaskRequired`` naming ``task``."""
+    from unlearn_core.core import cache as C
+    from unlearn_core.evaluation import target_scores as TS
+    from unlearn_core.evaluation.mcq import known_path
+    from unlearn_core.features import attribution as A
+    from unlearn_core.server.sync_limits import check_known, check_scores
+
+    scoring = t.scoring or engine.scoring
+    forget, retain = TS.train_question_sets(engine, t, load=lambda spec: state.question_set(spec).questions)
+    if scoring == engine.scoring:
+        limit = {"max_uncached": S.SYNC_KNOWN_QUESTIONS, "task": task} if sync else {}
+        fk = select_questions(state, forget, known=True, strict=t.strict_known, **limit)[0]
+        rk = select_questions(state, retain, known=True, strict=t.strict_known, **limit)[0]
+        if not fk:
+            raise TS.NoQuestionsError(f"target {t.name!r}: the model knows none of its train-half forget questions")
+    else:
+        if sync:
+            paths = [known_path(engine, qs, t.strict_known, scoring) for qs in (forget, retain)]
+            check_known(sum(len(qs) for qs, p in zip((forget, retain), paths) if not p.exists()), 0, task)
+        with state.model("known filter") as eng:
+            fk, rk = TS.known_train_questions(eng, t, forget, retain)
+    with state.model("feature scores") as eng:  # the namespace in the path names this thread's model variant
+        path = A.scores_path(eng, sae, method, fk, rk, scoring, engine.prompt_format)
+    if sync:
+        check_scores(path.exists(), task, method, len(fk) + len(rk))
+
+    def compute() -> dict:
+        run = lambda steps: run_steps(state, steps, f"{method} scores")
+        return A.compute_scores(engine, sae, method, fk, rk, scoring, engine.prompt_format, run=run)
+
+    with state.once(path):
+        return C.cached_tensors(path, compute), (fk, rk)
 
 
 def select(
@@ -240,24 +281,30 @@ def select(
     n: int | None = None,
     threshold: float | None = None,
     describe: bool = False,
+    method: str | None = None,
     sync: bool = False,
+    task: str = "targets_select",
 ) -> dict:
-    """Format-matched selection rows, plus the corpora actually used (without the raw stats).
-    With ``sync`` (the synchronous endpoint), statistics or descriptions past the synchronous
-    limits are refused with a :class:`~.sync_limits.TaskRequired` naming the task ``targets_select``."""
+    """The target's selection rows (its own method, or ``method``), plus the corpora (and, for the
+    question-based methods, the questions) actually used, without the raw stats. With ``sync`` (a
+    synchronous endpoint), statistics, known statuses, question scores or descriptions past the
+    synchronous limits are refused with a :class:`~.sync_limits.TaskRequired` naming ``task``."""
+    from unlearn_core.evaluation.targets import QUESTION_METHODS
     from unlearn_core.features.stats import auto_description
     from unlearn_core.server.sync_limits import check_descriptions, check_stats
 
     engine = state.engine()
     t = get_target(engine, name)
+    method = method or (t.selection.method if threshold is None else "frequency")
     if sync:
-        check_stats(state, "targets_select", sae, [(c, t.selection.tokens) for c in stats_corpora(engine, t)])
-    warm_stats(state, engine, sae, t)
+        check_stats(state, task, sae, [(c, t.selection.tokens) for c in stats_corpora(engine, t, method)])
+    warm_stats(state, engine, sae, t, method)
+    scores = question_scores(state, engine, sae, t, method, sync, task) if method in QUESTION_METHODS else None
     with state.model("target select"):  # the statistics are on disk now: tokenizing and reading
-        out = select_for_target(engine, t, sae, n=n, threshold=threshold)
+        out = select_for_target(engine, t, sae, n=n, threshold=threshold, method=method, scores=scores)
     fs = out.pop("forget_stats")
     if describe and sync:
-        check_descriptions(state, "targets_select", sae, fs, [r["feature"] for r in out["features"]])
+        check_descriptions(state, task, sae, fs, [r["feature"] for r in out["features"]])
     if describe:  # one feature per step
         run_steps(
             state,

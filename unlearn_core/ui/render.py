@@ -252,6 +252,7 @@ def selection_summary(t: dict, forget_corpus: str) -> str:
         threshold=sel.get("threshold"),
         forget_corpus=forget_corpus,
         retain_corpora=t["retain_corpora"],
+        forget_questions=f"the train half of `{t['forget_questions']}`" if t.get("forget_questions") else "",
     )
 
 

@@ -32,6 +32,8 @@ def selection_table(rows: list[dict], corpora: list[str], describe: bool) -> pd.
         row = {"feature": r["feature"]}
         if "top_token" in r:  # a search selection: the query token it fires on most, and how specifically
             row.update({"query token": r["top_token"], "specificity": r["score"]})
+        elif r.get("score") is not None:  # a question-based selection (attribution, fisher): its score
+            row["score"] = r["score"]
         row.update({"forget_freq": r["forget_freq"], "retain_freq": r["retain_freq"], "ratio": r["ratio"]})
         for c in corpora:
             row[f"retain: {c}"] = (r.get("retain_freqs") or {}).get(c)
@@ -43,6 +45,18 @@ def selection_table(rows: list[dict], corpora: list[str], describe: bool) -> pd.
 
 def used_corpora_caption(res: dict) -> str:
     retain = ", ".join(f"`{c}`" for c in res["retain_corpora"])
+    if res.get("method") in ("attribution", "fisher"):
+        how = selection_phrase(
+            res["method"],
+            len(res["features"]),
+            forget_questions=f"`{res['forget_questions']}`" if res.get("forget_questions") else "",
+            n_questions=(res.get("n_forget_questions") or 0, res.get("n_retain_questions") or 0),
+        )
+        return (
+            f"Of `{res['sae']}`, {how}; the frequency columns are on the forget corpus "
+            f"`{res['forget_corpus']}` and the retain corpora {retain}, {res['n_tokens']} tokens each. Click a "
+            "column header to sort."
+        )
     if res.get("method") == "search":
         how = selection_phrase("search", len(res["features"]), query=res["query"], background=res["background"])
         return (
@@ -57,6 +71,22 @@ def used_corpora_caption(res: dict) -> str:
     )
 
 
+def own_choice(sel: dict) -> str:
+    """The threshold box's entry for the target's own selection."""
+    method = sel.get("method", "frequency")
+    return f"the target's ({sel['threshold']:g})" if method == "frequency" else f"the target's ({method})"
+
+
+def no_rows_message(res: dict) -> str:
+    if res.get("method") == "search":
+        return f'No non-dense feature fires on the query "{res["query"]}".'
+    if res.get("method") in ("attribution", "fisher"):
+        return f"No feature passes the {res['method']} selection on the train-half questions."
+    return (
+        f"No feature fires on less than {res['threshold']:g} of the tokens of every retain corpus: raise the threshold."
+    )
+
+
 def _explain(t: dict) -> None:
     """What the selection does: the target's own method, or the frequency selection run here."""
     sel = t["selection"]
@@ -66,7 +96,7 @@ def _explain(t: dict) -> None:
         f"drop features firing on at least the threshold of the tokens of **any** retain corpus ({retain}), "
         f"rank the rest by their frequency on the forget corpus `{TP.selection_corpus(t)}`, keep the top N."
     )
-    if sel.get("method") == "search":
+    if sel.get("method", "frequency") != "frequency":
         st.markdown(
             f"The target's default: {R.selection_summary(t, TP.selection_corpus(t))}. Pick a retain "
             f"threshold below for the {kind}frequency selection instead: {by_freq}"
@@ -86,11 +116,7 @@ def _settings(t: dict, sae: str, info: dict) -> dict:
         "Retain threshold",
         THRESHOLDS,
         key="tsel_thr",
-        format_func=lambda x: (
-            (f"the target's ({sel['threshold']:g})" if sel.get("method") != "search" else "the target's (search)")
-            if x is None
-            else f"{x:g}"
-        ),
+        format_func=lambda x: own_choice(sel) if x is None else f"{x:g}",
     )
     n = c2.number_input("N features", 1, max_n, min(int(sel["n"]), max_n), key=f"tsel_n_{t['name']}")
     describe = c3.checkbox("Add automatic descriptions", key="tsel_describe")
@@ -115,6 +141,7 @@ def _result_table(res: dict, describe: bool) -> None:
         {
             **frequency_columns("retain frequency (max)"),
             "specificity": st.column_config.NumberColumn("specificity", format="%.2f"),
+            "score": st.column_config.NumberColumn(f"{res.get('method')} score", format="%.4g"),
             **fmt,
         },
     )
@@ -161,12 +188,7 @@ def target_selection(t: dict, sae: str, info: dict, on_open: Callable[[int], Non
         st.info(res["note"], icon=":material/info:")
     rows = res["features"]
     if not rows:
-        st.warning(
-            f'No non-dense feature fires on the query "{res["query"]}".'
-            if res.get("method") == "search"
-            else f"No feature fires on less than {res['threshold']:g} of the tokens of every retain corpus: raise "
-            "the threshold."
-        )
+        st.warning(no_rows_message(res))
         return
     _result_table(res, params["describe"])
     _actions(t, sae, [r["feature"] for r in rows], on_open)

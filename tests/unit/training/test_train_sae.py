@@ -16,10 +16,10 @@ from unlearn_core.features.stats import counted_mask
 from unlearn_core.model.forward import pad_right
 from unlearn_core.model.tiny import tiny_engine
 from unlearn_core.training import activation_cache as AC
-from unlearn_core.training import train_sae as TS
+from unlearn_core.training import train_sae as TRN
 
 HOOK = "blocks.0.hook_resid_post"
-CFG = TS.TrainSAEConfig(
+CFG = TRN.TrainSAEConfig(
     layer=0,
     d_sae=48,
     k=4,
@@ -84,16 +84,16 @@ def _weights(sae) -> dict[str, torch.Tensor]:
 def test_training_in_pieces_equals_an_uninterrupted_run(engine, docs, tmp_path):
     AC.build(engine, docs, tmp_path / "acts", replace(CFG.cache_spec(), windows_per_shard=16))
     acts = AC.load(tmp_path / "acts")
-    steps = TS.total_steps(CFG, acts.shape[0])
+    steps = TRN.total_steps(CFG, acts.shape[0])
     assert steps >= 8  # several checkpoints and a second epoch
-    whole, report = TS.train(CFG, acts, tmp_path / "whole")
+    whole, report = TRN.train(CFG, acts, tmp_path / "whole")
     assert report["steps"] == steps
     pieces, parts = 0, None
     for _ in range(steps + 2):  # bounded: a resume that loses its place would never finish
         try:
-            parts, _ = TS.train(CFG, acts, tmp_path / "pieces", max_minutes=1e-9)  # stops after one step
+            parts, _ = TRN.train(CFG, acts, tmp_path / "pieces", max_minutes=1e-9)  # stops after one step
             break
-        except TS.PieceDone:
+        except TRN.PieceDone:
             pieces += 1
     assert parts is not None, f"not finished after {pieces} pieces of a {steps}-step run"
     assert pieces >= steps - 2  # every piece resumed from the previous one's checkpoint
@@ -103,11 +103,11 @@ def test_training_in_pieces_equals_an_uninterrupted_run(engine, docs, tmp_path):
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
     assert float((whole.W_dec - _make_untrained().W_dec).abs().max()) > 1e-3  # it trained
     with pytest.raises(ValueError, match="other settings"):
-        TS.train(replace(CFG, lr=1e-3), acts, tmp_path / "pieces", max_minutes=1e-9)
+        TRN.train(replace(CFG, lr=1e-3), acts, tmp_path / "pieces", max_minutes=1e-9)
 
 
 def _make_untrained():
-    return TS._make_sae(CFG, tiny_engine().model.cfg.d_model)
+    return TRN._make_sae(CFG, tiny_engine().model.cfg.d_model)
 
 
 @pytest.mark.parametrize("normalize", ["expected_average_only_in", "covariance_whitening"])
@@ -119,7 +119,7 @@ def test_saved_sae_loads_through_saelens_and_the_project(engine, docs, tmp_path,
     out = tmp_path / "sae"
     cfg = replace(CFG, out_dir=str(out), normalize=normalize)
     dev = docs[:10]
-    TS.train_embedded_sae(cfg, cache_dir=str(tmp_path / "cache"), engine=engine, texts=(docs[10:], dev, {"toy": 200}))
+    TRN.train_embedded_sae(cfg, cache_dir=str(tmp_path / "cache"), engine=engine, texts=(docs[10:], dev, {"toy": 200}))
     training = json.loads((out / "training.json").read_text())
     assert training["hook_name"] == HOOK and training["steps"] >= 8 and training["cpu"]
     assert training["activation_cache"]["n_activations"] > 0 and training["total_seconds"] > 0
@@ -149,7 +149,7 @@ def test_saved_sae_loads_through_saelens_and_the_project(engine, docs, tmp_path,
         0 < float((fa > 0).float().sum(-1).mean()) < CFG.d_sae
     )  # (a 20-step run: the JumpReLU threshold is still far from k)
     with pytest.raises(ValueError, match="layer 5 is not a layer"):
-        TS.train_embedded_sae(
+        TRN.train_embedded_sae(
             replace(cfg, layer=5), cache_dir=str(tmp_path / "cache"), engine=engine, texts=(docs, dev, {})
         )
 
@@ -174,7 +174,7 @@ def test_folding_the_decoder_norm_keeps_the_reconstruction():
         return f, f @ s["W_dec"] + s["b_dec"]
 
     f0, r0 = run(st)
-    folded = TS.fold_decoder_norm(st)
+    folded = TRN.fold_decoder_norm(st)
     f1, r1 = run(folded)
     norms = st["W_dec"].norm(dim=1)
     torch.testing.assert_close(folded["W_dec"].norm(dim=1), torch.ones(n))

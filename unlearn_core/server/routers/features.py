@@ -101,6 +101,8 @@ def compute_select(state: ServerState, req: S.SelectRequest, sync: bool = False)
 
     engine = state.engine()
     sae = resolve_sae(engine, req.sae)
+    if req.target:
+        return select_for_a_target(state, req, sae, sync)
     trusted = trusted_files(engine)[1]
     for c in (req.forget, req.retain):
         check_corpus(c, engine.settings.data_dir, trusted)
@@ -123,11 +125,42 @@ def compute_select(state: ServerState, req: S.SelectRequest, sync: bool = False)
     )
 
 
+def select_for_a_target(state: ServerState, req: S.SelectRequest, sae: str, sync: bool = False) -> S.SelectResponse:
+    """/targets/select's computation for ``req.target`` by ``req.method``, in this endpoint's shape."""
+    from unlearn_core.server import target_api as TA
+
+    threshold = req.threshold if req.method == "frequency" else None
+    out = TA.select(
+        state,
+        req.target,
+        sae,
+        n=req.n,
+        threshold=threshold,
+        describe=req.describe,
+        method=req.method,
+        sync=sync,
+        task="features_select",
+    )
+    keep = ("method", "threshold", "n_tokens", "features", "forget_questions", "retain_questions")
+    return S.SelectResponse(
+        sae=sae,
+        target=out["target"],
+        forget=out["forget_corpus"],
+        retain=", ".join(out["retain_corpora"]),
+        n_forget_questions=out.get("n_forget_questions"),
+        n_retain_questions=out.get("n_retain_questions"),
+        **{k: out[k] for k in keep if k in out},
+    )
+
+
 @router.post("/features/select", response_model=S.SelectResponse)
 def features_select(req: S.SelectRequest, state: State) -> S.SelectResponse:
-    """The paper's selection: retain frequency < threshold, ranked by forget frequency, top n.
+    """The paper's selection: retain frequency < threshold, ranked by forget frequency, top n. With a
+    target: its selection by ``method`` (frequency on its corpora, search, attribution or fisher on
+    the train half of its known questions), each row with its score and its frequencies.
 
     The statistics of both corpora, when neither cached nor shipped, are computed synchronously up
     to ``SYNC_STATS_TOKENS`` in all, and with ``describe`` up to ``SYNC_DESCRIPTIONS`` (4) descriptions
-    not cached yet; more is a 409 that names ``POST /api/tasks/features_select`` (the same body)."""
+    not cached yet; more (or a target's question scores not cached yet) is a 409 that names
+    ``POST /api/tasks/features_select`` (the same body)."""
     return on_variant(state, req.variant, lambda: compute_select(state, req, sync=True))

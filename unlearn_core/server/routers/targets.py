@@ -48,7 +48,16 @@ def compute_targets_select(
 
     def compute() -> S.TargetSelectResponse:
         sae = resolve_sae(state.engine(), req.sae)
-        out = TA.select(state, req.target, sae, n=req.n, threshold=req.threshold, describe=req.describe, sync=sync)
+        out = TA.select(
+            state,
+            req.target,
+            sae,
+            n=req.n,
+            threshold=req.threshold,
+            describe=req.describe,
+            method=req.method,
+            sync=sync,
+        )
         return S.TargetSelectResponse(**out)
 
     return on_variant(state, req.variant, compute)
@@ -56,9 +65,11 @@ def compute_targets_select(
 
 @router.post("/targets/select", response_model=S.TargetSelectResponse)
 def targets_select(req: S.TargetSelectRequest, state: State) -> S.TargetSelectResponse:
-    """The target's selection: by default its own method (format-matched frequency, or search);
-    with a threshold, retain frequency (the max over the retain corpora) < threshold ranked by
-    forget frequency; says which corpora were used. Statistics neither cached nor shipped past
+    """The target's selection: by default its own method (format-matched frequency, search,
+    attribution or fisher), or ``method``; with a threshold and no method, retain frequency (the
+    max over the retain corpora) < threshold ranked by forget frequency; says which corpora (and,
+    for attribution and fisher, which train-half questions) were used. Statistics, known statuses
+    or attribution/fisher scores not cached yet, or neither cached nor shipped past
     ``SYNC_STATS_TOKENS``, or more than ``SYNC_DESCRIPTIONS`` uncached descriptions, are a 409 naming
     ``POST /api/tasks/targets_select``."""
     return compute_targets_select(state, req, sync=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from unlearn_core.server.schemas.common import (
     MAX_CORPORA,
@@ -145,6 +145,9 @@ class SearchResponse(BaseModel):
     variant: str = "base"  # the model variant every number above is on
 
 
+SelectionMethod = Literal["frequency", "search", "attribution", "fisher"]
+
+
 class SelectRequest(Request):
     sae: Name | None = None
     forget: Name = "wmdp-bio-text@train"
@@ -154,6 +157,23 @@ class SelectRequest(Request):
     n_tokens: int = Field(20_000, ge=16, le=MAX_STATS_TOKENS)
     describe: bool = False
     variant: Variant = Field("base", description="run on this model variant in place of the model as loaded")
+    method: SelectionMethod = Field(
+        "frequency",
+        description="frequency: the paper's (forget vs retain corpus); search, attribution (activation x gradient "
+        "of the correct answer's log-probability, forget minus retain questions) and fisher (Dynamic SAE "
+        "Guardrails' selection) need a target",
+    )
+    target: Name | None = Field(
+        None,
+        description="select for this target instead of forget/retain: its corpora (and n_tokens), its "
+        "search query, or the train half of its known questions; threshold applies to the frequency method only",
+    )
+
+    @model_validator(mode="after")
+    def _needs_target(self):
+        if self.method != "frequency" and not self.target:
+            raise ValueError(f"method {self.method!r} ranks features by a target's questions or query: name a target")
+        return self
 
 
 class SelectedFeature(BaseModel):
@@ -162,13 +182,24 @@ class SelectedFeature(BaseModel):
     retain_freq: float
     ratio: float
     description: str | None = None
+    score: float | None = None  # search: specificity; attribution / fisher: the ranking score
+    forget_score: float | None = None  # attribution / fisher: the forget side's value (see the method)
+    retain_score: float | None = None
+    forget_question_freq: float | None = None  # fraction of the known forget questions it fires on
+    retain_question_freq: float | None = None
 
 
 class SelectResponse(BaseModel):
     sae: str
-    forget: str
-    retain: str
-    threshold: float
+    forget: str  # the forget corpus (with a target: the one its frequency columns are on)
+    retain: str  # the retain corpus (with a target: its retain corpora, comma-separated)
+    threshold: float | None  # None for a search or question-based selection
     n_tokens: int
     features: list[SelectedFeature]
     variant: str = "base"  # the model variant every number above is on
+    method: str = "frequency"
+    target: str | None = None
+    forget_questions: str | None = None  # attribution / fisher: the train-half sets read
+    retain_questions: list[str] | None = None
+    n_forget_questions: int | None = None  # ... and how many known questions of each
+    n_retain_questions: int | None = None

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from unlearn_core.evaluation.demo_limits import MAX_SCAN as DEMO_MAX_SCAN  # questions the demo checks per set
 from unlearn_core.features.target_limits import MAX_SAVED_QUESTIONS, MAX_SAVED_TEXT, NAME_RE
 from unlearn_core.server.schemas.common import MAX_CORPORA, MAX_FEATURES, ClampValue, Name, Request, StaticMode, Variant
-from unlearn_core.server.schemas.features import SelectedFeature
+from unlearn_core.server.schemas.features import SelectedFeature, SelectionMethod
 from unlearn_core.server.schemas.questions import MCQScoreOut, QuestionOut
 
 
@@ -18,12 +18,16 @@ class TargetSelection(BaseModel):
     threshold: float
     n: int
     tokens: int
-    method: str = "frequency"  # or "search": the features most specific to query against background
+    method: str = "frequency"  # or "search" (specificity to query), "attribution" or "fisher" (train-half questions)
     query: str = ""
     background: str = "webtext-train"
 
 
 class TargetIntervention(BaseModel):
+    # a target's per-feature clamp rule, when not the uniform c, comes along as "scale": "forget-max"
+    # (c_i = c * the feature's max on the forget corpus / the median's); absent for the uniform c
+    model_config = ConfigDict(extra="allow")
+
     mode: str
     c: float
 
@@ -111,6 +115,11 @@ class TargetSelectRequest(Request):
     sae: Name | None = None
     n: int | None = Field(None, ge=1, le=MAX_FEATURES, description="default: the target's")
     threshold: float | None = Field(None, gt=0, le=1, allow_inf_nan=False, description="default: the target's")
+    method: SelectionMethod | None = Field(
+        None,
+        description="default: the target's own (frequency when a threshold is given); attribution and fisher "
+        "rank features by the train half of the target's known questions",
+    )
     describe: bool = False
     variant: Variant = Field("base", description="run on this model variant in place of the model as loaded")
 
@@ -118,7 +127,6 @@ class TargetSelectRequest(Request):
 class TargetSelectedFeature(SelectedFeature):
     retain_freqs: dict[str, float]  # per retain corpus; retain_freq is their max
     top_token: str | None = None  # a search selection: the query token it fires on most
-    score: float | None = None  # a search selection: its specificity to the query
 
 
 class TargetSelectResponse(BaseModel):
@@ -126,10 +134,15 @@ class TargetSelectResponse(BaseModel):
     sae: str
     forget_corpus: str  # the corpus actually used (the target's, or its labelled fallback)
     retain_corpora: list[str]
-    threshold: float | None  # None for a search selection
+    threshold: float | None  # None for a search or question-based selection
     method: str = "frequency"
     query: str | None = None
     background: str | None = None
+    scoring: str | None = None  # attribution / fisher: how the questions were scored
+    forget_questions: str | None = None  # attribution / fisher: the train-half sets read
+    retain_questions: list[str] | None = None
+    n_forget_questions: int | None = None  # ... and how many known questions of each
+    n_retain_questions: int | None = None
     n_tokens: int
     note: str
     features: list[TargetSelectedFeature]
@@ -146,6 +159,7 @@ class DemoInterventionOut(BaseModel):
     mode: str
     c: float
     features: list[int]
+    scales: list[float] | None = None  # per-feature clamp values c_i = c * scales[i] (None: c for all)
 
 
 class DemoExample(BaseModel):
