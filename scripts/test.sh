@@ -18,12 +18,23 @@ if [ "$#" -gt 0 ]; then
     exec "$PY" -m pytest "$@"
 fi
 
+# The unit, server and app tiers spend much of their time waiting (servers, Ray workers and
+# subprocesses starting, polls), so they run in two pytest-xdist workers, a test file per worker
+# (module fixtures stay computed once); the integration and browser tiers compute, and run in one.
+parallel_args() {
+    case "$1" in
+        unit|server|app) echo "-n 2 --dist loadfile" ;;
+        *) echo "" ;;
+    esac
+}
+
 failed=()
 total=$SECONDS
 for tier in unit server app integration browser; do
     t0=$SECONDS
     printf '\n==> [tests] tier %s (tests/%s)\n' "$tier" "$tier"
-    if "$PY" -m pytest -q -ra "tests/$tier"; then
+    # shellcheck disable=SC2046
+    if "$PY" -m pytest -q -ra --durations=10 $(parallel_args "$tier") "tests/$tier"; then
         printf '==> [tests] tier %s passed in %d s\n' "$tier" "$((SECONDS - t0))"
     else
         rc=$?

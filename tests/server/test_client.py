@@ -13,7 +13,14 @@ import pytest
 import uvicorn
 
 from unlearn_core.server import create_app
-from unlearn_core.server.client import ServerError, ServerUnavailableError, UnlearnClient, ensure_server, is_local
+from unlearn_core.server.client import (
+    ServerError,
+    ServerUnavailableError,
+    UnlearnClient,
+    ensure_server,
+    is_local,
+    needs_task,
+)
 
 
 def free_port() -> int:
@@ -108,7 +115,11 @@ def test_target_methods(served):
     c = UnlearnClient(url, token=token)
     ts = c.targets()
     assert ts["default"] == "bio-basics" and "sherlock" in {t["name"] for t in ts["targets"]}
-    sel = c.select_target("bio-basics", n=3)
+    with pytest.raises(ServerError) as e:  # a fresh server: the statistics are more than a synchronous request computes
+        c.select_target("bio-basics", n=3)
+    assert needs_task(e.value) and "POST /api/tasks/targets_select" in e.value.message
+    sel = c.select_target_task("bio-basics", n=3)
+    assert c.select_target("bio-basics", n=3) == sel  # computed by the task: now answered synchronously
     from unlearn_core.evaluation.targets import get_target
 
     assert len(sel["features"]) == 3 and sel["retain_corpora"] == list(get_target("bio-basics").retain_corpora)
