@@ -7,6 +7,7 @@ fields, so a typo in a field name is an error instead of a silently ignored opti
 
 from __future__ import annotations
 
+import os
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -31,7 +32,9 @@ MAX_NEW_TOKENS = 512
 SYNC_EVAL_TOKENS = 512  # n_tokens times passes (clean, and intervened) of /api/perplexity, /api/loss_added
 SYNC_NEW_TOKENS = 96  # max_new_tokens times continuations (base, and intervened) of /api/generate
 # ... and what it may compute that no cache holds yet (bench/sync_limits.py measures each at its cap):
-SYNC_KNOWN_QUESTIONS = 6  # questions of a /api/questions?known=true page whose known status is not cached
+# questions of a /api/questions?known=true page whose known status is not cached (a server on faster
+# hardware may raise it: UNLEARN_SYNC_KNOWN_QUESTIONS, read at start)
+SYNC_KNOWN_QUESTIONS = int(os.environ.get("UNLEARN_SYNC_KNOWN_QUESTIONS", "6"))
 SYNC_DEMO_SCAN = 4  # /api/demo's max_scan (questions checked in each of the two sets)
 SYNC_STATS_TOKENS = 2_048  # feature-statistics tokens neither cached nor shipped (dashboard, select, search)
 SYNC_DESCRIPTIONS = 4  # automatic descriptions not cached yet of /api/features/select with describe
