@@ -41,7 +41,10 @@ SERVER_LOG="${UNLEARN_SERVER_LOG:-cache/server.log}"
 PY="$ROOT/.venv/bin/python"
 log() { printf '[run] %s\n' "$*"; }
 
-# 1. environment
+# 1. environment (the embedded model is prepared only when this run uses it)
+if [ "$TINY" = 1 ] || [ -n "$REMOTE" ]; then
+    export UNLEARN_SKIP_PREPARE=1
+fi
 bash scripts/setup.sh
 
 # 2. a short CLI demo, when the CLI has one

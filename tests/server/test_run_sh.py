@@ -86,6 +86,8 @@ def run_sh(tmp_path, shared_data):
         kids = {pid: cmdline(pid) for pid in children(proc.pid)}
         info["server"] = next(p for p, c in kids.items() if "unlearn_core serve" in c)
         info["app"] = next(p for p, c in kids.items() if "streamlit run" in c)
+        # --tiny never uses the embedded model, so setup did not convert it (about a minute)
+        assert not (tmp_path / "cache" / "models").exists(), out.read_text()
         yield info
     finally:
         try:
