@@ -28,9 +28,10 @@ import importlib
 import os
 
 # Before torch is imported (it reads this once): let idle OpenMP threads sleep instead of spinning.
-# On a shared 2-core machine (a test process beside a server process, or any busy CI runner)
-# spinning threads starve each other: a cloze question took 2.7 s with the default policy and
-# 0.85 s with PASSIVE under the same load (bench/omp_policy.py measures both).
+# On a shared 2-core machine (a server beside the app, a test beside a server, two test workers)
+# spinning threads starve each other. `python bench/omp_policy.py --questions 10` (AMD EPYC, 2 cores):
+# seconds per cloze question, ACTIVE / PASSIVE: quiet 0.529 / 0.674, one busy process beside it
+# 1.339 / 0.722. A single process on a quiet machine can set OMP_WAIT_POLICY=ACTIVE (27% faster).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 _PUBLIC = {
