@@ -34,7 +34,7 @@ def trained(server):
         at.button(key="rmu_train").click()
         ok(at.run())
     c = UnlearnClient(server["url"], token="")
-    r = c.wait_rmu(NAME, timeout=120)
+    r = c.wait_rmu(NAME, timeout=900)
     assert r["status"] == "done" and r["step"] == 20 and r["target"] == "bio-basics", r
     # the pages' model picker caches the server's finished runs for 10 s (st.cache_data, shared by
     # every AppTest in this process): a page loaded just before the run finished must not hide it

@@ -182,8 +182,8 @@ def test_batch_evaluation_results(app, page):
     }
     first = c.submit_job({**spec, "values": [10.0, 50.0]})["id"]
     job = c.submit_job(spec)["id"]
-    assert c.wait_job(first, timeout=90)["status"] == "done"
-    assert c.wait_job(job, timeout=90)["status"] == "done"
+    assert c.wait_job(first, timeout=900)["status"] == "done"
+    assert c.wait_job(job, timeout=900)["status"] == "done"
     goto(page, app["url"] + f"/Batch_evaluation?job={job}&cmp={first}")
     page.wait_for_selector("text=Unlearning score", timeout=90_000)
     settle(page)

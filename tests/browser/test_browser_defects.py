@@ -40,7 +40,7 @@ SPEC = {
 def job(app):
     c = UnlearnClient(app["server"]["url"], token="")
     job = c.submit_job(SPEC)["id"]
-    assert c.wait_job(job, timeout=120)["status"] == "done"
+    assert c.wait_job(job, timeout=900)["status"] == "done"
     return job
 
 

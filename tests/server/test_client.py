@@ -39,7 +39,7 @@ def served(tiny):
     t = threading.Thread(target=server.run, daemon=True)
     t.start()
     url = f"http://127.0.0.1:{port}"
-    UnlearnClient(url, token="tok-123").wait_ready(timeout=60)
+    UnlearnClient(url, token="tok-123").wait_ready(timeout=900)
     yield url, "tok-123"
     server.should_exit = True
     t.join(10)

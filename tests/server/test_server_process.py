@@ -55,7 +55,7 @@ def server(tmp_path_factory, shared_data):
     client = UnlearnClient(f"http://127.0.0.1:{port}", token="")
     client.process = p
     try:
-        client.wait_ready(timeout=120)
+        client.wait_ready(timeout=900)
     except Exception as e:
         stop(p)
         raise AssertionError("server did not start:\n" + log.read_text()[-3000:]) from e
@@ -98,7 +98,7 @@ def test_every_endpoint_over_http(server):
             "loss_tokens": 100,
         }
     )
-    done = c.wait_job(job["id"], timeout=60)
+    done = c.wait_job(job["id"], timeout=900)
     assert done["status"] == "done" and done["done"] == 2
     assert job["id"] in [j["id"] for j in c.jobs()["jobs"]]
     assert c.cancel_job(job["id"])["status"] == "done"  # cancelling a finished job changes nothing
@@ -158,7 +158,7 @@ def test_killed_server_resumes_job_without_loss_or_duplicates(server):
         token="",
     )
     try:
-        j = c2.wait_job(job["id"], timeout=90)
+        j = c2.wait_job(job["id"], timeout=900)
         assert j["status"] == "done", j
         assert j["note"] and "resumed" in j["note"]
         rows = results_rows(path)

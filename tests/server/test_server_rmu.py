@@ -251,7 +251,7 @@ def test_job_clamps_on_top_of_the_variant(client, engine, lock, trained):
 def test_killed_server_resumes_the_run(tmp_path, shared_data):
     cache = tmp_path / "cache"
     log = tmp_path / "server.log"
-    p, url = start_server(log, ["--tiny", "--cache-dir", str(cache)], timeout=120)
+    p, url = start_server(log, ["--tiny", "--cache-dir", str(cache)], timeout=900)
     try:
         c = UnlearnClient(url, token="")
         c.train_rmu("killed", steps=60, delay_per_step=0.1)
@@ -267,12 +267,12 @@ def test_killed_server_resumes_the_run(tmp_path, shared_data):
         p.wait(10)
     finally:
         stop(p)
-    p, url = start_server(log, ["--tiny", "--cache-dir", str(cache)], timeout=120)
+    p, url = start_server(log, ["--tiny", "--cache-dir", str(cache)], timeout=900)
     try:
         c = UnlearnClient(url, token="")
         r = c.rmu_run("killed")
         assert r["note"] and "resumed" in r["note"]
-        done = c.wait_rmu("killed", timeout=120)
+        done = c.wait_rmu("killed", timeout=900)
         assert done["status"] == "done" and done["step"] == 60, done
     finally:
         stop(p)

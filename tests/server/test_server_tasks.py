@@ -123,6 +123,6 @@ def test_a_task_stopped_with_the_server_runs_again_after_a_restart(engine, slow)
     again = create_app(lambda: engine, token="")  # the same cache dir
     with TestClient(again) as c:
         wait_ok(c)
-        j = wait_done(c, f"/api/tasks/{task['id']}", 60)
+        j = wait_done(c, f"/api/tasks/{task['id']}", 900)
         assert j["status"] == "done" and "resumed" in j["note"]
         assert j["result"] == run_task(c, "/api/perplexity", body)  # the same numbers as a fresh task
