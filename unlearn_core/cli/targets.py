@@ -42,16 +42,23 @@ def cmd_target_eval(args) -> None:
     engine = engine_of(args)
     t = engine_target(engine, args.name)
     total = known_filter_total(engine, t, args.forget_questions, args.retain_questions)
-    bar = progress_bar(total, f"target {t.name}: known filter (questions)")
+    bars = [progress_bar(total, f"target {t.name}: known filter (questions)")]
+
+    def stage(what: str, n: int):
+        bars[-1].close()
+        bars.append(progress_bar(n, f"target {t.name}: {what}"))
+        return bars[-1].update
+
     r = evaluate_target(
         engine,
         t,
         args.forget_questions,
         args.retain_questions,
         loss_tokens=args.loss_tokens,
-        progress=lambda n=1: bar.update(n),
+        progress=lambda n=1: bars[0].update(n),
+        stage=stage,
     )
-    bar.close()
+    bars[-1].close()
     obj = {k: r[k] for k in ("target", "intervention", "forget", "retain", "loss_added")}
     obj["details"] = {k: v for k, v in r.items() if k not in obj}
 

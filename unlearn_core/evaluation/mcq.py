@@ -9,6 +9,7 @@ it does not depend on the order of the options.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable, Iterator
 
 import torch
 
@@ -45,22 +46,45 @@ def letter_probs_batch(engine: Engine, prompts: list[str], fwd_hooks=()) -> tupl
     return probs.cpu(), probs.sum(-1).cpu()
 
 
-@torch.inference_mode()
-def cloze_logliks(engine: Engine, q: Question, fwd_hooks=()) -> torch.Tensor:
-    """Mean log-likelihood of each choice's tokens after the question prefix, shape [4]."""
-    model = engine.model
-    tok = model.tokenizer
+def cloze_rows(tokenizer, q: Question) -> tuple[list[int], list[list[int]]]:
+    """A question's cloze tokens: BOS + the prefix, and each choice's tokens after it."""
+    tok = tokenizer
     prefix = [tok.bos_token_id] + tok(cloze_prefix(q), add_special_tokens=False)["input_ids"]
     conts = [tok(" " + c.strip(), add_special_tokens=False)["input_ids"] or [tok.eos_token_id] for c in q.choices]
-    rows = [prefix + c for c in conts]
-    tokens, lens = pad_right(rows, tok.pad_token_id or 0)
-    P = len(prefix)
-    with gate_prompt(P):  # a gate decides on the question, and every answer row follows it
+    return prefix, conts
+
+
+@torch.inference_mode()
+def cloze_logliks_batch(engine: Engine, questions: list[Question], fwd_hooks=()) -> list[torch.Tensor]:
+    """Per question, the mean log-likelihood of each choice's tokens after its prefix, [4] each.
+
+    All questions' rows (prefix + choice) go through one forward, and all their answer tokens
+    through one pass of the unembedding: on a CPU, reading the 262k x 640 W_U (671 MB in fp32)
+    costs more than one question's blocks, so a batch of 8 questions costs 2.5x less per question
+    than one at a time (``bench/cloze_batch.py``). A gate counts each row's own prefix
+    (``gate_prompt`` per row): every answer row of a question follows its question's decision.
+    """
+    if not questions:
+        return []
+    model = engine.model
+    rows, plens, conts = [], [], []
+    for q in questions:
+        prefix, cs = cloze_rows(model.tokenizer, q)
+        rows += [prefix + c for c in cs]
+        plens += [len(prefix)] * len(cs)
+        conts += cs
+    tokens, _ = pad_right(rows, model.tokenizer.pad_token_id or 0)
+    with gate_prompt(plens):
         resid = final_resid(model, tokens, fwd_hooks)
-    # one unembedding for all four answers (each call reads the whole of W_U)
-    r = torch.cat([resid[i, P - 1 : P - 1 + len(c)] for i, c in enumerate(conts)])
-    tok_lp = target_logprobs(model, r, torch.tensor([t for c in conts for t in c]))
-    return torch.stack([part.mean() for part in tok_lp.split([len(c) for c in conts])]).cpu()
+    r = torch.cat([resid[i, P - 1 : P - 1 + len(c)] for i, (P, c) in enumerate(zip(plens, conts))])
+    tok_lp = target_logprobs(model, r, torch.tensor([t for c in conts for t in c]), chunk=256)
+    means = torch.stack([part.mean() for part in tok_lp.split([len(c) for c in conts])]).cpu()
+    return list(means.split([len(q.choices) for q in questions]))
+
+
+def cloze_logliks(engine: Engine, q: Question, fwd_hooks=()) -> torch.Tensor:
+    """Mean log-likelihood of each choice's tokens after the question prefix, shape [4]."""
+    return cloze_logliks_batch(engine, [q], fwd_hooks)[0]
 
 
 def score_questions(
@@ -86,10 +110,11 @@ def score_questions(
             if progress:
                 progress(len(qs))
     elif scoring == "cloze":
-        for q in questions:
-            out.append(MCQScore.cloze(cloze_logliks(engine, q, hooks), q.answer))
+        for s in range(0, len(questions), batch_size):
+            qs = questions[s : s + batch_size]
+            out += [MCQScore.cloze(ll, q.answer) for q, ll in zip(qs, cloze_logliks_batch(engine, qs, hooks))]
             if progress:
-                progress(1)
+                progress(len(qs))
     else:
         raise ValueError(f"scoring must be 'letter' or 'cloze', got {scoring!r}")
     return out
@@ -143,21 +168,73 @@ def known_questions(
     path = known_path(engine, questions, strict, scoring, style)
 
     def compute() -> list[str]:
-        known = []
-        for q in questions:
-            variants = all_orderings(q) if scoring == "letter" else [q]
-            scores = score_questions(engine, variants, scoring=scoring, style=style, batch_size=8)
-            ok = all(s.correct for s in scores)
-            if ok and strict:
-                ok = not score_questions(engine, [q.blanked()], scoring=scoring, style=style)[0].correct
-            if ok:
-                known.append(q.id)
-            if progress:
-                progress(1)
+        known: list[str] = []
+        for step in known_filter_steps(questions, scoring, style, strict, known, progress):
+            step(engine)
         return known
 
     ids = set(C.cached_json(path, compute) if use_cache else compute())
     return [q for q in questions if q.id in ids]
+
+
+def known_filter_steps(
+    questions: list[Question],
+    scoring: str,
+    style: str,
+    strict: bool,
+    known: list[str],
+    tick: Callable[[int], None] | None = None,
+) -> Iterator[Callable[[Engine], None]]:
+    """The known filter as steps (each a callable given the engine, a fraction of a second on a
+    CPU), appending the known questions' ids to ``known`` in order: the server runs them under
+    its model lock a few at a time, ``known_questions`` one after another. Letters: a batch of 8
+    orderings per step, a question's later orderings skipped once one is wrong (the answer, "all
+    correct", is the same). Cloze: 8 questions per step, then (strict) their blanked forms.
+    ``tick(n)`` is called as n more questions are decided. A generator: advance it only after
+    running the step it gave (later steps read earlier results)."""
+    if scoring == "letter":
+        for q in questions:
+            variants, ok = all_orderings(q), [True]
+            for s in range(0, len(variants), 8):
+
+                def part(engine, vs=variants[s : s + 8], ok=ok):
+                    ok[0] = all(x.correct for x in score_questions(engine, vs, scoring=scoring, style=style))
+
+                yield part
+                if not ok[0]:
+                    break
+            if ok[0] and strict:
+
+                def blank(engine, q=q, ok=ok):
+                    ok[0] = not score_questions(engine, [q.blanked()], scoring=scoring, style=style)[0].correct
+
+                yield blank
+            if ok[0]:
+                known.append(q.id)
+            if tick:
+                tick(1)
+        return
+    if scoring != "cloze":
+        raise ValueError(f"scoring must be 'letter' or 'cloze', got {scoring!r}")
+    for s in range(0, len(questions), 8):
+        qs, right = questions[s : s + 8], []
+
+        def batch(engine, qs=qs, right=right):
+            right += [q for q, x in zip(qs, score_questions(engine, qs, scoring=scoring, style=style)) if x.correct]
+
+        yield batch
+        if strict and right:
+            dropped: set[str] = set()
+
+            def blank_batch(engine, right=right, dropped=dropped):
+                blanked = score_questions(engine, [q.blanked() for q in right], scoring=scoring, style=style)
+                dropped.update(q.id for q, x in zip(right, blanked) if x.correct)
+
+            yield blank_batch
+            right = [q for q in right if q.id not in dropped]
+        known += [q.id for q in right]
+        if tick:
+            tick(len(qs))
 
 
 def score_curve(

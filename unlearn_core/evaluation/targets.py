@@ -436,10 +436,15 @@ def evaluate_target(
     loss_tokens: int = 20_000,
     intervention: Intervention | None = None,
     progress=None,
+    stage=None,
 ) -> dict:
     """Apply the target's default intervention; accuracies over the known questions (so the
-    base accuracy is 1.0 by construction), loss added on the target's loss corpus."""
-    from unlearn_core.evaluation.mcq import known_questions
+    base accuracy is 1.0 by construction), loss added on the target's loss corpus.
+
+    ``progress(n)`` counts the known filter's questions; ``stage(what, total)``, when given, is
+    called as each later stage starts (scoring a set's known questions, the loss added) and
+    returns that stage's ``tick(n)``: the CLI shows one bar per stage, each with its total."""
+    from unlearn_core.evaluation.mcq import ORDERINGS, known_questions
     from unlearn_core.evaluation.metrics import loss_added
     from unlearn_core.evaluation.sweep import evaluate_configs
 
@@ -447,10 +452,20 @@ def evaluate_target(
     iv = intervention or default_intervention(engine, target)
     forget_spec, retain_specs = question_specs(target, forget_file, retain_files)
 
-    def one(spec: str) -> dict:
-        qs = D.load_question_set(spec, engine.settings.data_dir)
-        known = known_questions(engine, qs.questions, scoring=scoring, strict=target.strict_known, progress=progress)
-        base, inter = evaluate_configs(engine, known, [[], [iv]], scoring=scoring, orderings=target.orderings)
+    # every set's known filter first (one progress count), then the scoring of each set
+    sets = [D.load_question_set(spec, engine.settings.data_dir) for spec in [forget_spec, *retain_specs]]
+    knowns = [
+        known_questions(engine, qs.questions, scoring=scoring, strict=target.strict_known, progress=progress)
+        for qs in sets
+    ]
+
+    def one(spec: str, qs, known: list) -> dict:
+        rows = len(ORDERINGS) if target.orderings and scoring == "letter" else 1  # what evaluate_configs counts
+        what = f"{qs.label}: {len(known)} known questions, clean and clamped" + (" (orderings)" if rows > 1 else "")
+        tick = stage(what, len(known) * rows) if stage else None
+        base, inter = evaluate_configs(
+            engine, known, [[], [iv]], scoring=scoring, orderings=target.orderings, progress=tick
+        )
         return {
             "questions": spec,
             "label": qs.label,
@@ -460,12 +475,16 @@ def evaluate_target(
             "intervened_accuracy": inter.accuracy if known else None,
         }
 
-    forget = one(forget_spec)
-    retain_sets = [one(s) for s in retain_specs]
+    forget, *retain_sets = [one(*x) for x in zip([forget_spec, *retain_specs], sets, knowns)]
     la = None
     if loss_tokens:
         docs = D.load_corpus(target.loss_corpus, engine.settings.data_dir)
-        la = loss_added(engine, docs, [iv], n_tokens=loss_tokens, corpus=target.loss_corpus).loss_added
+        tick = (
+            stage(f"loss added on {target.loss_corpus} (tokens, clean then clamped)", 2 * loss_tokens)
+            if stage
+            else None
+        )
+        la = loss_added(engine, docs, [iv], n_tokens=loss_tokens, corpus=target.loss_corpus, progress=tick).loss_added
     return {
         "target": target.name,
         "scoring": scoring,

@@ -32,6 +32,7 @@ import contextlib
 import contextvars
 import math
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import torch
 
@@ -46,7 +47,7 @@ from unlearn_core.model.saes import LoadedSAE
 
 # Set by a caller whose rows are a prompt followed by scored answer tokens (cloze): the gate
 # counts only the first ``n`` positions, so every answer row gets the prompt's decision.
-_GATE_PROMPT: contextvars.ContextVar[int | None] = contextvars.ContextVar("gate_prompt", default=None)
+_GATE_PROMPT: contextvars.ContextVar[int | Sequence[int] | None] = contextvars.ContextVar("gate_prompt", default=None)
 
 
 @dataclass(frozen=True)
@@ -111,8 +112,9 @@ class HookState:
 
 
 @contextlib.contextmanager
-def gate_prompt(n: int | None):
-    """Inside the block the gate counts only the first ``n`` positions of each row (the prompt)."""
+def gate_prompt(n: int | Sequence[int] | None):
+    """Inside the block the gate counts only the first ``n`` positions of each row (the prompt),
+    or of row b the first ``n[b]`` (several questions' rows in one batch)."""
     token = _GATE_PROMPT.set(n)
     try:
         yield
@@ -121,12 +123,18 @@ def gate_prompt(n: int | None):
 
 
 def counted_positions(
-    tokens: torch.Tensor, special_ids: tuple[int, ...], prompt_len: int | None = None
+    tokens: torch.Tensor, special_ids: tuple[int, ...], prompt_len: int | Sequence[int] | None = None
 ) -> torch.Tensor:
-    """[B, T] bool: the positions the gate counts (not a special token; within the prompt)."""
+    """[B, T] bool: the positions the gate counts (not a special token; within the prompt, whose
+    length is one for all rows or one per row)."""
     counted = ~torch.isin(tokens, torch.tensor(list(special_ids), dtype=tokens.dtype, device=tokens.device))
-    if prompt_len is not None:
+    if isinstance(prompt_len, int):
         counted[:, prompt_len:] = False
+    elif prompt_len is not None:
+        lens = torch.as_tensor(list(prompt_len), device=tokens.device)
+        if lens.shape != (tokens.shape[0],):
+            raise ValueError(f"gate_prompt: {lens.numel()} prompt lengths for {tokens.shape[0]} rows")
+        counted &= torch.arange(tokens.shape[1], device=tokens.device)[None, :] < lens[:, None]
     return counted
 
 

@@ -109,39 +109,15 @@ def known_ids_chunked(
     what: str = "known filter",
     tick: Callable[[int], None] | None = None,
 ) -> list[str]:
-    """``mcq.known_questions``' computation (the ids, in order), in steps: a batch of 8 orderings
-    (letters; as ``score_questions`` batches them) or one question (cloze), then the blanked
-    question (strict). A question's later steps are skipped once one ordering is wrong: the
-    answer ("all correct") is the same. ``tick(1)`` is called as each question is decided."""
-    from unlearn_core.evaluation.mcq import all_orderings, score_questions
+    """``mcq.known_questions``' computation (the ids, in order), in its steps
+    (``mcq.known_filter_steps``: 8 orderings or 8 cloze questions per step) under the lock.
+    ``tick(n)`` is called as n more questions are decided."""
+    from unlearn_core.evaluation.mcq import known_filter_steps
 
-    letter = state.engine().scoring == "letter"
+    engine = state.engine()
     known: list[str] = []
-
-    def steps():  # advanced after each step has run, so ``ok`` is up to date
-        for q in questions:
-            variants = all_orderings(q) if letter else [q]
-            ok = [True]
-            for s in range(0, len(variants), 8):
-
-                def part(engine, vs=variants[s : s + 8], ok=ok):
-                    ok[0] = all(x.correct for x in score_questions(engine, vs, batch_size=8))
-
-                yield part
-                if not ok[0]:
-                    break
-            if ok[0] and strict:
-
-                def blank(engine, q=q, ok=ok):
-                    ok[0] = not score_questions(engine, [q.blanked()])[0].correct
-
-                yield blank
-            if ok[0]:
-                known.append(q.id)
-            if tick:
-                tick(1)
-
-    run_steps(state, steps(), what, should_stop)
+    steps = known_filter_steps(questions, engine.scoring, engine.prompt_format, strict, known, tick)
+    run_steps(state, steps, what, should_stop)
     return known
 
 

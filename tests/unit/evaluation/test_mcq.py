@@ -76,6 +76,75 @@ def test_cloze_does_not_depend_on_option_order(tiny):
     assert sum(s.probs) == pytest.approx(1.0) and s.predicted == int(a.argmax())
 
 
+QS = [
+    Q,
+    Q2,
+    Question("t:3", "Pick B.", ("a", "b", "c", "d"), 1, "misc", "test"),
+    Question(
+        "t:4",
+        "Which gas do plants take in for photosynthesis?",
+        ("oxygen", "carbon dioxide", "helium", "neon"),
+        1,
+        "biology",
+        "test",
+    ),
+    Question("t:5", "Who wrote Hamlet?", ("Shakespeare", "Dickens", "Austen", "Twain"), 0, "lit", "test"),
+]
+
+
+def test_counted_positions_per_row_prompt_lengths():
+    from unlearn_core.method.interventions import counted_positions
+
+    tokens = torch.tensor([[2, 5, 6, 7, 0], [2, 5, 6, 0, 0]])
+    got = counted_positions(tokens, (0, 2), [3, 2])
+    assert got.tolist() == [[False, True, True, False, False], [False, True, False, False, False]]
+    assert counted_positions(tokens, (0, 2), 3).tolist() == counted_positions(tokens, (0, 2), [3, 3]).tolist()
+    with pytest.raises(ValueError, match="3 prompt lengths for 2 rows"):
+        counted_positions(tokens, (0, 2), [1, 2, 3])
+
+
+def test_cloze_batch_equals_one_question_at_a_time_clean_clamped_and_gated(tiny):
+    """Several questions in one forward give each question's own scores. Under a gated clamp the
+    gate must count each row's own prefix: the taus below decide differently for different
+    questions (checked), so one shared prompt length or a shared decision would show."""
+    from test_interventions import active_features
+
+    from unlearn_core.method.interventions import Intervention
+
+    feats = tuple(active_features(tiny, k=1))
+    clean = [mcq.cloze_logliks(tiny, q) for q in QS]
+    clamped = [mcq.cloze_logliks(tiny, q, tiny.hooks([Intervention("tiny", feats, 30.0)])) for q in QS]
+    mixed = 0
+    for ivs in ([], [Intervention("tiny", feats, 30.0)]) + tuple(
+        [Intervention("tiny", feats, 30.0, "gated", gate=t)] for t in (0.2, 0.4, 0.6, 0.8)
+    ):
+        single = [mcq.cloze_logliks(tiny, q, tiny.hooks(ivs)) for q in QS]
+        batch = mcq.cloze_logliks_batch(tiny, QS, tiny.hooks(ivs))
+        for a, b in zip(batch, single):
+            torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+        if ivs and ivs[0].mode == "gated":
+            opened = [not torch.allclose(s, c, atol=1e-6) for s, c in zip(single, clean)]
+            assert all(torch.allclose(s, k, atol=1e-5) for s, k, o in zip(single, clamped, opened) if o)
+            mixed += 0 < sum(opened) < len(QS)
+    assert mixed, "no tau opened the gate for some questions and not others: the test would not see a shared decision"
+    scores = mcq.score_questions(tiny, QS, scoring="cloze", batch_size=2)
+    assert [s.predicted for s in scores] == [int(c.argmax()) for c in clean]
+
+
+def test_strict_cloze_known_filter_equals_a_direct_computation(tiny):
+    expected = [
+        q.id
+        for q in QS
+        if mcq.score_question(tiny, q, scoring="cloze").correct
+        and not mcq.score_question(tiny, q.blanked(), scoring="cloze").correct
+    ]
+    loose = [q.id for q in QS if mcq.score_question(tiny, q, scoring="cloze").correct]
+    got = mcq.known_questions(tiny, QS, scoring="cloze", style="plain", use_cache=False, strict=True)
+    assert [q.id for q in got] == expected
+    got = mcq.known_questions(tiny, QS, scoring="cloze", style="plain", use_cache=False)
+    assert [q.id for q in got] == loose
+
+
 def test_known_filter_is_all_24_orderings_and_cached(tiny, monkeypatch):
     qs = [Q, Q2, Question("t:3", "Pick B.", ("a", "b", "c", "d"), 1, "misc", "test")]
     expected = [

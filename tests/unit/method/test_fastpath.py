@@ -113,6 +113,25 @@ def test_sweep_evaluate_configs_matches_per_config(tiny):
         assert r.total == 48 and r.correct == sum(s.correct for s in ref)
 
 
+@pytest.mark.parametrize("n_configs", [2, 3])
+def test_evaluate_configs_cloze_batched_or_fast_equals_one_by_one(tiny, n_configs):
+    """Two configurations go through batches of questions, three through the fast path: both
+    count what scoring each question alone under each configuration counts."""
+    from unlearn_core.evaluation.sweep import FEW_CONFIGS, evaluate_configs
+
+    qs = [Q, Question("fp:2", "What is 2+2?", ("3", "4", "5", "22"), 1, "math", "test")] * 5
+    qs += [Question("fp:3", "Pick b.", ("a", "b", "c", "d"), 1, "misc", "test")]
+    feats = _active_features(tiny, 3)
+    configs = [[], [Intervention("tiny", tuple(feats), 20.0)], [Intervention("tiny", (feats[0],), 60.0)]][:n_configs]
+    assert (n_configs <= FEW_CONFIGS) == (n_configs == 2)
+    ticks = []
+    res = evaluate_configs(tiny, qs, configs, scoring="cloze", style="plain", progress=ticks.append)
+    assert sum(ticks) == len(qs)
+    for r, cfg in zip(res, configs):
+        ref = [mcq.score_question(tiny, q, cfg or None, scoring="cloze", style="plain") for q in qs]
+        assert r.total == len(qs) and r.correct == sum(s.correct for s in ref)
+
+
 def test_score_base_uses_cache_and_matches(tiny):
     iv = Intervention("tiny", tuple(_active_features(tiny)), 10.0)
     fastpath._LRU.clear()
