@@ -474,6 +474,19 @@ def test_feature_search_target_selection_shows_the_retain_corpora(app_env):
     assert any("test backend" in i.value for i in at.info)  # the relaxed threshold is said
 
 
+def test_feature_search_target_selection_by_a_question_method(app_env):
+    """The method picker sends the method: the threshold box is off for it, and on the tiny model
+    (which knows no question) the server's reason comes back as an error, not a table."""
+    at = ok(page("search", by="forget/retain").run())
+    assert at.selectbox(key="tsel_method").value is None and not at.selectbox(key="tsel_thr").disabled
+    at.selectbox(key="tsel_method").set_value("attribution")
+    ok(at.run())
+    assert at.selectbox(key="tsel_thr").disabled
+    at.button(key="run_tsel").click()
+    at.run()
+    assert any("knows none" in e.value for e in at.error) and not at.dataframe
+
+
 def test_feature_search_by_explanation_says_which_source_answered(app_env):
     at = page("search", by="explanation")
     ok(at.run())

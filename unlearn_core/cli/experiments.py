@@ -82,6 +82,7 @@ def _experiment_targets(args, engine) -> None:
                 ppl_tokens=args.ppl_tokens,
                 min_retain=args.min_retain,
                 max_loss=args.max_loss,
+                variants=tuple(args.variants.split(",")) if args.variants else None,
             )
         md = TX.markdown(r)
         if args.out:
@@ -123,13 +124,22 @@ def add_parsers(sub) -> None:
     s.add_argument("--ns", default="20,50,100", help="targets: numbers of features")
     s.add_argument("--values", default="100,200,400", help="targets: clamp values c")
     s.add_argument("--loss-tokens", type=int, default=1500, help="targets: WebText tokens of loss added per row")
-    s.add_argument("--min-retain", type=float, default=0.9, help="targets: retain accuracy the default must keep")
+    s.add_argument(
+        "--min-retain",
+        type=float,
+        default=0.95,
+        help="targets: pooled retain accuracy (the target's choice_retain sets, train half) the default must keep",
+    )
     s.add_argument(
         "--max-loss",
         type=_max_loss,
-        default=None,
-        help="targets: a budget for the choice, in nats of loss added on WebText's train split "
-        "(e.g. 0.05, the targets' goal); default none",
+        default=0.05,
+        help="targets: the choice's budget, in nats of loss added on WebText's train split, or 'none'",
+    )
+    s.add_argument(
+        "--variants",
+        help="targets: selections swept, comma-separated, of paper, format-matched, attribution, fisher, search "
+        "(default all that apply)",
     )
     s.add_argument(
         "--render-only",

@@ -28,7 +28,13 @@ from unlearn_core.data.corpora import (
     split_paragraph_docs,
     strip_gutenberg,
 )
-from unlearn_core.data.question_files import QUIZ_FILES, QuestionFileError, parse_question_file, split_part
+from unlearn_core.data.question_files import (
+    QUIZ_FILES,
+    SHIPPED_QUIZZES,
+    QuestionFileError,
+    parse_question_file,
+    split_part,
+)
 from unlearn_core.data.questions import LETTERS, Question, QuestionSet, fact_text, question_text
 from unlearn_core.data.specs import (
     BIO_FALLBACK_SUBJECTS,
@@ -330,9 +336,19 @@ def load_mmlu(
 
 
 def load_quiz(name: str, data_dir: str | None = None) -> QuestionSet:
-    """One of the project's quizzes (``quiz/README.md``) from the data folder."""
+    """One of the project's quizzes (``quiz/README.md``) from the data folder, or one it ships."""
+    if name in SHIPPED_QUIZZES:
+        from unlearn_core.core.paths import ASSETS
+
+        path = ASSETS / SHIPPED_QUIZZES[name]
+        label = {"general": "general knowledge (shipped)", "bio-paraphrase": "bio quiz reworded (shipped)"}[name]
+        questions = parse_question_file(path, source=f"quiz-{name}")
+        if name == "bio-paraphrase":  # each rewording in its original's half: a held-out fact stays held out
+            for q in questions:
+                q.extra["split_key"] = f"quiz-bio:{q.extra['source_id']}"
+        return QuestionSet(f"quiz:{name}", questions, origin=str(path), label=label)
     if name not in QUIZ_FILES:
-        raise KeyError(f"unknown quiz {name!r}; known: {sorted(QUIZ_FILES)}")
+        raise KeyError(f"unknown quiz {name!r}; known: {sorted(QUIZ_FILES) + sorted(SHIPPED_QUIZZES)}")
     path, tried = _find_file(QUIZ_FILES[name], data_dir)
     if not path:
         raise _unavailable(

@@ -91,12 +91,21 @@ class Target:
     scoring: str | None = None  # None: the engine's (cloze for base models)
     orderings: bool = False  # letter scoring: known = correct in all 24 orderings
     demo_prompt: str = ""
+    # the retain question sets whose known questions the default's choice pools (a subset of
+    # retain_questions; empty: the first): a floor read on more questions moves less on unseen ones
+    choice_retain: tuple[str, ...] = ()
     source: str = "built-in"
+
+    @property
+    def choice_retain_sets(self) -> tuple[str, ...]:
+        return self.choice_retain or self.retain_questions[:1]
 
     def to_dict(self) -> dict:
         d = asdict(self)
         if d["intervention"]["scale"] == "uniform":  # the default: left out, as before the option existed
             del d["intervention"]["scale"]
+        if not d["choice_retain"]:
+            del d["choice_retain"]
         return d
 
 
@@ -136,6 +145,10 @@ def target_from_dict(name: str, d: dict, source: str = "built-in", base: Path | 
             kw[k] = _resolve_path(kw[k], base)
     kw["retain_corpora"] = tuple(_resolve_path(x, base) for x in kw["retain_corpora"])
     kw["retain_questions"] = tuple(_resolve_path(x, base) for x in kw["retain_questions"])
+    cr = kw.get("choice_retain", ())
+    kw["choice_retain"] = tuple(_resolve_path(x, base) for x in ([cr] if isinstance(cr, str) else cr))
+    if not set(kw["choice_retain"]) <= set(kw["retain_questions"]):
+        raise TargetError(f"{where}: choice_retain must name sets of retain_questions, got {list(kw['choice_retain'])}")
     kw.setdefault("description", "")
     try:
         sel = Selection(**d.get("selection", {}))

@@ -11,7 +11,7 @@ import os
 import threading
 
 from unlearn_core.data import loaders as D
-from unlearn_core.data.question_files import QUIZ_FILES
+from unlearn_core.data.question_files import QUIZ_NAMES
 from unlearn_core.model.engine import Engine
 
 log = logging.getLogger("unlearn_core.server")
@@ -129,7 +129,7 @@ CORPUS_PARTS = ("all", "train", "heldout")
 
 
 def corpus_names() -> list[str]:
-    return sorted(D.CORPORA) + ["wmdp-bio-text"] + [f"quiz:{q}" for q in QUIZ_FILES] + ["mmlu:<subject,...>"]
+    return sorted(D.CORPORA) + ["wmdp-bio-text"] + [f"quiz:{q}" for q in QUIZ_NAMES] + ["mmlu:<subject,...>"]
 
 
 def _named_corpus(name: str) -> bool:
@@ -137,7 +137,7 @@ def _named_corpus(name: str) -> bool:
         name in D.CORPORA
         or name == "wmdp-bio-text"
         or name.startswith("mmlu:")
-        or (name.startswith("quiz:") and name[5:] in QUIZ_FILES)
+        or (name.startswith("quiz:") and name[5:] in QUIZ_NAMES)
     )
 
 
@@ -150,9 +150,9 @@ def check_corpus(spec: str, data_dir: str | None, trusted: set[str] | frozenset 
     if name in D.CORPORA or name == "wmdp-bio-text" or name in trusted:
         return spec
     if name.startswith("quiz:"):
-        if name[5:] not in QUIZ_FILES:
+        if name[5:] not in QUIZ_NAMES:
             raise ValueError(
-                f"unknown corpus {spec!r}: no quiz {name[5:]!r}; known: {', '.join('quiz:' + q for q in QUIZ_FILES)}"
+                f"unknown corpus {spec!r}: no quiz {name[5:]!r}; known: {', '.join('quiz:' + q for q in QUIZ_NAMES)}"
             )
         return spec
     if name.startswith("mmlu:"):

@@ -112,11 +112,13 @@ class UnlearnClient(LongRequests, TaskMethods):
         k: int = _d(S.DashboardRequest, "k"),
         neuronpedia: bool = _d(S.DashboardRequest, "neuronpedia"),
         variant: str = "base",
+        *,
+        task: bool = False,
     ) -> dict:
         body = {"sae": sae, "feature": feature, "n_tokens": n_tokens, "k": k, "neuronpedia": neuronpedia}
         if corpora:
             body["corpora"] = corpora
-        return self.request("POST", "/api/features/dashboard", with_variant(variant, body))
+        return self.post("/api/features/dashboard", "features_dashboard", with_variant(variant, body), task)
 
     def search(
         self,
@@ -128,12 +130,14 @@ class UnlearnClient(LongRequests, TaskMethods):
         variant: str = "base",
         rank: str = _d(S.SearchRequest, "rank"),
         dense_last: bool = _d(S.SearchRequest, "dense_last"),
+        *,
+        task: bool = False,
     ) -> dict:
         """Features active on ``text``: by specificity against ``background`` (dense ones flagged
         and last), or ``rank="max"`` by the largest activation (``background=None``: plain)."""
-        return self.request(
-            "POST",
+        return self.post(
             "/api/features/search",
+            "features_search",
             with_variant(
                 variant,
                 {
@@ -146,6 +150,7 @@ class UnlearnClient(LongRequests, TaskMethods):
                     "dense_last": dense_last,
                 },
             ),
+            task,
         )
 
     def select(
@@ -160,11 +165,13 @@ class UnlearnClient(LongRequests, TaskMethods):
         variant: str = "base",
         method: str = _d(S.SelectRequest, "method"),
         target: str | None = None,
+        *,
+        task: bool = False,
     ) -> dict:
         """The paper's selection on two corpora, or a target's by ``method`` (attribution, fisher: its questions)."""
         body = {"sae": sae, "forget": forget, "retain": retain, "threshold": threshold, "n": n}
         body.update(n_tokens=n_tokens, describe=describe, method=method, target=target)
-        return self.request("POST", "/api/features/select", with_variant(variant, body))
+        return self.post("/api/features/select", "features_select", with_variant(variant, body), task)
 
     # -- targets
 
@@ -181,6 +188,8 @@ class UnlearnClient(LongRequests, TaskMethods):
         describe: bool = _d(S.TargetSelectRequest, "describe"),
         variant: str = "base",
         method: str | None = None,
+        *,
+        task: bool = False,
     ) -> dict:
         """The target's selection (n, threshold and method default to the target's)."""
         body: dict = {"target": target, "sae": sae, "describe": describe}
@@ -190,7 +199,7 @@ class UnlearnClient(LongRequests, TaskMethods):
             body["n"] = n
         if threshold is not None:
             body["threshold"] = threshold
-        return self.request("POST", "/api/targets/select", with_variant(variant, body))
+        return self.post("/api/targets/select", "targets_select", with_variant(variant, body), task)
 
     def create_target(
         self,
@@ -226,12 +235,12 @@ class UnlearnClient(LongRequests, TaskMethods):
         """Delete a target defined in the app (built-in and targets-file ones cannot be)."""
         return self.request("DELETE", f"/api/targets/{quote(name, safe='')}")
 
-    def demo(self, target: str, max_scan: int | None = None) -> dict:
+    def demo(self, target: str, max_scan: int | None = None, *, task: bool = False) -> dict:
         """The guided demo on a target: a forgotten question and a kept one (or why there is none)."""
         body: dict = {"target": target}
         if max_scan is not None:
             body["max_scan"] = max_scan
-        return self.request("POST", "/api/demo", body)
+        return self.post("/api/demo", "demo", body, task)
 
     # -- questions
 
@@ -278,10 +287,12 @@ class UnlearnClient(LongRequests, TaskMethods):
         temperature: float = _d(S.GenerateRequest, "temperature"),
         seed: int = _d(S.GenerateRequest, "seed"),
         variant: str = "base",
+        *,
+        task: bool = False,
     ) -> dict:
-        return self.request(
-            "POST",
+        return self.post(
             "/api/generate",
+            "generate",
             {
                 "prompt": prompt,
                 "interventions": interventions or [],
@@ -290,6 +301,7 @@ class UnlearnClient(LongRequests, TaskMethods):
                 "temperature": temperature,
                 "seed": seed,
             },
+            task,
         )
 
     def loss_added(
@@ -298,12 +310,11 @@ class UnlearnClient(LongRequests, TaskMethods):
         corpus: str = _d(S.LossAddedRequest, "corpus"),
         n_tokens: int = _d(S.LossAddedRequest, "n_tokens"),
         variant: str = "base",
+        *,
+        task: bool = False,
     ) -> dict:
-        return self.request(
-            "POST",
-            "/api/loss_added",
-            with_variant(variant, {"corpus": corpus, "interventions": interventions, "n_tokens": n_tokens}),
-        )
+        body = {"corpus": corpus, "interventions": interventions, "n_tokens": n_tokens}
+        return self.post("/api/loss_added", "loss_added", with_variant(variant, body), task)
 
     def perplexity(
         self,
@@ -312,14 +323,11 @@ class UnlearnClient(LongRequests, TaskMethods):
         interventions: list[dict] | None = None,
         n_tokens: int = _d(S.PerplexityRequest, "n_tokens"),
         variant: str = "base",
+        *,
+        task: bool = False,
     ) -> dict:
-        return self.request(
-            "POST",
-            "/api/perplexity",
-            with_variant(
-                variant, {"corpus": corpus, "part": part, "interventions": interventions or [], "n_tokens": n_tokens}
-            ),
-        )
+        body = {"corpus": corpus, "part": part, "interventions": interventions or [], "n_tokens": n_tokens}
+        return self.post("/api/perplexity", "perplexity", with_variant(variant, body), task)
 
     # -- a server this client started
 

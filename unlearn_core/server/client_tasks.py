@@ -12,7 +12,6 @@ from unlearn_core.server import schemas as S
 from unlearn_core.server.client_jobs import wait_until_finished
 from unlearn_core.server.client_transport import ServerError, Transport
 from unlearn_core.server.client_transport import schema_default as _d
-from unlearn_core.server.client_transport import with_variant as _on
 
 
 class TaskMethods(Transport):
@@ -35,116 +34,45 @@ class TaskMethods(Transport):
             raise ServerError(400, f"task {task_id} {t['status']}: {t.get('error') or ''}".strip())
         return t["result"]
 
-    # -- metrics
+    def post(self, path: str, kind: str, body: dict, task: bool = False) -> dict:
+        """POST ``body`` to ``path``, or (``task``) run the same body as the task ``kind``."""
+        return self.run_task(kind, body) if task else self.request("POST", path, body)
 
-    def loss_added_task(
-        self,
-        interventions: list[dict],
-        corpus: str = _d(S.LossAddedRequest, "corpus"),
-        n_tokens: int = _d(S.LossAddedRequest, "n_tokens"),
-        variant: str = "base",
-    ) -> dict:
+    # -- each ``<method>_task``: ``<method>(..., task=True)``, the same arguments and body
+
+    def loss_added_task(self, *args, **kwargs) -> dict:
         """``loss_added`` as a task (no synchronous limit on n_tokens)."""
-        return self.run_task(
-            "loss_added", _on(variant, {"corpus": corpus, "interventions": interventions, "n_tokens": n_tokens})
-        )
+        return self.loss_added(*args, task=True, **kwargs)
 
-    def perplexity_task(
-        self,
-        corpus: str = _d(S.PerplexityRequest, "corpus"),
-        part: str = _d(S.PerplexityRequest, "part"),
-        interventions: list[dict] | None = None,
-        n_tokens: int = _d(S.PerplexityRequest, "n_tokens"),
-        variant: str = "base",
-    ) -> dict:
+    def perplexity_task(self, *args, **kwargs) -> dict:
         """``perplexity`` as a task (no synchronous limit on n_tokens)."""
-        return self.run_task(
-            "perplexity",
-            _on(variant, {"corpus": corpus, "part": part, "interventions": interventions or [], "n_tokens": n_tokens}),
-        )
+        return self.perplexity(*args, task=True, **kwargs)
 
-    def generate_task(
-        self,
-        prompt: str,
-        interventions: list[dict] | None = None,
-        max_new_tokens: int = _d(S.GenerateRequest, "max_new_tokens"),
-        temperature: float = _d(S.GenerateRequest, "temperature"),
-        seed: int = _d(S.GenerateRequest, "seed"),
-        variant: str = "base",
-    ) -> dict:
+    def generate_task(self, *args, **kwargs) -> dict:
         """``generate`` as a task (no synchronous limit on max_new_tokens)."""
-        return self.run_task(
-            "generate",
-            {
-                "prompt": prompt,
-                "interventions": interventions or [],
-                "max_new_tokens": max_new_tokens,
-                "variant": variant,
-                "temperature": temperature,
-                "seed": seed,
-            },
-        )
+        return self.generate(*args, task=True, **kwargs)
 
-    # -- features
-
-    def dashboard_task(
-        self,
-        feature: int,
-        sae: str | None = None,
-        corpora: list[str] | None = None,
-        n_tokens: int = _d(S.DashboardRequest, "n_tokens"),
-        k: int = _d(S.DashboardRequest, "k"),
-        neuronpedia: bool = _d(S.DashboardRequest, "neuronpedia"),
-        variant: str = "base",
-    ) -> dict:
+    def dashboard_task(self, *args, **kwargs) -> dict:
         """``dashboard`` as a task (statistics neither cached nor shipped, of any size)."""
-        body = {"sae": sae, "feature": feature, "n_tokens": n_tokens, "k": k, "neuronpedia": neuronpedia}
-        if corpora:
-            body["corpora"] = corpora
-        return self.run_task("features_dashboard", _on(variant, body))
+        return self.dashboard(*args, task=True, **kwargs)
 
-    def search_task(
-        self,
-        text: str,
-        sae: str | None = None,
-        k: int = _d(S.SearchRequest, "k"),
-        background: str | None = _d(S.SearchRequest, "background"),
-        background_tokens: int = _d(S.SearchRequest, "background_tokens"),
-        variant: str = "base",
-        rank: str = _d(S.SearchRequest, "rank"),
-        dense_last: bool = _d(S.SearchRequest, "dense_last"),
-    ) -> dict:
+    def search_task(self, *args, **kwargs) -> dict:
         """``search`` as a task (a background's statistics neither cached nor shipped, of any size)."""
-        body = {
-            "sae": sae,
-            "text": text,
-            "k": k,
-            "background": background,
-            "background_tokens": background_tokens,
-            "rank": rank,
-            "dense_last": dense_last,
-        }
-        return self.run_task("features_search", _on(variant, body))
+        return self.search(*args, task=True, **kwargs)
 
-    def select_task(
-        self,
-        forget: str = _d(S.SelectRequest, "forget"),
-        retain: str = _d(S.SelectRequest, "retain"),
-        threshold: float = _d(S.SelectRequest, "threshold"),
-        n: int = _d(S.SelectRequest, "n"),
-        n_tokens: int = _d(S.SelectRequest, "n_tokens"),
-        describe: bool = _d(S.SelectRequest, "describe"),
-        sae: str | None = None,
-        variant: str = "base",
-        method: str = _d(S.SelectRequest, "method"),
-        target: str | None = None,
-    ) -> dict:
+    def select_task(self, *args, **kwargs) -> dict:
         """``select`` as a task (statistics neither cached nor shipped, a target's question scores; any size)."""
-        body = {"sae": sae, "forget": forget, "retain": retain, "threshold": threshold, "n": n}
-        body.update(n_tokens=n_tokens, describe=describe, method=method, target=target)
-        return self.run_task("features_select", _on(variant, body))
+        return self.select(*args, task=True, **kwargs)
 
-    # -- questions and the guided demo
+    def select_target_task(self, *args, **kwargs) -> dict:
+        """``select_target`` as the task ``targets_select`` (statistics and descriptions of any size)."""
+        return self.select_target(*args, task=True, **kwargs)
+
+    def demo_task(self, *args, **kwargs) -> dict:
+        """``demo`` as a task (any max_scan up to the schema's, statistics of any size)."""
+        return self.demo(*args, task=True, **kwargs)
+
+    # -- questions (a GET page synchronously, a body as a task)
 
     def questions_task(
         self,
@@ -161,27 +89,3 @@ class TaskMethods(Transport):
             raise ValueError("a page without the known filter needs no task: use questions()")
         body = {"set": set, "limit": limit, "offset": offset, "strict": strict}
         return self.run_task("questions_known", body)
-
-    def select_target_task(
-        self,
-        target: str,
-        sae: str | None = None,
-        n: int | None = None,
-        threshold: float | None = None,
-        describe: bool = _d(S.TargetSelectRequest, "describe"),
-        variant: str = "base",
-    ) -> dict:
-        """``select_target`` as the task ``targets_select`` (statistics and descriptions of any size)."""
-        body: dict = {"target": target, "sae": sae, "describe": describe}
-        if n is not None:
-            body["n"] = n
-        if threshold is not None:
-            body["threshold"] = threshold
-        return self.run_task("targets_select", _on(variant, body))
-
-    def demo_task(self, target: str, max_scan: int | None = None) -> dict:
-        """``demo`` as a task (any max_scan up to the schema's, statistics of any size)."""
-        body: dict = {"target": target}
-        if max_scan is not None:
-            body["max_scan"] = max_scan
-        return self.run_task("demo", body)

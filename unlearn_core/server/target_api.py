@@ -17,7 +17,7 @@ import shutil
 from pathlib import Path
 
 from unlearn_core.data import loaders as D
-from unlearn_core.data.question_files import QUIZ_FILES
+from unlearn_core.data.question_files import QUIZ_NAMES
 from unlearn_core.evaluation.targets import (
     DEFAULT_TARGET,
     Target,
@@ -110,9 +110,9 @@ def named_question_set(spec: str, data_dir: str | None) -> str:
             check_subjects(subjects, data_dir)
     except KeyError as e:
         raise ValueError(f"retain question set {spec!r}: {e.args[0]}") from None
-    if base.startswith("quiz:") and base[5:] not in QUIZ_FILES:
+    if base.startswith("quiz:") and base[5:] not in QUIZ_NAMES:
         raise ValueError(
-            f"retain question set {spec!r}: no quiz {base[5:]!r}; known: {', '.join('quiz:' + q for q in QUIZ_FILES)}"
+            f"retain question set {spec!r}: no quiz {base[5:]!r}; known: {', '.join('quiz:' + q for q in QUIZ_NAMES)}"
         )
     return spec
 

@@ -35,9 +35,10 @@ def get_client() -> UnlearnClient:
     return _client(server_url(), os.environ.get("UNLEARN_TOKEN") or "")
 
 
-def call(method: str, *args, retry: bool = True, **kwargs) -> Any:
+def call(method: str, /, *args, retry: bool = True, **kwargs) -> Any:
     """``client.<method>(...)``. A pure request is retried once when the connection drops (a
-    server closes a kept-alive connection after an internal error); submissions are not."""
+    server closes a kept-alive connection after an internal error); submissions are not.
+    ``method`` is positional-only: a request may have a field named ``method`` (a selection's)."""
     client = get_client()
     try:
         return getattr(client, method)(*args, **kwargs)
@@ -58,7 +59,7 @@ def _cached(url: str, engine_sig: str, method: str, args_json: str) -> Any:
     return call(f"{method}_task", **kwargs)  # the same answer, computed as a task
 
 
-def cached(method: str, **kwargs) -> Any:
+def cached(method: str, /, **kwargs) -> Any:
     """A server call cached in the app (``st.cache_data``) by URL, loaded model and arguments.
 
     Only for deterministic, read-only requests (scores, activations, dashboards, questions). One

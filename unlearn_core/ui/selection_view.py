@@ -23,6 +23,14 @@ from unlearn_core.ui import target_picker as TP
 from unlearn_core.ui import widgets as WG
 
 THRESHOLDS = [None, 0.5, 0.1, 0.05, 0.01, 0.005, 0.001]
+# None: the target's own method; the question-based ones rank by the train half's known questions
+METHODS = [None, "frequency", "attribution", "fisher"]
+METHOD_HELP = (
+    "frequency: fires on the forget corpus, not on the retain corpora (the paper's). attribution: "
+    "activation x gradient of the correct answer's log-probability, forget questions minus retain "
+    "questions. fisher: Dynamic SAE Guardrails' squared mean-activation ratio. Both read only the "
+    "train half of the target's known questions (minutes the first time, then cached)."
+)
 
 
 def selection_table(rows: list[dict], corpora: list[str], describe: bool) -> pd.DataFrame:
@@ -111,16 +119,31 @@ def _settings(t: dict, sae: str, info: dict) -> dict:
     """The selection's settings as the request's parameters (threshold None: the target's)."""
     sel = t["selection"]
     max_n = int(info.get("limits", {}).get("max_features", 512))
-    c1, c2, c3 = st.columns(3)
+    c0, c1, c2, c3 = st.columns(4)
+    method = c0.selectbox(
+        "Selection method",
+        METHODS,
+        key="tsel_method",
+        format_func=lambda m: f"the target's ({sel.get('method', 'frequency')})" if m is None else m,
+        help=METHOD_HELP,
+    )
+    by_questions = method in ("attribution", "fisher")
     thr = c1.selectbox(
         "Retain threshold",
         THRESHOLDS,
         key="tsel_thr",
         format_func=lambda x: own_choice(sel) if x is None else f"{x:g}",
+        disabled=by_questions,
+        help="not used by the question-based methods" if by_questions else None,
     )
     n = c2.number_input("N features", 1, max_n, min(int(sel["n"]), max_n), key=f"tsel_n_{t['name']}")
     describe = c3.checkbox("Add automatic descriptions", key="tsel_describe")
-    return dict(target=t["name"], sae=sae, n=int(n), threshold=thr, describe=describe, **PG.current_variant())
+    out = dict(target=t["name"], sae=sae, n=int(n), describe=describe, **PG.current_variant())
+    if method is not None:
+        out["method"] = method
+    if not by_questions:
+        out["threshold"] = thr
+    return out
 
 
 def frequency_columns(retain_label: str) -> dict:

@@ -100,3 +100,21 @@ def test_banned_word_list_catches_forget_domain_text():
     assert BANNED.search("Which organ filters blood?")
     assert not BANNED.search("Which international organization is based in Geneva?")
     assert not BANNED.search("Who played the cello?")
+
+
+def test_shipped_quizzes_load_by_name_and_a_rewording_shares_its_originals_half(shared_data):
+    """``quiz:general`` and ``quiz:bio-paraphrase`` read the package's files (the server accepts the
+    names); a rewording lands in the same half as the question it rewords, so a held-out fact is
+    held out in both wordings."""
+    from unlearn_core.data import loaders as D
+
+    general = D.load_question_set("quiz:general", str(shared_data))
+    assert len(general.questions) == 200 and general.label == "general knowledge (shipped)"
+    originals = {q.extra["id"]: q for q in D.load_question_set("quiz:bio@heldout", str(shared_data)).questions}
+    held = D.load_question_set("quiz:bio-paraphrase@heldout", str(shared_data)).questions
+    train = D.load_question_set("quiz:bio-paraphrase@train", str(shared_data)).questions
+    assert len(held) + len(train) == 190 and held and train
+    assert {q.extra["source_id"] for q in held} == set(originals)
+    assert not {q.extra["source_id"] for q in train} & set(originals)
+    with pytest.raises(KeyError, match="general"):
+        D.load_question_set("quiz:no-such")

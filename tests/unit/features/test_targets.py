@@ -418,6 +418,9 @@ def test_targets_experiment_runs_end_to_end_on_tiny(tiny, shared_data):
     assert r["rows"][2]["retain_corpora"] == list(t.retain_corpora)
     assert r["rows"][2]["shipped_default"] and not r["rows"][1]["shipped_default"]
     assert r["chosen"] is None  # the tiny model knows no question, so nothing keeps retain accuracy
+    # the question-based selections have no known train question to rank features on: skipped, and said why
+    assert set(r["skipped_variants"]) == {"attribution", "fisher"}
+    assert all("knows none" in why for why in r["skipped_variants"].values())
     assert r["rows"][0]["loss_added_choice"] == 0.0 and r["choice_loss_corpus"] == "webtext-train"
     # the choice's loss is measured on another corpus than the reported one, so the two differ
     assert all(row["loss_added_choice"] != row["loss_added"] for row in r["rows"][1:])
@@ -430,7 +433,7 @@ def _sweep_row(config, forget, retain, loss, n=50, c=100.0):
     return {
         "config": config,
         "forget@train": forget,
-        "retain0@train": retain,
+        "retain_pool@train": retain,
         "loss_added_choice": loss,
         "loss_added": 99.0,
         "n": n,
@@ -454,10 +457,23 @@ def test_targets_choice_respects_the_retain_floor_and_the_loss_budget():
     assert TX.choose(rows, 0.9, 0.01)["config"] == "mild"
     assert TX.choose(rows, 0.99, 0.05)["config"] == "mild"
     assert TX.choose(rows[:4], 0.99, None) is None
+    # the rule as shipped (retain >= 0.95 pooled, loss <= 0.05): "deep" adds too much, "within" keeps too little
+    assert (TX.MIN_RETAIN, TX.MAX_LOSS) == (0.95, 0.05) and TX.choose(rows)["config"] == "within, more retain"
+    assert TX.margin(TX.choose(rows), TX.MIN_RETAIN, TX.MAX_LOSS) == pytest.approx({"retain": 0.02, "loss": 0.0})
+    assert TX.choose([{**rows[0], "forget@train": None}, rows[4]], 0.9, None)["config"] == "mild"  # no known forget
     assert TX.rule_text({"min_retain": 0.9, "max_loss": 0.05, "choice_loss_corpus": "webtext-train"}) == (
         "lowest forget accuracy with retain accuracy >= 0.9 and loss added <= 0.05 nats on `webtext-train`; "
         "ties: less loss added on `webtext-train`, then higher retain"
     )
+
+
+def test_pooled_retain_weighs_every_question_alike():
+    from unlearn_core.evaluation.experiments import target_sweep as TX
+
+    quiz = [(26, 26), (20, 26), (0, 0)]  # per configuration: (correct, total)
+    general = [(40, 40), (38, 40), (0, 0)]
+    assert TX.pooled_accuracy([quiz, general]) == [1.0, pytest.approx(58 / 66), None]
+    assert TX.pooled_accuracy([quiz]) == [1.0, pytest.approx(20 / 26), None]
 
 
 def test_targets_choice_breaks_a_tie_on_forget_by_the_loss_added_then_retain():
@@ -495,6 +511,7 @@ def test_targets_experiment_sweeps_a_retain_list_once(tiny, shared_data):
         loss_tokens=0,
         ppl_tokens=100,
         variants=("paper", "format-matched"),
+        max_loss=None,
     )
     assert [row["config"] for row in r["rows"]] == ["none", "paper t=1 N=3 c=10"]
     assert "loss_added_choice" not in r["rows"][1] and "loss added (choice)" not in TX.markdown(r)  # none measured
@@ -510,7 +527,7 @@ def test_targets_experiment_sweeps_the_search_variant_of_a_target_with_a_query(t
     sherlock = T.get_target("sherlock")
     assert sherlock.selection.query == "Sherlock Holmes" and sherlock.selection.method == "search"  # the registry's
     t = T.replace_intervention(sherlock, threshold=1.0, n=3, c=10.0, method="frequency")  # a frequency default here
-    r = TX.run(tiny, t, thresholds=(1.0,), ns=(3, 50), values=(10.0,), loss_tokens=0, ppl_tokens=100)
+    r = TX.run(tiny, t, thresholds=(1.0,), ns=(3, 50), values=(10.0,), loss_tokens=0, ppl_tokens=100, max_loss=None)
     search = [row for row in r["rows"][1:] if row["selection"] == "search"]
     assert [row["config"] for row in r["rows"][:3]] == ["none", "paper t=1 N=3 c=10", "paper t=1 N=50 c=10"]
     assert search and search[0]["config"] == 'search "Sherlock Holmes" N=3 c=10' and search[0]["threshold"] is None
@@ -578,11 +595,14 @@ def test_select_for_target_with_the_search_method(tiny, shared_data):
 
 
 def test_cli_max_loss_is_parsed_before_any_model_loads():
-    """A bad --max-loss is argparse's error (exit 2), before the engine starts; 'none' is no budget."""
+    """A bad --max-loss is argparse's error (exit 2), before the engine starts; 'none' is no budget;
+    the defaults are the rule's (``target_sweep.MIN_RETAIN``, ``MAX_LOSS``)."""
     from unlearn_core.cli import build_parser
+    from unlearn_core.evaluation.experiments import target_sweep as TX
 
     p = build_parser()
-    assert p.parse_args(["experiment", "targets"]).max_loss is None
+    args = p.parse_args(["experiment", "targets"])
+    assert (args.min_retain, args.max_loss) == (TX.MIN_RETAIN, TX.MAX_LOSS)
     assert p.parse_args(["experiment", "targets", "--max-loss", "none"]).max_loss is None
     assert p.parse_args(["experiment", "targets", "--max-loss", "0.05"]).max_loss == 0.05
     for bad in ("x", "-1", "nan"):

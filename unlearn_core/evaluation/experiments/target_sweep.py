@@ -7,20 +7,27 @@ default is chosen on the train half's known questions (lowest forget accuracy am
 configurations that keep retain accuracy >= ``min_retain``), and every row reports the held-out
 half, which neither step saw. The quizzes' own held-out third is not distributed at all.
 
+The rule (``choose``, since 2026-12-07): among the configurations adding at most ``max_loss`` =
+0.05 nats on WebText's train split and keeping the pooled retain accuracy (the known train-half
+questions of every set in the target's ``choice_retain``) at least ``min_retain`` = 0.95, the
+lowest forget accuracy. Ties: less loss added, then higher retain, then smaller N and c. The
+result names the rule's margin and the number of retain questions it rests on.
+
 Ties on forget accuracy go to the row that adds less loss on WebText's train split
 (``CHOICE_LOSS_CORPUS``), then to higher retain accuracy: retain is already a floor, and the
 loss added is the side effect the rule otherwise never reads. (Until 2026-12-04 the tie went to
 retain first; README, "The tie-break".)
 
-An optional loss budget (``max_loss``) also bounds the loss added, read on WebText's train split
-(``CHOICE_LOSS_CORPUS``) so that the reported held-out loss stays unread by the choice. It is not
-the default: with the shipped SAE it moves both built-in targets to threshold-0.003 selections
-that forget far less (README, "A loss budget in the rule").
+The loss budget (``max_loss``) is read on WebText's train split (``CHOICE_LOSS_CORPUS``) so that
+the reported held-out loss stays unread by the choice; ``max_loss=None`` drops it (the rule
+before 2026-12-07, with retain >= 0.9 on the first retain set alone).
 
 Selection variants: ``paper`` ranks forget-corpus frequency against WikiText-2 only (the paper's
 retain corpus); ``format-matched`` against the target's retain corpora (retain quiz text in the
 same format, WikiText-2, WebText), so features of the quiz format itself drop out; ``search``
-(targets with a ``selection.query``) takes the features most specific to the query text.
+(targets with a ``selection.query``) takes the features most specific to the query text;
+``attribution`` and ``fisher`` rank features by the train half's known questions
+(``features.attribution``).
 """
 
 from __future__ import annotations
@@ -32,12 +39,16 @@ from unlearn_core.data import loaders as D
 from unlearn_core.evaluation.mcq import known_questions
 from unlearn_core.evaluation.metrics import loss_added, perplexity
 from unlearn_core.evaluation.sweep import evaluate_configs
+from unlearn_core.evaluation.target_scores import NoQuestionsError
 from unlearn_core.evaluation.targets import Target, forget_corpus_for, retain_frequency, with_part
 from unlearn_core.features import stats as F
 from unlearn_core.features import text_search as TXS
 from unlearn_core.method.interventions import Intervention
 
 PAPER_RETAIN = ("wikitext@train",)
+QUESTION_VARIANTS = ("attribution", "fisher")  # selections ranked on the train half's known questions
+MIN_RETAIN = 0.95  # the rule's floor on the pooled retain accuracy (train half)
+MAX_LOSS = 0.05  # the rule's budget: nats of loss added on CHOICE_LOSS_CORPUS
 CHOICE_LOSS_CORPUS = "webtext-train"  # the loss the choice reads; rows report the target's (held-out) loss corpus
 
 
@@ -106,46 +117,72 @@ def _frequency_grid(
                         configs.append([Intervention(sae, feats, float(c), target.intervention.mode)])
 
 
-def _search_grid(engine, sae: str, target: Target, toks: int, ns, values, grid: list, configs: list) -> None:
-    """Append the search selection's rows: the query's features do not depend on a threshold; fewer
-    than N found gives one row per distinct list."""
-    bg = F.feature_stats(engine, sae, target.selection.background, n_tokens=toks)
-    found = [r["feature"] for r in TXS.select_by_search(engine, sae, target.selection.query, bg, max(ns))]
-    seen = set()
+def _ranked_grid(sae: str, target: Target, ranked: list[int], ns, values, grid: list, configs: list, **row) -> None:
+    """Append the rows of one ranked feature list (N x c; ``row`` names the selection): the top N,
+    with one row per distinct list where fewer than N were ranked."""
+    seen: set = set()
     for n in ns:
-        feats = tuple(found[:n])
+        feats = tuple(ranked[:n])
         if not feats or feats in seen:
             continue
         seen.add(feats)
         for c in values:
             grid.append(
                 {
-                    "selection": "search",
+                    **row,
                     "retain_corpora": list(target.retain_corpora),
                     "threshold": None,
                     "n": n,
                     "n_features": len(feats),
                     "c": float(c),
                     "features": list(feats),
-                    "query": target.selection.query,
-                    "background": target.selection.background,
                 }
             )
             configs.append([Intervention(sae, feats, float(c), target.intervention.mode)])
 
 
+def _search_grid(engine, sae: str, target: Target, toks: int, ns, values, grid: list, configs: list) -> None:
+    """Append the search selection's rows: the query's features do not depend on a threshold."""
+    bg = F.feature_stats(engine, sae, target.selection.background, n_tokens=toks)
+    found = [r["feature"] for r in TXS.select_by_search(engine, sae, target.selection.query, bg, max(ns))]
+    sel = target.selection
+    _ranked_grid(
+        sae, target, found, ns, values, grid, configs, selection="search", query=sel.query, background=sel.background
+    )
+
+
+def _question_grid(engine, sae: str, target: Target, method: str, ns, values, grid: list, configs: list) -> None:
+    """Append an attribution or fisher selection's rows (N x c): the top N of one ranking."""
+    from unlearn_core.evaluation.targets import select_for_target
+
+    ranked = [r["feature"] for r in select_for_target(engine, target, sae, n=max(ns), method=method)["features"]]
+    _ranked_grid(sae, target, ranked, ns, values, grid, configs, selection=method)
+
+
 def _accuracies(engine, target: Target, known: dict, configs: list, scoring: str) -> dict:
-    acc = {}
+    """Per question set and half, each configuration's accuracy; and ``retain_pool@<half>``, the
+    pooled accuracy over the target's ``choice_retain`` sets (what the rule reads)."""
+    acc, counts = {}, {}
     bar = _bar(sum(len(q) for q in known.values()), f"{target.name}: {len(configs)} configurations")
     for name, qs in known.items():
-        acc[name] = [
-            r.accuracy if qs else None
-            for r in evaluate_configs(
-                engine, qs, configs, scoring=scoring, orderings=target.orderings, progress=bar.update
-            )
-        ]
+        res = evaluate_configs(engine, qs, configs, scoring=scoring, orderings=target.orderings, progress=bar.update)
+        acc[name] = [r.accuracy if qs else None for r in res]
+        counts[name] = [(r.correct, r.total) for r in res]
     bar.close()
+    pool = [f"retain{i}" for i, s in enumerate(target.retain_questions) if s in target.choice_retain_sets]
+    for part in ("train", "heldout"):
+        acc[f"retain_pool@{part}"] = pooled_accuracy([counts[f"{p}@{part}"] for p in pool])
     return acc
+
+
+def pooled_accuracy(counts: list[list[tuple[int, int]]]) -> list[float | None]:
+    """Per configuration, correct / total summed over several sets (each a list of (correct,
+    total) per configuration): every question weighs the same, whichever set it is in."""
+    out = []
+    for per_config in zip(*counts):
+        total = sum(t for _, t in per_config)
+        out.append(sum(c for c, _ in per_config) / total if total else None)
+    return out
 
 
 def _rows(
@@ -169,7 +206,7 @@ def _rows(
     bar = _bar(len(configs), f"{target.name}: loss added and perplexity")
     for i, cfg in enumerate(configs):
         row = {"config": "none"} if not cfg else {"config": config_label(grid[i - 1]), **grid[i - 1]}
-        for name in known:
+        for name in acc:
             row[name] = acc[name][i]
         row["loss_added"] = added(docs_loss, target.loss_corpus, cfg)
         if docs_choice is not None:
@@ -190,36 +227,48 @@ def run(
     thresholds=(0.01,),
     ns=(20, 50, 100),
     values=(100.0, 200.0, 400.0),
-    min_retain: float = 0.9,
+    min_retain: float = MIN_RETAIN,
     loss_tokens: int = 1500,
     ppl_tokens: int = 1500,
     sae: str | None = None,
-    max_loss: float | None = None,
+    max_loss: float | None = MAX_LOSS,
 ) -> dict:
     if max_loss is not None and loss_tokens <= 0:  # an unmeasured budget would pass every row
         raise ValueError("a loss budget (max_loss) needs loss_tokens > 0; pass max_loss=None to choose without one")
     t0 = time.time()
     sae = sae or engine.default_sae
     if variants is None:
-        variants = ("paper", "format-matched") + (("search",) if target.selection.query else ())
+        variants = ("paper", "format-matched", *QUESTION_VARIANTS) + (("search",) if target.selection.query else ())
+    unknown = set(variants) - {"paper", "format-matched", "search", *QUESTION_VARIANTS}
+    if unknown:
+        raise ValueError(f"unknown selection variant(s) {sorted(unknown)}")
     if "search" in variants and not target.selection.query:
         raise ValueError(f"target {target.name!r} has no selection query: the search variant needs one")
     scoring = target.scoring or engine.scoring
     forget_corpus, note = forget_corpus_for(target, engine.settings.data_dir)
     toks = target.selection.tokens
     fs = F.feature_stats(engine, sae, forget_corpus, n_tokens=toks)
-    retain_sets, skipped = _retain_variants(target, tuple(v for v in variants if v != "search"))
+    frequency = tuple(v for v in variants if v in ("paper", "format-matched"))
+    retain_sets, skipped = _retain_variants(target, frequency)
     stats = {c: F.feature_stats(engine, sae, c, n_tokens=toks) for rs in retain_sets.values() for c in rs}
     known = _known_sets(engine, target, scoring)
     grid, configs = [], [[]]
     _frequency_grid(sae, target, fs, stats, retain_sets, thresholds, ns, values, grid, configs)
     if "search" in variants:
         _search_grid(engine, sae, target, toks, ns, values, grid, configs)
+    for method in (v for v in variants if v in QUESTION_VARIANTS):
+        try:
+            _question_grid(engine, sae, target, method, ns, values, grid, configs)
+        except NoQuestionsError as e:  # nothing to rank features on: say so, sweep the rest
+            skipped[method] = str(e)
     acc = _accuracies(engine, target, known, configs, scoring)
     rows, choice = _rows(engine, target, known, acc, grid, configs, loss_tokens, ppl_tokens)
     chosen = choose(rows[1:], min_retain, max_loss)
     for r in rows[1:]:
         r["chosen"] = r is chosen
+    n_pool = sum(
+        len(known[f"retain{i}@train"]) for i, s in enumerate(target.retain_questions) if s in target.choice_retain_sets
+    )
     mark_shipped(rows, target)
     return {
         "target": target.name,
@@ -232,6 +281,9 @@ def run(
         "retain_questions": list(target.retain_questions),
         "forget_questions": target.forget_questions,
         "n_known": {k: len(v) for k, v in known.items()},
+        "choice_retain": list(target.choice_retain_sets),
+        "n_retain_pool_train": n_pool,
+        "margin": margin(chosen, min_retain, max_loss),
         "min_retain": min_retain,
         "skipped_variants": skipped,
         "max_loss": max_loss,
@@ -246,28 +298,44 @@ def run(
     }
 
 
-def choose(rows: list[dict], min_retain: float, max_loss: float | None) -> dict | None:
-    """The train-half choice: lowest forget accuracy among rows keeping retain >= ``min_retain``
-    and, with a budget, adding <= ``max_loss`` nats on the choice corpus (ties: less loss added
-    on the choice corpus where measured, then higher retain, then smaller N and c). None when no
-    row qualifies."""
+def choose(rows: list[dict], min_retain: float = MIN_RETAIN, max_loss: float | None = MAX_LOSS) -> dict | None:
+    """The train-half choice: lowest forget accuracy among rows keeping the pooled retain accuracy
+    (``retain_pool@train``) >= ``min_retain`` and, with a budget, adding <= ``max_loss`` nats on
+    the choice corpus (ties: less loss added on the choice corpus where measured, then higher
+    retain, then smaller N and c). None when no row qualifies."""
     ok = [
         r
         for r in rows
-        if r["retain0@train"] is not None
-        and r["retain0@train"] >= min_retain
+        if r["retain_pool@train"] is not None
+        and r["forget@train"] is not None
+        and r["retain_pool@train"] >= min_retain
         and (max_loss is None or r["loss_added_choice"] <= max_loss)
     ]
     return (
-        min(ok, key=lambda r: (r["forget@train"], r.get("loss_added_choice", 0.0), -r["retain0@train"], r["n"], r["c"]))
+        min(
+            ok,
+            key=lambda r: (r["forget@train"], r.get("loss_added_choice", 0.0), -r["retain_pool@train"], r["n"], r["c"]),
+        )
         if ok
         else None
     )
 
 
+def margin(chosen: dict | None, min_retain: float, max_loss: float | None) -> dict | None:
+    """How far the chosen row is inside the rule: retain above its floor, loss below its budget."""
+    if chosen is None:
+        return None
+    return {
+        "retain": chosen["retain_pool@train"] - min_retain,
+        "loss": None if max_loss is None else max_loss - chosen["loss_added_choice"],
+    }
+
+
 def config_label(g: dict) -> str:
     if g["selection"] == "search":
         return 'search "{query}" N={n} c={c:g}'.format(**g)
+    if g["selection"] in QUESTION_VARIANTS:
+        return "{selection} N={n} c={c:g}".format(**g)
     return "{selection} t={threshold:g} N={n} c={c:g}".format(**g)
 
 
@@ -282,13 +350,19 @@ def rule_text(r: dict) -> str:
         if r.get("choice_loss_corpus")
         else "; ties: higher retain"
     )
-    return f"lowest forget accuracy with retain accuracy >= {r['min_retain']}{budget}{ties}"
+    pool = " + ".join(f"`{x}`" for x in r.get("choice_retain") or [])
+    pool = f" (pooled: {pool})" if pool else ""
+    return f"lowest forget accuracy with retain accuracy >= {r['min_retain']}{pool}{budget}{ties}"
 
 
 def _config_key(selection: str, c: float, n: int, threshold, retain_corpora, query) -> tuple:
     """What makes a sweep row the same configuration as a target's default: a search is its query,
     a frequency selection its threshold and retain corpora."""
-    return (c, n, "search", query) if selection == "search" else (c, n, threshold, tuple(retain_corpora))
+    if selection == "search":
+        return (c, n, "search", query)
+    if selection in QUESTION_VARIANTS:
+        return (c, n, selection)
+    return (c, n, threshold, tuple(retain_corpora))
 
 
 def mark_shipped(rows: list[dict], target: Target) -> None:
@@ -300,6 +374,17 @@ def mark_shipped(rows: list[dict], target: Target) -> None:
             _config_key(r.get("selection"), r["c"], r["n"], r["threshold"], r["retain_corpora"], r.get("query"))
             == shipped
         )
+
+
+def _margin_text(r: dict) -> str:
+    m = r.get("margin")
+    if not m:
+        return ""
+    loss = f", {m['loss']:.3f} nats under the loss budget" if m.get("loss") is not None else ""
+    return (
+        f" Margin of the choice: retain {m['retain']:+.3f} above its floor on "
+        f"{r.get('n_retain_pool_train', '?')} known retain questions{loss}."
+    )
 
 
 def _f(x) -> str:
@@ -326,15 +411,17 @@ def markdown(r: dict) -> str:
         + (f"the choice reads its own column, `{r['choice_loss_corpus']}`) " if choice else "not read by the choice) ")
         + f"over {r['loss_tokens']} tokens; perplexity on "
         f"`{r['ppl_corpus']}` over {r['ppl_tokens']} tokens."
-        + "".join(f" Variant `{v}` not swept: {why}." for v, why in r.get("skipped_variants", {}).items()),
+        + "".join(f" Variant `{v}` not swept: {why}." for v, why in r.get("skipped_variants", {}).items())
+        + _margin_text(r),
         "",
-        "| configuration | forget (train) | retain (train) | **forget (held-out)** | **retain (held-out)** | "
+        "| configuration | forget (train) | retain (train) | retain pooled (train) | **forget (held-out)** | "
+        "**retain (held-out)** | retain pooled (held-out) | "
         + " | ".join(f"retain `{s}` (held-out)" for s in r["retain_questions"][1:])
         + (" | " if len(r["retain_questions"]) > 1 else "")
         + "loss added | "
         + ("loss added (choice) | " if choice else "")
         + "ppl forget held-out |",
-        "| --- " * (7 + len(r["retain_questions"]) - 1 + choice) + "|",
+        "| --- " * (9 + len(r["retain_questions"]) - 1 + choice) + "|",
     ]
     for row in r["rows"]:
         mark = (" **(chosen)**" if row.get("chosen") else "") + (
@@ -343,7 +430,8 @@ def markdown(r: dict) -> str:
         extra = [_f(row[f"retain{i}@heldout"]) for i in range(1, len(r["retain_questions"]))]
         lines.append(
             f"| {row['config']}{mark} | {_f(row['forget@train'])} | {_f(row['retain0@train'])} | "
-            f"{_f(row['forget@heldout'])} | {_f(row['retain0@heldout'])} | "
+            f"{_f(row.get('retain_pool@train'))} | {_f(row['forget@heldout'])} | {_f(row['retain0@heldout'])} | "
+            f"{_f(row.get('retain_pool@heldout'))} | "
             + " | ".join(extra)
             + (" | " if extra else "")
             + f"{row['loss_added']:+.4f} | "
@@ -355,10 +443,10 @@ def markdown(r: dict) -> str:
 
 def with_default(target: Target, row: dict) -> Target:
     """The target with a sweep row as its default intervention (for re-evaluation)."""
-    if row["selection"] == "search":
+    if row["selection"] == "search" or row["selection"] in QUESTION_VARIANTS:
         return replace(
             target,
-            selection=replace(target.selection, method="search", n=row["n"]),
+            selection=replace(target.selection, method=row["selection"], n=row["n"]),
             intervention=replace(target.intervention, c=row["c"]),
         )
     return replace(

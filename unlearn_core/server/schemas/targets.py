@@ -51,6 +51,7 @@ class TargetOut(BaseModel):
     scoring: str | None = None
     orderings: bool
     demo_prompt: str
+    choice_retain: list[str] = []  # the retain sets the default's choice pools (empty: the first)
     source: str
     resolved_forget_corpus: str | None  # None: neither the corpus nor a fallback can be had here
     forget_corpus_note: str  # why the resolved corpus differs, or why there is none
