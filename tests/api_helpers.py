@@ -91,3 +91,23 @@ def client(app):
 def lock(app):
     """Direct engine calls in tests take the server's lock, like every request does."""
     return app.state.server.lock
+
+
+GEO = "mmlu:high_school_geography"  # short questions: fit the tiny model's 512-token context
+
+
+def small_job(**kw) -> dict:
+    """A sweep job small enough for the tiny backend (``kw`` overrides any field)."""
+    spec = {
+        "thresholds": [0.5],
+        "ns": [1, 2],
+        "values": [10.0, 50.0],
+        "forget_set": "wmdp-bio",
+        "side_effect_sets": [GEO],
+        "known": False,
+        "question_limit": 2,
+        "selection_tokens": 200,
+        "loss_corpus": "webtext",
+        "loss_tokens": 100,
+    }
+    return {**spec, **kw}

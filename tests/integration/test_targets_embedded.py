@@ -90,3 +90,17 @@ def test_a_shipped_statistics_entry_equals_a_fresh_computation(engine, tmp_path,
     assert (shipped["hist"] - fresh["hist"]).abs().max() <= 2
     served = F.feature_stats(engine, engine.default_sae, corpus, n_tokens)  # read, not computed: no cache entry
     assert torch.equal(served.window_max, shipped["window_max"]) and not entry.exists()
+
+
+def test_a_shipped_known_filter_equals_a_fresh_computation(engine, shared_data):
+    """The smallest shipped known filter (the retain quiz's train half, strict): the shipped entry
+    under the key ``known_questions`` looks up is what deciding every question now gives
+    (``scripts/ship_cache.py`` regenerates them)."""
+    from unlearn_core.core import cache as C
+    from unlearn_core.evaluation.mcq import known_path, known_questions
+
+    qs = D.load_question_set("quiz:retain@train!overlaps_bio").questions
+    shipped = C.shipped_entry(known_path(engine, qs, strict=True))
+    assert shipped is not None, "no shipped known filter for quiz:retain@train!overlaps_bio (run scripts/ship_cache.py)"
+    fresh = [q.id for q in known_questions(engine, qs, strict=True, use_cache=False)]
+    assert C.read_json_shipped(shipped) == fresh and len(fresh) > 10

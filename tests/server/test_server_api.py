@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from api_helpers import app, client, engine, lock, ok, wait_job, wait_ok  # noqa: F401 (fixtures)
+from api_helpers import app, client, engine, lock, ok, small_job, wait_job, wait_ok  # noqa: F401 (fixtures)
 from fastapi.testclient import TestClient
 
 from unlearn_core.evaluation import mcq as M
@@ -231,22 +231,6 @@ def test_loss_added_and_perplexity_match_metrics(client, engine, lock):
     assert la["loss_added"] == pytest.approx(ref.loss_added, abs=1e-4)
     assert ppl["base"]["perplexity"] == pytest.approx(p_base["perplexity"], rel=1e-4)
     assert ppl["intervened"]["perplexity"] == pytest.approx(p_int["perplexity"], rel=1e-4)
-
-
-def small_job(**kw) -> dict:
-    spec = {
-        "thresholds": [0.5],
-        "ns": [1, 2],
-        "values": [10.0, 50.0],
-        "forget_set": "wmdp-bio",
-        "side_effect_sets": [GEO],
-        "known": False,
-        "question_limit": 2,
-        "selection_tokens": 200,
-        "loss_corpus": "webtext",
-        "loss_tokens": 100,
-    }
-    return {**spec, **kw}
 
 
 def test_job_runs_and_persists(client, engine):

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 
 import pytest
 import torch
-from api_helpers import app, client, engine, lock, ok, run_task, wait_job  # noqa: F401 (fixtures)
+from api_helpers import app, client, engine, lock, ok, run_task, small_job, wait_job  # noqa: F401 (fixtures)
 
 from unlearn_core.evaluation import mcq as M
 from unlearn_core.evaluation import metrics as MT
@@ -320,19 +320,7 @@ def test_eta_counts_only_the_configurations_phase():
 
 
 def test_job_reports_phases_runs_in_the_background_and_equals_one_pass(app, client, engine, lock):
-    spec = {
-        "thresholds": [0.5],
-        "ns": [1, 2],
-        "values": [10.0, 50.0],
-        "forget_set": "wmdp-bio",
-        "side_effect_sets": [GEO],
-        "known": False,
-        "question_limit": 3,
-        "selection_tokens": 300,
-        "loss_corpus": "webtext",
-        "loss_tokens": 600,
-        "delay_per_config": 0.3,
-    }
+    spec = small_job(question_limit=3, selection_tokens=300, loss_tokens=600, delay_per_config=0.3)
     with budget(app, 0.0):
         jid = ok(client.post("/api/jobs", json=spec), 201)["id"]
         seen: list[tuple] = []

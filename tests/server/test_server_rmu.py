@@ -161,23 +161,26 @@ def test_feature_and_metric_endpoints_on_the_variant(client, engine, lock, train
     assert r.status_code == 400 and "not found" in r.text
 
 
+# a job small enough for the tiny backend: one clamp row, three questions, 300 loss tokens
+SMALL_JOB = {
+    "thresholds": [0.5],
+    "ns": [2],
+    "values": [20.0],
+    "forget_set": "wmdp-bio",
+    "side_effect_sets": [GEO],
+    "known": False,
+    "question_limit": 3,
+    "selection_tokens": 200,
+    "loss_tokens": 300,
+}
+
+
 def test_job_evaluates_the_variant_as_a_row(client, engine, lock, trained):
     from unlearn_core.evaluation.metrics import mean_nll
     from unlearn_core.features.stats import corpus_docs, windows_for
     from unlearn_core.server.jobs import LOSS_CTX
 
-    spec = {
-        "thresholds": [0.5],
-        "ns": [2],
-        "values": [20.0],
-        "forget_set": "wmdp-bio",
-        "side_effect_sets": [GEO],
-        "known": False,
-        "question_limit": 3,
-        "selection_tokens": 200,
-        "loss_tokens": 300,
-        "variants": [trained],
-    }
+    spec = {**SMALL_JOB, "variants": [trained]}
     created = ok(client.post("/api/jobs", json=spec), 201)
     assert created["total"] == 3
     j = wait_job(client, created["id"])
@@ -207,17 +210,7 @@ def test_job_clamps_on_top_of_the_variant(client, engine, lock, trained):
     from unlearn_core.method.interventions import Intervention
     from unlearn_core.server.jobs import LOSS_CTX
 
-    spec = {
-        "thresholds": [0.5],
-        "ns": [2],
-        "values": [20.0],
-        "forget_set": "wmdp-bio",
-        "side_effect_sets": [GEO],
-        "known": False,
-        "question_limit": 3,
-        "selection_tokens": 200,
-        "loss_tokens": 300,
-    }
+    spec = dict(SMALL_JOB)
     base_job = wait_job(client, ok(client.post("/api/jobs", json=spec), 201)["id"])
     on_job = wait_job(
         client, ok(client.post("/api/jobs", json={**spec, "model_variant": trained, "variants": [trained]}), 201)["id"]

@@ -13,7 +13,7 @@ from unlearn_core.features.default_target import DEFAULT_TARGET
 def cmd_experiment(args) -> None:
     from unlearn_core.evaluation.experiments import writeups as X
 
-    if args.which == "targets" and args.render_only:
+    if args.which == "targets" and (args.render_only or args.merge):
         return _experiment_targets(args, None)
     engine = engine_of(args)
     if args.which == "targets":
@@ -68,7 +68,10 @@ def _experiment_targets(args, engine) -> None:
     out = {}
     for name in args.target or [DEFAULT_TARGET, "sherlock"]:
         t = get_target(name, settings.targets_file, saved_targets_dir(settings))
-        if args.render_only:  # the saved sweep, re-marked against the registry as it is now
+        if args.merge:  # saved sweeps of this target as one, the rule applied to all their rows
+            r = TX.merge([json.loads(Path(f).read_text()) for f in args.merge.split(",")])
+            TX.mark_shipped(r["rows"], t)
+        elif args.render_only:  # the saved sweep, re-marked against the registry as it is now
             r = json.loads((Path(args.out) / f"targets_{name}.json").read_text())
             TX.mark_shipped(r["rows"], t)
         else:
@@ -140,6 +143,11 @@ def add_parsers(sub) -> None:
         "--variants",
         help="targets: selections swept, comma-separated, of paper, format-matched, attribution, fisher, search "
         "(default all that apply)",
+    )
+    s.add_argument(
+        "--merge",
+        help="targets: saved sweeps of one --target (comma-separated JSON files) as one table, the rule "
+        "applied to all their rows (written to --out)",
     )
     s.add_argument(
         "--render-only",

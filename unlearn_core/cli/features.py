@@ -115,7 +115,7 @@ def _select_for_target(args, engine, key: str) -> None:
 
     settings = settings_of(args)  # the tiny backend's engine does not carry --targets
     t = T.get_target(args.target, settings.targets_file, T.saved_targets_dir(settings))
-    method = args.method or (t.selection.method if args.threshold is None else "frequency")
+    method = T.selection_method(t, args.method, args.threshold)
     scores = None
     if method in T.QUESTION_METHODS:
         forget, retain = TS.train_question_sets(engine, t)

@@ -24,6 +24,7 @@ def cmd_target_list(args) -> None:
 def known_filter_total(engine, target, forget_file: str | None, retain_files: list[str] | None) -> int:
     """The questions `target eval`'s known filter will score (its progress counts one each): those
     of the sets whose known list is not cached yet, so the bar has a total and an ETA."""
+    from unlearn_core.core import cache as C
     from unlearn_core.evaluation.mcq import known_path
     from unlearn_core.evaluation.targets import question_specs
 
@@ -31,7 +32,7 @@ def known_filter_total(engine, target, forget_file: str | None, retain_files: li
     total = 0
     for spec in dict.fromkeys([forget, *retain]):
         questions = D.load_question_set(spec, engine.settings.data_dir).questions
-        if not known_path(engine, questions, target.strict_known, target.scoring or engine.scoring).exists():
+        if not C.is_cached(known_path(engine, questions, target.strict_known, target.scoring or engine.scoring)):
             total += len(questions)
     return total
 

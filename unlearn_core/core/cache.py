@@ -1,8 +1,15 @@
-"""Disk cache with atomic writes and corrupt-entry recovery.
+"""Disk cache with atomic writes and corrupt-entry recovery, and entries shipped with the package.
 
 Every cache file is written to a temporary file in the same folder and renamed into place, so
 a crash never leaves a half-written entry. A file that cannot be read back is logged, removed
 and recomputed.
+
+Shipped entries (``SHIPPED_DIR/<kind>/<file>``, for the kinds in ``SHIPPED_KINDS``) are what the
+embedded model computes for the built-in targets' questions (``scripts/ship_cache.py``): the known
+filters and the question-based feature scores, as the SAE ships its statistics. A shipped file
+has the name of the entry it stands for, a digest of everything it is computed from (model and
+SAE identity, the questions' content, scoring, strictness), so it is read only where all of them
+match, and never for another model.
 """
 
 from __future__ import annotations
@@ -54,13 +61,49 @@ def read_json(path: Path) -> Any | None:
         return None
 
 
+SHIPPED_KINDS = ("known", "feature_scores")
+
+
+def shipped_dir() -> Path:
+    from unlearn_core.core.paths import ASSETS
+
+    return ASSETS / "embedded_sae" / "cache"
+
+
+def shipped_entry(path: Path) -> Path | None:
+    """The shipped file standing for the cache entry ``path`` (``<cache>/<kind>/<key>``), if any."""
+    path = Path(path)
+    kind = path.parent.name
+    if kind not in SHIPPED_KINDS:
+        return None
+    shipped = shipped_dir() / kind / path.name
+    return shipped if shipped.is_file() else None
+
+
+def is_cached(path: Path) -> bool:
+    """Whether reading the entry ``path`` needs no computing: on disk, or shipped."""
+    return Path(path).exists() or shipped_entry(path) is not None
+
+
 def cached_json(path: Path, compute: Callable[[], Any]) -> Any:
     hit = read_json(path)
     if hit is not None:
         return hit
+    shipped = shipped_entry(path)
+    if shipped is not None and (value := read_json_shipped(shipped)) is not None:
+        return value
     value = compute()
     atomic_write_json(path, value)
     return value
+
+
+def read_json_shipped(path: Path) -> Any | None:
+    """A shipped JSON entry, or None (logged) when it cannot be read; never removed."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as e:
+        log.warning("unreadable shipped cache entry %s (%s): computing instead", path, e)
+        return None
 
 
 def cached_tensors(path: Path, compute: Callable[[], dict]) -> dict:
@@ -75,6 +118,12 @@ def cached_tensors(path: Path, compute: Callable[[], dict]) -> dict:
         except (SafetensorError, OSError, ValueError) as e:
             log.warning("corrupt cache entry %s (%s): removing and rebuilding", path, e)
             path.unlink(missing_ok=True)
+    shipped = shipped_entry(path)
+    if shipped is not None:
+        try:
+            return load_file(str(shipped))
+        except (SafetensorError, OSError, ValueError) as e:  # never removed: it is the package's
+            log.warning("unreadable shipped cache entry %s (%s): computing instead", shipped, e)
     value = compute()
     atomic_write_bytes(path, save({k: v.contiguous() for k, v in value.items()}))
     return value

@@ -104,8 +104,6 @@ class Target:
         d = asdict(self)
         if d["intervention"]["scale"] == "uniform":  # the default: left out, as before the option existed
             del d["intervention"]["scale"]
-        if not d["choice_retain"]:
-            del d["choice_retain"]
         return d
 
 
@@ -327,6 +325,19 @@ def retain_frequency(stats: list) -> torch.Tensor:
     return torch.stack([s.freq for s in stats]).max(0).values
 
 
+def selection_method(target: Target, method: str | None = None, threshold: float | None = None) -> str:
+    """The method a selection runs: ``method``, else the target's (a threshold alone: frequency)."""
+    return method or (target.selection.method if threshold is None else "frequency")
+
+
+def tiny_fallback(engine, target: Target, method: str | None, threshold: float | None) -> bool:
+    """Whether a selection that found no known question may run the frequency selection instead:
+    only on the tiny test backend (random weights know no question), only for a target's own
+    question-based default (asked for by name, such a method fails with its reason)."""
+    tiny = engine.extra.get("selection_threshold") is not None
+    return tiny and method is None and threshold is None and target.selection.method in QUESTION_METHODS
+
+
 def select_for_target(
     engine,
     target: Target,
@@ -341,26 +352,38 @@ def select_for_target(
     frequency): rows with the forget and each retain corpus's frequency, plus the corpora used. The
     question-based methods add ``score`` and the questions read; ``scores``: their precomputed
     ``target_scores.target_feature_scores``."""
+    from unlearn_core.evaluation.target_scores import NoQuestionsError
     from unlearn_core.features import stats as F
 
     sae_key = sae_key or engine.default_sae
     sel = target.selection
-    method = method or (sel.method if threshold is None else "frequency")
-    if method not in SELECTION_METHODS:
-        raise TargetError(f"selection method must be one of {SELECTION_METHODS}, not {method!r}")
+    resolved = selection_method(target, method, threshold)
+    if resolved not in SELECTION_METHODS:
+        raise TargetError(f"selection method must be one of {SELECTION_METHODS}, not {resolved!r}")
     forget, note = forget_corpus_for(target, engine.settings.data_dir)
+    rows: list = []
+    how: dict = {}
+    if resolved != "frequency":
+        try:
+            rows, how = _ranked_rows(engine, target, sae_key, resolved, n or sel.n, progress, scores)
+        except NoQuestionsError:
+            if not tiny_fallback(engine, target, method, threshold):
+                raise
+            note = (note + " " if note else "") + (
+                f"(test backend: no known question to rank by the target's {resolved} selection; frequency instead)"
+            )
+            resolved = "frequency"
     forced = engine.extra.get("selection_threshold")  # the tiny test backend's random SAE
-    if forced is not None and threshold is None and method == "frequency":
+    if forced is not None and threshold is None and resolved == "frequency":
         threshold = forced
         note = (note + " " if note else "") + f"(test backend: retain threshold relaxed to {forced:g})"
     fs = F.feature_stats(engine, sae_key, forget, n_tokens=sel.tokens, progress=progress)
     rs = [F.feature_stats(engine, sae_key, c, n_tokens=sel.tokens, progress=progress) for c in target.retain_corpora]
     rf = retain_frequency(rs)
-    if method == "frequency":
+    if resolved == "frequency":
         rows = F.select_features(fs.freq, rf, threshold or sel.threshold, n or sel.n)
         how = {"threshold": threshold or sel.threshold, "method": "frequency"}
     else:
-        rows, how = _ranked_rows(engine, target, sae_key, method, n or sel.n, progress, scores)
         for r in rows:  # the same frequency columns as the paper's selection, so every consumer reads them alike
             i = r["feature"]
             r.update(
@@ -412,8 +435,12 @@ def selection_text(sel: dict) -> str:
     )
 
 
-def default_intervention(engine, target: Target, sae_key: str | None = None, progress=None) -> Intervention:
-    rows = select_for_target(engine, target, sae_key, progress=progress)
+def default_intervention(
+    engine, target: Target, sae_key: str | None = None, progress=None, scores: tuple | None = None
+) -> Intervention:
+    """The target's default clamp (its selection, c and scale); ``scores``: a question-based
+    selection's precomputed scores (the server computes them in short lock holds)."""
+    rows = select_for_target(engine, target, sae_key, progress=progress, scores=scores)
     threshold = rows["threshold"]
     feats = tuple(r["feature"] for r in rows["features"])
     if not feats:

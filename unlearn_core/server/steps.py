@@ -154,7 +154,7 @@ def select_questions(
     blocks = [fit[s : s + LOCK_CHUNK] for s in range(0, len(fit), LOCK_CHUNK)]
     paths = [known_path(engine, block, strict) for block in blocks]
     if max_uncached is not None:
-        check_known(sum(len(b) for b, p in zip(blocks, paths) if not p.exists()), max_uncached, task)
+        check_known(sum(len(b) for b, p in zip(blocks, paths) if not C.is_cached(p)), max_uncached, task)
     out: list[D.Question] = []
     for block, path in zip(blocks, paths):
         checked = [0]

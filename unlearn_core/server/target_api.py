@@ -258,13 +258,13 @@ def question_scores(
     else:
         if sync:
             paths = [known_path(engine, qs, t.strict_known, scoring) for qs in (forget, retain)]
-            check_known(sum(len(qs) for qs, p in zip((forget, retain), paths) if not p.exists()), 0, task)
+            check_known(sum(len(qs) for qs, p in zip((forget, retain), paths) if not C.is_cached(p)), 0, task)
         with state.model("known filter") as eng:
             fk, rk = TS.known_train_questions(eng, t, forget, retain)
     with state.model("feature scores") as eng:  # the namespace in the path names this thread's model variant
         path = A.scores_path(eng, sae, method, fk, rk, scoring, engine.prompt_format)
     if sync:
-        check_scores(path.exists(), task, method, len(fk) + len(rk))
+        check_scores(C.is_cached(path), task, method, len(fk) + len(rk))
 
     def compute() -> dict:
         run = lambda steps: run_steps(state, steps, f"{method} scores")
@@ -272,6 +272,26 @@ def question_scores(
 
     with state.once(path):
         return C.cached_tensors(path, compute), (fk, rk)
+
+
+def scores_or_fallback(
+    state: ServerState, engine: Engine, sae: str, t: Target, method, threshold, sync: bool, task: str
+) -> tuple | None:
+    """A question-based selection's scores (``question_scores``), None for the other methods, and
+    None where the tiny test backend knows no question for a target's own question-based default
+    (``targets.tiny_fallback``: ``select_for_target`` then runs the frequency selection and says so)."""
+    from unlearn_core.evaluation.target_scores import NoQuestionsError
+    from unlearn_core.evaluation.targets import QUESTION_METHODS, selection_method, tiny_fallback
+
+    resolved = selection_method(t, method, threshold)
+    if resolved not in QUESTION_METHODS:
+        return None
+    try:
+        return question_scores(state, engine, sae, t, resolved, sync, task)
+    except NoQuestionsError:
+        if not tiny_fallback(engine, t, method, threshold):
+            raise
+        return None
 
 
 def select(
@@ -289,17 +309,17 @@ def select(
     question-based methods, the questions) actually used, without the raw stats. With ``sync`` (a
     synchronous endpoint), statistics, known statuses, question scores or descriptions past the
     synchronous limits are refused with a :class:`~.sync_limits.TaskRequired` naming ``task``."""
-    from unlearn_core.evaluation.targets import QUESTION_METHODS
+    from unlearn_core.evaluation.targets import selection_method
     from unlearn_core.features.stats import auto_description
     from unlearn_core.server.sync_limits import check_descriptions, check_stats
 
     engine = state.engine()
     t = get_target(engine, name)
-    method = method or (t.selection.method if threshold is None else "frequency")
+    resolved = selection_method(t, method, threshold)
     if sync:
-        check_stats(state, task, sae, [(c, t.selection.tokens) for c in stats_corpora(engine, t, method)])
-    warm_stats(state, engine, sae, t, method)
-    scores = question_scores(state, engine, sae, t, method, sync, task) if method in QUESTION_METHODS else None
+        check_stats(state, task, sae, [(c, t.selection.tokens) for c in stats_corpora(engine, t, resolved)])
+    warm_stats(state, engine, sae, t, resolved)
+    scores = scores_or_fallback(state, engine, sae, t, method, threshold, sync, task)
     with state.model("target select"):  # the statistics are on disk now: tokenizing and reading
         out = select_for_target(engine, t, sae, n=n, threshold=threshold, method=method, scores=scores)
     fs = out.pop("forget_stats")
@@ -318,13 +338,19 @@ def select(
     return out
 
 
-def default_intervention(state: ServerState, engine: Engine, t: Target) -> Intervention:
-    """``targets.default_intervention`` with the statistics computed corpus by corpus first."""
+def default_intervention(
+    state: ServerState, engine: Engine, t: Target, sync: bool = False, task: str = "demo"
+) -> Intervention:
+    """``targets.default_intervention`` with the statistics computed corpus by corpus first, and a
+    question-based selection's scores question by question (``question_scores``; with ``sync``,
+    scores not cached yet are a ``TaskRequired`` naming ``task``), so no lock hold is long."""
     from unlearn_core.evaluation.targets import default_intervention as make
+    from unlearn_core.evaluation.targets import selection_method
 
-    warm_stats(state, engine, engine.default_sae, t)
+    warm_stats(state, engine, engine.default_sae, t, selection_method(t))
+    scores = scores_or_fallback(state, engine, engine.default_sae, t, None, None, sync, task)
     with state.model("demo"):
-        return make(engine, t)
+        return make(engine, t, scores=scores)
 
 
 # ---------------------------------------------------------------- the guided demo
@@ -337,7 +363,11 @@ def check_demo(state: ServerState, name: str, max_scan: int) -> None:
     engine = state.engine()
     t = get_target(engine, name)  # an unknown target is a 404 first
     check_demo_scan(max_scan)
-    check_stats(state, "demo", engine.default_sae, [(c, t.selection.tokens) for c in stats_corpora(engine, t)])
+    from unlearn_core.evaluation.targets import selection_method
+
+    corpora = stats_corpora(engine, t, selection_method(t))
+    check_stats(state, "demo", engine.default_sae, [(c, t.selection.tokens) for c in corpora])
+    scores_or_fallback(state, engine, engine.default_sae, t, None, None, True, "demo")  # on disk, or the task
 
 
 def run_demo(state: ServerState, name: str, max_scan: int, min_conf: float = 0.5) -> dict:

@@ -250,7 +250,7 @@ def test_select_for_target_by_a_question_method(cloze, shared_data, method):
     out = T.select_for_target(cloze, t)
     assert out["method"] == method and out["threshold"] is None and out["scoring"] == "cloze"
     assert out["forget_questions"] == "quiz:bio@train"
-    assert out["retain_questions"] == ["quiz:retain@train!overlaps_bio", "quiz:retain@train"]
+    assert out["retain_questions"] == [T.with_part(q, "train") for q in t.retain_questions]
     forget, retain = TS.train_question_sets(cloze, t)
     fk, rk = TS.known_train_questions(cloze, t, forget, retain)
     assert (out["n_forget_questions"], out["n_retain_questions"]) == (len(fk), len(rk)) and fk and rk

@@ -411,7 +411,7 @@ def test_cli_target_eval_unknown_target_is_a_clean_error(tmp_path, capsys, monke
 def test_targets_experiment_runs_end_to_end_on_tiny(tiny, shared_data):
     from unlearn_core.evaluation.experiments import target_sweep as TX
 
-    t = T.replace_intervention(T.get_target("bio-basics"), threshold=1.0, n=3, c=10.0)
+    t = T.replace_intervention(T.get_target("bio-basics"), threshold=1.0, n=3, c=10.0, method="frequency")
     r = TX.run(tiny, t, thresholds=(1.0,), ns=(3,), values=(10.0,), loss_tokens=100, ppl_tokens=100, max_loss=0.05)
     assert [row["config"] for row in r["rows"]] == ["none", "paper t=1 N=3 c=10", "format-matched t=1 N=3 c=10"]
     assert r["rows"][1]["retain_corpora"] == ["wikitext@train"]
@@ -609,3 +609,31 @@ def test_cli_max_loss_is_parsed_before_any_model_loads():
         with pytest.raises(SystemExit) as e:
             p.parse_args(["experiment", "targets", "--max-loss", bad])
         assert e.value.code == 2
+
+
+def test_merged_sweeps_apply_the_rule_to_every_row():
+    """Two saved sweeps of one target: the union of their rows (a repeated row once), chosen again."""
+    from unlearn_core.evaluation.experiments import target_sweep as TX
+
+    base = {"target": "t", "n_known": {"forget@train": 3}, "min_retain": 0.95, "max_loss": 0.05, "seconds": 10}
+    none = {"config": "none"}
+    a = {**base, "rows": [none, _sweep_row("a", 0.5, 1.0, 0.01), _sweep_row("b", 0.3, 0.9, 0.01)], "chosen": "a"}
+    b = {**base, "rows": [none, _sweep_row("a", 0.5, 1.0, 0.01), _sweep_row("c", 0.4, 0.96, 0.05)], "chosen": "c"}
+    m = TX.merge([a, b])
+    assert [r["config"] for r in m["rows"]] == ["none", "a", "b", "c"] and m["chosen"] == "c"
+    assert [r["chosen"] for r in m["rows"][1:]] == [False, False, True] and m["seconds"] == 20
+    with pytest.raises(ValueError, match="min_retain"):
+        TX.merge([a, {**b, "min_retain": 0.9}])
+
+
+def test_unlearning_score_is_the_best_forget_at_full_retain():
+    from unlearn_core.evaluation.experiments import target_sweep as TX
+
+    rows = [
+        {**_sweep_row("deep", 0.2, 0.95, 0.3), "retain_pool@heldout": 0.95, "forget@heldout": 0.1},
+        {**_sweep_row("kept", 0.4, 1.0, 0.3), "retain_pool@heldout": 1.0, "forget@heldout": 0.45},
+        {**_sweep_row("mild", 0.7, 1.0, 0.0), "retain_pool@heldout": 0.99, "forget@heldout": 0.6},
+    ]
+    assert TX.unlearning_score(rows, "train") == (pytest.approx(0.6), "kept")
+    assert TX.unlearning_score(rows, "heldout") == (pytest.approx(0.55), "kept")
+    assert TX.unlearning_score(rows[:1], "heldout") is None
