@@ -417,7 +417,9 @@ def _ranked_rows(engine, target: Target, sae_key: str, method: str, n: int, prog
         return rows, {"threshold": None, "method": "search", "query": sel.query, "background": sel.background}
     from unlearn_core.evaluation.target_scores import question_selection
 
-    return question_selection(engine, target, sae_key, method, n, progress, scores)
+    # ``progress`` counts statistics tokens: the question scores' own (questions) are not mixed in
+    # (the CLI's `features select` and the server show theirs)
+    return question_selection(engine, target, sae_key, method, n, None, scores)
 
 
 def selection_text(sel: dict) -> str:
