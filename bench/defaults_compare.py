@@ -33,7 +33,8 @@ def main() -> None:
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
     eng, _ = load(args)
-    from unlearn_core.evaluation.targets import evaluate_target, get_target, replace_intervention
+    from unlearn_core.evaluation.target_eval import evaluate_target
+    from unlearn_core.evaluation.targets import get_target, replace_intervention
 
     new = get_target(args.target)
     old = replace_intervention(new, **_settings(args.old))

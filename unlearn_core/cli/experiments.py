@@ -60,6 +60,7 @@ def _book(args, engine) -> dict:
 
 def _experiment_targets(args, engine) -> None:
     """Per target: the sweep (choose on the train half, report the held-out half)."""
+    from unlearn_core.evaluation.experiments import sweep_report as SWR
     from unlearn_core.evaluation.experiments import target_sweep as TX
     from unlearn_core.evaluation.experiments import writeups as X
     from unlearn_core.evaluation.targets import get_target, saved_targets_dir
@@ -87,7 +88,7 @@ def _experiment_targets(args, engine) -> None:
                 max_loss=args.max_loss,
                 variants=tuple(args.variants.split(",")) if args.variants else None,
             )
-        md = TX.markdown(r)
+        md = SWR.markdown(r)
         if args.out:
             X.save(r, md, f"{args.out.rstrip('/')}/targets_{name}")
         out[name] = r

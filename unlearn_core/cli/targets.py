@@ -38,7 +38,8 @@ def known_filter_total(engine, target, forget_file: str | None, retain_files: li
 
 
 def cmd_target_eval(args) -> None:
-    from unlearn_core.evaluation.targets import engine_target, evaluate_target
+    from unlearn_core.evaluation.target_eval import evaluate_target
+    from unlearn_core.evaluation.targets import engine_target
 
     engine = engine_of(args)
     t = engine_target(engine, args.name)

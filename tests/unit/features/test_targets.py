@@ -337,7 +337,9 @@ EVAL_KEYS = {"n_questions", "n_known", "base_accuracy", "intervened_accuracy"}
 
 
 def test_evaluate_target_on_tiny(tiny, shared_data):
-    r = T.evaluate_target(tiny, T.get_target("bio-basics"), loss_tokens=300)
+    from unlearn_core.evaluation.target_eval import evaluate_target
+
+    r = evaluate_target(tiny, T.get_target("bio-basics"), loss_tokens=300)
     assert r["target"] == "bio-basics"
     assert EVAL_KEYS <= set(r["forget"]) and EVAL_KEYS <= set(r["retain"])
     assert r["forget"]["questions"] == "quiz:bio@heldout"
@@ -409,6 +411,7 @@ def test_cli_target_eval_unknown_target_is_a_clean_error(tmp_path, capsys, monke
 
 
 def test_targets_experiment_runs_end_to_end_on_tiny(tiny, shared_data):
+    from unlearn_core.evaluation.experiments import sweep_report as SWR
     from unlearn_core.evaluation.experiments import target_sweep as TX
 
     t = T.replace_intervention(T.get_target("bio-basics"), threshold=1.0, n=3, c=10.0, method="frequency")
@@ -424,7 +427,7 @@ def test_targets_experiment_runs_end_to_end_on_tiny(tiny, shared_data):
     assert r["rows"][0]["loss_added_choice"] == 0.0 and r["choice_loss_corpus"] == "webtext-train"
     # the choice's loss is measured on another corpus than the reported one, so the two differ
     assert all(row["loss_added_choice"] != row["loss_added"] for row in r["rows"][1:])
-    md = TX.markdown(r)
+    md = SWR.markdown(r)
     assert "none qualifies" in md and md.count("\n| ") == 5  # header, rule, three rows
     assert "loss added <= 0.05 nats on `webtext-train`" in md and "| loss added (choice) |" in md
 
@@ -443,6 +446,7 @@ def _sweep_row(config, forget, retain, loss, n=50, c=100.0):
 
 def test_targets_choice_respects_the_retain_floor_and_the_loss_budget():
     """Lowest train forget among rows keeping retain and the loss budget; the reported (held-out) loss is not read."""
+    from unlearn_core.evaluation.experiments import sweep_report as SWR
     from unlearn_core.evaluation.experiments import target_sweep as TX
 
     rows = [
@@ -461,7 +465,7 @@ def test_targets_choice_respects_the_retain_floor_and_the_loss_budget():
     assert (TX.MIN_RETAIN, TX.MAX_LOSS) == (0.95, 0.05) and TX.choose(rows)["config"] == "within, more retain"
     assert TX.margin(TX.choose(rows), TX.MIN_RETAIN, TX.MAX_LOSS) == pytest.approx({"retain": 0.02, "loss": 0.0})
     assert TX.choose([{**rows[0], "forget@train": None}, rows[4]], 0.9, None)["config"] == "mild"  # no known forget
-    assert TX.rule_text({"min_retain": 0.9, "max_loss": 0.05, "choice_loss_corpus": "webtext-train"}) == (
+    assert SWR.rule_text({"min_retain": 0.9, "max_loss": 0.05, "choice_loss_corpus": "webtext-train"}) == (
         "lowest forget accuracy with retain accuracy >= 0.9 and loss added <= 0.05 nats on `webtext-train`; "
         "ties: less loss added on `webtext-train`, then higher retain"
     )
@@ -479,6 +483,7 @@ def test_pooled_retain_weighs_every_question_alike():
 def test_targets_choice_breaks_a_tie_on_forget_by_the_loss_added_then_retain():
     """Equal train forget: the row adding less loss on the choice corpus wins, even with less retain; equal
     loss too (or none measured, as in a saved sweep from before the column existed): higher retain."""
+    from unlearn_core.evaluation.experiments import sweep_report as SWR
     from unlearn_core.evaluation.experiments import target_sweep as TX
 
     paper = _sweep_row("paper N=100 c=100", 0.667, 1.000, 0.131, n=100)
@@ -488,13 +493,14 @@ def test_targets_choice_breaks_a_tie_on_forget_by_the_loss_added_then_retain():
     unmeasured = [{k: v for k, v in r.items() if k != "loss_added_choice"} for r in (paper, search)]
     assert TX.choose(unmeasured, 0.9, None)["config"] == "paper N=100 c=100"
     assert TX.choose([paper, {**search, "forget@train": 0.556}], 0.9, None)["config"] == "search N=20 c=100"
-    assert TX.rule_text({"min_retain": 0.9, "max_loss": None, "choice_loss_corpus": None}) == (
+    assert SWR.rule_text({"min_retain": 0.9, "max_loss": None, "choice_loss_corpus": None}) == (
         "lowest forget accuracy with retain accuracy >= 0.9; ties: higher retain"
     )
 
 
 def test_targets_experiment_sweeps_a_retain_list_once(tiny, shared_data):
     """A target whose retain list is the paper's (WikiText-2 only) gets one variant, not the same rows twice."""
+    from unlearn_core.evaluation.experiments import sweep_report as SWR
     from unlearn_core.evaluation.experiments import target_sweep as TX
 
     # its default is a search; its rows here are not
@@ -514,14 +520,15 @@ def test_targets_experiment_sweeps_a_retain_list_once(tiny, shared_data):
         max_loss=None,
     )
     assert [row["config"] for row in r["rows"]] == ["none", "paper t=1 N=3 c=10"]
-    assert "loss_added_choice" not in r["rows"][1] and "loss added (choice)" not in TX.markdown(r)  # none measured
+    assert "loss_added_choice" not in r["rows"][1] and "loss added (choice)" not in SWR.markdown(r)  # none measured
     assert list(r["skipped_variants"]) == ["format-matched"] and r["rows"][1]["shipped_default"]
-    assert "Variant `format-matched` not swept" in TX.markdown(r)
+    assert "Variant `format-matched` not swept" in SWR.markdown(r)
 
 
 def test_targets_experiment_sweeps_the_search_variant_of_a_target_with_a_query(tiny, shared_data):
     """sherlock has a selection query: the sweep adds search rows (no threshold), one per distinct feature
     list; a search row made the default selects the same features through select_for_target."""
+    from unlearn_core.evaluation.experiments import sweep_report as SWR
     from unlearn_core.evaluation.experiments import target_sweep as TX
 
     sherlock = T.get_target("sherlock")
@@ -540,7 +547,7 @@ def test_targets_experiment_sweeps_the_search_variant_of_a_target_with_a_query(t
     assert [row["config"] for row in r["rows"][1:] if row["shipped_default"]] == [search[0]["config"]]
     sel = T.select_for_target(tiny, chosen)
     assert [x["feature"] for x in sel["features"]] == search[0]["features"]
-    assert 'search "Sherlock Holmes" N=3 c=10' in TX.markdown(r)
+    assert 'search "Sherlock Holmes" N=3 c=10' in SWR.markdown(r)
     back = TX.with_default(chosen, r["rows"][1])  # a frequency row switches the method back
     assert back.selection.method == "frequency" and back.selection.threshold == 1.0
     with pytest.raises(ValueError, match="no selection query"):
