@@ -116,7 +116,7 @@ def shared_tiny_server(request, tmp_path_factory) -> dict:
         return _SERVER
     cache = tmp_path_factory.mktemp("app_server_cache")
     log = cache / "server.log"
-    p, url = start_server(log, ["--tiny", "--cache-dir", str(cache)], timeout=120)
+    p, url = start_server(log, ["--tiny", "--cache-dir", str(cache)], timeout=900)
     port = int(url.rsplit(":", 1)[1])
     _SERVER = {"url": url, "port": port, "process": p, "cache": cache, "log": log}
     request.config.add_cleanup(lambda: stop(p))

@@ -35,7 +35,7 @@ def torch_chain(body: str) -> str:
     """Run ``body`` in a fresh interpreter; '' when torch stayed out, else the importers' chain."""
     code = CHAIN_HOOK + body + "\nprint('CHAIN:' + ' -> '.join(_Watch.chain) if 'torch' in sys.modules else 'CLEAN')\n"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     last = r.stdout.strip().splitlines()[-1]
     return "" if last == "CLEAN" else last.removeprefix("CHAIN:")

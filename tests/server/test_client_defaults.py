@@ -109,7 +109,7 @@ def test_a_default_changed_in_the_schema_reaches_the_client():
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=900,
     )
     assert r.returncode == 0, r.stderr[-3000:]
     bodies = json.loads(r.stdout.strip().splitlines()[-1])

@@ -153,7 +153,7 @@ def test_killed_server_resumes_job_without_loss_or_duplicates(server):
     c2 = ensure_server(
         f"http://127.0.0.1:{port}",
         auto_start=True,
-        timeout=120,
+        timeout=900,
         extra_args=["--tiny", "--cache-dir", str(server["cache"])],
         token="",
     )

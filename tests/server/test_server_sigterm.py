@@ -42,7 +42,7 @@ def wait_for(get, ok, timeout: float = 60.0) -> dict:
 def start(cache: Path) -> tuple[subprocess.Popen, str]:
     # a long synchronous request to be in the middle of: the known filter, its synchronous limit raised
     env = {**os.environ, "UNLEARN_SYNC_KNOWN_QUESTIONS": "100000"}
-    return start_server(cache / "server.log", ["--tiny", "--cache-dir", str(cache)], timeout=300, env=env)
+    return start_server(cache / "server.log", ["--tiny", "--cache-dir", str(cache)], timeout=900, env=env)
 
 
 def test_sigterm_ends_the_server_within_10_s_and_work_resumes(tmp_path, shared_data):

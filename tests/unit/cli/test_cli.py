@@ -27,7 +27,7 @@ def _loaded_after(code: str) -> dict:
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=900,
         env={**__import__("os").environ, "PYTHONPATH": str(ROOT)},
     )
     assert r.returncode == 0, r.stderr

@@ -178,7 +178,7 @@ def _run(*args: str, **env: str) -> subprocess.CompletedProcess:
         env=_cli_env(**env),
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=900,
         stdin=subprocess.DEVNULL,
     )
 

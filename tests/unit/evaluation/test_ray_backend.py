@@ -164,7 +164,7 @@ def test_killed_driver_resumes_without_loss_or_duplicates(local_rows, tmp_path, 
     assert 3 <= len(before) < len(KEYS), "the kill must land mid-sweep"
     assert not (path.parent / "status.json").exists()
 
-    r = subprocess.run(cmd + ["--json"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=150)
+    r = subprocess.run(cmd + ["--json"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "resuming run" in r.stderr
     rows = jsonl(path)
@@ -201,7 +201,7 @@ def test_server_on_ray_resumes_after_a_kill(local_rows, tmp_path, shared_data):
         "side_effect_sets": [GEO],
         "delay_per_config": 1.0,
     }
-    p, url = start_server(tmp_path / "server.log", args, timeout=120, env=env, new_session=True)
+    p, url = start_server(tmp_path / "server.log", args, timeout=900, env=env, new_session=True)
     try:
         job = UnlearnClient(url, token="").submit_job(spec)["id"]
         path = tmp_path / "cache" / "jobs" / job / "results.jsonl"
@@ -215,10 +215,10 @@ def test_server_on_ray_resumes_after_a_kill(local_rows, tmp_path, shared_data):
     before = jsonl(path)
     assert 3 <= len(before) < len(KEYS), "the kill must land mid-sweep"
 
-    p, url = start_server(tmp_path / "server.log", args, timeout=120, env=env, new_session=True)
+    p, url = start_server(tmp_path / "server.log", args, timeout=900, env=env, new_session=True)
     try:
         client = UnlearnClient(url, token="")
-        detail = client.wait_job(job, timeout=150)
+        detail = client.wait_job(job, timeout=900)
         assert detail["status"] == "done", detail.get("error")
         assert "resumed" in (detail["note"] or "")
     finally:

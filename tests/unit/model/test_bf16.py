@@ -363,7 +363,7 @@ def test_serve_with_cuda_but_no_cuda_exits_cleanly():
         env=env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=900,
     )
     assert r.returncode == 2, (r.stdout, r.stderr)
     assert r.stderr.strip().splitlines() == [r.stderr.strip()] and "Traceback" not in r.stderr

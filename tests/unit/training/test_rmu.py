@@ -226,7 +226,7 @@ def test_cli_trains_lists_and_scores_with_the_variant(tmp_path, capsys, monkeypa
         [sys.executable, "-m", "unlearn_core", *a, "--cache-dir", str(tmp_path)],  # noqa: E731
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=900,
     )
     run = lambda *a: run_cli(capsys, *a, "--cache-dir", str(tmp_path))  # noqa: E731
     r = sub("rmu", "train", "--tiny", "--name", "cli", *small)
