@@ -14,6 +14,7 @@ def stats_total(engine, target) -> int:
     window's tokens after BOS): those of the selection's corpora not cached yet. A corpus may hold
     fewer tokens than the budget (a quiz half is ~2k), so the windows are counted, not the budget."""
     from unlearn_core.evaluation.targets import forget_corpus_for
+    from unlearn_core.features import shipped_stats as SH
     from unlearn_core.features import stats as F
 
     sel = target.selection
@@ -22,7 +23,8 @@ def stats_total(engine, target) -> int:
     total = 0
     for corpus in dict.fromkeys(corpora):
         docs, windows = F.stats_windows(engine, corpus, sel.tokens)
-        if not F.stats_path(engine, engine.default_sae, corpus, docs, sel.tokens).exists():
+        path = F.stats_path(engine, engine.default_sae, corpus, docs, sel.tokens)
+        if not path.exists() and not SH.shipped_path(path).is_file():  # shipped ones are read, not computed
             total += sum(len(w) - 1 for w in windows)
     return total
 
