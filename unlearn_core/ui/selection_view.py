@@ -38,7 +38,7 @@ def selection_table(rows: list[dict], corpora: list[str], describe: bool) -> pd.
     out = []
     for r in rows:
         row = {"feature": r["feature"]}
-        if "top_token" in r:  # a search selection: the query token it fires on most, and how specifically
+        if r.get("top_token") is not None:  # a search selection: the query token it fires on most, how specifically
             row.update({"query token": r["top_token"], "specificity": r["score"]})
         elif r.get("score") is not None:  # a question-based selection (attribution, fisher): its score
             row["score"] = r["score"]
