@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import pytest
-from api_helpers import app, client, engine, lock, ok, wait_job, wait_ok  # noqa: F401 (fixtures)
+from api_helpers import app, client, engine, lock, ok, small_job, wait_job, wait_ok  # noqa: F401 (fixtures)
 
 from unlearn_core.method.gate import calibrate, prompt_rho
 from unlearn_core.method.interventions import Intervention
@@ -91,19 +91,7 @@ def test_mcq_reports_the_gate(client, engine):
 
 
 def test_job_runs_clamp_and_gated_side_by_side(client):
-    spec = {
-        "thresholds": [0.5],
-        "ns": [2],
-        "values": [10.0, 50.0],
-        "forget_set": "wmdp-bio",
-        "side_effect_sets": [GEO],
-        "known": False,
-        "question_limit": 3,
-        "selection_tokens": 200,
-        "loss_tokens": 300,
-        "modes": ["clamp", "gated"],
-        "gate": 0.3,
-    }
+    spec = small_job(ns=[2], question_limit=3, loss_tokens=300, modes=["clamp", "gated"], gate=0.3)
     created = ok(client.post("/api/jobs", json=spec), 201)
     assert created["total"] == 1 + 2 * 2
     j = wait_job(client, created["id"])

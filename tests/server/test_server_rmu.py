@@ -10,7 +10,7 @@ import time
 
 import pytest
 import torch
-from api_helpers import answer, app, client, engine, lock, ok, wait_done, wait_job, wait_ok  # noqa: F401 (fixtures)
+from api_helpers import answer, app, client, engine, lock, ok, small_job, wait_done, wait_job, wait_ok  # noqa: F401 (fixtures)
 from browser_helpers import start_server, stop
 
 from unlearn_core.data.loaders import load_question_set
@@ -162,17 +162,7 @@ def test_feature_and_metric_endpoints_on_the_variant(client, engine, lock, train
 
 
 # a job small enough for the tiny backend: one clamp row, three questions, 300 loss tokens
-SMALL_JOB = {
-    "thresholds": [0.5],
-    "ns": [2],
-    "values": [20.0],
-    "forget_set": "wmdp-bio",
-    "side_effect_sets": [GEO],
-    "known": False,
-    "question_limit": 3,
-    "selection_tokens": 200,
-    "loss_tokens": 300,
-}
+SMALL_JOB = small_job(ns=[2], values=[20.0], question_limit=3, loss_tokens=300)
 
 
 def test_job_evaluates_the_variant_as_a_row(client, engine, lock, trained):
