@@ -14,6 +14,18 @@ from unlearn_core.server.client_transport import ServerError, Transport
 from unlearn_core.server.client_transport import schema_default as _d
 
 
+def _as_task(name: str, why: str):
+    """The method ``<name>_task``: ``self.<name>(*args, task=True, **kwargs)`` (``why``: what the
+    task allows that the synchronous request does not)."""
+
+    def method(self, *args, **kwargs) -> dict:
+        return getattr(self, name)(*args, task=True, **kwargs)
+
+    method.__name__ = method.__qualname__ = f"{name}_task"
+    method.__doc__ = f"``{name}`` as a task ({why})."
+    return method
+
+
 class TaskMethods(Transport):
     """One method per task kind; each waits for the task and returns its result."""
 
@@ -40,37 +52,14 @@ class TaskMethods(Transport):
 
     # -- each ``<method>_task``: ``<method>(..., task=True)``, the same arguments and body
 
-    def loss_added_task(self, *args, **kwargs) -> dict:
-        """``loss_added`` as a task (no synchronous limit on n_tokens)."""
-        return self.loss_added(*args, task=True, **kwargs)
-
-    def perplexity_task(self, *args, **kwargs) -> dict:
-        """``perplexity`` as a task (no synchronous limit on n_tokens)."""
-        return self.perplexity(*args, task=True, **kwargs)
-
-    def generate_task(self, *args, **kwargs) -> dict:
-        """``generate`` as a task (no synchronous limit on max_new_tokens)."""
-        return self.generate(*args, task=True, **kwargs)
-
-    def dashboard_task(self, *args, **kwargs) -> dict:
-        """``dashboard`` as a task (statistics neither cached nor shipped, of any size)."""
-        return self.dashboard(*args, task=True, **kwargs)
-
-    def search_task(self, *args, **kwargs) -> dict:
-        """``search`` as a task (a background's statistics neither cached nor shipped, of any size)."""
-        return self.search(*args, task=True, **kwargs)
-
-    def select_task(self, *args, **kwargs) -> dict:
-        """``select`` as a task (statistics neither cached nor shipped, a target's question scores; any size)."""
-        return self.select(*args, task=True, **kwargs)
-
-    def select_target_task(self, *args, **kwargs) -> dict:
-        """``select_target`` as the task ``targets_select`` (statistics and descriptions of any size)."""
-        return self.select_target(*args, task=True, **kwargs)
-
-    def demo_task(self, *args, **kwargs) -> dict:
-        """``demo`` as a task (any max_scan up to the schema's, statistics of any size)."""
-        return self.demo(*args, task=True, **kwargs)
+    loss_added_task = _as_task("loss_added", "no synchronous limit on n_tokens")
+    perplexity_task = _as_task("perplexity", "no synchronous limit on n_tokens")
+    generate_task = _as_task("generate", "no synchronous limit on max_new_tokens")
+    dashboard_task = _as_task("dashboard", "statistics neither cached nor shipped, of any size")
+    search_task = _as_task("search", "a background's statistics neither cached nor shipped, of any size")
+    select_task = _as_task("select", "statistics neither cached nor shipped, a target's question scores; any size")
+    select_target_task = _as_task("select_target", "statistics and descriptions of any size")
+    demo_task = _as_task("demo", "any max_scan up to the schema's, statistics of any size")
 
     # -- questions (a GET page synchronously, a body as a task)
 
