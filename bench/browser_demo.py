@@ -70,12 +70,7 @@ def feature_search(browser, url: str, app_url: str, shots: Path, when: str) -> t
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=2, help="demo presses in fresh browser pages")
-    ap.add_argument(
-        "--idle-search",
-        type=int,
-        default=0,
-        help="also time Feature search this many times on the idle server, before the demo",
-    )
+    ap.add_argument("--idle-search", type=int, default=0, help="times to time Feature search first (idle server)")
     ap.add_argument("--shots", default=str(ROOT / "tests" / "artifacts" / "demo"))
     args = ap.parse_args()
     from playwright.sync_api import sync_playwright

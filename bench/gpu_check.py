@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import os
 import platform
 import random
@@ -65,34 +66,7 @@ HOOK_LAYER = 7
 SAE_KEY = "random-jumprelu-16k-L7"
 # google/gemma-2-2b-it config.json (Hugging Face), in TransformerLens's terms; used only when
 # get_pretrained_model_config fails (query_pre_attn_scalar 256 -> attn_scale 16).
-GEMMA2_2B = dict(
-    d_model=2304,
-    d_head=256,
-    n_heads=8,
-    n_key_value_heads=4,
-    d_mlp=9216,
-    n_layers=26,
-    n_ctx=8192,
-    d_vocab=256000,
-    act_fn="gelu_pytorch_tanh",
-    normalization_type="RMS",
-    eps=1e-6,
-    gated_mlp=True,
-    final_rms=True,
-    positional_embedding_type="rotary",
-    rotary_dim=256,
-    rotary_base=10000.0,
-    use_normalization_before_and_after=True,
-    attn_scores_soft_cap=50.0,
-    output_logits_soft_cap=30.0,
-    attn_scale=16.0,
-    use_local_attn=True,
-    window_size=4096,
-    attn_types=["local", "global"] * 13,
-    original_architecture="Gemma2ForCausalLM",
-    default_prepend_bos=True,
-    tokenizer_prepends_bos=False,
-)
+GEMMA2_2B = json.loads((ROOT / "bench" / "gemma2_2b_config.json").read_text())
 SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"]
 TEMPLATE_WORDS = (
     "The following are multiple choice questions with answers about biology Answer user model A B C D . : ( ) ?"
@@ -130,20 +104,9 @@ def model_config(device: str, dtype: torch.dtype, shrink: bool):
     d.update(init_weights=False, seed=0, tokenizer_prepends_bos=False)
     if shrink:  # the dry run: the same architecture, small
         n = HOOK_LAYER + 3
-        d.update(
-            n_layers=n,
-            d_model=64,
-            d_head=16,
-            n_heads=4,
-            n_key_value_heads=2,
-            d_mlp=128,
-            d_vocab=4096,
-            d_vocab_out=4096,
-            rotary_dim=16,
-            attn_scale=4.0,
-            n_params=None,
-            attn_types=(d.get("attn_types") or ["global"] * n)[:n],
-        )
+        d.update(n_layers=n, d_model=64, d_head=16, n_heads=4, n_key_value_heads=2, d_mlp=128, n_params=None)
+        d.update(d_vocab=4096, d_vocab_out=4096, rotary_dim=16, attn_scale=4.0)
+        d["attn_types"] = (d.get("attn_types") or ["global"] * n)[:n]
         source += ", shrunk for the dry run"
     return HookedTransformerConfig.from_dict(d), source
 

@@ -29,85 +29,51 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 IV = {"features": list(range(20)), "value": 50.0}
 
 
+def _row(method: str, route: str, note: str = "", **body) -> tuple[str, str, str, dict]:
+    """One row: ``/api/<route>`` with ``body`` (params for a GET), named by the route (and ``note``)."""
+    return (route + note, method, f"/api/{route}", body)
+
+
+def _post(route: str, note: str = "", **body) -> tuple[str, str, str, dict]:
+    return _row("POST", route, note, **body)
+
+
 def cases(S) -> list[tuple[str, str, str, object]]:
     """(name, method, path, body or params): each at its synchronous cap, then the refusals."""
 
     def text(seed: int) -> str:  # the longest text a request takes, a different one per row (activation LRU)
         return (f"{seed}: The cell membrane controls what enters the cell. " * 400)[: S.MAX_TEXT_CHARS]
 
-    half_stats = S.SYNC_STATS_TOKENS // 2
+    half_eval, half_stats, n_stats = S.SYNC_EVAL_TOKENS // 2, S.SYNC_STATS_TOKENS // 2, S.SYNC_STATS_TOKENS
+    refused = " (refused)"
     return [
-        ("perplexity", "POST", "/api/perplexity", {"corpus": "wikitext", "n_tokens": S.SYNC_EVAL_TOKENS}),
-        (
-            "perplexity",
-            "POST",
-            "/api/perplexity",
-            {"corpus": "webtext", "n_tokens": S.SYNC_EVAL_TOKENS // 2, "interventions": [IV]},
-        ),
-        (
-            "loss_added",
-            "POST",
-            "/api/loss_added",
-            {"corpus": "pile", "n_tokens": S.SYNC_EVAL_TOKENS // 2, "interventions": [IV]},
-        ),
-        ("generate", "POST", "/api/generate", {"prompt": "The virus", "max_new_tokens": S.SYNC_NEW_TOKENS}),
-        (
-            "generate",
-            "POST",
-            "/api/generate",
-            {"prompt": "The cell", "max_new_tokens": S.SYNC_NEW_TOKENS // 2, "interventions": [IV]},
-        ),
-        (
-            "questions",
-            "GET",
-            "/api/questions",
-            {"set": "wmdp-bio", "known": "true", "strict": "true", "limit": S.SYNC_KNOWN_QUESTIONS},
-        ),
-        ("demo", "POST", "/api/demo", {"target": "bio-basics", "max_scan": S.SYNC_DEMO_SCAN}),
-        (
-            "features/dashboard",
-            "POST",
-            "/api/features/dashboard",
-            {"feature": 100, "corpora": ["sherlock@train"], "n_tokens": S.SYNC_STATS_TOKENS, "neuronpedia": False},
-        ),
-        (
-            "features/dashboard",
-            "POST",
-            "/api/features/dashboard",
-            {"feature": 101, "corpora": ["webtext", "wikitext@train"], "k": 50, "neuronpedia": False},
-        ),
-        (
+        _post("perplexity", corpus="wikitext", n_tokens=S.SYNC_EVAL_TOKENS),
+        _post("perplexity", corpus="webtext", n_tokens=half_eval, interventions=[IV]),
+        _post("loss_added", corpus="pile", n_tokens=half_eval, interventions=[IV]),
+        _post("generate", prompt="The virus", max_new_tokens=S.SYNC_NEW_TOKENS),
+        _post("generate", prompt="The cell", max_new_tokens=S.SYNC_NEW_TOKENS // 2, interventions=[IV]),
+        _row("GET", "questions", set="wmdp-bio", known="true", strict="true", limit=S.SYNC_KNOWN_QUESTIONS),
+        _post("demo", target="bio-basics", max_scan=S.SYNC_DEMO_SCAN),
+        _post("features/dashboard", feature=100, corpora=["sherlock@train"], n_tokens=n_stats, neuronpedia=False),
+        _post("features/dashboard", feature=101, corpora=["webtext", "wikitext@train"], k=50, neuronpedia=False),
+        _post(
             "features/select",
-            "POST",
-            "/api/features/select",
-            {
-                "forget": "quiz:bio@heldout",
-                "retain": "pile",
-                "n_tokens": half_stats,
-                "n": S.SYNC_DESCRIPTIONS,
-                "describe": True,
-            },
+            forget="quiz:bio@heldout",
+            retain="pile",
+            n_tokens=half_stats,
+            n=S.SYNC_DESCRIPTIONS,
+            describe=True,
         ),
-        (
-            "features/search",
-            "POST",
-            "/api/features/search",
-            {"text": text(1), "background": "wikitext@heldout", "background_tokens": S.SYNC_STATS_TOKENS},
-        ),
-        ("activations", "POST", "/api/activations", {"text": text(2)}),
-        ("mcq", "POST", "/api/mcq", {"question_id": None, "interventions": [IV], "values": list(range(S.MAX_VALUES))}),
-        ("targets/select", "POST", "/api/targets/select", {"target": "bio-basics"}),
+        _post("features/search", text=text(1), background="wikitext@heldout", background_tokens=n_stats),
+        _post("activations", text=text(2)),
+        _post("mcq", question_id=None, interventions=[IV], values=list(range(S.MAX_VALUES))),
+        _post("targets/select", target="bio-basics"),
         # not capped (no task kind): descriptions of a target's selection
-        ("targets/select", "POST", "/api/targets/select", {"target": "bio-basics", "n": 20, "describe": True}),
+        _post("targets/select", target="bio-basics", n=20, describe=True),
         # refused: how long the check takes before the 400/409
-        ("questions (refused)", "GET", "/api/questions", {"set": "wmdp-bio", "known": "true", "limit": S.MAX_PAGE}),
-        ("demo (refused)", "POST", "/api/demo", {"target": "bio-basics"}),
-        (
-            "features/select (refused)",
-            "POST",
-            "/api/features/select",
-            {"forget": "wmdp-bio-text", "retain": "webtext", "n_tokens": S.MAX_STATS_TOKENS},
-        ),
+        _row("GET", "questions", refused, set="wmdp-bio", known="true", limit=S.MAX_PAGE),
+        _post("demo", refused, target="bio-basics"),
+        _post("features/select", refused, forget="wmdp-bio-text", retain="webtext", n_tokens=S.MAX_STATS_TOKENS),
     ]
 
 

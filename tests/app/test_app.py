@@ -176,24 +176,20 @@ def test_home_demo_states_the_flip_plainly(app_env, monkeypatch):
             "loglik": None,
         }
 
-    fq = {
-        "id": "quiz-sherlock:sh-001",
-        "question": "Who is Sherlock Holmes's friend and chronicler?",
-        "choices": ["Mycroft Holmes", "Dr. John Watson", "Inspector Lestrade", "Dr. James Mortimer"],
-        "answer": 1,
-        "subject": "general",
-        "source": "quiz-sherlock",
-        "extra": {"kind": "canon"},
-    }
-    rq = {
-        "id": "quiz-retain:rt-002",
-        "question": "Who created the detective Hercule Poirot?",
-        "choices": ["Dorothy L. Sayers", "Agatha Christie", "Ngaio Marsh", "P. D. James"],
-        "answer": 1,
-        "subject": "detective fiction",
-        "source": "quiz-retain",
-        "extra": {},
-    }
+    def question(qid: str, text: str, choices: list[str], subject: str, extra: dict) -> dict:
+        source = qid.split(":")[0]  # the second choice is right in both
+        return dict(id=qid, question=text, choices=choices, answer=1, subject=subject, source=source, extra=extra)
+
+    sherlock = ["Mycroft Holmes", "Dr. John Watson", "Inspector Lestrade", "Dr. James Mortimer"]
+    fq = question(
+        "quiz-sherlock:sh-001",
+        "Who is Sherlock Holmes's friend and chronicler?",
+        sherlock,
+        "general",
+        {"kind": "canon"},
+    )
+    poirot = ["Dorothy L. Sayers", "Agatha Christie", "Ngaio Marsh", "P. D. James"]
+    rq = question("quiz-retain:rt-002", "Who created the detective Hercule Poirot?", poirot, "detective fiction", {})
     fake = {
         "target": "sherlock",
         "description": "d",

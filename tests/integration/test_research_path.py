@@ -14,7 +14,6 @@ from __future__ import annotations
 import ipaddress
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import hub_fixture as H
@@ -187,6 +186,8 @@ def test_without_a_copy_offline_the_loader_says_what_it_tried(hub_env, no_networ
 def hub_server(hub, tmp_path_factory):
     """`python -m unlearn_core serve --model google/gemma-3-270m --sae <release:id> --scoring letter`,
     offline, with any https request sent to a closed local proxy."""
+    from unlearn_core.server.client import serve_command
+
     log = hub["root"] / "server.log"
     port = free_port()
     env = clean_env()
@@ -201,24 +202,8 @@ def hub_server(hub, tmp_path_factory):
         NO_PROXY="127.0.0.1,localhost",
         no_proxy="127.0.0.1,localhost",
     )
-    cmd = [
-        sys.executable,
-        "-m",
-        "unlearn_core",
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--model",
-        H.MODEL_REPO,
-        "--sae",
-        H.SAE_SELECTOR,
-        "--scoring",
-        "letter",
-        "--cache-dir",
-        str(hub["root"] / "cache"),
-    ]
+    args = ["--model", H.MODEL_REPO, "--sae", H.SAE_SELECTOR, "--scoring", "letter"]
+    cmd = serve_command("127.0.0.1", port, [*args, "--cache-dir", str(hub["root"] / "cache")])
     with open(log, "ab") as f:
         p = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=ROOT)
     url = f"http://127.0.0.1:{port}"

@@ -23,6 +23,14 @@ from unlearn_core.server.client import (
 )
 
 
+def assert_refused(status: int, says: str | None, call, *args, **kwargs) -> ServerError:
+    """``call(*args, **kwargs)`` raises a ServerError with ``status`` whose message contains ``says``."""
+    with pytest.raises(ServerError) as e:
+        call(*args, **kwargs)
+    assert e.value.status == status and (says is None or says in e.value.message), (e.value.status, e.value.message)
+    return e.value
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -76,22 +84,11 @@ def test_4xx_surfaced_as_server_error(served):
     url, token = served
     c = UnlearnClient(url, token=token)
     assert c.info()["status"] == "ok"
-    with pytest.raises(ServerError) as e:
-        c.activations("hi", sae="nope")
-    assert e.value.status == 404 and "unknown SAE" in e.value.message
-    with pytest.raises(ServerError) as e:
-        c.activations("hi", features=[10**6])
-    assert e.value.status == 400 and "out of range" in e.value.message
-    with pytest.raises(ServerError) as e:
-        c.tokenize("")
-    assert e.value.status == 422 and "text" in e.value.message
-    with pytest.raises(ServerError) as e:
-        c.mcq("no-such-id")
-    assert e.value.status == 404
-    with pytest.raises(ServerError) as e:
-        c.job("nope")
-    assert e.value.status == 404
-    assert "server error 404" in str(e.value)
+    assert_refused(404, "unknown SAE", c.activations, "hi", sae="nope")
+    assert_refused(400, "out of range", c.activations, "hi", features=[10**6])
+    assert_refused(422, "text", c.tokenize, "")
+    assert_refused(404, None, c.mcq, "no-such-id")
+    assert "server error 404" in str(assert_refused(404, None, c.job, "nope"))
 
 
 def test_missing_token_is_401(served):
@@ -128,9 +125,7 @@ def test_target_methods(served):
     assert d["target"] == "bio-basics" and d["n_checked_forget"] == 2 and d["summary"]
     q = c.questions("quiz:retain!overlaps_bio", known=True, strict=True, limit=2)
     assert q["known"] is True and q["strict"] is True
-    with pytest.raises(ServerError) as e:
-        c.demo("nope")
-    assert e.value.status == 404 and "unknown target" in e.value.message
+    assert_refused(404, "unknown target", c.demo, "nope")
 
 
 def test_create_and_delete_a_target(served):
@@ -145,12 +140,15 @@ def test_create_and_delete_a_target(served):
         assert "client-made" in {x["name"] for x in c.targets()["targets"]}
         page = c.questions(t["forget_questions"])
         assert page["total"] == 3 and {q["answer"] for q in page["questions"]} == {1}  # "B" -> 1
-        with pytest.raises(ServerError) as e:
-            c.create_target("client-made", **body)
-        assert e.value.status == 409 and "exists already" in e.value.message
-        with pytest.raises(ServerError) as e:
-            c.create_target("client-other", retain_questions=["/tmp/x.json"], **body)
-        assert e.value.status == 400 and "file paths are not accepted" in e.value.message
+        assert_refused(409, "exists already", c.create_target, "client-made", **body)
+        assert_refused(
+            400,
+            "file paths are not accepted",
+            c.create_target,
+            "client-other",
+            retain_questions=["/tmp/x.json"],
+            **body,
+        )
         assert c.delete_target("client-made") == {"deleted": "client-made"}
     finally:
         try:
@@ -158,12 +156,8 @@ def test_create_and_delete_a_target(served):
         except ServerError:
             pass
     assert "client-made" not in {x["name"] for x in c.targets()["targets"]}
-    with pytest.raises(ServerError) as e:
-        c.delete_target("sherlock")
-    assert e.value.status == 403
-    with pytest.raises(ServerError) as e:
-        c.delete_target("no such/target")
-    assert e.value.status == 404
+    assert_refused(403, None, c.delete_target, "sherlock")
+    assert_refused(404, None, c.delete_target, "no such/target")
 
 
 def test_task_methods_give_the_synchronous_answers_past_its_limits(served):

@@ -11,15 +11,15 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import requests
+from api_helpers import small_job
 from browser_helpers import clean_env, free_port, stop
 
-from unlearn_core.server.client import ServerError, UnlearnClient, ensure_server
+from unlearn_core.server.client import ServerError, UnlearnClient, ensure_server, serve_command
 
 ROOT = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").exists())
 GEO = "mmlu:high_school_geography"
@@ -27,19 +27,7 @@ IV = {"sae": "tiny", "features": [2, 3, 4], "value": 20.0}
 
 
 def start(cache_dir: Path, port: int, log: Path) -> subprocess.Popen:
-    cmd = [
-        sys.executable,
-        "-m",
-        "unlearn_core",
-        "serve",
-        "--tiny",
-        "--port",
-        str(port),
-        "--host",
-        "127.0.0.1",
-        "--cache-dir",
-        str(cache_dir),
-    ]
+    cmd = serve_command("127.0.0.1", port, ["--tiny", "--cache-dir", str(cache_dir)])
     with open(log, "ab") as f:
         return subprocess.Popen(
             cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=clean_env(), cwd=ROOT
@@ -86,18 +74,7 @@ def test_every_endpoint_over_http(server):
     assert isinstance(g["base"], str) and isinstance(g["intervened"], str)
     assert c.loss_added([IV], corpus="webtext", n_tokens=100)["n_tokens"] == 100
     assert c.perplexity("wikitext", part="heldout", interventions=[IV], n_tokens=100)["intervened"] is not None
-    job = c.submit_job(
-        {
-            "thresholds": [0.5],
-            "ns": [1],
-            "values": [20.0],
-            "question_limit": 1,
-            "known": False,
-            "side_effect_sets": [GEO],
-            "selection_tokens": 200,
-            "loss_tokens": 100,
-        }
-    )
+    job = c.submit_job(small_job(ns=[1], values=[20.0], question_limit=1))
     done = c.wait_job(job["id"], timeout=900)
     assert done["status"] == "done" and done["done"] == 2
     assert job["id"] in [j["id"] for j in c.jobs()["jobs"]]
@@ -125,18 +102,7 @@ def results_rows(path: Path) -> list[dict]:
 
 def test_killed_server_resumes_job_without_loss_or_duplicates(server):
     c: UnlearnClient = server["client"]
-    spec = {
-        "thresholds": [0.5],
-        "ns": [1, 2, 3],
-        "values": [10.0, 40.0],
-        "question_limit": 2,
-        "known": False,
-        "side_effect_sets": [GEO],
-        "selection_tokens": 200,
-        "loss_tokens": 100,
-        "delay_per_config": 0.7,
-    }
-    job = c.submit_job(spec)
+    job = c.submit_job(small_job(ns=[1, 2, 3], values=[10.0, 40.0], delay_per_config=0.7))
     assert job["total"] == 7
     path = server["cache"] / "jobs" / job["id"] / "results.jsonl"
     end = time.time() + 60

@@ -324,6 +324,15 @@ def test_a_job_stored_before_targets_still_resumes(engine, tmp_path):
 # ---------------------------------------------------------------- a user's targets file
 
 
+def _target_toml(name: str, forget_corpus: str, forget_questions: str, extra: str = "") -> str:
+    """One target's TOML table, retaining WikiText and the retain quiz; ``extra`` adds fields or tables."""
+    return (
+        f'[{name}]\ndescription = "a test target"\nforget_corpus = "{forget_corpus}"\n'
+        f'forget_questions = "{forget_questions}"\nretain_corpora = ["wikitext@train"]\n'
+        f'retain_questions = ["quiz:retain"]\n{extra}'
+    )
+
+
 def _with_targets_file(engine, tmp_path):
     """The engine with ``tmp_path/t.toml`` as its targets file and a cache of its own."""
     settings = dataclasses.replace(
@@ -337,11 +346,7 @@ def test_the_server_reads_only_the_files_its_own_targets_name(engine, tmp_path):
     (tmp_path / "mine.json").write_text(json.dumps(qs))
     (tmp_path / "other.json").write_text(json.dumps(qs))
     (tmp_path / "mine.txt").write_text("Some forget text about my topic, repeated. " * 40)
-    (tmp_path / "t.toml").write_text(
-        '[mine]\ndescription = "a test target"\nforget_corpus = "mine.txt"\n'
-        'forget_questions = "mine.json"\nretain_corpora = ["wikitext@train"]\n'
-        'retain_questions = ["quiz:retain"]\n'
-    )
+    (tmp_path / "t.toml").write_text(_target_toml("mine", "mine.txt", "mine.json"))
     other = _with_targets_file(engine, tmp_path)
     with _serving(other) as c:
         mine = next(t for t in ok(c.get("/api/targets"))["targets"] if t["name"] == "mine")
@@ -574,11 +579,8 @@ def test_a_description_with_emoji_is_saved_as_given(client, remove):
 def test_target_select_with_the_search_method_matches_the_engine(engine, lock, tmp_path):
     """A target whose selection is a search: the server returns the engine's rows (no threshold, the
     query token and specificity per feature) and the target list carries the method and query."""
-    (tmp_path / "t.toml").write_text(
-        '[holmes]\ndescription = "search test"\nforget_corpus = "sherlock@train"\nforget_questions = "quiz:sherlock"\n'
-        'retain_corpora = ["wikitext@train"]\nretain_questions = ["quiz:retain"]\n'
-        '[holmes.selection]\nmethod = "search"\nquery = "Sherlock Holmes"\nn = 4\n'
-    )
+    search = '[holmes.selection]\nmethod = "search"\nquery = "Sherlock Holmes"\nn = 4\n'
+    (tmp_path / "t.toml").write_text(_target_toml("holmes", "sherlock@train", "quiz:sherlock", search))
     other = _with_targets_file(engine, tmp_path)
     with _serving(other) as c:
         listed = next(t for t in ok(c.get("/api/targets"))["targets"] if t["name"] == "holmes")

@@ -182,12 +182,7 @@ def add_parsers(sub) -> None:
             r.add_argument("--clamps", default="100,200,400", help="clamp values c of the SAE configurations")
             r.add_argument("--ns", help="numbers of top features of the target's selection (default: its own N)")
             r.add_argument("--percentile", type=float, default=95.0, help="gate tau percentile on the retain corpora")
-            r.add_argument(
-                "--ppl-tokens",
-                type=int,
-                default=2000,
-                help="perplexity on the target's ppl corpus per row (0 skips it)",
-            )
+            r.add_argument("--ppl-tokens", type=int, default=2000, help="perplexity tokens a row (0 skips)")
         if name == "search":
             r.add_argument("--layers", default="5", help="steered layers to try")
             r.add_argument("--coeffs", default="100,300", help="steering coefficients to try")

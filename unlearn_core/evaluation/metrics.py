@@ -245,6 +245,7 @@ def generate(
     return out[len(prompt) :] if out.startswith(prompt) else out
 
 
+@dataclass(eq=False)
 class Generation:
     """``generate`` one token per ``step(engine)``, so a caller can let go of the model between
     tokens (the server takes its model lock per few steps; a 512-token generation is a minute
@@ -257,22 +258,19 @@ class Generation:
     seeds it) is kept here, so other work between steps changes nothing.
     """
 
-    def __init__(
-        self,
-        engine: Engine,
-        prompt: str,
-        interventions: list[Intervention] | None = None,
-        max_new_tokens: int = 40,
-        temperature: float = 0.0,
-        seed: int = 0,
-    ):
-        if max_new_tokens < 1 or max_new_tokens > 512:
+    engine: Engine
+    prompt: str
+    interventions: list[Intervention] | None = None
+    max_new_tokens: int = 40
+    temperature: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1 or self.max_new_tokens > 512:
             raise ValueError("max_new_tokens must be between 1 and 512")
-        self.engine, self.prompt, self.max_new_tokens = engine, prompt, max_new_tokens
         self.state = HookState()  # kept across steps: a gate's prompt decision holds for every token
-        self.hooks = engine.hooks(interventions, self.state)
-        self.do_sample, self.temperature = temperature > 0, max(temperature, 1e-5)
-        self.seed = seed
+        self.hooks = self.engine.hooks(self.interventions, self.state)
+        self.do_sample, self.sample_temperature = self.temperature > 0, max(self.temperature, 1e-5)
         self.index, self.done = 0, False
         self._rng = None
         self.sampled: list[torch.Tensor] = []
@@ -350,7 +348,12 @@ class Generation:
                         torch.cat((self.tokens, torch.cat(self.sampled, dim=1)), dim=1) if self.sampled else self.tokens
                     )
                     tok = U.sample_logits(
-                        final, top_k=None, top_p=None, temperature=self.temperature, freq_penalty=0.0, tokens=prev
+                        final,
+                        top_k=None,
+                        top_p=None,
+                        temperature=self.sample_temperature,
+                        freq_penalty=0.0,
+                        tokens=prev,
                     ).to(self.device)
                 finally:
                     self._rng = self._swap_rng(outside)

@@ -246,6 +246,7 @@ def top_examples(
     engine: Engine,
     stats: FeatureStats,
     feature: int,
+    *,
     k: int = 8,
     n_quantiles: int = 4,
     per_quantile: int = 2,

@@ -57,27 +57,11 @@ def search_from_codes(
     ]
 
 
-def search_by_text(
-    engine: Engine,
-    sae_key: str,
-    text: str,
-    k: int = 20,
-    background: torch.Tensor | None = None,
-    background_max: torch.Tensor | None = None,
-    rank: str = "max",
-    dense_last: bool = True,
-) -> list[dict]:
+def search_by_text(engine: Engine, sae_key: str, text: str, **options) -> list[dict]:
+    """``search_from_codes`` on ``text`` (with BOS) encoded by ``sae_key``; ``options`` are its
+    keyword arguments (k, background, background_max, rank, dense_last), defaults kept in one place."""
     toks = engine.model.to_tokens(text, prepend_bos=True)
-    return search_from_codes(
-        engine,
-        toks[0].tolist(),
-        encode_tokens(engine, sae_key, toks)[0],
-        k,
-        background,
-        background_max,
-        rank,
-        dense_last,
-    )
+    return search_from_codes(engine, toks[0].tolist(), encode_tokens(engine, sae_key, toks)[0], **options)
 
 
 def select_by_search(engine: Engine, sae_key: str, query: str, background: FeatureStats, n: int) -> list[dict]:

@@ -40,26 +40,20 @@ def tiny_tokenizer():
     return AutoTokenizer.from_pretrained(folder)
 
 
+def tiny_config(n_layers: int = 2, d_model: int = 32, seed: int = 0, **over) -> dict:
+    """The tiny model's ``HookedTransformerConfig`` fields (heads of 8, RMS, rotary, gelu MLP 4x):
+    tests build their variants from it (``over`` replaces any field)."""
+    shape = dict(n_layers=n_layers, d_model=d_model, n_ctx=512, d_head=8, n_heads=d_model // 8, d_mlp=4 * d_model)
+    kind = dict(act_fn="gelu", normalization_type="RMS", positional_embedding_type="rotary")
+    return {**shape, **kind, "seed": seed, "device": "cpu", **over}
+
+
 def tiny_model(seed: int = 0, n_layers: int = 2, d_model: int = 32):
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
     tok = tiny_tokenizer()
-    cfg = HookedTransformerConfig(
-        n_layers=n_layers,
-        d_model=d_model,
-        n_ctx=512,
-        d_head=8,
-        n_heads=d_model // 8,
-        d_mlp=4 * d_model,
-        d_vocab=len(tok),
-        act_fn="gelu",
-        normalization_type="RMS",
-        positional_embedding_type="rotary",
-        seed=seed,
-        device="cpu",
-        default_prepend_bos=True,
-        tokenizer_prepends_bos=False,
-    )
+    bos = dict(default_prepend_bos=True, tokenizer_prepends_bos=False)
+    cfg = HookedTransformerConfig(**tiny_config(n_layers, d_model, seed, d_vocab=len(tok), **bos))
     model = HookedTransformer(cfg, tokenizer=tok)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():

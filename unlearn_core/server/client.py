@@ -355,6 +355,11 @@ def is_local(url: str) -> bool:
     return urlparse(url).hostname in ("127.0.0.1", "localhost", "::1")
 
 
+def serve_command(host: str, port: int, extra_args: list[str] | None = None) -> list[str]:
+    """``python -m unlearn_core serve`` on ``host:port`` with this interpreter (auto-start and tests)."""
+    return [sys.executable, "-m", "unlearn_core", "serve", "--host", host, "--port", str(port), *(extra_args or [])]
+
+
 def ensure_server(
     url: str | None = None,
     auto_start: bool = False,
@@ -381,17 +386,7 @@ def ensure_server(
         u = urlparse(client.base_url)
         port = u.port or 8765
         log = tempfile.NamedTemporaryFile(prefix="unlearn-server-", suffix=".log", delete=False)
-        cmd = [
-            sys.executable,
-            "-m",
-            "unlearn_core",
-            "serve",
-            "--host",
-            u.hostname,
-            "--port",
-            str(port),
-            *(extra_args or []),
-        ]
+        cmd = serve_command(u.hostname, port, extra_args)
         root = Path(__file__).resolve().parents[2]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
         if client.token:

@@ -16,7 +16,7 @@ from unlearn_core.model.engine import Engine
 from unlearn_core.server.access import check_corpus, trusted_files
 from unlearn_core.server.job_store import FINAL, Job, JobStore  # noqa: F401 (re-exported)
 from unlearn_core.server.schemas import JobSpec
-from unlearn_core.server.state import ServerState
+from unlearn_core.server.state import ServerState, lookup
 from unlearn_core.server.sweep import LOSS_CTX, Cancelled, Stopping, Sweep  # noqa: F401 (re-exported)
 
 log = logging.getLogger("unlearn_core.server.jobs")
@@ -118,10 +118,7 @@ class JobRunner:
         return d
 
     def get(self, job_id: str) -> Job:
-        job = self.jobs.get(job_id)
-        if job is None:
-            raise KeyError(f"no job {job_id!r}")
-        return job
+        return lookup(self.jobs, job_id, "job")
 
     def cancel(self, job_id: str) -> Job:
         job = self.get(job_id)

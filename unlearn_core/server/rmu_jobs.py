@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 
 from unlearn_core.core import cache as C
-from unlearn_core.server.state import ServerState
+from unlearn_core.server.state import ServerState, lookup
 from unlearn_core.training import rmu
 
 log = logging.getLogger("unlearn_core.server.rmu_jobs")
@@ -106,10 +106,7 @@ class RMURunner:
         return run
 
     def get(self, name: str) -> RMURun:
-        run = self.runs.get(name)
-        if run is None:
-            raise KeyError(f"no RMU run {name!r}")
-        return run
+        return lookup(self.runs, name, "RMU run")
 
     def cancel(self, name: str) -> RMURun:
         run = self.get(name)

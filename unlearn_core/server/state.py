@@ -31,6 +31,15 @@ class EngineNotReady(RuntimeError):
     """The model is still loading (or failed to load); mapped to 503."""
 
 
+def lookup(items: dict, key: str, what: str):
+    """``items[key]``, or the KeyError naming ``what`` that the routes answer with 404 (one wording
+    for jobs, tasks and RMU runs)."""
+    item = items.get(key)
+    if item is None:
+        raise KeyError(f"no {what} {key!r}")
+    return item
+
+
 class ShuttingDown(RuntimeError):
     """The server got SIGTERM: long request work stops at its next lock step; mapped to 503."""
 

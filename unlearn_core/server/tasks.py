@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 from unlearn_core.core import cache as C
 from unlearn_core.model.engine import Engine
-from unlearn_core.server.state import ServerState, ShuttingDown
+from unlearn_core.server.state import ServerState, ShuttingDown, lookup
 
 log = logging.getLogger("unlearn_core.server.tasks")
 TASK_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -148,10 +148,7 @@ class TaskRunner:
         return task
 
     def get(self, task_id: str) -> Task:
-        task = self.tasks.get(task_id)
-        if task is None:
-            raise KeyError(f"no task {task_id!r}")
-        return task
+        return lookup(self.tasks, task_id, "task")
 
     def cancel(self, task_id: str) -> Task:
         task = self.get(task_id)

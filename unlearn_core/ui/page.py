@@ -24,20 +24,8 @@ def require_server() -> dict:
     except Exception as e:
         ER.show_error(e, "the health check")
         st.stop()
-    if health["status"] == "loading":
-        st.info(
-            f"The server at `{url}` is loading its model (up {health['uptime_s']:.0f} s). "
-            "This page continues by itself once it is ready.",
-            icon=":material/hourglass_top:",
-        )
-        _wait_for_model()
-        st.stop()
-    if health["status"] == "error":
-        st.error(
-            f"The server at `{url}` failed to load its model: {health.get('detail') or 'unknown error'}. "
-            "Check its log, fix the settings and restart it.",
-            icon=":material/error:",
-        )
+    if health["status"] in ("loading", "error"):
+        _say_why_not_ready(url, health)
         st.stop()
     try:
         info = CN._info(url, hashlib.sha256((client.token or "").encode()).hexdigest())
@@ -54,6 +42,21 @@ def require_server() -> dict:
             f"{info.get('device')} / {info.get('dtype')}"
         )
     return info
+
+
+def _say_why_not_ready(url: str, health: dict) -> None:
+    """A loading server: say so and wait for it here; a failed one: its reason and what to do."""
+    if health["status"] == "loading":
+        up = f"up {health['uptime_s']:.0f} s"
+        st.info(f"The server at `{url}` is loading its model ({up}). " + LOADING, icon=":material/hourglass_top:")
+        _wait_for_model()
+    else:
+        why = health.get("detail") or "unknown error"
+        st.error(f"The server at `{url}` failed to load its model: {why}. " + FAILED, icon=":material/error:")
+
+
+LOADING = "This page continues by itself once it is ready."
+FAILED = "Check its log, fix the settings and restart it."
 
 
 @st.fragment(run_every=3)

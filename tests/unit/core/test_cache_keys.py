@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from model_helpers import ForwardCounter
 
 from unlearn_core.core import cache as C
 from unlearn_core.data.loaders import Question
@@ -41,20 +42,6 @@ def question_set(seed: int, n: int = 12) -> list[Question]:
             )
         )
     return out
-
-
-class ForwardCounter:
-    """Counts forward passes of the model (each scoring batch is one)."""
-
-    def __init__(self, model):
-        self.n = 0
-        self.handle = model.register_forward_hook(lambda *a: setattr(self, "n", self.n + 1))
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.handle.remove()
 
 
 @pytest.fixture

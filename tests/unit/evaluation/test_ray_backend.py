@@ -179,6 +179,7 @@ def test_server_on_ray_resumes_after_a_kill(local_rows, tmp_path, shared_data):
     """`serve --tiny` with job_backend = "ray": a job posted over HTTP runs on 2 Ray workers
     (distinct pids in its task records); the server, SIGKILLed with its Ray instance mid-sweep,
     resumes the job on restart, and the rows equal the local run's, none lost or duplicated."""
+    from api_helpers import small_job
     from browser_helpers import start_server, stop
 
     from unlearn_core.server.client import UnlearnClient
@@ -190,17 +191,7 @@ def test_server_on_ray_resumes_after_a_kill(local_rows, tmp_path, shared_data):
         "OMP_NUM_THREADS": "1",
     }
     args = ["--tiny", "--cache-dir", str(tmp_path / "cache")]
-    spec = {
-        "thresholds": [0.5],
-        "ns": [1, 2, 3],
-        "values": [10.0, 50.0],
-        "question_limit": 6,
-        "known": False,
-        "selection_tokens": 200,
-        "loss_tokens": 2100,
-        "side_effect_sets": [GEO],
-        "delay_per_config": 1.0,
-    }
+    spec = small_job(ns=[1, 2, 3], question_limit=6, loss_tokens=2100, delay_per_config=1.0)
     p, url = start_server(tmp_path / "server.log", args, timeout=900, env=env, new_session=True)
     try:
         job = UnlearnClient(url, token="").submit_job(spec)["id"]

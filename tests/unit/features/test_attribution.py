@@ -9,6 +9,7 @@ import json
 import pytest
 import torch
 from cli_helpers import run_cli
+from model_helpers import ForwardCounter
 
 from unlearn_core.data import loaders as D
 from unlearn_core.data.questions import Question
@@ -191,33 +192,21 @@ def test_fisher_equals_an_explicit_float64_loop_on_tiny(cloze, shared_data):
 # ---------------------------------------------------------------- the disk cache
 
 
-class Forwards:
-    def __init__(self, model):
-        self.n = 0
-        self.h = model.register_forward_hook(lambda *a: setattr(self, "n", self.n + 1))
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.h.remove()
-
-
 @pytest.mark.parametrize("method", A.SCORE_METHODS)
 def test_scores_are_cached_and_miss_when_the_questions_change(tmp_path, shared_data, method):
     e = tiny_engine(cache_dir=str(tmp_path))
     qs = _questions(shared_data, "quiz:bio@train", 3)
     rq = _questions(shared_data, "quiz:retain@train", 2)
     ticks: list[int] = []
-    with Forwards(e.model) as fw:
+    with ForwardCounter(e.model) as fw:
         first = A.feature_scores(e, "tiny", method, qs, rq, "cloze", progress=ticks.append)
     assert fw.n > 0 and sum(ticks) == 5
-    with Forwards(e.model) as fw:
+    with ForwardCounter(e.model) as fw:
         again = A.feature_scores(e, "tiny", method, qs, rq, "cloze", progress=ticks.append)
     assert fw.n == 0 and sum(ticks) == 5  # read from disk: no forward pass, no progress
     assert all(torch.equal(first[k], again[k]) for k in first)
     edited = [dataclasses.replace(qs[0], question=qs[0].question + " (edited)"), *qs[1:]]  # same ids
-    with Forwards(e.model) as fw:
+    with ForwardCounter(e.model) as fw:
         other = A.feature_scores(e, "tiny", method, edited, rq, "cloze")
     assert fw.n > 0
     fresh = A.compute_scores(e, "tiny", method, edited, rq, "cloze", e.prompt_format)

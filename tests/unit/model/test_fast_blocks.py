@@ -15,29 +15,16 @@ from unlearn_core.model.fast_blocks import (
     use_fast_gated_mlps,
     use_fast_unembed,
 )
+from unlearn_core.model.tiny import tiny_config
 
 
 def _model(kind: str, dtype: torch.dtype = torch.float32) -> HookedTransformer:
     """A Gemma-3-like or a plain 3-layer model with fixed random weights (tests/test_bf16.py uses
     it in bf16 too)."""
-    common = dict(
-        n_layers=3,
-        d_model=32,
-        n_ctx=64,
-        d_head=8,
-        n_heads=4,
-        d_vocab=61,
-        normalization_type="RMS",
-        positional_embedding_type="rotary",
-        seed=5,
-        device="cpu",
-        dtype=dtype,
-    )
+    common = tiny_config(n_layers=3, seed=5, n_ctx=64, d_vocab=61, dtype=dtype)  # d_mlp, act_fn: per kind
     if kind == "gemma3-like":  # grouped-query, qk-norm, local/global layers with a short window, post-norms
         cfg = HookedTransformerConfig(
-            **common,
-            d_mlp=48,
-            act_fn="gelu_pytorch_tanh",
+            **{**common, "d_mlp": 48, "act_fn": "gelu_pytorch_tanh"},
             gated_mlp=True,
             n_key_value_heads=1,
             use_qk_norm=True,
@@ -49,8 +36,10 @@ def _model(kind: str, dtype: torch.dtype = torch.float32) -> HookedTransformer:
             use_normalization_before_and_after=True,
             attn_scale=6.0,
         )
+    elif kind == "gated":  # plain attention, gated MLP with exact gelu
+        cfg = HookedTransformerConfig(**{**common, "d_mlp": 64}, gated_mlp=True)
     else:  # plain multi-head attention, ungated MLP
-        cfg = HookedTransformerConfig(**common, d_mlp=64, act_fn="gelu")
+        cfg = HookedTransformerConfig(**{**common, "d_mlp": 64})
     model = HookedTransformer(cfg)
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
@@ -164,3 +153,13 @@ def test_unembed_matches_transformer_lens_with_and_without_bias():
             torch.testing.assert_close(unembed(model, resid, torch.tensor([3, 7])), ref[..., [3, 7]])
             lp = torch.log_softmax(ref.reshape(10, -1), -1)[torch.arange(10), tgt]
             torch.testing.assert_close(target_logprobs(model, resid.reshape(10, 32), tgt, chunk=3), lp)
+
+
+def test_fast_gated_mlp_matches_transformer_lens():
+    model = _model("gated")
+    toks = torch.randint(0, 61, (2, 20), generator=torch.Generator().manual_seed(8))
+    ref, ref_cache = model.run_with_cache(toks, names_filter=lambda n: "mlp" in n)
+    assert use_fast_gated_mlps(model) == 3
+    out, cache = model.run_with_cache(toks, names_filter=lambda n: "mlp" in n)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    assert set(cache.keys()) == set(ref_cache.keys()) and len(cache.keys()) >= 9  # hooks still fire

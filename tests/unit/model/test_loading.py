@@ -49,35 +49,3 @@ def test_sae_with_wrong_hook_is_refused(tmp_path, tiny):
     bad = tiny_sae(hook_name="blocks.9.hook_resid_post")
     with pytest.raises(SAEUnavailableError, match="does not have"):
         check_compatible(bad, tiny.model)
-
-
-def test_fast_gated_mlp_matches_transformer_lens():
-    import torch
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
-
-    from unlearn_core.model.fast_blocks import use_fast_gated_mlps
-
-    cfg = HookedTransformerConfig(
-        n_layers=2,
-        d_model=32,
-        n_ctx=64,
-        d_head=8,
-        n_heads=4,
-        d_mlp=64,
-        d_vocab=50,
-        act_fn="gelu",
-        gated_mlp=True,
-        normalization_type="RMS",
-        seed=3,
-        device="cpu",
-    )
-    model = HookedTransformer(cfg)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0, 0.2)
-    toks = torch.randint(0, 50, (2, 20))
-    ref, ref_cache = model.run_with_cache(toks, names_filter=lambda n: "mlp" in n)
-    assert use_fast_gated_mlps(model) == 2
-    out, cache = model.run_with_cache(toks, names_filter=lambda n: "mlp" in n)
-    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
-    assert set(cache.keys()) == set(ref_cache.keys()) and len(cache.keys()) >= 6  # hooks still fire

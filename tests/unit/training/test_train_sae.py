@@ -19,19 +19,9 @@ from unlearn_core.training import activation_cache as AC
 from unlearn_core.training import train_sae as TRN
 
 HOOK = "blocks.0.hook_resid_post"
+SIZE = dict(d_sae=48, k=4, n_tokens=3000, epochs=2.0, batch_size=128, ctx=32)  # seconds on a CPU
 CFG = TRN.TrainSAEConfig(
-    layer=0,
-    d_sae=48,
-    k=4,
-    n_tokens=3000,
-    epochs=2.0,
-    batch_size=128,
-    lr=3e-3,
-    lr_warm_up_steps=2,
-    dead_feature_window=5,
-    ctx=32,
-    checkpoint_every=3,
-    seed=1,
+    layer=0, lr=3e-3, lr_warm_up_steps=2, dead_feature_window=5, checkpoint_every=3, seed=1, **SIZE
 )
 
 
