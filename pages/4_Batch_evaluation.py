@@ -60,9 +60,11 @@ with st.expander("Configure a sweep", expanded=not jobs):
         )
 
     c1, c2, c3, c4 = st.columns(4)
-    thr_text = c1.text_input("Retain thresholds", "0.01, 0.001", key="b_thr", help="comma-separated, in (0, 1]")
-    ns_text = c2.text_input("N features", "10, 20", key="b_ns")
-    val_text = c3.text_input("Clamp values c", "20, 50, 100", key="b_vals")
+    BF.prefill_grid(target)  # from the target's default; again when the sidebar picks another target
+    max_c = float(limits.get("max_abs_clamp", 1e4))
+    thr_text = c1.text_input("Retain thresholds", key="b_thr", help="comma-separated, in (0, 1]")
+    ns_text = c2.text_input("N features", key="b_ns", help="prefilled from the target's default N")
+    val_text = c3.text_input("Clamp values c", key="b_vals", help=f"prefilled from the target's c; 0 to {max_c:g}")
     modes = c4.multiselect(
         "Modes",
         info.get("modes") or list(labels),
@@ -144,15 +146,7 @@ with st.expander("Configure a sweep", expanded=not jobs):
 
     spec, problem = None, None
     try:
-        thresholds = R.parse_numbers(thr_text, float)
-        ns = R.parse_numbers(ns_text, int)
-        values = R.parse_numbers(val_text, float)
-        if not (thresholds and ns and values):
-            raise ValueError("give at least one threshold, one N and one clamp value")
-        if any(not 0 < t <= 1 for t in thresholds):
-            raise ValueError("thresholds must be in (0, 1]")
-        if any(n < 1 for n in ns):
-            raise ValueError("N must be at least 1")
+        thresholds, ns, values = BF.sweep_grid(thr_text, ns_text, val_text, max_c, R.parse_numbers)
         if not modes:
             raise ValueError("choose at least one mode")
         spec = {

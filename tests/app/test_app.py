@@ -160,8 +160,22 @@ def test_a_cached_read_past_the_synchronous_limit_is_made_again_as_its_task(app_
     assert got == c.dashboard(**body)  # the task's answer; the statistics are cached now
 
 
-def test_home_demo_states_the_flip_plainly(app_env, monkeypatch):
-    """How a found example is rendered (the tiny model never finds one): a canned demo task answer."""
+KEPT = (
+    [0.1, 0.75, 0.1, 0.05],
+    "#### Kept: a general-knowledge",
+    "Kept: still right and about as sure (P(correct) 0.80 → 0.75, within 0.10).",
+)
+LESS_SURE = (
+    [0.1, 0.6, 0.25, 0.05],
+    "#### Weakened: a general-knowledge question that stays right, but less sure",
+    "Still right, but less sure: P(correct) 0.80 → 0.60, a drop of more than 0.10.",
+)
+
+
+@pytest.mark.parametrize("retain_after, heading, verdict", [KEPT, LESS_SURE], ids=["kept", "less-sure"])
+def test_home_demo_states_the_flip_plainly(app_env, monkeypatch, retain_after, heading, verdict):
+    """How a found example is rendered (the tiny model never finds one): a canned demo task answer.
+    A retain answer still right but 0.20 less sure is not called kept (defect 1 of issue 35)."""
 
     from unlearn_core.ui import connection as CN
 
@@ -205,7 +219,7 @@ def test_home_demo_states_the_flip_plainly(app_env, monkeypatch):
         "retain_example": {
             "question": rq,
             "base": score([0.1, 0.8, 0.05, 0.05], 1),
-            "intervened": score([0.1, 0.75, 0.1, 0.05], 1),
+            "intervened": score(retain_after, 1),
         },
         "n_checked_forget": 4,
         "n_checked_retain": 1,
@@ -230,13 +244,15 @@ def test_home_demo_states_the_flip_plainly(app_env, monkeypatch):
     ok(at.run())
     assert any(x.value.startswith("The clamp made the model forget") for x in at.success)
     text = markdown_text(at)
-    assert "#### Forgotten: a question the model knew" in text and "#### Kept: a general-knowledge" in text
+    assert "#### Forgotten: a question the model knew" in text and heading in text
     assert (
         "Clean, the model answers **B. Dr. John Watson** (right). With the 2 feature(s) clamped at c = 100 it "
-        "answers **A. Mycroft Holmes** (wrong); P(correct answer) 0.70 → 0.20."
+        "answers **A. Mycroft Holmes** (wrong)."
     ) in text
-    assert "The answer flipped: the clamp made the model forget it." in text
-    assert "it still answers **B. Agatha Christie** (right)" in text and "Still right" in text
+    assert "The answer flipped: the clamp made the model forget it (P(correct) 0.70 → 0.20)." in text
+    assert "it still answers **B. Agatha Christie** (right)" in text
+    assert verdict in text
+    assert ("Kept" in text) == (heading == KEPT[1])
     tables = [m.value for m in at.markdown if m.value.startswith("| | A")]
     assert len(tables) == 2 and "| clean |" in tables[0] and "clamped (c=100)" in tables[0]
     links = [p.proto.label for p in at.get("page_link")]
@@ -961,3 +977,21 @@ def test_the_selection_caption_of_a_search_says_the_query_and_not_a_threshold():
         'Of `embedded`, the top 2 features most specific to "Sherlock Holmes" against `webtext-train`'
     )
     assert "`sherlock@train`" in cap and "`wikitext@train`" in cap and "threshold" not in cap
+
+
+def test_batch_grid_starts_at_the_targets_default_and_refuses_a_negative_or_huge_c(app_env):
+    """Issue 35, defects 11 and 12: the grid is prefilled from the target's default (N, c), and
+    c = -100 or 1e9 is refused with the reason before anything runs."""
+    at = ok(page("batch").run())
+    t = T.get_target("bio-basics")
+    n, c = t.selection.n, t.intervention.c
+    assert at.text_input(key="b_ns").value == ", ".join(map(str, sorted({max(1, n // 2), n})))
+    assert at.text_input(key="b_vals").value == f"{c / 4:g}, {c / 2:g}, {c:g}"
+    for bad in ("-100, 50", "1e9"):
+        at.text_input(key="b_vals").input(bad)
+        ok_but_errors = at.run()
+        assert any("clamp values c must be between 0 and" in e.value for e in ok_but_errors.error), bad
+        assert at.button(key="b_run").disabled
+    at.text_input(key="b_vals").input("50")
+    ok(at.run())
+    assert not at.button(key="b_run").disabled

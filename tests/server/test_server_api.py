@@ -440,6 +440,8 @@ BAD = [
         400,
     ),
     ("job zero threshold", "post", "/api/jobs", {"thresholds": [0.0]}, 422),
+    ("job negative c (issue 35, defect 11)", "post", "/api/jobs", small_job(values=[-100.0, 50.0]), 422),
+    ("job c of 1e9", "post", "/api/jobs", small_job(values=[1e9]), 422),
     (
         "job too many configs",
         "post",

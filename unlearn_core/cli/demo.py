@@ -6,6 +6,7 @@ import sys
 
 from unlearn_core.cli.common import add_command, emit, engine_of, fmt_probs, progress_bar
 from unlearn_core.data import loaders as D
+from unlearn_core.evaluation.verdicts import verdict_of
 from unlearn_core.features.default_target import DEFAULT_TARGET
 
 
@@ -69,7 +70,7 @@ def demo_text(out: dict) -> str:
         lines += [
             f"  clean    : {fmt_probs(f['base']['probs'])}  -> {D.LETTERS[f['base']['predicted']]} (right)",
             f"  clamped  : {fmt_probs(f['intervened']['probs'])}  -> {D.LETTERS[f['intervened']['predicted']]} "
-            + ("(wrong: forgotten)" if not f["intervened"]["correct"] else "(still right)"),
+            f"({verdict_of(f).label()})",
         ]
     else:
         lines.append(
@@ -78,12 +79,14 @@ def demo_text(out: dict) -> str:
         )
     r = out["retain_example"]
     if r:
-        lines += ["", "RETAIN question (general knowledge, should stay right):"]
+        v = verdict_of(r)
+        lines += ["", "RETAIN question (general knowledge, should stay right and as sure):"]
         lines += _question_lines(r["question"])
         lines += [
             f"  clean    : {fmt_probs(r['base']['probs'])}  -> {D.LETTERS[r['base']['predicted']]}",
             f"  clamped  : {fmt_probs(r['intervened']['probs'])}  -> {D.LETTERS[r['intervened']['predicted']]} "
-            + ("(kept)" if r["intervened"]["correct"] else "(lost)"),
+            f"({v.label()})",
+            f"  {v.sentence()}",
         ]
     lines += ["", out["summary"]]
     return "\n".join(lines)

@@ -4,7 +4,9 @@ Shared by ``python -m unlearn_core demo``, ``scripts/run.sh`` and the app's Home
 the target's forget questions in file order for one the clean model knows strongly (correct,
 P(correct) >= ``min_conf``, and not correct with the question blanked) whose answer the
 default intervention flips, and says so when there is none. The retain question is the first
-known retain question that stays right. Scanning is lazy: a few seconds, not a full known filter.
+known retain question the clamp keeps (``verdicts``: still right and P(correct) within the
+tolerance); when none is, the first that stays right at all, with its honest verdict ("less
+sure"). Scanning is lazy: a few seconds, not a full known filter.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from unlearn_core.data import loaders as D
 from unlearn_core.evaluation.demo_limits import MAX_SCAN
 from unlearn_core.evaluation.mcq import score_question
 from unlearn_core.evaluation.targets import Target, default_intervention, engine_target, forget_corpus_for
+from unlearn_core.evaluation.verdicts import verdict_of
 from unlearn_core.features.default_target import DEFAULT_TARGET
 
 
@@ -29,7 +32,8 @@ def _known_strongly(engine, q: D.Question, scoring: str, min_conf: float):
 
 
 def _example(q: D.Question, base, inter) -> dict:
-    return {"question": q.to_dict(), "base": base.to_dict(), "intervened": inter.to_dict()}
+    ex = {"question": q.to_dict(), "base": base.to_dict(), "intervened": inter.to_dict()}
+    return {**ex, "verdict": verdict_of(ex).to_dict()}
 
 
 def _scan(
@@ -38,13 +42,14 @@ def _scan(
     iv,
     scoring: str,
     min_conf: float,
-    want_correct: bool,
+    want: tuple[str, ...],
     guard: Callable[[], ContextManager],
     skip: Callable | None,
 ) -> tuple[dict | None, int]:
-    """The first question known strongly whose intervened answer is right (``want_correct``) or
-    wrong, and how many were checked; ``guard`` is entered per question (the server's lock)."""
-    n = 0
+    """The first question known strongly whose verdict is ``want[0]``, else the first whose verdict
+    is another of ``want``; and how many were checked. ``guard`` is entered per question (the
+    server's lock)."""
+    n, fallback = 0, None
     for q in questions:
         n += 1
         with guard():
@@ -54,9 +59,12 @@ def _scan(
             if base is None:
                 continue
             inter = score_question(engine, q, [iv], scoring=scoring)
-        if inter.correct == want_correct:
-            return _example(q, base, inter), n
-    return None, n
+        ex = _example(q, base, inter)
+        if ex["verdict"]["kind"] == want[0]:
+            return ex, n
+        if fallback is None and ex["verdict"]["kind"] in want:
+            fallback = ex
+    return fallback, n
 
 
 def find_examples(
@@ -75,18 +83,30 @@ def find_examples(
     ``skip`` for prompts longer than the model's context."""
     scoring = target.scoring or engine.scoring
     load = load or (lambda spec: D.load_question_set(spec, engine.settings.data_dir).questions)
-    forget, n_f = _scan(engine, load(target.forget_questions)[:max_scan], iv, scoring, min_conf, False, guard, skip)
+
+    def scan(spec: str, want: tuple[str, ...]) -> tuple[dict | None, int]:
+        return _scan(engine, load(spec)[:max_scan], iv, scoring, min_conf, want, guard, skip)
+
+    forget, n_f = scan(target.forget_questions, ("forgotten",))
     if progress:
         progress(n_f, f"checked {n_f} forget question(s)")
-    retain, n_r = _scan(engine, load(target.retain_questions[0])[:max_scan], iv, scoring, min_conf, True, guard, skip)
+    retain, n_r = scan(target.retain_questions[0], RETAIN_WANT)
     return {"forget_example": forget, "retain_example": retain, "n_checked_forget": n_f, "n_checked_retain": n_r}
 
 
+RETAIN_WANT = ("kept", "less_sure")  # a kept retain question, else one that at least stays right
+
+
 def summary(forget: dict | None, retain: dict | None, n_forget: int) -> str:
-    if forget and retain:
+    if forget and retain and retain["verdict"]["kind"] == "kept":
         return (
             "The clamp made the model forget a fact it knew (its answer flipped) while a general-knowledge "
-            "question stayed right."
+            "question stayed right and about as sure."
+        )
+    if forget and retain:
+        return (
+            "The clamp made the model forget a fact it knew (its answer flipped), but no checked general-knowledge "
+            f"question was kept as sure: the first that stayed right is {retain['verdict']['label']}."
         )
     if forget:
         return "The clamp flipped a known forget question, but no checked retain question stayed right."

@@ -22,6 +22,45 @@ MAX_CORPORA = 4
 FEW_QUESTIONS = 10  # below this many questions an accuracy (and the score) is mostly noise
 
 
+def default_grid(t: dict | None) -> tuple[str, str, str]:
+    """The sweep grid's first values (thresholds, N, c) from the target's default intervention, so
+    the form starts where the target's default is: N and half of it, c and its half and quarter."""
+    if not t:
+        return "0.01, 0.001", "10, 20", "100, 200, 400"
+    sel, c = t["selection"], float(t["intervention"]["c"])
+    ns = sorted({max(1, sel["n"] // 2), sel["n"]})
+    thr = sel["threshold"] if sel.get("method", "frequency") == "frequency" else 0.01
+    return f"{thr:g}", ", ".join(map(str, ns)), ", ".join(f"{v:g}" for v in (c / 4, c / 2, c))
+
+
+def prefill_grid(t: dict | None) -> None:
+    """Put ``default_grid(t)`` in the grid's widgets the first time and when the target changes."""
+    name = t["name"] if t else None
+    if st.session_state.get("_b_grid_target", "unset") != name:
+        st.session_state["_b_grid_target"] = name
+        for key, value in zip(("b_thr", "b_ns", "b_vals"), default_grid(t)):
+            st.session_state[key] = value
+
+
+def sweep_grid(thr_text: str, ns_text: str, val_text: str, max_c: float, parse) -> tuple[list, list, list]:
+    """The grid from the form's texts (``parse`` as ``render.parse_numbers``); ValueError says what is
+    wrong. A negative c is refused: features are set to -c, so it would raise them (steering)."""
+    thresholds, ns, values = parse(thr_text, float), parse(ns_text, int), parse(val_text, float)
+    if not (thresholds and ns and values):
+        raise ValueError("give at least one threshold, one N and one clamp value")
+    if any(not 0 < t <= 1 for t in thresholds):
+        raise ValueError("thresholds must be in (0, 1]")
+    if any(n < 1 for n in ns):
+        raise ValueError("N must be at least 1")
+    bad = [v for v in values if not 0 <= v <= max_c]
+    if bad:
+        raise ValueError(
+            f"clamp values c must be between 0 and {max_c:g} (got {', '.join(f'{v:g}' for v in bad)}): the features "
+            "are set to -c where they fire, so a negative c would raise them instead of suppressing them"
+        )
+    return thresholds, ns, values
+
+
 def named_corpora(info: dict) -> list[str]:
     return [c for c in info.get("corpora", []) if "<" not in c]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from unlearn_core.evaluation.verdicts import verdict
 from unlearn_core.server.client import ServerError, wait_until_finished
 from unlearn_core.ui import connection as CN
 from unlearn_core.ui import errors as ER
@@ -34,12 +35,17 @@ def target_intro(t: dict) -> None:
     )
 
 
+HEADINGS = {  # by verdict (evaluation.verdicts): a retain question is "kept" only when about as sure
+    "forgotten": "Forgotten: a question the model knew",
+    "kept": "Kept: a general-knowledge question that stays right",
+    "less_sure": "Weakened: a general-knowledge question that stays right, but less sure",
+}
+
+
 def _example(ex: dict, iv: dict, forget: bool, qset: str) -> None:
     q, base, inter = ex["question"], ex["base"], ex["intervened"]
-    st.markdown(
-        "#### "
-        + ("Forgotten: a question the model knew" if forget else "Kept: a general-knowledge question that stays right")
-    )
+    kind = verdict(q["answer"], base["probs"], base["predicted"], inter["probs"], inter["predicted"]).kind
+    st.markdown("#### " + HEADINGS["forgotten" if forget else kind])
     QS.show_question(q)
     st.markdown(R.prob_table_markdown([("clean", base), (f"clamped (c={iv['c']:g})", inter)], q["answer"]))
     st.markdown(R.demo_sentence(q, base, inter, len(iv["features"]), iv["c"]))

@@ -11,6 +11,7 @@ import math
 import re
 from typing import Iterable
 
+from unlearn_core.evaluation.verdicts import verdict
 from unlearn_core.features.selection_phrase import selection_phrase
 
 LETTERS = ("A", "B", "C", "D")
@@ -318,17 +319,13 @@ def demo_sentence(q: dict, base: dict, inter: dict, n_features: int, c: float) -
         i = s["predicted"]
         return f"**{LETTERS[i]}. {q['choices'][i]}** ({'right' if i == q['answer'] else 'wrong'})"
 
-    p0, p1 = base["probs"][q["answer"]], inter["probs"][q["answer"]]
     verb = "still answers" if inter["predicted"] == base["predicted"] else "answers"
     text = (
         f"Clean, the model answers {answer(base)}. With the {n_features} feature(s) clamped at c = {c:g} it "
-        f"{verb} {answer(inter)}; P(correct answer) {p0:.2f} → {p1:.2f}."
+        f"{verb} {answer(inter)}."
     )
-    if base["predicted"] == q["answer"] and inter["predicted"] != q["answer"]:
-        text += " **The answer flipped: the clamp made the model forget it.**"
-    elif base["predicted"] == q["answer"] == inter["predicted"]:
-        text += " **Still right: the clamp left this knowledge alone.**"
-    return text
+    v = verdict(q["answer"], base["probs"], base["predicted"], inter["probs"], inter["predicted"])
+    return text + f" **{v.sentence()}**"
 
 
 # ---------------------------------------------------------------- data sources

@@ -43,6 +43,8 @@ Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS)]
 Name = Annotated[str, Field(min_length=1, max_length=300)]
 FeatureId = Annotated[int, Field(ge=0)]
 ClampValue = Annotated[float, Field(allow_inf_nan=False, ge=-MAX_ABS_CLAMP, le=MAX_ABS_CLAMP)]
+# a sweep's c: the features are set to -c, so a negative c would raise them (steering, not unlearning)
+SweepClampValue = Annotated[float, Field(allow_inf_nan=False, ge=0.0, le=MAX_ABS_CLAMP)]
 Variant = Annotated[
     str,
     Field(

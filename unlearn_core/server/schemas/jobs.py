@@ -14,10 +14,10 @@ from unlearn_core.server.schemas.common import (
     MAX_JOB_CONFIGS,
     MAX_STATS_TOKENS,
     MAX_VALUES,
-    ClampValue,
     Mode,
     Name,
     Request,
+    SweepClampValue,
     Variant,
 )
 
@@ -50,7 +50,12 @@ class JobSpec(Request):
     ns: list[Annotated[int, Field(ge=1, le=MAX_FEATURES)]] = Field(
         default_factory=lambda: [10, 20], min_length=1, max_length=16
     )
-    values: list[ClampValue] = Field(default_factory=lambda: [20.0, 50.0], min_length=1, max_length=MAX_VALUES)
+    values: list[SweepClampValue] = Field(
+        default_factory=lambda: [20.0, 50.0],
+        min_length=1,
+        max_length=MAX_VALUES,
+        description="clamp values c, from 0: the features are set to -c, so a negative c would raise them",
+    )
     mode: Mode = "clamp"
     modes: list[Mode] = Field(
         default_factory=list,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -163,10 +163,22 @@ class DemoInterventionOut(BaseModel):
     scales: list[float] | None = None  # per-feature clamp values c_i = c * scales[i] (None: c for all)
 
 
+class VerdictOut(BaseModel):
+    """``evaluation.verdicts.Verdict``: "kept" is still right with P(correct) at most ``tolerance`` lower."""
+
+    kind: Literal["forgotten", "kept", "less_sure", "now_right", "still_wrong"]
+    p_clean: float
+    p_clamped: float
+    tolerance: float
+    label: str
+    sentence: str
+
+
 class DemoExample(BaseModel):
     question: QuestionOut
     base: MCQScoreOut
     intervened: MCQScoreOut
+    verdict: VerdictOut
 
 
 class DemoResponse(BaseModel):
@@ -177,7 +189,7 @@ class DemoResponse(BaseModel):
     retain_corpora: list[str]
     intervention: DemoInterventionOut
     forget_example: DemoExample | None  # a known forget question whose answer the clamp flips
-    retain_example: DemoExample | None  # a known retain question that stays right
+    retain_example: DemoExample | None  # a known retain question kept (else one still right, less sure)
     n_checked_forget: int
     n_checked_retain: int
     summary: str
