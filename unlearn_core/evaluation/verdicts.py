@@ -40,9 +40,7 @@ class Verdict:
         """One sentence that claims no more than the numbers show."""
         return {
             "forgotten": f"The answer flipped: the clamp made the model forget it (P(correct) {self.change}).",
-            "kept": (
-                f"Kept: still right and about as sure (P(correct) {self.change}, within {self.tolerance:.2f})."
-            ),
+            "kept": (f"Kept: still right and about as sure (P(correct) {self.change}, within {self.tolerance:.2f})."),
             "less_sure": (
                 f"Still right, but less sure: P(correct) {self.change}, a drop of more than {self.tolerance:.2f}. "
                 "The clamp weakened this answer without flipping it."
