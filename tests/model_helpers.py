@@ -1,6 +1,12 @@
-"""Helpers for tests that count what the model does."""
+"""Helpers for tests: counting the model's forward passes, and the clamp computed independently
+of the package (method.md's formula written out from the raw SAE weights)."""
 
 from __future__ import annotations
+
+import torch
+
+from unlearn_core.method.interventions import intervened
+from unlearn_core.model.tiny import ALWAYS_FIRES, NEVER_FIRES, TINY_HOOK
 
 
 class ForwardCounter:
@@ -15,3 +21,48 @@ class ForwardCounter:
 
     def __exit__(self, *exc):
         self.handle.remove()
+
+
+NEXT = "blocks.1.hook_resid_pre"  # what the hooked point hands to the next block
+TEXT = "The mitochondria is the powerhouse of the cell."
+
+
+def manual_codes(sae, x):
+    """JumpReLU written out from the raw weights (in float64), not through sae.encode."""
+    pre = x.double() @ sae.W_enc.double() + sae.b_enc.double()
+    return torch.where(pre > sae.threshold.double(), torch.relu(pre), torch.zeros_like(pre))
+
+
+def manual_clamp(sae, x, feats, c, mode):
+    """method.md's formula, literally, in float64: error + decode(clamped codes). ``dsg``: DSG's
+    rule, every selected feature to -c wherever any of them fires."""
+    x = x.double()
+    f = manual_codes(sae, x)
+    f[:, 0, :] = 0
+    dec = lambda z: z @ sae.W_dec.double() + sae.b_dec.double()  # noqa: E731
+    err = x - dec(f)
+    g = f.clone()
+    anyf = (f[..., list(feats)] > 0).any(-1)
+    for i in feats:
+        where = anyf if mode == "dsg" else f[..., i] > 0
+        g[..., i] = torch.where(where, torch.full_like(f[..., i], -c), f[..., i])
+    out = dec(g) if mode == "reconstruct" else err + dec(g)
+    out[:, 0] = x[:, 0]
+    return out.float()
+
+
+def run(tiny, ivs, text=TEXT):
+    """(clean activation at the hook, what the hooked point passes on under the intervention)."""
+    m = tiny.model
+    _, clean = m.run_with_cache(text, names_filter=[TINY_HOOK])
+    with intervened(m, ivs, tiny.saes):
+        _, cache = m.run_with_cache(text, names_filter=[NEXT])
+    return clean[TINY_HOOK], cache[NEXT]
+
+
+def active_features(tiny, k=3):
+    x, _ = run(tiny, None)
+    f = manual_codes(tiny.saes["tiny"].sae, x)[0, 1:]
+    frac = (f > 0).float().mean(0)
+    cands = [i for i in torch.argsort(-frac).tolist() if 0 < frac[i] < 1 and i not in (NEVER_FIRES, ALWAYS_FIRES)]
+    return cands[:k]

@@ -185,6 +185,23 @@ def progress_bar(total: int | None, desc: str):
     return tqdm(total=total, desc=desc, file=sys.stderr, dynamic_ncols=True)
 
 
+class StageBars:
+    """One bar per stage of a long command, each with its total (so its ETA): ``stage(what, n)``
+    closes the current bar and opens the next, returning its ``update``; ``close()`` ends the last."""
+
+    def __init__(self, prefix: str):
+        self.prefix, self.bars = prefix, []
+
+    def stage(self, what: str, n: int | None) -> Callable[[int], None]:
+        self.close()
+        self.bars.append(progress_bar(n, f"{self.prefix}: {what}"))
+        return self.bars[-1].update
+
+    def close(self) -> None:
+        if self.bars:
+            self.bars[-1].close()
+
+
 def step_progress(bar) -> Callable[[int, int], None]:
     """A ``progress(i, n)`` callback (i of n steps done) for a bar made before n was known: the
     bar takes n as its total on the first call, so it shows its ETA from then on."""

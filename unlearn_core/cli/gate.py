@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from unlearn_core.cli.common import add_command, emit, engine_of, floats, progress_bar, step_progress
+from unlearn_core.cli.common import StageBars, add_command, emit, engine_of, floats, progress_bar, step_progress
 from unlearn_core.features.default_target import DEFAULT_TARGET
 
 
@@ -16,7 +16,7 @@ def cmd_gate(args) -> None:
 
     engine = engine_of(args)
     t = engine_target(engine, args.target)
-    bar = progress_bar(None, "configurations")  # the total: the configurations, once the selection has run
+    bars = StageBars(f"gate {t.name}")
     r = GX.compare(
         engine,
         t,
@@ -24,9 +24,9 @@ def cmd_gate(args) -> None:
         [int(n) for n in floats(args.ns)] if args.ns else None,
         args.percentile,
         args.loss_tokens,
-        progress=step_progress(bar),
+        stage=bars.stage,
     )
-    bar.close()
+    bars.close()
     md = "## static vs gated\n\n" + GX.markdown(r)
     if args.out:  # kept even if the probe fails
         save(r, md, args.out)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from unlearn_core.cli.common import add_command, emit, engine_of, floats, progress_bar, settings_of
+from unlearn_core.cli.common import StageBars, add_command, emit, engine_of, floats, progress_bar, settings_of
 from unlearn_core.features.default_target import DEFAULT_TARGET
 
 
@@ -88,13 +88,7 @@ def _rmu_compare(args, engine, t, cfg, update) -> None:
     from unlearn_core.evaluation.experiments import rmu as RX
     from unlearn_core.evaluation.experiments.writeups import save
 
-    cbar = None
-
-    def prog(i, n):
-        nonlocal cbar
-        cbar = cbar or progress_bar(n, "clamp configurations")
-        cbar.update(1)
-
+    bars = StageBars(f"rmu compare {t.name}")
     r = RX.compare(
         engine,
         t,
@@ -105,9 +99,10 @@ def _rmu_compare(args, engine, t, cfg, update) -> None:
         args.percentile,
         args.loss_tokens,
         train_progress=update,
-        progress=prog,
         ppl_tokens=args.ppl_tokens,
+        stage=bars.stage,
     )
+    bars.close()
     md = (
         "## RMU vs static and gated clamps\n\n"
         + GX.markdown(r)

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from unlearn_core.cli.common import add_command, emit, engine_of, progress_bar, settings_of
-from unlearn_core.data import loaders as D
+from unlearn_core.cli.common import StageBars, add_command, emit, engine_of, settings_of
 
 
 def cmd_target_list(args) -> None:
@@ -21,35 +20,16 @@ def cmd_target_list(args) -> None:
     emit(args, out, "\n".join(lines))
 
 
-def known_filter_total(engine, target, forget_file: str | None, retain_files: list[str] | None) -> int:
-    """The questions `target eval`'s known filter will score (its progress counts one each): those
-    of the sets whose known list is not cached yet, so the bar has a total and an ETA."""
-    from unlearn_core.core import cache as C
-    from unlearn_core.evaluation.mcq import known_path
-    from unlearn_core.evaluation.targets import question_specs
-
-    forget, retain = question_specs(target, forget_file, retain_files)
-    total = 0
-    for spec in dict.fromkeys([forget, *retain]):
-        questions = D.load_question_set(spec, engine.settings.data_dir).questions
-        if not C.is_cached(known_path(engine, questions, target.strict_known, target.scoring or engine.scoring)):
-            total += len(questions)
-    return total
-
-
 def cmd_target_eval(args) -> None:
-    from unlearn_core.evaluation.target_eval import evaluate_target
+    from unlearn_core.evaluation.target_eval import evaluate_target, known_filter_total
     from unlearn_core.evaluation.targets import engine_target
 
     engine = engine_of(args)
     t = engine_target(engine, args.name)
-    total = known_filter_total(engine, t, args.forget_questions, args.retain_questions)
-    bars = [progress_bar(total, f"target {t.name}: known filter (questions)")]
-
-    def stage(what: str, n: int):
-        bars[-1].close()
-        bars.append(progress_bar(n, f"target {t.name}: {what}"))
-        return bars[-1].update
+    bars = StageBars(f"target {t.name}")
+    known = bars.stage(
+        "known filter (questions)", known_filter_total(engine, t, args.forget_questions, args.retain_questions)
+    )
 
     r = evaluate_target(
         engine,
@@ -57,10 +37,10 @@ def cmd_target_eval(args) -> None:
         args.forget_questions,
         args.retain_questions,
         loss_tokens=args.loss_tokens,
-        progress=lambda n=1: bars[0].update(n),
-        stage=stage,
+        progress=lambda n=1: known(n),
+        stage=bars.stage,
     )
-    bars[-1].close()
+    bars.close()
     obj = {k: r[k] for k in ("target", "intervention", "forget", "retain", "loss_added")}
     obj["details"] = {k: v for k, v in r.items() if k not in obj}
 

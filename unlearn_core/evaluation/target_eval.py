@@ -16,6 +16,22 @@ if TYPE_CHECKING:
     from unlearn_core.method.interventions import Intervention
 
 
+def known_filter_total(engine, target, forget_file: str | None = None, retain_files: list[str] | None = None) -> int:
+    """The questions the known filter of `target eval` (and `gate`) will score (its progress counts one each): those
+    of the sets whose known list is not cached yet, so the bar has a total and an ETA."""
+    from unlearn_core.core import cache as C
+    from unlearn_core.evaluation.mcq import known_path
+    from unlearn_core.evaluation.targets import question_specs
+
+    forget, retain = question_specs(target, forget_file, retain_files)
+    total = 0
+    for spec in dict.fromkeys([forget, *retain]):
+        questions = D.load_question_set(spec, engine.settings.data_dir).questions
+        if not C.is_cached(known_path(engine, questions, target.strict_known, target.scoring or engine.scoring)):
+            total += len(questions)
+    return total
+
+
 def evaluate_target(
     engine,
     target: Target,

@@ -136,8 +136,7 @@ def test_demo_statistics_total_is_the_tokens_the_statistics_count(tmp_path, shar
 
 def test_target_eval_known_filter_total_is_the_questions_it_scores(tmp_path, shared_data):
     """`target eval`'s bar total: one step per question of the sets whose known list is not cached."""
-    from unlearn_core.cli.targets import known_filter_total
-    from unlearn_core.evaluation.target_eval import evaluate_target
+    from unlearn_core.evaluation.target_eval import evaluate_target, known_filter_total
     from unlearn_core.evaluation.targets import engine_target
     from unlearn_core.method.interventions import Intervention
     from unlearn_core.model.tiny import tiny_engine

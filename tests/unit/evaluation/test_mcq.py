@@ -107,7 +107,7 @@ def test_cloze_batch_equals_one_question_at_a_time_clean_clamped_and_gated(tiny)
     """Several questions in one forward give each question's own scores. Under a gated clamp the
     gate must count each row's own prefix: the taus below decide differently for different
     questions (checked), so one shared prompt length or a shared decision would show."""
-    from test_interventions import active_features
+    from model_helpers import active_features
 
     from unlearn_core.method.interventions import Intervention
 

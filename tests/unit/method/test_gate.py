@@ -5,7 +5,7 @@ generation following the prompt's decision, the fast path, and the percentile ca
 import pytest
 import torch
 from cli_helpers import tiny_sweep_args
-from test_interventions import active_features, manual_clamp, manual_codes, run
+from model_helpers import active_features, manual_clamp, manual_codes, run
 
 from unlearn_core.method.interventions import HookState, Intervention, special_ids
 from unlearn_core.model.forward import tokenize

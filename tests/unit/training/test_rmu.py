@@ -257,6 +257,8 @@ def test_cli_trains_lists_and_scores_with_the_variant(tmp_path, capsys, monkeypa
     assert set(rows) == {"clamp", "gated", "dsg", "rmu"} and rows["rmu"]["variant"] == "rmu:cli"
     assert rows["rmu"]["loss_added"] > 0 and rows["rmu"]["ppl"] != out["ppl"]["clean"]  # the delta was applied
     assert out["rmu"]["steps_done"] == 12 and "rmu" in out["scores"]
+    for stage in ("known filter (questions)", "scoring forget", "gate open rates", "loss added (configurations)"):
+        assert f"rmu compare bio-cloze: {stage}" in r.stderr, stage  # one bar per stage, each with its total
     # the sweep: the RMU model as a row, and (--model-variant) the clamps on top of it
     r = run(
         *tiny_sweep_args(n="2", clamps="20", limit=3, loss_tokens=300),

@@ -72,17 +72,25 @@ def compare(
     loss_tokens: int = 10_000,
     methods=METHODS,
     progress=None,
+    stage=None,
 ) -> dict:
     """Forget/retain known accuracy, loss added and gate-open rates of each method at each
     (N, c): N the top features of the target's default selection (default: its own N), tau
-    calibrated per N."""
+    calibrated per N.
+
+    ``stage(what, total)``, when given, is called as each stage starts (the known filter, in
+    questions; scoring each set; the gates' open rates; the rows' loss added, in configurations)
+    and returns that stage's ``tick(n)``; without it, ``progress(i, n)`` counts the rows alone."""
+    from unlearn_core.evaluation.mcq import ORDERINGS
     from unlearn_core.evaluation.sweep import evaluate_configs
+    from unlearn_core.evaluation.target_eval import known_filter_total
 
     t0 = time.time()
     scoring = target.scoring or engine.scoring
     base = default_intervention(engine, target)
     ns = [n for n in (ns or [len(base.features)]) if n <= len(base.features)]
-    sets = known_sets(engine, target)
+    tick = stage("known filter (questions)", known_filter_total(engine, target)) if stage else None
+    sets = known_sets(engine, target, progress=tick)
     gates = {n: tau_for(engine, replace(base, features=base.features[:n]), target, percentile) for n in ns}
     configs = [
         (n, m, c, Intervention(base.sae_key, base.features[:n], float(c), m, gates[n]["tau"] if m != "clamp" else None))
@@ -90,19 +98,23 @@ def compare(
         for m in methods
         for c in cs
     ]
-    acc = {
-        name: evaluate_configs(engine, qs, [[iv] for *_, iv in configs], scoring=scoring, orderings=target.orderings)
-        for name, qs in sets.items()
-    }
-    open_rates = {
-        n: {
-            name: open_rate(
-                engine, qs, Intervention(base.sae_key, base.features[:n], 1.0, "gated", gates[n]["tau"]), scoring
-            )
-            for name, qs in sets.items()
-        }
-        for n in ns
-    }
+    rows_per_q = len(ORDERINGS) if target.orderings and scoring == "letter" else 1  # what evaluate_configs counts
+    acc = {}
+    for name, qs in sets.items():
+        what = f"scoring {name}: {len(qs)} known question(s) x {len(configs)} configurations"
+        tick = stage(what, len(qs) * rows_per_q) if stage else None
+        cfgs = [[iv] for *_, iv in configs]
+        acc[name] = evaluate_configs(engine, qs, cfgs, scoring=scoring, orderings=target.orderings, progress=tick)
+    tick = stage("gate open rates (sets x N)", len(sets) * len(ns)) if stage else None
+    open_rates = {}
+    for n in ns:
+        iv = Intervention(base.sae_key, base.features[:n], 1.0, "gated", gates[n]["tau"])
+        open_rates[n] = {name: open_rate(engine, qs, iv, scoring) for name, qs in sets.items()}
+        if tick:
+            tick(len(sets))
+    if stage:  # the rows: loss added per configuration
+        tick = stage("loss added (configurations)", len(configs))
+        progress = lambda i, n: tick(1)  # noqa: E731
     rows = compare_rows(engine, target, configs, sets, acc, gates, open_rates, loss_tokens, progress)
     scores = {m: unlearning_score([r for r in rows if r["method"] == m]) for m in methods}
     return {

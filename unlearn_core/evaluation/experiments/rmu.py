@@ -91,28 +91,32 @@ def compare(
     train_progress=None,
     progress=None,
     ppl_tokens: int = 0,
+    stage=None,
 ) -> dict:
     """Train (or reuse, or resume) RMU run ``name`` on the target, then one table: the static and
     gated clamps at each (N, c) (``gate_experiment.compare``) and the RMU model, on the same held-out
-    known questions and loss windows, with the SAEBench-style score per method."""
+    known questions and loss windows, with the SAEBench-style score per method. ``stage`` as
+    ``gate_experiment.compare``'s, and one more for the RMU row and perplexity."""
     from unlearn_core.evaluation.experiments.gate import compare as clamp_compare
 
     t0 = time.time()
     card = rmu.train(engine, name, target, cfg, progress=train_progress)
-    r = clamp_compare(engine, target, cs, ns, percentile, loss_tokens, methods, progress=progress)
+    r = clamp_compare(engine, target, cs, ns, percentile, loss_tokens, methods, progress=progress, stage=stage)
+    tick = stage("the RMU row, then perplexity per row", 2 + len(r["rows"])) if stage else (lambda n=1: None)
     sets = known_sets(engine, target)
     variant = f"{rmu.PREFIX}{name}"
     row = variant_row(engine, target, variant, sets, loss_tokens, f"rmu {name}")
     r["rows"].append(row)
+    tick(1)
     r["scores"]["rmu"] = unlearning_score([row])
     r["rmu"] = card_summary(card)
     if ppl_tokens and target.ppl_corpus:
-        add_perplexity(engine, target, r, variant, ppl_tokens)
+        add_perplexity(engine, target, r, variant, ppl_tokens, tick)
     r["seconds"] = round(time.time() - t0, 1)
     return r
 
 
-def add_perplexity(engine, target: Target, r: dict, variant: str, n_tokens: int) -> None:
+def add_perplexity(engine, target: Target, r: dict, variant: str, n_tokens: int, tick=lambda n=1: None) -> None:
     """Perplexity on the target's ppl corpus (held-out forget-domain text) for the clean model and
     every row: a clamp row with its intervention, the RMU row with its delta."""
     from unlearn_core.evaluation.metrics import perplexity
@@ -124,6 +128,7 @@ def add_perplexity(engine, target: Target, r: dict, variant: str, n_tokens: int)
     base = default_intervention(engine, target)
     ppl = lambda ivs: perplexity(engine, docs, ivs, n_tokens=n_tokens)["perplexity"]  # noqa: E731
     r["ppl"] = {"corpus": target.ppl_corpus, "tokens": n_tokens, "clean": ppl(None)}
+    tick(1)
     for row in r["rows"]:
         if row["method"] == "rmu":
             with rmu.applied(engine, variant):
@@ -132,6 +137,7 @@ def add_perplexity(engine, target: Target, r: dict, variant: str, n_tokens: int)
             row["ppl"] = ppl(
                 [Intervention(base.sae_key, base.features[: row["n"]], float(row["c"]), row["method"], row["tau"])]
             )
+        tick(1)
 
 
 def search(
