@@ -204,7 +204,8 @@ def job_label(i: str) -> str:
     if j is None:
         return i
     when = time.strftime("%Y-%m-%d %H:%M", time.localtime(j["created"]))
-    return f"{i} · {j['status']} · {j['done']}/{j['total']} · {when}"
+    done, total = R.job_counts(j)
+    return f"{i} · {j['status']} · {done}/{total} configurations · {when}"
 
 
 job_id = US.url_selectbox("Run", list(by_id), key="job", format_func=job_label)
@@ -243,12 +244,8 @@ def live(job_id: str) -> None:
         return
     if j["status"] not in RUNNING:
         st.rerun(scope="app")
-    rate = f" · {j['rate_per_min']:.1f} configurations/min" if j.get("rate_per_min") else ""
-    phase = f" · {j['phase']}" if j.get("phase") else ""  # newer servers say what the run is doing
-    st.progress(
-        j["done"] / max(1, j["total"]),
-        text=f"{j['status']}: {j['done']} / {j['total']} configurations{phase} · ETA {R.fmt_eta(j.get('eta_s'))}{rate}",
-    )
+    fraction, text = R.job_progress(j, time.time())
+    st.progress(fraction, text=text)
     if st.button("Cancel the run", key="cancel"):
         try:
             CN.call("cancel_job", job_id, retry=False)
@@ -292,7 +289,7 @@ st.markdown(RS.forget_retain_summary(results, spec))
 
 # ---------------------------------------------------------------- score
 st.subheader("Unlearning score")
-sc = RS.unlearning_score(results)
+sc = RS.unlearning_score(rows, word=side_word)  # rows: with the question counts its reason quotes
 per_mode = RS.by_mode(results)
 if len(per_mode) > 1:  # modes side by side: each its own score
     WG.table(
@@ -340,6 +337,8 @@ n_caption(c3, base_row)
 c4.metric(f"Clean {side_word} accuracy", "—" if sc["baseline_side"] is None else f"{sc['baseline_side']:.3f}")
 if base_row.get("side_n") is not None:
     c4.caption(f"on {base_row['side_n']} {side_word} questions")
+if sc["score"] is None and sc["reason"]:  # say why the score is missing, where the "—" is
+    st.info(f"No unlearning score: {sc['reason']}.", icon=":material/info:")
 few = BF.few_questions(results, spec, side_word)
 if few:
     st.warning(few, icon=":material/warning:")

@@ -887,6 +887,13 @@ def test_unlearning_score():
     assert sc["best_config"] == "a" and sc["score"] == pytest.approx(0.70) and sc["n_eligible"] == 2
     sc = RS.unlearning_score([row("none", 1.0, 0.8), row("b", 0.1, 0.5)])
     assert sc["score"] is None and "no configuration" in sc["reason"]
+    # issue 35, defect 10: the reason names the bar, the closest row and how few questions it rests on
+    few = [row("none", 1.0, 1.0), {**row("t=1|n=50|c=400", 0.0, 0.667), "side_n": 3}]
+    sc = RS.unlearning_score(few, word="retain")
+    assert sc["reason"] == (
+        "no configuration keeps retain accuracy ≥ 0.99 × the clean model's (0.990): the closest, "
+        "t=1|n=50|c=400, keeps 0.667 on 3 retain questions (one answer is 33% of them)"
+    )
     assert RS.unlearning_score([])["reason"] == "no clean baseline in the results yet"
 
 
@@ -995,3 +1002,21 @@ def test_batch_grid_starts_at_the_targets_default_and_refuses_a_negative_or_huge
     at.text_input(key="b_vals").input("50")
     ok(at.run())
     assert not at.button(key="b_run").disabled
+
+
+def test_sweep_progress_counts_configurations_apart_from_the_baseline():
+    """Issue 35, defect 8: "1 / 2 configurations · configurations · ETA estimating…" for a run of
+    one configuration whose baseline was done, with no ETA for 209 s."""
+    j = {"status": "running", "done": 1, "total": 2, "phase": "configurations", "eta_s": None, "started": 1000.0}
+    frac, text = R.job_progress(j, now=1209.0)
+    assert frac == 0.5
+    assert text == (
+        "running: 0 / 1 configurations (the clean baseline done) · running 3 min 29 s; "
+        "the ETA comes with the first configuration"
+    )
+    j.update(done=3, total=5, phase="loss baseline", eta_s=75.0, rate_per_min=2.0)
+    assert R.job_progress(j, now=1300.0)[1] == (
+        "running: 2 / 4 configurations (the clean baseline done) · now: loss baseline · ETA 1 min 15 s · "
+        "2.0 configurations/min"
+    )
+    assert R.job_counts({"done": 5, "total": 5}) == (4, 4)

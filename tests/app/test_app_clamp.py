@@ -57,9 +57,13 @@ def test_bad_link_values_are_reported_not_dropped_silently(app_env):
     assert "was not used" not in warnings_text(good)
 
 
-def test_bad_feature_id_in_a_feature_search_link_is_reported(app_env):
-    at = ok(page("search", by="id", f="-5", ntok="600").run())
-    assert "`f=-5`" in warnings_text(at) and "out of range" in warnings_text(at)
+@pytest.mark.parametrize("bad, why", [("-5", "out of range"), ("abc", "not a whole number")])
+def test_bad_feature_id_in_a_feature_search_link_is_reported(app_env, bad, why):
+    """Issue 35, defect 13: the dashboard's feature id starts empty, and the warning says so (it
+    said "It starts at `None` instead")."""
+    at = ok(page("search", by="id", f=bad, ntok="600").run())
+    assert f"`f={bad}`" in warnings_text(at) and why in warnings_text(at)
+    assert "It starts empty instead." in warnings_text(at) and "None" not in warnings_text(at)
 
 
 def test_feature_sets_survive_a_reload_through_the_url(app_env):

@@ -374,3 +374,27 @@ def fmt_eta(seconds: float | None) -> str:
     if s < 3600:
         return f"{s // 60} min {s % 60:02d} s"
     return f"{s // 3600} h {(s % 3600) // 60:02d} min"
+
+
+def job_counts(j: dict) -> tuple[int, int]:
+    """(configurations done, configurations in all) of a sweep job's summary: its ``total``
+    counts the clean baseline too, which is not a configuration."""
+    return max(0, j["done"] - 1), max(0, j["total"] - 1)
+
+
+def job_progress(j: dict, now: float) -> tuple[float, str]:
+    """The progress bar's fraction and text for a running sweep job: configurations apart from the
+    clean baseline, what the worker is doing when that is not the configurations themselves, and
+    the ETA, or, before the first configuration has set a rate, how long it has run."""
+    done, total = job_counts(j)
+    base = "the clean baseline done" if j["done"] >= 1 else "the clean baseline first"
+    phase = f" · now: {j['phase']}" if j.get("phase") and j["phase"] != "configurations" else ""
+    if j.get("eta_s") is not None:
+        eta = f"ETA {fmt_eta(j['eta_s'])}"
+    elif j.get("started"):
+        eta = f"running {fmt_eta(now - j['started'])}; the ETA comes with the first configuration"
+    else:
+        eta = "queued"
+    rate = f" · {j['rate_per_min']:.1f} configurations/min" if j.get("rate_per_min") else ""
+    text = f"{j['status']}: {done} / {total} configurations ({base}){phase} · {eta}{rate}"
+    return j["done"] / max(1, j["total"]), text

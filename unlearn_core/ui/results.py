@@ -62,7 +62,7 @@ SCORE_DEFINITION = (
 )
 
 
-def unlearning_score(results: list[dict], ratio: float = 0.99) -> dict:
+def unlearning_score(results: list[dict], ratio: float = 0.99, word: str = "side-effect") -> dict:
     """{score, best_config, forget_accuracy, side_effect_mean, n_eligible, reason}.
 
     Only intervened configurations count (the clean baseline is the reference, not a candidate).
@@ -82,12 +82,22 @@ def unlearning_score(results: list[dict], ratio: float = 0.99) -> dict:
         out["reason"] = "no clean baseline in the results yet"
         return out
     bside = base.get("side_effect_mean")
-    cands = [r for r in results if r["config"] != "none" and r.get("forget_accuracy") is not None]
+    scored = [r for r in results if r["config"] != "none" and r.get("forget_accuracy") is not None]
+    cands = scored
     if bside is not None:
         cands = [r for r in cands if r.get("side_effect_mean") is not None and r["side_effect_mean"] >= ratio * bside]
     out["n_eligible"] = len(cands)
+    if not scored:
+        out["reason"] = "no configuration has a forget accuracy yet"
+        return out
     if not cands:
-        out["reason"] = "no configuration keeps side-effect accuracy ≥ 0.99 × the clean model's"
+        closest = max(scored, key=lambda r: r.get("side_effect_mean") or 0.0)
+        n = closest.get("side_n")
+        out["reason"] = (
+            f"no configuration keeps {word} accuracy ≥ {ratio:g} × the clean model's ({ratio * bside:.3f}): "
+            f"the closest, {closest['config']}, keeps {closest.get('side_effect_mean') or 0:.3f}"
+            + (f" on {n} {word} questions (one answer is {1 / n:.0%} of them)" if n else "")
+        )
         return out
     best = min(cands, key=lambda r: r["forget_accuracy"])
     out.update(

@@ -61,10 +61,7 @@ def write_url(key: str, value, default=None, keep_default: bool = False) -> None
 
 def _reject_url(key: str, raw: str, label: str, reason: str, fallback: str, where=None) -> None:
     """Say, just above the widget, that a link's value was not used (never fall back silently)."""
-    msg = (
-        f"The link's `{key}={R.short(raw, 60)}` was not used for **{label}**: {reason}. "
-        f"It starts at {fallback} instead."
-    )
+    msg = f"The link's `{key}={R.short(raw, 60)}` was not used for **{label}**: {reason}. It starts {fallback} instead."
     (where if where is not None else st).warning(msg, icon=":material/link_off:")
 
 
@@ -128,7 +125,8 @@ def _prepare(key: str, parse, valid, default, label: str, where=None) -> None:
         except (TypeError, ValueError, KeyError) as e:
             reason = str(e) if isinstance(e, ValueError) and str(e) and str(e) != raw else "not a valid value"
             keep = st.session_state.get(key, shared().get(key, default))
-            _reject_url(key, raw, label, reason, f"`{_url_str(keep if valid(keep) else default)}`", where)
+            start = keep if valid(keep) else default
+            _reject_url(key, raw, label, reason, "empty" if start is None else f"at `{_url_str(start)}`", where)
         else:
             st.session_state[key] = value
             placed[key] = page
