@@ -83,6 +83,7 @@ with c2:
     )
     gate = None
     if mode in R.GATED:
+        US.link_tau()  # a link's ?tau= (the guided demo's gated default): tau itself, not a percentile
         how = (
             st.segmented_control(
                 "Gate τ",

@@ -189,3 +189,14 @@ def test_gate_display_shows_rho_tau_decision_and_the_tau_curve(app_env):
     table = prob_table(at)
     rows = [ln for ln in table.splitlines() if ln.startswith("| base") or ln.startswith("| intervened")]
     assert len(rows) == 2 and rows[0].split("|")[2:] == rows[1].split("|")[2:], table  # shut: as the clean model
+
+
+def test_a_link_with_tau_opens_the_gate_at_that_value(app_env):
+    """The guided demo's link for a gated default carries its calibrated tau: the explorer uses
+    that tau (not its own percentile on one corpus); a bad one is reported."""
+    at = ok(page("clamp", features="2,3", qset="wmdp-bio", q=QID, c="40", mode="dsg", tau="0.2500").run())
+    assert at.segmented_control(key="gate_how").value == "value"
+    assert at.number_input(key="gate_tau").value == 0.25
+    bad = ok(page("clamp", features="2,3", qset="wmdp-bio", q=QID, c="40", mode="dsg", tau="7").run())
+    assert "`tau=7`" in warnings_text(bad) and "out of range" in warnings_text(bad)
+    assert bad.segmented_control(key="gate_how").value == "percentile"

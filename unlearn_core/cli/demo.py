@@ -60,7 +60,8 @@ def demo_text(out: dict) -> str:
     lines = [
         f"target {out['target']}: {out['description']}",
         f"default intervention: {iv['mode']} {len(iv['features'])} features of {iv['sae']} to -c, c = {iv['c']:g}"
-        f" (selected on {out['forget_corpus']} vs {', '.join(out['retain_corpora'])})",
+        + (f", gate tau = {iv['gate']:.3f}" if iv.get("gate") is not None else "")
+        + f" (selected on {out['forget_corpus']} vs {', '.join(out['retain_corpora'])})",
         "",
     ]
     f = out["forget_example"]

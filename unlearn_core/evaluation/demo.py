@@ -128,6 +128,7 @@ def result(engine, target: Target, iv, found: dict) -> dict:
             "c": iv.c,
             "features": list(iv.features),
             "scales": list(iv.scales) if iv.scales is not None else None,
+            "gate": iv.gate,
         },
         **found,
         "summary": summary(found["forget_example"], found["retain_example"], found["n_checked_forget"]),

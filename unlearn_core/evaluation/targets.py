@@ -25,7 +25,7 @@ from unlearn_core.features.default_target import DEFAULT_TARGET  # noqa: F401  (
 from unlearn_core.features.selection_phrase import selection_phrase
 from unlearn_core.features.target_limits import MAX_SAVED_QUESTIONS, MAX_SAVED_TEXT, NAME_RE
 from unlearn_core.method.clamp_scales import SCALE_RULES, scales_for
-from unlearn_core.method.modes import MODES
+from unlearn_core.method.modes import GATED_MODES, MODES
 
 if TYPE_CHECKING:
     import torch
@@ -71,6 +71,8 @@ class DefaultIntervention:
     mode: str = "clamp"
     c: float = 100.0
     scale: str = "uniform"  # or "forget-max": c_i = c * (max on the forget corpus / the median's; clamp_scales)
+    # gated modes (gated, dsg): tau = this percentile of rho on each retain corpus, the highest of them
+    gate_percentile: float = 95.0
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,8 @@ class Target:
         d = asdict(self)
         if d["intervention"]["scale"] == "uniform":  # the default: left out, as before the option existed
             del d["intervention"]["scale"]
+        if d["intervention"]["mode"] not in GATED_MODES:  # read only by the gated modes
+            del d["intervention"]["gate_percentile"]
         return d
 
 
@@ -169,6 +173,8 @@ def target_from_dict(name: str, d: dict, source: str = "built-in", base: Path | 
         raise TargetError(f"{where}: intervention mode must be one of {MODES}")
     if iv.scale not in SCALE_RULES:
         raise TargetError(f"{where}: intervention scale must be one of {SCALE_RULES}")
+    if not isinstance(iv.gate_percentile, (int, float)) or not 0 <= iv.gate_percentile <= 100:
+        raise TargetError(f"{where}: intervention gate_percentile must be a number in [0, 100]")
     if kw.get("eval_part", "heldout") not in ("all", "train", "heldout"):
         raise TargetError(f"{where}: eval_part must be all, train or heldout")
     if kw.get("scoring") not in (None, "letter", "cloze"):
@@ -457,7 +463,12 @@ def default_intervention(
 
     iv = target.intervention
     scales = scales_for(iv.scale, rows["forget_stats"].max_act, feats)
-    return Intervention(rows["sae"], feats, iv.c, iv.mode, scales=scales)
+    tau = None
+    if iv.mode in GATED_MODES:  # calibrated as the gate table's: cached per features and corpus
+        from unlearn_core.method.gate import tau_over
+
+        tau = tau_over(engine, rows["sae"], feats, list(target.retain_corpora), iv.gate_percentile)["tau"]
+    return Intervention(rows["sae"], feats, iv.c, iv.mode, tau, scales=scales)
 
 
 def question_specs(
@@ -473,7 +484,7 @@ def question_specs(
 def replace_intervention(target: Target, **kw) -> Target:
     """The same target with other selection or intervention settings (sweeps, the app)."""
     sel = {k: kw.pop(k) for k in ("threshold", "n", "tokens", "method", "query", "background") if k in kw}
-    iv = {k: kw.pop(k) for k in ("mode", "c", "scale") if k in kw}
+    iv = {k: kw.pop(k) for k in ("mode", "c", "scale", "gate_percentile") if k in kw}
     return replace(
         target, selection=replace(target.selection, **sel), intervention=replace(target.intervention, **iv), **kw
     )

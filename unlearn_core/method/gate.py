@@ -151,6 +151,21 @@ def calibrate(
     return Calibration(tau, percentile, corpus, len(rhos), rhos, sum(r > tau for r in rhos) / len(rhos))
 
 
+def tau_over(
+    engine: Engine, sae_key: str, features: tuple[int, ...], corpora: list[str], percentile: float = DEFAULT_PERCENTILE
+) -> dict:
+    """tau = the highest, over ``corpora`` (a target's retain corpora), of the ``percentile``-th rho:
+    the gate stays shut on about (100 - percentile)% or more of every one of them."""
+    cals = [calibrate(engine, sae_key, tuple(features), c, percentile) for c in corpora]
+    best = max(cals, key=lambda c: c.tau)
+    return {
+        "tau": best.tau,
+        "percentile": percentile,
+        "corpus": best.corpus,
+        "per_corpus": {c.corpus: round(c.tau, 4) for c in cals},
+    }
+
+
 def tau_curve(rho: float, clean: float, clamped: float, taus: list[float] | None = None) -> list[dict]:
     """P(correct) against tau for one prompt: the static clamp's where rho > tau, else the
     clean model's (the gate's decision does not depend on c, so two scores give the whole curve)."""

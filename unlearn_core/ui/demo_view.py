@@ -55,6 +55,7 @@ def _example(ex: dict, iv: dict, forget: bool, qset: str) -> None:
         "features": ", ".join(map(str, iv["features"])),
         "mode": iv["mode"],
         "c": str(TP.clamp_c(iv["c"])),
+        **({"tau": f"{iv['gate']:.4f}"} if iv.get("gate") is not None else {}),
     }
     NV.page_link("clamp", "Open this question in the Clamp explorer", NV.ICONS["clamp"], params)
 

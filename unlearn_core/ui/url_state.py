@@ -178,3 +178,21 @@ def url_selectbox(label: str, options, key: str, container=None, **kwargs):
     shared()[key] = value
     write_url(key, value, keep_default=True)
     return value
+
+
+def link_tau() -> None:
+    """A link's ``?tau=`` for a gated mode: sets the gate to "value" with that tau, once per link
+    value (the user's later changes stay); a bad value is reported, not used."""
+    raw = st.query_params.get("tau")
+    if raw is None or st.session_state.get("_tau_link") == raw:
+        return
+    st.session_state["_tau_link"] = raw
+    try:
+        tau = float(raw)
+        if not 0.0 <= tau <= 1.0:
+            raise ValueError("out of range (allowed: 0 to 1)")
+    except ValueError as e:
+        reason = str(e) if "range" in str(e) else "not a number"
+        _reject_url("tau", raw, "Gate τ", reason, "from the percentile")
+        return
+    st.session_state["gate_how"], st.session_state["gate_tau"] = "value", tau

@@ -644,3 +644,24 @@ def test_unlearning_score_is_the_best_forget_at_full_retain():
     assert TX.unlearning_score(rows, "train") == (pytest.approx(0.6), "kept")
     assert TX.unlearning_score(rows, "heldout") == (pytest.approx(0.55), "kept")
     assert TX.unlearning_score(rows[:1], "heldout") is None
+
+
+def test_a_gated_default_gets_its_tau_from_the_retain_corpora(tiny, shared_data):
+    """mode = "dsg" (or "gated") in a target's [intervention]: tau is the highest, over the target's
+    retain corpora, of the gate_percentile-th rho (as the gate table calibrates it), computed here
+    corpus by corpus with ``calibrate``. Before, such a target failed ("needs a gate tau")."""
+    from unlearn_core.method.gate import calibrate
+
+    base = T.replace_intervention(T.get_target("sherlock"), n=3, retain_corpora=("wikitext@train", "webtext-train"))
+    t = T.replace_intervention(base, mode="dsg", c=50.0, gate_percentile=90.0)
+    iv = T.default_intervention(tiny, t)
+    taus = [calibrate(tiny, iv.sae_key, iv.features, c, 90.0).tau for c in t.retain_corpora]
+    assert iv.mode == "dsg" and iv.c == 50.0 and iv.gate == pytest.approx(max(taus))
+    assert len(set(taus)) == 2  # the corpora differ, so "the highest" is a real choice here
+    assert T.default_intervention(tiny, base).gate is None  # a static default has no gate
+    assert t.to_dict()["intervention"]["gate_percentile"] == 90.0
+    assert "gate_percentile" not in base.to_dict()["intervention"]  # read only by the gated modes
+    bad = {**t.to_dict(), "intervention": {"mode": "dsg", "c": 50.0, "gate_percentile": 150}}
+    bad = {k: v for k, v in bad.items() if k not in ("name", "source")}
+    with pytest.raises(T.TargetError, match="gate_percentile"):
+        T.target_from_dict("bad", bad)

@@ -20,7 +20,7 @@ from dataclasses import replace
 from unlearn_core.data import loaders as D
 from unlearn_core.data.loaders import Question
 from unlearn_core.evaluation.targets import Target, default_intervention, question_specs
-from unlearn_core.method.gate import calibrate, open_rate
+from unlearn_core.method.gate import open_rate, tau_over
 from unlearn_core.method.interventions import Intervention
 
 FILLER_CORPUS = "wikitext@train"  # benign, general text
@@ -43,14 +43,7 @@ def known_sets(engine, target: Target, progress=None) -> dict[str, list[Question
 
 def tau_for(engine, iv: Intervention, target: Target, percentile: float) -> dict:
     """tau = the highest, over the target's retain corpora, of the ``percentile``-th rho."""
-    cals = [calibrate(engine, iv.sae_key, iv.features, c, percentile) for c in target.retain_corpora]
-    best = max(cals, key=lambda c: c.tau)
-    return {
-        "tau": best.tau,
-        "percentile": percentile,
-        "corpus": best.corpus,
-        "per_corpus": {c.corpus: round(c.tau, 4) for c in cals},
-    }
+    return tau_over(engine, iv.sae_key, iv.features, list(target.retain_corpora), percentile)
 
 
 def unlearning_score(rows: list[dict], ratio: float = 0.99) -> dict:

@@ -161,6 +161,7 @@ class DemoInterventionOut(BaseModel):
     c: float
     features: list[int]
     scales: list[float] | None = None  # per-feature clamp values c_i = c * scales[i] (None: c for all)
+    gate: float | None = None  # gated modes: tau, calibrated on the target's retain corpora
 
 
 class VerdictOut(BaseModel):
