@@ -134,6 +134,11 @@ elif by == "explanation":
     def local_settings() -> tuple[int, float, int]:
         c1, c2, c3 = st.columns(3)
         n = c1.number_input("Describe the top N selected features", 5, 200, 50, step=5, key="xn")
+        if target:  # the target's own selection: its method and corpora, not a threshold of this page's
+            c2.caption(
+                f"Selected as target **{target['name']}** selects (the sidebar): {target['selection']['method']}."
+            )
+            return int(n), 0.01, 0
         thr = c2.select_slider("Retain threshold", [0.5, 0.1, 0.05, 0.01, 0.005, 0.001], value=0.01, key="xthr")
         xtok = WG.stats_tokens_input(c3, "Tokens per corpus", "xtok", limits)
         return int(n), float(thr), int(xtok)
@@ -177,17 +182,26 @@ elif by == "explanation":
                 settings = local_settings()
         if not hits:
             n, thr, xtok = settings
+            # the sidebar's target: its own selection (method, corpora or questions), not the paper's WMDP-bio
             sel = ER.attempt(
-                lambda: CN.cached("select", threshold=thr, n=n, n_tokens=xtok, describe=True, sae=sae, **on),
+                lambda: (
+                    CN.cached("select_target", target=target["name"], n=n, describe=True, sae=sae, **on)
+                    if target
+                    else CN.cached("select", threshold=thr, n=n, n_tokens=xtok, describe=True, sae=sae, **on)
+                ),
                 "describing the selected features",
                 spinner="Describing features (slow the first time)…",
             )
             if sel is not None:
                 matched = [r for r in sel["features"] if matches_query(query, r.get("description") or "")]
+                how = (
+                    f"target {target['name']}'s selection, {sel.get('method', 'frequency')}"
+                    if target
+                    else f"selected on {sel['forget']} vs {sel['retain']}, threshold {thr:g}"
+                )
                 source = (
                     f"local automatic descriptions, {len(matched)} of {len(sel['features'])} features match "
-                    f"(the top {len(sel['features'])} selected on {sel['forget']} vs {sel['retain']}, "
-                    f"threshold {thr:g}) — not Neuronpedia"
+                    f"(the top {len(sel['features'])}, {how}) — not Neuronpedia"
                 )
                 df = pd.DataFrame(
                     [

@@ -500,12 +500,13 @@ def test_feature_search_target_selection_by_a_question_method(app_env):
 
 
 def test_feature_search_by_explanation_says_which_source_answered(app_env):
-    at = page("search", by="explanation")
+    """Issue 35, defect 5: the descriptions searched are the sidebar target's own selection (it was
+    always the top 50 WMDP-bio-text features, so "Holmes" matched nothing under sherlock)."""
+    at = page("search", by="explanation", target="sherlock")
     ok(at.run())
-    at.number_input(key="xtok").set_value(600)
-    at.select_slider(key="xthr").set_value(0.5)
     at.text_input(key="xq").input("fires")
     ok(at.run())
+    assert "target sherlock's selection" in next(c.value for c in at.caption if "Answered by" in c.value)
     assert any("no Neuronpedia id" in i.value for i in at.info)
     answered = [c.value for c in at.caption if "Answered by" in c.value]
     assert answered and "local automatic descriptions" in answered[0] and "not Neuronpedia" in answered[0]
