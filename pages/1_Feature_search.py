@@ -424,9 +424,9 @@ with c2:
     lt, lb = d["logits"]["top"], d["logits"]["bottom"]
     lens = pd.DataFrame(
         {
-            "promotes": [repr(t) for t, _ in lt],
+            "promotes": [R.token_label(t) for t, _ in lt],
             "+": [v for _, v in lt],
-            "suppresses": [repr(t) for t, _ in lb],
+            "suppresses": [R.token_label(t) for t, _ in lb],
             "−": [v for _, v in lb],
         }
     )

@@ -216,11 +216,11 @@ def answer_summary(res: dict, rows: list[tuple[str, dict]], value: float) -> Non
         f"P(correct answer {R.LETTERS[answer]})",
         f"{p_ok[1]:.4f}",
         f"{p_ok[1] - p_ok[0]:+.4f} vs base",
-        delta_color="inverse",
+        delta_color="off",  # a drop is the aim on a forget question and a loss on a retain one: no colour claims either
     )
     if len(rows) == 3:
         p_rmu = rows[1][1]["probs"][answer]
-        st.metric(f"P(correct) on {variant}", f"{p_rmu:.4f}", f"{p_rmu - p_ok[0]:+.4f} vs base", delta_color="inverse")
+        st.metric(f"P(correct) on {variant}", f"{p_rmu:.4f}", f"{p_rmu - p_ok[0]:+.4f} vs base", delta_color="off")
     how = (
         "probabilities are a softmax over the four answers' mean log-likelihoods (cloze), so they sum to 1"
         if res["scoring"] == "cloze"

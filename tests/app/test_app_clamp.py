@@ -200,3 +200,20 @@ def test_a_link_with_tau_opens_the_gate_at_that_value(app_env):
     bad = ok(page("clamp", features="2,3", qset="wmdp-bio", q=QID, c="40", mode="dsg", tau="7").run())
     assert "`tau=7`" in warnings_text(bad) and "out of range" in warnings_text(bad)
     assert bad.segmented_control(key="gate_how").value == "percentile"
+
+
+def test_a_change_in_p_correct_is_not_coloured_as_good_or_bad(app_env):
+    """Issue 35, defect 18: a drop in P(correct) was green (delta_color="inverse"): good on a forget
+    question, a loss on a retain one. The metric's delta is grey now."""
+    import streamlit.proto.Metric_pb2 as M
+
+    at = ok(page("clamp", features="2,3", qset="wmdp-bio", q=QID, c="300").run())
+    deltas = [m for m in at.metric if "vs base" in m.proto.delta]
+    assert deltas and all(m.proto.color == M.Metric.MetricColor.GRAY for m in deltas)
+
+
+def test_tokens_in_scripts_without_fonts_are_named_not_drawn_as_boxes():
+    """Issue 35, defect 18: the logit lens showed tokens of scripts the browser's fonts lack as boxes."""
+    assert R.token_label(" the") == "' the'" and R.token_label("é") == "'é'"
+    assert R.token_label("ന്ന") == "'ന്ന' (malayalam letter na, malayalam sign virama, …)"
+    assert R.token_label("中") == "'中' (cjk unified ideograph-4e2d)"

@@ -398,3 +398,17 @@ def job_progress(j: dict, now: float) -> tuple[float, str]:
     rate = f" · {j['rate_per_min']:.1f} configurations/min" if j.get("rate_per_min") else ""
     text = f"{j['status']}: {done} / {total} configurations ({base}){phase} · {eta}{rate}"
     return j["done"] / max(1, j["total"]), text
+
+
+def token_label(token: str) -> str:
+    """A token as a table shows it: ``repr`` (spaces and control characters visible), and for
+    characters outside Latin script their Unicode names, so a token whose script the viewer's fonts
+    lack reads as words, not as boxes (headless Chromium here draws Malayalam or CJK as boxes)."""
+    import unicodedata
+
+    shown = repr(token)
+    odd = [ch for ch in token if ord(ch) > 0x24F and not ch.isspace()]
+    if not odd:
+        return shown
+    names = [unicodedata.name(ch, f"U+{ord(ch):04X}") for ch in odd[:2]]
+    return f"{shown} ({', '.join(n.lower() for n in names)}{', …' if len(odd) > 2 else ''})"
