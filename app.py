@@ -93,7 +93,7 @@ for page, label, icon, text in steps:
 
 # ---------------------------------------------------------------- what is loaded
 st.header("What is loaded")
-c = st.columns(5)
+c = st.columns([2, 1.2, 0.8, 0.8, 1])  # the model's name gets room: "gemma-3-270m" wrapped in a fifth of the row
 model = str(info.get("model"))
 embedded = model.startswith("embedded:")  # 'embedded:gemma-3-270m' would not fit a fifth of the row
 c[0].metric("Model (embedded)" if embedded else "Model", model.removeprefix("embedded:"), help=f"`{model}`")

@@ -75,7 +75,7 @@ with c2:
         "Mode",
         modes,
         key="mode",
-        format_func=lambda m: labels.get(m, m),
+        format_func=lambda m: PK.mode_short().get(m, m),
         help="clamp-when-active is the paper's method; 'add' is a different (unconditional) "
         "intervention; 'reconstruct' drops the SAE error term (its damage is the SAE's own); "
         "'gated' clamps only prompts where the features fire on more than τ of the tokens "
@@ -293,7 +293,9 @@ def draw_curve(slot, points: list[dict], base: dict, answer: int, key: str, loss
     """The probability-vs-c figure of the points so far into ``slot`` (with the loss added, once
     there is some): drawn while the chunks come in and again when the curve is complete."""
     values, probs = [p["value"] for p in points], [p["score"]["probs"] for p in points]
-    fig = FIG.prob_curve(values, probs, answer, base=base["probs"], loss=loss, mode_label=labels.get(mode, mode))
+    fig = FIG.prob_curve(
+        values, probs, answer, base=base["probs"], loss=loss, mode_label=PK.mode_short().get(mode, mode)
+    )
     slot.plotly_chart(fig, key=key)
 
 

@@ -70,7 +70,7 @@ with st.expander("Configure a sweep", expanded=not jobs):
         info.get("modes") or list(labels),
         default=["clamp"],
         key="b_modes",
-        format_func=lambda m: labels.get(m, m),
+        format_func=lambda m: PK.mode_short().get(m, m),
         help="Several modes run side by side over the same configurations and questions "
         "(e.g. clamp and gated), each scored and plotted as its own series.",
     )
@@ -296,7 +296,7 @@ if len(per_mode) > 1:  # modes side by side: each its own score
         pd.DataFrame(
             [
                 {
-                    "mode": labels.get(m, m),
+                    "mode": PK.mode_short().get(m, m),
                     "unlearning score": s["score"],
                     "best config": s["best_config"],
                     "forget acc.": s["forget_accuracy"],

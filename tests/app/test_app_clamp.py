@@ -217,3 +217,16 @@ def test_tokens_in_scripts_without_fonts_are_named_not_drawn_as_boxes():
     assert R.token_label(" the") == "' the'" and R.token_label("é") == "'é'"
     assert R.token_label("ന്ന") == "'ന്ന' (malayalam letter na, malayalam sign virama, …)"
     assert R.token_label("中") == "'中' (cjk unified ideograph-4e2d)"
+
+
+def test_long_mode_names_neither_overflow_the_mode_box_nor_run_into_the_legend(app_env):
+    """Issue 35, defect 14: in gated and DSG modes the curve's title ran into its legend and the
+    Mode box cut its label off. The box shows short names; every figure's legend sits under it."""
+    from unlearn_core.method.modes import MODE_LABELS, MODE_SHORT
+    from unlearn_core.ui import figures as FIG
+
+    at = ok(page("clamp", features="2,3", qset="wmdp-bio", q=QID, c="300", mode="dsg").run())
+    assert set(at.selectbox(key="mode").options) <= set(MODE_SHORT.values()) and at.selectbox(key="mode").value == "dsg"
+    assert max(len(s) for s in MODE_SHORT.values()) <= 30 < max(len(s) for s in MODE_LABELS.values())
+    fig = FIG.prob_curve([0.0, 100.0], [[0.25] * 4, [0.4, 0.2, 0.2, 0.2]], 0, mode_label=MODE_SHORT["dsg"])
+    assert fig.layout.legend.y < 0 and fig.layout.legend.yanchor == "top"

@@ -14,6 +14,15 @@ MODE_LABELS = {
     "gated": "gated: clamp when active, only on prompts where the features fire on > τ of tokens",
     "dsg": "gated, DSG variant: once open, all selected features to -c wherever any fires",
 }
+# a few words each, for a select box or a figure title (the labels above are for help texts)
+MODE_SHORT = {
+    "clamp": "clamp when active (paper)",
+    "zero": "zero ablation",
+    "add": "add -c·W_dec everywhere",
+    "reconstruct": "reconstruction only",
+    "gated": "gated clamp (τ)",
+    "dsg": "DSG gated clamp (τ)",
+}
 MODES = tuple(MODE_LABELS)  # the registry's names, in order
 GATED_MODES = ("gated", "dsg")  # the modes that take a gate (tau)
 MAX_ABS_CLAMP = 1e4

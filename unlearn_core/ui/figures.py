@@ -22,7 +22,8 @@ def _layout(fig: go.Figure, title: str | None = None, height: int = 360) -> go.F
         title=title,
         height=height,
         margin=dict(l=10, r=10, t=50 if title else 20, b=10),
-        legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="right", x=1),
+        # the legend under the plot: above it, a long title ran into it (issue 35, defect 14)
+        legend=dict(orientation="h", yanchor="top", y=-0.2, xanchor="left", x=0),
     )
     return fig
 

@@ -14,6 +14,13 @@ def mode_labels() -> dict[str, str]:
     return MODE_LABELS
 
 
+def mode_short() -> dict[str, str]:
+    """Short mode names, for select boxes and figure titles (the long labels go in help texts)."""
+    from unlearn_core.method.modes import MODE_SHORT
+
+    return MODE_SHORT
+
+
 def sae_keys(info: dict) -> list[str]:
     return [s["key"] for s in info.get("saes", [])]
 
