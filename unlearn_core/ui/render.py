@@ -388,7 +388,8 @@ def job_progress(j: dict, now: float) -> tuple[float, str]:
     the ETA, or, before the first configuration has set a rate, how long it has run."""
     done, total = job_counts(j)
     base = "the clean baseline done" if j["done"] >= 1 else "the clean baseline first"
-    phase = f" · now: {j['phase']}" if j.get("phase") and j["phase"] != "configurations" else ""
+    shown = j.get("phase") not in (None, "configurations") and not (j["done"] >= 1 and j["phase"] == "baseline")
+    phase = f" · now: {j['phase']}" if shown else ""
     if j.get("eta_s") is not None:
         eta = f"ETA {fmt_eta(j['eta_s'])}"
     elif j.get("started"):
