@@ -257,6 +257,7 @@ def test_home_demo_states_the_flip_plainly(app_env, monkeypatch, retain_after, h
     assert len(tables) == 2 and "| clean |" in tables[0] and "clamped (c=100)" in tables[0]
     links = [p.proto.label for p in at.get("page_link")]
     assert links.count("Open this question in the Clamp explorer") == 2
+    assert len(at.get("plotly_chart")) == 2  # each question as bars, clean vs clamped (issue 35: pictures on Home)
 
 
 CORPUS_TXT = (

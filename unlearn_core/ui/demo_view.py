@@ -15,6 +15,7 @@ from unlearn_core.server.client import ServerError, wait_until_finished
 from unlearn_core.ui import connection as CN
 from unlearn_core.ui import errors as ER
 from unlearn_core.ui import feature_sets as FS
+from unlearn_core.ui import figures as FIG
 from unlearn_core.ui import nav as NV
 from unlearn_core.ui import pickers as PK
 from unlearn_core.ui import questions as QS
@@ -47,8 +48,20 @@ def _example(ex: dict, iv: dict, forget: bool, qset: str) -> None:
     kind = verdict(q["answer"], base["probs"], base["predicted"], inter["probs"], inter["predicted"]).kind
     st.markdown("#### " + HEADINGS["forgotten" if forget else kind])
     QS.show_question(q)
-    st.markdown(R.prob_table_markdown([("clean", base), (f"clamped (c={iv['c']:g})", inter)], q["answer"]))
     st.markdown(R.demo_sentence(q, base, inter, len(iv["features"]), iv["c"]))
+    label = f"clamped (c={iv['c']:g})"
+    fig = FIG.probs_bar(
+        base["probs"],
+        inter["probs"],
+        q["answer"],
+        label=label,
+        title="P(each answer): clean vs clamped",
+        choices=q["choices"],
+    )
+    fig.data[0].name = "clean"
+    st.plotly_chart(fig, key=f"demo_bars_{'forget' if forget else 'retain'}")
+    with st.expander("The numbers"):
+        st.markdown(R.prob_table_markdown([("clean", base), (label, inter)], q["answer"]))
     params = {
         "qset": qset,
         "q": q["id"],

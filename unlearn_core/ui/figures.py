@@ -28,9 +28,19 @@ def _layout(fig: go.Figure, title: str | None = None, height: int = 360) -> go.F
     return fig
 
 
-def probs_bar(base: list[float], intervened: list[float] | None, answer: int, label: str = "intervened") -> go.Figure:
-    """Grouped bars: A-D probability, base vs intervened; the correct letter is marked."""
+def probs_bar(
+    base: list[float],
+    intervened: list[float] | None,
+    answer: int,
+    label: str = "intervened",
+    title: str = "P(answer letter): base vs intervened",
+    choices: list[str] | None = None,
+) -> go.Figure:
+    """Grouped bars: A-D probability, base vs intervened; the correct letter is marked (with the
+    answers' own words under the letters when ``choices`` are given)."""
     x = [f"{L} ✓" if i == answer else L for i, L in enumerate(LETTERS)]
+    if choices:
+        x = [f"{x[i]}<br>{_short(c, 22)}" for i, c in enumerate(choices)]
     fig = go.Figure()
     fig.add_bar(
         name="base", x=x, y=base, marker_color="#9aa5b1", text=[f"{p:.4f}" for p in base], textposition="outside"
@@ -46,7 +56,11 @@ def probs_bar(base: list[float], intervened: list[float] | None, answer: int, la
         )
     top = max([*base, *(intervened or [])] + [1e-9])
     fig.update_layout(barmode="group", yaxis=dict(title="probability", range=[0, top * 1.25]))
-    return _layout(fig, "P(answer letter): base vs intervened", 340)
+    return _layout(fig, title, 340)
+
+
+def _short(text: str, n: int) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
 
 
 def prob_curve(
