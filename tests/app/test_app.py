@@ -1026,3 +1026,16 @@ def test_sweep_progress_counts_configurations_apart_from_the_baseline():
         "2.0 configurations/min"
     )
     assert R.job_counts({"done": 5, "total": 5}) == (4, 4)
+
+
+def test_home_says_what_the_demo_does_in_plain_words_first(app_env):
+    """Issue 35, defect 17: the first screen read `quiz:retain!overlaps_bio`, `@train`, "format-matched"
+    and DSG. Now a plain sentence; the precise one is in an expander."""
+    at = ok(AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT).run())
+    t = T.get_target("bio-basics")
+    plan = next(m.value for m in at.markdown if m.value.startswith("The demo finds the"))
+    assert f"the {t.selection.n} features" in plan and f"−{t.intervention.c:g}" in plan
+    for jargon in ("quiz:", "@train", "format-matched", "cloze", "DSG", "ρ", "τ", "Fisher"):
+        assert jargon not in plan, jargon
+    precise = next(e for e in at.expander if e.label == "Precisely")
+    assert any("quiz:bio" in c.value for c in precise.caption)

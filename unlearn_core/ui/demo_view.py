@@ -28,12 +28,14 @@ def target_intro(t: dict) -> None:
     """What the demo will do on this target, before it runs."""
     iv = t["intervention"]
     st.markdown(f"**Target: {t['name']}.** {t['description']}")
-    st.caption(
-        f"The demo selects {R.selection_summary(t, TP.selection_corpus(t))}, clamps them "
-        f"({iv['mode']}, c = {iv['c']:g}), and looks for a question of `{t['forget_questions']}` the model "
-        f"knows that the clamp makes it get wrong, and one of `{t['retain_questions'][0]}` it keeps."
-        + (f" Note: {t['forget_corpus_note']}" if t.get("forget_corpus_note") else "")
-    )
+    st.markdown(R.plain_demo_plan(t))
+    with st.expander("Precisely"):
+        st.caption(
+            f"The demo selects {R.selection_summary(t, TP.selection_corpus(t))}, clamps them "
+            f"({iv['mode']}, c = {iv['c']:g}), and looks for a question of `{t['forget_questions']}` the model "
+            f"knows that the clamp makes it get wrong, and one of `{t['retain_questions'][0]}` it keeps."
+            + (f" Note: {t['forget_corpus_note']}" if t.get("forget_corpus_note") else "")
+        )
 
 
 HEADINGS = {  # by verdict (evaluation.verdicts): a retain question is "kept" only when about as sure

@@ -413,3 +413,15 @@ def token_label(token: str) -> str:
         return shown
     names = [unicodedata.name(ch, f"U+{ord(ch):04X}") for ch in odd[:2]]
     return f"{shown} ({', '.join(n.lower() for n in names)}{', …' if len(odd) > 2 else ''})"
+
+
+def plain_demo_plan(t: dict) -> str:
+    """What the guided demo does, in plain words (the precise terms sit one click away)."""
+    n, iv = t["selection"]["n"], t["intervention"]
+    gated = " on prompts about the topic" if iv.get("mode") in GATED else ""
+    return (
+        f"The demo finds the {n} features of the model's sparse autoencoder that carry this topic most, "
+        f"switches them off{gated} (pushes each one to −{iv['c']:g} wherever it is active), then looks for a "
+        "quiz question the model knew that it now gets wrong, and a general-knowledge question it still "
+        "gets right."
+    )
