@@ -258,6 +258,12 @@ def test_home_demo_states_the_flip_plainly(app_env, monkeypatch, retain_after, h
     links = [p.proto.label for p in at.get("page_link")]
     assert links.count("Open this question in the Clamp explorer") == 2
     assert len(at.get("plotly_chart")) == 2  # each question as bars, clean vs clamped (issue 35: pictures on Home)
+    at.button(key="prep_report").click()  # the demo report: one self-contained HTML file
+    ok(at.run())
+    assert [b.proto.label for b in at.get("download_button")] == ["Download the demo report"]
+    page_html = at.session_state["_demo_report:sherlock"]
+    assert "Who is Sherlock Holmes&#x27;s friend and chronicler?" in page_html and verdict.split(":")[0] in page_html
+    assert "<script" not in page_html and "src=" not in page_html and "<link" not in page_html
 
 
 CORPUS_TXT = (

@@ -75,7 +75,7 @@ def _example(ex: dict, iv: dict, forget: bool, qset: str) -> None:
     NV.page_link("clamp", "Open this question in the Clamp explorer", NV.ICONS["clamp"], params)
 
 
-def show_result(res: dict, t: dict, tiny: bool) -> None:
+def show_result(res: dict, t: dict, tiny: bool, info: dict | None = None) -> None:
     """The demo's result: the summary, the two questions (or why one is missing), the features."""
     f, r, iv = res.get("forget_example"), res.get("retain_example"), res["intervention"]
     checked = f"{res['n_checked_forget']} forget and {res['n_checked_retain']} retain question(s) checked."
@@ -106,6 +106,33 @@ def show_result(res: dict, t: dict, tiny: bool) -> None:
         f"{len(ids)} feature(s) of `{iv['sae']}`: `{R.short(', '.join(map(str, ids)), 120)}`"
     )
     FS.add_to_set_widget(iv["sae"], ids, key="set_demo", label=f"Keep these {len(ids)} features as a feature set")
+    report_button(res, t, info or {})
+
+
+def report_button(res: dict, t: dict, info: dict) -> None:
+    """The demo as one HTML file that opens offline (``report.report_html``), with the features'
+    automatic descriptions (computed on the first press, then cached)."""
+    from unlearn_core.ui.report import report_html
+
+    key = f"_demo_report:{t['name']}"
+    if st.button("Prepare the demo report (HTML)", key="prep_report"):
+        iv = res["intervention"]
+        sel = ER.attempt(
+            lambda: CN.cached("select_target", target=t["name"], n=len(iv["features"]), describe=True, sae=iv["sae"]),
+            "describing the features",
+            spinner="Describing the features (slow the first time)…",
+        )
+        desc = {r["feature"]: r.get("description") for r in (sel or {}).get("features", [])}
+        st.session_state[key] = report_html(res, t, info, desc)
+    if st.session_state.get(key):
+        st.download_button(
+            "Download the demo report",
+            st.session_state[key],
+            file_name=f"unlearning-demo-{t['name']}.html",
+            mime="text/html",
+            key="dl_report",
+            help="One self-contained HTML file: opens offline, no network request.",
+        )
 
 
 def demo_section(t: dict | None, info: dict) -> None:
@@ -128,7 +155,7 @@ def demo_section(t: dict | None, info: dict) -> None:
         return
     res = ER.attempt(lambda: demo_result(t["name"]), "the guided demo")
     if res is not None:
-        show_result(res, t, tiny=info.get("model") == "tiny")
+        show_result(res, t, tiny=info.get("model") == "tiny", info=info)
 
 
 def demo_result(target: str) -> dict:
