@@ -355,16 +355,17 @@ other = US.url_selectbox(
     key="cmp",
     format_func=lambda i: "— none —" if i is None else job_label(i),
 )
+this_run = R.run_name(by_id[job_id], "this run")  # legends read words, not run ids
 runs = (
-    {f"run {job_id}": rows}
+    {this_run: rows}
     if len(per_mode) < 2
-    else {f"{m} (run {job_id})": RS.result_rows(rs) for m, rs in per_mode.items()}
+    else {f"{PK.mode_short().get(m, m)}, {this_run}": RS.result_rows(rs) for m, rs in per_mode.items()}
 )
 compare_detail = None
 if other:
     compare_detail = ER.attempt(lambda: CN.call("job", other), f"run {other}")
     if compare_detail is not None:
-        runs[f"run {other}"] = RS.result_rows(compare_detail["results"])
+        runs[R.run_name(by_id[other], "compared run")] = RS.result_rows(compare_detail["results"])
 fig5 = FIG.figure5(
     runs, forget_label=f"forget accuracy ({R.short(forget_short, 40)})", side_label=f"{side_word} accuracy"
 )

@@ -1045,3 +1045,20 @@ def test_home_says_what_the_demo_does_in_plain_words_first(app_env):
         assert jargon not in plan, jargon
     precise = next(e for e in at.expander if e.label == "Precisely")
     assert any("quiz:bio" in c.value for c in precise.caption)
+
+
+def test_figure5_labels_stay_inside_and_legends_name_runs_in_words():
+    """Issue 35, defect 9: the star's "no intervention" label (top right of a star at accuracy 1)
+    ran into the next plot's title, and the legend showed raw run ids."""
+    from unlearn_core.ui import figures as FIG
+
+    rows = [
+        {"config": "none", "forget_accuracy": 1.0, "side_effect_mean": 1.0, "loss_added": 0.0},
+        {"config": "t=1|n=5|c=400", "forget_accuracy": 0.3, "side_effect_mean": 0.9, "loss_added": 0.04},
+    ]
+    name = R.run_name({"created": 1_796_000_000.0}, "this run")
+    assert re.fullmatch(r"this run \(\w{3} \d{2} \d{2}:\d{2}\)", name)
+    fig = FIG.figure5({name: rows})
+    stars = [t for t in fig.data if t.name == f"{name}: no intervention"]
+    assert [t.textposition for t in stars] == ["bottom left", "bottom right"]  # accuracy plot, loss plot
+    assert all(re.search(r"\d{8}-\d{6}", t.name or "") is None for t in fig.data)

@@ -196,7 +196,8 @@ def _run_points(
                 legendgroup=name,
                 showlegend=show_legend,
                 text=[label],
-                textposition="top right",
+                # inside the plot: above a star at the top, the label ran into the next plot's title
+                textposition=("bottom" if base[y_key] > 0.8 else "top") + (" left" if base[x_key] > 0.6 else " right"),
                 cliponaxis=False,
                 marker=dict(symbol="star", size=18, color=colour, line=dict(width=1.5, color="#000")),
                 hovertext=[_hover(base, "no intervention", x_name, x_key, x_fmt, side_word)],

@@ -425,3 +425,10 @@ def plain_demo_plan(t: dict) -> str:
         "quiz question the model knew that it now gets wrong, and a general-knowledge question it still "
         "gets right."
     )
+
+
+def run_name(j: dict, role: str) -> str:
+    """A sweep run as a legend names it: its role and when it was made (the id stays in the picker)."""
+    import time
+
+    return f"{role} ({time.strftime('%b %d %H:%M', time.localtime(j['created']))})"
