@@ -223,6 +223,18 @@ def test_home_demo_states_the_flip_plainly(app_env, monkeypatch, retain_after, h
         },
         "n_checked_forget": 4,
         "n_checked_retain": 1,
+        "generation": {
+            "question_id": "quiz-sherlock:sh-001",
+            "prompt": "Question: Who is Sherlock Holmes's friend and chronicler?\nAnswer:",
+            "keyword": "watson",
+            "clean": " Dr. John Watson",
+            "clamped": " The 1920s",
+            "clean_says_it": True,
+            "clamped_says_it": False,
+            "clamped_nll": 2.1,
+            "degenerate": "off-topic",
+            "verdict": "broken output (off-topic), not evidence of forgetting",
+        },
         "summary": "The clamp made the model forget a fact it knew (its answer flipped) while a general-knowledge "
         "question stayed right.",
     }
@@ -258,6 +270,8 @@ def test_home_demo_states_the_flip_plainly(app_env, monkeypatch, retain_after, h
     links = [p.proto.label for p in at.get("page_link")]
     assert links.count("Open this question in the Clamp explorer") == 2
     assert len(at.get("plotly_chart")) == 2  # each question as bars, clean vs clamped (issue 35: pictures on Home)
+    # the question asked openly: broken clamped text is flagged as such, never shown as forgetting
+    assert any("**off-topic**" in w.value and "not evidence of forgetting" in w.value for w in at.warning)
     at.button(key="prep_report").click()  # the demo report: one self-contained HTML file
     ok(at.run())
     assert [b.proto.label for b in at.get("download_button")] == ["Download the demo report"]

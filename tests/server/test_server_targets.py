@@ -114,9 +114,21 @@ def test_demo_matches_run_demo(client, engine, lock):
 
 
 def test_demo_examples_are_serialized(client, engine, monkeypatch):
-    """With every question counted as known, the demo returns the first flipped forget question
-    and the first retain question that stays right, with both scores."""
-    monkeypatch.setattr(DM, "_known_strongly", lambda eng, q, scoring, min_conf: M.score_question(eng, q))
+    """With every question the tiny model answers right counted as known, the demo returns the first
+    flipped forget question and the first retain question that stays right, with both scores and
+    their verdicts."""
+
+    def known(eng, q, scoring, min_conf):
+        s = M.score_question(eng, q)
+        return s if s.correct else None
+
+    monkeypatch.setattr(DM, "_known_strongly", known)
+    real = DM.score_question
+
+    def score(eng, q, ivs=None, scoring=None):  # the tiny model flips every retain answer at any c: keep them
+        return real(eng, q, None if q.id.startswith("quiz-retain:") else ivs, scoring=scoring)
+
+    monkeypatch.setattr(DM, "score_question", score)
     r = run_task(client, "/api/demo", {"target": "bio-basics", "max_scan": 40})
     f, k = r["forget_example"], r["retain_example"]
     assert f is not None and k is not None, r
@@ -124,6 +136,7 @@ def test_demo_examples_are_serialized(client, engine, monkeypatch):
     assert f["question"]["id"].startswith("quiz-bio:") and f["question"]["extra"]["kind"] == "bio"
     assert k["question"]["id"].startswith("quiz-retain:") and k["question"]["extra"]["overlaps_bio"] is False
     assert len(f["base"]["probs"]) == 4 and r["summary"].startswith("The clamp made the model forget")
+    assert f["verdict"]["kind"] == "forgotten" and k["verdict"]["kind"] == "kept"
 
 
 # ---------------------------------------------------------------- question sets and corpora

@@ -89,6 +89,11 @@ def demo_text(out: dict) -> str:
             f"({v.label()})",
             f"  {v.sentence()}",
         ]
+    g = out.get("generation")
+    if g:
+        lines += ["", f"FREE TEXT (keyword {g['keyword']!r}): {g['prompt']!r}"]
+        lines += [f"  clean    : {g['clean'].strip()!r}", f"  clamped  : {g['clamped'].strip()!r}"]
+        lines += [f"  -> {g['verdict']} (clean-model NLL of the clamped text {g['clamped_nll']:.2f} nats/token)"]
     lines += ["", out["summary"]]
     return "\n".join(lines)
 

@@ -113,7 +113,18 @@ def summary(forget: dict | None, retain: dict | None, n_forget: int) -> str:
     return f"The default intervention flipped none of the first {n_forget} forget questions the model knows strongly."
 
 
-def result(engine, target: Target, iv, found: dict) -> dict:
+def generation(engine, target: Target, iv, guard=contextlib.nullcontext, load=None) -> dict | None:
+    """The free-text check (``generation_check``) on the train half of the target's forget
+    questions: does the clamped model still write the answer, and is its text text at all."""
+    from unlearn_core.data.specs import with_part
+    from unlearn_core.evaluation.generation_check import check_generation
+
+    load = load or (lambda spec: D.load_question_set(spec, engine.settings.data_dir).questions)
+    g = check_generation(engine, load(with_part(target.forget_questions, "train")), iv, guard=guard)
+    return g.to_dict() if g else None
+
+
+def result(engine, target: Target, iv, found: dict, gen: dict | None = None) -> dict:
     """The demo's answer: what was done, the two examples (or None) and one sentence about them."""
     forget_corpus, note = forget_corpus_for(target, engine.settings.data_dir)
     return {
@@ -131,6 +142,7 @@ def result(engine, target: Target, iv, found: dict) -> dict:
             "gate": iv.gate,
         },
         **found,
+        "generation": gen,
         "summary": summary(found["forget_example"], found["retain_example"], found["n_checked_forget"]),
     }
 
@@ -147,4 +159,7 @@ def run_demo(
     if progress:
         progress(0, f"selecting {target.name} features ({target.forget_corpus} vs {', '.join(target.retain_corpora)})")
     iv = default_intervention(engine, target, progress=stats_progress)
-    return result(engine, target, iv, find_examples(engine, target, iv, progress=progress))
+    found = find_examples(engine, target, iv, progress=progress)
+    if progress:
+        progress(0, "generating: the clean and the clamped model answer a question in free text")
+    return result(engine, target, iv, found, generation(engine, target, iv))

@@ -409,4 +409,11 @@ def run_demo(state: ServerState, name: str, max_scan: int, min_conf: float = 0.5
         load=load,
         skip=lambda eng, q: not fits_context(eng, q),
     )
-    return demo.result(engine, t, iv, found)
+
+    @contextlib.contextmanager
+    def one_generation():  # a lock hold per generation (12 tokens), not for the whole check
+        with state.model("demo generation"):
+            yield
+
+    gen = demo.generation(engine, t, iv, guard=one_generation, load=lambda s: state.question_set(s).questions)
+    return demo.result(engine, t, iv, found, gen)

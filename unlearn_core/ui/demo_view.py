@@ -100,6 +100,7 @@ def show_result(res: dict, t: dict, tiny: bool, info: dict | None = None) -> Non
         _example(f, iv, True, t["forget_questions"])
     if r:
         _example(r, iv, False, t["retain_questions"][0])
+    generation_panel(res.get("generation"))
     ids = iv["features"]
     st.markdown(
         f"**The intervention:** {PK.mode_labels().get(iv['mode'], iv['mode'])}, c = {iv['c']:g}, on "
@@ -107,6 +108,28 @@ def show_result(res: dict, t: dict, tiny: bool, info: dict | None = None) -> Non
     )
     FS.add_to_set_widget(iv["sae"], ids, key="set_demo", label=f"Keep these {len(ids)} features as a feature set")
     report_button(res, t, info or {})
+
+
+def generation_panel(g: dict | None) -> None:
+    """The question asked openly: what the clean and the clamped model write, and what that shows."""
+    st.markdown("#### In free text")
+    if not g:
+        st.caption("No train-half forget question among the first few is answered with its keyword in free text.")
+        return
+    st.markdown(
+        f"Asked openly: `{R.short(g['prompt'].splitlines()[0], 120)}` (the answer's keyword: **{g['keyword']}**)"
+    )
+    c1, c2 = st.columns(2)
+    c1.markdown(f"**Clean** {'✓ says it' if g['clean_says_it'] else ''}\n\n> {R.short(g['clean'].strip(), 200)}")
+    c2.markdown(f"**Clamped** {'✓ says it' if g['clamped_says_it'] else ''}\n\n> {R.short(g['clamped'].strip(), 200)}")
+    if g["degenerate"]:
+        st.warning(
+            f"The clamped text is **{g['degenerate']}** (the clean model finds it unlikely here: "
+            f"{g['clamped_nll']:.2f} nats/token): broken output, not evidence of forgetting.",
+            icon=":material/warning:",
+        )
+    else:
+        st.info(f"The clamped model {g['verdict']} in free text.", icon=":material/info:")
 
 
 def report_button(res: dict, t: dict, info: dict) -> None:

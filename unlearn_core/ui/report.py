@@ -55,6 +55,22 @@ def _example(title: str, ex: dict | None, missing: str) -> str:
     )
 
 
+def _generation(g: dict | None) -> str:
+    if not g:
+        return "<h2>In free text</h2><p>No forget question among the first few is answered in free text.</p>"
+    said = (
+        f"The clamped text is {g['degenerate']}: broken output, not evidence of forgetting."
+        if g["degenerate"]
+        else f"The clamped model {g['verdict']}."
+    )
+    return (
+        f"<h2>In free text</h2><p>Asked openly: <code>{_e(g['prompt'].splitlines()[0])}</code> "
+        f"(keyword: <b>{_e(g['keyword'])}</b>)</p><table><tr><th>clean</th><th>clamped</th></tr>"
+        f"<tr><td>{_e(g['clean'].strip())}</td><td>{_e(g['clamped'].strip())}</td></tr></table>"
+        f'<p class="verdict">{_e(said)}</p>'
+    )
+
+
 def _retain_title(ex: dict | None) -> str:
     if ex is not None and verdict_of(ex).kind != "kept":
         return "Weakened: a general-knowledge question that stays right, but less sure"
@@ -84,6 +100,7 @@ def report_html(res: dict, target: dict, info: dict, descriptions: dict[int, str
 Verdicts: "kept" means still right with P(correct) at most 0.10 lower than clean.</p>
 {_example("Forgotten: a question the model knew", forget, "No checked forget question flipped.")}
 {_example(_retain_title(retain), retain, "No checked retain question stayed right.")}
+{_generation(res.get("generation"))}
 <h2>The features</h2>
 <table class="feat"><tr><th>feature</th><th>automatic description</th></tr>{feats}</table>
 <p class="meta">{res["n_checked_forget"]} forget and {res["n_checked_retain"]} retain question(s) checked;

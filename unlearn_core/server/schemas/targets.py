@@ -182,6 +182,21 @@ class DemoExample(BaseModel):
     verdict: VerdictOut
 
 
+class GenerationOut(BaseModel):
+    """``evaluation.generation_check.GenerationCheck``: a question answered in free text, clean and clamped."""
+
+    question_id: str
+    prompt: str
+    keyword: str  # the correct answer's most distinctive word
+    clean: str
+    clamped: str
+    clean_says_it: bool
+    clamped_says_it: bool
+    clamped_nll: float  # the clean model's mean NLL per token of the clamped continuation
+    degenerate: str | None  # "repetitive", "off-topic", "empty", or None
+    verdict: str
+
+
 class DemoResponse(BaseModel):
     target: str
     description: str
@@ -193,4 +208,5 @@ class DemoResponse(BaseModel):
     retain_example: DemoExample | None  # a known retain question kept (else one still right, less sure)
     n_checked_forget: int
     n_checked_retain: int
+    generation: GenerationOut | None = None  # None: no train-half forget question answered in free text
     summary: str
