@@ -200,12 +200,13 @@ by_id = {j["id"]: j for j in jobs}
 
 
 def job_label(i: str) -> str:
+    """The run's id and when it was made: things that do not change. (Its status was in the label
+    too, and the browser kept showing "running" after the run had finished: a select box's option
+    labels are not redrawn when only their text changes. The status is a caption under it.)"""
     j = by_id.get(i)
     if j is None:
         return i
-    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(j["created"]))
-    done, total = R.job_counts(j)
-    return f"{i} · {j['status']} · {done}/{total} configurations · {when}"
+    return f"{i} · made {time.strftime('%Y-%m-%d %H:%M', time.localtime(j['created']))}"
 
 
 job_id = US.url_selectbox("Run", list(by_id), key="job", format_func=job_label)
@@ -259,6 +260,8 @@ def live(job_id: str) -> None:
 detail = ER.attempt(lambda: CN.call("job", job_id), f"run {job_id}")
 if detail is None:
     st.stop()
+done_n, total_n = R.job_counts(detail)
+st.caption(f"This run: **{detail['status']}**, {done_n} of {total_n} configurations (and the clean baseline).")
 if detail.get("note"):
     st.caption(f"Note: {detail['note']}")
 if detail["status"] in RUNNING:

@@ -795,6 +795,11 @@ def test_batch_evaluation_progress_and_cancel(app_env):
     at.button(key="cancel").click()
     ok(at.run())
     assert c.wait_job(job, timeout=900)["status"] == "cancelled"
+    # issue 35, defect 7: the browser kept a stale "running" in the picker's label after the run ended;
+    # the label holds what never changes, the status is a caption read on every run
+    ok(at.run())
+    assert not any(w in at.selectbox(key="job").options[0] for w in ("running", "cancelled", "queued"))
+    assert any(c.value.startswith("This run: **cancelled**") for c in at.caption)
     ok(at.run())
     assert any("cancelled after" in w.value for w in at.warning)
 
