@@ -306,3 +306,24 @@ def probe_markdown(p: dict) -> str:
         + ("—" if s["gate_open"] is None else f"{s['gate_open']:.2f}"),
     ]
     return "\n".join(lines)
+
+
+def rule_rows(result: dict, choice_sets: list[str]) -> list[dict]:
+    """``compare``'s rows in the form ``target_sweep.choose`` reads, for a table scored on the train
+    half (``eval_part = "train"``, loss on ``webtext-train``): forget accuracy, the retain
+    accuracy pooled over ``choice_sets`` (each question weighs the same: accuracy x known count),
+    loss added. So static, gated and DSG clamps compete under the one rule the defaults follow."""
+    n_known = result["n_known"]
+    out = []
+    for r in result["rows"]:
+        pairs = [(r["retain"][s] * n_known[s], n_known[s]) for s in choice_sets if r["retain"].get(s) is not None]
+        total = sum(n for _, n in pairs)
+        out.append(
+            {
+                **r,
+                "forget@train": r["forget"],
+                "retain_pool@train": sum(c for c, _ in pairs) / total if total else None,
+                "loss_added_choice": r["loss_added"] if r["loss_added"] is not None else float("inf"),
+            }
+        )
+    return out
