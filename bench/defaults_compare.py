@@ -53,7 +53,7 @@ def main() -> None:
     print("| --- " * (5 + len(retain) + 1) + "|")
     for label, t, r in rows:
         sel, iv = t.selection, t.intervention
-        how = f"{sel.method} N={sel.n} c={iv.c:g}"
+        how = f"{sel.method} N={sel.n} {iv.mode} c={iv.c:g}"
         ret = " | ".join(f"{d['intervened_accuracy']:.3f} ({d['n_known']})" for d in r["retain_sets"])
         la = f"{r['loss_added']:+.4f}" if r["loss_added"] is not None else ""
         f = r["forget"]

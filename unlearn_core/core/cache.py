@@ -6,10 +6,10 @@ and recomputed.
 
 Shipped entries (``SHIPPED_DIR/<kind>/<file>``, for the kinds in ``SHIPPED_KINDS``) are what the
 embedded model computes for the built-in targets' questions (``scripts/ship_cache.py``): the known
-filters and the question-based feature scores, as the SAE ships its statistics. A shipped file
-has the name of the entry it stands for, a digest of everything it is computed from (model and
-SAE identity, the questions' content, scoring, strictness), so it is read only where all of them
-match, and never for another model.
+filters, the question-based feature scores and a gated default's calibration, as the SAE ships
+its statistics. A shipped file has the name of the entry it stands for, a digest of everything it
+is computed from (model and SAE identity, the questions' or corpus's content, scoring,
+strictness, features), so it is read only where all of them match, and never for another model.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def read_json(path: Path) -> Any | None:
         return None
 
 
-SHIPPED_KINDS = ("known", "feature_scores")
+SHIPPED_KINDS = ("known", "feature_scores", "gate")
 
 
 def shipped_dir() -> Path:

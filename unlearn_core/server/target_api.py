@@ -26,6 +26,7 @@ from unlearn_core.evaluation.targets import (
     select_for_target,
 )
 from unlearn_core.method.interventions import Intervention
+from unlearn_core.method.modes import GATED_MODES
 from unlearn_core.model.engine import Engine
 from unlearn_core.server import schemas as S
 from unlearn_core.server.access import check_corpus, check_subjects, corpus_names, drop_unfinished_saves, server_targets
@@ -349,6 +350,16 @@ def default_intervention(
 
     warm_stats(state, engine, engine.default_sae, t, selection_method(t))
     scores = scores_or_fallback(state, engine, engine.default_sae, t, None, None, sync, task)
+    if t.intervention.mode in GATED_MODES:  # tau: each retain corpus's rho in a hold of its own (cached)
+        from unlearn_core.evaluation.targets import select_for_target
+        from unlearn_core.method.gate import calibrate
+
+        with state.model("demo"):
+            rows = select_for_target(engine, t, scores=scores)
+        feats = tuple(r["feature"] for r in rows["features"])
+        for corpus in t.retain_corpora if feats else ():
+            with state.model("gate calibration"):
+                calibrate(engine, rows["sae"], feats, corpus, t.intervention.gate_percentile)
     with state.model("demo"):
         return make(engine, t, scores=scores)
 
