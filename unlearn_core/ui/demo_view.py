@@ -123,9 +123,13 @@ def generation_panel(g: dict | None) -> None:
     c1.markdown(f"**Clean** {'✓ says it' if g['clean_says_it'] else ''}\n\n> {R.short(g['clean'].strip(), 200)}")
     c2.markdown(f"**Clamped** {'✓ says it' if g['clamped_says_it'] else ''}\n\n> {R.short(g['clamped'].strip(), 200)}")
     if g["degenerate"]:
+        why = {
+            "repetitive": "fewer than half of its words are distinct",
+            "empty": "it has no words",
+            "off-topic": f"the clean model finds it unlikely after this question: {g['clamped_nll']:.2f} nats/token",
+        }.get(g["degenerate"], "")
         st.warning(
-            f"The clamped text is **{g['degenerate']}** (the clean model finds it unlikely here: "
-            f"{g['clamped_nll']:.2f} nats/token): broken output, not evidence of forgetting.",
+            f"The clamped text is **{g['degenerate']}** ({why}): broken output, not evidence of forgetting.",
             icon=":material/warning:",
         )
     else:
