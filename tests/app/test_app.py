@@ -652,24 +652,27 @@ def test_clamp_explorer_uses_the_targets_default_intervention(app_env):
     t = T.get_target("bio-basics")
     assert len(R.parse_feature_list(at.text_input(key="features").value, "tiny")) == t.selection.n
     assert at.selectbox(key="mode").value == t.intervention.mode
-    assert at.slider(key="c").value == min(500, int(t.intervention.c))
-    assert f"intervened (c={min(500, int(t.intervention.c))})" in prob_table(at)
+    assert at.slider(key="c").value == int(t.intervention.c)  # the slider reaches the default (800)
+    assert f"intervened (c={int(t.intervention.c)})" in prob_table(at)
 
 
 def test_clamp_explorer_takes_c_up_to_500_from_the_url(app_env):
-    """The targets' default c is a few hundred: a link with c=400 (as the demo and the target
-    selection write) is honoured; the curve spans the slider's range."""
+    """The targets' default c is a few hundred (bio-basics: 800): a link with c=800 (as the demo and
+    the target selection write) is honoured, not cut to the slider's end; the curve spans the
+    slider's range."""
+    from unlearn_core.evaluation.targets import load_targets
     from unlearn_core.ui import target_picker as TP
 
-    at = ok(page("clamp", features="2,3", qset="wmdp-bio", q=QID, c="400").run())
-    assert at.slider(key="c").value == 400 and at.slider(key="c").max == TP.MAX_C == 500
-    assert "intervened (c=400)" in prob_table(at)
-    assert at.query_params["c"] == "400"
-    at = ok(page("clamp", features="2,3", qset="wmdp-bio", q=QID, c="500").run())
-    assert at.slider(key="c").value == 500
-    at = ok(page("clamp", features="2,3", qset="wmdp-bio", q=QID, c="501").run())
+    assert max(t.intervention.c for t in load_targets().values()) <= TP.MAX_C == 1000
+    at = ok(page("clamp", features="2,3", qset="wmdp-bio", q=QID, c="800").run())
+    assert at.slider(key="c").value == 800 and at.slider(key="c").max == TP.MAX_C
+    assert "intervened (c=800)" in prob_table(at)
+    assert at.query_params["c"] == "800"
+    at = ok(page("clamp", features="2,3", qset="wmdp-bio", q=QID, c="1000").run())
+    assert at.slider(key="c").value == 1000
+    at = ok(page("clamp", features="2,3", qset="wmdp-bio", q=QID, c="1001").run())
     assert at.slider(key="c").value == 20  # out of range: ignored, the default
-    assert TP.clamp_c(400.0) == 400 and TP.clamp_c(900) == 500 and TP.clamp_c(-3) == 0
+    assert TP.clamp_c(400.0) == 400 and TP.clamp_c(1900) == 1000 and TP.clamp_c(-3) == 0
 
 
 def test_clamp_explorer_bad_feature_ids_are_explained(app_env):

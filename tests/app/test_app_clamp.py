@@ -46,7 +46,7 @@ def test_bad_link_values_are_reported_not_dropped_silently(app_env):
     naming the value, and the page still works from the defaults."""
     at = ok(page("clamp", features="2,3", qset="wmdp-bio", q="no-such-question", c="999999", mode="bogus").run())
     w = warnings_text(at)
-    assert "`c=999999`" in w and "out of range (allowed: 0 to 500)" in w
+    assert "`c=999999`" in w and "out of range (allowed: 0 to 1000)" in w
     assert "`q=no-such-question`" in w
     assert "`mode=bogus`" in w and "not one of the choices" in w
     assert at.slider(key="c").value == 20 and at.selectbox(key="mode").value == "clamp"
@@ -157,7 +157,7 @@ def test_clamp_explorer_curve_comes_in_chunks_and_the_slider_reuses_them(app_env
     )
     at = ok(page("clamp", features="3,6", qset="wmdp-bio", q=QID, c="57").run())
     curve_calls = [v for m, v in calls if m == "mcq" and len(v) > 1]
-    assert [v for vs in curve_calls for v in vs] == [float(v) for v in range(0, 501, 25)]
+    assert [v for vs in curve_calls for v in vs] == [float(v) for v in range(0, 1001, 50)]
     assert max(len(v) for v in curve_calls) <= 7
     calls.clear()
     at.slider(key="c").set_value(58)

@@ -7,7 +7,7 @@ import streamlit as st
 from unlearn_core.ui import connection as CN
 from unlearn_core.ui import url_state as US
 
-MAX_C = 500  # the clamp value range of the app's sliders and links (the targets' defaults are in the hundreds)
+MAX_C = 1000  # the clamp value range of the app's sliders and links: up to the targets' defaults (bio-basics: 800)
 from unlearn_core.features.default_target import DEFAULT_TARGET  # noqa: E402  (the one definition)
 
 
