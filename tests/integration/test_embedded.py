@@ -156,7 +156,7 @@ def test_gated_clamp_on_the_embedded_model(engine, question, scoring):
     """rho measured independently (codes from the raw SAE weights in float64, special tokens left
     out); with tau just below it the gated clamp's logits are the static clamp's, with tau = rho
     they are the clean model's; the fast path agrees with the hooked forward both ways."""
-    from unit.method.test_interventions import manual_codes  # tests/ is on sys.path (conftest)
+    from model_helpers import manual_codes  # tests/ is on sys.path (conftest)
 
     from unlearn_core.method import fastpath
     from unlearn_core.method.gate import question_prompt

@@ -40,6 +40,11 @@ def test_demo_flips_a_known_bio_question_and_keeps_a_retain_question(engine, sha
     assert not score_question(engine, q, [iv]).correct
     rq = next(q for q in D.load_question_set("quiz:retain!overlaps_bio").questions if q.id == r["question"]["id"])
     assert score_question(engine, rq).correct and score_question(engine, rq, [iv]).correct
+    assert f["verdict"]["kind"] == "forgotten" and r["verdict"]["kind"] == "kept", r["verdict"]
+    # the free-text check: a train-half forget question the clean model answers with its keyword
+    g = out["generation"]
+    assert g is not None and g["keyword"] in g["clean"].lower() and g["clean_says_it"]
+    assert (g["keyword"] in g["clamped"].lower()) == g["clamped_says_it"]
 
 
 def test_target_eval_json_on_the_embedded_model(tmp_path, shared_data):
