@@ -23,6 +23,14 @@ def _example(qid: str, text: str, choices: list[str], before: list[float], after
     return {**ex, "verdict": verdict_of(ex).to_dict()}
 
 
+MALARIA = ("quiz-bio:1", "Which organism causes malaria?", ["A virus", "Plasmodium", "A fungus", "<script>x</script>"])
+MALARIA += ([0.1, 0.75, 0.1, 0.05], [0.5, 0.12, 0.3, 0.08])
+MARPLE = (
+    "quiz-retain:2",
+    "Who created Miss Marple?",
+    ["Dorothy L. Sayers", "Agatha Christie", "Ngaio Marsh", "P. D. James"],
+)
+MARPLE += ([0.2, 0.57, 0.13, 0.1], [0.3, 0.42, 0.18, 0.1])
 RESULT = {
     "target": "bio-basics",
     "description": "Textbook biology <and> infectious disease",
@@ -30,20 +38,9 @@ RESULT = {
     "forget_corpus_note": "",
     "retain_corpora": ["wikitext@train"],
     "intervention": {"sae": "embedded", "mode": "dsg", "c": 400.0, "features": [1360, 7261], "gate": 0.103},
-    "forget_example": _example(
-        "quiz-bio:1",
-        "Which organism causes malaria?",
-        ["A virus", "Plasmodium", "A fungus", "<script>x</script>"],
-        [0.1, 0.75, 0.1, 0.05],
-        [0.5, 0.12, 0.3, 0.08],
-    ),
-    "retain_example": _example(
-        "quiz-retain:2",
-        "Who created Miss Marple?",
-        ["Dorothy L. Sayers", "Agatha Christie", "Ngaio Marsh", "P. D. James"],
-        [0.2, 0.57, 0.13, 0.1],
-        [0.3, 0.42, 0.18, 0.1],
-    ),
+    # (id, question, choices, clean probabilities, clamped probabilities); the second choice is right
+    "forget_example": _example(*MALARIA),
+    "retain_example": _example(*MARPLE),
     "n_checked_forget": 3,
     "n_checked_retain": 1,
     "summary": "The clamp made the model forget a fact it knew.",
