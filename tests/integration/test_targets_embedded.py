@@ -109,3 +109,33 @@ def test_a_shipped_known_filter_equals_a_fresh_computation(engine, shared_data):
     assert shipped is not None, "no shipped known filter for quiz:retain@train!overlaps_bio (run scripts/ship_cache.py)"
     fresh = [q.id for q in known_questions(engine, qs, strict=True, use_cache=False)]
     assert C.read_json_shipped(shipped) == fresh and len(fresh) > 10
+
+
+def test_the_shipped_gate_calibration_equals_a_fresh_computation(engine, shared_data):
+    """bio-basics' default is gated: its tau comes from rho on each retain corpus, shipped
+    (``scripts/ship_cache.py --kinds gate``). The shipped rhos of the corpus that sets tau equal a
+    fresh computation, and the default's tau is their 95th percentile."""
+    from unlearn_core.core import cache as C
+    from unlearn_core.features.stats import corpus_docs, windows_for
+    from unlearn_core.method.gate import (
+        CALIBRATION_CTX,
+        CALIBRATION_TOKENS,
+        calibration_path,
+        percentile_tau,
+        rho_of_tokens,
+        tau_over,
+    )
+
+    t = T.get_target("bio-basics")
+    iv = T.default_intervention(engine, t)
+    assert iv.mode in ("gated", "dsg") and iv.gate is not None
+    corpus = tau_over(engine, iv.sae_key, iv.features, list(t.retain_corpora), t.intervention.gate_percentile)["corpus"]
+    docs = corpus_docs(engine, corpus)
+    path = calibration_path(engine, iv.sae_key, iv.features, corpus, docs, CALIBRATION_TOKENS, CALIBRATION_CTX)
+    shipped = C.shipped_entry(path)
+    assert shipped is not None, f"no shipped gate calibration for {corpus} (run scripts/ship_cache.py --kinds gate)"
+    fresh = rho_of_tokens(
+        engine, iv.sae_key, iv.features, windows_for(engine, docs, CALIBRATION_TOKENS, CALIBRATION_CTX)
+    )
+    assert C.read_json_shipped(shipped) == pytest.approx(fresh, abs=1e-6)
+    assert iv.gate == pytest.approx(percentile_tau(fresh, t.intervention.gate_percentile))
