@@ -80,3 +80,27 @@ def test_needs_task_recognises_a_synchronous_limit():
     assert not needs_task(ServerError(400, "unknown corpus 'x'"))
     assert not needs_task(ServerError(404, "POST /api/tasks/demo"))
     assert not needs_task(ValueError("POST /api/tasks/demo"))
+
+
+def test_a_waiting_caller_is_told_each_polls_progress():
+    """Issue 35, defect 16: the app draws a bar with the ETA from what ``run_task`` is told per poll
+    (``TASK_PROGRESS``); without a listener nothing is called, and the listener is per context."""
+    from unlearn_core.server.client_tasks import TASK_PROGRESS
+
+    states = iter(
+        [
+            {"status": "queued", "done": 0, "total": 0},
+            {"status": "running", "done": 3, "total": 10, "eta_s": 7.0},
+            {"status": "done", "done": 10, "total": 10, "result": {"answer": 42}},
+        ]
+    )
+    c = UnlearnClient("http://127.0.0.1:9")
+    c.request = lambda verb, path, json=None, **kw: {"id": "t1"} if verb == "POST" else next(states)
+    seen: list = []
+    token = TASK_PROGRESS.set(seen.append)
+    try:
+        assert c.run_task("demo", {"target": "t"}, poll=0.0) == {"answer": 42}
+    finally:
+        TASK_PROGRESS.reset(token)
+    assert [(t["status"], t["done"]) for t in seen] == [("queued", 0), ("running", 3), ("done", 10)]
+    assert TASK_PROGRESS.get() is None

@@ -8,10 +8,18 @@ synchronous call answers that a task is needed (:func:`.client_transport.needs_t
 
 from __future__ import annotations
 
+from contextvars import ContextVar
+from typing import Callable
+
 from unlearn_core.server import schemas as S
 from unlearn_core.server.client_jobs import wait_until_finished
 from unlearn_core.server.client_transport import ServerError, Transport
 from unlearn_core.server.client_transport import schema_default as _d
+
+# what a caller wants told of a task's progress while ``run_task`` waits (each poll's task record):
+# the app draws a bar with the ETA. A context variable, not a client attribute: one client serves
+# every browser session of the app, each in its own thread.
+TASK_PROGRESS: ContextVar[Callable[[dict], None] | None] = ContextVar("task_progress", default=None)
 
 
 def _as_task(name: str, why: str):
@@ -41,7 +49,15 @@ class TaskMethods(Transport):
     def run_task(self, kind: str, body: dict, timeout: float = 3600.0, poll: float = 0.5) -> dict:
         """Submit a task, wait for it, and return its result (a ServerError when it fails)."""
         task_id = self.submit_task(kind, body)["id"]
-        t = wait_until_finished(lambda: self.task(task_id), f"task {task_id}", ("done", "total"), timeout, poll)
+        tell = TASK_PROGRESS.get()
+
+        def fetch() -> dict:
+            t = self.task(task_id)
+            if tell is not None:
+                tell(t)
+            return t
+
+        t = wait_until_finished(fetch, f"task {task_id}", ("done", "total"), timeout, poll)
         if t["status"] != "done":
             raise ServerError(400, f"task {task_id} {t['status']}: {t.get('error') or ''}".strip())
         return t["result"]

@@ -50,13 +50,7 @@ def call(method: str, /, *args, retry: bool = True, **kwargs) -> Any:
 
 @st.cache_data(show_spinner=False, ttl=3600, max_entries=512)
 def _cached(url: str, engine_sig: str, method: str, args_json: str) -> Any:
-    kwargs = json.loads(args_json)
-    try:
-        return call(method, **kwargs)
-    except ServerError as e:  # past the synchronous limit (statistics or known statuses not cached yet)
-        if not needs_task(e) or not hasattr(UnlearnClient, f"{method}_task"):
-            raise
-    return call(f"{method}_task", **kwargs)  # the same answer, computed as a task
+    return call(method, **json.loads(args_json))
 
 
 def cached(method: str, /, **kwargs) -> Any:
@@ -66,7 +60,41 @@ def cached(method: str, /, **kwargs) -> Any:
     the server answers with a synchronous limit that names a task (statistics, known statuses not
     cached yet) is made again as the client's ``<method>_task``, which waits for the task."""
     sig = st.session_state.get("_engine_sig", "")
-    return _cached(server_url(), sig, method, json.dumps(kwargs, sort_keys=True))
+    key = (server_url(), sig, method, json.dumps(kwargs, sort_keys=True))
+    done = task_results()
+    if key in done:  # computed as a task earlier, by any session
+        return done[key]
+    try:
+        return _cached(*key)
+    except ServerError as e:  # past the synchronous limit (statistics or known statuses not cached yet)
+        if not needs_task(e) or not hasattr(UnlearnClient, f"{method}_task"):
+            raise
+    done[key] = task_with_progress(method, kwargs)  # the same answer, computed as a task
+    return done[key]
+
+
+def task_with_progress(method: str, kwargs: dict) -> Any:
+    """``client.<method>_task(**kwargs)`` with a progress bar (step, total, ETA) while it runs: a
+    long wait shows how far it is, not only a spinner."""
+    from unlearn_core.server.client_tasks import TASK_PROGRESS
+    from unlearn_core.ui.render import fmt_eta
+
+    what = method.replace("_", " ")
+    bar = st.progress(0.0, text=f"Computing {what} on the server (a task): queued…")
+
+    def show(t: dict) -> None:
+        if t["status"] == "running" and t.get("total"):
+            bar.progress(
+                min(1.0, t["done"] / t["total"]),
+                text=f"Computing {what} on the server: step {t['done']} / {t['total']} · ETA {fmt_eta(t.get('eta_s'))}",
+            )
+
+    token = TASK_PROGRESS.set(show)
+    try:
+        return call(f"{method}_task", **kwargs)
+    finally:
+        TASK_PROGRESS.reset(token)
+        bar.empty()
 
 
 @st.cache_data(show_spinner=False, ttl=15, max_entries=16)
@@ -76,8 +104,8 @@ def _info(url: str, token_hash: str) -> dict:
 
 @st.cache_resource(show_spinner=False)
 def task_results() -> dict:
-    """Answers of tasks the app ran (the guided demo), shared by every session like ``cached``'s:
-    key -> result; a page keys them by URL, loaded model and arguments."""
+    """Answers of tasks the app ran (the guided demo, the task fallbacks of ``cached``), shared by
+    every session: key -> result; a page keys them by URL, loaded model and arguments."""
     return {}
 
 
