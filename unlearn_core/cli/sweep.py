@@ -12,12 +12,35 @@ from unlearn_core.cli.common import add_command, emit, engine_of, floats, progre
 from unlearn_core.method.modes import MODES
 
 
+def _grid(args) -> tuple[list[float], list[int], list[float]]:
+    """--thresholds, --n and --clamps; those not given, from the target's default (``grid.default_grid``,
+    as the Batch page prefills them). Without --target all three are needed."""
+    given = (args.thresholds, args.n, args.clamps)
+    if None in given and not args.target:
+        raise SystemExit("sweep: --thresholds, --n and --clamps are needed without --target")
+    if None in given:
+        from unlearn_core.evaluation.grid import default_grid
+        from unlearn_core.evaluation.targets import load_targets
+
+        t = load_targets(settings_of(args).targets_file).get(args.target)
+        if t is None:
+            raise SystemExit(f"sweep: unknown target {args.target!r} (see `target list`)")
+        thr = t.selection.threshold if t.selection.method == "frequency" else None
+        defaults = default_grid(t.selection.n, t.intervention.c, thr)
+    else:
+        defaults = ([], [], [])
+    thresholds = floats(args.thresholds) if args.thresholds else defaults[0]
+    ns = [int(x) for x in floats(args.n)] if args.n else defaults[1]
+    return thresholds, ns, floats(args.clamps) if args.clamps else defaults[2]
+
+
 def _spec_fields(args) -> dict:
     """The JobSpec's fields from the command line (those not given keep the spec's defaults)."""
+    thresholds, ns, values = _grid(args)
     fields = {
-        "thresholds": floats(args.thresholds),
-        "ns": [int(x) for x in floats(args.n)],
-        "values": floats(args.clamps),
+        "thresholds": thresholds,
+        "ns": ns,
+        "values": values,
         "question_limit": args.limit,
         "known": not args.all_questions,
         "delay_per_config": args.delay_per_config,
@@ -165,9 +188,9 @@ def add_parsers(sub) -> None:
     s.add_argument("--address", help="an existing Ray cluster (default: $RAY_ADDRESS, else a local instance)")
     s.add_argument("--tiny", action="store_true", help="the tiny random test backend (numbers mean nothing)")
     s.add_argument("--target", help="an unlearning target: its corpora and question sets (see `target list`)")
-    s.add_argument("--thresholds", required=True, help="retain thresholds, e.g. 0.01,0.05")
-    s.add_argument("--n", required=True, help="numbers of features, e.g. 10,20")
-    s.add_argument("--clamps", required=True, help="clamp values, e.g. 20,50")
+    s.add_argument("--thresholds", help="retain thresholds, e.g. 0.01,0.05 (default with --target: its own)")
+    s.add_argument("--n", help="numbers of features, e.g. 10,20 (default with --target: its N and N/2)")
+    s.add_argument("--clamps", help="clamp values, e.g. 20,50 (default with --target: its c, c/2, c/4)")
     s.add_argument("--mode", choices=MODES)
     s.add_argument("--modes", help="several modes side by side over the same configurations, e.g. clamp,gated")
     s.add_argument("--gate", type=float, help="gated modes: tau")

@@ -25,12 +25,14 @@ FEW_QUESTIONS = 10  # below this many questions an accuracy (and the score) is m
 def default_grid(t: dict | None) -> tuple[str, str, str]:
     """The sweep grid's first values (thresholds, N, c) from the target's default intervention, so
     the form starts where the target's default is: N and half of it, c and its half and quarter."""
+    from unlearn_core.evaluation.grid import PAPER_THRESHOLDS, default_grid
+
     if not t:
-        return "0.01, 0.001", "10, 20", "100, 200, 400"
-    sel, c = t["selection"], float(t["intervention"]["c"])
-    ns = sorted({max(1, sel["n"] // 2), sel["n"]})
-    thr = sel["threshold"] if sel.get("method", "frequency") == "frequency" else 0.01
-    return f"{thr:g}", ", ".join(map(str, ns)), ", ".join(f"{v:g}" for v in (c / 4, c / 2, c))
+        return ", ".join(f"{x:g}" for x in PAPER_THRESHOLDS), "10, 20", "100, 200, 400"
+    sel = t["selection"]
+    thr = sel["threshold"] if sel.get("method", "frequency") == "frequency" else None
+    thresholds, ns, cs = default_grid(sel["n"], float(t["intervention"]["c"]), thr)
+    return ", ".join(f"{x:g}" for x in thresholds), ", ".join(map(str, ns)), ", ".join(f"{v:g}" for v in cs)
 
 
 def prefill_grid(t: dict | None) -> None:

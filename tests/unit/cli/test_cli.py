@@ -180,3 +180,24 @@ def test_prepare_says_what_it_did(capsys, tmp_path):
     r = run_cli(capsys, "prepare", "--json", "--cache-dir", str(tmp_path))
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout) == {"model": "embedded:gemma-3-270m", "prepared": str(done), "converted": False}
+
+
+def test_sweep_grid_defaults_to_the_targets_as_the_batch_page_does():
+    """Issue 35, "one source for defaults": without --thresholds/--n/--clamps, `sweep --target T`
+    starts from T's default (N and N/2; c, c/2, c/4), the same grid the Batch page prefills."""
+    from unlearn_core.cli import build_parser
+    from unlearn_core.cli.sweep import _grid
+    from unlearn_core.evaluation.targets import get_target
+    from unlearn_core.ui.batch_form import default_grid as form_grid
+
+    p = build_parser()
+    t = get_target("bio-basics")
+    thresholds, ns, cs = _grid(p.parse_args(["sweep", "--target", "bio-basics", "--out", "x"]))
+    assert ns == sorted({t.selection.n // 2, t.selection.n}) and cs == [t.intervention.c / f for f in (4, 2, 1)]
+    form = form_grid(
+        {"name": "bio-basics", "selection": t.to_dict()["selection"], "intervention": {"c": t.intervention.c}}
+    )
+    assert form == (", ".join(f"{x:g}" for x in thresholds), ", ".join(map(str, ns)), ", ".join(f"{x:g}" for x in cs))
+    assert _grid(p.parse_args(["sweep", "--target", "bio-basics", "--n", "3", "--out", "x"]))[1] == [3]
+    with pytest.raises(SystemExit, match="needed without --target"):
+        _grid(p.parse_args(["sweep", "--out", "x"]))
