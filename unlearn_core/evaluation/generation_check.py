@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import contextlib
 import re
-from dataclasses import asdict, dataclass
 from typing import Callable, ContextManager
 
 import torch
 
 from unlearn_core.data.loaders import Question
 from unlearn_core.evaluation.metrics import generate
+from unlearn_core.evaluation.verdicts import GenerationCheck, generation_verdict
 from unlearn_core.method.interventions import Intervention
 from unlearn_core.model.engine import Engine
 
@@ -36,28 +36,6 @@ MIN_WORDS, MIN_DISTINCT = 6, 0.5
 # (min 0.66); NLL > 1.27 puts 94% of the 80 on the right side
 OFF_TOPIC_NLL = 1.27
 WORD = re.compile(r"[A-Za-z][A-Za-z-]+")
-
-
-@dataclass(frozen=True)
-class GenerationCheck:
-    question_id: str
-    prompt: str
-    keyword: str
-    clean: str
-    clamped: str
-    clean_says_it: bool
-    clamped_says_it: bool
-    clamped_nll: float  # the clean model's mean NLL per token of the clamped continuation
-    degenerate: str | None  # "repetitive", "off-topic", "empty", or None
-
-    @property
-    def verdict(self) -> str:
-        if self.degenerate:
-            return f"broken output ({self.degenerate}), not evidence of forgetting"
-        return "no longer says it" if not self.clamped_says_it else "still says it"
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "verdict": self.verdict}
 
 
 def fact_prompt(q: Question) -> str:
@@ -123,7 +101,6 @@ def check_generation(
         with guard():
             clamped = generate(engine, prompt, [iv], max_new_tokens=new_tokens)
             nll = continuation_nll(engine, prompt, clamped)
-        return GenerationCheck(
-            q.id, prompt, kw, clean, clamped, True, says(clamped, kw), nll, degenerate_reason(nll, clamped)
-        )
+        bad, said = degenerate_reason(nll, clamped), says(clamped, kw)
+        return GenerationCheck(q.id, prompt, kw, clean, clamped, True, said, nll, bad, generation_verdict(bad, said))
     return None

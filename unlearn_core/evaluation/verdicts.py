@@ -77,3 +77,31 @@ def verdict_of(example: dict, tolerance: float = KEEP_TOLERANCE) -> Verdict:
     """The verdict on a demo example (``question``, ``base`` and ``intervened`` score dicts)."""
     q, b, i = example["question"], example["base"], example["intervened"]
     return verdict(q["answer"], b["probs"], b["predicted"], i["probs"], i["predicted"], tolerance)
+
+
+@dataclass(frozen=True)
+class GenerationCheck:
+    """A forget question asked openly (``generation_check``): the clean and clamped text, whether
+    each names the answer's keyword, and whether the clamped text is text at all. Also the API's
+    schema (pydantic reads the dataclass): torch-free, here."""
+
+    question_id: str
+    prompt: str
+    keyword: str  # the correct answer's most distinctive word
+    clean: str
+    clamped: str
+    clean_says_it: bool
+    clamped_says_it: bool
+    clamped_nll: float  # the clean model's mean NLL per token of the clamped continuation
+    degenerate: str | None  # "repetitive", "off-topic", "empty", or None
+    verdict: str  # generation_verdict(degenerate, clamped_says_it)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def generation_verdict(degenerate: str | None, clamped_says_it: bool) -> str:
+    """Broken text is never called forgetting."""
+    if degenerate:
+        return f"broken output ({degenerate}), not evidence of forgetting"
+    return "still says it" if clamped_says_it else "no longer says it"

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from unlearn_core.evaluation.demo_limits import MAX_SCAN as DEMO_MAX_SCAN  # questions the demo checks per set
+from unlearn_core.evaluation.verdicts import GenerationCheck
 from unlearn_core.features.target_limits import MAX_SAVED_QUESTIONS, MAX_SAVED_TEXT, NAME_RE
 from unlearn_core.server.schemas.common import MAX_CORPORA, MAX_FEATURES, ClampValue, Name, Request, StaticMode, Variant
 from unlearn_core.server.schemas.features import SelectedFeature, SelectionMethod
@@ -182,21 +183,6 @@ class DemoExample(BaseModel):
     verdict: VerdictOut
 
 
-class GenerationOut(BaseModel):
-    """``evaluation.generation_check.GenerationCheck``: a question answered in free text, clean and clamped."""
-
-    question_id: str
-    prompt: str
-    keyword: str  # the correct answer's most distinctive word
-    clean: str
-    clamped: str
-    clean_says_it: bool
-    clamped_says_it: bool
-    clamped_nll: float  # the clean model's mean NLL per token of the clamped continuation
-    degenerate: str | None  # "repetitive", "off-topic", "empty", or None
-    verdict: str
-
-
 class DemoResponse(BaseModel):
     target: str
     description: str
@@ -208,5 +194,5 @@ class DemoResponse(BaseModel):
     retain_example: DemoExample | None  # a known retain question kept (else one still right, less sure)
     n_checked_forget: int
     n_checked_retain: int
-    generation: GenerationOut | None = None  # None: no train-half forget question answered in free text
+    generation: GenerationCheck | None = None  # None: no train-half forget question answered in free text
     summary: str
