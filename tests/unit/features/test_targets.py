@@ -414,7 +414,7 @@ def test_targets_experiment_runs_end_to_end_on_tiny(tiny, shared_data):
     from unlearn_core.evaluation.experiments import sweep_report as SWR
     from unlearn_core.evaluation.experiments import target_sweep as TX
 
-    t = T.replace_intervention(T.get_target("bio-basics"), threshold=1.0, n=3, c=10.0, method="frequency")
+    t = T.replace_intervention(T.get_target("bio-basics"), threshold=1.0, n=3, c=10.0, method="frequency", mode="clamp")
     r = TX.run(tiny, t, thresholds=(1.0,), ns=(3,), values=(10.0,), loss_tokens=100, ppl_tokens=100, max_loss=0.05)
     assert [row["config"] for row in r["rows"]] == ["none", "paper t=1 N=3 c=10", "format-matched t=1 N=3 c=10"]
     assert r["rows"][1]["retain_corpora"] == ["wikitext@train"]
@@ -665,3 +665,16 @@ def test_a_gated_default_gets_its_tau_from_the_retain_corpora(tiny, shared_data)
     bad = {k: v for k, v in bad.items() if k not in ("name", "source")}
     with pytest.raises(T.TargetError, match="gate_percentile"):
         T.target_from_dict("bad", bad)
+
+
+def test_a_gated_targets_sweep_rows_carry_their_own_tau(tiny, shared_data):
+    """`experiment targets` on a target whose default is gated: each row's features get the tau the
+    default would (they failed with "needs a gate tau" before)."""
+    from unlearn_core.evaluation.experiments import target_sweep as TX
+    from unlearn_core.method.gate import tau_over
+
+    t = T.replace_intervention(T.get_target("sherlock"), mode="gated", gate_percentile=90.0)
+    iv = TX._intervention(tiny, "tiny", (2, 3), 50.0, t)
+    assert iv.mode == "gated" and iv.c == 50.0
+    assert iv.gate == tau_over(tiny, "tiny", (2, 3), list(t.retain_corpora), 90.0)["tau"]
+    assert TX._intervention(tiny, "tiny", (2, 3), 50.0, T.replace_intervention(t, mode="clamp")).gate is None

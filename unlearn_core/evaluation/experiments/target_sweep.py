@@ -44,6 +44,7 @@ from unlearn_core.evaluation.targets import Target, forget_corpus_for, retain_fr
 from unlearn_core.features import stats as F
 from unlearn_core.features import text_search as TXS
 from unlearn_core.method.interventions import Intervention
+from unlearn_core.method.modes import GATED_MODES
 
 PAPER_RETAIN = ("wikitext@train",)
 QUESTION_VARIANTS = ("attribution", "fisher")  # selections ranked on the train half's known questions
@@ -91,8 +92,30 @@ def _retain_variants(target: Target, variants: tuple[str, ...]) -> tuple[dict, d
     return retain_sets, skipped
 
 
+def _intervention(engine, sae: str, feats: tuple, c: float, target: Target) -> Intervention:
+    """A row's intervention in the target's mode; a gated mode's tau calibrated for these features
+    as the default's is (``gate_percentile`` of rho on the retain corpora, the highest; cached)."""
+    iv = target.intervention
+    tau = None
+    if iv.mode in GATED_MODES:
+        from unlearn_core.method.gate import tau_over
+
+        tau = tau_over(engine, sae, feats, list(target.retain_corpora), iv.gate_percentile)["tau"]
+    return Intervention(sae, feats, float(c), iv.mode, tau)
+
+
 def _frequency_grid(
-    sae: str, target: Target, fs, stats: dict, retain_sets: dict, thresholds, ns, values, grid: list, configs: list
+    engine,
+    sae: str,
+    target: Target,
+    fs,
+    stats: dict,
+    retain_sets: dict,
+    thresholds,
+    ns,
+    values,
+    grid: list,
+    configs: list,
 ) -> None:
     """Append the frequency selections' rows (variant x threshold x N x c) to ``grid`` and ``configs``."""
     for v, corpora in retain_sets.items():
@@ -114,10 +137,12 @@ def _frequency_grid(
                                 "features": list(feats),
                             }
                         )
-                        configs.append([Intervention(sae, feats, float(c), target.intervention.mode)])
+                        configs.append([_intervention(engine, sae, feats, c, target)])
 
 
-def _ranked_grid(sae: str, target: Target, ranked: list[int], ns, values, grid: list, configs: list, **row) -> None:
+def _ranked_grid(
+    engine, sae: str, target: Target, ranked: list[int], ns, values, grid: list, configs: list, **row
+) -> None:
     """Append the rows of one ranked feature list (N x c; ``row`` names the selection): the top N,
     with one row per distinct list where fewer than N were ranked."""
     seen: set = set()
@@ -138,7 +163,7 @@ def _ranked_grid(sae: str, target: Target, ranked: list[int], ns, values, grid: 
                     "features": list(feats),
                 }
             )
-            configs.append([Intervention(sae, feats, float(c), target.intervention.mode)])
+            configs.append([_intervention(engine, sae, feats, c, target)])
 
 
 def _search_grid(engine, sae: str, target: Target, toks: int, ns, values, grid: list, configs: list) -> None:
@@ -147,7 +172,17 @@ def _search_grid(engine, sae: str, target: Target, toks: int, ns, values, grid: 
     found = [r["feature"] for r in TXS.select_by_search(engine, sae, target.selection.query, bg, max(ns))]
     sel = target.selection
     _ranked_grid(
-        sae, target, found, ns, values, grid, configs, selection="search", query=sel.query, background=sel.background
+        engine,
+        sae,
+        target,
+        found,
+        ns,
+        values,
+        grid,
+        configs,
+        selection="search",
+        query=sel.query,
+        background=sel.background,
     )
 
 
@@ -156,7 +191,7 @@ def _question_grid(engine, sae: str, target: Target, method: str, ns, values, gr
     from unlearn_core.evaluation.targets import select_for_target
 
     ranked = [r["feature"] for r in select_for_target(engine, target, sae, n=max(ns), method=method)["features"]]
-    _ranked_grid(sae, target, ranked, ns, values, grid, configs, selection=method)
+    _ranked_grid(engine, sae, target, ranked, ns, values, grid, configs, selection=method)
 
 
 def _accuracies(engine, target: Target, known: dict, configs: list, scoring: str) -> dict:
@@ -253,7 +288,7 @@ def run(
     stats = {c: F.feature_stats(engine, sae, c, n_tokens=toks) for rs in retain_sets.values() for c in rs}
     known = _known_sets(engine, target, scoring)
     grid, configs = [], [[]]
-    _frequency_grid(sae, target, fs, stats, retain_sets, thresholds, ns, values, grid, configs)
+    _frequency_grid(engine, sae, target, fs, stats, retain_sets, thresholds, ns, values, grid, configs)
     if "search" in variants:
         _search_grid(engine, sae, target, toks, ns, values, grid, configs)
     for method in (v for v in variants if v in QUESTION_VARIANTS):
