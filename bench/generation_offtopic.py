@@ -20,7 +20,7 @@ def main() -> None:
     args = p.parse_args()
     engine, _ = load(args)
     from unlearn_core.data import loaders as D
-    from unlearn_core.evaluation import generation_check as G
+    from unlearn_core.evaluation import generation_check as GC
     from unlearn_core.evaluation.mcq import known_questions
     from unlearn_core.evaluation.metrics import generate
     from unlearn_core.evaluation.targets import default_intervention, engine_target
@@ -29,16 +29,16 @@ def main() -> None:
     for spec in ("quiz:bio@train", "quiz:retain@train"):
         qs += known_questions(engine, D.load_question_set(spec, engine.settings.data_dir).questions, strict=True)
     qs = qs[: args.questions]
-    prompts = [G.fact_prompt(q) for q in qs]
-    answers = [generate(engine, pr, None, max_new_tokens=G.NEW_TOKENS) for pr in prompts]
-    own = [G.continuation_nll(engine, pr, a) for pr, a in zip(prompts, answers)]
-    other = [G.continuation_nll(engine, pr, answers[(i + 7) % len(qs)]) for i, pr in enumerate(prompts)]
+    prompts = [GC.fact_prompt(q) for q in qs]
+    answers = [generate(engine, pr, None, max_new_tokens=GC.NEW_TOKENS) for pr in prompts]
+    own = [GC.continuation_nll(engine, pr, a) for pr, a in zip(prompts, answers)]
+    other = [GC.continuation_nll(engine, pr, answers[(i + 7) % len(qs)]) for i, pr in enumerate(prompts)]
     cuts = sorted(set(round(x, 2) for x in own + other))
     best = max(cuts, key=lambda t: sum(x <= t for x in own) + sum(x > t for x in other))
     acc = (sum(x <= best for x in own) + sum(x > best for x in other)) / (2 * len(qs))
     iv = default_intervention(engine, engine_target(engine, "bio-basics"))
-    clamped = [generate(engine, pr, [iv], max_new_tokens=G.NEW_TOKENS) for pr in prompts[:10]]
-    cl = [G.continuation_nll(engine, pr, c) for pr, c in zip(prompts, clamped)]
+    clamped = [generate(engine, pr, [iv], max_new_tokens=GC.NEW_TOKENS) for pr in prompts[:10]]
+    cl = [GC.continuation_nll(engine, pr, c) for pr, c in zip(prompts, clamped)]
     print(f"machine: {machine()}; {len(qs)} known train-half questions (bio, retain)")
     for name, xs in (("own answer (on topic)", own), ("another question's answer", other), ("default clamp", cl)):
         print(f"{name:<28} median {statistics.median(xs):.2f}  min {min(xs):.2f}  max {max(xs):.2f}")

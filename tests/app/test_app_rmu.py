@@ -63,7 +63,7 @@ def test_sweep_with_the_rmu_model_scores_it_beside_the_clamp(app_env, trained):
     results = next(df.value for df in at.dataframe if "forget_accuracy" in df.value.columns)
     assert trained in set(results["config"])
     fig = next(c for c in at.get("plotly_chart"))
-    assert "rmu (run" in fig.proto.spec  # RMU is its own series on Figure 5
+    assert "rmu, this run (" in fig.proto.spec  # RMU is its own series on Figure 5
 
 
 def test_clamp_explorer_compares_base_rmu_and_clamp(app_env, trained):
