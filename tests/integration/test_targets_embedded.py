@@ -66,7 +66,9 @@ def test_target_eval_json_on_the_embedded_model(tmp_path, shared_data):
         assert {"n_questions", "n_known", "base_accuracy", "intervened_accuracy"} <= set(d)
         assert d["n_known"] > 10 and d["base_accuracy"] == 1.0
     assert out["forget"]["intervened_accuracy"] < 1.0  # the default intervention removes something
-    assert out["intervention"]["mode"] == "clamp" and out["intervention"]["features"]
+    default = T.get_target("bio-basics").intervention
+    assert out["intervention"]["mode"] == default.mode and out["intervention"]["features"]
+    assert (out["intervention"]["gate"] is not None) == (default.mode in ("gated", "dsg"))  # tau reported
 
 
 def test_a_shipped_statistics_entry_equals_a_fresh_computation(engine, tmp_path, monkeypatch, shared_data):

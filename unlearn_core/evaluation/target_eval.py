@@ -97,6 +97,7 @@ def evaluate_target(
             "sae": iv.sae_key,
             "mode": iv.mode,
             "c": iv.c,
+            "gate": iv.gate,  # gated modes: tau (calibrated on the target's retain corpora)
             "scales": list(iv.scales) if iv.scales is not None else None,  # c_i = c * scale_i
             "features": list(iv.features),
             "selection": asdict(target.selection),
