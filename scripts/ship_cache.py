@@ -51,7 +51,8 @@ def main() -> None:
     from unlearn_core.evaluation.mcq import known_path, known_questions
     from unlearn_core.evaluation.target_scores import target_feature_scores
     from unlearn_core.evaluation.targets import QUESTION_METHODS, default_intervention, load_targets
-    from unlearn_core.method.gate import calibration_path
+    from unlearn_core.features.stats import corpus_docs
+    from unlearn_core.method.gate import CALIBRATION_CTX, CALIBRATION_TOKENS, calibration_path
     from unlearn_core.method.modes import GATED_MODES
     from unlearn_core.model.engine import load_engine
     from unlearn_core.server.steps import LOCK_CHUNK
@@ -84,9 +85,6 @@ def main() -> None:
         if "gate" in kinds and t.intervention.mode in GATED_MODES:
             iv = default_intervention(engine, t)  # calibrates (or reads) each retain corpus's rho
             for corpus in t.retain_corpora:
-                from unlearn_core.features.stats import corpus_docs
-                from unlearn_core.method.gate import CALIBRATION_CTX, CALIBRATION_TOKENS
-
                 docs = corpus_docs(engine, corpus)
                 gate_files.append(
                     calibration_path(engine, iv.sae_key, iv.features, corpus, docs, CALIBRATION_TOKENS, CALIBRATION_CTX)

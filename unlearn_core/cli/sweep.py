@@ -25,8 +25,7 @@ def _grid(args) -> tuple[list[float], list[int], list[float]]:
         t = load_targets(settings_of(args).targets_file).get(args.target)
         if t is None:
             raise SystemExit(f"sweep: unknown target {args.target!r} (see `target list`)")
-        thr = t.selection.threshold if t.selection.method == "frequency" else None
-        defaults = default_grid(t.selection.n, t.intervention.c, thr)
+        defaults = default_grid(t.selection.n, t.intervention.c, t.selection.threshold, t.selection.method)
     else:
         defaults = ([], [], [])
     thresholds = floats(args.thresholds) if args.thresholds else defaults[0]

@@ -10,8 +10,8 @@ from __future__ import annotations
 PAPER_THRESHOLDS = (0.01, 0.001)  # the frequency selection's retain thresholds when a target has none
 
 
-def default_grid(n: int, c: float, threshold: float | None) -> tuple[list[float], list[int], list[float]]:
+def default_grid(n: int, c: float, threshold: float, method: str) -> tuple[list[float], list[int], list[float]]:
     """(retain thresholds, numbers of features, clamp values) around a default of N = ``n`` and
-    c = ``c``; ``threshold``: the target's frequency threshold (None for another selection method)."""
-    thresholds = [threshold] if threshold is not None else [PAPER_THRESHOLDS[0]]
+    c = ``c``; the target's ``threshold`` only where its selection ``method`` is the frequency one."""
+    thresholds = [threshold] if method == "frequency" else [PAPER_THRESHOLDS[0]]
     return thresholds, sorted({max(1, n // 2), n}), [c / 4, c / 2, c]

@@ -30,8 +30,9 @@ def default_grid(t: dict | None) -> tuple[str, str, str]:
     if not t:
         return ", ".join(f"{x:g}" for x in PAPER_THRESHOLDS), "10, 20", "100, 200, 400"
     sel = t["selection"]
-    thr = sel["threshold"] if sel.get("method", "frequency") == "frequency" else None
-    thresholds, ns, cs = default_grid(sel["n"], float(t["intervention"]["c"]), thr)
+    thresholds, ns, cs = default_grid(
+        sel["n"], float(t["intervention"]["c"]), sel["threshold"], sel.get("method", "frequency")
+    )
     return ", ".join(f"{x:g}" for x in thresholds), ", ".join(map(str, ns)), ", ".join(f"{v:g}" for v in cs)
 
 

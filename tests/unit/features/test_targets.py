@@ -674,7 +674,5 @@ def test_a_gated_targets_sweep_rows_carry_their_own_tau(tiny, shared_data):
     from unlearn_core.method.gate import tau_over
 
     t = T.replace_intervention(T.get_target("sherlock"), mode="gated", gate_percentile=90.0)
-    iv = TX._intervention(tiny, "tiny", (2, 3), 50.0, t)
-    assert iv.mode == "gated" and iv.c == 50.0
-    assert iv.gate == tau_over(tiny, "tiny", (2, 3), list(t.retain_corpora), 90.0)["tau"]
-    assert TX._intervention(tiny, "tiny", (2, 3), 50.0, T.replace_intervention(t, mode="clamp")).gate is None
+    assert TX._tau(tiny, "tiny", (2, 3), t) == tau_over(tiny, "tiny", (2, 3), list(t.retain_corpora), 90.0)["tau"]
+    assert TX._tau(tiny, "tiny", (2, 3), T.replace_intervention(t, mode="clamp")) is None

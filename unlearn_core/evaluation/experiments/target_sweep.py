@@ -92,16 +92,16 @@ def _retain_variants(target: Target, variants: tuple[str, ...]) -> tuple[dict, d
     return retain_sets, skipped
 
 
-def _intervention(engine, sae: str, feats: tuple, c: float, target: Target) -> Intervention:
-    """A row's intervention in the target's mode; a gated mode's tau calibrated for these features
-    as the default's is (``gate_percentile`` of rho on the retain corpora, the highest; cached)."""
+def _tau(engine, sae: str, feats: tuple, target: Target) -> float | None:
+    """A gated target's tau for these features, calibrated as the default's (``gate_percentile``
+    of rho on the retain corpora, the highest); None for a static mode. Once per feature set: it
+    does not depend on c."""
     iv = target.intervention
-    tau = None
-    if iv.mode in GATED_MODES:
-        from unlearn_core.method.gate import tau_over
+    if iv.mode not in GATED_MODES:
+        return None
+    from unlearn_core.method.gate import tau_over
 
-        tau = tau_over(engine, sae, feats, list(target.retain_corpora), iv.gate_percentile)["tau"]
-    return Intervention(sae, feats, float(c), iv.mode, tau)
+    return tau_over(engine, sae, feats, list(target.retain_corpora), iv.gate_percentile)["tau"]
 
 
 def _frequency_grid(
@@ -124,6 +124,7 @@ def _frequency_grid(
             rows = F.select_features(fs.freq, rf, t, max(ns))
             for n in ns:
                 feats = tuple(r["feature"] for r in rows[:n])
+                tau = _tau(engine, sae, feats, target) if feats else None
                 for c in values:
                     if feats:
                         grid.append(
@@ -137,7 +138,7 @@ def _frequency_grid(
                                 "features": list(feats),
                             }
                         )
-                        configs.append([_intervention(engine, sae, feats, c, target)])
+                        configs.append([Intervention(sae, feats, float(c), target.intervention.mode, tau)])
 
 
 def _ranked_grid(
@@ -151,6 +152,7 @@ def _ranked_grid(
         if not feats or feats in seen:
             continue
         seen.add(feats)
+        tau = _tau(engine, sae, feats, target)
         for c in values:
             grid.append(
                 {
@@ -163,7 +165,7 @@ def _ranked_grid(
                     "features": list(feats),
                 }
             )
-            configs.append([_intervention(engine, sae, feats, c, target)])
+            configs.append([Intervention(sae, feats, float(c), target.intervention.mode, tau)])
 
 
 def _search_grid(engine, sae: str, target: Target, toks: int, ns, values, grid: list, configs: list) -> None:
