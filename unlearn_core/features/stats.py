@@ -241,18 +241,15 @@ def token_strs(engine: Engine, ids: list[int]) -> list[str]:
     return [tok.decode([i]) for i in ids]
 
 
+PER_QUANTILE = 2  # examples shown from each activation band
+
+
 @torch.inference_mode()
 def top_examples(
-    engine: Engine,
-    stats: FeatureStats,
-    feature: int,
-    *,
-    k: int = 8,
-    n_quantiles: int = 4,
-    per_quantile: int = 2,
-    context: int = 24,
+    engine: Engine, stats: FeatureStats, feature: int, *, k: int = 8, n_quantiles: int = 4, context: int = 24
 ) -> dict:
-    """Top-k windows by max activation, plus samples from activation quantile bands (as SAEDashboard)."""
+    """Top-k windows by max activation, plus ``PER_QUANTILE`` samples from each of ``n_quantiles``
+    activation bands below them (as SAEDashboard)."""
     col = stats.window_max[:, feature].float()
     order = torch.argsort(col, descending=True)
     top = [int(i) for i in order[:k] if col[i] > 0]
@@ -266,7 +263,7 @@ def top_examples(
             chunk = rest[qi * band : (qi + 1) * band] if qi < n_quantiles - 1 else rest[qi * band :]
             if not chunk:
                 continue
-            pick = torch.randperm(len(chunk), generator=g)[:per_quantile].tolist()
+            pick = torch.randperm(len(chunk), generator=g)[:PER_QUANTILE].tolist()
             lo, hi = float(col[chunk[-1]]), float(col[chunk[0]])
             quantiles.append({"range": [lo, hi], "examples": [chunk[p] for p in pick]})
     wanted = sorted(set(top) | {i for q in quantiles for i in q["examples"]})

@@ -42,9 +42,13 @@ class LongRequests(Transport):
         return self.request("GET", "/api/jobs")
 
     def job(self, job_id: str) -> dict:
+        """The job's status, progress (``done``/``total`` configurations, ``eta_s``) and, once done,
+        its result."""
         return self.request("GET", f"/api/jobs/{job_id}")
 
     def cancel_job(self, job_id: str) -> dict:
+        """Stops the job at its next check (between configurations); a queued or paused job ends at
+        once, since no worker would see the flag."""
         return self.request("POST", f"/api/jobs/{job_id}/cancel")
 
     def wait_job(self, job_id: str, timeout: float = 3600.0, poll: float = 0.5) -> dict:
@@ -59,6 +63,7 @@ class LongRequests(Transport):
         return self.request("GET", "/api/rmu")["runs"]
 
     def rmu_run(self, name: str) -> dict:
+        """The run's status, ``step``/``steps``, ``eta_s`` and last losses (``last``)."""
         return self.request("GET", f"/api/rmu/{name}")
 
     def cancel_rmu(self, name: str) -> dict:

@@ -16,7 +16,7 @@ from unlearn_core.model.engine import Engine
 from unlearn_core.server.access import check_corpus, trusted_files
 from unlearn_core.server.job_store import FINAL, Job, JobStore  # noqa: F401 (re-exported)
 from unlearn_core.server.schemas import JobSpec
-from unlearn_core.server.state import ServerState, lookup
+from unlearn_core.server.state import ServerState, cancel_item, lookup
 from unlearn_core.server.sweep import LOSS_CTX, Cancelled, Stopping, Sweep  # noqa: F401 (re-exported)
 
 log = logging.getLogger("unlearn_core.server.jobs")
@@ -121,12 +121,11 @@ class JobRunner:
         return lookup(self.jobs, job_id, "job")
 
     def cancel(self, job_id: str) -> Job:
-        job = self.get(job_id)
-        job.cancel.set()
-        if job.status in ("queued", "paused"):
-            job.error = None
-            self._store().finish(job, "cancelled")
-        return job
+        return cancel_item(self.get(job_id), ("queued", "paused"), self._cancel_idle)
+
+    def _cancel_idle(self, job: Job) -> None:
+        job.error = None
+        self._store().finish(job, "cancelled")
 
     # -- worker
 

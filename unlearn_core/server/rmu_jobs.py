@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 
 from unlearn_core.core import cache as C
-from unlearn_core.server.state import ServerState, lookup
+from unlearn_core.server.state import ServerState, cancel_item, lookup
 from unlearn_core.training import rmu
 
 log = logging.getLogger("unlearn_core.server.rmu_jobs")
@@ -109,11 +109,7 @@ class RMURunner:
         return lookup(self.runs, name, "RMU run")
 
     def cancel(self, name: str) -> RMURun:
-        run = self.get(name)
-        run.cancel.set()
-        if run.status == "queued":
-            run.status = "cancelled"
-        return run
+        return cancel_item(self.get(name), ("queued",), lambda r: setattr(r, "status", "cancelled"))
 
     def _loop(self) -> None:
         while not self.stop_event.is_set():

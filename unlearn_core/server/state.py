@@ -40,6 +40,15 @@ def lookup(items: dict, key: str, what: str):
     return item
 
 
+def cancel_item(item, idle: tuple[str, ...], end: Callable[[Any], None]):
+    """Sets ``item.cancel``; an item in an ``idle`` status (no worker will look at the flag) is
+    ended now by ``end``. Shared by the task, job and RMU runners."""
+    item.cancel.set()
+    if item.status in idle:
+        end(item)
+    return item
+
+
 class ShuttingDown(RuntimeError):
     """The server got SIGTERM: long request work stops at its next lock step; mapped to 503."""
 
@@ -142,16 +151,22 @@ class ServerState:
             self.lock.release()
 
     @contextlib.contextmanager
+    def _thread_set(self, name: str, value: Any) -> Iterator[None]:
+        """This thread's ``name`` is ``value`` in the block, and what it was after (nested blocks)."""
+        before = getattr(self._local, name, None)
+        setattr(self._local, name, value)
+        try:
+            yield
+        finally:
+            setattr(self._local, name, before)
+
+    @contextlib.contextmanager
     def variant(self, name: str | None) -> Iterator[None]:
         """Every hold of the model lock this thread takes in the block sees the model variant
         ``name`` ('rmu:<name>': its delta applied for the hold, the exact weights restored after;
         None or 'base': the model as loaded)."""
-        before = getattr(self._local, "variant", None)
-        self._local.variant = None if name in (None, "", "base") else name
-        try:
+        with self._thread_set("variant", None if name in (None, "", "base") else name):
             yield
-        finally:
-            self._local.variant = before
 
     def current_variant(self) -> str | None:
         return getattr(self._local, "variant", None)
@@ -160,26 +175,18 @@ class ServerState:
     def background(self) -> Iterator[None]:
         """Marks the current thread's model work as background (the job worker): its lock holds
         go after those of every waiting HTTP request."""
-        before = self.in_background()
-        self._local.background = True
-        try:
+        with self._thread_set("background", True):
             yield
-        finally:
-            self._local.background = before
 
     def in_background(self) -> bool:
-        return getattr(self._local, "background", False)
+        return bool(getattr(self._local, "background", False))
 
     @contextlib.contextmanager
     def tracked(self, progress: Any) -> Iterator[None]:
         """Stepped work this thread runs in the block reports to ``progress`` (``step()`` after each
         step, ``check()`` before each hold: a task's progress, cancel and shutdown)."""
-        before = getattr(self._local, "progress", None)
-        self._local.progress = progress
-        try:
+        with self._thread_set("progress", progress):
             yield
-        finally:
-            self._local.progress = before
 
     def before_hold(self) -> None:
         """Called by ``run_steps`` before each hold: request work (not background jobs, which stop

@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 from unlearn_core.core import cache as C
 from unlearn_core.model.engine import Engine
-from unlearn_core.server.state import ServerState, ShuttingDown, lookup
+from unlearn_core.server.state import ServerState, ShuttingDown, cancel_item, lookup
 
 log = logging.getLogger("unlearn_core.server.tasks")
 TASK_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -151,11 +151,7 @@ class TaskRunner:
         return lookup(self.tasks, task_id, "task")
 
     def cancel(self, task_id: str) -> Task:
-        task = self.get(task_id)
-        task.cancel.set()
-        if task.status == "queued":
-            self._end(task, "cancelled")
-        return task
+        return cancel_item(self.get(task_id), ("queued",), lambda t: self._end(t, "cancelled"))
 
     def _end(self, task: Task, status: str, result: dict | None = None, error: str | None = None) -> None:
         task.status, task.result, task.error, task.finished = status, result, error, time.time()

@@ -94,7 +94,7 @@ def test_auto_description_is_labelled(tiny, corpus):
 def test_quantile_samples_and_features_firing_in_many_windows(tiny, corpus):
     st = F.feature_stats(tiny, "tiny", corpus, n_tokens=600, ctx=20)
     assert len(st.windows) > 10
-    ex = F.top_examples(tiny, st, ALWAYS_FIRES, k=4, n_quantiles=3, per_quantile=2)
+    ex = F.top_examples(tiny, st, ALWAYS_FIRES, k=4, n_quantiles=3)
     assert len(ex["top"]) == 4 and len(ex["quantiles"]) == 3
     lo_hi = [q["range"] for q in ex["quantiles"]]
     assert all(lo <= hi for lo, hi in lo_hi) and lo_hi[0][1] >= lo_hi[-1][0]
