@@ -83,15 +83,35 @@ if by == "text":
         key="bg",
         help="The features' firing statistics on this corpus (computed once, then cached on the server).",
     )
-    dense_last = not st.checkbox("Rank dense features with the others", key="dense_in_rank")
+    o1, o2 = st.columns(2)
+    dense_last = not o1.checkbox("Rank dense features with the others", key="dense_in_rank")
+    context = not o2.checkbox(
+        "Read a short text alone",
+        key="word_alone",
+        help="By default a word or a name (up to 16 tokens) is read inside a few neutral sentences and its "
+        "activations averaged: alone, 'anthrax' is the sub-tokens 'anth' and 'rax', and the features that fire "
+        "hardest on those fire on 'Anthony' too.",
+    )
     if text.strip():
         res = ER.attempt(
-            lambda: CN.cached("search", text=text, sae=sae, k=k, background=bg, rank=rank, dense_last=dense_last, **on),
+            lambda: CN.cached(
+                "search",
+                text=text,
+                sae=sae,
+                k=k,
+                background=bg,
+                rank=rank,
+                dense_last=dense_last,
+                context=context,
+                **on,
+            ),
             "the feature search",
             spinner="Encoding the text…",
         )
         if res is not None:
             rows = res["features"]
+            if res.get("in_context"):
+                st.caption("Read in context: the activations on your text inside four neutral sentences, averaged.")
             if not rows:
                 st.info("No feature fires on this text.")
             else:
@@ -122,6 +142,8 @@ if by == "text":
                 pick = c1.selectbox("Feature", ids, key="pick_text")
                 c2.button("Open its dashboard", key="open_text", on_click=open_dashboard, args=(pick,))
                 FS.add_to_set_widget(sae, ids, key="set_text")
+    else:
+        st.info("Type a text (a word, a name or a passage) to see the features it activates.")
 
 elif by == "explanation":
     st.markdown(

@@ -480,6 +480,22 @@ def test_feature_search_by_text_dashboard_and_feature_set(app_env):
     assert len(sets["my set"]) == 15 and sets["my set"][0] == {"sae": "tiny", "feature": first}
 
 
+def test_feature_search_short_query_in_context_and_empty_text(app_env):
+    at = page("search", ntok="600")
+    ok(at.run())
+    at.text_area(key="search_text").set_value("spores")
+    ok(at.run())
+    assert "Read in context" in " ".join(c.value for c in at.caption)
+    in_context = list(at.dataframe[0].value["feature"])
+    at.checkbox(key="word_alone").check()
+    ok(at.run())
+    assert "Read in context" not in " ".join(c.value for c in at.caption)
+    assert list(at.dataframe[0].value["feature"]) != in_context  # the word alone is read otherwise
+    at.text_area(key="search_text").set_value("  ")
+    ok(at.run())
+    assert not at.dataframe and "Type a text" in " ".join(i.value for i in at.info)
+
+
 def test_feature_search_forget_retain_table(app_env):
     at = page("search", by="forget/retain", sel="paper", thr="0.5")
     ok(at.run())

@@ -130,6 +130,21 @@ def test_search_matches_engine_and_reuses_activations(client, engine, lock):
     assert r.status_code == 400 and "needs a background corpus" in r.text
 
 
+def test_search_reads_a_short_query_in_context(client, engine, lock):
+    body = {"text": "spores", "k": 5, "background_tokens": 200}
+    s = ok(client.post("/api/features/search", json=body))
+    alone = ok(client.post("/api/features/search", json={**body, "context": False}))
+    assert s["in_context"] is True and alone["in_context"] is False
+    with lock:
+        st = F.feature_stats(engine, "tiny", "webtext", n_tokens=200)
+        kw = {"k": 5, "background": st.freq, "background_max": st.max_act, "rank": "specificity"}
+        ref, ref_alone = (TXS.search_by_text(engine, "tiny", "spores", context=c, **kw) for c in (True, False))
+    assert [(r["feature"], round(r["score"], 4)) for r in s["features"]] == [
+        (r["feature"], round(r["score"], 4)) for r in ref
+    ]
+    assert [r["feature"] for r in alone["features"]] == [r["feature"] for r in ref_alone]
+
+
 def test_dashboard(client):
     d = ok(
         client.post(

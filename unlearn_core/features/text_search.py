@@ -57,9 +57,49 @@ def search_from_codes(
     ]
 
 
-def search_by_text(engine: Engine, sae_key: str, text: str, **options) -> list[dict]:
+# Neutral sentences a short query is read inside (``context=True``): the query always follows a
+# space, so its tokens are the same in each, and no carrier is about any topic. Fixed before
+# measuring (bench/text_search_quality.py); not fitted to any query or corpus.
+CARRIERS = (
+    "This is about {q}.",
+    "I read an article about {q} today.",
+    "Here is what the report says about {q}:",
+    "She asked me what I knew about {q}, and I told her.",
+)
+CONTEXT_MAX_TOKENS = 16  # a longer text is its own context
+
+
+def query_in_context(engine: Engine, sae_key: str, query: str) -> tuple[list[int], torch.Tensor] | None:
+    """The query's token ids (BOS first) and its codes averaged over ``CARRIERS`` ([1 + n, d_sae],
+    row 0 zeros): what the SAE reads in the query's own tokens once the model has a sentence around
+    them. None when the query is too long, or a carrier splits it into other tokens."""
+    q = " ".join(query.split())
+    ids = engine.model.to_tokens(" " + q, prepend_bos=False)[0].tolist()
+    if not ids or len(ids) > CONTEXT_MAX_TOKENS:
+        return None
+    rows = []
+    for carrier in CARRIERS:
+        toks = engine.model.to_tokens(carrier.format(q=q), prepend_bos=True)
+        flat = toks[0].tolist()
+        start = next((i for i in range(len(flat) - len(ids) + 1) if flat[i : i + len(ids)] == ids), None)
+        if start is None:
+            return None
+        rows.append(encode_tokens(engine, sae_key, toks)[0, start : start + len(ids)].float().cpu())
+    codes = torch.stack(rows).mean(0)
+    bos = engine.model.to_tokens("", prepend_bos=True)[0, :1].tolist()
+    return bos + ids, torch.cat([torch.zeros_like(codes[:1]), codes])
+
+
+def search_by_text(engine: Engine, sae_key: str, text: str, context: bool = True, **options) -> list[dict]:
     """``search_from_codes`` on ``text`` (with BOS) encoded by ``sae_key``; ``options`` are its
-    keyword arguments (k, background, background_max, rank, dense_last), defaults kept in one place."""
+    keyword arguments (k, background, background_max, rank, dense_last), defaults kept in one place.
+
+    With ``context`` (the default), a short text (a word or a name) is read inside neutral
+    sentences (``query_in_context``): alone, "anthrax" is the sub-tokens 'anth' and 'rax', and
+    the features that fire hardest on those also fire on "Anthony" and LaTeX."""
+    read = query_in_context(engine, sae_key, text) if context else None
+    if read is not None:
+        return search_from_codes(engine, read[0], read[1], **options)
     toks = engine.model.to_tokens(text, prepend_bos=True)
     return search_from_codes(engine, toks[0].tolist(), encode_tokens(engine, sae_key, toks)[0], **options)
 
@@ -77,5 +117,6 @@ def select_by_search(engine: Engine, sae_key: str, query: str, background: Featu
         background=background.freq,
         background_max=background.max_act,
         rank="specificity",
+        context=False,
     )
     return [r for r in found if not r["dense"]][:n]

@@ -102,22 +102,3 @@ def token_activations(engine: Engine, acts: PromptActs, sae_key: str, features: 
     from unlearn_core.features.stats import token_activations_from_codes
 
     return token_activations_from_codes(engine, sae_key, acts.ids, codes_for(engine, acts, sae_key)[0], features, top_k)
-
-
-def search(
-    engine: Engine, acts: PromptActs, sae_key: str, k: int, background=None, rank: str = "max", dense_last: bool = True
-) -> list[dict]:
-    """``features.search_from_codes`` on the prompt's cached codes; ``background`` is a corpus's
-    FeatureStats (or None)."""
-    from unlearn_core.features.text_search import search_from_codes
-
-    return search_from_codes(
-        engine,
-        acts.ids,
-        codes_for(engine, acts, sae_key)[0],
-        k,
-        background.freq if background is not None else None,
-        background.max_act if background is not None else None,
-        rank,
-        dense_last,
-    )

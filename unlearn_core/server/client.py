@@ -130,11 +130,13 @@ class UnlearnClient(LongRequests, TaskMethods):
         variant: str = "base",
         rank: str = _d(S.SearchRequest, "rank"),
         dense_last: bool = _d(S.SearchRequest, "dense_last"),
+        context: bool = _d(S.SearchRequest, "context"),
         *,
         task: bool = False,
     ) -> dict:
         """Features active on ``text``: by specificity against ``background`` (dense ones flagged
-        and last), or ``rank="max"`` by the largest activation (``background=None``: plain)."""
+        and last), or ``rank="max"`` by the largest activation (``background=None``: plain). A
+        short text is read inside neutral sentences unless ``context`` is False."""
         return self.post(
             "/api/features/search",
             "features_search",
@@ -148,6 +150,7 @@ class UnlearnClient(LongRequests, TaskMethods):
                     "background_tokens": background_tokens,
                     "rank": rank,
                     "dense_last": dense_last,
+                    "context": context,
                 },
             ),
             task,

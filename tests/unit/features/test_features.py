@@ -310,3 +310,32 @@ def test_a_shipped_entry_misses_for_another_sae_and_a_corrupt_file_is_computed(c
     SH.shipped_path(entry).write_bytes(b"not safetensors")
     back = F.feature_stats(eng, "tiny", corpus, n_tokens=150, ctx=40)
     assert torch.equal(back.freq, fresh.freq) and entry.exists()
+
+
+def test_a_short_query_is_read_in_context(tiny):
+    """Context reading: the query's codes in each carrier sentence, found by its token ids and
+    averaged, computed here directly with the model's cache and the SAE's weights."""
+    q = "anthrax spores"
+    ids = tiny.model.to_tokens(" " + q, prepend_bos=False)[0].tolist()
+    rows = []
+    for carrier in TXS.CARRIERS:
+        toks = tiny.model.to_tokens(carrier.format(q=q), prepend_bos=True)[0].tolist()
+        start = [i for i in range(len(toks)) if toks[i : i + len(ids)] == ids][0]
+        codes = direct_codes(tiny, [toks])  # every token but the first (BOS)
+        rows.append(codes[start - 1 : start - 1 + len(ids)])
+    want = torch.stack(rows).mean(0)
+    read = TXS.query_in_context(tiny, "tiny", q)
+    assert read is not None and read[0][1:] == ids
+    assert read[1][0].abs().sum() == 0 and torch.allclose(read[1][1:].double(), want, atol=1e-4)
+    hits = TXS.search_by_text(tiny, "tiny", q, k=5)
+    best = want.max(0).values
+    assert [h["feature"] for h in hits] == torch.argsort(best, descending=True)[:5].tolist()
+    assert hits[0]["max_act"] == pytest.approx(float(best.max()), rel=1e-4)
+    alone = TXS.search_by_text(tiny, "tiny", q, k=5, context=False)
+    assert [h["max_act"] for h in alone] != [h["max_act"] for h in hits]  # the carriers change what is read
+    long = "Cells divide and proteins fold while enzymes speed reactions in every living tissue we know."
+    assert (
+        len(tiny.model.to_tokens(long)[0]) > TXS.CONTEXT_MAX_TOKENS + 1
+        and TXS.query_in_context(tiny, "tiny", long) is None
+    )
+    assert TXS.search_by_text(tiny, "tiny", long, k=5) == TXS.search_by_text(tiny, "tiny", long, k=5, context=False)

@@ -6,7 +6,7 @@ from fastapi import APIRouter
 
 from unlearn_core.server import schemas as S
 from unlearn_core.server.access import check_corpus, trusted_files
-from unlearn_core.server.activations import search, token_activations
+from unlearn_core.server.activations import codes_for, token_activations
 from unlearn_core.server.convert import neuronpedia_info, on_variant, resolve_sae
 from unlearn_core.server.deps import State
 from unlearn_core.server.state import ServerState
@@ -81,10 +81,17 @@ def compute_search(state: ServerState, req: S.SearchRequest, sync: bool = False)
         bg = feature_stats_chunked(state, sae, req.background, req.background_tokens)
     elif req.rank == "specificity":
         raise ValueError("rank 'specificity' needs a background corpus (or use rank 'max')")
-    with state.model("search") as engine:  # one forward to the hook: cannot be split
-        acts, hit = state.prompt_acts(engine, req.text)
-        rows = search(engine, acts, sae, req.k, bg, req.rank, req.dense_last)
-    return S.SearchResponse(sae=sae, features=rows, cached=hit)
+    from unlearn_core.features.text_search import query_in_context, search_from_codes
+
+    with state.model("search") as engine:  # forwards to the hook (one, or one per carrier): not split
+        read = query_in_context(engine, sae, req.text) if req.context else None
+        in_context, hit = read is not None, False
+        if read is None:
+            acts, hit = state.prompt_acts(engine, req.text)
+            read = acts.ids, codes_for(engine, acts, sae)[0]
+        bg_freq, bg_max = (bg.freq, bg.max_act) if bg is not None else (None, None)
+        rows = search_from_codes(engine, *read, req.k, bg_freq, bg_max, req.rank, req.dense_last)
+    return S.SearchResponse(sae=sae, features=rows, cached=hit, in_context=in_context)
 
 
 @router.post("/features/search", response_model=S.SearchResponse)

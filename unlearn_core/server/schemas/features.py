@@ -125,6 +125,11 @@ class SearchRequest(Request):
     dense_last: bool = Field(
         True, description="dense features (active on > 10% of the background's tokens) after all the others"
     )
+    context: bool = Field(
+        True,
+        description="read a short text (a word or a name, up to 16 tokens) inside neutral carrier sentences, "
+        "its activations averaged over them: alone, a word is its sub-tokens (features.text_search.CARRIERS)",
+    )
     variant: Variant = Field("base", description="run on this model variant in place of the model as loaded")
 
 
@@ -142,6 +147,7 @@ class SearchResponse(BaseModel):
     sae: str
     features: list[SearchHit]
     cached: bool
+    in_context: bool = False  # the text was read inside the carrier sentences
     variant: str = "base"  # the model variant every number above is on
 
 
