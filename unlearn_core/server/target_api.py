@@ -382,9 +382,9 @@ def check_demo(state: ServerState, name: str, max_scan: int) -> None:
 
 
 def run_demo(state: ServerState, name: str, max_scan: int, min_conf: float = 0.5) -> dict:
-    """``demo.run_demo``'s result (same keys), computed with the lock per corpus and per question.
-    A task's steps: the statistics' batches, then one per question of each set (up to
-    ``max_scan``; those a scan that stopped early never reached count as done with it)."""
+    """``demo.run_demo``'s result (same keys), computed with the lock per corpus and per chunk of
+    ``demo.CHUNK`` questions. A task's steps: the statistics' batches, then one per question of
+    each set (up to ``max_scan``; those a scan that stopped early never reached count as done with it)."""
     from unlearn_core.evaluation import demo
 
     engine = state.engine()
@@ -398,15 +398,19 @@ def run_demo(state: ServerState, name: str, max_scan: int, min_conf: float = 0.5
         state.expect(scanned[-1])
         return qs
 
+    stepped = [0]
+
     @contextlib.contextmanager
-    def question():  # one step: a task's cancel and progress, a stopping server
+    def questions(n: int):  # a chunk of n questions, one lock hold: n steps of a task's progress
         state.before_hold()
         with state.model("demo"):
             yield
-        state.after_step()
+        for _ in range(n):
+            state.after_step()
+        stepped[0] += n
 
-    def forget_done(n: int, _msg: str) -> None:
-        for _ in range(scanned[0] - n):  # the forget questions not reached
+    def forget_done(_n: int, _msg: str) -> None:
+        for _ in range(scanned[0] - stepped[0]):  # the forget questions not reached
             state.after_step()
 
     found = demo.find_examples(
@@ -416,7 +420,7 @@ def run_demo(state: ServerState, name: str, max_scan: int, min_conf: float = 0.5
         min_conf=min_conf,
         max_scan=max_scan,
         progress=forget_done,
-        guard=question,
+        guard=questions,
         load=load,
         skip=lambda eng, q: not fits_context(eng, q),
     )

@@ -59,11 +59,15 @@ def test_the_demo_prefers_a_kept_retain_question_and_says_so_when_there_is_none(
     the first still-right one, and the summary and CLI text call it less sure."""
     qs = [Question(f"q{i}", f"Q{i}?", ("a", "b", "c", "d"), 1, "t", "s") for i in range(3)]
     clamped = {"q0": _score(0.40, True), "q1": _score(0.78, True), "q2": _score(0.70, True)}
-    monkeypatch.setattr(DM, "_known_strongly", lambda engine, q, scoring, min_conf: _score(0.80, True))
-    monkeypatch.setattr(DM, "score_question", lambda engine, q, ivs, scoring: clamped[q.id])
-    ex, n = DM._scan(None, qs, None, "cloze", 0.5, DM.RETAIN_WANT, contextlib.nullcontext, None)
+
+    def scores(engine, batch, ivs=None, scoring=None, batch_size=8):  # known strongly; blanked: wrong
+        return [clamped[q.id] if ivs else _score(0.80, not q.id.endswith("#blank")) for q in batch]
+
+    monkeypatch.setattr(DM, "score_questions", scores)
+    guard = lambda n: contextlib.nullcontext()  # noqa: E731
+    ex, n = DM._scan(None, qs, None, "cloze", 0.5, DM.RETAIN_WANT, guard, None)
     assert (ex["question"]["id"], n, ex["verdict"]["kind"]) == ("q1", 2, "kept")
-    ex, n = DM._scan(None, qs[:1], None, "cloze", 0.5, DM.RETAIN_WANT, contextlib.nullcontext, None)
+    ex, n = DM._scan(None, qs[:1], None, "cloze", 0.5, DM.RETAIN_WANT, guard, None)
     assert (ex["question"]["id"], ex["verdict"]["kind"]) == ("q0", "less_sure")
     forgotten = {**ex, "intervened": _score(0.9, False).to_dict()}
     forgotten["verdict"] = verdict_of(forgotten).to_dict()
