@@ -28,17 +28,19 @@ def engine():
     return load_engine(load_settings({"model": "embedded:gemma-3-270m", "saes": ["embedded"]}), progress=False)
 
 
-def test_demo_flips_a_known_bio_question_and_keeps_a_retain_question(engine, shared_data):
-    out = run_demo(engine, "bio-basics")
+@pytest.mark.parametrize("name", ["bio-basics", "sherlock"])  # sherlock flipped nothing at its defaults until 2026-12-07
+def test_demo_flips_a_known_question_and_keeps_a_retain_question(engine, shared_data, name):
+    out = run_demo(engine, name)
     f, r = out["forget_example"], out["retain_example"]
     assert f is not None, out["summary"]
     assert r is not None, out["summary"]
-    iv = T.default_intervention(engine, T.get_target("bio-basics"))
+    t = T.get_target(name)
+    iv = T.default_intervention(engine, t)
     # re-check independently of the demo's own bookkeeping: the clean model knows it, the clamp flips it
-    q = next(q for q in D.load_question_set("quiz:bio").questions if q.id == f["question"]["id"])
+    q = next(q for q in D.load_question_set(t.forget_questions).questions if q.id == f["question"]["id"])
     assert score_question(engine, q).correct and not score_question(engine, q.blanked()).correct
     assert not score_question(engine, q, [iv]).correct
-    rq = next(q for q in D.load_question_set("quiz:retain!overlaps_bio").questions if q.id == r["question"]["id"])
+    rq = next(q for q in D.load_question_set(t.retain_questions[0]).questions if q.id == r["question"]["id"])
     assert score_question(engine, rq).correct and score_question(engine, rq, [iv]).correct
     assert f["verdict"]["kind"] == "forgotten" and r["verdict"]["kind"] == "kept", r["verdict"]
     # the free-text check: a train-half forget question the clean model answers with its keyword
