@@ -28,7 +28,8 @@ def engine():
     return load_engine(load_settings({"model": "embedded:gemma-3-270m", "saes": ["embedded"]}), progress=False)
 
 
-@pytest.mark.parametrize("name", ["bio-basics", "sherlock"])  # sherlock flipped nothing at its defaults until 2026-12-07
+# sherlock flipped nothing at its defaults until 2026-12-07
+@pytest.mark.parametrize("name", ["bio-basics", "sherlock"])
 def test_demo_flips_a_known_question_and_keeps_a_retain_question(engine, shared_data, name):
     out = run_demo(engine, name)
     f, r = out["forget_example"], out["retain_example"]

@@ -66,7 +66,7 @@ def test_the_check_sees_a_cycle_through_a_function_level_import(tmp_path):
         list(graphlib.TopologicalSorter(g).static_order())
 
 
-ENGINE_LAYERS = ("core", "data", "model", "method", "features", "evaluation", "training")
+ENGINE_LAYERS = ("core", "data", "model", "method", "features", "evaluation", "training", "attacks")
 
 
 def test_the_engine_layers_never_import_the_server_the_cli_or_the_ui():
@@ -95,6 +95,7 @@ LAYERS = (
     ("evaluation",),
     ("training",),
     ("evaluation.experiments",),
+    ("attacks",),
     ("server",),
     ("ui",),
     ("cli",),

@@ -9,7 +9,21 @@ from __future__ import annotations
 
 import argparse
 
-from unlearn_core.cli import cache, demo, experiments, features, gate, info, rmu, sae, scoring, serve, sweep, targets
+from unlearn_core.cli import (
+    attack,
+    cache,
+    demo,
+    experiments,
+    features,
+    gate,
+    info,
+    rmu,
+    sae,
+    scoring,
+    serve,
+    sweep,
+    targets,
+)
 from unlearn_core.cli.common import run
 
 # the order of `unlearn --help`
@@ -23,6 +37,7 @@ REGISTRARS = (
     experiments.add_parsers,
     gate.add_parsers,
     rmu.add_parsers,
+    attack.add_parsers,
     sae.add_parsers,
     sweep.add_parsers,
     cache.add_parsers,

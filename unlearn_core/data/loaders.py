@@ -31,6 +31,7 @@ from unlearn_core.data.corpora import (
 from unlearn_core.data.question_files import (
     QUIZ_FILES,
     SHIPPED_QUIZZES,
+    SOURCE_QUIZ,
     QuestionFileError,
     parse_question_file,
     split_part,
@@ -341,11 +342,16 @@ def load_quiz(name: str, data_dir: str | None = None) -> QuestionSet:
         from unlearn_core.core.paths import ASSETS
 
         path = ASSETS / SHIPPED_QUIZZES[name]
-        label = {"general": "general knowledge (shipped)", "bio-paraphrase": "bio quiz reworded (shipped)"}[name]
+        label = {
+            "general": "general knowledge (shipped)",
+            "bio-paraphrase": "bio quiz reworded (shipped)",
+            "bio-probes": "bio quiz probes: reworded, fill in the blank, in context, free text (shipped)",
+            "sherlock-probes": "sherlock quiz probes: reworded, fill in the blank, in context, free text (shipped)",
+        }[name]
         questions = parse_question_file(path, source=f"quiz-{name}")
-        if name == "bio-paraphrase":  # each rewording in its original's half: a held-out fact stays held out
+        if name in SOURCE_QUIZ:  # each rewording in its original's half: a held-out fact stays held out
             for q in questions:
-                q.extra["split_key"] = f"quiz-bio:{q.extra['source_id']}"
+                q.extra["split_key"] = f"quiz-{SOURCE_QUIZ[name]}:{q.extra['source_id']}"
         return QuestionSet(f"quiz:{name}", questions, origin=str(path), label=label)
     if name not in QUIZ_FILES:
         raise KeyError(f"unknown quiz {name!r}; known: {sorted(QUIZ_FILES) + sorted(SHIPPED_QUIZZES)}")

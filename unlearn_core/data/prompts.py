@@ -41,6 +41,10 @@ def format_prompt(q: Question, style: str, tokenizer=None) -> str:
 
 
 def cloze_prefix(q: Question) -> str:
+    """What each choice is scored after: the quiz format, or for a fill-in-the-blank probe
+    (``extra["probe"] == "fill_blank"``) its sentence stem itself, which the answer completes."""
+    if q.extra.get("probe") == "fill_blank":
+        return q.question.rstrip()
     return f"Question: {q.question}\nAnswer:"
 
 

@@ -28,7 +28,13 @@ QUIZ_FILES: dict[str, str] = {
 SHIPPED_QUIZZES: dict[str, str] = {
     "general": "questions/general_knowledge.json",
     "bio-paraphrase": "questions/bio_quiz.dev.paraphrase.json",
+    # the attack bench's probe sets (data/probes.py): each dev question asked four other ways
+    "bio-probes": "probes/bio_quiz.dev.probes.json",
+    "sherlock-probes": "probes/sherlock_quiz.dev.probes.json",
 }
+# a shipped quiz whose records ask another quiz's questions again: the quiz they come from (a
+# record lands in its original's half, so a held-out fact stays held out)
+SOURCE_QUIZ: dict[str, str] = {"bio-paraphrase": "bio", "bio-probes": "bio", "sherlock-probes": "sherlock"}
 QUIZ_NAMES: tuple[str, ...] = (*QUIZ_FILES, *SHIPPED_QUIZZES)  # every name a `quiz:` spec accepts
 QUESTION_FILE_SUFFIXES = (".json", ".csv")
 PARTS = ("all", "train", "heldout")

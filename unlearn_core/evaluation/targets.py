@@ -93,6 +93,9 @@ class Target:
     scoring: str | None = None  # None: the engine's (cloze for base models)
     orderings: bool = False  # letter scoring: known = correct in all 24 orderings
     demo_prompt: str = ""
+    # the attack bench's probe set for the forget questions (``data.probes``): a question-set spec
+    # (``quiz:bio-probes``) or file; None: the bench's probe attacks need --probes
+    probes: str | None = None
     # the retain question sets whose known questions the default's choice pools (a subset of
     # retain_questions; empty: the first): a floor read on more questions moves less on unseen ones
     choice_retain: tuple[str, ...] = ()
@@ -142,7 +145,7 @@ def target_from_dict(name: str, d: dict, source: str = "built-in", base: Path | 
     for k in ("retain_corpora", "retain_questions"):
         v = kw[k]
         kw[k] = tuple([v] if isinstance(v, str) else v)
-    for k in ("forget_corpus", "forget_questions", "forget_corpus_fallback", "ppl_corpus"):
+    for k in ("forget_corpus", "forget_questions", "forget_corpus_fallback", "ppl_corpus", "probes"):
         if kw.get(k):
             kw[k] = _resolve_path(kw[k], base)
     kw["retain_corpora"] = tuple(_resolve_path(x, base) for x in kw["retain_corpora"])

@@ -52,6 +52,7 @@ class TargetOut(BaseModel):
     scoring: str | None = None
     orderings: bool
     demo_prompt: str
+    probes: str | None = None  # the attack bench's probe set of the forget questions
     choice_retain: list[str] = []  # the retain sets the default's choice pools (empty: the first)
     source: str
     resolved_forget_corpus: str | None  # None: neither the corpus nor a fallback can be had here
