@@ -30,6 +30,17 @@ from common import print_table  # noqa: E402
 TEXT = "Bacillus anthracis causes anthrax: its spores germinate in the lungs and the bacteria release a toxin."
 
 
+def search_text(page, text: str, done: str) -> float:
+    """Type ``text`` into the text search, press Ctrl+Enter, and time until ``done`` shows and the page settles."""
+    box = page.get_by_label("Text", exact=True)
+    box.fill(text)
+    t = time.time()
+    box.press("Control+Enter")
+    page.get_by_text(done).first.wait_for(timeout=600_000)
+    settle(page, 300)
+    return time.time() - t
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--words", default="anthrax,toxin,bacteria,virus")
@@ -52,23 +63,13 @@ def main() -> None:
             page.goto(app_url + "/Feature_search?by=text")
             settle(page, 300)
             for i in range(2):
-                box = page.get_by_label("Text", exact=True)
-                box.fill(TEXT + (" " * i))
-                t = time.time()
-                box.press("Control+Enter")
-                page.get_by_text("Open its dashboard").first.wait_for(timeout=600_000)
-                settle(page, 300)
-                rows.append((f"text search, press {i + 1}: Ctrl+Enter to the ranked table", time.time() - t, ""))
+                t = search_text(page, TEXT + (" " * i), "Open its dashboard")
+                rows.append((f"text search, press {i + 1}: Ctrl+Enter to the ranked table", t, ""))
             page.mouse.move(0, 0)
             full_screenshot(page, shots / "search_text.png")
             for word in ("anthrax", "Sherlock Holmes"):  # a word alone is read in context (carrier sentences)
-                box = page.get_by_label("Text", exact=True)
-                box.fill(word)
-                t = time.time()
-                box.press("Control+Enter")
-                page.get_by_text("Read in context").first.wait_for(timeout=600_000)
-                settle(page, 300)
-                rows.append((f"text search '{word}' (read in context): Ctrl+Enter to the table", time.time() - t, ""))
+                t = search_text(page, word, "Read in context")
+                rows.append((f"text search '{word}' (read in context): Ctrl+Enter to the table", t, ""))
                 page.mouse.move(0, 0)
                 full_screenshot(page, shots / f"search_word_{word.split()[0].lower()}.png")
             page.goto(app_url + "/Feature_search?by=explanation")

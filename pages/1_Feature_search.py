@@ -93,18 +93,9 @@ if by == "text":
         "hardest on those fire on 'Anthony' too.",
     )
     if text.strip():
+        opts = {"k": k, "background": bg, "rank": rank, "dense_last": dense_last, "context": context, **on}
         res = ER.attempt(
-            lambda: CN.cached(
-                "search",
-                text=text,
-                sae=sae,
-                k=k,
-                background=bg,
-                rank=rank,
-                dense_last=dense_last,
-                context=context,
-                **on,
-            ),
+            lambda: CN.cached("search", text=text, sae=sae, **opts),
             "the feature search",
             spinner="Encoding the text…",
         )

@@ -4,9 +4,11 @@ For each attack the bench builds (original, attacked) question pairs over the fa
 model knows in the original wording (strict: right, and wrong with the question blanked), on the
 target's ``eval_part`` (held out: neither the selection nor the default's choice saw it). It then
 scores, per defence, the original and the attacked form, and reports ``recovery.summarize`` plus
-the retain accuracy under the same attack (``retain_acc``: for the probe attacks, which have no
-retain probes, the retain questions in their own wording; for few-shot and filler, the retain
-questions with the same shots or filler).
+the retain accuracy under the same attack (``retain_acc``, on the known questions of the target's
+first retain set, the one its default is held to; for the probe attacks, which have no retain
+probes, in their own wording; for few-shot and filler, with the same shots or filler). One set,
+not every retain set: an 8-shot prompt is ~10x a question's tokens, and the bench must fit 15
+minutes on two cores.
 """
 
 from __future__ import annotations
@@ -52,10 +54,11 @@ class Inputs:
 
     forget: list[Question]  # known originals (strict), eval part
     probes: list[LinkedProbe]  # linked to the whole forget set; filtered to ``forget`` per attack
-    retain: list[Question]  # known retain questions (strict), eval part, the target's sets pooled
-    shots: list[Question]  # known retain questions of the train half: few-shot examples
+    retain: list[Question]  # known questions (strict) of the target's first retain set, eval part
+    shots: list[Question]  # known questions of that set's train half: few-shot examples
     scoring: str
     probe_source: str | None
+    retain_source: str = ""
     cache: dict = field(default_factory=dict)  # (defence, question id) -> right
 
 
@@ -70,13 +73,11 @@ def load_inputs(engine, target: Target, probes: str | None, part: str | None = N
     forget = known_questions(engine, originals, scoring=scoring, strict=strict)
     spec = probes or target.probes
     linked = link(D.load_question_set(spec, data_dir).questions, whole, target.forget_questions) if spec else []
-    retain: dict[str, Question] = {}
-    for s in target.retain_questions:
-        qs = D.load_question_set(with_part(s, part), data_dir).questions
-        retain.update((q.id, q) for q in known_questions(engine, qs, scoring=scoring, strict=strict))
+    retain_set = D.load_question_set(with_part(target.retain_questions[0], part), data_dir).questions
+    retain = known_questions(engine, retain_set, scoring=scoring, strict=strict)
     pool = D.load_question_set(with_part(target.retain_questions[0], "train"), data_dir).questions
     shots = known_questions(engine, pool, scoring=scoring, strict=strict)
-    return Inputs(forget, linked, list(retain.values()), shots, scoring, spec)
+    return Inputs(forget, linked, retain, shots, scoring, spec, target.retain_questions[0])
 
 
 def right(engine, inputs: Inputs, defence: Defence, qs: list[Question]) -> list[bool]:
@@ -201,6 +202,7 @@ def run_bench(
         "probes": inputs.probe_source,
         "n_known_forget": len(inputs.forget),
         "n_known_retain": len(inputs.retain),
+        "retain_set": inputs.retain_source,
         "defences": [d.describe() for d in defences],
         "rows": rows,
         "wall_s": round(time.perf_counter() - t0, 1),

@@ -10,7 +10,8 @@ def _f(x: float | None) -> str:
 def markdown(r: dict) -> str:
     head = (
         f"target `{r['target']}`, {r['part']} part: {r['n_known_forget']} known forget questions, "
-        f"{r['n_known_retain']} known retain questions; probes `{r['probes']}`; {r['wall_s']:.0f} s in all\n\n"
+        f"{r['n_known_retain']} known retain questions (`{r.get('retain_set', '')}`); probes `{r['probes']}`; "
+        f"{r['wall_s']:.0f} s in all\n\n"
         "Recovery: of the facts known in both forms that the defence made the model get wrong in the "
         "original wording, the share it answers right again under the attack.\n\n"
         "| defence | attack | threat | facts | forget acc. (original) | forget acc. (attacked) | forgotten | "
