@@ -201,3 +201,8 @@ def test_sweep_grid_defaults_to_the_targets_as_the_batch_page_does():
     assert _grid(p.parse_args(["sweep", "--target", "bio-basics", "--n", "3", "--out", "x"]))[1] == [3]
     with pytest.raises(SystemExit, match="needed without --target"):
         _grid(p.parse_args(["sweep", "--out", "x"]))
+
+
+def test_attack_refuses_an_unknown_attack_before_loading_a_model(capsys):
+    r = run_cli(capsys, "attack", "--attacks", "rephrase,relearnn", "--model", "no-such-model")
+    assert r.returncode != 0 and "unknown attack" in r.stderr and "relearnn" in r.stderr
