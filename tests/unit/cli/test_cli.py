@@ -85,6 +85,7 @@ def test_every_subcommand_is_registered_with_its_handler():
         "experiment",
         "gate",
         "rmu",
+        "attack",
         "train-sae",
         "finetune-sae",
         "sweep",

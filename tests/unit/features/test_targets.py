@@ -576,7 +576,9 @@ def test_search_selection_drops_dense_features_and_keeps_the_search_order(tiny, 
     ids = [r["feature"] for r in rows]
     assert top not in ids and 0 < len(ids) <= 5 and set(ids) <= active
     assert not any(r["dense"] for r in rows) and freq[top] > SP.DENSE_FREQ
-    full = TXS.search_by_text(tiny, sae, query, k=10**6, background=freq, background_max=bg.max_act, rank="specificity")
+    full = TXS.search_by_text(  # the target's selection reads its query alone (its default was chosen so)
+        tiny, sae, query, k=10**6, background=freq, background_max=bg.max_act, rank="specificity", context=False
+    )
     assert ids == [r["feature"] for r in full if not r["dense"]][:5]
     assert [r["score"] for r in rows] == sorted((r["score"] for r in rows), reverse=True)
     with pytest.raises(ValueError):
