@@ -59,8 +59,10 @@ def test_every_endpoint_over_http(server):
     assert c.tokenize("abc")["n_tokens"] == 4
     a = c.activations("hello there", features=[1], top_k=3)
     assert a["cached"] is False and c.activations("hello there", features=[1])["cached"] is True
-    c.search_task("hello there", k=3)  # the background's statistics: past the synchronous limit until cached
-    assert len(c.search("hello there", k=3)["features"]) == 3
+    c.search_task(
+        "hello there", k=3, context=False
+    )  # the background's statistics: past the synchronous limit until cached
+    assert len(c.search("hello there", k=3, context=False)["features"]) == 3  # alone: from the cached activations
     d = c.dashboard(2, corpora=["webtext"], n_tokens=200, k=2)
     assert d["corpora"]["webtext"]["n_tokens"] == 200
     sel = c.select(threshold=0.5, n=3, n_tokens=200)
