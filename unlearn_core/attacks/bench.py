@@ -100,8 +100,9 @@ def says_answer(engine, inputs: Inputs, defence: Defence, lp: LinkedProbe) -> bo
         with defence.applied(engine):
             text = generate(engine, lp.probe.question, list(defence.interventions) or None, max_new_tokens=NEW_TOKENS)
         inputs.cache[key] = text
-    text = inputs.cache[key].lower()
-    return any(k in text for k in lp.keywords)
+    from unlearn_core.evaluation.generation_check import says
+
+    return any(says(inputs.cache[key], k) for k in lp.keywords)
 
 
 def pairs_for(engine, attack: str, inputs: Inputs, k: int | None = None) -> list[tuple[Question, Question]]:
@@ -118,9 +119,16 @@ def pairs_for(engine, attack: str, inputs: Inputs, k: int | None = None) -> list
 
 
 def filler_text(engine) -> str:
-    from unlearn_core.evaluation.experiments.gate import filler_text as text
+    """The filler (read from its corpus once per process: the attack and its retain side share it)."""
+    key = (id(engine), TR.FILLER_TOKENS)
+    if key not in _FILLER:
+        from unlearn_core.evaluation.experiments.gate import filler_text as text
 
-    return text(engine, TR.FILLER_TOKENS)
+        _FILLER[key] = text(engine, TR.FILLER_TOKENS)
+    return _FILLER[key]
+
+
+_FILLER: dict[tuple, str] = {}
 
 
 def retain_pairs(engine, attack: str, inputs: Inputs, k: int | None) -> list[Question]:
@@ -138,7 +146,8 @@ def run_one(engine, inputs: Inputs, defence: Defence, attack: str, k: int | None
     """One defence x one attack: per-fact outcomes, their summary and the retain accuracy."""
     t0 = time.perf_counter()
     if attack == "generation":
-        linked = [lp for lp in by_kind(inputs.probes, "generation") if lp.source.id in {q.id for q in inputs.forget}]
+        known = {q.id for q in inputs.forget}
+        linked = [lp for lp in by_kind(inputs.probes, "generation") if lp.source.id in known]
         clean_says = [says_answer(engine, inputs, NONE, lp) for lp in linked]
         orig = right(engine, inputs, defence, [lp.source for lp in linked])
         facts = [
