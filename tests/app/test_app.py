@@ -1070,6 +1070,13 @@ def test_sweep_progress_counts_configurations_apart_from_the_baseline():
         "2.0 configurations/min"
     )
     assert R.job_counts({"done": 5, "total": 5}) == (4, 4)
+    # the first 143.5 s of the demo's sweep (setup, then the first selection's pass) had no ETA
+    j.update(done=1, total=3, phase="configurations", eta_s=None, rate_per_min=None)
+    j.update(stage_done=12, stage_total=48, stage_eta_s=90.0)
+    assert R.job_progress(j, now=1300.0)[1] == (
+        "running: 0 / 2 configurations (the clean baseline done) · configurations: step 12 / 48, ETA 1 min 30 s; "
+        "the whole run's ETA comes with the first configuration"
+    )
 
 
 def test_home_says_what_the_demo_does_in_plain_words_first(app_env):

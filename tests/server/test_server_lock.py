@@ -324,10 +324,12 @@ def test_job_reports_phases_runs_in_the_background_and_equals_one_pass(app, clie
     with budget(app, 0.0):
         jid = ok(client.post("/api/jobs", json=spec), 201)["id"]
         seen: list[tuple] = []
+        stages: list[tuple] = []
         end = time.time() + 60
         while True:
             s = ok(client.get(f"/api/jobs/{jid}"))
             seen.append((s["phase"], s["eta_s"]))
+            stages.append((s["phase"], s["stage_done"], s["stage_total"], s["stage_eta_s"], s["eta_s"]))
             if s["status"] in ("done", "failed", "cancelled"):
                 break
             assert time.time() < end
@@ -335,6 +337,12 @@ def test_job_reports_phases_runs_in_the_background_and_equals_one_pass(app, clie
     j = wait_job(client, jid)
     assert j["status"] == "done", j
     assert "configurations" in {p for p, _ in seen} and any(e is not None for p, e in seen if p == "configurations")
+    # issue 35: before the first configuration sets the run's rate, the stage's steps and ETA show;
+    # each stage's announced total is exactly the steps it takes (never passed, and reached)
+    assert all(d <= t for _, d, t, _, _ in stages if t is not None), stages
+    for phase in ("baseline", "configurations"):
+        assert any(p == phase and 0 < d == t for p, d, t, _, _ in stages), (phase, stages)
+    assert any(p == "baseline" and se is not None and e is None for p, _, _, se, e in stages), stages
     assert j["setup_s"] is not None and j["phase"] is None
     labels = ok(client.get("/api/info"))["lock_stats"]["by_label"]
     assert "background: configurations" in labels and "background: baseline" in labels

@@ -80,6 +80,9 @@ class Job:
     last_work: float | None = None  # ... the last one finished at
     empty_left: int = 0  # configurations left with no feature to clamp (no work: not in the rate or ETA)
     tasks: list[dict] = field(default_factory=list)  # this run's Ray tasks (ray_backend.TaskResult.record)
+    stage_done: int = 0  # lock steps done in the current stage (stage_progress.StageProgress) ...
+    stage_total: int = 0  # ... of those announced so far
+    stage_started: float | None = None
 
     @property
     def total(self) -> int:
@@ -124,7 +127,17 @@ class Job:
             "note": self.note,
             "phase": self.phase if self.status == "running" else None,
             "setup_s": self.setup_s,
+            "stage_done": self.stage_done if self.status == "running" else None,
+            "stage_total": self.stage_total if self.status == "running" else None,
+            "stage_eta_s": self.stage_eta(now),
         }
+
+    def stage_eta(self, now: float | None = None) -> float | None:
+        """Seconds left in the current stage at its own rate (None before its first step)."""
+        if self.status != "running" or self.stage_started is None or self.stage_done <= 0 or self.stage_total <= 0:
+            return None
+        rate = self.stage_done / max(1e-9, (time.time() if now is None else now) - self.stage_started)
+        return round(max(0, self.stage_total - self.stage_done) / rate, 1)
 
     def detail(self) -> dict:
         return {**self.summary(), "spec": self.spec, "results": list(self.results), "tasks": list(self.tasks)}

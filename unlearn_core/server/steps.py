@@ -172,6 +172,19 @@ def select_questions(
     return out, skipped
 
 
+def score_per_step(state: ServerState) -> int:
+    """Questions ``score_chunked`` scores in one step."""
+    return 8 if state.engine().scoring == "letter" else 1
+
+
+def nll_step_count(state: ServerState, windows: list[list[int]], batch_size: int | None = None) -> int:
+    """How many steps ``nll_chunked`` takes over ``windows`` (building the steps runs nothing)."""
+    from unlearn_core.evaluation import metrics as MT
+
+    args = (windows, None, MT.NLLSum(), batch_size or MT.NLL_BATCH, state.engine().model.cfg.n_layers)
+    return sum(1 for _ in MT.nll_steps(*args))
+
+
 def score_chunked(
     state: ServerState,
     questions: list[D.Question],
@@ -184,7 +197,8 @@ def score_chunked(
     from unlearn_core.evaluation.mcq import score_questions
 
     out: list = []
-    per = 8 if state.engine().scoring == "letter" else 1
+    per = score_per_step(state)
+    state.expect(-(-len(questions) // per))  # a task's (or a sweep stage's) total
     run_steps(
         state,
         (
@@ -211,7 +225,7 @@ def nll_chunked(
 
     acc = MT.NLLSum()
     args = (windows, interventions, acc, batch_size or MT.NLL_BATCH, state.engine().model.cfg.n_layers)
-    state.expect(sum(1 for _ in MT.nll_steps(*args)))  # building the steps runs nothing: a task's total
+    state.expect(nll_step_count(state, windows, batch_size))  # a task's (or a sweep stage's) total
     steps = MT.nll_steps(*args)
     run_steps(state, steps, what, should_stop)
     return acc.mean, acc.n

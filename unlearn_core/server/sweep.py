@@ -14,13 +14,16 @@ from unlearn_core.method.interventions import Intervention
 from unlearn_core.method.modes import GATED_MODES
 from unlearn_core.server.job_store import BASELINE, Job, config_key, job_modes, job_variants
 from unlearn_core.server.schemas import JobSpec
+from unlearn_core.server.stage_progress import Announced, StageProgress
 from unlearn_core.server.steps import (
     clean_nll_chunked,
     feature_stats_chunked,
     finite,
     nll_chunked,
+    nll_step_count,
     run_steps,
     score_chunked,
+    score_per_step,
     select_questions,
 )
 
@@ -44,6 +47,7 @@ class Sweep:
         self.spec = JobSpec(**job.spec)
         self.sources: dict[str, tuple[str, list]] = {}  # question-set spec -> (spec, the whole set)
         self.gate_rates: dict[tuple, dict] = {}
+        self.progress = StageProgress(job, self.check)
 
     def check(self) -> None:
         if self.runner.stop_event.is_set():
@@ -51,24 +55,36 @@ class Sweep:
         if self.job.cancel.is_set():
             raise Cancelled()
 
-    def questions(self, name: str) -> list:
-        full = self.state.question_set(name).questions
-        qs = full[: self.spec.question_limit] if self.spec.question_limit else full
-        chosen = select_questions(self.state, qs, self.spec.known, self.check, strict=bool(self.spec.strict_known))[0]
-        self.sources[name] = (name, full)  # Ray workers get references into the set, not its texts
-        return chosen
+    def questions(self, names: dict[str, str]) -> dict[str, list]:
+        """{key: the set's questions that fit [and are known]}; the stage counts questions settled,
+        all sets' announced at once."""
+        limit = self.spec.question_limit
+        full = {name: self.state.question_set(name).questions for name in names.values()}
+        qs = {name: f[:limit] if limit else f for name, f in full.items()}
+        self.progress.expect(sum(len(q) for q in qs.values()))
+        out = {}
+        with self.state.tracked(Announced(self.progress)):
+            for key, name in names.items():
+                with self.state.per_item(len(qs[name])) as tick:
+                    strict = bool(self.spec.strict_known)
+                    out[key] = select_questions(self.state, qs[name], self.spec.known, self.check, strict, tick=tick)[0]
+                self.sources[name] = (name, full[name])  # Ray workers get references into the set, not its texts
+        return out
 
     def run(self) -> None:
+        """Every stage, with each stage's lock steps counted on the job (``StageProgress``)."""
+        with self.state.tracked(self.progress):
+            self.stages()
+
+    def stages(self) -> None:
         from unlearn_core.evaluation.targets import retain_frequency
         from unlearn_core.features.stats import corpus_docs, windows_for
 
         spec, job = self.spec, self.job
-        job.phase = "known filter" if spec.known else "questions"
-        sets = {"forget": self.questions(spec.forget_set)}
-        for s in spec.side_effect_sets:
-            sets[s] = self.questions(s)
+        self.progress.begin("known filter" if spec.known else "questions")
+        sets = self.questions({"forget": spec.forget_set, **{s: s for s in spec.side_effect_sets}})
         self.check()
-        job.phase = "feature statistics"
+        self.progress.begin("feature statistics")
         fs = feature_stats_chunked(
             self.state, spec.sae, spec.forget_corpus, spec.selection_tokens, should_stop=self.check
         )
@@ -79,7 +95,7 @@ class Sweep:
         retain_freq = retain_frequency(rs)  # a feature's highest retain frequency
         self.windows, self.clean = [], None
         if spec.loss_tokens:
-            job.phase = "loss baseline"
+            self.progress.begin("loss baseline")
             docs = corpus_docs(self.state.engine(), spec.loss_corpus)
             with self.state.model("loss windows") as engine:
                 self.windows = windows_for(engine, docs, spec.loss_tokens, LOSS_CTX)
@@ -99,8 +115,10 @@ class Sweep:
 
         spec, job = self.spec, self.job
         if BASELINE not in done:
-            job.phase = "baseline"
-            self.finish_config(self.evaluate(sets, None, BASELINE, None, None, None, []))
+            self.progress.begin("baseline")
+            on_variant = spec.model_variant != "base"
+            with self.announced(sets, 1, loss_configs=1 if on_variant else 0):
+                self.finish_config(self.evaluate(sets, None, BASELINE, None, None, None, []))
         selections = {
             t: [r["feature"] for r in select_features(fs.freq, retain_freq, t, max(spec.ns))] for t in spec.thresholds
         }
@@ -120,7 +138,8 @@ class Sweep:
         )
         # started before the phase's clock (worker start-up is setup); Ray workers hold no variant
         pool = self.runner.ray_pool() if spec.model_variant == "base" else None
-        job.phase, job.phase_started = "configurations", time.time()
+        self.progress.begin("configurations")
+        job.phase_started = time.time()
         job.setup_s = round(job.phase_started - job.started, 3) if job.started else None
         remote = []  # with Ray: (keys, t, n, values, features, configurations) per selection and mode
         for t in spec.thresholds:
@@ -143,11 +162,30 @@ class Sweep:
                         remote.append((keys, t, n, todo, chosen, ivs))
                         continue
                     # all clamp values of this selection share the upstream pass (fast path)
-                    accs = self.shared_accuracies(sets, ivs)
-                    for k, v, iv, acc in zip(keys, todo, ivs, accs):
-                        self.finish_config(self.evaluate(sets, iv, k, t, n, v, chosen, acc))
+                    self.progress.begin("configurations")  # a stage: this selection's values
+                    with self.announced(sets, len(ivs), loss_configs=len(ivs), shared=True):
+                        accs = self.shared_accuracies(sets, ivs)
+                        for k, v, iv, acc in zip(keys, todo, ivs, accs):
+                            self.finish_config(self.evaluate(sets, iv, k, t, n, v, chosen, acc))
         if remote:
             self.remote_accuracies(pool, sets, remote)
+
+    def announced(self, sets: dict, n_configs: int, loss_configs: int, shared: bool = False):
+        """Announce a stage's steps up front (its accuracy steps, and ``loss_configs`` loss passes)
+        and count its steps without the parts' own announcements, so the total does not grow as
+        each part starts. ``shared``: the configurations go through ``shared_accuracies``' steps
+        (one question with up to ``CONFIG_STEP`` configurations), else ``score_chunked``'s."""
+        from unlearn_core.evaluation.sweep import config_steps
+
+        n_q = [len(qs) for qs in sets.values()]
+        if shared:
+            acc = sum(n_q) * len(config_steps(n_configs))
+        else:
+            per = score_per_step(self.state)
+            acc = n_configs * sum(-(-n // per) for n in n_q if n)
+        loss = loss_configs * nll_step_count(self.state, self.windows) if self.spec.loss_tokens else 0
+        self.progress.expect(acc + loss)
+        return self.state.tracked(Announced(self.progress))
 
     def evaluate_variant(self, sets: dict, variant: str) -> dict:
         """A model variant's row: accuracy on the same known questions (chosen on the base model)

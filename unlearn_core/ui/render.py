@@ -392,6 +392,12 @@ def job_progress(j: dict, now: float) -> tuple[float, str]:
     phase = f" · now: {j['phase']}" if shown else ""
     if j.get("eta_s") is not None:
         eta = f"ETA {fmt_eta(j['eta_s'])}"
+    elif j.get("stage_total") and j.get("stage_eta_s") is not None:
+        stage = j.get("phase") or "this stage"
+        eta = (
+            f"{stage}: step {j['stage_done']} / {j['stage_total']}, ETA {fmt_eta(j['stage_eta_s'])}; "
+            "the whole run's ETA comes with the first configuration"
+        )
     elif j.get("started"):
         eta = f"running {fmt_eta(now - j['started'])}; the ETA comes with the first configuration"
     else:

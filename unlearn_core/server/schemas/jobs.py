@@ -155,6 +155,9 @@ class JobSummary(BaseModel):
     phase: str | None = None  # running jobs: known filter | questions | feature statistics | loss baseline |
     #                           baseline | configurations
     setup_s: float | None = None  # seconds this run spent before the configurations phase
+    stage_done: int | None = None  # running jobs: lock steps (known filter: questions) done in the current
+    stage_total: int | None = None  # stage (a setup phase, or one selection's clamp values) of those announced
+    stage_eta_s: float | None = None  # seconds left in that stage at its own rate (None before its first step)
 
 
 class JobResult(BaseModel):
