@@ -1074,8 +1074,13 @@ def test_sweep_progress_counts_configurations_apart_from_the_baseline():
     j.update(done=1, total=3, phase="configurations", eta_s=None, rate_per_min=None)
     j.update(stage_done=12, stage_total=48, stage_eta_s=90.0)
     assert R.job_progress(j, now=1300.0)[1] == (
-        "running: 0 / 2 configurations (the clean baseline done) · configurations: step 12 / 48, ETA 1 min 30 s; "
-        "the whole run's ETA comes with the first configuration"
+        "running: 0 / 2 configurations (the clean baseline done) · step 12 / 48 of these configurations, "
+        "ETA 1 min 30 s; the whole run's ETA comes with the first configuration"
+    )
+    j.update(done=0, phase="baseline", stage_done=2, stage_total=86, stage_eta_s=60.0)
+    assert R.job_progress(j, now=1300.0)[1] == (
+        "running: 0 / 2 configurations (the clean baseline first) · now: baseline · step 2 / 86 of this stage, "
+        "ETA 1 min 00 s; the whole run's ETA comes with the first configuration"
     )
 
 

@@ -393,9 +393,9 @@ def job_progress(j: dict, now: float) -> tuple[float, str]:
     if j.get("eta_s") is not None:
         eta = f"ETA {fmt_eta(j['eta_s'])}"
     elif j.get("stage_total") and j.get("stage_eta_s") is not None:
-        stage = j.get("phase") or "this stage"
+        stage = "this stage" if shown else "these configurations"
         eta = (
-            f"{stage}: step {j['stage_done']} / {j['stage_total']}, ETA {fmt_eta(j['stage_eta_s'])}; "
+            f"step {j['stage_done']} / {j['stage_total']} of {stage}, ETA {fmt_eta(j['stage_eta_s'])}; "
             "the whole run's ETA comes with the first configuration"
         )
     elif j.get("started"):
