@@ -221,6 +221,39 @@ def test_mcq_inline_question(client):
     assert r["question"]["source"] == "inline" and len(r["curve"]) == 2 and len(r["base"]["probs"]) == 4
 
 
+def test_mcq_inline_blank_and_fill_blank_score_as_the_bench_does(client, engine, lock):
+    """Issue 36: a script written against the API must reproduce the attack bench. The strict known
+    filter scores a question with its text removed, and a fill_blank probe is scored right after
+    its sentence: both were impossible inline (empty text refused; always the quiz format)."""
+    from unlearn_core.data.questions import Question
+    from unlearn_core.evaluation.mcq import score_questions
+
+    choices = ["fleas", "lice", "ticks", "mosquitoes"]
+    sent = {"question": "Malaria is spread by", "choices": choices, "answer": 3, "subject": "bio"}
+    before = engine.settings.scoring
+    engine.settings.scoring = "cloze"  # the embedded model's scoring, where the probe kind matters
+    try:
+        for body, extra in (
+            ({**sent, "question": ""}, {}),
+            ({**sent, "probe": "fill_blank"}, {"probe": "fill_blank"}),
+            (sent, {}),
+        ):
+            r = ok(client.post("/api/mcq", json={"question": body}))
+            assert r["scoring"] == "cloze"
+            q = Question("x", body["question"], tuple(choices), 3, "bio", "inline", extra)
+            with lock:
+                ref = score_questions(engine, [q])[0]
+            assert r["base"]["probs"] == pytest.approx(list(ref.probs), abs=1e-6), body
+            assert r["prompts"][0].startswith("Malaria is spread by fleas" if extra else "Question:"), body
+        quiz = ok(client.post("/api/mcq", json={"question": sent}))["base"]["probs"]
+        probe = ok(client.post("/api/mcq", json={"question": {**sent, "probe": "fill_blank"}}))["base"]["probs"]
+        assert quiz != pytest.approx(probe, abs=1e-6)  # the probe kind changes what is scored
+    finally:
+        engine.settings.scoring = before
+    bad = client.post("/api/mcq", json={"question": {**sent, "probe": "riddle"}})
+    assert bad.status_code == 422
+
+
 def test_generate(client, engine, lock):
     r = ok(client.post("/api/generate", json={"prompt": "Hello", "interventions": [IV], "max_new_tokens": 8}))
     with lock:

@@ -79,10 +79,12 @@ def mcq_question(state: ServerState, req: S.MCQRequest) -> tuple[D.Question, str
         qset, q = state.find_question(req.set, req.question_id)
         return q, req.set, qset.label
     iq = req.question
-    digest = hashlib.sha1(json.dumps([iq.question, list(iq.choices), iq.answer, iq.subject]).encode()).hexdigest()[
-        :10
-    ]  # everything scoring reads: the slider LRU's key names it
-    q = D.Question(f"inline:{iq.subject}:{digest}", iq.question, tuple(iq.choices), iq.answer, iq.subject, "inline")
+    read = [iq.question, list(iq.choices), iq.answer, iq.subject] + ([iq.probe] if iq.probe else [])
+    digest = hashlib.sha1(json.dumps(read).encode()).hexdigest()[:10]  # what scoring reads: the slider LRU's key
+    extra = {"probe": iq.probe} if iq.probe else {}
+    q = D.Question(
+        f"inline:{iq.subject}:{digest}", iq.question, tuple(iq.choices), iq.answer, iq.subject, "inline", extra
+    )
     return q, "inline", "inline question"
 
 

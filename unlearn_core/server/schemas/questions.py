@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
 from unlearn_core.server.schemas.common import (
     MAX_PAGE,
+    MAX_TEXT_CHARS,
     MAX_VALUES,
     ClampValue,
     GateOut,
@@ -15,7 +16,6 @@ from unlearn_core.server.schemas.common import (
     InterventionsRequest,
     Name,
     Request,
-    Text,
     Variant,
 )
 
@@ -60,10 +60,18 @@ class QuestionsKnownRequest(Request):
 
 
 class InlineQuestion(Request):
-    question: Text
+    question: Annotated[str, Field(max_length=MAX_TEXT_CHARS)] = Field(
+        description="the question text; empty: the question blanked, as the strict known filter scores it "
+        "(what a model gets right with no question is answer bias, not knowledge)"
+    )
     choices: list[Annotated[str, Field(min_length=1, max_length=2_000)]] = Field(min_length=4, max_length=4)
     answer: int = Field(ge=0, le=3)
     subject: Name = "biology"
+    probe: Literal["paraphrase", "fill_blank", "context", "generation"] | None = Field(
+        None,
+        description="a probe's kind, scored as the attack bench scores it: fill_blank's choices are scored "
+        "right after the sentence itself, every other kind in the quiz format",
+    )
 
 
 class MCQRequest(InterventionsRequest):
