@@ -48,7 +48,7 @@ if info.get("model") == "tiny":
 st.header("A guided demo")
 DV.demo_section(target, info)
 TF.define_target_section(info, target)
-st.subheader("Then explore it in five steps")
+st.subheader("Then explore it in six steps")
 steps = [
     (
         "search",
@@ -83,6 +83,13 @@ steps = [
         ":material/balance:",
         "Run a sweep over thresholds, feature counts and clamp values on the target: forget accuracy against "
         "retain accuracy on known questions, loss added, and the unlearning score.",
+    ),
+    (
+        "robust",
+        "6. Try to get it back",
+        ":material/shield:",
+        "Attack every defence: reworded and few-shot questions, filler text, free text, and fine-tuning with the "
+        "weights in hand. How much of what was forgotten comes back, fact by fact.",
     ),
 ]
 for page, label, icon, text in steps:

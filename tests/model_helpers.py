@@ -66,3 +66,39 @@ def active_features(tiny, k=3):
     frac = (f > 0).float().mean(0)
     cands = [i for i in torch.argsort(-frac).tolist() if 0 < frac[i] < 1 and i not in (NEVER_FIRES, ALWAYS_FIRES)]
     return cands[:k]
+
+
+def gemma3_like_engine(cache_dir: str, window: int):
+    """A tiny engine shaped like Gemma 3 (grouped-query attention, qk-norm, post-norms, gated MLP,
+    local layers with a sliding window of ``window`` tokens) with the engine's copy-free forwards,
+    the tiny tokenizer and SAE: for paths that must be exact on local attention (KV caches)."""
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    from unlearn_core.core.settings import load_settings
+    from unlearn_core.model.engine import engine_from_parts
+    from unlearn_core.model.fast_blocks import use_fast_attention, use_fast_gated_mlps, use_fast_unembed
+    from unlearn_core.model.tiny import tiny_config, tiny_sae, tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    base = tiny_config(n_layers=3, seed=5, d_vocab=len(tok), default_prepend_bos=True, tokenizer_prepends_bos=False)
+    cfg = HookedTransformerConfig(
+        **{**base, "d_mlp": 48, "act_fn": "gelu_pytorch_tanh"},
+        gated_mlp=True,
+        n_key_value_heads=1,
+        use_qk_norm=True,
+        use_local_attn=True,
+        attn_types=["local", "global", "local"],
+        window_size=window,
+        rotary_base_local=1_000,
+        use_normalization_before_and_after=True,
+    )
+    model = HookedTransformer(cfg, tokenizer=tok)
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() >= 2:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+    model.eval()
+    assert use_fast_attention(model) == 3 and use_fast_gated_mlps(model) == 3 and use_fast_unembed(model)
+    settings = load_settings({"model": "tiny", "saes": ["tiny"], "cache_dir": cache_dir})
+    return engine_from_parts(model, [tiny_sae(32)], settings, model_name="tiny-local")

@@ -24,6 +24,7 @@ PAGES = {
     "tokens": "pages/2_Token_highlighting.py",
     "clamp": "pages/3_Clamp_explorer.py",
     "batch": "pages/4_Batch_evaluation.py",
+    "robust": "pages/5_Robustness.py",
 }
 QID = "wmdp-bio:bio:5ef94a561c"  # first WMDP-bio question; short enough for the tiny model's context
 TIMEOUT = 60
@@ -426,6 +427,7 @@ def test_every_page_runs_through_the_app_navigation(app_env):
         "tokens": ["Token highlighting"],
         "clamp": ["Clamp explorer"],
         "batch": ["Batch evaluation"],
+        "robust": ["Robustness"],
     }
 
 

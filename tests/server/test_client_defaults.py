@@ -35,6 +35,7 @@ REQUESTS = {
     "loss_added": ("LossAddedRequest", {"interventions": [{"features": [1]}]}),
     "perplexity": ("PerplexityRequest", {}),
     "train_rmu": ("RMUTrainRequest", {"name": "r"}),
+    "start_attack": ("AttackSpec", {}),
 }
 
 # run in a fresh process: change schema defaults, then import the client and record what it sends

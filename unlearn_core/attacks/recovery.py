@@ -17,6 +17,14 @@ class FactOutcome:
     known_attacked: bool  # the clean model: right in the attacked form (free text: names the answer)
     defended_original: bool  # right under the defence, original wording
     defended_attacked: bool  # right under the defence, attacked form
+    # the drill-down's view (None where not measured): P(correct answer) of the clean model and of
+    # the defence in the original wording, and of the defence in the attacked form (None for
+    # free text); the two texts as the model read them
+    p_clean: float | None = None
+    p_defended: float | None = None
+    p_attacked: float | None = None
+    original: str | None = None
+    attacked: str | None = None
 
     @property
     def unit(self) -> bool:

@@ -19,9 +19,43 @@ def markdown(r: dict) -> str:
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n"
     )
     rows = [
-        f"| {x['defence']} | {x['attack']} | {x['threat']} | {x['n_facts']} | {_f(x['forget_acc_original'])} | "
+        f"| {x['defence']} | {_attack(x)} | {x['threat']} | {x['n_facts']} | {_f(x['forget_acc_original'])} | "
         f"{_f(x['forget_acc_attacked'])} | {x['n_forgotten']} | {x['n_recovered']} | **{_f(x['recovery_rate'])}** | "
         f"{_f(x['retain_acc'])} ({x['n_retain']}, {x['retain_form']}) | {x['wall_s']:.0f} |"
         for x in r["rows"]
     ]
-    return head + "\n".join(rows)
+    return head + "\n".join(rows) + relearn_curves(r["rows"])
+
+
+def _attack(x: dict) -> str:
+    """The attack cell; a relearn row (threat "weights") says its split and where it was read."""
+    if x["threat"] != "weights":
+        return x["attack"]
+    if x.get("skipped"):
+        return f"{x['attack']} (not run: {x['skipped']})"
+    split = f"T {x['n_T']} / V {x['n_V']}" if x["n_T"] else f"all {x['n_V']} forgotten"
+    return f"{x['attack']} ({split}; lr {x['lr']:g}, step {x['step']})"
+
+
+def relearn_curves(rows: list[dict]) -> str:
+    """The relearning curves of the relearn rows, one line per (lr, step)."""
+    rel = [x for x in rows if x["threat"] == "weights" and x.get("curve")]
+    if not rel:
+        return ""
+    lines = [
+        "\n\nRelearn rows (threat `weights`: fine-tuned with the defence on, `attacks.relearn`): facts are "
+        "the known facts not trained on; for `relearn:facts` the forgotten ones are V, the held-out half of "
+        "the facts the defence hid (T, the other half, is the training text); each row is read at the lr and "
+        "step it names. Curves (V: the forgotten facts scored; T: the trained ones):",
+        "",
+        "| defence | attack | lr | step | loss | V acc. | T acc. | retain acc. |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for x in rel:
+        for p in x["curve"]:
+            loss = "—" if p["loss"] is None else f"{p['loss']:.3f}"
+            lines.append(
+                f"| {x['defence']} | {x['attack']} | {p['lr']:g} | {p['step']} | {loss} | {_f(p['v_acc'])} | "
+                f"{_f(p['t_acc'])} | {_f(p['retain_acc'])} |"
+            )
+    return "\n".join(lines)

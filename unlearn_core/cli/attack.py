@@ -35,7 +35,12 @@ def add_parsers(sub) -> None:
     s.add_argument(
         "--defences", default="default", help="comma-separated: default, clamp, gated, dsg, rmu:<run>, none (control)"
     )
-    s.add_argument("--attacks", default=DEFAULT_ATTACKS, help=f"comma-separated, from: {DEFAULT_ATTACKS}")
+    s.add_argument(
+        "--attacks",
+        default=DEFAULT_ATTACKS,
+        help=f"comma-separated, from: {DEFAULT_ATTACKS} (the default), and relearn (threat 'weights': "
+        "fine-tunes with the defence on, minutes per defence; rows relearn:facts and relearn:wikitext)",
+    )
     s.add_argument("--probes", help="a probe file or question-set spec (default: the target's registered probes)")
     s.add_argument("--part", choices=("train", "heldout", "all"), help="forget questions' part (default: eval_part)")
     s.add_argument("--out", help="write <out>.json and <out>.md")

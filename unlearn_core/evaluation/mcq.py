@@ -82,6 +82,24 @@ def cloze_logliks_batch(engine: Engine, questions: list[Question], fwd_hooks=())
     return list(means.split([len(q.choices) for q in questions]))
 
 
+def cloze_logliks_auto(
+    engine: Engine, questions: list[Question], interventions=None, fwd_hooks=()
+) -> list[torch.Tensor]:
+    """``cloze_logliks_batch``'s numbers, a long-prefix question (few-shot, filler) through the
+    cached path that runs its prefix once (``cloze_cached``), the others batched row by row
+    (``fwd_hooks``: ``interventions``' hooks, for that path)."""
+    from unlearn_core.evaluation import cloze_cached as CC
+
+    rows = [cloze_rows(engine.model.tokenizer, q) for q in questions]
+    long = [i for i, (prefix, _) in enumerate(rows) if CC.use_cache(engine.model, len(prefix))]
+    if not long:
+        return cloze_logliks_batch(engine, questions, fwd_hooks)
+    short = [i for i in range(len(questions)) if i not in set(long)]
+    out: dict[int, torch.Tensor] = dict(zip(long, CC.cached_logliks(engine, [rows[i] for i in long], interventions)))
+    out.update(zip(short, cloze_logliks_batch(engine, [questions[i] for i in short], fwd_hooks)))
+    return [out[i] for i in range(len(questions))]
+
+
 def cloze_logliks(engine: Engine, q: Question, fwd_hooks=()) -> torch.Tensor:
     """Mean log-likelihood of each choice's tokens after the question prefix, shape [4]."""
     return cloze_logliks_batch(engine, [q], fwd_hooks)[0]
@@ -112,7 +130,8 @@ def score_questions(
     elif scoring == "cloze":
         for s in range(0, len(questions), batch_size):
             qs = questions[s : s + batch_size]
-            out += [MCQScore.cloze(ll, q.answer) for q, ll in zip(qs, cloze_logliks_batch(engine, qs, hooks))]
+            lls = cloze_logliks_auto(engine, qs, interventions, hooks)
+            out += [MCQScore.cloze(ll, q.answer) for q, ll in zip(qs, lls)]
             if progress:
                 progress(len(qs))
     else:

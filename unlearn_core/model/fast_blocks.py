@@ -123,11 +123,14 @@ def _kv_weights(attn):
 
 
 def _q_weight(attn) -> torch.Tensor:
-    """W_Q laid out [d_model, heads * d_head] once (re-laid-out only if the parameter changes)."""
+    """W_Q laid out [d_model, heads * d_head] once (re-laid-out only if the parameter changes, or
+    if it was laid out under inference mode and autograd may need it now: a fine-tune through the
+    model, ``attacks.relearn``, after scoring)."""
     W = attn.W_Q
     key = (W.data_ptr(), W._version)
     cached = attn.__dict__.get("_fast_wq")
-    if cached is None or cached[0] != key:
+    stale = cached is not None and cached[1].is_inference() and not torch.is_inference_mode_enabled()
+    if cached is None or cached[0] != key or stale:
         cached = (key, W.permute(1, 0, 2).reshape(W.shape[1], -1).contiguous())
         attn.__dict__["_fast_wq"] = cached
     return cached[1]

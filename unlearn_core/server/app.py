@@ -41,11 +41,12 @@ from unlearn_core.model.engine import Engine
 from unlearn_core.server import prefetch as PF
 from unlearn_core.server import schemas as S
 from unlearn_core.server.access import drop_unfinished_saves
+from unlearn_core.server.attack_jobs import AttackRunner
 from unlearn_core.server.deps import require_token
 from unlearn_core.server.errors import install_error_handlers
 from unlearn_core.server.jobs import JobRunner
 from unlearn_core.server.rmu_jobs import RMURunner
-from unlearn_core.server.routers import features, info, jobs, metrics, questions, rmu, targets, tasks, text
+from unlearn_core.server.routers import attacks, features, info, jobs, metrics, questions, rmu, targets, tasks, text
 from unlearn_core.server.state import ServerState
 from unlearn_core.server.steps import run_steps
 from unlearn_core.server.tasks import TaskRunner
@@ -61,6 +62,7 @@ API_ROUTERS = (
     metrics.router,
     jobs.router,
     rmu.router,
+    attacks.router,
     tasks.router,
 )
 GRACEFUL_S = 5  # uvicorn's wait for open requests after SIGTERM (stepped work has stopped by then)
@@ -85,7 +87,7 @@ def stop_work(app: FastAPI) -> None:
     """Stop long work at its next lock step: requests end with a 503, tasks and jobs stay
     unfinished on disk (they run again after a restart), RMU runs keep their last checkpoint."""
     app.state.server.stopping.set()
-    for worker in (app.state.runner, app.state.rmu_runner, app.state.tasks):
+    for worker in (app.state.runner, app.state.rmu_runner, app.state.tasks, app.state.attacks):
         worker.stop()
 
 
@@ -109,7 +111,8 @@ def create_app(
     state.scores = PF.ScoreLRU()  # slider scores by (question, interventions without c) and c
     state.prefetcher = make_prefetcher(state)
     task_runner = TaskRunner(state, tasks.task_kinds())
-    state.on_ready += [drop_unfinished_saves, runner.start, rmu_runner.start, task_runner.start]
+    attack_runner = AttackRunner(state, allow_delay=allow_test_options)
+    state.on_ready += [drop_unfinished_saves, runner.start, rmu_runner.start, task_runner.start, attack_runner.start]
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -125,7 +128,7 @@ def create_app(
         responses={400: {"model": S.ErrorResponse}, 404: {"model": S.ErrorResponse}, 422: {"model": S.ErrorResponse}},
     )
     app.state.server, app.state.runner, app.state.rmu_runner, app.state.token = state, runner, rmu_runner, token
-    app.state.tasks = task_runner
+    app.state.tasks, app.state.attacks = task_runner, attack_runner
     install_error_handlers(app)
     app.include_router(info.health_router)
     for router in API_ROUTERS:

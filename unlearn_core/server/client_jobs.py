@@ -1,4 +1,4 @@
-"""The client's long requests: tasks (202, then polled), evaluation jobs and RMU runs.
+"""The client's long requests: tasks (202, then polled), evaluation jobs, attack bench runs and RMU runs.
 
 :class:`LongRequests` adds them to :class:`.client_transport.Transport`; :class:`.client.UnlearnClient`
 builds on it. Each method returns the decoded JSON response, and the waits share one polling loop.
@@ -53,6 +53,47 @@ class LongRequests(Transport):
 
     def wait_job(self, job_id: str, timeout: float = 3600.0, poll: float = 0.5) -> dict:
         return wait_until_finished(lambda: self.job(job_id), f"job {job_id}", ("done", "total"), timeout, poll)
+
+    # -- attack bench runs (is the knowledge gone, or only hidden?)
+
+    def start_attack(
+        self,
+        target: str = _d(S.AttackSpec, "target"),
+        defences: list[str] | None = None,
+        attacks: list[str] | None = None,
+        probes: str | None = None,
+        part: str | None = None,
+        **test,
+    ) -> dict:
+        """Queue a run of the attack bench (``defences``/``attacks`` None: the server's defaults,
+        ``["default"]`` and every attack that needs no trained weights); returns its status."""
+        body = {"target": target, "probes": probes, "part": part, **test}
+        body.update({k: v for k, v in (("defences", defences), ("attacks", attacks)) if v is not None})
+        return self.request("POST", "/api/attacks", body)
+
+    def attack_runs(self) -> dict:
+        """``{"runs": [...], "attacks": {name: threat model}, "defences": [...]}``."""
+        return self.request("GET", "/api/attacks")
+
+    def attack_run(self, run_id: str) -> dict:
+        """The run's status and progress: ``done``/``total`` rows, ``current`` row, ``eta_s``."""
+        return self.request("GET", f"/api/attacks/{run_id}")
+
+    def attack_result(self, run_id: str) -> dict:
+        """The bench's result with every row finished so far (``complete`` once done)."""
+        return self.request("GET", f"/api/attacks/{run_id}/result")
+
+    def cancel_attack(self, run_id: str) -> dict:
+        return self.request("POST", f"/api/attacks/{run_id}/cancel")
+
+    def resume_attack(self, run_id: str) -> dict:
+        """Queue a cancelled or failed run again; its finished rows are not computed again."""
+        return self.request("POST", f"/api/attacks/{run_id}/resume")
+
+    def wait_attack(self, run_id: str, timeout: float = 3600.0, poll: float = 0.5) -> dict:
+        return wait_until_finished(
+            lambda: self.attack_run(run_id), f"attack run {run_id}", ("done", "total"), timeout, poll
+        )
 
     # -- RMU runs (model variants rmu:<name>)
 

@@ -80,8 +80,8 @@ class Transport:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         url = self.base_url + path
         # A kept-alive connection the server has since closed fails at once; one retry on a fresh
-        # connection is safe for every call except the ones that change job state.
-        retries = 0 if (method == "POST" and path.startswith("/api/jobs")) else 1
+        # connection is safe for every call except the ones that change job or attack-run state.
+        retries = 0 if (method == "POST" and path.startswith(("/api/jobs", "/api/attacks"))) else 1
         try:
             while True:
                 try:

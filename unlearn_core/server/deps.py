@@ -12,6 +12,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from unlearn_core.server.attack_jobs import AttackRunner
 from unlearn_core.server.jobs import JobRunner
 from unlearn_core.server.rmu_jobs import RMURunner
 from unlearn_core.server.state import ServerState
@@ -29,6 +30,10 @@ def get_runner(request: Request) -> JobRunner:
 
 def get_rmu_runner(request: Request) -> RMURunner:
     return request.app.state.rmu_runner
+
+
+def get_attack_runner(request: Request) -> AttackRunner:
+    return request.app.state.attacks
 
 
 def get_token(request: Request) -> str | None:
@@ -53,3 +58,4 @@ def require_token(request: Request, creds: HTTPAuthorizationCredentials | None =
 State = Annotated[ServerState, Depends(get_state)]
 Runner = Annotated[JobRunner, Depends(get_runner)]
 RMU = Annotated[RMURunner, Depends(get_rmu_runner)]
+Attacks = Annotated[AttackRunner, Depends(get_attack_runner)]

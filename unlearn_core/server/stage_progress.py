@@ -54,4 +54,3 @@ class Announced:
 
     def check(self) -> None:
         self.outer.check()
-

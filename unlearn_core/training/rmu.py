@@ -196,7 +196,7 @@ def control_vector(d_model: int, seed: int, coeff: float) -> torch.Tensor:
 
 
 @contextlib.contextmanager
-def _no_param_grads(model) -> Iterator[None]:
+def no_param_grads(model) -> Iterator[None]:
     """Autograd tracks only the delta: no gradients for (or into) the shared model's weights."""
     flags = [(p, p.requires_grad) for p in model.parameters()]
     for p, _ in flags:
@@ -208,9 +208,9 @@ def _no_param_grads(model) -> Iterator[None]:
             p.requires_grad_(f)
 
 
-def _resid(model, start: torch.Tensor, first: int, layer: int, weights: dict | None = None) -> torch.Tensor:
+def resid_from(model, start: torch.Tensor, first: int, layer: int, weights: dict | None = None) -> torch.Tensor:
     """The residual after block ``layer``, from the residual before block ``first``; with
-    ``weights`` swapped in for the call."""
+    ``weights`` swapped in for the call (shared with ``attacks.relearn``)."""
     kw = {"start_at_layer": first, "stop_at_layer": layer + 1}
     if weights:
         return torch.func.functional_call(model, weights, (start,), kw, strict=False)
@@ -227,10 +227,14 @@ class TrainState:
 
 
 def new_state(model, cfg: RMUConfig) -> TrainState:
+    return new_delta(model, param_names(cfg.update_layers), cfg.lr)
+
+
+def new_delta(model, names: list[str], lr: float) -> TrainState:
+    """A zero delta on the parameters ``names`` and its Adam (shared with ``attacks.relearn``)."""
     params = dict(model.named_parameters())
-    delta = {k: torch.zeros_like(params[k], requires_grad=True) for k in param_names(cfg.update_layers)}
-    opt = torch.optim.Adam(list(delta.values()), lr=cfg.lr)
-    return TrainState(delta, opt)
+    delta = {k: torch.zeros_like(params[k], requires_grad=True) for k in names}
+    return TrainState(delta, torch.optim.Adam(list(delta.values()), lr=lr))
 
 
 def _window_grads(
@@ -242,19 +246,19 @@ def _window_grads(
     dev = model.cfg.device
     first = min(cfg.update_layers)
     params = dict(model.named_parameters())
-    with torch.inference_mode(False), _no_param_grads(model):
+    with torch.inference_mode(False), no_param_grads(model):
         with torch.no_grad():
             f_in = model(torch.tensor([forget], device=dev), stop_at_layer=first)  # 0: the embeddings
             r_in = model(torch.tensor([retain], device=dev), stop_at_layer=first)
-            frozen = _resid(model, r_in, first, cfg.layer)[:, 1:]
+            frozen = resid_from(model, r_in, first, cfg.layer)[:, 1:]
         with torch.enable_grad():
             weights = {k: params[k] + d for k, d in state.delta.items()}
-            r_out = _resid(model, r_in, first, cfg.layer, weights)[:, 1:]
+            r_out = resid_from(model, r_in, first, cfg.layer, weights)[:, 1:]
             retain_loss = torch.nn.functional.mse_loss(r_out, frozen)
             loss = cfg.alpha * retain_loss
             forget_loss = torch.zeros(())
             if cfg.steering_coeff > 0:
-                f_out = _resid(model, f_in, first, cfg.layer, weights)[:, 1:]
+                f_out = resid_from(model, f_in, first, cfg.layer, weights)[:, 1:]
                 forget_loss = torch.nn.functional.mse_loss(f_out, control.to(f_out).expand_as(f_out))
                 loss = loss + forget_loss
             (loss * share).backward()
@@ -476,15 +480,27 @@ def applied(engine, variant: str | None) -> Iterator[object]:
     bad = [k for k, v in delta.items() if k not in params or params[k].shape != v.shape]
     if bad:
         raise RMUError(f"RMU run {name!r} does not fit this model's weights: {bad[:3]}")
+    with delta_added(engine.model, delta):
+        engine.variant = tag
+        try:
+            yield engine
+        finally:
+            engine.variant = ""
+
+
+@contextlib.contextmanager
+def delta_added(model, delta: dict[str, torch.Tensor]) -> Iterator[None]:
+    """``delta`` added to the model's weights in place for the block, the exact previous weights
+    copied back after (a variant's delta; ``attacks.relearn``'s trained one, scored with the code
+    path every score goes through)."""
+    params = dict(model.named_parameters())
     saved = {k: params[k].detach().clone() for k in delta}
     with torch.no_grad():
         for k, v in delta.items():
-            params[k].add_(v.to(params[k]))
-    engine.variant = tag
+            params[k].add_(v.detach().to(params[k]))
     try:
-        yield engine
+        yield
     finally:
         with torch.no_grad():
             for k, v in saved.items():
                 params[k].copy_(v)
-        engine.variant = ""

@@ -166,8 +166,7 @@ def demo_section(t: dict | None, info: dict) -> None:
     """Intro, the "Run the demo" button and (once pressed, for this target) its result."""
     if t is None:
         st.info(
-            "The server offers no unlearning target, so the guided demo is unavailable; the five steps "
-            "below still work."
+            "The server offers no unlearning target, so the guided demo is unavailable; the six steps below still work."
         )
         return
     target_intro(t)

@@ -15,6 +15,7 @@ PAGE_LIST = [
     ("tokens", "pages/2_Token_highlighting.py", "Token highlighting", ":material/ink_highlighter:"),
     ("clamp", "pages/3_Clamp_explorer.py", "Clamp explorer", ":material/tune:"),
     ("batch", "pages/4_Batch_evaluation.py", "Batch evaluation", ":material/balance:"),
+    ("robust", "pages/5_Robustness.py", "Robustness", ":material/shield:"),
 ]
 PAGES = {k: p for k, p, _, _ in PAGE_LIST}
 ICONS = {k: i for k, _, _, i in PAGE_LIST}

@@ -7,6 +7,13 @@ Streamlit UI and remote clients import these without the engine.
 
 from __future__ import annotations
 
+from unlearn_core.server.schemas.attacks import (  # noqa: F401
+    DEFAULT_ATTACKS,
+    AttackResult,
+    AttackRunList,
+    AttackRunOut,
+    AttackSpec,
+)
 from unlearn_core.server.schemas.common import (  # noqa: F401
     GATED_MODES,
     MAX_ABS_CLAMP,
