@@ -810,7 +810,7 @@ def test_batch_evaluation_progress_and_cancel(app_env):
     bar = at.get("progress")
     pattern = (
         r"(queued|running): \d+ / 4 configurations \(the clean baseline (done|first)\)( · now: [^·]+)? · "
-        r"(ETA|running|queued)"
+        r"(ETA|running|queued|step \d+ / \d+ of (this stage|these configurations), ETA)"
     )
     assert bar and re.search(pattern, bar[0].proto.text), bar[0].proto.text
     at.button(key="cancel").click()
