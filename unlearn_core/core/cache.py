@@ -44,6 +44,32 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+def read_rows(path: Path, key: Callable[[dict], Any], what: str) -> list[dict]:
+    """The valid JSON lines of an append-only results file, the first row of each ``key``. A torn
+    last line (a process killed mid-write), junk or a repeated key is dropped and the file
+    rewritten without it (atomically), so the next append starts on a clean line. ``what`` names
+    the file's owner in the warning."""
+    if not path.exists():
+        return []
+    rows, seen, bad = [], set(), False
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+            k = key(row)
+        except (json.JSONDecodeError, KeyError, TypeError):
+            bad = bad or bool(line.strip())
+            continue
+        if k in seen:
+            bad = True
+            continue
+        seen.add(k)
+        rows.append(row)
+    if bad or (path.stat().st_size and not path.read_bytes().endswith(b"\n")):
+        log.warning("%s: dropping a torn or duplicate line in %s", what, path.name)
+        atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in rows).encode())
+    return rows
+
+
 def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, json.dumps(obj).encode())
 

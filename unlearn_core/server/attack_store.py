@@ -148,26 +148,7 @@ class AttackStore:
 
     def read_rows(self, run_id: str) -> list[dict]:
         """Valid rows, the first of each (defence, attack); a torn or junk line is dropped and the file fixed."""
-        path = self.dir(run_id) / "rows.jsonl"
-        if not path.exists():
-            return []
-        rows, seen, bad = [], set(), False
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-            try:
-                row = json.loads(line)
-                key = row_key(row)
-            except (json.JSONDecodeError, KeyError, TypeError):
-                bad = bad or bool(line.strip())
-                continue
-            if key in seen:
-                bad = True
-                continue
-            seen.add(key)
-            rows.append(row)
-        if bad or (path.stat().st_size and not path.read_bytes().endswith(b"\n")):
-            log.warning("attack run %s: dropping a torn or duplicate line in rows.jsonl", run_id)
-            C.atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in rows).encode())
-        return rows
+        return C.read_rows(self.dir(run_id) / "rows.jsonl", row_key, f"attack run {run_id}")
 
     def finish(self, run: AttackRun, status: str) -> None:
         run.status, run.finished = status, time.time()

@@ -174,26 +174,7 @@ class JobStore:
 
     def read_results(self, job_id: str) -> list[dict]:
         """Valid rows, first occurrence of each config; a torn or junk line is dropped and the file fixed."""
-        path = self.dir(job_id) / "results.jsonl"
-        if not path.exists():
-            return []
-        rows, seen, bad = [], set(), False
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-            try:
-                row = json.loads(line)
-                key = row["config"]
-            except (json.JSONDecodeError, KeyError, TypeError):
-                bad = bad or bool(line.strip())
-                continue
-            if key in seen:
-                bad = True
-                continue
-            seen.add(key)
-            rows.append(row)
-        if bad or (path.stat().st_size and not path.read_bytes().endswith(b"\n")):
-            log.warning("job %s: dropping a torn or duplicate line in results.jsonl", job_id)
-            C.atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in rows).encode())
-        return rows
+        return C.read_rows(self.dir(job_id) / "results.jsonl", lambda r: r["config"], f"job {job_id}")
 
     def finish(self, job: Job, status: str) -> None:
         job.status, job.finished = status, time.time()
