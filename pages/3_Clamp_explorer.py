@@ -106,11 +106,11 @@ with c2:
     rmu_done = RV.finished()
     variant = (
         st.selectbox(
-            "Compare with an RMU model",
+            "Compare with a fine-tuned model (RMU, persistent)",
             [None, *rmu_done],
             key="variant",
             format_func=lambda v: "— none —" if v is None else v,
-            help="A finished RMU run (train one on the Batch evaluation page): its probabilities "
+            help="A finished RMU or persistent run (train one on the Batch evaluation page): its probabilities "
             "on this question, next to the base model's and the clamp's.",
         )
         if rmu_done
@@ -119,7 +119,7 @@ with c2:
     on_top = bool(variant) and st.checkbox(
         "Clamp on top of it",
         key="on_top",
-        help="Apply the clamp to the RMU model instead of the model as loaded: "
+        help="Apply the clamp to the fine-tuned model instead of the model as loaded: "
         "the curve, loss added, heat map and generation below are then "
         "the RMU model's (with and without the clamp).",
     )

@@ -14,6 +14,7 @@ from unlearn_core.ui import connection as CN
 from unlearn_core.ui import errors as ER
 from unlearn_core.ui import figures as FIG
 from unlearn_core.ui import page as PG
+from unlearn_core.ui import persist_view as PV
 from unlearn_core.ui import pickers as PK
 from unlearn_core.ui import render as R
 from unlearn_core.ui import results as RS
@@ -35,6 +36,7 @@ if jobs is None:
 # ---------------------------------------------------------------- configuration
 target = TP.current_target()
 RV.panel(target)
+PV.panel(target)
 with st.expander("Configure a sweep", expanded=not jobs):
     st.markdown(
         "For every (retain threshold, N, c): select the top-N features by forget frequency among those "
@@ -122,13 +124,13 @@ with st.expander("Configure a sweep", expanded=not jobs):
     side = data["side_effect_sets"]
     rmu_done = RV.finished()
     variants = st.multiselect(
-        "RMU models to compare",
+        "Fine-tuned models to compare (RMU, persistent)",
         rmu_done,
         default=[],
         key="b_variants",
-        help="Finished RMU runs (train one above): each is evaluated as one more point, with "
-        "no clamp, on the same known questions and loss windows.",
-        placeholder="none trained yet" if not rmu_done else "choose RMU runs",
+        help="Finished RMU or persistent runs (train one above): each is evaluated as one more "
+        "point, with no clamp, on the same known questions and loss windows.",
+        placeholder="none trained yet" if not rmu_done else "choose runs",
     )
     on_model = (
         st.selectbox(
@@ -136,8 +138,8 @@ with st.expander("Configure a sweep", expanded=not jobs):
             ["base", *rmu_done],
             key="b_model",
             format_func=lambda v: "the model as loaded" if v == "base" else f"{v} (clamps on top of it)",
-            help="Run the clean row and every clamp configuration on a finished RMU model: the clamp "
-            "on top of RMU. The known questions, the feature selection and the clean loss stay "
+            help="Run the clean row and every clamp configuration on a finished RMU or persistent "
+            "model: the clamp on top of it. The known questions, the feature selection and the clean loss stay "
             "the model as loaded's, so the rows compare with a plain sweep's.",
         )
         if rmu_done
@@ -173,7 +175,7 @@ with st.expander("Configure a sweep", expanded=not jobs):
         st.caption(
             f"{n_cfg} configuration(s) + the clean baseline"
             + (f", on {on_model}" if on_model != "base" else "")
-            + (f" + {len(variants)} RMU model(s)" if variants else "")
+            + (f" + {len(variants)} fine-tuned model(s)" if variants else "")
             + f"; {len(side)} {what}; "
             f"{'all' if not qlimit else int(qlimit)} questions per set"
             + (", known filter on (slow the first time: 24 orderings per question)" if known else "")

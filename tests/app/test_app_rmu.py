@@ -56,7 +56,7 @@ def test_sweep_with_the_rmu_model_scores_it_beside_the_clamp(app_env, trained):
     at = paper_sweep_form()
     at.multiselect(key="b_variants").set_value([trained])
     ok(at.run())
-    assert any("+ 1 RMU model(s)" in c.value for c in at.caption)
+    assert any("+ 1 fine-tuned model(s)" in c.value for c in at.caption)
     run_small_paper_sweep(at)
     scores = next(df.value for df in at.dataframe if "unlearning score" in df.value.columns)
     assert set(scores["mode"]) >= {"rmu"} and len(scores) == 2  # the clamp and RMU, each scored

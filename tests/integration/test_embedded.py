@@ -243,3 +243,62 @@ def test_rmu_steps_move_forget_more_than_retain(engine, monkeypatch, tmp_path):
     )
     assert dist(f1) < 0.995 * dist(f0)  # steered toward c*u (measured: 1.3% closer after 10 steps)
     assert float(((r1 - r0) ** 2).mean()) < 0.01 * float((r0**2).mean())  # retain kept within 1%
+
+
+# the bio-basics default selection's features (DSG's Fisher top 5 on the shipped SAE), given so the
+# test needs no selection pass
+BIO_FEATURES = (1360, 7261, 5706, 2086, 3763)
+
+
+@pytest.mark.parametrize("noop", [{"forget_weight": 0.0}, {"lr": 0.0}])
+def test_persistent_no_op_control_equals_the_clean_model(engine, monkeypatch, tmp_path, noop):
+    """The persistent method's no-op controls on the embedded model (no forget term; zero learning
+    rate) leave the outputs equal to the clean model's within 1e-4, through the saved delta."""
+    from unlearn_core.evaluation.targets import get_target
+    from unlearn_core.training import persist as P
+    from unlearn_core.training import variants as V
+
+    monkeypatch.setattr(engine.settings, "cache_dir", str(tmp_path))
+    cfg = P.default_config(engine.model_name, steps=3, features=BIO_FEATURES, **noop)
+    card = P.train(engine, "zero", get_target("bio-basics"), cfg)
+    assert card["steps_done"] == 3
+    toks = engine.model.to_tokens("The bacterium that causes anthrax is called")
+    with torch.inference_mode():
+        clean = engine.model(toks)
+        with V.applied(engine, "persist:zero"):
+            out = engine.model(toks)
+        assert torch.equal(engine.model(toks), clean)  # restored exactly
+    assert float((out - clean).abs().max()) <= 1e-4
+
+
+def test_persistent_steps_lower_the_features_and_keep_retain(engine, monkeypatch, tmp_path):
+    """Ten steps with the embedded defaults: the selected features' activation on forget text falls
+    (SAELens's encode of a hooked whole-model run, the delta applied as a variant), while the
+    retain-text residual at the SAE's layer stays within 1% of its energy."""
+    from unlearn_core.evaluation.targets import get_target
+    from unlearn_core.training import persist as P
+    from unlearn_core.training import rmu
+    from unlearn_core.training import variants as V
+
+    monkeypatch.setattr(engine.settings, "cache_dir", str(tmp_path))
+    t = get_target("bio-basics")
+    cfg = P.default_config(engine.model_name, steps=10, features=BIO_FEATURES)
+    P.train(engine, "few", t, cfg)
+    cfg, _, data = P.prepare(engine, t, cfg)
+    sae = engine.saes["embedded"]
+    feats = list(BIO_FEATURES)
+
+    def read(windows):
+        _, cache = engine.model.run_with_cache(torch.tensor(windows), names_filter=sae.hook_name)
+        x = cache[sae.hook_name][:, 1:]
+        return x, sae.sae.encode(x)[..., feats]
+
+    with torch.inference_mode():
+        (_, a0), (r0, _) = read(data.forget[:4]), read(data.retain[:4])
+        with V.applied(engine, "persist:few"):
+            (_, a1), (r1, _) = read(data.forget[:4]), read(data.retain[:4])
+    print(f"selected activation on forget text {float(a0.sum()):.1f} -> {float(a1.sum()):.1f}")
+    assert float(a0.sum()) > 0
+    assert float(a1.sum()) < 0.5 * float(a0.sum())
+    assert float(((r1 - r0) ** 2).mean()) < 0.01 * float((r0**2).mean())
+    assert rmu.param_names(cfg.update_layers) == sorted(V.load(tmp_path, "persist:few")[0])

@@ -1,6 +1,6 @@
 """The defences the bench attacks: whatever the workbench can apply, as one data type.
 
-A defence is a set of interventions (the clamp hooks) and/or a model variant (an RMU run's
+A defence is a set of interventions (the clamp hooks) and/or a model variant (an RMU or persistent run's
 weights), so every attack scores every defence through the same code path: ``scoring`` under
 ``applied(engine, variant)`` with the hooks on.
 """
@@ -12,21 +12,22 @@ from dataclasses import dataclass, replace
 
 from unlearn_core.evaluation.targets import Target, default_intervention
 from unlearn_core.method.interventions import Intervention
+from unlearn_core.training.variants import is_variant
 
 MODES = ("clamp", "gated", "dsg")
 
 
 @dataclass(frozen=True)
 class Defence:
-    name: str  # as asked for: "default", "clamp", "gated", "dsg", "rmu:<run>", "none"
+    name: str  # as asked for: "default", "clamp", "gated", "dsg", "rmu:<run>, persist:<run>", "none"
     interventions: tuple[Intervention, ...] = ()
-    variant: str | None = None  # "rmu:<run>": its weights, applied while scoring
+    variant: str | None = None  # "rmu:<run>, persist:<run>": its weights, applied while scoring
 
     def applied(self, engine):
-        """The engine with this defence's weights (RMU) in place for the block."""
+        """The engine with this defence's weights (RMU, persistent) in place for the block."""
         if not self.variant:
             return contextlib.nullcontext(engine)
-        from unlearn_core.training.rmu import applied
+        from unlearn_core.training.variants import applied
 
         return applied(engine, self.variant)
 
@@ -40,11 +41,11 @@ class Defence:
 
 def parse_defences(engine, target: Target, spec: str) -> list[Defence]:
     """``default`` (the target's default intervention), ``clamp``/``gated``/``dsg`` (the default's
-    features and c in that mode; a gate calibrated as the default's is), ``rmu:<run>`` (a trained
+    features and c in that mode; a gate calibrated as the default's is), ``rmu:<run>, persist:<run>`` (a trained
     RMU run), ``none`` (the clean model: a control whose recovery must be empty)."""
     names = [s.strip() for s in spec.split(",") if s.strip()]
     if not names:
-        raise ValueError("no defence given; choose from default, clamp, gated, dsg, rmu:<run>, none")
+        raise ValueError("no defence given; choose from default, clamp, gated, dsg, rmu:<run>, persist:<run>, none")
     if len(set(names)) != len(names):
         raise ValueError(f"a defence is named twice in {spec!r}")
     base: Intervention | None = None
@@ -52,16 +53,18 @@ def parse_defences(engine, target: Target, spec: str) -> list[Defence]:
     for name in names:
         if name == "none":
             out.append(Defence("none"))
-        elif name.startswith("rmu:"):
-            from unlearn_core.training.rmu import load_delta, variant_name
+        elif is_variant(name):
+            from unlearn_core.training.variants import load
 
-            load_delta(engine.settings.cache_dir, variant_name(name))  # an unknown run fails now, by name
+            load(engine.settings.cache_dir, name)  # an unknown run fails now, by name
             out.append(Defence(name, (), name))
         elif name == "default" or name in MODES:
             base = base or default_intervention(engine, target)
             out.append(Defence(name, (base if name == "default" else with_mode(engine, target, base, name),)))
         else:
-            raise ValueError(f"unknown defence {name!r}; choose from default, clamp, gated, dsg, rmu:<run>, none")
+            raise ValueError(
+                f"unknown defence {name!r}; choose from default, clamp, gated, dsg, rmu:<run>, persist:<run>, none"
+            )
     return out
 
 

@@ -33,7 +33,9 @@ def add_parsers(sub) -> None:
     s = add_command(sub, "attack", cmd_attack, help="the attack bench: is the knowledge gone, or only hidden?")
     s.add_argument("--target", default=DEFAULT_TARGET)
     s.add_argument(
-        "--defences", default="default", help="comma-separated: default, clamp, gated, dsg, rmu:<run>, none (control)"
+        "--defences",
+        default="default",
+        help="comma-separated: default, clamp, gated, dsg, rmu:<run>, persist:<run>, none (control)",
     )
     s.add_argument(
         "--attacks",

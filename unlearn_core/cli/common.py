@@ -84,7 +84,8 @@ def add_intervention_args(p: argparse.ArgumentParser) -> None:
 def add_variant_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--variant",
-        help="also run the model variant 'rmu:<name>' (a finished `rmu train` run); "
+        help="also run the model variant 'rmu:<name>' or 'persist:<name>' (a finished `rmu train` or "
+        "`persist train` run); "
         "the interventions then apply on top of it",
     )
 
@@ -94,15 +95,16 @@ def add_model_variant_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model-variant",
         dest="apply_variant",
-        metavar="rmu:NAME",
-        help="run on this RMU model (a finished `rmu train` run) in place of the model as loaded",
+        metavar="rmu:NAME|persist:NAME",
+        help="run on this fine-tuned model (a finished `rmu train` or `persist train` run) in place of the "
+        "model as loaded",
     )
 
 
 def with_variant(args, engine, ivs, compute) -> dict:
     """{"base": compute(None) on the model as loaded, args.variant: compute(None) on the variant,
     "intervened": compute(ivs) on the variant (else on the base model)}; absent ones left out."""
-    from unlearn_core.training.rmu import applied
+    from unlearn_core.training.variants import applied
 
     out = {"base": compute(None)}
     if args.variant:
@@ -227,7 +229,7 @@ def engine_of(args):
 
         engine = load_engine(settings_of(args))
     if getattr(args, "apply_variant", None):
-        from unlearn_core.training.rmu import applied
+        from unlearn_core.training.variants import applied
 
         args.held.enter_context(applied(engine, args.apply_variant))
     return engine

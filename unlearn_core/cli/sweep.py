@@ -205,12 +205,15 @@ def add_parsers(sub) -> None:
     s.add_argument("--all-questions", action="store_true", help="no known filter")
     s.add_argument("--selection-tokens", type=int, help="tokens of feature statistics per corpus")
     s.add_argument("--loss-tokens", type=int, help="tokens of loss added (0 skips it)")
-    s.add_argument("--variants", help="RMU models compared as rows of their own (no clamp), e.g. rmu:bio,rmu:b2")
+    s.add_argument(
+        "--variants",
+        help="fine-tuned models (RMU, persistent) compared as rows of their own (no clamp), e.g. rmu:bio,persist:b2",
+    )
     s.add_argument(
         "--model-variant",
         dest="model_variant",
-        metavar="rmu:NAME",
-        help="run the clean row and every clamp on top of this RMU model (the known questions, "
+        metavar="rmu:NAME|persist:NAME",
+        help="run the clean row and every clamp on top of this fine-tuned model (the known questions, "
         "feature selection and clean loss stay the model as loaded's)",
     )
     s.add_argument("--out", required=True, help="folder: results.csv, results.json and the resumable run")

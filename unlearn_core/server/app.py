@@ -45,8 +45,20 @@ from unlearn_core.server.attack_jobs import AttackRunner
 from unlearn_core.server.deps import require_token
 from unlearn_core.server.errors import install_error_handlers
 from unlearn_core.server.jobs import JobRunner
-from unlearn_core.server.rmu_jobs import RMURunner
-from unlearn_core.server.routers import attacks, features, info, jobs, metrics, questions, rmu, targets, tasks, text
+from unlearn_core.server.rmu_jobs import PERSIST_METHOD, RMURunner
+from unlearn_core.server.routers import (
+    attacks,
+    features,
+    info,
+    jobs,
+    metrics,
+    persist,
+    questions,
+    rmu,
+    targets,
+    tasks,
+    text,
+)
 from unlearn_core.server.state import ServerState
 from unlearn_core.server.steps import run_steps
 from unlearn_core.server.tasks import TaskRunner
@@ -62,6 +74,7 @@ API_ROUTERS = (
     metrics.router,
     jobs.router,
     rmu.router,
+    persist.router,
     attacks.router,
     tasks.router,
 )
@@ -85,9 +98,15 @@ def make_prefetcher(state: ServerState) -> PF.Prefetcher:
 
 def stop_work(app: FastAPI) -> None:
     """Stop long work at its next lock step: requests end with a 503, tasks and jobs stay
-    unfinished on disk (they run again after a restart), RMU runs keep their last checkpoint."""
+    unfinished on disk (they run again after a restart), RMU and persistent runs keep their last checkpoint."""
     app.state.server.stopping.set()
-    for worker in (app.state.runner, app.state.rmu_runner, app.state.tasks, app.state.attacks):
+    for worker in (
+        app.state.runner,
+        app.state.rmu_runner,
+        app.state.persist_runner,
+        app.state.tasks,
+        app.state.attacks,
+    ):
         worker.stop()
 
 
@@ -108,11 +127,19 @@ def create_app(
     state = ServerState(engine_factory, lru_capacity=lru_capacity, load_wait_s=load_wait_s)
     runner = JobRunner(state, allow_delay=allow_test_options)
     rmu_runner = RMURunner(state, allow_delay=allow_test_options)
+    persist_runner = RMURunner(state, allow_delay=allow_test_options, method=PERSIST_METHOD)
     state.scores = PF.ScoreLRU()  # slider scores by (question, interventions without c) and c
     state.prefetcher = make_prefetcher(state)
     task_runner = TaskRunner(state, tasks.task_kinds())
     attack_runner = AttackRunner(state, allow_delay=allow_test_options)
-    state.on_ready += [drop_unfinished_saves, runner.start, rmu_runner.start, task_runner.start, attack_runner.start]
+    state.on_ready += [
+        drop_unfinished_saves,
+        runner.start,
+        rmu_runner.start,
+        persist_runner.start,
+        task_runner.start,
+        attack_runner.start,
+    ]
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -128,7 +155,7 @@ def create_app(
         responses={400: {"model": S.ErrorResponse}, 404: {"model": S.ErrorResponse}, 422: {"model": S.ErrorResponse}},
     )
     app.state.server, app.state.runner, app.state.rmu_runner, app.state.token = state, runner, rmu_runner, token
-    app.state.tasks, app.state.attacks = task_runner, attack_runner
+    app.state.tasks, app.state.attacks, app.state.persist_runner = task_runner, attack_runner, persist_runner
     install_error_handlers(app)
     app.include_router(info.health_router)
     for router in API_ROUTERS:

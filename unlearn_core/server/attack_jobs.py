@@ -27,6 +27,7 @@ from unlearn_core.model.engine import Engine
 from unlearn_core.server.attack_store import AttackRun, AttackStore
 from unlearn_core.server.schemas import AttackSpec
 from unlearn_core.server.state import ServerState, cancel_item, lookup
+from unlearn_core.training.variants import is_variant
 
 log = logging.getLogger("unlearn_core.server.attacks")
 CLAMP_DEFENCES = ("default", "clamp", "gated", "dsg")
@@ -121,7 +122,7 @@ class AttackRunner:
         bad = [a for a in spec.attacks if a not in ATTACKS]
         if bad:
             raise ValueError(f"unknown attack(s) {bad}; choose from {', '.join(ATTACKS)}")
-        check_variants(engine, [d for d in spec.defences if d.startswith("rmu:")])
+        check_variants(engine, [d for d in spec.defences if is_variant(d)])
         probes = spec.probes or t.probes
         if probes:
             found = self.state.question_set(probes).questions  # unknown names and paths: 404

@@ -112,3 +112,23 @@ class LongRequests(Transport):
 
     def wait_rmu(self, name: str, timeout: float = 3600.0, poll: float = 0.5) -> dict:
         return wait_until_finished(lambda: self.rmu_run(name), f"RMU run {name}", ("step", "steps"), timeout, poll)
+
+    # -- persistent SAE-guided runs (model variants persist:<name>)
+
+    def train_persist(self, name: str, target: str = _d(S.PersistTrainRequest, "target"), **settings) -> dict:
+        return self.request("POST", "/api/persist", {"name": name, "target": target, **settings})
+
+    def persist_runs(self) -> list[dict]:
+        return self.request("GET", "/api/persist")["runs"]
+
+    def persist_run(self, name: str) -> dict:
+        """The run's status, ``step``/``steps``, ``eta_s``, last losses and the loss curve (``history``)."""
+        return self.request("GET", f"/api/persist/{name}")
+
+    def cancel_persist(self, name: str) -> dict:
+        return self.request("POST", f"/api/persist/{name}/cancel")
+
+    def wait_persist(self, name: str, timeout: float = 3600.0, poll: float = 0.5) -> dict:
+        return wait_until_finished(
+            lambda: self.persist_run(name), f"persistent run {name}", ("step", "steps"), timeout, poll
+        )

@@ -32,6 +32,10 @@ def get_rmu_runner(request: Request) -> RMURunner:
     return request.app.state.rmu_runner
 
 
+def get_persist_runner(request: Request) -> RMURunner:
+    return request.app.state.persist_runner
+
+
 def get_attack_runner(request: Request) -> AttackRunner:
     return request.app.state.attacks
 
@@ -58,4 +62,5 @@ def require_token(request: Request, creds: HTTPAuthorizationCredentials | None =
 State = Annotated[ServerState, Depends(get_state)]
 Runner = Annotated[JobRunner, Depends(get_runner)]
 RMU = Annotated[RMURunner, Depends(get_rmu_runner)]
+Persist = Annotated[RMURunner, Depends(get_persist_runner)]
 Attacks = Annotated[AttackRunner, Depends(get_attack_runner)]

@@ -168,15 +168,11 @@ class JobRunner:
 
 
 def check_variants(engine: Engine, variants: list[str]) -> None:
-    """Every variant is a finished RMU run of the loaded model (else a clear 4xx, not a failed job)."""
-    from unlearn_core.training.rmu import load_delta, variant_name
+    """Every variant is a finished run (RMU or persistent) of the loaded model (else a clear 4xx,
+    not a failed job)."""
+    from unlearn_core.training.variants import check
 
-    for v in variants:
-        if v == "base":
-            continue
-        _, card = load_delta(engine.settings.cache_dir, variant_name(v))
-        if card["model"] != engine.model_name:
-            raise ValueError(f"{v} was trained on {card['model']!r}, not on the loaded {engine.model_name!r}")
+    check(engine, variants)
 
 
 def resolve_spec(engine: Engine, spec: JobSpec) -> dict:

@@ -1,4 +1,5 @@
-"""RMU training runs started over HTTP: progress, cancel, and resume after the server is killed.
+"""Training runs started over HTTP (RMU, and the persistent SAE-guided method: one runner each,
+the same code): progress, cancel, and resume after the server is killed.
 
 One worker thread trains one run at a time. Each training step takes the model lock as background
 work (every waiting HTTP request goes first) and runs the model with the run's delta swapped in for
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 
 from unlearn_core.core import cache as C
 from unlearn_core.server.state import ServerState, cancel_item, lookup
-from unlearn_core.training import rmu
+from unlearn_core.training import persist, rmu
 
 log = logging.getLogger("unlearn_core.server.rmu_jobs")
 
@@ -38,11 +39,13 @@ class RMURun:
     last: dict = field(default_factory=dict)  # the last step's losses
     delay_per_step: float = 0.0  # test hook (--tiny servers only)
     cancel: threading.Event = field(default_factory=threading.Event)
+    prefix: str = rmu.PREFIX
+    history: list = field(default_factory=list)  # every step's losses (the app's training curve)
 
     def summary(self) -> dict:
         return {
             "name": self.name,
-            "variant": rmu.PREFIX + self.name,
+            "variant": self.prefix + self.name,
             "target": self.target,
             "config": self.config,
             "status": self.status,
@@ -52,11 +55,30 @@ class RMURun:
             "error": self.error,
             "note": self.note,
             "last": self.last,
+            "history": self.history,
         }
 
 
+@dataclass(frozen=True)
+class Method:
+    """What a runner trains: the training module's entry points, by name."""
+
+    label: str
+    module: object
+    cancelled: type
+
+    def config(self, engine, overrides: dict):
+        """The run's settings, checked now (a bad one is a 400, not a failed run)."""
+        return self.module.checked_config(engine, overrides)
+
+
+RMU_METHOD = Method("RMU", rmu, rmu.RMUCancelled)
+PERSIST_METHOD = Method("persistent", persist, persist.PersistCancelled)
+
+
 class RMURunner:
-    def __init__(self, state: ServerState, allow_delay: bool = False):
+    def __init__(self, state: ServerState, allow_delay: bool = False, method: Method = RMU_METHOD):
+        self.method = method
         self.state = state
         self.allow_delay = allow_delay
         self.runs: dict[str, RMURun] = {}
@@ -66,10 +88,19 @@ class RMURunner:
 
     def start(self, engine) -> None:
         """Called once the engine is loaded: list the runs on disk, queue the unfinished ones."""
-        for r in rmu.list_runs(engine.settings.cache_dir):
-            run = RMURun(r["name"], r.get("target", ""), r.get("config", {}), steps=r.get("config", {}).get("steps", 0))
+        m = self.method.module
+        for r in m.list_runs(engine.settings.cache_dir):
+            run = RMURun(
+                r["name"],
+                r.get("target", ""),
+                r.get("config", {}),
+                steps=r.get("config", {}).get("steps", 0),
+                prefix=m.PREFIX,
+            )
             if r["status"] == "done":
                 run.status, run.step = "done", r.get("steps_done", run.steps)
+                card = C.read_json(m.run_dir(engine.settings.cache_dir, r["name"]) / "card.json") or {}
+                run.history = card.get("history", [])
             elif r["status"] == "cancelled":
                 run.status = "cancelled"
             elif r.get("model") != engine.model_name:
@@ -78,7 +109,7 @@ class RMURunner:
                 run.note = "resumed from its last checkpoint"
                 self.queue.put(run.name)
             self.runs[run.name] = run
-        threading.Thread(target=self._loop, name="rmu-worker", daemon=True).start()
+        threading.Thread(target=self._loop, name=f"{m.PREFIX[:-1]}-worker", daemon=True).start()
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -90,23 +121,28 @@ class RMURunner:
         if delay_per_step and not self.allow_delay:
             raise ValueError("delay_per_step is a test option, only honoured by a --tiny server")
         engine = self.state.engine()
-        rmu.check_name(name)
+        m, label = self.method.module, self.method.label
+        m.check_name(name)
         target = engine_target(engine, target_name)  # KeyError -> 404
-        cfg = rmu.default_config(engine.model_name, **overrides).resolved(engine.model.cfg.n_layers)
+        cfg = self.method.config(engine, overrides)
         with self._lock:
             old = self.runs.get(name)
             if old is not None and old.status in ("queued", "running"):
-                raise ValueError(f"RMU run {name!r} is already {old.status}")
-            spec = C.read_json(rmu.run_dir(engine.settings.cache_dir, name) / "spec.json")
+                raise ValueError(f"{label} run {name!r} is already {old.status}")
+            spec = C.read_json(m.run_dir(engine.settings.cache_dir, name) / "spec.json")
             if spec is not None and old is not None and old.status == "done" and spec.get("config") != cfg.to_dict():
-                raise ValueError(f"an RMU run named {name!r} already exists with other settings; choose another name")
-            run = RMURun(name, target.name, cfg.to_dict(), steps=cfg.steps, delay_per_step=delay_per_step)
+                raise ValueError(
+                    f"a {label} run named {name!r} already exists with other settings; choose another name"
+                )
+            run = RMURun(
+                name, target.name, cfg.to_dict(), steps=cfg.steps, delay_per_step=delay_per_step, prefix=m.PREFIX
+            )
             self.runs[name] = run
         self.queue.put(name)
         return run
 
     def get(self, name: str) -> RMURun:
-        return lookup(self.runs, name, "RMU run")
+        return lookup(self.runs, name, f"{self.method.label} run")
 
     def cancel(self, name: str) -> RMURun:
         return cancel_item(self.get(name), ("queued",), lambda r: setattr(r, "status", "cancelled"))
@@ -132,7 +168,8 @@ class RMURunner:
 
         def progress(rec: dict) -> None:
             run.step, run.steps, run.eta_s = rec["step"], rec["steps"], rec["eta_s"]
-            run.last = {k: rec[k] for k in ("forget_loss", "retain_loss", "loss")}
+            run.last = {k: rec[k] for k in ("forget_loss", "retain_loss", "lm_loss", "loss") if k in rec}
+            run.history.append({k: v for k, v in rec.items() if k.endswith("loss") or k == "step"})
             if run.delay_per_step and self.allow_delay:
                 time.sleep(run.delay_per_step)
 
@@ -140,23 +177,26 @@ class RMURunner:
             return "stop" if self.stop_event.is_set() else "cancel" if run.cancel.is_set() else None
 
         def run_step(fn):
-            with self.state.model("rmu step") as e:
+            with self.state.model(f"{self.method.module.PREFIX[:-1]} step") as e:
                 return fn(e)
 
         try:
-            cfg = rmu.RMUConfig(**{**run.config, "update_layers": tuple(run.config.get("update_layers") or ())})
+            m = self.method.module
+            cfg = m.config_from(run.config)
             target = engine_target(engine, run.target)
+            run.history = []
             with self.state.background():
-                card = rmu.train(
+                card = m.train(
                     engine, run.name, target, cfg, progress=progress, should_stop=should_stop, run_step=run_step
                 )
             run.status, run.step, run.eta_s = "done", card["steps_done"], 0.0
-        except rmu.RMUCancelled:
+            run.history = card["history"]
+        except self.method.cancelled:
             if self.stop_event.is_set():
                 run.status = "queued"
                 return False
             run.status = "cancelled"
         except Exception as e:  # noqa: BLE001 - a failed run must not kill the worker
-            log.exception("RMU run %s failed", run.name)
+            log.exception("%s run %s failed", self.method.label, run.name)
             run.status, run.error = "failed", f"{type(e).__name__}: {e}"
         return True

@@ -139,7 +139,7 @@ class ServerState:
         """The engine with the model lock held: the only way request code touches the model.
         ``what`` labels the hold in ``lock_stats``; a thread inside ``background()`` waits behind
         every interactive request (and its holds are labelled ``background: <what>``)."""
-        from unlearn_core.training.rmu import applied
+        from unlearn_core.training.variants import applied
 
         engine = self.engine()
         bg = self.in_background()
@@ -163,7 +163,7 @@ class ServerState:
     @contextlib.contextmanager
     def variant(self, name: str | None) -> Iterator[None]:
         """Every hold of the model lock this thread takes in the block sees the model variant
-        ``name`` ('rmu:<name>': its delta applied for the hold, the exact weights restored after;
+        ``name`` ('rmu:<name>' or 'persist:<name>': its delta applied for the hold, the exact weights restored after;
         None or 'base': the model as loaded)."""
         with self._thread_set("variant", None if name in (None, "", "base") else name):
             yield

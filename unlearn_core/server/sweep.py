@@ -207,7 +207,7 @@ class Sweep:
             "threshold": None,
             "n": None,
             "value": None,
-            "mode": "rmu",
+            "mode": variant.split(":")[0],  # "rmu" or "persist"
             "variant": variant,
             "features": [],
             "forget_accuracy": accs.get("forget"),

@@ -32,7 +32,6 @@ loss curve). The model variant ``rmu:<name>`` applies the delta in place for the
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
 import re
@@ -48,6 +47,8 @@ from unlearn_core.core import cache as C
 from unlearn_core.core.devices import cpu_name  # noqa: F401 (re-exported: bench, older imports)
 from unlearn_core.core.paths import ASSETS
 from unlearn_core.training import checkpoints as CK
+from unlearn_core.training import variants as V
+from unlearn_core.training.variants import _LOADED, applied, delta_added  # noqa: F401 (re-exported)
 
 PREFIX = "rmu:"
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -55,7 +56,7 @@ DEFAULTS_FILE = ASSETS / "rmu.toml"
 CHECKPOINT_EVERY = 10  # steps between checkpoints (a resumed run repeats at most this many)
 
 
-class RMUError(ValueError):
+class RMUError(V.VariantError):
     """Unusable RMU hyperparameters, data or run; the message says which and why."""
 
 
@@ -116,6 +117,15 @@ def default_config(model_name: str, **overrides) -> RMUConfig:
         kw.pop("update_layers", None)  # the default for another layer: layer-2 .. layer
     kw.update(given)
     return RMUConfig(**kw)
+
+
+def checked_config(engine, overrides: dict) -> RMUConfig:
+    """The model's defaults with ``overrides``, checked against the loaded model (the server's)."""
+    return default_config(engine.model_name, **overrides).resolved(engine.model.cfg.n_layers)
+
+
+def config_from(d: dict) -> RMUConfig:
+    return RMUConfig(**{**d, "update_layers": tuple(d.get("update_layers") or ())})
 
 
 def check_name(name: str) -> str:
@@ -384,17 +394,13 @@ def train(
 
 
 def _finish(folder: Path, engine, spec: dict, state: TrainState) -> dict:
-    from safetensors.torch import save
-
-    tensors = {k: v.detach().contiguous().cpu() for k, v in state.delta.items()}
-    blob = save(tensors, metadata={"format": "pt", "kind": "rmu-delta"})
-    C.atomic_write_bytes(folder / "delta.safetensors", blob)
+    tensors, sha = V.save_delta(folder, state.delta, "rmu")
     card = {
         **spec,
         "steps_done": state.step,
         "seconds": round(state.seconds, 2),
         "history": state.history,
-        "delta_sha256": hashlib.sha256(blob).hexdigest(),
+        "delta_sha256": sha,
         "finished": time.time(),
         "delta_norms": {k: float(v.norm()) for k, v in tensors.items()},
         "cpu": cpu_name(),
@@ -415,92 +421,10 @@ def variant_name(variant: str) -> str:
 
 
 def list_runs(cache_dir: str | Path) -> list[dict]:
-    """Every run under the cache directory: finished ones (their card) and unfinished ones."""
-    root = Path(cache_dir) / "rmu"
-    out = []
-    for d in sorted(root.iterdir()) if root.is_dir() else []:
-        card = C.read_json(d / "card.json")
-        spec = C.read_json(d / "spec.json")
-        if card is not None:
-            out.append({**{k: v for k, v in card.items() if k != "history"}, "status": "done"})
-        elif spec is not None:
-            st = C.read_json(d / "status.json") or {}
-            out.append({**spec, "status": st.get("status", "unfinished")})
-    return out
+    """Every RMU run under the cache directory: finished ones (their card) and unfinished ones."""
+    return V.list_runs(cache_dir, "rmu")
 
 
 def load_delta(cache_dir: str | Path, name: str) -> tuple[dict[str, torch.Tensor], dict]:
-    """The saved delta of a finished run and its card; clear errors for unknown or unfinished runs."""
-    from safetensors.torch import load
-
-    folder = run_dir(cache_dir, name)
-    card = C.read_json(folder / "card.json")
-    if card is None:
-        what = "unfinished (train it to the end, or resume it)" if (folder / "spec.json").exists() else "not found"
-        raise RMUError(f"RMU run {name!r} is {what} under {folder.parent}")
-    path = folder / "delta.safetensors"
-    try:
-        st = path.stat()
-    except OSError as e:
-        raise RMUError(f"RMU run {name!r}: its delta.safetensors is missing ({e})") from e
-    stamp = (str(path), st.st_mtime_ns, st.st_size, card["delta_sha256"])
-    hit = _LOADED.get(stamp[0])
-    if hit is not None and hit[0] == stamp:
-        return hit[1], card
-    blob = path.read_bytes()
-    if hashlib.sha256(blob).hexdigest() != card["delta_sha256"]:
-        raise RMUError(f"RMU run {name!r}: delta.safetensors does not match its card (damaged or replaced)")
-    delta = load(blob)
-    _LOADED[stamp[0]] = (stamp, delta)
-    return delta, card
-
-
-_LOADED: dict[str, tuple] = {}  # path -> (file stamp, delta): a variant is applied per lock hold in the server
-
-
-@contextlib.contextmanager
-def applied(engine, variant: str | None) -> Iterator[object]:
-    """The engine with ``variant``'s delta added to its weights for the block (None, '' or 'base':
-    the model as it is); the exact previous weights are restored after, and the engine's cache
-    namespace names the variant meanwhile, so no cache mixes the two."""
-    if not variant or variant == "base":
-        yield engine
-        return
-    name = variant_name(variant)
-    delta, card = load_delta(engine.settings.cache_dir, name)
-    tag = f"{PREFIX}{name}@{card['delta_sha256'][:12]}"
-    if engine.variant == tag:
-        yield engine
-        return
-    if engine.variant:
-        raise RMUError(f"model variant {engine.variant!r} is already applied; variants do not stack")
-    if card["model"] != engine.model_name:
-        raise RMUError(f"RMU run {name!r} was trained on {card['model']!r}, not on the loaded {engine.model_name!r}")
-    params = dict(engine.model.named_parameters())
-    bad = [k for k, v in delta.items() if k not in params or params[k].shape != v.shape]
-    if bad:
-        raise RMUError(f"RMU run {name!r} does not fit this model's weights: {bad[:3]}")
-    with delta_added(engine.model, delta):
-        engine.variant = tag
-        try:
-            yield engine
-        finally:
-            engine.variant = ""
-
-
-@contextlib.contextmanager
-def delta_added(model, delta: dict[str, torch.Tensor]) -> Iterator[None]:
-    """``delta`` added to the model's weights in place for the block, the exact previous weights
-    copied back after (a variant's delta; ``attacks.relearn``'s trained one, scored with the code
-    path every score goes through)."""
-    params = dict(model.named_parameters())
-    saved = {k: params[k].detach().clone() for k in delta}
-    with torch.no_grad():
-        for k, v in delta.items():
-            params[k].add_(v.detach().to(params[k]))
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            for k, v in saved.items():
-                params[k].copy_(v)
+    """The saved delta of a finished RMU run and its card (``variants.load``)."""
+    return V.load(cache_dir, PREFIX + check_name(name))

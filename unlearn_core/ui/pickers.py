@@ -48,7 +48,11 @@ def sae_picker(info: dict, label: str = "SAE") -> str:
 
 @st.cache_data(show_spinner=False, ttl=10, max_entries=8)
 def _finished_variants(url: str, engine_sig: str) -> list[str]:
-    return [r["variant"] for r in CN.call("rmu_runs") if r["status"] == "done"]
+    runs = CN.call("rmu_runs") + CN.call("persist_runs")
+    return [r["variant"] for r in runs if r["status"] == "done"]
+
+
+VARIANT_WORDS = {"rmu": "RMU fine-tuned", "persist": "persistent SAE-guided edit"}
 
 
 def model_picker() -> str:
@@ -64,9 +68,9 @@ def model_picker() -> str:
         "Model",
         opts,
         key="model",
-        format_func=lambda v: "the model as loaded" if v == "base" else f"{v} (RMU fine-tuned)",
-        help="Read the SAE's features on an RMU model (a finished run of the Batch evaluation "
-        "page's RMU panel) in place of the model as loaded: how fine-tuning moved them.",
+        format_func=lambda v: "the model as loaded" if v == "base" else f"{v} ({VARIANT_WORDS[v.split(':')[0]]})",
+        help="Read the SAE's features on a fine-tuned model (a finished run of the Batch evaluation "
+        "page's RMU or persistent panel) in place of the model as loaded: how fine-tuning moved them.",
     )
     if value != "base":
         st.caption(f":orange[●] Every number on this page is on **{value}**, not on the model as loaded.")

@@ -20,8 +20,12 @@ def runs() -> list[dict]:
 
 
 def finished(all_runs: list[dict] | None = None) -> list[str]:
-    """The variants ('rmu:<name>') of the finished runs."""
-    return [r["variant"] for r in (runs() if all_runs is None else all_runs) if r["status"] == "done"]
+    """The variants of the finished fine-tuned runs: RMU ('rmu:<name>') and, unless ``all_runs``
+    (RMU's alone) is given, the persistent method's ('persist:<name>')."""
+    if all_runs is None:
+        persist = ER.attempt(lambda: CN.call("persist_runs"), "the persistent runs") or []
+        all_runs = runs() + persist
+    return [r["variant"] for r in all_runs if r["status"] == "done"]
 
 
 def runs_table(all_runs: list[dict]) -> None:

@@ -55,6 +55,9 @@ def intro() -> None:
         )
 
 
+RUN_WORDS = {"rmu": "a finished RMU run", "persist": "a finished persistent SAE-guided run"}
+
+
 def start_form(target: dict | None, offered: dict, rmu_variants: list[str], has_runs: bool) -> None:
     """Start a run on the sidebar's target: the chosen defences x attacks."""
     with st.expander("Run the attack bench", expanded=not has_runs):
@@ -74,8 +77,9 @@ def start_form(target: dict | None, offered: dict, rmu_variants: list[str], has_
             CLAMPS + rmu_variants,
             default=["default", "none"],
             key="rb_defences",
-            format_func=lambda d: f"{d}: {DEFENCE_WORDS.get(d, 'a finished RMU run')}",
-            help="rmu:<run> needs a finished RMU run (Batch evaluation page's RMU panel).",
+            format_func=lambda d: f"{d}: {DEFENCE_WORDS.get(d) or RUN_WORDS.get(d.split(':')[0], d)}",
+            help="rmu:<run> and persist:<run> need a finished run (Batch evaluation page's RMU and "
+            "persistent panels); a persistent run is the clamp's features suppressed in the weights.",
         )
         api = [a for a, threat in offered.items() if threat == "api"]
         attacks = c2.multiselect(

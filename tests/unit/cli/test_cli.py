@@ -85,6 +85,7 @@ def test_every_subcommand_is_registered_with_its_handler():
         "experiment",
         "gate",
         "rmu",
+        "persist",
         "attack",
         "train-sae",
         "finetune-sae",
@@ -106,6 +107,7 @@ def test_the_default_target_is_defined_once():
     assert p.parse_args(["demo"]).target == DEFAULT_TARGET
     assert p.parse_args(["gate"]).target == DEFAULT_TARGET
     assert p.parse_args(["rmu", "train", "--name", "x"]).target == DEFAULT_TARGET
+    assert p.parse_args(["persist", "train", "--name", "x"]).target == DEFAULT_TARGET
 
 
 def test_step_progress_gives_the_bar_its_total():

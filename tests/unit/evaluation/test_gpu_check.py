@@ -122,6 +122,7 @@ def test_the_unit_step_leaves_out_the_streamlit_modules_only_where_streamlit_is_
         "tests/app/test_app.py",
         "tests/app/test_app_clamp.py",
         "tests/app/test_app_defects.py",
+        "tests/app/test_app_persist.py",
         "tests/app/test_app_rmu.py",
         "tests/app/test_app_robustness.py",
     ]

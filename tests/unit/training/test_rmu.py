@@ -157,7 +157,7 @@ def test_bad_hyperparameters_and_unknown_runs(engine, target):
         replace(CFG, lr=-0.1).resolved(2)
     with pytest.raises(rmu.RMUError, match="update_layers"):
         replace(CFG, update_layers=(0, 3)).resolved(2)
-    with pytest.raises(rmu.RMUError, match="not found"):
+    with pytest.raises(rmu.V.VariantError, match="not found"):
         with rmu.applied(engine, "rmu:nothing"):
             pass
     with pytest.raises(rmu.RMUError, match="use 'base' or 'rmu:<name>'"):

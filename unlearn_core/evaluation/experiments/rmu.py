@@ -43,7 +43,7 @@ def variant_row(engine, target: Target, variant: str, sets: dict, loss_tokens: i
     retain = {k: v for k, v in acc.items() if k != "forget"}
     vals = [v for v in retain.values() if v is not None]
     return {
-        "method": "rmu",
+        "method": variant.split(":")[0],  # "rmu" or "persist"
         "n": None,
         "c": None,
         "label": label,
@@ -130,7 +130,7 @@ def add_perplexity(engine, target: Target, r: dict, variant: str, n_tokens: int,
     r["ppl"] = {"corpus": target.ppl_corpus, "tokens": n_tokens, "clean": ppl(None)}
     tick(1)
     for row in r["rows"]:
-        if row["method"] == "rmu":
+        if row.get("variant"):
             with rmu.applied(engine, variant):
                 row["ppl"] = ppl(None)
         else:

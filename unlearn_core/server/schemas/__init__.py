@@ -99,6 +99,7 @@ from unlearn_core.server.schemas.metrics import (  # noqa: F401
     PerplexityRequest,
     PerplexityResponse,
 )
+from unlearn_core.server.schemas.persist import PersistTrainRequest  # noqa: F401
 from unlearn_core.server.schemas.questions import (  # noqa: F401
     QUESTION_SET_HELP,
     CurvePoint,

@@ -15,10 +15,11 @@ MAX_ATTACKS = 16
 DEFAULT_ATTACKS = ["rephrase", "fill_blank", "context", "few_shot", "filler", "generation"]
 DEFENCE_HELP = (
     "default (the target's default intervention), clamp / gated / dsg (its features and c in that mode), "
-    "rmu:<run> (a finished RMU run's weights), none (the clean model: a control that recovers nothing)"
+    "rmu:<run> (a finished RMU run's weights), persist:<run> (a finished persistent SAE-guided run's), "
+    "none (the clean model: a control that recovers nothing)"
 )
 
-DefenceName = Annotated[str, Field(pattern=r"^(default|clamp|gated|dsg|none|rmu:[A-Za-z0-9_.-]{1,64})$")]
+DefenceName = Annotated[str, Field(pattern=r"^(default|clamp|gated|dsg|none|(rmu|persist):[A-Za-z0-9_.-]{1,64})$")]
 AttackName = Annotated[str, Field(pattern=r"^[a-z_]{1,32}$")]
 RunStatus = Literal["queued", "running", "done", "cancelled", "failed", "paused"]
 

@@ -48,9 +48,9 @@ SweepClampValue = Annotated[float, Field(allow_inf_nan=False, ge=0.0, le=MAX_ABS
 Variant = Annotated[
     str,
     Field(
-        pattern=r"^(base|rmu:[A-Za-z0-9_.-]{1,64})$",
-        description="the model variant: "
-        "'base' (the model as loaded) or 'rmu:<name>' (a finished RMU run's weight delta)",
+        pattern=r"^(base|(rmu|persist):[A-Za-z0-9_.-]{1,64})$",
+        description="the model variant: 'base' (the model as loaded), 'rmu:<name>' (a finished RMU "
+        "run's weight delta) or 'persist:<name>' (a finished persistent SAE-guided run's)",
     ),
 ]
 Mode = Literal[MODES]  # type: ignore[valid-type]

@@ -101,13 +101,13 @@ class JobSpec(Request):
     variants: list[Variant] = Field(
         default_factory=list,
         max_length=8,
-        description="model variants ('rmu:<name>') evaluated as rows of their own "
+        description="model variants ('rmu:<name>', 'persist:<name>') evaluated as rows of their own "
         "(no clamp) on the same known questions and loss windows",
     )
     model_variant: Variant = Field(
         "base",
         description="the model the clean row and every clamp configuration "
-        "run on: 'rmu:<name>' puts the clamps on top of that RMU model. The known "
+        "run on: 'rmu:<name>' or 'persist:<name>' puts the clamps on top of that fine-tuned model. The known "
         "questions, the feature selection and the clean loss stay the model as "
         "loaded's, so rows compare with a base sweep's",
     )

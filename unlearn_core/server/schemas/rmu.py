@@ -40,6 +40,7 @@ class RMURunOut(BaseModel):
     error: str | None = None
     note: str | None = None
     last: dict = {}
+    history: list[dict] = Field(default_factory=list, description="every step's losses: the training curve")
 
 
 class RMURunList(BaseModel):
