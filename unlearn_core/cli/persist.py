@@ -102,11 +102,11 @@ def _train(args, engine, t, cfg, update) -> None:
 
 
 def _compare(args, engine, t, cfg, update) -> None:
-    from unlearn_core.evaluation.experiments import persist as PX
+    from unlearn_core.attacks import comparison as CMP
     from unlearn_core.evaluation.experiments.writeups import save
 
     bars = StageBars(f"persist compare {t.name}")
-    r = PX.compare(
+    r = CMP.compare(
         engine,
         t,
         args.name,
@@ -119,7 +119,7 @@ def _compare(args, engine, t, cfg, update) -> None:
         stage=bars.stage,
     )
     bars.close()
-    md = PX.markdown(r)
+    md = CMP.markdown(r)
     if args.out:
         save(r, md, args.out)
     emit(args, r, md)
@@ -130,7 +130,9 @@ def _search(args, engine, t, cfg, update) -> None:
     from unlearn_core.evaluation.experiments.writeups import save
 
     grid = [
-        {"margin": m, "retain_weight": w, "lm_weight": lm, "steps": int(s)}
+        {"forget_mode": fm, "retain_norm": rn, "margin": m, "retain_weight": w, "lm_weight": lm, "steps": int(s)}
+        for fm in args.forget_modes.split(",")
+        for rn in args.retain_norms.split(",")
         for m in floats(args.margins)
         for w in floats(args.retain_weights)
         for lm in floats(args.lm_weights)
@@ -202,8 +204,10 @@ def add_parsers(sub) -> None:
             )
             r.add_argument("--ppl-tokens", type=int, default=2000, help="perplexity tokens a row (0 skips)")
         if name == "search":
-            r.add_argument("--margins", default="0", help="margins to try")
-            r.add_argument("--retain-weights", default="100", help="retain weights to try")
+            r.add_argument("--forget-modes", default="suppress", help="forget terms to try: suppress,clamp")
+            r.add_argument("--retain-norms", default="per_dim", help="retain scales to try: total,per_dim")
+            r.add_argument("--margins", default="300", help="margins to try")
+            r.add_argument("--retain-weights", default="10", help="retain weights to try")
             r.add_argument("--lm-weights", default="0", help="lm weights to try")
             r.add_argument("--steps-grid", default="100", help="step counts to try")
             r.add_argument("--min-retain", type=float, default=0.95, help="dev retain mean a pick must keep")

@@ -51,7 +51,7 @@ from unlearn_core.core import cache as C
 from unlearn_core.core.devices import cpu_name
 from unlearn_core.core.paths import ASSETS
 from unlearn_core.training import checkpoints as CK
-from unlearn_core.training import rmu as R
+from unlearn_core.training import rmu
 from unlearn_core.training import variants as V
 
 KIND = "persist"
@@ -172,7 +172,7 @@ def list_runs(cache_dir: str | Path) -> list[dict]:
 
 
 def param_names(layers: tuple[int, ...]) -> list[str]:
-    return R.param_names(layers)
+    return rmu.param_names(layers)
 
 
 # ------------------------------------------------------------------------------------ features
@@ -241,7 +241,7 @@ def forward_layers(model, start: torch.Tensor, first: int, layers: tuple[int, ..
     out: dict = {}
     x, at = start, first
     for layer in sorted(set(layers)):
-        x = R.resid_from(model, x, at, layer, weights)
+        x = rmu.resid_from(model, x, at, layer, weights)
         out[layer], at = x, layer + 1
     if logits:  # the model's own tail (final norm, unembedding, any soft cap), from block ``at`` on
         kw = {"start_at_layer": at}
@@ -321,7 +321,7 @@ def total(cfg: PersistConfig, terms: dict) -> torch.Tensor:
     return cfg.forget_weight * terms["forget"] + cfg.retain_weight * terms["retain"] + cfg.lm_weight * terms["lm"]
 
 
-def _at_rest(cfg: PersistConfig, state: R.TrainState) -> bool:
+def _at_rest(cfg: PersistConfig, state: rmu.TrainState) -> bool:
     """No forget term and a zero delta: a stationary point (the retain and lm terms and their exact
     gradients are zero there), so no gradient is taken. Backpropagating anyway would hand Adam the
     KL's float rounding (about 1e-9), which it scales up to lr-sized steps: the no-op control would
@@ -329,9 +329,10 @@ def _at_rest(cfg: PersistConfig, state: R.TrainState) -> bool:
     return cfg.forget_weight == 0 and all(not bool(d.detach().any()) for d in state.delta.values())
 
 
-def _window_grads(engine, state: R.TrainState, sel: Selected, cfg: PersistConfig, f, r, share: float) -> dict:
+def _window_grads(engine, state: rmu.TrainState, sel: Selected, cfg: PersistConfig, f, r, share: float) -> dict:
     """Backpropagate one window pair's loss (times ``share``) into the delta; its terms as floats."""
-    with torch.inference_mode(False), R.no_param_grads(engine.model), R.no_param_grads(engine.saes[sel.sae_key].sae):
+    sae = engine.saes[sel.sae_key].sae
+    with torch.inference_mode(False), rmu.no_param_grads(engine.model), rmu.no_param_grads(sae):
         with torch.enable_grad():
             terms = window_terms(engine, sel, cfg, state.delta, f, r)
             loss = total(cfg, terms)
@@ -340,7 +341,7 @@ def _window_grads(engine, state: R.TrainState, sel: Selected, cfg: PersistConfig
     return {k: float(v.detach()) for k, v in terms.items()}
 
 
-def train_step(engine, state: R.TrainState, data: R.RMUData, sel: Selected, cfg: PersistConfig, run=None) -> dict:
+def train_step(engine, state: rmu.TrainState, data: rmu.RMUData, sel: Selected, cfg: PersistConfig, run=None) -> dict:
     """One batch: each window pair's gradients accumulated (one hold of ``run`` each), one Adam step."""
     run = run or (lambda fn: fn(engine))
     forget, retain = data.batch(state.step, cfg.batch_size)
@@ -361,7 +362,7 @@ def train_step(engine, state: R.TrainState, data: R.RMUData, sel: Selected, cfg:
 # ------------------------------------------------------------------------------------ runs
 
 
-def spec_of(engine, name: str, target, cfg: PersistConfig, data: R.RMUData, sel: Selected) -> dict:
+def spec_of(engine, name: str, target, cfg: PersistConfig, data: rmu.RMUData, sel: Selected) -> dict:
     return {
         "name": name,
         "kind": KIND,
@@ -383,13 +384,13 @@ def spec_of(engine, name: str, target, cfg: PersistConfig, data: R.RMUData, sel:
     }
 
 
-def prepare(engine, target, cfg: PersistConfig, run=None) -> tuple[PersistConfig, Selected, R.RMUData]:
+def prepare(engine, target, cfg: PersistConfig, run=None) -> tuple[PersistConfig, Selected, rmu.RMUData]:
     """The resolved settings, the features and the windows of a run (each model use one ``run`` hold)."""
     run = run or (lambda fn: fn(engine))
     key, layer = sae_layer(engine, cfg)
     cfg = cfg.resolved(engine.model.cfg.n_layers, layer)
     sel = run(lambda e: select(e, target, cfg))
-    data = run(lambda e: R.target_data(e, target, cfg))
+    data = run(lambda e: rmu.target_data(e, target, cfg))
     return cfg, sel, data
 
 
@@ -418,7 +419,7 @@ def train(
     (folder / "status.json").unlink(missing_ok=True)
     ckpt = folder / "checkpoint.safetensors"
     torch.manual_seed(cfg.seed)
-    state = R.new_delta(engine.model, param_names(cfg.update_layers), cfg.lr)
+    state = rmu.new_delta(engine.model, param_names(cfg.update_layers), cfg.lr)
     if ckpt.exists():
         meta = run(lambda e: CK.load(ckpt, state.delta, state.opt))
         state.step, state.seconds, state.history = int(meta["step"]), float(meta["seconds"]), meta["history"]
@@ -455,11 +456,11 @@ def _reset_if_changed(folder: Path, spec: dict, fresh: bool, name: str) -> None:
         (folder / f).unlink(missing_ok=True)
 
 
-def _save(path: Path, state: R.TrainState) -> None:
+def _save(path: Path, state: rmu.TrainState) -> None:
     CK.save(path, state.delta, state.opt, {"step": state.step, "seconds": state.seconds, "history": state.history})
 
 
-def _finish(folder: Path, spec: dict, state: R.TrainState) -> dict:
+def _finish(folder: Path, spec: dict, state: rmu.TrainState) -> dict:
     tensors, sha = V.save_delta(folder, state.delta, KIND)
     card = {
         **spec,

@@ -77,3 +77,20 @@ def test_cli_trains_compares_and_sweeps_with_the_variant(tmp_path, capsys, small
     assert sweep["persist:cli"]["mode"] == "persist" and sweep["none"]["model"] == "persist:cli"
     r = run("features", "stats", "--tiny", "--corpus", "webtext", "--tokens", "200", "--model-variant", "persist:nope")
     assert r.returncode == 2 and "not found" in r.stderr
+
+
+def test_cli_search_scores_each_setting_on_the_train_half(tmp_path, capsys, monkeypatch, shared_data):
+    """On bio-tiny (known without the strict filter, so the random tiny model knows some dev facts)."""
+    from pathlib import Path
+
+    monkeypatch.setenv("UNLEARN_TARGETS_FILE", str(Path(__file__).parents[2] / "fixtures" / "robustness_targets.toml"))
+    r = run_cli(
+        capsys, "persist", "search", "--tiny", "--target", "bio-tiny", "--margins", "0,1", "--retain-weights", "1",
+        "--steps-grid", "2", "--loss-tokens", "200", "--json", "--cache-dir", str(tmp_path),
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    s = json.loads(r.stdout)
+    assert s["dev"] == "train half" and len(s["rows"]) == 2
+    assert sorted(row["config"]["margin"] for row in s["rows"]) == [0.0, 1.0]
+    assert all(row["method"] == "persist" and row["forget"] is not None for row in s["rows"])
+    assert s["n_known"]["forget"] > 0 and s["best"] in [row["config"] for row in s["rows"]]
