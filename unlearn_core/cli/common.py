@@ -187,6 +187,23 @@ def progress_bar(total: int | None, desc: str):
     return tqdm(total=total, desc=desc, file=sys.stderr, dynamic_ncols=True)
 
 
+def training_bar(steps: int, desc: str, losses: tuple[str, ...]):
+    """A training run's bar and its ``update(rec)``: steps done (a resumed run starts at its step; a
+    search's runs reset it), the last losses named in ``losses`` and the ETA."""
+    bar = progress_bar(steps, desc)
+
+    def update(rec: dict) -> None:
+        if bar.total != rec["steps"]:
+            bar.reset(total=rec["steps"])
+            bar.update(rec["step"])
+        else:
+            bar.update(rec["step"] - bar.n)
+        shown = " ".join(f"{k} {rec[k + '_loss']:.3g}" for k in losses if k + "_loss" in rec)
+        bar.set_postfix_str(f"{shown} ETA {rec['eta_s']:.0f}s")
+
+    return bar, update
+
+
 class StageBars:
     """One bar per stage of a long command, each with its total (so its ETA): ``stage(what, n)``
     closes the current bar and opens the next, returning its ``update``; ``close()`` ends the last."""

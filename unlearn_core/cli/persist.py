@@ -3,7 +3,16 @@ suppressed by a weight edit; ``training.persist``)."""
 
 from __future__ import annotations
 
-from unlearn_core.cli.common import StageBars, add_command, emit, engine_of, floats, progress_bar, settings_of
+from unlearn_core.cli.common import (
+    StageBars,
+    add_command,
+    emit,
+    engine_of,
+    floats,
+    progress_bar,
+    settings_of,
+    training_bar,
+)
 from unlearn_core.features.default_target import DEFAULT_TARGET
 
 OVERRIDES = (
@@ -38,21 +47,7 @@ def _config(args, engine):
 
 
 def _bar(steps: int):
-    """The training bar (a resumed run starts at its step; a search's runs reset it)."""
-    bar = progress_bar(steps, "persist")
-
-    def update(rec: dict) -> None:
-        if bar.total != rec["steps"]:
-            bar.reset(total=rec["steps"])
-            bar.update(rec["step"])
-        else:
-            bar.update(rec["step"] - bar.n)
-        bar.set_postfix_str(
-            f"forget {rec['forget_loss']:.3g} retain {rec['retain_loss']:.3g} lm {rec['lm_loss']:.3g} "
-            f"ETA {rec['eta_s']:.0f}s"
-        )
-
-    return bar, update
+    return training_bar(steps, "persist", ("forget", "retain", "lm"))
 
 
 def cmd_persist(args) -> None:

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from unlearn_core.cli.common import StageBars, add_command, emit, engine_of, floats, progress_bar, settings_of
+from unlearn_core.cli.common import (
+    StageBars,
+    add_command,
+    emit,
+    engine_of,
+    floats,
+    progress_bar,
+    settings_of,
+    training_bar,
+)
 from unlearn_core.features.default_target import DEFAULT_TARGET
 
 
@@ -25,18 +34,7 @@ def _rmu_config(args, engine):
 
 
 def _rmu_bar(steps: int):
-    """The training bar: a run's steps (a resumed run starts at its step; a search's runs reset it)."""
-    bar = progress_bar(steps, "RMU")
-
-    def update(rec: dict) -> None:
-        if bar.total != rec["steps"]:
-            bar.reset(total=rec["steps"])
-            bar.update(rec["step"])
-        else:
-            bar.update(rec["step"] - bar.n)
-        bar.set_postfix_str(f"forget {rec['forget_loss']:.3g} retain {rec['retain_loss']:.3g} ETA {rec['eta_s']:.0f}s")
-
-    return bar, update
+    return training_bar(steps, "RMU", ("forget", "retain"))
 
 
 def cmd_rmu(args) -> None:

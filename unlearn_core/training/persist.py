@@ -48,7 +48,6 @@ from typing import Callable
 import torch
 
 from unlearn_core.core import cache as C
-from unlearn_core.core.devices import cpu_name
 from unlearn_core.core.paths import ASSETS
 from unlearn_core.training import checkpoints as CK
 from unlearn_core.training import rmu
@@ -461,21 +460,7 @@ def _save(path: Path, state: rmu.TrainState) -> None:
 
 
 def _finish(folder: Path, spec: dict, state: rmu.TrainState) -> dict:
-    tensors, sha = V.save_delta(folder, state.delta, KIND)
-    card = {
-        **spec,
-        "steps_done": state.step,
-        "seconds": round(state.seconds, 2),
-        "history": state.history,
-        "delta_sha256": sha,
-        "finished": time.time(),
-        "delta_norms": {k: float(v.norm()) for k, v in tensors.items()},
-        "cpu": cpu_name(),
-        "torch": torch.__version__,
-    }
-    C.atomic_write_json(folder / "card.json", card)
-    (folder / "checkpoint.safetensors").unlink(missing_ok=True)
-    return card
+    return V.finish_run(folder, spec, state, KIND)
 
 
 def card_of(cache_dir: str | Path, name: str) -> dict:

@@ -394,21 +394,7 @@ def train(
 
 
 def _finish(folder: Path, engine, spec: dict, state: TrainState) -> dict:
-    tensors, sha = V.save_delta(folder, state.delta, "rmu")
-    card = {
-        **spec,
-        "steps_done": state.step,
-        "seconds": round(state.seconds, 2),
-        "history": state.history,
-        "delta_sha256": sha,
-        "finished": time.time(),
-        "delta_norms": {k: float(v.norm()) for k, v in tensors.items()},
-        "cpu": cpu_name(),
-        "torch": torch.__version__,
-    }
-    C.atomic_write_json(folder / "card.json", card)
-    (folder / "checkpoint.safetensors").unlink(missing_ok=True)
-    return card
+    return V.finish_run(folder, spec, state, "rmu")
 
 
 # ------------------------------------------------------------------------------------ variants

@@ -163,6 +163,31 @@ def delta_added(model, delta: dict[str, torch.Tensor]) -> Iterator[None]:
                 params[k].copy_(v)
 
 
+def finish_run(folder: Path, spec: dict, state, kind: str) -> dict:
+    """A run's end, for every training method: its delta written, then its card (the spec, steps,
+    seconds, loss curve, the delta's sha256 and norms, the machine), then the checkpoint dropped.
+    ``state`` is a ``rmu.TrainState``."""
+    import time
+
+    from unlearn_core.core.devices import cpu_name
+
+    tensors, sha = save_delta(folder, state.delta, kind)
+    card = {
+        **spec,
+        "steps_done": state.step,
+        "seconds": round(state.seconds, 2),
+        "history": state.history,
+        "delta_sha256": sha,
+        "finished": time.time(),
+        "delta_norms": {k: float(v.norm()) for k, v in tensors.items()},
+        "cpu": cpu_name(),
+        "torch": torch.__version__,
+    }
+    C.atomic_write_json(folder / "card.json", card)
+    (folder / "checkpoint.safetensors").unlink(missing_ok=True)
+    return card
+
+
 def save_delta(folder: Path, delta: dict[str, torch.Tensor], kind: str) -> tuple[dict, str]:
     """Write ``delta.safetensors`` atomically; the tensors written and their sha256 (for the card)."""
     from safetensors.torch import save

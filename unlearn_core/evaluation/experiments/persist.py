@@ -4,12 +4,10 @@ clamps' were (``search``); the held-out comparison with the clamps, RMU and the 
 
 from __future__ import annotations
 
-import time
 from dataclasses import replace
 
 from unlearn_core.core import cache as C
-from unlearn_core.evaluation.experiments.gate import known_sets
-from unlearn_core.evaluation.experiments.rmu import pick, variant_row
+from unlearn_core.evaluation.experiments.rmu import score_runs
 from unlearn_core.evaluation.targets import Target
 from unlearn_core.training import persist as P
 
@@ -37,25 +35,7 @@ def search(
         cards.append(P.train(engine, name, target, cfg))
         if progress:
             progress(i + 1, 2 * len(grid))
-    sets = known_sets(engine, dev)
-    rows = []
-    for i, card in enumerate(cards):
-        t0 = time.time()
-        row = variant_row(engine, dev, P.PREFIX + card["name"], sets, loss_tokens, card["name"])
-        rows.append({**row, "config": card["config"], "train_s": card["seconds"], "eval_s": round(time.time() - t0, 1)})
-        if progress:
-            progress(len(grid) + i + 1, 2 * len(grid))
-    best, rule = pick(rows, min_retain)
-    return {
-        "target": target.name,
-        "dev": "train half",
-        "n_known": {k: len(v) for k, v in sets.items()},
-        "min_retain": min_retain,
-        "rows": rows,
-        "best": best["config"] if best else None,
-        "best_label": best["label"] if best else None,
-        "rule": rule,
-    }
+    return score_runs(engine, dev, cards, P.PREFIX, loss_tokens, min_retain, progress)
 
 
 def search_markdown(s: dict) -> str:

@@ -167,17 +167,23 @@ def search(
         cards.append(rmu.train(engine, name, target, cfg))
         if progress:
             progress(i + 1, 2 * len(grid))
+    return score_runs(engine, dev, cards, rmu.PREFIX, loss_tokens, min_retain, progress)
+
+
+def score_runs(engine, dev: Target, cards: list[dict], prefix: str, loss_tokens: int, min_retain: float, progress):
+    """A search's second half, for every training method: each finished run (its card) scored on
+    ``dev``'s known questions as the variant ``prefix + name``, and the pick (``pick``)."""
     sets = known_sets(engine, dev)
     rows = []
     for i, card in enumerate(cards):
         t0 = time.time()
-        row = variant_row(engine, dev, f"{rmu.PREFIX}{card['name']}", sets, loss_tokens, card["name"])
+        row = variant_row(engine, dev, f"{prefix}{card['name']}", sets, loss_tokens, card["name"])
         rows.append({**row, "config": card["config"], "train_s": card["seconds"], "eval_s": round(time.time() - t0, 1)})
         if progress:
-            progress(len(grid) + i + 1, 2 * len(grid))
+            progress(len(cards) + i + 1, 2 * len(cards))
     best, rule = pick(rows, min_retain)
     return {
-        "target": target.name,
+        "target": dev.name,
         "dev": "train half",
         "n_known": {k: len(v) for k, v in sets.items()},
         "min_retain": min_retain,
