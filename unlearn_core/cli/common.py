@@ -204,6 +204,32 @@ def training_bar(steps: int, desc: str, losses: tuple[str, ...]):
     return bar, update
 
 
+def training_command(args, sub: str, config, bar, handlers: dict, lister) -> None:
+    """The body `rmu` and `persist` share: ``list`` needs no model; every other subcommand loads
+    the engine and the target, builds the settings (``config(args, engine)``) and runs its handler
+    with a training bar (``bar(steps)``)."""
+    from unlearn_core.evaluation.targets import engine_target
+
+    if sub == "list":
+        lister(args)
+        return
+    engine = engine_of(args)
+    target = engine_target(engine, args.target)
+    cfg = config(args, engine)
+    b, update = bar(cfg.steps)
+    handlers[sub](args, engine, target, cfg, update)
+    b.close()
+
+
+def runs_text(prefix: str, runs: list[dict], extra=lambda r: "") -> str:
+    """One line per training run (``rmu list``, ``persist list``)."""
+    return "\n".join(
+        f"{prefix}{r['name']:<24} {r['status']:<10} target {r.get('target')}  {extra(r)}"
+        f"{r.get('steps_done', '')} steps {r.get('seconds', '')} s"
+        for r in runs
+    )
+
+
 class StageBars:
     """One bar per stage of a long command, each with its total (so its ETA): ``stage(what, n)``
     closes the current bar and opens the next, returning its ``update``; ``close()`` ends the last."""

@@ -7,11 +7,12 @@ from unlearn_core.cli.common import (
     StageBars,
     add_command,
     emit,
-    engine_of,
     floats,
     progress_bar,
+    runs_text,
     settings_of,
     training_bar,
+    training_command,
 )
 from unlearn_core.features.default_target import DEFAULT_TARGET
 
@@ -52,33 +53,16 @@ def _bar(steps: int):
 
 def cmd_persist(args) -> None:
     """Train a persistent run on a target, list runs, compare it with the clamps and RMU, or search settings."""
-    from unlearn_core.evaluation.targets import engine_target
-
-    if args.pcmd == "list":
-        _list(args)
-        return
-    engine = engine_of(args)
-    t = engine_target(engine, args.target)
-    cfg = _config(args, engine)
-    bar, update = _bar(cfg.steps)
-    {"train": _train, "compare": _compare, "search": _search}[args.pcmd](args, engine, t, cfg, update)
-    bar.close()
+    handlers = {"train": _train, "compare": _compare, "search": _search}
+    training_command(args, args.pcmd, _config, _bar, handlers, _list)
 
 
 def _list(args) -> None:
     from unlearn_core.training import persist as P
 
     runs = P.list_runs(settings_of(args).cache_dir)
-    emit(
-        args,
-        runs,
-        "\n".join(
-            f"persist:{r['name']:<24} {r['status']:<10} target {r.get('target')}  features {r.get('features')}  "
-            f"{r.get('steps_done', '')} steps {r.get('seconds', '')} s"
-            for r in runs
-        )
-        or "no persistent runs",
-    )
+    text = runs_text(P.PREFIX, runs, lambda r: f"features {r.get('features')}  ")
+    emit(args, runs, text or "no persistent runs")
 
 
 def _train(args, engine, t, cfg, update) -> None:

@@ -6,11 +6,12 @@ from unlearn_core.cli.common import (
     StageBars,
     add_command,
     emit,
-    engine_of,
     floats,
     progress_bar,
+    runs_text,
     settings_of,
     training_bar,
+    training_command,
 )
 from unlearn_core.features.default_target import DEFAULT_TARGET
 
@@ -39,33 +40,15 @@ def _rmu_bar(steps: int):
 
 def cmd_rmu(args) -> None:
     """RMU: train a run on a target, list runs, compare with the clamps, or search settings."""
-    from unlearn_core.evaluation.targets import engine_target
-
-    if args.rcmd == "list":
-        _rmu_list(args)
-        return
-    engine = engine_of(args)
-    t = engine_target(engine, args.target)
-    cfg = _rmu_config(args, engine)
-    bar, update = _rmu_bar(cfg.steps)
-    {"train": _rmu_train, "compare": _rmu_compare, "search": _rmu_search}[args.rcmd](args, engine, t, cfg, update)
-    bar.close()
+    handlers = {"train": _rmu_train, "compare": _rmu_compare, "search": _rmu_search}
+    training_command(args, args.rcmd, _rmu_config, _rmu_bar, handlers, _rmu_list)
 
 
 def _rmu_list(args) -> None:
     from unlearn_core.training import rmu
 
     runs = rmu.list_runs(settings_of(args).cache_dir)
-    emit(
-        args,
-        runs,
-        "\n".join(
-            f"rmu:{r['name']:<24} {r['status']:<10} target {r.get('target')}  "
-            f"{r.get('steps_done', '')} steps {r.get('seconds', '')} s"
-            for r in runs
-        )
-        or "no RMU runs",
-    )
+    emit(args, runs, runs_text(rmu.PREFIX, runs) or "no RMU runs")
 
 
 def _rmu_train(args, engine, t, cfg, update) -> None:
