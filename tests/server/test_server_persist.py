@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from api_helpers import answer, ok, small_job, wait_done, wait_job, wait_ok
+from api_helpers import answer, client, lock, ok, small_job, wait_done, wait_job  # noqa: F401 (fixtures)
 from browser_helpers import start_server, stop
-from fastapi.testclient import TestClient
 
 from unlearn_core.data.loaders import load_question_set
 from unlearn_core.evaluation.mcq import score_question
@@ -52,19 +51,6 @@ def engine(tmp_path_factory, shared_data):
 @pytest.fixture(scope="module")
 def app(engine):
     return create_app(lambda: engine, token="", allow_test_options=True)
-
-
-@pytest.fixture(scope="module")
-def client(app):
-    with TestClient(app) as c:
-        wait_ok(c)
-        yield c
-
-
-@pytest.fixture
-def lock(app):
-    """Direct engine calls in tests take the server's lock (``with lock:``), like every request does."""
-    return app.state.server.lock
 
 
 def wait_run(client, name: str, timeout: float = 120) -> dict:
