@@ -26,10 +26,6 @@ def _f(x) -> str:
 CLAMP_MODES = ("clamp", "gated")
 
 
-def _f(x) -> str:
-    return "—" if x is None else f"{x:.3f}"
-
-
 def clamp_rows(engine, target: Target, loss_tokens: int, stage) -> tuple[list[dict], dict]:
     """The static and gated clamps (and the target's own mode, if another) at the target's N and c."""
     from unlearn_core.evaluation.experiments.gate import compare as clamp_compare

@@ -1,12 +1,14 @@
 """Relearning attacks (threat model "weights": the attacker holds the weights and the defence as
 shipped), two rows per defence:
 
-* ``relearn:facts`` (Deeb & Roger, arXiv 2410.08827): the facts the defence makes the model get
-  wrong (the bench's forgotten facts: known originals answered wrong under the defence) are split
-  by a stable hash of their source id into T (the lower half of the hash order) and V (the rest).
-  The model is fine-tuned on T's text and V is scored: a V fact answered right again was hidden,
-  not removed, for the fine-tune never showed its answer. T's accuracy and the retain accuracy are
-  scored beside it.
+* ``relearn:facts`` (Deeb & Roger, arXiv 2410.08827): the known facts are split by a stable hash
+  of their source id into T (the lower half of the hash order) and V (the rest), *before* any
+  defence is looked at, so every defence is attacked on the same split with the same training
+  text (as in the paper, where the split is part of the dataset). The model is fine-tuned on T's
+  text and V's forgotten facts (known originals answered wrong under the defence) are scored: one
+  answered right again was hidden, not removed, for the fine-tune never showed its answer. T's
+  accuracy and the retain accuracy are scored beside it. (Until 2026-12-08 the split was over each
+  defence's own forgotten facts, so two defences' rows trained on different text.)
 * ``relearn:wikitext`` (Lucki et al., arXiv 2409.18025): fine-tuned on 10 WikiText samples that
   say nothing about the facts, then every forgotten fact scored.
 
@@ -264,7 +266,10 @@ def facts_row(ctx: Context, cfg: RelearnConfig) -> dict:
     """Deeb & Roger's split: fine-tune on T for each learning rate, the curve over ``cfg.steps``;
     the known facts outside T (V and those the defence never hid) scored at the last step."""
     engine, hold = ctx.engine, ctx.hold
-    t, v = split(ctx.forgotten)
+    t, v_all = split(ctx.known)  # the same T and V whatever the defence
+    v, v_kept = [q for q in v_all if not ctx.defended[q.id]], [q for q in v_all if ctx.defended[q.id]]
+    if not t or not v:
+        return skipped(ctx, len(ctx.forgotten), f"no forgotten fact in V ({len(v_all)} known)" if t else None)
     rows = fact_rows(engine.model.tokenizer, t)
     ivs, names, last = ctx.defence.interventions, trained_names(engine.model, cfg), max(cfg.steps)
     curve, finals = [], {}
@@ -276,12 +281,12 @@ def facts_row(ctx: Context, cfg: RelearnConfig) -> dict:
             hold(lambda e, state=state: train_step(e, state, rows, ivs, True))  # one step per hold
             if state.step in cfg.steps:
                 loss = hold(lambda e, state=state: loss_now(e, state, rows, ivs, True))
-                extra = ctx.kept if state.step == last and lr == cfg.headline_lr else ()
+                extra = v_kept if state.step == last and lr == cfg.headline_lr else ()
                 point, finals[lr] = _point(ctx, state, lr, loss, v, t, extra)
                 curve.append(point)
     lr = cfg.headline_lr
     end = next(p for p in curve if p["lr"] == lr and p["step"] == last)
-    outcomes, facts = _outcomes(ctx, v + ctx.kept, finals[lr])
+    outcomes, facts = _outcomes(ctx, v + v_kept, finals[lr])
     return {
         "outcomes": outcomes,
         "facts": facts,
@@ -291,6 +296,7 @@ def facts_row(ctx: Context, cfg: RelearnConfig) -> dict:
         "retain_acc": end["retain_acc"],
         "n_T": len(t),
         "n_V": len(v),
+        "split": "known facts, by hash of the source id (the same for every defence)",
         "t_ids": [q.id for q in t],
         "v_ids": [q.id for q in v],
         "v_acc_max": max(p["v_acc"] for p in curve),
@@ -392,8 +398,9 @@ def holder(engine, inputs, defence: Defence) -> Callable[[Callable], Any]:
     return hold
 
 
-def skipped(ctx: Context, n: int) -> dict:
-    """Fewer than ``MIN_FORGOTTEN`` forgotten facts: no fine-tune; the facts as the defence left them."""
+def skipped(ctx: Context, n: int, why: str | None = None) -> dict:
+    """Nothing to relearn (fewer than ``MIN_FORGOTTEN`` forgotten facts, or none in V): no
+    fine-tune; the facts as the defence left them."""
     outcomes = [_outcome(ctx, q, ctx.defended[q.id], None, None) for q in ctx.known]
     return {
         "outcomes": outcomes,
@@ -402,5 +409,5 @@ def skipped(ctx: Context, n: int) -> dict:
         "retain_acc": _share(ctx.retain0),
         "n_T": 0,
         "n_V": 0,
-        "skipped": f"{n} forgotten fact(s): fewer than {MIN_FORGOTTEN}, nothing to split or relearn",
+        "skipped": why or f"{n} forgotten fact(s): fewer than {MIN_FORGOTTEN}, nothing to split or relearn",
     }

@@ -44,9 +44,10 @@ def relearn_curves(rows: list[dict]) -> str:
         return ""
     lines = [
         "\n\nRelearn rows (threat `weights`: fine-tuned with the defence on, `attacks.relearn`): facts are "
-        "the known facts not trained on; for `relearn:facts` the forgotten ones are V, the held-out half of "
-        "the facts the defence hid (T, the other half, is the training text); each row is read at the lr and "
-        "step it names. Curves (V: the forgotten facts scored; T: the trained ones):",
+        "the known facts not trained on; for `relearn:facts` the known facts are split in half by a hash of "
+        "their id, the same split for every defence: T is the training text, and V's forgotten facts are "
+        "scored; each row is read at the lr and step it names. Curves (V: the forgotten facts scored; T: the "
+        "trained ones):",
         "",
         "| defence | attack | lr | step | loss | V acc. | T acc. | retain acc. |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",

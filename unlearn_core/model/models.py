@@ -209,11 +209,17 @@ def _load_embedded(folder: Path, dev: str, dt: torch.dtype):
 
 
 def _save_hooked_weights(model, path: Path) -> None:
+    """Save for the next load; a failed save (a full disk: 1.7 GB) costs only that speed-up, so it
+    is logged and the half-written file removed, never raised into the load that succeeded."""
     from safetensors.torch import save_file
 
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # two first loads at once write apart
-    save_file({k: v.detach().contiguous() for k, v in model.named_parameters()}, str(tmp))
-    os.replace(tmp, path)  # atomic: a crash never leaves a half-written file under the final name
+    try:
+        save_file({k: v.detach().contiguous() for k, v in model.named_parameters()}, str(tmp))
+        os.replace(tmp, path)  # atomic: a crash never leaves a half-written file under the final name
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own error type for I/O failures
+        tmp.unlink(missing_ok=True)
+        log.warning("could not save the TransformerLens weights to %s (%s); the next load rebuilds them", path, e)
 
 
 def _load_hooked_weights(folder: Path, path: Path, tok, dev: str, dt: torch.dtype):
