@@ -222,7 +222,7 @@ def test_rmu_steps_move_forget_more_than_retain(engine, monkeypatch, tmp_path):
 
     monkeypatch.setattr(engine.settings, "cache_dir", str(tmp_path))
     t = get_target("bio-basics")
-    cfg = rmu.default_config(engine.model_name, steps=10).resolved(engine.model.cfg.n_layers)
+    cfg = rmu.default_config(engine.model_name, steps=10, ctx=128).resolved(engine.model.cfg.n_layers)
     rmu.train(engine, "few", t, cfg)
     data = rmu.target_data(engine, t, cfg)
     hook = f"blocks.{cfg.layer}.hook_resid_post"
@@ -241,7 +241,7 @@ def test_rmu_steps_move_forget_more_than_retain(engine, monkeypatch, tmp_path):
         f"forget: distance to c*u {dist(f0):.1f} -> {dist(f1):.1f}; retain shift {float(((r1 - r0) ** 2).mean()):.1f} "
         f"of energy {float((r0**2).mean()):.1f}"
     )
-    assert dist(f1) < 0.995 * dist(f0)  # steered toward c*u (measured: 1.3% closer after 10 steps)
+    assert dist(f1) < 0.995 * dist(f0)  # steered toward c*u (measured: 1.7% closer after 10 steps of 128 tokens)
     assert float(((r1 - r0) ** 2).mean()) < 0.01 * float((r0**2).mean())  # retain kept within 1%
 
 

@@ -51,11 +51,22 @@ def test_demo_flips_a_known_question_and_keeps_a_retain_question(engine, shared_
 
 
 def test_target_eval_json_on_the_embedded_model(tmp_path, shared_data):
+    """The CLI's JSON on the embedded model with the target's default intervention, on question
+    files given on the command line (40 of each quiz: the whole held-out halves took 110 s of CI;
+    the files also exercise the --forget-questions / --retain-questions path)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    files = {}
+    for name in ("bio", "retain"):
+        qs = json.loads((shared_data / "quiz" / f"{name}_quiz.dev.json").read_text())[:40]
+        files[name] = tmp_path / f"{name}.json"
+        files[name].write_text(json.dumps(qs))
     # no timeout of its own: on a busy 2-core machine with an empty cache this ran past 1,200 s while
     # nothing was wrong; CI's job limit (90 minutes) catches a real hang
     p = subprocess.run(
-        [sys.executable, "-m", "unlearn_core", "target", "eval", "bio-basics", "--json", "--loss-tokens", "300"],
+        [
+            *(sys.executable, "-m", "unlearn_core", "target", "eval", "bio-basics", "--json", "--loss-tokens", "300"),
+            *("--forget-questions", str(files["bio"]), "--retain-questions", str(files["retain"])),
+        ],
         capture_output=True,
         text=True,
         cwd=ROOT,

@@ -37,6 +37,22 @@ def _attack(x: dict) -> str:
     return f"{x['attack']} ({split}; lr {x['lr']:g}, step {x['step']})"
 
 
+def _split_words(rel: list[dict]) -> str:
+    """How ``relearn:facts`` split its facts: rows since 2026-12-08 say ``split`` (the known facts,
+    the same T/V for every defence); older rows split each defence's own forgotten facts, and a
+    page regenerated from their JSON must still say so."""
+    facts = [x for x in rel if x["attack"] == "relearn:facts"]
+    if facts and all("split" in x for x in facts):
+        return (
+            "for `relearn:facts` the known facts are split in half by a hash of their id, the same split for "
+            "every defence: T is the training text, and V's forgotten facts are scored"
+        )
+    return (
+        "for `relearn:facts` the forgotten ones are V, the held-out half of the facts the defence hid (T, the "
+        "other half, is the training text): each defence's own split"
+    )
+
+
 def relearn_curves(rows: list[dict]) -> str:
     """The relearning curves of the relearn rows, one line per (lr, step)."""
     rel = [x for x in rows if x["threat"] == "weights" and x.get("curve")]
@@ -44,10 +60,8 @@ def relearn_curves(rows: list[dict]) -> str:
         return ""
     lines = [
         "\n\nRelearn rows (threat `weights`: fine-tuned with the defence on, `attacks.relearn`): facts are "
-        "the known facts not trained on; for `relearn:facts` the known facts are split in half by a hash of "
-        "their id, the same split for every defence: T is the training text, and V's forgotten facts are "
-        "scored; each row is read at the lr and step it names. Curves (V: the forgotten facts scored; T: the "
-        "trained ones):",
+        f"the known facts not trained on; {_split_words(rel)}; each row is read at the lr and step it names. "
+        "Curves (V: the forgotten facts scored; T: the trained ones):",
         "",
         "| defence | attack | lr | step | loss | V acc. | T acc. | retain acc. |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",

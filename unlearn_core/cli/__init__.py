@@ -8,6 +8,8 @@ progress bars on stderr. One module per command group registers its subcommands
 from __future__ import annotations
 
 import argparse
+import sys
+import time
 
 from unlearn_core.cli import (
     attack,
@@ -56,7 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run(build_parser().parse_args(argv))
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(argv)
+    args.argv, args.started = argv, time.monotonic()  # a result's provenance (cli.pages.save)
+    return run(args)
 
 
 __all__ = ["build_parser", "main"]

@@ -13,7 +13,7 @@ def cmd_attack(args) -> None:
     from unlearn_core.attacks.bench import parse_attacks, run_bench
     from unlearn_core.attacks.defences import parse_defences
     from unlearn_core.attacks.report import markdown
-    from unlearn_core.evaluation.experiments.writeups import save
+    from unlearn_core.cli import pages
     from unlearn_core.evaluation.targets import engine_target
 
     attacks = parse_attacks(args.attacks)  # a typo fails before the model loads
@@ -23,9 +23,7 @@ def cmd_attack(args) -> None:
     bars = StageBars(f"attack {t.name}")
     r = run_bench(engine, t, defences, attacks, probes=args.probes, part=args.part, stage=bars.stage)
     bars.close()
-    md = markdown(r)
-    if args.out:
-        save(r, md, args.out)
+    md = pages.save(r, "attack", args, args.out) if args.out else markdown(r)
     emit(args, r, md)
 
 

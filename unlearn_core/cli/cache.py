@@ -43,7 +43,7 @@ def add_parsers(sub) -> None:
     s = sub.add_parser("cache", help="what the disk caches hold, their keys, and how to drop them")
     csub = s.add_subparsers(dest="cache_cmd", required=True)
     c = add_command(csub, "info", cmd_cache, help="each cache kind: files, size, what it is keyed by")
-    c.add_argument("--markdown", action="store_true", help="print the audit page (docs/caches.md) instead")
+    c.add_argument("--markdown", action="store_true", help="print the audit page (docs/research/caches.md) instead")
     c = add_command(csub, "clear", cmd_cache, help="remove cached entries (every derived kind, or the kinds named)")
     c.add_argument(
         "--kind",

@@ -11,6 +11,7 @@ from unlearn_core.features.default_target import DEFAULT_TARGET
 
 
 def cmd_experiment(args) -> None:
+    from unlearn_core.cli import pages
     from unlearn_core.evaluation.experiments import writeups as X
 
     if args.which == "targets" and (args.render_only or args.merge):
@@ -28,12 +29,11 @@ def cmd_experiment(args) -> None:
             mmlu_limit=args.mmlu_limit,
             wmdp_limit=args.wmdp_limit,
         )
-        md = X.wmdp_markdown(r)
+        kind = "wmdp"
     else:
         r = _book(args, engine)
-        md = X.book_markdown(r)
-    if args.out:
-        X.save(r, md, args.out)
+        kind = "book"
+    md = pages.save(r, kind, args, args.out) if args.out else pages.body(r, kind=kind)
     emit(args, r, md)
 
 
@@ -60,9 +60,9 @@ def _book(args, engine) -> dict:
 
 def _experiment_targets(args, engine) -> None:
     """Per target: the sweep (choose on the train half, report the held-out half)."""
+    from unlearn_core.cli import pages
     from unlearn_core.evaluation.experiments import sweep_report as SWR
     from unlearn_core.evaluation.experiments import target_sweep as TX
-    from unlearn_core.evaluation.experiments import writeups as X
     from unlearn_core.evaluation.targets import get_target, saved_targets_dir
 
     settings = settings_of(args)
@@ -89,8 +89,8 @@ def _experiment_targets(args, engine) -> None:
                 variants=tuple(args.variants.split(",")) if args.variants else None,
             )
         md = SWR.markdown(r)
-        if args.out:
-            X.save(r, md, f"{args.out.rstrip('/')}/targets_{name}")
+        if args.out:  # a re-render keeps the provenance of the run it re-renders
+            pages.save(r, "targets sweep", args, f"{args.out.rstrip('/')}/targets_{name}", not args.render_only)
         out[name] = r
         print(md + "\n")
     if args.json:

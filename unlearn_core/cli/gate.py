@@ -10,8 +10,8 @@ from unlearn_core.features.default_target import DEFAULT_TARGET
 
 def cmd_gate(args) -> None:
     """Static vs gated clamp on a target's held-out known questions, and the filler probe."""
+    from unlearn_core.cli import pages
     from unlearn_core.evaluation.experiments import gate as GX
-    from unlearn_core.evaluation.experiments.writeups import save
     from unlearn_core.evaluation.targets import engine_target
 
     engine = engine_of(args)
@@ -27,25 +27,21 @@ def cmd_gate(args) -> None:
         stage=bars.stage,
     )
     bars.close()
-    md = "## static vs gated\n\n" + GX.markdown(r)
     if args.out:  # kept even if the probe fails
-        save(r, md, args.out)
+        pages.save(r, "gate", args, args.out)
     if args.probe_clamp:
         bar = progress_bar(None, "robustness probe")  # the total: the probe's steps, once it starts
         p = GX.probe(engine, t, args.probe_clamp, args.percentile, n=args.probe_n, progress=step_progress(bar))
         bar.close()
         r["probe"] = p
-        md += "\n\n## robustness: benign filler around the forget questions\n\n" + GX.probe_markdown(p)
-        if args.out:  # the curve as a page to open in a browser
+        if args.out:  # the curve as a page to open in a browser (the page names it)
             from unlearn_core.ui.figures import probe_figure
 
             html = Path(args.out).with_suffix(".probe.html")
             probe_figure(p["rows"], f"{t.name}: N = {p['n']}, c = {p['c']:g}, τ = {p['gate']['tau']:.3f}").write_html(
                 html, include_plotlyjs=True
             )
-            md += f"\n\nThe curve: {html}"
-    if args.out:
-        save(r, md, args.out)
+    md = pages.save(r, "gate", args, args.out) if args.out else pages.body(r, kind="gate")
     emit(args, r, md)
 
 

@@ -82,7 +82,7 @@ def _train(args, engine, t, cfg, update) -> None:
 
 def _compare(args, engine, t, cfg, update) -> None:
     from unlearn_core.attacks import comparison as CMP
-    from unlearn_core.evaluation.experiments.writeups import save
+    from unlearn_core.cli import pages
 
     bars = StageBars(f"persist compare {t.name}")
     r = CMP.compare(
@@ -98,15 +98,13 @@ def _compare(args, engine, t, cfg, update) -> None:
         stage=bars.stage,
     )
     bars.close()
-    md = CMP.markdown(r)
-    if args.out:
-        save(r, md, args.out)
+    md = pages.save(r, "persist compare", args, args.out) if args.out else CMP.markdown(r)
     emit(args, r, md)
 
 
 def _search(args, engine, t, cfg, update) -> None:
+    from unlearn_core.cli import pages
     from unlearn_core.evaluation.experiments import persist as PX
-    from unlearn_core.evaluation.experiments.writeups import save
 
     grid = [
         {"forget_mode": fm, "retain_norm": rn, "margin": m, "retain_weight": w, "lm_weight": lm, "steps": int(s)}
@@ -128,9 +126,7 @@ def _search(args, engine, t, cfg, update) -> None:
         progress=lambda i, n: sbar.update(1),
     )
     sbar.close()
-    md = PX.search_markdown(s)
-    if args.out:
-        save(s, md, args.out)
+    md = pages.save(s, "persist search", args, args.out) if args.out else PX.search_markdown(s)
     emit(args, s, md)
 
 

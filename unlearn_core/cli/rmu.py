@@ -65,9 +65,8 @@ def _rmu_train(args, engine, t, cfg, update) -> None:
 
 
 def _rmu_compare(args, engine, t, cfg, update) -> None:
-    from unlearn_core.evaluation.experiments import gate as GX
+    from unlearn_core.cli import pages
     from unlearn_core.evaluation.experiments import rmu as RX
-    from unlearn_core.evaluation.experiments.writeups import save
 
     bars = StageBars(f"rmu compare {t.name}")
     r = RX.compare(
@@ -84,22 +83,13 @@ def _rmu_compare(args, engine, t, cfg, update) -> None:
         stage=bars.stage,
     )
     bars.close()
-    md = (
-        "## RMU vs static and gated clamps\n\n"
-        + GX.markdown(r)
-        + (
-            f"\n\nRMU run `rmu:{args.name}`: {r['rmu']['config']}, {r['rmu']['steps_done']} steps, "
-            f"{r['rmu']['seconds']:.0f} s of training on {r['rmu']['cpu']}"
-        )
-    )
-    if args.out:
-        save(r, md, args.out)
+    md = pages.save(r, "rmu compare", args, args.out) if args.out else pages.body(r, kind="rmu compare")
     emit(args, r, md)
 
 
 def _rmu_search(args, engine, t, cfg, update) -> None:
+    from unlearn_core.cli import pages
     from unlearn_core.evaluation.experiments import rmu as RX
-    from unlearn_core.evaluation.experiments.writeups import save
 
     grid = [
         dict(layer=int(L), steering_coeff=c, alpha=a, **({"lr": lr} if lr else {}))
@@ -119,9 +109,7 @@ def _rmu_search(args, engine, t, cfg, update) -> None:
         progress=lambda i, n: sbar.update(1),
     )
     sbar.close()
-    md = RX.search_markdown(s)
-    if args.out:
-        save(s, md, args.out)
+    md = pages.save(s, "rmu search", args, args.out) if args.out else RX.search_markdown(s)
     emit(args, s, md)
 
 

@@ -78,7 +78,7 @@ def clear_cache(cache_dir: str | Path, kinds: list[str] | None = None) -> list[d
 
 
 def audit_markdown() -> str:
-    """The cache audit as a page (docs/caches.md is this text; a test keeps the two equal)."""
+    """The cache audit as a page (docs/research/caches.md is this text; a test keeps the two equal)."""
     from unlearn_core.core.cache import CACHE_VERSION
 
     def table(kinds: list[CacheKind]) -> list[str]:
@@ -90,7 +90,7 @@ def audit_markdown() -> str:
         "# Caches: what each is keyed by",
         "",
         "Generated from `unlearn_core/core/assets/caches.toml` by "
-        "`python -m unlearn_core cache info --markdown > docs/caches.md`.",
+        "`python -m unlearn_core cache info --markdown > docs/research/caches.md`.",
         "",
         "Every result computed from a model, an SAE, questions or text is keyed by their *content*",
         "(digests of the weights, the question texts, the corpus documents), never by a name, a path",
@@ -99,10 +99,28 @@ def audit_markdown() -> str:
         "`cache clear` removes the derived kinds, `cache clear --kind K` any one (user results such as",
         "RMU runs, sweep jobs and saved targets only when named).",
         "",
+        "```bash",
+        "python -m unlearn_core cache info              # each cache: files, size, what its key is computed from",
+        "python -m unlearn_core cache clear             # every derived cache (user results stay)",
+        "python -m unlearn_core cache clear --kind rmu  # one kind, user results included when named",
+        "```",
+        "",
+        "The cache folder is `cache/` in the repository (`--cache-dir` or `UNLEARN_CACHE_DIR` to put it",
+        "elsewhere); it is not committed. Entries are written atomically, and a corrupt one is logged and",
+        "computed again.",
+        "",
         "*Model identity* is `Engine.cache_identity()`: the model's name, dtype, the variant applied (an RMU",
         "delta's name and sha256) and a digest of its weights (every 997th value of every parameter, with",
         "names and shapes), recomputed when a parameter changes. *SAE fingerprint* is",
         "`features.sae_fingerprint()`: selector, hook, width and a sha256 of every SAE parameter.",
+        "",
+        "*Shipped entries.* The embedded SAE ships some entries so that a fresh clone's first demo,",
+        "`target eval` and tests do not compute them from nothing: feature statistics of the built-in",
+        "targets' corpora (`unlearn_core/core/assets/embedded_sae/stats/`, `python scripts/ship_stats.py`)",
+        "and the built-in targets' known filters, question-based feature scores and gate calibrations",
+        "(`unlearn_core/core/assets/embedded_sae/cache/`, `python scripts/ship_cache.py`). They are named",
+        "by the same content keys, so they are read only when model, SAE and data all match; rerun the",
+        "scripts after changing any of them.",
         "",
         "## On disk (under the cache folder)",
         "",

@@ -52,7 +52,7 @@ class Selection:
     threshold, ranked by forget frequency. ``method = "search"`` (the Gemma Scope Harry Potter
     study's way in): the features most specific to ``query``, the concept's own name, against the
     ``background`` corpus's firing frequencies, dense ones dropped; threshold is not used. A book's
-    most frequent distinctive features are its narration style, not its topic (README, sherlock).
+    most frequent distinctive features are its narration style, not its topic (docs/decisions.md, sherlock).
     ``method = "attribution"`` (activation x gradient of the correct answer's log-probability,
     forget minus retain) and ``"fisher"`` (Dynamic SAE Guardrails' selection) rank features by the
     train half of the target's known questions (``features.attribution``, ``score_ranking``);
@@ -321,7 +321,7 @@ def forget_corpus_for(target: Target, data_dir: str | None) -> tuple[str, str]:
         if not target.forget_corpus_fallback:
             raise
         return target.forget_corpus_fallback, (
-            f"{target.forget_corpus} is not available here (see the README); "
+            f"{target.forget_corpus} is not available here (see docs/research/setups.md); "
             f"features are selected on the stand-in {target.forget_corpus_fallback}"
         )
 

@@ -27,7 +27,7 @@ CALIBRATION_TOKENS = 20_000  # tokens of the retain corpus cut into windows
 # tokens per window: about a question prompt's length. rho over long windows runs lower (more
 # tokens dilute the few where a topic's features fire), so a tau taken on 128-token windows sits
 # below the rho of ordinary short prompts and the gate opens on most of them (measured on the
-# bio-basics train halves, README "Gated clamp").
+# bio-basics train halves, docs/concepts/method.md on the gate).
 CALIBRATION_CTX = 32
 BATCH = 16
 

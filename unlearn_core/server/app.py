@@ -9,7 +9,7 @@ with one lock, so model work never runs in parallel; endpoints are plain ``def``
 in FastAPI's threadpool (40 threads), so waiting requests queue on the lock instead of failing.
 A request's latency is therefore its own cost plus the cost of whatever is ahead of it. That
 is comfortable for a handful of interactive users (a lab group, ~5-10 people) and not meant
-for more. Measured costs on the embedded model are in the README ("Speed"; `bench/server.py`,
+for more. Measured costs on the embedded model are in docs/benchmarks.md (`bench/server.py`,
 `bench/slider.py`). Long work (loss, perplexity, feature statistics, known filters, curves,
 generation) takes the lock in steps of about a second (``state.run_steps``), so a request waits
 at most about that long behind another one (``lock_stats`` in ``/api/info`` shows the holds).

@@ -1,7 +1,7 @@
 """End-to-end (KL) fine-tune of an SAE's decoder, for Δloss.
 
 Why: the embedded SAE is trained on MSE of whitened residuals, and more steps of that objective
-made the next-token loss worse (docs/results/sae_retrain_b1024.md). Here the decoder (W_dec,
+made the next-token loss worse (docs/reports/sae_retrain_b1024.md). Here the decoder (W_dec,
 b_dec) is trained to minimise KL(clean || spliced) of the model's next-token distributions, with
 the SAE's reconstruction in place of the residual at its hook (as in Karvonen 2025, "a short
 fine-tune is all you need"). The encoder and thresholds are frozen, so which features fire (L0,

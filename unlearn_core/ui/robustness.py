@@ -75,97 +75,97 @@ def heat_map(result: dict) -> go.Figure:
     """Recovery per defence x attack ('k/n' in each cell, '—' where nothing was forgotten) and the
     retain accuracy beside it. A transparent marker on each cell carries (defence, attack) for a click."""
     g = grid(result)
-    x_labels, y_labels = g.attacks, g.defences
-    z = [[(g.cells.get((d, a)) or {}).get("recovery_rate") for a in g.attacks] for d in g.defences]
     fig = make_subplots(rows=1, cols=2, column_widths=[0.84, 0.16], shared_yaxes=True, horizontal_spacing=0.02)
-    present = [[0 if (d, a) in g.cells else None for a in g.attacks] for d in g.defences]
-    fig.add_trace(  # grey under every cell: one with no rate ("—") still reads as a cell
-        go.Heatmap(
-            z=present,
-            x=x_labels,
-            y=y_labels,
-            colorscale=[[0, NO_RATE], [1, NO_RATE]],
-            showscale=False,
-            hoverinfo="skip",
-            xgap=3,
-            ygap=3,
-        ),
-        row=1,
-        col=1,
-    )
-    fig.add_trace(
-        go.Heatmap(
-            z=z,
-            x=x_labels,
-            y=y_labels,
-            zmin=0,
-            zmax=1,
-            colorscale=RECOVERY_SCALE,
-            hoverinfo="skip",
-            xgap=3,
-            ygap=3,
-            colorbar=dict(
-                title=dict(text="recovery: 0 all stay forgotten · 1 all come back", side="top"),
-                orientation="h",
-                x=0.0,
-                xanchor="left",
-                y=-0.04,
-                yanchor="top",
-                len=0.6,
-                thickness=10,
-            ),
-        ),
-        row=1,
-        col=1,
-    )
-    pts = [(d, a) for d in g.defences for a in g.attacks if (d, a) in g.cells]
-    fig.add_trace(
-        go.Scatter(
-            x=[a for _, a in pts],
-            y=[d for d, _ in pts],
-            mode="markers+text",
-            text=[cell_text(g.cells[p]) for p in pts],
-            textfont=dict(size=15, color="#111"),
-            marker=dict(size=46, symbol="square", opacity=0.0, color="#000"),
-            # a click selects a cell: keep every cell's label as it was (plotly fades the others)
-            selected=dict(marker=dict(opacity=0.0), textfont=dict(color="#111")),
-            unselected=dict(marker=dict(opacity=0.0), textfont=dict(color="#111")),
-            customdata=[[d, a] for d, a in pts],
-            hovertext=[cell_hover(g.cells[p]) for p in pts],
-            hovertemplate="%{hovertext}<extra></extra>",
-            showlegend=False,
-            name="cells",
-        ),
-        row=1,
-        col=1,
-    )
-    retain = retain_column(result, g)
-    fig.add_trace(
-        go.Heatmap(
-            z=[[r[0]] for r in retain],
-            x=["retain acc."],
-            y=y_labels,
-            zmin=0,
-            zmax=1,
-            colorscale=RETAIN_SCALE,
-            showscale=False,
-            xgap=3,
-            ygap=3,
-            text=[[f"{_acc(r[0])}<br>n={r[1]}"] for r in retain],
-            texttemplate="%{text}",
-            textfont=dict(size=13, color="#111"),
-            hovertext=[[f"retain accuracy {_acc(r[0])} on {r[1]} known questions ({r[2]})"] for r in retain],
-            hovertemplate="%{hovertext}<extra></extra>",
-        ),
-        row=1,
-        col=2,
-    )
+    for trace in (_cell_floor(g), _recovery_cells(g), _cell_labels(g)):
+        fig.add_trace(trace, row=1, col=1)
+    fig.add_trace(_retain_cells(result, g), row=1, col=2)
     fig.update_yaxes(autorange="reversed", type="category", row=1, col=1)
     fig.update_xaxes(type="category", side="top", row=1, col=1)
     fig.update_xaxes(type="category", side="top", row=1, col=2)
-    height = 190 + 64 * max(1, len(y_labels))
+    height = 190 + 64 * max(1, len(g.defences))
     fig.update_layout(height=height, margin=dict(l=10, r=10, t=40, b=70), clickmode="event+select", dragmode=False)
     return fig
+
+
+def _cell_floor(g: Grid) -> go.Heatmap:
+    """Grey under every cell: one with no rate ("—") still reads as a cell."""
+    present = [[0 if (d, a) in g.cells else None for a in g.attacks] for d in g.defences]
+    return go.Heatmap(
+        z=present,
+        x=g.attacks,
+        y=g.defences,
+        colorscale=[[0, NO_RATE], [1, NO_RATE]],
+        showscale=False,
+        hoverinfo="skip",
+        xgap=3,
+        ygap=3,
+    )
+
+
+def _recovery_cells(g: Grid) -> go.Heatmap:
+    z = [[(g.cells.get((d, a)) or {}).get("recovery_rate") for a in g.attacks] for d in g.defences]
+    return go.Heatmap(
+        z=z,
+        x=g.attacks,
+        y=g.defences,
+        zmin=0,
+        zmax=1,
+        colorscale=RECOVERY_SCALE,
+        hoverinfo="skip",
+        xgap=3,
+        ygap=3,
+        colorbar=dict(
+            title=dict(text="recovery: 0 all stay forgotten · 1 all come back", side="top"),
+            orientation="h",
+            x=0.0,
+            xanchor="left",
+            y=-0.04,
+            yanchor="top",
+            len=0.6,
+            thickness=10,
+        ),
+    )
+
+
+def _cell_labels(g: Grid) -> go.Scatter:
+    """'k/n' on each cell, and the transparent marker a click selects."""
+    pts = [(d, a) for d in g.defences for a in g.attacks if (d, a) in g.cells]
+    return go.Scatter(
+        x=[a for _, a in pts],
+        y=[d for d, _ in pts],
+        mode="markers+text",
+        text=[cell_text(g.cells[p]) for p in pts],
+        textfont=dict(size=15, color="#111"),
+        marker=dict(size=46, symbol="square", opacity=0.0, color="#000"),
+        # a click selects a cell: keep every cell's label as it was (plotly fades the others)
+        selected=dict(marker=dict(opacity=0.0), textfont=dict(color="#111")),
+        unselected=dict(marker=dict(opacity=0.0), textfont=dict(color="#111")),
+        customdata=[[d, a] for d, a in pts],
+        hovertext=[cell_hover(g.cells[p]) for p in pts],
+        hovertemplate="%{hovertext}<extra></extra>",
+        showlegend=False,
+        name="cells",
+    )
+
+
+def _retain_cells(result: dict, g: Grid) -> go.Heatmap:
+    retain = retain_column(result, g)
+    return go.Heatmap(
+        z=[[r[0]] for r in retain],
+        x=["retain acc."],
+        y=g.defences,
+        zmin=0,
+        zmax=1,
+        colorscale=RETAIN_SCALE,
+        showscale=False,
+        xgap=3,
+        ygap=3,
+        text=[[f"{_acc(r[0])}<br>n={r[1]}"] for r in retain],
+        texttemplate="%{text}",
+        textfont=dict(size=13, color="#111"),
+        hovertext=[[f"retain accuracy {_acc(r[0])} on {r[1]} known questions ({r[2]})"] for r in retain],
+        hovertemplate="%{hovertext}<extra></extra>",
+    )
 
 
 def picked_cell(event) -> tuple[str, str] | None:

@@ -164,6 +164,11 @@ def test_a_bench_row_restores_the_weights_and_reports_its_curve(tiny, inputs, mo
     md = markdown({**B.header(Target("x", "", "", "", (), ()), None, inputs, [d]), "rows": rows, "wall_s": 1.0})
     assert f"relearn:facts (T {facts['n_T']} / V {facts['n_V']}; lr {facts['lr']:g}, step 2)" in md
     assert md.count("| dsg | relearn:") == 2 + len(facts["curve"]) + len(wiki["curve"])  # rows, then curves
+    assert "the same split for every defence" in md
+    # a row measured before the split changed (no "split" key) is still described by its own split
+    old = [{k: v for k, v in x.items() if k != "split"} for x in rows]
+    md_old = markdown({**B.header(Target("x", "", "", "", (), ()), None, inputs, [d]), "rows": old, "wall_s": 1.0})
+    assert "each defence's own split" in md_old and "the same split for every defence" not in md_old
 
 
 def test_an_rmu_defence_is_the_starting_point_and_is_removed_after(tmp_path, bio, shared_data):

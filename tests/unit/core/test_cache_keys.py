@@ -226,8 +226,9 @@ def test_old_keys_are_ignored_and_cache_info_and_clear_work(engine, tmp_path):
 def test_the_cache_audit_page_is_generated_from_the_registry():
     from unlearn_core.core.cache_admin import audit_markdown, cache_kinds
 
-    page = (ROOT / "docs" / "caches.md").read_text()
-    assert page == audit_markdown(), "regenerate: python -m unlearn_core cache info --markdown > docs/caches.md"
+    page = (ROOT / "docs" / "research" / "caches.md").read_text()
+    regenerate = "python -m unlearn_core cache info --markdown > docs/research/caches.md"
+    assert page == audit_markdown(), f"regenerate: {regenerate}"
     kinds = cache_kinds()
     assert {
         "known",

@@ -55,17 +55,17 @@ def test_a_failed_weight_cache_save_is_logged_not_raised(tmp_path, tiny, monkeyp
     """A full disk while saving the TransformerLens weights (CI once ran out) must not fail the load."""
     import safetensors.torch
 
-    from unlearn_core.model import models as M
+    from unlearn_core.model import models as MODELS
 
     def full_disk(tensors, filename, metadata=None):
         open(filename, "wb").write(b"half")  # a partial file, as a failed write leaves
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(safetensors.torch, "save_file", full_disk)
-    path = tmp_path / M.HOOKED_WEIGHTS
+    path = tmp_path / MODELS.HOOKED_WEIGHTS
     with caplog.at_level("WARNING"):
-        M._save_hooked_weights(tiny.model, path)
+        MODELS._save_hooked_weights(tiny.model, path)
     assert list(tmp_path.iterdir()) == [] and "No space left on device" in caplog.text
     monkeypatch.undo()
-    M._save_hooked_weights(tiny.model, path)  # and a working disk still gets the file
+    MODELS._save_hooked_weights(tiny.model, path)  # and a working disk still gets the file
     assert path.exists() and list(tmp_path.iterdir()) == [path]

@@ -154,7 +154,7 @@ def search(
     >= ``min_retain`` (ties: the smaller loss added)."""
     dev = replace(target, eval_part="train")
     cards = []
-    for i, over in enumerate(grid):  # every run first, then the evaluations (see the README on step times)
+    for i, over in enumerate(grid):  # every run first, then the evaluations (docs/concepts/rmu.md on step times)
         cfg = replace(base, **over)
         if "layer" in over and "update_layers" not in over:
             cfg = replace(cfg, update_layers=())  # the default for this layer: layer-2 .. layer

@@ -36,15 +36,22 @@ def _score_text(r: dict) -> str:
     )
 
 
+def _pooled(r: dict) -> bool:
+    """Sweeps before the pooled retain rule (2026-12-07) have no pooled columns: their pages, made
+    again from their JSON, must not show empty columns nor a score they could not have."""
+    return any("retain_pool@train" in row for row in r["rows"])
+
+
 def _margin_text(r: dict) -> str:
     m = r.get("margin")
+    score = _score_text(r) if _pooled(r) else ""
     if not m:
-        return _score_text(r)
+        return score
     loss = f", {m['loss']:.3f} nats under the loss budget" if m.get("loss") is not None else ""
     return (
         f" Margin of the choice: retain {m['retain']:+.3f} above its floor on "
         f"{r.get('n_retain_pool_train', '?')} known retain questions{loss}."
-    ) + _score_text(r)
+    ) + score
 
 
 def _f(x) -> str:
@@ -54,6 +61,7 @@ def _f(x) -> str:
 def markdown(r: dict) -> str:
     n = r["n_known"]
     choice = bool(r.get("choice_loss_corpus"))  # the choice's own loss column (the tie-break, and any budget)
+    pooled = _pooled(r)
     lines = [
         f"Target `{r['target']}`: SAE `{r['sae']}` at `{r['hook']}`, {r['scoring']} scoring, "
         f"{'strict ' if r['strict_known'] else ''}known questions. Forget corpus `{r['forget_corpus']}`"
@@ -74,14 +82,16 @@ def markdown(r: dict) -> str:
         + "".join(f" Variant `{v}` not swept: {why}." for v, why in r.get("skipped_variants", {}).items())
         + _margin_text(r),
         "",
-        "| configuration | forget (train) | retain (train) | retain pooled (train) | **forget (held-out)** | "
-        "**retain (held-out)** | retain pooled (held-out) | "
+        "| configuration | forget (train) | retain (train) | "
+        + ("retain pooled (train) | " if pooled else "")
+        + "**forget (held-out)** | **retain (held-out)** | "
+        + ("retain pooled (held-out) | " if pooled else "")
         + " | ".join(f"retain `{s}` (held-out)" for s in r["retain_questions"][1:])
         + (" | " if len(r["retain_questions"]) > 1 else "")
         + "loss added | "
         + ("loss added (choice) | " if choice else "")
         + "ppl forget held-out |",
-        "| --- " * (9 + len(r["retain_questions"]) - 1 + choice) + "|",
+        "| --- " * (7 + 2 * pooled + len(r["retain_questions"]) - 1 + choice) + "|",
     ]
     for row in r["rows"]:
         mark = (" **(chosen)**" if row.get("chosen") else "") + (
@@ -90,8 +100,9 @@ def markdown(r: dict) -> str:
         extra = [_f(row[f"retain{i}@heldout"]) for i in range(1, len(r["retain_questions"]))]
         lines.append(
             f"| {row['config']}{mark} | {_f(row['forget@train'])} | {_f(row['retain0@train'])} | "
-            f"{_f(row.get('retain_pool@train'))} | {_f(row['forget@heldout'])} | {_f(row['retain0@heldout'])} | "
-            f"{_f(row.get('retain_pool@heldout'))} | "
+            + (f"{_f(row.get('retain_pool@train'))} | " if pooled else "")
+            + f"{_f(row['forget@heldout'])} | {_f(row['retain0@heldout'])} | "
+            + (f"{_f(row.get('retain_pool@heldout'))} | " if pooled else "")
             + " | ".join(extra)
             + (" | " if extra else "")
             + f"{row['loss_added']:+.4f} | "

@@ -16,7 +16,7 @@ result names the rule's margin and the number of retain questions it rests on.
 Ties on forget accuracy go to the row that adds less loss on WebText's train split
 (``CHOICE_LOSS_CORPUS``), then to higher retain accuracy: retain is already a floor, and the
 loss added is the side effect the rule otherwise never reads. (Until 2026-12-04 the tie went to
-retain first; README, "The tie-break".)
+retain first; docs/decisions.md, the tie-break.)
 
 The loss budget (``max_loss``) is read on WebText's train split (``CHOICE_LOSS_CORPUS``) so that
 the reported held-out loss stays unread by the choice; ``max_loss=None`` drops it (the rule
