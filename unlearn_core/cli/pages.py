@@ -218,9 +218,12 @@ def body(r: dict, out: str | None = None, section: str | None = None, kind: str 
 
 
 def page(r: dict, out: str | None = None) -> str:
-    """The whole page: provenance line, note, tables (no trailing newline)."""
+    """The whole page: a title (the result's name), provenance line, note, tables (no trailing
+    newline). The title comes first because MkDocs reads a first line "Key: value" as page
+    metadata and would drop the provenance line from the site."""
     note = (r.get("meta") or {}).get("note")
-    return "\n\n".join([provenance_line(r["meta"]), *([note.strip()] if note else []), body(r, out)])
+    title = f"# {Path(out).name if out else r['meta'].get('kind', 'result')}"
+    return "\n\n".join([title, provenance_line(r["meta"]), *([note.strip()] if note else []), body(r, out)])
 
 
 def stamp(r: dict, kind: str, args) -> dict:

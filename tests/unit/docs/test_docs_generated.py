@@ -107,9 +107,12 @@ def test_a_link_out_of_the_repository_to_a_non_public_place_fails_the_check(gd, 
 
 
 def test_every_results_page_starts_with_its_provenance_line(gd):
+    """Its title, then the provenance line: MkDocs would take a first line "Command: ..." for page
+    metadata and drop it from the site (the built page is checked too, in the browser bench)."""
     for p in sorted((ROOT / "docs/results").glob("*.json")):
         meta = json.loads(p.read_text())["meta"]
-        first = p.with_suffix(".md").read_text().splitlines()[0]
+        title, _, first = p.with_suffix(".md").read_text().splitlines()[:3]
+        assert title == f"# {p.stem}", p.name
         assert first.startswith("Command: ") and " · commit " in first, p.name
         assert (meta["date"] in first) and (meta["machine"] in first), p.name
 
@@ -183,5 +186,30 @@ def test_persist_compare_out_writes_the_page_gen_docs_makes(tmp_path, capsys, mo
     assert {k: v for k, v in written.items() if k != "meta"} == saved
     page = out.with_suffix(".md").read_text()
     assert page == pages.page(written, str(out)) + "\n"
-    assert page.splitlines()[0].startswith("Command: `python -m unlearn_core persist compare")
+    assert page.splitlines()[0] == f"# {out.name}"
+    assert page.splitlines()[2].startswith("Command: `python -m unlearn_core persist compare")
     assert page.endswith(CMP.markdown(saved) + "\n")
+
+
+def test_the_built_site_shows_every_results_page_with_its_provenance(tmp_path):
+    """``mkdocs build --strict`` of the repository, then each result's page as HTML: its provenance
+    (the command and the commit) is on the page, not swallowed as metadata (a nav page that does not
+    exist fails the strict build)."""
+    import subprocess
+    import sys
+
+    site = tmp_path / "site"
+    p = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={"NO_MKDOCS_2_WARNING": "1", "PATH": "/usr/bin:/bin"},
+    )
+    assert p.returncode == 0, p.stderr[-3000:]
+    for j in sorted((ROOT / "docs/results").glob("*.json")):
+        meta = json.loads(j.read_text())["meta"]
+        html = (site / "results" / j.stem / "index.html").read_text()
+        assert "Command:" in html, j.name
+        commit = meta["commit"]
+        assert (f"<code>{commit}</code>" if commit != "not recorded" else "commit not recorded") in html, j.name

@@ -6,14 +6,28 @@ from unlearn_core.model.models import ModelUnavailableError, load_model, pick_de
 from unlearn_core.model.saes import SAEUnavailableError, load_sae, parse_selector
 
 
-def test_hub_model_offline_gives_clear_error(monkeypatch):
+@pytest.fixture()
+def hub_offline(monkeypatch):
+    """HF_HUB_OFFLINE as a node without internet has it: set before the hub libraries read it at
+    import (they keep the value), so no request waits out its network timeouts here (20 s each)."""
+    import huggingface_hub.constants
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    try:
+        import transformers.utils.hub as TH
+    except ImportError:
+        return
+    if hasattr(TH, "_is_offline_mode"):
+        monkeypatch.setattr(TH, "_is_offline_mode", True)
+
+
+def test_hub_model_offline_gives_clear_error(hub_offline):
     with pytest.raises(ModelUnavailableError, match="embedded"):
         load_model("google/gemma-2-2b-it", progress=False)
 
 
-def test_hub_sae_offline_gives_clear_error(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+def test_hub_sae_offline_gives_clear_error(hub_offline):
     with pytest.raises(SAEUnavailableError, match="local SAELens folder"):
         load_sae("gemma-scope-2b-pt-res-canonical:layer_7/width_16k/canonical")
 
