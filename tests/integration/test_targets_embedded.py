@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -50,30 +47,25 @@ def test_demo_flips_a_known_question_and_keeps_a_retain_question(engine, shared_
     assert (g["keyword"] in g["clamped"].lower()) == g["clamped_says_it"]
 
 
-def test_target_eval_json_on_the_embedded_model(tmp_path, shared_data):
+def test_target_eval_json_on_the_embedded_model(tmp_path, shared_data, capsys):
     """The CLI's JSON on the embedded model with the target's default intervention, on question
     files given on the command line (40 of each quiz: the whole held-out halves took 110 s of CI;
-    the files also exercise the --forget-questions / --retain-questions path)."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    the files also exercise the --forget-questions / --retain-questions path). In this process, as
+    ``python -m unlearn_core`` runs it (``cli.main``): a child process competed for the 2 cores with
+    this one's idle OpenMP threads, which spin under the tier's OMP_WAIT_POLICY=ACTIVE (80 s in CI
+    against 40 s on a quiet machine); the unit tier runs the real ``python -m`` on the tiny model."""
+    from unlearn_core.cli import main
+
     files = {}
     for name in ("bio", "retain"):
         qs = json.loads((shared_data / "quiz" / f"{name}_quiz.dev.json").read_text())[:40]
         files[name] = tmp_path / f"{name}.json"
         files[name].write_text(json.dumps(qs))
-    # no timeout of its own: on a busy 2-core machine with an empty cache this ran past 1,200 s while
-    # nothing was wrong; CI's job limit (90 minutes) catches a real hang
-    p = subprocess.run(
-        [
-            *(sys.executable, "-m", "unlearn_core", "target", "eval", "bio-basics", "--json", "--loss-tokens", "300"),
-            *("--forget-questions", str(files["bio"]), "--retain-questions", str(files["retain"])),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
-    )
-    assert p.returncode == 0, p.stderr[-3000:]
-    out = json.loads(p.stdout)
+    argv = ["target", "eval", "bio-basics", "--json", "--loss-tokens", "300"]
+    argv += ["--forget-questions", str(files["bio"]), "--retain-questions", str(files["retain"])]
+    capsys.readouterr()
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
     assert {"target", "intervention", "forget", "retain", "loss_added"} <= set(out)
     for part in ("forget", "retain"):
         d = out[part]
