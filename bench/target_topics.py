@@ -7,7 +7,10 @@ A peak word is a *format* token when it is a single character, has no letter, is
 is one of the quiz format's words (A-D, Question, Answer, Which, What, following). A feature
 counts as *topic* when most of its top contexts peak on non-format words.
 
-    python bench/target_topics.py [--sae FOLDER] [--out docs/results/target_topics.md]
+    python bench/target_topics.py [--sae FOLDER] [--out docs/reports/target_topics.md]
+
+(docs/results/ holds only pages generated from a JSON: this script's hand-read report goes to
+docs/reports/, where a rerun replaces the report's dated banner line: put it back.)
     python bench/target_topics.py --target sherlock --retain quiz:retain@train wikitext@train webtext-train
     python bench/target_topics.py --target sherlock --forget quiz:sherlock@train
     python bench/target_topics.py --target sherlock --threshold 0.003
