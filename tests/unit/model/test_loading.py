@@ -14,12 +14,6 @@ def hub_offline(monkeypatch):
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    try:
-        import transformers.utils.hub as TH
-    except ImportError:
-        return
-    if hasattr(TH, "_is_offline_mode"):
-        monkeypatch.setattr(TH, "_is_offline_mode", True)
 
 
 def test_hub_model_offline_gives_clear_error(hub_offline):
